@@ -1,0 +1,1 @@
+//! Topic name and topic filter rules.
