@@ -123,6 +123,13 @@ impl From<&str> for ByteStr {
     }
 }
 
+/// Lets maps keyed by `ByteStr` be queried with `&[u8]` (`ByteStr` hashes exactly as its bytes).
+impl std::borrow::Borrow<[u8]> for ByteStr {
+    fn borrow(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 impl std::ops::Deref for ByteStr {
     type Target = str;
     fn deref(&self) -> &str {

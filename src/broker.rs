@@ -1,0 +1,169 @@
+//! Starting and stopping the broker: listeners, shards and their threads.
+//!
+//! # Listeners: one SO_REUSEPORT socket per shard
+//! Each shard accepts on its own socket bound to the same address with `SO_REUSEPORT`, so the
+//! kernel spreads new connections over the shards and no thread hands sockets to another.
+//! (The alternative, one acceptor passing sockets round-robin, costs a cross-thread message
+//! and a wake-up per connection; and a connection is moved to its client id's home shard at
+//! CONNECT anyway, so accept-time balance only decides who parses CONNECT.)
+//! SO_REUSEPORT also lets a *second process* bind the same port silently and take half of the
+//! connections (DESIGN.md 11), so before binding, the port is proven free with a plain bind,
+//! and start-up fails with "address in use" as mosquitto does.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use mio::net::TcpListener;
+use mio::{Poll, Waker};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::config::Config;
+use crate::retain::RetainedStore;
+use crate::shard::inbox::{inbox, ShardHandle};
+use crate::shard::{Shard, WAKER};
+
+/// State shared by all shards: read-only configuration, the retained store, the stop flag.
+#[derive(Debug)]
+pub struct Shared {
+    pub config: Config,
+    pub retained: RetainedStore,
+    shutdown: AtomicBool,
+}
+
+impl Shared {
+    /// True once the broker was asked to stop.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutdown.load(Ordering::Acquire)
+    }
+}
+
+/// A running broker.
+#[derive(Debug)]
+pub struct Broker {
+    shared: Arc<Shared>,
+    peers: Arc<Vec<ShardHandle>>,
+    threads: Vec<JoinHandle<io::Result<()>>>,
+    addrs: Vec<SocketAddr>,
+}
+
+/// The default listeners: loopback only, like mosquitto 2 without a config.
+fn default_listeners() -> Vec<crate::config::Listener> {
+    [IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::LOCALHOST)]
+        .into_iter()
+        .map(|ip| crate::config::Listener { addr: SocketAddr::new(ip, 1883), allow_anonymous: None })
+        .collect()
+}
+
+/// Binds one listening socket with SO_REUSEPORT.
+fn bind_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(TcpListener::from_std(socket.into()))
+}
+
+/// Proves `addr` free with a plain bind (no SO_REUSEPORT) and returns the port to use
+/// (resolving port 0 to a concrete ephemeral port).
+fn probe_port(addr: SocketAddr) -> io::Result<u16> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into()).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+    let port = socket.local_addr()?.as_socket().map_or(addr.port(), |a| a.port());
+    Ok(port)
+}
+
+impl Broker {
+    /// Binds every listener and starts the shards. Returns once the broker accepts clients.
+    pub fn start(config: Config) -> io::Result<Broker> {
+        let shards = config
+            .shards
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .clamp(1, 128);
+        let mut listeners = config.listeners.clone();
+        if listeners.is_empty() {
+            listeners = default_listeners();
+        }
+        // Per shard: (socket, allows anonymous) for each listener.
+        let mut per_shard: Vec<Vec<(TcpListener, bool)>> = (0..shards).map(|_| Vec::new()).collect();
+        let mut addrs = Vec::new();
+        for l in &listeners {
+            let allow_anonymous = l
+                .allow_anonymous
+                .filter(|_| config.per_listener_settings)
+                .or(config.allow_anonymous)
+                .unwrap_or(l.addr.ip().is_loopback());
+            if !allow_anonymous {
+                // No authentication backend exists yet: such a listener refuses every client.
+                // Say so at start rather than leave users puzzled by CONNACK 5.
+                log::warn!(
+                    "Listener {} does not allow anonymous clients and no authentication is configured: \
+                     every client will be refused. Set 'allow_anonymous true' to allow them.",
+                    l.addr
+                );
+            }
+            let port = probe_port(l.addr)?;
+            let addr = SocketAddr::new(l.addr.ip(), port);
+            for sockets in per_shard.iter_mut() {
+                sockets.push((bind_reuseport(addr)?, allow_anonymous));
+            }
+            log::info!("Opening listen socket on {addr}.");
+            addrs.push(addr);
+        }
+
+        let shared = Arc::new(Shared { config, retained: RetainedStore::new(), shutdown: AtomicBool::new(false) });
+        let mut polls = Vec::new();
+        let mut handles = Vec::new();
+        let mut inboxes = Vec::new();
+        for _ in 0..shards {
+            let poll = Poll::new()?;
+            let waker = Waker::new(poll.registry(), WAKER)?;
+            let (handle, inbox) = inbox(waker);
+            polls.push(poll);
+            handles.push(handle);
+            inboxes.push(inbox);
+        }
+        let peers = Arc::new(handles);
+        let mut threads = Vec::new();
+        for (id, ((poll, inbox), sockets)) in polls.into_iter().zip(inboxes).zip(per_shard).enumerate() {
+            let shard = Shard::new(id, poll, sockets, inbox, peers.clone(), shared.clone())?;
+            let thread = std::thread::Builder::new().name(format!("midge-shard-{id}")).spawn(move || shard.run())?;
+            threads.push(thread);
+        }
+        log::info!("midge {} running with {shards} shard(s).", env!("CARGO_PKG_VERSION"));
+        Ok(Broker { shared, peers, threads, addrs })
+    }
+
+    /// The addresses the listeners are bound to (with ephemeral ports resolved).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// Stops every shard (connections are closed after their pending writes) and waits.
+    pub fn shutdown(self) -> io::Result<()> {
+        self.shared.shutdown.store(true, Ordering::Release);
+        for p in self.peers.iter() {
+            p.wake();
+        }
+        let mut result = Ok(());
+        for t in self.threads {
+            match t.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => result = Err(e),
+                Err(_) => result = Err(io::Error::other("a shard thread panicked")),
+            }
+        }
+        result
+    }
+}

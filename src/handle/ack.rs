@@ -1,0 +1,46 @@
+//! PUBACK, PUBREC, PUBREL, PUBCOMP from a client: advancing the QoS 1/2 flows.
+
+use crate::protocol::{Packet, PubResp};
+use crate::shard::Shard;
+
+impl Shard {
+    /// PUBACK: a QoS 1 delivery is done; the window may admit a queued message.
+    pub(crate) fn handle_puback(&mut self, key: usize, slot: usize, packet_id: u16) -> bool {
+        if self.sessions[slot].session.on_puback(packet_id) {
+            self.refill(key, slot);
+        }
+        true
+    }
+
+    /// PUBREC: answer PUBREL [MQTT-4.3.3-3].
+    pub(crate) fn handle_pubrec(&mut self, key: usize, slot: usize, packet_id: u16) -> bool {
+        if let Some(rel) = self.sessions[slot].session.on_pubrec(packet_id) {
+            self.send(key, &rel);
+        }
+        true
+    }
+
+    /// PUBREL: the client releases an incoming QoS 2 id; answer PUBCOMP (also for an unknown
+    /// id, so a client retrying after our restart completes its flow) [MQTT-4.3.3-11].
+    pub(crate) fn handle_pubrel(&mut self, key: usize, slot: usize, packet_id: u16) -> bool {
+        self.sessions[slot].session.incoming_qos2.remove(&packet_id);
+        self.send(key, &Packet::PubComp(PubResp::new(packet_id)));
+        true
+    }
+
+    /// PUBCOMP: a QoS 2 delivery is done.
+    pub(crate) fn handle_pubcomp(&mut self, key: usize, slot: usize, packet_id: u16) -> bool {
+        if self.sessions[slot].session.on_pubcomp(packet_id) {
+            self.refill(key, slot);
+        }
+        true
+    }
+
+    /// Sends queued messages that now fit the inflight window.
+    fn refill(&mut self, key: usize, slot: usize) {
+        let mut out = std::mem::take(&mut self.out);
+        self.sessions[slot].session.fill_window(&mut out);
+        self.out = out;
+        self.send_session_output(key);
+    }
+}

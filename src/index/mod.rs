@@ -1,0 +1,287 @@
+//! The subscription index: which sessions want a topic.
+//!
+//! # Why per-shard replicas
+//! Every PUBLISH reads the index, so readers must never block (DESIGN.md 1.2). midge keeps one
+//! replica of the whole index per shard, owned by that shard's thread: a match is a plain walk
+//! of a trie with no atomics at all. Writes (SUBSCRIBE/UNSUBSCRIBE, session end) are applied
+//! by the subscribing session's own shard at once and sent to every other shard through its
+//! inbox, so all updates for one session arrive everywhere in the order they were made (a
+//! session only ever lives on its home shard, see `shard::home_shard`). Replicas therefore
+//! converge; the cost is N copies of the index (N = shards, i.e. cores) and one inbox item per
+//! other shard per subscription change, both independent of the number of subscriptions.
+//!
+//! # Shape
+//! A trie with one node per topic level. Wildcard children are separate fields (as in
+//! nats-server's sublist), so a match visits at most three branches per level and never scans
+//! siblings. Insert and remove are O(levels), whatever the total number of subscriptions.
+
+use std::collections::HashMap;
+
+use crate::protocol::SubOptions;
+
+/// Identifies a session across the broker: its home shard, its slot in that shard's session
+/// slab, and the slot's generation (a slot is reused after a session ends; the generation
+/// makes a late delivery to the old occupant detectable).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SubscriberId {
+    pub shard: u16,
+    pub slot: u32,
+    pub generation: u32,
+}
+
+/// One subscription as the index stores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    pub subscriber: SubscriberId,
+    pub options: SubOptions,
+    /// MQTT 5 subscription identifier, if the SUBSCRIBE carried one.
+    pub identifier: Option<u32>,
+}
+
+#[derive(Debug, Default)]
+struct Node {
+    /// Literal children by level name.
+    children: HashMap<Box<str>, Node>,
+    /// The `+` child.
+    plus: Option<Box<Node>>,
+    /// Subscriptions whose filter ends at this node.
+    here: Vec<Entry>,
+    /// Subscriptions whose filter is this node's path followed by `/#`.
+    hash: Vec<Entry>,
+}
+
+impl Node {
+    fn is_empty(&self) -> bool {
+        self.children.is_empty() && self.plus.is_none() && self.here.is_empty() && self.hash.is_empty()
+    }
+}
+
+/// A trie of topic filters. See the module documentation.
+#[derive(Debug, Default)]
+pub struct TopicIndex {
+    root: Node,
+    len: usize,
+}
+
+/// Adds `entry` to `list`, replacing an earlier entry of the same subscriber (a repeated
+/// SUBSCRIBE to the same filter replaces the subscription [MQTT-3.8.4-3]). Returns true if it
+/// replaced one.
+fn upsert(list: &mut Vec<Entry>, entry: Entry) -> bool {
+    match list.iter_mut().find(|e| e.subscriber == entry.subscriber) {
+        Some(e) => {
+            *e = entry;
+            true
+        }
+        None => {
+            list.push(entry);
+            false
+        }
+    }
+}
+
+impl TopicIndex {
+    /// An empty index.
+    pub fn new() -> TopicIndex {
+        TopicIndex::default()
+    }
+
+    /// Number of subscriptions stored.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when no subscription is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Adds or replaces the subscription of `entry.subscriber` to `filter` (a valid filter).
+    /// Returns true when it replaced an existing subscription.
+    pub fn insert(&mut self, filter: &str, entry: Entry) -> bool {
+        let mut node = &mut self.root;
+        let mut levels = filter.split('/').peekable();
+        while let Some(level) = levels.next() {
+            if level == "#" && levels.peek().is_none() {
+                let replaced = upsert(&mut node.hash, entry);
+                self.len += usize::from(!replaced);
+                return replaced;
+            }
+            node = if level == "+" {
+                node.plus.get_or_insert_with(Box::default)
+            } else {
+                node.children.entry(level.into()).or_default()
+            };
+        }
+        let replaced = upsert(&mut node.here, entry);
+        self.len += usize::from(!replaced);
+        replaced
+    }
+
+    /// Removes the subscription of `subscriber` to `filter`. Returns true if there was one.
+    /// Empty nodes left behind are pruned so the index stays bounded by live subscriptions.
+    pub fn remove(&mut self, filter: &str, subscriber: SubscriberId) -> bool {
+        let levels: Vec<&str> = filter.split('/').collect();
+        let removed = Self::remove_at(&mut self.root, &levels, subscriber);
+        if removed {
+            self.len -= 1;
+        }
+        removed
+    }
+
+    fn remove_at(node: &mut Node, levels: &[&str], subscriber: SubscriberId) -> bool {
+        let take = |list: &mut Vec<Entry>| match list.iter().position(|e| e.subscriber == subscriber) {
+            Some(i) => {
+                list.swap_remove(i);
+                true
+            }
+            None => false,
+        };
+        match levels {
+            [] => take(&mut node.here),
+            ["#"] => take(&mut node.hash),
+            [first, rest @ ..] => {
+                if *first == "+" {
+                    let Some(child) = node.plus.as_deref_mut() else { return false };
+                    let removed = Self::remove_at(child, rest, subscriber);
+                    if child.is_empty() {
+                        node.plus = None;
+                    }
+                    removed
+                } else {
+                    let Some(child) = node.children.get_mut(*first) else { return false };
+                    let removed = Self::remove_at(child, rest, subscriber);
+                    if child.is_empty() {
+                        node.children.remove(*first);
+                    }
+                    removed
+                }
+            }
+        }
+    }
+
+    /// Calls `visit` for every subscription whose filter matches `topic` (a valid topic name).
+    ///
+    /// A subscriber with several matching filters is visited once per filter; the caller
+    /// merges them (highest QoS wins, see `shard::route`). Topics starting with `$` are not
+    /// matched by filters whose first level is a wildcard [MQTT-4.7.2-1].
+    pub fn for_each_match(&self, topic: &str, mut visit: impl FnMut(&Entry)) {
+        let dollar = topic.starts_with('$');
+        Self::match_at(&self.root, topic, true, dollar, &mut visit);
+    }
+
+    fn match_at(node: &Node, rest: &str, first: bool, dollar: bool, visit: &mut impl FnMut(&Entry)) {
+        let wild_ok = !(first && dollar);
+        if wild_ok {
+            // `a/#` matches `a/b/c`, and also `a` itself (handled at the end of the topic).
+            node.hash.iter().for_each(&mut *visit);
+        }
+        let (level, tail) = match rest.find('/') {
+            Some(i) => (&rest[..i], Some(&rest[i + 1..])),
+            None => (rest, None),
+        };
+        let mut descend = |child: &Node| match tail {
+            Some(t) => Self::match_at(child, t, false, dollar, visit),
+            None => {
+                child.here.iter().for_each(&mut *visit);
+                // "sport/#" matches "sport" [MQTT-4.7.1-2].
+                child.hash.iter().for_each(&mut *visit);
+            }
+        };
+        if let Some(child) = node.children.get(level) {
+            descend(child);
+        }
+        if wild_ok {
+            if let Some(child) = node.plus.as_deref() {
+                descend(child);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::QoS;
+
+    fn sub(slot: u32) -> SubscriberId {
+        SubscriberId { shard: 0, slot, generation: 0 }
+    }
+
+    fn entry(slot: u32, qos: QoS) -> Entry {
+        Entry { subscriber: sub(slot), options: SubOptions { qos, ..Default::default() }, identifier: None }
+    }
+
+    fn matches(index: &TopicIndex, topic: &str) -> Vec<u32> {
+        let mut v = Vec::new();
+        index.for_each_match(topic, |e| v.push(e.subscriber.slot));
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn wildcards_match_per_the_specification() {
+        let mut index = TopicIndex::new();
+        index.insert("sport/tennis/player1/#", entry(1, QoS::AtMostOnce));
+        index.insert("sport/+/player1", entry(2, QoS::AtMostOnce));
+        index.insert("+/+", entry(3, QoS::AtMostOnce));
+        index.insert("#", entry(4, QoS::AtMostOnce));
+        index.insert("sport/tennis", entry(5, QoS::AtMostOnce));
+        index.insert("/+", entry(6, QoS::AtMostOnce));
+        // [MQTT-4.7.1-2]: the multi-level wildcard also matches the parent level.
+        assert_eq!(matches(&index, "sport/tennis/player1"), vec![1, 2, 4]);
+        assert_eq!(matches(&index, "sport/tennis/player1/ranking/wimbledon"), vec![1, 4]);
+        assert_eq!(matches(&index, "sport/tennis"), vec![3, 4, 5]);
+        assert_eq!(matches(&index, "/finance"), vec![3, 4, 6]);
+        assert_eq!(matches(&index, "sport"), vec![4]);
+    }
+
+    #[test]
+    fn dollar_topics_are_not_matched_by_leading_wildcards() {
+        // [MQTT-4.7.2-1]
+        let mut index = TopicIndex::new();
+        index.insert("#", entry(1, QoS::AtMostOnce));
+        index.insert("+/monitor/Clients", entry(2, QoS::AtMostOnce));
+        index.insert("$SYS/#", entry(3, QoS::AtMostOnce));
+        index.insert("$SYS/monitor/+", entry(4, QoS::AtMostOnce));
+        assert_eq!(matches(&index, "$SYS/monitor/Clients"), vec![3, 4]);
+        assert_eq!(matches(&index, "a/monitor/Clients"), vec![1, 2]);
+    }
+
+    #[test]
+    fn resubscribing_replaces_and_remove_prunes() {
+        let mut index = TopicIndex::new();
+        assert!(!index.insert("a/b", entry(1, QoS::AtMostOnce)));
+        assert!(index.insert("a/b", entry(1, QoS::ExactlyOnce)));
+        assert_eq!(index.len(), 1);
+        let mut qos = Vec::new();
+        index.for_each_match("a/b", |e| qos.push(e.options.qos));
+        assert_eq!(qos, vec![QoS::ExactlyOnce]);
+        assert!(index.remove("a/b", sub(1)));
+        assert!(!index.remove("a/b", sub(1)));
+        assert!(index.is_empty());
+        assert!(index.root.is_empty(), "empty nodes are pruned");
+        index.insert("x/+/#", entry(2, QoS::AtMostOnce));
+        assert!(index.remove("x/+/#", sub(2)));
+        assert!(index.root.is_empty());
+    }
+
+    #[test]
+    fn matches_agree_with_the_reference_matcher() {
+        use crate::protocol::topic::filter_matches;
+        let filters = ["a/b", "a/+", "a/#", "+/b", "#", "+", "a/+/c", "/#", "+/+", "a//b", "$x/#", "$x/+"];
+        let topics = ["a/b", "a", "a/c", "b/b", "a/b/c", "/", "/a", "a//b", "$x/y", "$x", "x"];
+        let mut index = TopicIndex::new();
+        for (i, f) in filters.iter().enumerate() {
+            index.insert(f, entry(i as u32, QoS::AtMostOnce));
+        }
+        for t in topics {
+            let want: Vec<u32> = filters
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| filter_matches(f, t))
+                .map(|(i, _)| i as u32)
+                .collect();
+            assert_eq!(matches(&index, t), want, "topic {t}");
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! Cross-shard messages: the only way one shard affects another.
+//!
+//! Each shard has one unbounded multi-producer queue and a `mio::Waker`. A producer pushes and
+//! wakes the consumer only if it is parked in `poll` (its `sleeping` flag), so a busy shard is
+//! never woken by a syscall, and a shard that publishes to many others wakes each at most once
+//! per loop turn (`Shard::wake_pending`). All updates from one shard reach another in the order
+//! they were sent, which is what keeps the per-shard index replicas consistent.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use crossbeam_channel::{Receiver, Sender};
+use mio::net::TcpStream;
+use mio::Waker;
+
+use crate::index::{Entry, SubscriberId};
+use crate::message::SharedMessage;
+use crate::protocol::{ByteStr, Connect};
+
+/// A connection in transit to the home shard of its client id.
+#[derive(Debug)]
+pub struct Migrating {
+    pub stream: TcpStream,
+    pub peer: SocketAddr,
+    /// Bytes that arrived after the CONNECT (pipelined packets), to be decoded by the new shard.
+    pub rbuf: BytesMut,
+    pub connect: Connect,
+    /// Whether the listener it came through allows anonymous clients.
+    pub allow_anonymous: bool,
+}
+
+/// One item of a shard's inbox.
+#[derive(Debug)]
+pub enum ShardMsg {
+    /// A message published on another shard that has at least one subscriber here.
+    Deliver(SharedMessage),
+    /// Replica update: a subscription was added or replaced.
+    IndexInsert { filter: ByteStr, entry: Entry },
+    /// Replica update: a subscription was removed.
+    IndexRemove { filter: ByteStr, subscriber: SubscriberId },
+    /// A connection whose client id lives on this shard.
+    Adopt(Box<Migrating>),
+}
+
+/// The sending side of a shard's inbox, held by every shard.
+#[derive(Debug, Clone)]
+pub struct ShardHandle {
+    tx: Sender<ShardMsg>,
+    waker: Arc<Waker>,
+    sleeping: Arc<AtomicBool>,
+}
+
+/// The receiving side, owned by the shard itself.
+#[derive(Debug)]
+pub struct Inbox {
+    pub rx: Receiver<ShardMsg>,
+    sleeping: Arc<AtomicBool>,
+}
+
+/// Creates a shard's inbox pair around its poll's waker.
+pub fn inbox(waker: Waker) -> (ShardHandle, Inbox) {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let sleeping = Arc::new(AtomicBool::new(false));
+    (
+        ShardHandle { tx, waker: Arc::new(waker), sleeping: sleeping.clone() },
+        Inbox { rx, sleeping },
+    )
+}
+
+impl ShardHandle {
+    /// Queues `msg`. The caller wakes the shard later with [`ShardHandle::wake_if_sleeping`],
+    /// once per loop turn, so a burst of items costs one wake-up.
+    pub fn push(&self, msg: ShardMsg) {
+        // The receiver lives as long as the broker; a send fails only during shutdown.
+        let _ = self.tx.send(msg);
+    }
+
+    /// Wakes the shard if it is parked in `poll`.
+    pub fn wake_if_sleeping(&self) {
+        // SeqCst pairs with `Inbox::park`: either we see `sleeping` or the shard sees our item.
+        if self.sleeping.load(Ordering::SeqCst) {
+            let _ = self.waker.wake();
+        }
+    }
+
+    /// Wakes the shard unconditionally (shutdown).
+    pub fn wake(&self) {
+        let _ = self.waker.wake();
+    }
+}
+
+impl Inbox {
+    /// Announces that the shard is about to block in `poll`. Returns false (and stays awake)
+    /// if items are already waiting, in which case the shard must poll with a zero timeout.
+    pub fn park(&self) -> bool {
+        self.sleeping.store(true, Ordering::SeqCst);
+        if !self.rx.is_empty() {
+            self.sleeping.store(false, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+
+    /// The shard is running again.
+    pub fn unpark(&self) {
+        self.sleeping.store(false, Ordering::SeqCst);
+    }
+}

@@ -1,0 +1,577 @@
+//! A shard: one thread, one `mio::Poll`, and everything it owns.
+//!
+//! A shard owns its connections (a `slab`), the sessions whose client id hashes to it, its
+//! replica of the subscription index and its inbox. Nothing here is shared or locked: other
+//! shards reach it only through [`inbox::ShardHandle`]. One loop turn is:
+//! 1. poll (parked, so producers know to wake us), accept, read and handle every ready
+//!    connection, answering into per-connection write buffers;
+//! 2. drain the inbox (deliveries, replica updates, adopted connections);
+//! 3. flush every connection written to in this turn, once (write coalescing);
+//! 4. wake every other shard that was sent something in this turn, once;
+//! 5. twice a second, enforce keep-alive and CONNECT time-outs.
+//!
+//! Sessions are homed by client id ([`home_shard`]): a CONNECT that arrives on another shard
+//! moves its socket to the home shard before anything else happens. So a takeover, a resumed
+//! persistent session or a second connection with the same id is always handled by one thread,
+//! with no broker-wide lock or registry.
+
+pub mod conn;
+pub mod inbox;
+
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::event::Event;
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use crate::broker::Shared;
+use crate::index::{SubscriberId, TopicIndex};
+use crate::message::SharedMessage;
+use crate::protocol::{self, Packet, QoS};
+use crate::session::{Offer, Session};
+use conn::{Conn, ConnState, INITIAL_BUFFER};
+use inbox::{Inbox, ShardHandle, ShardMsg};
+
+/// Tokens at and above this value are listeners; below are connection slots.
+const LISTENER_BASE: usize = 1 << 40;
+/// The inbox waker.
+pub const WAKER: Token = Token(usize::MAX);
+/// How often keep-alive and CONNECT time-outs are checked.
+const TICK: Duration = Duration::from_millis(250);
+/// A connection must send CONNECT within this time (fail closed on idle half-open sockets).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+/// Read at most this much from one connection per readiness event before giving others a turn.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// The shard that owns the session of `client_id`, for `shards` shards (FNV-1a: cheap,
+/// stable across runs and restarts, well spread for the short ids clients use).
+pub fn home_shard(client_id: &[u8], shards: usize) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in client_id {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % shards as u64) as usize
+}
+
+/// Why a connection is closed; decides wills, logs and what the peer is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Close {
+    /// The client sent DISCONNECT: no will [MQTT-3.1.2-10].
+    Graceful,
+    /// The peer closed the socket or it failed.
+    Gone(String),
+    /// The client broke the protocol; the reason is logged.
+    Protocol(String),
+    /// Nothing received within 1.5 x keep-alive.
+    KeepAlive,
+    /// Another connection took over the client id [MQTT-3.1.4-2].
+    TakenOver,
+    /// Refused at CONNECT (CONNACK with a failure code already queued).
+    Refused,
+    /// Broker shutdown.
+    Shutdown,
+}
+
+impl Close {
+    /// Whether the will is published: on every close that the client did not ask for with
+    /// DISCONNECT [MQTT-3.1.2-8]; not on broker shutdown.
+    fn publishes_will(&self) -> bool {
+        !matches!(self, Close::Graceful | Close::Refused | Close::Shutdown)
+    }
+}
+
+/// A session slot: the session and the generation that makes stale [`SubscriberId`]s visible.
+#[derive(Debug)]
+pub struct SessionSlot {
+    pub generation: u32,
+    pub session: Session,
+}
+
+/// One event loop. See the module documentation.
+pub struct Shard {
+    pub(crate) id: usize,
+    pub(crate) poll: Poll,
+    pub(crate) listeners: Vec<(TcpListener, bool)>,
+    pub(crate) conns: Slab<Conn>,
+    pub(crate) sessions: Slab<SessionSlot>,
+    pub(crate) session_by_id: std::collections::HashMap<protocol::ByteStr, usize>,
+    pub(crate) next_generation: u32,
+    pub(crate) index: TopicIndex,
+    pub(crate) inbox: Inbox,
+    pub(crate) peers: Arc<Vec<ShardHandle>>,
+    pub(crate) shared: Arc<Shared>,
+    /// Connections written to in this turn (flushed once at its end).
+    pub(crate) dirty: Vec<usize>,
+    /// Other shards sent something in this turn (woken once at its end).
+    pub(crate) wake_pending: Vec<bool>,
+    /// Reused buffer of local matches (subscriber, granted QoS) for one route.
+    pub(crate) matches: Vec<(SubscriberId, QoS)>,
+    /// Reused buffer of packets produced by a session.
+    pub(crate) out: Vec<Packet>,
+    /// Counter for generated client ids.
+    pub(crate) next_client_number: u64,
+}
+
+impl Shard {
+    /// Builds shard `id` around a poll whose waker is registered with [`WAKER`].
+    pub fn new(
+        id: usize,
+        poll: Poll,
+        listeners: Vec<(TcpListener, bool)>,
+        inbox: Inbox,
+        peers: Arc<Vec<ShardHandle>>,
+        shared: Arc<Shared>,
+    ) -> io::Result<Shard> {
+        let mut listeners = listeners;
+        for (i, (l, _)) in listeners.iter_mut().enumerate() {
+            poll.registry().register(l, Token(LISTENER_BASE + i), Interest::READABLE)?;
+        }
+        let n = peers.len();
+        Ok(Shard {
+            id,
+            poll,
+            listeners,
+            conns: Slab::with_capacity(1024),
+            sessions: Slab::with_capacity(1024),
+            session_by_id: Default::default(),
+            next_generation: 1,
+            index: TopicIndex::new(),
+            inbox,
+            peers,
+            shared,
+            dirty: Vec::new(),
+            wake_pending: vec![false; n],
+            matches: Vec::new(),
+            out: Vec::new(),
+            next_client_number: 0,
+        })
+    }
+
+    /// Runs the loop until the broker shuts down. Shard thread only.
+    pub fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        let mut next_tick = Instant::now() + TICK;
+        loop {
+            let timeout = next_tick.saturating_duration_since(Instant::now());
+            let timeout = if self.inbox.park() { timeout } else { Duration::ZERO };
+            let polled = self.poll.poll(&mut events, Some(timeout));
+            self.inbox.unpark();
+            if let Err(e) = polled {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            if self.shared.is_shutting_down() {
+                self.shutdown();
+                return Ok(());
+            }
+            for event in events.iter() {
+                self.dispatch(event);
+            }
+            self.drain_inbox();
+            self.flush_dirty();
+            self.wake_peers();
+            let now = Instant::now();
+            if now >= next_tick {
+                self.tick(now);
+                self.flush_dirty();
+                self.wake_peers();
+                next_tick = now + TICK;
+            }
+        }
+    }
+
+    fn dispatch(&mut self, event: &Event) {
+        match event.token() {
+            WAKER => {}
+            Token(t) if t >= LISTENER_BASE => self.accept(t - LISTENER_BASE),
+            Token(key) => {
+                if event.is_writable() && self.conns.contains(key) {
+                    self.flush(key);
+                }
+                if (event.is_readable() || event.is_read_closed() || event.is_error()) && self.conns.contains(key) {
+                    self.on_readable(key);
+                }
+            }
+        }
+    }
+
+    /// Accepts until `WouldBlock` (edge-triggered readiness).
+    fn accept(&mut self, listener: usize) {
+        loop {
+            let (l, allow_anonymous) = &self.listeners[listener];
+            match l.accept() {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    self.add_conn(Conn::new(stream, peer, *allow_anonymous));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE and friends: keep serving the connections we have.
+                    log::error!("accept failed on shard {}: {e}", self.id);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Registers a connection with this shard's poll; returns its slot.
+    pub(crate) fn add_conn(&mut self, conn: Conn) -> Option<usize> {
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        let conn = entry.insert(conn);
+        if let Err(e) = self.poll.registry().register(&mut conn.stream, Token(key), Interest::READABLE) {
+            log::error!("cannot register connection from {}: {e}", conn.peer);
+            self.conns.remove(key);
+            return None;
+        }
+        Some(key)
+    }
+
+    /// Reads until `WouldBlock` (or a fairness budget), decoding and handling every complete
+    /// packet as it goes.
+    fn on_readable(&mut self, key: usize) {
+        let mut budget = READ_CHUNK * 4;
+        loop {
+            let Some(conn) = self.conns.get_mut(key) else { return };
+            if conn.rbuf.capacity() - conn.rbuf.len() < INITIAL_BUFFER {
+                conn.rbuf.reserve(INITIAL_BUFFER.max(conn.rbuf.len()).min(READ_CHUNK));
+            }
+            let spare = conn.rbuf.spare_capacity_mut();
+            // SAFETY: `read` only writes into the slice; we advance `len` by what it reports.
+            let slice = unsafe { std::slice::from_raw_parts_mut(spare.as_mut_ptr().cast::<u8>(), spare.len()) };
+            match conn.stream.read(slice) {
+                Ok(0) => {
+                    self.close(key, Close::Gone("connection closed by peer".into()));
+                    return;
+                }
+                Ok(n) => {
+                    // SAFETY: the first `n` bytes of the spare capacity were just written.
+                    unsafe { conn.rbuf.set_len(conn.rbuf.len() + n) };
+                    if !self.process_frames(key) {
+                        return;
+                    }
+                    budget = budget.saturating_sub(n);
+                    if budget == 0 {
+                        // Fairness: continue on the next turn. Edge-triggered readiness will not
+                        // report these bytes again, so re-arm by re-registering.
+                        if let Some(conn) = self.conns.get_mut(key) {
+                            let interest = Self::interest(conn);
+                            let _ = self.poll.registry().reregister(&mut conn.stream, Token(key), interest);
+                        }
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.close(key, Close::Gone(format!("read error: {e}")));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Decodes and handles every complete packet in the read buffer. Returns false when the
+    /// connection is gone from this shard (closed or moved).
+    pub(crate) fn process_frames(&mut self, key: usize) -> bool {
+        loop {
+            let Some(conn) = self.conns.get_mut(key) else { return false };
+            let max = self.shared.config.max_packet_size;
+            match protocol::decode(&mut conn.rbuf, conn.version, max) {
+                Ok(Some(packet)) => {
+                    conn.last_rx = Instant::now();
+                    if !self.handle_packet(key, packet) {
+                        return false;
+                    }
+                }
+                Ok(None) => return true,
+                Err(e) => {
+                    self.on_decode_error(key, e);
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// Encodes `packet` onto the connection's write buffer; it is flushed at the end of the turn.
+    pub(crate) fn send(&mut self, key: usize, packet: &Packet) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let version = conn.version.unwrap_or(protocol::ProtocolVersion::V311);
+        protocol::encode(packet, version, &mut conn.wbuf);
+        if !conn.dirty {
+            conn.dirty = true;
+            self.dirty.push(key);
+        }
+    }
+
+    fn interest(conn: &Conn) -> Interest {
+        if conn.wbuf.is_empty() {
+            Interest::READABLE
+        } else {
+            Interest::READABLE | Interest::WRITABLE
+        }
+    }
+
+    /// Writes as much of the connection's buffer as the socket takes; registers WRITABLE
+    /// interest for the rest (interest recomputed from buffer state, DESIGN.md 9).
+    pub(crate) fn flush(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        conn.dirty = false;
+        while !conn.wbuf.is_empty() {
+            match conn.stream.write(&conn.wbuf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    let _ = conn.wbuf.split_to(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.close(key, Close::Gone(format!("write error: {e}")));
+                    return;
+                }
+            }
+        }
+        if conn.wbuf.is_empty() && conn.wbuf.capacity() > READ_CHUNK * 4 {
+            // A burst grew the buffer; give the memory back so idle connections stay small.
+            conn.wbuf = bytes::BytesMut::with_capacity(INITIAL_BUFFER);
+        }
+        let want_write = !conn.wbuf.is_empty();
+        if want_write != conn.want_write {
+            conn.want_write = want_write;
+            let interest = Self::interest(conn);
+            let _ = self.poll.registry().reregister(&mut conn.stream, Token(key), interest);
+        }
+    }
+
+    fn flush_dirty(&mut self) {
+        while let Some(key) = self.dirty.pop() {
+            self.flush(key);
+        }
+    }
+
+    /// Applies everything other shards sent. Also called right before routing a PUBLISH and
+    /// handling a SUBSCRIBE, so a subscription acknowledged on another shard is always visible
+    /// to a publish that was sent after the SUBACK (the update is queued before the SUBACK).
+    pub(crate) fn drain_inbox(&mut self) {
+        while let Ok(msg) = self.inbox.rx.try_recv() {
+            match msg {
+                ShardMsg::Deliver(msg) => self.deliver_remote(&msg),
+                ShardMsg::IndexInsert { filter, entry } => {
+                    self.index.insert(&filter, entry);
+                }
+                ShardMsg::IndexRemove { filter, subscriber } => {
+                    self.index.remove(&filter, subscriber);
+                }
+                ShardMsg::Adopt(m) => self.adopt(*m),
+            }
+        }
+    }
+
+    /// Sends `msg` to shard `to`; the wake-up happens once at the end of the turn.
+    pub(crate) fn push_to(&mut self, to: usize, msg: ShardMsg) {
+        self.peers[to].push(msg);
+        self.wake_pending[to] = true;
+    }
+
+    fn wake_peers(&mut self) {
+        for (i, pending) in self.wake_pending.iter_mut().enumerate() {
+            if std::mem::take(pending) {
+                self.peers[i].wake_if_sleeping();
+            }
+        }
+    }
+
+    /// Routes a message published on this shard: delivers to local subscribers, and sends one
+    /// inbox item to each other shard that has at least one.
+    pub(crate) fn route(&mut self, msg: SharedMessage) {
+        self.drain_inbox();
+        let me = self.id as u16;
+        let mut matches = std::mem::take(&mut self.matches);
+        matches.clear();
+        let wake = &mut self.wake_pending;
+        let mut remote: u128 = 0;
+        self.index.for_each_match(&msg.topic, |e| {
+            if e.subscriber.shard == me {
+                matches.push((e.subscriber, e.options.qos));
+            } else {
+                remote |= 1 << e.subscriber.shard;
+            }
+        });
+        let mut shard = 0;
+        while remote != 0 {
+            if remote & 1 != 0 {
+                self.peers[shard].push(ShardMsg::Deliver(msg.clone()));
+                wake[shard] = true;
+            }
+            remote >>= 1;
+            shard += 1;
+        }
+        self.deliver_matches(&msg, &mut matches);
+        self.matches = matches;
+    }
+
+    /// Delivers a message from another shard to this shard's matching sessions.
+    fn deliver_remote(&mut self, msg: &SharedMessage) {
+        let me = self.id as u16;
+        let mut matches = std::mem::take(&mut self.matches);
+        matches.clear();
+        self.index.for_each_match(&msg.topic, |e| {
+            if e.subscriber.shard == me {
+                matches.push((e.subscriber, e.options.qos));
+            }
+        });
+        self.deliver_matches(msg, &mut matches);
+        self.matches = matches;
+    }
+
+    /// Delivers once per session at the highest QoS among its matching subscriptions (the
+    /// specification allows one copy per subscription or one at the maximum QoS [MQTT-3.3.5-1];
+    /// one copy is what clients expect), capped by the published QoS [MQTT-3.8.4-6].
+    fn deliver_matches(&mut self, msg: &SharedMessage, matches: &mut [(SubscriberId, QoS)]) {
+        matches.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        let mut last = None;
+        for &(sub, qos) in matches.iter() {
+            if last == Some(sub) {
+                continue;
+            }
+            last = Some(sub);
+            self.offer(sub, msg.clone(), qos.min(msg.qos), false);
+        }
+    }
+
+    /// Offers a message to one local session and sends what it says to send.
+    pub(crate) fn offer(&mut self, sub: SubscriberId, msg: SharedMessage, qos: QoS, retain: bool) {
+        let Some(slot) = self.sessions.get_mut(sub.slot as usize) else { return };
+        if slot.generation != sub.generation {
+            return;
+        }
+        let conn = slot.session.conn;
+        let dropped_before = slot.session.dropped;
+        match slot.session.offer(msg, qos, retain) {
+            Offer::Send(packet) => {
+                if let Some(key) = conn {
+                    self.send(key, &packet);
+                }
+            }
+            Offer::Queued => {}
+            Offer::Dropped => {
+                if slot.session.dropped != dropped_before && slot.session.dropped.is_power_of_two() {
+                    log::warn!(
+                        "outgoing messages are being dropped for client {}: queue full ({} dropped)",
+                        slot.session.client_id,
+                        slot.session.dropped
+                    );
+                }
+            }
+        }
+    }
+
+    /// Sends the packets a session produced (`self.out`) to its connection.
+    pub(crate) fn send_session_output(&mut self, conn: usize) {
+        let mut out = std::mem::take(&mut self.out);
+        for p in out.drain(..) {
+            self.send(conn, &p);
+        }
+        self.out = out;
+    }
+
+    /// Keep-alive and CONNECT time-outs.
+    fn tick(&mut self, now: Instant) {
+        let mut expired = Vec::new();
+        for (key, conn) in self.conns.iter() {
+            let idle = now.saturating_duration_since(conn.last_rx);
+            match conn.state {
+                ConnState::AwaitConnect if idle > CONNECT_TIMEOUT => expired.push((key, false)),
+                ConnState::Active { .. } if conn.idle_limit.is_some_and(|l| idle > l) => expired.push((key, true)),
+                _ => {}
+            }
+        }
+        for (key, keepalive) in expired {
+            if keepalive {
+                self.close(key, Close::KeepAlive);
+            } else {
+                self.close(key, Close::Protocol("no CONNECT received in time".into()));
+            }
+        }
+    }
+
+    /// The one close path of a connection: last best-effort write, deregistration, will, and
+    /// the session's fate (ended if clean, kept for a reconnect otherwise).
+    pub(crate) fn close(&mut self, key: usize, why: Close) {
+        if !self.conns.contains(key) {
+            return;
+        }
+        let mut conn = self.conns.remove(key);
+        if !conn.wbuf.is_empty() {
+            // Best effort: a CONNACK refusal or a DISCONNECT is small and fits the socket buffer.
+            let _ = conn.stream.write(&conn.wbuf);
+        }
+        let _ = self.poll.registry().deregister(&mut conn.stream);
+        let _ = conn.stream.shutdown(std::net::Shutdown::Both);
+        match &why {
+            Close::Graceful => log::info!("Client {} disconnected.", conn.label()),
+            Close::Gone(reason) => log::info!("Client {} closed its connection ({reason}).", conn.label()),
+            Close::Protocol(reason) => log::info!("Client {} disconnected: {reason}.", conn.label()),
+            Close::KeepAlive => log::info!("Client {} has exceeded timeout, disconnecting.", conn.label()),
+            Close::TakenOver => log::info!("Client {} already connected, closing old connection.", conn.label()),
+            Close::Refused | Close::Shutdown => {}
+        }
+        if let ConnState::Active { session } = conn.state {
+            self.detach_session(session, &why);
+        }
+    }
+
+    /// The connection of `slot` is gone: publish the will if due and end a clean session.
+    fn detach_session(&mut self, slot: usize, why: &Close) {
+        let Some(s) = self.sessions.get_mut(slot) else { return };
+        s.session.conn = None;
+        let will = s.session.will.take();
+        let clean = s.session.clean;
+        let origin = SubscriberId { shard: self.id as u16, slot: slot as u32, generation: s.generation };
+        if let Some(will) = will.filter(|_| why.publishes_will()) {
+            self.publish_will(will, origin);
+        }
+        if clean && *why != Close::TakenOver {
+            self.end_session(slot);
+        }
+    }
+
+    /// Removes a session and its subscriptions, here and in every replica.
+    pub(crate) fn end_session(&mut self, slot: usize) {
+        if !self.sessions.contains(slot) {
+            return;
+        }
+        let s = self.sessions.remove(slot);
+        let subscriber = SubscriberId { shard: self.id as u16, slot: slot as u32, generation: s.generation };
+        for filter in s.session.subscriptions.keys() {
+            self.index_remove(filter.clone(), subscriber);
+        }
+        if self.session_by_id.get(&s.session.client_id) == Some(&slot) {
+            self.session_by_id.remove(&s.session.client_id);
+        }
+    }
+
+    /// Removes a subscription from this replica and every other.
+    pub(crate) fn index_remove(&mut self, filter: protocol::ByteStr, subscriber: SubscriberId) {
+        self.index.remove(&filter, subscriber);
+        for to in 0..self.peers.len() {
+            if to != self.id {
+                self.push_to(to, ShardMsg::IndexRemove { filter: filter.clone(), subscriber });
+            }
+        }
+    }
+
+    fn shutdown(&mut self) {
+        self.flush_dirty();
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.close(key, Close::Shutdown);
+        }
+    }
+}
