@@ -12,7 +12,7 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -30,6 +30,9 @@ use crate::shard::{Shard, WAKER};
 pub struct Shared {
     pub config: Config,
     pub retained: RetainedStore,
+    /// Open client connections, broker-wide (`max_connections`). Touched on accept and
+    /// close only, never per message.
+    pub connections: AtomicUsize,
     shutdown: AtomicBool,
 }
 
@@ -122,7 +125,12 @@ impl Broker {
             addrs.push(addr);
         }
 
-        let shared = Arc::new(Shared { config, retained: RetainedStore::new(), shutdown: AtomicBool::new(false) });
+        let shared = Arc::new(Shared {
+            config,
+            retained: RetainedStore::new(),
+            connections: AtomicUsize::new(0),
+            shutdown: AtomicBool::new(false),
+        });
         let mut polls = Vec::new();
         let mut handles = Vec::new();
         let mut inboxes = Vec::new();

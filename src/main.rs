@@ -1,1 +1,100 @@
-fn main() {}
+//! The `midge` command: parse arguments, load the config, set up logging, run the broker.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use midge::config::{Config, ConfigError};
+
+/// midge: a sharded, per-core MQTT 3.1/3.1.1/5.0 broker that reads mosquitto.conf.
+#[derive(Debug, Parser)]
+#[command(name = "midge", version, about)]
+struct Cli {
+    /// Configuration file (mosquitto.conf syntax). Without it: localhost:1883 only.
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Listen on PORT: replaces the port of every configured listener (without listeners:
+    /// 127.0.0.1:PORT and [::1]:PORT).
+    #[arg(short, long, value_name = "PORT")]
+    port: Option<u16>,
+    /// Number of shards (event-loop threads); default one per core.
+    #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    shards: Option<u16>,
+    /// Log everything (every log_type), whatever the config says.
+    #[arg(short, long)]
+    verbose: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check a configuration file: print `FILE: ok`, or the first error (exit status 1).
+    Check {
+        /// The configuration file to check.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version print to stdout and succeed; usage errors exit 1.
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match cli.command {
+        Some(Command::Check { config }) => check(&config),
+        None => serve(cli),
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match Config::from_file(path) {
+        Ok(config) => {
+            for warning in &config.warnings {
+                eprintln!("midge: warning: {warning}");
+            }
+            println!("{}: ok", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+fn serve(cli: Cli) -> ExitCode {
+    let config = match &cli.config {
+        Some(path) => Config::from_file(path),
+        None => Ok(Config::default()),
+    };
+    let mut config = match config {
+        Ok(config) => config,
+        Err(e) => return fail::<ConfigError>(&e),
+    };
+    if let Some(port) = cli.port {
+        config.override_port(port);
+    }
+    if let Some(shards) = cli.shards {
+        config.shards = Some(shards.into());
+    }
+    midge::logging::init(&config, cli.verbose);
+    for warning in std::mem::take(&mut config.warnings) {
+        log::warn!("{warning}");
+    }
+    match midge::run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail<E: std::fmt::Display>(error: &E) -> ExitCode {
+    eprintln!("midge: {error}");
+    ExitCode::FAILURE
+}

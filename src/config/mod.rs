@@ -5,8 +5,12 @@
 //! stops on the first one: a broker that silently ignores a line it did not understand is
 //! running a configuration nobody wrote.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+mod parse;
+
+pub use parse::ConfigError;
 
 /// Where log lines go (`log_dest`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +62,17 @@ pub struct Config {
     pub log_types: Vec<String>,
     /// The file this came from, if any (for messages).
     pub source: Option<PathBuf>,
+    /// `max_connections`: most clients connected at once; `None` = no limit (mosquitto's `-1`,
+    /// its default). mosquitto counts it per listener; midge keeps the last value said and
+    /// applies it to the whole broker, which is never looser than mosquitto.
+    pub max_connections: Option<usize>,
+    /// `per_listener_settings`: when true, `allow_anonymous` is read per listener
+    /// ([`Listener::allow_anonymous`]) and the global [`Config::allow_anonymous`] stays `None`.
+    pub per_listener_settings: bool,
+    /// Warnings found while parsing (options accepted but not acted on yet), each already
+    /// prefixed with `FILE:LINE:`. The parser cannot log them itself (logging is set up from the
+    /// parsed config), so `main` logs them once the logger is up.
+    pub warnings: Vec<String>,
 }
 
 impl Default for Config {
@@ -76,6 +91,49 @@ impl Default for Config {
             log_dest: LogDest::Stderr,
             log_types: Vec::new(),
             source: None,
+            max_connections: None,
+            per_listener_settings: false,
+            warnings: Vec::new(),
         }
+    }
+}
+
+impl Config {
+    /// Reads and parses the mosquitto.conf-syntax file at `path` (and any `include_dir`).
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
+        parse::parse_file(path.as_ref())
+    }
+
+    /// Parses `text` as a mosquitto.conf-syntax file; `source_name` names it in messages.
+    /// `include_dir` directories are read from disk, relative to the working directory (as
+    /// mosquitto does).
+    pub fn parse_str(text: &str, source_name: &str) -> Result<Config, ConfigError> {
+        parse::parse_text(text, source_name)
+    }
+
+    /// Applies `-p PORT`: every listener takes `port` (entries that become identical are
+    /// merged); with no listener configured, the default ones become 127.0.0.1:`port` and
+    /// [::1]:`port`.
+    pub fn override_port(&mut self, port: u16) {
+        if self.listeners.is_empty() {
+            for ip in [
+                IpAddr::V4(Ipv4Addr::LOCALHOST),
+                IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ] {
+                self.listeners.push(Listener {
+                    addr: SocketAddr::new(ip, port),
+                    allow_anonymous: None,
+                });
+            }
+            return;
+        }
+        let mut merged: Vec<Listener> = Vec::with_capacity(self.listeners.len());
+        for mut listener in self.listeners.drain(..) {
+            listener.addr.set_port(port);
+            if !merged.iter().any(|l| l.addr == listener.addr) {
+                merged.push(listener);
+            }
+        }
+        self.listeners = merged;
     }
 }

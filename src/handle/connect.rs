@@ -89,7 +89,10 @@ impl Shard {
     pub(crate) fn adopt(&mut self, m: Migrating) {
         let mut conn = Conn::new(m.stream, m.peer, m.allow_anonymous);
         conn.rbuf = m.rbuf;
-        let Some(key) = self.add_conn(conn) else { return };
+        let Some(key) = self.add_conn(conn) else {
+            self.shared.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            return;
+        };
         if self.handle_connect(key, m.connect) {
             self.process_frames(key);
         }

@@ -19,6 +19,7 @@ pub mod conn;
 pub mod inbox;
 
 use std::io::{self, Read, Write};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -206,8 +207,17 @@ impl Shard {
             let (l, allow_anonymous) = &self.listeners[listener];
             match l.accept() {
                 Ok((stream, peer)) => {
+                    let allow_anonymous = *allow_anonymous;
+                    let open = self.shared.connections.fetch_add(1, Ordering::Relaxed);
+                    if self.shared.config.max_connections.is_some_and(|max| open >= max) {
+                        self.shared.connections.fetch_sub(1, Ordering::Relaxed);
+                        log::warn!("Refusing connection from {peer}: max_connections reached.");
+                        continue;
+                    }
                     let _ = stream.set_nodelay(true);
-                    self.add_conn(Conn::new(stream, peer, *allow_anonymous));
+                    if self.add_conn(Conn::new(stream, peer, allow_anonymous)).is_none() {
+                        self.shared.connections.fetch_sub(1, Ordering::Relaxed);
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -508,6 +518,7 @@ impl Shard {
             return;
         }
         let mut conn = self.conns.remove(key);
+        self.shared.connections.fetch_sub(1, Ordering::Relaxed);
         if !conn.wbuf.is_empty() {
             // Best effort: a CONNACK refusal or a DISCONNECT is small and fits the socket buffer.
             let _ = conn.stream.write(&conn.wbuf);

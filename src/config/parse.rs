@@ -1,0 +1,655 @@
+//! The mosquitto.conf-syntax parser: text (or a file and its `include_dir`s) -> [`Config`].
+//!
+//! The syntax is mosquitto's: one option per line, `OPTION VALUE...`, blank lines and lines
+//! whose first non-blank character is `#` are ignored. A word starting with `#` after the values
+//! of a non-text option starts a comment (mosquitto does this for `listener`; midge everywhere),
+//! while text options (paths, formats) take the rest of the line verbatim, as mosquitto does.
+//!
+//! Semantics follow mosquitto 2 (src/conf.c), including the order rules:
+//! - `listener` starts a listener block; listener options (`allow_anonymous` under
+//!   `per_listener_settings true`, `socket_domain`, `protocol`) apply to the current block.
+//!   As in mosquitto, every file (the main one and each included one) starts outside any block.
+//! - Listener options given outside a block, and the legacy `port`/`bind_address`, configure the
+//!   *default listener*; it exists only if one of them was said (mosquitto creates it the same
+//!   way), is bound to `bind_address` or to every interface, on `port` or 1883.
+//! - `per_listener_settings true` must come before any `allow_anonymous`, and cannot be undone.
+//!
+//! Every error names `FILE:LINE`; the first one stops parsing.
+
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use super::{Config, Listener, LogDest};
+
+/// Largest PUBLISH payload MQTT can carry (mosquitto's `MQTT_MAX_PAYLOAD`).
+const MQTT_MAX_PAYLOAD: i64 = 268_435_455;
+/// `include_dir` is only honoured in the main file, as in mosquitto: one level deep.
+const MAX_INCLUDE_LEVEL: usize = 1;
+/// Default port of the default listener.
+const DEFAULT_PORT: u16 = 1883;
+
+/// Why a configuration could not be loaded. `Display` gives the one-line message shown to the
+/// user: `FILE:LINE: problem`, or `FILE: cannot read: OS error`.
+#[derive(Debug)]
+pub enum ConfigError {
+    /// A file or `include_dir` directory could not be read.
+    Read { path: PathBuf, error: io::Error },
+    /// An option midge does not know (neither mosquitto's nor its own).
+    UnknownOption {
+        file: String,
+        line: usize,
+        option: String,
+    },
+    /// An option with no value.
+    MissingValue {
+        file: String,
+        line: usize,
+        option: String,
+    },
+    /// An option whose value is wrong; `reason` says why.
+    BadValue {
+        file: String,
+        line: usize,
+        option: String,
+        value: String,
+        reason: String,
+    },
+    /// A line that is well-formed but does not fit with the rest (order rules, duplicates).
+    Invalid {
+        file: String,
+        line: usize,
+        message: String,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Read { path, error } => {
+                write!(f, "{}: cannot read: {error}", path.display())
+            }
+            ConfigError::UnknownOption { file, line, option } => {
+                write!(f, "{file}:{line}: unknown option '{option}'")
+            }
+            ConfigError::MissingValue { file, line, option } => {
+                write!(f, "{file}:{line}: missing value for '{option}'")
+            }
+            ConfigError::BadValue {
+                file,
+                line,
+                option,
+                value,
+                reason,
+            } => {
+                write!(
+                    f,
+                    "{file}:{line}: bad value '{value}' for '{option}': {reason}"
+                )
+            }
+            ConfigError::Invalid {
+                file,
+                line,
+                message,
+            } => write!(f, "{file}:{line}: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConfigError::Read { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
+
+pub(super) fn parse_file(path: &Path) -> Result<Config, ConfigError> {
+    let text = read(path)?;
+    let mut parser = Parser::default();
+    parser.parse(&text, &path.display().to_string(), 0)?;
+    let mut config = parser.finish()?;
+    config.source = Some(path.to_path_buf());
+    Ok(config)
+}
+
+pub(super) fn parse_text(text: &str, source_name: &str) -> Result<Config, ConfigError> {
+    let mut parser = Parser::default();
+    parser.parse(text, source_name, 0)?;
+    parser.finish()
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+        path: path.to_path_buf(),
+        error,
+    })
+}
+
+/// The `*.conf` files of `dir`, sorted as mosquitto sorts them (case-insensitively).
+fn conf_files(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+    let err = |error| ConfigError::Read {
+        path: dir.to_path_buf(),
+        error,
+    };
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(err)? {
+        let entry = entry.map_err(err)?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.len() > ".conf".len() && name.ends_with(".conf") {
+            files.push(entry.path());
+        }
+    }
+    files.sort_by_key(|p| {
+        let name = p
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        (name.to_ascii_lowercase(), name)
+    });
+    Ok(files)
+}
+
+/// `socket_domain`: restricts a listener to one address family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Domain {
+    V4,
+    V6,
+}
+
+/// Where a line is: file name and line number, for messages.
+#[derive(Debug, Clone)]
+struct Pos {
+    file: String,
+    line: usize,
+}
+
+impl Pos {
+    fn unknown(&self, option: &str) -> ConfigError {
+        ConfigError::UnknownOption {
+            file: self.file.clone(),
+            line: self.line,
+            option: option.into(),
+        }
+    }
+    fn missing(&self, option: &str) -> ConfigError {
+        ConfigError::MissingValue {
+            file: self.file.clone(),
+            line: self.line,
+            option: option.into(),
+        }
+    }
+    fn bad(&self, option: &str, value: &str, reason: impl Into<String>) -> ConfigError {
+        ConfigError::BadValue {
+            file: self.file.clone(),
+            line: self.line,
+            option: option.into(),
+            value: value.into(),
+            reason: reason.into(),
+        }
+    }
+    fn invalid(&self, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            file: self.file.clone(),
+            line: self.line,
+            message: message.into(),
+        }
+    }
+    fn warn(&self, config: &mut Config, message: impl fmt::Display) {
+        config
+            .warnings
+            .push(format!("{}:{}: {message}", self.file, self.line));
+    }
+}
+
+/// One listener block (or the default listener) while parsing.
+#[derive(Debug, Default)]
+struct Block {
+    /// Where the block was started (its `listener` line, or the first default-listener option).
+    pos: Option<Pos>,
+    port: Option<u16>,
+    /// `None` = every interface (0.0.0.0 and ::).
+    addrs: Option<Vec<IpAddr>>,
+    allow_anonymous: Option<bool>,
+    domain: Option<(Domain, Pos)>,
+}
+
+impl Block {
+    fn touch(&mut self, pos: &Pos) {
+        if self.pos.is_none() {
+            self.pos = Some(pos.clone());
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Parser {
+    config: Config,
+    /// The default listener (`port`, `bind_address`, listener options outside a block).
+    default: Block,
+    /// `listener` blocks in order.
+    blocks: Vec<Block>,
+    /// An `allow_anonymous` has been seen (for the `per_listener_settings` order rule).
+    security_seen: bool,
+    /// `log_dest` said at least once: replaces the default (stderr), as in mosquitto.
+    log_dest: Option<LogDest>,
+}
+
+impl Parser {
+    /// Parses one file's text. `level` is 0 for the main file, 1 for included files.
+    fn parse(&mut self, text: &str, file: &str, level: usize) -> Result<(), ConfigError> {
+        // The current listener block: per file, as in mosquitto (`cur_listener` is local to
+        // the function that reads one file). `None` = the default listener.
+        let mut current: Option<usize> = None;
+        for (index, raw) in text.lines().enumerate() {
+            let line = raw.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let pos = Pos {
+                file: file.to_owned(),
+                line: index + 1,
+            };
+            let (option, rest) = match line.split_once(char::is_whitespace) {
+                Some((option, rest)) => (option, rest.trim()),
+                None => (line, ""),
+            };
+            self.option(&pos, option, rest, level, &mut current)?;
+        }
+        Ok(())
+    }
+
+    fn block(&mut self, current: Option<usize>) -> &mut Block {
+        match current {
+            Some(i) => &mut self.blocks[i],
+            None => &mut self.default,
+        }
+    }
+
+    fn option(
+        &mut self,
+        pos: &Pos,
+        option: &str,
+        rest: &str,
+        level: usize,
+        current: &mut Option<usize>,
+    ) -> Result<(), ConfigError> {
+        match option {
+            "listener" => {
+                let words = words(rest);
+                let (port, addr) = match words.as_slice() {
+                    [] => return Err(pos.missing(option)),
+                    [port] => (*port, None),
+                    [port, addr] => (*port, Some(*addr)),
+                    _ => return Err(pos.bad(option, &words.join(" "), "expected PORT [ADDRESS]")),
+                };
+                let port = parse_port(pos, option, port)?;
+                let addrs = addr.map(|a| parse_address(pos, option, a)).transpose()?;
+                self.blocks.push(Block {
+                    pos: Some(pos.clone()),
+                    port: Some(port),
+                    addrs,
+                    ..Block::default()
+                });
+                *current = Some(self.blocks.len() - 1);
+            }
+            "port" => {
+                let value = one(pos, option, rest)?;
+                let port = parse_port(pos, option, value)?;
+                if self.default.port.is_some() {
+                    pos.warn(
+                        &mut self.config,
+                        "'port' given more than once: the last one is used",
+                    );
+                }
+                self.default.touch(pos);
+                self.default.port = Some(port);
+            }
+            "bind_address" => {
+                let value = one(pos, option, rest)?;
+                let addrs = parse_address(pos, option, value)?;
+                self.default.touch(pos);
+                self.default.addrs = Some(addrs);
+            }
+            "allow_anonymous" => {
+                let value = parse_bool(pos, option, one(pos, option, rest)?)?;
+                self.security_seen = true;
+                if self.config.per_listener_settings {
+                    let block = self.block(*current);
+                    block.touch(pos);
+                    block.allow_anonymous = Some(value);
+                } else {
+                    self.config.allow_anonymous = Some(value);
+                }
+            }
+            "per_listener_settings" => {
+                let value = parse_bool(pos, option, one(pos, option, rest)?)?;
+                // As mosquitto: once set it stays set, and it must precede security options.
+                if self.config.per_listener_settings {
+                    return Ok(());
+                }
+                if value && self.security_seen {
+                    return Err(pos.invalid(
+                        "per_listener_settings must be set before any other security settings",
+                    ));
+                }
+                self.config.per_listener_settings = value;
+            }
+            "max_keepalive" => {
+                let v = parse_int(pos, option, one(pos, option, rest)?, 0, 65535)?;
+                self.config.max_keepalive = v as u16;
+            }
+            "max_inflight_messages" => {
+                let v = parse_int(pos, option, one(pos, option, rest)?, 0, 65535)?;
+                // mosquitto reads 65535 as "no limit" (its window counter is a u16).
+                self.config.max_inflight_messages = if v == 65535 { 0 } else { v as u16 };
+            }
+            "max_queued_messages" => {
+                let v = parse_int(pos, option, one(pos, option, rest)?, 0, i64::MAX)?;
+                self.config.max_queued_messages = to_usize(pos, option, rest, v)?;
+            }
+            "max_queued_bytes" => {
+                let v = parse_int(pos, option, one(pos, option, rest)?, 0, i64::MAX)?;
+                self.config.max_queued_bytes = to_usize(pos, option, rest, v)?;
+            }
+            "max_packet_size" => {
+                // mosquitto refuses values under 20: no useful packet is smaller.
+                let v = parse_int(pos, option, one(pos, option, rest)?, 20, u32::MAX.into())?;
+                self.config.max_packet_size = v as u32;
+            }
+            "message_size_limit" => {
+                let v = parse_int(pos, option, one(pos, option, rest)?, 0, MQTT_MAX_PAYLOAD)?;
+                self.config.message_size_limit = v as u32;
+            }
+            "retain_available" => {
+                self.config.retain_available = parse_bool(pos, option, one(pos, option, rest)?)?;
+            }
+            "shards" => {
+                let v = parse_int(pos, option, one(pos, option, rest)?, 1, 65535)?;
+                self.config.shards = Some(v as usize);
+            }
+            "max_connections" => {
+                let value = one(pos, option, rest)?;
+                let v = parse_int(pos, option, value, -1, i64::MAX)?;
+                self.config.max_connections = if v < 0 {
+                    None
+                } else {
+                    Some(to_usize(pos, option, value, v)?)
+                };
+            }
+            "log_dest" => self.log_dest(pos, option, rest)?,
+            "log_type" => {
+                let value = one(pos, option, rest)?;
+                const TYPES: &[&str] = &[
+                    "error",
+                    "warning",
+                    "notice",
+                    "information",
+                    "subscribe",
+                    "unsubscribe",
+                    "websockets",
+                    "internal",
+                    "debug",
+                    "all",
+                    "none",
+                ];
+                if !TYPES.contains(&value) {
+                    return Err(pos.bad(
+                        option,
+                        value,
+                        format!("expected one of {}", TYPES.join(", ")),
+                    ));
+                }
+                self.config.log_types.push(value.to_owned());
+            }
+            "include_dir" => {
+                let dir = text(pos, option, rest)?;
+                if level >= MAX_INCLUDE_LEVEL {
+                    pos.warn(
+                        &mut self.config,
+                        "include_dir in an included file is ignored (as mosquitto does)",
+                    );
+                    return Ok(());
+                }
+                for path in conf_files(Path::new(dir))? {
+                    let text = read(&path)?;
+                    self.parse(&text, &path.display().to_string(), level + 1)?;
+                }
+            }
+            "socket_domain" => {
+                let value = one(pos, option, rest)?;
+                let domain = match value {
+                    "ipv4" => Domain::V4,
+                    "ipv6" => Domain::V6,
+                    _ => return Err(pos.bad(option, value, "expected ipv4 or ipv6")),
+                };
+                let block = self.block(*current);
+                block.touch(pos);
+                block.domain = Some((domain, pos.clone()));
+            }
+            "protocol" => {
+                let value = one(pos, option, rest)?;
+                match value {
+                    "mqtt" => {}
+                    "websockets" => {
+                        return Err(pos.bad(
+                            option,
+                            value,
+                            "WebSocket listeners are not supported yet",
+                        ))
+                    }
+                    _ => return Err(pos.bad(option, value, "expected mqtt or websockets")),
+                }
+            }
+            // Accepted so that real mosquitto.conf files load, but not acted on yet: values are
+            // still checked, so a typo is caught now rather than when midge starts using them.
+            "pid_file"
+            | "user"
+            | "persistence_location"
+            | "persistence_file"
+            | "log_timestamp_format" => {
+                text(pos, option, rest)?;
+                ignored(pos, &mut self.config, option);
+            }
+            "persistence" | "connection_messages" | "log_timestamp" | "set_tcp_nodelay" => {
+                parse_bool(pos, option, one(pos, option, rest)?)?;
+                ignored(pos, &mut self.config, option);
+            }
+            "autosave_interval" => {
+                parse_int(
+                    pos,
+                    option,
+                    one(pos, option, rest)?,
+                    i64::from(i32::MIN),
+                    i32::MAX.into(),
+                )?;
+                ignored(pos, &mut self.config, option);
+            }
+            "sys_interval" => {
+                parse_int(pos, option, one(pos, option, rest)?, 0, 65535)?;
+                ignored(pos, &mut self.config, option);
+            }
+            _ => return Err(pos.unknown(option)),
+        }
+        Ok(())
+    }
+
+    fn log_dest(&mut self, pos: &Pos, option: &str, rest: &str) -> Result<(), ConfigError> {
+        let value = words(rest)
+            .first()
+            .copied()
+            .ok_or_else(|| pos.missing(option))?;
+        let dest = match value {
+            "stdout" => LogDest::Stdout,
+            "stderr" => LogDest::Stderr,
+            "none" => LogDest::None,
+            "file" | "syslog" | "topic" | "dlt" => {
+                return Err(pos.bad(
+                    option,
+                    rest,
+                    format!("'log_dest {value}' is not supported yet (use stdout, stderr or none)"),
+                ))
+            }
+            _ => return Err(pos.bad(option, rest, "expected stdout, stderr or none")),
+        };
+        if words(rest).len() > 1 {
+            return Err(pos.bad(option, rest, "expected one value"));
+        }
+        // mosquitto ORs destinations together and `none` clears them; midge writes to one.
+        match (self.log_dest, dest) {
+            (Some(LogDest::Stdout), LogDest::Stderr) | (Some(LogDest::Stderr), LogDest::Stdout) => {
+                return Err(pos.bad(
+                    option,
+                    value,
+                    "midge logs to one of stdout and stderr, not both",
+                ))
+            }
+            _ => self.log_dest = Some(dest),
+        }
+        Ok(())
+    }
+
+    /// Turns the blocks into listeners, checks them, and returns the config.
+    fn finish(mut self) -> Result<Config, ConfigError> {
+        let mut config = std::mem::take(&mut self.config);
+        if let Some(dest) = self.log_dest {
+            config.log_dest = dest;
+        }
+        let mut seen: Vec<(SocketAddr, Pos)> = Vec::new();
+        // mosquitto appends the default listener after the `listener` blocks.
+        let default = std::mem::take(&mut self.default);
+        for block in self.blocks.into_iter().chain(Some(default)) {
+            let Some(pos) = block.pos else { continue };
+            let port = block.port.unwrap_or(DEFAULT_PORT);
+            let mut addrs = block.addrs.unwrap_or_else(|| {
+                vec![
+                    IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                    IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+                ]
+            });
+            if let Some((domain, domain_pos)) = &block.domain {
+                addrs.retain(|a| a.is_ipv4() == (*domain == Domain::V4));
+                if addrs.is_empty() {
+                    let value = if *domain == Domain::V4 {
+                        "ipv4"
+                    } else {
+                        "ipv6"
+                    };
+                    return Err(domain_pos.bad(
+                        "socket_domain",
+                        value,
+                        "the listener's address is not of this family",
+                    ));
+                }
+            }
+            for ip in addrs {
+                let addr = SocketAddr::new(ip, port);
+                if let Some((_, first)) = seen.iter().find(|(a, _)| *a == addr) {
+                    return Err(pos.invalid(format!(
+                        "listener {addr} is already defined at {}:{}",
+                        first.file, first.line
+                    )));
+                }
+                seen.push((addr, pos.clone()));
+                config.listeners.push(Listener {
+                    addr,
+                    allow_anonymous: block.allow_anonymous,
+                });
+            }
+        }
+        Ok(config)
+    }
+}
+
+fn ignored(pos: &Pos, config: &mut Config, option: &str) {
+    pos.warn(
+        config,
+        format_args!("option '{option}' is accepted but not acted on by midge yet"),
+    );
+}
+
+/// The values of a non-text option: whitespace-separated words, up to a word starting with `#`.
+fn words(rest: &str) -> Vec<&str> {
+    rest.split_whitespace()
+        .take_while(|w| !w.starts_with('#'))
+        .collect()
+}
+
+/// The single value of an option.
+fn one<'a>(pos: &Pos, option: &str, rest: &'a str) -> Result<&'a str, ConfigError> {
+    match words(rest).as_slice() {
+        [] => Err(pos.missing(option)),
+        [value] => Ok(value),
+        more => Err(pos.bad(option, &more.join(" "), "expected one value")),
+    }
+}
+
+/// The value of a text option: the rest of the line, as mosquitto reads it.
+fn text<'a>(pos: &Pos, option: &str, rest: &'a str) -> Result<&'a str, ConfigError> {
+    if rest.is_empty() {
+        Err(pos.missing(option))
+    } else {
+        Ok(rest)
+    }
+}
+
+fn parse_bool(pos: &Pos, option: &str, value: &str) -> Result<bool, ConfigError> {
+    // mosquitto's conf__parse_bool also takes 1 and 0.
+    match value {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(pos.bad(option, value, "expected true or false")),
+    }
+}
+
+fn parse_int(pos: &Pos, option: &str, value: &str, min: i64, max: i64) -> Result<i64, ConfigError> {
+    let range = || {
+        if max == i64::MAX {
+            format!("expected a whole number of at least {min}")
+        } else {
+            format!("expected a whole number from {min} to {max}")
+        }
+    };
+    match value.parse::<i64>() {
+        Ok(v) if (min..=max).contains(&v) => Ok(v),
+        _ => Err(pos.bad(option, value, range())),
+    }
+}
+
+fn to_usize(pos: &Pos, option: &str, value: &str, v: i64) -> Result<usize, ConfigError> {
+    usize::try_from(v).map_err(|_| pos.bad(option, value, "too large for this machine"))
+}
+
+fn parse_port(pos: &Pos, option: &str, value: &str) -> Result<u16, ConfigError> {
+    // Port 0 (an ephemeral port) is allowed for tests; mosquitto uses it for Unix sockets.
+    parse_int(pos, option, value, 0, 65535).map(|p| p as u16)
+}
+
+/// A listener address: an IPv4 or IPv6 literal (as mosquitto writes them, without brackets;
+/// brackets are accepted too) or `localhost` (127.0.0.1 and ::1).
+fn parse_address(pos: &Pos, option: &str, value: &str) -> Result<Vec<IpAddr>, ConfigError> {
+    if value == "localhost" {
+        return Ok(vec![
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ]);
+    }
+    let literal = value
+        .strip_prefix('[')
+        .and_then(|v| v.strip_suffix(']'))
+        .unwrap_or(value);
+    literal.parse::<IpAddr>().map(|ip| vec![ip]).map_err(|_| {
+        pos.bad(
+            option,
+            value,
+            "expected an IPv4 or IPv6 address or localhost (host names are not supported yet)",
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,612 @@
+//! Unit tests of the mosquitto.conf parser: one per option, one per error text, defaults and
+//! include_dir.
+
+use super::super::{Config, Listener, LogDest};
+use std::net::SocketAddr;
+
+fn parse(text: &str) -> Config {
+    Config::parse_str(text, "t.conf").unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn error(text: &str) -> String {
+    match Config::parse_str(text, "t.conf") {
+        Ok(c) => panic!("expected an error, got {c:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn addrs(config: &Config) -> Vec<SocketAddr> {
+    config.listeners.iter().map(|l| l.addr).collect()
+}
+
+fn sa(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+#[test]
+fn empty_file_gives_the_defaults() {
+    let c = parse("");
+    assert_eq!(c, Config::default());
+    assert!(c.listeners.is_empty());
+    assert_eq!(c.max_keepalive, 65535);
+    assert_eq!(c.max_inflight_messages, 20);
+    assert_eq!(c.max_queued_messages, 1000);
+    assert_eq!(c.max_queued_bytes, 0);
+    assert_eq!(c.max_packet_size, 0);
+    assert_eq!(c.message_size_limit, 0);
+    assert!(c.retain_available);
+    assert_eq!(c.log_dest, LogDest::Stderr);
+    assert!(c.log_types.is_empty());
+    assert_eq!(c.shards, None);
+    assert_eq!(c.allow_anonymous, None);
+    assert_eq!(c.max_connections, None);
+    assert!(!c.per_listener_settings);
+    assert!(c.warnings.is_empty());
+    assert_eq!(c.source, None);
+}
+
+#[test]
+fn comments_blank_lines_and_whitespace_are_ignored() {
+    let c = parse("# a comment\n\n   \n\t# indented comment\n  max_keepalive   60  \r\n");
+    assert_eq!(c.max_keepalive, 60);
+}
+
+#[test]
+fn listener_without_address_binds_every_interface() {
+    let c = parse("listener 1883");
+    assert_eq!(addrs(&c), vec![sa("0.0.0.0:1883"), sa("[::]:1883")]);
+}
+
+#[test]
+fn listener_with_addresses() {
+    let c = parse("listener 1883 127.0.0.1\nlistener 1884 ::1\nlistener 1885 [fe80::1]\nlistener 1886 localhost");
+    assert_eq!(
+        addrs(&c),
+        vec![
+            sa("127.0.0.1:1883"),
+            sa("[::1]:1884"),
+            sa("[fe80::1]:1885"),
+            sa("127.0.0.1:1886"),
+            sa("[::1]:1886")
+        ]
+    );
+}
+
+#[test]
+fn listener_trailing_comment_is_ignored() {
+    let c = parse("listener 1883 127.0.0.1 # local only");
+    assert_eq!(addrs(&c), vec![sa("127.0.0.1:1883")]);
+}
+
+#[test]
+fn listener_errors() {
+    assert_eq!(error("listener"), "t.conf:1: missing value for 'listener'");
+    assert_eq!(
+        error("listener 70000"),
+        "t.conf:1: bad value '70000' for 'listener': expected a whole number from 0 to 65535"
+    );
+    assert_eq!(
+        error("\nlistener 1883 example.com"),
+        "t.conf:2: bad value 'example.com' for 'listener': expected an IPv4 or IPv6 address or \
+         localhost (host names are not supported yet)"
+    );
+    assert_eq!(
+        error("listener 1 2 3"),
+        "t.conf:1: bad value '1 2 3' for 'listener': expected PORT [ADDRESS]"
+    );
+}
+
+#[test]
+fn duplicate_listener_is_an_error() {
+    assert_eq!(
+        error("listener 1883\nlistener 1883 ::"),
+        "t.conf:2: listener [::]:1883 is already defined at t.conf:1"
+    );
+}
+
+#[test]
+fn legacy_port_and_bind_address_make_the_default_listener() {
+    assert_eq!(
+        addrs(&parse("port 1884")),
+        vec![sa("0.0.0.0:1884"), sa("[::]:1884")]
+    );
+    assert_eq!(
+        addrs(&parse("bind_address 127.0.0.1")),
+        vec![sa("127.0.0.1:1883")]
+    );
+    assert_eq!(
+        addrs(&parse("bind_address ::1\nport 2000")),
+        vec![sa("[::1]:2000")]
+    );
+    // The default listener comes after the listener blocks, as in mosquitto.
+    assert_eq!(
+        addrs(&parse("port 1884\nlistener 1885 127.0.0.1")),
+        vec![sa("127.0.0.1:1885"), sa("0.0.0.0:1884"), sa("[::]:1884")]
+    );
+    assert_eq!(
+        error("port x"),
+        "t.conf:1: bad value 'x' for 'port': expected a whole number from 0 to 65535"
+    );
+    assert_eq!(
+        error("bind_address nowhere"),
+        "t.conf:1: bad value 'nowhere' for 'bind_address': expected an IPv4 or IPv6 address or \
+         localhost (host names are not supported yet)"
+    );
+}
+
+#[test]
+fn port_twice_warns_and_keeps_the_last() {
+    let c = parse("port 1\nport 2");
+    assert_eq!(addrs(&c), vec![sa("0.0.0.0:2"), sa("[::]:2")]);
+    assert_eq!(
+        c.warnings,
+        vec!["t.conf:2: 'port' given more than once: the last one is used"]
+    );
+}
+
+#[test]
+fn allow_anonymous_global() {
+    let c = parse("allow_anonymous true\nlistener 1883");
+    assert_eq!(c.allow_anonymous, Some(true));
+    assert!(c.listeners.iter().all(|l| l.allow_anonymous.is_none()));
+    // Without per_listener_settings, the last value anywhere wins (mosquitto).
+    let c = parse("allow_anonymous true\nlistener 1883\nallow_anonymous false");
+    assert_eq!(c.allow_anonymous, Some(false));
+    assert_eq!(
+        error("allow_anonymous yes"),
+        "t.conf:1: bad value 'yes' for 'allow_anonymous': expected true or false"
+    );
+    assert_eq!(
+        error("allow_anonymous"),
+        "t.conf:1: missing value for 'allow_anonymous'"
+    );
+}
+
+#[test]
+fn allow_anonymous_per_listener() {
+    let c = parse(
+        "per_listener_settings true\nlistener 1883 127.0.0.1\nallow_anonymous true\n\
+         listener 1884 127.0.0.1\nlistener 1885 127.0.0.1\nallow_anonymous false",
+    );
+    assert!(c.per_listener_settings);
+    assert_eq!(c.allow_anonymous, None);
+    let anon: Vec<_> = c.listeners.iter().map(|l| l.allow_anonymous).collect();
+    assert_eq!(anon, vec![Some(true), None, Some(false)]);
+}
+
+#[test]
+fn allow_anonymous_per_listener_before_any_listener_sets_the_default_listener() {
+    // As mosquitto: this creates the default listener (port 1883, every interface).
+    let c = parse("per_listener_settings true\nallow_anonymous true\nbind_address 127.0.0.1");
+    assert_eq!(
+        c.listeners,
+        vec![Listener {
+            addr: sa("127.0.0.1:1883"),
+            allow_anonymous: Some(true)
+        }]
+    );
+}
+
+#[test]
+fn per_listener_settings_must_come_first() {
+    assert_eq!(
+        error("allow_anonymous true\nper_listener_settings true"),
+        "t.conf:2: per_listener_settings must be set before any other security settings"
+    );
+    // Once set it stays set.
+    assert!(parse("per_listener_settings true\nper_listener_settings false").per_listener_settings);
+    assert!(!parse("per_listener_settings false").per_listener_settings);
+    assert_eq!(
+        error("per_listener_settings maybe"),
+        "t.conf:1: bad value 'maybe' for 'per_listener_settings': expected true or false"
+    );
+}
+
+#[test]
+fn max_keepalive() {
+    assert_eq!(parse("max_keepalive 0").max_keepalive, 0);
+    assert_eq!(parse("max_keepalive 65535").max_keepalive, 65535);
+    assert_eq!(
+        error("max_keepalive 65536"),
+        "t.conf:1: bad value '65536' for 'max_keepalive': expected a whole number from 0 to 65535"
+    );
+    assert_eq!(
+        error("max_keepalive -1"),
+        "t.conf:1: bad value '-1' for 'max_keepalive': expected a whole number from 0 to 65535"
+    );
+}
+
+#[test]
+fn max_inflight_messages() {
+    assert_eq!(
+        parse("max_inflight_messages 100").max_inflight_messages,
+        100
+    );
+    assert_eq!(parse("max_inflight_messages 0").max_inflight_messages, 0);
+    assert_eq!(
+        parse("max_inflight_messages 65535").max_inflight_messages,
+        0
+    );
+    assert_eq!(
+        error("max_inflight_messages 65536"),
+        "t.conf:1: bad value '65536' for 'max_inflight_messages': expected a whole number from 0 to 65535"
+    );
+}
+
+#[test]
+fn max_queued_messages_and_bytes() {
+    let c = parse("max_queued_messages 5\nmax_queued_bytes 1048576");
+    assert_eq!(c.max_queued_messages, 5);
+    assert_eq!(c.max_queued_bytes, 1048576);
+    assert_eq!(
+        error("max_queued_messages -5"),
+        "t.conf:1: bad value '-5' for 'max_queued_messages': expected a whole number of at least 0"
+    );
+    assert_eq!(
+        error("max_queued_bytes 1k"),
+        "t.conf:1: bad value '1k' for 'max_queued_bytes': expected a whole number of at least 0"
+    );
+}
+
+#[test]
+fn max_packet_size() {
+    assert_eq!(parse("max_packet_size 20").max_packet_size, 20);
+    assert_eq!(
+        parse("max_packet_size 268435460").max_packet_size,
+        268435460
+    );
+    assert_eq!(
+        error("max_packet_size 19"),
+        "t.conf:1: bad value '19' for 'max_packet_size': expected a whole number from 20 to 4294967295"
+    );
+}
+
+#[test]
+fn message_size_limit() {
+    assert_eq!(parse("message_size_limit 1000").message_size_limit, 1000);
+    assert_eq!(
+        error("message_size_limit 268435456"),
+        "t.conf:1: bad value '268435456' for 'message_size_limit': expected a whole number from 0 to 268435455"
+    );
+}
+
+#[test]
+fn retain_available() {
+    assert!(!parse("retain_available false").retain_available);
+    assert!(parse("retain_available 1").retain_available);
+    assert_eq!(
+        error("retain_available no"),
+        "t.conf:1: bad value 'no' for 'retain_available': expected true or false"
+    );
+}
+
+#[test]
+fn shards() {
+    assert_eq!(parse("shards 4").shards, Some(4));
+    assert_eq!(
+        error("shards 0"),
+        "t.conf:1: bad value '0' for 'shards': expected a whole number from 1 to 65535"
+    );
+}
+
+#[test]
+fn max_connections() {
+    assert_eq!(parse("max_connections 100").max_connections, Some(100));
+    assert_eq!(parse("max_connections -1").max_connections, None);
+    assert!(parse("max_connections 10").warnings.is_empty());
+    assert_eq!(
+        error("max_connections -2"),
+        "t.conf:1: bad value '-2' for 'max_connections': expected a whole number of at least -1"
+    );
+}
+
+#[test]
+fn log_dest() {
+    assert_eq!(parse("log_dest stdout").log_dest, LogDest::Stdout);
+    assert_eq!(parse("log_dest stderr").log_dest, LogDest::Stderr);
+    assert_eq!(parse("log_dest none").log_dest, LogDest::None);
+    assert_eq!(
+        parse("log_dest stdout\nlog_dest stdout").log_dest,
+        LogDest::Stdout
+    );
+    assert_eq!(
+        parse("log_dest none\nlog_dest stdout").log_dest,
+        LogDest::Stdout
+    );
+    assert_eq!(
+        error("log_dest stdout\nlog_dest stderr"),
+        "t.conf:2: bad value 'stderr' for 'log_dest': midge logs to one of stdout and stderr, not both"
+    );
+    assert_eq!(
+        error("log_dest file /var/log/mosquitto/mosquitto.log"),
+        "t.conf:1: bad value 'file /var/log/mosquitto/mosquitto.log' for 'log_dest': \
+         'log_dest file' is not supported yet (use stdout, stderr or none)"
+    );
+    assert_eq!(
+        error("log_dest syslog"),
+        "t.conf:1: bad value 'syslog' for 'log_dest': 'log_dest syslog' is not supported yet (use stdout, stderr or none)"
+    );
+    assert_eq!(
+        error("log_dest topic"),
+        "t.conf:1: bad value 'topic' for 'log_dest': 'log_dest topic' is not supported yet (use stdout, stderr or none)"
+    );
+    assert_eq!(
+        error("log_dest printer"),
+        "t.conf:1: bad value 'printer' for 'log_dest': expected stdout, stderr or none"
+    );
+    assert_eq!(error("log_dest"), "t.conf:1: missing value for 'log_dest'");
+}
+
+#[test]
+fn log_type_is_repeatable() {
+    let c = parse("log_type error\nlog_type warning\nlog_type subscribe\nlog_type all\nlog_type none\nlog_type debug");
+    assert_eq!(
+        c.log_types,
+        vec!["error", "warning", "subscribe", "all", "none", "debug"]
+    );
+    assert_eq!(
+        error("log_type loud"),
+        "t.conf:1: bad value 'loud' for 'log_type': expected one of error, warning, notice, \
+         information, subscribe, unsubscribe, websockets, internal, debug, all, none"
+    );
+}
+
+#[test]
+fn socket_domain_restricts_the_listener() {
+    assert_eq!(
+        addrs(&parse("listener 1883\nsocket_domain ipv4")),
+        vec![sa("0.0.0.0:1883")]
+    );
+    assert_eq!(
+        addrs(&parse("listener 1883\nsocket_domain ipv6")),
+        vec![sa("[::]:1883")]
+    );
+    assert_eq!(
+        addrs(&parse("port 1883\nsocket_domain ipv6")),
+        vec![sa("[::]:1883")]
+    );
+    assert_eq!(
+        error("listener 1883 ::1\nsocket_domain ipv4"),
+        "t.conf:2: bad value 'ipv4' for 'socket_domain': the listener's address is not of this family"
+    );
+    assert_eq!(
+        error("socket_domain ipv5"),
+        "t.conf:1: bad value 'ipv5' for 'socket_domain': expected ipv4 or ipv6"
+    );
+}
+
+#[test]
+fn protocol() {
+    assert_eq!(
+        addrs(&parse("listener 1883 ::1\nprotocol mqtt")),
+        vec![sa("[::1]:1883")]
+    );
+    assert_eq!(
+        error("listener 9001\nprotocol websockets"),
+        "t.conf:2: bad value 'websockets' for 'protocol': WebSocket listeners are not supported yet"
+    );
+    assert_eq!(
+        error("protocol http"),
+        "t.conf:1: bad value 'http' for 'protocol': expected mqtt or websockets"
+    );
+}
+
+#[test]
+fn accepted_but_ignored_options_warn() {
+    let text = "pid_file /run/mosquitto/mosquitto.pid\nuser mosquitto\npersistence true\n\
+                persistence_location /var/lib/mosquitto/\npersistence_file mosquitto.db\n\
+                autosave_interval 1800\nsys_interval 10\nconnection_messages true\n\
+                log_timestamp true\nlog_timestamp_format %Y-%m-%dT%H:%M:%S\nset_tcp_nodelay true";
+    let c = parse(text);
+    let options = [
+        "pid_file",
+        "user",
+        "persistence",
+        "persistence_location",
+        "persistence_file",
+        "autosave_interval",
+        "sys_interval",
+        "connection_messages",
+        "log_timestamp",
+        "log_timestamp_format",
+        "set_tcp_nodelay",
+    ];
+    let expected: Vec<String> = options
+        .iter()
+        .enumerate()
+        .map(|(i, o)| {
+            format!(
+                "t.conf:{}: option '{o}' is accepted but not acted on by midge yet",
+                i + 1
+            )
+        })
+        .collect();
+    assert_eq!(c.warnings, expected);
+    assert_eq!(
+        c,
+        Config {
+            warnings: c.warnings.clone(),
+            ..Config::default()
+        }
+    );
+}
+
+#[test]
+fn ignored_options_still_check_their_values() {
+    assert_eq!(
+        error("persistence maybe"),
+        "t.conf:1: bad value 'maybe' for 'persistence': expected true or false"
+    );
+    assert_eq!(
+        error("sys_interval 70000"),
+        "t.conf:1: bad value '70000' for 'sys_interval': expected a whole number from 0 to 65535"
+    );
+    assert_eq!(error("pid_file"), "t.conf:1: missing value for 'pid_file'");
+    // Text options take the rest of the line, spaces included.
+    let c = parse("log_timestamp_format %Y-%m-%d %H:%M:%S");
+    assert_eq!(c.warnings.len(), 1);
+}
+
+#[test]
+fn unknown_option_is_an_error() {
+    assert_eq!(
+        error("\n\nfrobnicate 1"),
+        "t.conf:3: unknown option 'frobnicate'"
+    );
+    assert_eq!(error("Port 1883"), "t.conf:1: unknown option 'Port'");
+}
+
+#[test]
+fn extra_values_are_an_error() {
+    assert_eq!(
+        error("max_keepalive 60 120"),
+        "t.conf:1: bad value '60 120' for 'max_keepalive': expected one value"
+    );
+    // ...but an end-of-line comment is not a value.
+    assert_eq!(parse("max_keepalive 60 # a minute").max_keepalive, 60);
+}
+
+#[test]
+fn missing_file_is_an_error() {
+    let err = Config::from_file("/nonexistent/midge.conf")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("/nonexistent/midge.conf: cannot read: No such file or directory"),
+        "{err}"
+    );
+}
+
+#[test]
+fn from_file_records_the_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.conf");
+    std::fs::write(&path, "listener 1883 127.0.0.1\nbogus\n").unwrap();
+    let err = Config::from_file(&path).unwrap_err().to_string();
+    assert_eq!(err, format!("{}:2: unknown option 'bogus'", path.display()));
+    std::fs::write(&path, "listener 1883 127.0.0.1\n").unwrap();
+    let c = Config::from_file(&path).unwrap();
+    assert_eq!(c.source.as_deref(), Some(path.as_path()));
+    assert_eq!(addrs(&c), vec![sa("127.0.0.1:1883")]);
+}
+
+#[test]
+fn include_dir_reads_conf_files_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let inc = dir.path().join("conf.d");
+    std::fs::create_dir(&inc).unwrap();
+    std::fs::write(inc.join("b.conf"), "listener 1884 127.0.0.1\n").unwrap();
+    std::fs::write(
+        inc.join("A.conf"),
+        "listener 1883 127.0.0.1\nmax_keepalive 10\n",
+    )
+    .unwrap();
+    std::fs::write(inc.join("c.conf"), "max_keepalive 30\n").unwrap();
+    std::fs::write(inc.join("ignored.txt"), "garbage\n").unwrap();
+    std::fs::write(inc.join(".conf"), "garbage\n").unwrap();
+    let main = dir.path().join("main.conf");
+    std::fs::write(
+        &main,
+        format!(
+            "max_keepalive 5\ninclude_dir {}\nlistener 1885 ::1\n",
+            inc.display()
+        ),
+    )
+    .unwrap();
+    let c = Config::from_file(&main).unwrap();
+    assert_eq!(c.max_keepalive, 30);
+    assert_eq!(
+        addrs(&c),
+        vec![sa("127.0.0.1:1883"), sa("127.0.0.1:1884"), sa("[::1]:1885")]
+    );
+}
+
+#[test]
+fn include_dir_errors_name_the_included_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("x.conf"), "\nmax_keepalive nope\n").unwrap();
+    let err = error(&format!("include_dir {}", dir.path().display()));
+    assert_eq!(
+        err,
+        format!(
+            "{}:2: bad value 'nope' for 'max_keepalive': expected a whole number from 0 to 65535",
+            dir.path().join("x.conf").display()
+        )
+    );
+    let missing = dir.path().join("missing");
+    let err = error(&format!("include_dir {}", missing.display()));
+    assert!(
+        err.starts_with(&format!("{}: cannot read: ", missing.display())),
+        "{err}"
+    );
+    assert_eq!(
+        error("include_dir"),
+        "t.conf:1: missing value for 'include_dir'"
+    );
+}
+
+#[test]
+fn each_file_starts_outside_any_listener_block() {
+    // As mosquitto: an included file's listener options before its own `listener` line apply to
+    // the default listener, not to the includer's current block.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("x.conf"), "socket_domain ipv4\n").unwrap();
+    let c = parse(&format!(
+        "listener 1884\ninclude_dir {}",
+        dir.path().display()
+    ));
+    assert_eq!(
+        addrs(&c),
+        vec![sa("0.0.0.0:1884"), sa("[::]:1884"), sa("0.0.0.0:1883")]
+    );
+}
+
+#[test]
+fn nested_include_dir_is_ignored_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let x = dir.path().join("x.conf");
+    std::fs::write(&x, format!("include_dir {}\n", dir.path().display())).unwrap();
+    let c = parse(&format!("include_dir {}", dir.path().display()));
+    assert_eq!(
+        c.warnings,
+        vec![format!(
+            "{}:1: include_dir in an included file is ignored (as mosquitto does)",
+            x.display()
+        )]
+    );
+}
+
+#[test]
+fn override_port_replaces_every_listener_port() {
+    let mut c = parse("listener 1883\nlistener 1884 127.0.0.1\nlistener 1885 127.0.0.1");
+    c.override_port(2000);
+    assert_eq!(
+        addrs(&c),
+        vec![sa("0.0.0.0:2000"), sa("[::]:2000"), sa("127.0.0.1:2000")]
+    );
+    let mut c = Config::default();
+    c.override_port(2001);
+    assert_eq!(addrs(&c), vec![sa("127.0.0.1:2001"), sa("[::1]:2001")]);
+}
+
+#[test]
+fn a_typical_mosquitto_conf_loads() {
+    let c = parse(
+        "# Place your local configuration in /etc/mosquitto/conf.d/\n\
+         pid_file /run/mosquitto/mosquitto.pid\n\
+         persistence true\n\
+         persistence_location /var/lib/mosquitto/\n\
+         log_dest stdout\n\
+         log_type error\n\
+         log_type warning\n\
+         listener 1883 0.0.0.0\n\
+         allow_anonymous true\n\
+         max_inflight_messages 40\n",
+    );
+    assert_eq!(addrs(&c), vec![sa("0.0.0.0:1883")]);
+    assert_eq!(c.allow_anonymous, Some(true));
+    assert_eq!(c.log_dest, LogDest::Stdout);
+    assert_eq!(c.log_types, vec!["error", "warning"]);
+    assert_eq!(c.max_inflight_messages, 40);
+    assert_eq!(c.warnings.len(), 3);
+}

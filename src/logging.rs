@@ -1,0 +1,333 @@
+//! The broker's logger: a [`log::Log`] that writes `<unix seconds>: <level>: <message>` lines
+//! to the `log_dest` of the config, keeping the event kinds chosen by `log_type`.
+//!
+//! `log_type` maps onto `log` levels: `error` -> Error, `warning` -> Warn, `notice` and
+//! `information` -> Info, `debug` (and `internal`) -> Debug and Trace; mosquitto's default set
+//! is error, warning, notice and information. mosquitto's `subscribe`, `unsubscribe` and
+//! `websockets` kinds are `log` targets: log them with `log::info!(target: TARGET_SUBSCRIBE, ..)`
+//! and they are written only when that kind is chosen, whatever their level.
+//!
+//! Each line is formatted into one buffer and written with a single `write_all` under the
+//! stream's lock, so lines from two shard threads never interleave.
+//!
+//! Never log secrets: passwords (CONNECT password, password-file hashes, bridge passwords) must
+//! not reach a log call, at any level. Log the user name and the outcome instead.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use log::{Level, LevelFilter, Metadata, Record};
+
+use crate::config::{Config, LogDest};
+
+/// Target for SUBSCRIBE events (`log_type subscribe`).
+pub const TARGET_SUBSCRIBE: &str = "subscribe";
+/// Target for UNSUBSCRIBE events (`log_type unsubscribe`).
+pub const TARGET_UNSUBSCRIBE: &str = "unsubscribe";
+/// Target for WebSocket events (`log_type websockets`).
+pub const TARGET_WEBSOCKETS: &str = "websockets";
+
+/// Which kinds of event are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogTypes {
+    pub error: bool,
+    pub warning: bool,
+    pub info: bool,
+    pub debug: bool,
+    pub subscribe: bool,
+    pub unsubscribe: bool,
+    pub websockets: bool,
+}
+
+impl LogTypes {
+    /// Everything (`log_type all`, `-v`).
+    pub const ALL: LogTypes = LogTypes {
+        error: true,
+        warning: true,
+        info: true,
+        debug: true,
+        subscribe: true,
+        unsubscribe: true,
+        websockets: true,
+    };
+
+    /// mosquitto's default: error, warning, notice, information.
+    pub const DEFAULT: LogTypes = LogTypes {
+        error: true,
+        warning: true,
+        info: true,
+        ..LogTypes::NONE
+    };
+
+    /// Nothing (`log_type none`).
+    pub const NONE: LogTypes = LogTypes {
+        error: false,
+        warning: false,
+        info: false,
+        debug: false,
+        subscribe: false,
+        unsubscribe: false,
+        websockets: false,
+    };
+
+    /// Folds `log_type` values in order, as mosquitto does: an empty list is the default set,
+    /// `none` clears what came before, `all` sets everything. Unknown names are ignored (the
+    /// config parser has already refused them).
+    pub fn from_names<S: AsRef<str>>(names: &[S]) -> LogTypes {
+        if names.is_empty() {
+            return LogTypes::DEFAULT;
+        }
+        let mut t = LogTypes::NONE;
+        for name in names {
+            match name.as_ref() {
+                "error" => t.error = true,
+                "warning" => t.warning = true,
+                "notice" | "information" => t.info = true,
+                "debug" | "internal" => t.debug = true,
+                "subscribe" => t.subscribe = true,
+                "unsubscribe" => t.unsubscribe = true,
+                "websockets" => t.websockets = true,
+                "all" => t = LogTypes::ALL,
+                "none" => t = LogTypes::NONE,
+                _ => {}
+            }
+        }
+        t
+    }
+
+    /// Whether an event of `level` for `target` is written.
+    pub fn enabled(&self, level: Level, target: &str) -> bool {
+        match target {
+            TARGET_SUBSCRIBE => return self.subscribe,
+            TARGET_UNSUBSCRIBE => return self.unsubscribe,
+            TARGET_WEBSOCKETS => return self.websockets,
+            _ => {}
+        }
+        match level {
+            Level::Error => self.error,
+            Level::Warn => self.warning,
+            Level::Info => self.info,
+            Level::Debug | Level::Trace => self.debug,
+        }
+    }
+
+    /// The most verbose level any enabled kind needs (for `log::set_max_level`, so that
+    /// disabled log calls cost one comparison).
+    pub fn max_level(&self) -> LevelFilter {
+        if self.debug {
+            LevelFilter::Trace
+        } else if self.info || self.subscribe || self.unsubscribe || self.websockets {
+            // The kind targets may be logged at any level up to Trace; Info is what the
+            // broker uses for them.
+            LevelFilter::Info
+        } else if self.warning {
+            LevelFilter::Warn
+        } else if self.error {
+            LevelFilter::Error
+        } else {
+            LevelFilter::Off
+        }
+    }
+}
+
+/// Whether `target` is midge's own (its modules, or one of the kind targets above).
+fn is_midge_target(target: &str) -> bool {
+    target == "midge"
+        || target.starts_with("midge::")
+        || matches!(
+            target,
+            TARGET_SUBSCRIBE | TARGET_UNSUBSCRIBE | TARGET_WEBSOCKETS
+        )
+}
+
+/// The logger installed by [`init`].
+#[derive(Debug)]
+pub struct Logger {
+    dest: LogDest,
+    types: LogTypes,
+}
+
+impl Logger {
+    /// A logger for `config`; `verbose` (`-v`) turns every kind on, as mosquitto's `-v`.
+    pub fn new(config: &Config, verbose: bool) -> Logger {
+        let types = if verbose {
+            LogTypes::ALL
+        } else {
+            LogTypes::from_names(&config.log_types)
+        };
+        Logger {
+            dest: config.log_dest,
+            types,
+        }
+    }
+
+    /// The kinds this logger writes.
+    pub fn types(&self) -> LogTypes {
+        self.types
+    }
+}
+
+/// Appends one log line (`<unix seconds>: <level>: <message>\n`) to `buf`.
+pub fn format_line(
+    buf: &mut String,
+    unix_seconds: u64,
+    level: Level,
+    message: &std::fmt::Arguments<'_>,
+) {
+    let level = match level {
+        Level::Error => "error",
+        Level::Warn => "warning",
+        Level::Info => "info",
+        Level::Debug => "debug",
+        Level::Trace => "trace",
+    };
+    // Writing to a String cannot fail.
+    let _ = writeln!(buf, "{unix_seconds}: {level}: {message}");
+}
+
+impl log::Log for Logger {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        // Debug and trace events of dependencies (mio's per-registration traces) are noise
+        // even under -v: only midge's own are written. Their warnings and errors still show.
+        let foreign_detail = metadata.level() > Level::Info && !is_midge_target(metadata.target());
+        self.dest != LogDest::None
+            && !foreign_detail
+            && self.types.enabled(metadata.level(), metadata.target())
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut line = String::with_capacity(128);
+        format_line(&mut line, now, record.level(), record.args());
+        // One write_all of the whole line, under the stream lock. A failed write (closed
+        // stream) has nowhere to be reported: drop the line.
+        let _ = match self.dest {
+            LogDest::Stdout => std::io::stdout().lock().write_all(line.as_bytes()),
+            LogDest::Stderr => std::io::stderr().lock().write_all(line.as_bytes()),
+            LogDest::None => Ok(()),
+        };
+    }
+
+    fn flush(&self) {
+        let _ = match self.dest {
+            LogDest::Stdout => std::io::stdout().flush(),
+            LogDest::Stderr => std::io::stderr().flush(),
+            LogDest::None => Ok(()),
+        };
+    }
+}
+
+/// Installs the logger for `config` as the process's `log` logger; `verbose` (`-v`) logs
+/// everything. Call once, before the broker starts; later calls leave the first logger in place.
+pub fn init(config: &Config, verbose: bool) {
+    let logger = Logger::new(config, verbose);
+    let max = if config.log_dest == LogDest::None {
+        LevelFilter::Off
+    } else {
+        logger.types.max_level()
+    };
+    if log::set_boxed_logger(Box::new(logger)).is_ok() {
+        log::set_max_level(max);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use log::Log as _;
+
+    #[test]
+    fn default_types_are_mosquittos() {
+        let t = LogTypes::from_names::<&str>(&[]);
+        assert_eq!(t, LogTypes::DEFAULT);
+        assert!(t.enabled(Level::Error, "midge"));
+        assert!(t.enabled(Level::Warn, "midge"));
+        assert!(t.enabled(Level::Info, "midge"));
+        assert!(!t.enabled(Level::Debug, "midge"));
+        assert!(!t.enabled(Level::Trace, "midge"));
+        assert!(!t.enabled(Level::Info, TARGET_SUBSCRIBE));
+        assert_eq!(t.max_level(), LevelFilter::Info);
+    }
+
+    #[test]
+    fn log_types_fold_in_order() {
+        let t = LogTypes::from_names(&["error"]);
+        assert!(t.enabled(Level::Error, "x"));
+        assert!(!t.enabled(Level::Warn, "x"));
+        assert_eq!(t.max_level(), LevelFilter::Error);
+        assert_eq!(LogTypes::from_names(&["all", "none"]), LogTypes::NONE);
+        assert_eq!(LogTypes::NONE.max_level(), LevelFilter::Off);
+        let t = LogTypes::from_names(&["none", "debug"]);
+        assert!(t.enabled(Level::Trace, "x"));
+        assert!(!t.enabled(Level::Error, "x"));
+        assert_eq!(t.max_level(), LevelFilter::Trace);
+        let t = LogTypes::from_names(&["notice"]);
+        assert!(t.enabled(Level::Info, "x"));
+        let t = LogTypes::from_names(&["subscribe"]);
+        assert!(t.enabled(Level::Info, TARGET_SUBSCRIBE));
+        assert!(!t.enabled(Level::Info, TARGET_UNSUBSCRIBE));
+        assert!(!t.enabled(Level::Info, "midge"));
+        assert_eq!(LogTypes::from_names(&["all"]), LogTypes::ALL);
+    }
+
+    #[test]
+    fn verbose_enables_everything() {
+        let config = Config {
+            log_types: vec!["error".into()],
+            ..Config::default()
+        };
+        assert_eq!(Logger::new(&config, true).types(), LogTypes::ALL);
+        assert_eq!(
+            Logger::new(&config, false).types(),
+            LogTypes::from_names(&["error"])
+        );
+    }
+
+    #[test]
+    fn log_dest_none_writes_nothing() {
+        let config = Config {
+            log_dest: LogDest::None,
+            ..Config::default()
+        };
+        let logger = Logger::new(&config, true);
+        let meta = Metadata::builder()
+            .level(Level::Error)
+            .target("midge")
+            .build();
+        assert!(!logger.enabled(&meta));
+    }
+
+    #[test]
+    fn dependency_debug_is_not_written_even_when_verbose() {
+        let logger = Logger::new(&Config::default(), true);
+        let meta = |level, target| Metadata::builder().level(level).target(target).build();
+        assert!(logger.enabled(&meta(Level::Trace, "midge::shard")));
+        assert!(logger.enabled(&meta(Level::Debug, "midge")));
+        assert!(!logger.enabled(&meta(Level::Trace, "mio::poll")));
+        assert!(!logger.enabled(&meta(Level::Debug, "rustls")));
+        assert!(logger.enabled(&meta(Level::Warn, "rustls")));
+        assert!(logger.enabled(&meta(Level::Debug, TARGET_SUBSCRIBE)));
+    }
+
+    #[test]
+    fn line_format() {
+        let mut buf = String::new();
+        format_line(
+            &mut buf,
+            1700000000,
+            Level::Warn,
+            &format_args!("client {} gone", "c1"),
+        );
+        format_line(&mut buf, 1700000001, Level::Error, &format_args!("x"));
+        assert_eq!(
+            buf,
+            "1700000000: warning: client c1 gone\n1700000001: error: x\n"
+        );
+    }
+}
