@@ -63,6 +63,6 @@ impl Shard {
         if let Some(packet) = self.connack_for_decode_error(key, &e) {
             self.send(key, &packet);
         }
-        self.close(key, Close::Protocol(format!("malformed or invalid packet: {e}")));
+        self.close(key, Close::Protocol(format!("bad packet: {e}")));
     }
 }

@@ -150,6 +150,10 @@ impl std::fmt::Display for ByteStr {
 }
 
 /// Every MQTT control packet.
+///
+/// Variants are stored inline: a packet lives on the stack for one handler call, and boxing
+/// CONNECT (the large one, with two property sets) would only move its cost to the heap.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Packet {
     Connect(Connect),

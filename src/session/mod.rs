@@ -51,6 +51,7 @@ pub struct Limits {
 }
 
 /// What became of a message offered to a session.
+#[allow(clippy::large_enum_variant)] // returned and consumed at once, never stored
 #[derive(Debug, PartialEq, Eq)]
 pub enum Offer {
     /// Send this PUBLISH now.

@@ -528,7 +528,7 @@ impl Shard {
         match &why {
             Close::Graceful => log::info!("Client {} disconnected.", conn.label()),
             Close::Gone(reason) => log::info!("Client {} closed its connection ({reason}).", conn.label()),
-            Close::Protocol(reason) => log::info!("Client {} disconnected: {reason}.", conn.label()),
+            Close::Protocol(reason) => log::info!("Client {} disconnected: protocol error: {reason}.", conn.label()),
             Close::KeepAlive => log::info!("Client {} has exceeded timeout, disconnecting.", conn.label()),
             Close::TakenOver => log::info!("Client {} already connected, closing old connection.", conn.label()),
             Close::Refused | Close::Shutdown => {}

@@ -1,0 +1,122 @@
+//! Retained messages: stored, delivered on subscribe with RETAIN=1, replaced, cleared, and not
+//! flagged on live forwarding.
+
+mod common;
+
+use std::time::Duration;
+
+use common::clients::{mosquitto_pub, MosqSub};
+use common::raw::Raw;
+use common::{Broker, STEP};
+
+const QUIET: Duration = Duration::from_millis(300);
+
+/// [MQTT-3.3.1-5] a retained message is stored; [MQTT-3.3.1-6] a new subscriber gets it with
+/// RETAIN=1.
+#[test]
+fn retained_message_is_delivered_on_subscribe_with_retain_flag() {
+    let b = Broker::start();
+    let mut p = Raw::connected(b.port(), "ret-pub");
+    p.publish_complete("ret/t", b"kept", 1, true, 1);
+    let mut s = Raw::connected(b.port(), "ret-sub");
+    s.subscribe(1, &[("ret/t", 1)]);
+    let m = s.recv_publish_ack();
+    assert_eq!(
+        (m.payload.as_slice(), m.retain, m.qos),
+        (&b"kept"[..], true, 1)
+    );
+    s.expect_nothing(QUIET);
+}
+
+/// The same with mosquitto_pub -r and mosquitto_sub.
+#[test]
+fn retained_message_reaches_later_mosquitto_sub() {
+    let b = Broker::start();
+    mosquitto_pub(
+        b.port(),
+        &["-t", "ret/m", "-m", "retained hello", "-r", "-q", "1"],
+    );
+    let mut s = MosqSub::start(b.port(), &["-t", "ret/m", "-C", "1", "-q", "1"]);
+    let m = s.messages(1, STEP);
+    assert_eq!(m.len(), 1, "{}", s.describe());
+    assert_eq!(m[0].payload, "retained hello");
+    assert!(m[0].retain);
+}
+
+/// [MQTT-3.3.1-5] a newer retained message replaces the older one.
+#[test]
+fn retained_message_is_replaced_by_newer_one() {
+    let b = Broker::start();
+    let mut p = Raw::connected(b.port(), "rep-pub");
+    p.publish_complete("rep/t", b"old", 0, true, 0);
+    p.publish_complete("rep/t", b"new", 1, true, 2);
+    let mut s = Raw::connected(b.port(), "rep-sub");
+    s.subscribe(1, &[("rep/t", 1)]);
+    let m = s.recv_publish_ack();
+    assert_eq!(m.payload, b"new");
+    assert!(m.retain);
+    s.expect_nothing(QUIET);
+}
+
+/// [MQTT-3.3.1-10] a retained PUBLISH with an empty payload removes the retained message;
+/// [MQTT-3.3.1-11] a zero-byte retained message is not stored.
+#[test]
+fn retained_message_is_cleared_by_empty_payload() {
+    let b = Broker::start();
+    let mut p = Raw::connected(b.port(), "clr-pub");
+    p.publish_complete("clr/t", b"soon gone", 1, true, 1);
+    p.publish_complete("clr/t", b"", 1, true, 2);
+    let mut s = Raw::connected(b.port(), "clr-sub");
+    s.subscribe(1, &[("clr/#", 1)]);
+    s.expect_nothing(QUIET);
+}
+
+/// [MQTT-3.3.1-9] a message forwarded to an already-subscribed client has RETAIN=0 even when
+/// it was published with RETAIN=1.
+#[test]
+fn live_forward_of_retained_publish_has_retain_0() {
+    let b = Broker::start();
+    let mut s = Raw::connected(b.port(), "live-sub");
+    s.subscribe(1, &[("live/t", 1)]);
+    let mut p = Raw::connected(b.port(), "live-pub");
+    p.publish_complete("live/t", b"now", 1, true, 1);
+    let m = s.recv_publish_ack();
+    assert_eq!(m.payload, b"now");
+    assert!(!m.retain, "live forwarding must clear RETAIN");
+}
+
+/// [MQTT-3.3.1-6] a wildcard subscription receives every matching retained message (and only
+/// those), each with RETAIN=1.
+#[test]
+fn wildcard_subscription_receives_all_matching_retained() {
+    let b = Broker::start();
+    let mut p = Raw::connected(b.port(), "wr-pub");
+    for t in ["wr/a", "wr/b", "wr/c/d", "other/x"] {
+        p.publish_complete(t, t.as_bytes(), 1, true, 1);
+    }
+    let mut s = Raw::connected(b.port(), "wr-sub");
+    s.subscribe(1, &[("wr/#", 1)]);
+    let mut topics = Vec::new();
+    while let Ok(pk) = s.recv(QUIET) {
+        let m = pk.publish();
+        assert!(m.retain);
+        assert_eq!(m.payload, m.topic.as_bytes());
+        s.send(&common::raw::puback(m.pid));
+        topics.push(m.topic);
+    }
+    topics.sort();
+    assert_eq!(topics, vec!["wr/a", "wr/b", "wr/c/d"]);
+}
+
+/// [MQTT-3.3.1-7] with a retained QoS 0 publish the stored message is delivered; the subscriber
+/// gets min(stored QoS, granted QoS) [MQTT-3.8.4-6].
+#[test]
+fn retained_message_is_delivered_at_min_of_stored_and_granted_qos() {
+    let b = Broker::start();
+    let mut p = Raw::connected(b.port(), "rq-pub");
+    p.publish_complete("rq/two", b"2", 2, true, 1);
+    let mut s = Raw::connected(b.port(), "rq-sub");
+    s.subscribe(1, &[("rq/two", 1)]);
+    let m = s.recv_publish_ack();
+    assert_eq!((m.qos, m.retain), (1, true));
+}
