@@ -54,10 +54,16 @@ pub struct Broker {
 
 /// The default listeners: loopback only, like mosquitto 2 without a config.
 fn default_listeners() -> Vec<crate::config::Listener> {
-    [IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::LOCALHOST)]
-        .into_iter()
-        .map(|ip| crate::config::Listener { addr: SocketAddr::new(ip, 1883), allow_anonymous: None })
-        .collect()
+    [
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(Ipv6Addr::LOCALHOST),
+    ]
+    .into_iter()
+    .map(|ip| crate::config::Listener {
+        addr: SocketAddr::new(ip, 1883),
+        allow_anonymous: None,
+    })
+    .collect()
 }
 
 /// Binds one listening socket with SO_REUSEPORT.
@@ -82,8 +88,13 @@ fn probe_port(addr: SocketAddr) -> io::Result<u16> {
         socket.set_only_v6(true)?;
     }
     socket.set_reuse_address(true)?;
-    socket.bind(&addr.into()).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-    let port = socket.local_addr()?.as_socket().map_or(addr.port(), |a| a.port());
+    socket
+        .bind(&addr.into())
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+    let port = socket
+        .local_addr()?
+        .as_socket()
+        .map_or(addr.port(), |a| a.port());
     Ok(port)
 }
 
@@ -99,7 +110,8 @@ impl Broker {
             listeners = default_listeners();
         }
         // Per shard: (socket, allows anonymous) for each listener.
-        let mut per_shard: Vec<Vec<(TcpListener, bool)>> = (0..shards).map(|_| Vec::new()).collect();
+        let mut per_shard: Vec<Vec<(TcpListener, bool)>> =
+            (0..shards).map(|_| Vec::new()).collect();
         let mut addrs = Vec::new();
         for l in &listeners {
             let allow_anonymous = l
@@ -144,13 +156,25 @@ impl Broker {
         }
         let peers = Arc::new(handles);
         let mut threads = Vec::new();
-        for (id, ((poll, inbox), sockets)) in polls.into_iter().zip(inboxes).zip(per_shard).enumerate() {
+        for (id, ((poll, inbox), sockets)) in
+            polls.into_iter().zip(inboxes).zip(per_shard).enumerate()
+        {
             let shard = Shard::new(id, poll, sockets, inbox, peers.clone(), shared.clone())?;
-            let thread = std::thread::Builder::new().name(format!("midge-shard-{id}")).spawn(move || shard.run())?;
+            let thread = std::thread::Builder::new()
+                .name(format!("midge-shard-{id}"))
+                .spawn(move || shard.run())?;
             threads.push(thread);
         }
-        log::info!("midge {} running with {shards} shard(s).", env!("CARGO_PKG_VERSION"));
-        Ok(Broker { shared, peers, threads, addrs })
+        log::info!(
+            "midge {} running with {shards} shard(s).",
+            env!("CARGO_PKG_VERSION")
+        );
+        Ok(Broker {
+            shared,
+            peers,
+            threads,
+            addrs,
+        })
     }
 
     /// The addresses the listeners are bound to (with ephemeral ports resolved).

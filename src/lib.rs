@@ -15,9 +15,9 @@
 
 pub mod broker;
 pub mod config;
-pub mod logging;
 mod handle;
 pub mod index;
+pub mod logging;
 pub mod message;
 pub mod protocol;
 pub mod retain;

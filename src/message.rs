@@ -1,10 +1,11 @@
-//! An application message as the broker routes it.
+//! An application message as the broker routes it, and one delivery of it.
 //!
 //! A PUBLISH is decoded once into a [`Message`] behind an `Arc` and that one allocation is
 //! shared by every subscriber, every shard, the retained store and every session queue: the
 //! payload and topic are `Bytes` slices of the read buffer, never copied while routing.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -20,7 +21,11 @@ pub struct Message {
     pub qos: QoS,
     /// The RETAIN flag it was published with.
     pub retain: bool,
+    /// Properties forwarded to subscribers (the topic alias is already removed; the message
+    /// expiry interval is rewritten per delivery from `expires_at`).
     pub properties: Properties,
+    /// When the Message Expiry Interval runs out (MQTT 5); `None` = never.
+    pub expires_at: Option<Instant>,
     /// The publishing session, when there is one (no-local, logs).
     pub origin: Option<SubscriberId>,
 }
@@ -29,28 +34,74 @@ pub struct Message {
 pub type SharedMessage = Arc<Message>;
 
 impl Message {
-    /// The message a client's PUBLISH carries.
+    /// The message a client's PUBLISH carries, received now.
     pub fn from_publish(publish: Publish, origin: Option<SubscriberId>) -> Message {
+        let mut properties = publish.properties;
+        properties.topic_alias = None;
+        let expires_at = properties
+            .message_expiry_interval
+            .map(|s| Instant::now() + Duration::from_secs(u64::from(s)));
         Message {
             topic: publish.topic,
             payload: publish.payload,
             qos: publish.qos,
             retain: publish.retain,
-            properties: publish.properties,
+            properties,
+            expires_at,
             origin,
         }
     }
 
-    /// The PUBLISH that delivers this message to one subscriber.
-    pub fn to_publish(&self, qos: QoS, packet_id: u16, retain: bool, dup: bool) -> Publish {
+    /// True once the message expiry interval has passed ([MQTT-3.3.2-5]: not delivered then).
+    pub fn is_expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|t| now >= t)
+    }
+
+    /// The PUBLISH that carries `delivery` of this message to one subscriber. The forwarded
+    /// Message Expiry Interval is what is left of it ([MQTT-3.3.2-6]); the subscription
+    /// identifiers are those of the matching subscriptions ([MQTT-3.3.4-3]).
+    pub fn to_publish(&self, d: &Delivery, packet_id: u16, dup: bool) -> Publish {
+        let mut properties = self.properties.clone();
+        if let Some(t) = self.expires_at {
+            let left = t.saturating_duration_since(Instant::now());
+            // Round up, so a message with time left is never announced as already expired.
+            properties.message_expiry_interval =
+                Some(left.as_secs() as u32 + u32::from(left.subsec_nanos() > 0));
+        }
+        if !d.subscription_ids.is_empty() {
+            properties.subscription_identifiers = d.subscription_ids.clone();
+        }
         Publish {
             dup,
-            qos,
-            retain,
+            qos: d.qos,
+            retain: d.retain,
             topic: self.topic.clone(),
             packet_id,
-            properties: self.properties.clone(),
+            properties,
             payload: self.payload.clone(),
+        }
+    }
+}
+
+/// One delivery of a message to one session: the granted QoS, the RETAIN flag it is sent
+/// with, and the identifiers of the subscriptions it matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub msg: SharedMessage,
+    pub qos: QoS,
+    pub retain: bool,
+    /// Empty unless the subscriptions carried identifiers (no allocation then).
+    pub subscription_ids: Vec<u32>,
+}
+
+impl Delivery {
+    /// A delivery without subscription identifiers.
+    pub fn new(msg: SharedMessage, qos: QoS, retain: bool) -> Delivery {
+        Delivery {
+            msg,
+            qos,
+            retain,
+            subscription_ids: Vec::new(),
         }
     }
 }

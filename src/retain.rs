@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::RwLock;
+use std::time::Instant;
 
 use crate::message::SharedMessage;
 use crate::protocol::topic::filter_matches;
@@ -38,19 +39,31 @@ impl RetainedStore {
         }
     }
 
-    /// Appends to `out` every retained message whose topic matches `filter`.
+    /// Appends to `out` every retained message whose topic matches `filter`, except those
+    /// whose Message Expiry Interval has passed (MQTT 5: they are no longer retained).
     pub fn matching(&self, filter: &str, out: &mut Vec<SharedMessage>) {
+        let now = Instant::now();
         let map = self.by_topic.read().unwrap_or_else(|e| e.into_inner());
+        let live = |m: &&SharedMessage| !m.is_expired(now);
         if !filter.contains(['+', '#']) {
-            out.extend(map.get(filter.as_bytes()).cloned());
+            out.extend(map.get(filter.as_bytes()).filter(live).cloned());
             return;
         }
-        out.extend(map.iter().filter(|(t, _)| filter_matches(filter, t)).map(|(_, m)| m.clone()));
+        out.extend(
+            map.iter()
+                .filter(|(t, _)| filter_matches(filter, t))
+                .map(|(_, m)| m)
+                .filter(live)
+                .cloned(),
+        );
     }
 
     /// Number of retained messages.
     pub fn len(&self) -> usize {
-        self.by_topic.read().unwrap_or_else(|e| e.into_inner()).len()
+        self.by_topic
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
     }
 
     /// True when nothing is retained.
@@ -74,6 +87,7 @@ mod tests {
             qos: QoS::AtMostOnce,
             retain: true,
             properties: Default::default(),
+            expires_at: None,
             origin: None,
         })
     }

@@ -108,8 +108,8 @@ fn wildcard_subscription_receives_all_matching_retained() {
     assert_eq!(topics, vec!["wr/a", "wr/b", "wr/c/d"]);
 }
 
-/// [MQTT-3.3.1-7] with a retained QoS 0 publish the stored message is delivered; the subscriber
-/// gets min(stored QoS, granted QoS) [MQTT-3.8.4-6].
+/// A retained message stored at QoS 2 is delivered to a QoS 1 subscriber at QoS 1:
+/// min(stored QoS, granted QoS) [MQTT-3.8.4-6], with RETAIN=1 [MQTT-3.3.1-6].
 #[test]
 fn retained_message_is_delivered_at_min_of_stored_and_granted_qos() {
     let b = Broker::start();

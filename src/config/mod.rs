@@ -56,6 +56,11 @@ pub struct Config {
     pub message_size_limit: u32,
     /// `retain_available`.
     pub retain_available: bool,
+    /// `max_qos`: the highest QoS clients may publish or be granted (default 2).
+    pub max_qos: u8,
+    /// `max_topic_alias`: topic aliases an MQTT 5 client may use toward the broker
+    /// (Topic Alias Maximum in CONNACK; default 10, as mosquitto).
+    pub max_topic_alias: u16,
     /// `log_dest`.
     pub log_dest: LogDest,
     /// `log_type` values; empty = mosquitto's default (error, warning, notice, information).
@@ -88,6 +93,8 @@ impl Default for Config {
             max_packet_size: 0,
             message_size_limit: 0,
             retain_available: true,
+            max_qos: 2,
+            max_topic_alias: 10,
             log_dest: LogDest::Stderr,
             log_types: Vec::new(),
             source: None,

@@ -368,6 +368,14 @@ impl Parser {
             "retain_available" => {
                 self.config.retain_available = parse_bool(pos, option, one(pos, option, rest)?)?;
             }
+            "max_qos" => {
+                let v = parse_int(pos, option, one(pos, option, rest)?, 0, 2)?;
+                self.config.max_qos = v as u8;
+            }
+            "max_topic_alias" => {
+                let v = parse_int(pos, option, one(pos, option, rest)?, 0, 65535)?;
+                self.config.max_topic_alias = v as u16;
+            }
             "shards" => {
                 let v = parse_int(pos, option, one(pos, option, rest)?, 1, 65535)?;
                 self.config.shards = Some(v as usize);

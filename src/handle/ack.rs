@@ -1,5 +1,6 @@
 //! PUBACK, PUBREC, PUBREL, PUBCOMP from a client: advancing the QoS 1/2 flows.
 
+use crate::protocol::reason::v5;
 use crate::protocol::{Packet, PubResp};
 use crate::shard::Shard;
 
@@ -12,10 +13,18 @@ impl Shard {
         true
     }
 
-    /// PUBREC: answer PUBREL [MQTT-4.3.3-3].
-    pub(crate) fn handle_pubrec(&mut self, key: usize, slot: usize, packet_id: u16) -> bool {
-        if let Some(rel) = self.sessions[slot].session.on_pubrec(packet_id) {
-            self.send(key, &rel);
+    /// PUBREC: answer PUBREL [MQTT-4.3.3-3]; a failure reason (5.0) ends the flow instead.
+    pub(crate) fn handle_pubrec(
+        &mut self,
+        key: usize,
+        slot: usize,
+        packet_id: u16,
+        reason: u8,
+    ) -> bool {
+        match self.sessions[slot].session.on_pubrec(packet_id, reason) {
+            Some(rel) => self.send(key, &rel),
+            None if reason >= 0x80 => self.refill(key, slot),
+            None => {}
         }
         true
     }
@@ -23,8 +32,13 @@ impl Shard {
     /// PUBREL: the client releases an incoming QoS 2 id; answer PUBCOMP (also for an unknown
     /// id, so a client retrying after our restart completes its flow) [MQTT-4.3.3-11].
     pub(crate) fn handle_pubrel(&mut self, key: usize, slot: usize, packet_id: u16) -> bool {
-        self.sessions[slot].session.incoming_qos2.remove(&packet_id);
-        self.send(key, &Packet::PubComp(PubResp::new(packet_id)));
+        let known = self.sessions[slot].session.incoming_qos2.remove(&packet_id);
+        let v5 = self.conns[key].version.is_some_and(|v| v.is_v5());
+        let mut comp = PubResp::new(packet_id);
+        if v5 && !known {
+            comp.reason = v5::PACKET_IDENTIFIER_NOT_FOUND;
+        }
+        self.send(key, &Packet::PubComp(comp));
         true
     }
 

@@ -1,56 +1,105 @@
 //! CONNECT: client-id rules, the anonymous policy, moving the connection to the home shard of
-//! its client id, session takeover and resumption, CONNACK.
+//! its client id, session takeover and resumption, CONNACK (with its MQTT 5 properties).
 
 use std::time::Duration;
 
-use crate::protocol::reason::v3;
-use crate::protocol::{ByteStr, ConnAck, Connect, DecodeError, Packet, ProtocolVersion};
+use crate::protocol::reason::{v3, v5};
+use crate::protocol::{
+    ByteStr, ConnAck, Connect, DecodeError, Packet, Properties, ProtocolVersion,
+};
 use crate::session::{Limits, Session};
 use crate::shard::conn::{Conn, ConnState};
 use crate::shard::inbox::{Migrating, ShardMsg};
 use crate::shard::{home_shard, Close, SessionSlot, Shard};
 
+/// A CONNECT refusal: the 3.x return code and the 5.0 reason code that say the same thing.
+#[derive(Debug, Clone, Copy)]
+struct Refusal {
+    v3: u8,
+    v5: u8,
+}
+
+const ID_REJECTED: Refusal = Refusal {
+    v3: v3::IDENTIFIER_REJECTED,
+    v5: v5::CLIENT_IDENTIFIER_NOT_VALID,
+};
+const NOT_AUTHORIZED: Refusal = Refusal {
+    v3: v3::NOT_AUTHORIZED,
+    v5: v5::NOT_AUTHORIZED,
+};
+const BAD_AUTH_METHOD: Refusal = Refusal {
+    v3: v3::NOT_AUTHORIZED,
+    v5: v5::BAD_AUTHENTICATION_METHOD,
+};
+
 impl Shard {
     /// Handles CONNECT on a connection awaiting it.
     pub(crate) fn handle_connect(&mut self, key: usize, connect: Connect) -> bool {
-        let Some(conn) = self.conns.get_mut(key) else { return false };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return false;
+        };
         conn.version = Some(connect.version);
+        conn.problem_info = connect.properties.request_problem_information != Some(0);
         let allow_anonymous = conn.allow_anonymous;
+        let v5 = connect.version.is_v5();
 
-        let mut client_id = connect.client_id.clone();
-        if client_id.is_empty() {
+        if connect.client_id.is_empty() {
             // 3.1 requires an id; 3.1.1 allows an empty one only with clean session
-            // [MQTT-3.1.3-7], [MQTT-3.1.3-8]; the server then assigns one [MQTT-3.1.3-6].
-            if connect.version == ProtocolVersion::V31 || !connect.clean_start {
-                return self.refuse(key, v3::IDENTIFIER_REJECTED, "empty client id without clean session");
+            // [MQTT-3.1.3-7], [MQTT-3.1.3-8]; 5.0 always lets the server assign one
+            // [MQTT-3.1.3-6].
+            let allowed = v5 || (connect.version == ProtocolVersion::V311 && connect.clean_start);
+            if !allowed {
+                return self.refuse(key, ID_REJECTED, "empty client id without clean session");
             }
-            client_id = self.generate_client_id();
+        }
+        if connect.properties.authentication_method.is_some() {
+            // Enhanced authentication needs a plugin that provides the method; none does yet.
+            return self.refuse(key, BAD_AUTH_METHOD, "unsupported authentication method");
         }
         if !allow_anonymous {
             // No authentication backend exists yet, so a listener that refuses anonymous
             // clients refuses everyone, as mosquitto does with allow_anonymous false and no
             // password file.
-            return self.refuse(key, v3::NOT_AUTHORIZED, "anonymous clients are not allowed on this listener");
+            return self.refuse(
+                key,
+                NOT_AUTHORIZED,
+                "anonymous clients are not allowed on this listener",
+            );
         }
-        let max_keepalive = self.shared.config.max_keepalive;
-        if connect.keep_alive > max_keepalive {
+        if !v5 && connect.keep_alive > self.shared.config.max_keepalive {
             // 3.x has no way to tell the client to use less; mosquitto refuses such clients
-            // with "identifier rejected" and so do we.
-            return self.refuse(key, v3::IDENTIFIER_REJECTED, "keep-alive above max_keepalive");
+            // with "identifier rejected" and so do we. (5.0 clients get Server Keep Alive.)
+            return self.refuse(key, ID_REJECTED, "keep-alive above max_keepalive");
         }
-        let home = home_shard(client_id.as_bytes(), self.peers.len());
+        if connect.client_id.is_empty() {
+            let id = self.generate_client_id();
+            return self.attach(key, connect, id, true);
+        }
+        let home = home_shard(connect.client_id.as_bytes(), self.peers.len());
         if home != self.id {
             self.migrate(key, home, connect);
             return false;
         }
-        self.attach(key, connect, client_id)
+        let id = connect.client_id.clone();
+        self.attach(key, connect, id, false)
     }
 
-    /// Queues a CONNACK refusal with `code` and closes.
-    fn refuse(&mut self, key: usize, code: u8, why: &str) -> bool {
-        let label = self.conns.get(key).map(|c| c.peer.to_string()).unwrap_or_default();
-        log::info!("Refusing client from {label}: {why} (CONNACK {code}).");
-        self.send(key, &Packet::ConnAck(ConnAck { session_present: false, code, ..Default::default() }));
+    /// Queues a CONNACK refusal and closes.
+    fn refuse(&mut self, key: usize, refusal: Refusal, why: &str) -> bool {
+        let Some(conn) = self.conns.get(key) else {
+            return false;
+        };
+        log::info!("Refusing client from {}: {why}.", conn.peer);
+        let v5 = conn.version.is_some_and(ProtocolVersion::is_v5);
+        let mut ack = ConnAck {
+            session_present: false,
+            code: if v5 { refusal.v5 } else { refusal.v3 },
+            ..Default::default()
+        };
+        if v5 && conn.problem_info {
+            ack.properties.reason_string = Some(why.into());
+        }
+        self.send(key, &Packet::ConnAck(ack));
         self.close(key, Close::Refused);
         false
     }
@@ -90,7 +139,9 @@ impl Shard {
         let mut conn = Conn::new(m.stream, m.peer, m.allow_anonymous);
         conn.rbuf = m.rbuf;
         let Some(key) = self.add_conn(conn) else {
-            self.shared.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            self.shared
+                .connections
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             return;
         };
         if self.handle_connect(key, m.connect) {
@@ -100,39 +151,77 @@ impl Shard {
 
     /// Binds the connection to its session (new, resumed or taken over) and sends CONNACK,
     /// then everything the resumed session still owes the client.
-    fn attach(&mut self, key: usize, connect: Connect, client_id: ByteStr) -> bool {
-        let clean = connect.clean_start;
+    fn attach(&mut self, key: usize, connect: Connect, client_id: ByteStr, assigned: bool) -> bool {
+        let config = &self.shared.config;
+        let v5 = connect.version.is_v5();
+        // 3.x: clean session = the session ends with the connection, otherwise it never
+        // expires. 5.0: Session Expiry Interval, absent = 0 [MQTT-3.1.2-23].
+        let expiry_interval = match (v5, connect.clean_start) {
+            (true, _) => connect.properties.session_expiry_interval.unwrap_or(0),
+            (false, true) => 0,
+            (false, false) => u32::MAX,
+        };
+        let receive_max = connect.properties.receive_maximum.unwrap_or(u16::MAX);
+        let limits = Limits {
+            max_inflight: match config.max_inflight_messages {
+                0 => receive_max,
+                m => m.min(receive_max),
+            },
+            max_queued: config.max_queued_messages,
+            max_packet_size: connect.properties.maximum_packet_size.unwrap_or(0),
+        };
+        let mut keep_alive = connect.keep_alive;
+        let mut props = Properties::default();
+        if v5 {
+            props = self.connack_properties(&connect);
+            if keep_alive > config.max_keepalive
+                || (keep_alive == 0 && config.max_keepalive < u16::MAX)
+            {
+                // [MQTT-3.2.2-21]: the client must use the Server Keep Alive instead.
+                keep_alive = config.max_keepalive;
+                props.server_keep_alive = Some(keep_alive);
+            }
+            if assigned {
+                props.assigned_client_identifier = Some(client_id.clone());
+            }
+        }
+
         let mut resumed = None;
         if let Some(&slot) = self.session_by_id.get(&client_id) {
             if let Some(old) = self.sessions[slot].session.conn {
-                // [MQTT-3.1.4-2]: the existing connection is closed (its will is published).
+                // [MQTT-3.1.4-2]/[MQTT-3.1.4-3]: the existing connection is closed (5.0: with
+                // DISCONNECT 0x8E); its will is published per its delay.
                 self.close(old, Close::TakenOver);
             }
-            if clean || self.sessions[slot].session.clean {
-                // [MQTT-3.1.2-6]: a clean session discards the previous one.
+            let s = &self.sessions[slot].session;
+            if connect.clean_start || s.expiry_interval == 0 {
+                // [MQTT-3.1.2-6]/[MQTT-3.1.2-4]: clean start discards the previous session.
                 self.end_session(slot);
             } else {
                 resumed = Some(slot);
             }
         }
         let session_present = resumed.is_some();
-        let limits = Limits {
-            max_inflight: self.shared.config.max_inflight_messages,
-            max_queued: self.shared.config.max_queued_messages,
-        };
         let slot = match resumed {
             Some(slot) => slot,
             None => {
                 let generation = self.next_generation;
                 self.next_generation = self.next_generation.wrapping_add(1);
-                let session = Session::new(client_id.clone(), clean, connect.version, limits);
-                let slot = self.sessions.insert(SessionSlot { generation, session });
+                let session =
+                    Session::new(client_id.clone(), expiry_interval, connect.version, limits);
+                let slot = self.sessions.insert(SessionSlot {
+                    generation,
+                    session,
+                });
                 self.session_by_id.insert(client_id.clone(), slot);
                 slot
             }
         };
         let s = &mut self.sessions[slot].session;
-        s.clean = clean;
+        s.expiry_interval = expiry_interval;
+        s.expires_at = None;
+        // A reconnect within the Will Delay Interval cancels the old will [MQTT-3.1.3-9].
+        s.pending_will = None;
         s.version = connect.version;
         s.conn = Some(key);
         s.will = connect.will;
@@ -141,7 +230,7 @@ impl Shard {
         let conn = &mut self.conns[key];
         conn.state = ConnState::Active { session: slot };
         conn.client_id = Some(client_id.clone());
-        conn.idle_limit = match connect.keep_alive {
+        conn.idle_limit = match keep_alive {
             0 => None,
             // [MQTT-3.1.2-24]: one and a half times the keep-alive.
             k => Some(Duration::from_millis(u64::from(k) * 1500)),
@@ -151,11 +240,16 @@ impl Shard {
             conn.peer,
             client_id,
             connect.version.level(),
-            u8::from(clean),
-            connect.keep_alive
+            u8::from(connect.clean_start),
+            keep_alive
         );
         // [MQTT-3.2.2-1..3]: session present only when a stored session was resumed.
-        self.send(key, &Packet::ConnAck(ConnAck { session_present, code: v3::ACCEPTED, ..Default::default() }));
+        let ack = ConnAck {
+            session_present,
+            code: v3::ACCEPTED,
+            properties: props,
+        };
+        self.send(key, &Packet::ConnAck(ack));
         let mut out = std::mem::take(&mut self.out);
         self.sessions[slot].session.resume(&mut out);
         self.out = out;
@@ -163,16 +257,52 @@ impl Shard {
         true
     }
 
+    /// What the broker tells an MQTT 5 client about itself in CONNACK (absent = the
+    /// specification's default, so only limits are sent).
+    fn connack_properties(&self, _connect: &Connect) -> Properties {
+        let config = &self.shared.config;
+        let mut p = Properties::default();
+        if config.max_inflight_messages != 0 {
+            p.receive_maximum = Some(config.max_inflight_messages);
+        }
+        if config.max_qos < 2 {
+            p.maximum_qos = Some(config.max_qos);
+        }
+        if !config.retain_available {
+            p.retain_available = Some(0);
+        }
+        if config.max_packet_size != 0 {
+            p.maximum_packet_size = Some(config.max_packet_size);
+        }
+        // Default 0 means "no aliases", so the maximum is always sent.
+        p.topic_alias_maximum = Some(config.max_topic_alias);
+        p
+    }
+
     /// The CONNACK owed before closing on a decode error: an unsupported protocol level still
-    /// gets "unacceptable protocol version" [MQTT-3.1.2-2].
-    pub(crate) fn connack_for_decode_error(&self, key: usize, e: &DecodeError) -> Option<Packet> {
-        let conn = self.conns.get(key)?;
-        if conn.state != ConnState::AwaitConnect || e.reason_code() != 0x84 {
+    /// gets "unacceptable protocol version" [MQTT-3.1.2-2], or 0x84 for a client that asked
+    /// for level 5 (it reads 5.0 CONNACKs).
+    pub(crate) fn connack_for_decode_error(
+        &mut self,
+        key: usize,
+        e: &DecodeError,
+    ) -> Option<Packet> {
+        let conn = self.conns.get_mut(key)?;
+        let DecodeError::UnsupportedProtocolVersion { level } = e else {
+            return None;
+        };
+        if conn.state != ConnState::AwaitConnect {
             return None;
         }
+        let code = if *level == 5 {
+            conn.version = Some(ProtocolVersion::V5);
+            v5::UNSUPPORTED_PROTOCOL_VERSION
+        } else {
+            v3::UNACCEPTABLE_PROTOCOL_VERSION
+        };
         Some(Packet::ConnAck(ConnAck {
             session_present: false,
-            code: v3::UNACCEPTABLE_PROTOCOL_VERSION,
+            code,
             ..Default::default()
         }))
     }

@@ -1,83 +1,185 @@
-//! PUBLISH from a client, and wills: validation, the retained store, routing, the
-//! acknowledgement of the QoS flow.
+//! PUBLISH from a client, and wills: validation (limits, MQTT 5 topic aliases and payload
+//! format), the retained store, routing, and the acknowledgement of the QoS flow.
 
 use std::sync::Arc;
 
 use crate::index::SubscriberId;
 use crate::message::Message;
+use crate::protocol::reason::v5;
 use crate::protocol::{Packet, PubResp, Publish, QoS, Will};
 use crate::shard::Shard;
+
+/// Whether a PUBLISH is routed, or refused with an MQTT 5 reason code (still acknowledged).
+enum Verdict {
+    Route,
+    Refuse(u8, &'static str),
+}
 
 impl Shard {
     /// The session's identity in the index (for the message's origin).
     pub(crate) fn subscriber_id(&self, slot: usize) -> SubscriberId {
         let generation = self.sessions.get(slot).map_or(0, |s| s.generation);
-        SubscriberId { shard: self.id as u16, slot: slot as u32, generation }
+        SubscriberId {
+            shard: self.id as u16,
+            slot: slot as u32,
+            generation,
+        }
     }
 
     /// Handles PUBLISH from the client of session `slot`.
-    pub(crate) fn handle_publish(&mut self, key: usize, slot: usize, publish: Publish) -> bool {
+    pub(crate) fn handle_publish(&mut self, key: usize, slot: usize, mut publish: Publish) -> bool {
         let config = &self.shared.config;
-        if publish.retain && !config.retain_available {
-            return self.protocol_error(key, "retained message sent but retain_available is false".into());
+        let (retain_available, max_qos) = (config.retain_available, config.max_qos);
+        let (limit, max_inflight) = (
+            config.message_size_limit,
+            usize::from(config.max_inflight_messages),
+        );
+        let v5 = self.conns[key].version.is_some_and(|v| v.is_v5());
+        if publish.retain && !retain_available {
+            return self.protocol_error(
+                key,
+                v5::RETAIN_NOT_SUPPORTED,
+                "retain_available is false".into(),
+            );
         }
-        let limit = config.message_size_limit;
-        let accepted = limit == 0 || publish.payload.len() <= limit as usize;
-        if !accepted {
+        if publish.qos as u8 > max_qos {
+            return self.protocol_error(key, v5::QOS_NOT_SUPPORTED, "QoS above max_qos".into());
+        }
+        if !publish.properties.subscription_identifiers.is_empty() {
+            let reason = "subscription identifier in a client's PUBLISH [MQTT-3.3.4-6]".into();
+            return self.protocol_error(key, v5::PROTOCOL_ERROR, reason);
+        }
+        if let Err((code, reason)) = self.resolve_topic_alias(key, &mut publish) {
+            return self.protocol_error(key, code, reason.into());
+        }
+        let verdict = if limit != 0 && publish.payload.len() > limit as usize {
+            Verdict::Refuse(v5::QUOTA_EXCEEDED, "over message_size_limit")
+        } else if publish.properties.payload_format_indicator == Some(1)
+            && std::str::from_utf8(&publish.payload).is_err()
+        {
+            // [MQTT-3.3.2-4]: a payload announced as UTF-8 must be UTF-8.
+            Verdict::Refuse(
+                v5::PAYLOAD_FORMAT_INVALID,
+                "payload is not the UTF-8 it claims to be",
+            )
+        } else {
+            Verdict::Route
+        };
+        if let Verdict::Refuse(_, why) = verdict {
             log::info!(
-                "Dropping message of {} bytes on {} from {}: over message_size_limit {limit}.",
+                "Dropping message of {} bytes on {} from {}: {why}.",
                 publish.payload.len(),
                 publish.topic,
-                self.conns.get(key).map(|c| c.label()).unwrap_or_default()
+                self.conns[key].label()
             );
         }
         let packet_id = publish.packet_id;
-        match publish.qos {
-            QoS::AtMostOnce => {
-                if accepted {
-                    self.publish_from(slot, publish);
-                }
-            }
-            QoS::AtLeastOnce => {
-                if accepted {
-                    self.publish_from(slot, publish);
-                }
-                self.send(key, &Packet::PubAck(PubResp::new(packet_id)));
-            }
+        let qos = publish.qos;
+        let fresh = match qos {
+            // Deliver on first receipt, remember the id until PUBREL; a retransmission (DUP)
+            // before PUBREL is acknowledged but not delivered again ([MQTT-4.3.3-2]). The
+            // broker's Receive Maximum bounds the ids held [MQTT-3.3.4-8].
             QoS::ExactlyOnce => {
-                // Deliver on first receipt, remember the id until PUBREL; a retransmission
-                // (DUP) before PUBREL is acknowledged but not delivered again ([MQTT-4.3.3-2]).
-                let first = self.sessions[slot].session.incoming_qos2.insert(packet_id);
-                if first && accepted {
-                    self.publish_from(slot, publish);
+                let held = &mut self.sessions[slot].session.incoming_qos2;
+                if v5
+                    && max_inflight != 0
+                    && held.len() >= max_inflight
+                    && !held.contains(&packet_id)
+                {
+                    return self.protocol_error(
+                        key,
+                        v5::RECEIVE_MAXIMUM_EXCEEDED,
+                        "receive maximum exceeded".into(),
+                    );
                 }
-                self.send(key, &Packet::PubRec(PubResp::new(packet_id)));
+                held.insert(packet_id)
+            }
+            _ => true,
+        };
+        let reason = match verdict {
+            Verdict::Refuse(code, _) => code,
+            Verdict::Route if fresh => match self.publish_from(slot, publish) {
+                true => v5::SUCCESS,
+                false => v5::NO_MATCHING_SUBSCRIBERS,
+            },
+            Verdict::Route => v5::SUCCESS,
+        };
+        let ack = PubResp {
+            packet_id,
+            reason: if v5 { reason } else { 0 },
+            ..Default::default()
+        };
+        match qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => self.send(key, &Packet::PubAck(ack)),
+            QoS::ExactlyOnce => {
+                if reason >= 0x80 {
+                    // A PUBREC with a failure code ends the QoS 2 flow (MQTT 5 section 4.3.3): forget the id.
+                    self.sessions[slot].session.incoming_qos2.remove(&packet_id);
+                }
+                self.send(key, &Packet::PubRec(ack));
             }
         }
         true
     }
 
-    /// Stores (if retained) and routes a client's message.
-    fn publish_from(&mut self, slot: usize, publish: Publish) {
+    /// MQTT 5 topic aliases from the client ([MQTT-3.3.2-7..12]): a topic with an alias sets
+    /// the mapping, an empty topic with an alias uses it. The alias is not forwarded.
+    fn resolve_topic_alias(
+        &mut self,
+        key: usize,
+        publish: &mut Publish,
+    ) -> Result<(), (u8, &'static str)> {
+        let Some(alias) = publish.properties.topic_alias.take() else {
+            return Ok(());
+        };
+        let max = self.shared.config.max_topic_alias;
+        if alias == 0 || alias > max {
+            return Err((
+                v5::TOPIC_ALIAS_INVALID,
+                "topic alias 0 or above the maximum [MQTT-3.3.2-8/9]",
+            ));
+        }
+        let aliases = &mut self.conns[key].topic_aliases;
+        if aliases.len() < usize::from(max) {
+            aliases.resize(usize::from(max), None);
+        }
+        let entry = &mut aliases[usize::from(alias) - 1];
+        if publish.topic.is_empty() {
+            match entry {
+                Some(topic) => publish.topic = topic.clone(),
+                None => return Err((v5::PROTOCOL_ERROR, "unknown topic alias")),
+            }
+        } else {
+            *entry = Some(publish.topic.clone());
+        }
+        Ok(())
+    }
+
+    /// Stores (if retained) and routes a client's message. Returns whether anyone matched.
+    fn publish_from(&mut self, slot: usize, publish: Publish) -> bool {
         let origin = self.subscriber_id(slot);
         let msg = Arc::new(Message::from_publish(publish, Some(origin)));
         if msg.retain {
             self.shared.retained.set(&msg);
         }
-        self.route(msg);
+        self.route(msg)
     }
 
     /// Publishes a will as if its client had sent it ([MQTT-3.1.2-8]).
     pub(crate) fn publish_will(&mut self, will: Will, origin: SubscriberId) {
         log::debug!("Publishing will on {}.", will.topic);
-        let msg = Arc::new(Message {
-            topic: will.topic,
-            payload: will.payload,
+        let mut properties = will.properties;
+        properties.will_delay_interval = None;
+        let publish = Publish {
             qos: will.qos,
             retain: will.retain,
-            properties: will.properties,
-            origin: Some(origin),
-        });
+            topic: will.topic,
+            properties,
+            payload: will.payload,
+            ..Default::default()
+        };
+        let msg = Arc::new(Message::from_publish(publish, Some(origin)));
         if msg.retain && self.shared.config.retain_available {
             self.shared.retained.set(&msg);
         }

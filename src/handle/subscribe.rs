@@ -1,65 +1,158 @@
 //! SUBSCRIBE and UNSUBSCRIBE: filter validation, the index (this replica and every other),
-//! SUBACK/UNSUBACK, and retained messages for new subscriptions.
+//! SUBACK/UNSUBACK with 3.x return codes or 5.0 reason codes, and retained messages for new
+//! subscriptions (per Retain Handling).
 
 use crate::index::Entry;
-use crate::protocol::reason::v3;
+use crate::message::Delivery;
+use crate::protocol::reason::{v3, v5};
 use crate::protocol::topic::{parse_shared, validate_topic_filter};
-use crate::protocol::{Packet, QoS, SubAck, Subscribe, UnsubAck, Unsubscribe};
+use crate::protocol::{Packet, QoS, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe};
+use crate::session::Subscription;
 use crate::shard::inbox::ShardMsg;
 use crate::shard::Shard;
 
 impl Shard {
     /// Handles SUBSCRIBE.
-    pub(crate) fn handle_subscribe(&mut self, key: usize, slot: usize, subscribe: Subscribe) -> bool {
+    pub(crate) fn handle_subscribe(
+        &mut self,
+        key: usize,
+        slot: usize,
+        subscribe: Subscribe,
+    ) -> bool {
         // Updates queued by other shards first, so this replica is current before we add.
         self.drain_inbox();
+        let v5 = self.conns[key].version.is_some_and(|v| v.is_v5());
+        let max_qos = QoS::from_u8(self.shared.config.max_qos).unwrap_or(QoS::ExactlyOnce);
+        let identifier = subscribe
+            .properties
+            .subscription_identifiers
+            .first()
+            .copied();
         let subscriber = self.subscriber_id(slot);
         let mut codes = Vec::with_capacity(subscribe.filters.len());
-        let mut granted = Vec::with_capacity(subscribe.filters.len());
-        for (filter, options) in subscribe.filters {
-            let valid = validate_topic_filter(&filter).is_ok() && parse_shared(&filter).is_none();
+        let mut retained_for = Vec::new();
+        for (filter, mut options) in subscribe.filters {
+            let shared = parse_shared(&filter);
+            let valid = match shared {
+                Some(r) => r.is_ok(),
+                None => validate_topic_filter(&filter).is_ok(),
+            };
             if !valid {
-                log::info!("Rejecting subscription to '{}': invalid topic filter.", filter);
-                codes.push(v3::SUBACK_FAILURE);
+                log::info!("Rejecting subscription to '{filter}': invalid topic filter.");
+                codes.push(if v5 {
+                    v5::TOPIC_FILTER_INVALID
+                } else {
+                    v3::SUBACK_FAILURE
+                });
                 continue;
             }
+            if shared.is_some() && options.no_local {
+                // [MQTT-3.8.3-4]
+                return self.protocol_error(
+                    key,
+                    v5::PROTOCOL_ERROR,
+                    "No Local on a shared subscription".into(),
+                );
+            }
+            options.qos = options.qos.min(max_qos);
             // [MQTT-3.8.4-3]: a repeated filter replaces the existing subscription.
-            let entry = Entry { subscriber, options, identifier: None };
-            self.index.insert(&filter, entry);
+            let entry = Entry {
+                subscriber,
+                options,
+                identifier,
+            };
+            let existed = self.index.insert(&filter, entry);
             for to in 0..self.peers.len() {
                 if to != self.id {
-                    self.push_to(to, ShardMsg::IndexInsert { filter: filter.clone(), entry });
+                    self.push_to(
+                        to,
+                        ShardMsg::IndexInsert {
+                            filter: filter.clone(),
+                            entry,
+                        },
+                    );
                 }
             }
-            self.sessions[slot].session.subscriptions.insert(filter.clone(), options);
+            let sub = Subscription {
+                options,
+                identifier,
+            };
+            self.sessions[slot]
+                .session
+                .subscriptions
+                .insert(filter.clone(), sub);
             codes.push(options.qos as u8);
-            granted.push((filter, options.qos));
+            // Retained messages: not for shared subscriptions; per Retain Handling otherwise
+            // [MQTT-3.3.1-9..11].
+            let send_retained = shared.is_none()
+                && match options.retain_handling {
+                    RetainHandling::SendAtSubscribe => true,
+                    RetainHandling::SendIfNew => !existed,
+                    RetainHandling::DoNotSend => false,
+                };
+            if send_retained {
+                retained_for.push((filter, options.qos));
+            }
         }
         // [MQTT-3.8.4-1]: SUBACK with the same packet id, one code per filter [MQTT-3.8.4-5].
-        let suback = SubAck { packet_id: subscribe.packet_id, codes, ..Default::default() };
+        let suback = SubAck {
+            packet_id: subscribe.packet_id,
+            codes,
+            ..Default::default()
+        };
         self.send(key, &Packet::SubAck(suback));
         // Retained messages go out after the SUBACK, with RETAIN set [MQTT-3.3.1-6].
         let mut retained = Vec::new();
-        for (filter, qos) in granted {
-            retained.clear();
+        let ids: Vec<u32> = identifier.into_iter().collect();
+        for (filter, qos) in retained_for {
             self.shared.retained.matching(&filter, &mut retained);
             for msg in retained.drain(..) {
-                let q: QoS = qos.min(msg.qos);
-                self.offer(subscriber, msg, q, true);
+                let q = qos.min(msg.qos);
+                let delivery = Delivery {
+                    msg,
+                    qos: q,
+                    retain: true,
+                    subscription_ids: ids.clone(),
+                };
+                self.offer(subscriber, delivery);
             }
         }
         true
     }
 
-    /// Handles UNSUBSCRIBE; UNSUBACK is sent even when nothing matched [MQTT-3.10.4-5].
-    pub(crate) fn handle_unsubscribe(&mut self, key: usize, slot: usize, unsubscribe: Unsubscribe) -> bool {
+    /// Handles UNSUBSCRIBE; UNSUBACK is sent even when nothing matched [MQTT-3.10.4-5], with
+    /// 5.0 reason codes "success" or "no subscription existed".
+    pub(crate) fn handle_unsubscribe(
+        &mut self,
+        key: usize,
+        slot: usize,
+        unsubscribe: Unsubscribe,
+    ) -> bool {
+        let v5 = self.conns[key].version.is_some_and(|v| v.is_v5());
         let subscriber = self.subscriber_id(slot);
+        let mut codes = Vec::new();
         for filter in unsubscribe.filters {
-            if self.sessions[slot].session.subscriptions.remove(&filter).is_some() {
+            let existed = self.sessions[slot]
+                .session
+                .subscriptions
+                .remove(&filter)
+                .is_some();
+            if existed {
                 self.index_remove(filter, subscriber);
             }
+            if v5 {
+                codes.push(if existed {
+                    v5::SUCCESS
+                } else {
+                    v5::NO_SUBSCRIPTION_EXISTED
+                });
+            }
         }
-        let unsuback = UnsubAck { packet_id: unsubscribe.packet_id, ..Default::default() };
+        let unsuback = UnsubAck {
+            packet_id: unsubscribe.packet_id,
+            codes,
+            ..Default::default()
+        };
         self.send(key, &Packet::UnsubAck(unsuback));
         true
     }

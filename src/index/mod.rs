@@ -15,8 +15,10 @@
 //! nats-server's sublist), so a match visits at most three branches per level and never scans
 //! siblings. Insert and remove are O(levels), whatever the total number of subscriptions.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 
+use crate::protocol::topic::parse_shared;
 use crate::protocol::SubOptions;
 
 /// Identifies a session across the broker: its home shard, its slot in that shard's session
@@ -48,11 +50,97 @@ struct Node {
     here: Vec<Entry>,
     /// Subscriptions whose filter is this node's path followed by `/#`.
     hash: Vec<Entry>,
+    /// Shared subscription groups (`$share/{group}/{filter}`) whose filter ends here.
+    shared: Vec<SharedGroup>,
+    /// Shared groups whose filter is this node's path followed by `/#`.
+    shared_hash: Vec<SharedGroup>,
+}
+
+/// The members of one `$share/{group}/...` filter; each message goes to one of them.
+#[derive(Debug)]
+struct SharedGroup {
+    name: Box<str>,
+    members: Vec<Entry>,
+    /// Round-robin cursor. Each shard's replica keeps its own: a message is assigned by the
+    /// shard it was published on, so fairness holds per publishing shard.
+    next: Cell<usize>,
+}
+
+impl SharedGroup {
+    fn pick(&self) -> Option<&Entry> {
+        if self.members.is_empty() {
+            return None;
+        }
+        let i = self.next.get() % self.members.len();
+        self.next.set(i + 1);
+        self.members.get(i)
+    }
 }
 
 impl Node {
     fn is_empty(&self) -> bool {
-        self.children.is_empty() && self.plus.is_none() && self.here.is_empty() && self.hash.is_empty()
+        self.children.is_empty()
+            && self.plus.is_none()
+            && self.here.is_empty()
+            && self.hash.is_empty()
+            && self.shared.is_empty()
+            && self.shared_hash.is_empty()
+    }
+}
+
+/// The list a filter's subscriptions live in at its final node: plain or shared (by group).
+fn slot_list<'a>(
+    groups: &'a mut Vec<SharedGroup>,
+    plain: &'a mut Vec<Entry>,
+    group: Option<&str>,
+) -> &'a mut Vec<Entry> {
+    let Some(name) = group else { return plain };
+    let i = match groups.iter().position(|g| &*g.name == name) {
+        Some(i) => i,
+        None => {
+            groups.push(SharedGroup {
+                name: name.into(),
+                members: Vec::new(),
+                next: Cell::new(0),
+            });
+            groups.len() - 1
+        }
+    };
+    &mut groups[i].members
+}
+
+/// Removes `subscriber` from the plain or shared list; drops a shared group left empty.
+fn take_from(
+    groups: &mut Vec<SharedGroup>,
+    plain: &mut Vec<Entry>,
+    group: Option<&str>,
+    subscriber: SubscriberId,
+) -> bool {
+    let take = |list: &mut Vec<Entry>| match list.iter().position(|e| e.subscriber == subscriber) {
+        Some(i) => {
+            list.remove(i);
+            true
+        }
+        None => false,
+    };
+    let Some(name) = group else {
+        return take(plain);
+    };
+    let Some(i) = groups.iter().position(|g| &*g.name == name) else {
+        return false;
+    };
+    let removed = take(&mut groups[i].members);
+    if groups[i].members.is_empty() {
+        groups.swap_remove(i);
+    }
+    removed
+}
+
+/// Splits a filter into its shared group (if any) and the filter proper.
+fn split_filter(filter: &str) -> (Option<&str>, &str) {
+    match parse_shared(filter) {
+        Some(Ok((group, f))) => (Some(group), f),
+        _ => (None, filter),
     }
 }
 
@@ -95,14 +183,18 @@ impl TopicIndex {
         self.len == 0
     }
 
-    /// Adds or replaces the subscription of `entry.subscriber` to `filter` (a valid filter).
-    /// Returns true when it replaced an existing subscription.
+    /// Adds or replaces the subscription of `entry.subscriber` to `filter` (a valid filter,
+    /// possibly `$share/{group}/{filter}`). Returns true when it replaced an existing one.
     pub fn insert(&mut self, filter: &str, entry: Entry) -> bool {
+        let (group, filter) = split_filter(filter);
         let mut node = &mut self.root;
         let mut levels = filter.split('/').peekable();
         while let Some(level) = levels.next() {
             if level == "#" && levels.peek().is_none() {
-                let replaced = upsert(&mut node.hash, entry);
+                let replaced = upsert(
+                    slot_list(&mut node.shared_hash, &mut node.hash, group),
+                    entry,
+                );
                 self.len += usize::from(!replaced);
                 return replaced;
             }
@@ -112,7 +204,7 @@ impl TopicIndex {
                 node.children.entry(level.into()).or_default()
             };
         }
-        let replaced = upsert(&mut node.here, entry);
+        let replaced = upsert(slot_list(&mut node.shared, &mut node.here, group), entry);
         self.len += usize::from(!replaced);
         replaced
     }
@@ -120,36 +212,39 @@ impl TopicIndex {
     /// Removes the subscription of `subscriber` to `filter`. Returns true if there was one.
     /// Empty nodes left behind are pruned so the index stays bounded by live subscriptions.
     pub fn remove(&mut self, filter: &str, subscriber: SubscriberId) -> bool {
+        let (group, filter) = split_filter(filter);
         let levels: Vec<&str> = filter.split('/').collect();
-        let removed = Self::remove_at(&mut self.root, &levels, subscriber);
+        let removed = Self::remove_at(&mut self.root, &levels, group, subscriber);
         if removed {
             self.len -= 1;
         }
         removed
     }
 
-    fn remove_at(node: &mut Node, levels: &[&str], subscriber: SubscriberId) -> bool {
-        let take = |list: &mut Vec<Entry>| match list.iter().position(|e| e.subscriber == subscriber) {
-            Some(i) => {
-                list.swap_remove(i);
-                true
-            }
-            None => false,
-        };
+    fn remove_at(
+        node: &mut Node,
+        levels: &[&str],
+        group: Option<&str>,
+        subscriber: SubscriberId,
+    ) -> bool {
         match levels {
-            [] => take(&mut node.here),
-            ["#"] => take(&mut node.hash),
+            [] => take_from(&mut node.shared, &mut node.here, group, subscriber),
+            ["#"] => take_from(&mut node.shared_hash, &mut node.hash, group, subscriber),
             [first, rest @ ..] => {
                 if *first == "+" {
-                    let Some(child) = node.plus.as_deref_mut() else { return false };
-                    let removed = Self::remove_at(child, rest, subscriber);
+                    let Some(child) = node.plus.as_deref_mut() else {
+                        return false;
+                    };
+                    let removed = Self::remove_at(child, rest, group, subscriber);
                     if child.is_empty() {
                         node.plus = None;
                     }
                     removed
                 } else {
-                    let Some(child) = node.children.get_mut(*first) else { return false };
-                    let removed = Self::remove_at(child, rest, subscriber);
+                    let Some(child) = node.children.get_mut(*first) else {
+                        return false;
+                    };
+                    let removed = Self::remove_at(child, rest, group, subscriber);
                     if child.is_empty() {
                         node.children.remove(*first);
                     }
@@ -159,21 +254,44 @@ impl TopicIndex {
         }
     }
 
-    /// Calls `visit` for every subscription whose filter matches `topic` (a valid topic name).
+    /// Calls `visit(entry, shared)` for every subscription whose filter matches `topic` (a
+    /// valid topic name), and, when `pick_shared`, for one member of every matching shared
+    /// group (round robin) with `shared = true`. Only the shard a message was published on
+    /// picks shared members; shards that receive it from there skip the groups.
     ///
     /// A subscriber with several matching filters is visited once per filter; the caller
-    /// merges them (highest QoS wins, see `shard::route`). Topics starting with `$` are not
-    /// matched by filters whose first level is a wildcard [MQTT-4.7.2-1].
-    pub fn for_each_match(&self, topic: &str, mut visit: impl FnMut(&Entry)) {
+    /// merges them (highest QoS wins, see `Shard::deliver_matches`). Topics starting with `$`
+    /// are not matched by filters whose first level is a wildcard [MQTT-4.7.2-1].
+    pub fn for_each_match(
+        &self,
+        topic: &str,
+        pick_shared: bool,
+        mut visit: impl FnMut(&Entry, bool),
+    ) {
         let dollar = topic.starts_with('$');
-        Self::match_at(&self.root, topic, true, dollar, &mut visit);
+        let mut v = |list: &[Entry], groups: &[SharedGroup]| {
+            list.iter().for_each(|e| visit(e, false));
+            if pick_shared {
+                groups
+                    .iter()
+                    .filter_map(SharedGroup::pick)
+                    .for_each(|e| visit(e, true));
+            }
+        };
+        Self::match_at(&self.root, topic, true, dollar, &mut v);
     }
 
-    fn match_at(node: &Node, rest: &str, first: bool, dollar: bool, visit: &mut impl FnMut(&Entry)) {
+    fn match_at(
+        node: &Node,
+        rest: &str,
+        first: bool,
+        dollar: bool,
+        visit: &mut impl FnMut(&[Entry], &[SharedGroup]),
+    ) {
         let wild_ok = !(first && dollar);
         if wild_ok {
             // `a/#` matches `a/b/c`, and also `a` itself (handled at the end of the topic).
-            node.hash.iter().for_each(&mut *visit);
+            visit(&node.hash, &node.shared_hash);
         }
         let (level, tail) = match rest.find('/') {
             Some(i) => (&rest[..i], Some(&rest[i + 1..])),
@@ -182,9 +300,9 @@ impl TopicIndex {
         let mut descend = |child: &Node| match tail {
             Some(t) => Self::match_at(child, t, false, dollar, visit),
             None => {
-                child.here.iter().for_each(&mut *visit);
+                visit(&child.here, &child.shared);
                 // "sport/#" matches "sport" [MQTT-4.7.1-2].
-                child.hash.iter().for_each(&mut *visit);
+                visit(&child.hash, &child.shared_hash);
             }
         };
         if let Some(child) = node.children.get(level) {
@@ -204,16 +322,27 @@ mod tests {
     use crate::protocol::QoS;
 
     fn sub(slot: u32) -> SubscriberId {
-        SubscriberId { shard: 0, slot, generation: 0 }
+        SubscriberId {
+            shard: 0,
+            slot,
+            generation: 0,
+        }
     }
 
     fn entry(slot: u32, qos: QoS) -> Entry {
-        Entry { subscriber: sub(slot), options: SubOptions { qos, ..Default::default() }, identifier: None }
+        Entry {
+            subscriber: sub(slot),
+            options: SubOptions {
+                qos,
+                ..Default::default()
+            },
+            identifier: None,
+        }
     }
 
     fn matches(index: &TopicIndex, topic: &str) -> Vec<u32> {
         let mut v = Vec::new();
-        index.for_each_match(topic, |e| v.push(e.subscriber.slot));
+        index.for_each_match(topic, true, |e, _| v.push(e.subscriber.slot));
         v.sort();
         v
     }
@@ -229,7 +358,10 @@ mod tests {
         index.insert("/+", entry(6, QoS::AtMostOnce));
         // [MQTT-4.7.1-2]: the multi-level wildcard also matches the parent level.
         assert_eq!(matches(&index, "sport/tennis/player1"), vec![1, 2, 4]);
-        assert_eq!(matches(&index, "sport/tennis/player1/ranking/wimbledon"), vec![1, 4]);
+        assert_eq!(
+            matches(&index, "sport/tennis/player1/ranking/wimbledon"),
+            vec![1, 4]
+        );
         assert_eq!(matches(&index, "sport/tennis"), vec![3, 4, 5]);
         assert_eq!(matches(&index, "/finance"), vec![3, 4, 6]);
         assert_eq!(matches(&index, "sport"), vec![4]);
@@ -254,7 +386,7 @@ mod tests {
         assert!(index.insert("a/b", entry(1, QoS::ExactlyOnce)));
         assert_eq!(index.len(), 1);
         let mut qos = Vec::new();
-        index.for_each_match("a/b", |e| qos.push(e.options.qos));
+        index.for_each_match("a/b", true, |e, _| qos.push(e.options.qos));
         assert_eq!(qos, vec![QoS::ExactlyOnce]);
         assert!(index.remove("a/b", sub(1)));
         assert!(!index.remove("a/b", sub(1)));
@@ -266,10 +398,48 @@ mod tests {
     }
 
     #[test]
+    fn shared_group_delivers_to_one_member_in_turn() {
+        let mut index = TopicIndex::new();
+        index.insert("$share/g/a/+", entry(1, QoS::AtMostOnce));
+        index.insert("$share/g/a/+", entry(2, QoS::AtMostOnce));
+        index.insert("$share/h/a/#", entry(3, QoS::AtMostOnce));
+        index.insert("a/b", entry(4, QoS::AtMostOnce));
+        let mut picks = Vec::new();
+        for _ in 0..4 {
+            let mut got = matches(&index, "a/b");
+            assert!(got.contains(&3) && got.contains(&4), "{got:?}");
+            got.retain(|s| *s == 1 || *s == 2);
+            assert_eq!(got.len(), 1, "exactly one member of group g");
+            picks.push(got[0]);
+        }
+        assert_eq!(picks, vec![1, 2, 1, 2]);
+        let mut plain = Vec::new();
+        index.for_each_match("a/b", false, |e, _| plain.push(e.subscriber.slot));
+        assert_eq!(
+            plain,
+            vec![4],
+            "receiving shards do not pick shared members"
+        );
+        assert!(index.remove("$share/g/a/+", sub(1)));
+        assert!(
+            !index.remove("a/+", sub(2)),
+            "a shared subscription is not the plain filter"
+        );
+        assert!(index.remove("$share/g/a/+", sub(2)));
+        assert!(index.remove("$share/h/a/#", sub(3)));
+        assert!(index.remove("a/b", sub(4)));
+        assert!(index.root.is_empty());
+    }
+
+    #[test]
     fn matches_agree_with_the_reference_matcher() {
         use crate::protocol::topic::filter_matches;
-        let filters = ["a/b", "a/+", "a/#", "+/b", "#", "+", "a/+/c", "/#", "+/+", "a//b", "$x/#", "$x/+"];
-        let topics = ["a/b", "a", "a/c", "b/b", "a/b/c", "/", "/a", "a//b", "$x/y", "$x", "x"];
+        let filters = [
+            "a/b", "a/+", "a/#", "+/b", "#", "+", "a/+/c", "/#", "+/+", "a//b", "$x/#", "$x/+",
+        ];
+        let topics = [
+            "a/b", "a", "a/c", "b/b", "a/b/c", "/", "/a", "a//b", "$x/y", "$x", "x",
+        ];
         let mut index = TopicIndex::new();
         for (i, f) in filters.iter().enumerate() {
             index.insert(f, entry(i as u32, QoS::AtMostOnce));

@@ -312,8 +312,8 @@ fn put_reason_and_props(out: &mut BytesMut, reason: u8, props: &Properties) {
     }
 }
 
-/// Cheaper than `Properties::is_empty` on the hot path: no comparison of a whole default
-/// struct, just the length computation (which short-circuits nothing but is branch-light).
+/// True when no property would be written (one pass over the fields, no default
+/// `Properties` built to compare against).
 fn props_empty(p: &Properties) -> bool {
     properties_len(p) == 0
 }

@@ -8,9 +8,10 @@
 //! Owned by the session's home shard; shard thread only.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::Instant;
 
-use crate::message::SharedMessage;
-use crate::protocol::{ByteStr, Packet, ProtocolVersion, PubResp, QoS, SubOptions, Will};
+use crate::message::Delivery;
+use crate::protocol::{encoded_len, ByteStr, Packet, ProtocolVersion, PubResp, SubOptions, Will};
 
 /// Where an outgoing QoS 1/2 message stands in its flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,27 +28,28 @@ pub enum OutState {
 #[derive(Debug, Clone)]
 pub struct Inflight {
     pub packet_id: u16,
-    pub msg: SharedMessage,
-    pub qos: QoS,
-    pub retain: bool,
+    pub delivery: Delivery,
     pub state: OutState,
 }
 
-/// A message waiting for the inflight window (or for the client to come back).
-#[derive(Debug, Clone)]
-pub struct Queued {
-    pub msg: SharedMessage,
-    pub qos: QoS,
-    pub retain: bool,
-}
-
-/// Per-session limits, from the configuration.
+/// Per-session limits, from the configuration and the client's CONNECT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Outgoing QoS 1/2 messages in flight (0 = unlimited) — `max_inflight_messages`.
+    /// Outgoing QoS 1/2 messages in flight (0 = unlimited): the smaller of
+    /// `max_inflight_messages` and the client's Receive Maximum ([MQTT-3.3.4-9]).
     pub max_inflight: u16,
     /// Messages queued beyond the window (0 = unlimited) — `max_queued_messages`.
     pub max_queued: usize,
+    /// The client's Maximum Packet Size (0 = none): larger PUBLISHes are not sent to it
+    /// ([MQTT-3.1.2-25]) but dropped as if delivered.
+    pub max_packet_size: u32,
+}
+
+/// A subscription as the session remembers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subscription {
+    pub options: SubOptions,
+    pub identifier: Option<u32>,
 }
 
 /// What became of a message offered to a session.
@@ -58,7 +60,7 @@ pub enum Offer {
     Send(Packet),
     /// Kept in the session queue.
     Queued,
-    /// Dropped: QoS 0 for an offline client, or the queue is full.
+    /// Dropped: QoS 0 for an offline client, the queue is full, or too large for the client.
     Dropped,
 }
 
@@ -66,14 +68,17 @@ pub enum Offer {
 #[derive(Debug)]
 pub struct Session {
     pub client_id: ByteStr,
-    /// Clean session (3.x) / clean start: the session ends with the connection.
-    pub clean: bool,
+    /// Session Expiry Interval in seconds: 0 = the session ends with the connection (clean
+    /// session in 3.x), `u32::MAX` = never (persistent 3.x session).
+    pub expiry_interval: u32,
+    /// While disconnected: when the session ends.
+    pub expires_at: Option<Instant>,
     /// The subscriptions, by filter (to remove them from the index when the session ends).
-    pub subscriptions: HashMap<ByteStr, SubOptions>,
+    pub subscriptions: HashMap<ByteStr, Subscription>,
     /// Outgoing QoS 1/2 messages not yet fully acknowledged, in send order.
     pub inflight: VecDeque<Inflight>,
     /// Messages waiting for the window or for a reconnect.
-    pub queue: VecDeque<Queued>,
+    pub queue: VecDeque<Delivery>,
     /// Packet ids of incoming QoS 2 messages already delivered and awaiting PUBREL: a
     /// retransmitted PUBLISH with such an id is acknowledged again but not delivered again
     /// ([MQTT-4.3.3-2], method B).
@@ -84,6 +89,8 @@ pub struct Session {
     pub version: ProtocolVersion,
     /// The will of the current connection.
     pub will: Option<Will>,
+    /// A will waiting for its Will Delay Interval to pass (MQTT 5) while disconnected.
+    pub pending_will: Option<(Instant, Will)>,
     pub limits: Limits,
     /// Messages dropped because the queue was full (logged, later in $SYS).
     pub dropped: u64,
@@ -92,10 +99,16 @@ pub struct Session {
 
 impl Session {
     /// A new, empty session.
-    pub fn new(client_id: ByteStr, clean: bool, version: ProtocolVersion, limits: Limits) -> Session {
+    pub fn new(
+        client_id: ByteStr,
+        expiry_interval: u32,
+        version: ProtocolVersion,
+        limits: Limits,
+    ) -> Session {
         Session {
             client_id,
-            clean,
+            expiry_interval,
+            expires_at: None,
             subscriptions: HashMap::new(),
             inflight: VecDeque::new(),
             queue: VecDeque::new(),
@@ -103,6 +116,7 @@ impl Session {
             conn: None,
             version,
             will: None,
+            pending_will: None,
             limits,
             dropped: 0,
             next_packet_id: 0,
@@ -128,43 +142,74 @@ impl Session {
         }
     }
 
-    /// Starts the flow of a QoS 1/2 message and returns its PUBLISH.
-    fn start_flow(&mut self, msg: SharedMessage, qos: QoS, retain: bool) -> Packet {
-        let packet_id = self.allocate_packet_id();
-        let publish = msg.to_publish(qos, packet_id, retain, false);
-        let state = if qos == QoS::ExactlyOnce { OutState::AwaitPubRec } else { OutState::AwaitPubAck };
-        self.inflight.push_back(Inflight { packet_id, msg, qos, retain, state });
-        Packet::Publish(publish)
+    /// True if the client can take this PUBLISH (its Maximum Packet Size).
+    fn fits(&self, publish: &Packet) -> bool {
+        self.limits.max_packet_size == 0
+            || encoded_len(publish, self.version) <= self.limits.max_packet_size as usize
     }
 
-    /// Offers a message for delivery at `qos` (already the granted QoS) with the RETAIN flag
-    /// `retain` (1 only for retained messages sent because of a new subscription).
-    pub fn offer(&mut self, msg: SharedMessage, qos: QoS, retain: bool) -> Offer {
+    /// Starts the flow of a QoS 1/2 message and returns its PUBLISH, or `None` when the
+    /// client could not take it (too large: dropped as if delivered, [MQTT-3.1.2-25]).
+    fn start_flow(&mut self, delivery: Delivery) -> Option<Packet> {
+        let packet_id = self.allocate_packet_id();
+        let publish = Packet::Publish(delivery.msg.to_publish(&delivery, packet_id, false));
+        if !self.fits(&publish) {
+            self.dropped += 1;
+            return None;
+        }
+        let state = if delivery.qos == crate::protocol::QoS::ExactlyOnce {
+            OutState::AwaitPubRec
+        } else {
+            OutState::AwaitPubAck
+        };
+        self.inflight.push_back(Inflight {
+            packet_id,
+            delivery,
+            state,
+        });
+        Some(publish)
+    }
+
+    /// Offers a delivery (QoS already the granted one).
+    pub fn offer(&mut self, delivery: Delivery) -> Offer {
         let connected = self.conn.is_some();
-        if qos == QoS::AtMostOnce {
-            return if connected {
-                Offer::Send(Packet::Publish(msg.to_publish(qos, 0, retain, false)))
+        if delivery.qos == crate::protocol::QoS::AtMostOnce {
+            if !connected {
+                return Offer::Dropped;
+            }
+            let publish = Packet::Publish(delivery.msg.to_publish(&delivery, 0, false));
+            return if self.fits(&publish) {
+                Offer::Send(publish)
             } else {
                 Offer::Dropped
             };
         }
         if connected && self.queue.is_empty() && self.window_open() {
-            return Offer::Send(self.start_flow(msg, qos, retain));
+            return match self.start_flow(delivery) {
+                Some(p) => Offer::Send(p),
+                None => Offer::Dropped,
+            };
         }
         if self.limits.max_queued != 0 && self.queue.len() >= self.limits.max_queued {
             self.dropped += 1;
             return Offer::Dropped;
         }
-        self.queue.push_back(Queued { msg, qos, retain });
+        self.queue.push_back(delivery);
         Offer::Queued
     }
 
     /// Moves queued messages into the window while it has room; returns their PUBLISHes.
+    /// Queued messages whose expiry interval passed are discarded ([MQTT-3.3.2-5]).
     pub fn fill_window(&mut self, out: &mut Vec<Packet>) {
+        let now = Instant::now();
         while self.conn.is_some() && self.window_open() {
-            let Some(q) = self.queue.pop_front() else { break };
-            let packet = self.start_flow(q.msg, q.qos, q.retain);
-            out.push(packet);
+            let Some(d) = self.queue.pop_front() else {
+                break;
+            };
+            if d.msg.is_expired(now) {
+                continue;
+            }
+            out.extend(self.start_flow(d));
         }
     }
 
@@ -175,7 +220,7 @@ impl Session {
         for f in &self.inflight {
             out.push(match f.state {
                 OutState::AwaitPubAck | OutState::AwaitPubRec => {
-                    Packet::Publish(f.msg.to_publish(f.qos, f.packet_id, f.retain, true))
+                    Packet::Publish(f.delivery.msg.to_publish(&f.delivery, f.packet_id, true))
                 }
                 OutState::AwaitPubComp => Packet::PubRel(PubResp::new(f.packet_id)),
             });
@@ -184,7 +229,9 @@ impl Session {
     }
 
     fn position(&self, packet_id: u16, state: OutState) -> Option<usize> {
-        self.inflight.iter().position(|f| f.packet_id == packet_id && f.state == state)
+        self.inflight
+            .iter()
+            .position(|f| f.packet_id == packet_id && f.state == state)
     }
 
     /// PUBACK received. Returns false if no QoS 1 message was waiting for it.
@@ -199,11 +246,15 @@ impl Session {
     }
 
     /// PUBREC received: the message is now the client's; answer PUBREL ([MQTT-4.3.3-3]).
-    /// A PUBREC for an id already released is answered with PUBREL again.
-    pub fn on_pubrec(&mut self, packet_id: u16) -> Option<Packet> {
+    /// A PUBREC for an id already released is answered with PUBREL again. A PUBREC with a
+    /// failure reason (MQTT 5, >= 0x80) ends the flow instead: no PUBREL (MQTT 5 section 4.3.3).
+    pub fn on_pubrec(&mut self, packet_id: u16, reason: u8) -> Option<Packet> {
         if let Some(i) = self.position(packet_id, OutState::AwaitPubRec) {
-            let f = &mut self.inflight[i];
-            f.state = OutState::AwaitPubComp;
+            if reason >= 0x80 {
+                self.inflight.remove(i);
+                return None;
+            }
+            self.inflight[i].state = OutState::AwaitPubComp;
             return Some(Packet::PubRel(PubResp::new(packet_id)));
         }
         self.position(packet_id, OutState::AwaitPubComp)
@@ -234,7 +285,8 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::message::Message;
+    use crate::message::{Message, SharedMessage};
+    use crate::protocol::QoS;
 
     fn msg(n: u8) -> SharedMessage {
         Arc::new(Message {
@@ -243,12 +295,26 @@ mod tests {
             qos: QoS::ExactlyOnce,
             retain: false,
             properties: Default::default(),
+            expires_at: None,
             origin: None,
         })
     }
 
+    fn d(n: u8, qos: QoS) -> Delivery {
+        Delivery::new(msg(n), qos, false)
+    }
+
     fn session(max_inflight: u16, max_queued: usize) -> Session {
-        let mut s = Session::new("c".into(), false, ProtocolVersion::V311, Limits { max_inflight, max_queued });
+        let mut s = Session::new(
+            "c".into(),
+            u32::MAX,
+            ProtocolVersion::V311,
+            Limits {
+                max_inflight,
+                max_queued,
+                max_packet_size: 0,
+            },
+        );
         s.conn = Some(0);
         s
     }
@@ -263,26 +329,37 @@ mod tests {
     #[test]
     fn qos1_window_holds_back_until_puback() {
         let mut s = session(2, 10);
-        let a = publish(s.offer(msg(1), QoS::AtLeastOnce, false));
-        let b = publish(s.offer(msg(2), QoS::AtLeastOnce, false));
+        let a = publish(s.offer(d(1, QoS::AtLeastOnce)));
+        let b = publish(s.offer(d(2, QoS::AtLeastOnce)));
         assert_ne!(a.packet_id, 0);
         assert_ne!(a.packet_id, b.packet_id);
-        assert_eq!(s.offer(msg(3), QoS::AtLeastOnce, false), Offer::Queued);
+        assert_eq!(s.offer(d(3, QoS::AtLeastOnce)), Offer::Queued);
         assert!(s.on_puback(a.packet_id));
-        assert!(!s.on_puback(a.packet_id), "a second PUBACK acknowledges nothing");
+        assert!(
+            !s.on_puback(a.packet_id),
+            "a second PUBACK acknowledges nothing"
+        );
         let mut out = Vec::new();
         s.fill_window(&mut out);
         assert_eq!(out.len(), 1);
-        let Packet::Publish(c) = &out[0] else { panic!() };
+        let Packet::Publish(c) = &out[0] else {
+            panic!()
+        };
         assert_eq!(c.payload[0], 3);
     }
 
     #[test]
     fn qos2_flow_goes_pubrec_pubrel_pubcomp() {
         let mut s = session(0, 0);
-        let p = publish(s.offer(msg(1), QoS::ExactlyOnce, false));
-        assert!(!s.on_pubcomp(p.packet_id), "PUBCOMP before PUBREC completes nothing");
-        assert_eq!(s.on_pubrec(p.packet_id), Some(Packet::PubRel(PubResp::new(p.packet_id))));
+        let p = publish(s.offer(d(1, QoS::ExactlyOnce)));
+        assert!(
+            !s.on_pubcomp(p.packet_id),
+            "PUBCOMP before PUBREC completes nothing"
+        );
+        assert_eq!(
+            s.on_pubrec(p.packet_id, 0),
+            Some(Packet::PubRel(PubResp::new(p.packet_id)))
+        );
         assert!(s.on_pubcomp(p.packet_id));
         assert!(s.inflight.is_empty());
     }
@@ -291,12 +368,12 @@ mod tests {
     fn resume_resends_with_dup_and_same_packet_id() {
         // [MQTT-4.4.0-1]
         let mut s = session(10, 10);
-        let p1 = publish(s.offer(msg(1), QoS::AtLeastOnce, false));
-        let p2 = publish(s.offer(msg(2), QoS::ExactlyOnce, false));
-        s.on_pubrec(p2.packet_id);
+        let p1 = publish(s.offer(d(1, QoS::AtLeastOnce)));
+        let p2 = publish(s.offer(d(2, QoS::ExactlyOnce)));
+        s.on_pubrec(p2.packet_id, 0);
         s.conn = None;
-        assert_eq!(s.offer(msg(3), QoS::AtLeastOnce, false), Offer::Queued);
-        assert_eq!(s.offer(msg(4), QoS::AtMostOnce, false), Offer::Dropped);
+        assert_eq!(s.offer(d(3, QoS::AtLeastOnce)), Offer::Queued);
+        assert_eq!(s.offer(d(4, QoS::AtMostOnce)), Offer::Dropped);
         s.conn = Some(1);
         let mut out = Vec::new();
         s.resume(&mut out);
@@ -319,9 +396,9 @@ mod tests {
     fn queue_is_bounded() {
         let mut s = session(1, 2);
         s.conn = None;
-        assert_eq!(s.offer(msg(1), QoS::AtLeastOnce, false), Offer::Queued);
-        assert_eq!(s.offer(msg(2), QoS::AtLeastOnce, false), Offer::Queued);
-        assert_eq!(s.offer(msg(3), QoS::AtLeastOnce, false), Offer::Dropped);
+        assert_eq!(s.offer(d(1, QoS::AtLeastOnce)), Offer::Queued);
+        assert_eq!(s.offer(d(2, QoS::AtLeastOnce)), Offer::Queued);
+        assert_eq!(s.offer(d(3, QoS::AtLeastOnce)), Offer::Dropped);
         assert_eq!(s.dropped, 1);
     }
 
@@ -329,8 +406,8 @@ mod tests {
     fn packet_ids_skip_ids_in_flight_and_zero() {
         let mut s = session(0, 0);
         s.next_packet_id = u16::MAX - 1;
-        let a = publish(s.offer(msg(1), QoS::AtLeastOnce, false));
-        let b = publish(s.offer(msg(2), QoS::AtLeastOnce, false));
+        let a = publish(s.offer(d(1, QoS::AtLeastOnce)));
+        let b = publish(s.offer(d(2, QoS::AtLeastOnce)));
         assert_eq!((a.packet_id, b.packet_id), (u16::MAX, 1));
     }
 }

@@ -43,6 +43,10 @@ pub struct Conn {
     pub want_write: bool,
     /// Whether the listener it came through allows anonymous clients.
     pub allow_anonymous: bool,
+    /// MQTT 5 topic aliases set by the client (index = alias - 1), up to `max_topic_alias`.
+    pub topic_aliases: Vec<Option<ByteStr>>,
+    /// The client's Request Problem Information (MQTT 5): reason strings only when true.
+    pub problem_info: bool,
 }
 
 impl Conn {
@@ -61,6 +65,8 @@ impl Conn {
             dirty: false,
             want_write: false,
             allow_anonymous,
+            topic_aliases: Vec::new(),
+            problem_info: true,
         }
     }
 

@@ -36,10 +36,16 @@ pub struct Migrating {
 pub enum ShardMsg {
     /// A message published on another shard that has at least one subscriber here.
     Deliver(SharedMessage),
+    /// A message for the member of a shared subscription group that the publishing shard
+    /// chose (it lives here).
+    DeliverShared { msg: SharedMessage, entry: Entry },
     /// Replica update: a subscription was added or replaced.
     IndexInsert { filter: ByteStr, entry: Entry },
     /// Replica update: a subscription was removed.
-    IndexRemove { filter: ByteStr, subscriber: SubscriberId },
+    IndexRemove {
+        filter: ByteStr,
+        subscriber: SubscriberId,
+    },
     /// A connection whose client id lives on this shard.
     Adopt(Box<Migrating>),
 }
@@ -64,7 +70,11 @@ pub fn inbox(waker: Waker) -> (ShardHandle, Inbox) {
     let (tx, rx) = crossbeam_channel::unbounded();
     let sleeping = Arc::new(AtomicBool::new(false));
     (
-        ShardHandle { tx, waker: Arc::new(waker), sleeping: sleeping.clone() },
+        ShardHandle {
+            tx,
+            waker: Arc::new(waker),
+            sleeping: sleeping.clone(),
+        },
         Inbox { rx, sleeping },
     )
 }

@@ -30,8 +30,10 @@ use slab::Slab;
 
 use crate::broker::Shared;
 use crate::index::{SubscriberId, TopicIndex};
+use crate::message::Delivery;
 use crate::message::SharedMessage;
-use crate::protocol::{self, Packet, QoS};
+use crate::protocol::reason::v5;
+use crate::protocol::{self, Disconnect, Packet, ProtocolVersion, QoS, SubOptions};
 use crate::session::{Offer, Session};
 use conn::{Conn, ConnState, INITIAL_BUFFER};
 use inbox::{Inbox, ShardHandle, ShardMsg};
@@ -65,8 +67,9 @@ pub enum Close {
     Graceful,
     /// The peer closed the socket or it failed.
     Gone(String),
-    /// The client broke the protocol; the reason is logged.
-    Protocol(String),
+    /// The client broke the protocol: the MQTT 5 reason code sent in DISCONNECT (to 5.0
+    /// clients) and the reason that is logged.
+    Protocol { code: u8, reason: String },
     /// Nothing received within 1.5 x keep-alive.
     KeepAlive,
     /// Another connection took over the client id [MQTT-3.1.4-2].
@@ -78,6 +81,17 @@ pub enum Close {
 }
 
 impl Close {
+    /// The reason code of the DISCONNECT sent to an MQTT 5 client, if one is sent.
+    fn disconnect_code(&self) -> Option<u8> {
+        match self {
+            Close::Protocol { code, .. } => Some(*code),
+            Close::KeepAlive => Some(v5::KEEP_ALIVE_TIMEOUT),
+            Close::TakenOver => Some(v5::SESSION_TAKEN_OVER),
+            Close::Shutdown => Some(v5::SERVER_SHUTTING_DOWN),
+            Close::Graceful | Close::Gone(_) | Close::Refused => None,
+        }
+    }
+
     /// Whether the will is published: on every close that the client did not ask for with
     /// DISCONNECT [MQTT-3.1.2-8]; not on broker shutdown.
     fn publishes_will(&self) -> bool {
@@ -109,8 +123,8 @@ pub struct Shard {
     pub(crate) dirty: Vec<usize>,
     /// Other shards sent something in this turn (woken once at its end).
     pub(crate) wake_pending: Vec<bool>,
-    /// Reused buffer of local matches (subscriber, granted QoS) for one route.
-    pub(crate) matches: Vec<(SubscriberId, QoS)>,
+    /// Reused buffer of local matches (subscriber, options, identifier) for one route.
+    pub(crate) matches: Vec<(SubscriberId, SubOptions, Option<u32>)>,
     /// Reused buffer of packets produced by a session.
     pub(crate) out: Vec<Packet>,
     /// Counter for generated client ids.
@@ -129,7 +143,8 @@ impl Shard {
     ) -> io::Result<Shard> {
         let mut listeners = listeners;
         for (i, (l, _)) in listeners.iter_mut().enumerate() {
-            poll.registry().register(l, Token(LISTENER_BASE + i), Interest::READABLE)?;
+            poll.registry()
+                .register(l, Token(LISTENER_BASE + i), Interest::READABLE)?;
         }
         let n = peers.len();
         Ok(Shard {
@@ -158,7 +173,11 @@ impl Shard {
         let mut next_tick = Instant::now() + TICK;
         loop {
             let timeout = next_tick.saturating_duration_since(Instant::now());
-            let timeout = if self.inbox.park() { timeout } else { Duration::ZERO };
+            let timeout = if self.inbox.park() {
+                timeout
+            } else {
+                Duration::ZERO
+            };
             let polled = self.poll.poll(&mut events, Some(timeout));
             self.inbox.unpark();
             if let Err(e) = polled {
@@ -194,7 +213,9 @@ impl Shard {
                 if event.is_writable() && self.conns.contains(key) {
                     self.flush(key);
                 }
-                if (event.is_readable() || event.is_read_closed() || event.is_error()) && self.conns.contains(key) {
+                if (event.is_readable() || event.is_read_closed() || event.is_error())
+                    && self.conns.contains(key)
+                {
                     self.on_readable(key);
                 }
             }
@@ -209,13 +230,21 @@ impl Shard {
                 Ok((stream, peer)) => {
                     let allow_anonymous = *allow_anonymous;
                     let open = self.shared.connections.fetch_add(1, Ordering::Relaxed);
-                    if self.shared.config.max_connections.is_some_and(|max| open >= max) {
+                    if self
+                        .shared
+                        .config
+                        .max_connections
+                        .is_some_and(|max| open >= max)
+                    {
                         self.shared.connections.fetch_sub(1, Ordering::Relaxed);
                         log::warn!("Refusing connection from {peer}: max_connections reached.");
                         continue;
                     }
                     let _ = stream.set_nodelay(true);
-                    if self.add_conn(Conn::new(stream, peer, allow_anonymous)).is_none() {
+                    if self
+                        .add_conn(Conn::new(stream, peer, allow_anonymous))
+                        .is_none()
+                    {
                         self.shared.connections.fetch_sub(1, Ordering::Relaxed);
                     }
                 }
@@ -235,7 +264,11 @@ impl Shard {
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         let conn = entry.insert(conn);
-        if let Err(e) = self.poll.registry().register(&mut conn.stream, Token(key), Interest::READABLE) {
+        if let Err(e) =
+            self.poll
+                .registry()
+                .register(&mut conn.stream, Token(key), Interest::READABLE)
+        {
             log::error!("cannot register connection from {}: {e}", conn.peer);
             self.conns.remove(key);
             return None;
@@ -248,13 +281,18 @@ impl Shard {
     fn on_readable(&mut self, key: usize) {
         let mut budget = READ_CHUNK * 4;
         loop {
-            let Some(conn) = self.conns.get_mut(key) else { return };
+            let Some(conn) = self.conns.get_mut(key) else {
+                return;
+            };
             if conn.rbuf.capacity() - conn.rbuf.len() < INITIAL_BUFFER {
-                conn.rbuf.reserve(INITIAL_BUFFER.max(conn.rbuf.len()).min(READ_CHUNK));
+                conn.rbuf
+                    .reserve(INITIAL_BUFFER.max(conn.rbuf.len()).min(READ_CHUNK));
             }
             let spare = conn.rbuf.spare_capacity_mut();
             // SAFETY: `read` only writes into the slice; we advance `len` by what it reports.
-            let slice = unsafe { std::slice::from_raw_parts_mut(spare.as_mut_ptr().cast::<u8>(), spare.len()) };
+            let slice = unsafe {
+                std::slice::from_raw_parts_mut(spare.as_mut_ptr().cast::<u8>(), spare.len())
+            };
             match conn.stream.read(slice) {
                 Ok(0) => {
                     self.close(key, Close::Gone("connection closed by peer".into()));
@@ -272,7 +310,11 @@ impl Shard {
                         // report these bytes again, so re-arm by re-registering.
                         if let Some(conn) = self.conns.get_mut(key) {
                             let interest = Self::interest(conn);
-                            let _ = self.poll.registry().reregister(&mut conn.stream, Token(key), interest);
+                            let _ = self.poll.registry().reregister(
+                                &mut conn.stream,
+                                Token(key),
+                                interest,
+                            );
                         }
                         return;
                     }
@@ -291,7 +333,9 @@ impl Shard {
     /// connection is gone from this shard (closed or moved).
     pub(crate) fn process_frames(&mut self, key: usize) -> bool {
         loop {
-            let Some(conn) = self.conns.get_mut(key) else { return false };
+            let Some(conn) = self.conns.get_mut(key) else {
+                return false;
+            };
             let max = self.shared.config.max_packet_size;
             match protocol::decode(&mut conn.rbuf, conn.version, max) {
                 Ok(Some(packet)) => {
@@ -311,7 +355,9 @@ impl Shard {
 
     /// Encodes `packet` onto the connection's write buffer; it is flushed at the end of the turn.
     pub(crate) fn send(&mut self, key: usize, packet: &Packet) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         let version = conn.version.unwrap_or(protocol::ProtocolVersion::V311);
         protocol::encode(packet, version, &mut conn.wbuf);
         if !conn.dirty {
@@ -331,7 +377,9 @@ impl Shard {
     /// Writes as much of the connection's buffer as the socket takes; registers WRITABLE
     /// interest for the rest (interest recomputed from buffer state, DESIGN.md 9).
     pub(crate) fn flush(&mut self, key: usize) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         conn.dirty = false;
         while !conn.wbuf.is_empty() {
             match conn.stream.write(&conn.wbuf) {
@@ -355,7 +403,10 @@ impl Shard {
         if want_write != conn.want_write {
             conn.want_write = want_write;
             let interest = Self::interest(conn);
-            let _ = self.poll.registry().reregister(&mut conn.stream, Token(key), interest);
+            let _ = self
+                .poll
+                .registry()
+                .reregister(&mut conn.stream, Token(key), interest);
         }
     }
 
@@ -372,6 +423,10 @@ impl Shard {
         while let Ok(msg) = self.inbox.rx.try_recv() {
             match msg {
                 ShardMsg::Deliver(msg) => self.deliver_remote(&msg),
+                ShardMsg::DeliverShared { msg, entry } => self.deliver_matches(
+                    &msg,
+                    &mut [(entry.subscriber, entry.options, entry.identifier)],
+                ),
                 ShardMsg::IndexInsert { filter, entry } => {
                     self.index.insert(&filter, entry);
                 }
@@ -398,32 +453,52 @@ impl Shard {
     }
 
     /// Routes a message published on this shard: delivers to local subscribers, and sends one
-    /// inbox item to each other shard that has at least one.
-    pub(crate) fn route(&mut self, msg: SharedMessage) {
+    /// inbox item to each other shard that has at least one. Returns whether any subscription
+    /// matched (MQTT 5 PUBACK 0x10 otherwise).
+    pub(crate) fn route(&mut self, msg: SharedMessage) -> bool {
         self.drain_inbox();
         let me = self.id as u16;
         let mut matches = std::mem::take(&mut self.matches);
         matches.clear();
-        let wake = &mut self.wake_pending;
         let mut remote: u128 = 0;
-        self.index.for_each_match(&msg.topic, |e| {
-            if e.subscriber.shard == me {
-                matches.push((e.subscriber, e.options.qos));
+        let mut shared_picks = Vec::new();
+        self.index.for_each_match(&msg.topic, true, |e, shared| {
+            if shared {
+                shared_picks.push(*e);
+            } else if e.subscriber.shard == me {
+                matches.push((e.subscriber, e.options, e.identifier));
             } else {
                 remote |= 1 << e.subscriber.shard;
             }
         });
+        let matched = remote != 0 || !matches.is_empty() || !shared_picks.is_empty();
+        for entry in shared_picks {
+            if entry.subscriber.shard == me {
+                self.deliver_matches(
+                    &msg,
+                    &mut [(entry.subscriber, entry.options, entry.identifier)],
+                );
+            } else {
+                self.push_to(
+                    entry.subscriber.shard as usize,
+                    ShardMsg::DeliverShared {
+                        msg: msg.clone(),
+                        entry,
+                    },
+                );
+            }
+        }
         let mut shard = 0;
         while remote != 0 {
             if remote & 1 != 0 {
-                self.peers[shard].push(ShardMsg::Deliver(msg.clone()));
-                wake[shard] = true;
+                self.push_to(shard, ShardMsg::Deliver(msg.clone()));
             }
             remote >>= 1;
             shard += 1;
         }
         self.deliver_matches(&msg, &mut matches);
         self.matches = matches;
+        matched
     }
 
     /// Delivers a message from another shard to this shard's matching sessions.
@@ -431,39 +506,60 @@ impl Shard {
         let me = self.id as u16;
         let mut matches = std::mem::take(&mut self.matches);
         matches.clear();
-        self.index.for_each_match(&msg.topic, |e| {
+        self.index.for_each_match(&msg.topic, false, |e, _| {
             if e.subscriber.shard == me {
-                matches.push((e.subscriber, e.options.qos));
+                matches.push((e.subscriber, e.options, e.identifier));
             }
         });
         self.deliver_matches(msg, &mut matches);
         self.matches = matches;
     }
 
-    /// Delivers once per session at the highest QoS among its matching subscriptions (the
-    /// specification allows one copy per subscription or one at the maximum QoS [MQTT-3.3.5-1];
-    /// one copy is what clients expect), capped by the published QoS [MQTT-3.8.4-6].
-    fn deliver_matches(&mut self, msg: &SharedMessage, matches: &mut [(SubscriberId, QoS)]) {
-        matches.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
-        let mut last = None;
-        for &(sub, qos) in matches.iter() {
-            if last == Some(sub) {
-                continue;
+    /// Delivers once per session, merging its matching subscriptions: the highest QoS among
+    /// them (the specification allows one copy per subscription or one at the maximum QoS
+    /// [MQTT-3.3.5-1]; one copy is what clients expect), capped by the published QoS
+    /// [MQTT-3.8.4-6]; every subscription identifier [MQTT-3.3.4-3]; Retain As Published if any
+    /// subscription asked for it [MQTT-3.3.1-12]. No Local subscriptions never get the
+    /// session's own messages [MQTT-3.8.3-3].
+    fn deliver_matches(
+        &mut self,
+        msg: &SharedMessage,
+        matches: &mut [(SubscriberId, SubOptions, Option<u32>)],
+    ) {
+        matches.sort_unstable_by_key(|m| m.0);
+        for group in matches.chunk_by(|a, b| a.0 == b.0) {
+            let sub = group[0].0;
+            let own = msg.origin == Some(sub);
+            let mut best: Option<QoS> = None;
+            let mut retain_as_published = false;
+            let mut ids = Vec::new();
+            for (_, options, id) in group.iter().filter(|(_, o, _)| !(own && o.no_local)) {
+                best = best.max(Some(options.qos));
+                retain_as_published |= options.retain_as_published;
+                ids.extend(*id);
             }
-            last = Some(sub);
-            self.offer(sub, msg.clone(), qos.min(msg.qos), false);
+            let Some(qos) = best else { continue };
+            let delivery = Delivery {
+                msg: msg.clone(),
+                qos: qos.min(msg.qos),
+                retain: retain_as_published && msg.retain,
+                subscription_ids: ids,
+            };
+            self.offer(sub, delivery);
         }
     }
 
-    /// Offers a message to one local session and sends what it says to send.
-    pub(crate) fn offer(&mut self, sub: SubscriberId, msg: SharedMessage, qos: QoS, retain: bool) {
-        let Some(slot) = self.sessions.get_mut(sub.slot as usize) else { return };
+    /// Offers a delivery to one local session and sends what it says to send.
+    pub(crate) fn offer(&mut self, sub: SubscriberId, delivery: Delivery) {
+        let Some(slot) = self.sessions.get_mut(sub.slot as usize) else {
+            return;
+        };
         if slot.generation != sub.generation {
             return;
         }
         let conn = slot.session.conn;
         let dropped_before = slot.session.dropped;
-        match slot.session.offer(msg, qos, retain) {
+        match slot.session.offer(delivery) {
             Offer::Send(packet) => {
                 if let Some(key) = conn {
                     self.send(key, &packet);
@@ -471,9 +567,11 @@ impl Shard {
             }
             Offer::Queued => {}
             Offer::Dropped => {
-                if slot.session.dropped != dropped_before && slot.session.dropped.is_power_of_two() {
+                if slot.session.dropped != dropped_before && slot.session.dropped.is_power_of_two()
+                {
                     log::warn!(
-                        "outgoing messages are being dropped for client {}: queue full ({} dropped)",
+                        "Outgoing messages are being dropped for client {}: queue full or too large \
+                         for the client ({} dropped).",
                         slot.session.client_id,
                         slot.session.dropped
                     );
@@ -498,15 +596,55 @@ impl Shard {
             let idle = now.saturating_duration_since(conn.last_rx);
             match conn.state {
                 ConnState::AwaitConnect if idle > CONNECT_TIMEOUT => expired.push((key, false)),
-                ConnState::Active { .. } if conn.idle_limit.is_some_and(|l| idle > l) => expired.push((key, true)),
+                ConnState::Active { .. } if conn.idle_limit.is_some_and(|l| idle > l) => {
+                    expired.push((key, true))
+                }
                 _ => {}
             }
+        }
+        let mut wills = Vec::new();
+        let mut ended = Vec::new();
+        for (slot, s) in self.sessions.iter_mut() {
+            if s.session
+                .pending_will
+                .as_ref()
+                .is_some_and(|(at, _)| now >= *at)
+            {
+                wills.push((slot, s.generation));
+            }
+            if s.session.expires_at.is_some_and(|at| now >= at) {
+                ended.push(slot);
+            }
+        }
+        for (slot, generation) in wills {
+            if let Some((_, will)) = self.sessions[slot].session.pending_will.take() {
+                let origin = SubscriberId {
+                    shard: self.id as u16,
+                    slot: slot as u32,
+                    generation,
+                };
+                self.publish_will(will, origin);
+            }
+        }
+        for slot in ended {
+            log::info!(
+                "Session of {} expired.",
+                self.sessions[slot].session.client_id
+            );
+            self.end_session(slot);
         }
         for (key, keepalive) in expired {
             if keepalive {
                 self.close(key, Close::KeepAlive);
             } else {
-                self.close(key, Close::Protocol("no CONNECT received in time".into()));
+                let reason = "no CONNECT received in time".into();
+                self.close(
+                    key,
+                    Close::Protocol {
+                        code: v5::MAXIMUM_CONNECT_TIME,
+                        reason,
+                    },
+                );
             }
         }
     }
@@ -519,6 +657,20 @@ impl Shard {
         }
         let mut conn = self.conns.remove(key);
         self.shared.connections.fetch_sub(1, Ordering::Relaxed);
+        let active = matches!(conn.state, ConnState::Active { .. });
+        if let (Some(code), true, Some(ProtocolVersion::V5)) =
+            (why.disconnect_code(), active, conn.version)
+        {
+            // MQTT 5: tell the client why, after CONNACK only [MQTT-4.13.1-1].
+            let mut d = Disconnect {
+                reason: code,
+                ..Default::default()
+            };
+            if let (Close::Protocol { reason, .. }, true) = (&why, conn.problem_info) {
+                d.properties.reason_string = Some(reason.as_str().into());
+            }
+            protocol::encode(&Packet::Disconnect(d), ProtocolVersion::V5, &mut conn.wbuf);
+        }
         if !conn.wbuf.is_empty() {
             // Best effort: a CONNACK refusal or a DISCONNECT is small and fits the socket buffer.
             let _ = conn.stream.write(&conn.wbuf);
@@ -527,10 +679,23 @@ impl Shard {
         let _ = conn.stream.shutdown(std::net::Shutdown::Both);
         match &why {
             Close::Graceful => log::info!("Client {} disconnected.", conn.label()),
-            Close::Gone(reason) => log::info!("Client {} closed its connection ({reason}).", conn.label()),
-            Close::Protocol(reason) => log::info!("Client {} disconnected: protocol error: {reason}.", conn.label()),
-            Close::KeepAlive => log::info!("Client {} has exceeded timeout, disconnecting.", conn.label()),
-            Close::TakenOver => log::info!("Client {} already connected, closing old connection.", conn.label()),
+            Close::Gone(reason) => {
+                log::info!("Client {} closed its connection ({reason}).", conn.label())
+            }
+            Close::Protocol { reason, .. } => {
+                log::info!(
+                    "Client {} disconnected: protocol error: {reason}.",
+                    conn.label()
+                )
+            }
+            Close::KeepAlive => log::info!(
+                "Client {} has exceeded timeout, disconnecting.",
+                conn.label()
+            ),
+            Close::TakenOver => log::info!(
+                "Client {} already connected, closing old connection.",
+                conn.label()
+            ),
             Close::Refused | Close::Shutdown => {}
         }
         if let ConnState::Active { session } = conn.state {
@@ -538,33 +703,63 @@ impl Shard {
         }
     }
 
-    /// The connection of `slot` is gone: publish the will if due and end a clean session.
+    /// The connection of `slot` is gone: publish the will when due (at once, or after its
+    /// Will Delay Interval, or when the session ends if that is earlier [MQTT-3.1.3-9]) and
+    /// start the Session Expiry Interval (0 = the session ends now).
     fn detach_session(&mut self, slot: usize, why: &Close) {
-        let Some(s) = self.sessions.get_mut(slot) else { return };
+        let Some(s) = self.sessions.get_mut(slot) else {
+            return;
+        };
         s.session.conn = None;
-        let will = s.session.will.take();
-        let clean = s.session.clean;
-        let origin = SubscriberId { shard: self.id as u16, slot: slot as u32, generation: s.generation };
-        if let Some(will) = will.filter(|_| why.publishes_will()) {
-            self.publish_will(will, origin);
+        let generation = s.generation;
+        let session = &mut s.session;
+        let now = Instant::now();
+        let will = session.will.take().filter(|_| why.publishes_will());
+        session.expires_at = match session.expiry_interval {
+            u32::MAX => None,
+            secs => Some(now + Duration::from_secs(u64::from(secs))),
+        };
+        if let Some(will) = will {
+            match will.properties.will_delay_interval.unwrap_or(0) {
+                0 => {
+                    let origin = SubscriberId {
+                        shard: self.id as u16,
+                        slot: slot as u32,
+                        generation,
+                    };
+                    self.publish_will(will, origin);
+                }
+                delay => {
+                    session.pending_will = Some((now + Duration::from_secs(u64::from(delay)), will))
+                }
+            }
         }
-        if clean && *why != Close::TakenOver {
+        let ends_now = self.sessions[slot].session.expiry_interval == 0;
+        if ends_now && *why != Close::TakenOver {
             self.end_session(slot);
         }
     }
 
-    /// Removes a session and its subscriptions, here and in every replica.
+    /// Removes a session and its subscriptions, here and in every replica; a will still
+    /// waiting for its delay is published now (the session ended first).
     pub(crate) fn end_session(&mut self, slot: usize) {
         if !self.sessions.contains(slot) {
             return;
         }
         let s = self.sessions.remove(slot);
-        let subscriber = SubscriberId { shard: self.id as u16, slot: slot as u32, generation: s.generation };
+        let subscriber = SubscriberId {
+            shard: self.id as u16,
+            slot: slot as u32,
+            generation: s.generation,
+        };
         for filter in s.session.subscriptions.keys() {
             self.index_remove(filter.clone(), subscriber);
         }
         if self.session_by_id.get(&s.session.client_id) == Some(&slot) {
             self.session_by_id.remove(&s.session.client_id);
+        }
+        if let Some((_, will)) = s.session.pending_will {
+            self.publish_will(will, subscriber);
         }
     }
 
@@ -573,7 +768,13 @@ impl Shard {
         self.index.remove(&filter, subscriber);
         for to in 0..self.peers.len() {
             if to != self.id {
-                self.push_to(to, ShardMsg::IndexRemove { filter: filter.clone(), subscriber });
+                self.push_to(
+                    to,
+                    ShardMsg::IndexRemove {
+                        filter: filter.clone(),
+                        subscriber,
+                    },
+                );
             }
         }
     }
