@@ -92,6 +92,9 @@ pub struct Delivery {
     pub retain: bool,
     /// Empty unless the subscriptions carried identifiers (no allocation then).
     pub subscription_ids: Vec<u32>,
+    /// For a delivery through a shared subscription: its `$share/{group}/{filter}`, so that
+    /// the message can go to another member if this one's session ends unacknowledged.
+    pub shared: Option<ByteStr>,
 }
 
 impl Delivery {
@@ -102,6 +105,7 @@ impl Delivery {
             qos,
             retain,
             subscription_ids: Vec::new(),
+            shared: None,
         }
     }
 }

@@ -113,6 +113,7 @@ impl Shard {
                     qos: q,
                     retain: true,
                     subscription_ids: ids.clone(),
+                    shared: None,
                 };
                 self.offer(subscriber, delivery);
             }

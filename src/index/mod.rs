@@ -19,7 +19,7 @@ use std::cell::Cell;
 use std::collections::HashMap;
 
 use crate::protocol::topic::parse_shared;
-use crate::protocol::SubOptions;
+use crate::protocol::{ByteStr, SubOptions};
 
 /// Identifies a session across the broker: its home shard, its slot in that shard's session
 /// slab, and the slot's generation (a slot is reused after a session ends; the generation
@@ -60,6 +60,9 @@ struct Node {
 #[derive(Debug)]
 struct SharedGroup {
     name: Box<str>,
+    /// The whole filter, `$share/{group}/{filter}` (deliveries carry it, so a member that
+    /// leaves can hand its unacknowledged messages to another member).
+    filter: ByteStr,
     members: Vec<Entry>,
     /// Round-robin cursor. Each shard's replica keeps its own: a message is assigned by the
     /// shard it was published on, so fairness holds per publishing shard.
@@ -93,6 +96,7 @@ fn slot_list<'a>(
     groups: &'a mut Vec<SharedGroup>,
     plain: &'a mut Vec<Entry>,
     group: Option<&str>,
+    full: &str,
 ) -> &'a mut Vec<Entry> {
     let Some(name) = group else { return plain };
     let i = match groups.iter().position(|g| &*g.name == name) {
@@ -100,6 +104,7 @@ fn slot_list<'a>(
         None => {
             groups.push(SharedGroup {
                 name: name.into(),
+                filter: full.into(),
                 members: Vec::new(),
                 next: Cell::new(0),
             });
@@ -185,14 +190,14 @@ impl TopicIndex {
 
     /// Adds or replaces the subscription of `entry.subscriber` to `filter` (a valid filter,
     /// possibly `$share/{group}/{filter}`). Returns true when it replaced an existing one.
-    pub fn insert(&mut self, filter: &str, entry: Entry) -> bool {
-        let (group, filter) = split_filter(filter);
+    pub fn insert(&mut self, full: &str, entry: Entry) -> bool {
+        let (group, filter) = split_filter(full);
         let mut node = &mut self.root;
         let mut levels = filter.split('/').peekable();
         while let Some(level) = levels.next() {
             if level == "#" && levels.peek().is_none() {
                 let replaced = upsert(
-                    slot_list(&mut node.shared_hash, &mut node.hash, group),
+                    slot_list(&mut node.shared_hash, &mut node.hash, group, full),
                     entry,
                 );
                 self.len += usize::from(!replaced);
@@ -204,7 +209,10 @@ impl TopicIndex {
                 node.children.entry(level.into()).or_default()
             };
         }
-        let replaced = upsert(slot_list(&mut node.shared, &mut node.here, group), entry);
+        let replaced = upsert(
+            slot_list(&mut node.shared, &mut node.here, group, full),
+            entry,
+        );
         self.len += usize::from(!replaced);
         replaced
     }
@@ -254,9 +262,9 @@ impl TopicIndex {
         }
     }
 
-    /// Calls `visit(entry, shared)` for every subscription whose filter matches `topic` (a
-    /// valid topic name), and, when `pick_shared`, for one member of every matching shared
-    /// group (round robin) with `shared = true`. Only the shard a message was published on
+    /// Calls `visit(entry, None)` for every subscription whose filter matches `topic` (a
+    /// valid topic name), and, when `pick_shared`, `visit(member, Some(group filter))` for one
+    /// member of every matching shared group (round robin). Only the shard a message was published on
     /// picks shared members; shards that receive it from there skip the groups.
     ///
     /// A subscriber with several matching filters is visited once per filter; the caller
@@ -266,19 +274,50 @@ impl TopicIndex {
         &self,
         topic: &str,
         pick_shared: bool,
-        mut visit: impl FnMut(&Entry, bool),
+        mut visit: impl FnMut(&Entry, Option<&ByteStr>),
     ) {
         let dollar = topic.starts_with('$');
         let mut v = |list: &[Entry], groups: &[SharedGroup]| {
-            list.iter().for_each(|e| visit(e, false));
+            list.iter().for_each(|e| visit(e, None));
             if pick_shared {
-                groups
-                    .iter()
-                    .filter_map(SharedGroup::pick)
-                    .for_each(|e| visit(e, true));
+                for g in groups {
+                    if let Some(e) = g.pick() {
+                        visit(e, Some(&g.filter));
+                    }
+                }
             }
         };
         Self::match_at(&self.root, topic, true, dollar, &mut v);
+    }
+
+    /// The next member (round robin) of the shared group `$share/{group}/{filter}`, if it has
+    /// any: where a departing member's unacknowledged messages go.
+    pub fn pick_shared(&self, full: &str) -> Option<Entry> {
+        let (Some(group), filter) = split_filter(full) else {
+            return None;
+        };
+        let mut node = &self.root;
+        let mut levels = filter.split('/').peekable();
+        while let Some(level) = levels.next() {
+            if level == "#" && levels.peek().is_none() {
+                return node
+                    .shared_hash
+                    .iter()
+                    .find(|g| &*g.name == group)?
+                    .pick()
+                    .copied();
+            }
+            node = if level == "+" {
+                node.plus.as_deref()?
+            } else {
+                node.children.get(level)?
+            };
+        }
+        node.shared
+            .iter()
+            .find(|g| &*g.name == group)?
+            .pick()
+            .copied()
     }
 
     fn match_at(
@@ -420,6 +459,10 @@ mod tests {
             vec![4],
             "receiving shards do not pick shared members"
         );
+        let next = index.pick_shared("$share/g/a/+").map(|e| e.subscriber.slot);
+        assert_eq!(next, Some(1), "a departing member's messages go to the next member");
+        assert_eq!(index.pick_shared("$share/h/a/#").map(|e| e.subscriber.slot), Some(3));
+        assert_eq!(index.pick_shared("$share/nope/a/+"), None);
         assert!(index.remove("$share/g/a/+", sub(1)));
         assert!(
             !index.remove("a/+", sub(2)),

@@ -38,7 +38,11 @@ pub enum ShardMsg {
     Deliver(SharedMessage),
     /// A message for the member of a shared subscription group that the publishing shard
     /// chose (it lives here).
-    DeliverShared { msg: SharedMessage, entry: Entry },
+    DeliverShared {
+        msg: SharedMessage,
+        entry: Entry,
+        group: ByteStr,
+    },
     /// Replica update: a subscription was added or replaced.
     IndexInsert { filter: ByteStr, entry: Entry },
     /// Replica update: a subscription was removed.

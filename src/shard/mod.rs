@@ -29,12 +29,12 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::broker::Shared;
-use crate::index::{SubscriberId, TopicIndex};
+use crate::index::{Entry, SubscriberId, TopicIndex};
 use crate::message::Delivery;
 use crate::message::SharedMessage;
 use crate::protocol::reason::v5;
 use crate::protocol::{self, Disconnect, Packet, ProtocolVersion, QoS, SubOptions};
-use crate::session::{Offer, Session};
+use crate::session::{Offer, OutState, Session};
 use conn::{Conn, ConnState, INITIAL_BUFFER};
 use inbox::{Inbox, ShardHandle, ShardMsg};
 
@@ -423,10 +423,9 @@ impl Shard {
         while let Ok(msg) = self.inbox.rx.try_recv() {
             match msg {
                 ShardMsg::Deliver(msg) => self.deliver_remote(&msg),
-                ShardMsg::DeliverShared { msg, entry } => self.deliver_matches(
-                    &msg,
-                    &mut [(entry.subscriber, entry.options, entry.identifier)],
-                ),
+                ShardMsg::DeliverShared { msg, entry, group } => {
+                    self.deliver_shared(msg, entry, group)
+                }
                 ShardMsg::IndexInsert { filter, entry } => {
                     self.index.insert(&filter, entry);
                 }
@@ -463,8 +462,8 @@ impl Shard {
         let mut remote: u128 = 0;
         let mut shared_picks = Vec::new();
         self.index.for_each_match(&msg.topic, true, |e, shared| {
-            if shared {
-                shared_picks.push(*e);
+            if let Some(group) = shared {
+                shared_picks.push((*e, group.clone()));
             } else if e.subscriber.shard == me {
                 matches.push((e.subscriber, e.options, e.identifier));
             } else {
@@ -472,21 +471,8 @@ impl Shard {
             }
         });
         let matched = remote != 0 || !matches.is_empty() || !shared_picks.is_empty();
-        for entry in shared_picks {
-            if entry.subscriber.shard == me {
-                self.deliver_matches(
-                    &msg,
-                    &mut [(entry.subscriber, entry.options, entry.identifier)],
-                );
-            } else {
-                self.push_to(
-                    entry.subscriber.shard as usize,
-                    ShardMsg::DeliverShared {
-                        msg: msg.clone(),
-                        entry,
-                    },
-                );
-            }
+        for (entry, group) in shared_picks {
+            self.send_shared(msg.clone(), entry, group);
         }
         let mut shard = 0;
         while remote != 0 {
@@ -544,9 +530,33 @@ impl Shard {
                 qos: qos.min(msg.qos),
                 retain: retain_as_published && msg.retain,
                 subscription_ids: ids,
+                shared: None,
             };
             self.offer(sub, delivery);
         }
+    }
+
+    /// Sends a message to the chosen member of a shared group, here or on its shard.
+    fn send_shared(&mut self, msg: SharedMessage, entry: Entry, group: protocol::ByteStr) {
+        let to = entry.subscriber.shard as usize;
+        if to == self.id {
+            self.deliver_shared(msg, entry, group);
+        } else {
+            self.push_to(to, ShardMsg::DeliverShared { msg, entry, group });
+        }
+    }
+
+    /// Delivers a message to the local member of a shared group that was chosen for it.
+    fn deliver_shared(&mut self, msg: SharedMessage, entry: Entry, group: protocol::ByteStr) {
+        let o = entry.options;
+        let delivery = Delivery {
+            qos: o.qos.min(msg.qos),
+            retain: o.retain_as_published && msg.retain,
+            subscription_ids: entry.identifier.into_iter().collect(),
+            shared: Some(group),
+            msg,
+        };
+        self.offer(entry.subscriber, delivery);
     }
 
     /// Offers a delivery to one local session and sends what it says to send.
@@ -757,6 +767,21 @@ impl Shard {
         }
         if self.session_by_id.get(&s.session.client_id) == Some(&slot) {
             self.session_by_id.remove(&s.session.client_id);
+        }
+        // Messages a departing shared-subscription member had not acknowledged go to another
+        // member of the group (MQTT 5 section 4.8.2). A QoS 2 message already PUBRECed is the
+        // member's and is not sent again.
+        let unacked = s
+            .session
+            .inflight
+            .into_iter()
+            .filter(|f| f.state != OutState::AwaitPubComp)
+            .map(|f| f.delivery);
+        for d in unacked.chain(s.session.queue) {
+            let Some(group) = d.shared else { continue };
+            if let Some(entry) = self.index.pick_shared(&group) {
+                self.send_shared(d.msg, entry, group);
+            }
         }
         if let Some((_, will)) = s.session.pending_will {
             self.publish_will(will, subscriber);

@@ -1,0 +1,463 @@
+//! mosquitto password files: parse, verify, write.
+//!
+//! One user per line, as `mosquitto_passwd` writes them:
+//! - `user:$6$<base64 salt>$<base64 hash>`: hash = SHA-512(password || salt) (mosquitto 1.x);
+//! - `user:$7$<iterations>$<base64 salt>$<base64 hash>`: hash = PBKDF2-HMAC-SHA512 with a
+//!   64-byte output (mosquitto 2.0's default, 101 iterations).
+//!
+//! Salts are 12 random bytes, base64 is the standard alphabet with padding. This is not
+//! crypt(3): `$6$` here is *not* SHA-crypt. Blank lines and lines starting with `#` are skipped;
+//! any other line that is not `USER:HASH` stops loading with `FILE:LINE: problem` (mosquitto
+//! skips some of them silently; midge fails closed).
+//!
+//! Verification compares in constant time (`subtle`), and a lookup of an unknown user still
+//! spends the time of one PBKDF2 so that response times do not tell which users exist.
+//! [`PasswordHash::verify`] of a `$7$` hash is slow on purpose: call it off the event loop
+//! (see [`super::worker::AuthWorker`]).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+
+use base64::engine::general_purpose::{STANDARD, STANDARD_PAD_INDIFFERENT};
+use base64::Engine;
+use sha2::{Digest, Sha512};
+use subtle::ConstantTimeEq;
+
+use super::AuthError;
+
+/// Salt length written by `mosquitto_passwd` (and by `midge passwd`).
+pub const SALT_LEN: usize = 12;
+/// Length of a SHA-512 / PBKDF2-HMAC-SHA512 output.
+pub const HASH_LEN: usize = 64;
+/// PBKDF2 iterations written by default, as mosquitto 2.0's `mosquitto_passwd`.
+pub const DEFAULT_ITERATIONS: u32 = 101;
+
+/// How a password is hashed (`midge passwd -H`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HashAlgorithm {
+    /// `$6$`: one salted SHA-512 (`-H sha512`, mosquitto 1.x's default).
+    Sha512,
+    /// `$7$`: PBKDF2-HMAC-SHA512 with this many iterations (`-H sha512-pbkdf2`, the default).
+    Sha512Pbkdf2 { iterations: u32 },
+}
+
+impl Default for HashAlgorithm {
+    fn default() -> HashAlgorithm {
+        HashAlgorithm::Sha512Pbkdf2 {
+            iterations: DEFAULT_ITERATIONS,
+        }
+    }
+}
+
+/// One hashed password, as stored after `user:` in a password file.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PasswordHash {
+    algorithm: HashAlgorithm,
+    salt: Vec<u8>,
+    hash: [u8; HASH_LEN],
+}
+
+impl fmt::Debug for PasswordHash {
+    /// Shows the algorithm only: hashes stay out of logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PasswordHash")
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PasswordHash {
+    /// Hashes `password` with a fresh random 12-byte salt.
+    pub fn new(password: &[u8], algorithm: HashAlgorithm) -> Result<PasswordHash, AuthError> {
+        let mut salt = vec![0u8; SALT_LEN];
+        getrandom::fill(&mut salt)
+            .map_err(|e| AuthError::Other(format!("cannot get random bytes for a salt: {e}")))?;
+        Ok(PasswordHash::with_salt(password, algorithm, salt))
+    }
+
+    /// Hashes `password` with the given salt (tests, known vectors).
+    pub fn with_salt(password: &[u8], algorithm: HashAlgorithm, salt: Vec<u8>) -> PasswordHash {
+        let hash = digest(password, algorithm, &salt);
+        PasswordHash {
+            algorithm,
+            salt,
+            hash,
+        }
+    }
+
+    /// Parses `$6$SALT$HASH` or `$7$ITERATIONS$SALT$HASH`; the error says what is wrong.
+    pub fn parse(text: &str) -> Result<PasswordHash, String> {
+        let decode = |what: &str, b64: &str| {
+            STANDARD_PAD_INDIFFERENT
+                .decode(b64)
+                .map_err(|_| format!("the {what} is not valid base64"))
+        };
+        let mut parts = text.split('$');
+        if parts.next() != Some("") {
+            return Err("the password is not hashed (expected $6$ or $7$; \
+                        `midge passwd -U FILE` hashes a plain-text file)"
+                .into());
+        }
+        let algorithm = match parts.next() {
+            Some("6") => HashAlgorithm::Sha512,
+            Some("7") => {
+                let iterations = parts.next().unwrap_or("");
+                match iterations.parse::<u32>() {
+                    Ok(n) if n > 0 => HashAlgorithm::Sha512Pbkdf2 { iterations: n },
+                    _ => {
+                        return Err(format!(
+                            "bad iteration count '{iterations}' (expected a whole number from 1)"
+                        ))
+                    }
+                }
+            }
+            Some(other) => {
+                return Err(format!(
+                    "unknown hash type '${other}$' (expected $6$ or $7$)"
+                ))
+            }
+            None => return Err("empty hash".into()),
+        };
+        let (Some(salt), Some(hash), None) = (parts.next(), parts.next(), parts.next()) else {
+            return Err("expected $6$SALT$HASH or $7$ITERATIONS$SALT$HASH".into());
+        };
+        let salt = decode("salt", salt)?;
+        if salt.is_empty() {
+            return Err("empty salt".into());
+        }
+        let hash = decode("hash", hash)?;
+        let hash: [u8; HASH_LEN] = hash
+            .try_into()
+            .map_err(|h: Vec<u8>| format!("the hash is {} bytes, expected {HASH_LEN}", h.len()))?;
+        Ok(PasswordHash {
+            algorithm,
+            salt,
+            hash,
+        })
+    }
+
+    /// The algorithm (and iteration count) of this hash.
+    pub fn algorithm(&self) -> HashAlgorithm {
+        self.algorithm
+    }
+
+    /// True if `password` is the one this hash was made from. Constant time in the comparison;
+    /// a `$7$` hash costs its iteration count in HMACs (slow on purpose: call it off the event
+    /// loop).
+    pub fn verify(&self, password: &[u8]) -> bool {
+        let candidate = digest(password, self.algorithm, &self.salt);
+        candidate.ct_eq(&self.hash).into()
+    }
+}
+
+impl fmt::Display for PasswordHash {
+    /// The file form: `$6$SALT$HASH` or `$7$ITERATIONS$SALT$HASH`, standard base64.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.algorithm {
+            HashAlgorithm::Sha512 => write!(f, "$6$")?,
+            HashAlgorithm::Sha512Pbkdf2 { iterations } => write!(f, "$7${iterations}$")?,
+        }
+        write!(
+            f,
+            "{}${}",
+            STANDARD.encode(&self.salt),
+            STANDARD.encode(self.hash)
+        )
+    }
+}
+
+/// The raw hash: SHA-512(password || salt), or PBKDF2-HMAC-SHA512(password, salt, n, 64).
+fn digest(password: &[u8], algorithm: HashAlgorithm, salt: &[u8]) -> [u8; HASH_LEN] {
+    let mut out = [0u8; HASH_LEN];
+    match algorithm {
+        HashAlgorithm::Sha512 => {
+            let mut h = Sha512::new();
+            h.update(password);
+            h.update(salt);
+            out.copy_from_slice(&h.finalize());
+        }
+        HashAlgorithm::Sha512Pbkdf2 { iterations } => {
+            pbkdf2::pbkdf2_hmac::<Sha512>(password, salt, iterations, &mut out);
+        }
+    }
+    out
+}
+
+/// A loaded password file: user name -> hash.
+#[derive(Debug, Clone, Default)]
+pub struct PasswordFile {
+    users: HashMap<String, PasswordHash>,
+    /// Hash spent on unknown users so that they take as long as known ones.
+    decoy: Option<PasswordHash>,
+}
+
+impl PasswordFile {
+    /// Reads and parses the password file at `path`. Errors name the file (and the line).
+    pub fn load(path: impl AsRef<Path>) -> Result<PasswordFile, AuthError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|error| AuthError::Read {
+            path: path.to_path_buf(),
+            error,
+        })?;
+        PasswordFile::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses password-file text; `source_name` names it in errors (`NAME:LINE: problem`).
+    pub fn parse(text: &str, source_name: &str) -> Result<PasswordFile, AuthError> {
+        let mut users: HashMap<String, PasswordHash> = HashMap::new();
+        let mut first_line: HashMap<String, usize> = HashMap::new();
+        for (index, raw) in text.lines().enumerate() {
+            let line_no = index + 1;
+            let err = |message: String| AuthError::Parse {
+                file: source_name.to_owned(),
+                line: line_no,
+                message,
+            };
+            let Some((user, hash)) = split_line(raw).map_err(|m| err(m.into()))? else {
+                continue;
+            };
+            // The user name is the line's own; never echo the hash.
+            let hash = PasswordHash::parse(hash)
+                .map_err(|m| err(format!("user '{user}': {m}")))?;
+            if let Some(first) = first_line.get(user) {
+                return Err(err(format!(
+                    "user '{user}' is already defined at line {first}"
+                )));
+            }
+            first_line.insert(user.to_owned(), line_no);
+            users.insert(user.to_owned(), hash);
+        }
+        // The decoy costs what the most expensive entry costs (the default if none is slow).
+        let decoy_algorithm = users
+            .values()
+            .map(|h| h.algorithm)
+            .max_by_key(|a| match a {
+                HashAlgorithm::Sha512 => 0,
+                HashAlgorithm::Sha512Pbkdf2 { iterations } => *iterations,
+            })
+            .unwrap_or_default();
+        let decoy = Some(PasswordHash::with_salt(
+            b"",
+            decoy_algorithm,
+            vec![0u8; SALT_LEN],
+        ));
+        Ok(PasswordFile { users, decoy })
+    }
+
+    /// True if `username` is in the file and `password` is its password. An unknown user costs
+    /// as much as a known one. Slow for `$7$` entries: call it off the event loop.
+    pub fn verify(&self, username: &str, password: &[u8]) -> bool {
+        match self.users.get(username) {
+            Some(hash) => hash.verify(password),
+            None => {
+                if let Some(decoy) = &self.decoy {
+                    let _ = decoy.verify(password);
+                }
+                false
+            }
+        }
+    }
+
+    /// The hash stored for `username`.
+    pub fn get(&self, username: &str) -> Option<&PasswordHash> {
+        self.users.get(username)
+    }
+
+    /// True if `username` has an entry.
+    pub fn contains(&self, username: &str) -> bool {
+        self.users.contains_key(username)
+    }
+
+    /// Number of users.
+    pub fn len(&self) -> usize {
+        self.users.len()
+    }
+
+    /// True if the file has no user.
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
+}
+
+/// Splits one password-file line into `(user, rest)`; `Ok(None)` for blank and comment lines.
+/// As mosquitto: the user name and the password are trimmed of blanks, and the password ends at
+/// the next `:` if there is one.
+pub(crate) fn split_line(raw: &str) -> Result<Option<(&str, &str)>, &'static str> {
+    let line = raw.trim_end_matches(['\r', '\n']);
+    let trimmed = line.trim();
+    if trimmed.is_empty() || trimmed.starts_with('#') {
+        return Ok(None);
+    }
+    let Some((user, rest)) = line.split_once(':') else {
+        return Err("expected USER:PASSWORD_HASH");
+    };
+    let user = user.trim();
+    if user.is_empty() {
+        return Err("empty user name");
+    }
+    if user.len() > 65535 {
+        return Err("user name longer than 65535 bytes");
+    }
+    let password = rest.split(':').next().unwrap_or("").trim();
+    if password.is_empty() {
+        return Err("empty password hash");
+    }
+    Ok(Some((user, password)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Made by Debian's mosquitto_passwd 2.0.11 (`-b`, then `-H sha512`, then `-I 1000`).
+    const ALICE_7: &str = "$7$101$eCx8auHoBbV2xAaU$v4fSUS09BUcOChROO1dqFMT7yq6VBt/zLPTHJ+8rOy60pJar5gYhKY9rp7nUhCRHrnnFX0TAeiF2Lzad/LJZVA==";
+    const BOB_6: &str = "$6$i+0wlo2GzCeMo0dW$Mb2oRryLuE4ImUmPv48Lx+As8c5S8gH0NMug8aQ+qxILa2Jj/PV/NzwtkTvvusYHFRfVq+d7Dr3LtA8q/Fesww==";
+    const CAROL_7_1000: &str = "$7$1000$/ruveaUWR6XW4ba/$6WQY8vrb67CoDNklh5Mpb4Z06mU+KapJOSTokGYVLYq1NkCzcHVLHiOJK2M5YlvcVXF0hhArZ9crUuUuFQHcnw==";
+
+    fn error(text: &str) -> String {
+        match PasswordFile::parse(text, "pw") {
+            Ok(_) => panic!("expected an error for {text:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn mosquitto_passwd_vectors_verify() {
+        let alice = PasswordHash::parse(ALICE_7).unwrap();
+        assert_eq!(
+            alice.algorithm(),
+            HashAlgorithm::Sha512Pbkdf2 { iterations: 101 }
+        );
+        assert!(alice.verify(b"secret"));
+        assert!(!alice.verify(b"Secret"));
+        assert!(!alice.verify(b""));
+        let bob = PasswordHash::parse(BOB_6).unwrap();
+        assert_eq!(bob.algorithm(), HashAlgorithm::Sha512);
+        assert!(bob.verify(b"hunter2"));
+        assert!(!bob.verify(b"hunter"));
+        let carol = PasswordHash::parse(CAROL_7_1000).unwrap();
+        assert!(carol.verify(b"pw3"));
+        assert!(!carol.verify(b"pw4"));
+    }
+
+    #[test]
+    fn sha512_is_password_then_salt() {
+        // SHA-512("abc"): FIPS 180-2 vector, split as password "ab" + salt "c".
+        let h = PasswordHash::with_salt(b"ab", HashAlgorithm::Sha512, b"c".to_vec());
+        let expected = "ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a\
+                        2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f";
+        let hex: String = h.hash.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, expected);
+    }
+
+    #[test]
+    fn pbkdf2_hmac_sha512_known_vector() {
+        // RFC 6070-style vector for SHA-512 ("password", "salt", 1 iteration), first 64 bytes.
+        let h = PasswordHash::with_salt(
+            b"password",
+            HashAlgorithm::Sha512Pbkdf2 { iterations: 1 },
+            b"salt".to_vec(),
+        );
+        let hex: String = h.hash.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "867f70cf1ade02cff3752599a3a53dc4af34c7a669815ae5d513554e1c8cf252\
+             c02d470a285a0501bad999bfe943c08f050235d7d68b1da55e63f73b60a57fce"
+        );
+    }
+
+    #[test]
+    fn hash_round_trips_through_text() {
+        for algorithm in [
+            HashAlgorithm::Sha512,
+            HashAlgorithm::Sha512Pbkdf2 { iterations: 101 },
+            HashAlgorithm::Sha512Pbkdf2 { iterations: 7 },
+        ] {
+            let h = PasswordHash::new(b"pw", algorithm).unwrap();
+            assert_eq!(h.salt.len(), SALT_LEN);
+            let text = h.to_string();
+            let back = PasswordHash::parse(&text).unwrap();
+            assert_eq!(back, h);
+            assert!(back.verify(b"pw"));
+            assert!(!back.verify(b"pw "));
+        }
+        let a = PasswordHash::new(b"pw", HashAlgorithm::Sha512).unwrap();
+        let b = PasswordHash::new(b"pw", HashAlgorithm::Sha512).unwrap();
+        assert_ne!(a.salt, b.salt, "salts are random");
+    }
+
+    #[test]
+    fn file_with_comments_blank_lines_and_crlf() {
+        let text = format!(
+            "# users\n\nalice:{ALICE_7}\r\n   \n  bob : {BOB_6} \n#carol:x\ncarol:{CAROL_7_1000}:extra\n"
+        );
+        let f = PasswordFile::parse(&text, "pw").unwrap();
+        assert_eq!(f.len(), 3);
+        assert!(f.verify("alice", b"secret"));
+        assert!(f.verify("bob", b"hunter2"));
+        assert!(f.verify("carol", b"pw3"));
+        assert!(!f.verify("alice", b"hunter2"));
+        assert!(!f.verify("nobody", b"secret"));
+        assert!(!f.verify("", b""));
+        assert!(f.contains("bob") && !f.contains("#carol"));
+        assert!(PasswordFile::parse("", "pw").unwrap().is_empty());
+    }
+
+    #[test]
+    fn each_bad_line_names_file_and_line() {
+        assert_eq!(
+            error("\nalice\n"),
+            "pw:2: expected USER:PASSWORD_HASH"
+        );
+        assert_eq!(error(&format!(":{BOB_6}\n")), "pw:1: empty user name");
+        assert_eq!(error("alice:\n"), "pw:1: empty password hash");
+        assert!(error("# c\nalice:secret\n")
+            .starts_with("pw:2: user 'alice': the password is not hashed"));
+        assert_eq!(
+            error("alice:$5$abc$def\n"),
+            "pw:1: user 'alice': unknown hash type '$5$' (expected $6$ or $7$)"
+        );
+        assert_eq!(
+            error("alice:$7$x$abc$def\n"),
+            "pw:1: user 'alice': bad iteration count 'x' (expected a whole number from 1)"
+        );
+        assert_eq!(
+            error("alice:$7$0$abc$def\n"),
+            "pw:1: user 'alice': bad iteration count '0' (expected a whole number from 1)"
+        );
+        assert_eq!(
+            error("alice:$6$abc\n"),
+            "pw:1: user 'alice': expected $6$SALT$HASH or $7$ITERATIONS$SALT$HASH"
+        );
+        assert_eq!(
+            error("alice:$6$!!$abc\n"),
+            "pw:1: user 'alice': the salt is not valid base64"
+        );
+        assert_eq!(
+            error("alice:$6$YWJj$!!\n"),
+            "pw:1: user 'alice': the hash is not valid base64"
+        );
+        assert_eq!(
+            error("alice:$6$YWJj$YWJj\n"),
+            "pw:1: user 'alice': the hash is 3 bytes, expected 64"
+        );
+        assert_eq!(
+            error(&format!("bob:{BOB_6}\n\nbob:{ALICE_7}\n")),
+            "pw:3: user 'bob' is already defined at line 1"
+        );
+    }
+
+    #[test]
+    fn missing_file_is_a_read_error() {
+        let e = PasswordFile::load("/nonexistent/midge/pw").unwrap_err();
+        assert!(e.to_string().starts_with("/nonexistent/midge/pw: cannot read:"), "{e}");
+    }
+
+    #[test]
+    fn debug_does_not_show_the_hash() {
+        let h = PasswordHash::parse(BOB_6).unwrap();
+        let s = format!("{h:?}");
+        assert!(!s.contains("Mb2o") && !s.contains("i+0w"), "{s}");
+    }
+}
