@@ -61,6 +61,9 @@ pub struct Config {
     /// `max_topic_alias`: topic aliases an MQTT 5 client may use toward the broker
     /// (Topic Alias Maximum in CONNACK; default 10, as mosquitto).
     pub max_topic_alias: u16,
+    /// `topic_alias_to_clients` (midge): use topic aliases toward MQTT 5 clients that accept
+    /// them (default true).
+    pub topic_alias_to_clients: bool,
     /// `log_dest`.
     pub log_dest: LogDest,
     /// `log_type` values; empty = mosquitto's default (error, warning, notice, information).
@@ -95,6 +98,7 @@ impl Default for Config {
             retain_available: true,
             max_qos: 2,
             max_topic_alias: 10,
+            topic_alias_to_clients: true,
             log_dest: LogDest::Stderr,
             log_types: Vec::new(),
             source: None,

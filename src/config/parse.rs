@@ -372,6 +372,9 @@ impl Parser {
                 let v = parse_int(pos, option, one(pos, option, rest)?, 0, 2)?;
                 self.config.max_qos = v as u8;
             }
+            "topic_alias_to_clients" => {
+                self.config.topic_alias_to_clients = parse_bool(pos, option, one(pos, option, rest)?)?;
+            }
             "max_topic_alias" => {
                 let v = parse_int(pos, option, one(pos, option, rest)?, 0, 65535)?;
                 self.config.max_topic_alias = v as u16;

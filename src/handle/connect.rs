@@ -229,6 +229,10 @@ impl Shard {
 
         let conn = &mut self.conns[key];
         conn.state = ConnState::Active { session: slot };
+        conn.aliases_out.max = match (v5, self.shared.config.topic_alias_to_clients) {
+            (true, true) => connect.properties.topic_alias_maximum.unwrap_or(0),
+            _ => 0,
+        };
         conn.client_id = Some(client_id.clone());
         conn.idle_limit = match keep_alive {
             0 => None,

@@ -47,6 +47,34 @@ pub struct Conn {
     pub topic_aliases: Vec<Option<ByteStr>>,
     /// The client's Request Problem Information (MQTT 5): reason strings only when true.
     pub problem_info: bool,
+    /// Topic aliases the broker uses toward this client (MQTT 5).
+    pub aliases_out: OutgoingAliases,
+}
+
+/// Topic aliases from the broker to one MQTT 5 client ([MQTT-3.3.2-10..12]): the first
+/// PUBLISH on a topic carries the topic and a new alias, later ones an empty topic and the
+/// alias, saving the topic's bytes on every message. At most the client's Topic Alias
+/// Maximum are assigned (first come, first kept: no eviction, so a mapping never changes
+/// under a message the client is still decoding).
+#[derive(Debug, Default)]
+pub struct OutgoingAliases {
+    /// The client's Topic Alias Maximum (0 = none, or disabled by `topic_alias_to_clients`).
+    pub max: u16,
+    by_topic: std::collections::HashMap<ByteStr, u16>,
+}
+
+impl OutgoingAliases {
+    /// Rewrites `p` to use an alias for its topic when one exists or can be assigned.
+    pub fn apply(&mut self, p: &mut crate::protocol::Publish) {
+        if let Some(&alias) = self.by_topic.get(&p.topic) {
+            p.properties.topic_alias = Some(alias);
+            p.topic = ByteStr::default();
+        } else if self.by_topic.len() < usize::from(self.max) {
+            let alias = self.by_topic.len() as u16 + 1;
+            self.by_topic.insert(p.topic.clone(), alias);
+            p.properties.topic_alias = Some(alias);
+        }
+    }
 }
 
 impl Conn {
@@ -67,6 +95,7 @@ impl Conn {
             allow_anonymous,
             topic_aliases: Vec::new(),
             problem_info: true,
+            aliases_out: OutgoingAliases::default(),
         }
     }
 
@@ -76,5 +105,29 @@ impl Conn {
             Some(id) => id.to_string(),
             None => format!("<unknown> from {}", self.peer),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Publish;
+
+    fn publish(topic: &str) -> Publish {
+        Publish { topic: topic.into(), ..Default::default() }
+    }
+
+    #[test]
+    fn outgoing_aliases_are_assigned_then_reused_up_to_the_maximum() {
+        let mut a = OutgoingAliases { max: 1, ..Default::default() };
+        let mut p = publish("a/b");
+        a.apply(&mut p);
+        assert_eq!((p.topic.as_str(), p.properties.topic_alias), ("a/b", Some(1)));
+        let mut p = publish("a/b");
+        a.apply(&mut p);
+        assert_eq!((p.topic.as_str(), p.properties.topic_alias), ("", Some(1)));
+        let mut p = publish("c");
+        a.apply(&mut p);
+        assert_eq!((p.topic.as_str(), p.properties.topic_alias), ("c", None), "no alias left");
     }
 }

@@ -359,7 +359,16 @@ impl Shard {
             return;
         };
         let version = conn.version.unwrap_or(protocol::ProtocolVersion::V311);
-        protocol::encode(packet, version, &mut conn.wbuf);
+        match packet {
+            Packet::Publish(p) if conn.aliases_out.max > 0 => {
+                let mut p = p.clone();
+                conn.aliases_out.apply(&mut p);
+                protocol::encode(&Packet::Publish(p), version, &mut conn.wbuf);
+            }
+            _ => {
+                protocol::encode(packet, version, &mut conn.wbuf);
+            }
+        }
         if !conn.dirty {
             conn.dirty = true;
             self.dirty.push(key);
