@@ -86,6 +86,8 @@ impl DecodeError {
             DecodeError::PacketTooLarge { .. } => rc::PACKET_TOO_LARGE,
             DecodeError::UnsupportedProtocolVersion { .. } => rc::UNSUPPORTED_PROTOCOL_VERSION,
             DecodeError::TopicNameInvalid => rc::TOPIC_NAME_INVALID,
+            // [MQTT-3.3.2-8]: a Topic Alias of 0 is "Topic Alias invalid", not a generic error.
+            DecodeError::InvalidPropertyValue(super::properties::id::TOPIC_ALIAS) => rc::TOPIC_ALIAS_INVALID,
             DecodeError::ZeroPacketId
             | DecodeError::DuplicateProperty(_)
             | DecodeError::InvalidPropertyValue(_)
@@ -1969,7 +1971,9 @@ mod tests {
         ] {
             let e = err(&v5_publish_with(p), Some(V5));
             assert_eq!(e, DecodeError::InvalidPropertyValue(p[0]), "{p:x?}");
-            assert_eq!(e.reason_code(), rc::PROTOCOL_ERROR);
+            // [MQTT-3.3.2-8]: topic alias 0 has its own reason code.
+            let want = if p[0] == 0x23 { rc::TOPIC_ALIAS_INVALID } else { rc::PROTOCOL_ERROR };
+            assert_eq!(e.reason_code(), want);
         }
         // In CONNACK.
         for p in [
