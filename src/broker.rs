@@ -20,10 +20,12 @@ use mio::net::TcpListener;
 use mio::{Poll, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::auth::{Auth, AuthWorker};
 use crate::config::Config;
 use crate::retain::RetainedStore;
 use crate::shard::inbox::{inbox, ShardHandle};
-use crate::shard::{Shard, WAKER};
+use crate::shard::{ListenerSocket, Shard, WAKER};
+use crate::transport::TlsListener;
 
 /// State shared by all shards: read-only configuration, the retained store, the stop flag.
 #[derive(Debug)]
@@ -33,6 +35,11 @@ pub struct Shared {
     /// Open client connections, broker-wide (`max_connections`). Touched on accept and
     /// close only, never per message.
     pub connections: AtomicUsize,
+    /// Password file and ACLs (read-only after start).
+    pub auth: Auth,
+    /// Verifies passwords off the event loops (PBKDF2 is slow on purpose); `None` without a
+    /// password file.
+    pub auth_worker: Option<AuthWorker>,
     shutdown: AtomicBool,
 }
 
@@ -50,6 +57,8 @@ pub struct Broker {
     peers: Arc<Vec<ShardHandle>>,
     threads: Vec<JoinHandle<io::Result<()>>>,
     addrs: Vec<SocketAddr>,
+    /// The TLS listeners (shared with the shards), for [`Broker::reload_tls`].
+    tls: Vec<Arc<TlsListener>>,
 }
 
 /// The default listeners: loopback only, like mosquitto 2 without a config.
@@ -62,6 +71,7 @@ fn default_listeners() -> Vec<crate::config::Listener> {
     .map(|ip| crate::config::Listener {
         addr: SocketAddr::new(ip, 1883),
         allow_anonymous: None,
+        tls: None,
     })
     .collect()
 }
@@ -101,6 +111,7 @@ fn probe_port(addr: SocketAddr) -> io::Result<u16> {
 impl Broker {
     /// Binds every listener and starts the shards. Returns once the broker accepts clients.
     pub fn start(config: Config) -> io::Result<Broker> {
+        let auth = Auth::load(&config).map_err(|e| io::Error::other(e.to_string()))?;
         let shards = config
             .shards
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
@@ -109,38 +120,69 @@ impl Broker {
         if listeners.is_empty() {
             listeners = default_listeners();
         }
-        // Per shard: (socket, allows anonymous) for each listener.
-        let mut per_shard: Vec<Vec<(TcpListener, bool)>> =
-            (0..shards).map(|_| Vec::new()).collect();
+        // Per shard: (socket, allows anonymous, TLS) for each listener.
+        let mut per_shard: Vec<Vec<ListenerSocket>> = (0..shards).map(|_| Vec::new()).collect();
         let mut addrs = Vec::new();
+        let mut tls_listeners = Vec::new();
         for l in &listeners {
             let allow_anonymous = l
                 .allow_anonymous
                 .filter(|_| config.per_listener_settings)
                 .or(config.allow_anonymous)
                 .unwrap_or(l.addr.ip().is_loopback());
-            if !allow_anonymous {
-                // No authentication backend exists yet: such a listener refuses every client.
-                // Say so at start rather than leave users puzzled by CONNACK 5.
+            let identity_auth = l.tls.as_ref().is_some_and(|t| {
+                t.require_certificate && (t.use_identity_as_username || t.use_subject_as_username)
+            });
+            if !allow_anonymous && !auth.has_authentication() && !identity_auth {
+                // Nothing could ever authenticate a client here. On a network-facing
+                // listener that is a configuration mistake (secure default: refuse to start);
+                // on loopback say so, since every client will get CONNACK "not authorized".
+                if !l.addr.ip().is_loopback() {
+                    return Err(io::Error::other(format!(
+                        "listener {} allows no anonymous clients and no authentication is configured \
+                         (password_file, or require_certificate with use_identity_as_username): \
+                         set 'allow_anonymous true' to allow anonymous clients explicitly",
+                        l.addr
+                    )));
+                }
                 log::warn!(
                     "Listener {} does not allow anonymous clients and no authentication is configured: \
-                     every client will be refused. Set 'allow_anonymous true' to allow them.",
+                     every client will be refused.",
                     l.addr
                 );
             }
+            // Certificate and key files are read before binding: a bad one stops start-up
+            // with an error that names it (TlsError's Display).
+            let tls = match &l.tls {
+                Some(settings) => {
+                    let tls = Arc::new(TlsListener::load(settings.clone())?);
+                    tls_listeners.push(tls.clone());
+                    Some(tls)
+                }
+                None => None,
+            };
             let port = probe_port(l.addr)?;
             let addr = SocketAddr::new(l.addr.ip(), port);
             for sockets in per_shard.iter_mut() {
-                sockets.push((bind_reuseport(addr)?, allow_anonymous));
+                sockets.push((bind_reuseport(addr)?, allow_anonymous, tls.clone()));
             }
-            log::info!("Opening listen socket on {addr}.");
+            let kind = if tls.is_some() { "TLS " } else { "" };
+            log::info!("Opening {kind}listen socket on {addr}.");
             addrs.push(addr);
         }
 
+        let auth_worker = match &auth.passwords {
+            // Two threads: a slow PBKDF2 check never holds up another client's CONNECT for
+            // long, and the queue bounds the memory an unauthenticated flood can take.
+            Some(passwords) => Some(AuthWorker::start(passwords.clone(), 2, 1024)?),
+            None => None,
+        };
         let shared = Arc::new(Shared {
             config,
             retained: RetainedStore::new(),
             connections: AtomicUsize::new(0),
+            auth,
+            auth_worker,
             shutdown: AtomicBool::new(false),
         });
         let mut polls = Vec::new();
@@ -174,12 +216,20 @@ impl Broker {
             peers,
             threads,
             addrs,
+            tls: tls_listeners,
         })
     }
 
     /// The addresses the listeners are bound to (with ephemeral ports resolved).
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// Re-reads every TLS listener's certificate, key and CA files (SIGHUP). New handshakes
+    /// use the new files; open connections keep their session. A listener whose files are
+    /// now bad keeps its old config; the errors are returned (and logged by the caller).
+    pub fn reload_tls(&self) -> Vec<crate::transport::tls::TlsError> {
+        self.tls.iter().filter_map(|l| l.reload().err()).collect()
     }
 
     /// Stops every shard (connections are closed after their pending writes) and waits.

@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`protocol`]: the pure codec (bytes <-> packets) for MQTT 3.1, 3.1.1 and 5.0.
+//! - [`auth`]: mosquitto password files, ACL files, `midge passwd`, password checks off the loop.
 //! - [`config`]: mosquitto.conf-syntax configuration with `FILE:LINE` errors.
 //! - [`broker`]: start-up and shutdown: listeners, shards, threads.
 //! - [`shard`]: one event loop per thread that owns its connections and sessions; cross-shard
@@ -11,8 +12,11 @@
 //! - [`index`]: the subscription trie, one replica per shard.
 //! - [`retain`]: the retained-message store.
 //! - [`message`]: a routed message, shared by every subscriber as one `Arc`.
+//! - [`transport`]: the byte stream under a connection: plain TCP or TLS (rustls), one type.
 //! - [`logging`]: one line per event, filtered by `log_type`, to `log_dest`.
+//! - [`store`]: crash-safe persistence (retained messages, sessions, queued messages), group commit.
 
+pub mod auth;
 pub mod broker;
 pub mod config;
 mod handle;
@@ -23,17 +27,28 @@ pub mod protocol;
 pub mod retain;
 pub mod session;
 pub mod shard;
+pub mod store;
+pub mod transport;
 
 pub use broker::Broker;
 
-/// Runs the broker with `config` until SIGINT/SIGTERM, then stops it cleanly. Blocks the
-/// calling thread.
+/// Runs the broker with `config` until SIGINT/SIGTERM, then stops it cleanly. SIGHUP reloads
+/// the TLS listeners' certificate, key and CA files (as mosquitto does). Blocks the calling
+/// thread.
 pub fn run(config: config::Config) -> std::io::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     let broker = Broker::start(config)?;
-    if let Some(sig) = signals.forever().next() {
+    for sig in signals.forever() {
+        if sig == SIGHUP {
+            log::info!("midge received SIGHUP, reloading TLS certificates.");
+            for e in broker.reload_tls() {
+                log::error!("TLS reload failed, the previous files stay in use: {e}");
+            }
+            continue;
+        }
         log::info!("midge received signal {sig}, shutting down.");
+        break;
     }
     broker.shutdown()?;
     log::info!("midge stopped.");

@@ -35,6 +35,8 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Manage a mosquitto-compatible password file (mosquitto_passwd's options).
+    Passwd(midge::auth::passwd::PasswdArgs),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +54,10 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Some(Command::Check { config }) => check(&config),
+        Some(Command::Passwd(args)) => match midge::auth::passwd::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        },
         None => serve(cli),
     }
 }

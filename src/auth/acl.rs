@@ -221,7 +221,9 @@ impl Acl {
                         }
                     } else {
                         match &user {
-                            Some(name) => users.entry(name.clone()).or_default().push(topic, access),
+                            Some(name) => {
+                                users.entry(name.clone()).or_default().push(topic, access)
+                            }
                             None => anonymous.push(topic, access),
                         }
                     }
@@ -248,8 +250,8 @@ impl Acl {
             Some(name) => self.users.get(name).cloned(),
             None => Some(self.anonymous.clone()),
         };
-        let dangerous = username.is_some_and(|u| u.contains(['+', '#']))
-            || client_id.contains(['+', '#']);
+        let dangerous =
+            username.is_some_and(|u| u.contains(['+', '#'])) || client_id.contains(['+', '#']);
         let mut patterns = Rules::default();
         for p in &self.patterns {
             if p.has_user && username.is_none() {
@@ -417,7 +419,10 @@ mod tests {
         assert!(!a.allowed("c", Some("alice"), "a/secret", Write));
         // Order in the file does not matter (mosquitto puts deny rules first).
         let b = acl("user alice\ntopic deny a/secret\ntopic readwrite a/#\n");
-        assert_eq!(a.for_client("c", Some("alice")), b.for_client("c", Some("alice")));
+        assert_eq!(
+            a.for_client("c", Some("alice")),
+            b.for_client("c", Some("alice"))
+        );
     }
 
     #[test]
@@ -433,10 +438,8 @@ mod tests {
 
     #[test]
     fn patterns_substitute_client_id_and_user_name() {
-        let a = acl(
-            "pattern readwrite devices/%c/#\npattern read users/%u/in\n\
-             pattern write out/%u-%c\n",
-        );
+        let a = acl("pattern readwrite devices/%c/#\npattern read users/%u/in\n\
+             pattern write out/%u-%c\n");
         assert!(a.allowed("dev1", None, "devices/dev1/temp", Write));
         assert!(a.allowed("dev1", None, "devices/dev1", Read));
         assert!(!a.allowed("dev1", None, "devices/dev2/temp", Write));
@@ -482,10 +485,8 @@ mod tests {
 
     #[test]
     fn subscribe_checks_the_filter_against_read_rules() {
-        let a = acl(
-            "user alice\ntopic read sensors/+/temp\ntopic write cmd/#\n\
-             topic deny sensors/secret/#\ntopic read sensors/secret/public\n",
-        );
+        let a = acl("user alice\ntopic read sensors/+/temp\ntopic write cmd/#\n\
+             topic deny sensors/secret/#\ntopic read sensors/secret/public\n");
         let c = a.for_client("c", Some("alice"));
         assert!(c.allowed("sensors/+/temp", Subscribe));
         assert!(c.allowed("sensors/kitchen/temp", Subscribe));
@@ -542,7 +543,10 @@ mod tests {
             "acl:2: bad access 'bogus' (expected read, write, readwrite or deny)"
         );
         assert_eq!(error("\n\ntopic\n"), "acl:3: missing topic after 'topic'");
-        assert_eq!(error("pattern   \n"), "acl:1: missing topic after 'pattern'");
+        assert_eq!(
+            error("pattern   \n"),
+            "acl:1: missing topic after 'pattern'"
+        );
         assert_eq!(error("user\n"), "acl:1: missing user name after 'user'");
         assert_eq!(
             error("topic read a/#/b\n"),

@@ -218,8 +218,7 @@ impl PasswordFile {
                 continue;
             };
             // The user name is the line's own; never echo the hash.
-            let hash = PasswordHash::parse(hash)
-                .map_err(|m| err(format!("user '{user}': {m}")))?;
+            let hash = PasswordHash::parse(hash).map_err(|m| err(format!("user '{user}': {m}")))?;
             if let Some(first) = first_line.get(user) {
                 return Err(err(format!(
                     "user '{user}' is already defined at line {first}"
@@ -406,10 +405,7 @@ mod tests {
 
     #[test]
     fn each_bad_line_names_file_and_line() {
-        assert_eq!(
-            error("\nalice\n"),
-            "pw:2: expected USER:PASSWORD_HASH"
-        );
+        assert_eq!(error("\nalice\n"), "pw:2: expected USER:PASSWORD_HASH");
         assert_eq!(error(&format!(":{BOB_6}\n")), "pw:1: empty user name");
         assert_eq!(error("alice:\n"), "pw:1: empty password hash");
         assert!(error("# c\nalice:secret\n")
@@ -451,7 +447,11 @@ mod tests {
     #[test]
     fn missing_file_is_a_read_error() {
         let e = PasswordFile::load("/nonexistent/midge/pw").unwrap_err();
-        assert!(e.to_string().starts_with("/nonexistent/midge/pw: cannot read:"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("/nonexistent/midge/pw: cannot read:"),
+            "{e}"
+        );
     }
 
     #[test]

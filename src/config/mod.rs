@@ -29,6 +29,47 @@ pub struct Listener {
     /// `allow_anonymous` for this listener when `per_listener_settings` is on; otherwise the
     /// global value applies. `None` = not said.
     pub allow_anonymous: Option<bool>,
+    /// TLS for this listener (`certfile` and `keyfile` said in its block); `None` = plain TCP.
+    pub tls: Option<TlsSettings>,
+}
+
+/// `tls_version`: the lowest TLS version a listener accepts (mosquitto's meaning: `tlsv1.2`
+/// allows 1.2 and 1.3). rustls has nothing older than 1.2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TlsVersion {
+    /// TLS 1.2 and 1.3 (the default, as mosquitto's).
+    #[default]
+    V12,
+    /// TLS 1.3 only.
+    V13,
+}
+
+/// A listener's TLS options, as mosquitto names them. Files are read when the broker starts
+/// (and on SIGHUP), not when the config is parsed, so `midge check` works on another machine.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TlsSettings {
+    /// `certfile`: the server certificate chain (PEM), leaf first.
+    pub certfile: PathBuf,
+    /// `keyfile`: the server's private key (PEM: PKCS#8, PKCS#1 or SEC1, unencrypted).
+    pub keyfile: PathBuf,
+    /// `cafile`: CA certificates (PEM) that client certificates must chain to.
+    pub cafile: Option<PathBuf>,
+    /// `capath`: a directory of CA certificate files (PEM), like `cafile`.
+    pub capath: Option<PathBuf>,
+    /// `require_certificate`: clients must present a certificate that chains to `cafile` /
+    /// `capath`; without it no client certificate is asked for (as mosquitto).
+    pub require_certificate: bool,
+    /// `use_identity_as_username`: the client certificate's Common Name is the username.
+    pub use_identity_as_username: bool,
+    /// `use_subject_as_username`: the certificate's whole subject (RFC 2253) is the username.
+    pub use_subject_as_username: bool,
+    /// `tls_version`.
+    pub min_version: TlsVersion,
+    /// `ciphers`: TLS 1.2 suites (IANA names, normalised from IANA or OpenSSL spelling);
+    /// `None` = rustls' defaults.
+    pub ciphers: Option<Vec<String>>,
+    /// `ciphers_tls1.3`: TLS 1.3 suites (IANA names); `None` = rustls' defaults.
+    pub ciphers_tls13: Option<Vec<String>>,
 }
 
 /// The whole configuration, with mosquitto's defaults where mosquitto has one.
@@ -77,6 +118,22 @@ pub struct Config {
     /// `per_listener_settings`: when true, `allow_anonymous` is read per listener
     /// ([`Listener::allow_anonymous`]) and the global [`Config::allow_anonymous`] stays `None`.
     pub per_listener_settings: bool,
+    /// `password_file`: a mosquitto password file (`$6$`/`$7$` hashes), loaded by
+    /// `auth::Auth::load`. midge applies it to every listener, even with
+    /// `per_listener_settings true` (a warning says so).
+    pub password_file: Option<PathBuf>,
+    /// `acl_file`: a mosquitto ACL file, loaded by `auth::Auth::load`; global like
+    /// [`Config::password_file`].
+    pub acl_file: Option<PathBuf>,
+    /// `persistence`: keep retained messages, persistent sessions and their queued QoS 1/2
+    /// messages on disk (see `store`). Default false, as mosquitto.
+    pub persistence: bool,
+    /// `persistence_location`: the store's directory; `None` = the working directory (as
+    /// mosquitto). See [`Config::persistence_dir`].
+    pub persistence_location: Option<PathBuf>,
+    /// `persistence_sync every-batch|os|interval MS` (midge): when a commit is durable.
+    /// Default `every-batch`: a PUBACK/PUBREC is sent only after an fsync shared by the loop turn.
+    pub persistence_sync: crate::store::SyncPolicy,
     /// Warnings found while parsing (options accepted but not acted on yet), each already
     /// prefixed with `FILE:LINE:`. The parser cannot log them itself (logging is set up from the
     /// parsed config), so `main` logs them once the logger is up.
@@ -104,6 +161,11 @@ impl Default for Config {
             source: None,
             max_connections: None,
             per_listener_settings: false,
+            password_file: None,
+            acl_file: None,
+            persistence: false,
+            persistence_location: None,
+            persistence_sync: crate::store::SyncPolicy::EveryBatch,
             warnings: Vec::new(),
         }
     }
@@ -122,6 +184,16 @@ impl Config {
         parse::parse_text(text, source_name)
     }
 
+    /// The store's directory when `persistence` is on: `persistence_location`, or the working
+    /// directory when none was given.
+    pub fn persistence_dir(&self) -> Option<PathBuf> {
+        self.persistence.then(|| {
+            self.persistence_location
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("."))
+        })
+    }
+
     /// Applies `-p PORT`: every listener takes `port` (entries that become identical are
     /// merged); with no listener configured, the default ones become 127.0.0.1:`port` and
     /// [::1]:`port`.
@@ -134,6 +206,7 @@ impl Config {
                 self.listeners.push(Listener {
                     addr: SocketAddr::new(ip, port),
                     allow_anonymous: None,
+                    tls: None,
                 });
             }
             return;

@@ -7,7 +7,10 @@
 //!
 //! Semantics follow mosquitto 2 (src/conf.c), including the order rules:
 //! - `listener` starts a listener block; listener options (`allow_anonymous` under
-//!   `per_listener_settings true`, `socket_domain`, `protocol`) apply to the current block.
+//!   `per_listener_settings true`, `socket_domain`, `protocol`, the TLS options `certfile`,
+//!   `keyfile`, `cafile`, `capath`, `require_certificate`, `use_identity_as_username`,
+//!   `use_subject_as_username`, `tls_version`, `ciphers`, `ciphers_tls1.3`) apply to the
+//!   current block.
 //!   As in mosquitto, every file (the main one and each included one) starts outside any block.
 //! - Listener options given outside a block, and the legacy `port`/`bind_address`, configure the
 //!   *default listener*; it exists only if one of them was said (mosquitto creates it the same
@@ -21,7 +24,8 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-use super::{Config, Listener, LogDest};
+use super::{Config, Listener, LogDest, TlsSettings, TlsVersion};
+use crate::transport::tls::{tls12_cipher, tls13_cipher, TLS12_CIPHERS, TLS13_CIPHERS};
 
 /// Largest PUBLISH payload MQTT can carry (mosquitto's `MQTT_MAX_PAYLOAD`).
 const MQTT_MAX_PAYLOAD: i64 = 268_435_455;
@@ -216,6 +220,21 @@ struct Block {
     addrs: Option<Vec<IpAddr>>,
     allow_anonymous: Option<bool>,
     domain: Option<(Domain, Pos)>,
+    tls: TlsBlock,
+}
+
+/// A block's TLS options while parsing, with where they were said (for the checks that need
+/// the whole block: certfile without keyfile, require_certificate without a CA, ...).
+#[derive(Debug, Default)]
+struct TlsBlock {
+    settings: TlsSettings,
+    /// The block's first TLS option: the block is a TLS listener.
+    first: Option<Pos>,
+    certfile: Option<Pos>,
+    keyfile: Option<Pos>,
+    require_certificate: Option<Pos>,
+    /// `use_identity_as_username` or `use_subject_as_username` said true.
+    identity: Option<Pos>,
 }
 
 impl Block {
@@ -373,7 +392,8 @@ impl Parser {
                 self.config.max_qos = v as u8;
             }
             "topic_alias_to_clients" => {
-                self.config.topic_alias_to_clients = parse_bool(pos, option, one(pos, option, rest)?)?;
+                self.config.topic_alias_to_clients =
+                    parse_bool(pos, option, one(pos, option, rest)?)?;
             }
             "max_topic_alias" => {
                 let v = parse_int(pos, option, one(pos, option, rest)?, 0, 65535)?;
@@ -382,6 +402,29 @@ impl Parser {
             "shards" => {
                 let v = parse_int(pos, option, one(pos, option, rest)?, 1, 65535)?;
                 self.config.shards = Some(v as usize);
+            }
+            "password_file" | "acl_file" => {
+                let path = PathBuf::from(text(pos, option, rest)?);
+                self.security_seen = true;
+                let slot = if option == "password_file" {
+                    &mut self.config.password_file
+                } else {
+                    &mut self.config.acl_file
+                };
+                if slot.is_some() {
+                    // As mosquitto: "Duplicate password_file value in configuration".
+                    return Err(pos.invalid(format!("duplicate '{option}' value")));
+                }
+                *slot = Some(path);
+                if self.config.per_listener_settings {
+                    pos.warn(
+                        &mut self.config,
+                        format_args!(
+                            "'{option}' applies to every listener: midge does not support \
+                             per-listener {option} yet"
+                        ),
+                    );
+                }
             }
             "max_connections" => {
                 let value = one(pos, option, rest)?;
@@ -456,17 +499,48 @@ impl Parser {
                     _ => return Err(pos.bad(option, value, "expected mqtt or websockets")),
                 }
             }
+            "certfile"
+            | "keyfile"
+            | "cafile"
+            | "capath"
+            | "require_certificate"
+            | "use_identity_as_username"
+            | "use_subject_as_username"
+            | "tls_version"
+            | "ciphers"
+            | "ciphers_tls1.3" => self.tls_option(pos, option, rest, *current)?,
+            "dhparamfile" => {
+                text(pos, option, rest)?;
+                pos.warn(
+                    &mut self.config,
+                    "'dhparamfile' is not needed: midge (rustls) uses ECDHE key exchange only",
+                );
+            }
+            "tls_keyform" => {
+                let value = one(pos, option, rest)?;
+                if value != "pem" {
+                    return Err(pos.bad(option, value, "midge reads PEM keys only"));
+                }
+            }
+            "crlfile" | "psk_hint" | "psk_file" | "tls_engine" | "tls_engine_kpass_sha1" => {
+                return Err(pos.invalid(format!("'{option}' is not supported by midge yet")));
+            }
             // Accepted so that real mosquitto.conf files load, but not acted on yet: values are
             // still checked, so a typo is caught now rather than when midge starts using them.
-            "pid_file"
-            | "user"
-            | "persistence_location"
-            | "persistence_file"
-            | "log_timestamp_format" => {
+            "persistence" => {
+                self.config.persistence = parse_bool(pos, option, one(pos, option, rest)?)?;
+            }
+            "persistence_location" => {
+                self.config.persistence_location = Some(PathBuf::from(text(pos, option, rest)?));
+            }
+            "persistence_sync" => {
+                self.config.persistence_sync = parse_sync(pos, option, rest)?;
+            }
+            "pid_file" | "user" | "persistence_file" | "log_timestamp_format" => {
                 text(pos, option, rest)?;
                 ignored(pos, &mut self.config, option);
             }
-            "persistence" | "connection_messages" | "log_timestamp" | "set_tcp_nodelay" => {
+            "connection_messages" | "log_timestamp" | "set_tcp_nodelay" => {
                 parse_bool(pos, option, one(pos, option, rest)?)?;
                 ignored(pos, &mut self.config, option);
             }
@@ -487,6 +561,142 @@ impl Parser {
             _ => return Err(pos.unknown(option)),
         }
         Ok(())
+    }
+
+    /// A listener TLS option, for the current block (or the default listener).
+    fn tls_option(
+        &mut self,
+        pos: &Pos,
+        option: &str,
+        rest: &str,
+        current: Option<usize>,
+    ) -> Result<(), ConfigError> {
+        let mut warning = None;
+        let block = self.block(current);
+        block.touch(pos);
+        let tls = &mut block.tls;
+        if tls.first.is_none() {
+            tls.first = Some(pos.clone());
+        }
+        let s = &mut tls.settings;
+        match option {
+            "certfile" => {
+                s.certfile = PathBuf::from(text(pos, option, rest)?);
+                tls.certfile = Some(pos.clone());
+            }
+            "keyfile" => {
+                s.keyfile = PathBuf::from(text(pos, option, rest)?);
+                tls.keyfile = Some(pos.clone());
+            }
+            "cafile" => s.cafile = Some(PathBuf::from(text(pos, option, rest)?)),
+            "capath" => s.capath = Some(PathBuf::from(text(pos, option, rest)?)),
+            "require_certificate" => {
+                s.require_certificate = parse_bool(pos, option, one(pos, option, rest)?)?;
+                tls.require_certificate = s.require_certificate.then(|| pos.clone());
+            }
+            "use_identity_as_username" | "use_subject_as_username" => {
+                let value = parse_bool(pos, option, one(pos, option, rest)?)?;
+                if option == "use_identity_as_username" {
+                    s.use_identity_as_username = value;
+                } else {
+                    s.use_subject_as_username = value;
+                }
+                if s.use_identity_as_username && s.use_subject_as_username {
+                    return Err(pos.invalid(
+                        "use_identity_as_username and use_subject_as_username cannot both be true",
+                    ));
+                }
+                tls.identity = value.then(|| pos.clone()).or(tls.identity.take());
+            }
+            "tls_version" => {
+                let value = one(pos, option, rest)?;
+                s.min_version = match value {
+                    "tlsv1.3" => TlsVersion::V13,
+                    "tlsv1.2" => TlsVersion::V12,
+                    "tlsv1.1" => {
+                        warning = Some(
+                            "TLS 1.1 is not supported (rustls): this listener accepts TLS 1.2 and 1.3",
+                        );
+                        TlsVersion::V12
+                    }
+                    _ => return Err(pos.bad(option, value, "expected tlsv1.2 or tlsv1.3")),
+                };
+            }
+            "ciphers" | "ciphers_tls1.3" => {
+                let value = one(pos, option, rest)?;
+                let tls13 = option == "ciphers_tls1.3";
+                let mut names = Vec::new();
+                for name in value.split([':', ',']).filter(|n| !n.is_empty()) {
+                    let found = if tls13 {
+                        tls13_cipher(name)
+                    } else {
+                        tls12_cipher(name)
+                    };
+                    let Some(found) = found else {
+                        let supported: Vec<&str> = if tls13 {
+                            TLS13_CIPHERS.to_vec()
+                        } else {
+                            TLS12_CIPHERS.iter().map(|(_, openssl)| *openssl).collect()
+                        };
+                        let hint = if !tls13 && tls13_cipher(name).is_some() {
+                            " (a TLS 1.3 suite: use ciphers_tls1.3)"
+                        } else {
+                            ""
+                        };
+                        return Err(pos.bad(
+                            option,
+                            value,
+                            format!(
+                                "unknown or unsupported cipher suite '{name}'{hint}; midge (rustls) \
+                                 supports {}",
+                                supported.join(":")
+                            ),
+                        ));
+                    };
+                    names.push(found.to_owned());
+                }
+                if names.is_empty() {
+                    return Err(pos.missing(option));
+                }
+                if tls13 {
+                    s.ciphers_tls13 = Some(names);
+                } else {
+                    s.ciphers = Some(names);
+                }
+            }
+            _ => unreachable!("not a TLS option: {option}"),
+        }
+        if let Some(w) = warning {
+            pos.warn(&mut self.config, w);
+        }
+        Ok(())
+    }
+
+    /// Checks a block's TLS options as a whole; returns its settings if it is a TLS listener.
+    fn finish_tls(config: &mut Config, tls: TlsBlock) -> Result<Option<TlsSettings>, ConfigError> {
+        let Some(first) = tls.first else {
+            return Ok(None);
+        };
+        if tls.certfile.is_none() || tls.keyfile.is_none() {
+            // As mosquitto: "Both certfile and keyfile must be provided if one of them is set".
+            return Err(first.invalid(
+                "a TLS listener needs both certfile and keyfile (TLS options were given without them)",
+            ));
+        }
+        let s = tls.settings;
+        if let Some(pos) = &tls.require_certificate {
+            if s.cafile.is_none() && s.capath.is_none() {
+                return Err(pos.invalid("require_certificate true needs cafile or capath"));
+            }
+        }
+        if let (Some(pos), false) = (&tls.identity, s.require_certificate) {
+            pos.warn(
+                config,
+                "without 'require_certificate true' no client certificate is asked for, so no \
+                 client of this listener has a certificate identity",
+            );
+        }
+        Ok(Some(s))
     }
 
     fn log_dest(&mut self, pos: &Pos, option: &str, rest: &str) -> Result<(), ConfigError> {
@@ -557,6 +767,7 @@ impl Parser {
                     ));
                 }
             }
+            let tls = Self::finish_tls(&mut config, block.tls)?;
             for ip in addrs {
                 let addr = SocketAddr::new(ip, port);
                 if let Some((_, first)) = seen.iter().find(|(a, _)| *a == addr) {
@@ -569,6 +780,7 @@ impl Parser {
                 config.listeners.push(Listener {
                     addr,
                     allow_anonymous: block.allow_anonymous,
+                    tls: tls.clone(),
                 });
             }
         }
@@ -605,6 +817,33 @@ fn text<'a>(pos: &Pos, option: &str, rest: &'a str) -> Result<&'a str, ConfigErr
         Err(pos.missing(option))
     } else {
         Ok(rest)
+    }
+}
+
+/// `persistence_sync every-batch | os | interval MS` (midge).
+fn parse_sync(
+    pos: &Pos,
+    option: &str,
+    rest: &str,
+) -> Result<crate::store::SyncPolicy, ConfigError> {
+    use crate::store::SyncPolicy;
+    const EXPECTED: &str = "expected every-batch, os or interval MS";
+    match words(rest).as_slice() {
+        [] => Err(pos.missing(option)),
+        ["every-batch"] => Ok(SyncPolicy::EveryBatch),
+        ["os"] => Ok(SyncPolicy::Os),
+        ["interval", ms] => {
+            let ms = parse_int(pos, option, ms, 1, 3_600_000)?;
+            Ok(SyncPolicy::Interval(std::time::Duration::from_millis(
+                ms as u64,
+            )))
+        }
+        ["interval"] => Err(pos.bad(
+            option,
+            rest.trim(),
+            "interval needs milliseconds (1..=3600000)",
+        )),
+        _ => Err(pos.bad(option, rest.trim(), EXPECTED)),
     }
 }
 

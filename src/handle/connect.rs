@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::auth::{Access, AuthRequest, ConnectCheck};
 use crate::protocol::reason::{v3, v5};
 use crate::protocol::{
     ByteStr, ConnAck, Connect, DecodeError, Packet, Properties, ProtocolVersion,
@@ -27,6 +28,27 @@ const NOT_AUTHORIZED: Refusal = Refusal {
     v3: v3::NOT_AUTHORIZED,
     v5: v5::NOT_AUTHORIZED,
 };
+/// 3.x has no code for these: "not authorized" is the closest refusal it can express.
+const RETAIN_UNAVAILABLE: Refusal = Refusal {
+    v3: v3::NOT_AUTHORIZED,
+    v5: v5::RETAIN_NOT_SUPPORTED,
+};
+const QOS_UNSUPPORTED: Refusal = Refusal {
+    v3: v3::NOT_AUTHORIZED,
+    v5: v5::QOS_NOT_SUPPORTED,
+};
+/// mosquitto answers every failed login "not authorized" in 3.x; 5.0 can say more.
+const BAD_CREDENTIALS: Refusal = Refusal {
+    v3: v3::NOT_AUTHORIZED,
+    v5: v5::BAD_USER_NAME_OR_PASSWORD,
+};
+const SERVER_BUSY: Refusal = Refusal {
+    v3: v3::SERVER_UNAVAILABLE,
+    v5: v5::SERVER_BUSY,
+};
+/// Password-check tokens carry the connection slot in their low bits and a per-shard serial
+/// above, so an answer for a closed connection cannot resume a new one in the same slot.
+const AUTH_SLOT_BITS: u32 = 24;
 const BAD_AUTH_METHOD: Refusal = Refusal {
     v3: v3::NOT_AUTHORIZED,
     v5: v5::BAD_AUTHENTICATION_METHOD,
@@ -56,21 +78,109 @@ impl Shard {
             // Enhanced authentication needs a plugin that provides the method; none does yet.
             return self.refuse(key, BAD_AUTH_METHOD, "unsupported authentication method");
         }
-        if !allow_anonymous {
-            // No authentication backend exists yet, so a listener that refuses anonymous
-            // clients refuses everyone, as mosquitto does with allow_anonymous false and no
-            // password file.
-            return self.refuse(
-                key,
-                NOT_AUTHORIZED,
-                "anonymous clients are not allowed on this listener",
-            );
+        if let Some(will) = &connect.will {
+            let config = &self.shared.config;
+            if will.retain && !config.retain_available {
+                // [MQTT-3.2.2-13]
+                return self.refuse(
+                    key,
+                    RETAIN_UNAVAILABLE,
+                    "will retain set but retain_available is false",
+                );
+            }
+            if will.qos as u8 > config.max_qos {
+                // [MQTT-3.2.2-12]
+                return self.refuse(key, QOS_UNSUPPORTED, "will QoS above max_qos");
+            }
         }
         if !v5 && connect.keep_alive > self.shared.config.max_keepalive {
             // 3.x has no way to tell the client to use less; mosquitto refuses such clients
             // with "identifier rejected" and so do we. (5.0 clients get Server Keep Alive.)
             return self.refuse(key, ID_REJECTED, "keep-alive above max_keepalive");
         }
+        self.authenticate(key, connect, allow_anonymous)
+    }
+
+    /// Who the client is: with `use_identity_as_username`/`use_subject_as_username` the TLS
+    /// certificate says (CONNECT's username and password are ignored, as mosquitto does);
+    /// otherwise the password file, checked off the loop by the auth worker.
+    fn authenticate(&mut self, key: usize, mut connect: Connect, allow_anonymous: bool) -> bool {
+        let conn = &self.conns[key];
+        if conn.tls_identity_required {
+            return match conn.tls_identity.clone() {
+                Some(identity) => {
+                    connect.username = Some(identity.into());
+                    connect.password = None;
+                    self.connect_accepted(key, connect)
+                }
+                None => self.refuse(key, NOT_AUTHORIZED, "no client certificate identity"),
+            };
+        }
+        let username = connect.username.as_deref();
+        match self.shared.auth.connect_check(username, allow_anonymous) {
+            ConnectCheck::Accept => self.connect_accepted(key, connect),
+            ConnectCheck::Refuse => {
+                self.refuse(key, NOT_AUTHORIZED, "anonymous clients are not allowed")
+            }
+            ConnectCheck::Verify => self.verify_password(key, connect),
+        }
+    }
+
+    /// Sends the password to the auth worker and parks the connection until it answers
+    /// (`drain_auth_responses`). Other clients are served meanwhile.
+    fn verify_password(&mut self, key: usize, connect: Connect) -> bool {
+        self.next_auth_token += 1;
+        let token = self.next_auth_token;
+        let request = AuthRequest {
+            token: (token << AUTH_SLOT_BITS) | key as u64,
+            username: connect.username.as_deref().unwrap_or_default().to_owned(),
+            password: connect.password.as_deref().unwrap_or_default().to_vec(),
+        };
+        let Some((client, _)) = &self.auth else {
+            return self.refuse(key, SERVER_BUSY, "no password checker running");
+        };
+        if client.submit(request).is_err() {
+            return self.refuse(key, SERVER_BUSY, "too many password checks pending");
+        }
+        let conn = &mut self.conns[key];
+        conn.auth_token = token;
+        conn.pending_connect = Some(Box::new(connect));
+        true
+    }
+
+    /// Answers from the auth worker: resume or refuse the parked CONNECTs.
+    pub(crate) fn drain_auth_responses(&mut self) {
+        loop {
+            let Some((_, responses)) = &self.auth else {
+                return;
+            };
+            let Ok(response) = responses.try_recv() else {
+                return;
+            };
+            let key = (response.token & ((1 << AUTH_SLOT_BITS) - 1)) as usize;
+            let token = response.token >> AUTH_SLOT_BITS;
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if conn.auth_token != token {
+                continue; // that connection is gone and its slot reused
+            }
+            let Some(connect) = conn.pending_connect.take() else {
+                continue;
+            };
+            if !response.allowed {
+                self.refuse(key, BAD_CREDENTIALS, "bad username or password");
+                continue;
+            }
+            if self.connect_accepted(key, *connect) && self.process_frames(key) {
+                self.resume_input(key);
+            }
+        }
+    }
+
+    /// The CONNECT passed every check: assign an id if needed, move to the home shard of the
+    /// client id, or attach the session here.
+    fn connect_accepted(&mut self, key: usize, connect: Connect) -> bool {
         if connect.client_id.is_empty() {
             let id = self.generate_client_id();
             return self.attach(key, connect, id, true);
@@ -144,8 +254,12 @@ impl Shard {
                 .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             return;
         };
-        if self.handle_connect(key, m.connect) {
-            self.process_frames(key);
+        // Checked and authenticated on the shard it arrived at.
+        let conn = &mut self.conns[key];
+        conn.version = Some(m.connect.version);
+        conn.problem_info = m.connect.properties.request_problem_information != Some(0);
+        if self.connect_accepted(key, m.connect) && self.process_frames(key) {
+            self.resume_input(key);
         }
     }
 
@@ -186,6 +300,20 @@ impl Shard {
             }
         }
 
+        let acl = self
+            .shared
+            .auth
+            .client_acl(&client_id, connect.username.as_deref());
+        if let Some(will) = &connect.will {
+            // As mosquitto: a will the client could not publish itself refuses the CONNECT.
+            if !acl.allowed(&will.topic, Access::Write) {
+                return self.refuse(
+                    key,
+                    NOT_AUTHORIZED,
+                    "the ACL does not allow publishing the will topic",
+                );
+            }
+        }
         let mut resumed = None;
         if let Some(&slot) = self.session_by_id.get(&client_id) {
             if let Some(old) = self.sessions[slot].session.conn {
@@ -226,6 +354,7 @@ impl Shard {
         s.conn = Some(key);
         s.will = connect.will;
         s.limits = limits;
+        s.acl = acl;
 
         let conn = &mut self.conns[key];
         conn.state = ConnState::Active { session: slot };
@@ -283,26 +412,28 @@ impl Shard {
         p
     }
 
-    /// The CONNACK owed before closing on a decode error: an unsupported protocol level still
-    /// gets "unacceptable protocol version" [MQTT-3.1.2-2], or 0x84 for a client that asked
-    /// for level 5 (it reads 5.0 CONNACKs).
+    /// The CONNACK owed before closing when the first packet could not be decoded: an
+    /// unsupported protocol level gets "unacceptable protocol version" (0x01) in 3.x form
+    /// [MQTT-3.1.2-2]; a client that asked for level 5 gets a 5.0 CONNACK with the error's
+    /// reason code (0x84, 0x81, 0x82, ...). `level` is what [`connect_level`] read from the
+    /// frame before decoding. Other 3.x decode errors have no CONNACK code: just close.
     pub(crate) fn connack_for_decode_error(
         &mut self,
         key: usize,
+        level: Option<u8>,
         e: &DecodeError,
     ) -> Option<Packet> {
         let conn = self.conns.get_mut(key)?;
-        let DecodeError::UnsupportedProtocolVersion { level } = e else {
-            return None;
-        };
         if conn.state != ConnState::AwaitConnect {
             return None;
         }
-        let code = if *level == 5 {
+        let code = if level == Some(5) {
             conn.version = Some(ProtocolVersion::V5);
-            v5::UNSUPPORTED_PROTOCOL_VERSION
-        } else {
+            e.reason_code()
+        } else if matches!(e, DecodeError::UnsupportedProtocolVersion { .. }) {
             v3::UNACCEPTABLE_PROTOCOL_VERSION
+        } else {
+            return None;
         };
         Some(Packet::ConnAck(ConnAck {
             session_present: false,

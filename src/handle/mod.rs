@@ -97,8 +97,8 @@ impl Shard {
 
     /// A frame could not be decoded. An unsupported protocol level still gets its CONNACK
     /// before the close; a 5.0 client gets DISCONNECT with the error's reason code.
-    pub(crate) fn on_decode_error(&mut self, key: usize, e: DecodeError) {
-        if let Some(packet) = self.connack_for_decode_error(key, &e) {
+    pub(crate) fn on_decode_error(&mut self, key: usize, level: Option<u8>, e: DecodeError) {
+        if let Some(packet) = self.connack_for_decode_error(key, level, &e) {
             self.send(key, &packet);
         }
         self.protocol_error(key, e.reason_code(), format!("bad packet: {e}"));

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::auth::Access;
 use crate::index::SubscriberId;
 use crate::message::Message;
 use crate::protocol::reason::v5;
@@ -52,7 +53,14 @@ impl Shard {
         if let Err((code, reason)) = self.resolve_topic_alias(key, &mut publish) {
             return self.protocol_error(key, code, reason.into());
         }
-        let verdict = if limit != 0 && publish.payload.len() > limit as usize {
+        let session = &self.sessions[slot].session;
+        // Clients never write `$SYS` (the broker's own tree), whatever the ACL says.
+        let writable = !publish.topic.starts_with("$SYS")
+            && session.acl.allowed(&publish.topic, Access::Write);
+        let verdict = if !writable {
+            // 3.x: dropped but acknowledged, as mosquitto does; 5.0: reason code 0x87.
+            Verdict::Refuse(v5::NOT_AUTHORIZED, "not allowed by the ACL")
+        } else if limit != 0 && publish.payload.len() > limit as usize {
             Verdict::Refuse(v5::QUOTA_EXCEEDED, "over message_size_limit")
         } else if publish.properties.payload_format_indicator == Some(1)
             && std::str::from_utf8(&publish.payload).is_err()

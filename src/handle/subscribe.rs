@@ -2,6 +2,7 @@
 //! SUBACK/UNSUBACK with 3.x return codes or 5.0 reason codes, and retained messages for new
 //! subscriptions (per Retain Handling).
 
+use crate::auth::Access;
 use crate::index::Entry;
 use crate::message::Delivery;
 use crate::protocol::reason::{v3, v5};
@@ -41,6 +42,19 @@ impl Shard {
                 log::info!("Rejecting subscription to '{filter}': invalid topic filter.");
                 codes.push(if v5 {
                     v5::TOPIC_FILTER_INVALID
+                } else {
+                    v3::SUBACK_FAILURE
+                });
+                continue;
+            }
+            if !self.sessions[slot]
+                .session
+                .acl
+                .allowed(&filter, Access::Subscribe)
+            {
+                log::info!("Refusing subscription to '{filter}': not allowed by the ACL.");
+                codes.push(if v5 {
+                    v5::NOT_AUTHORIZED
                 } else {
                     v3::SUBACK_FAILURE
                 });

@@ -460,8 +460,15 @@ mod tests {
             "receiving shards do not pick shared members"
         );
         let next = index.pick_shared("$share/g/a/+").map(|e| e.subscriber.slot);
-        assert_eq!(next, Some(1), "a departing member's messages go to the next member");
-        assert_eq!(index.pick_shared("$share/h/a/#").map(|e| e.subscriber.slot), Some(3));
+        assert_eq!(
+            next,
+            Some(1),
+            "a departing member's messages go to the next member"
+        );
+        assert_eq!(
+            index.pick_shared("$share/h/a/#").map(|e| e.subscriber.slot),
+            Some(3)
+        );
         assert_eq!(index.pick_shared("$share/nope/a/+"), None);
         assert!(index.remove("$share/g/a/+", sub(1)));
         assert!(

@@ -87,7 +87,9 @@ impl DecodeError {
             DecodeError::UnsupportedProtocolVersion { .. } => rc::UNSUPPORTED_PROTOCOL_VERSION,
             DecodeError::TopicNameInvalid => rc::TOPIC_NAME_INVALID,
             // [MQTT-3.3.2-8]: a Topic Alias of 0 is "Topic Alias invalid", not a generic error.
-            DecodeError::InvalidPropertyValue(super::properties::id::TOPIC_ALIAS) => rc::TOPIC_ALIAS_INVALID,
+            DecodeError::InvalidPropertyValue(super::properties::id::TOPIC_ALIAS) => {
+                rc::TOPIC_ALIAS_INVALID
+            }
             DecodeError::ZeroPacketId
             | DecodeError::DuplicateProperty(_)
             | DecodeError::InvalidPropertyValue(_)
@@ -171,6 +173,21 @@ pub(crate) mod ptype {
     pub const PINGRESP: u8 = 13;
     pub const DISCONNECT: u8 = 14;
     pub const AUTH: u8 = 15;
+}
+
+/// The protocol level of the CONNECT at the front of `buf`, if there is one and its header
+/// is readable. The broker asks before decoding a connection's first packet, so that a
+/// CONNECT rejected by the decoder still gets a CONNACK in the client's own version
+/// (MQTT 5 clients expect the reason code in a 5.0 CONNACK).
+pub fn connect_level(buf: &[u8]) -> Option<u8> {
+    if buf.first()? >> 4 != 1 {
+        return None;
+    }
+    // Skip the remaining-length variable byte integer (at most 4 bytes).
+    let len_bytes = buf.iter().skip(1).take(4).position(|b| b & 0x80 == 0)? + 1;
+    let rest = buf.get(1 + len_bytes..)?;
+    let name_len = usize::from(u16::from_be_bytes([*rest.first()?, *rest.get(1)?]));
+    rest.get(2 + name_len).copied()
 }
 
 /// Decodes one packet from the front of `buf`.
@@ -1961,6 +1978,17 @@ mod tests {
     }
 
     #[test]
+    fn connect_level_is_read_from_the_header_only() {
+        let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0, 0, 0];
+        body.extend_from_slice(&[1, 0x21, 0, 0]); // receive maximum 0: invalid
+        let bytes = frame(0x10, &body);
+        assert_eq!(connect_level(&bytes), Some(5));
+        assert_eq!(connect_level(&bytes[..7]), None, "name not complete");
+        assert_eq!(connect_level(&[0x30, 0]), None, "not a CONNECT");
+        assert_eq!(connect_level(&[0x10, 0xFF, 0xFF, 0xFF, 0xFF, 0x01]), None);
+    }
+
+    #[test]
     fn out_of_range_property_values_are_protocol_errors() {
         // In PUBLISH.
         for p in [
@@ -1972,7 +2000,11 @@ mod tests {
             let e = err(&v5_publish_with(p), Some(V5));
             assert_eq!(e, DecodeError::InvalidPropertyValue(p[0]), "{p:x?}");
             // [MQTT-3.3.2-8]: topic alias 0 has its own reason code.
-            let want = if p[0] == 0x23 { rc::TOPIC_ALIAS_INVALID } else { rc::PROTOCOL_ERROR };
+            let want = if p[0] == 0x23 {
+                rc::TOPIC_ALIAS_INVALID
+            } else {
+                rc::PROTOCOL_ERROR
+            };
             assert_eq!(e.reason_code(), want);
         }
         // In CONNACK.

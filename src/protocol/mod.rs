@@ -12,7 +12,7 @@ pub mod properties;
 pub mod reason;
 pub mod topic;
 
-pub use decode::{decode, DecodeError, MAX_PACKET_SIZE, MAX_REMAINING_LENGTH};
+pub use decode::{connect_level, decode, DecodeError, MAX_PACKET_SIZE, MAX_REMAINING_LENGTH};
 pub use encode::{encode, encoded_len};
 pub use packet::*;
 pub use properties::Properties;

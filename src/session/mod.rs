@@ -10,6 +10,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Instant;
 
+use crate::auth::ClientAcl;
 use crate::message::Delivery;
 use crate::protocol::{encoded_len, ByteStr, Packet, ProtocolVersion, PubResp, SubOptions, Will};
 
@@ -68,6 +69,8 @@ pub enum Offer {
 #[derive(Debug)]
 pub struct Session {
     pub client_id: ByteStr,
+    /// What the client may publish, subscribe to and receive (`acl_file`), fixed at CONNECT.
+    pub acl: ClientAcl,
     /// Session Expiry Interval in seconds: 0 = the session ends with the connection (clean
     /// session in 3.x), `u32::MAX` = never (persistent 3.x session).
     pub expiry_interval: u32,
@@ -107,6 +110,7 @@ impl Session {
     ) -> Session {
         Session {
             client_id,
+            acl: ClientAcl::allow_all(),
             expiry_interval,
             expires_at: None,
             subscriptions: HashMap::new(),

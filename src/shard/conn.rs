@@ -3,10 +3,9 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::protocol::{ByteStr, Connect, ProtocolVersion};
+use crate::transport::Transport;
 use bytes::BytesMut;
-use mio::net::TcpStream;
-
-use crate::protocol::{ByteStr, ProtocolVersion};
 
 /// Initial capacity of a connection's read and write buffers. Small on purpose: 10k idle
 /// connections must stay cheap; buffers grow with the traffic of the busy ones.
@@ -24,7 +23,8 @@ pub enum ConnState {
 /// A client connection. Shard thread only.
 #[derive(Debug)]
 pub struct Conn {
-    pub stream: TcpStream,
+    /// Plain TCP or TLS; the shard reads and writes plaintext through it.
+    pub stream: Transport,
     pub peer: SocketAddr,
     pub rbuf: BytesMut,
     pub wbuf: BytesMut,
@@ -49,6 +49,23 @@ pub struct Conn {
     pub problem_info: bool,
     /// Topic aliases the broker uses toward this client (MQTT 5).
     pub aliases_out: OutgoingAliases,
+    /// The username a TLS listener derives from the client certificate: its Common Name with
+    /// `use_identity_as_username`, its whole subject (RFC 2253, as mosquitto) with
+    /// `use_subject_as_username`. Filled when the TLS handshake finishes, so it is known
+    /// before CONNECT is decoded (no plaintext, hence no CONNECT, arrives earlier). `None` on
+    /// plain TCP, on listeners with neither option, or for a client without a certificate;
+    /// mosquitto refuses such a client (CONNACK not authorized) when the listener has one of
+    /// the options: see [`Conn::tls_identity_required`].
+    pub tls_identity: Option<String>,
+    /// The listener has `use_identity_as_username` or `use_subject_as_username`: the username
+    /// is [`Conn::tls_identity`] (any username and password in CONNECT are ignored, as
+    /// mosquitto does) and a client without one must be refused.
+    pub tls_identity_required: bool,
+    /// A CONNECT whose password is being verified off the loop (see `auth::AuthWorker`):
+    /// nothing else from this connection is decoded until the answer comes back.
+    pub pending_connect: Option<Box<Connect>>,
+    /// Matches an `AuthResponse` to this connection (a slot may be reused meanwhile).
+    pub auth_token: u64,
 }
 
 /// Topic aliases from the broker to one MQTT 5 client ([MQTT-3.3.2-10..12]): the first
@@ -79,7 +96,10 @@ impl OutgoingAliases {
 
 impl Conn {
     /// A freshly accepted connection.
-    pub fn new(stream: TcpStream, peer: SocketAddr, allow_anonymous: bool) -> Conn {
+    pub fn new(stream: Transport, peer: SocketAddr, allow_anonymous: bool) -> Conn {
+        // A connection adopted from another shard has finished its handshake already.
+        let tls_identity = stream.tls_identity().map(str::to_owned);
+        let tls_identity_required = stream.tls_identity_required();
         Conn {
             stream,
             peer,
@@ -96,6 +116,10 @@ impl Conn {
             topic_aliases: Vec::new(),
             problem_info: true,
             aliases_out: OutgoingAliases::default(),
+            tls_identity,
+            tls_identity_required,
+            pending_connect: None,
+            auth_token: 0,
         }
     }
 
@@ -114,20 +138,33 @@ mod tests {
     use crate::protocol::Publish;
 
     fn publish(topic: &str) -> Publish {
-        Publish { topic: topic.into(), ..Default::default() }
+        Publish {
+            topic: topic.into(),
+            ..Default::default()
+        }
     }
 
     #[test]
     fn outgoing_aliases_are_assigned_then_reused_up_to_the_maximum() {
-        let mut a = OutgoingAliases { max: 1, ..Default::default() };
+        let mut a = OutgoingAliases {
+            max: 1,
+            ..Default::default()
+        };
         let mut p = publish("a/b");
         a.apply(&mut p);
-        assert_eq!((p.topic.as_str(), p.properties.topic_alias), ("a/b", Some(1)));
+        assert_eq!(
+            (p.topic.as_str(), p.properties.topic_alias),
+            ("a/b", Some(1))
+        );
         let mut p = publish("a/b");
         a.apply(&mut p);
         assert_eq!((p.topic.as_str(), p.properties.topic_alias), ("", Some(1)));
         let mut p = publish("c");
         a.apply(&mut p);
-        assert_eq!((p.topic.as_str(), p.properties.topic_alias), ("c", None), "no alias left");
+        assert_eq!(
+            (p.topic.as_str(), p.properties.topic_alias),
+            ("c", None),
+            "no alias left"
+        );
     }
 }

@@ -12,17 +12,18 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use crossbeam_channel::{Receiver, Sender};
-use mio::net::TcpStream;
 use mio::Waker;
 
 use crate::index::{Entry, SubscriberId};
 use crate::message::SharedMessage;
 use crate::protocol::{ByteStr, Connect};
+use crate::transport::Transport;
 
 /// A connection in transit to the home shard of its client id.
 #[derive(Debug)]
 pub struct Migrating {
-    pub stream: TcpStream,
+    /// Moves whole: a TLS connection keeps its session (and its certificate identity).
+    pub stream: Transport,
     pub peer: SocketAddr,
     /// Bytes that arrived after the CONNECT (pipelined packets), to be decoded by the new shard.
     pub rbuf: BytesMut,

@@ -28,6 +28,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
+use crate::auth::{Access, AuthClient, AuthResponse};
 use crate::broker::Shared;
 use crate::index::{Entry, SubscriberId, TopicIndex};
 use crate::message::Delivery;
@@ -35,6 +36,7 @@ use crate::message::SharedMessage;
 use crate::protocol::reason::v5;
 use crate::protocol::{self, Disconnect, Packet, ProtocolVersion, QoS, SubOptions};
 use crate::session::{Offer, OutState, Session};
+use crate::transport::{TlsListener, Transport};
 use conn::{Conn, ConnState, INITIAL_BUFFER};
 use inbox::{Inbox, ShardHandle, ShardMsg};
 
@@ -67,6 +69,9 @@ pub enum Close {
     Graceful,
     /// The peer closed the socket or it failed.
     Gone(String),
+    /// The TLS layer failed (handshake refused, a client that does not speak TLS, a bad
+    /// record): the reason, which says TLS. rustls has already sent its alert.
+    Tls(String),
     /// The client broke the protocol: the MQTT 5 reason code sent in DISCONNECT (to 5.0
     /// clients) and the reason that is logged.
     Protocol { code: u8, reason: String },
@@ -88,7 +93,7 @@ impl Close {
             Close::KeepAlive => Some(v5::KEEP_ALIVE_TIMEOUT),
             Close::TakenOver => Some(v5::SESSION_TAKEN_OVER),
             Close::Shutdown => Some(v5::SERVER_SHUTTING_DOWN),
-            Close::Graceful | Close::Gone(_) | Close::Refused => None,
+            Close::Graceful | Close::Gone(_) | Close::Tls(_) | Close::Refused => None,
         }
     }
 
@@ -106,11 +111,15 @@ pub struct SessionSlot {
     pub session: Session,
 }
 
+/// One listening socket of a shard: the socket, whether its listener allows anonymous
+/// clients, and its TLS config (`None` = plain TCP).
+pub type ListenerSocket = (TcpListener, bool, Option<Arc<TlsListener>>);
+
 /// One event loop. See the module documentation.
 pub struct Shard {
     pub(crate) id: usize,
     pub(crate) poll: Poll,
-    pub(crate) listeners: Vec<(TcpListener, bool)>,
+    pub(crate) listeners: Vec<ListenerSocket>,
     pub(crate) conns: Slab<Conn>,
     pub(crate) sessions: Slab<SessionSlot>,
     pub(crate) session_by_id: std::collections::HashMap<protocol::ByteStr, usize>,
@@ -129,6 +138,10 @@ pub struct Shard {
     pub(crate) out: Vec<Packet>,
     /// Counter for generated client ids.
     pub(crate) next_client_number: u64,
+    /// Password checks sent to the auth worker, and its answers.
+    pub(crate) auth: Option<(AuthClient, crossbeam_channel::Receiver<AuthResponse>)>,
+    /// Tokens for password checks (see `Conn::auth_token`).
+    pub(crate) next_auth_token: u64,
 }
 
 impl Shard {
@@ -136,17 +149,22 @@ impl Shard {
     pub fn new(
         id: usize,
         poll: Poll,
-        listeners: Vec<(TcpListener, bool)>,
+        listeners: Vec<ListenerSocket>,
         inbox: Inbox,
         peers: Arc<Vec<ShardHandle>>,
         shared: Arc<Shared>,
     ) -> io::Result<Shard> {
         let mut listeners = listeners;
-        for (i, (l, _)) in listeners.iter_mut().enumerate() {
+        for (i, (l, _, _)) in listeners.iter_mut().enumerate() {
             poll.registry()
                 .register(l, Token(LISTENER_BASE + i), Interest::READABLE)?;
         }
         let n = peers.len();
+        // Password answers wake this shard like an inbox item would.
+        let auth = shared.auth_worker.as_ref().map(|w| {
+            let me = peers[id].clone();
+            w.client(move || me.wake())
+        });
         Ok(Shard {
             id,
             poll,
@@ -164,6 +182,8 @@ impl Shard {
             matches: Vec::new(),
             out: Vec::new(),
             next_client_number: 0,
+            auth,
+            next_auth_token: 0,
         })
     }
 
@@ -193,6 +213,7 @@ impl Shard {
                 self.dispatch(event);
             }
             self.drain_inbox();
+            self.drain_auth_responses();
             self.flush_dirty();
             self.wake_peers();
             let now = Instant::now();
@@ -218,6 +239,34 @@ impl Shard {
                 {
                     self.on_readable(key);
                 }
+                self.queue_tls_records(key);
+            }
+        }
+    }
+
+    /// Reads what a TLS connection's rustls already decrypted but nobody read yet. Call it
+    /// after anything that stopped reading a connection early (a migration to another shard,
+    /// a CONNECT put on hold): unlike bytes in the kernel's socket buffer, which re-registering
+    /// with the poll announces again, this plaintext would otherwise wait for the client's
+    /// next packet. A no-op for plain TCP.
+    pub(crate) fn resume_input(&mut self, key: usize) {
+        if self
+            .conns
+            .get_mut(key)
+            .is_some_and(|c| c.stream.has_buffered_input())
+        {
+            self.on_readable(key);
+            self.queue_tls_records(key);
+        }
+    }
+
+    /// TLS: reading may leave records to send (the handshake's answer, a session ticket, an
+    /// alert): flush them at the end of the turn with everything else.
+    fn queue_tls_records(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            if !conn.dirty && conn.stream.wants_write() {
+                conn.dirty = true;
+                self.dirty.push(key);
             }
         }
     }
@@ -225,10 +274,11 @@ impl Shard {
     /// Accepts until `WouldBlock` (edge-triggered readiness).
     fn accept(&mut self, listener: usize) {
         loop {
-            let (l, allow_anonymous) = &self.listeners[listener];
+            let (l, allow_anonymous, tls) = &self.listeners[listener];
             match l.accept() {
                 Ok((stream, peer)) => {
                     let allow_anonymous = *allow_anonymous;
+                    let tls = tls.clone();
                     let open = self.shared.connections.fetch_add(1, Ordering::Relaxed);
                     if self
                         .shared
@@ -241,6 +291,19 @@ impl Shard {
                         continue;
                     }
                     let _ = stream.set_nodelay(true);
+                    // TLS starts here but no I/O happens yet: the handshake is driven by the
+                    // connection's readiness events like any other input.
+                    let stream = match tls {
+                        None => Transport::Tcp(stream),
+                        Some(tls) => match tls.accept(stream) {
+                            Ok(t) => Transport::Tls(Box::new(t)),
+                            Err(e) => {
+                                log::error!("Cannot start TLS for a client from {peer}: {e}.");
+                                self.shared.connections.fetch_sub(1, Ordering::Relaxed);
+                                continue;
+                            }
+                        },
+                    };
                     if self
                         .add_conn(Conn::new(stream, peer, allow_anonymous))
                         .is_none()
@@ -301,11 +364,21 @@ impl Shard {
                 Ok(n) => {
                     // SAFETY: the first `n` bytes of the spare capacity were just written.
                     unsafe { conn.rbuf.set_len(conn.rbuf.len() + n) };
+                    if conn.tls_identity.is_none() && conn.stream.is_tls() {
+                        // The handshake is done (plaintext arrived): before CONNECT is decoded.
+                        conn.tls_identity = conn.stream.tls_identity().map(str::to_owned);
+                    }
                     if !self.process_frames(key) {
                         return;
                     }
                     budget = budget.saturating_sub(n);
-                    if budget == 0 {
+                    // Plaintext already decrypted inside rustls would never be announced by
+                    // the socket again: read it before yielding.
+                    let buffered = self
+                        .conns
+                        .get_mut(key)
+                        .is_some_and(|c| c.stream.has_buffered_input());
+                    if budget == 0 && !buffered {
                         // Fairness: continue on the next turn. Edge-triggered readiness will not
                         // report these bytes again, so re-arm by re-registering.
                         if let Some(conn) = self.conns.get_mut(key) {
@@ -321,6 +394,10 @@ impl Shard {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::InvalidData && conn.stream.is_tls() => {
+                    self.close(key, Close::Tls(e.to_string()));
+                    return;
+                }
                 Err(e) => {
                     self.close(key, Close::Gone(format!("read error: {e}")));
                     return;
@@ -336,7 +413,17 @@ impl Shard {
             let Some(conn) = self.conns.get_mut(key) else {
                 return false;
             };
+            if conn.pending_connect.is_some() {
+                // CONNECT's password is being checked: the rest waits in the read buffer.
+                return true;
+            }
             let max = self.shared.config.max_packet_size;
+            // Only for the first packet: the level a CONNECT asks for, read before decoding so
+            // that a CONNECT the decoder rejects is still answered in the client's version.
+            let level = match conn.version {
+                None => protocol::connect_level(&conn.rbuf),
+                Some(_) => None,
+            };
             match protocol::decode(&mut conn.rbuf, conn.version, max) {
                 Ok(Some(packet)) => {
                     conn.last_rx = Instant::now();
@@ -346,7 +433,7 @@ impl Shard {
                 }
                 Ok(None) => return true,
                 Err(e) => {
-                    self.on_decode_error(key, e);
+                    self.on_decode_error(key, level, e);
                     return false;
                 }
             }
@@ -376,7 +463,7 @@ impl Shard {
     }
 
     fn interest(conn: &Conn) -> Interest {
-        if conn.wbuf.is_empty() {
+        if conn.wbuf.is_empty() && !conn.stream.wants_write() {
             Interest::READABLE
         } else {
             Interest::READABLE | Interest::WRITABLE
@@ -404,11 +491,16 @@ impl Shard {
                 }
             }
         }
+        // TLS: records rustls made (from the data above, or handshake messages) go out now.
+        if let Err(e) = conn.stream.flush() {
+            self.close(key, Close::Gone(format!("write error: {e}")));
+            return;
+        }
         if conn.wbuf.is_empty() && conn.wbuf.capacity() > READ_CHUNK * 4 {
             // A burst grew the buffer; give the memory back so idle connections stay small.
             conn.wbuf = bytes::BytesMut::with_capacity(INITIAL_BUFFER);
         }
-        let want_write = !conn.wbuf.is_empty();
+        let want_write = !conn.wbuf.is_empty() || conn.stream.wants_write();
         if want_write != conn.want_write {
             conn.want_write = want_write;
             let interest = Self::interest(conn);
@@ -576,6 +668,10 @@ impl Shard {
         if slot.generation != sub.generation {
             return;
         }
+        // Every delivery passes here (live, shared, retained): the one place for the read ACL.
+        if !slot.session.acl.allowed(&delivery.msg.topic, Access::Read) {
+            return;
+        }
         let conn = slot.session.conn;
         let dropped_before = slot.session.dropped;
         match slot.session.offer(delivery) {
@@ -700,6 +796,9 @@ impl Shard {
             Close::Graceful => log::info!("Client {} disconnected.", conn.label()),
             Close::Gone(reason) => {
                 log::info!("Client {} closed its connection ({reason}).", conn.label())
+            }
+            Close::Tls(reason) => {
+                log::info!("Client {} disconnected: {reason}.", conn.label())
             }
             Close::Protocol { reason, .. } => {
                 log::info!(

@@ -105,6 +105,8 @@ pub struct Connect {
     pub will: Option<Will>,
     /// Overrides (name, level) to write invalid protocol headers.
     pub protocol_override: Option<(Vec<u8>, u8)>,
+    /// Username and password.
+    pub login: Option<(String, String)>,
 }
 
 impl Connect {
@@ -116,7 +118,12 @@ impl Connect {
             proto: Proto::V311,
             will: None,
             protocol_override: None,
+            login: None,
         }
+    }
+    pub fn login(mut self, user: &str, password: &str) -> Self {
+        self.login = Some((user.into(), password.into()));
+        self
     }
     pub fn clean(mut self, clean: bool) -> Self {
         self.clean = clean;
@@ -162,6 +169,9 @@ impl Connect {
                 flags |= 0x20;
             }
         }
+        if self.login.is_some() {
+            flags |= 0xC0;
+        }
         let mut body = mqtt_str(&name);
         body.push(level);
         body.push(flags);
@@ -170,6 +180,10 @@ impl Connect {
         if let Some(w) = &self.will {
             body.extend(mqtt_str(w.topic.as_bytes()));
             body.extend(mqtt_str(&w.payload));
+        }
+        if let Some((user, password)) = &self.login {
+            body.extend(mqtt_str(user.as_bytes()));
+            body.extend(mqtt_str(password.as_bytes()));
         }
         packet(CONNECT << 4, &body)
     }

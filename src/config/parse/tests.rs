@@ -182,7 +182,8 @@ fn allow_anonymous_per_listener_before_any_listener_sets_the_default_listener() 
         c.listeners,
         vec![Listener {
             addr: sa("127.0.0.1:1883"),
-            allow_anonymous: Some(true)
+            allow_anonymous: Some(true),
+            tls: None,
         }]
     );
 }
@@ -393,16 +394,14 @@ fn protocol() {
 
 #[test]
 fn accepted_but_ignored_options_warn() {
-    let text = "pid_file /run/mosquitto/mosquitto.pid\nuser mosquitto\npersistence true\n\
-                persistence_location /var/lib/mosquitto/\npersistence_file mosquitto.db\n\
+    let text = "pid_file /run/mosquitto/mosquitto.pid\nuser mosquitto\n\
+                persistence_file mosquitto.db\n\
                 autosave_interval 1800\nsys_interval 10\nconnection_messages true\n\
                 log_timestamp true\nlog_timestamp_format %Y-%m-%dT%H:%M:%S\nset_tcp_nodelay true";
     let c = parse(text);
     let options = [
         "pid_file",
         "user",
-        "persistence",
-        "persistence_location",
         "persistence_file",
         "autosave_interval",
         "sys_interval",
@@ -608,5 +607,155 @@ fn a_typical_mosquitto_conf_loads() {
     assert_eq!(c.log_dest, LogDest::Stdout);
     assert_eq!(c.log_types, vec!["error", "warning"]);
     assert_eq!(c.max_inflight_messages, 40);
-    assert_eq!(c.warnings.len(), 3);
+    assert!(c.persistence);
+    assert_eq!(
+        c.persistence_dir(),
+        Some(std::path::PathBuf::from("/var/lib/mosquitto/"))
+    );
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+}
+
+// ---------------------------------------------------------------- TLS listener options
+
+#[test]
+fn tls_options_apply_to_their_listener_block() {
+    use super::super::{TlsSettings, TlsVersion};
+    let c = parse(
+        "listener 1883 127.0.0.1\n\
+         listener 8883 127.0.0.1\n\
+         certfile /etc/midge/server.pem\n\
+         keyfile /etc/midge/server key.pem\n\
+         cafile /etc/midge/ca.pem\n\
+         capath /etc/ssl/certs\n\
+         require_certificate true\n\
+         use_identity_as_username true\n\
+         tls_version tlsv1.3\n\
+         ciphers ECDHE-RSA-AES128-GCM-SHA256:TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384\n\
+         ciphers_tls1.3 TLS_AES_128_GCM_SHA256\n",
+    );
+    assert_eq!(c.listeners[0].tls, None);
+    let tls = c.listeners[1].tls.clone().expect("TLS listener");
+    assert_eq!(
+        tls,
+        TlsSettings {
+            certfile: "/etc/midge/server.pem".into(),
+            // Paths take the rest of the line, spaces included, as in mosquitto.
+            keyfile: "/etc/midge/server key.pem".into(),
+            cafile: Some("/etc/midge/ca.pem".into()),
+            capath: Some("/etc/ssl/certs".into()),
+            require_certificate: true,
+            use_identity_as_username: true,
+            use_subject_as_username: false,
+            min_version: TlsVersion::V13,
+            ciphers: Some(vec![
+                "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256".into(),
+                "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384".into(),
+            ]),
+            ciphers_tls13: Some(vec!["TLS_AES_128_GCM_SHA256".into()]),
+        }
+    );
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+}
+
+#[test]
+fn tls_options_outside_a_block_configure_the_default_listener() {
+    let c = parse("certfile /s.pem\nkeyfile /s.key\n");
+    assert_eq!(c.listeners.len(), 2, "0.0.0.0 and :: on 1883");
+    assert!(c.listeners.iter().all(|l| l.tls.is_some()));
+}
+
+#[test]
+fn tls_option_errors() {
+    assert_eq!(
+        error("listener 8883\ncertfile /s.pem\n"),
+        "t.conf:2: a TLS listener needs both certfile and keyfile (TLS options were given without them)"
+    );
+    assert_eq!(
+        error("listener 8883\ncafile /ca.pem\nkeyfile /s.key\n"),
+        "t.conf:2: a TLS listener needs both certfile and keyfile (TLS options were given without them)"
+    );
+    assert_eq!(
+        error("listener 8883\ncertfile /s.pem\nkeyfile /s.key\nrequire_certificate true\n"),
+        "t.conf:4: require_certificate true needs cafile or capath"
+    );
+    assert_eq!(
+        error("listener 8883\nuse_identity_as_username true\nuse_subject_as_username true\n"),
+        "t.conf:3: use_identity_as_username and use_subject_as_username cannot both be true"
+    );
+    assert_eq!(
+        error("listener 8883\ntls_version tlsv1.0\n"),
+        "t.conf:2: bad value 'tlsv1.0' for 'tls_version': expected tlsv1.2 or tlsv1.3"
+    );
+    assert_eq!(
+        error("listener 8883\ncertfile\n"),
+        "t.conf:2: missing value for 'certfile'"
+    );
+    assert_eq!(
+        error("listener 8883\nrequire_certificate maybe\n"),
+        "t.conf:2: bad value 'maybe' for 'require_certificate': expected true or false"
+    );
+    let e = error("listener 8883\nciphers ECDHE-RSA-AES128-GCM-SHA256:RC4-MD5\n");
+    assert!(
+        e.starts_with(
+            "t.conf:2: bad value 'ECDHE-RSA-AES128-GCM-SHA256:RC4-MD5' for 'ciphers': \
+             unknown or unsupported cipher suite 'RC4-MD5'; midge (rustls) supports "
+        ),
+        "{e}"
+    );
+    let e = error("listener 8883\nciphers TLS_AES_128_GCM_SHA256\n");
+    assert!(e.contains("(a TLS 1.3 suite: use ciphers_tls1.3)"), "{e}");
+    let e = error("listener 8883\nciphers_tls1.3 ECDHE-RSA-AES128-GCM-SHA256\n");
+    assert!(e.contains("unknown or unsupported cipher suite"), "{e}");
+    assert_eq!(
+        error("listener 8883\npsk_hint hint\n"),
+        "t.conf:2: 'psk_hint' is not supported by midge yet"
+    );
+}
+
+#[test]
+fn tls_warnings() {
+    let c = parse(
+        "listener 8883\ncertfile /s.pem\nkeyfile /s.key\ntls_version tlsv1.1\n\
+         use_identity_as_username true\n",
+    );
+    assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
+    assert!(c.warnings[0].starts_with("t.conf:4: TLS 1.1 is not supported"));
+    assert!(c.warnings[1].starts_with("t.conf:5: without 'require_certificate true'"));
+}
+
+#[test]
+fn persistence_options() {
+    use crate::store::SyncPolicy;
+    use std::time::Duration;
+    let c = parse("");
+    assert!(!c.persistence);
+    assert_eq!(c.persistence_dir(), None);
+    assert_eq!(c.persistence_sync, SyncPolicy::EveryBatch);
+    let c = parse("persistence true");
+    assert_eq!(c.persistence_dir(), Some(std::path::PathBuf::from(".")));
+    assert!(c.warnings.is_empty());
+    let c = parse("persistence 1\npersistence_location /var/lib/midge\npersistence_sync os");
+    assert_eq!(c.persistence_location, Some("/var/lib/midge".into()));
+    assert_eq!(c.persistence_sync, SyncPolicy::Os);
+    let c = parse("persistence_sync interval 250 # a comment");
+    assert_eq!(
+        c.persistence_sync,
+        SyncPolicy::Interval(Duration::from_millis(250))
+    );
+    assert_eq!(
+        parse("persistence_sync every-batch").persistence_sync,
+        SyncPolicy::EveryBatch
+    );
+    assert_eq!(
+        error("persistence_sync sometimes"),
+        "t.conf:1: bad value 'sometimes' for 'persistence_sync': expected every-batch, os or \
+         interval MS"
+    );
+    assert_eq!(
+        error("persistence_sync interval 0"),
+        "t.conf:1: bad value '0' for 'persistence_sync': expected a whole number from 1 to 3600000"
+    );
+    assert!(error("persistence_sync interval").contains("needs milliseconds"));
+    assert!(error("persistence_sync").contains("persistence_sync"));
+    assert!(error("persistence_location").contains("persistence_location"));
 }

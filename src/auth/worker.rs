@@ -1,0 +1,287 @@
+//! [`AuthWorker`]: password checks off the event loop.
+//!
+//! A `$7$` check costs its iteration count in HMAC-SHA512s (101 by default, far more if an
+//! operator raised `-I`); done on a shard's loop it would stall every other client of that shard.
+//! So a shard hands the check to this small pool and carries on:
+//!
+//! ```text
+//! start:    let worker = AuthWorker::start(passwords, 2, 1024)?;             // once, broker
+//!           let (client, replies) = worker.client(move || { let _ = waker.wake(); });
+//!                                                                            // once per shard
+//! CONNECT:  client.submit(AuthRequest { token, username, password })         // shard thread
+//!           -> Err(request) if the queue is full: refuse (CONNACK 0x05 / 5.0 0x89 busy)
+//! wake-up:  while let Ok(AuthResponse { token, allowed }) = replies.try_recv() { ... }
+//! ```
+//! `token` is the shard's own (e.g. connection slot + generation): a reply for a connection that
+//! closed meanwhile must be dropped by the shard. The notify closure runs on a worker thread
+//! after each reply is queued; a `mio::Waker::wake` fits (it coalesces).
+
+use std::io;
+use std::sync::{Arc, RwLock};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender, TrySendError};
+
+use super::PasswordFile;
+
+/// One password to check.
+pub struct AuthRequest {
+    /// The caller's identifier for this request, returned in the [`AuthResponse`].
+    pub token: u64,
+    /// User name from CONNECT.
+    pub username: String,
+    /// Password from CONNECT (empty if none was given). Wiped after the check.
+    pub password: Vec<u8>,
+}
+
+impl std::fmt::Debug for AuthRequest {
+    /// Never shows the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthRequest")
+            .field("token", &self.token)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The outcome of one [`AuthRequest`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthResponse {
+    /// The request's token.
+    pub token: u64,
+    /// True if the user exists and the password is right.
+    pub allowed: bool,
+}
+
+type Notify = Arc<dyn Fn() + Send + Sync>;
+
+struct Job {
+    request: AuthRequest,
+    reply: Sender<AuthResponse>,
+    notify: Notify,
+}
+
+/// A pool of threads that verify passwords (see the module documentation).
+pub struct AuthWorker {
+    passwords: Arc<RwLock<Arc<PasswordFile>>>,
+    jobs: Option<Sender<Job>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for AuthWorker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthWorker")
+            .field("threads", &self.threads.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuthWorker {
+    /// Starts `threads` (at least 1) worker threads checking against `passwords`, with room for
+    /// `queue` (at least 1) pending requests across all clients.
+    pub fn start(
+        passwords: Arc<PasswordFile>,
+        threads: usize,
+        queue: usize,
+    ) -> io::Result<AuthWorker> {
+        let passwords = Arc::new(RwLock::new(passwords));
+        let (tx, rx) = bounded::<Job>(queue.max(1));
+        let mut handles = Vec::new();
+        for i in 0..threads.max(1) {
+            let rx = rx.clone();
+            let passwords = passwords.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("midge-auth-{i}"))
+                .spawn(move || run(rx, passwords))?;
+            handles.push(handle);
+        }
+        Ok(AuthWorker {
+            passwords,
+            jobs: Some(tx),
+            threads: handles,
+        })
+    }
+
+    /// A handle for one submitter (one per shard) and the receiver of its replies. `notify` is
+    /// called on a worker thread after each reply is queued.
+    pub fn client(
+        &self,
+        notify: impl Fn() + Send + Sync + 'static,
+    ) -> (AuthClient, Receiver<AuthResponse>) {
+        let (reply, replies) = unbounded();
+        let jobs = self
+            .jobs
+            .clone()
+            .expect("AuthWorker is running until dropped");
+        (
+            AuthClient {
+                jobs,
+                reply,
+                notify: Arc::new(notify),
+            },
+            replies,
+        )
+    }
+
+    /// Replaces the password file (reload on SIGHUP); requests already queued use the new one.
+    pub fn reload(&self, passwords: Arc<PasswordFile>) {
+        let mut guard = match self.passwords.write() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *guard = passwords;
+    }
+}
+
+impl Drop for AuthWorker {
+    /// Stops the threads once every [`AuthClient`] is gone and the queue is drained.
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        // Clients may still hold senders: do not wait for threads they keep alive.
+        for handle in self.threads.drain(..) {
+            if handle.is_finished() {
+                let _ = handle.join();
+            }
+        }
+    }
+}
+
+fn run(rx: Receiver<Job>, passwords: Arc<RwLock<Arc<PasswordFile>>>) {
+    for mut job in rx.iter() {
+        let file = match passwords.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        let allowed = file.verify(&job.request.username, &job.request.password);
+        wipe(&mut job.request.password);
+        let response = AuthResponse {
+            token: job.request.token,
+            allowed,
+        };
+        if job.reply.send(response).is_ok() {
+            (job.notify)();
+        }
+    }
+}
+
+/// Overwrites a password buffer before it is freed (`black_box` keeps the stores from being
+/// optimised away as dead).
+fn wipe(buf: &mut [u8]) {
+    buf.fill(0);
+    std::hint::black_box(buf);
+}
+
+/// A submitter's handle to an [`AuthWorker`] (one per shard; `Clone` is cheap).
+#[derive(Clone)]
+pub struct AuthClient {
+    jobs: Sender<Job>,
+    reply: Sender<AuthResponse>,
+    notify: Notify,
+}
+
+impl std::fmt::Debug for AuthClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthClient").finish_non_exhaustive()
+    }
+}
+
+impl AuthClient {
+    /// Queues a check; never blocks. Gives the request back if the queue is full or the worker
+    /// is gone: the caller should refuse the client (server busy) rather than wait.
+    #[allow(clippy::result_large_err)]
+    pub fn submit(&self, request: AuthRequest) -> Result<(), AuthRequest> {
+        let job = Job {
+            request,
+            reply: self.reply.clone(),
+            notify: self.notify.clone(),
+        };
+        match self.jobs.try_send(job) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(job)) | Err(TrySendError::Disconnected(job)) => Err(job.request),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    const BOB_6: &str = "bob:$6$i+0wlo2GzCeMo0dW$Mb2oRryLuE4ImUmPv48Lx+As8c5S8gH0NMug8aQ+qxILa2Jj/PV/NzwtkTvvusYHFRfVq+d7Dr3LtA8q/Fesww==\n";
+    const ALICE_7: &str = "alice:$7$101$eCx8auHoBbV2xAaU$v4fSUS09BUcOChROO1dqFMT7yq6VBt/zLPTHJ+8rOy60pJar5gYhKY9rp7nUhCRHrnnFX0TAeiF2Lzad/LJZVA==\n";
+
+    #[test]
+    fn replies_come_back_with_their_token_and_notify() {
+        let file = PasswordFile::parse(&format!("{BOB_6}{ALICE_7}"), "pw").unwrap();
+        let worker = AuthWorker::start(Arc::new(file), 2, 16).unwrap();
+        let wakes = Arc::new(AtomicUsize::new(0));
+        let w = wakes.clone();
+        let (client, replies) = worker.client(move || {
+            w.fetch_add(1, Ordering::SeqCst);
+        });
+        let cases = [
+            (1, "bob", "hunter2", true),
+            (2, "bob", "wrong", false),
+            (3, "alice", "secret", true),
+            (4, "nobody", "secret", false),
+        ];
+        for (token, user, pw, _) in cases {
+            client
+                .submit(AuthRequest {
+                    token,
+                    username: user.into(),
+                    password: pw.into(),
+                })
+                .unwrap();
+        }
+        let mut got: Vec<AuthResponse> = (0..cases.len())
+            .map(|_| replies.recv_timeout(Duration::from_secs(10)).unwrap())
+            .collect();
+        got.sort_by_key(|r| r.token);
+        for ((token, _, _, allowed), r) in cases.iter().zip(&got) {
+            assert_eq!((r.token, r.allowed), (*token, *allowed));
+        }
+        assert_eq!(wakes.load(Ordering::SeqCst), cases.len());
+        // Reload: bob's entry is gone.
+        worker.reload(Arc::new(PasswordFile::parse(ALICE_7, "pw").unwrap()));
+        client
+            .submit(AuthRequest {
+                token: 9,
+                username: "bob".into(),
+                password: b"hunter2".to_vec(),
+            })
+            .unwrap();
+        let r = replies.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!((r.token, r.allowed), (9, false));
+    }
+
+    #[test]
+    fn full_queue_gives_the_request_back() {
+        // A slow file (many iterations) and a queue of 1 on one thread.
+        let slow = super::super::PasswordHash::with_salt(
+            b"pw",
+            super::super::HashAlgorithm::Sha512Pbkdf2 { iterations: 20_000 },
+            vec![1; 12],
+        );
+        let file = PasswordFile::parse(&format!("u:{slow}\n"), "pw").unwrap();
+        let worker = AuthWorker::start(Arc::new(file), 1, 1).unwrap();
+        let (client, _replies) = worker.client(|| {});
+        let req = |token| AuthRequest {
+            token,
+            username: "u".into(),
+            password: b"pw".to_vec(),
+        };
+        let mut refused = 0;
+        for token in 0..5 {
+            if let Err(r) = client.submit(req(token)) {
+                assert_eq!(r.token, token);
+                refused += 1;
+            }
+        }
+        assert!(
+            refused >= 2,
+            "queue of 1 + one busy thread: {refused} refused"
+        );
+    }
+}
