@@ -1,0 +1,294 @@
+//! The command line: `suite`, `run`, `report` and `brokers`.
+//!
+//! Exit codes: 0 when every run passed, 1 when a run failed its correctness checks (loss or
+//! duplicates beyond its QoS, dropped connections), 2 for usage and set-up errors.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::broker::{self, BrokerDef};
+use crate::report::json::Status;
+use crate::scenario::{Mode, Scenario, Shape};
+use crate::suite::{self, Cell, Suite};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "loadgen",
+    version,
+    about = "Compare MQTT brokers: open-loop HDR latency, throughput, CPU and memory"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run every cell of a suite file against every broker.
+    Suite {
+        /// The suite file (TOML), e.g. loadgen/suites/quick.toml.
+        file: PathBuf,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Run one scenario against the brokers.
+    Run {
+        #[command(flatten)]
+        scenario: ScenarioArgs,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Regenerate summary.md and the charts of a results directory from its JSON files.
+    Report { dir: PathBuf },
+    /// List the broker table and what is installed.
+    Brokers {
+        /// Where midge's binary is (default: target/release/midge of the workspace).
+        #[arg(long)]
+        midge: Option<PathBuf>,
+    },
+}
+
+/// Which brokers, where the results go, how chatty.
+#[derive(Debug, Args)]
+pub struct Target {
+    /// Brokers from the built-in table, comma-separated (default: the suite's list, or
+    /// midge,mosquitto).
+    #[arg(long, value_delimiter = ',')]
+    pub brokers: Option<Vec<String>>,
+    /// An external broker: name=host:port[,pid=PID] (repeatable). Without a PID its CPU and
+    /// memory are not measured.
+    #[arg(long = "broker")]
+    pub external: Vec<String>,
+    /// Root of the results (a <suite>-<timestamp> directory is created in it).
+    #[arg(long, default_value = "results")]
+    pub out: PathBuf,
+    /// Where midge's binary is (default: target/release/midge of the workspace).
+    #[arg(long)]
+    pub midge: Option<PathBuf>,
+    /// No progress line and no per-run lines (failures are still printed).
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// One scenario on the command line (same fields as a suite cell).
+#[derive(Debug, Args)]
+pub struct ScenarioArgs {
+    /// fan-in, fan-out, p2p or iot.
+    #[arg(long, default_value = "p2p")]
+    pub scenario: String,
+    #[arg(long, default_value_t = 10)]
+    pub clients: u32,
+    /// Fan-in subscribers / IoT backends (0 = the shape's default).
+    #[arg(long, default_value_t = 0)]
+    pub subscribers: u32,
+    /// Fan-out publishers (0 = 1).
+    #[arg(long, default_value_t = 0)]
+    pub publishers: u32,
+    #[arg(long, default_value_t = 0)]
+    pub qos: u8,
+    #[arg(long, default_value_t = 64)]
+    pub payload: usize,
+    /// Messages per second per publisher; "max" for a closed-loop max-throughput run.
+    #[arg(long, default_value = "100")]
+    pub rate: String,
+    #[arg(long, default_value_t = 16)]
+    pub window: u32,
+    /// "3.1.1" or "5".
+    #[arg(long, default_value = "3.1.1")]
+    pub protocol: String,
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+    #[arg(long, default_value_t = 5.0)]
+    pub duration: f64,
+    #[arg(long, default_value_t = 2.0)]
+    pub drain: f64,
+    #[arg(long, default_value_t = 1)]
+    pub threads: u32,
+}
+
+impl ScenarioArgs {
+    fn to_scenario(&self) -> Result<Scenario, String> {
+        let shape = match self.scenario.as_str() {
+            "fan-in" | "fanin" => Shape::FanIn,
+            "fan-out" | "fanout" => Shape::FanOut,
+            "p2p" | "point-to-point" => Shape::P2p,
+            "iot" => Shape::Iot,
+            s => {
+                return Err(format!(
+                    "--scenario {s:?}: expected fan-in, fan-out, p2p or iot"
+                ))
+            }
+        };
+        let (mode, rate) = if self.rate == "max" {
+            (Mode::Max, 0.0)
+        } else {
+            (
+                Mode::Rate,
+                self.rate
+                    .parse()
+                    .map_err(|_| format!("--rate {:?}: a number or \"max\"", self.rate))?,
+            )
+        };
+        let mut s = Scenario {
+            name: String::new(),
+            shape,
+            clients: self.clients,
+            subscribers: self.subscribers,
+            publishers: self.publishers,
+            qos: self.qos,
+            payload: self.payload,
+            protocol: self.protocol.clone(),
+            mode,
+            rate,
+            window: self.window,
+            warmup_s: self.warmup,
+            duration_s: self.duration,
+            drain_s: self.drain,
+            threads: self.threads,
+        };
+        s.name = s.auto_name();
+        s.validate()?;
+        Ok(s)
+    }
+}
+
+/// The command line as typed, shell-quoted where needed, for the record.
+fn command_line() -> String {
+    // argv[0] as the program's name: where it was built is not part of the command.
+    let mut args: Vec<String> = std::env::args().collect();
+    if let Some(a0) = args.first_mut() {
+        if let Some(name) = Path::new(a0.as_str()).file_name().and_then(|n| n.to_str()) {
+            *a0 = name.to_string();
+        }
+    }
+    args.into_iter()
+        .map(|a| {
+            if !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=,:".contains(c))
+            {
+                a
+            } else {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Resolves broker names and external specs into definitions.
+fn resolve_brokers(
+    names: &[String],
+    external: &[String],
+    midge: Option<&Path>,
+) -> Result<Vec<BrokerDef>, String> {
+    let mut out = Vec::new();
+    for n in names {
+        out.push(broker::known(n, midge).ok_or_else(|| {
+            format!(
+                "unknown broker {n:?}: the table has {:?}; use --broker name=host:port for others",
+                broker::KNOWN
+            )
+        })?);
+    }
+    for e in external {
+        out.push(broker::parse_external(e)?);
+    }
+    if out.is_empty() {
+        return Err("no brokers to run".into());
+    }
+    Ok(out)
+}
+
+/// Runs a suite and reports; returns the exit code.
+fn run_suite(suite: &Suite, target: &Target) -> Result<i32, String> {
+    let names = target.brokers.clone().unwrap_or_else(|| {
+        if suite.brokers.is_empty() {
+            vec!["midge".into(), "mosquitto".into()]
+        } else {
+            suite.brokers.clone()
+        }
+    });
+    let names =
+        if target.brokers.is_none() && !target.external.is_empty() && suite.brokers.is_empty() {
+            Vec::new()
+        } else {
+            names
+        };
+    let brokers = resolve_brokers(&names, &target.external, target.midge.as_deref())?;
+    let dir = suite::out_dir(&target.out, &suite.name);
+    if !target.quiet {
+        eprintln!(
+            "loadgen: {} cells x {} brokers -> {}",
+            suite.cells.len(),
+            brokers.len(),
+            dir.display()
+        );
+    }
+    let records = suite::run(suite, &brokers, &dir, &command_line(), target.quiet)?;
+    let failed: Vec<_> = records
+        .iter()
+        .filter(|r| r.status == Status::Failed)
+        .collect();
+    println!("results: {}", dir.join("summary.md").display());
+    if failed.is_empty() {
+        return Ok(0);
+    }
+    eprintln!("\n!!! {} of {} runs FAILED:", failed.len(), records.len());
+    for r in &failed {
+        eprintln!(
+            "!!!   {} @ {}: {}",
+            r.scenario.name,
+            r.broker.name,
+            r.failures.join("; ")
+        );
+    }
+    Ok(1)
+}
+
+/// Entry point; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let res = match cli.command {
+        Command::Suite { file, target } => suite::load(&file).and_then(|s| run_suite(&s, &target)),
+        Command::Run { scenario, target } => scenario.to_scenario().and_then(|sc| {
+            let suite = Suite {
+                name: "run".into(),
+                brokers: Vec::new(),
+                limits: Default::default(),
+                stop: Default::default(),
+                cells: vec![Cell {
+                    scenario: sc,
+                    series: "run".into(),
+                    grows: false,
+                }],
+            };
+            run_suite(&suite, &target)
+        }),
+        Command::Report { dir } => crate::report::regenerate(&dir).map(|n| {
+            println!("{n} runs -> {}", dir.join("summary.md").display());
+            0
+        }),
+        Command::Brokers { midge } => {
+            for n in broker::KNOWN {
+                let b = broker::known(n, midge.as_deref()).expect("listed");
+                match (&b, b.unavailable()) {
+                    (BrokerDef::Managed { binary, .. }, None) => {
+                        println!("{n:10} {}", binary.display())
+                    }
+                    (_, Some(why)) => println!("{n:10} unavailable: {why}"),
+                    _ => {}
+                }
+            }
+            Ok(0)
+        }
+    };
+    match res {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("loadgen: {e}");
+            2
+        }
+    }
+}

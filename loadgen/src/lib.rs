@@ -1,0 +1,31 @@
+//! loadgen: drives MQTT brokers with identical scenarios and writes comparable results.
+//!
+//! # Layout
+//! - [`clock`]: the run-wide monotonic epoch and the payload stamp (sequence number,
+//!   publisher id, *intended* send time) every measured PUBLISH carries.
+//! - [`schedule`]: the open-loop schedule (when each message is due, whatever the broker does)
+//!   and the bounded inflight window; pure, so the "no coordinated omission" property is tested
+//!   without sockets.
+//! - [`stats`]: HDR latency histograms, loss/duplicate bookkeeping, per-run counters.
+//! - [`scenario`]: a scenario (fan-in, fan-out, p2p, IoT mix) turned into a [`scenario::Plan`]:
+//!   the list of clients with their subscriptions and publications.
+//! - [`engine`]: the mio client engine that executes a plan: many connections per worker
+//!   thread, one `Poll` each, full QoS 0/1/2 flows.
+//! - [`procstat`]: CPU and memory of a process from `/proc`, and of loadgen itself.
+//! - [`broker`]: the broker table; starts, identifies and stops brokers.
+//! - [`runner`]: one run = one scenario against one broker, sampled and summarised.
+//! - [`suite`]: the suite file (a matrix of cells) and its expansion into runs.
+//! - [`report`]: JSON per run, `summary.md`, SVG charts.
+//! - [`cli`]: the command line.
+
+pub mod broker;
+pub mod cli;
+pub mod clock;
+pub mod engine;
+pub mod procstat;
+pub mod report;
+pub mod runner;
+pub mod scenario;
+pub mod schedule;
+pub mod stats;
+pub mod suite;

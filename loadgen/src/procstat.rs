@@ -1,0 +1,235 @@
+//! CPU time and memory of processes, read from `/proc` (Linux only).
+//!
+//! The broker's CPU is `utime + stime` from `/proc/PID/stat`: that line already sums every
+//! thread of the process, so a multi-threaded broker is measured whole. Memory is `VmRSS`
+//! (sampled) and `VmHWM` (the kernel's peak RSS) from `/proc/PID/status`. A PID is identified
+//! by its start time (field 22 of `stat`) so that a PID reused by another process after the
+//! broker died is noticed instead of sampled.
+
+use std::fs;
+
+/// CPU seconds used so far by the calling thread (`getrusage(RUSAGE_THREAD)`).
+pub fn thread_cpu_s() -> f64 {
+    rusage_s(libc::RUSAGE_THREAD)
+}
+
+/// CPU seconds used so far by this whole process (all loadgen threads).
+pub fn process_cpu_s() -> f64 {
+    rusage_s(libc::RUSAGE_SELF)
+}
+
+fn rusage_s(who: libc::c_int) -> f64 {
+    // SAFETY: an all-zero rusage is valid; getrusage fills the struct we own.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: see above.
+    if unsafe { libc::getrusage(who, &mut ru) } != 0 {
+        return 0.0;
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// Clock ticks per second of `/proc` CPU times.
+pub fn clk_tck() -> f64 {
+    // SAFETY: sysconf has no memory effects.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
+}
+
+/// What `/proc/PID/stat` says about a process.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProcStat {
+    /// utime + stime of all threads, in seconds.
+    pub cpu_s: f64,
+    /// Start time in clock ticks after boot: with the PID, an identity that survives PID reuse.
+    pub start_ticks: u64,
+    pub threads: u64,
+}
+
+/// Parses a `/proc/PID/stat` line. The command name (field 2) may contain spaces and
+/// parentheses, so fields are counted from the last `)`.
+pub fn parse_stat(line: &str, tck: f64) -> Option<ProcStat> {
+    let rest = &line[line.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // f[0] is field 3 (state); utime is field 14, stime 15, num_threads 20, starttime 22.
+    let utime: u64 = f.get(11)?.parse().ok()?;
+    let stime: u64 = f.get(12)?.parse().ok()?;
+    let threads: u64 = f.get(17)?.parse().ok()?;
+    let start_ticks: u64 = f.get(19)?.parse().ok()?;
+    Some(ProcStat {
+        cpu_s: (utime + stime) as f64 / tck,
+        start_ticks,
+        threads,
+    })
+}
+
+/// Reads `/proc/PID/stat`; `None` if the process is gone.
+pub fn stat(pid: u32) -> Option<ProcStat> {
+    parse_stat(
+        &fs::read_to_string(format!("/proc/{pid}/stat")).ok()?,
+        clk_tck(),
+    )
+}
+
+/// Resident memory now and at its peak, in KiB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Mem {
+    pub rss_kib: u64,
+    pub hwm_kib: u64,
+}
+
+/// Parses `VmRSS` and `VmHWM` out of a `/proc/PID/status` text.
+pub fn parse_status(text: &str) -> Option<Mem> {
+    let field = |name: &str| {
+        text.lines().find(|l| l.starts_with(name)).and_then(|l| {
+            l[name.len()..]
+                .split_whitespace()
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+    };
+    Some(Mem {
+        rss_kib: field("VmRSS:")?,
+        hwm_kib: field("VmHWM:")?,
+    })
+}
+
+/// Reads the memory of `pid`; `None` if the process is gone.
+pub fn mem(pid: u32) -> Option<Mem> {
+    parse_status(&fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
+}
+
+/// Busy and total jiffies of the whole machine (first line of `/proc/stat`), to tell whether
+/// something else was competing for the CPU during a run.
+pub fn machine_jiffies() -> Option<(u64, u64)> {
+    let text = fs::read_to_string("/proc/stat").ok()?;
+    let line = text.lines().next()?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3)? + v.get(4).unwrap_or(&0);
+    Some((total - idle, total))
+}
+
+/// Socket inodes listening on TCP `port` (IPv4 and IPv6, any local address).
+pub fn listening_inodes(port: u16) -> Vec<u64> {
+    let mut out = Vec::new();
+    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        if let Ok(text) = fs::read_to_string(file) {
+            out.extend(parse_listeners(&text, port));
+        }
+    }
+    out
+}
+
+/// Parses `/proc/net/tcp{,6}`: rows in state 0A (LISTEN) whose local port is `port`.
+pub fn parse_listeners(text: &str, port: u16) -> Vec<u64> {
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let local_port = u16::from_str_radix(f.get(1)?.rsplit(':').next()?, 16).ok()?;
+            (local_port == port && *f.get(3)? == "0A").then(|| f.get(9)?.parse().ok())?
+        })
+        .collect()
+}
+
+/// True if process `pid` holds a socket listening on `port`: proof that the process we sample
+/// is the one clients talk to (not a stale broker that also bound the port, DESIGN.md 11).
+pub fn pid_listens_on(pid: u32, port: u16) -> bool {
+    let inodes = listening_inodes(port);
+    if inodes.is_empty() {
+        return false;
+    }
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    dir.flatten().any(|e| {
+        fs::read_link(e.path())
+            .ok()
+            .and_then(|t| {
+                let t = t.to_string_lossy().into_owned();
+                t.strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .is_some_and(|ino| inodes.contains(&ino))
+    })
+}
+
+/// Every PID whose process holds a socket listening on `port` (several means something else
+/// shares the port, e.g. through SO_REUSEPORT).
+pub fn pids_listening_on(port: u16) -> Vec<u32> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid_listens_on(pid, port))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_parsing_counts_fields_after_a_command_with_spaces_and_parens() {
+        let line = "1234 (my (odd) broker) S 1 1234 1234 0 -1 4194560 500 0 0 0 250 50 0 0 20 0 4 0 98765 1000000 300 18446744073709551615";
+        let s = parse_stat(line, 100.0).unwrap();
+        assert_eq!(s.cpu_s, 3.0, "(250 + 50) ticks at 100 Hz");
+        assert_eq!(s.threads, 4);
+        assert_eq!(s.start_ticks, 98765);
+    }
+
+    #[test]
+    fn own_process_is_readable_and_consistent() {
+        let me = std::process::id();
+        let s = stat(me).expect("own /proc/self/stat");
+        assert!(s.threads >= 1);
+        let m = mem(me).expect("own status");
+        assert!(m.rss_kib > 0 && m.hwm_kib >= m.rss_kib);
+        assert!(process_cpu_s() >= thread_cpu_s());
+        let (busy, total) = machine_jiffies().unwrap();
+        assert!(busy <= total);
+    }
+
+    #[test]
+    fn status_parsing_finds_rss_and_peak() {
+        let m = parse_status("Name:\tx\nVmHWM:\t  2048 kB\nVmRSS:\t  1024 kB\n").unwrap();
+        assert_eq!(
+            m,
+            Mem {
+                rss_kib: 1024,
+                hwm_kib: 2048
+            }
+        );
+        assert_eq!(parse_status("Name: kernel thread\n"), None);
+    }
+
+    #[test]
+    fn a_listening_socket_is_attributed_to_its_process() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        assert!(pid_listens_on(std::process::id(), port));
+        assert_eq!(pids_listening_on(port), vec![std::process::id()]);
+        drop(l);
+        assert!(!pid_listens_on(std::process::id(), port));
+    }
+
+    #[test]
+    fn listener_rows_are_filtered_by_port_and_state() {
+        let text = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 0100007F:075B 00000000:0000 0A 00000000:00000000 00:00000000 00000000   0        0 4242 1\n   1: 0100007F:075B 0100007F:9C40 01 00000000:00000000 00:00000000 00000000   0        0 4343 1\n";
+        assert_eq!(parse_listeners(text, 1883), vec![4242]);
+        assert!(parse_listeners(text, 1884).is_empty());
+    }
+}
