@@ -38,6 +38,10 @@ pub(crate) trait Engine: Send + 'static {
     fn os_needs_flusher(&self) -> bool {
         false
     }
+    /// True if [`Engine::append`] reads `ops` (else only `encoded` is kept).
+    fn wants_ops(&self) -> bool {
+        true
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -499,6 +503,7 @@ pub(crate) struct Core<E: Engine> {
     /// Set when a write was not synced (for the flusher).
     unsynced: Arc<AtomicBool>,
     flusher: Option<Flusher>,
+    keep_ops: bool,
     dropped_at_open: Vec<String>,
 }
 
@@ -519,6 +524,7 @@ impl<E: Engine> Core<E> {
             live_bytes: mirror.live_bytes,
             ..StoreStats::default()
         };
+        let keep_ops = engine.wants_ops();
         let engine = Arc::new(Mutex::new(engine));
         let unsynced = Arc::new(AtomicBool::new(false));
         let interval = match opts.sync {
@@ -568,6 +574,7 @@ impl<E: Engine> Core<E> {
             engine,
             unsynced,
             flusher,
+            keep_ops,
             dropped_at_open: dropped,
         })
     }
@@ -649,6 +656,7 @@ impl<E: Engine> Store for Core<E> {
         if batch.is_empty() {
             return Ok(());
         }
+        let keep_ops = self.keep_ops;
         let mut st = lock(&self.state);
         let State {
             mirror, ops, buf, ..
@@ -657,7 +665,9 @@ impl<E: Engine> Store for Core<E> {
             let at = buf.len();
             codec::put_op(buf, &op);
             let size = buf.len() - at;
-            ops.push(op.clone());
+            if keep_ops {
+                ops.push(op.clone());
+            }
             m.apply(op, size);
         };
         for bop in batch.ops.drain(..) {

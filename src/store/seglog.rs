@@ -242,4 +242,8 @@ impl Engine for SegLog {
     fn disk_bytes(&self) -> u64 {
         self.len
     }
+
+    fn wants_ops(&self) -> bool {
+        false
+    }
 }
