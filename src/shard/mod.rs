@@ -48,6 +48,9 @@ pub const WAKER: Token = Token(usize::MAX);
 const TICK: Duration = Duration::from_millis(250);
 /// A connection must send CONNECT within this time (fail closed on idle half-open sockets).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+/// Unsent bytes a connection may have before QoS 0 messages to it are dropped: bounds the
+/// memory a subscriber that stopped reading can cost, without slowing the others.
+const SLOW_CONSUMER_BACKLOG: usize = 16 * 1024 * 1024;
 /// Read at most this much from one connection per readiness event before giving others a turn.
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -142,6 +145,8 @@ pub struct Shard {
     pub(crate) auth: Option<(AuthClient, crossbeam_channel::Receiver<AuthResponse>)>,
     /// Tokens for password checks (see `Conn::auth_token`).
     pub(crate) next_auth_token: u64,
+    /// QoS 0 messages dropped for slow consumers (see `SLOW_CONSUMER_BACKLOG`).
+    pub(crate) slow_consumer_drops: u64,
 }
 
 impl Shard {
@@ -184,6 +189,7 @@ impl Shard {
             next_client_number: 0,
             auth,
             next_auth_token: 0,
+            slow_consumer_drops: 0,
         })
     }
 
@@ -676,9 +682,24 @@ impl Shard {
         let dropped_before = slot.session.dropped;
         match slot.session.offer(delivery) {
             Offer::Send(packet) => {
-                if let Some(key) = conn {
-                    self.send(key, &packet);
+                let Some(key) = conn else { return };
+                let backlog = self.conns.get(key).map_or(0, |c| c.wbuf.len());
+                let qos0 = matches!(&packet, Packet::Publish(p) if p.qos == QoS::AtMostOnce);
+                if qos0 && backlog > SLOW_CONSUMER_BACKLOG {
+                    // A subscriber that does not read: its QoS 0 messages are dropped rather
+                    // than grow its buffer without bound (QoS 1/2 are bounded by the window).
+                    self.slow_consumer_drops += 1;
+                    if self.slow_consumer_drops.is_power_of_two() {
+                        log::warn!(
+                            "Dropping QoS 0 messages for a slow consumer ({} bytes unsent; {} dropped on shard {}).",
+                            backlog,
+                            self.slow_consumer_drops,
+                            self.id
+                        );
+                    }
+                    return;
                 }
+                self.send(key, &packet);
             }
             Offer::Queued => {}
             Offer::Dropped => {

@@ -1,0 +1,86 @@
+//! Slow consumers: a subscriber that stops reading must neither grow the broker's memory
+//! without bound nor slow the other subscribers of the same topic.
+
+mod common;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::raw::{self, Connect, Raw};
+use common::Broker;
+
+/// Resident memory of a process, from /proc (kB).
+fn rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// 64 MiB of QoS 0 messages to a topic with one subscriber that never reads and one that
+/// keeps up: the reader gets every message in order, and midge's memory stays far below what
+/// buffering everything for the stalled one would take (its backlog is capped at 16 MiB).
+#[test]
+fn stalled_subscriber_does_not_grow_memory_or_slow_others() {
+    let b = Broker::start();
+    let mut stalled = Raw::tcp(b.port());
+    stalled.handshake(&Connect::new("stalled"));
+    stalled.subscribe(1, &[("bulk/t", 0)]);
+    let mut reader = Raw::connected(b.port(), "reader");
+    reader.subscribe(1, &[("bulk/t", 0)]);
+    let mut publisher = Raw::connected(b.port(), "publisher");
+
+    let count = 4096u32; // of 16 KiB: 64 MiB
+    let progress = Arc::new(AtomicU32::new(0));
+    let seen_by_reader = progress.clone();
+    let receiver = std::thread::spawn(move || {
+        let mut seen = 0u32;
+        while seen < count {
+            let p = reader.recv_publish_ack();
+            assert_eq!(
+                &p.payload[..4],
+                &seen.to_be_bytes(),
+                "in order, none missing"
+            );
+            seen += 1;
+            seen_by_reader.store(seen, Ordering::Relaxed);
+        }
+        seen
+    });
+    let mut payload = vec![0x42u8; 16 * 1024];
+    for i in 0..count {
+        // Stay at most 4 MiB ahead of the reader: it keeps up, the stalled one does not.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while i > progress.load(Ordering::Relaxed) + 256 {
+            assert!(
+                Instant::now() < deadline,
+                "the reader stopped receiving at {i}"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        payload[..4].copy_from_slice(&i.to_be_bytes());
+        publisher.publish_complete("bulk/t", &payload, 0, false, 0);
+    }
+    assert_eq!(receiver.join().expect("reader thread"), count);
+    publisher.ping();
+    if b.is_midge() {
+        let rss = rss_kb(b.pid());
+        assert!(
+            rss < 48 * 1024,
+            "broker RSS {rss} kB: the stalled subscriber's backlog must be capped"
+        );
+    }
+    // The stalled connection is still open: once its client reads again it catches up
+    // (whatever was kept) and gets its PINGRESP.
+    stalled.send(&raw::pingreq());
+    loop {
+        match stalled.recv(Duration::from_secs(20)) {
+            Ok(p) if p.kind() == raw::PINGRESP => break,
+            Ok(_) => continue,
+            Err(e) => panic!("the stalled subscriber should still be served: {e:?}"),
+        }
+    }
+}
