@@ -179,3 +179,46 @@ fn clean_start_gives_session_present_0() {
         "Session Present with Clean Start 1: {ack:?}"
     );
 }
+
+/// [MQTT-3.1.2-28] (3.2.2.3.15) Response Information (midge's `response_information`) is sent
+/// in CONNACK only to a client that set Request Response Information to 1. mosquitto has no
+/// such option (it never sends one), which the spec allows.
+#[test]
+fn response_information_is_sent_only_when_requested() {
+    let b = Broker::start_with(&["response_information replies/"]);
+    let mut asking = connect(&unique_id("ri"));
+    asking.properties.request_response_information = Some(1);
+    let (_c, ack) = V5::connect(b.port(), &asking);
+    let got = ack.properties.response_information.map(|s| s.to_string());
+    if b.is_mosquitto() {
+        assert_eq!(got, None);
+        return;
+    }
+    assert_eq!(got.as_deref(), Some("replies/"));
+    let (_c, ack) = V5::connect(b.port(), &connect(&unique_id("ri")));
+    assert_eq!(
+        ack.properties.response_information, None,
+        "not asked, not sent"
+    );
+}
+
+/// (4.11, 3.14.2.2.5) With midge's `server_reference`, a broker shutting down tells MQTT 5
+/// clients to use another server: DISCONNECT 0x9C with the Server Reference.
+#[test]
+fn shutdown_with_server_reference_sends_use_another_server() {
+    if !common::is_midge() {
+        eprintln!("note: server_reference is a midge option");
+        return;
+    }
+    let b = Broker::start_with(&["server_reference standby.example:1883"]);
+    let mut c = V5::connected(b.port(), &unique_id("sr"));
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &b.pid().to_string()])
+        .status();
+    assert!(status.is_ok_and(|s| s.success()));
+    let d = c.expect_disconnect_code(0x9C, "use another server on shutdown");
+    assert_eq!(
+        d.properties.server_reference.as_deref(),
+        Some("standby.example:1883")
+    );
+}

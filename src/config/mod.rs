@@ -105,6 +105,12 @@ pub struct Config {
     /// `topic_alias_to_clients` (midge): use topic aliases toward MQTT 5 clients that accept
     /// them (default true).
     pub topic_alias_to_clients: bool,
+    /// `response_information TEXT` (midge): sent in CONNACK to MQTT 5 clients that ask for it
+    /// (Request Response Information 1), as the base of their response topics.
+    pub response_information: Option<String>,
+    /// `server_reference TEXT` (midge): where MQTT 5 clients should go instead; sent with
+    /// DISCONNECT 0x9C (use another server) when the broker shuts down.
+    pub server_reference: Option<String>,
     /// `log_dest`.
     pub log_dest: LogDest,
     /// `log_type` values; empty = mosquitto's default (error, warning, notice, information).
@@ -156,6 +162,8 @@ impl Default for Config {
             max_qos: 2,
             max_topic_alias: 10,
             topic_alias_to_clients: true,
+            response_information: None,
+            server_reference: None,
             log_dest: LogDest::Stderr,
             log_types: Vec::new(),
             source: None,

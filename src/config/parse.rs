@@ -391,6 +391,12 @@ impl Parser {
                 let v = parse_int(pos, option, one(pos, option, rest)?, 0, 2)?;
                 self.config.max_qos = v as u8;
             }
+            "response_information" => {
+                self.config.response_information = Some(one(pos, option, rest)?.to_owned());
+            }
+            "server_reference" => {
+                self.config.server_reference = Some(one(pos, option, rest)?.to_owned());
+            }
             "topic_alias_to_clients" => {
                 self.config.topic_alias_to_clients =
                     parse_bool(pos, option, one(pos, option, rest)?)?;

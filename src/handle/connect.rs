@@ -298,6 +298,10 @@ impl Shard {
             if assigned {
                 props.assigned_client_identifier = Some(client_id.clone());
             }
+            if connect.properties.request_response_information == Some(1) {
+                // [MQTT-3.1.2-28]: only to a client that asked.
+                props.response_information = config.response_information.as_deref().map(ByteStr::from);
+            }
         }
 
         let acl = self

@@ -805,6 +805,11 @@ impl Shard {
             if let (Close::Protocol { reason, .. }, true) = (&why, conn.problem_info) {
                 d.properties.reason_string = Some(reason.as_str().into());
             }
+            if let (Close::Shutdown, Some(server)) = (&why, &self.shared.config.server_reference) {
+                // Maintenance: point clients elsewhere rather than just "shutting down".
+                d.reason = v5::USE_ANOTHER_SERVER;
+                d.properties.server_reference = Some(server.as_str().into());
+            }
             protocol::encode(&Packet::Disconnect(d), ProtocolVersion::V5, &mut conn.wbuf);
         }
         if !conn.wbuf.is_empty() {

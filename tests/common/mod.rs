@@ -37,7 +37,12 @@ use std::time::{Duration, Instant};
 pub const STEP: Duration = Duration::from_secs(5);
 
 /// Config options that only midge knows; they are left out of mosquitto's config.
-const MIDGE_ONLY_OPTIONS: &[&str] = &["shards"];
+const MIDGE_ONLY_OPTIONS: &[&str] = &[
+    "shards",
+    "topic_alias_to_clients",
+    "response_information",
+    "server_reference",
+];
 
 /// The broker under test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
