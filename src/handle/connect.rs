@@ -300,7 +300,8 @@ impl Shard {
             }
             if connect.properties.request_response_information == Some(1) {
                 // [MQTT-3.1.2-28]: only to a client that asked.
-                props.response_information = config.response_information.as_deref().map(ByteStr::from);
+                props.response_information =
+                    config.response_information.as_deref().map(ByteStr::from);
             }
         }
 
