@@ -147,6 +147,8 @@ pub struct Shard {
     pub(crate) next_auth_token: u64,
     /// QoS 0 messages dropped for slow consumers (see `SLOW_CONSUMER_BACKLOG`).
     pub(crate) slow_consumer_drops: u64,
+    /// Connections sent here by other shards, adopted at the top of the loop (`adopt_pending`).
+    pub(crate) adoptions: Vec<Box<inbox::Migrating>>,
 }
 
 impl Shard {
@@ -190,6 +192,7 @@ impl Shard {
             auth,
             next_auth_token: 0,
             slow_consumer_drops: 0,
+            adoptions: Vec::new(),
         })
     }
 
@@ -219,6 +222,7 @@ impl Shard {
                 self.dispatch(event);
             }
             self.drain_inbox();
+            self.adopt_pending();
             self.drain_auth_responses();
             self.flush_dirty();
             self.wake_peers();
@@ -539,8 +543,22 @@ impl Shard {
                 ShardMsg::IndexRemove { filter, subscriber } => {
                     self.index.remove(&filter, subscriber);
                 }
-                ShardMsg::Adopt(m) => self.adopt(*m),
+                // Not here: drain_inbox also runs in the middle of handling a packet (before a
+                // route or a SUBSCRIBE), and an adopted CONNECT may take over, and close, the
+                // very connection being handled. Adoption waits for the top of the loop.
+                ShardMsg::Adopt(m) => self.adoptions.push(m),
             }
+        }
+    }
+
+    /// Adopts the connections other shards sent (their CONNECT is handled now, outside any
+    /// other connection's packet handling).
+    fn adopt_pending(&mut self) {
+        while !self.adoptions.is_empty() {
+            for m in std::mem::take(&mut self.adoptions) {
+                self.adopt(*m);
+            }
+            self.drain_inbox();
         }
     }
 
