@@ -148,7 +148,7 @@ pub struct Shard {
     /// QoS 0 messages dropped for slow consumers (see `SLOW_CONSUMER_BACKLOG`).
     pub(crate) slow_consumer_drops: u64,
     /// Connections sent here by other shards, adopted at the top of the loop (`adopt_pending`).
-    pub(crate) adoptions: Vec<Box<inbox::Migrating>>,
+    pub(crate) adoptions: Vec<inbox::Migrating>,
 }
 
 impl Shard {
@@ -546,7 +546,7 @@ impl Shard {
                 // Not here: drain_inbox also runs in the middle of handling a packet (before a
                 // route or a SUBSCRIBE), and an adopted CONNECT may take over, and close, the
                 // very connection being handled. Adoption waits for the top of the loop.
-                ShardMsg::Adopt(m) => self.adoptions.push(m),
+                ShardMsg::Adopt(m) => self.adoptions.push(*m),
             }
         }
     }
@@ -556,7 +556,7 @@ impl Shard {
     fn adopt_pending(&mut self) {
         while !self.adoptions.is_empty() {
             for m in std::mem::take(&mut self.adoptions) {
-                self.adopt(*m);
+                self.adopt(m);
             }
             self.drain_inbox();
         }
