@@ -20,7 +20,7 @@ use mio::net::TcpListener;
 use mio::{Poll, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::auth::{Auth, AuthWorker};
+use crate::auth::{Auth, AuthWorker, PasswordFile};
 use crate::config::Config;
 use crate::retain::RetainedStore;
 use crate::shard::inbox::{inbox, ShardHandle};
@@ -72,6 +72,8 @@ fn default_listeners() -> Vec<crate::config::Listener> {
         addr: SocketAddr::new(ip, 1883),
         allow_anonymous: None,
         tls: None,
+        password_file: None,
+        acl_file: None,
     })
     .collect()
 }
@@ -124,7 +126,17 @@ impl Broker {
         let mut per_shard: Vec<Vec<ListenerSocket>> = (0..shards).map(|_| Vec::new()).collect();
         let mut addrs = Vec::new();
         let mut tls_listeners = Vec::new();
+        let mut any_password_file = auth.passwords.is_some();
         for l in &listeners {
+            // With per_listener_settings each listener has its own files (none = no
+            // authentication there), as in mosquitto; otherwise the global ones apply.
+            let listener_auth = if config.per_listener_settings {
+                Auth::load_files(l.password_file.as_deref(), l.acl_file.as_deref())
+                    .map_err(|e| io::Error::other(e.to_string()))?
+            } else {
+                auth.clone()
+            };
+            any_password_file |= listener_auth.passwords.is_some();
             let allow_anonymous = l
                 .allow_anonymous
                 .filter(|_| config.per_listener_settings)
@@ -133,7 +145,7 @@ impl Broker {
             let identity_auth = l.tls.as_ref().is_some_and(|t| {
                 t.require_certificate && (t.use_identity_as_username || t.use_subject_as_username)
             });
-            if !allow_anonymous && !auth.has_authentication() && !identity_auth {
+            if !allow_anonymous && !listener_auth.has_authentication() && !identity_auth {
                 // Nothing could ever authenticate a client here. On a network-facing
                 // listener that is a configuration mistake (secure default: refuse to start);
                 // on loopback say so, since every client will get CONNACK "not authorized".
@@ -164,18 +176,32 @@ impl Broker {
             let port = probe_port(l.addr)?;
             let addr = SocketAddr::new(l.addr.ip(), port);
             for sockets in per_shard.iter_mut() {
-                sockets.push((bind_reuseport(addr)?, allow_anonymous, tls.clone()));
+                sockets.push((
+                    bind_reuseport(addr)?,
+                    allow_anonymous,
+                    tls.clone(),
+                    listener_auth.clone(),
+                ));
             }
             let kind = if tls.is_some() { "TLS " } else { "" };
             log::info!("Opening {kind}listen socket on {addr}.");
             addrs.push(addr);
         }
 
-        let auth_worker = match &auth.passwords {
-            // Two threads: a slow PBKDF2 check never holds up another client's CONNECT for
-            // long, and the queue bounds the memory an unauthenticated flood can take.
-            Some(passwords) => Some(AuthWorker::start(passwords.clone(), 2, 1024)?),
-            None => None,
+        // Two threads: a slow PBKDF2 check never holds up another client's CONNECT for long,
+        // and the queue bounds the memory an unauthenticated flood can take. Requests name
+        // their listener's file; the worker's own is the global one (or empty).
+        let auth_worker = if any_password_file {
+            let global = match &auth.passwords {
+                Some(p) => p.clone(),
+                None => Arc::new(
+                    PasswordFile::parse("", "(none)")
+                        .map_err(|e| io::Error::other(e.to_string()))?,
+                ),
+            };
+            Some(AuthWorker::start(global, 2, 1024)?)
+        } else {
+            None
         };
         let shared = Arc::new(Shared {
             config,

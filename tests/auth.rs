@@ -376,18 +376,18 @@ fn config_options_password_file_and_acl_file() {
         e,
         "m.conf:2: per_listener_settings must be set before any other security settings"
     );
-    // With per_listener_settings, the file is global and a warning says so.
+    // With per_listener_settings, the file belongs to the listener block it is in.
     let c = Config::parse_str(
-        "per_listener_settings true\nlistener 1883\npassword_file p\n",
+        "per_listener_settings true\nlistener 1883 127.0.0.1\npassword_file p\nlistener 1884 127.0.0.1\n",
         "m.conf",
     )
     .unwrap();
-    assert_eq!(c.password_file.as_deref(), Some(Path::new("p")));
-    assert!(
-        c.warnings.iter().any(|w| w.starts_with("m.conf:3:")),
-        "{:?}",
-        c.warnings
+    assert_eq!(c.password_file, None);
+    assert_eq!(
+        c.listeners[0].password_file.as_deref(),
+        Some(Path::new("p"))
     );
+    assert_eq!(c.listeners[1].password_file, None);
     // A missing file is reported by Auth::load, naming the file.
     let e = Auth::load(&Config::parse_str("password_file /nonexistent/pw\n", "m.conf").unwrap())
         .unwrap_err()

@@ -266,3 +266,60 @@ fn network_listener_without_authentication_refuses_to_start() {
         "the error says what to do: {text}"
     );
 }
+
+/// `per_listener_settings true`: each listener has its own `password_file` (and none means
+/// none): the same client is refused on the listener with a password file and accepted on the
+/// anonymous one.
+#[test]
+fn per_listener_settings_give_each_listener_its_own_password_file() {
+    let f = Files::new();
+    let second = common::free_port();
+    let pw = f.path("passwd");
+    let b = Broker::start_config(|port| {
+        format!(
+            "per_listener_settings true\nuser root\nlog_dest stdout\n\
+             listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {pw}\n\
+             listener {second} 127.0.0.1\nallow_anonymous true\n"
+        )
+    });
+    assert_eq!(
+        connack(&b, &Connect::new("anon-1")),
+        5,
+        "the first listener wants a password"
+    );
+    assert_eq!(
+        connack(&b, &Connect::new("alice-1").login("alice", "secret")),
+        0
+    );
+    let mut other = Raw::tcp(second);
+    assert_eq!(
+        other.handshake(&Connect::new("anon-2")).1,
+        0,
+        "the second allows anonymous"
+    );
+}
+
+/// `connection_rate_limit N` (midge): a burst of connection attempts beyond N per second is
+/// refused at accept; a second later connections are accepted again.
+#[test]
+fn connection_rate_limit_refuses_a_burst_then_recovers() {
+    if !common::is_midge() {
+        eprintln!("note: connection_rate_limit is a midge option");
+        return;
+    }
+    let b = Broker::start_with(&["connection_rate_limit 4"]);
+    // The harness's readiness probe already took a token; a burst of 20 exceeds the rest.
+    let accepted = (0..20)
+        .filter(|i| {
+            let mut c = Raw::tcp(b.port());
+            c.send(&Connect::new(&format!("burst-{i}")).encode());
+            matches!(c.recv(Duration::from_secs(2)), Ok(p) if p.kind() == common::raw::CONNACK)
+        })
+        .count();
+    assert!(
+        (1..=6).contains(&accepted),
+        "{accepted} of 20 accepted with a limit of 4/s"
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(connack(&b, &Connect::new("after")), 0, "the bucket refills");
+}

@@ -100,16 +100,19 @@ impl Auth {
     /// Loads `config.password_file` and `config.acl_file` (those that are set). Errors name the
     /// file and, for a bad line, the line.
     pub fn load(config: &Config) -> Result<Auth, AuthError> {
-        let passwords = config
-            .password_file
-            .as_ref()
+        Auth::load_files(config.password_file.as_deref(), config.acl_file.as_deref())
+    }
+
+    /// Loads a password file and an ACL file, either of which may be absent (one listener's
+    /// under `per_listener_settings`).
+    pub fn load_files(
+        password_file: Option<&std::path::Path>,
+        acl_file: Option<&std::path::Path>,
+    ) -> Result<Auth, AuthError> {
+        let passwords = password_file
             .map(|p| PasswordFile::load(p).map(Arc::new))
             .transpose()?;
-        let acl = config
-            .acl_file
-            .as_ref()
-            .map(|p| Acl::load(p).map(Arc::new))
-            .transpose()?;
+        let acl = acl_file.map(|p| Acl::load(p).map(Arc::new)).transpose()?;
         Ok(Auth { passwords, acl })
     }
 

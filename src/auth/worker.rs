@@ -8,7 +8,7 @@
 //! start:    let worker = AuthWorker::start(passwords, 2, 1024)?;             // once, broker
 //!           let (client, replies) = worker.client(move || { let _ = waker.wake(); });
 //!                                                                            // once per shard
-//! CONNECT:  client.submit(AuthRequest { token, username, password })         // shard thread
+//! CONNECT:  client.submit(AuthRequest { token, username, password, passwords: None }) // shard thread
 //!           -> Err(request) if the queue is full: refuse (CONNACK 0x05 / 5.0 0x89 busy)
 //! wake-up:  while let Ok(AuthResponse { token, allowed }) = replies.try_recv() { ... }
 //! ```
@@ -32,6 +32,9 @@ pub struct AuthRequest {
     pub username: String,
     /// Password from CONNECT (empty if none was given). Wiped after the check.
     pub password: Vec<u8>,
+    /// The file to check against (a listener's own, with `per_listener_settings`); `None` =
+    /// the worker's file.
+    pub passwords: Option<Arc<PasswordFile>>,
 }
 
 impl std::fmt::Debug for AuthRequest {
@@ -148,9 +151,10 @@ impl Drop for AuthWorker {
 
 fn run(rx: Receiver<Job>, passwords: Arc<RwLock<Arc<PasswordFile>>>) {
     for mut job in rx.iter() {
-        let file = match passwords.read() {
-            Ok(g) => g.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
+        let file = match (&job.request.passwords, passwords.read()) {
+            (Some(own), _) => own.clone(),
+            (None, Ok(g)) => g.clone(),
+            (None, Err(poisoned)) => poisoned.into_inner().clone(),
         };
         let allowed = file.verify(&job.request.username, &job.request.password);
         wipe(&mut job.request.password);
@@ -232,6 +236,7 @@ mod tests {
                     token,
                     username: user.into(),
                     password: pw.into(),
+                    passwords: None,
                 })
                 .unwrap();
         }
@@ -250,6 +255,7 @@ mod tests {
                 token: 9,
                 username: "bob".into(),
                 password: b"hunter2".to_vec(),
+                passwords: None,
             })
             .unwrap();
         let r = replies.recv_timeout(Duration::from_secs(10)).unwrap();
@@ -271,6 +277,7 @@ mod tests {
             token,
             username: "u".into(),
             password: b"pw".to_vec(),
+            passwords: None,
         };
         let mut refused = 0;
         for token in 0..5 {

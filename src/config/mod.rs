@@ -31,6 +31,10 @@ pub struct Listener {
     pub allow_anonymous: Option<bool>,
     /// TLS for this listener (`certfile` and `keyfile` said in its block); `None` = plain TCP.
     pub tls: Option<TlsSettings>,
+    /// `password_file` of this listener's block (only with `per_listener_settings true`).
+    pub password_file: Option<PathBuf>,
+    /// `acl_file` of this listener's block (only with `per_listener_settings true`).
+    pub acl_file: Option<PathBuf>,
 }
 
 /// `tls_version`: the lowest TLS version a listener accepts (mosquitto's meaning: `tlsv1.2`
@@ -121,6 +125,10 @@ pub struct Config {
     /// its default). mosquitto counts it per listener; midge keeps the last value said and
     /// applies it to the whole broker, which is never looser than mosquitto.
     pub max_connections: Option<usize>,
+    /// `connection_rate_limit N` (midge): new connections accepted per second, broker-wide
+    /// (0 = no limit). A flood of connection attempts then costs an accept and a close each,
+    /// never a CONNECT parse or a password check.
+    pub connection_rate_limit: u32,
     /// `per_listener_settings`: when true, `allow_anonymous` is read per listener
     /// ([`Listener::allow_anonymous`]) and the global [`Config::allow_anonymous`] stays `None`.
     pub per_listener_settings: bool,
@@ -168,6 +176,7 @@ impl Default for Config {
             log_types: Vec::new(),
             source: None,
             max_connections: None,
+            connection_rate_limit: 0,
             per_listener_settings: false,
             password_file: None,
             acl_file: None,
@@ -215,6 +224,8 @@ impl Config {
                     addr: SocketAddr::new(ip, port),
                     allow_anonymous: None,
                     tls: None,
+                    password_file: None,
+                    acl_file: None,
                 });
             }
             return;

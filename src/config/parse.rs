@@ -221,6 +221,9 @@ struct Block {
     allow_anonymous: Option<bool>,
     domain: Option<(Domain, Pos)>,
     tls: TlsBlock,
+    /// `password_file` / `acl_file` said in this block under `per_listener_settings true`.
+    password_file: Option<PathBuf>,
+    acl_file: Option<PathBuf>,
 }
 
 /// A block's TLS options while parsing, with where they were said (for the checks that need
@@ -412,7 +415,18 @@ impl Parser {
             "password_file" | "acl_file" => {
                 let path = PathBuf::from(text(pos, option, rest)?);
                 self.security_seen = true;
-                let slot = if option == "password_file" {
+                // With per_listener_settings the file belongs to the current listener block,
+                // as in mosquitto; otherwise it is global.
+                let per_listener = self.config.per_listener_settings;
+                let slot = if per_listener {
+                    let block = self.block(*current);
+                    block.touch(pos);
+                    if option == "password_file" {
+                        &mut block.password_file
+                    } else {
+                        &mut block.acl_file
+                    }
+                } else if option == "password_file" {
                     &mut self.config.password_file
                 } else {
                     &mut self.config.acl_file
@@ -422,15 +436,10 @@ impl Parser {
                     return Err(pos.invalid(format!("duplicate '{option}' value")));
                 }
                 *slot = Some(path);
-                if self.config.per_listener_settings {
-                    pos.warn(
-                        &mut self.config,
-                        format_args!(
-                            "'{option}' applies to every listener: midge does not support \
-                             per-listener {option} yet"
-                        ),
-                    );
-                }
+            }
+            "connection_rate_limit" => {
+                let v = parse_int(pos, option, one(pos, option, rest)?, 0, i64::from(u32::MAX))?;
+                self.config.connection_rate_limit = v as u32;
             }
             "max_connections" => {
                 let value = one(pos, option, rest)?;
@@ -787,6 +796,8 @@ impl Parser {
                     addr,
                     allow_anonymous: block.allow_anonymous,
                     tls: tls.clone(),
+                    password_file: block.password_file.clone(),
+                    acl_file: block.acl_file.clone(),
                 });
             }
         }

@@ -117,7 +117,7 @@ impl Shard {
             };
         }
         let username = connect.username.as_deref();
-        match self.shared.auth.connect_check(username, allow_anonymous) {
+        match conn.auth.connect_check(username, allow_anonymous) {
             ConnectCheck::Accept => self.connect_accepted(key, connect),
             ConnectCheck::Refuse => {
                 self.refuse(key, NOT_AUTHORIZED, "anonymous clients are not allowed")
@@ -135,6 +135,7 @@ impl Shard {
             token: (token << AUTH_SLOT_BITS) | key as u64,
             username: connect.username.as_deref().unwrap_or_default().to_owned(),
             password: connect.password.as_deref().unwrap_or_default().to_vec(),
+            passwords: self.conns[key].auth.passwords.clone(),
         };
         let Some((client, _)) = &self.auth else {
             return self.refuse(key, SERVER_BUSY, "no password checker running");
@@ -240,6 +241,7 @@ impl Shard {
             rbuf: conn.rbuf,
             connect,
             allow_anonymous: conn.allow_anonymous,
+            auth: conn.auth,
         };
         self.push_to(home, ShardMsg::Adopt(Box::new(m)));
     }
@@ -247,6 +249,7 @@ impl Shard {
     /// Takes in a connection moved here by another shard and finishes its CONNECT.
     pub(crate) fn adopt(&mut self, m: Migrating) {
         let mut conn = Conn::new(m.stream, m.peer, m.allow_anonymous);
+        conn.auth = m.auth;
         conn.rbuf = m.rbuf;
         let Some(key) = self.add_conn(conn) else {
             self.shared
@@ -305,8 +308,7 @@ impl Shard {
             }
         }
 
-        let acl = self
-            .shared
+        let acl = self.conns[key]
             .auth
             .client_acl(&client_id, connect.username.as_deref());
         if let Some(will) = &connect.will {

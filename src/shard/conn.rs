@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::auth::Auth;
 use crate::protocol::{ByteStr, Connect, ProtocolVersion};
 use crate::transport::Transport;
 use bytes::BytesMut;
@@ -43,6 +44,9 @@ pub struct Conn {
     pub want_write: bool,
     /// Whether the listener it came through allows anonymous clients.
     pub allow_anonymous: bool,
+    /// The password file and ACL of the listener it came through (the global ones unless
+    /// `per_listener_settings`).
+    pub auth: Auth,
     /// MQTT 5 topic aliases set by the client (index = alias - 1), up to `max_topic_alias`.
     pub topic_aliases: Vec<Option<ByteStr>>,
     /// The client's Request Problem Information (MQTT 5): reason strings only when true.
@@ -113,6 +117,7 @@ impl Conn {
             dirty: false,
             want_write: false,
             allow_anonymous,
+            auth: Auth::default(),
             topic_aliases: Vec::new(),
             problem_info: true,
             aliases_out: OutgoingAliases::default(),

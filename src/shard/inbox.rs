@@ -30,6 +30,8 @@ pub struct Migrating {
     pub connect: Connect,
     /// Whether the listener it came through allows anonymous clients.
     pub allow_anonymous: bool,
+    /// Its listener's password file and ACL.
+    pub auth: crate::auth::Auth,
 }
 
 /// One item of a shard's inbox.

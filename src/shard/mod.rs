@@ -28,7 +28,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use crate::auth::{Access, AuthClient, AuthResponse};
+use crate::auth::{Access, Auth, AuthClient, AuthResponse};
 use crate::broker::Shared;
 use crate::index::{Entry, SubscriberId, TopicIndex};
 use crate::message::Delivery;
@@ -107,6 +107,48 @@ impl Close {
     }
 }
 
+/// A token bucket: `rate` tokens per second, at most one second's worth saved up. Each shard
+/// holds its share of the broker-wide rate, so no state is shared between threads.
+#[derive(Debug)]
+pub struct RateLimit {
+    /// Tokens per second; 0 = unlimited.
+    rate: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl RateLimit {
+    /// `total` per second split over `shards` (each at least 1 when limited).
+    pub fn per_second(total: u32, shards: usize) -> RateLimit {
+        let rate = if total == 0 {
+            0.0
+        } else {
+            (f64::from(total) / shards as f64).max(1.0)
+        };
+        RateLimit {
+            rate,
+            tokens: rate,
+            last: Instant::now(),
+        }
+    }
+
+    /// Takes one token if there is one.
+    pub fn take(&mut self, now: Instant) -> bool {
+        if self.rate == 0.0 {
+            return true;
+        }
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// A session slot: the session and the generation that makes stale [`SubscriberId`]s visible.
 #[derive(Debug)]
 pub struct SessionSlot {
@@ -116,7 +158,7 @@ pub struct SessionSlot {
 
 /// One listening socket of a shard: the socket, whether its listener allows anonymous
 /// clients, and its TLS config (`None` = plain TCP).
-pub type ListenerSocket = (TcpListener, bool, Option<Arc<TlsListener>>);
+pub type ListenerSocket = (TcpListener, bool, Option<Arc<TlsListener>>, Auth);
 
 /// One event loop. See the module documentation.
 pub struct Shard {
@@ -147,6 +189,10 @@ pub struct Shard {
     pub(crate) next_auth_token: u64,
     /// QoS 0 messages dropped for slow consumers (see `SLOW_CONSUMER_BACKLOG`).
     pub(crate) slow_consumer_drops: u64,
+    /// This shard's share of `connection_rate_limit`.
+    pub(crate) accept_rate: RateLimit,
+    /// Connections refused by it.
+    pub(crate) rate_limited: u64,
     /// Connections sent here by other shards, adopted at the top of the loop (`adopt_pending`).
     pub(crate) adoptions: Vec<inbox::Migrating>,
 }
@@ -162,7 +208,7 @@ impl Shard {
         shared: Arc<Shared>,
     ) -> io::Result<Shard> {
         let mut listeners = listeners;
-        for (i, (l, _, _)) in listeners.iter_mut().enumerate() {
+        for (i, (l, _, _, _)) in listeners.iter_mut().enumerate() {
             poll.registry()
                 .register(l, Token(LISTENER_BASE + i), Interest::READABLE)?;
         }
@@ -172,6 +218,7 @@ impl Shard {
             let me = peers[id].clone();
             w.client(move || me.wake())
         });
+        let accept_rate = RateLimit::per_second(shared.config.connection_rate_limit, n);
         Ok(Shard {
             id,
             poll,
@@ -193,6 +240,8 @@ impl Shard {
             next_auth_token: 0,
             slow_consumer_drops: 0,
             adoptions: Vec::new(),
+            accept_rate,
+            rate_limited: 0,
         })
     }
 
@@ -284,11 +333,24 @@ impl Shard {
     /// Accepts until `WouldBlock` (edge-triggered readiness).
     fn accept(&mut self, listener: usize) {
         loop {
-            let (l, allow_anonymous, tls) = &self.listeners[listener];
+            let (l, allow_anonymous, tls, auth) = &self.listeners[listener];
             match l.accept() {
                 Ok((stream, peer)) => {
+                    if !self.accept_rate.take(Instant::now()) {
+                        self.rate_limited += 1;
+                        if self.rate_limited.is_power_of_two() {
+                            log::warn!(
+                                "Refusing connection from {peer}: connection_rate_limit reached \
+                                 ({} refused on shard {}).",
+                                self.rate_limited,
+                                self.id
+                            );
+                        }
+                        continue;
+                    }
                     let allow_anonymous = *allow_anonymous;
                     let tls = tls.clone();
+                    let auth = auth.clone();
                     let open = self.shared.connections.fetch_add(1, Ordering::Relaxed);
                     if self
                         .shared
@@ -314,10 +376,9 @@ impl Shard {
                             }
                         },
                     };
-                    if self
-                        .add_conn(Conn::new(stream, peer, allow_anonymous))
-                        .is_none()
-                    {
+                    let mut conn = Conn::new(stream, peer, allow_anonymous);
+                    conn.auth = auth;
+                    if self.add_conn(conn).is_none() {
                         self.shared.connections.fetch_sub(1, Ordering::Relaxed);
                     }
                 }
@@ -962,5 +1023,35 @@ impl Shard {
         for key in keys {
             self.close(key, Close::Shutdown);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_allows_its_share_per_second_then_refills() {
+        let start = Instant::now();
+        let mut r = RateLimit::per_second(10, 2); // 5 per second on this shard
+        let taken = (0..20).filter(|_| r.take(start)).count();
+        assert_eq!(taken, 5, "a burst gets one second's worth");
+        assert!(
+            !r.take(start + Duration::from_millis(100)),
+            "half a token after 100 ms"
+        );
+        assert!(r.take(start + Duration::from_millis(300)), "refilled");
+        let mut unlimited = RateLimit::per_second(0, 2);
+        assert!((0..1000).all(|_| unlimited.take(start)));
+    }
+
+    #[test]
+    fn home_shard_is_stable_and_spread() {
+        assert_eq!(home_shard(b"client-1", 4), home_shard(b"client-1", 4));
+        let mut counts = [0usize; 4];
+        for i in 0..4000 {
+            counts[home_shard(format!("device-{i}").as_bytes(), 4)] += 1;
+        }
+        assert!(counts.iter().all(|&c| c > 800), "{counts:?}");
     }
 }

@@ -42,6 +42,7 @@ const MIDGE_ONLY_OPTIONS: &[&str] = &[
     "topic_alias_to_clients",
     "response_information",
     "server_reference",
+    "connection_rate_limit",
 ];
 
 /// The broker under test.
@@ -122,6 +123,13 @@ impl Broker {
     /// Lines whose option is midge-only (e.g. `shards 2`) are dropped for mosquitto.
     pub fn start_with(extra_lines: &[&str]) -> Broker {
         let kind = broker_kind();
+        Broker::start_config(|port| config_text(kind, port, extra_lines))
+    }
+
+    /// Starts the broker with a whole config file of the test's own, written for the port the
+    /// harness picks (for configs whose order matters, such as `per_listener_settings`).
+    pub fn start_config(config: impl Fn(u16) -> String) -> Broker {
+        let kind = broker_kind();
         let mut last_log = String::new();
         // The port is only known to be free when we pick it; if another process grabs it before
         // the broker binds, the broker exits and we retry with a new port.
@@ -133,7 +141,7 @@ impl Broker {
             let port = free_port();
             let config_path = dir.path().join("broker.conf");
             let log_path = dir.path().join("broker.log");
-            fs::write(&config_path, config_text(kind, port, extra_lines)).expect("write config");
+            fs::write(&config_path, config(port)).expect("write config");
             let log = File::create(&log_path).expect("create log");
             let log_err = log.try_clone().expect("clone log handle");
             let mut cmd = match kind {

@@ -184,6 +184,8 @@ fn allow_anonymous_per_listener_before_any_listener_sets_the_default_listener() 
             addr: sa("127.0.0.1:1883"),
             allow_anonymous: Some(true),
             tls: None,
+            password_file: None,
+            acl_file: None,
         }]
     );
 }
