@@ -323,3 +323,28 @@ fn connection_rate_limit_refuses_a_burst_then_recovers() {
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(connack(&b, &Connect::new("after")), 0, "the bucket refills");
 }
+
+/// Credentials never reach the log, even with every log type on: a good and a bad password
+/// are used, and neither appears in the broker's output.
+#[test]
+fn passwords_never_appear_in_the_log() {
+    let f = Files::new();
+    let b = f.broker(&["log_type all"]);
+    assert_eq!(connack(&b, &Connect::new("c1").login("alice", "secret")), 0);
+    assert_eq!(
+        connack(&b, &Connect::new("c2").login("alice", "Tr0ub4dor&3-wrong")),
+        5
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let log = b.log();
+    assert!(
+        log.contains("c2") || log.contains("Refusing") || b.is_mosquitto(),
+        "the log is written:\n{log}"
+    );
+    for secret in ["secret", "Tr0ub4dor&3-wrong"] {
+        assert!(
+            !log.contains(secret),
+            "the password '{secret}' is in the log:\n{log}"
+        );
+    }
+}
