@@ -33,7 +33,7 @@ impl Shard {
     /// id, so a client retrying after our restart completes its flow) [MQTT-4.3.3-11].
     pub(crate) fn handle_pubrel(&mut self, key: usize, slot: usize, packet_id: u16) -> bool {
         let known = self.sessions[slot].session.incoming_qos2.remove(&packet_id);
-        let v5 = self.conns[key].version.is_some_and(|v| v.is_v5());
+        let v5 = self.conns[key].is_v5();
         let mut comp = PubResp::new(packet_id);
         if v5 && !known {
             comp.reason = v5::PACKET_IDENTIFIER_NOT_FOUND;

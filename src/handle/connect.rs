@@ -201,7 +201,7 @@ impl Shard {
             return false;
         };
         log::info!("Refusing client from {}: {why}.", conn.peer);
-        let v5 = conn.version.is_some_and(ProtocolVersion::is_v5);
+        let v5 = conn.is_v5();
         let mut ack = ConnAck {
             session_present: false,
             code: if v5 { refusal.v5 } else { refusal.v3 },

@@ -35,7 +35,7 @@ impl Shard {
             config.message_size_limit,
             usize::from(config.max_inflight_messages),
         );
-        let v5 = self.conns[key].version.is_some_and(|v| v.is_v5());
+        let v5 = self.conns[key].is_v5();
         if publish.retain && !retain_available {
             return self.protocol_error(
                 key,

@@ -22,7 +22,7 @@ impl Shard {
     ) -> bool {
         // Updates queued by other shards first, so this replica is current before we add.
         self.drain_inbox();
-        let v5 = self.conns[key].version.is_some_and(|v| v.is_v5());
+        let v5 = self.conns[key].is_v5();
         let max_qos = QoS::from_u8(self.shared.config.max_qos).unwrap_or(QoS::ExactlyOnce);
         let identifier = subscribe
             .properties
@@ -143,7 +143,7 @@ impl Shard {
         slot: usize,
         unsubscribe: Unsubscribe,
     ) -> bool {
-        let v5 = self.conns[key].version.is_some_and(|v| v.is_v5());
+        let v5 = self.conns[key].is_v5();
         let subscriber = self.subscriber_id(slot);
         let mut codes = Vec::new();
         for filter in unsubscribe.filters {

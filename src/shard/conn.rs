@@ -128,6 +128,11 @@ impl Conn {
         }
     }
 
+    /// True once the client spoke MQTT 5 in its CONNECT (reason codes and properties on).
+    pub fn is_v5(&self) -> bool {
+        self.version.is_some_and(ProtocolVersion::is_v5)
+    }
+
     /// The client id for logs, or the peer address before CONNECT.
     pub fn label(&self) -> String {
         match &self.client_id {

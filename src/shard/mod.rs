@@ -825,19 +825,15 @@ impl Shard {
                 .as_ref()
                 .is_some_and(|(at, _)| now >= *at)
             {
-                wills.push((slot, s.generation));
+                wills.push(slot);
             }
             if s.session.expires_at.is_some_and(|at| now >= at) {
                 ended.push(slot);
             }
         }
-        for (slot, generation) in wills {
+        for slot in wills {
             if let Some((_, will)) = self.sessions[slot].session.pending_will.take() {
-                let origin = SubscriberId {
-                    shard: self.id as u16,
-                    slot: slot as u32,
-                    generation,
-                };
+                let origin = self.subscriber_id(slot);
                 self.publish_will(will, origin);
             }
         }
@@ -934,7 +930,6 @@ impl Shard {
             return;
         };
         s.session.conn = None;
-        let generation = s.generation;
         let session = &mut s.session;
         let now = Instant::now();
         let will = session.will.take().filter(|_| why.publishes_will());
@@ -945,11 +940,7 @@ impl Shard {
         if let Some(will) = will {
             match will.properties.will_delay_interval.unwrap_or(0) {
                 0 => {
-                    let origin = SubscriberId {
-                        shard: self.id as u16,
-                        slot: slot as u32,
-                        generation,
-                    };
+                    let origin = self.subscriber_id(slot);
                     self.publish_will(will, origin);
                 }
                 delay => {
