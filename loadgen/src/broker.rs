@@ -47,6 +47,11 @@ pub enum Flavor {
     Mosquitto,
     /// rumqttd (Rust), from the Rust package registry; MQTT 3.1.1 listener only.
     Rumqttd,
+    /// aedes (Node.js, from npm): `node GENERATED.js` with `NODE_PATH` at the npm install;
+    /// MQTT 3.1.1 only.
+    Aedes,
+    /// ejabberd's `mod_mqtt` (Erlang, Debian's package), run with `erl` in the foreground.
+    Ejabberd,
 }
 
 /// One broker to run against.
@@ -79,14 +84,77 @@ impl BrokerDef {
                 "{} not found (not built or not installed)",
                 binary.display()
             )),
+            BrokerDef::Managed {
+                flavor: Flavor::Aedes,
+                ..
+            } if aedes_modules().is_none() => Some(format!(
+                "the aedes module is not in NODE_PATH or {AEDES_MODULES} (npm install --prefix /opt/aedes aedes)"
+            )),
+            BrokerDef::Managed {
+                flavor: Flavor::Ejabberd,
+                ..
+            } if ejabberd_lib().is_none() => Some(format!(
+                "ejabberd not found in {ERL_LIBS_DIR} (apt-get install ejabberd)"
+            )),
             _ => None,
         }
     }
 
     /// False where the broker cannot serve `protocol` ("3.1.1"/"5") with the generated config.
     pub fn supports(&self, protocol: &str) -> bool {
-        !matches!(self, BrokerDef::Managed { flavor: Flavor::Rumqttd, .. } if protocol == "5")
+        // rumqttd's generated listener and aedes (no MQTT 5 at all) speak 3.1.1 only.
+        let v311_only = matches!(
+            self,
+            BrokerDef::Managed {
+                flavor: Flavor::Rumqttd | Flavor::Aedes,
+                ..
+            }
+        );
+        !(v311_only && protocol == "5")
     }
+
+    /// The password every client sends (with its client id as user name), for brokers that
+    /// refuse a CONNECT without one: ejabberd's `mod_mqtt` always authenticates, here against
+    /// its anonymous backend, which accepts any name and password.
+    pub fn connect_password(&self) -> Option<&'static str> {
+        match self {
+            BrokerDef::Managed {
+                flavor: Flavor::Ejabberd,
+                ..
+            } => Some("loadgen"),
+            _ => None,
+        }
+    }
+}
+
+/// Where `npm install --prefix /opt/aedes aedes` puts the aedes module.
+pub const AEDES_MODULES: &str = "/opt/aedes/node_modules";
+
+/// The `node_modules` directory holding aedes: an entry of `NODE_PATH`, else [`AEDES_MODULES`].
+pub fn aedes_modules() -> Option<PathBuf> {
+    let node_path = std::env::var_os("NODE_PATH").unwrap_or_default();
+    std::env::split_paths(&node_path)
+        .chain([PathBuf::from(AEDES_MODULES)])
+        .find(|d| d.join("aedes/package.json").is_file())
+}
+
+/// Where Debian's ejabberd package puts its Erlang applications (its `ERL_LIBS`).
+pub const ERL_LIBS_DIR: &str = "/usr/lib/x86_64-linux-gnu";
+
+/// ejabberd's application directory (`ERL_LIBS_DIR/ejabberd-VERSION`), if installed.
+pub fn ejabberd_lib() -> Option<PathBuf> {
+    let mut found: Vec<PathBuf> = fs::read_dir(ERL_LIBS_DIR)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("ejabberd-"))
+                && p.join("ebin/ejabberd.app").is_file()
+        })
+        .collect();
+    found.sort();
+    found.pop()
 }
 
 /// Finds `prog` on PATH (or as given, if it contains a slash).
@@ -110,7 +178,7 @@ pub fn workspace_root() -> PathBuf {
 }
 
 /// Names of the brokers in the built-in table.
-pub const KNOWN: &[&str] = &["midge", "mosquitto", "rumqttd"];
+pub const KNOWN: &[&str] = &["midge", "mosquitto", "rumqttd", "aedes", "ejabberd"];
 
 /// Looks a broker up in the built-in table. `midge_bin` overrides where midge is.
 pub fn known(name: &str, midge_bin: Option<&Path>) -> Option<BrokerDef> {
@@ -128,6 +196,14 @@ pub fn known(name: &str, midge_bin: Option<&Path>) -> Option<BrokerDef> {
         "rumqttd" => (
             Flavor::Rumqttd,
             which("rumqttd").unwrap_or_else(|| PathBuf::from("rumqttd")),
+        ),
+        "aedes" => (
+            Flavor::Aedes,
+            which("node").unwrap_or_else(|| PathBuf::from("/usr/bin/node")),
+        ),
+        "ejabberd" => (
+            Flavor::Ejabberd,
+            which("erl").unwrap_or_else(|| PathBuf::from("/usr/bin/erl")),
         ),
         _ => return None,
     };
@@ -201,6 +277,31 @@ pub fn config_text(flavor: Flavor, port: u16, limits: &Limits) -> String {
              [v4.1.connections]\nconnection_timeout_ms = 60000\nmax_payload_size = 16777216\nmax_inflight_count = {inflight}\ndynamic_filters = true\n",
             inflight = limits.max_inflight_messages
         ),
+        // aedes has no per-client queue or inflight bound; `concurrency` bounds the messages it
+        // delivers at once. Nagle off, a listen backlog like the others'.
+        Flavor::Aedes => format!(
+            "// generated by loadgen\n'use strict';\nconst net = require('net');\nconst m = require('aedes');\n\
+             (async () => {{\n  const opts = {{ concurrency: {inflight} }};\n  \
+             const aedes = m.Aedes ? await m.Aedes.createBroker(opts) : m(opts);\n  \
+             const server = net.createServer({{ noDelay: true }}, aedes.handle);\n  \
+             server.listen({{ port: {port}, host: '127.0.0.1', backlog: 4096 }});\n  \
+             process.on('SIGTERM', () => {{ server.close(); aedes.close(() => process.exit(0)); }});\n\
+             }})().catch((e) => {{ console.error(e); process.exit(1); }});\n",
+            inflight = limits.max_inflight_messages
+        ),
+        // ejabberd: mod_mqtt alone on a loopback listener; every client authenticates against
+        // the anonymous backend (mod_mqtt refuses an empty password) and may publish and
+        // subscribe anywhere. mod_mqtt has no inflight option; `max_queue` bounds each
+        // session's queue.
+        Flavor::Ejabberd => format!(
+            "# generated by loadgen\nhosts:\n  - localhost\nloglevel: warning\ncertfiles: []\n\
+             auth_method: [anonymous]\nanonymous_protocol: login_anon\n\
+             listen:\n  -\n    port: {port}\n    ip: \"127.0.0.1\"\n    module: mod_mqtt\n    backlog: 4096\n\
+             access_rules:\n  mqtt_all:\n    allow: all\n\
+             modules:\n  mod_mqtt:\n    access_subscribe:\n      \"#\": mqtt_all\n    \
+             access_publish:\n      \"#\": mqtt_all\n    max_queue: {queued}\n",
+            queued = limits.max_queued_messages
+        ),
     }
 }
 
@@ -237,6 +338,8 @@ pub struct RunningBroker {
     pub not_measured: Option<String>,
     start_ticks: u64,
     child: Option<Child>,
+    /// A broker's working directory (ejabberd's Mnesia spool), removed when it stops.
+    scratch: Option<PathBuf>,
 }
 
 impl RunningBroker {
@@ -260,6 +363,7 @@ impl RunningBroker {
                     not_measured: Some("external broker without pid=".into()),
                     start_ticks: 0,
                     child: None,
+                    scratch: None,
                 };
                 if let Some(pid) = *pid {
                     if !addr.ip().is_loopback() {
@@ -302,20 +406,28 @@ impl RunningBroker {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        if let Ok(None) = child.try_wait() {
-            // SAFETY: kill() on the PID of our own un-reaped child, which cannot have been reused.
-            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if !matches!(child.try_wait(), Ok(None)) {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            let _ = child.kill();
+        stop_child(&mut child);
+        if let Some(d) = self.scratch.take() {
+            let _ = fs::remove_dir_all(d);
         }
-        let _ = child.wait();
     }
+}
+
+/// SIGTERM, then SIGKILL after 5 s, then reap.
+fn stop_child(child: &mut Child) {
+    if let Ok(None) = child.try_wait() {
+        // SAFETY: kill() on the PID of our own un-reaped child, which cannot have been reused.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if !matches!(child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = child.kill();
+    }
+    let _ = child.wait();
 }
 
 impl Drop for RunningBroker {
@@ -337,10 +449,11 @@ fn start_managed(
     fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let port = free_port()?;
     let config = config_text(flavor, port, limits);
-    let ext = if flavor == Flavor::Rumqttd {
-        "toml"
-    } else {
-        "conf"
+    let ext = match flavor {
+        Flavor::Rumqttd => "toml",
+        Flavor::Aedes => "js",
+        Flavor::Ejabberd => "yml",
+        Flavor::Midge | Flavor::Mosquitto => "conf",
     };
     let conf_path = dir.join(format!("{name}.{ext}"));
     fs::write(&conf_path, &config).map_err(|e| format!("{}: {e}", conf_path.display()))?;
@@ -352,14 +465,56 @@ fn start_managed(
         .map_err(|e| format!("{}: {e}", log_path.display()))?;
     let log2 = log.try_clone().map_err(|e| e.to_string())?;
     let mut cmd = Command::new(binary);
-    cmd.arg("-c")
-        .arg(&conf_path)
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log2);
-    let child = cmd
-        .spawn()
-        .map_err(|e| format!("{name}: spawning {}: {e}", binary.display()))?;
+    let mut scratch = None;
+    match flavor {
+        Flavor::Aedes => {
+            let modules =
+                aedes_modules().ok_or_else(|| format!("{name}: aedes module not found"))?;
+            cmd.arg(&conf_path).env("NODE_PATH", modules);
+        }
+        Flavor::Ejabberd => {
+            // `erl` execs beam.smp, so the child's PID is the broker's. No node name: no
+            // distribution, no epmd left behind. Mnesia's spool lives in a scratch directory.
+            let lib = ejabberd_lib().ok_or_else(|| format!("{name}: ejabberd not installed"))?;
+            let erl_libs = lib
+                .parent()
+                .unwrap_or(Path::new(ERL_LIBS_DIR))
+                .to_path_buf();
+            let d =
+                std::env::temp_dir().join(format!("loadgen-{name}-{}-{port}", std::process::id()));
+            let _ = fs::remove_dir_all(&d);
+            fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
+            let log_dir = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+            let conf_abs = log_dir.join(format!("{name}.{ext}"));
+            // ejabberd's own ejabberd.log and error.log, apart from the other brokers' files.
+            let ej_logs = log_dir.join(name);
+            fs::create_dir_all(&ej_logs).map_err(|e| format!("{}: {e}", ej_logs.display()))?;
+            cmd.args([
+                "-noinput", "-noshell", "+K", "true", "+P", "250000", "-mnesia", "dir",
+            ])
+            .arg(format!("\"{}\"", d.join("spool").display()))
+            .args(["-s", "ejabberd"])
+            .current_dir(&d)
+            .env("EJABBERD_CONFIG_PATH", conf_abs)
+            .env("EJABBERD_LOG_PATH", ej_logs.join("ejabberd.log"))
+            .env("ERL_LIBS", erl_libs)
+            .env("ERL_CRASH_DUMP", d.join("erl_crash.dump"));
+            scratch = Some(d);
+        }
+        Flavor::Midge | Flavor::Mosquitto | Flavor::Rumqttd => {
+            cmd.arg("-c").arg(&conf_path);
+        }
+    }
+    cmd.stdin(Stdio::null()).stdout(log).stderr(log2);
+    let child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            if let Some(d) = scratch {
+                let _ = fs::remove_dir_all(d);
+            }
+            return Err(format!("{name}: spawning {}: {e}", binary.display()));
+        }
+    };
     let pid = child.id();
     let mut b = RunningBroker {
         name: name.to_string(),
@@ -370,6 +525,7 @@ fn start_managed(
         not_measured: None,
         start_ticks: 0,
         child: Some(child),
+        scratch,
     };
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -427,6 +583,26 @@ fn tail(path: &Path) -> String {
 fn version_of(flavor: Flavor, binary: &Path) -> String {
     let arg = match flavor {
         Flavor::Mosquitto => "-h",
+        // `erl --version` would start a shell: the version is in the application's name.
+        Flavor::Ejabberd => {
+            return ejabberd_lib()
+                .and_then(|l| l.file_name()?.to_str().map(|n| n.replacen('-', " ", 1)))
+                .unwrap_or_else(|| "unknown".into())
+        }
+        Flavor::Aedes => {
+            let pkg = aedes_modules()
+                .and_then(|d| fs::read_to_string(d.join("aedes/package.json")).ok())
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                .and_then(|v| v["version"].as_str().map(str::to_string))
+                .unwrap_or_else(|| "unknown".into());
+            let node = Command::new(binary)
+                .arg("--version")
+                .stdin(Stdio::null())
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+                .unwrap_or_default();
+            return format!("aedes {pkg} (node {node})");
+        }
         _ => "--version",
     };
     let Ok(out) = Command::new(binary).arg(arg).stdin(Stdio::null()).output() else {
@@ -494,6 +670,34 @@ mod tests {
     }
 
     #[test]
+    fn aedes_and_ejabberd_configs_listen_on_the_given_loopback_port() {
+        let l = Limits {
+            max_queued_messages: 7,
+            max_inflight_messages: 3,
+        };
+        let js = config_text(Flavor::Aedes, 4321, &l);
+        assert!(
+            js.contains("listen({ port: 4321, host: '127.0.0.1'"),
+            "{js}"
+        );
+        assert!(js.contains("require('aedes')") && js.contains("concurrency: 3"));
+        let yml = config_text(Flavor::Ejabberd, 4321, &l);
+        assert!(
+            yml.contains("    port: 4321\n    ip: \"127.0.0.1\"\n    module: mod_mqtt\n"),
+            "{yml}"
+        );
+        assert!(yml.contains("mod_mqtt:\n") && yml.contains("max_queue: 7\n"));
+        assert!(yml.contains("\"#\": mqtt_all") && yml.contains("allow: all"));
+        // Only ejabberd needs credentials (mod_mqtt refuses an empty password).
+        assert_eq!(
+            known("ejabberd", None).unwrap().connect_password(),
+            Some("loadgen")
+        );
+        assert_eq!(known("aedes", None).unwrap().connect_password(), None);
+        assert_eq!(known("mosquitto", None).unwrap().connect_password(), None);
+    }
+
+    #[test]
     fn a_port_in_use_is_not_free() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
@@ -513,6 +717,8 @@ mod tests {
         assert!(b.unavailable().unwrap().contains("not found"));
         assert!(known("nope", None).is_none());
         assert!(!known("rumqttd", None).unwrap().supports("5"));
+        assert!(!known("aedes", None).unwrap().supports("5"));
+        assert!(known("ejabberd", None).unwrap().supports("5"));
     }
 
     #[test]

@@ -73,6 +73,8 @@ pub struct EngineConfig {
     pub threads: u32,
     /// Longest time connecting and subscribing every client may take.
     pub setup_timeout: Duration,
+    /// When set, every CONNECT carries its client id as user name and this password.
+    pub password: Option<String>,
 }
 
 /// The run's phases in epoch-relative nanoseconds, fixed once every client is ready.
@@ -843,8 +845,16 @@ impl Worker {
                 keep_alive: KEEP_ALIVE_S,
                 client_id: ByteStr::from(spec.client_id.as_str()),
                 will: None,
-                username: None,
-                password: None,
+                username: self
+                    .cfg
+                    .password
+                    .as_ref()
+                    .map(|_| ByteStr::from(spec.client_id.as_str())),
+                password: self
+                    .cfg
+                    .password
+                    .as_ref()
+                    .map(|p| Bytes::copy_from_slice(p.as_bytes())),
                 properties: Properties::default(),
             });
             self.conns[ci].state = ConnState::AwaitConnAck;

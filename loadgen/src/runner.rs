@@ -134,6 +134,7 @@ pub fn engine_config(sc: &Scenario, clients: usize) -> Result<EngineConfig, Stri
         threads: sc.threads,
         // Generous: a broker that accepts 200 connections per second still gets there.
         setup_timeout: std::time::Duration::from_secs_f64(30.0 + clients as f64 / 200.0),
+        password: None,
     })
 }
 
@@ -173,7 +174,10 @@ pub fn run_one(cell_index: usize, sc: &Scenario, def: &BrokerDef, ctx: &RunConte
     rec.broker_not_measured = broker.not_measured.clone();
 
     let cfg = match engine_config(sc, plan.clients.len()) {
-        Ok(c) => c,
+        Ok(c) => EngineConfig {
+            password: def.connect_password().map(str::to_string),
+            ..c
+        },
         Err(e) => return fail(rec, e),
     };
     let mut s = Samples::default();
