@@ -74,9 +74,8 @@ fn stalled_subscriber_does_not_grow_memory_or_slow_others() {
         );
     }
     // The stalled connection is still open: once its client reads again it catches up
-    // (whatever was kept) and gets its PINGRESP. mosquitto 2.0.11 keeps the whole backlog for
-    // it (no byte cap on an online client's QoS 0 stream), so catching up takes longer than
-    // this test waits: checked for midge only.
+    // (whatever was kept) and gets its PINGRESP. Against mosquitto 2.0.11 the PINGRESP did not
+    // come within 20 s (not investigated further), so this part is checked for midge only.
     if b.is_mosquitto() {
         return;
     }
