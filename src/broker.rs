@@ -20,7 +20,7 @@ use mio::net::TcpListener;
 use mio::{Poll, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::auth::{Auth, AuthWorker, PasswordFile};
+use crate::auth::{Auth, AuthWorker};
 use crate::config::Config;
 use crate::retain::RetainedStore;
 use crate::shard::inbox::{inbox, ShardHandle};
@@ -189,17 +189,10 @@ impl Broker {
         }
 
         // Two threads: a slow PBKDF2 check never holds up another client's CONNECT for long,
-        // and the queue bounds the memory an unauthenticated flood can take. Requests name
-        // their listener's file; the worker's own is the global one (or empty).
+        // and the queue bounds the memory an unauthenticated flood can take. Each request
+        // carries its listener's password file.
         let auth_worker = if any_password_file {
-            let global = match &auth.passwords {
-                Some(p) => p.clone(),
-                None => Arc::new(
-                    PasswordFile::parse("", "(none)")
-                        .map_err(|e| io::Error::other(e.to_string()))?,
-                ),
-            };
-            Some(AuthWorker::start(global, 2, 1024)?)
+            Some(AuthWorker::start(2, 1024)?)
         } else {
             None
         };

@@ -5,10 +5,10 @@
 //! So a shard hands the check to this small pool and carries on:
 //!
 //! ```text
-//! start:    let worker = AuthWorker::start(passwords, 2, 1024)?;             // once, broker
+//! start:    let worker = AuthWorker::start(2, 1024)?;                        // once, broker
 //!           let (client, replies) = worker.client(move || { let _ = waker.wake(); });
 //!                                                                            // once per shard
-//! CONNECT:  client.submit(AuthRequest { token, username, password, passwords: None }) // shard thread
+//! CONNECT:  client.submit(AuthRequest { token, username, password, passwords }) // shard thread
 //!           -> Err(request) if the queue is full: refuse (CONNACK 0x05 / 5.0 0x89 busy)
 //! wake-up:  while let Ok(AuthResponse { token, allowed }) = replies.try_recv() { ... }
 //! ```
@@ -17,7 +17,7 @@
 //! after each reply is queued; a `mio::Waker::wake` fits (it coalesces).
 
 use std::io;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender, TrySendError};
@@ -32,9 +32,9 @@ pub struct AuthRequest {
     pub username: String,
     /// Password from CONNECT (empty if none was given). Wiped after the check.
     pub password: Vec<u8>,
-    /// The file to check against (a listener's own, with `per_listener_settings`); `None` =
-    /// the worker's file.
-    pub passwords: Option<Arc<PasswordFile>>,
+    /// The file to check against: the connection's listener's (each listener may have its own
+    /// under `per_listener_settings`; a reload hands new connections the new file).
+    pub passwords: Arc<PasswordFile>,
 }
 
 impl std::fmt::Debug for AuthRequest {
@@ -66,7 +66,6 @@ struct Job {
 
 /// A pool of threads that verify passwords (see the module documentation).
 pub struct AuthWorker {
-    passwords: Arc<RwLock<Arc<PasswordFile>>>,
     jobs: Option<Sender<Job>>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -80,26 +79,19 @@ impl std::fmt::Debug for AuthWorker {
 }
 
 impl AuthWorker {
-    /// Starts `threads` (at least 1) worker threads checking against `passwords`, with room for
-    /// `queue` (at least 1) pending requests across all clients.
-    pub fn start(
-        passwords: Arc<PasswordFile>,
-        threads: usize,
-        queue: usize,
-    ) -> io::Result<AuthWorker> {
-        let passwords = Arc::new(RwLock::new(passwords));
+    /// Starts `threads` (at least 1) worker threads, with room for `queue` (at least 1)
+    /// pending requests across all clients.
+    pub fn start(threads: usize, queue: usize) -> io::Result<AuthWorker> {
         let (tx, rx) = bounded::<Job>(queue.max(1));
         let mut handles = Vec::new();
         for i in 0..threads.max(1) {
             let rx = rx.clone();
-            let passwords = passwords.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("midge-auth-{i}"))
-                .spawn(move || run(rx, passwords))?;
+                .spawn(move || run(rx))?;
             handles.push(handle);
         }
         Ok(AuthWorker {
-            passwords,
             jobs: Some(tx),
             threads: handles,
         })
@@ -125,15 +117,6 @@ impl AuthWorker {
             replies,
         )
     }
-
-    /// Replaces the password file (reload on SIGHUP); requests already queued use the new one.
-    pub fn reload(&self, passwords: Arc<PasswordFile>) {
-        let mut guard = match self.passwords.write() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        *guard = passwords;
-    }
 }
 
 impl Drop for AuthWorker {
@@ -149,14 +132,12 @@ impl Drop for AuthWorker {
     }
 }
 
-fn run(rx: Receiver<Job>, passwords: Arc<RwLock<Arc<PasswordFile>>>) {
+fn run(rx: Receiver<Job>) {
     for mut job in rx.iter() {
-        let file = match (&job.request.passwords, passwords.read()) {
-            (Some(own), _) => own.clone(),
-            (None, Ok(g)) => g.clone(),
-            (None, Err(poisoned)) => poisoned.into_inner().clone(),
-        };
-        let allowed = file.verify(&job.request.username, &job.request.password);
+        let allowed = job
+            .request
+            .passwords
+            .verify(&job.request.username, &job.request.password);
         wipe(&mut job.request.password);
         let response = AuthResponse {
             token: job.request.token,
@@ -217,8 +198,8 @@ mod tests {
 
     #[test]
     fn replies_come_back_with_their_token_and_notify() {
-        let file = PasswordFile::parse(&format!("{BOB_6}{ALICE_7}"), "pw").unwrap();
-        let worker = AuthWorker::start(Arc::new(file), 2, 16).unwrap();
+        let file = Arc::new(PasswordFile::parse(&format!("{BOB_6}{ALICE_7}"), "pw").unwrap());
+        let worker = AuthWorker::start(2, 16).unwrap();
         let wakes = Arc::new(AtomicUsize::new(0));
         let w = wakes.clone();
         let (client, replies) = worker.client(move || {
@@ -236,7 +217,7 @@ mod tests {
                     token,
                     username: user.into(),
                     password: pw.into(),
-                    passwords: None,
+                    passwords: file.clone(),
                 })
                 .unwrap();
         }
@@ -248,14 +229,14 @@ mod tests {
             assert_eq!((r.token, r.allowed), (*token, *allowed));
         }
         assert_eq!(wakes.load(Ordering::SeqCst), cases.len());
-        // Reload: bob's entry is gone.
-        worker.reload(Arc::new(PasswordFile::parse(ALICE_7, "pw").unwrap()));
+        // Each request is checked against its own file: in this one bob's entry is gone.
+        let reloaded = Arc::new(PasswordFile::parse(ALICE_7, "pw").unwrap());
         client
             .submit(AuthRequest {
                 token: 9,
                 username: "bob".into(),
                 password: b"hunter2".to_vec(),
-                passwords: None,
+                passwords: reloaded,
             })
             .unwrap();
         let r = replies.recv_timeout(Duration::from_secs(10)).unwrap();
@@ -270,14 +251,14 @@ mod tests {
             super::super::HashAlgorithm::Sha512Pbkdf2 { iterations: 20_000 },
             vec![1; 12],
         );
-        let file = PasswordFile::parse(&format!("u:{slow}\n"), "pw").unwrap();
-        let worker = AuthWorker::start(Arc::new(file), 1, 1).unwrap();
+        let file = Arc::new(PasswordFile::parse(&format!("u:{slow}\n"), "pw").unwrap());
+        let worker = AuthWorker::start(1, 1).unwrap();
         let (client, _replies) = worker.client(|| {});
         let req = |token| AuthRequest {
             token,
             username: "u".into(),
             password: b"pw".to_vec(),
-            passwords: None,
+            passwords: file.clone(),
         };
         let mut refused = 0;
         for token in 0..5 {

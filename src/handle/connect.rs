@@ -129,13 +129,17 @@ impl Shard {
     /// Sends the password to the auth worker and parks the connection until it answers
     /// (`drain_auth_responses`). Other clients are served meanwhile.
     fn verify_password(&mut self, key: usize, connect: Connect) -> bool {
+        // `connect_check` asks for verification only where the listener has a password file.
+        let Some(passwords) = self.conns[key].auth.passwords.clone() else {
+            return self.refuse(key, NOT_AUTHORIZED, "no password file on this listener");
+        };
         self.next_auth_token += 1;
         let token = self.next_auth_token;
         let request = AuthRequest {
             token: (token << AUTH_SLOT_BITS) | key as u64,
             username: connect.username.as_deref().unwrap_or_default().to_owned(),
             password: connect.password.as_deref().unwrap_or_default().to_vec(),
-            passwords: self.conns[key].auth.passwords.clone(),
+            passwords,
         };
         let Some((client, _)) = &self.auth else {
             return self.refuse(key, SERVER_BUSY, "no password checker running");
