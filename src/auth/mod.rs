@@ -87,7 +87,7 @@ pub enum ConnectCheck {
     Verify,
 }
 
-/// The broker's security state, loaded once from the [`Config`] at start (and again on reload).
+/// The security state of the broker or of one listener, loaded from the [`Config`] at start.
 #[derive(Debug, Clone, Default)]
 pub struct Auth {
     /// `password_file`, loaded.

@@ -33,7 +33,7 @@ pub struct AuthRequest {
     /// Password from CONNECT (empty if none was given). Wiped after the check.
     pub password: Vec<u8>,
     /// The file to check against: the connection's listener's (each listener may have its own
-    /// under `per_listener_settings`; a reload hands new connections the new file).
+    /// under `per_listener_settings`).
     pub passwords: Arc<PasswordFile>,
 }
 
