@@ -24,7 +24,8 @@ use crate::auth::{Auth, AuthWorker};
 use crate::config::Config;
 use crate::retain::RetainedStore;
 use crate::shard::inbox::{inbox, ShardHandle};
-use crate::shard::{ListenerSocket, Shard, WAKER};
+use crate::shard::{home_shard, ListenerSocket, Shard, WAKER};
+use crate::store::{self, Recovered, RecoveredSession, Store};
 use crate::transport::TlsListener;
 
 /// State shared by all shards: read-only configuration, the retained store, the stop flag.
@@ -76,6 +77,33 @@ fn default_listeners() -> Vec<crate::config::Listener> {
         acl_file: None,
     })
     .collect()
+}
+
+/// Opens and reads the store when `persistence` is on. What a torn tail cost is logged; an
+/// unreadable store is an error (never a silent start from empty).
+fn open_store(config: &Config) -> io::Result<(Option<Arc<dyn Store>>, Recovered)> {
+    let Some(dir) = config.persistence_dir() else {
+        return Ok((None, Recovered::default()));
+    };
+    let fail = |e: crate::store::StoreError| {
+        io::Error::other(format!(
+            "{e} (refusing to start: move the directory away to start empty)"
+        ))
+    };
+    let store: Arc<dyn Store> =
+        Arc::from(store::open(&dir, config.persistence_sync).map_err(fail)?);
+    let recovered = store.load().map_err(fail)?;
+    for d in &recovered.dropped {
+        log::warn!("Persistence: {d}");
+    }
+    log::info!(
+        "Persistence in {} (sync {}): restored {} session(s) and {} retained message(s).",
+        dir.display(),
+        config.persistence_sync,
+        recovered.sessions.len(),
+        recovered.retained.len()
+    );
+    Ok((Some(store), recovered))
 }
 
 /// Binds one listening socket with SO_REUSEPORT.
@@ -196,9 +224,16 @@ impl Broker {
         } else {
             None
         };
+        // The store is read before anything is served: an unreadable one stops start-up.
+        let (store, recovered) = open_store(&config)?;
+        let retained = RetainedStore::new();
+        let now = std::time::Instant::now();
+        for msg in recovered.retained.iter().filter(|m| !m.is_expired(now)) {
+            retained.set(msg);
+        }
         let shared = Arc::new(Shared {
             config,
-            retained: RetainedStore::new(),
+            retained,
             connections: AtomicUsize::new(0),
             auth,
             auth_worker,
@@ -216,11 +251,40 @@ impl Broker {
             inboxes.push(inbox);
         }
         let peers = Arc::new(handles);
-        let mut threads = Vec::new();
+        // Recovered sessions go to the home shard of their client id; every replica of the
+        // index gets every recovered subscription before any shard runs.
+        let mut homed: Vec<Vec<RecoveredSession>> = (0..shards).map(|_| Vec::new()).collect();
+        for r in recovered.sessions {
+            homed[home_shard(r.client_id.as_bytes(), shards)].push(r);
+        }
+        let mut built = Vec::new();
+        let mut entries = Vec::new();
         for (id, ((poll, inbox), sockets)) in
             polls.into_iter().zip(inboxes).zip(per_shard).enumerate()
         {
-            let shard = Shard::new(id, poll, sockets, inbox, peers.clone(), shared.clone())?;
+            let mut shard = Shard::new(
+                id,
+                poll,
+                sockets,
+                inbox,
+                peers.clone(),
+                shared.clone(),
+                store.clone(),
+            )?;
+            entries.push(shard.recover(std::mem::take(&mut homed[id])));
+            built.push(shard);
+        }
+        for (id, shard) in built.iter_mut().enumerate() {
+            for (other, list) in entries.iter().enumerate() {
+                if other != id {
+                    for (filter, entry) in list {
+                        shard.index.insert(filter, *entry);
+                    }
+                }
+            }
+        }
+        let mut threads = Vec::new();
+        for (id, shard) in built.into_iter().enumerate() {
             let thread = std::thread::Builder::new()
                 .name(format!("midge-shard-{id}"))
                 .spawn(move || shard.run())?;

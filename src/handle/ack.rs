@@ -7,7 +7,10 @@ use crate::shard::Shard;
 impl Shard {
     /// PUBACK: a QoS 1 delivery is done; the window may admit a queued message.
     pub(crate) fn handle_puback(&mut self, key: usize, slot: usize, packet_id: u16) -> bool {
-        if self.sessions[slot].session.on_puback(packet_id) {
+        if self.sessions[slot]
+            .session
+            .on_puback(packet_id, &mut self.batch)
+        {
             self.refill(key, slot);
         }
         true
@@ -21,7 +24,10 @@ impl Shard {
         packet_id: u16,
         reason: u8,
     ) -> bool {
-        match self.sessions[slot].session.on_pubrec(packet_id, reason) {
+        match self.sessions[slot]
+            .session
+            .on_pubrec(packet_id, reason, &mut self.batch)
+        {
             Some(rel) => self.send(key, &rel),
             None if reason >= 0x80 => self.refill(key, slot),
             None => {}
@@ -32,7 +38,9 @@ impl Shard {
     /// PUBREL: the client releases an incoming QoS 2 id; answer PUBCOMP (also for an unknown
     /// id, so a client retrying after our restart completes its flow) [MQTT-4.3.3-11].
     pub(crate) fn handle_pubrel(&mut self, key: usize, slot: usize, packet_id: u16) -> bool {
-        let known = self.sessions[slot].session.incoming_qos2.remove(&packet_id);
+        let known = self.sessions[slot]
+            .session
+            .release_incoming_qos2(packet_id, &mut self.batch);
         let v5 = self.conns[key].is_v5();
         let mut comp = PubResp::new(packet_id);
         if v5 && !known {
@@ -44,7 +52,10 @@ impl Shard {
 
     /// PUBCOMP: a QoS 2 delivery is done.
     pub(crate) fn handle_pubcomp(&mut self, key: usize, slot: usize, packet_id: u16) -> bool {
-        if self.sessions[slot].session.on_pubcomp(packet_id) {
+        if self.sessions[slot]
+            .session
+            .on_pubcomp(packet_id, &mut self.batch)
+        {
             self.refill(key, slot);
         }
         true
@@ -53,7 +64,9 @@ impl Shard {
     /// Sends queued messages that now fit the inflight window.
     fn refill(&mut self, key: usize, slot: usize) {
         let mut out = std::mem::take(&mut self.out);
-        self.sessions[slot].session.fill_window(&mut out);
+        self.sessions[slot]
+            .session
+            .fill_window(&mut out, &mut self.batch);
         self.out = out;
         self.send_session_output(key);
     }

@@ -1,7 +1,7 @@
 //! CONNECT: client-id rules, the anonymous policy, moving the connection to the home shard of
 //! its client id, session takeover and resumption, CONNACK (with its MQTT 5 properties).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::auth::{Access, AuthRequest, ConnectCheck};
 use crate::protocol::reason::{v3, v5};
@@ -333,7 +333,10 @@ impl Shard {
                 self.close(old, Close::TakenOver);
             }
             let s = &self.sessions[slot].session;
-            if connect.clean_start || s.expiry_interval == 0 {
+            // A session whose expiry passed (between two ticks, or while the broker was down)
+            // is over even if the tick has not removed it yet.
+            let expired = s.expires_at.is_some_and(|at| Instant::now() >= at);
+            if connect.clean_start || s.expiry_interval == 0 || expired {
                 // [MQTT-3.1.2-6]/[MQTT-3.1.2-4]: clean start discards the previous session.
                 self.end_session(slot);
             } else {
@@ -366,6 +369,14 @@ impl Shard {
         s.will = connect.will;
         s.limits = limits;
         s.acl = acl;
+        // Persistent sessions are stored; one resumed with expiry 0 now ends with this
+        // connection, so it leaves the store ([MQTT-3.1.2-23]: nothing survives it).
+        let durable = self.durable.is_some() && expiry_interval > 0;
+        if s.durable && !durable {
+            self.batch.delete_session(&s.client_id);
+        }
+        s.durable = durable;
+        s.store_record(&mut self.batch);
 
         let conn = &mut self.conns[key];
         conn.state = ConnState::Active { session: slot };
@@ -395,7 +406,9 @@ impl Shard {
         };
         self.send(key, &Packet::ConnAck(ack));
         let mut out = std::mem::take(&mut self.out);
-        self.sessions[slot].session.resume(&mut out);
+        self.sessions[slot]
+            .session
+            .resume(&mut out, &mut self.batch);
         self.out = out;
         self.send_session_output(key);
         true

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::auth::Access;
 use crate::index::SubscriberId;
-use crate::message::Message;
+use crate::message::{Message, SharedMessage};
 use crate::protocol::reason::v5;
 use crate::protocol::{Packet, PubResp, Publish, QoS, Will};
 use crate::shard::Shard;
@@ -88,7 +88,8 @@ impl Shard {
             // before PUBREL is acknowledged but not delivered again ([MQTT-4.3.3-2]). The
             // broker's Receive Maximum bounds the ids held [MQTT-3.3.4-8].
             QoS::ExactlyOnce => {
-                let held = &mut self.sessions[slot].session.incoming_qos2;
+                let session = &mut self.sessions[slot].session;
+                let held = &session.incoming_qos2;
                 if v5
                     && max_inflight != 0
                     && held.len() >= max_inflight
@@ -100,7 +101,7 @@ impl Shard {
                         "receive maximum exceeded".into(),
                     );
                 }
-                held.insert(packet_id)
+                session.hold_incoming_qos2(packet_id, &mut self.batch)
             }
             _ => true,
         };
@@ -119,13 +120,15 @@ impl Shard {
         };
         match qos {
             QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => self.send(key, &Packet::PubAck(ack)),
+            QoS::AtLeastOnce => self.send_ack(key, slot, Packet::PubAck(ack)),
             QoS::ExactlyOnce => {
                 if reason >= 0x80 {
                     // A PUBREC with a failure code ends the QoS 2 flow (MQTT 5 section 4.3.3): forget the id.
-                    self.sessions[slot].session.incoming_qos2.remove(&packet_id);
+                    self.sessions[slot]
+                        .session
+                        .release_incoming_qos2(packet_id, &mut self.batch);
                 }
-                self.send(key, &Packet::PubRec(ack));
+                self.send_ack(key, slot, Packet::PubRec(ack));
             }
         }
         true
@@ -169,9 +172,22 @@ impl Shard {
         let origin = self.subscriber_id(slot);
         let msg = Arc::new(Message::from_publish(publish, Some(origin)));
         if msg.retain {
-            self.shared.retained.set(&msg);
+            self.set_retained(&msg);
         }
         self.route(msg)
+    }
+
+    /// Sets (or, with an empty payload, clears) the retained message of `msg.topic`, in
+    /// memory and in the store.
+    fn set_retained(&mut self, msg: &SharedMessage) {
+        self.shared.retained.set(msg);
+        if self.durable.is_some() {
+            if msg.payload.is_empty() {
+                self.batch.delete_retained(&msg.topic);
+            } else {
+                self.batch.put_retained(msg);
+            }
+        }
     }
 
     /// Publishes a will as if its client had sent it ([MQTT-3.1.2-8]).
@@ -189,7 +205,7 @@ impl Shard {
         };
         let msg = Arc::new(Message::from_publish(publish, Some(origin)));
         if msg.retain && self.shared.config.retain_available {
-            self.shared.retained.set(&msg);
+            self.set_retained(&msg);
         }
         self.route(msg);
     }

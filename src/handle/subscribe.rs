@@ -108,6 +108,7 @@ impl Shard {
                 retained_for.push((filter, options.qos));
             }
         }
+        self.sessions[slot].session.store_record(&mut self.batch);
         // [MQTT-3.8.4-1]: SUBACK with the same packet id, one code per filter [MQTT-3.8.4-5].
         let suback = SubAck {
             packet_id: subscribe.packet_id,
@@ -163,6 +164,7 @@ impl Shard {
                 });
             }
         }
+        self.sessions[slot].session.store_record(&mut self.batch);
         let unsuback = UnsubAck {
             packet_id: unsubscribe.packet_id,
             codes,

@@ -6,6 +6,14 @@
 //! tested without a network (see the tests below) and the shard only moves bytes.
 //!
 //! Owned by the session's home shard; shard thread only.
+//!
+//! # Durability
+//! A session with `durable` set (persistence on and a Session Expiry Interval above 0) writes
+//! every change to what it owes the client into the shard's store [`Batch`]: each QoS 1/2
+//! delivery gets its own sequence number (`seq`), stored when queued, updated when it goes in
+//! flight or its QoS 2 flow moves on, deleted when acknowledged; incoming QoS 2 packet ids are
+//! stored until PUBREL. The shard commits the batch once per loop turn, before it writes to
+//! any socket (group commit), so the client never sees a packet id the store does not know.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Instant;
@@ -13,6 +21,7 @@ use std::time::Instant;
 use crate::auth::ClientAcl;
 use crate::message::Delivery;
 use crate::protocol::{encoded_len, ByteStr, Packet, ProtocolVersion, PubResp, SubOptions, Will};
+use crate::store::{wall_from_instant, Batch, Flow, StoredSession};
 
 /// Where an outgoing QoS 1/2 message stands in its flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +37,8 @@ pub enum OutState {
 /// An outgoing QoS 1/2 message that the client has not finished acknowledging.
 #[derive(Debug, Clone)]
 pub struct Inflight {
+    /// The store's key of this delivery (see the module documentation).
+    pub seq: u64,
     pub packet_id: u16,
     pub delivery: Delivery,
     pub state: OutState,
@@ -44,6 +55,23 @@ pub struct Limits {
     /// The client's Maximum Packet Size (0 = none): larger PUBLISHes are not sent to it
     /// ([MQTT-3.1.2-25]) but dropped as if delivered.
     pub max_packet_size: u32,
+}
+
+impl Inflight {
+    fn flow(&self) -> Flow {
+        Flow {
+            packet_id: self.packet_id,
+            state: self.state,
+        }
+    }
+}
+
+/// A QoS 1/2 delivery waiting for the window or for a reconnect.
+#[derive(Debug, Clone)]
+pub struct Queued {
+    /// The store's key of this delivery.
+    pub seq: u64,
+    pub delivery: Delivery,
 }
 
 /// A subscription as the session remembers it.
@@ -81,7 +109,7 @@ pub struct Session {
     /// Outgoing QoS 1/2 messages not yet fully acknowledged, in send order.
     pub inflight: VecDeque<Inflight>,
     /// Messages waiting for the window or for a reconnect.
-    pub queue: VecDeque<Delivery>,
+    pub queue: VecDeque<Queued>,
     /// Packet ids of incoming QoS 2 messages already delivered and awaiting PUBREL: a
     /// retransmitted PUBLISH with such an id is acknowledged again but not delivered again
     /// ([MQTT-4.3.3-2], method B).
@@ -97,6 +125,10 @@ pub struct Session {
     pub limits: Limits,
     /// Messages dropped because the queue was full (logged, later in $SYS).
     pub dropped: u64,
+    /// Changes are written to the store (persistence on and `expiry_interval` > 0).
+    pub durable: bool,
+    /// The `seq` of the next QoS 1/2 delivery.
+    pub next_seq: u64,
     next_packet_id: u16,
 }
 
@@ -123,8 +155,100 @@ impl Session {
             pending_will: None,
             limits,
             dropped: 0,
+            durable: false,
+            next_seq: 1,
             next_packet_id: 0,
         }
+    }
+
+    /// A session rebuilt from the store at start-up: disconnected, its in-flight messages
+    /// resent with DUP when the client returns, its queue in order. A session stored while
+    /// its client was connected has no end time yet: its expiry starts now. (Not restored:
+    /// the ACL, fixed again at the next CONNECT.)
+    pub fn recovered(r: crate::store::RecoveredSession, limits: Limits) -> Session {
+        let stored = r.session;
+        let mut s = Session::new(r.client_id, stored.expiry_interval, stored.version, limits);
+        s.durable = true;
+        s.expires_at = match (stored.expires_at, stored.expiry_interval) {
+            (Some(at), _) => Some(crate::store::instant_from_wall(at)),
+            (None, u32::MAX) => None,
+            (None, secs) => Some(Instant::now() + std::time::Duration::from_secs(u64::from(secs))),
+        };
+        s.pending_will = stored
+            .pending_will
+            .map(|(at, will)| (crate::store::instant_from_wall(at), will));
+        s.subscriptions = stored.subscriptions.into_iter().collect();
+        for (seq, d) in r.queued {
+            s.next_seq = s.next_seq.max(seq + 1);
+            match d.flow {
+                Some(flow) => s.inflight.push_back(Inflight {
+                    seq,
+                    packet_id: flow.packet_id,
+                    delivery: d.delivery,
+                    state: flow.state,
+                }),
+                None => s.queue.push_back(Queued {
+                    seq,
+                    delivery: d.delivery,
+                }),
+            }
+        }
+        s.next_packet_id = s.inflight.iter().map(|f| f.packet_id).max().unwrap_or(0);
+        s.incoming_qos2 = r.incoming_qos2.into_iter().collect();
+        s
+    }
+
+    /// The session as the store keeps it (everything but its messages).
+    pub fn stored(&self) -> StoredSession {
+        let mut subscriptions: Vec<(ByteStr, Subscription)> = self
+            .subscriptions
+            .iter()
+            .map(|(f, s)| (f.clone(), *s))
+            .collect();
+        subscriptions.sort_by(|a, b| a.0.cmp(&b.0));
+        StoredSession {
+            expiry_interval: self.expiry_interval,
+            expires_at: self.expires_at.map(wall_from_instant),
+            version: self.version,
+            subscriptions,
+            pending_will: self
+                .pending_will
+                .as_ref()
+                .map(|(at, will)| (wall_from_instant(*at), will.clone())),
+        }
+    }
+
+    /// Writes the session record (not its messages) into `batch` if the session is durable.
+    pub fn store_record(&self, batch: &mut Batch) {
+        if self.durable {
+            batch.put_session(&self.client_id, &self.stored());
+        }
+    }
+
+    /// Remembers an incoming QoS 2 packet id until PUBREL; false if it was already held (a
+    /// retransmission: acknowledge, do not deliver again).
+    pub fn hold_incoming_qos2(&mut self, packet_id: u16, batch: &mut Batch) -> bool {
+        let fresh = self.incoming_qos2.insert(packet_id);
+        if fresh && self.durable {
+            batch.put_incoming_qos2(&self.client_id, packet_id);
+        }
+        fresh
+    }
+
+    /// Forgets an incoming QoS 2 packet id (PUBREL, or a PUBREC that refused the message);
+    /// false if it was not held.
+    pub fn release_incoming_qos2(&mut self, packet_id: u16, batch: &mut Batch) -> bool {
+        let known = self.incoming_qos2.remove(&packet_id);
+        if known && self.durable {
+            batch.delete_incoming_qos2(&self.client_id, packet_id);
+        }
+        known
+    }
+
+    fn take_seq(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
     }
 
     fn window_open(&self) -> bool {
@@ -154,11 +278,21 @@ impl Session {
 
     /// Starts the flow of a QoS 1/2 message and returns its PUBLISH, or `None` when the
     /// client could not take it (too large: dropped as if delivered, [MQTT-3.1.2-25]).
-    fn start_flow(&mut self, delivery: Delivery) -> Option<Packet> {
+    /// `stored` says whether the delivery is already in the store (queued before) or new.
+    fn start_flow(
+        &mut self,
+        seq: u64,
+        delivery: Delivery,
+        stored: bool,
+        batch: &mut Batch,
+    ) -> Option<Packet> {
         let packet_id = self.allocate_packet_id();
         let publish = Packet::Publish(delivery.msg.to_publish(&delivery, packet_id, false));
         if !self.fits(&publish) {
             self.dropped += 1;
+            if stored && self.durable {
+                batch.delete_queued(&self.client_id, seq);
+            }
             return None;
         }
         let state = if delivery.qos == crate::protocol::QoS::ExactlyOnce {
@@ -166,16 +300,24 @@ impl Session {
         } else {
             OutState::AwaitPubAck
         };
-        self.inflight.push_back(Inflight {
+        let f = Inflight {
+            seq,
             packet_id,
             delivery,
             state,
-        });
+        };
+        if self.durable {
+            match stored {
+                true => batch.update_queued(&self.client_id, seq, Some(f.flow())),
+                false => batch.put_queued(&self.client_id, seq, &f.delivery, Some(f.flow())),
+            }
+        }
+        self.inflight.push_back(f);
         Some(publish)
     }
 
     /// Offers a delivery (QoS already the granted one).
-    pub fn offer(&mut self, delivery: Delivery) -> Offer {
+    pub fn offer(&mut self, delivery: Delivery, batch: &mut Batch) -> Offer {
         let connected = self.conn.is_some();
         if delivery.qos == crate::protocol::QoS::AtMostOnce {
             if !connected {
@@ -189,7 +331,8 @@ impl Session {
             };
         }
         if connected && self.queue.is_empty() && self.window_open() {
-            return match self.start_flow(delivery) {
+            let seq = self.take_seq();
+            return match self.start_flow(seq, delivery, false, batch) {
                 Some(p) => Offer::Send(p),
                 None => Offer::Dropped,
             };
@@ -198,29 +341,36 @@ impl Session {
             self.dropped += 1;
             return Offer::Dropped;
         }
-        self.queue.push_back(delivery);
+        let seq = self.take_seq();
+        if self.durable {
+            batch.put_queued(&self.client_id, seq, &delivery, None);
+        }
+        self.queue.push_back(Queued { seq, delivery });
         Offer::Queued
     }
 
     /// Moves queued messages into the window while it has room; returns their PUBLISHes.
     /// Queued messages whose expiry interval passed are discarded ([MQTT-3.3.2-5]).
-    pub fn fill_window(&mut self, out: &mut Vec<Packet>) {
+    pub fn fill_window(&mut self, out: &mut Vec<Packet>, batch: &mut Batch) {
         let now = Instant::now();
         while self.conn.is_some() && self.window_open() {
-            let Some(d) = self.queue.pop_front() else {
+            let Some(q) = self.queue.pop_front() else {
                 break;
             };
-            if d.msg.is_expired(now) {
+            if q.delivery.msg.is_expired(now) {
+                if self.durable {
+                    batch.delete_queued(&self.client_id, q.seq);
+                }
                 continue;
             }
-            out.extend(self.start_flow(d));
+            out.extend(self.start_flow(q.seq, q.delivery, true, batch));
         }
     }
 
     /// The packets to resend when a persistent session is resumed: unacknowledged PUBLISHes
     /// with DUP set and the same packet id, and PUBRELs whose PUBCOMP is missing
     /// ([MQTT-4.4.0-1]), in their original order; then queued messages while the window allows.
-    pub fn resume(&mut self, out: &mut Vec<Packet>) {
+    pub fn resume(&mut self, out: &mut Vec<Packet>, batch: &mut Batch) {
         for f in &self.inflight {
             out.push(match f.state {
                 OutState::AwaitPubAck | OutState::AwaitPubRec => {
@@ -229,7 +379,7 @@ impl Session {
                 OutState::AwaitPubComp => Packet::PubRel(PubResp::new(f.packet_id)),
             });
         }
-        self.fill_window(out);
+        self.fill_window(out, batch);
     }
 
     fn position(&self, packet_id: u16, state: OutState) -> Option<usize> {
@@ -238,11 +388,20 @@ impl Session {
             .position(|f| f.packet_id == packet_id && f.state == state)
     }
 
+    /// Ends the flow of inflight entry `i` (acknowledged, or refused by the client).
+    fn complete(&mut self, i: usize, batch: &mut Batch) {
+        if let Some(f) = self.inflight.remove(i) {
+            if self.durable {
+                batch.delete_queued(&self.client_id, f.seq);
+            }
+        }
+    }
+
     /// PUBACK received. Returns false if no QoS 1 message was waiting for it.
-    pub fn on_puback(&mut self, packet_id: u16) -> bool {
+    pub fn on_puback(&mut self, packet_id: u16, batch: &mut Batch) -> bool {
         match self.position(packet_id, OutState::AwaitPubAck) {
             Some(i) => {
-                self.inflight.remove(i);
+                self.complete(i, batch);
                 true
             }
             None => false,
@@ -252,13 +411,17 @@ impl Session {
     /// PUBREC received: the message is now the client's; answer PUBREL ([MQTT-4.3.3-3]).
     /// A PUBREC for an id already released is answered with PUBREL again. A PUBREC with a
     /// failure reason (MQTT 5, >= 0x80) ends the flow instead: no PUBREL (MQTT 5 section 4.3.3).
-    pub fn on_pubrec(&mut self, packet_id: u16, reason: u8) -> Option<Packet> {
+    pub fn on_pubrec(&mut self, packet_id: u16, reason: u8, batch: &mut Batch) -> Option<Packet> {
         if let Some(i) = self.position(packet_id, OutState::AwaitPubRec) {
             if reason >= 0x80 {
-                self.inflight.remove(i);
+                self.complete(i, batch);
                 return None;
             }
-            self.inflight[i].state = OutState::AwaitPubComp;
+            let f = &mut self.inflight[i];
+            f.state = OutState::AwaitPubComp;
+            if self.durable {
+                batch.update_queued(&self.client_id, f.seq, Some(f.flow()));
+            }
             return Some(Packet::PubRel(PubResp::new(packet_id)));
         }
         self.position(packet_id, OutState::AwaitPubComp)
@@ -266,21 +429,14 @@ impl Session {
     }
 
     /// PUBCOMP received: the QoS 2 flow is complete.
-    pub fn on_pubcomp(&mut self, packet_id: u16) -> bool {
+    pub fn on_pubcomp(&mut self, packet_id: u16, batch: &mut Batch) -> bool {
         match self.position(packet_id, OutState::AwaitPubComp) {
             Some(i) => {
-                self.inflight.remove(i);
+                self.complete(i, batch);
                 true
             }
             None => false,
         }
-    }
-
-    /// Drops everything owed to the client (clean start on a resumed id).
-    pub fn clear_messages(&mut self) {
-        self.inflight.clear();
-        self.queue.clear();
-        self.incoming_qos2.clear();
     }
 }
 
@@ -333,18 +489,21 @@ mod tests {
     #[test]
     fn qos1_window_holds_back_until_puback() {
         let mut s = session(2, 10);
-        let a = publish(s.offer(d(1, QoS::AtLeastOnce)));
-        let b = publish(s.offer(d(2, QoS::AtLeastOnce)));
+        let a = publish(s.offer(d(1, QoS::AtLeastOnce), &mut Batch::new()));
+        let b = publish(s.offer(d(2, QoS::AtLeastOnce), &mut Batch::new()));
         assert_ne!(a.packet_id, 0);
         assert_ne!(a.packet_id, b.packet_id);
-        assert_eq!(s.offer(d(3, QoS::AtLeastOnce)), Offer::Queued);
-        assert!(s.on_puback(a.packet_id));
+        assert_eq!(
+            s.offer(d(3, QoS::AtLeastOnce), &mut Batch::new()),
+            Offer::Queued
+        );
+        assert!(s.on_puback(a.packet_id, &mut Batch::new()));
         assert!(
-            !s.on_puback(a.packet_id),
+            !s.on_puback(a.packet_id, &mut Batch::new()),
             "a second PUBACK acknowledges nothing"
         );
         let mut out = Vec::new();
-        s.fill_window(&mut out);
+        s.fill_window(&mut out, &mut Batch::new());
         assert_eq!(out.len(), 1);
         let Packet::Publish(c) = &out[0] else {
             panic!()
@@ -355,16 +514,16 @@ mod tests {
     #[test]
     fn qos2_flow_goes_pubrec_pubrel_pubcomp() {
         let mut s = session(0, 0);
-        let p = publish(s.offer(d(1, QoS::ExactlyOnce)));
+        let p = publish(s.offer(d(1, QoS::ExactlyOnce), &mut Batch::new()));
         assert!(
-            !s.on_pubcomp(p.packet_id),
+            !s.on_pubcomp(p.packet_id, &mut Batch::new()),
             "PUBCOMP before PUBREC completes nothing"
         );
         assert_eq!(
-            s.on_pubrec(p.packet_id, 0),
+            s.on_pubrec(p.packet_id, 0, &mut Batch::new()),
             Some(Packet::PubRel(PubResp::new(p.packet_id)))
         );
-        assert!(s.on_pubcomp(p.packet_id));
+        assert!(s.on_pubcomp(p.packet_id, &mut Batch::new()));
         assert!(s.inflight.is_empty());
     }
 
@@ -372,15 +531,21 @@ mod tests {
     fn resume_resends_with_dup_and_same_packet_id() {
         // [MQTT-4.4.0-1]
         let mut s = session(10, 10);
-        let p1 = publish(s.offer(d(1, QoS::AtLeastOnce)));
-        let p2 = publish(s.offer(d(2, QoS::ExactlyOnce)));
-        s.on_pubrec(p2.packet_id, 0);
+        let p1 = publish(s.offer(d(1, QoS::AtLeastOnce), &mut Batch::new()));
+        let p2 = publish(s.offer(d(2, QoS::ExactlyOnce), &mut Batch::new()));
+        s.on_pubrec(p2.packet_id, 0, &mut Batch::new());
         s.conn = None;
-        assert_eq!(s.offer(d(3, QoS::AtLeastOnce)), Offer::Queued);
-        assert_eq!(s.offer(d(4, QoS::AtMostOnce)), Offer::Dropped);
+        assert_eq!(
+            s.offer(d(3, QoS::AtLeastOnce), &mut Batch::new()),
+            Offer::Queued
+        );
+        assert_eq!(
+            s.offer(d(4, QoS::AtMostOnce), &mut Batch::new()),
+            Offer::Dropped
+        );
         s.conn = Some(1);
         let mut out = Vec::new();
-        s.resume(&mut out);
+        s.resume(&mut out, &mut Batch::new());
         assert_eq!(out.len(), 3);
         match &out[0] {
             Packet::Publish(p) => {
@@ -400,9 +565,18 @@ mod tests {
     fn queue_is_bounded() {
         let mut s = session(1, 2);
         s.conn = None;
-        assert_eq!(s.offer(d(1, QoS::AtLeastOnce)), Offer::Queued);
-        assert_eq!(s.offer(d(2, QoS::AtLeastOnce)), Offer::Queued);
-        assert_eq!(s.offer(d(3, QoS::AtLeastOnce)), Offer::Dropped);
+        assert_eq!(
+            s.offer(d(1, QoS::AtLeastOnce), &mut Batch::new()),
+            Offer::Queued
+        );
+        assert_eq!(
+            s.offer(d(2, QoS::AtLeastOnce), &mut Batch::new()),
+            Offer::Queued
+        );
+        assert_eq!(
+            s.offer(d(3, QoS::AtLeastOnce), &mut Batch::new()),
+            Offer::Dropped
+        );
         assert_eq!(s.dropped, 1);
     }
 
@@ -410,8 +584,8 @@ mod tests {
     fn packet_ids_skip_ids_in_flight_and_zero() {
         let mut s = session(0, 0);
         s.next_packet_id = u16::MAX - 1;
-        let a = publish(s.offer(d(1, QoS::AtLeastOnce)));
-        let b = publish(s.offer(d(2, QoS::AtLeastOnce)));
+        let a = publish(s.offer(d(1, QoS::AtLeastOnce), &mut Batch::new()));
+        let b = publish(s.offer(d(2, QoS::AtLeastOnce), &mut Batch::new()));
         assert_eq!((a.packet_id, b.packet_id), (u16::MAX, 1));
     }
 }

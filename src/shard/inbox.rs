@@ -55,6 +55,11 @@ pub enum ShardMsg {
     },
     /// A connection whose client id lives on this shard.
     Adopt(Box<Migrating>),
+    /// Persistence: the QoS 1/2 deliveries shard `from` sent before this item carry ticket
+    /// `ticket`; confirm it with `Committed` once they are durable (see `shard::durable`).
+    Ticket { from: u16, ticket: u64 },
+    /// Persistence: shard `from` made the deliveries of this shard up to ticket `upto` durable.
+    Committed { from: u16, upto: u64 },
 }
 
 /// The sending side of a shard's inbox, held by every shard.

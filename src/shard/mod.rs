@@ -16,6 +16,7 @@
 //! with no broker-wide lock or registry.
 
 pub mod conn;
+mod durable;
 pub mod inbox;
 
 use std::io::{self, Read, Write};
@@ -36,6 +37,7 @@ use crate::message::SharedMessage;
 use crate::protocol::reason::v5;
 use crate::protocol::{self, Disconnect, Packet, ProtocolVersion, QoS, SubOptions};
 use crate::session::{Offer, OutState, Session};
+use crate::store::{Batch, RecoveredSession, Store};
 use crate::transport::{TlsListener, Transport};
 use conn::{Conn, ConnState, INITIAL_BUFFER};
 use inbox::{Inbox, ShardHandle, ShardMsg};
@@ -62,6 +64,11 @@ pub fn home_shard(client_id: &[u8], shards: usize) -> usize {
         h ^= u64::from(*b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
+    // FNV-1a's low bits are weak (the lowest is just the parity of the bytes' low bits),
+    // and `% shards` reads them: fold the high half in first (a murmur3 finaliser step).
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
     (h % shards as u64) as usize
 }
 
@@ -195,6 +202,10 @@ pub struct Shard {
     pub(crate) rate_limited: u64,
     /// Connections sent here by other shards, adopted at the top of the loop (`adopt_pending`).
     pub(crate) adoptions: Vec<inbox::Migrating>,
+    /// This turn's changes to durable state (stays empty without persistence).
+    pub(crate) batch: Batch,
+    /// Persistence, when on.
+    pub(crate) durable: Option<durable::Durable>,
 }
 
 impl Shard {
@@ -206,6 +217,7 @@ impl Shard {
         inbox: Inbox,
         peers: Arc<Vec<ShardHandle>>,
         shared: Arc<Shared>,
+        store: Option<Arc<dyn Store>>,
     ) -> io::Result<Shard> {
         let mut listeners = listeners;
         for (i, (l, _, _, _)) in listeners.iter_mut().enumerate() {
@@ -242,7 +254,55 @@ impl Shard {
             adoptions: Vec::new(),
             accept_rate,
             rate_limited: 0,
+            batch: Batch::new(),
+            durable: store.map(|s| durable::Durable::new(s, n)),
         })
+    }
+
+    /// Installs the sessions recovered from the store whose home is this shard, before the
+    /// loop starts. Returns their subscriptions, for every other shard's index replica.
+    pub fn recover(&mut self, sessions: Vec<RecoveredSession>) -> Vec<(protocol::ByteStr, Entry)> {
+        let config = &self.shared.config;
+        let limits = crate::session::Limits {
+            max_inflight: match config.max_inflight_messages {
+                0 => u16::MAX,
+                m => m,
+            },
+            max_queued: config.max_queued_messages,
+            max_packet_size: 0,
+        };
+        let mut entries = Vec::new();
+        for r in sessions {
+            let session = Session::recovered(r, limits);
+            let generation = self.next_generation;
+            self.next_generation = self.next_generation.wrapping_add(1);
+            let client_id = session.client_id.clone();
+            let subscriptions: Vec<_> = session
+                .subscriptions
+                .iter()
+                .map(|(f, s)| (f.clone(), *s))
+                .collect();
+            let slot = self.sessions.insert(SessionSlot {
+                generation,
+                session,
+            });
+            self.session_by_id.insert(client_id, slot);
+            let subscriber = SubscriberId {
+                shard: self.id as u16,
+                slot: slot as u32,
+                generation,
+            };
+            for (filter, sub) in subscriptions {
+                let entry = Entry {
+                    subscriber,
+                    options: sub.options,
+                    identifier: sub.identifier,
+                };
+                self.index.insert(&filter, entry);
+                entries.push((filter, entry));
+            }
+        }
+        entries
     }
 
     /// Runs the loop until the broker shuts down. Shard thread only.
@@ -273,16 +333,22 @@ impl Shard {
             self.drain_inbox();
             self.adopt_pending();
             self.drain_auth_responses();
-            self.flush_dirty();
-            self.wake_peers();
+            self.end_turn(false);
             let now = Instant::now();
             if now >= next_tick {
                 self.tick(now);
-                self.flush_dirty();
-                self.wake_peers();
+                self.end_turn(true);
                 next_tick = now + TICK;
             }
         }
+    }
+
+    /// The end of a loop turn: the turn's changes are made durable (persistence), then its
+    /// writes go out (once per connection), then the other shards it sent to are woken.
+    fn end_turn(&mut self, tick: bool) {
+        self.commit_turn(tick);
+        self.flush_dirty();
+        self.wake_peers();
     }
 
     fn dispatch(&mut self, event: &Event) {
@@ -291,7 +357,15 @@ impl Shard {
             Token(t) if t >= LISTENER_BASE => self.accept(t - LISTENER_BASE),
             Token(key) => {
                 if event.is_writable() && self.conns.contains(key) {
-                    self.flush(key);
+                    if self.batch.is_empty() {
+                        self.flush(key);
+                    } else if let Some(conn) = self.conns.get_mut(key) {
+                        // Output of this turn waits for its commit: flushed at the turn's end.
+                        if !conn.dirty {
+                            conn.dirty = true;
+                            self.dirty.push(key);
+                        }
+                    }
                 }
                 if (event.is_readable() || event.is_read_closed() || event.is_error())
                     && self.conns.contains(key)
@@ -608,6 +682,16 @@ impl Shard {
                 // route or a SUBSCRIBE), and an adopted CONNECT may take over, and close, the
                 // very connection being handled. Adoption waits for the top of the loop.
                 ShardMsg::Adopt(m) => self.adoptions.push(*m),
+                ShardMsg::Ticket { from, ticket } => {
+                    if let Some(d) = &mut self.durable {
+                        d.ticket(usize::from(from), ticket);
+                    }
+                }
+                ShardMsg::Committed { from, upto } => {
+                    if let Some(d) = &mut self.durable {
+                        d.committed(usize::from(from), upto);
+                    }
+                }
             }
         }
     }
@@ -625,6 +709,15 @@ impl Shard {
 
     /// Sends `msg` to shard `to`; the wake-up happens once at the end of the turn.
     pub(crate) fn push_to(&mut self, to: usize, msg: ShardMsg) {
+        if let Some(d) = &mut self.durable {
+            let qos = match &msg {
+                ShardMsg::Deliver(m) | ShardMsg::DeliverShared { msg: m, .. } => m.qos,
+                _ => QoS::AtMostOnce,
+            };
+            if qos != QoS::AtMostOnce {
+                d.delivered_to(to);
+            }
+        }
         self.peers[to].push(msg);
         self.wake_pending[to] = true;
     }
@@ -759,7 +852,7 @@ impl Shard {
         }
         let conn = slot.session.conn;
         let dropped_before = slot.session.dropped;
-        match slot.session.offer(delivery) {
+        match slot.session.offer(delivery, &mut self.batch) {
             Offer::Send(packet) => {
                 let Some(key) = conn else { return };
                 let backlog = self.conns.get(key).map_or(0, |c| c.wbuf.len());
@@ -833,6 +926,7 @@ impl Shard {
         }
         for slot in wills {
             if let Some((_, will)) = self.sessions[slot].session.pending_will.take() {
+                self.sessions[slot].session.store_record(&mut self.batch);
                 let origin = self.subscriber_id(slot);
                 self.publish_will(will, origin);
             }
@@ -868,6 +962,9 @@ impl Shard {
         }
         let mut conn = self.conns.remove(key);
         self.shared.connections.fetch_sub(1, Ordering::Relaxed);
+        if let Some(d) = &mut self.durable {
+            d.forget(key);
+        }
         let active = matches!(conn.state, ConnState::Active { .. });
         if let (Some(code), true, Some(ProtocolVersion::V5)) =
             (why.disconnect_code(), active, conn.version)
@@ -951,6 +1048,9 @@ impl Shard {
         let ends_now = self.sessions[slot].session.expiry_interval == 0;
         if ends_now && *why != Close::TakenOver {
             self.end_session(slot);
+        } else {
+            // Its end time and any delayed will, as wall-clock deadlines.
+            self.sessions[slot].session.store_record(&mut self.batch);
         }
     }
 
@@ -961,6 +1061,9 @@ impl Shard {
             return;
         }
         let s = self.sessions.remove(slot);
+        if s.session.durable {
+            self.batch.delete_session(&s.session.client_id);
+        }
         let subscriber = SubscriberId {
             shard: self.id as u16,
             slot: slot as u32,
@@ -981,7 +1084,7 @@ impl Shard {
             .into_iter()
             .filter(|f| f.state != OutState::AwaitPubComp)
             .map(|f| f.delivery);
-        for d in unacked.chain(s.session.queue) {
+        for d in unacked.chain(s.session.queue.into_iter().map(|q| q.delivery)) {
             let Some(group) = d.shared else { continue };
             if let Some(entry) = self.index.pick_shared(&group) {
                 self.send_shared(d.msg, entry, group);
@@ -1009,10 +1112,17 @@ impl Shard {
     }
 
     fn shutdown(&mut self) {
-        self.flush_dirty();
+        self.end_turn(false);
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             self.close(key, Close::Shutdown);
+        }
+        // The sessions' end times, set by those closes.
+        self.commit_turn(false);
+        if let Some(d) = &self.durable {
+            if let Err(e) = d.store.sync() {
+                log::error!("Persistence: final sync failed: {e}");
+            }
         }
     }
 }
@@ -1044,5 +1154,15 @@ mod tests {
             counts[home_shard(format!("device-{i}").as_bytes(), 4)] += 1;
         }
         assert!(counts.iter().all(|&c| c > 800), "{counts:?}");
+    }
+
+    #[test]
+    fn home_shard_of_two_does_not_follow_byte_parity() {
+        // Plain FNV-1a % 2 is the parity of the bytes' low bits: ids that differ in two
+        // digits at once ("a-1-1", "a-2-2", ...) would all land on one shard.
+        let shards: std::collections::HashSet<usize> = (0..64)
+            .map(|i| home_shard(format!("a-{i}-{i}").as_bytes(), 2))
+            .collect();
+        assert_eq!(shards.len(), 2);
     }
 }

@@ -43,6 +43,7 @@ const MIDGE_ONLY_OPTIONS: &[&str] = &[
     "response_information",
     "server_reference",
     "connection_rate_limit",
+    "persistence_sync",
 ];
 
 /// The broker under test.
@@ -142,20 +143,8 @@ impl Broker {
             let config_path = dir.path().join("broker.conf");
             let log_path = dir.path().join("broker.log");
             fs::write(&config_path, config(port)).expect("write config");
-            let log = File::create(&log_path).expect("create log");
-            let log_err = log.try_clone().expect("clone log handle");
-            let mut cmd = match kind {
-                BrokerKind::Midge => Command::new(midge_bin()),
-                BrokerKind::Mosquitto => line_buffered(&mosquitto_bin()),
-            };
-            cmd.arg("-c")
-                .arg(&config_path)
-                .stdin(Stdio::null())
-                .stdout(log)
-                .stderr(log_err);
-            let child = cmd
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot spawn {kind:?} broker: {e}"));
+            File::create(&log_path).expect("create log");
+            let child = spawn_broker(kind, &config_path, &log_path);
             let mut broker = Broker {
                 child,
                 port,
@@ -183,6 +172,59 @@ impl Broker {
             }
         }
         panic!("could not start the broker on a free port after 5 attempts; last log:\n{last_log}");
+    }
+
+    /// Kills the broker with SIGKILL (no shutdown code runs: a crash) and reaps it.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Stops the broker with SIGTERM (its orderly shutdown) and waits up to 10 s.
+    pub fn terminate(&mut self) {
+        // SAFETY: kill(2) on the PID of our own child, which has not been reaped yet.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        self.kill9();
+        panic!(
+            "broker did not stop within 10 s of SIGTERM; log:\n{}",
+            self.log()
+        );
+    }
+
+    /// Starts the broker again, after [`Broker::kill9`] or [`Broker::terminate`], with the
+    /// same config file and port (its log continues in the same file).
+    pub fn restart(&mut self) {
+        self.child = spawn_broker(self.kind, &self.config_path, &self.log_path);
+        match self.wait_ready(Duration::from_secs(20)) {
+            Ok(()) => {}
+            Err(Exited(status)) => {
+                panic!(
+                    "broker exited during restart ({status}); log:\n{}",
+                    self.log()
+                )
+            }
+            Err(NotReady) => panic!("broker did not restart within 20 s; log:\n{}", self.log()),
+        }
+    }
+
+    /// Starts the broker again expecting it to refuse: returns its exit status and log.
+    pub fn restart_expect_failure(&mut self) -> (ExitStatus, String) {
+        self.child = spawn_broker(self.kind, &self.config_path, &self.log_path);
+        match self.wait_ready(Duration::from_secs(20)) {
+            Err(Exited(status)) => (status, self.log()),
+            Ok(()) => panic!("the broker started; log:\n{}", self.log()),
+            Err(NotReady) => panic!(
+                "the broker neither started nor exited; log:\n{}",
+                self.log()
+            ),
+        }
     }
 
     fn wait_ready(&mut self, limit: Duration) -> Result<(), StartError> {
@@ -287,6 +329,27 @@ impl Drop for Broker {
             );
         }
     }
+}
+
+/// Spawns the broker with `config`, appending its stdout and stderr to `log`.
+fn spawn_broker(kind: BrokerKind, config: &Path, log: &Path) -> Child {
+    let out = fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(log)
+        .expect("open log");
+    let err = out.try_clone().expect("clone log handle");
+    let mut cmd = match kind {
+        BrokerKind::Midge => Command::new(midge_bin()),
+        BrokerKind::Mosquitto => line_buffered(&mosquitto_bin()),
+    };
+    cmd.arg("-c")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    cmd.spawn()
+        .unwrap_or_else(|e| panic!("cannot spawn {kind:?} broker: {e}"))
 }
 
 enum StartError {
