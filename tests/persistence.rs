@@ -405,3 +405,63 @@ fn queued_messages_survive_an_orderly_restart() {
         .collect();
     assert_eq!(got, ["m0", "m1", "m2", "m3", "m4"]);
 }
+
+/// Disk full: a 5.0 publisher's QoS 1 message gets PUBACK 0x80 (not stored), a 3.1.1
+/// publisher gets no PUBACK until there is room again (it cannot be told of a failure), the
+/// broker keeps serving meanwhile, and once the disk has room the 3.1.1 PUBACK arrives and
+/// the message is delivered.
+#[test]
+fn disk_full_fails_publishes_and_the_broker_keeps_serving() {
+    use common::v5::{self, V5};
+    use common::Tmpfs;
+    if !is_midge() {
+        return;
+    }
+    let base = tempfile::tempdir().unwrap();
+    let Some(_fs) = Tmpfs::mount(base.path(), "2m") else {
+        eprintln!("cannot mount a tmpfs here: disk-full test not run");
+        return;
+    };
+    let store = base.path().join("store");
+    std::fs::create_dir(&store).unwrap();
+    let broker = persistent_broker(&store, &[]);
+    let port = broker.port();
+    let id = unique_id("full-sub");
+    park_subscriber(port, &id, "full/#", 1);
+    // Take all the room that is left.
+    let filler = base.path().join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![0u8; 64 << 10];
+    while std::io::Write::write_all(&mut f, &chunk).is_ok() {}
+    drop(f);
+
+    let (mut p5, _) = V5::connect(port, &v5::connect(&unique_id("full-v5")));
+    let ack = p5
+        .publish(v5::publish("full/v5", &[7u8; 8192], 1, false, 1))
+        .expect("a PUBACK");
+    assert_eq!(ack.reason, 0x80, "the store failed: Unspecified error");
+
+    let (mut p3, _) = Raw::connect(port, &Connect::new(&unique_id("full-v3")));
+    p3.send(&raw::publish("full/v3", &[3u8; 8192], 1, false, 9));
+    p3.expect_nothing(Duration::from_millis(800));
+    // Still serving: a client that needs no store works.
+    let mut other = Raw::connected(port, &unique_id("full-other"));
+    other.ping();
+
+    std::fs::remove_file(&filler).unwrap();
+    match p3.recv(Duration::from_secs(5)) {
+        Ok(p) => assert_eq!((p.kind(), p.pid()), (PUBACK, 9), "{p:?}"),
+        Err(e) => panic!(
+            "no PUBACK once the disk had room: {e:?}; log:\n{}",
+            broker.log()
+        ),
+    }
+    let (mut sub, present) = Raw::connect(port, &Connect::new(&id).clean(false));
+    assert!(present);
+    let topics: BTreeSet<String> = sub
+        .collect_publishes_until_quiet(Duration::from_secs(1))
+        .into_iter()
+        .map(|p| p.topic)
+        .collect();
+    assert!(topics.contains("full/v3"), "{topics:?}");
+}

@@ -4,42 +4,15 @@
 //! Needs to mount a tmpfs (root in a Linux sandbox, as on the project's machines and CI); where
 //! that is not allowed the test says so and passes without checking anything.
 
-use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 
 use bytes::Bytes;
+mod common;
+
+use common::Tmpfs;
 use midge::message::{Delivery, Message};
 use midge::protocol::{ByteStr, Properties, ProtocolVersion, QoS};
 use midge::store::{open_with, Backend, Batch, Options, StoredSession, SyncPolicy};
-
-struct Tmpfs(std::path::PathBuf);
-
-impl Tmpfs {
-    fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(at)
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then(|| Tmpfs(at.to_path_buf()))
-    }
-    fn resize(&self, size: &str) {
-        let s = Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(&self.0)
-            .status()
-            .unwrap();
-        assert!(s.success());
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
 
 fn msg(i: u64) -> Arc<Message> {
     Arc::new(Message {

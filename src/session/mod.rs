@@ -561,6 +561,50 @@ mod tests {
         }
     }
 
+    /// What a durable session writes into the store batch, as (kind, seq, in flight).
+    fn journal(b: &mut Batch) -> Vec<(&'static str, u64, bool)> {
+        use crate::store::BatchOp;
+        b.ops
+            .drain(..)
+            .map(|op| match op {
+                BatchOp::PutQueued(_, seq, _, flow) => ("put", seq, flow.is_some()),
+                BatchOp::UpdateQueued(_, seq, flow) => ("update", seq, flow.is_some()),
+                BatchOp::DelQueued(_, seq) => ("delete", seq, false),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_durable_session_journals_every_step_of_its_deliveries() {
+        let mut s = session(1, 10);
+        s.durable = true;
+        let mut b = Batch::new();
+        let a = publish(s.offer(d(1, QoS::AtLeastOnce), &mut b));
+        assert_eq!(s.offer(d(2, QoS::AtLeastOnce), &mut b), Offer::Queued);
+        assert_eq!(
+            s.offer(d(3, QoS::AtMostOnce), &mut b),
+            Offer::Send(Packet::Publish(msg(3).to_publish(
+                &d(3, QoS::AtMostOnce),
+                0,
+                false
+            )))
+        );
+        assert_eq!(
+            journal(&mut b),
+            [("put", 1, true), ("put", 2, false)],
+            "QoS 0 is never stored"
+        );
+        assert!(s.on_puback(a.packet_id, &mut b));
+        let mut out = Vec::new();
+        s.fill_window(&mut out, &mut b);
+        assert_eq!(journal(&mut b), [("delete", 1, false), ("update", 2, true)]);
+        // Not durable: nothing is written.
+        s.durable = false;
+        s.offer(d(4, QoS::AtLeastOnce), &mut b);
+        assert!(b.is_empty());
+    }
+
     #[test]
     fn queue_is_bounded() {
         let mut s = session(1, 2);

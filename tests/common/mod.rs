@@ -352,6 +352,37 @@ fn spawn_broker(kind: BrokerKind, config: &Path, log: &Path) -> Child {
         .unwrap_or_else(|e| panic!("cannot spawn {kind:?} broker: {e}"))
 }
 
+/// A small tmpfs mounted for one test (a disk that fills up); unmounted on drop. Mounting
+/// needs root in a Linux sandbox (as on the project's machines and CI): `mount` returns
+/// `None` where it is not allowed, and the test says so.
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    pub fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Tmpfs(at.to_path_buf()))
+    }
+    pub fn resize(&self, size: &str) {
+        let s = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(s.success());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
 enum StartError {
     Exited(ExitStatus),
     NotReady,
