@@ -540,8 +540,6 @@ impl Parser {
             "crlfile" | "psk_hint" | "psk_file" | "tls_engine" | "tls_engine_kpass_sha1" => {
                 return Err(pos.invalid(format!("'{option}' is not supported by midge yet")));
             }
-            // Accepted so that real mosquitto.conf files load, but not acted on yet: values are
-            // still checked, so a typo is caught now rather than when midge starts using them.
             "persistence" => {
                 self.config.persistence = parse_bool(pos, option, one(pos, option, rest)?)?;
             }
@@ -551,6 +549,10 @@ impl Parser {
             "persistence_sync" => {
                 self.config.persistence_sync = parse_sync(pos, option, rest)?;
             }
+            // Accepted so that real mosquitto.conf files load, but not acted on: values are
+            // still checked, so a typo is caught now. (`autosave_interval` and
+            // `persistence_file` have no meaning for midge's store, which is written at every
+            // commit into its own files in `persistence_location`.)
             "pid_file" | "user" | "persistence_file" | "log_timestamp_format" => {
                 text(pos, option, rest)?;
                 ignored(pos, &mut self.config, option);
