@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::clients::{mosquitto_pub, MosqSub};
+use common::clients::{mosquitto_pub, paho_pub, MosqSub, Paho};
 use common::raw::{self, Connect, Raw, PUBACK, PUBCOMP, PUBREC};
 use common::{is_midge, unique_id, Broker};
 
@@ -102,9 +102,17 @@ fn subscriptions_and_queue_survive_sigkill_for_paho_and_raw_clients() {
     for id in &ids {
         park_subscriber(port, id, "s/+", 1);
     }
-    let mut publisher = Raw::connected(port, &unique_id("pub"));
-    publisher.publish_complete("s/before", b"before", 1, false, 1);
-    publisher.disconnect();
+    let paho_id = unique_id("paho");
+    Paho::spawn(
+        "sub.py",
+        port,
+        &["--id", &paho_id, "--clean", "0", "--topic", "s/+:2"],
+    )
+    .finish(Duration::from_secs(10));
+    paho_pub(
+        port,
+        &["--topic", "s/before", "--message", "before", "--qos", "2"],
+    );
 
     broker.kill9();
     broker.restart();
@@ -124,6 +132,26 @@ fn subscriptions_and_queue_survive_sigkill_for_paho_and_raw_clients() {
         assert_eq!(got, vec![b"before".to_vec(), b"after".to_vec()], "{id}");
         sub.expect_nothing(Duration::from_millis(300));
     }
+    let mut paho = Paho::spawn(
+        "sub.py",
+        port,
+        &["--id", &paho_id, "--clean", "0", "--count", "2"],
+    );
+    let ack = paho.expect_event("connack");
+    assert_eq!(ack["session_present"], true, "{ack}");
+    // Sorted: paho hands a QoS 2 message to the application at PUBREL, after later QoS 1 ones.
+    let mut got: Vec<(String, u8)> = paho
+        .messages(2, Duration::from_secs(5))
+        .into_iter()
+        .map(|m| (m.payload, m.qos))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [("after".to_string(), 1), ("before".to_string(), 2)],
+        "QoS 2 as published (granted 2); QoS 1 as published"
+    );
+    paho.finish(Duration::from_secs(5));
 }
 
 /// A QoS 2 message whose PUBREC was sent before the crash is not delivered again when the
