@@ -105,6 +105,9 @@ pub struct ScenarioArgs {
     pub drain: f64,
     #[arg(long, default_value_t = 1)]
     pub threads: u32,
+    /// Clients keep persistent sessions (to measure a broker's persistence).
+    #[arg(long)]
+    pub persistent: bool,
 }
 
 impl ScenarioArgs {
@@ -146,6 +149,7 @@ impl ScenarioArgs {
             duration_s: self.duration,
             drain_s: self.drain,
             threads: self.threads,
+            persistent: self.persistent,
         };
         s.name = s.auto_name();
         s.validate()?;

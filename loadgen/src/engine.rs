@@ -75,6 +75,8 @@ pub struct EngineConfig {
     pub setup_timeout: Duration,
     /// When set, every CONNECT carries its client id as user name and this password.
     pub password: Option<String>,
+    /// Persistent sessions instead of clean ones.
+    pub persistent: bool,
 }
 
 /// The run's phases in epoch-relative nanoseconds, fixed once every client is ready.
@@ -841,7 +843,7 @@ impl Worker {
             let spec = &self.plan.clients[self.conns[ci].spec];
             let connect = Packet::Connect(Connect {
                 version: self.cfg.version,
-                clean_start: true,
+                clean_start: !self.cfg.persistent,
                 keep_alive: KEEP_ALIVE_S,
                 client_id: ByteStr::from(spec.client_id.as_str()),
                 will: None,
@@ -855,7 +857,12 @@ impl Worker {
                     .password
                     .as_ref()
                     .map(|p| Bytes::copy_from_slice(p.as_bytes())),
-                properties: Properties::default(),
+                properties: Properties {
+                    session_expiry_interval: (self.cfg.persistent
+                        && self.cfg.version == ProtocolVersion::V5)
+                        .then_some(3600),
+                    ..Properties::default()
+                },
             });
             self.conns[ci].state = ConnState::AwaitConnAck;
             self.queue(ci, &connect);

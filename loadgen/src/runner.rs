@@ -135,6 +135,7 @@ pub fn engine_config(sc: &Scenario, clients: usize) -> Result<EngineConfig, Stri
         // Generous: a broker that accepts 200 connections per second still gets there.
         setup_timeout: std::time::Duration::from_secs_f64(30.0 + clients as f64 / 200.0),
         password: None,
+        persistent: sc.persistent,
     })
 }
 

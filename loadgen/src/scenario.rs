@@ -82,6 +82,9 @@ pub struct Scenario {
     pub drain_s: f64,
     /// loadgen worker threads (one mio Poll each).
     pub threads: u32,
+    /// Clients keep persistent sessions (3.1.1 clean session 0; 5.0 Clean Start 0 and a
+    /// Session Expiry Interval of one hour): what a broker with persistence has to store.
+    pub persistent: bool,
 }
 
 impl Default for Scenario {
@@ -102,6 +105,7 @@ impl Default for Scenario {
             duration_s: 5.0,
             drain_s: 2.0,
             threads: 1,
+            persistent: false,
         }
     }
 }
@@ -143,8 +147,9 @@ impl Scenario {
             Mode::Max => "max".into(),
         };
         let v = if self.protocol == "5" { "v5" } else { "v311" };
+        let session = if self.persistent { "-persistent" } else { "" };
         format!(
-            "{}-c{}-q{}-{}B-{}-{}",
+            "{}-c{}-q{}-{}B-{}-{}{session}",
             self.shape.name(),
             self.clients,
             self.qos,
