@@ -40,6 +40,90 @@ pub struct Entry {
     pub identifier: Option<u32>,
 }
 
+/// The subscriptions ending at one node. Order does not matter (the router merges per
+/// session), so removal is `swap_remove`; a list that grows past [`EntryList::INDEXED`]
+/// also keeps a position map, so that a SUBSCRIBE or UNSUBSCRIBE on a topic with 10k
+/// subscribers costs O(1) rather than a scan (issue 7: subscribe cost independent of the
+/// number of subscriptions). Small lists, the common case, stay a plain `Vec`.
+#[derive(Debug, Default)]
+struct EntryList {
+    entries: Vec<Entry>,
+    pos: Option<HashMap<SubscriberId, usize>>,
+}
+
+impl EntryList {
+    /// Above this many entries the position map is kept.
+    const INDEXED: usize = 16;
+
+    fn as_slice(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn find(&self, s: SubscriberId) -> Option<usize> {
+        match &self.pos {
+            Some(pos) => pos.get(&s).copied(),
+            None => self.entries.iter().position(|e| e.subscriber == s),
+        }
+    }
+
+    /// Adds `entry`, replacing an earlier entry of the same subscriber (a repeated SUBSCRIBE
+    /// to the same filter replaces the subscription [MQTT-3.8.4-3]). True if it replaced one.
+    fn upsert(&mut self, entry: Entry) -> bool {
+        if let Some(i) = self.find(entry.subscriber) {
+            self.entries[i] = entry;
+            return true;
+        }
+        self.entries.push(entry);
+        match &mut self.pos {
+            Some(pos) => {
+                pos.insert(entry.subscriber, self.entries.len() - 1);
+            }
+            None if self.entries.len() > Self::INDEXED => {
+                self.pos = Some(
+                    self.entries
+                        .iter()
+                        .enumerate()
+                        .map(|(i, e)| (e.subscriber, i))
+                        .collect(),
+                );
+            }
+            None => {}
+        }
+        false
+    }
+
+    /// Removes the entry of `s`; true if there was one.
+    fn take(&mut self, s: SubscriberId) -> bool {
+        let Some(i) = self.find(s) else {
+            return false;
+        };
+        self.entries.swap_remove(i);
+        if let Some(pos) = &mut self.pos {
+            pos.remove(&s);
+            if let Some(moved) = self.entries.get(i) {
+                pos.insert(moved.subscriber, i);
+            }
+            if self.entries.len() < Self::INDEXED / 2 {
+                self.pos = None;
+            }
+        }
+        true
+    }
+
+    /// The entry at `i` (round-robin picks).
+    fn get(&self, i: usize) -> Option<&Entry> {
+        self.entries.get(i)
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
 #[derive(Debug, Default)]
 struct Node {
     /// Literal children by level name.
@@ -47,9 +131,9 @@ struct Node {
     /// The `+` child.
     plus: Option<Box<Node>>,
     /// Subscriptions whose filter ends at this node.
-    here: Vec<Entry>,
+    here: EntryList,
     /// Subscriptions whose filter is this node's path followed by `/#`.
-    hash: Vec<Entry>,
+    hash: EntryList,
     /// Shared subscription groups (`$share/{group}/{filter}`) whose filter ends here.
     shared: Vec<SharedGroup>,
     /// Shared groups whose filter is this node's path followed by `/#`.
@@ -63,7 +147,7 @@ struct SharedGroup {
     /// The whole filter, `$share/{group}/{filter}` (deliveries carry it, so a member that
     /// leaves can hand its unacknowledged messages to another member).
     filter: ByteStr,
-    members: Vec<Entry>,
+    members: EntryList,
     /// Round-robin cursor. Each shard's replica keeps its own: a message is assigned by the
     /// shard it was published on, so fairness holds per publishing shard.
     next: Cell<usize>,
@@ -94,10 +178,10 @@ impl Node {
 /// The list a filter's subscriptions live in at its final node: plain or shared (by group).
 fn slot_list<'a>(
     groups: &'a mut Vec<SharedGroup>,
-    plain: &'a mut Vec<Entry>,
+    plain: &'a mut EntryList,
     group: Option<&str>,
     full: &str,
-) -> &'a mut Vec<Entry> {
+) -> &'a mut EntryList {
     let Some(name) = group else { return plain };
     let i = match groups.iter().position(|g| &*g.name == name) {
         Some(i) => i,
@@ -105,7 +189,7 @@ fn slot_list<'a>(
             groups.push(SharedGroup {
                 name: name.into(),
                 filter: full.into(),
-                members: Vec::new(),
+                members: EntryList::default(),
                 next: Cell::new(0),
             });
             groups.len() - 1
@@ -117,24 +201,17 @@ fn slot_list<'a>(
 /// Removes `subscriber` from the plain or shared list; drops a shared group left empty.
 fn take_from(
     groups: &mut Vec<SharedGroup>,
-    plain: &mut Vec<Entry>,
+    plain: &mut EntryList,
     group: Option<&str>,
     subscriber: SubscriberId,
 ) -> bool {
-    let take = |list: &mut Vec<Entry>| match list.iter().position(|e| e.subscriber == subscriber) {
-        Some(i) => {
-            list.remove(i);
-            true
-        }
-        None => false,
-    };
     let Some(name) = group else {
-        return take(plain);
+        return plain.take(subscriber);
     };
     let Some(i) = groups.iter().position(|g| &*g.name == name) else {
         return false;
     };
-    let removed = take(&mut groups[i].members);
+    let removed = groups[i].members.take(subscriber);
     if groups[i].members.is_empty() {
         groups.swap_remove(i);
     }
@@ -154,22 +231,6 @@ fn split_filter(filter: &str) -> (Option<&str>, &str) {
 pub struct TopicIndex {
     root: Node,
     len: usize,
-}
-
-/// Adds `entry` to `list`, replacing an earlier entry of the same subscriber (a repeated
-/// SUBSCRIBE to the same filter replaces the subscription [MQTT-3.8.4-3]). Returns true if it
-/// replaced one.
-fn upsert(list: &mut Vec<Entry>, entry: Entry) -> bool {
-    match list.iter_mut().find(|e| e.subscriber == entry.subscriber) {
-        Some(e) => {
-            *e = entry;
-            true
-        }
-        None => {
-            list.push(entry);
-            false
-        }
-    }
 }
 
 impl TopicIndex {
@@ -196,10 +257,8 @@ impl TopicIndex {
         let mut levels = filter.split('/').peekable();
         while let Some(level) = levels.next() {
             if level == "#" && levels.peek().is_none() {
-                let replaced = upsert(
-                    slot_list(&mut node.shared_hash, &mut node.hash, group, full),
-                    entry,
-                );
+                let replaced =
+                    slot_list(&mut node.shared_hash, &mut node.hash, group, full).upsert(entry);
                 self.len += usize::from(!replaced);
                 return replaced;
             }
@@ -209,10 +268,7 @@ impl TopicIndex {
                 node.children.entry(level.into()).or_default()
             };
         }
-        let replaced = upsert(
-            slot_list(&mut node.shared, &mut node.here, group, full),
-            entry,
-        );
+        let replaced = slot_list(&mut node.shared, &mut node.here, group, full).upsert(entry);
         self.len += usize::from(!replaced);
         replaced
     }
@@ -330,7 +386,7 @@ impl TopicIndex {
         let wild_ok = !(first && dollar);
         if wild_ok {
             // `a/#` matches `a/b/c`, and also `a` itself (handled at the end of the topic).
-            visit(&node.hash, &node.shared_hash);
+            visit(node.hash.as_slice(), &node.shared_hash);
         }
         let (level, tail) = match rest.find('/') {
             Some(i) => (&rest[..i], Some(&rest[i + 1..])),
@@ -339,9 +395,9 @@ impl TopicIndex {
         let mut descend = |child: &Node| match tail {
             Some(t) => Self::match_at(child, t, false, dollar, visit),
             None => {
-                visit(&child.here, &child.shared);
+                visit(child.here.as_slice(), &child.shared);
                 // "sport/#" matches "sport" [MQTT-4.7.1-2].
-                visit(&child.hash, &child.shared_hash);
+                visit(child.hash.as_slice(), &child.shared_hash);
             }
         };
         if let Some(child) = node.children.get(level) {
@@ -478,6 +534,38 @@ mod tests {
         assert!(index.remove("$share/g/a/+", sub(2)));
         assert!(index.remove("$share/h/a/#", sub(3)));
         assert!(index.remove("a/b", sub(4)));
+        assert!(index.root.is_empty());
+    }
+
+    #[test]
+    fn large_lists_stay_correct_through_indexed_upserts_and_removals() {
+        // Past EntryList::INDEXED the position map takes over; swap_remove moves entries, so
+        // every removal must keep the map right.
+        let mut index = TopicIndex::new();
+        for slot in 0..100 {
+            assert!(!index.insert("big/topic", entry(slot, QoS::AtMostOnce)));
+        }
+        assert!(
+            index.insert("big/topic", entry(42, QoS::AtLeastOnce)),
+            "a repeated SUBSCRIBE replaces"
+        );
+        assert_eq!(index.len(), 100);
+        for slot in (0..100).filter(|s| s % 3 != 0) {
+            assert!(index.remove("big/topic", sub(slot)), "slot {slot}");
+            assert!(!index.remove("big/topic", sub(slot)), "gone: {slot}");
+        }
+        let want: Vec<u32> = (0..100).filter(|s| s % 3 == 0).collect();
+        assert_eq!(matches(&index, "big/topic"), want);
+        let mut qos = None;
+        index.for_each_match("big/topic", false, |e, _| {
+            if e.subscriber.slot == 42 {
+                qos = Some(e.options.qos);
+            }
+        });
+        assert_eq!(qos, Some(QoS::AtLeastOnce));
+        for slot in want {
+            assert!(index.remove("big/topic", sub(slot)));
+        }
         assert!(index.root.is_empty());
     }
 
