@@ -163,8 +163,9 @@ impl Session {
 
     /// A session rebuilt from the store at start-up: disconnected, its in-flight messages
     /// resent with DUP when the client returns, its queue in order. A session stored while
-    /// its client was connected has no end time yet: its expiry starts now. (Not restored:
-    /// the ACL, fixed again at the next CONNECT.)
+    /// its client was connected has no end time yet: its expiry starts now. The ACL is not
+    /// stored: until the client's next CONNECT fixes it, everything is queued, and queued
+    /// messages are checked against it when they leave the queue (`fill_window`).
     pub fn recovered(r: crate::store::RecoveredSession, limits: Limits) -> Session {
         let stored = r.session;
         let mut s = Session::new(r.client_id, stored.expiry_interval, stored.version, limits);
@@ -357,7 +358,12 @@ impl Session {
             let Some(q) = self.queue.pop_front() else {
                 break;
             };
-            if q.delivery.msg.is_expired(now) {
+            // The ACL is checked again: a session recovered from the store was filled before
+            // its client's CONNECT fixed the ACL (see `Session::recovered`).
+            let refused = !self
+                .acl
+                .allowed(&q.delivery.msg.topic, crate::auth::Access::Read);
+            if q.delivery.msg.is_expired(now) || refused {
                 if self.durable {
                     batch.delete_queued(&self.client_id, q.seq);
                 }
@@ -603,6 +609,24 @@ mod tests {
         s.durable = false;
         s.offer(d(4, QoS::AtLeastOnce), &mut b);
         assert!(b.is_empty());
+    }
+
+    #[test]
+    fn queued_messages_the_acl_now_refuses_are_dropped_when_they_leave_the_queue() {
+        // A recovered session queues before its client's CONNECT fixes the ACL.
+        let mut s = session(10, 10);
+        s.durable = true;
+        s.conn = None;
+        let mut b = Batch::new();
+        assert_eq!(s.offer(d(1, QoS::AtLeastOnce), &mut b), Offer::Queued);
+        b.clear();
+        let acl = crate::auth::Acl::parse("user u\ntopic read other\n", "acl").unwrap();
+        s.acl = acl.for_client("c", Some("u"));
+        s.conn = Some(0);
+        let mut out = Vec::new();
+        s.fill_window(&mut out, &mut b);
+        assert!(out.is_empty(), "topic t is not readable: {out:?}");
+        assert_eq!(journal(&mut b), [("delete", 1, false)]);
     }
 
     #[test]
