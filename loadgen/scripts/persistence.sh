@@ -11,10 +11,11 @@ cd "$(dirname "$0")/../.."
 repeats=${1:-3}
 shift || true
 work=$(mktemp -d /tmp/midge-persist-bench.XXXXXX)
-pids=()
+# `start` runs in a command substitution (a subshell): its PIDs go through a file.
 cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
+    if [ -f "$work/pids" ]; then
+        while read -r p; do kill "$p" 2>/dev/null || true; done <"$work/pids"
+    fi
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -26,7 +27,7 @@ start() { # name, binary, config text
     port=$(free_port)
     printf 'listener %s 127.0.0.1\nallow_anonymous true\n%s\n' "$port" "$3" >"$conf"
     "$bin" -c "$conf" >"$work/$name.log" 2>&1 &
-    pids+=($!)
+    echo $! >>"$work/pids"
     for _ in $(seq 100); do
         (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
         sleep 0.05
