@@ -90,10 +90,12 @@ pub struct Session {
     pub conn: Option<usize>,
     /// The protocol version of the last connection (how to encode queued messages).
     pub version: ProtocolVersion,
-    /// The will of the current connection.
-    pub will: Option<Will>,
+    /// The will of the current connection. Boxed, like `pending_will`: a `Will` is ~470 bytes
+    /// (its MQTT 5 properties) and most sessions have none, while every session pays for what
+    /// is inline here (issue #7: memory per idle connection).
+    pub will: Option<Box<Will>>,
     /// A will waiting for its Will Delay Interval to pass (MQTT 5) while disconnected.
-    pub pending_will: Option<(Instant, Will)>,
+    pub pending_will: Option<(Instant, Box<Will>)>,
     pub limits: Limits,
     /// Messages dropped because the queue was full (logged, later in $SYS).
     pub dropped: u64,

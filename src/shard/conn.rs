@@ -8,10 +8,6 @@ use crate::protocol::{ByteStr, Connect, ProtocolVersion};
 use crate::transport::Transport;
 use bytes::BytesMut;
 
-/// Initial capacity of a connection's read and write buffers. Small on purpose: 10k idle
-/// connections must stay cheap; buffers grow with the traffic of the busy ones.
-pub const INITIAL_BUFFER: usize = 4096;
-
 /// Where a connection stands in the protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnState {
@@ -27,7 +23,10 @@ pub struct Conn {
     /// Plain TCP or TLS; the shard reads and writes plaintext through it.
     pub stream: Transport,
     pub peer: SocketAddr,
+    /// Unparsed input. Unallocated while there is none: buffers come from and go back to the
+    /// shard's [`super::pool::BufferPool`], so an idle connection holds no buffer.
     pub rbuf: BytesMut,
+    /// Unsent output; like `rbuf`, unallocated while empty.
     pub wbuf: BytesMut,
     pub state: ConnState,
     /// Known once CONNECT is decoded.
@@ -107,8 +106,8 @@ impl Conn {
         Conn {
             stream,
             peer,
-            rbuf: BytesMut::with_capacity(INITIAL_BUFFER),
-            wbuf: BytesMut::with_capacity(INITIAL_BUFFER),
+            rbuf: BytesMut::new(),
+            wbuf: BytesMut::new(),
             state: ConnState::AwaitConnect,
             version: None,
             client_id: None,
