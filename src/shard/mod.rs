@@ -1060,17 +1060,19 @@ mod tests {
     }
 
     /// Every connection and every session pays for these structs whether it is busy or not
-    /// (issue #7: 10k idle connections). Rarely used parts are boxed (wills, TLS); a field
-    /// that pushes these past the bounds should be boxed too, or the bound raised on purpose.
+    /// (issue #7: 10k idle connections; with them at these sizes midge's RSS per idle
+    /// connection is on par with mosquitto's). Rarely used parts are boxed or allocated on
+    /// first use (wills, TLS, outgoing topic aliases, QoS 2 ids, ACL patterns); a field that
+    /// pushes these past the bounds should be treated the same, or the bound raised on purpose.
     #[test]
     fn per_connection_structs_stay_small() {
         assert!(
-            std::mem::size_of::<Conn>() <= 352,
+            std::mem::size_of::<Conn>() <= 296,
             "{}",
             std::mem::size_of::<Conn>()
         );
         assert!(
-            std::mem::size_of::<SessionSlot>() <= 384,
+            std::mem::size_of::<SessionSlot>() <= 280,
             "{}",
             std::mem::size_of::<SessionSlot>()
         );
