@@ -25,9 +25,12 @@ pub const BUFFER_SIZE: usize = 4096;
 /// Buffers larger than this are dropped rather than pooled, so a burst that grew one does not
 /// pin its memory for idle connections to inherit.
 pub const MAX_POOLED: usize = 64 * 1024;
-/// Buffers kept per shard: enough for the connections that are busy in one loop turn to take
-/// and give back without allocating; at most `MAX_POOLED_BUFFERS * MAX_POOLED` bytes (4 MiB),
-/// usually `MAX_POOLED_BUFFERS * BUFFER_SIZE` (256 KiB).
+/// Buffers kept per shard: at most `MAX_POOLED_BUFFERS * MAX_POOLED` bytes (4 MiB), usually
+/// `MAX_POOLED_BUFFERS * BUFFER_SIZE` (256 KiB). A fan-out to more connections than this in
+/// one turn allocates the difference and frees it at the end of the turn; measured with loadgen
+/// (fan-out 1 -> 1000, QoS 0, closed loop, 1 shard, two runs each), that cost nothing visible:
+/// 0.82-0.94 µs of broker CPU per delivery with 64 pooled buffers, 0.90-1.08 with a 4 MiB pool
+/// (1024 buffers), 0.97-1.02 before pooling (each connection kept its own two buffers).
 pub const MAX_POOLED_BUFFERS: usize = 64;
 
 /// A bounded free list of empty buffers. Shard thread only.
