@@ -177,16 +177,52 @@ pub fn workspace_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-/// Names of the brokers in the built-in table.
+/// Names of the brokers in the built-in table. `midge-<N>shard` / `midge-<N>shards` (e.g.
+/// `midge-1shard`, `midge-2shards`) are midge too, with `shards N` in its config: the same
+/// suite compares one event loop with several.
 pub const KNOWN: &[&str] = &["midge", "mosquitto", "rumqttd", "aedes", "ejabberd"];
+
+/// Where to find brokers that are not installed system-wide (command-line overrides).
+#[derive(Debug, Clone, Default)]
+pub struct Binaries {
+    /// midge's binary (default: `release/midge` under `CARGO_TARGET_DIR` when that is set,
+    /// as cargo builds it there, else `target/release/midge` of the workspace).
+    pub midge: Option<PathBuf>,
+    /// rumqttd's binary (default: `rumqttd` on PATH, else `~/.cargo/bin/rumqttd`, where a
+    /// plain `cargo install rumqttd` puts it).
+    pub rumqttd: Option<PathBuf>,
+}
+
+/// The shard count a `midge-<N>shard(s)` broker name asks for.
+pub fn midge_shards(name: &str) -> Option<u16> {
+    let n = name.strip_prefix("midge-")?;
+    let n = n
+        .strip_suffix("shards")
+        .or_else(|| n.strip_suffix("shard"))?;
+    n.parse().ok().filter(|&n| n > 0)
+}
 
 /// Looks a broker up in the built-in table. `midge_bin` overrides where midge is.
 pub fn known(name: &str, midge_bin: Option<&Path>) -> Option<BrokerDef> {
+    known_in(
+        name,
+        &Binaries {
+            midge: midge_bin.map(Path::to_path_buf),
+            rumqttd: None,
+        },
+    )
+}
+
+/// Looks a broker up in the built-in table, with `bins` overriding where binaries are.
+pub fn known_in(name: &str, bins: &Binaries) -> Option<BrokerDef> {
     let (flavor, binary) = match name {
-        "midge" => {
-            let bin = midge_bin
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| workspace_root().join("target/release/midge"));
+        n if n == "midge" || midge_shards(n).is_some() => {
+            let bin = bins.midge.clone().unwrap_or_else(|| {
+                std::env::var_os("CARGO_TARGET_DIR")
+                    .filter(|d| !d.is_empty())
+                    .map(|d| workspace_root().join(d).join("release/midge"))
+                    .unwrap_or_else(|| workspace_root().join("target/release/midge"))
+            });
             (Flavor::Midge, bin)
         }
         "mosquitto" => (
@@ -195,7 +231,15 @@ pub fn known(name: &str, midge_bin: Option<&Path>) -> Option<BrokerDef> {
         ),
         "rumqttd" => (
             Flavor::Rumqttd,
-            which("rumqttd").unwrap_or_else(|| PathBuf::from("rumqttd")),
+            bins.rumqttd
+                .clone()
+                .or_else(|| which("rumqttd"))
+                .or_else(|| {
+                    let home = std::env::var_os("HOME")?;
+                    let p = Path::new(&home).join(".cargo/bin/rumqttd");
+                    p.is_file().then_some(p)
+                })
+                .unwrap_or_else(|| PathBuf::from("rumqttd")),
         ),
         "aedes" => (
             Flavor::Aedes,
@@ -448,7 +492,10 @@ fn start_managed(
     }
     fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let port = free_port()?;
-    let config = config_text(flavor, port, limits);
+    let mut config = config_text(flavor, port, limits);
+    if let (Flavor::Midge, Some(n)) = (flavor, midge_shards(name)) {
+        config.push_str(&format!("shards {n}\n"));
+    }
     let ext = match flavor {
         Flavor::Rumqttd => "toml",
         Flavor::Aedes => "js",
@@ -716,9 +763,63 @@ mod tests {
         };
         assert!(b.unavailable().unwrap().contains("not found"));
         assert!(known("nope", None).is_none());
+        assert!(known("midge-", None).is_none());
+        assert!(known("midge-0shards", None).is_none());
         assert!(!known("rumqttd", None).unwrap().supports("5"));
         assert!(!known("aedes", None).unwrap().supports("5"));
         assert!(known("ejabberd", None).unwrap().supports("5"));
+    }
+
+    #[test]
+    fn midge_shard_names_select_midge_with_a_shard_count() {
+        assert_eq!(midge_shards("midge-1shard"), Some(1));
+        assert_eq!(midge_shards("midge-2shards"), Some(2));
+        assert_eq!(midge_shards("midge"), None);
+        assert_eq!(midge_shards("midge-xshards"), None);
+        let bins = Binaries {
+            midge: Some("/opt/m/midge".into()),
+            rumqttd: Some("/opt/r/bin/rumqttd".into()),
+        };
+        match known_in("midge-2shards", &bins) {
+            Some(BrokerDef::Managed {
+                flavor,
+                binary,
+                name,
+            }) => {
+                assert_eq!(flavor, Flavor::Midge);
+                assert_eq!(binary, PathBuf::from("/opt/m/midge"));
+                assert_eq!(name, "midge-2shards");
+            }
+            other => panic!("{other:?}"),
+        }
+        match known_in("rumqttd", &bins) {
+            Some(BrokerDef::Managed { binary, .. }) => {
+                assert_eq!(binary, PathBuf::from("/opt/r/bin/rumqttd"))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_midge_shard_name_writes_shards_into_its_config() {
+        // Started with `true` standing in for midge: it exits at once, so start-up fails
+        // after the config is written, which is all this test reads.
+        let dir = tempfile_dir("shards");
+        let def = BrokerDef::Managed {
+            name: "midge-1shard".into(),
+            flavor: Flavor::Midge,
+            binary: which("true").unwrap(),
+        };
+        let _ = RunningBroker::start(&def, &dir, &Limits::default());
+        let conf = fs::read_to_string(dir.join("midge-1shard.conf")).unwrap();
+        assert!(conf.ends_with("shards 1\n"), "{conf}");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    fn tempfile_dir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("loadgen-test-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        d
     }
 
     #[test]

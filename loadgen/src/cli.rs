@@ -46,6 +46,9 @@ pub enum Command {
         /// Where midge's binary is (default: target/release/midge of the workspace).
         #[arg(long)]
         midge: Option<PathBuf>,
+        /// Where rumqttd's binary is (default: on PATH, else ~/.cargo/bin/rumqttd).
+        #[arg(long)]
+        rumqttd: Option<PathBuf>,
     },
 }
 
@@ -66,6 +69,10 @@ pub struct Target {
     /// Where midge's binary is (default: target/release/midge of the workspace).
     #[arg(long)]
     pub midge: Option<PathBuf>,
+    /// Where rumqttd's binary is (default: on PATH, else ~/.cargo/bin/rumqttd), e.g. after
+    /// `cargo install rumqttd --root DIR`: DIR/bin/rumqttd.
+    #[arg(long)]
+    pub rumqttd: Option<PathBuf>,
     /// No progress line and no per-run lines (failures are still printed).
     #[arg(short, long)]
     pub quiet: bool,
@@ -185,13 +192,13 @@ fn command_line() -> String {
 fn resolve_brokers(
     names: &[String],
     external: &[String],
-    midge: Option<&Path>,
+    bins: &broker::Binaries,
 ) -> Result<Vec<BrokerDef>, String> {
     let mut out = Vec::new();
     for n in names {
-        out.push(broker::known(n, midge).ok_or_else(|| {
+        out.push(broker::known_in(n, bins).ok_or_else(|| {
             format!(
-                "unknown broker {n:?}: the table has {:?}; use --broker name=host:port for others",
+                "unknown broker {n:?}: the table has {:?} (and midge-<N>shards); use --broker name=host:port for others",
                 broker::KNOWN
             )
         })?);
@@ -220,7 +227,11 @@ fn run_suite(suite: &Suite, target: &Target) -> Result<i32, String> {
         } else {
             names
         };
-    let brokers = resolve_brokers(&names, &target.external, target.midge.as_deref())?;
+    let bins = broker::Binaries {
+        midge: target.midge.clone(),
+        rumqttd: target.rumqttd.clone(),
+    };
+    let brokers = resolve_brokers(&names, &target.external, &bins)?;
     let dir = suite::out_dir(&target.out, &suite.name);
     if !target.quiet {
         eprintln!(
@@ -274,9 +285,10 @@ pub fn main() -> i32 {
             println!("{n} runs -> {}", dir.join("summary.md").display());
             0
         }),
-        Command::Brokers { midge } => {
+        Command::Brokers { midge, rumqttd } => {
+            let bins = broker::Binaries { midge, rumqttd };
             for n in broker::KNOWN {
-                let b = broker::known(n, midge.as_deref()).expect("listed");
+                let b = broker::known_in(n, &bins).expect("listed");
                 match (&b, b.unavailable()) {
                     (BrokerDef::Managed { binary, .. }, None) => {
                         println!("{n:10} {}", binary.display())

@@ -265,7 +265,7 @@ impl Acl {
                 own,
                 has_patterns: !self.patterns.is_empty(),
                 dangerous,
-                patterns,
+                patterns: Box::new(patterns),
             },
         }
     }
@@ -325,8 +325,9 @@ enum Inner {
         has_patterns: bool,
         /// User name or client id holds `+` or `#`: patterns refuse everything.
         dangerous: bool,
-        /// Substituted patterns.
-        patterns: Rules,
+        /// Substituted patterns. Boxed: every session holds a `ClientAcl`, most of them
+        /// `AllowAll`, and the enum is as large as its largest variant (issue #7).
+        patterns: Box<Rules>,
     },
 }
 

@@ -273,6 +273,9 @@ impl Shard {
     /// Binds the connection to its session (new, resumed or taken over) and sends CONNACK,
     /// then everything the resumed session still owes the client.
     fn attach(&mut self, key: usize, connect: Connect, client_id: ByteStr, assigned: bool) -> bool {
+        // The session, its registry entry and the connection keep the id for their lifetime:
+        // a copy of its own, so that it does not pin the CONNECT's read buffer (issue #7).
+        let client_id = client_id.unshared();
         let config = &self.shared.config;
         let v5 = connect.version.is_v5();
         // 3.x: clean session = the session ends with the connection, otherwise it never
@@ -366,7 +369,9 @@ impl Shard {
         s.pending_will = None;
         s.version = connect.version;
         s.conn = Some(key);
-        s.will = connect.will;
+        // Its own allocation: the will lives as long as the connection, and its topic and
+        // payload would otherwise keep the whole read buffer of the CONNECT alive.
+        s.will = connect.will.map(|w| Box::new(w.unshared()));
         s.limits = limits;
         s.acl = acl;
         // Persistent sessions are stored; one resumed with expiry 0 now ends with this

@@ -33,6 +33,9 @@ impl Shard {
         let mut codes = Vec::with_capacity(subscribe.filters.len());
         let mut retained_for = Vec::new();
         for (filter, mut options) in subscribe.filters {
+            // Kept by the session and the index replicas for as long as the subscription
+            // lasts: copied out of the read buffer rather than pinning it (ByteStr::unshared).
+            let filter = filter.unshared();
             let shared = parse_shared(&filter);
             let valid = match shared {
                 Some(r) => r.is_ok(),

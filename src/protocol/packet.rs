@@ -109,6 +109,14 @@ impl ByteStr {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// The same string in an allocation of its own. A decoded string is a slice of the
+    /// connection's read buffer, and any slice keeps that whole buffer (4 KiB or more) alive:
+    /// strings kept for a session's lifetime (client id, subscription filters, will topic)
+    /// are copied with this so that idle sessions do not pin read buffers (issue #7).
+    pub fn unshared(&self) -> ByteStr {
+        ByteStr(Bytes::copy_from_slice(&self.0))
+    }
 }
 
 impl From<String> for ByteStr {
@@ -206,6 +214,19 @@ pub struct Will {
     pub retain: bool,
     /// Will properties (MQTT 5): will delay, message expiry, content type, ...
     pub properties: Properties,
+}
+
+impl Will {
+    /// The will with its topic and payload in allocations of their own (see
+    /// [`ByteStr::unshared`]). Properties are left as decoded: wills with MQTT 5 string
+    /// properties are rare.
+    pub fn unshared(self) -> Will {
+        Will {
+            topic: self.topic.unshared(),
+            payload: Bytes::copy_from_slice(&self.payload),
+            ..self
+        }
+    }
 }
 
 /// CONNECT.

@@ -93,6 +93,42 @@ pub enum Offer {
     Dropped,
 }
 
+/// A set of packet ids that allocates nothing until its first id: an empty `HashSet` is 48
+/// bytes inline, paid by every session, while only QoS 2 publishers ever hold an id
+/// (issue #7: memory per idle connection).
+#[derive(Debug, Default)]
+#[allow(clippy::box_collection)] // the box is the point: 8 bytes inline instead of 48
+pub struct PacketIdSet(Option<Box<HashSet<u16>>>);
+
+impl PacketIdSet {
+    /// Adds `id`; false if it was there already.
+    pub fn insert(&mut self, id: u16) -> bool {
+        self.0.get_or_insert_with(Default::default).insert(id)
+    }
+
+    /// Removes `id`; false if it was not there.
+    pub fn remove(&mut self, id: &u16) -> bool {
+        self.0.as_mut().is_some_and(|s| s.remove(id))
+    }
+
+    pub fn contains(&self, id: &u16) -> bool {
+        self.0.as_ref().is_some_and(|s| s.contains(id))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |s| s.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Forgets every id (and the allocation).
+    pub fn clear(&mut self) {
+        self.0 = None;
+    }
+}
+
 /// One session.
 #[derive(Debug)]
 pub struct Session {
@@ -113,15 +149,17 @@ pub struct Session {
     /// Packet ids of incoming QoS 2 messages already delivered and awaiting PUBREL: a
     /// retransmitted PUBLISH with such an id is acknowledged again but not delivered again
     /// ([MQTT-4.3.3-2], method B).
-    pub incoming_qos2: HashSet<u16>,
+    pub incoming_qos2: PacketIdSet,
     /// The connection (slot in the shard's connection slab) while connected.
     pub conn: Option<usize>,
     /// The protocol version of the last connection (how to encode queued messages).
     pub version: ProtocolVersion,
-    /// The will of the current connection.
-    pub will: Option<Will>,
+    /// The will of the current connection. Boxed, like `pending_will`: a `Will` is ~470 bytes
+    /// (its MQTT 5 properties) and most sessions have none, while every session pays for what
+    /// is inline here (issue #7: memory per idle connection).
+    pub will: Option<Box<Will>>,
     /// A will waiting for its Will Delay Interval to pass (MQTT 5) while disconnected.
-    pub pending_will: Option<(Instant, Will)>,
+    pub pending_will: Option<(Instant, Box<Will>)>,
     pub limits: Limits,
     /// Messages dropped because the queue was full (logged, later in $SYS).
     pub dropped: u64,
@@ -148,7 +186,7 @@ impl Session {
             subscriptions: HashMap::new(),
             inflight: VecDeque::new(),
             queue: VecDeque::new(),
-            incoming_qos2: HashSet::new(),
+            incoming_qos2: PacketIdSet::default(),
             conn: None,
             version,
             will: None,
@@ -177,7 +215,7 @@ impl Session {
         };
         s.pending_will = stored
             .pending_will
-            .map(|(at, will)| (crate::store::instant_from_wall(at), will));
+            .map(|(at, will)| (crate::store::instant_from_wall(at), Box::new(will)));
         s.subscriptions = stored.subscriptions.into_iter().collect();
         for (seq, d) in r.queued {
             s.next_seq = s.next_seq.max(seq + 1);
@@ -195,7 +233,9 @@ impl Session {
             }
         }
         s.next_packet_id = s.inflight.iter().map(|f| f.packet_id).max().unwrap_or(0);
-        s.incoming_qos2 = r.incoming_qos2.into_iter().collect();
+        for id in r.incoming_qos2 {
+            s.incoming_qos2.insert(id);
+        }
         s
     }
 
@@ -215,7 +255,7 @@ impl Session {
             pending_will: self
                 .pending_will
                 .as_ref()
-                .map(|(at, will)| (wall_from_instant(*at), will.clone())),
+                .map(|(at, will)| (wall_from_instant(*at), Will::clone(will))),
         }
     }
 

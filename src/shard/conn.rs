@@ -8,10 +8,6 @@ use crate::protocol::{ByteStr, Connect, ProtocolVersion};
 use crate::transport::Transport;
 use bytes::BytesMut;
 
-/// Initial capacity of a connection's read and write buffers. Small on purpose: 10k idle
-/// connections must stay cheap; buffers grow with the traffic of the busy ones.
-pub const INITIAL_BUFFER: usize = 4096;
-
 /// Where a connection stands in the protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnState {
@@ -27,7 +23,10 @@ pub struct Conn {
     /// Plain TCP or TLS; the shard reads and writes plaintext through it.
     pub stream: Transport,
     pub peer: SocketAddr,
+    /// Unparsed input. Unallocated while there is none: buffers come from and go back to the
+    /// shard's [`super::pool::BufferPool`], so an idle connection holds no buffer.
     pub rbuf: BytesMut,
+    /// Unsent output; like `rbuf`, unallocated while empty.
     pub wbuf: BytesMut,
     pub state: ConnState,
     /// Known once CONNECT is decoded.
@@ -81,18 +80,26 @@ pub struct Conn {
 pub struct OutgoingAliases {
     /// The client's Topic Alias Maximum (0 = none, or disabled by `topic_alias_to_clients`).
     pub max: u16,
-    by_topic: std::collections::HashMap<ByteStr, u16>,
+    /// Boxed and created at the first alias: an empty `HashMap` is 48 bytes in every
+    /// connection, and most clients never get an alias (issue #7: memory per connection).
+    #[allow(clippy::box_collection)] // the box is the point: 8 bytes inline instead of 48
+    by_topic: Option<Box<std::collections::HashMap<ByteStr, u16>>>,
 }
 
 impl OutgoingAliases {
     /// Rewrites `p` to use an alias for its topic when one exists or can be assigned.
     pub fn apply(&mut self, p: &mut crate::protocol::Publish) {
-        if let Some(&alias) = self.by_topic.get(&p.topic) {
+        if self.max == 0 {
+            return;
+        }
+        let by_topic = self.by_topic.get_or_insert_with(Default::default);
+        if let Some(&alias) = by_topic.get(&p.topic) {
             p.properties.topic_alias = Some(alias);
             p.topic = ByteStr::default();
-        } else if self.by_topic.len() < usize::from(self.max) {
-            let alias = self.by_topic.len() as u16 + 1;
-            self.by_topic.insert(p.topic.clone(), alias);
+        } else if by_topic.len() < usize::from(self.max) {
+            let alias = by_topic.len() as u16 + 1;
+            // The topic outlives the message: its own copy, not a slice of a read buffer.
+            by_topic.insert(p.topic.unshared(), alias);
             p.properties.topic_alias = Some(alias);
         }
     }
@@ -107,8 +114,8 @@ impl Conn {
         Conn {
             stream,
             peer,
-            rbuf: BytesMut::with_capacity(INITIAL_BUFFER),
-            wbuf: BytesMut::with_capacity(INITIAL_BUFFER),
+            rbuf: BytesMut::new(),
+            wbuf: BytesMut::new(),
             state: ConnState::AwaitConnect,
             version: None,
             client_id: None,

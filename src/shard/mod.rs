@@ -18,6 +18,7 @@
 pub mod conn;
 mod durable;
 pub mod inbox;
+pub mod pool;
 
 use std::io::{self, Read, Write};
 use std::sync::atomic::Ordering;
@@ -39,8 +40,9 @@ use crate::protocol::{self, Disconnect, Packet, ProtocolVersion, QoS, SubOptions
 use crate::session::{Offer, OutState, Session};
 use crate::store::{Batch, RecoveredSession, Store};
 use crate::transport::{TlsListener, Transport};
-use conn::{Conn, ConnState, INITIAL_BUFFER};
+use conn::{Conn, ConnState};
 use inbox::{Inbox, ShardHandle, ShardMsg};
+use pool::{BufferPool, BUFFER_SIZE};
 
 /// Tokens at and above this value are listeners; below are connection slots.
 const LISTENER_BASE: usize = 1 << 40;
@@ -206,6 +208,8 @@ pub struct Shard {
     pub(crate) batch: Batch,
     /// Persistence, when on.
     pub(crate) durable: Option<durable::Durable>,
+    /// Read and write buffers of the connections that have something to parse or send.
+    pub(crate) buffers: BufferPool,
 }
 
 impl Shard {
@@ -252,6 +256,7 @@ impl Shard {
             next_auth_token: 0,
             slow_consumer_drops: 0,
             adoptions: Vec::new(),
+            buffers: BufferPool::new(),
             accept_rate,
             rate_limited: 0,
             batch: Batch::new(),
@@ -485,16 +490,25 @@ impl Shard {
     }
 
     /// Reads until `WouldBlock` (or a fairness budget), decoding and handling every complete
-    /// packet as it goes.
+    /// packet as it goes; then gives the read buffer back to the pool unless a partial packet
+    /// is left in it.
     fn on_readable(&mut self, key: usize) {
+        self.read_and_process(key);
+        if let Some(conn) = self.conns.get_mut(key) {
+            self.buffers.give_if_empty(&mut conn.rbuf);
+        }
+    }
+
+    fn read_and_process(&mut self, key: usize) {
         let mut budget = READ_CHUNK * 4;
         loop {
             let Some(conn) = self.conns.get_mut(key) else {
                 return;
             };
-            if conn.rbuf.capacity() - conn.rbuf.len() < INITIAL_BUFFER {
+            self.buffers.ensure(&mut conn.rbuf);
+            if conn.rbuf.capacity() - conn.rbuf.len() < BUFFER_SIZE {
                 conn.rbuf
-                    .reserve(INITIAL_BUFFER.max(conn.rbuf.len()).min(READ_CHUNK));
+                    .reserve(BUFFER_SIZE.max(conn.rbuf.len()).min(READ_CHUNK));
             }
             let spare = conn.rbuf.spare_capacity_mut();
             // SAFETY: `read` only writes into the slice; we advance `len` by what it reports.
@@ -576,7 +590,12 @@ impl Shard {
                         return false;
                     }
                 }
-                Ok(None) => return true,
+                Ok(None) => {
+                    // Everything complete is handled: an empty buffer goes back to the pool
+                    // (this also covers callers other than `on_readable`: adoption, auth).
+                    self.buffers.give_if_empty(&mut conn.rbuf);
+                    return true;
+                }
                 Err(e) => {
                     self.on_decode_error(key, level, e);
                     return false;
@@ -591,6 +610,7 @@ impl Shard {
             return;
         };
         let version = conn.version.unwrap_or(protocol::ProtocolVersion::V311);
+        self.buffers.ensure(&mut conn.wbuf);
         match packet {
             Packet::Publish(p) if conn.aliases_out.max > 0 => {
                 let mut p = p.clone();
@@ -626,7 +646,9 @@ impl Shard {
             match conn.stream.write(&conn.wbuf) {
                 Ok(0) => break,
                 Ok(n) => {
-                    let _ = conn.wbuf.split_to(n);
+                    // `advance`, not `split_to`: the buffer stays unshared, so the pool can
+                    // reclaim its whole capacity once it is empty.
+                    bytes::Buf::advance(&mut conn.wbuf, n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -641,10 +663,8 @@ impl Shard {
             self.close(key, Close::Gone(format!("write error: {e}")));
             return;
         }
-        if conn.wbuf.is_empty() && conn.wbuf.capacity() > READ_CHUNK * 4 {
-            // A burst grew the buffer; give the memory back so idle connections stay small.
-            conn.wbuf = bytes::BytesMut::with_capacity(INITIAL_BUFFER);
-        }
+        // All sent: the buffer goes back to the pool (which drops one a burst made large).
+        self.buffers.give_if_empty(&mut conn.wbuf);
         let want_write = !conn.wbuf.is_empty() || conn.stream.wants_write();
         if want_write != conn.want_write {
             conn.want_write = want_write;
@@ -928,7 +948,7 @@ impl Shard {
             if let Some((_, will)) = self.sessions[slot].session.pending_will.take() {
                 self.sessions[slot].session.store_record(&mut self.batch);
                 let origin = self.subscriber_id(slot);
-                self.publish_will(will, origin);
+                self.publish_will(*will, origin);
             }
         }
         for slot in ended {
@@ -982,12 +1002,15 @@ impl Shard {
                 d.reason = v5::USE_ANOTHER_SERVER;
                 d.properties.server_reference = Some(server.as_str().into());
             }
+            self.buffers.ensure(&mut conn.wbuf);
             protocol::encode(&Packet::Disconnect(d), ProtocolVersion::V5, &mut conn.wbuf);
         }
         if !conn.wbuf.is_empty() {
             // Best effort: a CONNACK refusal or a DISCONNECT is small and fits the socket buffer.
             let _ = conn.stream.write(&conn.wbuf);
         }
+        self.buffers.give(&mut conn.rbuf);
+        self.buffers.give(&mut conn.wbuf);
         let _ = self.poll.registry().deregister(&mut conn.stream);
         let _ = conn.stream.shutdown(std::net::Shutdown::Both);
         match &why {
@@ -1038,7 +1061,7 @@ impl Shard {
             match will.properties.will_delay_interval.unwrap_or(0) {
                 0 => {
                     let origin = self.subscriber_id(slot);
-                    self.publish_will(will, origin);
+                    self.publish_will(*will, origin);
                 }
                 delay => {
                     session.pending_will = Some((now + Duration::from_secs(u64::from(delay)), will))
@@ -1091,7 +1114,7 @@ impl Shard {
             }
         }
         if let Some((_, will)) = s.session.pending_will {
-            self.publish_will(will, subscriber);
+            self.publish_will(*will, subscriber);
         }
     }
 
@@ -1144,6 +1167,26 @@ mod tests {
         assert!(r.take(start + Duration::from_millis(300)), "refilled");
         let mut unlimited = RateLimit::per_second(0, 2);
         assert!((0..1000).all(|_| unlimited.take(start)));
+    }
+
+    /// Every connection and every session pays for these structs whether it is busy or not
+    /// (issue #7: 10k idle connections; with them at these sizes midge's RSS per idle
+    /// connection is on par with mosquitto's). Rarely used parts are boxed or allocated on
+    /// first use (wills, TLS, outgoing topic aliases, QoS 2 ids, ACL patterns); a field that
+    /// pushes these past the bounds should be treated the same, or the bound raised on purpose.
+    #[test]
+    fn per_connection_structs_stay_small() {
+        assert!(
+            std::mem::size_of::<Conn>() <= 296,
+            "{}",
+            std::mem::size_of::<Conn>()
+        );
+        // 280 + 8: the persistence sequence counter (`Session::next_seq`).
+        assert!(
+            std::mem::size_of::<SessionSlot>() <= 288,
+            "{}",
+            std::mem::size_of::<SessionSlot>()
+        );
     }
 
     #[test]
