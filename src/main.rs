@@ -94,9 +94,32 @@ fn serve(cli: Cli) -> ExitCode {
     for warning in std::mem::take(&mut config.warnings) {
         log::warn!("{warning}");
     }
+    raise_open_file_limit();
     match midge::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit: the usual soft default (1024) caps a
+/// broker at about a thousand clients, far below what one shard serves. Logged, never fatal.
+fn raise_open_file_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 || lim.rlim_cur >= lim.rlim_max {
+            return;
+        }
+        let old = lim.rlim_cur;
+        lim.rlim_cur = lim.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+            log::debug!("Open file limit raised from {old} to {}.", lim.rlim_cur);
+        } else {
+            log::warn!("Open file limit is {old}: at most about that many clients.");
+        }
     }
 }
 

@@ -331,6 +331,27 @@ impl Drop for Broker {
     }
 }
 
+/// Raises this process's soft limit on open files to at least `want` (up to the hard limit);
+/// true if the limit is now at least `want`. Children (brokers) inherit it.
+pub fn raise_open_file_limit(want: u64) -> bool {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return false;
+        }
+        if lim.rlim_cur < want {
+            lim.rlim_cur = want.min(lim.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        }
+    }
+    lim.rlim_cur >= want
+}
+
 /// Spawns the broker with `config`, appending its stdout and stderr to `log`.
 fn spawn_broker(kind: BrokerKind, config: &Path, log: &Path) -> Child {
     let out = fs::OpenOptions::new()
