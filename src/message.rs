@@ -52,6 +52,20 @@ impl Message {
         }
     }
 
+    /// A message with no topic, payload or properties: what a pooled allocation holds between
+    /// two uses (`shard::pool`), so it keeps no buffer alive.
+    pub fn empty() -> Message {
+        Message {
+            topic: ByteStr::default(),
+            payload: Bytes::new(),
+            qos: QoS::AtMostOnce,
+            retain: false,
+            properties: Properties::default(),
+            expires_at: None,
+            origin: None,
+        }
+    }
+
     /// True once the message expiry interval has passed ([MQTT-3.3.2-5]: not delivered then).
     pub fn is_expired(&self, now: Instant) -> bool {
         self.expires_at.is_some_and(|t| now >= t)

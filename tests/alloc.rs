@@ -31,19 +31,44 @@ use midge::Broker;
 struct Counting;
 
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
+/// Allocations by size class (bucket i: sizes in [2^i, 2^(i+1))), to name the culprit when
+/// the test fails (a 32-byte `bytes` header, a 4 KiB read buffer, a ~600-byte message...).
+static BY_SIZE: [AtomicU64; 32] = [const { AtomicU64::new(0) }; 32];
+
+fn count(size: usize) {
+    ALLOCS.fetch_add(1, Ordering::Relaxed);
+    let bucket = (usize::BITS - 1 - size.max(1).leading_zeros()) as usize;
+    BY_SIZE[bucket.min(31)].fetch_add(1, Ordering::Relaxed);
+}
+
+/// The size classes allocated between two snapshots, as "size+: count" pairs.
+fn sizes_between(before: &[u64; 32], after: &[u64; 32]) -> String {
+    let mut out = String::new();
+    for i in 0..32 {
+        let n = after[i] - before[i];
+        if n > 0 {
+            out += &format!(" {}+: {n};", 1u64 << i);
+        }
+    }
+    out
+}
+
+fn sizes_now() -> [u64; 32] {
+    std::array::from_fn(|i| BY_SIZE[i].load(Ordering::Relaxed))
+}
 
 // SAFETY: forwards to the system allocator; the counter has no effect on the memory.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        count(layout.size());
         System.alloc(layout)
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        count(layout.size());
         System.alloc_zeroed(layout)
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        count(new_size);
         System.realloc(ptr, layout, new_size)
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
@@ -171,7 +196,10 @@ struct Progress {
 
 impl Progress {
     fn delivered(&self) -> u64 {
-        self.received.iter().map(|r| r.load(Ordering::Relaxed)).sum()
+        self.received
+            .iter()
+            .map(|r| r.load(Ordering::Relaxed))
+            .sum()
     }
     fn slowest(&self) -> u64 {
         self.received
@@ -324,8 +352,9 @@ fn wait_for(deadline: Instant, progress: &Progress, f: impl Fn() -> bool) -> boo
     true
 }
 
-/// One phase at `qos`: returns (allocations, routed deliveries) in the measured window.
-fn measure(addr: SocketAddr, qos: u8) -> (u64, u64) {
+/// One phase at `qos`: returns (allocations, routed deliveries, allocations by size) in the
+/// measured window.
+fn measure(addr: SocketAddr, qos: u8) -> (u64, u64, String) {
     let topic = format!("alloc/q{qos}");
     let progress = Arc::new(Progress {
         sent: AtomicU64::new(0),
@@ -353,12 +382,14 @@ fn measure(addr: SocketAddr, qos: u8) -> (u64, u64) {
     }
     let deadline = Instant::now() + PHASE_LIMIT;
     let warmed = wait_for(deadline, &progress, || progress.delivered() >= WARM_UP);
+    let sizes0 = sizes_now();
     let (allocs0, delivered0) = (ALLOCS.load(Ordering::SeqCst), progress.delivered());
     let measured = warmed
         && wait_for(deadline, &progress, || {
             progress.delivered() >= delivered0 + MEASURED
         });
     let (allocs1, delivered1) = (ALLOCS.load(Ordering::SeqCst), progress.delivered());
+    let sizes1 = sizes_now();
     progress.stop.store(true, Ordering::Relaxed);
     for t in threads {
         t.join().expect("client thread panicked");
@@ -372,7 +403,8 @@ fn measure(addr: SocketAddr, qos: u8) -> (u64, u64) {
         "QoS {qos}: no steady state within {PHASE_LIMIT:?}: {} deliveries",
         progress.delivered()
     );
-    (allocs1 - allocs0, delivered1 - delivered0)
+    let sizes = sizes_between(&sizes0, &sizes1);
+    (allocs1 - allocs0, delivered1 - delivered0, sizes)
 }
 
 #[test]
@@ -386,9 +418,11 @@ fn routing_does_not_allocate_per_message_in_steady_state() {
     let addr = broker.local_addrs()[0];
     let mut report = Vec::new();
     for qos in [0u8, 1] {
-        let (allocs, deliveries) = measure(addr, qos);
+        let (allocs, deliveries, sizes) = measure(addr, qos);
         let per = allocs as f64 / deliveries as f64;
-        println!("QoS {qos}: {allocs} allocations over {deliveries} routed deliveries = {per:.5} per delivery");
+        println!(
+            "QoS {qos}: {allocs} allocations over {deliveries} routed deliveries = {per:.5} per delivery; by size:{sizes}"
+        );
         report.push((qos, allocs, deliveries, per));
     }
     broker.shutdown().expect("shutdown");

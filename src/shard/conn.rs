@@ -28,6 +28,13 @@ pub struct Conn {
     pub stream: Transport,
     pub peer: SocketAddr,
     pub rbuf: BytesMut,
+    /// How much room the next growth of `rbuf` makes: doubles (up to `READ_CHUNK`) each time
+    /// the buffer runs out while the client keeps sending, back to [`INITIAL_BUFFER`] when it
+    /// goes idle (`Shard::tick`). Why: decoded payloads are slices of `rbuf`, so a buffer
+    /// still referenced by messages in flight cannot be reused and growing it allocates; a
+    /// busy publisher then pays one allocation per 64 KiB read instead of per 4 KiB (issue
+    /// #7), while idle connections keep small buffers.
+    pub rbuf_target: usize,
     pub wbuf: BytesMut,
     pub state: ConnState,
     /// Known once CONNECT is decoded.
@@ -108,6 +115,7 @@ impl Conn {
             stream,
             peer,
             rbuf: BytesMut::with_capacity(INITIAL_BUFFER),
+            rbuf_target: INITIAL_BUFFER,
             wbuf: BytesMut::with_capacity(INITIAL_BUFFER),
             state: ConnState::AwaitConnect,
             version: None,

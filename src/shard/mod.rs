@@ -17,6 +17,8 @@
 
 pub mod conn;
 pub mod inbox;
+pub mod outbox;
+pub mod pool;
 
 use std::io::{self, Read, Write};
 use std::sync::atomic::Ordering;
@@ -38,7 +40,7 @@ use crate::protocol::{self, Disconnect, Packet, ProtocolVersion, QoS, SubOptions
 use crate::session::{Offer, OutState, Session};
 use crate::transport::{TlsListener, Transport};
 use conn::{Conn, ConnState, INITIAL_BUFFER};
-use inbox::{Inbox, ShardHandle, ShardMsg};
+use inbox::{Batch, Inbox, ShardHandle, ShardMsg};
 
 /// Tokens at and above this value are listeners; below are connection slots.
 const LISTENER_BASE: usize = 1 << 40;
@@ -195,6 +197,10 @@ pub struct Shard {
     pub(crate) rate_limited: u64,
     /// Connections sent here by other shards, adopted at the top of the loop (`adopt_pending`).
     pub(crate) adoptions: Vec<inbox::Migrating>,
+    /// Items for other shards, sent as one batch per destination at the end of the turn.
+    pub(crate) outbox: outbox::Outbox,
+    /// Recycled `Arc<Message>` allocations for the messages published here.
+    pub(crate) pool: pool::MessagePool,
 }
 
 impl Shard {
@@ -213,6 +219,7 @@ impl Shard {
                 .register(l, Token(LISTENER_BASE + i), Interest::READABLE)?;
         }
         let n = peers.len();
+        let inbox_free = inbox.free.clone();
         // Password answers wake this shard like an inbox item would.
         let auth = shared.auth_worker.as_ref().map(|w| {
             let me = peers[id].clone();
@@ -242,6 +249,8 @@ impl Shard {
             adoptions: Vec::new(),
             accept_rate,
             rate_limited: 0,
+            pool: pool::MessagePool::default(),
+            outbox: outbox::Outbox::new(id, n, inbox_free),
         })
     }
 
@@ -251,10 +260,13 @@ impl Shard {
         let mut next_tick = Instant::now() + TICK;
         loop {
             let timeout = next_tick.saturating_duration_since(Instant::now());
-            let timeout = if self.inbox.park() {
-                timeout
-            } else {
+            let timeout = if !self.inbox.park() {
                 Duration::ZERO
+            } else if self.outbox.has_pending() {
+                // A batch waits for room in a stalled shard's queue: retry soon.
+                timeout.min(Duration::from_millis(1))
+            } else {
+                timeout
             };
             let polled = self.poll.poll(&mut events, Some(timeout));
             self.inbox.unpark();
@@ -273,16 +285,24 @@ impl Shard {
             self.drain_inbox();
             self.adopt_pending();
             self.drain_auth_responses();
-            self.flush_dirty();
-            self.wake_peers();
+            self.end_turn();
+            self.pool.reclaim();
             let now = Instant::now();
             if now >= next_tick {
                 self.tick(now);
-                self.flush_dirty();
-                self.wake_peers();
+                self.end_turn();
                 next_tick = now + TICK;
             }
         }
+    }
+
+    /// The end of a loop turn: queue this turn's batches to other shards, then flush client
+    /// connections (in this order, so a SUBACK never leaves before its replica updates are
+    /// queued), then wake the shards that were sent something and are parked.
+    fn end_turn(&mut self) {
+        self.outbox.send(&self.peers);
+        self.flush_dirty();
+        self.wake_peers();
     }
 
     fn dispatch(&mut self, event: &Event) {
@@ -419,8 +439,13 @@ impl Shard {
                 return;
             };
             if conn.rbuf.capacity() - conn.rbuf.len() < INITIAL_BUFFER {
+                // Room for the connection's current read size (see `Conn::rbuf_target`), and
+                // at least doubling for a large packet still arriving.
+                let len = conn.rbuf.len();
+                let grow = INITIAL_BUFFER.max(len).min(READ_CHUNK);
                 conn.rbuf
-                    .reserve(INITIAL_BUFFER.max(conn.rbuf.len()).min(READ_CHUNK));
+                    .reserve(grow.max(conn.rbuf_target.saturating_sub(len)));
+                conn.rbuf_target = (conn.rbuf_target * 2).min(READ_CHUNK);
             }
             let spare = conn.rbuf.spare_capacity_mut();
             // SAFETY: `read` only writes into the slice; we advance `len` by what it reports.
@@ -547,6 +572,15 @@ impl Shard {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        if self.outbox.holds_index_update() {
+            // This buffer may hold a SUBACK whose replica update is not queued yet (outbox):
+            // flushed at the end of a later turn, once it is.
+            if !conn.dirty {
+                conn.dirty = true;
+                self.dirty.push(key);
+            }
+            return;
+        }
         conn.dirty = false;
         while !conn.wbuf.is_empty() {
             match conn.stream.write(&conn.wbuf) {
@@ -583,6 +617,9 @@ impl Shard {
     }
 
     fn flush_dirty(&mut self) {
+        if self.outbox.holds_index_update() {
+            return; // see `flush`
+        }
         while let Some(key) = self.dirty.pop() {
             self.flush(key);
         }
@@ -592,23 +629,29 @@ impl Shard {
     /// handling a SUBSCRIBE, so a subscription acknowledged on another shard is always visible
     /// to a publish that was sent after the SUBACK (the update is queued before the SUBACK).
     pub(crate) fn drain_inbox(&mut self) {
-        while let Ok(msg) = self.inbox.rx.try_recv() {
-            match msg {
-                ShardMsg::Deliver(msg) => self.deliver_remote(&msg),
-                ShardMsg::DeliverShared { msg, entry, group } => {
-                    self.deliver_shared(msg, entry, group)
-                }
-                ShardMsg::IndexInsert { filter, entry } => {
-                    self.index.insert(&filter, entry);
-                }
-                ShardMsg::IndexRemove { filter, subscriber } => {
-                    self.index.remove(&filter, subscriber);
-                }
-                // Not here: drain_inbox also runs in the middle of handling a packet (before a
-                // route or a SUBSCRIBE), and an adopted CONNECT may take over, and close, the
-                // very connection being handled. Adoption waits for the top of the loop.
-                ShardMsg::Adopt(m) => self.adoptions.push(*m),
+        while let Ok(Batch { from, mut items }) = self.inbox.rx.try_recv() {
+            for msg in items.drain(..) {
+                self.apply_inbox_item(msg);
             }
+            self.peers[usize::from(from)].recycle(items);
+        }
+    }
+
+    /// One item from another shard (see [`Shard::drain_inbox`]).
+    fn apply_inbox_item(&mut self, msg: ShardMsg) {
+        match msg {
+            ShardMsg::Deliver(msg) => self.deliver_remote(&msg),
+            ShardMsg::DeliverShared { msg, entry, group } => self.deliver_shared(msg, entry, group),
+            ShardMsg::IndexInsert { filter, entry } => {
+                self.index.insert(&filter, entry);
+            }
+            ShardMsg::IndexRemove { filter, subscriber } => {
+                self.index.remove(&filter, subscriber);
+            }
+            // Not here: drain_inbox also runs in the middle of handling a packet (before a
+            // route or a SUBSCRIBE), and an adopted CONNECT may take over, and close, the
+            // very connection being handled. Adoption waits for the top of the loop.
+            ShardMsg::Adopt(m) => self.adoptions.push(*m),
         }
     }
 
@@ -625,7 +668,7 @@ impl Shard {
 
     /// Sends `msg` to shard `to`; the wake-up happens once at the end of the turn.
     pub(crate) fn push_to(&mut self, to: usize, msg: ShardMsg) {
-        self.peers[to].push(msg);
+        self.outbox.push(to, msg);
         self.wake_pending[to] = true;
     }
 
@@ -807,8 +850,13 @@ impl Shard {
     /// Keep-alive and CONNECT time-outs.
     fn tick(&mut self, now: Instant) {
         let mut expired = Vec::new();
-        for (key, conn) in self.conns.iter() {
+        for (key, conn) in self.conns.iter_mut() {
             let idle = now.saturating_duration_since(conn.last_rx);
+            if idle >= TICK && conn.rbuf.is_empty() && conn.rbuf_target > INITIAL_BUFFER {
+                // Idle now: give a grown read buffer back (see `Conn::rbuf_target`).
+                conn.rbuf = bytes::BytesMut::with_capacity(INITIAL_BUFFER);
+                conn.rbuf_target = INITIAL_BUFFER;
+            }
             match conn.state {
                 ConnState::AwaitConnect if idle > CONNECT_TIMEOUT => expired.push((key, false)),
                 ConnState::Active { .. } if conn.idle_limit.is_some_and(|l| idle > l) => {
@@ -1009,6 +1057,7 @@ impl Shard {
     }
 
     fn shutdown(&mut self) {
+        self.outbox.send(&self.peers);
         self.flush_dirty();
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
