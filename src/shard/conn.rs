@@ -92,15 +92,18 @@ pub struct OutgoingAliases {
 }
 
 impl OutgoingAliases {
-    /// Rewrites `p` to use an alias for its topic when one exists or can be assigned.
-    pub fn apply(&mut self, p: &mut crate::protocol::Publish) {
-        if let Some(&alias) = self.by_topic.get(&p.topic) {
-            p.properties.topic_alias = Some(alias);
-            p.topic = ByteStr::default();
+    /// The alias to send with a PUBLISH on `topic`, when one exists or can be assigned, and
+    /// whether the topic itself must still be sent (true the first time: that sets the
+    /// mapping). Allocates only when a new alias is assigned.
+    pub fn assign(&mut self, topic: &ByteStr) -> Option<(u16, bool)> {
+        if let Some(&alias) = self.by_topic.get(topic) {
+            Some((alias, false))
         } else if self.by_topic.len() < usize::from(self.max) {
             let alias = self.by_topic.len() as u16 + 1;
-            self.by_topic.insert(p.topic.clone(), alias);
-            p.properties.topic_alias = Some(alias);
+            self.by_topic.insert(topic.clone(), alias);
+            Some((alias, true))
+        } else {
+            None
         }
     }
 }
@@ -153,14 +156,6 @@ impl Conn {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::Publish;
-
-    fn publish(topic: &str) -> Publish {
-        Publish {
-            topic: topic.into(),
-            ..Default::default()
-        }
-    }
 
     #[test]
     fn outgoing_aliases_are_assigned_then_reused_up_to_the_maximum() {
@@ -168,21 +163,12 @@ mod tests {
             max: 1,
             ..Default::default()
         };
-        let mut p = publish("a/b");
-        a.apply(&mut p);
         assert_eq!(
-            (p.topic.as_str(), p.properties.topic_alias),
-            ("a/b", Some(1))
+            a.assign(&"a/b".into()),
+            Some((1, true)),
+            "topic and new alias"
         );
-        let mut p = publish("a/b");
-        a.apply(&mut p);
-        assert_eq!((p.topic.as_str(), p.properties.topic_alias), ("", Some(1)));
-        let mut p = publish("c");
-        a.apply(&mut p);
-        assert_eq!(
-            (p.topic.as_str(), p.properties.topic_alias),
-            ("c", None),
-            "no alias left"
-        );
+        assert_eq!(a.assign(&"a/b".into()), Some((1, false)), "alias alone");
+        assert_eq!(a.assign(&"c".into()), None, "no alias left");
     }
 }

@@ -37,7 +37,7 @@ use crate::message::Delivery;
 use crate::message::SharedMessage;
 use crate::protocol::reason::v5;
 use crate::protocol::{self, Disconnect, Packet, ProtocolVersion, QoS, SubOptions};
-use crate::session::{Offer, OutState, Session};
+use crate::session::{Offer, OutState, Outgoing, SendPublish, Session};
 use crate::transport::{TlsListener, Transport};
 use conn::{Conn, ConnState, INITIAL_BUFFER};
 use inbox::{Batch, Inbox, ShardHandle, ShardMsg};
@@ -181,8 +181,8 @@ pub struct Shard {
     pub(crate) wake_pending: Vec<bool>,
     /// Reused buffer of local matches (subscriber, options, identifier) for one route.
     pub(crate) matches: Vec<(SubscriberId, SubOptions, Option<u32>)>,
-    /// Reused buffer of packets produced by a session.
-    pub(crate) out: Vec<Packet>,
+    /// Reused buffer of what a session asks to send (resume, window refill).
+    pub(crate) out: Vec<Outgoing>,
     /// Counter for generated client ids.
     pub(crate) next_client_number: u64,
     /// Password checks sent to the auth worker, and its answers.
@@ -541,17 +541,45 @@ impl Shard {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        if let Packet::Publish(p) = packet {
+            return self.write_publish(key, &p.topic, protocol::PublishRef::new(p));
+        }
         let version = conn.version.unwrap_or(protocol::ProtocolVersion::V311);
-        match packet {
-            Packet::Publish(p) if conn.aliases_out.max > 0 => {
-                let mut p = p.clone();
-                conn.aliases_out.apply(&mut p);
-                protocol::encode(&Packet::Publish(p), version, &mut conn.wbuf);
-            }
-            _ => {
-                protocol::encode(packet, version, &mut conn.wbuf);
+        protocol::encode(packet, version, &mut conn.wbuf);
+        if !conn.dirty {
+            conn.dirty = true;
+            self.dirty.push(key);
+        }
+    }
+
+    /// Encodes a PUBLISH a session decided to send, straight from the shared message.
+    pub(crate) fn send_publish(&mut self, key: usize, p: &SendPublish) {
+        let d = &p.delivery;
+        self.write_publish(key, &d.msg.topic, d.msg.publish_ref(d, p.packet_id, p.dup));
+    }
+
+    /// Writes `publish` (whose topic is `topic`) onto the connection's buffer, with this
+    /// connection's topic alias when it has one ([MQTT-3.3.2-12]). Nothing is cloned: the
+    /// alias is a patch on the borrowed parts.
+    fn write_publish(
+        &mut self,
+        key: usize,
+        topic: &protocol::ByteStr,
+        mut publish: protocol::PublishRef,
+    ) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let version = conn.version.unwrap_or(protocol::ProtocolVersion::V311);
+        if conn.aliases_out.max > 0 {
+            if let Some((alias, send_topic)) = conn.aliases_out.assign(topic) {
+                publish.patch.topic_alias = Some(alias);
+                if !send_topic {
+                    publish.topic = &[];
+                }
             }
         }
+        protocol::encode_publish(&publish, version, &mut conn.wbuf);
         if !conn.dirty {
             conn.dirty = true;
             self.dirty.push(key);
@@ -803,10 +831,10 @@ impl Shard {
         let conn = slot.session.conn;
         let dropped_before = slot.session.dropped;
         match slot.session.offer(delivery) {
-            Offer::Send(packet) => {
+            Offer::Send(publish) => {
                 let Some(key) = conn else { return };
                 let backlog = self.conns.get(key).map_or(0, |c| c.wbuf.len());
-                let qos0 = matches!(&packet, Packet::Publish(p) if p.qos == QoS::AtMostOnce);
+                let qos0 = publish.delivery.qos == QoS::AtMostOnce;
                 if qos0 && backlog > SLOW_CONSUMER_BACKLOG {
                     // A subscriber that does not read: its QoS 0 messages are dropped rather
                     // than grow its buffer without bound (QoS 1/2 are bounded by the window).
@@ -821,7 +849,7 @@ impl Shard {
                     }
                     return;
                 }
-                self.send(key, &packet);
+                self.send_publish(key, &publish);
             }
             Offer::Queued => {}
             Offer::Dropped => {
@@ -841,8 +869,13 @@ impl Shard {
     /// Sends the packets a session produced (`self.out`) to its connection.
     pub(crate) fn send_session_output(&mut self, conn: usize) {
         let mut out = std::mem::take(&mut self.out);
-        for p in out.drain(..) {
-            self.send(conn, &p);
+        for o in out.drain(..) {
+            match o {
+                Outgoing::Publish(p) => self.send_publish(conn, &p),
+                Outgoing::PubRel(id) => {
+                    self.send(conn, &Packet::PubRel(protocol::PubResp::new(id)))
+                }
+            }
         }
         self.out = out;
     }
