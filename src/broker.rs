@@ -44,6 +44,19 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The shared state of a broker with no listener threads yet: `config`, an empty
+    /// retained store, no password worker.
+    pub(crate) fn new(config: Config, auth: Auth, auth_worker: Option<AuthWorker>) -> Shared {
+        Shared {
+            config,
+            retained: RetainedStore::new(),
+            connections: AtomicUsize::new(0),
+            auth,
+            auth_worker,
+            shutdown: AtomicBool::new(false),
+        }
+    }
+
     /// True once the broker was asked to stop.
     pub fn is_shutting_down(&self) -> bool {
         self.shutdown.load(Ordering::Acquire)
@@ -196,14 +209,7 @@ impl Broker {
         } else {
             None
         };
-        let shared = Arc::new(Shared {
-            config,
-            retained: RetainedStore::new(),
-            connections: AtomicUsize::new(0),
-            auth,
-            auth_worker,
-            shutdown: AtomicBool::new(false),
-        });
+        let shared = Arc::new(Shared::new(config, auth, auth_worker));
         let mut polls = Vec::new();
         let mut handles = Vec::new();
         let mut inboxes = Vec::new();

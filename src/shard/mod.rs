@@ -15,6 +15,7 @@
 //! persistent session or a second connection with the same id is always handled by one thread,
 //! with no broker-wide lock or registry.
 
+pub mod bench;
 pub mod conn;
 pub mod inbox;
 pub mod outbox;
