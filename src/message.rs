@@ -2,7 +2,9 @@
 //!
 //! A PUBLISH is decoded once into a [`Message`] behind an `Arc` and that one allocation is
 //! shared by every subscriber, every shard, the retained store and every session queue: the
-//! payload and topic are `Bytes` slices of the read buffer, never copied while routing.
+//! payload and topic are `Bytes` slices of the read buffer, never copied while routing. The
+//! `Arc` itself comes from the publishing shard's pool (`shard::pool`), so in steady state no
+//! allocation is made per message.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
