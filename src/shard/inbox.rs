@@ -42,7 +42,7 @@ pub struct Migrating {
 /// Batches a shard's inbox holds at most. A producer pushes one per turn per destination and
 /// the consumer drains all of them every turn, so this is only reached when a shard stalls;
 /// the producer then keeps its batch (see `outbox`).
-const INBOX_BATCHES: usize = 1024;
+pub(crate) const INBOX_BATCHES: usize = 1024;
 /// Empty batch Vecs a shard keeps for reuse.
 const FREE_BATCHES: usize = 64;
 /// A batch Vec larger than this (items) is freed rather than kept: a burst must not pin its

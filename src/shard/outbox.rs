@@ -97,3 +97,96 @@ impl Outbox {
         self.index_update_held
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::SubscriberId;
+    use crate::shard::inbox::{inbox, Inbox, INBOX_BATCHES};
+    use crate::shard::WAKER;
+
+    fn shards(n: usize) -> (Vec<mio::Poll>, Vec<ShardHandle>, Vec<Inbox>) {
+        let (mut polls, mut handles, mut inboxes) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..n {
+            let poll = mio::Poll::new().unwrap();
+            let (h, i) = inbox(mio::Waker::new(poll.registry(), WAKER).unwrap());
+            polls.push(poll);
+            handles.push(h);
+            inboxes.push(i);
+        }
+        (polls, handles, inboxes)
+    }
+
+    fn remove(slot: u32) -> ShardMsg {
+        ShardMsg::IndexRemove {
+            filter: "a/b".into(),
+            subscriber: SubscriberId {
+                shard: 0,
+                slot,
+                generation: 1,
+            },
+        }
+    }
+
+    fn slots(items: &[ShardMsg]) -> Vec<u32> {
+        items
+            .iter()
+            .map(|m| match m {
+                ShardMsg::IndexRemove { subscriber, .. } => subscriber.slot,
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn one_batch_per_destination_per_send_in_order_with_its_sender() {
+        let (_polls, peers, inboxes) = shards(2);
+        let mut out = Outbox::new(0, 2, inboxes[0].free.clone());
+        for slot in 0..3 {
+            out.push(1, remove(slot));
+        }
+        out.send(&peers);
+        assert!(!out.has_pending());
+        let b = inboxes[1].rx.try_recv().expect("one batch");
+        assert!(inboxes[1].rx.try_recv().is_err(), "only one");
+        assert_eq!((b.from, slots(&b.items)), (0, vec![0, 1, 2]));
+        // Drained, it goes back to shard 0 and is reused for its next batch.
+        let ptr = b.items.as_ptr();
+        peers[0].recycle(b.items);
+        out.push(1, remove(9));
+        out.send(&peers);
+        let b = inboxes[1].rx.try_recv().unwrap();
+        assert_eq!(b.items.as_ptr(), ptr, "the recycled Vec");
+    }
+
+    #[test]
+    fn a_full_queue_keeps_the_batch_in_order_and_holds_index_updates() {
+        let (_polls, peers, inboxes) = shards(2);
+        let mut out = Outbox::new(0, 2, inboxes[0].free.clone());
+        for _ in 0..INBOX_BATCHES {
+            peers[1]
+                .push(Batch {
+                    from: 0,
+                    items: Vec::new(),
+                })
+                .unwrap();
+        }
+        out.push(1, remove(1));
+        out.send(&peers);
+        assert!(out.has_pending() && out.holds_index_update());
+        out.push(1, remove(2));
+        out.send(&peers);
+        assert!(out.holds_index_update(), "still full");
+        inboxes[1].rx.try_recv().unwrap(); // the shard drains one batch
+        out.send(&peers);
+        assert!(!out.has_pending() && !out.holds_index_update());
+        let last = (0..INBOX_BATCHES)
+            .filter_map(|_| inboxes[1].rx.try_recv().ok())
+            .last();
+        assert_eq!(
+            slots(&last.unwrap().items),
+            vec![1, 2],
+            "both, in order, in one batch"
+        );
+    }
+}
