@@ -180,9 +180,7 @@ mod tests {
         inboxes[1].rx.try_recv().unwrap(); // the shard drains one batch
         out.send(&peers);
         assert!(!out.has_pending() && !out.holds_index_update());
-        let last = (0..INBOX_BATCHES)
-            .filter_map(|_| inboxes[1].rx.try_recv().ok())
-            .last();
+        let last = std::iter::from_fn(|| inboxes[1].rx.try_recv().ok()).last();
         assert_eq!(
             slots(&last.unwrap().items),
             vec![1, 2],
