@@ -28,6 +28,8 @@ use crate::message::{Message, SharedMessage};
 const LIVE: usize = 8192;
 /// Empty messages kept for reuse (about 600 bytes each).
 const FREE: usize = 4096;
+/// Messages taken from the front of `live` when the free list runs dry within a turn.
+const FRONT: usize = 4;
 /// Messages looked at per [`MessagePool::reclaim`] at least (more after a busy turn).
 const SCAN: usize = 256;
 
@@ -56,6 +58,11 @@ impl Default for MessagePool {
 impl MessagePool {
     /// `msg` behind an `Arc`, in a recycled allocation when one is free.
     pub fn share(&mut self, msg: Message) -> SharedMessage {
+        if self.free.is_empty() {
+            // A busy turn used up the free list: messages released since the last reclaim
+            // (delivered locally, or drained by another shard meanwhile) are at the front.
+            self.take_released_front();
+        }
         let shared = match self.free.pop() {
             Some(mut a) => match Arc::get_mut(&mut a) {
                 Some(slot) => {
@@ -76,6 +83,20 @@ impl MessagePool {
         self.shared_since_reclaim += 1;
         self.live.push_back(shared.clone());
         shared
+    }
+
+    /// Moves the oldest watched messages to the free list while nobody else holds them (at
+    /// most [`FRONT`]; they are overwritten at once, so they are not emptied).
+    fn take_released_front(&mut self) {
+        for _ in 0..FRONT {
+            match self.live.front_mut().map(Arc::get_mut) {
+                Some(Some(_)) => {
+                    let a = self.live.pop_front().expect("front exists");
+                    self.free.push(a);
+                }
+                _ => return,
+            }
+        }
     }
 
     /// Moves watched messages that nobody else holds any more to the free list, emptied (their
@@ -143,6 +164,18 @@ mod tests {
         pool.reclaim();
         // Only our own handle is left on the payload's storage: the pool dropped its copy.
         assert!(bytes::Bytes::try_into_mut(payload).is_ok());
+    }
+
+    #[test]
+    fn a_busy_turn_reuses_messages_released_during_it() {
+        let mut pool = MessagePool::default();
+        for _ in 0..100 {
+            drop(pool.share(message(b"x"))); // delivered and released at once
+        }
+        assert_eq!(
+            pool.allocated, 1,
+            "no reclaim in between, yet one allocation"
+        );
     }
 
     #[test]
