@@ -1,5 +1,5 @@
-//! Codec throughput: decode and encode of one PUBLISH, MQTT 3.1.1 and 5.0, with 16 B, 256 B and
-//! 4 KiB payloads. The numbers back the codec's hot-path choices (zero-copy topic and payload,
+//! Codec throughput: decode and encode of one PUBLISH, MQTT 3.1.1 and 5.0, with 16 B, 1 KiB and
+//! 64 KiB payloads. The numbers back the codec's hot-path choices (zero-copy topic and payload,
 //! one exact reservation per encode): run `cargo bench --bench codec`.
 
 use bytes::{Bytes, BytesMut};
@@ -33,7 +33,7 @@ fn publish(version: ProtocolVersion, payload_len: usize) -> Packet {
 
 const CASES: [(ProtocolVersion, &str); 2] =
     [(ProtocolVersion::V311, "v311"), (ProtocolVersion::V5, "v5")];
-const SIZES: [usize; 3] = [16, 256, 4096];
+const SIZES: [usize; 3] = [16, 1024, 65536];
 
 fn bench_decode(c: &mut Criterion) {
     let mut group = c.benchmark_group("decode_publish");

@@ -45,6 +45,19 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The shared state of a broker with no listener threads yet: `config`, an empty
+    /// retained store, no password worker.
+    pub(crate) fn new(config: Config, auth: Auth, auth_worker: Option<AuthWorker>) -> Shared {
+        Shared {
+            config,
+            retained: RetainedStore::new(),
+            connections: AtomicUsize::new(0),
+            auth,
+            auth_worker,
+            shutdown: AtomicBool::new(false),
+        }
+    }
+
     /// True once the broker was asked to stop.
     pub fn is_shutting_down(&self) -> bool {
         self.shutdown.load(Ordering::Acquire)
@@ -226,19 +239,12 @@ impl Broker {
         };
         // The store is read before anything is served: an unreadable one stops start-up.
         let (store, recovered) = open_store(&config)?;
-        let retained = RetainedStore::new();
+        let shared = Shared::new(config, auth, auth_worker);
         let now = std::time::Instant::now();
         for msg in recovered.retained.iter().filter(|m| !m.is_expired(now)) {
-            retained.set(msg);
+            shared.retained.set(msg);
         }
-        let shared = Arc::new(Shared {
-            config,
-            retained,
-            connections: AtomicUsize::new(0),
-            auth,
-            auth_worker,
-            shutdown: AtomicBool::new(false),
-        });
+        let shared = Arc::new(shared);
         let mut polls = Vec::new();
         let mut handles = Vec::new();
         let mut inboxes = Vec::new();

@@ -2,7 +2,9 @@
 //!
 //! A PUBLISH is decoded once into a [`Message`] behind an `Arc` and that one allocation is
 //! shared by every subscriber, every shard, the retained store and every session queue: the
-//! payload and topic are `Bytes` slices of the read buffer, never copied while routing.
+//! payload and topic are `Bytes` slices of the read buffer, never copied while routing. The
+//! `Arc` itself comes from the publishing shard's pool (`shard::pool`), so in steady state no
+//! allocation is made per message.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::index::SubscriberId;
-use crate::protocol::{ByteStr, Properties, Publish, QoS};
+use crate::protocol::{ByteStr, Properties, PropertiesPatch, Publish, PublishRef, QoS};
 
 /// A message being routed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,24 +54,63 @@ impl Message {
         }
     }
 
+    /// A message with no topic, payload or properties: what a pooled allocation holds between
+    /// two uses (`shard::pool`), so it keeps no buffer alive.
+    pub fn empty() -> Message {
+        Message {
+            topic: ByteStr::default(),
+            payload: Bytes::new(),
+            qos: QoS::AtMostOnce,
+            retain: false,
+            properties: Properties::default(),
+            expires_at: None,
+            origin: None,
+        }
+    }
+
     /// True once the message expiry interval has passed ([MQTT-3.3.2-5]: not delivered then).
     pub fn is_expired(&self, now: Instant) -> bool {
         self.expires_at.is_some_and(|t| now >= t)
     }
 
-    /// The PUBLISH that carries `delivery` of this message to one subscriber. The forwarded
-    /// Message Expiry Interval is what is left of it ([MQTT-3.3.2-6]); the subscription
-    /// identifiers are those of the matching subscriptions ([MQTT-3.3.4-3]).
-    pub fn to_publish(&self, d: &Delivery, packet_id: u16, dup: bool) -> Publish {
-        let mut properties = self.properties.clone();
-        if let Some(t) = self.expires_at {
+    /// The PUBLISH that carries `delivery` of this message to one subscriber, borrowed from
+    /// the message (encoded with `protocol::encode_publish`: nothing is cloned per delivery).
+    /// The forwarded Message Expiry Interval is what is left of it ([MQTT-3.3.2-6]); the
+    /// subscription identifiers are those of the matching subscriptions ([MQTT-3.3.4-3]).
+    pub fn publish_ref<'a>(&'a self, d: &'a Delivery, packet_id: u16, dup: bool) -> PublishRef<'a> {
+        let message_expiry_interval = self.expires_at.map(|t| {
             let left = t.saturating_duration_since(Instant::now());
             // Round up, so a message with time left is never announced as already expired.
-            properties.message_expiry_interval =
-                Some(left.as_secs() as u32 + u32::from(left.subsec_nanos() > 0));
+            left.as_secs() as u32 + u32::from(left.subsec_nanos() > 0)
+        });
+        PublishRef {
+            dup,
+            qos: d.qos,
+            retain: d.retain,
+            topic: &self.topic.as_bytes()[..],
+            packet_id,
+            properties: &self.properties,
+            patch: PropertiesPatch {
+                message_expiry_interval,
+                subscription_identifiers: (!d.subscription_ids.is_empty())
+                    .then_some(&d.subscription_ids[..]),
+                topic_alias: None,
+            },
+            payload: &self.payload,
         }
-        if !d.subscription_ids.is_empty() {
-            properties.subscription_identifiers = d.subscription_ids.clone();
+    }
+
+    /// [`Message::publish_ref`] as an owned `Publish` (tests and tools; it clones the
+    /// properties, so the broker's send path does not use it).
+    pub fn to_publish(&self, d: &Delivery, packet_id: u16, dup: bool) -> Publish {
+        let r = self.publish_ref(d, packet_id, dup);
+        let mut properties = self.properties.clone();
+        properties.message_expiry_interval = r
+            .patch
+            .message_expiry_interval
+            .or(properties.message_expiry_interval);
+        if let Some(ids) = r.patch.subscription_identifiers {
+            properties.subscription_identifiers = ids.to_vec();
         }
         Publish {
             dup,

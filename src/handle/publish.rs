@@ -170,7 +170,9 @@ impl Shard {
     /// Stores (if retained) and routes a client's message. Returns whether anyone matched.
     fn publish_from(&mut self, slot: usize, publish: Publish) -> bool {
         let origin = self.subscriber_id(slot);
-        let msg = Arc::new(Message::from_publish(publish, Some(origin)));
+        let msg = self
+            .pool
+            .share(Message::from_publish(publish, Some(origin)));
         if msg.retain {
             self.set_retained(&msg);
         }

@@ -42,7 +42,7 @@ pub fn encode(packet: &Packet, version: ProtocolVersion, out: &mut BytesMut) -> 
                 put_properties(out, &c.properties);
             }
         }
-        Packet::Publish(p) => put_publish(out, p, v5),
+        Packet::Publish(p) => put_publish(out, &PublishRef::new(p), v5),
         Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => {
             out.put_u16(r.packet_id);
             if v5 {
@@ -139,7 +139,7 @@ fn remaining_len(packet: &Packet, version: ProtocolVersion) -> Option<usize> {
     Some(match packet {
         Packet::Connect(c) => connect_len(c),
         Packet::ConnAck(c) => 2 + props(&c.properties),
-        Packet::Publish(p) => publish_len(p, v5),
+        Packet::Publish(p) => publish_len(&PublishRef::new(p), v5),
         Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => {
             2 + if v5 {
                 reason_and_props_len(r.reason, &r.properties)
@@ -182,26 +182,92 @@ fn remaining_len(packet: &Packet, version: ProtocolVersion) -> Option<usize> {
     })
 }
 
-fn publish_len(p: &Publish, v5: bool) -> usize {
+/// Per-send values that replace those of a stored message's properties when one PUBLISH is
+/// encoded for one subscriber: `Some` replaces, `None` keeps the stored value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PropertiesPatch<'a> {
+    /// What is left of the Message Expiry Interval [MQTT-3.3.2-6].
+    pub message_expiry_interval: Option<u32>,
+    /// The identifiers of the subscriptions this delivery matched [MQTT-3.3.4-3].
+    pub subscription_identifiers: Option<&'a [u32]>,
+    /// The alias this connection uses for the topic [MQTT-3.3.2-12].
+    pub topic_alias: Option<u16>,
+}
+
+/// A PUBLISH made of borrowed parts: the shared message's topic, properties and payload and
+/// one delivery's fields. Why: encoding a delivery from this writes the bytes directly into
+/// the connection's buffer; building a [`Publish`] per delivery cloned the whole
+/// `Properties` (about 470 bytes) and, with topic aliases, cloned it again (issue #7).
+#[derive(Debug, Clone, Copy)]
+pub struct PublishRef<'a> {
+    pub dup: bool,
+    pub qos: super::packet::QoS,
+    pub retain: bool,
+    /// Empty when a topic alias stands for the topic (MQTT 5).
+    pub topic: &'a [u8],
+    /// Ignored at QoS 0.
+    pub packet_id: u16,
+    pub properties: &'a Properties,
+    pub patch: PropertiesPatch<'a>,
+    pub payload: &'a [u8],
+}
+
+impl<'a> PublishRef<'a> {
+    /// The parts of a whole `Publish`, unpatched.
+    pub fn new(p: &'a Publish) -> PublishRef<'a> {
+        PublishRef {
+            dup: p.dup,
+            qos: p.qos,
+            retain: p.retain,
+            topic: &p.topic.as_bytes()[..],
+            packet_id: p.packet_id,
+            properties: &p.properties,
+            patch: PropertiesPatch::default(),
+            payload: &p.payload,
+        }
+    }
+}
+
+/// Appends the PUBLISH `p`, encoded for `version`, to `out`; returns the bytes written. The
+/// same bytes as [`encode`] of the equivalent [`Publish`].
+pub fn encode_publish(p: &PublishRef, version: ProtocolVersion, out: &mut BytesMut) -> usize {
+    let v5 = version.is_v5();
+    let remaining = publish_len(p, v5);
+    let total = 1 + var_int_len(remaining) + remaining;
+    out.reserve(total);
+    out.put_u8(ptype::PUBLISH << 4 | (p.dup as u8) << 3 | (p.qos as u8) << 1 | p.retain as u8);
+    put_var_int(out, remaining);
+    put_publish(out, p, v5);
+    total
+}
+
+/// The size of [`encode_publish`]'s output.
+pub fn publish_encoded_len(p: &PublishRef, version: ProtocolVersion) -> usize {
+    let remaining = publish_len(p, version.is_v5());
+    1 + var_int_len(remaining) + remaining
+}
+
+fn publish_len(p: &PublishRef, v5: bool) -> usize {
     2 + p.topic.len()
         + if p.qos as u8 > 0 { 2 } else { 0 }
         + if v5 {
-            properties_block_len(&p.properties)
+            let n = properties_len_patched(p.properties, &p.patch);
+            var_int_len(n) + n
         } else {
             0
         }
         + p.payload.len()
 }
 
-fn put_publish(out: &mut BytesMut, p: &Publish, v5: bool) {
-    put_str(out, p.topic.as_bytes());
+fn put_publish(out: &mut BytesMut, p: &PublishRef, v5: bool) {
+    put_str(out, p.topic);
     if p.qos as u8 > 0 {
         out.put_u16(p.packet_id);
     }
     if v5 {
-        put_properties(out, &p.properties);
+        put_properties_patched(out, p.properties, &p.patch);
     }
-    out.put_slice(&p.payload);
+    out.put_slice(p.payload);
 }
 
 fn connect_len(c: &Connect) -> usize {
@@ -361,6 +427,16 @@ fn properties_block_len(p: &Properties) -> usize {
 
 /// The length of the properties themselves, without the property length prefix.
 pub(crate) fn properties_len(p: &Properties) -> usize {
+    properties_len_patched(p, &PropertiesPatch::default())
+}
+
+/// [`properties_len`] of `p` with `patch` applied.
+fn properties_len_patched(p: &Properties, patch: &PropertiesPatch) -> usize {
+    let expiry = patch.message_expiry_interval.or(p.message_expiry_interval);
+    let ids = patch
+        .subscription_identifiers
+        .unwrap_or(&p.subscription_identifiers);
+    let alias = patch.topic_alias.or(p.topic_alias);
     // Identifier byte + value, per present property.
     let byte = |o: &Option<u8>| if o.is_some() { 2 } else { 0 };
     let two = |o: &Option<u16>| if o.is_some() { 3 } else { 0 };
@@ -368,11 +444,11 @@ pub(crate) fn properties_len(p: &Properties) -> usize {
     let s = |o: &Option<ByteStr>| o.as_ref().map_or(0, |v| 3 + v.len());
     let bin = |o: &Option<Bytes>| o.as_ref().map_or(0, |v| 3 + v.len());
     byte(&p.payload_format_indicator)
-        + four(&p.message_expiry_interval)
+        + four(&expiry)
         + s(&p.content_type)
         + s(&p.response_topic)
         + bin(&p.correlation_data)
-        + p.subscription_identifiers
+        + ids
             .iter()
             .map(|&v| 1 + var_int_len(v as usize))
             .sum::<usize>()
@@ -389,7 +465,7 @@ pub(crate) fn properties_len(p: &Properties) -> usize {
         + s(&p.reason_string)
         + two(&p.receive_maximum)
         + two(&p.topic_alias_maximum)
-        + two(&p.topic_alias)
+        + two(&alias)
         + byte(&p.maximum_qos)
         + byte(&p.retain_available)
         + p.user_properties
@@ -405,7 +481,12 @@ pub(crate) fn properties_len(p: &Properties) -> usize {
 /// Writes the property length and every present property, in identifier order except that
 /// user properties keep their own order.
 fn put_properties(out: &mut BytesMut, p: &Properties) {
-    put_var_int(out, properties_len(p));
+    put_properties_patched(out, p, &PropertiesPatch::default())
+}
+
+/// [`put_properties`] of `p` with `patch` applied.
+fn put_properties_patched(out: &mut BytesMut, p: &Properties, patch: &PropertiesPatch) {
+    put_var_int(out, properties_len_patched(p, patch));
     fn byte(out: &mut BytesMut, pid: u8, o: Option<u8>) {
         if let Some(v) = o {
             out.put_u8(pid);
@@ -442,11 +523,18 @@ fn put_properties(out: &mut BytesMut, p: &Properties) {
         id::PAYLOAD_FORMAT_INDICATOR,
         p.payload_format_indicator,
     );
-    four(out, id::MESSAGE_EXPIRY_INTERVAL, p.message_expiry_interval);
+    four(
+        out,
+        id::MESSAGE_EXPIRY_INTERVAL,
+        patch.message_expiry_interval.or(p.message_expiry_interval),
+    );
     s(out, id::CONTENT_TYPE, st(&p.content_type));
     s(out, id::RESPONSE_TOPIC, st(&p.response_topic));
     s(out, id::CORRELATION_DATA, bin(&p.correlation_data));
-    for &v in &p.subscription_identifiers {
+    let ids = patch
+        .subscription_identifiers
+        .unwrap_or(&p.subscription_identifiers);
+    for &v in ids {
         out.put_u8(id::SUBSCRIPTION_IDENTIFIER);
         put_var_int(out, v as usize);
     }
@@ -475,7 +563,7 @@ fn put_properties(out: &mut BytesMut, p: &Properties) {
     s(out, id::REASON_STRING, st(&p.reason_string));
     two(out, id::RECEIVE_MAXIMUM, p.receive_maximum);
     two(out, id::TOPIC_ALIAS_MAXIMUM, p.topic_alias_maximum);
-    two(out, id::TOPIC_ALIAS, p.topic_alias);
+    two(out, id::TOPIC_ALIAS, patch.topic_alias.or(p.topic_alias));
     byte(out, id::MAXIMUM_QOS, p.maximum_qos);
     byte(out, id::RETAIN_AVAILABLE, p.retain_available);
     for (k, v) in &p.user_properties {
@@ -504,6 +592,54 @@ fn put_properties(out: &mut BytesMut, p: &Properties) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_patched_publish_ref_encodes_as_the_patched_publish() {
+        let stored = Publish {
+            qos: QoS::AtLeastOnce,
+            topic: "a/b".into(),
+            packet_id: 7,
+            properties: Properties {
+                message_expiry_interval: Some(60),
+                content_type: Some("text/plain".into()),
+                user_properties: vec![("k".into(), "v".into())],
+                ..Default::default()
+            },
+            payload: Bytes::from_static(b"hello"),
+            ..Default::default()
+        };
+        let ids = [3u32, 200];
+        let mut r = PublishRef::new(&stored);
+        r.dup = true;
+        r.topic = b"";
+        r.patch = PropertiesPatch {
+            message_expiry_interval: Some(59),
+            subscription_identifiers: Some(&ids),
+            topic_alias: Some(2),
+        };
+        let mut expected = stored.clone();
+        expected.dup = true;
+        expected.topic = "".into();
+        expected.properties.message_expiry_interval = Some(59);
+        expected.properties.subscription_identifiers = ids.to_vec();
+        expected.properties.topic_alias = Some(2);
+        for version in [V311, V5] {
+            let mut out = BytesMut::new();
+            let n = encode_publish(&r, version, &mut out);
+            assert_eq!(n, publish_encoded_len(&r, version));
+            assert_eq!(
+                &out[..],
+                &enc(&Packet::Publish(expected.clone()), version)[..]
+            );
+        }
+        let mut out = BytesMut::new();
+        encode_publish(&PublishRef::new(&stored), V5, &mut out);
+        assert_eq!(
+            &out[..],
+            &enc(&Packet::Publish(stored), V5)[..],
+            "unpatched"
+        );
+    }
     use crate::protocol::packet::{
         Auth, ConnAck, Disconnect, PubResp, QoS, SubAck, Subscribe, UnsubAck, Will,
     };

@@ -13,6 +13,8 @@ pub mod reason;
 pub mod topic;
 
 pub use decode::{connect_level, decode, DecodeError, MAX_PACKET_SIZE, MAX_REMAINING_LENGTH};
-pub use encode::{encode, encoded_len};
+pub use encode::{
+    encode, encode_publish, encoded_len, publish_encoded_len, PropertiesPatch, PublishRef,
+};
 pub use packet::*;
 pub use properties::Properties;

@@ -20,7 +20,9 @@ use std::time::Instant;
 
 use crate::auth::ClientAcl;
 use crate::message::Delivery;
-use crate::protocol::{encoded_len, ByteStr, Packet, ProtocolVersion, PubResp, SubOptions, Will};
+use crate::protocol::{
+    publish_encoded_len, ByteStr, Packet, ProtocolVersion, PubResp, Publish, SubOptions, Will,
+};
 use crate::store::{wall_from_instant, Batch, Flow, StoredSession};
 
 /// Where an outgoing QoS 1/2 message stands in its flow.
@@ -81,12 +83,49 @@ pub struct Subscription {
     pub identifier: Option<u32>,
 }
 
+/// A PUBLISH the session decided to send: the delivery and its per-send fields. The shard
+/// encodes it straight from the shared message (`Message::publish_ref`); no `Publish` is
+/// built per delivery (issue #7).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendPublish {
+    pub delivery: Delivery,
+    /// 0 at QoS 0.
+    pub packet_id: u16,
+    pub dup: bool,
+}
+
+impl SendPublish {
+    /// The PUBLISH as an owned packet (tests, logs; clones the properties).
+    pub fn to_publish(&self) -> Publish {
+        self.delivery
+            .msg
+            .to_publish(&self.delivery, self.packet_id, self.dup)
+    }
+}
+
+/// What a session asks its connection to send, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outgoing {
+    Publish(SendPublish),
+    /// PUBREL of this packet id (a resumed QoS 2 flow).
+    PubRel(u16),
+}
+
+impl Outgoing {
+    /// As an owned packet (tests).
+    pub fn to_packet(&self) -> Packet {
+        match self {
+            Outgoing::Publish(p) => Packet::Publish(p.to_publish()),
+            Outgoing::PubRel(id) => Packet::PubRel(PubResp::new(*id)),
+        }
+    }
+}
+
 /// What became of a message offered to a session.
-#[allow(clippy::large_enum_variant)] // returned and consumed at once, never stored
 #[derive(Debug, PartialEq, Eq)]
 pub enum Offer {
     /// Send this PUBLISH now.
-    Send(Packet),
+    Send(SendPublish),
     /// Kept in the session queue.
     Queued,
     /// Dropped: QoS 0 for an offline client, the queue is full, or too large for the client.
@@ -311,10 +350,12 @@ impl Session {
         }
     }
 
-    /// True if the client can take this PUBLISH (its Maximum Packet Size).
-    fn fits(&self, publish: &Packet) -> bool {
+    /// True if the client can take this delivery's PUBLISH (its Maximum Packet Size; the
+    /// size without a topic alias, which only makes it smaller).
+    fn fits(&self, d: &Delivery) -> bool {
         self.limits.max_packet_size == 0
-            || encoded_len(publish, self.version) <= self.limits.max_packet_size as usize
+            || publish_encoded_len(&d.msg.publish_ref(d, 1, false), self.version)
+                <= self.limits.max_packet_size as usize
     }
 
     /// Starts the flow of a QoS 1/2 message and returns its PUBLISH, or `None` when the
@@ -326,16 +367,20 @@ impl Session {
         delivery: Delivery,
         stored: bool,
         batch: &mut Batch,
-    ) -> Option<Packet> {
-        let packet_id = self.allocate_packet_id();
-        let publish = Packet::Publish(delivery.msg.to_publish(&delivery, packet_id, false));
-        if !self.fits(&publish) {
+    ) -> Option<SendPublish> {
+        if !self.fits(&delivery) {
             self.dropped += 1;
             if stored && self.durable {
                 batch.delete_queued(&self.client_id, seq);
             }
             return None;
         }
+        let packet_id = self.allocate_packet_id();
+        let publish = SendPublish {
+            delivery: delivery.clone(),
+            packet_id,
+            dup: false,
+        };
         let state = if delivery.qos == crate::protocol::QoS::ExactlyOnce {
             OutState::AwaitPubRec
         } else {
@@ -364,9 +409,12 @@ impl Session {
             if !connected {
                 return Offer::Dropped;
             }
-            let publish = Packet::Publish(delivery.msg.to_publish(&delivery, 0, false));
-            return if self.fits(&publish) {
-                Offer::Send(publish)
+            return if self.fits(&delivery) {
+                Offer::Send(SendPublish {
+                    delivery,
+                    packet_id: 0,
+                    dup: false,
+                })
             } else {
                 Offer::Dropped
             };
@@ -392,7 +440,7 @@ impl Session {
 
     /// Moves queued messages into the window while it has room; returns their PUBLISHes.
     /// Queued messages whose expiry interval passed are discarded ([MQTT-3.3.2-5]).
-    pub fn fill_window(&mut self, out: &mut Vec<Packet>, batch: &mut Batch) {
+    pub fn fill_window(&mut self, out: &mut Vec<Outgoing>, batch: &mut Batch) {
         let now = Instant::now();
         while self.conn.is_some() && self.window_open() {
             let Some(q) = self.queue.pop_front() else {
@@ -409,20 +457,25 @@ impl Session {
                 }
                 continue;
             }
-            out.extend(self.start_flow(q.seq, q.delivery, true, batch));
+            out.extend(
+                self.start_flow(q.seq, q.delivery, true, batch)
+                    .map(Outgoing::Publish),
+            );
         }
     }
 
     /// The packets to resend when a persistent session is resumed: unacknowledged PUBLISHes
     /// with DUP set and the same packet id, and PUBRELs whose PUBCOMP is missing
     /// ([MQTT-4.4.0-1]), in their original order; then queued messages while the window allows.
-    pub fn resume(&mut self, out: &mut Vec<Packet>, batch: &mut Batch) {
+    pub fn resume(&mut self, out: &mut Vec<Outgoing>, batch: &mut Batch) {
         for f in &self.inflight {
             out.push(match f.state {
-                OutState::AwaitPubAck | OutState::AwaitPubRec => {
-                    Packet::Publish(f.delivery.msg.to_publish(&f.delivery, f.packet_id, true))
-                }
-                OutState::AwaitPubComp => Packet::PubRel(PubResp::new(f.packet_id)),
+                OutState::AwaitPubAck | OutState::AwaitPubRec => Outgoing::Publish(SendPublish {
+                    delivery: f.delivery.clone(),
+                    packet_id: f.packet_id,
+                    dup: true,
+                }),
+                OutState::AwaitPubComp => Outgoing::PubRel(f.packet_id),
             });
         }
         self.fill_window(out, batch);
@@ -527,7 +580,7 @@ mod tests {
 
     fn publish(offer: Offer) -> crate::protocol::Publish {
         match offer {
-            Offer::Send(Packet::Publish(p)) => p,
+            Offer::Send(p) => p.to_publish(),
             other => panic!("expected a PUBLISH, got {other:?}"),
         }
     }
@@ -551,7 +604,7 @@ mod tests {
         let mut out = Vec::new();
         s.fill_window(&mut out, &mut Batch::new());
         assert_eq!(out.len(), 1);
-        let Packet::Publish(c) = &out[0] else {
+        let Packet::Publish(c) = &out[0].to_packet() else {
             panic!()
         };
         assert_eq!(c.payload[0], 3);
@@ -593,15 +646,18 @@ mod tests {
         let mut out = Vec::new();
         s.resume(&mut out, &mut Batch::new());
         assert_eq!(out.len(), 3);
-        match &out[0] {
+        match &out[0].to_packet() {
             Packet::Publish(p) => {
                 assert!(p.dup);
                 assert_eq!(p.packet_id, p1.packet_id);
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(out[1], Packet::PubRel(PubResp::new(p2.packet_id)));
-        match &out[2] {
+        assert_eq!(
+            out[1].to_packet(),
+            Packet::PubRel(PubResp::new(p2.packet_id))
+        );
+        match &out[2].to_packet() {
             Packet::Publish(p) => assert!(!p.dup && p.payload[0] == 3),
             other => panic!("{other:?}"),
         }
@@ -630,11 +686,11 @@ mod tests {
         assert_eq!(s.offer(d(2, QoS::AtLeastOnce), &mut b), Offer::Queued);
         assert_eq!(
             s.offer(d(3, QoS::AtMostOnce), &mut b),
-            Offer::Send(Packet::Publish(msg(3).to_publish(
-                &d(3, QoS::AtMostOnce),
-                0,
-                false
-            )))
+            Offer::Send(SendPublish {
+                delivery: d(3, QoS::AtMostOnce),
+                packet_id: 0,
+                dup: false
+            })
         );
         assert_eq!(
             journal(&mut b),

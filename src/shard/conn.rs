@@ -26,6 +26,13 @@ pub struct Conn {
     /// Unparsed input. Unallocated while there is none: buffers come from and go back to the
     /// shard's [`super::pool::BufferPool`], so an idle connection holds no buffer.
     pub rbuf: BytesMut,
+    /// How much room the next growth of `rbuf` makes: doubles (up to `READ_CHUNK`) each time
+    /// the buffer runs out while the client keeps sending, back to [`super::pool::BUFFER_SIZE`] when it
+    /// goes idle (`Shard::tick`). Why: decoded payloads are slices of `rbuf`, so a buffer
+    /// still referenced by messages in flight cannot be reused and growing it allocates; a
+    /// busy publisher then pays one allocation per 64 KiB read instead of per 4 KiB (issue
+    /// #7), while idle connections keep small buffers.
+    pub rbuf_target: usize,
     /// Unsent output; like `rbuf`, unallocated while empty.
     pub wbuf: BytesMut,
     pub state: ConnState,
@@ -87,20 +94,23 @@ pub struct OutgoingAliases {
 }
 
 impl OutgoingAliases {
-    /// Rewrites `p` to use an alias for its topic when one exists or can be assigned.
-    pub fn apply(&mut self, p: &mut crate::protocol::Publish) {
+    /// The alias to send with a PUBLISH on `topic`, when one exists or can be assigned, and
+    /// whether the topic itself must still be sent (true the first time: that sets the
+    /// mapping). Allocates only when a new alias is assigned (the map itself at the first).
+    pub fn assign(&mut self, topic: &ByteStr) -> Option<(u16, bool)> {
         if self.max == 0 {
-            return;
+            return None;
         }
         let by_topic = self.by_topic.get_or_insert_with(Default::default);
-        if let Some(&alias) = by_topic.get(&p.topic) {
-            p.properties.topic_alias = Some(alias);
-            p.topic = ByteStr::default();
+        if let Some(&alias) = by_topic.get(topic) {
+            Some((alias, false))
         } else if by_topic.len() < usize::from(self.max) {
             let alias = by_topic.len() as u16 + 1;
             // The topic outlives the message: its own copy, not a slice of a read buffer.
-            by_topic.insert(p.topic.unshared(), alias);
-            p.properties.topic_alias = Some(alias);
+            by_topic.insert(topic.unshared(), alias);
+            Some((alias, true))
+        } else {
+            None
         }
     }
 }
@@ -115,6 +125,7 @@ impl Conn {
             stream,
             peer,
             rbuf: BytesMut::new(),
+            rbuf_target: super::pool::BUFFER_SIZE,
             wbuf: BytesMut::new(),
             state: ConnState::AwaitConnect,
             version: None,
@@ -135,6 +146,23 @@ impl Conn {
         }
     }
 
+    /// Gives the read buffer back to the pool when it is empty, reusable, and the connection
+    /// is not a busy sender. Otherwise the connection keeps it:
+    /// - a busy sender (its buffer grew, `rbuf_target`) will read again soon;
+    /// - a buffer that payloads still slice (messages in flight) cannot be reused by the
+    ///   pool, and dropping it would make the next read allocate a fresh one each time;
+    ///   keeping it lets the read path grow it (`rbuf_target`), one allocation per 64 KiB.
+    ///
+    /// The tick gives back what a quiet connection still holds.
+    pub fn release_idle_rbuf(&mut self, pool: &mut super::pool::BufferPool) {
+        if self.rbuf.is_empty()
+            && self.rbuf_target <= super::pool::BUFFER_SIZE
+            && self.rbuf.try_reclaim(super::pool::BUFFER_SIZE)
+        {
+            pool.give(&mut self.rbuf);
+        }
+    }
+
     /// True once the client spoke MQTT 5 in its CONNECT (reason codes and properties on).
     pub fn is_v5(&self) -> bool {
         self.version.is_some_and(ProtocolVersion::is_v5)
@@ -152,14 +180,6 @@ impl Conn {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::Publish;
-
-    fn publish(topic: &str) -> Publish {
-        Publish {
-            topic: topic.into(),
-            ..Default::default()
-        }
-    }
 
     #[test]
     fn outgoing_aliases_are_assigned_then_reused_up_to_the_maximum() {
@@ -167,21 +187,12 @@ mod tests {
             max: 1,
             ..Default::default()
         };
-        let mut p = publish("a/b");
-        a.apply(&mut p);
         assert_eq!(
-            (p.topic.as_str(), p.properties.topic_alias),
-            ("a/b", Some(1))
+            a.assign(&"a/b".into()),
+            Some((1, true)),
+            "topic and new alias"
         );
-        let mut p = publish("a/b");
-        a.apply(&mut p);
-        assert_eq!((p.topic.as_str(), p.properties.topic_alias), ("", Some(1)));
-        let mut p = publish("c");
-        a.apply(&mut p);
-        assert_eq!(
-            (p.topic.as_str(), p.properties.topic_alias),
-            ("c", None),
-            "no alias left"
-        );
+        assert_eq!(a.assign(&"a/b".into()), Some((1, false)), "alias alone");
+        assert_eq!(a.assign(&"c".into()), None, "no alias left");
     }
 }

@@ -161,10 +161,13 @@ impl Shard {
         for to in 0..d.owe_ticket.len() {
             if std::mem::take(&mut d.owe_ticket[to]) {
                 d.sent[to] += 1;
-                self.peers[to].push(ShardMsg::Ticket {
-                    from: me as u16,
-                    ticket: d.sent[to],
-                });
+                self.outbox.push(
+                    to,
+                    ShardMsg::Ticket {
+                        from: me as u16,
+                        ticket: d.sent[to],
+                    },
+                );
                 self.wake_pending[to] = true;
                 ticketed = true;
             }
@@ -196,10 +199,13 @@ impl Shard {
             for from in 0..d.seen.len() {
                 if d.seen[from] > d.reported[from] {
                     d.reported[from] = d.seen[from];
-                    self.peers[from].push(ShardMsg::Committed {
-                        from: me as u16,
-                        upto: d.seen[from],
-                    });
+                    self.outbox.push(
+                        from,
+                        ShardMsg::Committed {
+                            from: me as u16,
+                            upto: d.seen[from],
+                        },
+                    );
                     self.wake_pending[from] = true;
                 }
             }

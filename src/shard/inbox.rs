@@ -1,17 +1,22 @@
 //! Cross-shard messages: the only way one shard affects another.
 //!
-//! Each shard has one unbounded multi-producer queue and a `mio::Waker`. A producer pushes and
-//! wakes the consumer only if it is parked in `poll` (its `sleeping` flag), so a busy shard is
-//! never woken by a syscall, and a shard that publishes to many others wakes each at most once
-//! per loop turn (`Shard::wake_pending`). All updates from one shard reach another in the order
-//! they were sent, which is what keeps the per-shard index replicas consistent.
+//! Each shard has one bounded multi-producer queue of [`Batch`]es and a `mio::Waker`. A
+//! producer pushes at most one batch per loop turn (`outbox::Outbox`) and wakes the consumer
+//! only if it is parked in `poll` (its `sleeping` flag), so a busy shard is never woken by a
+//! syscall, and a shard that publishes to many others wakes each at most once per loop turn
+//! (`Shard::wake_pending`). All updates from one shard reach another in the order they were
+//! sent, which is what keeps the per-shard index replicas consistent.
+//!
+//! The queues are bounded and preallocated (crossbeam's array flavour): a push never
+//! allocates. A drained batch's Vec goes back to the shard that filled it through that shard's
+//! bounded free list ([`ShardHandle::recycle`]), so batches are reused, not reallocated.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::Waker;
 
 use crate::index::{Entry, SubscriberId};
@@ -34,7 +39,25 @@ pub struct Migrating {
     pub auth: crate::auth::Auth,
 }
 
-/// One item of a shard's inbox.
+/// Batches a shard's inbox holds at most. A producer pushes one per turn per destination and
+/// the consumer drains all of them every turn, so this is only reached when a shard stalls;
+/// the producer then keeps its batch (see `outbox`).
+pub(crate) const INBOX_BATCHES: usize = 1024;
+/// Empty batch Vecs a shard keeps for reuse.
+const FREE_BATCHES: usize = 64;
+/// A batch Vec larger than this (items) is freed rather than kept: a burst must not pin its
+/// memory for ever.
+const MAX_RECYCLED_ITEMS: usize = 4096;
+
+/// Everything one shard sent another in one loop turn, in the order it was produced.
+#[derive(Debug)]
+pub struct Batch {
+    /// The sending shard: where the Vec goes back, and the origin that persistence will need.
+    pub from: u16,
+    pub items: Vec<ShardMsg>,
+}
+
+/// One item of a batch.
 #[derive(Debug)]
 pub enum ShardMsg {
     /// A message published on another shard that has at least one subscriber here.
@@ -65,7 +88,9 @@ pub enum ShardMsg {
 /// The sending side of a shard's inbox, held by every shard.
 #[derive(Debug, Clone)]
 pub struct ShardHandle {
-    tx: Sender<ShardMsg>,
+    tx: Sender<Batch>,
+    /// The shard's free list of empty batch Vecs (filled by the shards that drain them).
+    free: Sender<Vec<ShardMsg>>,
     waker: Arc<Waker>,
     sleeping: Arc<AtomicBool>,
 }
@@ -73,30 +98,43 @@ pub struct ShardHandle {
 /// The receiving side, owned by the shard itself.
 #[derive(Debug)]
 pub struct Inbox {
-    pub rx: Receiver<ShardMsg>,
+    pub rx: Receiver<Batch>,
+    /// Empty batch Vecs given back to this shard, for its `Outbox`.
+    pub free: Receiver<Vec<ShardMsg>>,
     sleeping: Arc<AtomicBool>,
 }
 
 /// Creates a shard's inbox pair around its poll's waker.
 pub fn inbox(waker: Waker) -> (ShardHandle, Inbox) {
-    let (tx, rx) = crossbeam_channel::unbounded();
+    let (tx, rx) = crossbeam_channel::bounded(INBOX_BATCHES);
+    let (free_tx, free) = crossbeam_channel::bounded(FREE_BATCHES);
     let sleeping = Arc::new(AtomicBool::new(false));
     (
         ShardHandle {
             tx,
+            free: free_tx,
             waker: Arc::new(waker),
             sleeping: sleeping.clone(),
         },
-        Inbox { rx, sleeping },
+        Inbox { rx, free, sleeping },
     )
 }
 
 impl ShardHandle {
-    /// Queues `msg`. The caller wakes the shard later with [`ShardHandle::wake_if_sleeping`],
-    /// once per loop turn, so a burst of items costs one wake-up.
-    pub fn push(&self, msg: ShardMsg) {
-        // The receiver lives as long as the broker; a send fails only during shutdown.
-        let _ = self.tx.send(msg);
+    /// Queues `batch` without blocking; gives it back when the queue is full (the caller keeps
+    /// it, in order) or gone (shutdown). The caller wakes the shard later with
+    /// [`ShardHandle::wake_if_sleeping`], once per loop turn.
+    pub fn push(&self, batch: Batch) -> Result<(), TrySendError<Batch>> {
+        self.tx.try_send(batch)
+    }
+
+    /// Gives a drained batch Vec back to this shard (its sender) for reuse; dropped when the
+    /// free list is full or the Vec grew large.
+    pub fn recycle(&self, mut items: Vec<ShardMsg>) {
+        items.clear();
+        if items.capacity() <= MAX_RECYCLED_ITEMS {
+            let _ = self.free.try_send(items);
+        }
     }
 
     /// Wakes the shard if it is parked in `poll`.

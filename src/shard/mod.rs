@@ -15,9 +15,12 @@
 //! persistent session or a second connection with the same id is always handled by one thread,
 //! with no broker-wide lock or registry.
 
+pub mod bench;
 pub mod conn;
 mod durable;
 pub mod inbox;
+pub mod msg_pool;
+pub mod outbox;
 pub mod pool;
 
 use std::io::{self, Read, Write};
@@ -37,11 +40,11 @@ use crate::message::Delivery;
 use crate::message::SharedMessage;
 use crate::protocol::reason::v5;
 use crate::protocol::{self, Disconnect, Packet, ProtocolVersion, QoS, SubOptions};
-use crate::session::{Offer, OutState, Session};
-use crate::store::{Batch, RecoveredSession, Store};
+use crate::session::{Offer, OutState, Outgoing, SendPublish, Session};
+use crate::store::{Batch as StoreBatch, RecoveredSession, Store};
 use crate::transport::{TlsListener, Transport};
 use conn::{Conn, ConnState};
-use inbox::{Inbox, ShardHandle, ShardMsg};
+use inbox::{Batch, Inbox, ShardHandle, ShardMsg};
 use pool::{BufferPool, BUFFER_SIZE};
 
 /// Tokens at and above this value are listeners; below are connection slots.
@@ -188,8 +191,8 @@ pub struct Shard {
     pub(crate) wake_pending: Vec<bool>,
     /// Reused buffer of local matches (subscriber, options, identifier) for one route.
     pub(crate) matches: Vec<(SubscriberId, SubOptions, Option<u32>)>,
-    /// Reused buffer of packets produced by a session.
-    pub(crate) out: Vec<Packet>,
+    /// Reused buffer of what a session asks to send (resume, window refill).
+    pub(crate) out: Vec<Outgoing>,
     /// Counter for generated client ids.
     pub(crate) next_client_number: u64,
     /// Password checks sent to the auth worker, and its answers.
@@ -205,11 +208,15 @@ pub struct Shard {
     /// Connections sent here by other shards, adopted at the top of the loop (`adopt_pending`).
     pub(crate) adoptions: Vec<inbox::Migrating>,
     /// This turn's changes to durable state (stays empty without persistence).
-    pub(crate) batch: Batch,
+    pub(crate) batch: StoreBatch,
     /// Persistence, when on.
     pub(crate) durable: Option<durable::Durable>,
     /// Read and write buffers of the connections that have something to parse or send.
     pub(crate) buffers: BufferPool,
+    /// Items for other shards, sent as one batch per destination at the end of the turn.
+    pub(crate) outbox: outbox::Outbox,
+    /// Recycled `Arc<Message>` allocations for the messages published here.
+    pub(crate) pool: msg_pool::MessagePool,
 }
 
 impl Shard {
@@ -229,6 +236,7 @@ impl Shard {
                 .register(l, Token(LISTENER_BASE + i), Interest::READABLE)?;
         }
         let n = peers.len();
+        let inbox_free = inbox.free.clone();
         // Password answers wake this shard like an inbox item would.
         let auth = shared.auth_worker.as_ref().map(|w| {
             let me = peers[id].clone();
@@ -259,8 +267,10 @@ impl Shard {
             buffers: BufferPool::new(),
             accept_rate,
             rate_limited: 0,
-            batch: Batch::new(),
+            batch: StoreBatch::new(),
             durable: store.map(|s| durable::Durable::new(s, n)),
+            pool: msg_pool::MessagePool::default(),
+            outbox: outbox::Outbox::new(id, n, inbox_free),
         })
     }
 
@@ -316,10 +326,13 @@ impl Shard {
         let mut next_tick = Instant::now() + TICK;
         loop {
             let timeout = next_tick.saturating_duration_since(Instant::now());
-            let timeout = if self.inbox.park() {
-                timeout
-            } else {
+            let timeout = if !self.inbox.park() {
                 Duration::ZERO
+            } else if self.outbox.has_pending() {
+                // A batch waits for room in a stalled shard's queue: retry soon.
+                timeout.min(Duration::from_millis(1))
+            } else {
+                timeout
             };
             let polled = self.poll.poll(&mut events, Some(timeout));
             self.inbox.unpark();
@@ -339,6 +352,7 @@ impl Shard {
             self.adopt_pending();
             self.drain_auth_responses();
             self.end_turn(false);
+            self.pool.reclaim();
             let now = Instant::now();
             if now >= next_tick {
                 self.tick(now);
@@ -348,10 +362,15 @@ impl Shard {
         }
     }
 
-    /// The end of a loop turn: the turn's changes are made durable (persistence), then its
-    /// writes go out (once per connection), then the other shards it sent to are woken.
+    /// The end of a loop turn: the turn's changes are made durable (persistence, which also
+    /// queues its tickets and confirmations behind the turn's deliveries), then this turn's
+    /// batches to other shards are queued, then client connections are flushed (in this
+    /// order, so a SUBACK never leaves before its replica updates are queued, nor a PUBACK
+    /// before its message is stored), then the shards that were sent something and are
+    /// parked are woken.
     fn end_turn(&mut self, tick: bool) {
         self.commit_turn(tick);
+        self.outbox.send(&self.peers);
         self.flush_dirty();
         self.wake_peers();
     }
@@ -495,7 +514,7 @@ impl Shard {
     fn on_readable(&mut self, key: usize) {
         self.read_and_process(key);
         if let Some(conn) = self.conns.get_mut(key) {
-            self.buffers.give_if_empty(&mut conn.rbuf);
+            conn.release_idle_rbuf(&mut self.buffers);
         }
     }
 
@@ -507,8 +526,13 @@ impl Shard {
             };
             self.buffers.ensure(&mut conn.rbuf);
             if conn.rbuf.capacity() - conn.rbuf.len() < BUFFER_SIZE {
+                // Room for the connection's current read size (see `Conn::rbuf_target`), and
+                // at least doubling for a large packet still arriving.
+                let len = conn.rbuf.len();
+                let grow = BUFFER_SIZE.max(len).min(READ_CHUNK);
                 conn.rbuf
-                    .reserve(BUFFER_SIZE.max(conn.rbuf.len()).min(READ_CHUNK));
+                    .reserve(grow.max(conn.rbuf_target.saturating_sub(len)));
+                conn.rbuf_target = (conn.rbuf_target * 2).min(READ_CHUNK);
             }
             let spare = conn.rbuf.spare_capacity_mut();
             // SAFETY: `read` only writes into the slice; we advance `len` by what it reports.
@@ -593,7 +617,7 @@ impl Shard {
                 Ok(None) => {
                     // Everything complete is handled: an empty buffer goes back to the pool
                     // (this also covers callers other than `on_readable`: adoption, auth).
-                    self.buffers.give_if_empty(&mut conn.rbuf);
+                    conn.release_idle_rbuf(&mut self.buffers);
                     return true;
                 }
                 Err(e) => {
@@ -609,18 +633,47 @@ impl Shard {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        if let Packet::Publish(p) = packet {
+            return self.write_publish(key, &p.topic, protocol::PublishRef::new(p));
+        }
         let version = conn.version.unwrap_or(protocol::ProtocolVersion::V311);
         self.buffers.ensure(&mut conn.wbuf);
-        match packet {
-            Packet::Publish(p) if conn.aliases_out.max > 0 => {
-                let mut p = p.clone();
-                conn.aliases_out.apply(&mut p);
-                protocol::encode(&Packet::Publish(p), version, &mut conn.wbuf);
-            }
-            _ => {
-                protocol::encode(packet, version, &mut conn.wbuf);
+        protocol::encode(packet, version, &mut conn.wbuf);
+        if !conn.dirty {
+            conn.dirty = true;
+            self.dirty.push(key);
+        }
+    }
+
+    /// Encodes a PUBLISH a session decided to send, straight from the shared message.
+    pub(crate) fn send_publish(&mut self, key: usize, p: &SendPublish) {
+        let d = &p.delivery;
+        self.write_publish(key, &d.msg.topic, d.msg.publish_ref(d, p.packet_id, p.dup));
+    }
+
+    /// Writes `publish` (whose topic is `topic`) onto the connection's buffer, with this
+    /// connection's topic alias when it has one ([MQTT-3.3.2-12]). Nothing is cloned: the
+    /// alias is a patch on the borrowed parts.
+    fn write_publish(
+        &mut self,
+        key: usize,
+        topic: &protocol::ByteStr,
+        mut publish: protocol::PublishRef,
+    ) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let version = conn.version.unwrap_or(protocol::ProtocolVersion::V311);
+        self.buffers.ensure(&mut conn.wbuf);
+        if conn.aliases_out.max > 0 {
+            if let Some((alias, send_topic)) = conn.aliases_out.assign(topic) {
+                publish.patch.topic_alias = Some(alias);
+                if !send_topic {
+                    publish.topic = &[];
+                }
             }
         }
+        protocol::encode_publish(&publish, version, &mut conn.wbuf);
         if !conn.dirty {
             conn.dirty = true;
             self.dirty.push(key);
@@ -641,6 +694,15 @@ impl Shard {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        if self.outbox.holds_index_update() {
+            // This buffer may hold a SUBACK whose replica update is not queued yet (outbox):
+            // flushed at the end of a later turn, once it is.
+            if !conn.dirty {
+                conn.dirty = true;
+                self.dirty.push(key);
+            }
+            return;
+        }
         conn.dirty = false;
         while !conn.wbuf.is_empty() {
             match conn.stream.write(&conn.wbuf) {
@@ -677,6 +739,9 @@ impl Shard {
     }
 
     fn flush_dirty(&mut self) {
+        if self.outbox.holds_index_update() {
+            return; // see `flush`
+        }
         while let Some(key) = self.dirty.pop() {
             self.flush(key);
         }
@@ -686,31 +751,37 @@ impl Shard {
     /// handling a SUBSCRIBE, so a subscription acknowledged on another shard is always visible
     /// to a publish that was sent after the SUBACK (the update is queued before the SUBACK).
     pub(crate) fn drain_inbox(&mut self) {
-        while let Ok(msg) = self.inbox.rx.try_recv() {
-            match msg {
-                ShardMsg::Deliver(msg) => self.deliver_remote(&msg),
-                ShardMsg::DeliverShared { msg, entry, group } => {
-                    self.deliver_shared(msg, entry, group)
+        while let Ok(Batch { from, mut items }) = self.inbox.rx.try_recv() {
+            for msg in items.drain(..) {
+                self.apply_inbox_item(msg);
+            }
+            self.peers[usize::from(from)].recycle(items);
+        }
+    }
+
+    /// One item from another shard (see [`Shard::drain_inbox`]).
+    fn apply_inbox_item(&mut self, msg: ShardMsg) {
+        match msg {
+            ShardMsg::Deliver(msg) => self.deliver_remote(&msg),
+            ShardMsg::DeliverShared { msg, entry, group } => self.deliver_shared(msg, entry, group),
+            ShardMsg::IndexInsert { filter, entry } => {
+                self.index.insert(&filter, entry);
+            }
+            ShardMsg::IndexRemove { filter, subscriber } => {
+                self.index.remove(&filter, subscriber);
+            }
+            // Not here: drain_inbox also runs in the middle of handling a packet (before a
+            // route or a SUBSCRIBE), and an adopted CONNECT may take over, and close, the
+            // very connection being handled. Adoption waits for the top of the loop.
+            ShardMsg::Adopt(m) => self.adoptions.push(*m),
+            ShardMsg::Ticket { from, ticket } => {
+                if let Some(d) = &mut self.durable {
+                    d.ticket(usize::from(from), ticket);
                 }
-                ShardMsg::IndexInsert { filter, entry } => {
-                    self.index.insert(&filter, entry);
-                }
-                ShardMsg::IndexRemove { filter, subscriber } => {
-                    self.index.remove(&filter, subscriber);
-                }
-                // Not here: drain_inbox also runs in the middle of handling a packet (before a
-                // route or a SUBSCRIBE), and an adopted CONNECT may take over, and close, the
-                // very connection being handled. Adoption waits for the top of the loop.
-                ShardMsg::Adopt(m) => self.adoptions.push(*m),
-                ShardMsg::Ticket { from, ticket } => {
-                    if let Some(d) = &mut self.durable {
-                        d.ticket(usize::from(from), ticket);
-                    }
-                }
-                ShardMsg::Committed { from, upto } => {
-                    if let Some(d) = &mut self.durable {
-                        d.committed(usize::from(from), upto);
-                    }
+            }
+            ShardMsg::Committed { from, upto } => {
+                if let Some(d) = &mut self.durable {
+                    d.committed(usize::from(from), upto);
                 }
             }
         }
@@ -738,7 +809,7 @@ impl Shard {
                 d.delivered_to(to);
             }
         }
-        self.peers[to].push(msg);
+        self.outbox.push(to, msg);
         self.wake_pending[to] = true;
     }
 
@@ -873,10 +944,10 @@ impl Shard {
         let conn = slot.session.conn;
         let dropped_before = slot.session.dropped;
         match slot.session.offer(delivery, &mut self.batch) {
-            Offer::Send(packet) => {
+            Offer::Send(publish) => {
                 let Some(key) = conn else { return };
                 let backlog = self.conns.get(key).map_or(0, |c| c.wbuf.len());
-                let qos0 = matches!(&packet, Packet::Publish(p) if p.qos == QoS::AtMostOnce);
+                let qos0 = publish.delivery.qos == QoS::AtMostOnce;
                 if qos0 && backlog > SLOW_CONSUMER_BACKLOG {
                     // A subscriber that does not read: its QoS 0 messages are dropped rather
                     // than grow its buffer without bound (QoS 1/2 are bounded by the window).
@@ -891,7 +962,7 @@ impl Shard {
                     }
                     return;
                 }
-                self.send(key, &packet);
+                self.send_publish(key, &publish);
             }
             Offer::Queued => {}
             Offer::Dropped => {
@@ -911,8 +982,13 @@ impl Shard {
     /// Sends the packets a session produced (`self.out`) to its connection.
     pub(crate) fn send_session_output(&mut self, conn: usize) {
         let mut out = std::mem::take(&mut self.out);
-        for p in out.drain(..) {
-            self.send(conn, &p);
+        for o in out.drain(..) {
+            match o {
+                Outgoing::Publish(p) => self.send_publish(conn, &p),
+                Outgoing::PubRel(id) => {
+                    self.send(conn, &Packet::PubRel(protocol::PubResp::new(id)))
+                }
+            }
         }
         self.out = out;
     }
@@ -920,8 +996,14 @@ impl Shard {
     /// Keep-alive and CONNECT time-outs.
     fn tick(&mut self, now: Instant) {
         let mut expired = Vec::new();
-        for (key, conn) in self.conns.iter() {
+        for (key, conn) in self.conns.iter_mut() {
             let idle = now.saturating_duration_since(conn.last_rx);
+            if idle >= TICK && conn.rbuf.is_empty() && conn.rbuf.capacity() > 0 {
+                // Idle now: the read buffer goes back to the pool and the next one starts
+                // small again (see `Conn::rbuf_target`).
+                self.buffers.give(&mut conn.rbuf);
+                conn.rbuf_target = BUFFER_SIZE;
+            }
             match conn.state {
                 ConnState::AwaitConnect if idle > CONNECT_TIMEOUT => expired.push((key, false)),
                 ConnState::Active { .. } if conn.idle_limit.is_some_and(|l| idle > l) => {
@@ -1176,8 +1258,9 @@ mod tests {
     /// pushes these past the bounds should be treated the same, or the bound raised on purpose.
     #[test]
     fn per_connection_structs_stay_small() {
+        // 296 + 8: the read buffer's growth target (`Conn::rbuf_target`).
         assert!(
-            std::mem::size_of::<Conn>() <= 296,
+            std::mem::size_of::<Conn>() <= 304,
             "{}",
             std::mem::size_of::<Conn>()
         );
