@@ -434,10 +434,11 @@ fn queued_messages_survive_an_orderly_restart() {
     assert_eq!(got, ["m0", "m1", "m2", "m3", "m4"]);
 }
 
-/// Disk full: a 5.0 publisher's QoS 1 message gets PUBACK 0x80 (not stored), a 3.1.1
-/// publisher gets no PUBACK until there is room again (it cannot be told of a failure), the
-/// broker keeps serving meanwhile, and once the disk has room the 3.1.1 PUBACK arrives and
-/// the message is delivered.
+/// Disk full: a 5.0 publisher's QoS 1 message gets PUBACK 0x80 (not stored), whether the
+/// subscriber's session is on the publisher's shard or on the other one; a 3.1.1 publisher
+/// gets no PUBACK until there is room again (it cannot be told of a failure); the broker keeps
+/// serving meanwhile, and once the disk has room the 3.1.1 PUBACK arrives and the message is
+/// delivered.
 #[test]
 fn disk_full_fails_publishes_and_the_broker_keeps_serving() {
     use common::v5::{self, V5};
@@ -452,9 +453,9 @@ fn disk_full_fails_publishes_and_the_broker_keeps_serving() {
     };
     let store = base.path().join("store");
     std::fs::create_dir(&store).unwrap();
-    let broker = persistent_broker(&store, &[]);
+    let broker = persistent_broker(&store, &["shards 2"]);
     let port = broker.port();
-    let id = unique_id("full-sub");
+    let id = id_on_shard("full-sub", 0, 2);
     park_subscriber(port, &id, "full/#", 1);
     // Take all the room that is left.
     let filler = base.path().join("filler");
@@ -463,13 +464,18 @@ fn disk_full_fails_publishes_and_the_broker_keeps_serving() {
     while std::io::Write::write_all(&mut f, &chunk).is_ok() {}
     drop(f);
 
-    let (mut p5, _) = V5::connect(port, &v5::connect(&unique_id("full-v5")));
-    let ack = p5
-        .publish(v5::publish("full/v5", &[7u8; 8192], 1, false, 1))
-        .expect("a PUBACK");
-    assert_eq!(ack.reason, 0x80, "the store failed: Unspecified error");
+    for shard in [0, 1] {
+        let (mut p5, _) = V5::connect(port, &v5::connect(&id_on_shard("full-v5", shard, 2)));
+        let ack = p5
+            .publish(v5::publish("full/v5", &[7u8; 8192], 1, false, 1))
+            .expect("a PUBACK");
+        assert_eq!(
+            ack.reason, 0x80,
+            "publisher on shard {shard}: the store failed, Unspecified error"
+        );
+    }
 
-    let (mut p3, _) = Raw::connect(port, &Connect::new(&unique_id("full-v3")));
+    let (mut p3, _) = Raw::connect(port, &Connect::new(&id_on_shard("full-v3", 1, 2)));
     p3.send(&raw::publish("full/v3", &[3u8; 8192], 1, false, 9));
     p3.expect_nothing(Duration::from_millis(800));
     // Still serving: a client that needs no store works.

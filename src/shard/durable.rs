@@ -25,9 +25,10 @@
 //! A failed commit (disk full, I/O error) fails the acknowledgements of that turn: an MQTT 5
 //! client gets PUBACK/PUBREC with 0x80 (Unspecified error: the message was routed, but not
 //! stored, so the client may send it again); a 3.x client, which has no way to hear of a
-//! failure, gets no acknowledgement until the store works again. Until then the shard
-//! confirms no tickets (publishers on other shards wait too), and each tick retries by
-//! rewriting the store's whole live state, which includes everything that failed.
+//! failure, gets no acknowledgement until the store works again. The shard answers the
+//! tickets of that turn with `CommitFailed` (the publishing shards fail their MQTT 5
+//! acknowledgements the same way) and confirms nothing until a retry succeeds; each tick
+//! retries by rewriting the store's whole live state, which includes everything that failed.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -77,6 +78,10 @@ pub(crate) struct Durable {
     seen: Vec<u64>,
     /// Per origin shard: the highest ticket confirmed to it.
     reported: Vec<u64>,
+    /// Per origin shard: the highest ticket reported failed to it.
+    reported_failed: Vec<u64>,
+    /// Per destination: the highest ticket it could not make durable.
+    failed_upto: Vec<u64>,
     /// Successful commits so far.
     epoch: u64,
     /// The last commit failed; nothing is confirmed until a retry succeeds.
@@ -96,6 +101,8 @@ impl Durable {
             confirmed: vec![0; shards],
             seen: vec![0; shards],
             reported: vec![0; shards],
+            reported_failed: vec![0; shards],
+            failed_upto: vec![0; shards],
             epoch: 0,
             failed: false,
             failures: 0,
@@ -115,6 +122,20 @@ impl Durable {
     /// Shard `from` made our deliveries up to ticket `upto` durable.
     pub fn committed(&mut self, from: usize, upto: u64) {
         self.confirmed[from] = self.confirmed[from].max(upto);
+    }
+
+    /// Shard `from` could not store our deliveries up to ticket `upto`.
+    pub fn commit_failed(&mut self, from: usize, upto: u64) {
+        self.failed_upto[from] = self.failed_upto[from].max(upto);
+    }
+
+    /// True if a destination failed to store a copy `h` waits for (and has not stored it
+    /// since).
+    fn failed(&self, h: &Held) -> bool {
+        h.needs
+            .iter()
+            .zip(self.confirmed.iter().zip(&self.failed_upto))
+            .any(|(n, (c, f))| n > c && n <= f)
     }
 
     /// A connection closed: its acknowledgements are never sent (the client sends the
@@ -194,7 +215,21 @@ impl Shard {
                 d.failed = false;
             }
         }
-        if !d.failed {
+        if d.failed {
+            for from in 0..d.seen.len() {
+                if d.seen[from] > d.reported[from].max(d.reported_failed[from]) {
+                    d.reported_failed[from] = d.seen[from];
+                    self.outbox.push(
+                        from,
+                        ShardMsg::CommitFailed {
+                            from: me as u16,
+                            upto: d.seen[from],
+                        },
+                    );
+                    self.wake_pending[from] = true;
+                }
+            }
+        } else {
             d.epoch += 1;
             for from in 0..d.seen.len() {
                 if d.seen[from] > d.reported[from] {
@@ -242,18 +277,39 @@ impl Shard {
         self.release_held();
     }
 
-    /// Writes the held acknowledgements whose copies are all durable now, oldest first.
+    /// Writes the held acknowledgements whose copies are all durable now, oldest first. Where
+    /// another shard failed to store a copy, MQTT 5 publishers get their failure now and 3.x
+    /// ones keep waiting (see the module documentation).
     pub(crate) fn release_held(&mut self) {
         loop {
             let Some(d) = self.durable.as_mut() else {
                 return;
             };
-            if !d.held.front().is_some_and(|h| d.ready(h)) {
+            let Some(h) = d.held.front() else {
                 return;
-            }
-            let h = d.held.pop_front().expect("checked");
-            for a in h.acks {
-                self.send(a.key, &a.packet);
+            };
+            if d.ready(h) {
+                let h = d.held.pop_front().expect("checked");
+                for a in h.acks {
+                    self.send(a.key, &a.packet);
+                }
+            } else if d.failed(h) {
+                let h = d.held.front_mut().expect("checked");
+                let (failed, wait): (Vec<Ack>, Vec<Ack>) =
+                    std::mem::take(&mut h.acks).into_iter().partition(|a| a.v5);
+                h.acks = wait;
+                let done = h.acks.is_empty();
+                if done {
+                    d.held.pop_front();
+                }
+                for a in failed {
+                    self.send_failed_ack(a);
+                }
+                if !done {
+                    return;
+                }
+            } else {
+                return;
             }
         }
     }

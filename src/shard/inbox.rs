@@ -83,6 +83,10 @@ pub enum ShardMsg {
     Ticket { from: u16, ticket: u64 },
     /// Persistence: shard `from` made the deliveries of this shard up to ticket `upto` durable.
     Committed { from: u16, upto: u64 },
+    /// Persistence: shard `from` could not store the deliveries of this shard up to ticket
+    /// `upto` (disk full): MQTT 5 publishers are told now; a `Committed` follows once a retry
+    /// succeeds.
+    CommitFailed { from: u16, upto: u64 },
 }
 
 /// The sending side of a shard's inbox, held by every shard.

@@ -784,6 +784,11 @@ impl Shard {
                     d.committed(usize::from(from), upto);
                 }
             }
+            ShardMsg::CommitFailed { from, upto } => {
+                if let Some(d) = &mut self.durable {
+                    d.commit_failed(usize::from(from), upto);
+                }
+            }
         }
     }
 
