@@ -10,16 +10,6 @@ use std::time::{Duration, Instant};
 use common::raw::{self, Connect, Raw};
 use common::Broker;
 
-/// Resident memory of a process, from /proc (kB).
-fn rss_kb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 /// 64 MiB of QoS 0 messages to a topic with one subscriber that never reads and one that
 /// keeps up: the reader gets every message in order, and midge's memory stays far below what
 /// buffering everything for the stalled one would take (its backlog is capped at 16 MiB).
@@ -67,7 +57,7 @@ fn stalled_subscriber_does_not_grow_memory_or_slow_others() {
     assert_eq!(receiver.join().expect("reader thread"), count);
     publisher.ping();
     if b.is_midge() {
-        let rss = rss_kb(b.pid());
+        let rss = common::rss_kib(b.pid());
         assert!(
             rss < 48 * 1024,
             "broker RSS {rss} kB: the stalled subscriber's backlog must be capped"

@@ -10,16 +10,6 @@ use std::time::Duration;
 use common::raw::{Connect, Raw};
 use common::Broker;
 
-/// Resident memory of a process, from /proc (KiB).
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 /// 2000 connections that connect and then stay silent. Measured on a release build with 10k
 /// such connections (loadgen/scripts/idle_rss.py): about 12 KiB each before buffer pooling
 /// (two 4 KiB buffers per connection, plus the read buffer the client id kept alive), under
@@ -45,14 +35,14 @@ fn idle_connections_hold_no_buffers() {
     // baseline.
     let mut clients = vec![Raw::connect(b.port(), &Connect::new("warm-up").keepalive(600)).0];
     std::thread::sleep(Duration::from_millis(300));
-    let before = rss_kib(b.pid());
+    let before = common::rss_kib(b.pid());
     for i in 0..connections {
         let id = format!("idle-{i:05}");
         let (c, _) = Raw::connect(b.port(), &Connect::new(&id).keepalive(600));
         clients.push(c);
     }
     std::thread::sleep(Duration::from_millis(500));
-    let after = rss_kib(b.pid());
+    let after = common::rss_kib(b.pid());
     let per_connection = (after.saturating_sub(before)) * 1024 / connections as u64;
     assert!(
         per_connection <= BOUND_PER_CONNECTION,

@@ -215,36 +215,13 @@ impl Shard {
                 d.failed = false;
             }
         }
-        if d.failed {
-            for from in 0..d.seen.len() {
-                if d.seen[from] > d.reported[from].max(d.reported_failed[from]) {
-                    d.reported_failed[from] = d.seen[from];
-                    self.outbox.push(
-                        from,
-                        ShardMsg::CommitFailed {
-                            from: me as u16,
-                            upto: d.seen[from],
-                        },
-                    );
-                    self.wake_pending[from] = true;
-                }
-            }
-        } else {
+        if !d.failed {
             d.epoch += 1;
-            for from in 0..d.seen.len() {
-                if d.seen[from] > d.reported[from] {
-                    d.reported[from] = d.seen[from];
-                    self.outbox.push(
-                        from,
-                        ShardMsg::Committed {
-                            from: me as u16,
-                            upto: d.seen[from],
-                        },
-                    );
-                    self.wake_pending[from] = true;
-                }
-            }
         }
+        self.answer_tickets();
+        let Some(d) = self.durable.as_mut() else {
+            return;
+        };
         let mut acks = std::mem::take(&mut d.turn_acks);
         if d.failed {
             // v5 publishers hear of the failure now; 3.x ones wait for a working store.
@@ -275,6 +252,33 @@ impl Shard {
             }
         }
         self.release_held();
+    }
+
+    /// Answers the shards whose deliveries this shard received: `Committed` for the tickets
+    /// now durable, or, while the store fails, `CommitFailed` (once per ticket).
+    fn answer_tickets(&mut self) {
+        let Some(d) = self.durable.as_mut() else {
+            return;
+        };
+        let me = self.id as u16;
+        for from in 0..d.seen.len() {
+            let upto = d.seen[from];
+            let msg = if d.failed {
+                if upto <= d.reported[from].max(d.reported_failed[from]) {
+                    continue;
+                }
+                d.reported_failed[from] = upto;
+                ShardMsg::CommitFailed { from: me, upto }
+            } else {
+                if upto <= d.reported[from] {
+                    continue;
+                }
+                d.reported[from] = upto;
+                ShardMsg::Committed { from: me, upto }
+            };
+            self.outbox.push(from, msg);
+            self.wake_pending[from] = true;
+        }
     }
 
     /// Writes the held acknowledgements whose copies are all durable now, oldest first. Where

@@ -331,6 +331,16 @@ impl Drop for Broker {
     }
 }
 
+/// Resident memory of a process, from /proc (KiB; 0 if it cannot be read).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Raises this process's soft limit on open files to at least `want` (up to the hard limit);
 /// true if the limit is now at least `want`. Children (brokers) inherit it.
 pub fn raise_open_file_limit(want: u64) -> bool {
