@@ -286,14 +286,11 @@ impl Shard {
             (false, false) => u32::MAX,
         };
         let receive_max = connect.properties.receive_maximum.unwrap_or(u16::MAX);
-        let limits = Limits {
-            max_inflight: match config.max_inflight_messages {
-                0 => receive_max,
-                m => m.min(receive_max),
-            },
-            max_queued: config.max_queued_messages,
-            max_packet_size: connect.properties.maximum_packet_size.unwrap_or(0),
-        };
+        let limits = Limits::new(
+            config,
+            receive_max,
+            connect.properties.maximum_packet_size.unwrap_or(0),
+        );
         let mut keep_alive = connect.keep_alive;
         let mut props = Properties::default();
         if v5 {

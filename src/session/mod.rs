@@ -76,6 +76,22 @@ pub struct Queued {
     pub delivery: Delivery,
 }
 
+impl Limits {
+    /// The limits for a client that announced `receive_max` (MQTT 5 Receive Maximum;
+    /// `u16::MAX` when absent) and `max_packet_size` (0 = none), under the broker's
+    /// `max_inflight_messages` and `max_queued_messages`.
+    pub fn new(config: &crate::config::Config, receive_max: u16, max_packet_size: u32) -> Limits {
+        Limits {
+            max_inflight: match config.max_inflight_messages {
+                0 => receive_max,
+                m => m.min(receive_max),
+            },
+            max_queued: config.max_queued_messages,
+            max_packet_size,
+        }
+    }
+}
+
 /// A subscription as the session remembers it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Subscription {

@@ -146,6 +146,15 @@ impl Conn {
         }
     }
 
+    /// Queues the connection in the shard's `dirty` list for the flush at the end of the turn
+    /// (once per turn, however many packets are written to it).
+    pub fn mark_dirty(&mut self, key: usize, dirty: &mut Vec<usize>) {
+        if !self.dirty {
+            self.dirty = true;
+            dirty.push(key);
+        }
+    }
+
     /// Gives the read buffer back to the pool when it is empty, reusable, and the connection
     /// is not a busy sender. Otherwise the connection keeps it:
     /// - a busy sender (its buffer grew, `rbuf_target`) will read again soon;

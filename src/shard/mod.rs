@@ -277,15 +277,8 @@ impl Shard {
     /// Installs the sessions recovered from the store whose home is this shard, before the
     /// loop starts. Returns their subscriptions, for every other shard's index replica.
     pub fn recover(&mut self, sessions: Vec<RecoveredSession>) -> Vec<(protocol::ByteStr, Entry)> {
-        let config = &self.shared.config;
-        let limits = crate::session::Limits {
-            max_inflight: match config.max_inflight_messages {
-                0 => u16::MAX,
-                m => m,
-            },
-            max_queued: config.max_queued_messages,
-            max_packet_size: 0,
-        };
+        // The client's own limits are known again at its next CONNECT.
+        let limits = crate::session::Limits::new(&self.shared.config, u16::MAX, 0);
         let mut entries = Vec::new();
         for r in sessions {
             let session = Session::recovered(r, limits);
@@ -381,15 +374,7 @@ impl Shard {
             Token(t) if t >= LISTENER_BASE => self.accept(t - LISTENER_BASE),
             Token(key) => {
                 if event.is_writable() && self.conns.contains(key) {
-                    if self.batch.is_empty() {
-                        self.flush(key);
-                    } else if let Some(conn) = self.conns.get_mut(key) {
-                        // Output of this turn waits for its commit: flushed at the turn's end.
-                        if !conn.dirty {
-                            conn.dirty = true;
-                            self.dirty.push(key);
-                        }
-                    }
+                    self.flush(key);
                 }
                 if (event.is_readable() || event.is_read_closed() || event.is_error())
                     && self.conns.contains(key)
@@ -421,9 +406,8 @@ impl Shard {
     /// alert): flush them at the end of the turn with everything else.
     fn queue_tls_records(&mut self, key: usize) {
         if let Some(conn) = self.conns.get_mut(key) {
-            if !conn.dirty && conn.stream.wants_write() {
-                conn.dirty = true;
-                self.dirty.push(key);
+            if conn.stream.wants_write() {
+                conn.mark_dirty(key, &mut self.dirty);
             }
         }
     }
@@ -639,10 +623,7 @@ impl Shard {
         let version = conn.version.unwrap_or(protocol::ProtocolVersion::V311);
         self.buffers.ensure(&mut conn.wbuf);
         protocol::encode(packet, version, &mut conn.wbuf);
-        if !conn.dirty {
-            conn.dirty = true;
-            self.dirty.push(key);
-        }
+        conn.mark_dirty(key, &mut self.dirty);
     }
 
     /// Encodes a PUBLISH a session decided to send, straight from the shared message.
@@ -674,10 +655,7 @@ impl Shard {
             }
         }
         protocol::encode_publish(&publish, version, &mut conn.wbuf);
-        if !conn.dirty {
-            conn.dirty = true;
-            self.dirty.push(key);
-        }
+        conn.mark_dirty(key, &mut self.dirty);
     }
 
     fn interest(conn: &Conn) -> Interest {
@@ -694,13 +672,11 @@ impl Shard {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        if self.outbox.holds_index_update() {
-            // This buffer may hold a SUBACK whose replica update is not queued yet (outbox):
-            // flushed at the end of a later turn, once it is.
-            if !conn.dirty {
-                conn.dirty = true;
-                self.dirty.push(key);
-            }
+        if self.outbox.holds_index_update() || !self.batch.is_empty() {
+            // This buffer may hold a SUBACK whose replica update is not queued yet (outbox),
+            // or a packet id the store does not know yet (this turn's batch, committed at the
+            // turn's end): flushed at the end of this or a later turn, once it may go.
+            conn.mark_dirty(key, &mut self.dirty);
             return;
         }
         conn.dirty = false;
