@@ -256,6 +256,14 @@ impl Broker {
             handles.push(handle);
             inboxes.push(inbox);
         }
+        if let Some(store) = &store {
+            // The store's writer wakes a parked shard once a batch of that shard is written,
+            // so held acknowledgements go out without waiting for the next tick.
+            for (id, handle) in handles.iter().enumerate() {
+                let handle = handle.clone();
+                store.set_notify(id, Box::new(move || handle.wake_if_sleeping()));
+            }
+        }
         let peers = Arc::new(handles);
         // Recovered sessions go to the home shard of their client id; every replica of the
         // index gets every recovered subscription before any shard runs.

@@ -53,6 +53,6 @@ log_type error"))
 for i in $(seq "$repeats"); do
     for clients in 10 100; do
         target/release/loadgen run "${args[@]}" --scenario p2p --clients "$clients" --qos 1 \
-            --rate max --persistent --warmup 1 --duration 5 --drain 3 --out results/persistence "$@"
+            --rate max --persistent --warmup 1 --duration 5 --drain 3 --out "${PERSIST_OUT:-results/persistence}" "$@"
     done
 done

@@ -1,7 +1,7 @@
 //! CONNECT: client-id rules, the anonymous policy, moving the connection to the home shard of
 //! its client id, session takeover and resumption, CONNACK (with its MQTT 5 properties).
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::auth::{Access, AuthRequest, ConnectCheck};
 use crate::protocol::reason::{v3, v5};
@@ -387,11 +387,8 @@ impl Shard {
             _ => 0,
         };
         conn.client_id = Some(client_id.clone());
-        conn.idle_limit = match keep_alive {
-            0 => None,
-            // [MQTT-3.1.2-24]: one and a half times the keep-alive.
-            k => Some(Duration::from_millis(u64::from(k) * 1500)),
-        };
+        // [MQTT-3.1.2-24]: one and a half times the keep-alive (0: none).
+        conn.idle_limit_ms = u32::from(keep_alive) * 1500;
         log::info!(
             "New client connected from {} as {} (p{}, c{}, k{}).",
             conn.peer,

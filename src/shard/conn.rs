@@ -35,14 +35,23 @@ pub struct Conn {
     pub rbuf_target: usize,
     /// Unsent output; like `rbuf`, unallocated while empty.
     pub wbuf: BytesMut,
+    /// Output held back for persistence (see `shard::durable`): `wbuf` bytes written so far
+    /// (a position in the connection's output stream), how far the stream may be written
+    /// while `gates` holds are pending, and how many holds are pending. With no hold the
+    /// whole buffer may go. Positions are wrapping 32-bit counters (4 bytes each in every
+    /// connection instead of 8): only differences smaller than the buffer are ever used.
+    pub written: u32,
+    pub released: u32,
+    pub gates: u32,
     pub state: ConnState,
     /// Known once CONNECT is decoded.
     pub version: Option<ProtocolVersion>,
     /// Client id, for log lines.
     pub client_id: Option<ByteStr>,
-    /// Close the connection when nothing was received for this long (1.5 x keep-alive,
-    /// [MQTT-3.1.2-24]); `None` for keep-alive 0.
-    pub idle_limit: Option<Duration>,
+    /// Close the connection when nothing was received for this many milliseconds (1.5 x
+    /// keep-alive, [MQTT-3.1.2-24]); 0 for keep-alive 0. (At most 65535 x 1500 ms, which fits
+    /// 32 bits: 4 bytes in every connection where an `Option<Duration>` takes 16.)
+    pub idle_limit_ms: u32,
     pub last_rx: Instant,
     /// Queued in the shard's dirty list for a flush at the end of the loop turn.
     pub dirty: bool,
@@ -127,10 +136,13 @@ impl Conn {
             rbuf: BytesMut::new(),
             rbuf_target: super::pool::BUFFER_SIZE,
             wbuf: BytesMut::new(),
+            written: 0,
+            released: 0,
+            gates: 0,
             state: ConnState::AwaitConnect,
             version: None,
             client_id: None,
-            idle_limit: None,
+            idle_limit_ms: 0,
             last_rx: Instant::now(),
             dirty: false,
             want_write: false,
@@ -153,6 +165,39 @@ impl Conn {
             self.dirty = true;
             dirty.push(key);
         }
+    }
+
+    /// How many bytes at the front of `wbuf` may be written now: all of them, unless output
+    /// waits for the store (then up to the last released position).
+    pub fn writable_len(&self) -> usize {
+        if self.gates == 0 {
+            return self.wbuf.len();
+        }
+        // A released position behind `written` (all of it written) wraps to a huge
+        // difference: anything above the buffer's length means "nothing more may go".
+        let allowed = self.released.wrapping_sub(self.written) as usize;
+        if allowed > self.wbuf.len() {
+            0
+        } else {
+            allowed
+        }
+    }
+
+    /// True when the client has been silent for longer than its keep-alive allows.
+    pub fn keep_alive_expired(&self, idle: Duration) -> bool {
+        self.idle_limit_ms != 0 && idle > Duration::from_millis(u64::from(self.idle_limit_ms))
+    }
+
+    /// The stream position up to which `wbuf` holds output now.
+    pub fn output_end(&self) -> u32 {
+        self.written.wrapping_add(self.wbuf.len() as u32)
+    }
+
+    /// Output up to stream position `end` may be written (a hold was released).
+    pub fn release_to(&mut self, end: u32) {
+        self.gates = self.gates.saturating_sub(1);
+        // Marks are released in order, so `end` is never behind `released`.
+        self.released = end;
     }
 
     /// Gives the read buffer back to the pool when it is empty, reusable, and the connection

@@ -1,34 +1,44 @@
-//! Persistence on the event loop: one store commit per loop turn, and acknowledgements held
-//! until what they acknowledge is durable (issue 6, DESIGN.md 1.6).
+//! Persistence on the event loop: one store submission per loop turn, and output held until
+//! what it depends on is durable (issue 6, DESIGN.md 1.6).
 //!
-//! # One commit per turn
+//! # One submission per turn, never a wait
 //! Everything a turn changes (sessions, queued and in-flight QoS 1/2 messages, incoming QoS 2
-//! ids, retained messages) goes into the shard's [`Batch`]; [`Shard::commit_turn`] commits it
-//! once, before the turn's writes are flushed. Shards that commit at the same time share one
-//! write and one fsync (the store's group commit), so the cost is one fsync per turn, not per
-//! message.
+//! ids, retained messages) goes into the shard's [`crate::store::Batch`];
+//! [`Shard::commit_turn`] submits it once to the store's writer thread and gets a *ticket*
+//! back. The shard does not wait: it goes on with the next turn while the writer writes and
+//! syncs, and learns of the store's progress (`finished`, `durable`: tickets only grow) at the
+//! end of each turn, or from the writer's wake-up when it is parked. One fsync covers the
+//! batches of every shard and every turn that arrived while the previous one ran.
 //!
-//! # Acknowledgements wait for durability
-//! A PUBACK/PUBREC is not written with the rest of the turn's output but collected, and written
-//! only once every copy of the message it acknowledges is durable:
-//! - copies queued on this shard: by this turn's commit;
-//! - copies sent to another shard: that shard stores them in *its* batch. After the turn's
-//!   deliveries to a shard, the publishing shard sends it a *ticket* (a counter per
-//!   destination); the destination commits its turn, then answers `Committed` with the highest
-//!   ticket it has made durable. Acknowledgements of a turn that sent tickets are held (in
-//!   order, per shard) until every destination has confirmed its ticket.
+//! # What waits for the store
+//! - **Acknowledgements** (PUBACK/PUBREC to publishers) are not written with the rest of the
+//!   turn's output but collected, and written once every copy of the message they
+//!   acknowledge is durable:
+//!   - copies queued on this shard: this turn's ticket is durable;
+//!   - copies sent to another shard: that shard stores them in *its* batch. After the turn's
+//!     deliveries to a shard, the publishing shard sends it a *ticket* of its own (a counter
+//!     per destination); the destination answers `Committed` with the highest such ticket
+//!     once the store ticket of the turn that took them is durable.
 //!
-//! Held acknowledgements keep their order: once one is held, every later one waits behind it
-//! ([MQTT-4.6.0-2], [MQTT-4.6.0-3]).
+//!   Held acknowledgements keep their order: once one is held, every later one waits behind
+//!   it ([MQTT-4.6.0-2], [MQTT-4.6.0-3]).
+//! - **Everything else a turn wrote** while its batch was not empty (deliveries with packet
+//!   ids the store does not know yet, PUBREL/PUBCOMP after a state change) waits for the
+//!   turn's ticket to be *finished*: each such connection gets a *mark* (ticket, position in
+//!   its output stream) and is written only up to the last released mark (`Conn::gates`).
+//!   Later output of the same connection queues behind it, so order is kept, but a busy
+//!   connection is never starved: each mark releases its own prefix.
 //!
 //! # When the disk fails
-//! A failed commit (disk full, I/O error) fails the acknowledgements of that turn: an MQTT 5
-//! client gets PUBACK/PUBREC with 0x80 (Unspecified error: the message was routed, but not
-//! stored, so the client may send it again); a 3.x client, which has no way to hear of a
-//! failure, gets no acknowledgement until the store works again. The shard answers the
-//! tickets of that turn with `CommitFailed` (the publishing shards fail their MQTT 5
-//! acknowledgements the same way) and confirms nothing until a retry succeeds; each tick
-//! retries by rewriting the store's whole live state, which includes everything that failed.
+//! A failed write (disk full, I/O error) stops the store's `durable` counter until a rewrite
+//! of the whole live state succeeds (the writer tries one with the next batch; a quiet shard
+//! asks for one every tick). Meanwhile an MQTT 5 publisher gets PUBACK/PUBREC with 0x80
+//! (Unspecified error: the message was routed, but not stored, so the client may send it
+//! again); a 3.x client, which has no way to hear of a failure, gets no acknowledgement until
+//! the store works again. The shard answers the tickets of other shards with `CommitFailed`
+//! (the publishing shards fail their MQTT 5 acknowledgements the same way) and `Committed`
+//! once a retry succeeds. Held output other than acknowledgements is released when its ticket
+//! is finished, failed or not (as a non-persistent broker would have sent it).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -52,13 +62,30 @@ struct Ack {
 }
 
 /// The acknowledgements of one turn that wait for other shards or for the store.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Held {
     /// Per destination shard: the ticket that must be confirmed.
     needs: Vec<u64>,
-    /// The number of successful local commits that must have happened.
-    epoch: u64,
+    /// The store ticket that must be durable.
+    ticket: u64,
     acks: Vec<Ack>,
+}
+
+/// Output of one connection held until a store ticket is finished.
+#[derive(Debug, Clone, Copy)]
+struct Mark {
+    ticket: u64,
+    key: usize,
+    /// The connection's output stream may be written up to here once `ticket` is finished.
+    end: u32,
+}
+
+/// A confirmation owed to another shard once a store ticket is durable.
+#[derive(Debug, Clone, Copy)]
+struct Owed {
+    ticket: u64,
+    origin: usize,
+    upto: u64,
 }
 
 /// A shard's persistence state (present when `persistence` is on).
@@ -68,43 +95,65 @@ pub(crate) struct Durable {
     turn_acks: Vec<Ack>,
     /// Earlier turns' acknowledgements still waiting, oldest first.
     held: VecDeque<Held>,
+    /// Emptied `Held`s, reused (their Vecs keep their allocations).
+    spare: Vec<Held>,
     /// Per destination: QoS 1/2 deliveries were pushed to it this turn (a ticket is owed).
     owe_ticket: Vec<bool>,
     /// Per destination: the last ticket sent.
     sent: Vec<u64>,
     /// Per destination: the highest ticket it confirmed durable.
     confirmed: Vec<u64>,
+    /// Per destination: the highest ticket it could not make durable.
+    failed_upto: Vec<u64>,
     /// Per origin shard: the highest ticket received (its deliveries are in our batch).
     seen: Vec<u64>,
+    /// Per origin shard: the highest ticket already in `owed`.
+    owing: Vec<u64>,
+    /// Confirmations to send as store tickets become durable, in ticket order.
+    owed: VecDeque<Owed>,
     /// Per origin shard: the highest ticket confirmed to it.
     reported: Vec<u64>,
     /// Per origin shard: the highest ticket reported failed to it.
     reported_failed: Vec<u64>,
-    /// Per destination: the highest ticket it could not make durable.
-    failed_upto: Vec<u64>,
-    /// Successful commits so far.
-    epoch: u64,
-    /// The last commit failed; nothing is confirmed until a retry succeeds.
-    failed: bool,
-    /// Commit failures (logged at powers of two).
+    /// This shard's last store ticket that output waits for (all it submitted before
+    /// is covered by it).
+    last: u64,
+    /// This shard's last store ticket of any kind (shutdown waits for it).
+    submitted: u64,
+    /// The store's progress as last read.
+    finished: u64,
+    durable: u64,
+    /// Output held until a ticket is finished, in ticket order.
+    marks: VecDeque<Mark>,
+    /// A write of ours failed and no rewrite has succeeded since.
+    failing: bool,
+    /// Failed writes seen (logged at powers of two).
     failures: u64,
 }
 
 impl Durable {
     pub fn new(store: Arc<dyn Store>, shards: usize) -> Durable {
+        let durable = store.durable();
         Durable {
             store,
             turn_acks: Vec::new(),
             held: VecDeque::new(),
+            spare: Vec::new(),
             owe_ticket: vec![false; shards],
             sent: vec![0; shards],
             confirmed: vec![0; shards],
+            failed_upto: vec![0; shards],
             seen: vec![0; shards],
+            owing: vec![0; shards],
+            owed: VecDeque::new(),
             reported: vec![0; shards],
             reported_failed: vec![0; shards],
-            failed_upto: vec![0; shards],
-            epoch: 0,
-            failed: false,
+            last: durable,
+            submitted: durable,
+            finished: durable,
+            durable,
+            marks: VecDeque::new(),
+            failing: false,
             failures: 0,
         }
     }
@@ -129,28 +178,57 @@ impl Durable {
         self.failed_upto[from] = self.failed_upto[from].max(upto);
     }
 
-    /// True if a destination failed to store a copy `h` waits for (and has not stored it
-    /// since).
-    fn failed(&self, h: &Held) -> bool {
-        h.needs
-            .iter()
-            .zip(self.confirmed.iter().zip(&self.failed_upto))
-            .any(|(n, (c, f))| n > c && n <= f)
-    }
-
     /// A connection closed: its acknowledgements are never sent (the client sends the
-    /// PUBLISH again after reconnecting, with DUP).
+    /// PUBLISH again after reconnecting, with DUP), and its marks go (the slot may be reused).
     pub fn forget(&mut self, key: usize) {
         self.turn_acks.retain(|a| a.key != key);
         for h in &mut self.held {
             h.acks.retain(|a| a.key != key);
         }
+        self.marks.retain(|m| m.key != key);
     }
 
+    /// True when the store moved on since this shard last looked and something here waits
+    /// for it (the loop then must not block in `poll`).
+    pub fn progress_waiting(&self) -> bool {
+        (!self.marks.is_empty() || !self.held.is_empty() || !self.owed.is_empty())
+            && self.store.finished() > self.finished
+    }
+
+    /// Every copy `h` acknowledges is durable.
     fn ready(&self, h: &Held) -> bool {
-        h.epoch <= self.epoch
-            && !self.failed
-            && h.needs.iter().zip(&self.confirmed).all(|(n, c)| n <= c)
+        h.ticket <= self.durable && h.needs.iter().zip(&self.confirmed).all(|(n, c)| n <= c)
+    }
+
+    /// A copy `h` acknowledges could not be stored (and has not been since).
+    fn failed(&self, h: &Held) -> bool {
+        (h.ticket <= self.finished && h.ticket > self.durable)
+            || h.needs
+                .iter()
+                .zip(self.confirmed.iter().zip(&self.failed_upto))
+                .any(|(n, (c, f))| n > c && n <= f)
+    }
+
+    /// Holds `acks` behind store ticket `ticket` and the cross-shard tickets sent so far.
+    /// (The spare's empty `acks` Vec becomes the next turn's, so neither allocates.)
+    fn hold(&mut self, ticket: u64, acks: Vec<Ack>) {
+        let mut h = self.spare.pop().unwrap_or_default();
+        h.needs.clear();
+        h.needs.extend_from_slice(&self.sent);
+        h.ticket = ticket;
+        let empty = std::mem::replace(&mut h.acks, acks);
+        if self.turn_acks.capacity() == 0 {
+            self.turn_acks = empty;
+        }
+        self.held.push_back(h);
+    }
+
+    /// Keeps an emptied `Held` for reuse.
+    fn recycle(&mut self, mut h: Held) {
+        if self.spare.len() < 64 {
+            h.acks.clear();
+            self.spare.push(h);
+        }
     }
 }
 
@@ -170,9 +248,10 @@ impl Shard {
         }
     }
 
-    /// Ends a loop turn's persistence: tickets for this turn's cross-shard deliveries, one
-    /// commit, confirmations to the shards whose deliveries are now durable, and the
-    /// acknowledgements that may go out. `tick` allows a retry after a failed commit.
+    /// Ends a loop turn's persistence: tickets for this turn's cross-shard deliveries, the
+    /// turn's batch submitted to the store, marks on the output that must wait for it, and
+    /// then whatever the store's progress releases. `tick` asks for a retry after a failed
+    /// write when nothing else would cause one.
     pub(crate) fn commit_turn(&mut self, tick: bool) {
         let Some(d) = self.durable.as_mut() else {
             return;
@@ -193,57 +272,54 @@ impl Shard {
                 ticketed = true;
             }
         }
-        if !self.batch.is_empty() {
-            match d.store.commit(&mut self.batch) {
-                Ok(()) => d.failed = false,
-                Err(e) => {
-                    d.failed = true;
-                    d.failures += 1;
-                    if d.failures.is_power_of_two() {
-                        log::error!(
-                            "Persistence failed ({e}); publishes are not acknowledged as stored \
-                             until it works again ({} failed commits on shard {me}).",
-                            d.failures
-                        );
+        if !self.batch.holds_output() {
+            if !self.batch.is_empty() {
+                // Only deletes of acknowledged deliveries: written with the next write.
+                d.submitted = d.store.submit(me, &mut self.batch);
+            }
+            if tick {
+                d.store.nudge();
+            }
+            if tick && d.failing && d.store.finished() >= d.last {
+                // Nothing new to write: ask for the rewrite that makes the failed writes
+                // durable.
+                d.last = d.store.request_rewrite();
+                d.submitted = d.last;
+            }
+        } else {
+            d.last = d.store.submit(me, &mut self.batch);
+            d.submitted = d.last;
+            // Everything written this turn while the batch held output back waits for it
+            // (those connections were only marked dirty, see `Shard::flush`).
+            for &key in &self.dirty {
+                if let Some(conn) = self.conns.get_mut(key) {
+                    if !conn.wbuf.is_empty() {
+                        conn.gates += 1;
+                        d.marks.push_back(Mark {
+                            ticket: d.last,
+                            key,
+                            end: conn.output_end(),
+                        });
                     }
                 }
             }
-        } else if d.failed && tick {
-            // Rewrites everything live, including what the failed commits held.
-            if d.store.compact().is_ok() {
-                log::warn!("Persistence works again (shard {me}).");
-                d.failed = false;
-            }
         }
-        if !d.failed {
-            d.epoch += 1;
-        }
-        self.answer_tickets();
-        let Some(d) = self.durable.as_mut() else {
-            return;
-        };
-        let mut acks = std::mem::take(&mut d.turn_acks);
-        if d.failed {
-            // v5 publishers hear of the failure now; 3.x ones wait for a working store.
-            let (failed, wait): (Vec<Ack>, Vec<Ack>) = acks.into_iter().partition(|a| a.v5);
-            if !wait.is_empty() {
-                d.held.push_back(Held {
-                    needs: d.sent.clone(),
-                    epoch: d.epoch + 1,
-                    acks: wait,
+        for origin in 0..d.seen.len() {
+            if d.seen[origin] > d.owing[origin] {
+                d.owing[origin] = d.seen[origin];
+                d.owed.push_back(Owed {
+                    ticket: d.last,
+                    origin,
+                    upto: d.seen[origin],
                 });
             }
-            for a in failed {
-                self.send_failed_ack(a);
-            }
-        } else if !acks.is_empty() {
-            if ticketed || !d.held.is_empty() {
-                d.held.push_back(Held {
-                    needs: d.sent.clone(),
-                    epoch: d.epoch,
-                    acks,
-                });
+        }
+        let acks = std::mem::take(&mut d.turn_acks);
+        if !acks.is_empty() {
+            if ticketed || !d.held.is_empty() || d.last > d.durable {
+                d.hold(d.last, acks);
             } else {
+                let mut acks = acks;
                 for a in acks.drain(..) {
                     self.send(a.key, &a.packet);
                 }
@@ -251,39 +327,93 @@ impl Shard {
                 self.durable.as_mut().expect("checked").turn_acks = acks;
             }
         }
+        self.absorb_progress();
+    }
+
+    /// Releases what the store's progress (and the other shards' confirmations) allow:
+    /// marked output, confirmations to other shards, held acknowledgements.
+    pub(crate) fn absorb_progress(&mut self) {
+        let Some(d) = self.durable.as_mut() else {
+            return;
+        };
+        let me = self.id;
+        // `finished` first: the writer raises `durable` before `finished`, so a `durable`
+        // read after is at least as new, and a success never looks like a failure.
+        let finished = d.store.finished();
+        let durable = d.store.durable();
+        d.durable = durable;
+        if finished > d.finished {
+            d.finished = finished;
+            let failed = d.last <= finished && d.last > durable;
+            if failed && !d.failing {
+                d.failures += 1;
+                if d.failures.is_power_of_two() {
+                    log::error!(
+                        "Persistence failed; publishes are not acknowledged as stored until it \
+                         works again ({} failed writes seen by shard {me}).",
+                        d.failures
+                    );
+                }
+            }
+            if d.failing && d.last <= durable {
+                log::warn!("Persistence works again (shard {me}).");
+            }
+            d.failing = failed || (d.failing && d.last > durable);
+            while let Some(m) = d.marks.front().copied() {
+                if m.ticket > finished {
+                    break;
+                }
+                d.marks.pop_front();
+                if let Some(conn) = self.conns.get_mut(m.key) {
+                    conn.release_to(m.end);
+                    conn.mark_dirty(m.key, &mut self.dirty);
+                }
+            }
+        }
+        self.answer_tickets();
         self.release_held();
     }
 
-    /// Answers the shards whose deliveries this shard received: `Committed` for the tickets
-    /// now durable, or, while the store fails, `CommitFailed` (once per ticket).
+    /// Answers the shards whose deliveries this shard stored: `Committed` for the tickets now
+    /// durable, or, for those whose write failed, `CommitFailed` (once per ticket).
     fn answer_tickets(&mut self) {
         let Some(d) = self.durable.as_mut() else {
             return;
         };
         let me = self.id as u16;
-        for from in 0..d.seen.len() {
-            let upto = d.seen[from];
-            let msg = if d.failed {
-                if upto <= d.reported[from].max(d.reported_failed[from]) {
+        let mut i = 0;
+        while let Some(&o) = d.owed.get(i) {
+            let msg = if o.ticket <= d.durable {
+                d.owed.remove(i);
+                if o.upto <= d.reported[o.origin] {
                     continue;
                 }
-                d.reported_failed[from] = upto;
-                ShardMsg::CommitFailed { from: me, upto }
+                d.reported[o.origin] = o.upto;
+                ShardMsg::Committed {
+                    from: me,
+                    upto: o.upto,
+                }
+            } else if o.ticket <= d.finished {
+                i += 1;
+                if o.upto <= d.reported[o.origin].max(d.reported_failed[o.origin]) {
+                    continue;
+                }
+                d.reported_failed[o.origin] = o.upto;
+                ShardMsg::CommitFailed {
+                    from: me,
+                    upto: o.upto,
+                }
             } else {
-                if upto <= d.reported[from] {
-                    continue;
-                }
-                d.reported[from] = upto;
-                ShardMsg::Committed { from: me, upto }
+                break;
             };
-            self.outbox.push(from, msg);
-            self.wake_pending[from] = true;
+            self.outbox.push(o.origin, msg);
+            self.wake_pending[o.origin] = true;
         }
     }
 
     /// Writes the held acknowledgements whose copies are all durable now, oldest first. Where
-    /// another shard failed to store a copy, MQTT 5 publishers get their failure now and 3.x
-    /// ones keep waiting (see the module documentation).
+    /// a copy could not be stored, MQTT 5 publishers get their failure now and 3.x ones keep
+    /// waiting (see the module documentation).
     pub(crate) fn release_held(&mut self) {
         loop {
             let Some(d) = self.durable.as_mut() else {
@@ -293,18 +423,25 @@ impl Shard {
                 return;
             };
             if d.ready(h) {
-                let h = d.held.pop_front().expect("checked");
-                for a in h.acks {
+                let mut h = d.held.pop_front().expect("checked");
+                let mut acks = std::mem::take(&mut h.acks);
+                for a in acks.drain(..) {
                     self.send(a.key, &a.packet);
                 }
+                h.acks = acks;
+                self.durable.as_mut().expect("checked").recycle(h);
             } else if d.failed(h) {
                 let h = d.held.front_mut().expect("checked");
+                if h.acks.iter().all(|a| !a.v5) {
+                    return;
+                }
                 let (failed, wait): (Vec<Ack>, Vec<Ack>) =
                     std::mem::take(&mut h.acks).into_iter().partition(|a| a.v5);
                 h.acks = wait;
                 let done = h.acks.is_empty();
                 if done {
-                    d.held.pop_front();
+                    let h = d.held.pop_front().expect("checked");
+                    d.recycle(h);
                 }
                 for a in failed {
                     self.send_failed_ack(a);
@@ -316,6 +453,16 @@ impl Shard {
                 return;
             }
         }
+    }
+
+    /// Waits until everything this shard submitted is finished (shutdown).
+    pub(crate) fn wait_for_store(&mut self) {
+        if let Some(d) = &self.durable {
+            if let Err(e) = d.store.wait(d.submitted) {
+                log::error!("Persistence: the last writes failed: {e}");
+            }
+        }
+        self.absorb_progress();
     }
 
     /// An acknowledgement whose message could not be stored, to an MQTT 5 client.

@@ -319,7 +319,11 @@ impl Shard {
         let mut next_tick = Instant::now() + TICK;
         loop {
             let timeout = next_tick.saturating_duration_since(Instant::now());
-            let timeout = if !self.inbox.park() {
+            let parked = self.inbox.park();
+            // After `park`: the store's writer wakes a parked shard, so progress it made
+            // before is seen here and progress after wakes `poll`.
+            let timeout = if !parked || self.durable.as_ref().is_some_and(|d| d.progress_waiting())
+            {
                 Duration::ZERO
             } else if self.outbox.has_pending() {
                 // A batch waits for room in a stalled shard's queue: retry soon.
@@ -659,34 +663,41 @@ impl Shard {
     }
 
     fn interest(conn: &Conn) -> Interest {
-        if conn.wbuf.is_empty() && !conn.stream.wants_write() {
+        if conn.writable_len() == 0 && !conn.stream.wants_write() {
             Interest::READABLE
         } else {
             Interest::READABLE | Interest::WRITABLE
         }
     }
 
-    /// Writes as much of the connection's buffer as the socket takes; registers WRITABLE
-    /// interest for the rest (interest recomputed from buffer state, DESIGN.md 9).
+    /// Writes as much of the connection's buffer as the socket takes and persistence allows
+    /// (`Conn::writable_len`); registers WRITABLE interest for the rest that may go (interest
+    /// recomputed from buffer state, DESIGN.md 9). Output held for the store is not written
+    /// and needs no interest: the store's progress marks the connection dirty again.
     pub(crate) fn flush(&mut self, key: usize) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        if self.outbox.holds_index_update() || !self.batch.is_empty() {
+        if self.outbox.holds_index_update() || self.batch.holds_output() {
             // This buffer may hold a SUBACK whose replica update is not queued yet (outbox),
-            // or a packet id the store does not know yet (this turn's batch, committed at the
+            // or a packet id the store does not know yet (this turn's batch, submitted at the
             // turn's end): flushed at the end of this or a later turn, once it may go.
             conn.mark_dirty(key, &mut self.dirty);
             return;
         }
         conn.dirty = false;
-        while !conn.wbuf.is_empty() {
-            match conn.stream.write(&conn.wbuf) {
+        loop {
+            let allowed = conn.writable_len();
+            if allowed == 0 {
+                break;
+            }
+            match conn.stream.write(&conn.wbuf[..allowed]) {
                 Ok(0) => break,
                 Ok(n) => {
                     // `advance`, not `split_to`: the buffer stays unshared, so the pool can
                     // reclaim its whole capacity once it is empty.
                     bytes::Buf::advance(&mut conn.wbuf, n);
+                    conn.written = conn.written.wrapping_add(n as u32);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -703,7 +714,7 @@ impl Shard {
         }
         // All sent: the buffer goes back to the pool (which drops one a burst made large).
         self.buffers.give_if_empty(&mut conn.wbuf);
-        let want_write = !conn.wbuf.is_empty() || conn.stream.wants_write();
+        let want_write = conn.writable_len() > 0 || conn.stream.wants_write();
         if want_write != conn.want_write {
             conn.want_write = want_write;
             let interest = Self::interest(conn);
@@ -987,7 +998,7 @@ impl Shard {
             }
             match conn.state {
                 ConnState::AwaitConnect if idle > CONNECT_TIMEOUT => expired.push((key, false)),
-                ConnState::Active { .. } if conn.idle_limit.is_some_and(|l| idle > l) => {
+                ConnState::Active { .. } if conn.keep_alive_expired(idle) => {
                     expired.push((key, true))
                 }
                 _ => {}
@@ -1068,9 +1079,11 @@ impl Shard {
             self.buffers.ensure(&mut conn.wbuf);
             protocol::encode(&Packet::Disconnect(d), ProtocolVersion::V5, &mut conn.wbuf);
         }
-        if !conn.wbuf.is_empty() {
-            // Best effort: a CONNACK refusal or a DISCONNECT is small and fits the socket buffer.
-            let _ = conn.stream.write(&conn.wbuf);
+        let allowed = conn.writable_len();
+        if allowed > 0 {
+            // Best effort: a CONNACK refusal or a DISCONNECT is small and fits the socket
+            // buffer. Output still held for the store (and what follows it) is not written.
+            let _ = conn.stream.write(&conn.wbuf[..allowed]);
         }
         self.buffers.give(&mut conn.rbuf);
         self.buffers.give(&mut conn.wbuf);
@@ -1205,6 +1218,7 @@ impl Shard {
         }
         // The sessions' end times, set by those closes.
         self.commit_turn(false);
+        self.wait_for_store();
         if let Some(d) = &self.durable {
             if let Err(e) = d.store.sync() {
                 log::error!("Persistence: final sync failed: {e}");

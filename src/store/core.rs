@@ -1,13 +1,22 @@
 //! What every backend shares: the in-memory mirror of the live state, the resolution of a
 //! [`Batch`] into low-level operations (message ids, refcounts), and group commit.
 //!
-//! Lock order: `engine` may be taken while holding nothing or while holding `engine` only;
-//! `state` is never held while waiting for `engine`, so the leader can write without blocking
-//! the shards that queue batches for the next group.
+//! # The writer thread
+//! Shards never wait for the disk. [`Store::submit`] only moves a batch's operations into the
+//! queue and returns a ticket (under a lock held for a `Vec` swap); one writer thread takes
+//! everything queued, resolves it against the mirror, writes it as one frame with one
+//! `fdatasync`, and then publishes its progress in two counters: `finished` (every ticket up
+//! to it was written or failed) and `durable` (every ticket up to it is on disk). It wakes the
+//! shards whose batches it wrote. While it syncs, the shards go on reading, routing and
+//! queueing the next group, so the disk's latency overlaps the CPU work instead of adding to
+//! it (issue 6: with the old leader/follower commit, both shards stopped for every fsync).
+//!
+//! Lock order: `queue` is never held while taking `writer` or `engine`; `writer` may be held
+//! while taking `engine`. The flusher thread (interval policy) takes only `engine`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -467,23 +476,41 @@ impl Mirror {
     }
 }
 
-/// Group-commit state, behind `Core::state`.
-struct State {
+/// A shard's wake-up, called by the writer after it finished a group holding that shard's
+/// batch.
+pub(crate) type Notify = Box<dyn Fn() + Send + Sync>;
+
+/// One submitted batch.
+struct Submission {
+    ticket: u64,
+    shard: usize,
+    ops: Vec<BatchOp>,
+}
+
+/// What shards hand to the writer, behind `Core::queue`.
+struct Queue {
+    pending: Vec<Submission>,
+    /// Emptied operation vectors, handed back to submitters (no allocation per turn).
+    spare: Vec<Vec<BatchOp>>,
+    /// The last ticket given out.
+    issued: u64,
+    /// A rewrite was asked for ([`Store::compact`], or a retry after a failed write).
+    rewrite: bool,
+    /// Something pending must be written now (not only lazy deletes, `Batch::holds_output`).
+    urgent: bool,
+    stop: bool,
+    /// Recent failed tickets (inclusive ranges) and their error, for [`Store::wait`].
+    failures: VecDeque<(u64, u64, StoreError)>,
+}
+
+/// The writer's own state, behind `Core::writer`.
+struct Writer {
     mirror: Mirror,
-    /// The group being filled: its operations and their encoding.
+    /// The group being written: its operations and their encoding (reused).
     ops: Vec<Op>,
     buf: Vec<u8>,
-    batches_in_group: u64,
-    /// Number of the group being filled; groups below `done` are finished.
-    filling: u64,
-    done: u64,
-    leader: bool,
-    /// Recent failed groups and their error.
-    failures: VecDeque<(u64, StoreError)>,
     /// The disk is behind the mirror (a write failed): the next write is a full rewrite.
     resync: bool,
-    /// A rewrite was asked for.
-    force_rewrite: bool,
     stats: StoreStats,
 }
 
@@ -493,23 +520,44 @@ struct Flusher {
     thread: Option<JoinHandle<()>>,
 }
 
-/// A store: the mirror, group commit, and one engine.
-pub(crate) struct Core<E: Engine> {
-    dir: PathBuf,
+/// Shared by the shards (through [`Core`]) and the writer thread.
+struct Inner<E: Engine> {
     opts: Options,
-    state: Mutex<State>,
-    cond: Condvar,
+    queue: Mutex<Queue>,
+    /// The writer waits here for work.
+    work: Condvar,
+    /// Blocking callers ([`Store::wait`]) wait here for progress.
+    progress: Condvar,
+    finished: AtomicU64,
+    durable: AtomicU64,
+    writer: Mutex<Writer>,
     engine: Arc<Mutex<E>>,
     /// Set when a write was not synced (for the flusher).
     unsynced: Arc<AtomicBool>,
-    flusher: Option<Flusher>,
     keep_ops: bool,
+    notify: Mutex<Vec<Option<Notify>>>,
+}
+
+/// A store: the mirror, the writer thread, and one engine.
+pub(crate) struct Core<E: Engine> {
+    dir: PathBuf,
+    inner: Arc<Inner<E>>,
+    writer_thread: Option<JoinHandle<()>>,
+    flusher: Option<Flusher>,
     dropped_at_open: Vec<String>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// Recent failures kept for [`Store::wait`] (older failed tickets read as plain failures
+/// through `durable`, without the error text).
+const FAILURES_KEPT: usize = 64;
+/// Emptied operation vectors kept for reuse.
+const SPARE_KEPT: usize = 16;
+/// A spare larger than this (operations) is freed: a burst must not pin its memory.
+const SPARE_MAX_OPS: usize = 1 << 16;
 
 impl<E: Engine> Core<E> {
     pub(crate) fn open(mut engine: E, dir: &Path, opts: Options) -> Result<Core<E>, StoreError> {
@@ -554,133 +602,287 @@ impl<E: Engine> Core<E> {
                 thread: Some(thread),
             }
         });
-        Ok(Core {
-            dir: dir.to_path_buf(),
+        let inner = Arc::new(Inner {
             opts,
-            state: Mutex::new(State {
+            queue: Mutex::new(Queue {
+                pending: Vec::new(),
+                spare: Vec::new(),
+                issued: 0,
+                rewrite: false,
+                urgent: false,
+                stop: false,
+                failures: VecDeque::new(),
+            }),
+            work: Condvar::new(),
+            progress: Condvar::new(),
+            finished: AtomicU64::new(0),
+            durable: AtomicU64::new(0),
+            writer: Mutex::new(Writer {
                 mirror,
                 ops: Vec::new(),
                 buf: Vec::new(),
-                batches_in_group: 0,
-                filling: 1,
-                done: 0,
-                leader: false,
-                failures: VecDeque::new(),
                 resync: false,
-                force_rewrite: false,
                 stats,
             }),
-            cond: Condvar::new(),
             engine,
             unsynced,
-            flusher,
             keep_ops,
+            notify: Mutex::new(Vec::new()),
+        });
+        let writer_thread = {
+            let inner = inner.clone();
+            std::thread::Builder::new()
+                .name("midge-store-writer".into())
+                .spawn(move || inner.run_writer())
+                .map_err(|e| StoreError::io(dir, "starting the store writer thread", e))?
+        };
+        Ok(Core {
+            dir: dir.to_path_buf(),
+            inner,
+            writer_thread: Some(writer_thread),
+            flusher,
             dropped_at_open: dropped,
         })
     }
+}
 
-    /// Waits until group `mine` is written, leading the write if nobody is.
-    fn finish<'a>(&'a self, mut st: MutexGuard<'a, State>, mine: u64) -> Result<(), StoreError> {
+impl<E: Engine> Inner<E> {
+    /// The writer thread: one group per iteration, until stopped with nothing left to write.
+    fn run_writer(&self) {
+        let mut taken: Vec<Submission> = Vec::new();
+        let mut emptied: Vec<Vec<BatchOp>> = Vec::new();
         loop {
-            if st.done >= mine {
-                return match st.failures.iter().find(|(g, _)| *g == mine) {
-                    Some((_, e)) => Err(e.clone()),
-                    None => Ok(()),
-                };
-            }
-            if st.leader {
-                st = self.cond.wait(st).unwrap_or_else(|e| e.into_inner());
-                continue;
-            }
-            // Lead: take the group being filled.
-            st.leader = true;
-            let group = st.filling;
-            st.filling += 1;
-            let ops = std::mem::take(&mut st.ops);
-            let buf = std::mem::take(&mut st.buf);
-            let batches = std::mem::take(&mut st.batches_in_group);
-            let due = st.stats.disk_bytes > self.opts.compact_min_bytes
-                && st.stats.disk_bytes
-                    > st.mirror.live_bytes.saturating_mul(self.opts.compact_ratio);
-            let rewrite = st.resync || st.force_rewrite || due;
-            // A rewrite writes the mirror, which includes this group: its ops are covered.
-            let snapshot = rewrite.then(|| st.mirror.clone());
-            st.force_rewrite = false;
-            drop(st);
-
-            let sync = self.opts.sync == SyncPolicy::EveryBatch;
-            let mut engine = lock(&self.engine);
-            let result = match &snapshot {
-                Some(m) => engine.rewrite(m),
-                None if buf.is_empty() => Ok(()),
-                None => engine.append(&ops, &buf, sync),
+            let (hi, rewrite) = {
+                let mut q = lock(&self.queue);
+                while !q.urgent && !q.rewrite && !q.stop {
+                    q = self.work.wait(q).unwrap_or_else(|e| e.into_inner());
+                }
+                if q.pending.is_empty() && !q.rewrite {
+                    if q.stop {
+                        return; // everything written
+                    }
+                    q.urgent = false;
+                    continue;
+                }
+                q.urgent = false;
+                std::mem::swap(&mut q.pending, &mut taken);
+                (q.issued, std::mem::take(&mut q.rewrite))
             };
-            let disk_bytes = engine.disk_bytes();
-            drop(engine);
-            if result.is_ok() && !sync && snapshot.is_none() && !buf.is_empty() {
-                self.unsynced.store(true, Ordering::Release);
+            let lo = self.finished.load(Ordering::Acquire) + 1;
+            let mut shards: u64 = 0;
+            let result = self.write_group(&mut taken, rewrite, &mut shards, &mut emptied);
+            let mut q = lock(&self.queue);
+            for mut ops in emptied.drain(..) {
+                if q.spare.len() < SPARE_KEPT && ops.capacity() <= SPARE_MAX_OPS {
+                    ops.clear();
+                    q.spare.push(ops);
+                }
             }
-
-            st = lock(&self.state);
-            st.leader = false;
-            st.done = group;
-            st.stats.disk_bytes = disk_bytes;
-            st.stats.live_bytes = st.mirror.live_bytes;
             match result {
-                Ok(()) => {
-                    if snapshot.is_some() {
-                        st.resync = false;
-                        st.stats.compactions += 1;
-                    }
-                    if !buf.is_empty() || snapshot.is_some() {
-                        st.stats.groups += 1;
-                    }
-                    st.stats.batches += batches;
-                }
+                Ok(()) => self.durable.store(hi, Ordering::Release),
                 Err(e) => {
-                    log::error!("{e}");
-                    st.resync = true;
-                    st.failures.push_back((group, e));
-                    while st.failures.len() > 64 {
-                        st.failures.pop_front();
+                    q.failures.push_back((lo, hi, e));
+                    while q.failures.len() > FAILURES_KEPT {
+                        q.failures.pop_front();
                     }
                 }
             }
-            self.cond.notify_all();
+            // SeqCst: pairs with a shard parking (its `sleeping` flag, then this), see `Shard::run`.
+            self.finished.store(hi, Ordering::SeqCst);
+            drop(q);
+            self.progress.notify_all();
+            let notify = lock(&self.notify);
+            for (i, n) in notify.iter().enumerate() {
+                if shards & (1 << i.min(63)) != 0 {
+                    if let Some(n) = n {
+                        n();
+                    }
+                }
+            }
         }
+    }
+
+    /// Resolves and writes the submissions in `taken` (emptying it) as one group.
+    fn write_group(
+        &self,
+        taken: &mut Vec<Submission>,
+        force_rewrite: bool,
+        shards: &mut u64,
+        emptied: &mut Vec<Vec<BatchOp>>,
+    ) -> Result<(), StoreError> {
+        let mut w = lock(&self.writer);
+        let Writer {
+            mirror,
+            ops,
+            buf,
+            resync,
+            stats,
+        } = &mut *w;
+        ops.clear();
+        buf.clear();
+        let keep_ops = self.keep_ops;
+        let batches = taken.len() as u64;
+        for mut sub in taken.drain(..) {
+            debug_assert!(sub.ticket > 0);
+            *shards |= 1 << sub.shard.min(63);
+            let mut emit = |m: &mut Mirror, op: Op| {
+                let at = buf.len();
+                codec::put_op(buf, &op);
+                let size = buf.len() - at;
+                if keep_ops {
+                    ops.push(op.clone());
+                }
+                m.apply(op, size);
+            };
+            for bop in sub.ops.drain(..) {
+                mirror.resolve(bop, &mut emit);
+            }
+            emptied.push(sub.ops);
+        }
+        let due = stats.disk_bytes > self.opts.compact_min_bytes
+            && stats.disk_bytes > mirror.live_bytes.saturating_mul(self.opts.compact_ratio);
+        let rewrite = *resync || force_rewrite || due;
+        let sync = self.opts.sync == SyncPolicy::EveryBatch;
+        let mut engine = lock(&self.engine);
+        let result = if rewrite {
+            // A rewrite writes the mirror, which includes this group: its ops are covered.
+            engine.rewrite(mirror)
+        } else if buf.is_empty() {
+            Ok(())
+        } else {
+            engine.append(ops, buf, sync)
+        };
+        stats.disk_bytes = engine.disk_bytes();
+        drop(engine);
+        stats.live_bytes = mirror.live_bytes;
+        if result.is_ok() && !sync && !rewrite && !buf.is_empty() {
+            self.unsynced.store(true, Ordering::Release);
+        }
+        match &result {
+            Ok(()) => {
+                if rewrite {
+                    *resync = false;
+                    stats.compactions += 1;
+                }
+                if !buf.is_empty() || rewrite {
+                    stats.groups += 1;
+                }
+                stats.batches += batches;
+            }
+            Err(e) => {
+                log::error!("{e}");
+                *resync = true;
+            }
+        }
+        // The copies of operations are not needed past the write (they hold payloads).
+        ops.clear();
+        result
+    }
+
+    fn outcome(&self, ticket: u64) -> Option<Result<(), StoreError>> {
+        if self.durable.load(Ordering::Acquire) >= ticket {
+            return Some(Ok(()));
+        }
+        if self.finished.load(Ordering::Acquire) < ticket {
+            return None;
+        }
+        let q = lock(&self.queue);
+        // Read again under the lock: a rewrite may have made it durable meanwhile.
+        if self.durable.load(Ordering::Acquire) >= ticket {
+            return Some(Ok(()));
+        }
+        let e = q
+            .failures
+            .iter()
+            .rev()
+            .find(|(lo, hi, _)| (*lo..=*hi).contains(&ticket))
+            .map(|(_, _, e)| e.clone())
+            .unwrap_or_else(|| StoreError::Backend {
+                path: PathBuf::new(),
+                reason: "an earlier write failed".into(),
+            });
+        Some(Err(e))
     }
 }
 
 impl<E: Engine> Store for Core<E> {
-    fn commit(&self, batch: &mut Batch) -> Result<(), StoreError> {
+    fn submit(&self, shard: usize, batch: &mut Batch) -> u64 {
+        let mut q = lock(&self.inner.queue);
         if batch.is_empty() {
-            return Ok(());
+            return q.issued;
         }
-        let keep_ops = self.keep_ops;
-        let mut st = lock(&self.state);
-        let State {
-            mirror, ops, buf, ..
-        } = &mut *st;
-        let mut emit = |m: &mut Mirror, op: Op| {
-            let at = buf.len();
-            codec::put_op(buf, &op);
-            let size = buf.len() - at;
-            if keep_ops {
-                ops.push(op.clone());
-            }
-            m.apply(op, size);
-        };
-        for bop in batch.ops.drain(..) {
-            mirror.resolve(bop, &mut emit);
+        q.issued += 1;
+        let ticket = q.issued;
+        let fresh = q.spare.pop().unwrap_or_default();
+        let ops = std::mem::replace(&mut batch.ops, fresh);
+        q.pending.push(Submission { ticket, shard, ops });
+        let wake = batch.urgent && !q.urgent;
+        q.urgent |= batch.urgent;
+        batch.urgent = false;
+        drop(q);
+        if wake {
+            self.inner.work.notify_one();
         }
-        st.batches_in_group += 1;
-        let mine = st.filling;
-        self.finish(st, mine)
+        ticket
+    }
+
+    fn nudge(&self) {
+        let mut q = lock(&self.inner.queue);
+        if !q.pending.is_empty() && !q.urgent {
+            q.urgent = true;
+            drop(q);
+            self.inner.work.notify_one();
+        }
+    }
+
+    fn finished(&self) -> u64 {
+        self.inner.finished.load(Ordering::SeqCst)
+    }
+
+    fn durable(&self) -> u64 {
+        self.inner.durable.load(Ordering::Acquire)
+    }
+
+    fn wait(&self, ticket: u64) -> Result<(), StoreError> {
+        let mut q = lock(&self.inner.queue);
+        if self.inner.finished.load(Ordering::Acquire) < ticket && !q.urgent {
+            // The ticket may be a lazy one: it must be written now.
+            q.urgent = true;
+            self.inner.work.notify_one();
+        }
+        while self.inner.finished.load(Ordering::Acquire) < ticket {
+            q = self
+                .inner
+                .progress
+                .wait(q)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        drop(q);
+        self.inner.outcome(ticket).unwrap_or(Ok(()))
+    }
+
+    fn request_rewrite(&self) -> u64 {
+        let mut q = lock(&self.inner.queue);
+        q.rewrite = true;
+        // A ticket of its own, so that waiting for it waits for the rewrite.
+        q.issued += 1;
+        let ticket = q.issued;
+        drop(q);
+        self.inner.work.notify_one();
+        ticket
+    }
+
+    fn set_notify(&self, shard: usize, notify: Notify) {
+        let mut n = lock(&self.inner.notify);
+        if n.len() <= shard {
+            n.resize_with(shard + 1, || None);
+        }
+        n[shard] = Some(notify);
     }
 
     fn load(&self) -> Result<Recovered, StoreError> {
-        let st = lock(&self.state);
-        let mut r = st.mirror.recovered();
+        let w = lock(&self.inner.writer);
+        let mut r = w.mirror.recovered();
         let mut dropped = self.dropped_at_open.clone();
         dropped.append(&mut r.dropped);
         r.dropped = dropped;
@@ -688,19 +890,12 @@ impl<E: Engine> Store for Core<E> {
     }
 
     fn sync(&self) -> Result<(), StoreError> {
-        self.unsynced.store(false, Ordering::Release);
-        lock(&self.engine).sync()
-    }
-
-    fn compact(&self) -> Result<(), StoreError> {
-        let mut st = lock(&self.state);
-        st.force_rewrite = true;
-        let mine = st.filling;
-        self.finish(st, mine)
+        self.inner.unsynced.store(false, Ordering::Release);
+        lock(&self.inner.engine).sync()
     }
 
     fn stats(&self) -> StoreStats {
-        lock(&self.state).stats
+        lock(&self.inner.writer).stats
     }
 
     fn dir(&self) -> &Path {
@@ -710,6 +905,11 @@ impl<E: Engine> Store for Core<E> {
 
 impl<E: Engine> Drop for Core<E> {
     fn drop(&mut self) {
+        lock(&self.inner.queue).stop = true;
+        self.inner.work.notify_all();
+        if let Some(t) = self.writer_thread.take() {
+            let _ = t.join();
+        }
         if let Some(f) = &mut self.flusher {
             f.stop.store(true, Ordering::Release);
             if let Some(t) = f.thread.take() {
@@ -717,8 +917,8 @@ impl<E: Engine> Drop for Core<E> {
                 let _ = t.join();
             }
         }
-        if self.opts.sync != SyncPolicy::EveryBatch {
-            if let Err(e) = lock(&self.engine).sync() {
+        if self.inner.opts.sync != SyncPolicy::EveryBatch {
+            if let Err(e) = lock(&self.inner.engine).sync() {
                 log::error!("{e}");
             }
         }

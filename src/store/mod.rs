@@ -4,15 +4,16 @@
 //! # Use
 //! The broker opens one store at start ([`open`]), calls [`Store::load`] once to rebuild its
 //! state, then shares the store between shards behind an `Arc`. Each shard collects the
-//! changes of one event-loop turn in a [`Batch`] and calls [`Store::commit`] once at the end
-//! of the turn, *before* flushing its sockets, so that a PUBACK/PUBREC written during the turn
-//! reaches the wire only once what it acknowledges is durable.
+//! changes of one event-loop turn in a [`Batch`] and submits it once at the end of the turn
+//! ([`Store::submit`], which never waits for the disk); what the turn wrote to its sockets is
+//! held back until the store reports the batch durable, so a PUBACK/PUBREC reaches the wire
+//! only once what it acknowledges is durable (`shard::durable`).
 //!
 //! # Group commit
-//! Commits from several shards coalesce: a committer that finds no write in progress becomes
-//! the leader, takes everything queued so far (its own batch and those of any shard that
-//! arrived meanwhile) and writes it as one frame with one `fdatasync`; committers arriving
-//! while it writes queue up for the next leader. One fsync per group, never per message.
+//! One writer thread takes everything submitted since its last write (the batches of every
+//! shard, of as many turns as arrived meanwhile) and writes it as one frame with one
+//! `fdatasync`. One fsync per group, never per message; and the shards keep working while it
+//! runs.
 //!
 //! # Backends (chosen by measurement)
 //! - [`Backend::Log`] (default): a hand-written append-only log, one CRC32-checked frame per
@@ -272,22 +273,58 @@ impl fmt::Display for StoreError {
 impl std::error::Error for StoreError {}
 
 /// The store, shared by every shard (`Arc<dyn Store>`).
+///
+/// Writes are asynchronous: [`Store::submit`] hands a batch to the store's writer thread and
+/// returns a *ticket*; the store's progress is two counters that only grow, [`Store::finished`]
+/// (every ticket up to it was written or failed) and [`Store::durable`] (every ticket up to it
+/// is durable under the sync policy). A failed write stops `durable` until a later rewrite of
+/// the whole live state succeeds, which makes everything before it durable at once.
 pub trait Store: Send + Sync {
-    /// Makes every operation of `batch` durable (under the sync policy), then clears it
-    /// (keeping its allocation). Safe from several threads at once; concurrent commits share
-    /// one write and one sync. On error the batch is cleared too: what it held is still in the
-    /// store's memory and is written by the next successful commit, but was not durable when
-    /// the error was returned (fail the publishes it held).
-    fn commit(&self, batch: &mut Batch) -> Result<(), StoreError>;
+    /// Queues every operation of `batch` for the next group write and clears the batch
+    /// (giving it a recycled allocation). Never blocks on the disk. Returns the batch's
+    /// ticket; for an empty batch, the last ticket given out (so that "this and everything
+    /// before" is still what the ticket means). `shard` is whose notify to call once written.
+    fn submit(&self, shard: usize, batch: &mut Batch) -> u64;
+
+    /// Every ticket up to this was written, or failed.
+    fn finished(&self) -> u64;
+
+    /// Every ticket up to this is durable.
+    fn durable(&self) -> u64;
+
+    /// Blocks until `ticket` is finished; its outcome.
+    fn wait(&self, ticket: u64) -> Result<(), StoreError>;
+
+    /// Writes what is queued even if nothing urgent is (see [`Batch::holds_output`]).
+    fn nudge(&self);
+
+    /// Asks the writer for a rewrite of the whole live state (compaction, or the retry after
+    /// a failed write) without waiting; its ticket.
+    fn request_rewrite(&self) -> u64;
+
+    /// Called (from the writer thread) after each group that held a batch of `shard`, so the
+    /// shard wakes up to release what waited for it.
+    fn set_notify(&self, shard: usize, notify: Box<dyn Fn() + Send + Sync>);
+
+    /// Submits `batch` and waits for it: durable (under the sync policy) when this returns
+    /// `Ok`. On error what it held is still in the store's memory and is written by the next
+    /// successful rewrite, but was not durable when the error was returned.
+    fn commit(&self, batch: &mut Batch) -> Result<(), StoreError> {
+        let ticket = self.submit(usize::MAX, batch);
+        self.wait(ticket)
+    }
 
     /// Everything the store holds. Call once after opening, before the first commit.
     fn load(&self) -> Result<Recovered, StoreError>;
 
-    /// Makes everything committed so far durable now (shutdown, or an `Os`/`Interval` policy).
+    /// Makes everything written so far durable now (shutdown, or an `Os`/`Interval` policy).
     fn sync(&self) -> Result<(), StoreError>;
 
     /// Rewrites the store to its live data now (done by itself when dead data dominates).
-    fn compact(&self) -> Result<(), StoreError>;
+    fn compact(&self) -> Result<(), StoreError> {
+        let ticket = self.request_rewrite();
+        self.wait(ticket)
+    }
 
     /// Sizes and counters.
     fn stats(&self) -> StoreStats;
@@ -330,6 +367,9 @@ pub(crate) enum BatchOp {
 #[derive(Debug, Clone, Default)]
 pub struct Batch {
     pub(crate) ops: Vec<BatchOp>,
+    /// Some operation is one that output written after it depends on (see
+    /// [`Batch::holds_output`]).
+    pub(crate) urgent: bool,
 }
 
 impl Batch {
@@ -351,22 +391,38 @@ impl Batch {
     /// Drops every operation.
     pub fn clear(&mut self) {
         self.ops.clear();
+        self.urgent = false;
+    }
+
+    /// True if output written after these operations must wait until they are durable:
+    /// anything but [`Batch::delete_queued`]. Forgetting an acknowledged delivery is the one
+    /// change whose loss in a crash only repeats what QoS 1/2 allows (the delivery is resent,
+    /// as DUP, after a restart; QoS 2 resumes at PUBREL), so a batch holding only those
+    /// neither delays output nor asks for a write of its own: it goes with the next write
+    /// (or the next tick's, [`Store::nudge`]).
+    pub fn holds_output(&self) -> bool {
+        self.urgent
+    }
+
+    fn push(&mut self, op: BatchOp) {
+        self.urgent |= !matches!(op, BatchOp::DelQueued(..));
+        self.ops.push(op);
     }
 
     /// Sets the retained message of `msg.topic` (an empty payload is stored as given: call
     /// [`Batch::delete_retained`] for a clearing PUBLISH).
     pub fn put_retained(&mut self, msg: &SharedMessage) {
-        self.ops.push(BatchOp::PutRetained(msg.clone()));
+        self.push(BatchOp::PutRetained(msg.clone()));
     }
 
     /// Clears the retained message of `topic`.
     pub fn delete_retained(&mut self, topic: &ByteStr) {
-        self.ops.push(BatchOp::DelRetained(topic.clone()));
+        self.push(BatchOp::DelRetained(topic.clone()));
     }
 
     /// Creates or replaces a session (not its queue).
     pub fn put_session(&mut self, client_id: &ByteStr, session: &StoredSession) {
-        self.ops.push(BatchOp::PutSession(
+        self.push(BatchOp::PutSession(
             client_id.clone(),
             Box::new(session.clone()),
         ));
@@ -374,7 +430,7 @@ impl Batch {
 
     /// Deletes a session with its queued messages and incoming QoS 2 ids.
     pub fn delete_session(&mut self, client_id: &ByteStr) {
-        self.ops.push(BatchOp::DelSession(client_id.clone()));
+        self.push(BatchOp::DelSession(client_id.clone()));
     }
 
     /// Stores a delivery queued for (or in flight to) `client_id` under `seq` (the session's
@@ -387,7 +443,7 @@ impl Batch {
         delivery: &Delivery,
         flow: Option<Flow>,
     ) {
-        self.ops.push(BatchOp::PutQueued(
+        self.push(BatchOp::PutQueued(
             client_id.clone(),
             seq,
             delivery.clone(),
@@ -398,25 +454,22 @@ impl Batch {
     /// Records that queued entry `seq` went in flight or moved on in its flow (PUBREC received:
     /// `AwaitPubComp`). Ignored if there is no such entry.
     pub fn update_queued(&mut self, client_id: &ByteStr, seq: u64, flow: Option<Flow>) {
-        self.ops
-            .push(BatchOp::UpdateQueued(client_id.clone(), seq, flow));
+        self.push(BatchOp::UpdateQueued(client_id.clone(), seq, flow));
     }
 
     /// Deletes a queued entry (acknowledged, expired or dropped).
     pub fn delete_queued(&mut self, client_id: &ByteStr, seq: u64) {
-        self.ops.push(BatchOp::DelQueued(client_id.clone(), seq));
+        self.push(BatchOp::DelQueued(client_id.clone(), seq));
     }
 
     /// Remembers an incoming QoS 2 packet id awaiting PUBREL.
     pub fn put_incoming_qos2(&mut self, client_id: &ByteStr, packet_id: u16) {
-        self.ops
-            .push(BatchOp::PutQos2(client_id.clone(), packet_id));
+        self.push(BatchOp::PutQos2(client_id.clone(), packet_id));
     }
 
     /// Forgets an incoming QoS 2 packet id (PUBREL received).
     pub fn delete_incoming_qos2(&mut self, client_id: &ByteStr, packet_id: u16) {
-        self.ops
-            .push(BatchOp::DelQos2(client_id.clone(), packet_id));
+        self.push(BatchOp::DelQos2(client_id.clone(), packet_id));
     }
 }
 
