@@ -44,6 +44,9 @@ pub struct Inflight {
     pub packet_id: u16,
     pub delivery: Delivery,
     pub state: OutState,
+    /// The shard's turn that put it in the store (0: it was durable before, e.g. recovered),
+    /// reported when a QoS 1 delivery is acknowledged (see `shard::durable`).
+    pub put_turn: u64,
 }
 
 /// Per-session limits, from the configuration and the client's CONNECT.
@@ -74,6 +77,8 @@ pub struct Queued {
     /// The store's key of this delivery.
     pub seq: u64,
     pub delivery: Delivery,
+    /// As [`Inflight::put_turn`].
+    pub put_turn: u64,
 }
 
 impl Limits {
@@ -280,10 +285,12 @@ impl Session {
                     packet_id: flow.packet_id,
                     delivery: d.delivery,
                     state: flow.state,
+                    put_turn: 0,
                 }),
                 None => s.queue.push_back(Queued {
                     seq,
                     delivery: d.delivery,
+                    put_turn: 0,
                 }),
             }
         }
@@ -376,17 +383,18 @@ impl Session {
 
     /// Starts the flow of a QoS 1/2 message and returns its PUBLISH, or `None` when the
     /// client could not take it (too large: dropped as if delivered, [MQTT-3.1.2-25]).
-    /// `stored` says whether the delivery is already in the store (queued before) or new.
+    /// `stored` says whether the delivery is already in the store (queued before, in turn
+    /// `put_turn`) or new.
     fn start_flow(
         &mut self,
         seq: u64,
         delivery: Delivery,
-        stored: bool,
+        stored: Option<u64>,
         batch: &mut Batch,
     ) -> Option<SendPublish> {
         if !self.fits(&delivery) {
             self.dropped += 1;
-            if stored && self.durable {
+            if stored.is_some() && self.durable {
                 batch.delete_queued(&self.client_id, seq);
             }
             return None;
@@ -402,16 +410,20 @@ impl Session {
         } else {
             OutState::AwaitPubAck
         };
-        let f = Inflight {
+        let mut f = Inflight {
             seq,
             packet_id,
             delivery,
             state,
+            put_turn: stored.unwrap_or(0),
         };
         if self.durable {
             match stored {
-                true => batch.update_queued(&self.client_id, seq, Some(f.flow())),
-                false => batch.put_queued(&self.client_id, seq, &f.delivery, Some(f.flow())),
+                Some(_) => batch.update_queued(&self.client_id, seq, Some(f.flow())),
+                None => {
+                    f.put_turn = batch.turn;
+                    batch.put_queued(&self.client_id, seq, &f.delivery, Some(f.flow()));
+                }
             }
         }
         self.inflight.push_back(f);
@@ -437,7 +449,7 @@ impl Session {
         }
         if connected && self.queue.is_empty() && self.window_open() {
             let seq = self.take_seq();
-            return match self.start_flow(seq, delivery, false, batch) {
+            return match self.start_flow(seq, delivery, None, batch) {
                 Some(p) => Offer::Send(p),
                 None => Offer::Dropped,
             };
@@ -450,7 +462,11 @@ impl Session {
         if self.durable {
             batch.put_queued(&self.client_id, seq, &delivery, None);
         }
-        self.queue.push_back(Queued { seq, delivery });
+        self.queue.push_back(Queued {
+            seq,
+            delivery,
+            put_turn: batch.turn,
+        });
         Offer::Queued
     }
 
@@ -474,7 +490,7 @@ impl Session {
                 continue;
             }
             out.extend(
-                self.start_flow(q.seq, q.delivery, true, batch)
+                self.start_flow(q.seq, q.delivery, Some(q.put_turn), batch)
                     .map(Outgoing::Publish),
             );
         }
@@ -508,6 +524,9 @@ impl Session {
         if let Some(f) = self.inflight.remove(i) {
             if self.durable {
                 batch.delete_queued(&self.client_id, f.seq);
+                if f.state == OutState::AwaitPubAck && f.put_turn != 0 {
+                    batch.qos1_acked(f.put_turn);
+                }
             }
         }
     }

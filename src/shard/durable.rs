@@ -66,9 +66,20 @@ struct Ack {
 struct Held {
     /// Per destination shard: the ticket that must be confirmed.
     needs: Vec<u64>,
-    /// The store ticket that must be durable.
-    ticket: u64,
+    /// The turn whose batch must be settled (0: none).
+    dep: u64,
     acks: Vec<Ack>,
+}
+
+/// A turn whose batch was submitted and is not settled yet: not durable, and (for a batch of
+/// only QoS 1 deliveries) not every delivery acknowledged by its subscriber.
+#[derive(Debug, Clone, Copy)]
+struct Turn {
+    ticket: u64,
+    /// QoS 1 deliveries put in this turn and not acknowledged yet.
+    outstanding: u32,
+    /// The batch held only QoS 1 deliveries: settled once `outstanding` is 0.
+    only_qos1: bool,
 }
 
 /// Output of one connection held until a store ticket is finished.
@@ -80,10 +91,10 @@ struct Mark {
     end: u32,
 }
 
-/// A confirmation owed to another shard once a store ticket is durable.
+/// A confirmation owed to another shard once a turn is settled.
 #[derive(Debug, Clone, Copy)]
 struct Owed {
-    ticket: u64,
+    dep: u64,
     origin: usize,
     upto: u64,
 }
@@ -125,6 +136,9 @@ pub(crate) struct Durable {
     durable: u64,
     /// Output held until a ticket is finished, in ticket order.
     marks: VecDeque<Mark>,
+    /// Unsettled turns, oldest first; `turns[0]` is turn number `turn_base`.
+    turns: VecDeque<Turn>,
+    turn_base: u64,
     /// A write of ours failed and no rewrite has succeeded since.
     failing: bool,
     /// Failed writes seen (logged at powers of two).
@@ -153,6 +167,8 @@ impl Durable {
             finished: durable,
             durable,
             marks: VecDeque::new(),
+            turns: VecDeque::new(),
+            turn_base: 1,
             failing: false,
             failures: 0,
         }
@@ -195,27 +211,61 @@ impl Durable {
             && self.store.finished() > self.finished
     }
 
-    /// Every copy `h` acknowledges is durable.
+    fn turn(&self, dep: u64) -> Option<&Turn> {
+        let i = dep.checked_sub(self.turn_base)?;
+        self.turns.get(usize::try_from(i).ok()?)
+    }
+
+    /// Turn `dep`'s batch no longer needs the store: it is durable, or it held only QoS 1
+    /// deliveries and each was acknowledged by its subscriber (no copy is left to lose).
+    fn settled(&self, dep: u64) -> bool {
+        self.turn(dep)
+            .is_none_or(|t| t.ticket <= self.durable || (t.only_qos1 && t.outstanding == 0))
+    }
+
+    /// Turn `dep`'s write failed (and no rewrite has made it durable since).
+    fn write_failed(&self, dep: u64) -> bool {
+        !self.settled(dep) && self.turn(dep).is_some_and(|t| t.ticket <= self.finished)
+    }
+
+    /// A QoS 1 delivery put in turn `dep` was acknowledged.
+    fn acked(&mut self, dep: u64) {
+        if let Some(i) = dep.checked_sub(self.turn_base) {
+            if let Some(t) = usize::try_from(i).ok().and_then(|i| self.turns.get_mut(i)) {
+                t.outstanding = t.outstanding.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Forgets the settled turns at the front.
+    fn drop_settled(&mut self) {
+        while self.turns.front().is_some() && self.settled(self.turn_base) {
+            self.turns.pop_front();
+            self.turn_base += 1;
+        }
+    }
+
+    /// Every copy `h` acknowledges is durable (or acknowledged downstream).
     fn ready(&self, h: &Held) -> bool {
-        h.ticket <= self.durable && h.needs.iter().zip(&self.confirmed).all(|(n, c)| n <= c)
+        self.settled(h.dep) && h.needs.iter().zip(&self.confirmed).all(|(n, c)| n <= c)
     }
 
     /// A copy `h` acknowledges could not be stored (and has not been since).
     fn failed(&self, h: &Held) -> bool {
-        (h.ticket <= self.finished && h.ticket > self.durable)
+        self.write_failed(h.dep)
             || h.needs
                 .iter()
                 .zip(self.confirmed.iter().zip(&self.failed_upto))
                 .any(|(n, (c, f))| n > c && n <= f)
     }
 
-    /// Holds `acks` behind store ticket `ticket` and the cross-shard tickets sent so far.
+    /// Holds `acks` behind turn `dep` and the cross-shard tickets sent so far.
     /// (The spare's empty `acks` Vec becomes the next turn's, so neither allocates.)
-    fn hold(&mut self, ticket: u64, acks: Vec<Ack>) {
+    fn hold(&mut self, dep: u64, acks: Vec<Ack>) {
         let mut h = self.spare.pop().unwrap_or_default();
         h.needs.clear();
         h.needs.extend_from_slice(&self.sent);
-        h.ticket = ticket;
+        h.dep = dep;
         let empty = std::mem::replace(&mut h.acks, acks);
         if self.turn_acks.capacity() == 0 {
             self.turn_acks = empty;
@@ -272,7 +322,12 @@ impl Shard {
                 ticketed = true;
             }
         }
-        if !self.batch.holds_output() {
+        for dep in self.batch.acked.drain(..) {
+            d.acked(dep);
+        }
+        // The turn this turn's acknowledgements and confirmations depend on (0: none).
+        let mut dep = 0;
+        if !self.batch.urgent {
             if !self.batch.is_empty() {
                 // Only deletes of acknowledged deliveries: written with the next write.
                 d.submitted = d.store.submit(me, &mut self.batch);
@@ -287,19 +342,34 @@ impl Shard {
                 d.submitted = d.last;
             }
         } else {
+            let holds = self.batch.holds_output();
+            dep = self.batch.turn;
+            if d.turns.is_empty() {
+                d.turn_base = dep;
+            }
+            let mut turn = Turn {
+                ticket: 0,
+                outstanding: self.batch.qos1_puts,
+                only_qos1: self.batch.only_qos1,
+            };
             d.last = d.store.submit(me, &mut self.batch);
             d.submitted = d.last;
-            // Everything written this turn while the batch held output back waits for it
-            // (those connections were only marked dirty, see `Shard::flush`).
-            for &key in &self.dirty {
-                if let Some(conn) = self.conns.get_mut(key) {
-                    if !conn.wbuf.is_empty() {
-                        conn.gates += 1;
-                        d.marks.push_back(Mark {
-                            ticket: d.last,
-                            key,
-                            end: conn.output_end(),
-                        });
+            turn.ticket = d.last;
+            d.turns.push_back(turn);
+            self.batch.turn = dep + 1;
+            if holds {
+                // Everything written this turn while the batch held output back waits for
+                // it (those connections were only marked dirty, see `Shard::flush`).
+                for &key in &self.dirty {
+                    if let Some(conn) = self.conns.get_mut(key) {
+                        if !conn.wbuf.is_empty() {
+                            conn.gates += 1;
+                            d.marks.push_back(Mark {
+                                ticket: d.last,
+                                key,
+                                end: conn.output_end(),
+                            });
+                        }
                     }
                 }
             }
@@ -308,7 +378,7 @@ impl Shard {
             if d.seen[origin] > d.owing[origin] {
                 d.owing[origin] = d.seen[origin];
                 d.owed.push_back(Owed {
-                    ticket: d.last,
+                    dep,
                     origin,
                     upto: d.seen[origin],
                 });
@@ -316,8 +386,8 @@ impl Shard {
         }
         let acks = std::mem::take(&mut d.turn_acks);
         if !acks.is_empty() {
-            if ticketed || !d.held.is_empty() || d.last > d.durable {
-                d.hold(d.last, acks);
+            if ticketed || !d.held.is_empty() || !d.settled(dep) {
+                d.hold(dep, acks);
             } else {
                 let mut acks = acks;
                 for a in acks.drain(..) {
@@ -372,6 +442,9 @@ impl Shard {
         }
         self.answer_tickets();
         self.release_held();
+        if let Some(d) = self.durable.as_mut() {
+            d.drop_settled();
+        }
     }
 
     /// Answers the shards whose deliveries this shard stored: `Committed` for the tickets now
@@ -383,7 +456,7 @@ impl Shard {
         let me = self.id as u16;
         let mut i = 0;
         while let Some(&o) = d.owed.get(i) {
-            let msg = if o.ticket <= d.durable {
+            let msg = if d.settled(o.dep) {
                 d.owed.remove(i);
                 if o.upto <= d.reported[o.origin] {
                     continue;
@@ -393,7 +466,7 @@ impl Shard {
                     from: me,
                     upto: o.upto,
                 }
-            } else if o.ticket <= d.finished {
+            } else if d.write_failed(o.dep) {
                 i += 1;
                 if o.upto <= d.reported[o.origin].max(d.reported_failed[o.origin]) {
                     continue;

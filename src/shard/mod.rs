@@ -267,7 +267,11 @@ impl Shard {
             buffers: BufferPool::new(),
             accept_rate,
             rate_limited: 0,
-            batch: StoreBatch::new(),
+            // Turn numbers start at 1 (0 means "none", see `shard::durable`).
+            batch: StoreBatch {
+                turn: 1,
+                ..StoreBatch::new()
+            },
             durable: store.map(|s| durable::Durable::new(s, n)),
             pool: msg_pool::MessagePool::default(),
             outbox: outbox::Outbox::new(id, n, inbox_free),

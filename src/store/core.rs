@@ -818,7 +818,7 @@ impl<E: Engine> Store for Core<E> {
         q.pending.push(Submission { ticket, shard, ops });
         let wake = batch.urgent && !q.urgent;
         q.urgent |= batch.urgent;
-        batch.urgent = false;
+        batch.reset_flags();
         drop(q);
         if wake {
             self.inner.work.notify_one();

@@ -367,15 +367,31 @@ pub(crate) enum BatchOp {
 #[derive(Debug, Clone, Default)]
 pub struct Batch {
     pub(crate) ops: Vec<BatchOp>,
-    /// Some operation is one that output written after it depends on (see
+    /// Some operation must be written now, not only with the next write (see
     /// [`Batch::holds_output`]).
     pub(crate) urgent: bool,
+    /// Some operation is one that output written after it depends on.
+    pub(crate) holds: bool,
+    /// Every operation is a QoS 1 delivery's (put, in flight, deleted): once each such
+    /// delivery is acknowledged by its subscriber, nothing of the batch needs to be durable
+    /// any more (see `shard::durable`).
+    pub(crate) only_qos1: bool,
+    /// QoS 1 deliveries put this turn.
+    pub(crate) qos1_puts: u32,
+    /// The number the shard gave this turn (from 1; 0 means "no turn"); a delivery put now
+    /// remembers it.
+    pub(crate) turn: u64,
+    /// Turns whose QoS 1 deliveries were acknowledged this turn, one entry per delivery.
+    pub(crate) acked: Vec<u64>,
 }
 
 impl Batch {
     /// An empty batch.
     pub fn new() -> Batch {
-        Batch::default()
+        Batch {
+            only_qos1: true,
+            ..Batch::default()
+        }
     }
 
     /// True when there is nothing to commit.
@@ -388,24 +404,58 @@ impl Batch {
         self.ops.len()
     }
 
-    /// Drops every operation.
+    /// Drops every operation (and what was recorded about them).
     pub fn clear(&mut self) {
         self.ops.clear();
-        self.urgent = false;
+        self.acked.clear();
+        self.reset_flags();
     }
 
-    /// True if output written after these operations must wait until they are durable:
-    /// anything but [`Batch::delete_queued`]. Forgetting an acknowledged delivery is the one
-    /// change whose loss in a crash only repeats what QoS 1/2 allows (the delivery is resent,
-    /// as DUP, after a restart; QoS 2 resumes at PUBREL), so a batch holding only those
-    /// neither delays output nor asks for a write of its own: it goes with the next write
-    /// (or the next tick's, [`Store::nudge`]).
+    /// After the operations were taken (submitted).
+    pub(crate) fn reset_flags(&mut self) {
+        self.urgent = false;
+        self.holds = false;
+        self.only_qos1 = true;
+        self.qos1_puts = 0;
+    }
+
+    /// True if output written after these operations must wait until they are durable.
+    /// Two kinds of change do not hold output back:
+    /// - forgetting an acknowledged delivery ([`Batch::delete_queued`]): its loss in a crash
+    ///   only repeats what QoS 1/2 allows (the delivery is resent, as DUP, after a restart;
+    ///   QoS 2 resumes at PUBREL). A batch of only those does not even ask for a write of
+    ///   its own: it goes with the next write (or the next tick's, [`Store::nudge`]);
+    /// - a QoS 1 delivery put or put in flight: a PUBLISH of it that reaches the client
+    ///   before the store has it can at worst be sent again after a crash, which QoS 1
+    ///   allows (QoS 2 deliveries do hold output: a second copy would break exactly-once).
     pub fn holds_output(&self) -> bool {
-        self.urgent
+        self.holds
+    }
+
+    /// A QoS 1 delivery that was put in turn `turn` was acknowledged by its subscriber.
+    pub(crate) fn qos1_acked(&mut self, turn: u64) {
+        self.acked.push(turn);
     }
 
     fn push(&mut self, op: BatchOp) {
-        self.urgent |= !matches!(op, BatchOp::DelQueued(..));
+        let qos1 = match &op {
+            BatchOp::DelQueued(..) => {
+                self.ops.push(op);
+                return;
+            }
+            BatchOp::PutQueued(_, _, d, _) => {
+                let qos1 = d.qos == crate::protocol::QoS::AtLeastOnce;
+                self.qos1_puts += u32::from(qos1);
+                qos1
+            }
+            BatchOp::UpdateQueued(_, _, flow) => {
+                flow.is_some_and(|f| f.state == OutState::AwaitPubAck)
+            }
+            _ => false,
+        };
+        self.urgent = true;
+        self.holds |= !qos1;
+        self.only_qos1 &= qos1;
         self.ops.push(op);
     }
 
