@@ -739,3 +739,51 @@ fn recovery_ignores_queues_without_a_session_and_says_so() {
     assert_eq!(r.dropped.len(), 1);
     assert!(r.dropped[0].contains("ghost"), "{:?}", r.dropped);
 }
+
+/// A queued entry put and deleted in the same group (a QoS 1 delivery acknowledged before it
+/// was written) is never written; one deleted in a later group is written and deleted as
+/// before; either way nothing of it is recovered.
+#[test]
+fn put_and_delete_in_one_group_cancel_out() {
+    for backend in BACKENDS {
+        let dir = tempfile::tempdir().unwrap();
+        let m = msg("a/b", &[7u8; 1000], QoS::AtLeastOnce);
+        let d = Delivery::new(m.clone(), QoS::AtLeastOnce, false);
+        let flow = Some(Flow {
+            packet_id: 1,
+            state: OutState::AwaitPubAck,
+        });
+        let s = open_b(dir.path(), backend);
+        let mut b = Batch::new();
+        b.put_session(&cid("c"), &session());
+        s.commit(&mut b).unwrap();
+        let before = s.stats();
+        // One group: put, in flight, acknowledged.
+        for seq in 1..=50 {
+            b.put_queued(&cid("c"), seq, &d, None);
+            b.update_queued(&cid("c"), seq, flow);
+            b.delete_queued(&cid("c"), seq);
+        }
+        s.commit(&mut b).unwrap();
+        let cancelled = s.stats();
+        assert_eq!(cancelled.live_bytes, before.live_bytes, "{backend:?}");
+        if backend == Backend::Log {
+            assert!(
+                cancelled.disk_bytes < before.disk_bytes + 1000,
+                "{backend:?}: 50 x 1000 B payloads were written: {before:?} -> {cancelled:?}"
+            );
+        }
+        // Two groups: written, then deleted.
+        b.put_queued(&cid("c"), 51, &d, flow);
+        s.commit(&mut b).unwrap();
+        assert!(s.stats().live_bytes > before.live_bytes, "{backend:?}");
+        b.delete_queued(&cid("c"), 51);
+        s.commit(&mut b).unwrap();
+        assert_eq!(s.stats().live_bytes, before.live_bytes, "{backend:?}");
+        drop(s);
+        let r = open_b(dir.path(), backend).load().unwrap();
+        assert!(r.dropped.is_empty(), "{:?}", r.dropped);
+        assert_eq!(r.sessions.len(), 1);
+        assert!(r.sessions[0].queued.is_empty(), "{backend:?}");
+    }
+}
