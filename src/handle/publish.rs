@@ -7,7 +7,7 @@ use crate::auth::Access;
 use crate::index::SubscriberId;
 use crate::message::{Message, SharedMessage};
 use crate::protocol::reason::v5;
-use crate::protocol::{Packet, PubResp, Publish, QoS, Will};
+use crate::protocol::{Publish, QoS, Will};
 use crate::shard::Shard;
 
 /// Whether a PUBLISH is routed, or refused with an MQTT 5 reason code (still acknowledged).
@@ -113,14 +113,10 @@ impl Shard {
             },
             Verdict::Route => v5::SUCCESS,
         };
-        let ack = PubResp {
-            packet_id,
-            reason: if v5 { reason } else { 0 },
-            ..Default::default()
-        };
+        let reason = if v5 { reason } else { 0 };
         match qos {
             QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => self.send_ack(key, slot, Packet::PubAck(ack)),
+            QoS::AtLeastOnce => self.send_ack(key, slot, false, packet_id, reason),
             QoS::ExactlyOnce => {
                 if reason >= 0x80 {
                     // A PUBREC with a failure code ends the QoS 2 flow (MQTT 5 section 4.3.3): forget the id.
@@ -128,7 +124,7 @@ impl Shard {
                         .session
                         .release_incoming_qos2(packet_id, &mut self.batch);
                 }
-                self.send_ack(key, slot, Packet::PubRec(ack));
+                self.send_ack(key, slot, true, packet_id, reason);
             }
         }
         true

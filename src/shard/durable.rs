@@ -44,21 +44,40 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use crate::protocol::reason::v5;
-use crate::protocol::Packet;
+use crate::protocol::{Packet, PubResp};
 use crate::store::Store;
 
 use super::inbox::ShardMsg;
 use super::Shard;
 
-/// A PUBACK or PUBREC owed to a publisher.
-#[derive(Debug)]
+/// A PUBACK or PUBREC owed to a publisher. Kept small (not a `Packet`): every QoS 1/2
+/// publish makes one, and they are moved through queues until sent.
+#[derive(Debug, Clone, Copy)]
 struct Ack {
     /// The publisher's connection.
     key: usize,
     /// Its session (a refused QoS 2 message's id is released there).
     slot: usize,
-    packet: Packet,
+    packet_id: u16,
+    reason: u8,
+    /// PUBREC (QoS 2) rather than PUBACK.
+    rec: bool,
     v5: bool,
+}
+
+impl Ack {
+    fn packet(&self) -> Packet {
+        let r = PubResp {
+            packet_id: self.packet_id,
+            reason: self.reason,
+            ..Default::default()
+        };
+        if self.rec {
+            Packet::PubRec(r)
+        } else {
+            Packet::PubAck(r)
+        }
+    }
 }
 
 /// The acknowledgements of one turn that wait for other shards or for the store.
@@ -285,16 +304,27 @@ impl Durable {
 impl Shard {
     /// Sends a PUBACK/PUBREC to a publisher: at once without persistence, otherwise once
     /// what it acknowledges is durable (see the module documentation).
-    pub(crate) fn send_ack(&mut self, key: usize, slot: usize, packet: Packet) {
+    /// `rec`: a PUBREC (QoS 2), else a PUBACK; `reason` as it is to be sent.
+    pub(crate) fn send_ack(
+        &mut self,
+        key: usize,
+        slot: usize,
+        rec: bool,
+        packet_id: u16,
+        reason: u8,
+    ) {
         let v5 = self.conns.get(key).is_some_and(|c| c.is_v5());
+        let ack = Ack {
+            key,
+            slot,
+            packet_id,
+            reason,
+            rec,
+            v5,
+        };
         match &mut self.durable {
-            None => self.send(key, &packet),
-            Some(d) => d.turn_acks.push(Ack {
-                key,
-                slot,
-                packet,
-                v5,
-            }),
+            None => self.send(key, &ack.packet()),
+            Some(d) => d.turn_acks.push(ack),
         }
     }
 
@@ -391,7 +421,7 @@ impl Shard {
             } else {
                 let mut acks = acks;
                 for a in acks.drain(..) {
-                    self.send(a.key, &a.packet);
+                    self.send(a.key, &a.packet());
                 }
                 // Keep the allocation for the next turn.
                 self.durable.as_mut().expect("checked").turn_acks = acks;
@@ -499,7 +529,7 @@ impl Shard {
                 let mut h = d.held.pop_front().expect("checked");
                 let mut acks = std::mem::take(&mut h.acks);
                 for a in acks.drain(..) {
-                    self.send(a.key, &a.packet);
+                    self.send(a.key, &a.packet());
                 }
                 h.acks = acks;
                 self.durable.as_mut().expect("checked").recycle(h);
@@ -539,27 +569,17 @@ impl Shard {
     }
 
     /// An acknowledgement whose message could not be stored, to an MQTT 5 client.
-    fn send_failed_ack(&mut self, a: Ack) {
-        let packet = match a.packet {
-            Packet::PubAck(mut r) => {
-                if r.reason < 0x80 {
-                    r.reason = v5::UNSPECIFIED_ERROR;
-                }
-                Packet::PubAck(r)
+    fn send_failed_ack(&mut self, mut a: Ack) {
+        if a.reason < 0x80 {
+            a.reason = v5::UNSPECIFIED_ERROR;
+        }
+        if a.rec {
+            // A PUBREC with a failure code ends the flow: forget the id (MQTT 5 4.3.3).
+            if let Some(s) = self.sessions.get_mut(a.slot) {
+                s.session
+                    .release_incoming_qos2(a.packet_id, &mut self.batch);
             }
-            Packet::PubRec(mut r) => {
-                if r.reason < 0x80 {
-                    r.reason = v5::UNSPECIFIED_ERROR;
-                }
-                // A PUBREC with a failure code ends the flow: forget the id (MQTT 5 4.3.3).
-                if let Some(s) = self.sessions.get_mut(a.slot) {
-                    s.session
-                        .release_incoming_qos2(r.packet_id, &mut self.batch);
-                }
-                Packet::PubRec(r)
-            }
-            other => other,
-        };
-        self.send(a.key, &packet);
+        }
+        self.send(a.key, &a.packet());
     }
 }
