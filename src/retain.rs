@@ -19,7 +19,15 @@ use crate::protocol::ByteStr;
 /// See the module documentation.
 #[derive(Debug, Default)]
 pub struct RetainedStore {
-    by_topic: RwLock<HashMap<ByteStr, SharedMessage>>,
+    inner: RwLock<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    by_topic: HashMap<ByteStr, SharedMessage>,
+    /// Counts the changes: the order in which they took effect, for persistence (two shards
+    /// may submit their batches in the other order, see `store::Batch::put_retained`).
+    version: u64,
 }
 
 impl RetainedStore {
@@ -29,21 +37,24 @@ impl RetainedStore {
     }
 
     /// Stores `msg` as the retained message of its topic, or clears the topic when the payload
-    /// is empty ([MQTT-3.3.1-10], [MQTT-3.3.1-11]).
-    pub fn set(&self, msg: &SharedMessage) {
-        let mut map = self.by_topic.write().unwrap_or_else(|e| e.into_inner());
+    /// is empty ([MQTT-3.3.1-10], [MQTT-3.3.1-11]). Returns the change's version (increasing).
+    pub fn set(&self, msg: &SharedMessage) -> u64 {
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         if msg.payload.is_empty() {
-            map.remove(&msg.topic);
+            inner.by_topic.remove(&msg.topic);
         } else {
-            map.insert(msg.topic.clone(), msg.clone());
+            inner.by_topic.insert(msg.topic.clone(), msg.clone());
         }
+        inner.version += 1;
+        inner.version
     }
 
     /// Appends to `out` every retained message whose topic matches `filter`, except those
     /// whose Message Expiry Interval has passed (MQTT 5: they are no longer retained).
     pub fn matching(&self, filter: &str, out: &mut Vec<SharedMessage>) {
         let now = Instant::now();
-        let map = self.by_topic.read().unwrap_or_else(|e| e.into_inner());
+        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        let map = &inner.by_topic;
         let live = |m: &&SharedMessage| !m.is_expired(now);
         if !filter.contains(['+', '#']) {
             out.extend(map.get(filter.as_bytes()).filter(live).cloned());
@@ -60,9 +71,10 @@ impl RetainedStore {
 
     /// Number of retained messages.
     pub fn len(&self) -> usize {
-        self.by_topic
+        self.inner
             .read()
             .unwrap_or_else(|e| e.into_inner())
+            .by_topic
             .len()
     }
 

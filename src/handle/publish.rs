@@ -178,12 +178,12 @@ impl Shard {
     /// Sets (or, with an empty payload, clears) the retained message of `msg.topic`, in
     /// memory and in the store.
     fn set_retained(&mut self, msg: &SharedMessage) {
-        self.shared.retained.set(msg);
+        let version = self.shared.retained.set(msg);
         if self.durable.is_some() {
             if msg.payload.is_empty() {
-                self.batch.delete_retained(&msg.topic);
+                self.batch.delete_retained(&msg.topic, version);
             } else {
-                self.batch.put_retained(msg);
+                self.batch.put_retained(msg, version);
             }
         }
     }

@@ -74,6 +74,9 @@ impl Client {
     }
 }
 
+/// Retained topics whose last version the mirror remembers at most.
+const RETAINED_VERSIONS: usize = 1 << 16;
+
 /// Size counted for a qos2 id.
 const QOS2_SIZE: u64 = 16;
 
@@ -81,6 +84,11 @@ const QOS2_SIZE: u64 = 16;
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Mirror {
     retained: HashMap<ByteStr, (SharedMessage, Option<u64>, u32)>,
+    /// The newest version of each retained topic's change resolved so far (runtime only:
+    /// the log holds the changes in version order, so replay needs none). Bounded: cleared
+    /// past [`RETAINED_VERSIONS`] topics, which only forgets what a race between two shards
+    /// within one write would need.
+    retained_versions: HashMap<ByteStr, u64>,
     clients: HashMap<ByteStr, Client>,
     msgs: HashMap<u64, MsgEntry>,
     /// `Arc` address of a stored message -> its id (the entry holds a clone, so the address
@@ -268,7 +276,10 @@ impl Mirror {
     /// operation sees its effect) and handing it to `out` with its encoding.
     fn resolve(&mut self, bop: BatchOp, emit: &mut impl FnMut(&mut Mirror, Op)) {
         match bop {
-            BatchOp::PutRetained(msg) => {
+            BatchOp::PutRetained(msg, version) => {
+                if self.stale_retained(&msg.topic, version) {
+                    return;
+                }
                 let expires_ms = msg.expires_at.map(|t| codec::wall_ms(wall_from_instant(t)));
                 emit(
                     self,
@@ -279,7 +290,10 @@ impl Mirror {
                     },
                 );
             }
-            BatchOp::DelRetained(topic) => {
+            BatchOp::DelRetained(topic, version) => {
+                if self.stale_retained(&topic, version) {
+                    return;
+                }
                 if self.retained.contains_key(&topic) {
                     emit(self, Op::DelRetained { topic });
                 }
@@ -399,6 +413,24 @@ impl Mirror {
                 }
             }
         }
+    }
+
+    /// True if a retained change of `topic` with `version` is older than one already
+    /// resolved (and must be dropped); records it otherwise.
+    fn stale_retained(&mut self, topic: &ByteStr, version: u64) -> bool {
+        if version == 0 {
+            return false;
+        }
+        if let Some(&seen) = self.retained_versions.get(topic) {
+            if seen > version {
+                return true;
+            }
+        }
+        if self.retained_versions.len() >= RETAINED_VERSIONS {
+            self.retained_versions.clear();
+        }
+        self.retained_versions.insert(topic.clone(), version);
+        false
     }
 
     /// Deletes message `id` once nothing refers to it.

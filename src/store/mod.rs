@@ -350,8 +350,9 @@ pub fn open_with(dir: &Path, opts: Options) -> Result<Box<dyn Store>, StoreError
 /// One operation of a [`Batch`].
 #[derive(Debug, Clone)]
 pub(crate) enum BatchOp {
-    PutRetained(SharedMessage),
-    DelRetained(ByteStr),
+    /// With the version the retained store gave the change (0: apply in batch order).
+    PutRetained(SharedMessage, u64),
+    DelRetained(ByteStr, u64),
     PutSession(ByteStr, Box<StoredSession>),
     DelSession(ByteStr),
     PutQueued(ByteStr, u64, Delivery, Option<Flow>),
@@ -460,14 +461,17 @@ impl Batch {
     }
 
     /// Sets the retained message of `msg.topic` (an empty payload is stored as given: call
-    /// [`Batch::delete_retained`] for a clearing PUBLISH).
-    pub fn put_retained(&mut self, msg: &SharedMessage) {
-        self.push(BatchOp::PutRetained(msg.clone()));
+    /// [`Batch::delete_retained`] for a clearing PUBLISH). `version` is what
+    /// `RetainedStore::set` returned: two shards can set one topic in one order and submit
+    /// their batches in the other, and the store keeps the newer version, as memory did
+    /// (0: no version, applied in order).
+    pub fn put_retained(&mut self, msg: &SharedMessage, version: u64) {
+        self.push(BatchOp::PutRetained(msg.clone(), version));
     }
 
-    /// Clears the retained message of `topic`.
-    pub fn delete_retained(&mut self, topic: &ByteStr) {
-        self.push(BatchOp::DelRetained(topic.clone()));
+    /// Clears the retained message of `topic` (`version` as for [`Batch::put_retained`]).
+    pub fn delete_retained(&mut self, topic: &ByteStr, version: u64) {
+        self.push(BatchOp::DelRetained(topic.clone(), version));
     }
 
     /// Creates or replaces a session (not its queue).
