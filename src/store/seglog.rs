@@ -5,6 +5,15 @@
 //! only then deletes the old generation, so at every instant the highest-numbered `.mlog` file
 //! is a complete store. At open, lower generations (left by a crash between the rename and the
 //! delete) and `.tmp` files are deleted.
+//!
+//! # Preallocation
+//! The file is extended ahead of the data, [`PREALLOC`] bytes at a time, by writing zeros and
+//! syncing them once. Why: an `fdatasync` after an append that grows the file must also write
+//! the inode (its size), which on this machine's ext4 made every group commit two device
+//! writes; overwriting blocks that already exist needs only the data. Measured with a small
+//! pwrite + fdatasync loop on an idle disk: 240-300 us per sync when appending, 150-170 us
+//! when overwriting preallocated zeros. A tail of zeros reads as the clean end of the log (an
+//! all-zero frame header never has a valid checksum, so it cannot be mistaken for a frame).
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -17,6 +26,8 @@ use super::StoreError;
 
 /// Frames of a rewrite are cut at about this size.
 const REWRITE_FRAME: usize = 1 << 20;
+/// The log file is extended by this much at a time (see the module documentation).
+const PREALLOC: u64 = 1 << 20;
 
 pub(crate) struct SegLog {
     dir: PathBuf,
@@ -25,6 +36,8 @@ pub(crate) struct SegLog {
     file: File,
     /// Bytes of valid data (header + whole frames).
     len: u64,
+    /// Bytes the file has (valid data, then zeros).
+    allocated: u64,
     /// Reused frame buffer.
     frame: Vec<u8>,
 }
@@ -106,6 +119,7 @@ impl SegLog {
                 path,
                 file,
                 len: HEADER_LEN as u64,
+                allocated: HEADER_LEN as u64,
                 frame: Vec::new(),
             });
         };
@@ -125,17 +139,37 @@ impl SegLog {
             path,
             file,
             len: 0,
+            allocated: 0,
             frame: Vec::new(),
         })
     }
 
     fn truncate_back(&mut self) {
-        if let Err(e) = self.file.set_len(self.len) {
-            log::error!(
+        match self.file.set_len(self.len) {
+            Ok(()) => self.allocated = self.len,
+            Err(e) => log::error!(
                 "store {}: truncating after a failed write: {e}",
                 self.path.display()
-            );
+            ),
         }
+    }
+
+    /// Makes the file at least `need` bytes long, in [`PREALLOC`] steps of synced zeros.
+    fn preallocate(&mut self, need: u64) -> io::Result<()> {
+        if need <= self.allocated {
+            return Ok(());
+        }
+        let target = need.div_ceil(PREALLOC) * PREALLOC;
+        static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+        let mut at = self.allocated;
+        while at < target {
+            let n = (target - at).min(ZEROS.len() as u64) as usize;
+            self.file.write_all_at(&ZEROS[..n], at)?;
+            at += n as u64;
+        }
+        self.file.sync_data()?;
+        self.allocated = target;
+        Ok(())
     }
 }
 
@@ -167,6 +201,9 @@ impl Engine for SegLog {
                     })?;
                     at += len;
                 }
+                Frame::Bad(_) if data[at..].iter().all(|&b| b == 0) => {
+                    break; // preallocated space
+                }
                 Frame::Bad(why) => {
                     let lost = data.len() - at;
                     dropped.push(format!(
@@ -183,6 +220,11 @@ impl Engine for SegLog {
             }
         }
         self.len = at as u64;
+        self.allocated = if dropped.is_empty() {
+            data.len() as u64
+        } else {
+            self.len
+        };
         Ok(dropped)
     }
 
@@ -190,6 +232,14 @@ impl Engine for SegLog {
         self.frame.clear();
         self.frame.reserve(encoded.len() + FRAME_HEADER_LEN);
         codec::put_frame(&mut self.frame, encoded);
+        if self
+            .preallocate(self.len + self.frame.len() as u64)
+            .is_err()
+        {
+            // No room for another step ahead: give back what it took and write the frame
+            // without it (the disk may still hold the frame itself).
+            self.truncate_back();
+        }
         if let Err(e) = self.file.write_all_at(&self.frame, self.len) {
             self.truncate_back();
             return Err(StoreError::io(&self.path, "appending", e));
@@ -232,6 +282,7 @@ impl Engine for SegLog {
         self.file = file;
         self.generation = generation;
         self.len = (HEADER_LEN + frames.len()) as u64;
+        self.allocated = self.len;
         if let Err(e) = fs::remove_file(&old) {
             // Harmless: the next open deletes generations below the newest.
             log::warn!("store {}: removing old generation: {e}", old.display());

@@ -356,6 +356,7 @@ fn a_torn_tail_is_cut_at_every_offset_and_reported() {
     let dir = tempfile::tempdir().unwrap();
     let m = msg("t", b"0123456789", QoS::AtLeastOnce);
     let good_len;
+    let end;
     {
         let s = open_b(dir.path(), Backend::Log);
         let mut b = Batch::new();
@@ -367,7 +368,8 @@ fn a_torn_tail_is_cut_at_every_offset_and_reported() {
             None,
         );
         s.commit(&mut b).unwrap();
-        good_len = fs::metadata(log_file(dir.path())).unwrap().len();
+        // The data's end (the file itself is preallocated beyond it).
+        good_len = s.stats().disk_bytes;
         // The last record: a new message for two queues, a delete and a retained message.
         let m2 = msg("t", b"second", QoS::AtLeastOnce);
         b.put_queued(
@@ -385,9 +387,10 @@ fn a_torn_tail_is_cut_at_every_offset_and_reported() {
         b.delete_queued(&cid("c"), 1);
         b.put_retained(&msg("r", b"x", QoS::AtMostOnce), 0);
         s.commit(&mut b).unwrap();
+        end = s.stats().disk_bytes as usize;
     }
     let path = log_file(dir.path());
-    let full = fs::read(&path).unwrap();
+    let full = fs::read(&path).unwrap()[..end].to_vec();
     assert!(full.len() as u64 > good_len + 20);
     let check_prefix = |r: &Recovered, what: &str| {
         assert_eq!(
@@ -821,4 +824,38 @@ fn retained_changes_keep_their_version_order_whatever_the_submit_order() {
             "{backend:?}"
         );
     }
+}
+
+/// The log file is extended ahead of its data with zeros (fdatasync then has no size to
+/// write); the zeros read as the clean end of the log, and appends go on at the data's end.
+#[test]
+fn the_preallocated_tail_is_a_clean_end() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = open_b(dir.path(), Backend::Log);
+        let mut b = Batch::new();
+        b.put_retained(&msg("a", b"1", QoS::AtMostOnce), 0);
+        s.commit(&mut b).unwrap();
+        let data = s.stats().disk_bytes;
+        let file = fs::metadata(log_file(dir.path())).unwrap().len();
+        assert!(file > data, "preallocated: file {file} B, data {data} B");
+    }
+    for round in 0..2 {
+        let s = open_b(dir.path(), Backend::Log);
+        let r = s.load().unwrap();
+        assert!(r.dropped.is_empty(), "round {round}: {:?}", r.dropped);
+        assert_eq!(r.retained.len(), 1 + round, "round {round}");
+        let mut b = Batch::new();
+        b.put_retained(&msg(&format!("b{round}"), b"2", QoS::AtMostOnce), 0);
+        s.commit(&mut b).unwrap();
+    }
+    // Garbage in the zeros is a damaged tail, and said so.
+    let path = log_file(dir.path());
+    let mut data = fs::read(&path).unwrap();
+    let n = data.len();
+    data[n - 10] = 0xff;
+    fs::write(&path, &data).unwrap();
+    let r = open_b(dir.path(), Backend::Log).load().unwrap();
+    assert_eq!(r.retained.len(), 3);
+    assert_eq!(r.dropped.len(), 1, "{:?}", r.dropped);
 }
