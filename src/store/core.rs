@@ -671,7 +671,15 @@ impl<E: Engine> Core<E> {
             let inner = inner.clone();
             std::thread::Builder::new()
                 .name("midge-store-writer".into())
-                .spawn(move || inner.run_writer())
+                .spawn(move || {
+                    // A writer that died would leave every held acknowledgement waiting for
+                    // ever; a crash at least restarts from the durable state.
+                    let run = std::panic::AssertUnwindSafe(|| inner.run_writer());
+                    if std::panic::catch_unwind(run).is_err() {
+                        log::error!("The store's writer thread failed: stopping.");
+                        std::process::abort();
+                    }
+                })
                 .map_err(|e| StoreError::io(dir, "starting the store writer thread", e))?
         };
         Ok(Core {
