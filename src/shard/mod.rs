@@ -36,8 +36,8 @@ use slab::Slab;
 use crate::auth::{Access, Auth, AuthClient, AuthResponse};
 use crate::broker::Shared;
 use crate::index::{Entry, SubscriberId, TopicIndex};
-use crate::message::Delivery;
 use crate::message::SharedMessage;
+use crate::message::{Delivery, SubscriptionIds};
 use crate::protocol::reason::v5;
 use crate::protocol::{self, Disconnect, Packet, ProtocolVersion, QoS, SubOptions};
 use crate::session::{Offer, OutState, Outgoing, SendPublish, Session};
@@ -893,7 +893,8 @@ impl Shard {
             let own = msg.origin == Some(sub);
             let mut best: Option<QoS> = None;
             let mut retain_as_published = false;
-            let mut ids = Vec::new();
+            // None or one identifier: no allocation (see `SubscriptionIds`).
+            let mut ids = SubscriptionIds::new();
             for (_, options, id) in group.iter().filter(|(_, o, _)| !(own && o.no_local)) {
                 best = best.max(Some(options.qos));
                 retain_as_published |= options.retain_as_published;

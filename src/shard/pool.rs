@@ -423,7 +423,10 @@ mod tests {
         let (mut a, mut b) = (ReadTarget::default(), ReadTarget::default());
         event(&mut a, &mut pool, &[(4096, 4096)]);
         event(&mut a, &mut pool, &[(8192, 8192)]);
-        assert_eq!((a.size(), pool.growth()), (4 * BUFFER_SIZE, 3 * BUFFER_SIZE));
+        assert_eq!(
+            (a.size(), pool.growth()),
+            (4 * BUFFER_SIZE, 3 * BUFFER_SIZE)
+        );
         event(&mut b, &mut pool, &[(4096, 4096)]);
         assert_eq!(b.size(), BUFFER_SIZE, "the shard's limit is reached");
         // The tick recounts: `a` fell back, so `b` may grow.
