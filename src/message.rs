@@ -93,7 +93,7 @@ impl Message {
             patch: PropertiesPatch {
                 message_expiry_interval,
                 subscription_identifiers: (!d.subscription_ids.is_empty())
-                    .then_some(&d.subscription_ids[..]),
+                    .then_some(d.subscription_ids.as_slice()),
                 topic_alias: None,
             },
             payload: &self.payload,
@@ -131,8 +131,8 @@ pub struct Delivery {
     pub msg: SharedMessage,
     pub qos: QoS,
     pub retain: bool,
-    /// Empty unless the subscriptions carried identifiers (no allocation then).
-    pub subscription_ids: Vec<u32>,
+    /// Empty unless the subscriptions carried identifiers; none or one is held inline.
+    pub subscription_ids: SubscriptionIds,
     /// For a delivery through a shared subscription: its `$share/{group}/{filter}`, so that
     /// the message can go to another member if this one's session ends unacknowledged.
     pub shared: Option<ByteStr>,
@@ -145,8 +145,137 @@ impl Delivery {
             msg,
             qos,
             retain,
-            subscription_ids: Vec::new(),
+            subscription_ids: SubscriptionIds::new(),
             shared: None,
         }
+    }
+}
+
+/// The identifiers of the subscriptions a delivery matched ([MQTT-3.3.4-3]), in the order
+/// they were added.
+///
+/// A session almost always has none or one matching subscription with an identifier: those
+/// are held inline, so building a delivery for an MQTT 5 subscriber allocates nothing (issue
+/// #7: no allocation per message). Two or more go to the heap. No larger than the `Vec<u32>`
+/// it replaces (the `Vec`'s capacity niche holds the tag), so a queued delivery costs the same.
+#[derive(Clone, Default)]
+pub struct SubscriptionIds(Ids);
+
+#[derive(Clone, Default)]
+enum Ids {
+    #[default]
+    None,
+    One(u32),
+    /// Two or more.
+    Many(Vec<u32>),
+}
+
+impl SubscriptionIds {
+    /// No identifiers.
+    pub const fn new() -> SubscriptionIds {
+        SubscriptionIds(Ids::None)
+    }
+
+    /// Adds one; allocates only for the second (and grows for later ones).
+    pub fn push(&mut self, id: u32) {
+        self.0 = match std::mem::take(&mut self.0) {
+            Ids::None => Ids::One(id),
+            Ids::One(first) => Ids::Many(vec![first, id]),
+            Ids::Many(mut ids) => {
+                ids.push(id);
+                Ids::Many(ids)
+            }
+        };
+    }
+
+    pub fn as_slice(&self) -> &[u32] {
+        match &self.0 {
+            Ids::None => &[],
+            Ids::One(id) => std::slice::from_ref(id),
+            Ids::Many(ids) => ids,
+        }
+    }
+}
+
+impl std::ops::Deref for SubscriptionIds {
+    type Target = [u32];
+    fn deref(&self) -> &[u32] {
+        self.as_slice()
+    }
+}
+
+/// Equal when the identifiers are (however they are held).
+impl PartialEq for SubscriptionIds {
+    fn eq(&self, other: &SubscriptionIds) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for SubscriptionIds {}
+
+impl std::fmt::Debug for SubscriptionIds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.as_slice()).finish()
+    }
+}
+
+impl Extend<u32> for SubscriptionIds {
+    fn extend<I: IntoIterator<Item = u32>>(&mut self, iter: I) {
+        for id in iter {
+            self.push(id);
+        }
+    }
+}
+
+impl FromIterator<u32> for SubscriptionIds {
+    fn from_iter<I: IntoIterator<Item = u32>>(iter: I) -> SubscriptionIds {
+        let mut ids = SubscriptionIds::new();
+        ids.extend(iter);
+        ids
+    }
+}
+
+impl From<Vec<u32>> for SubscriptionIds {
+    fn from(ids: Vec<u32>) -> SubscriptionIds {
+        match ids[..] {
+            [] => SubscriptionIds::new(),
+            [id] => SubscriptionIds(Ids::One(id)),
+            _ => SubscriptionIds(Ids::Many(ids)),
+        }
+    }
+}
+
+impl<'a> IntoIterator for &'a SubscriptionIds {
+    type Item = &'a u32;
+    type IntoIter = std::slice::Iter<'a, u32>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.as_slice().iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscription_ids_keep_their_order_and_compare_by_value() {
+        let mut ids = SubscriptionIds::new();
+        assert!(ids.is_empty());
+        ids.push(7);
+        assert_eq!(ids.as_slice(), &[7]);
+        ids.extend([3, 9]);
+        assert_eq!(ids.as_slice(), &[7, 3, 9]);
+        assert_eq!(ids, SubscriptionIds::from(vec![7, 3, 9]));
+        assert_eq!(
+            SubscriptionIds::from(vec![5]),
+            Some(5).into_iter().collect()
+        );
+        assert_eq!(SubscriptionIds::from(vec![]), SubscriptionIds::new());
+        assert_eq!(format!("{ids:?}"), "[7, 3, 9]");
+    }
+
+    #[test]
+    fn subscription_ids_are_no_larger_than_a_vec() {
+        assert!(std::mem::size_of::<SubscriptionIds>() <= std::mem::size_of::<Vec<u32>>());
     }
 }

@@ -13,6 +13,10 @@
 //! Everything is bounded: sockets have read and write time-outs, every phase has a deadline,
 //! and a failure stops the clients before the assertion.
 //!
+//! A second pair of phases has MQTT 5 subscribers whose subscriptions carry a subscription
+//! identifier, which every delivery to them repeats ([MQTT-3.3.4-3]): building those
+//! deliveries must not allocate either (`message::SubscriptionIds`).
+//!
 //! Run alone it takes a few seconds: `cargo test --release --test alloc -- --nocapture`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -144,33 +148,63 @@ fn id_on_shard(prefix: &str, shard: usize, n: &mut u32) -> String {
     }
 }
 
+/// Reads one packet whose remaining length is under 128 (CONNACK, SUBACK): its first byte
+/// and its body.
+fn read_small_packet(s: &mut TcpStream) -> (u8, Vec<u8>) {
+    let mut header = [0u8; 2];
+    s.read_exact(&mut header).expect("packet header");
+    assert!(header[1] < 0x80, "a small packet");
+    let mut body = vec![0u8; usize::from(header[1])];
+    s.read_exact(&mut body).expect("packet body");
+    (header[0], body)
+}
+
 /// Connects (clean session, no keep-alive) and waits for CONNACK 0; then subscribes to
-/// `filter` at `qos` when given and waits for its SUBACK.
-fn connect(addr: SocketAddr, client_id: &str, subscribe: Option<(&str, u8)>) -> TcpStream {
+/// `filter` at `qos` when given and waits for its SUBACK. With `v5`, it connects with MQTT 5
+/// and the subscription carries identifier `id` (1..=127).
+fn connect(
+    addr: SocketAddr,
+    client_id: &str,
+    subscribe: Option<(&str, u8)>,
+    v5: Option<u8>,
+) -> TcpStream {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
     s.set_nodelay(true).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut body = Vec::new();
     string(&mut body, b"MQTT");
-    body.extend_from_slice(&[4, 0x02, 0, 0]);
+    match v5 {
+        // Level 5, clean start, keep-alive 0, no properties.
+        Some(_) => body.extend_from_slice(&[5, 0x02, 0, 0, 0]),
+        None => body.extend_from_slice(&[4, 0x02, 0, 0]),
+    }
     string(&mut body, client_id.as_bytes());
     let mut out = Vec::new();
     frame(&mut out, 0x10, &body);
     s.write_all(&out).unwrap();
-    let mut connack = [0u8; 4];
-    s.read_exact(&mut connack).expect("CONNACK");
-    assert_eq!(connack, [0x20, 2, 0, 0], "CONNACK for {client_id}");
+    let (first, connack) = read_small_packet(&mut s);
+    assert!(
+        first == 0x20 && connack.len() >= 2 && connack[1] == 0,
+        "CONNACK for {client_id}: {first:#x} {connack:?}"
+    );
     if let Some((filter, qos)) = subscribe {
         let mut body = vec![0, 1];
+        if let Some(id) = v5 {
+            // Properties: Subscription Identifier `id` (a one-byte variable integer).
+            assert!((1..0x80).contains(&id));
+            body.extend_from_slice(&[2, 0x0B, id]);
+        }
         string(&mut body, filter.as_bytes());
         body.push(qos);
         let mut out = Vec::new();
         frame(&mut out, 0x82, &body);
         s.write_all(&out).unwrap();
-        let mut suback = [0u8; 5];
-        s.read_exact(&mut suback).expect("SUBACK");
-        assert_eq!(suback, [0x90, 3, 0, 1, qos], "SUBACK for {client_id}");
+        let (first, suback) = read_small_packet(&mut s);
+        assert!(
+            first == 0x90 && suback[..2] == [0, 1] && suback.last() == Some(&qos),
+            "SUBACK for {client_id}: {first:#x} {suback:?}"
+        );
     }
     s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     s
@@ -214,8 +248,9 @@ impl Progress {
 }
 
 /// A subscriber: reads PUBLISH frames into a fixed buffer, counts them and, at QoS 1,
-/// answers each with a PUBACK (written once per read).
-fn subscriber(mut s: TcpStream, me: usize, progress: &Progress) {
+/// answers each with a PUBACK (written once per read). With `sub_id` (MQTT 5), every
+/// PUBLISH must carry exactly that subscription identifier as its properties.
+fn subscriber(mut s: TcpStream, me: usize, sub_id: Option<u8>, progress: &Progress) {
     let mut buf = vec![0u8; 1 << 16];
     let mut acks = vec![0u8; 1 << 16];
     let (mut start, mut end) = (0usize, 0usize);
@@ -270,12 +305,24 @@ fn subscriber(mut s: TcpStream, me: usize, progress: &Progress) {
                 progress.failed.store(true, Ordering::Relaxed);
                 return;
             }
+            let body = &avail[i..i + len];
+            let topic_len = usize::from(u16::from_be_bytes([body[0], body[1]]));
+            let mut at = 2 + topic_len;
             if (first >> 1) & 3 == 1 {
-                let body = &avail[i..i + len];
-                let topic_len = usize::from(u16::from_be_bytes([body[0], body[1]]));
-                let id = &body[2 + topic_len..4 + topic_len];
+                let id = &body[at..at + 2];
                 acks[nacks..nacks + 4].copy_from_slice(&[0x40, 2, id[0], id[1]]);
                 nacks += 4;
+                at += 2;
+            }
+            if let Some(sub_id) = sub_id {
+                if body[at..at + 3] != [2, 0x0B, sub_id] {
+                    eprintln!(
+                        "subscriber {me}: properties {:?}, expected subscription identifier {sub_id}",
+                        &body[at..at + 3]
+                    );
+                    progress.failed.store(true, Ordering::Relaxed);
+                    return;
+                }
             }
             got += 1;
             start += i + len;
@@ -352,10 +399,11 @@ fn wait_for(deadline: Instant, progress: &Progress, f: impl Fn() -> bool) -> boo
     true
 }
 
-/// One phase at `qos`: returns (allocations, routed deliveries, allocations by size) in the
-/// measured window.
-fn measure(addr: SocketAddr, qos: u8) -> (u64, u64, String) {
-    let topic = format!("alloc/q{qos}");
+/// One phase at `qos` (with MQTT 5 subscribers using subscription identifiers when `v5`):
+/// returns (allocations, routed deliveries, allocations by size) in the measured window.
+fn measure(addr: SocketAddr, qos: u8, v5: bool) -> (u64, u64, String) {
+    let phase = format!("q{qos}{}", if v5 { "-v5" } else { "" });
+    let topic = format!("alloc/{phase}");
     let progress = Arc::new(Progress {
         sent: AtomicU64::new(0),
         received: [AtomicU64::new(0), AtomicU64::new(0)],
@@ -365,14 +413,15 @@ fn measure(addr: SocketAddr, qos: u8) -> (u64, u64, String) {
     let mut n = 0;
     let mut threads = Vec::new();
     for shard in 0..SHARDS {
-        let id = id_on_shard(&format!("sub-q{qos}"), shard, &mut n);
-        let s = connect(addr, &id, Some((&topic, qos)));
+        let id = id_on_shard(&format!("sub-{phase}"), shard, &mut n);
+        let sub_id = v5.then_some(shard as u8 + 1);
+        let s = connect(addr, &id, Some((&topic, qos)), sub_id);
         let p = progress.clone();
-        threads.push(thread::spawn(move || subscriber(s, shard, &p)));
+        threads.push(thread::spawn(move || subscriber(s, shard, sub_id, &p)));
     }
     for i in 0..PUBLISHERS {
-        let id = id_on_shard(&format!("pub-q{qos}"), i % SHARDS, &mut n);
-        let s = connect(addr, &id, None);
+        let id = id_on_shard(&format!("pub-{phase}"), i % SHARDS, &mut n);
+        let s = connect(addr, &id, None, None);
         let mut frames = Vec::new();
         for k in 0..BATCH {
             publish_frame(&mut frames, &topic, qos, k as u16 + 1);
@@ -396,11 +445,11 @@ fn measure(addr: SocketAddr, qos: u8) -> (u64, u64, String) {
     }
     assert!(
         !progress.failed.load(Ordering::Relaxed),
-        "QoS {qos}: a client failed (see its message above)"
+        "{phase}: a client failed (see its message above)"
     );
     assert!(
         measured,
-        "QoS {qos}: no steady state within {PHASE_LIMIT:?}: {} deliveries",
+        "{phase}: no steady state within {PHASE_LIMIT:?}: {} deliveries",
         progress.delivered()
     );
     let sizes = sizes_between(&sizes0, &sizes1);
@@ -417,19 +466,23 @@ fn routing_does_not_allocate_per_message_in_steady_state() {
     let broker = Broker::start(config).expect("start broker");
     let addr = broker.local_addrs()[0];
     let mut report = Vec::new();
-    for qos in [0u8, 1] {
-        let (allocs, deliveries, sizes) = measure(addr, qos);
+    for (qos, v5) in [(0u8, false), (1, false), (0, true), (1, true)] {
+        let (allocs, deliveries, sizes) = measure(addr, qos, v5);
         let per = allocs as f64 / deliveries as f64;
-        println!(
-            "QoS {qos}: {allocs} allocations over {deliveries} routed deliveries = {per:.5} per delivery; by size:{sizes}"
+        let phase = format!(
+            "QoS {qos}{}",
+            if v5 { ", MQTT 5 + subscription id" } else { "" }
         );
-        report.push((qos, allocs, deliveries, per));
+        println!(
+            "{phase}: {allocs} allocations over {deliveries} routed deliveries = {per:.5} per delivery; by size:{sizes}"
+        );
+        report.push((phase, allocs, deliveries, per));
     }
     broker.shutdown().expect("shutdown");
-    for (qos, allocs, deliveries, per) in report {
+    for (phase, allocs, deliveries, per) in report {
         assert!(
             per < MAX_ALLOCS_PER_DELIVERY,
-            "QoS {qos}: {allocs} allocations for {deliveries} routed deliveries ({per:.4} per delivery, limit {MAX_ALLOCS_PER_DELIVERY})"
+            "{phase}: {allocs} allocations for {deliveries} routed deliveries ({per:.4} per delivery, limit {MAX_ALLOCS_PER_DELIVERY})"
         );
     }
 }

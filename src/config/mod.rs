@@ -129,6 +129,11 @@ pub struct Config {
     /// (0 = no limit). A flood of connection attempts then costs an accept and a close each,
     /// never a CONNECT parse or a password check.
     pub connection_rate_limit: u32,
+    /// `read_buffer_growth BYTES` (midge): how far the read buffers of connections that send
+    /// more than a buffer at a time may grow beyond their 4 KiB, summed over all connections,
+    /// broker-wide (each shard gets an equal share). Bounds the memory busy publishers cost;
+    /// 0 = read buffers never grow (more reads for bulk senders). Default 8 MiB.
+    pub read_buffer_growth: usize,
     /// `per_listener_settings`: when true, `allow_anonymous` is read per listener
     /// ([`Listener::allow_anonymous`]) and the global [`Config::allow_anonymous`] stays `None`.
     pub per_listener_settings: bool,
@@ -177,6 +182,7 @@ impl Default for Config {
             source: None,
             max_connections: None,
             connection_rate_limit: 0,
+            read_buffer_growth: 8 * 1024 * 1024,
             per_listener_settings: false,
             password_file: None,
             acl_file: None,

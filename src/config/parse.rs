@@ -374,6 +374,10 @@ impl Parser {
                 let v = parse_int(pos, option, one(pos, option, rest)?, 0, i64::MAX)?;
                 self.config.max_queued_messages = to_usize(pos, option, rest, v)?;
             }
+            "read_buffer_growth" => {
+                let v = parse_int(pos, option, one(pos, option, rest)?, 0, i64::MAX)?;
+                self.config.read_buffer_growth = to_usize(pos, option, rest, v)?;
+            }
             "max_queued_bytes" => {
                 let v = parse_int(pos, option, one(pos, option, rest)?, 0, i64::MAX)?;
                 self.config.max_queued_bytes = to_usize(pos, option, rest, v)?;

@@ -4,7 +4,7 @@
 
 use crate::auth::Access;
 use crate::index::Entry;
-use crate::message::Delivery;
+use crate::message::{Delivery, SubscriptionIds};
 use crate::protocol::reason::{v3, v5};
 use crate::protocol::topic::{parse_shared, validate_topic_filter};
 use crate::protocol::{Packet, QoS, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe};
@@ -121,7 +121,7 @@ impl Shard {
         self.send(key, &Packet::SubAck(suback));
         // Retained messages go out after the SUBACK, with RETAIN set [MQTT-3.3.1-6].
         let mut retained = Vec::new();
-        let ids: Vec<u32> = identifier.into_iter().collect();
+        let ids: SubscriptionIds = identifier.into_iter().collect();
         for (filter, qos) in retained_for {
             self.shared.retained.matching(&filter, &mut retained);
             for msg in retained.drain(..) {

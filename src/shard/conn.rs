@@ -26,13 +26,9 @@ pub struct Conn {
     /// Unparsed input. Unallocated while there is none: buffers come from and go back to the
     /// shard's [`super::pool::BufferPool`], so an idle connection holds no buffer.
     pub rbuf: BytesMut,
-    /// How much room the next growth of `rbuf` makes: doubles (up to `READ_CHUNK`) each time
-    /// the buffer runs out while the client keeps sending, back to [`super::pool::BUFFER_SIZE`] when it
-    /// goes idle (`Shard::tick`). Why: decoded payloads are slices of `rbuf`, so a buffer
-    /// still referenced by messages in flight cannot be reused and growing it allocates; a
-    /// busy publisher then pays one allocation per 64 KiB read instead of per 4 KiB (issue
-    /// #7), while idle connections keep small buffers.
-    pub rbuf_target: usize,
+    /// How much room `rbuf` is given when it needs more: grows only while reads fill it,
+    /// falls back when they stop (see [`super::pool::ReadTarget`]).
+    pub rbuf_target: super::pool::ReadTarget,
     /// Unsent output; like `rbuf`, unallocated while empty.
     pub wbuf: BytesMut,
     /// Output held back for persistence (see `shard::durable`): `wbuf` bytes written so far
@@ -134,7 +130,7 @@ impl Conn {
             stream,
             peer,
             rbuf: BytesMut::new(),
-            rbuf_target: super::pool::BUFFER_SIZE,
+            rbuf_target: Default::default(),
             wbuf: BytesMut::new(),
             written: 0,
             released: 0,
@@ -202,19 +198,40 @@ impl Conn {
 
     /// Gives the read buffer back to the pool when it is empty, reusable, and the connection
     /// is not a busy sender. Otherwise the connection keeps it:
-    /// - a busy sender (its buffer grew, `rbuf_target`) will read again soon;
+    /// - a busy sender (its read size grew, `rbuf_target`) will read again soon;
     /// - a buffer that payloads still slice (messages in flight) cannot be reused by the
-    ///   pool, and dropping it would make the next read allocate a fresh one each time;
-    ///   keeping it lets the read path grow it (`rbuf_target`), one allocation per 64 KiB.
+    ///   pool yet; the connection reads into its free tail next time, and reuses it in place
+    ///   once the payloads are gone (usually by then: they go at the end of the loop turn).
     ///
     /// The tick gives back what a quiet connection still holds.
     pub fn release_idle_rbuf(&mut self, pool: &mut super::pool::BufferPool) {
         if self.rbuf.is_empty()
-            && self.rbuf_target <= super::pool::BUFFER_SIZE
+            && self.rbuf_target.size() <= super::pool::BUFFER_SIZE
             && self.rbuf.try_reclaim(super::pool::BUFFER_SIZE)
         {
             pool.give(&mut self.rbuf);
         }
+    }
+
+    /// At each tick: the read size falls back once reads stopped filling the buffer, and an
+    /// empty buffer larger than the new size is let go. Returns the
+    /// connection's read-size growth, which the shard sums into the pool's growth count.
+    pub fn tick_rbuf(&mut self, idle: bool, pool: &mut super::pool::BufferPool) -> usize {
+        if idle && self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
+            // Idle now: the read buffer goes back to the pool and the next one starts small.
+            pool.give(&mut self.rbuf);
+            self.rbuf_target.reset();
+        } else if self.rbuf_target.tick() && self.rbuf.is_empty() {
+            // Still reading, but never a full buffer lately: no reason to hold a large one.
+            // It is dropped rather than pooled, so that no other connection inherits it (its
+            // storage is freed now, or with the last payload that slices it).
+            if self.rbuf.capacity() <= super::pool::BUFFER_SIZE {
+                pool.give(&mut self.rbuf);
+            } else {
+                self.rbuf = BytesMut::new();
+            }
+        }
+        self.rbuf_target.growth()
     }
 
     /// True once the client spoke MQTT 5 in its CONNECT (reason codes and properties on).

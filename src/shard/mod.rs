@@ -36,8 +36,8 @@ use slab::Slab;
 use crate::auth::{Access, Auth, AuthClient, AuthResponse};
 use crate::broker::Shared;
 use crate::index::{Entry, SubscriberId, TopicIndex};
-use crate::message::Delivery;
 use crate::message::SharedMessage;
+use crate::message::{Delivery, SubscriptionIds};
 use crate::protocol::reason::v5;
 use crate::protocol::{self, Disconnect, Packet, ProtocolVersion, QoS, SubOptions};
 use crate::session::{Offer, OutState, Outgoing, SendPublish, Session};
@@ -45,7 +45,7 @@ use crate::store::{Batch as StoreBatch, RecoveredSession, Store};
 use crate::transport::{TlsListener, Transport};
 use conn::{Conn, ConnState};
 use inbox::{Batch, Inbox, ShardHandle, ShardMsg};
-use pool::{BufferPool, BUFFER_SIZE};
+use pool::{BufferPool, MIN_READ};
 
 /// Tokens at and above this value are listeners; below are connection slots.
 const LISTENER_BASE: usize = 1 << 40;
@@ -243,6 +243,8 @@ impl Shard {
             w.client(move || me.wake())
         });
         let accept_rate = RateLimit::per_second(shared.config.connection_rate_limit, n);
+        let mut buffers = BufferPool::new();
+        buffers.set_growth_limit(shared.config.read_buffer_growth / n.max(1));
         Ok(Shard {
             id,
             poll,
@@ -264,7 +266,7 @@ impl Shard {
             next_auth_token: 0,
             slow_consumer_drops: 0,
             adoptions: Vec::new(),
-            buffers: BufferPool::new(),
+            buffers,
             accept_rate,
             rate_limited: 0,
             // Turn numbers start at 1 (0 means "none", see `shard::durable`).
@@ -512,21 +514,23 @@ impl Shard {
 
     fn read_and_process(&mut self, key: usize) {
         let mut budget = READ_CHUNK * 4;
+        // Bytes read in this readiness event (see `ReadTarget::filled`).
+        let mut in_event = 0;
         loop {
             let Some(conn) = self.conns.get_mut(key) else {
                 return;
             };
             self.buffers.ensure(&mut conn.rbuf);
-            if conn.rbuf.capacity() - conn.rbuf.len() < BUFFER_SIZE {
-                // Room for the connection's current read size (see `Conn::rbuf_target`), and
-                // at least doubling for a large packet still arriving.
-                let len = conn.rbuf.len();
-                let grow = BUFFER_SIZE.max(len).min(READ_CHUNK);
-                conn.rbuf
-                    .reserve(grow.max(conn.rbuf_target.saturating_sub(len)));
-                conn.rbuf_target = (conn.rbuf_target * 2).min(READ_CHUNK);
+            if conn.rbuf.capacity() - conn.rbuf.len() < MIN_READ {
+                // Room for the connection's read size (see `Conn::rbuf_target`), or more for
+                // a large packet still arriving; a tail of at least MIN_READ is read into
+                // as it is, so that a buffer whose payloads are still in flight is not
+                // replaced before it is full.
+                let room = conn.rbuf_target.room_for(conn.rbuf.len());
+                self.buffers.make_room(&mut conn.rbuf, room);
             }
             let spare = conn.rbuf.spare_capacity_mut();
+            let offered = spare.len();
             // SAFETY: `read` only writes into the slice; we advance `len` by what it reports.
             let slice = unsafe {
                 std::slice::from_raw_parts_mut(spare.as_mut_ptr().cast::<u8>(), spare.len())
@@ -539,6 +543,11 @@ impl Shard {
                 Ok(n) => {
                     // SAFETY: the first `n` bytes of the spare capacity were just written.
                     unsafe { conn.rbuf.set_len(conn.rbuf.len() + n) };
+                    in_event += n;
+                    if n == offered {
+                        // The socket may hold more than the buffer took: grow if that is so.
+                        conn.rbuf_target.filled(in_event, &mut self.buffers);
+                    }
                     if conn.tls_identity.is_none() && conn.stream.is_tls() {
                         // The handshake is done (plaintext arrived): before CONNECT is decoded.
                         conn.tls_identity = conn.stream.tls_identity().map(str::to_owned);
@@ -884,7 +893,8 @@ impl Shard {
             let own = msg.origin == Some(sub);
             let mut best: Option<QoS> = None;
             let mut retain_as_published = false;
-            let mut ids = Vec::new();
+            // None or one identifier: no allocation (see `SubscriptionIds`).
+            let mut ids = SubscriptionIds::new();
             for (_, options, id) in group.iter().filter(|(_, o, _)| !(own && o.no_local)) {
                 best = best.max(Some(options.qos));
                 retain_as_published |= options.retain_as_published;
@@ -992,14 +1002,10 @@ impl Shard {
     /// Keep-alive and CONNECT time-outs.
     fn tick(&mut self, now: Instant) {
         let mut expired = Vec::new();
+        let mut growth = 0;
         for (key, conn) in self.conns.iter_mut() {
             let idle = now.saturating_duration_since(conn.last_rx);
-            if idle >= TICK && conn.rbuf.is_empty() && conn.rbuf.capacity() > 0 {
-                // Idle now: the read buffer goes back to the pool and the next one starts
-                // small again (see `Conn::rbuf_target`).
-                self.buffers.give(&mut conn.rbuf);
-                conn.rbuf_target = BUFFER_SIZE;
-            }
+            growth += conn.tick_rbuf(idle >= TICK, &mut self.buffers);
             match conn.state {
                 ConnState::AwaitConnect if idle > CONNECT_TIMEOUT => expired.push((key, false)),
                 ConnState::Active { .. } if conn.keep_alive_expired(idle) => {
@@ -1008,6 +1014,8 @@ impl Shard {
                 _ => {}
             }
         }
+        // Exact again (closed connections and shrinks are counted now).
+        self.buffers.set_growth(growth);
         let mut wills = Vec::new();
         let mut ended = Vec::new();
         for (slot, s) in self.sessions.iter_mut() {

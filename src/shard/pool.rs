@@ -15,7 +15,20 @@
 //! it is no larger than [`MAX_POOLED`]; anything else is dropped and its storage is freed with
 //! the last payload that points into it.
 //!
+//! A read buffer that still has a partial packet in it but no room left, and that payloads
+//! still slice, cannot be reused in place: the connection moves its partial packet to a fresh
+//! buffer ([`BufferPool::make_room`]) and the old one is *retired*: kept, in a bounded FIFO,
+//! until its payloads are gone, then taken again like a pooled one. Without that, a publisher
+//! whose messages are in flight (QoS 1 awaiting acknowledgements) would allocate a new buffer
+//! every [`BUFFER_SIZE`] bytes, since [`ReadTarget`] no longer grows the buffer just to
+//! amortise allocations.
+//!
+//! How large a connection's read buffer gets is [`ReadTarget`]'s decision; the sum of what
+//! connections have grown is bounded per shard ([`BufferPool::set_growth_limit`]).
+//!
 //! Owned by one shard; shard thread only.
+
+use std::collections::VecDeque;
 
 use bytes::BytesMut;
 
@@ -32,13 +45,132 @@ pub const MAX_POOLED: usize = 64 * 1024;
 /// 0.82-0.94 µs of broker CPU per delivery with 64 pooled buffers, 0.90-1.08 with a 4 MiB pool
 /// (1024 buffers), 0.97-1.02 before pooling (each connection kept its own two buffers).
 pub const MAX_POOLED_BUFFERS: usize = 64;
+/// Retired read buffers kept for reuse (see the module documentation). Enough for the pinned
+/// buffers of a shard's publishers in a steady QoS 1 flow (about one per 4 KiB of messages
+/// awaiting acknowledgement); when full, the oldest is let go: its storage is freed with its
+/// last payload (a retained message can pin one for good, so nothing waits on it forever).
+/// The buffers it holds would be alive anyway (payloads point into them); it only delays
+/// freeing the ones it did not get to reuse by as long as they stay in it.
+pub const MAX_RETIRING: usize = 256;
+/// A read is not attempted into less room than this: a fuller buffer gets more room first
+/// ([`BufferPool::make_room`]). Below a typical batch of small packets, so that reading into
+/// the tail of a buffer costs at most one extra `read` per buffer, not per message.
+pub const MIN_READ: usize = 1024;
+/// The largest read size a connection grows to ([`ReadTarget`]).
+pub const MAX_READ_SIZE: usize = 64 * 1024;
+/// Read-buffer growth allowed per shard by default (`Σ (target - BUFFER_SIZE)` over its
+/// connections): 64 connections at [`MAX_READ_SIZE`]. See `Config::read_buffer_growth`.
+pub const DEFAULT_GROWTH_LIMIT: usize = 4 * 1024 * 1024;
+/// A grown read size falls back to [`BUFFER_SIZE`] after this many ticks (250 ms each)
+/// without a read that filled the buffer.
+pub const SHRINK_AFTER_TICKS: u8 = 4;
 
 /// A bounded free list of empty buffers. Shard thread only.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct BufferPool {
     free: Vec<BytesMut>,
+    /// Read buffers given up while payloads still sliced them, oldest first.
+    retiring: VecDeque<BytesMut>,
+    /// Bytes by which this shard's connections' read sizes exceed [`BUFFER_SIZE`]: exact after
+    /// each tick (`set_growth`), an over-estimate in between (shrinks and closes are only
+    /// counted at the next tick), so the bound holds at all times.
+    growth: usize,
+    growth_limit: usize,
     /// Buffers allocated because the pool was empty (for tests and, later, `$SYS`).
     pub allocated: u64,
+}
+
+impl Default for BufferPool {
+    fn default() -> BufferPool {
+        BufferPool {
+            free: Vec::new(),
+            retiring: VecDeque::new(),
+            growth: 0,
+            growth_limit: DEFAULT_GROWTH_LIMIT,
+            allocated: 0,
+        }
+    }
+}
+
+/// The read size of one connection: how much room its read buffer is given. 8 bytes in every
+/// connection.
+///
+/// It starts at [`BUFFER_SIZE`] and doubles (up to [`MAX_READ_SIZE`], within the shard's
+/// growth limit) only when a read filled the buffer *and* more than a whole buffer arrived in
+/// that readiness event: the socket held more than the buffer, so a larger one saves reads.
+/// Filling the tail of a partly used buffer is not a reason to grow. A connection whose reads
+/// have not filled its buffer for [`SHRINK_AFTER_TICKS`] ticks goes back to [`BUFFER_SIZE`]
+/// and gives up a large empty buffer.
+///
+/// Why (issue #7): a busy connection used to grow to 64 KiB at its first few reads and keep
+/// it, so 1000 point-to-point publishers that never had more than a kilobyte waiting cost
+/// 64 MiB of read buffers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadTarget {
+    size: u32,
+    /// Ticks since a read last filled the buffer (saturating).
+    quiet_ticks: u8,
+}
+
+impl Default for ReadTarget {
+    fn default() -> ReadTarget {
+        ReadTarget {
+            size: BUFFER_SIZE as u32,
+            quiet_ticks: 0,
+        }
+    }
+}
+
+impl ReadTarget {
+    /// The room a read buffer is given when it needs more.
+    pub fn size(&self) -> usize {
+        self.size as usize
+    }
+
+    /// Bytes above [`BUFFER_SIZE`] (what counts against the shard's growth limit).
+    pub fn growth(&self) -> usize {
+        self.size() - BUFFER_SIZE
+    }
+
+    /// After a read that filled the room it was given: `in_event` is what the connection read
+    /// in this readiness event so far. Grows when that exceeds a whole buffer and `pool`'s
+    /// growth limit allows it.
+    pub fn filled(&mut self, in_event: usize, pool: &mut BufferPool) {
+        self.quiet_ticks = 0;
+        let size = self.size();
+        if in_event >= size && size < MAX_READ_SIZE && pool.growth + size <= pool.growth_limit {
+            pool.growth += size;
+            self.size = (size * 2) as u32;
+        }
+    }
+
+    /// A tick went by. Returns true when the read size fell back to [`BUFFER_SIZE`] (the
+    /// caller lets go of a large empty buffer then).
+    pub fn tick(&mut self) -> bool {
+        self.quiet_ticks = self.quiet_ticks.saturating_add(1);
+        if self.size() > BUFFER_SIZE && self.quiet_ticks >= SHRINK_AFTER_TICKS {
+            *self = ReadTarget::default();
+            return true;
+        }
+        false
+    }
+
+    /// Back to [`BUFFER_SIZE`] (an idle connection).
+    pub fn reset(&mut self) {
+        *self = ReadTarget::default();
+    }
+
+    /// How much room to ask [`BufferPool::make_room`] for when a buffer holding `len`
+    /// unparsed bytes has too little: up to the read size, or, for a packet as large as
+    /// that, double what it has (a large packet still arriving takes few reads).
+    pub fn room_for(&self, len: usize) -> usize {
+        let size = self.size();
+        if len + MIN_READ <= size {
+            size - len
+        } else {
+            len.clamp(BUFFER_SIZE, MAX_READ_SIZE)
+        }
+    }
 }
 
 impl BufferPool {
@@ -50,13 +182,81 @@ impl BufferPool {
     /// An empty buffer with room for at least [`BUFFER_SIZE`] bytes: a pooled one if there
     /// is one, a new one otherwise.
     pub fn take(&mut self) -> BytesMut {
-        match self.free.pop() {
-            Some(buf) => buf,
-            None => {
-                self.allocated += 1;
-                BytesMut::with_capacity(BUFFER_SIZE)
+        if let Some(buf) = self.free.pop() {
+            return buf;
+        }
+        // Only the oldest retired buffer is looked at (O(1)): buffers are retired in about
+        // the order their payloads are released.
+        if let Some(buf) = self.retiring.front_mut() {
+            if buf.try_reclaim(BUFFER_SIZE) {
+                let buf = self.retiring.pop_front().expect("front exists");
+                if buf.capacity() <= MAX_POOLED {
+                    return buf;
+                }
             }
         }
+        self.allocated += 1;
+        BytesMut::with_capacity(BUFFER_SIZE)
+    }
+
+    /// Makes room for `additional` more bytes in a connection's read buffer `buf` (which holds
+    /// the start of a packet, or nothing). In place when the buffer is not shared; otherwise
+    /// its bytes move to a pooled buffer and the old one is retired (see the module
+    /// documentation); a new allocation only when neither serves.
+    pub fn make_room(&mut self, buf: &mut BytesMut, additional: usize) {
+        if buf.try_reclaim(additional) {
+            return;
+        }
+        let needed = buf.len() + additional;
+        let mut fresh = if needed <= BUFFER_SIZE {
+            self.take()
+        } else {
+            BytesMut::new()
+        };
+        if fresh.capacity() < needed {
+            if fresh.capacity() > 0 {
+                self.give(&mut fresh);
+            }
+            // A grown read size or a large packet: one allocation of the size wanted.
+            self.allocated += 1;
+            fresh = BytesMut::with_capacity(needed);
+        }
+        fresh.extend_from_slice(buf);
+        let mut old = std::mem::replace(buf, fresh);
+        old.clear();
+        self.retire(old);
+    }
+
+    /// Keeps `buf`, which payloads may still slice, until it can be reused (see
+    /// [`MAX_RETIRING`]).
+    fn retire(&mut self, buf: BytesMut) {
+        if buf.capacity() > MAX_POOLED {
+            return;
+        }
+        if self.retiring.len() == MAX_RETIRING {
+            self.retiring.pop_front();
+        }
+        self.retiring.push_back(buf);
+    }
+
+    /// Bounds the growth of this shard's read buffers (see [`ReadTarget`]).
+    pub fn set_growth_limit(&mut self, bytes: usize) {
+        self.growth_limit = bytes;
+    }
+
+    /// The exact growth of this shard's read sizes, recounted at each tick.
+    pub fn set_growth(&mut self, bytes: usize) {
+        self.growth = bytes;
+    }
+
+    /// Bytes of read-size growth counted against the limit.
+    pub fn growth(&self) -> usize {
+        self.growth
+    }
+
+    /// Read buffers retired and not reused yet.
+    pub fn retiring(&self) -> usize {
+        self.retiring.len()
     }
 
     /// Makes sure `buf` has a buffer to write into (a connection's buffer is an unallocated
@@ -161,5 +361,144 @@ mod tests {
             pool.give(&mut b);
         }
         assert_eq!(pool.len(), MAX_POOLED_BUFFERS);
+    }
+
+    /// What one connection's readiness event does to its read size: `reads` are the sizes of
+    /// the reads, each into `offered` bytes of room.
+    fn event(t: &mut ReadTarget, pool: &mut BufferPool, reads: &[(usize, usize)]) {
+        let mut in_event = 0;
+        for &(n, offered) in reads {
+            in_event += n;
+            if n == offered {
+                t.filled(in_event, pool);
+            }
+        }
+    }
+
+    #[test]
+    fn the_read_size_grows_only_when_a_read_filled_a_whole_buffer() {
+        let mut pool = BufferPool::new();
+        let mut t = ReadTarget::default();
+        // A small batch, then the tail of the buffer filled by the next one: no growth.
+        event(&mut t, &mut pool, &[(1200, 4096)]);
+        event(&mut t, &mut pool, &[(2896, 2896), (300, 4096)]);
+        assert_eq!(t.size(), BUFFER_SIZE, "filling a tail is no reason to grow");
+        // More than a whole buffer was waiting: it doubles, up to the maximum.
+        event(&mut t, &mut pool, &[(4096, 4096), (1000, 4096)]);
+        assert_eq!(t.size(), 2 * BUFFER_SIZE);
+        for _ in 0..10 {
+            let size = t.size();
+            event(&mut t, &mut pool, &[(size, size), (size, size)]);
+        }
+        assert_eq!(t.size(), MAX_READ_SIZE);
+        assert_eq!(pool.growth(), MAX_READ_SIZE - BUFFER_SIZE);
+        assert_eq!(t.growth(), pool.growth());
+    }
+
+    #[test]
+    fn the_read_size_falls_back_after_ticks_without_a_full_read() {
+        let mut pool = BufferPool::new();
+        let mut t = ReadTarget::default();
+        event(&mut t, &mut pool, &[(4096, 4096), (8192, 8192)]);
+        assert_eq!(t.size(), 4 * BUFFER_SIZE);
+        for _ in 1..SHRINK_AFTER_TICKS {
+            assert!(!t.tick());
+        }
+        // A full read restarts the count.
+        event(&mut t, &mut pool, &[(500, 500)]);
+        for _ in 1..SHRINK_AFTER_TICKS {
+            assert!(!t.tick());
+        }
+        assert_eq!(t.size(), 4 * BUFFER_SIZE, "still busy enough");
+        assert!(t.tick(), "quiet for SHRINK_AFTER_TICKS ticks");
+        assert_eq!(t.size(), BUFFER_SIZE);
+        assert_eq!(t.growth(), 0);
+        assert!(!t.tick(), "nothing left to shrink");
+    }
+
+    #[test]
+    fn read_size_growth_is_bounded_per_shard() {
+        let mut pool = BufferPool::new();
+        pool.set_growth_limit(3 * BUFFER_SIZE);
+        let (mut a, mut b) = (ReadTarget::default(), ReadTarget::default());
+        event(&mut a, &mut pool, &[(4096, 4096)]);
+        event(&mut a, &mut pool, &[(8192, 8192)]);
+        assert_eq!(
+            (a.size(), pool.growth()),
+            (4 * BUFFER_SIZE, 3 * BUFFER_SIZE)
+        );
+        event(&mut b, &mut pool, &[(4096, 4096)]);
+        assert_eq!(b.size(), BUFFER_SIZE, "the shard's limit is reached");
+        // The tick recounts: `a` fell back, so `b` may grow.
+        for _ in 0..SHRINK_AFTER_TICKS {
+            a.tick();
+        }
+        pool.set_growth(a.growth() + b.growth());
+        event(&mut b, &mut pool, &[(4096, 4096)]);
+        assert_eq!(b.size(), 2 * BUFFER_SIZE);
+        let mut none = BufferPool::new();
+        none.set_growth_limit(0);
+        let mut c = ReadTarget::default();
+        event(&mut c, &mut none, &[(4096, 4096)]);
+        assert_eq!(c.size(), BUFFER_SIZE, "a limit of 0: never grows");
+    }
+
+    #[test]
+    fn room_is_the_read_size_or_double_for_a_large_packet() {
+        let t = ReadTarget::default();
+        assert_eq!(t.room_for(0), BUFFER_SIZE);
+        assert_eq!(t.room_for(1000), BUFFER_SIZE - 1000);
+        assert_eq!(t.room_for(BUFFER_SIZE - 10), BUFFER_SIZE);
+        assert_eq!(t.room_for(20_000), 20_000);
+        assert_eq!(t.room_for(1 << 20), MAX_READ_SIZE);
+    }
+
+    #[test]
+    fn a_buffer_still_sliced_by_payloads_is_retired_then_reused_without_allocating() {
+        let mut pool = BufferPool::new();
+        let mut conn_buf = BytesMut::new();
+        pool.ensure(&mut conn_buf);
+        conn_buf.put_slice(&[0xAA; 3500]);
+        conn_buf.put_slice(&[0xBB; 100]); // the start of the next packet
+        let payload = conn_buf.split_to(3500).freeze(); // in flight
+        let room = ReadTarget::default().room_for(conn_buf.len());
+        pool.make_room(&mut conn_buf, room);
+        assert_eq!(&conn_buf[..], &[0xBB; 100][..], "the partial packet moved");
+        assert!(conn_buf.capacity() - conn_buf.len() >= room);
+        assert_eq!((pool.allocated, pool.retiring()), (2, 1));
+        // While the payload lives, the retired buffer is not handed out.
+        let mut other = pool.take();
+        assert_eq!(pool.allocated, 3);
+        pool.give(&mut other);
+        let _ = pool.take();
+        drop(payload);
+        let again = pool.take();
+        assert_eq!(pool.allocated, 3, "the retired buffer was reused");
+        assert!(again.capacity() >= BUFFER_SIZE && again.is_empty());
+        assert_eq!(pool.retiring(), 0);
+    }
+
+    #[test]
+    fn a_buffer_not_shared_makes_room_in_place() {
+        let mut pool = BufferPool::new();
+        let mut conn_buf = pool.take();
+        conn_buf.put_slice(&[1; 4000]);
+        let _ = conn_buf.split_to(3900); // parsed and dropped
+        pool.make_room(&mut conn_buf, BUFFER_SIZE - 100);
+        assert_eq!((pool.allocated, pool.retiring()), (1, 0));
+        assert_eq!(conn_buf.len(), 100);
+    }
+
+    #[test]
+    fn retired_buffers_are_bounded() {
+        let mut pool = BufferPool::new();
+        let mut payloads = Vec::new();
+        for _ in 0..MAX_RETIRING + 10 {
+            let mut buf = BytesMut::with_capacity(BUFFER_SIZE);
+            buf.put_slice(&[7; BUFFER_SIZE]);
+            payloads.push(buf.split_to(BUFFER_SIZE - 1).freeze());
+            pool.make_room(&mut buf, BUFFER_SIZE - 1);
+        }
+        assert_eq!(pool.retiring(), MAX_RETIRING);
     }
 }

@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 
 use super::{instant_from_wall, Flow};
-use crate::message::{Message, SharedMessage};
+use crate::message::{Message, SharedMessage, SubscriptionIds};
 use crate::protocol::properties::id;
 use crate::protocol::{
     ByteStr, Properties, ProtocolVersion, QoS, RetainHandling, SubOptions, Will,
@@ -642,7 +642,7 @@ pub struct QueuedBody {
     pub msg_id: u64,
     pub qos: QoS,
     pub retain: bool,
-    pub subscription_ids: Vec<u32>,
+    pub subscription_ids: SubscriptionIds,
     pub shared: Option<ByteStr>,
     pub flow: Option<Flow>,
 }
@@ -684,7 +684,7 @@ pub fn read_queued_body(r: &mut Reader<'_>) -> Result<QueuedBody> {
     let qos = r.qos()?;
     let retain = r.bool()?;
     let n = r.u32()? as usize;
-    let mut subscription_ids = Vec::with_capacity(n.min(64));
+    let mut subscription_ids = SubscriptionIds::new();
     for _ in 0..n {
         subscription_ids.push(r.u32()?);
     }

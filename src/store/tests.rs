@@ -126,7 +126,7 @@ fn every_record_type_round_trips_through_a_reopen() {
             msg: m.clone(),
             qos: QoS::AtLeastOnce,
             retain: true,
-            subscription_ids: vec![7, 9],
+            subscription_ids: vec![7, 9].into(),
             shared: Some("$share/g/a/+".into()),
         };
         let flow = Some(Flow {

@@ -252,6 +252,20 @@ fn max_queued_messages_and_bytes() {
 }
 
 #[test]
+fn read_buffer_growth() {
+    assert_eq!(parse("").read_buffer_growth, 8 * 1024 * 1024);
+    assert_eq!(parse("read_buffer_growth 0").read_buffer_growth, 0);
+    assert_eq!(
+        parse("read_buffer_growth 1048576").read_buffer_growth,
+        1048576
+    );
+    assert_eq!(
+        error("read_buffer_growth -1"),
+        "t.conf:1: bad value '-1' for 'read_buffer_growth': expected a whole number of at least 0"
+    );
+}
+
+#[test]
 fn max_packet_size() {
     assert_eq!(parse("max_packet_size 20").max_packet_size, 20);
     assert_eq!(
