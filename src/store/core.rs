@@ -539,9 +539,9 @@ struct Queue {
 struct Writer {
     mirror: Mirror,
     /// Queued entries deleted in the group being written, and those whose put was skipped
-    /// (see [`Writer::cancel_pairs`]); reused.
-    deleted: HashSet<(ByteStr, u64)>,
-    skipped: HashSet<(ByteStr, u64)>,
+    /// (see [`Writer::find_cancelling_pairs`]); reused.
+    deleted: HashSet<EntryKey>,
+    skipped: HashSet<EntryKey>,
     /// The group being written: its operations and their encoding (reused).
     ops: Vec<Op>,
     buf: Vec<u8>,
@@ -692,6 +692,18 @@ impl<E: Engine> Core<E> {
     }
 }
 
+/// A queued entry within one group: the address and length of its client id's bytes, and
+/// its sequence number. Every operation of a session carries a clone of the session's one
+/// client id (same bytes, same address), and the group's operations keep those bytes alive,
+/// so within a group the address names the client, without hashing the string or touching
+/// its reference count (this lookup runs for every queued entry). `None` for an empty id.
+type EntryKey = (usize, usize, u64);
+
+fn entry_key(client: &ByteStr, seq: u64) -> Option<EntryKey> {
+    let b = client.as_bytes();
+    (!b.is_empty()).then(|| (b.as_ptr() as usize, b.len(), seq))
+}
+
 impl Writer {
     /// Collects the queued entries that this group both puts and deletes: a delivery
     /// acknowledged before it was ever written (the common case for online subscribers,
@@ -708,7 +720,7 @@ impl Writer {
         }
         for op in ops {
             if let BatchOp::DelQueued(client, seq) = op {
-                self.deleted.insert((client.clone(), *seq));
+                self.deleted.extend(entry_key(client, *seq));
             }
         }
     }
@@ -720,12 +732,14 @@ impl Writer {
 fn cancelled(
     op: &BatchOp,
     mirror: &Mirror,
-    deleted: &HashSet<(ByteStr, u64)>,
-    skipped: &mut HashSet<(ByteStr, u64)>,
+    deleted: &HashSet<EntryKey>,
+    skipped: &mut HashSet<EntryKey>,
 ) -> bool {
     match op {
         BatchOp::PutQueued(client, seq, ..) => {
-            let key = (client.clone(), *seq);
+            let Some(key) = entry_key(client, *seq) else {
+                return false;
+            };
             let stored = || {
                 mirror
                     .clients
@@ -740,10 +754,10 @@ fn cancelled(
             }
         }
         BatchOp::UpdateQueued(client, seq, _) => {
-            !skipped.is_empty() && skipped.contains(&(client.clone(), *seq))
+            !skipped.is_empty() && entry_key(client, *seq).is_some_and(|k| skipped.contains(&k))
         }
         BatchOp::DelQueued(client, seq) => {
-            !skipped.is_empty() && skipped.remove(&(client.clone(), *seq))
+            !skipped.is_empty() && entry_key(client, *seq).is_some_and(|k| skipped.remove(&k))
         }
         _ => false,
     }

@@ -757,15 +757,17 @@ fn put_and_delete_in_one_group_cancel_out() {
             state: OutState::AwaitPubAck,
         });
         let s = open_b(dir.path(), backend);
+        // One client id for every operation, as a session's operations carry.
+        let c = cid("c");
         let mut b = Batch::new();
-        b.put_session(&cid("c"), &session());
+        b.put_session(&c, &session());
         s.commit(&mut b).unwrap();
         let before = s.stats();
         // One group: put, in flight, acknowledged.
         for seq in 1..=50 {
-            b.put_queued(&cid("c"), seq, &d, None);
-            b.update_queued(&cid("c"), seq, flow);
-            b.delete_queued(&cid("c"), seq);
+            b.put_queued(&c, seq, &d, None);
+            b.update_queued(&c, seq, flow);
+            b.delete_queued(&c, seq);
         }
         s.commit(&mut b).unwrap();
         let cancelled = s.stats();
@@ -777,10 +779,10 @@ fn put_and_delete_in_one_group_cancel_out() {
             );
         }
         // Two groups: written, then deleted.
-        b.put_queued(&cid("c"), 51, &d, flow);
+        b.put_queued(&c, 51, &d, flow);
         s.commit(&mut b).unwrap();
         assert!(s.stats().live_bytes > before.live_bytes, "{backend:?}");
-        b.delete_queued(&cid("c"), 51);
+        b.delete_queued(&c, 51);
         s.commit(&mut b).unwrap();
         assert_eq!(s.stats().live_bytes, before.live_bytes, "{backend:?}");
         drop(s);
