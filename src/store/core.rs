@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::codec::{self, Op, QueuedBody};
 use super::{
@@ -530,6 +530,8 @@ struct Queue {
     rewrite: bool,
     /// Something pending must be written now (not only lazy deletes, `Batch::holds_output`).
     urgent: bool,
+    /// Pending QoS 1 deliveries must be written by then (see [`QOS1_GRACE`]).
+    due: Option<Instant>,
     stop: bool,
     /// Recent failed tickets (inclusive ranges) and their error, for [`Store::wait`].
     failures: VecDeque<(u64, u64, StoreError)>,
@@ -586,6 +588,14 @@ pub(crate) struct Core<E: Engine> {
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// How long a batch of only QoS 1 deliveries may wait before the writer takes it. A delivery
+/// to an online subscriber is usually acknowledged within this time, and its publisher's
+/// PUBACK waits for the acknowledgement or the write, whichever comes first
+/// (`shard::durable`); the writer then drops the delivery's put and delete as a pair
+/// ([`Writer::find_cancelling_pairs`]) instead of writing and syncing both. Only deliveries
+/// to slow or offline subscribers pay it, as added latency of their publishers' PUBACKs.
+const QOS1_GRACE: Duration = Duration::from_millis(1);
 
 /// Recent failures kept for [`Store::wait`] (older failed tickets read as plain failures
 /// through `durable`, without the error text).
@@ -646,6 +656,7 @@ impl<E: Engine> Core<E> {
                 issued: 0,
                 rewrite: false,
                 urgent: false,
+                due: None,
                 stop: false,
                 failures: VecDeque::new(),
             }),
@@ -771,17 +782,33 @@ impl<E: Engine> Inner<E> {
         loop {
             let (hi, rewrite) = {
                 let mut q = lock(&self.queue);
-                while !q.urgent && !q.rewrite && !q.stop {
-                    q = self.work.wait(q).unwrap_or_else(|e| e.into_inner());
+                loop {
+                    if q.urgent || q.rewrite || q.stop {
+                        break;
+                    }
+                    match q.due {
+                        None => q = self.work.wait(q).unwrap_or_else(|e| e.into_inner()),
+                        Some(due) => {
+                            let now = Instant::now();
+                            if now >= due {
+                                break;
+                            }
+                            q = self
+                                .work
+                                .wait_timeout(q, due - now)
+                                .unwrap_or_else(|e| e.into_inner())
+                                .0;
+                        }
+                    }
                 }
+                q.urgent = false;
+                q.due = None;
                 if q.pending.is_empty() && !q.rewrite {
                     if q.stop {
                         return; // everything written
                     }
-                    q.urgent = false;
                     continue;
                 }
-                q.urgent = false;
                 std::mem::swap(&mut q.pending, &mut taken);
                 (q.issued, std::mem::take(&mut q.rewrite))
             };
@@ -941,8 +968,19 @@ impl<E: Engine> Store for Core<E> {
         let fresh = q.spare.pop().unwrap_or_default();
         let ops = std::mem::replace(&mut batch.ops, fresh);
         q.pending.push(Submission { ticket, shard, ops });
-        let wake = batch.urgent && !q.urgent;
-        q.urgent |= batch.urgent;
+        // A batch of only QoS 1 deliveries may wait a little: its subscribers' acknowledgements
+        // usually arrive meanwhile, and then nothing of it needs writing (see `QOS1_GRACE`).
+        let wake = if batch.urgent && batch.only_qos1 {
+            let first = q.due.is_none() && !q.urgent;
+            if first {
+                q.due = Some(Instant::now() + QOS1_GRACE);
+            }
+            first
+        } else {
+            let wake = batch.urgent && !q.urgent;
+            q.urgent |= batch.urgent;
+            wake
+        };
         batch.reset_flags();
         drop(q);
         if wake {
