@@ -47,7 +47,11 @@ fn index(n: u32, wildcards: bool) -> TopicIndex {
 
 fn vehicle_topic(i: u32) -> String {
     let region = ["eu", "us", "ap"][(i % 3) as usize];
-    format!("fleet/{region}/c{}/city{}/vehicle-{i}/engine/temp", i % 7, i % 50)
+    format!(
+        "fleet/{region}/c{}/city{}/vehicle-{i}/engine/temp",
+        i % 7,
+        i % 50
+    )
 }
 
 /// `n` exact filters on 7-level topics, one per-vehicle wildcard per 100 vehicles, and broad
