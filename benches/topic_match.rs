@@ -117,7 +117,10 @@ fn bench_match(c: &mut Criterion) {
             group.bench_with_input(BenchmarkId::new("deep", n), &topic, |b, topic| {
                 b.iter(|| match_one(&idx, topic))
             });
-            let topics: Vec<String> = (0..8192).map(|k| vehicle_topic(k * (n / 8192))).collect();
+            // Spread over the index; at least 8,192 distinct topics even when n is smaller
+            // (topics past n only match the broad filters).
+            let stride = (n / 8192).max(1);
+            let topics: Vec<String> = (0..8192).map(|k| vehicle_topic(k * stride)).collect();
             let mut next = 0usize;
             group.bench_function(BenchmarkId::new("deep_rotating", n), |b| {
                 b.iter(|| {
