@@ -191,6 +191,8 @@ pub struct Shard {
     pub(crate) wake_pending: Vec<bool>,
     /// Reused buffer of local matches (subscriber, options, identifier) for one route.
     pub(crate) matches: Vec<(SubscriberId, SubOptions, Option<u32>)>,
+    /// Reused by `route`: the shared-subscription members one message picked.
+    shared_picks: Vec<(Entry, protocol::ByteStr)>,
     /// Reused buffer of what a session asks to send (resume, window refill).
     pub(crate) out: Vec<Outgoing>,
     /// Counter for generated client ids.
@@ -260,6 +262,7 @@ impl Shard {
             dirty: Vec::new(),
             wake_pending: vec![false; n],
             matches: Vec::new(),
+            shared_picks: Vec::new(),
             out: Vec::new(),
             next_client_number: 0,
             auth,
@@ -835,7 +838,7 @@ impl Shard {
         let mut matches = std::mem::take(&mut self.matches);
         matches.clear();
         let mut remote: u128 = 0;
-        let mut shared_picks = Vec::new();
+        let mut shared_picks = std::mem::take(&mut self.shared_picks);
         self.index.for_each_match(&msg.topic, true, |e, shared| {
             if let Some(group) = shared {
                 shared_picks.push((*e, group.clone()));
@@ -846,9 +849,10 @@ impl Shard {
             }
         });
         let matched = remote != 0 || !matches.is_empty() || !shared_picks.is_empty();
-        for (entry, group) in shared_picks {
+        for (entry, group) in shared_picks.drain(..) {
             self.send_shared(msg.clone(), entry, group);
         }
+        self.shared_picks = shared_picks;
         let mut shard = 0;
         while remote != 0 {
             if remote & 1 != 0 {
