@@ -544,6 +544,11 @@ impl Shard {
                     return;
                 }
                 Ok(n) => {
+                    // A short read of a plain TCP socket took everything it held: data that
+                    // arrives later raises a new edge, so the loop ends here instead of
+                    // spending a read() on WouldBlock (half the reads of a busy point-to-point
+                    // run). Not for TLS: rustls may hold more plaintext or socket bytes.
+                    let drained = n < offered && !conn.stream.is_tls();
                     // SAFETY: the first `n` bytes of the spare capacity were just written.
                     unsafe { conn.rbuf.set_len(conn.rbuf.len() + n) };
                     in_event += n;
@@ -565,6 +570,9 @@ impl Shard {
                         .conns
                         .get_mut(key)
                         .is_some_and(|c| c.stream.has_buffered_input());
+                    if drained {
+                        return;
+                    }
                     if budget == 0 && !buffered {
                         // Fairness: continue on the next turn. Edge-triggered readiness will not
                         // report these bytes again, so re-arm by re-registering.
