@@ -368,12 +368,12 @@ impl Shard {
         }
     }
 
-    /// The end of a loop turn: the turn's changes are made durable (persistence, which also
-    /// queues its tickets and confirmations behind the turn's deliveries), then this turn's
-    /// batches to other shards are queued, then client connections are flushed (in this
-    /// order, so a SUBACK never leaves before its replica updates are queued, nor a PUBACK
-    /// before its message is stored), then the shards that were sent something and are
-    /// parked are woken.
+    /// The end of a loop turn: the turn's changes go to the store (persistence: submitted
+    /// without waiting; what depends on them is held, and tickets and confirmations are
+    /// queued behind the turn's deliveries), then this turn's batches to other shards are
+    /// queued, then client connections are flushed as far as they may be (in this order, so a
+    /// SUBACK never leaves before its replica updates are queued, nor a PUBACK before its
+    /// message is safe), then the shards that were sent something and are parked are woken.
     fn end_turn(&mut self, tick: bool) {
         self.commit_turn(tick);
         self.outbox.send(&self.peers);
