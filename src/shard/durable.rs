@@ -230,9 +230,14 @@ impl Durable {
             && self.store.finished() > self.finished
     }
 
+    /// Where turn `dep` is in `turns` (`None` for 0, a settled turn already dropped, or one
+    /// not recorded).
+    fn turn_index(&self, dep: u64) -> Option<usize> {
+        usize::try_from(dep.checked_sub(self.turn_base)?).ok()
+    }
+
     fn turn(&self, dep: u64) -> Option<&Turn> {
-        let i = dep.checked_sub(self.turn_base)?;
-        self.turns.get(usize::try_from(i).ok()?)
+        self.turns.get(self.turn_index(dep)?)
     }
 
     /// Turn `dep`'s batch no longer needs the store: it is durable, or it held only QoS 1
@@ -249,10 +254,8 @@ impl Durable {
 
     /// A QoS 1 delivery put in turn `dep` was acknowledged.
     fn acked(&mut self, dep: u64) {
-        if let Some(i) = dep.checked_sub(self.turn_base) {
-            if let Some(t) = usize::try_from(i).ok().and_then(|i| self.turns.get_mut(i)) {
-                t.outstanding = t.outstanding.saturating_sub(1);
-            }
+        if let Some(t) = self.turn_index(dep).and_then(|i| self.turns.get_mut(i)) {
+            t.outstanding = t.outstanding.saturating_sub(1);
         }
     }
 

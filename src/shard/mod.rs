@@ -58,8 +58,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 /// Unsent bytes a connection may have before QoS 0 messages to it are dropped: bounds the
 /// memory a subscriber that stopped reading can cost, without slowing the others.
 const SLOW_CONSUMER_BACKLOG: usize = 16 * 1024 * 1024;
-/// Read at most this much from one connection per readiness event before giving others a turn.
-const READ_CHUNK: usize = 64 * 1024;
+/// Read at most this much from one connection per readiness event before giving others a
+/// turn: four reads of the largest read buffer.
+const READ_BUDGET: usize = 4 * pool::MAX_READ_SIZE;
 
 /// The shard that owns the session of `client_id`, for `shards` shards (FNV-1a: cheap,
 /// stable across runs and restarts, well spread for the short ids clients use).
@@ -516,7 +517,7 @@ impl Shard {
     }
 
     fn read_and_process(&mut self, key: usize) {
-        let mut budget = READ_CHUNK * 4;
+        let mut budget = READ_BUDGET;
         // Bytes read in this readiness event (see `ReadTarget::filled`).
         let mut in_event = 0;
         loop {

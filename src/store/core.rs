@@ -889,8 +889,6 @@ impl<E: Engine> Inner<E> {
             }
             emptied.push(sub.ops);
         }
-        deleted.clear();
-        skipped.clear();
         let due = stats.disk_bytes > self.opts.compact_min_bytes
             && stats.disk_bytes > mirror.live_bytes.saturating_mul(self.opts.compact_ratio);
         let rewrite = *resync || force_rewrite || due;

@@ -365,14 +365,12 @@ pub(crate) enum BatchOp {
 /// The changes of one event-loop turn, committed at once with [`Store::commit`]. Operations
 /// apply in the order they were added. Cheap to fill: it holds reference-counted handles, and
 /// encoding happens at commit.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Batch {
     pub(crate) ops: Vec<BatchOp>,
     /// Some operation must be written now, not only with the next write (see
     /// [`Batch::holds_output`]).
     pub(crate) urgent: bool,
-    /// Some operation is one that output written after it depends on.
-    pub(crate) holds: bool,
     /// Every operation is a QoS 1 delivery's (put, in flight, deleted): once each such
     /// delivery is acknowledged by its subscriber, nothing of the batch needs to be durable
     /// any more (see `shard::durable`).
@@ -386,13 +384,24 @@ pub struct Batch {
     pub(crate) acked: Vec<u64>,
 }
 
+impl Default for Batch {
+    /// Empty; `only_qos1` starts true (nothing in it is anything else).
+    fn default() -> Batch {
+        Batch {
+            ops: Vec::new(),
+            urgent: false,
+            only_qos1: true,
+            qos1_puts: 0,
+            turn: 0,
+            acked: Vec::new(),
+        }
+    }
+}
+
 impl Batch {
     /// An empty batch.
     pub fn new() -> Batch {
-        Batch {
-            only_qos1: true,
-            ..Batch::default()
-        }
+        Batch::default()
     }
 
     /// True when there is nothing to commit.
@@ -415,7 +424,6 @@ impl Batch {
     /// After the operations were taken (submitted).
     pub(crate) fn reset_flags(&mut self) {
         self.urgent = false;
-        self.holds = false;
         self.only_qos1 = true;
         self.qos1_puts = 0;
     }
@@ -430,7 +438,8 @@ impl Batch {
     ///   before the store has it can at worst be sent again after a crash, which QoS 1
     ///   allows (QoS 2 deliveries do hold output: a second copy would break exactly-once).
     pub fn holds_output(&self) -> bool {
-        self.holds
+        // Every operation but a delete clears `only_qos1` unless it is a QoS 1 delivery's.
+        !self.only_qos1
     }
 
     /// A QoS 1 delivery that was put in turn `turn` was acknowledged by its subscriber.
@@ -455,7 +464,6 @@ impl Batch {
             _ => false,
         };
         self.urgent = true;
-        self.holds |= !qos1;
         self.only_qos1 &= qos1;
         self.ops.push(op);
     }
