@@ -1029,6 +1029,7 @@ impl Shard {
         }
         // Exact again (closed connections and shrinks are counted now).
         self.buffers.set_growth(growth);
+        self.buffers.trim();
         let mut wills = Vec::new();
         let mut ended = Vec::new();
         for (slot, s) in self.sessions.iter_mut() {

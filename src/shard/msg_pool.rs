@@ -107,6 +107,13 @@ impl MessagePool {
             let Some(mut a) = self.live.pop_front() else {
                 break;
             };
+            // A plain load first: most watched messages are still held (a QoS 1 window in
+            // flight), and `Arc::get_mut` is a compare-and-swap on the counts even when it
+            // fails. `get_mut` still decides (with the acquire ordering that makes reuse safe).
+            if Arc::strong_count(&a) != 1 {
+                self.live.push_back(a);
+                continue;
+            }
             match Arc::get_mut(&mut a) {
                 Some(m) => {
                     if self.free.len() < FREE {

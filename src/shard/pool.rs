@@ -38,13 +38,17 @@ pub const BUFFER_SIZE: usize = 4096;
 /// Buffers larger than this are dropped rather than pooled, so a burst that grew one does not
 /// pin its memory for idle connections to inherit.
 pub const MAX_POOLED: usize = 64 * 1024;
-/// Buffers kept per shard: at most `MAX_POOLED_BUFFERS * MAX_POOLED` bytes (4 MiB), usually
-/// `MAX_POOLED_BUFFERS * BUFFER_SIZE` (256 KiB). A fan-out to more connections than this in
-/// one turn allocates the difference and frees it at the end of the turn; measured with loadgen
-/// (fan-out 1 -> 1000, QoS 0, closed loop, 1 shard, two runs each), that cost nothing visible:
-/// 0.82-0.94 µs of broker CPU per delivery with 64 pooled buffers, 0.90-1.08 with a 4 MiB pool
-/// (1024 buffers), 0.97-1.02 before pooling (each connection kept its own two buffers).
-pub const MAX_POOLED_BUFFERS: usize = 64;
+/// Bytes of empty buffers a shard's pool may hold: 1024 buffers of [`BUFFER_SIZE`]. A turn
+/// that writes to more connections than the pool holds allocates the difference; the pool
+/// keeps what comes back, up to this bound, so the next such turn allocates nothing.
+///
+/// Why adaptive and not a fixed 64 buffers (issue #7): 1000 point-to-point pairs write to a
+/// few hundred subscribers per turn, and with 64 pooled buffers the rest were allocated and
+/// freed every turn, which also made glibc trim and refault its heap: 5% of the broker's
+/// samples (malloc, free, `sysmalloc`, page faults) in that profile.
+pub const MAX_POOLED_BYTES: usize = 1024 * BUFFER_SIZE;
+/// Buffers the pool keeps however quiet the shard is (see [`BufferPool::trim`]).
+pub const MIN_KEPT: usize = 64;
 /// Retired read buffers kept for reuse (see the module documentation). Enough for the pinned
 /// buffers of a shard's publishers in a steady QoS 1 flow (about one per 4 KiB of messages
 /// awaiting acknowledgement); when full, the oldest is let go: its storage is freed with its
@@ -69,6 +73,11 @@ pub const SHRINK_AFTER_TICKS: u8 = 4;
 #[derive(Debug)]
 pub struct BufferPool {
     free: Vec<BytesMut>,
+    /// Capacity of the buffers in `free` (bounded by [`MAX_POOLED_BYTES`]).
+    free_bytes: usize,
+    /// The fewest buffers `free` held since the last [`BufferPool::trim`]: those were not
+    /// needed during that time.
+    low_water: usize,
     /// Read buffers given up while payloads still sliced them, oldest first.
     retiring: VecDeque<BytesMut>,
     /// Bytes by which this shard's connections' read sizes exceed [`BUFFER_SIZE`]: exact after
@@ -84,6 +93,8 @@ impl Default for BufferPool {
     fn default() -> BufferPool {
         BufferPool {
             free: Vec::new(),
+            free_bytes: 0,
+            low_water: 0,
             retiring: VecDeque::new(),
             growth: 0,
             growth_limit: DEFAULT_GROWTH_LIMIT,
@@ -183,6 +194,8 @@ impl BufferPool {
     /// is one, a new one otherwise.
     pub fn take(&mut self) -> BytesMut {
         if let Some(buf) = self.free.pop() {
+            self.free_bytes -= buf.capacity();
+            self.low_water = self.low_water.min(self.free.len());
             return buf;
         }
         // Only the oldest retired buffer is looked at (O(1)): buffers are retired in about
@@ -275,12 +288,31 @@ impl BufferPool {
         }
         let mut buf = std::mem::take(buf);
         buf.clear();
-        if self.free.len() < MAX_POOLED_BUFFERS
-            && buf.capacity() <= MAX_POOLED
+        if buf.capacity() <= MAX_POOLED
+            && self.free_bytes + buf.capacity() <= MAX_POOLED_BYTES
             && buf.try_reclaim(BUFFER_SIZE)
         {
+            self.free_bytes += buf.capacity();
             self.free.push(buf);
         }
+    }
+
+    /// Called once per shard tick: half of the buffers that stayed in the pool since the last
+    /// call are freed, down to [`MIN_KEPT`]. A shard that needed 1000 buffers per turn keeps
+    /// them while it does; after the burst the pool shrinks geometrically (about 2.5 s to
+    /// release 1000), so idle connections do not pay for it.
+    pub fn trim(&mut self) {
+        let unused = self.low_water.min(self.free.len());
+        let release = (unused / 2).min(self.free.len().saturating_sub(MIN_KEPT));
+        for buf in self.free.drain(self.free.len() - release..) {
+            self.free_bytes -= buf.capacity();
+        }
+        self.low_water = self.free.len();
+    }
+
+    /// Bytes of capacity the pooled buffers hold.
+    pub fn pooled_bytes(&self) -> usize {
+        self.free_bytes
     }
 
     /// Give back `buf` if it is empty (nothing unparsed or unsent is left in it).
@@ -356,11 +388,55 @@ mod tests {
         let mut big = BytesMut::with_capacity(MAX_POOLED * 2);
         pool.give(&mut big);
         assert!(pool.is_empty(), "a burst-sized buffer is not kept");
-        for _ in 0..MAX_POOLED_BUFFERS * 2 {
+        for _ in 0..MAX_POOLED_BYTES / BUFFER_SIZE * 2 {
             let mut b = BytesMut::with_capacity(BUFFER_SIZE);
             pool.give(&mut b);
         }
-        assert_eq!(pool.len(), MAX_POOLED_BUFFERS);
+        assert!(pool.pooled_bytes() <= MAX_POOLED_BYTES);
+        assert!(
+            pool.pooled_bytes() > MAX_POOLED_BYTES - BUFFER_SIZE,
+            "filled to the bound"
+        );
+    }
+
+    /// A turn's worth of buffers taken and given back, `n` at once.
+    fn turn(pool: &mut BufferPool, n: usize) {
+        let mut held: Vec<BytesMut> = (0..n).map(|_| pool.take()).collect();
+        for b in &mut held {
+            pool.give(b);
+        }
+    }
+
+    #[test]
+    fn a_busy_shard_keeps_what_a_turn_needs_and_a_quiet_one_lets_it_go() {
+        let mut pool = BufferPool::new();
+        turn(&mut pool, 500);
+        assert_eq!(pool.allocated, 500);
+        // Busy: every tick sees turns that take all 500 again, so nothing is trimmed and
+        // nothing more is allocated.
+        for _ in 0..10 {
+            turn(&mut pool, 500);
+            pool.trim();
+        }
+        assert_eq!(pool.allocated, 500, "later turns reuse the pooled buffers");
+        assert_eq!(pool.len(), 500);
+        // Quiet: half of what went unused is freed at each tick, down to MIN_KEPT.
+        pool.trim();
+        assert_eq!(pool.len(), 250);
+        for _ in 0..20 {
+            pool.trim();
+        }
+        assert_eq!(pool.len(), MIN_KEPT);
+        assert_eq!(pool.pooled_bytes(), MIN_KEPT * BUFFER_SIZE);
+        // A smaller steady load keeps what it uses (here 100 of 300).
+        turn(&mut pool, 300);
+        pool.trim();
+        for _ in 0..20 {
+            turn(&mut pool, 100);
+            pool.trim();
+        }
+        assert!(pool.len() >= 100, "{} pooled", pool.len());
+        assert!(pool.len() < 110, "{} pooled", pool.len());
     }
 
     /// What one connection's readiness event does to its read size: `reads` are the sizes of
