@@ -198,18 +198,23 @@ impl BufferPool {
             self.low_water = self.low_water.min(self.free.len());
             return buf;
         }
-        // Only the oldest retired buffer is looked at (O(1)): buffers are retired in about
-        // the order their payloads are released.
-        if let Some(buf) = self.retiring.front_mut() {
-            if buf.try_reclaim(BUFFER_SIZE) {
-                let buf = self.retiring.pop_front().expect("front exists");
-                if buf.capacity() <= MAX_POOLED {
-                    return buf;
-                }
-            }
+        if let Some(buf) = self.reuse_retired(BUFFER_SIZE) {
+            return buf;
         }
         self.allocated += 1;
         BytesMut::with_capacity(BUFFER_SIZE)
+    }
+
+    /// The oldest retired buffer, emptied, if no payload slices it any more and it has room
+    /// for `room` bytes. Only the oldest is looked at (O(1)): buffers are retired in about the
+    /// order their payloads are released.
+    fn reuse_retired(&mut self, room: usize) -> Option<BytesMut> {
+        if !self.retiring.front_mut()?.try_reclaim(room) {
+            return None;
+        }
+        let buf = self.retiring.pop_front().expect("front exists");
+        // One that grew past what the pool keeps is let go (freed here).
+        (buf.capacity() <= MAX_POOLED).then_some(buf)
     }
 
     /// Makes room for `additional` more bytes in a connection's read buffer `buf` (which holds
@@ -221,10 +226,14 @@ impl BufferPool {
             return;
         }
         let needed = buf.len() + additional;
+        // A grown read size reuses a retired buffer of its size: without that, a bulk
+        // publisher allocated a fresh 64 KiB buffer per read and retired the old one, and
+        // up to MAX_RETIRING of them sat in the queue after their payloads were gone
+        // (`tests/backpressure.rs`: the broker's RSS grew 38 MiB, 16 MiB of it such buffers).
         let mut fresh = if needed <= BUFFER_SIZE {
             self.take()
         } else {
-            BytesMut::new()
+            self.reuse_retired(needed).unwrap_or_default()
         };
         if fresh.capacity() < needed {
             if fresh.capacity() > 0 {
@@ -563,6 +572,33 @@ mod tests {
         pool.make_room(&mut conn_buf, BUFFER_SIZE - 100);
         assert_eq!((pool.allocated, pool.retiring()), (1, 0));
         assert_eq!(conn_buf.len(), 100);
+    }
+
+    #[test]
+    fn a_grown_read_buffer_reuses_a_retired_one_of_its_size() {
+        let mut pool = BufferPool::new();
+        let size = MAX_READ_SIZE;
+        let mut conn_buf = BytesMut::with_capacity(size);
+        for round in 0..10 {
+            // A read fills the buffer with whole packets and the start of the next one; the
+            // packets' payloads are routed (alive) while the partial packet moves.
+            conn_buf.put_slice(&vec![round as u8; size - 100]);
+            let payloads = conn_buf.split_to(size - 200).freeze();
+            pool.make_room(&mut conn_buf, size - 100);
+            assert_eq!(conn_buf.len(), 100, "the partial packet moved");
+            assert!(conn_buf.capacity() >= size - 100);
+            // Delivered: nothing slices the retired buffer any more.
+            drop(payloads);
+            conn_buf.clear();
+        }
+        // The first move allocated (the one retired buffer was still sliced then); every later
+        // one took the buffer retired before it.
+        assert_eq!(pool.allocated, 1);
+        assert!(
+            pool.retiring() <= 1,
+            "{} retired buffers kept",
+            pool.retiring()
+        );
     }
 
     #[test]
