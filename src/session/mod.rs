@@ -56,7 +56,15 @@ pub struct Limits {
     /// `max_inflight_messages` and the client's Receive Maximum ([MQTT-3.3.4-9]).
     pub max_inflight: u16,
     /// Messages queued beyond the window (0 = unlimited) — `max_queued_messages`.
-    pub max_queued: usize,
+    pub max_queued: u32,
+    /// Payload bytes queued beyond the window (0 = unlimited) — `max_queued_bytes`. As in
+    /// mosquitto, a message is queued while the queue holds less than this, so the queue
+    /// exceeds it by at most one message; with `max_queued_messages` too, the first limit
+    /// reached applies.
+    ///
+    /// Both limits are 32-bit (a larger setting counts as 4 Gi messages or 4 GiB), so that
+    /// every session's copy of them takes 8 bytes, not 16 (issue #7: memory per connection).
+    pub max_queued_bytes: u32,
     /// The client's Maximum Packet Size (0 = none): larger PUBLISHes are not sent to it
     /// ([MQTT-3.1.2-25]) but dropped as if delivered.
     pub max_packet_size: u32,
@@ -91,7 +99,8 @@ impl Limits {
                 0 => receive_max,
                 m => m.min(receive_max),
             },
-            max_queued: config.max_queued_messages,
+            max_queued: u32::try_from(config.max_queued_messages).unwrap_or(u32::MAX),
+            max_queued_bytes: u32::try_from(config.max_queued_bytes).unwrap_or(u32::MAX),
             max_packet_size,
         }
     }
@@ -204,8 +213,11 @@ pub struct Session {
     pub subscriptions: HashMap<ByteStr, Subscription>,
     /// Outgoing QoS 1/2 messages not yet fully acknowledged, in send order.
     pub inflight: VecDeque<Inflight>,
-    /// Messages waiting for the window or for a reconnect.
+    /// Messages waiting for the window or for a reconnect. Only `offer`, `recovered` and
+    /// `fill_window` change it, so that `queued_bytes` stays its payload total.
     pub queue: VecDeque<Queued>,
+    /// Payload bytes of `queue` (for `max_queued_bytes`).
+    queued_bytes: usize,
     /// Packet ids of incoming QoS 2 messages already delivered and awaiting PUBREL: a
     /// retransmitted PUBLISH with such an id is acknowledged again but not delivered again
     /// ([MQTT-4.3.3-2], method B).
@@ -221,8 +233,9 @@ pub struct Session {
     /// A will waiting for its Will Delay Interval to pass (MQTT 5) while disconnected.
     pub pending_will: Option<(Instant, Box<Will>)>,
     pub limits: Limits,
-    /// Messages dropped because the queue was full (logged, later in $SYS).
-    pub dropped: u64,
+    /// Messages dropped because the queue was full (logged, later in $SYS). 32 bits, so that
+    /// `queued_bytes` costs a session nothing: a wrapped count only shifts the log lines.
+    pub dropped: u32,
     /// Changes are written to the store (persistence on and `expiry_interval` > 0).
     pub durable: bool,
     /// The `seq` of the next QoS 1/2 delivery.
@@ -246,6 +259,7 @@ impl Session {
             subscriptions: HashMap::new(),
             inflight: VecDeque::new(),
             queue: VecDeque::new(),
+            queued_bytes: 0,
             incoming_qos2: PacketIdSet::default(),
             conn: None,
             version,
@@ -287,11 +301,14 @@ impl Session {
                     state: flow.state,
                     put_turn: 0,
                 }),
-                None => s.queue.push_back(Queued {
-                    seq,
-                    delivery: d.delivery,
-                    put_turn: 0,
-                }),
+                None => {
+                    s.queued_bytes += d.delivery.msg.payload.len();
+                    s.queue.push_back(Queued {
+                        seq,
+                        delivery: d.delivery,
+                        put_turn: 0,
+                    })
+                }
             }
         }
         s.next_packet_id = s.inflight.iter().map(|f| f.packet_id).max().unwrap_or(0);
@@ -393,7 +410,7 @@ impl Session {
         batch: &mut Batch,
     ) -> Option<SendPublish> {
         if !self.fits(&delivery) {
-            self.dropped += 1;
+            self.dropped = self.dropped.wrapping_add(1);
             if stored.is_some() && self.durable {
                 batch.delete_queued(&self.client_id, seq);
             }
@@ -454,11 +471,12 @@ impl Session {
                 None => Offer::Dropped,
             };
         }
-        if self.limits.max_queued != 0 && self.queue.len() >= self.limits.max_queued {
-            self.dropped += 1;
+        if self.queue_full() {
+            self.dropped = self.dropped.wrapping_add(1);
             return Offer::Dropped;
         }
         let seq = self.take_seq();
+        self.queued_bytes += delivery.msg.payload.len();
         if self.durable {
             batch.put_queued(&self.client_id, seq, &delivery, None);
         }
@@ -470,6 +488,18 @@ impl Session {
         Offer::Queued
     }
 
+    /// `max_queued_messages` or `max_queued_bytes` is reached.
+    fn queue_full(&self) -> bool {
+        let l = &self.limits;
+        (l.max_queued != 0 && self.queue.len() >= l.max_queued as usize)
+            || (l.max_queued_bytes != 0 && self.queued_bytes >= l.max_queued_bytes as usize)
+    }
+
+    /// Payload bytes waiting in the queue.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes
+    }
+
     /// Moves queued messages into the window while it has room; returns their PUBLISHes.
     /// Queued messages whose expiry interval passed are discarded ([MQTT-3.3.2-5]).
     pub fn fill_window(&mut self, out: &mut Vec<Outgoing>, batch: &mut Batch) {
@@ -478,6 +508,7 @@ impl Session {
             let Some(q) = self.queue.pop_front() else {
                 break;
             };
+            self.queued_bytes -= q.delivery.msg.payload.len();
             // The ACL is checked again: a session recovered from the store was filled before
             // its client's CONNECT fixed the ACL (see `Session::recovered`).
             let refused = !self
@@ -598,7 +629,7 @@ mod tests {
         Delivery::new(msg(n), qos, false)
     }
 
-    fn session(max_inflight: u16, max_queued: usize) -> Session {
+    fn session(max_inflight: u16, max_queued: u32) -> Session {
         let mut s = Session::new(
             "c".into(),
             u32::MAX,
@@ -606,6 +637,7 @@ mod tests {
             Limits {
                 max_inflight,
                 max_queued,
+                max_queued_bytes: 0,
                 max_packet_size: 0,
             },
         );
@@ -777,6 +809,42 @@ mod tests {
             Offer::Dropped
         );
         assert_eq!(s.dropped, 1);
+    }
+
+    /// A message of `len` payload bytes.
+    fn sized(len: usize) -> Delivery {
+        let mut m = Arc::unwrap_or_clone(msg(0));
+        m.payload = bytes::Bytes::from(vec![0x5a; len]);
+        Delivery::new(Arc::new(m), QoS::AtLeastOnce, false)
+    }
+
+    #[test]
+    fn queue_is_bounded_in_payload_bytes_too() {
+        let mut s = session(1, 0);
+        s.limits.max_queued_bytes = 250;
+        let mut b = Batch::new();
+        // The window takes the first; the queue takes messages while it holds less than
+        // 250 bytes (as mosquitto: the last one may cross the limit), then drops.
+        let first = publish(s.offer(sized(100), &mut b));
+        for _ in 0..3 {
+            assert_eq!(s.offer(sized(100), &mut b), Offer::Queued);
+        }
+        assert_eq!(s.queued_bytes(), 300);
+        assert_eq!(s.offer(sized(1), &mut b), Offer::Dropped);
+        assert_eq!((s.dropped, s.queue.len()), (1, 3));
+        // An acknowledgement lets one queued message into the window: room again.
+        assert!(s.on_puback(first.packet_id, &mut b));
+        let mut out = Vec::new();
+        s.fill_window(&mut out, &mut b);
+        assert_eq!((out.len(), s.queued_bytes()), (1, 200));
+        assert_eq!(s.offer(sized(100), &mut b), Offer::Queued);
+        assert_eq!(s.queued_bytes(), 300);
+        // QoS 0 to a connected client is not queued and not counted.
+        assert!(matches!(
+            s.offer(Delivery::new(msg(9), QoS::AtMostOnce, false), &mut b),
+            Offer::Send(_)
+        ));
+        assert_eq!(s.queued_bytes(), 300);
     }
 
     #[test]

@@ -85,6 +85,7 @@ impl RouteBench {
                 Limits {
                     max_inflight: 20,
                     max_queued: 1000,
+                    max_queued_bytes: 0,
                     max_packet_size: 0,
                 },
             );

@@ -56,7 +56,8 @@ const TICK: Duration = Duration::from_millis(250);
 /// A connection must send CONNECT within this time (fail closed on idle half-open sockets).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 /// Unsent bytes a connection may have before QoS 0 messages to it are dropped: bounds the
-/// memory a subscriber that stopped reading can cost, without slowing the others.
+/// memory a subscriber that stopped reading can cost, without slowing the others. A set
+/// `max_queued_bytes` replaces it (see `Shard::qos0_backlog_limit`).
 const SLOW_CONSUMER_BACKLOG: usize = 16 * 1024 * 1024;
 /// Read at most this much from one connection per readiness event before giving others a
 /// turn: four reads of the largest read buffer.
@@ -202,8 +203,13 @@ pub struct Shard {
     pub(crate) auth: Option<(AuthClient, crossbeam_channel::Receiver<AuthResponse>)>,
     /// Tokens for password checks (see `Conn::auth_token`).
     pub(crate) next_auth_token: u64,
-    /// QoS 0 messages dropped for slow consumers (see `SLOW_CONSUMER_BACKLOG`).
+    /// QoS 0 messages dropped for slow consumers (see `qos0_backlog_limit`).
     pub(crate) slow_consumer_drops: u64,
+    /// Unsent bytes beyond which QoS 0 messages to a connection are dropped:
+    /// `max_queued_bytes` when set, so that the setting bounds what one slow client can cost
+    /// at every QoS (midge's choice: mosquitto 2.0.11 does not bound it), else
+    /// `SLOW_CONSUMER_BACKLOG`.
+    pub(crate) qos0_backlog_limit: usize,
     /// This shard's share of `connection_rate_limit`.
     pub(crate) accept_rate: RateLimit,
     /// Connections refused by it.
@@ -246,6 +252,10 @@ impl Shard {
             w.client(move || me.wake())
         });
         let accept_rate = RateLimit::per_second(shared.config.connection_rate_limit, n);
+        let qos0_backlog_limit = match shared.config.max_queued_bytes {
+            0 => SLOW_CONSUMER_BACKLOG,
+            limit => limit,
+        };
         let mut buffers = BufferPool::new();
         buffers.set_growth_limit(shared.config.read_buffer_growth / n.max(1));
         Ok(Shard {
@@ -269,6 +279,7 @@ impl Shard {
             auth,
             next_auth_token: 0,
             slow_consumer_drops: 0,
+            qos0_backlog_limit,
             adoptions: Vec::new(),
             buffers,
             accept_rate,
@@ -967,7 +978,7 @@ impl Shard {
                 let Some(key) = conn else { return };
                 let backlog = self.conns.get(key).map_or(0, |c| c.wbuf.len());
                 let qos0 = publish.delivery.qos == QoS::AtMostOnce;
-                if qos0 && backlog > SLOW_CONSUMER_BACKLOG {
+                if qos0 && backlog > self.qos0_backlog_limit {
                     // A subscriber that does not read: its QoS 0 messages are dropped rather
                     // than grow its buffer without bound (QoS 1/2 are bounded by the window).
                     self.slow_consumer_drops += 1;
@@ -1285,9 +1296,10 @@ mod tests {
             "{}",
             std::mem::size_of::<Conn>()
         );
-        // 280 + 8: the persistence sequence counter (`Session::next_seq`).
+        // 280 + 8: the persistence sequence counter (`Session::next_seq`); + 8: the queue's
+        // payload bytes (`max_queued_bytes`).
         assert!(
-            std::mem::size_of::<SessionSlot>() <= 288,
+            std::mem::size_of::<SessionSlot>() <= 296,
             "{}",
             std::mem::size_of::<SessionSlot>()
         );
