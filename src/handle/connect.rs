@@ -109,7 +109,7 @@ impl Shard {
         if conn.tls_identity_required {
             return match conn.tls_identity.clone() {
                 Some(identity) => {
-                    connect.username = Some(identity.into());
+                    connect.username = Some(String::from(identity).into());
                     connect.password = None;
                     self.connect_accepted(key, connect)
                 }
@@ -386,7 +386,6 @@ impl Shard {
             (true, true) => connect.properties.topic_alias_maximum.unwrap_or(0),
             _ => 0,
         };
-        conn.client_id = Some(client_id.clone());
         // [MQTT-3.1.2-24]: one and a half times the keep-alive (0: none).
         conn.idle_limit_ms = u32::from(keep_alive) * 1500;
         log::info!(

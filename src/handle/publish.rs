@@ -78,7 +78,7 @@ impl Shard {
                 "Dropping message of {} bytes on {} from {}: {why}.",
                 publish.payload.len(),
                 publish.topic,
-                self.conns[key].label()
+                self.label(&self.conns[key])
             );
         }
         let packet_id = publish.packet_id;
@@ -149,7 +149,7 @@ impl Shard {
         }
         let aliases = &mut self.conns[key].topic_aliases;
         if aliases.len() < usize::from(max) {
-            aliases.resize(usize::from(max), None);
+            *aliases = vec![None; usize::from(max)].into_boxed_slice();
         }
         let entry = &mut aliases[usize::from(alias) - 1];
         if publish.topic.is_empty() {

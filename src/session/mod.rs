@@ -15,7 +15,7 @@
 //! stored until PUBREL. The shard commits the batch once per loop turn, before it writes to
 //! any socket (group commit), so the client never sees a packet id the store does not know.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::time::Instant;
 
 use crate::auth::ClientAcl;
@@ -210,7 +210,11 @@ pub struct Session {
     /// While disconnected: when the session ends.
     pub expires_at: Option<Instant>,
     /// The subscriptions, by filter (to remove them from the index when the session ends).
-    pub subscriptions: HashMap<ByteStr, Subscription>,
+    ///
+    /// A `BTreeMap`: 24 bytes and no allocation while empty, where a `HashMap` takes 48 in
+    /// every session (its hasher's keys among them); a session's own subscriptions are few,
+    /// and routing never looks here (issue #7: memory per connection).
+    pub subscriptions: BTreeMap<ByteStr, Subscription>,
     /// Outgoing QoS 1/2 messages not yet fully acknowledged, in send order.
     pub inflight: VecDeque<Inflight>,
     /// Messages waiting for the window or for a reconnect. Only `offer`, `recovered` and
@@ -230,8 +234,9 @@ pub struct Session {
     /// (its MQTT 5 properties) and most sessions have none, while every session pays for what
     /// is inline here (issue #7: memory per idle connection).
     pub will: Option<Box<Will>>,
-    /// A will waiting for its Will Delay Interval to pass (MQTT 5) while disconnected.
-    pub pending_will: Option<(Instant, Box<Will>)>,
+    /// A will waiting for its Will Delay Interval to pass (MQTT 5) while disconnected, and
+    /// when it is due. One box for both: 8 bytes in every session instead of 24.
+    pub pending_will: Option<Box<(Instant, Will)>>,
     pub limits: Limits,
     /// Messages dropped because the queue was full (logged, later in $SYS). 32 bits, so that
     /// `queued_bytes` costs a session nothing: a wrapped count only shifts the log lines.
@@ -256,7 +261,7 @@ impl Session {
             acl: ClientAcl::allow_all(),
             expiry_interval,
             expires_at: None,
-            subscriptions: HashMap::new(),
+            subscriptions: BTreeMap::new(),
             inflight: VecDeque::new(),
             queue: VecDeque::new(),
             queued_bytes: 0,
@@ -289,7 +294,7 @@ impl Session {
         };
         s.pending_will = stored
             .pending_will
-            .map(|(at, will)| (crate::store::instant_from_wall(at), Box::new(will)));
+            .map(|(at, will)| Box::new((crate::store::instant_from_wall(at), will)));
         s.subscriptions = stored.subscriptions.into_iter().collect();
         for (seq, d) in r.queued {
             s.next_seq = s.next_seq.max(seq + 1);
@@ -334,7 +339,7 @@ impl Session {
             pending_will: self
                 .pending_will
                 .as_ref()
-                .map(|(at, will)| (wall_from_instant(*at), Will::clone(will))),
+                .map(|p| (wall_from_instant(p.0), p.1.clone())),
         }
     }
 

@@ -42,8 +42,6 @@ pub struct Conn {
     pub state: ConnState,
     /// Known once CONNECT is decoded.
     pub version: Option<ProtocolVersion>,
-    /// Client id, for log lines.
-    pub client_id: Option<ByteStr>,
     /// Close the connection when nothing was received for this many milliseconds (1.5 x
     /// keep-alive, [MQTT-3.1.2-24]); 0 for keep-alive 0. (At most 65535 x 1500 ms, which fits
     /// 32 bits: 4 bytes in every connection where an `Option<Duration>` takes 16.)
@@ -58,8 +56,10 @@ pub struct Conn {
     /// The password file and ACL of the listener it came through (the global ones unless
     /// `per_listener_settings`).
     pub auth: Auth,
-    /// MQTT 5 topic aliases set by the client (index = alias - 1), up to `max_topic_alias`.
-    pub topic_aliases: Vec<Option<ByteStr>>,
+    /// MQTT 5 topic aliases set by the client (index = alias - 1), `max_topic_alias` of
+    /// them once the client set its first (a boxed slice: 16 bytes inline where a `Vec`
+    /// takes 24, in every connection; issue #7, memory per connection).
+    pub topic_aliases: Box<[Option<ByteStr>]>,
     /// The client's Request Problem Information (MQTT 5): reason strings only when true.
     pub problem_info: bool,
     /// Topic aliases the broker uses toward this client (MQTT 5).
@@ -71,7 +71,7 @@ pub struct Conn {
     /// plain TCP, on listeners with neither option, or for a client without a certificate;
     /// mosquitto refuses such a client (CONNACK not authorized) when the listener has one of
     /// the options: see [`Conn::tls_identity_required`].
-    pub tls_identity: Option<String>,
+    pub tls_identity: Option<Box<str>>,
     /// The listener has `use_identity_as_username` or `use_subject_as_username`: the username
     /// is [`Conn::tls_identity`] (any username and password in CONNECT are ignored, as
     /// mosquitto does) and a client without one must be refused.
@@ -124,7 +124,7 @@ impl Conn {
     /// A freshly accepted connection.
     pub fn new(stream: Transport, peer: SocketAddr, allow_anonymous: bool) -> Conn {
         // A connection adopted from another shard has finished its handshake already.
-        let tls_identity = stream.tls_identity().map(str::to_owned);
+        let tls_identity = stream.tls_identity().map(Box::from);
         let tls_identity_required = stream.tls_identity_required();
         Conn {
             stream,
@@ -137,14 +137,13 @@ impl Conn {
             gates: 0,
             state: ConnState::AwaitConnect,
             version: None,
-            client_id: None,
             idle_limit_ms: 0,
             last_rx: Instant::now(),
             dirty: false,
             want_write: false,
             allow_anonymous,
             auth: Auth::default(),
-            topic_aliases: Vec::new(),
+            topic_aliases: Box::default(),
             problem_info: true,
             aliases_out: OutgoingAliases::default(),
             tls_identity,
@@ -237,14 +236,6 @@ impl Conn {
     /// True once the client spoke MQTT 5 in its CONNECT (reason codes and properties on).
     pub fn is_v5(&self) -> bool {
         self.version.is_some_and(ProtocolVersion::is_v5)
-    }
-
-    /// The client id for logs, or the peer address before CONNECT.
-    pub fn label(&self) -> String {
-        match &self.client_id {
-            Some(id) => id.to_string(),
-            None => format!("<unknown> from {}", self.peer),
-        }
     }
 }
 

@@ -570,7 +570,7 @@ impl Shard {
                     }
                     if conn.tls_identity.is_none() && conn.stream.is_tls() {
                         // The handshake is done (plaintext arrived): before CONNECT is decoded.
-                        conn.tls_identity = conn.stream.tls_identity().map(str::to_owned);
+                        conn.tls_identity = conn.stream.tls_identity().map(Box::from);
                     }
                     if !self.process_frames(key) {
                         return;
@@ -1044,11 +1044,7 @@ impl Shard {
         let mut wills = Vec::new();
         let mut ended = Vec::new();
         for (slot, s) in self.sessions.iter_mut() {
-            if s.session
-                .pending_will
-                .as_ref()
-                .is_some_and(|(at, _)| now >= *at)
-            {
+            if s.session.pending_will.as_ref().is_some_and(|p| now >= p.0) {
                 wills.push(slot);
             }
             if s.session.expires_at.is_some_and(|at| now >= at) {
@@ -1056,10 +1052,10 @@ impl Shard {
             }
         }
         for slot in wills {
-            if let Some((_, will)) = self.sessions[slot].session.pending_will.take() {
+            if let Some(pending) = self.sessions[slot].session.pending_will.take() {
                 self.sessions[slot].session.store_record(&mut self.batch);
                 let origin = self.subscriber_id(slot);
-                self.publish_will(*will, origin);
+                self.publish_will(pending.1, origin);
             }
         }
         for slot in ended {
@@ -1127,31 +1123,46 @@ impl Shard {
         let _ = self.poll.registry().deregister(&mut conn.stream);
         let _ = conn.stream.shutdown(std::net::Shutdown::Both);
         match &why {
-            Close::Graceful => log::info!("Client {} disconnected.", conn.label()),
+            Close::Graceful => log::info!("Client {} disconnected.", self.label(&conn)),
             Close::Gone(reason) => {
-                log::info!("Client {} closed its connection ({reason}).", conn.label())
+                log::info!(
+                    "Client {} closed its connection ({reason}).",
+                    self.label(&conn)
+                )
             }
             Close::Tls(reason) => {
-                log::info!("Client {} disconnected: {reason}.", conn.label())
+                log::info!("Client {} disconnected: {reason}.", self.label(&conn))
             }
             Close::Protocol { reason, .. } => {
                 log::info!(
                     "Client {} disconnected: protocol error: {reason}.",
-                    conn.label()
+                    self.label(&conn)
                 )
             }
             Close::KeepAlive => log::info!(
                 "Client {} has exceeded timeout, disconnecting.",
-                conn.label()
+                self.label(&conn)
             ),
             Close::TakenOver => log::info!(
                 "Client {} already connected, closing old connection.",
-                conn.label()
+                self.label(&conn)
             ),
             Close::Refused | Close::Shutdown => {}
         }
         if let ConnState::Active { session } = conn.state {
             self.detach_session(session, &why);
+        }
+    }
+
+    /// A connection for log lines: its client id once CONNECT attached it to a session (the
+    /// session's copy: a connection keeps none of its own), its peer address before.
+    pub(crate) fn label(&self, conn: &Conn) -> String {
+        match conn.state {
+            ConnState::Active { session } => match self.sessions.get(session) {
+                Some(slot) => slot.session.client_id.to_string(),
+                None => format!("<unknown> from {}", conn.peer),
+            },
+            ConnState::AwaitConnect => format!("<unknown> from {}", conn.peer),
         }
     }
 
@@ -1177,7 +1188,8 @@ impl Shard {
                     self.publish_will(*will, origin);
                 }
                 delay => {
-                    session.pending_will = Some((now + Duration::from_secs(u64::from(delay)), will))
+                    let at = now + Duration::from_secs(u64::from(delay));
+                    session.pending_will = Some(Box::new((at, *will)));
                 }
             }
         }
@@ -1226,8 +1238,8 @@ impl Shard {
                 self.send_shared(d.msg, entry, group);
             }
         }
-        if let Some((_, will)) = s.session.pending_will {
-            self.publish_will(*will, subscriber);
+        if let Some(pending) = s.session.pending_will {
+            self.publish_will(pending.1, subscriber);
         }
     }
 
@@ -1290,16 +1302,19 @@ mod tests {
     /// pushes these past the bounds should be treated the same, or the bound raised on purpose.
     #[test]
     fn per_connection_structs_stay_small() {
-        // 296 + 8: the read buffer's growth target (`Conn::rbuf_target`).
+        // Was 304 (with `rbuf_target`); then 48 bytes less: no client id of its own (log lines
+        // read the session's), the client's topic aliases a boxed slice, the TLS identity a
+        // `Box<str>`.
         assert!(
-            std::mem::size_of::<Conn>() <= 304,
+            std::mem::size_of::<Conn>() <= 256,
             "{}",
             std::mem::size_of::<Conn>()
         );
-        // 280 + 8: the persistence sequence counter (`Session::next_seq`); + 8: the queue's
-        // payload bytes (`max_queued_bytes`).
+        // Was 288 (with `Session::next_seq`), + 8 for the queue's payload bytes
+        // (`max_queued_bytes`); then 40 bytes less: subscriptions in a `BTreeMap`, the pending
+        // will and its deadline in one box.
         assert!(
-            std::mem::size_of::<SessionSlot>() <= 296,
+            std::mem::size_of::<SessionSlot>() <= 256,
             "{}",
             std::mem::size_of::<SessionSlot>()
         );
