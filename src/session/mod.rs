@@ -238,8 +238,8 @@ pub struct Session {
     /// when it is due. One box for both: 8 bytes in every session instead of 24.
     pub pending_will: Option<Box<(Instant, Will)>>,
     pub limits: Limits,
-    /// Messages dropped because the queue was full (logged, later in $SYS). 32 bits, so that
-    /// `queued_bytes` costs a session nothing: a wrapped count only shifts the log lines.
+    /// Messages dropped because the queue was full (logged, later in $SYS). 32 bits (it
+    /// shares a word with the fields below): a wrapped count only shifts the log lines.
     pub dropped: u32,
     /// Changes are written to the store (persistence on and `expiry_interval` > 0).
     pub durable: bool,
