@@ -171,3 +171,28 @@ fn max_queued_bytes_bounds_a_stalled_subscribers_qos0_backlog() {
         );
     }
 }
+
+/// The QoS 0 bound is on output the subscriber's socket refused, not on what one loop turn
+/// gathers: 200 messages of 100 bytes arriving in one TCP segment burst are routed in one
+/// turn, 20 KB for the subscriber before the turn's flush, twenty times a `max_queued_bytes`
+/// of 1000; a subscriber that reads gets every one of them.
+#[test]
+fn a_reading_subscriber_loses_nothing_to_a_small_max_queued_bytes() {
+    let b = Broker::start_with(&["max_queued_bytes 1000"]);
+    let mut sub = Raw::connected(b.port(), "burst-sub");
+    sub.subscribe(1, &[("burst/t", 0)]);
+    let mut publisher = Raw::connected(b.port(), "burst-pub");
+    let mut burst = Vec::new();
+    for i in 0..200u16 {
+        let mut payload = vec![0x33u8; 100];
+        payload[..2].copy_from_slice(&i.to_be_bytes());
+        burst.extend_from_slice(&raw::publish("burst/t", &payload, 0, false, 0));
+    }
+    publisher.send(&burst);
+    let got = sub.collect_publishes(200, Duration::from_secs(10));
+    let numbers: Vec<u16> = got
+        .iter()
+        .map(|p| u16::from_be_bytes([p.payload[0], p.payload[1]]))
+        .collect();
+    assert_eq!(numbers, (0..200).collect::<Vec<u16>>());
+}

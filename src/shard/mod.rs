@@ -976,7 +976,13 @@ impl Shard {
         match slot.session.offer(delivery, &mut self.batch) {
             Offer::Send(publish) => {
                 let Some(key) = conn else { return };
-                let backlog = self.conns.get(key).map_or(0, |c| c.wbuf.len());
+                // Only output the socket refused counts (`want_write`: the last flush hit
+                // WouldBlock): a subscriber that reads may gather more than the limit within
+                // one loop turn, before the turn's flush, and must lose nothing for it.
+                let backlog =
+                    self.conns
+                        .get(key)
+                        .map_or(0, |c| if c.want_write { c.wbuf.len() } else { 0 });
                 let qos0 = publish.delivery.qos == QoS::AtMostOnce;
                 if qos0 && backlog > self.qos0_backlog_limit {
                     // A subscriber that does not read: its QoS 0 messages are dropped rather
