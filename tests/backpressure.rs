@@ -101,6 +101,21 @@ fn stalled_subscriber_does_not_grow_memory_or_slow_others() {
     );
 }
 
+/// A payload of `len` bytes that starts with `n` (big-endian), so that receivers can check
+/// which messages arrived and in what order.
+fn numbered(n: u32, len: usize) -> Vec<u8> {
+    let mut payload = vec![0x5a; len];
+    payload[..4].copy_from_slice(&n.to_be_bytes());
+    payload
+}
+
+/// The numbers of [`numbered`] payloads, in arrival order.
+fn numbers(got: &[raw::Publish]) -> Vec<u32> {
+    got.iter()
+        .map(|p| u32::from_be_bytes(p.payload[..4].try_into().expect("numbered payload")))
+        .collect()
+}
+
 /// `max_queued_bytes` bounds the queue of an offline persistent session by payload bytes, the
 /// way mosquitto does: a message is queued while the queue holds less than the limit. With
 /// 1000 bytes and messages of 100, the first ten are kept and the rest dropped.
@@ -112,20 +127,14 @@ fn max_queued_bytes_bounds_an_offline_sessions_queue() {
     sub.disconnect();
     let mut publisher = Raw::connected(b.port(), "bytes-pub");
     for i in 0..20u16 {
-        let mut payload = vec![0u8; 100];
-        payload[..2].copy_from_slice(&i.to_be_bytes());
-        publisher.publish_complete("q/bytes", &payload, 1, false, i + 1);
+        publisher.publish_complete("q/bytes", &numbered(i.into(), 100), 1, false, i + 1);
     }
     let (mut sub, present) = Raw::connect(b.port(), &Connect::new("bytes-sub").clean(false));
     assert!(present, "the session was kept");
     let got = sub.collect_publishes_until_quiet(Duration::from_millis(500));
-    let numbers: Vec<u16> = got
-        .iter()
-        .map(|p| u16::from_be_bytes([p.payload[0], p.payload[1]]))
-        .collect();
     assert_eq!(
-        numbers,
-        (0..10).collect::<Vec<u16>>(),
+        numbers(&got),
+        (0..10).collect::<Vec<u32>>(),
         "the first 1000 bytes of messages are queued, in order; the rest dropped"
     );
 }
@@ -141,10 +150,8 @@ fn max_queued_bytes_bounds_a_stalled_subscribers_qos0_backlog() {
     stalled.subscribe(1, &[("bulk/q0", 0)]);
     let mut publisher = Raw::connected(b.port(), "bulk-pub");
     let count = 512u32; // of 16 KiB: 8 MiB
-    let mut payload = vec![0x42u8; 16 * 1024];
     for i in 0..count {
-        payload[..4].copy_from_slice(&i.to_be_bytes());
-        publisher.publish_complete("bulk/q0", &payload, 0, false, 0);
+        publisher.publish_complete("bulk/q0", &numbered(i, 16 * 1024), 0, false, 0);
     }
     publisher.ping();
     if b.is_midge() {
@@ -158,11 +165,7 @@ fn max_queued_bytes_bounds_a_stalled_subscribers_qos0_backlog() {
         );
     }
     let kept = stalled.collect_publishes_until_quiet(Duration::from_millis(1000));
-    let numbers: Vec<u32> = kept
-        .iter()
-        .map(|p| u32::from_be_bytes(p.payload[..4].try_into().unwrap()))
-        .collect();
-    assert!(numbers.windows(2).all(|w| w[0] < w[1]), "in order");
+    assert!(numbers(&kept).windows(2).all(|w| w[0] < w[1]), "in order");
     if b.is_midge() {
         assert!(
             !kept.is_empty() && kept.len() < count as usize,
@@ -183,16 +186,10 @@ fn a_reading_subscriber_loses_nothing_to_a_small_max_queued_bytes() {
     sub.subscribe(1, &[("burst/t", 0)]);
     let mut publisher = Raw::connected(b.port(), "burst-pub");
     let mut burst = Vec::new();
-    for i in 0..200u16 {
-        let mut payload = vec![0x33u8; 100];
-        payload[..2].copy_from_slice(&i.to_be_bytes());
-        burst.extend_from_slice(&raw::publish("burst/t", &payload, 0, false, 0));
+    for i in 0..200 {
+        burst.extend_from_slice(&raw::publish("burst/t", &numbered(i, 100), 0, false, 0));
     }
     publisher.send(&burst);
     let got = sub.collect_publishes(200, Duration::from_secs(10));
-    let numbers: Vec<u16> = got
-        .iter()
-        .map(|p| u16::from_be_bytes([p.payload[0], p.payload[1]]))
-        .collect();
-    assert_eq!(numbers, (0..200).collect::<Vec<u16>>());
+    assert_eq!(numbers(&got), (0..200).collect::<Vec<u32>>());
 }
