@@ -1163,12 +1163,13 @@ impl Shard {
     /// A connection for log lines: its client id once CONNECT attached it to a session (the
     /// session's copy: a connection keeps none of its own), its peer address before.
     pub(crate) fn label(&self, conn: &Conn) -> String {
-        match conn.state {
-            ConnState::Active { session } => match self.sessions.get(session) {
-                Some(slot) => slot.session.client_id.to_string(),
-                None => format!("<unknown> from {}", conn.peer),
-            },
-            ConnState::AwaitConnect => format!("<unknown> from {}", conn.peer),
+        let slot = match conn.state {
+            ConnState::Active { session } => self.sessions.get(session),
+            ConnState::AwaitConnect => None,
+        };
+        match slot {
+            Some(slot) => slot.session.client_id.to_string(),
+            None => format!("<unknown> from {}", conn.peer),
         }
     }
 
