@@ -401,10 +401,9 @@ impl Shard {
                 if event.is_writable() && self.conns.contains(key) {
                     self.flush(key);
                 }
-                if (event.is_readable() || event.is_read_closed() || event.is_error())
-                    && self.conns.contains(key)
-                {
-                    self.on_readable(key);
+                let peer_closed = event.is_read_closed() || event.is_error();
+                if (event.is_readable() || peer_closed) && self.conns.contains(key) {
+                    self.on_readable(key, peer_closed);
                 }
                 self.queue_tls_records(key);
             }
@@ -422,7 +421,7 @@ impl Shard {
             .get_mut(key)
             .is_some_and(|c| c.stream.has_buffered_input())
         {
-            self.on_readable(key);
+            self.on_readable(key, false);
             self.queue_tls_records(key);
         }
     }
@@ -519,15 +518,19 @@ impl Shard {
 
     /// Reads until `WouldBlock` (or a fairness budget), decoding and handling every complete
     /// packet as it goes; then gives the read buffer back to the pool unless a partial packet
-    /// is left in it.
-    fn on_readable(&mut self, key: usize) {
-        self.read_and_process(key);
+    /// is left in it. `peer_closed`: the event says the peer's FIN (or an error) is there.
+    fn on_readable(&mut self, key: usize, peer_closed: bool) {
+        self.read_and_process(key, peer_closed);
         if let Some(conn) = self.conns.get_mut(key) {
             conn.release_idle_rbuf(&mut self.buffers);
         }
     }
 
-    fn read_and_process(&mut self, key: usize) {
+    /// `peer_closed`: the readiness event carried EPOLLRDHUP/EPOLLHUP/EPOLLERR. Then the loop
+    /// reads on to the end of stream (or the error) even after a short read: a FIN that came
+    /// with the last data raises no later edge, and the connection would otherwise sit in
+    /// CLOSE-WAIT, will unpublished, until its keep-alive ran out (forever with keep-alive 0).
+    fn read_and_process(&mut self, key: usize, peer_closed: bool) {
         let mut budget = READ_BUDGET;
         // Bytes read in this readiness event (see `ReadTarget::filled`).
         let mut in_event = 0;
@@ -559,8 +562,9 @@ impl Shard {
                     // A short read of a plain TCP socket took everything it held: data that
                     // arrives later raises a new edge, so the loop ends here instead of
                     // spending a read() on WouldBlock (half the reads of a busy point-to-point
-                    // run). Not for TLS: rustls may hold more plaintext or socket bytes.
-                    let drained = n < offered && !conn.stream.is_tls();
+                    // run). Not for TLS: rustls may hold more plaintext or socket bytes. Not
+                    // when the event said the peer closed: the end of stream is still to read.
+                    let drained = n < offered && !conn.stream.is_tls() && !peer_closed;
                     // SAFETY: the first `n` bytes of the spare capacity were just written.
                     unsafe { conn.rbuf.set_len(conn.rbuf.len() + n) };
                     in_event += n;
