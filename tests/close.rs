@@ -170,3 +170,61 @@ fn tls_clients_that_publish_and_close_leave_nothing_behind() {
     drop(clients);
     assert!(closed, "{left} TLS connections still open in the broker");
 }
+
+/// 16 clients x 8 MB partial PUBLISH then close, eight rounds (issue 11, item 2): the
+/// broker's memory comes back near its baseline (buffers freed at the close, and given back
+/// to the OS).
+#[test]
+fn memory_of_large_partial_publishes_is_returned_after_close() {
+    const CLIENTS: usize = 16;
+    const ANNOUNCED: usize = 8 * 1024 * 1024;
+    const SENT: usize = ANNOUNCED - 64 * 1024;
+    let broker = Broker::start_with(&["max_packet_size 16777216"]);
+    let port = broker.port();
+    let pid = broker.pid();
+    let mut bystander = Raw::connected(port, "bystander");
+    bystander.ping();
+    let baseline = common::rss_kib(pid);
+    let fds = fd_count(pid);
+    let mut peak = 0;
+    for round in 0..8 {
+        let threads: Vec<_> = (0..CLIENTS)
+            .map(|i| {
+                std::thread::spawn(move || {
+                    let mut c = Raw::connected(port, &format!("big-{round}-{i}"));
+                    // PUBLISH QoS 0 to "big": type byte, remaining length, topic, payload.
+                    let mut head = vec![0x30];
+                    head.extend(raw::encode_len(ANNOUNCED));
+                    head.extend(raw::mqtt_str(b"big"));
+                    c.send(&head);
+                    let chunk = vec![0x5a; 256 * 1024];
+                    let mut sent = 5;
+                    while sent < SENT {
+                        let n = chunk.len().min(SENT - sent);
+                        c.send(&chunk[..n]);
+                        sent += n;
+                    }
+                    // Dropped: closed mid-packet.
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("client thread");
+        }
+        peak = peak.max(common::rss_kib(pid));
+        assert!(
+            eventually(Duration::from_secs(10), || fd_count(pid) <= fds),
+            "round {round}: connections still open"
+        );
+    }
+    bystander.ping();
+    let margin = 48 * 1024;
+    let back = eventually(Duration::from_secs(10), || {
+        common::rss_kib(pid) <= baseline + margin
+    });
+    let now = common::rss_kib(pid);
+    assert!(
+        back,
+        "RSS {now} KiB after the rounds (baseline {baseline} KiB, peak {peak} KiB)"
+    );
+}
