@@ -19,8 +19,10 @@ pub mod bench;
 pub mod conn;
 mod durable;
 pub mod inbox;
+mod linger;
 pub mod msg_pool;
 pub mod outbox;
+pub mod per_ip;
 pub mod pool;
 
 use std::io::{self, Read, Write};
@@ -49,12 +51,13 @@ use pool::{BufferPool, MIN_READ};
 
 /// Tokens at and above this value are listeners; below are connection slots.
 const LISTENER_BASE: usize = 1 << 40;
+/// Tokens from this value up to [`LISTENER_BASE`] are closed connections being drained
+/// (see [`linger`]).
+const LINGER_BASE: usize = 1 << 39;
 /// The inbox waker.
 pub const WAKER: Token = Token(usize::MAX);
 /// How often keep-alive and CONNECT time-outs are checked.
 const TICK: Duration = Duration::from_millis(250);
-/// A connection must send CONNECT within this time (fail closed on idle half-open sockets).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 /// Unsent bytes a connection may have before QoS 0 messages to it are dropped: bounds the
 /// memory a subscriber that stopped reading can cost, without slowing the others. A set
 /// `max_queued_bytes` replaces it (see `Shard::qos0_backlog_limit`).
@@ -125,6 +128,15 @@ impl Close {
             Close::Shutdown => Some(v5::SERVER_SHUTTING_DOWN),
             Close::Graceful | Close::Gone(_) | Close::Tls(_) | Close::Refused => None,
         }
+    }
+
+    /// Whether the peer is told something it should read before the socket closes (see
+    /// [`linger`]): not when the peer closed first, nor at shutdown (the process exits).
+    fn lingers(&self) -> bool {
+        matches!(
+            self,
+            Close::Protocol { .. } | Close::KeepAlive | Close::TakenOver | Close::Refused
+        )
     }
 
     /// Whether the will is published: on every close that the client did not ask for with
@@ -227,6 +239,8 @@ pub struct Shard {
     pub(crate) accept_rate: RateLimit,
     /// Connections refused by it.
     pub(crate) rate_limited: u64,
+    /// Connections refused by `max_connections_per_ip` (for its rate-limited log line).
+    pub(crate) per_ip_refused: u64,
     /// Connections sent here by other shards, adopted at the top of the loop (`adopt_pending`).
     pub(crate) adoptions: Vec<inbox::Migrating>,
     /// This turn's changes to durable state (stays empty without persistence).
@@ -241,6 +255,8 @@ pub struct Shard {
     pub(crate) pool: msg_pool::MessagePool,
     /// When and whether to give freed memory back to the OS (see [`MemoryTrim`]).
     pub(crate) trim: MemoryTrim,
+    /// Closed connections whose input is drained so that they read why (see [`linger`]).
+    lingering: linger::Lingering,
 }
 
 /// Giving freed heap memory back to the OS (glibc's `malloc_trim`), at most once per
@@ -367,6 +383,7 @@ impl Shard {
             buffers,
             accept_rate,
             rate_limited: 0,
+            per_ip_refused: 0,
             // Turn numbers start at 1 (0 means "none", see `shard::durable`).
             batch: StoreBatch {
                 turn: 1,
@@ -375,6 +392,7 @@ impl Shard {
             durable: store.map(|s| durable::Durable::new(s, n)),
             pool: msg_pool::MessagePool::default(),
             trim: MemoryTrim::new(),
+            lingering: linger::Lingering::default(),
             outbox: outbox::Outbox::new(id, n, inbox_free),
         })
     }
@@ -484,6 +502,9 @@ impl Shard {
         match event.token() {
             WAKER => {}
             Token(t) if t >= LISTENER_BASE => self.accept(t - LISTENER_BASE),
+            Token(t) if t >= LINGER_BASE => self
+                .lingering
+                .on_readable(self.poll.registry(), t - LINGER_BASE),
             Token(key) => {
                 if event.is_writable() && self.conns.contains(key) {
                     self.flush(key);
@@ -555,6 +576,19 @@ impl Shard {
                         log::warn!("Refusing connection from {peer}: max_connections reached.");
                         continue;
                     }
+                    if !self.shared.per_ip.try_open(peer.ip()) {
+                        self.shared.connections.fetch_sub(1, Ordering::Relaxed);
+                        self.per_ip_refused += 1;
+                        if self.per_ip_refused.is_power_of_two() {
+                            log::warn!(
+                                "Refusing connection from {peer}: max_connections_per_ip reached \
+                                 ({} refused on shard {}).",
+                                self.per_ip_refused,
+                                self.id
+                            );
+                        }
+                        continue;
+                    }
                     let _ = stream.set_nodelay(true);
                     // TLS starts here but no I/O happens yet: the handshake is driven by the
                     // connection's readiness events like any other input.
@@ -564,7 +598,7 @@ impl Shard {
                             Ok(t) => Transport::Tls(Box::new(t)),
                             Err(e) => {
                                 log::error!("Cannot start TLS for a client from {peer}: {e}.");
-                                self.shared.connections.fetch_sub(1, Ordering::Relaxed);
+                                self.shared.connection_closed(peer.ip());
                                 continue;
                             }
                         },
@@ -572,7 +606,7 @@ impl Shard {
                     let mut conn = Conn::new(stream, peer, allow_anonymous);
                     conn.auth = auth;
                     if self.add_conn(conn).is_none() {
-                        self.shared.connections.fetch_sub(1, Ordering::Relaxed);
+                        self.shared.connection_closed(peer.ip());
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -1141,11 +1175,21 @@ impl Shard {
     fn tick(&mut self, now: Instant) {
         let mut expired = Vec::new();
         let mut growth = 0;
+        // `last_rx` moves only when a whole packet is decoded: before CONNECT, it is the
+        // time of accept, so a CONNECT (or TLS handshake) trickled byte by byte still ends.
+        let connect_timeout = match self.shared.config.connect_timeout {
+            0 => Duration::MAX,
+            secs => Duration::from_secs(u64::from(secs)),
+        };
         for (key, conn) in self.conns.iter_mut() {
             let idle = now.saturating_duration_since(conn.last_rx);
             growth += conn.tick_rbuf(idle >= TICK, &mut self.buffers);
             match conn.state {
-                ConnState::AwaitConnect if idle > CONNECT_TIMEOUT => expired.push((key, false)),
+                ConnState::AwaitConnect
+                    if idle >= connect_timeout && conn.pending_connect.is_none() =>
+                {
+                    expired.push((key, false))
+                }
                 ConnState::Active { .. } if conn.keep_alive_expired(idle) => {
                     expired.push((key, true))
                 }
@@ -1158,6 +1202,7 @@ impl Shard {
         if self.trim.due(now) {
             release_free_memory();
         }
+        self.lingering.expire(self.poll.registry(), now);
         let mut wills = Vec::new();
         let mut ended = Vec::new();
         for (slot, s) in self.sessions.iter_mut() {
@@ -1205,7 +1250,7 @@ impl Shard {
             return;
         }
         let mut conn = self.conns.remove(key);
-        self.shared.connections.fetch_sub(1, Ordering::Relaxed);
+        self.shared.connection_closed(conn.peer.ip());
         if let Some(d) = &mut self.durable {
             d.forget(key);
         }
@@ -1230,10 +1275,14 @@ impl Shard {
             protocol::encode(&Packet::Disconnect(d), ProtocolVersion::V5, &mut conn.wbuf);
         }
         let allowed = conn.writable_len();
+        let mut told = false;
         if allowed > 0 {
             // Best effort: a CONNACK refusal or a DISCONNECT is small and fits the socket
             // buffer. Output still held for the store (and what follows it) is not written.
-            let _ = conn.stream.write(&conn.wbuf[..allowed]);
+            told = conn
+                .stream
+                .write(&conn.wbuf[..allowed])
+                .is_ok_and(|n| n > 0);
         }
         if conn.rbuf.capacity().max(conn.wbuf.capacity()) > pool::MAX_POOLED {
             // Dropped below, not pooled: worth giving back to the OS.
@@ -1241,8 +1290,6 @@ impl Shard {
         }
         self.buffers.give(&mut conn.rbuf);
         self.buffers.give(&mut conn.wbuf);
-        let _ = self.poll.registry().deregister(&mut conn.stream);
-        let _ = conn.stream.shutdown(std::net::Shutdown::Both);
         match &why {
             Close::Graceful => log::info!("Client {} disconnected.", self.label(&conn)),
             Close::Gone(reason) => {
@@ -1270,7 +1317,22 @@ impl Shard {
             ),
             Close::Refused | Close::Shutdown => {}
         }
-        if let ConnState::Active { session } = conn.state {
+        let state = conn.state;
+        let stream = if told && why.lingers() {
+            // Shut down the write side and drain: the peer reads the reason, not a reset.
+            let registry = self.poll.registry();
+            let token = |slot| Token(LINGER_BASE + slot);
+            self.lingering
+                .add(registry, conn.stream, token, Instant::now())
+                .err()
+        } else {
+            Some(conn.stream)
+        };
+        if let Some(mut stream) = stream {
+            let _ = self.poll.registry().deregister(&mut stream);
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+        if let ConnState::Active { session } = state {
             self.detach_session(session, &why);
         }
     }
