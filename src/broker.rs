@@ -36,6 +36,9 @@ pub struct Shared {
     /// Open client connections, broker-wide (`max_connections`). Touched on accept and
     /// close only, never per message.
     pub connections: AtomicUsize,
+    /// Open client connections per IP address (`max_connections_per_ip`); like
+    /// `connections`, touched on accept and close only.
+    pub per_ip: crate::shard::per_ip::PerIpConnections,
     /// Password file and ACLs (read-only after start).
     pub auth: Auth,
     /// Verifies passwords off the event loops (PBKDF2 is slow on purpose); `None` without a
@@ -48,14 +51,23 @@ impl Shared {
     /// The shared state of a broker with no listener threads yet: `config`, an empty
     /// retained store, no password worker.
     pub(crate) fn new(config: Config, auth: Auth, auth_worker: Option<AuthWorker>) -> Shared {
+        let per_ip = crate::shard::per_ip::PerIpConnections::new(config.max_connections_per_ip);
         Shared {
             config,
             retained: RetainedStore::new(),
             connections: AtomicUsize::new(0),
+            per_ip,
             auth,
             auth_worker,
             shutdown: AtomicBool::new(false),
         }
+    }
+
+    /// A counted connection from `peer` is gone (closed, or dropped before it was served):
+    /// its slot under `max_connections` and `max_connections_per_ip` is free again.
+    pub fn connection_closed(&self, peer: IpAddr) {
+        self.connections.fetch_sub(1, Ordering::Relaxed);
+        self.per_ip.closed(peer);
     }
 
     /// True once the broker was asked to stop.

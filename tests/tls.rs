@@ -98,6 +98,8 @@ fn large_messages_cross_tls_both_ways_intact() {
     let certs = Certs::generate();
     let mut lines = certs.server_lines();
     lines.push("shards 1".into());
+    // Above the 1 MiB default.
+    lines.push("max_packet_size 4000000".into());
     let b = start(&lines);
     let payload: String = (0..3_000_000)
         .map(|i| (b'a' + (i % 26) as u8) as char)

@@ -12,6 +12,9 @@ mod parse;
 
 pub use parse::ConfigError;
 
+/// `max_packet_size` when not said: 1 MiB.
+pub const DEFAULT_MAX_PACKET_SIZE: u32 = 1024 * 1024;
+
 /// Where log lines go (`log_dest`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogDest {
@@ -95,7 +98,9 @@ pub struct Config {
     pub max_queued_messages: usize,
     /// `max_queued_bytes` (0 = no limit).
     pub max_queued_bytes: usize,
-    /// `max_packet_size`: largest packet accepted from a client, in bytes (0 = protocol max).
+    /// `max_packet_size`: largest packet accepted from a client, in bytes (0 = the protocol
+    /// maximum, 268435460). Default 1 MiB (EMQX's): a client may make the broker reserve this
+    /// much for one packet, and few devices send more.
     pub max_packet_size: u32,
     /// `message_size_limit`: largest PUBLISH payload accepted (0 = no limit).
     pub message_size_limit: u32,
@@ -129,6 +134,15 @@ pub struct Config {
     /// (0 = no limit). A flood of connection attempts then costs an accept and a close each,
     /// never a CONNECT parse or a password check.
     pub connection_rate_limit: u32,
+    /// `connect_timeout SECONDS` (midge): a connection must complete its CONNECT (TLS
+    /// handshake included) within this time of being accepted, or it is closed; a client
+    /// that trickles its CONNECT a byte at a time holds a socket no longer than this.
+    /// Default 10; 0 = no limit.
+    pub connect_timeout: u32,
+    /// `max_connections_per_ip N` (midge): connections open at once from one IP address,
+    /// broker-wide; the excess is closed at accept. Default 0 = no limit (benchmarks and NAT
+    /// gateways open thousands from one address).
+    pub max_connections_per_ip: u32,
     /// `read_buffer_growth BYTES` (midge): how far the read buffers of connections that send
     /// more than a buffer at a time may grow beyond their 4 KiB, summed over all connections,
     /// broker-wide (each shard gets an equal share). Bounds the memory busy publishers cost;
@@ -169,7 +183,7 @@ impl Default for Config {
             max_inflight_messages: 20,
             max_queued_messages: 1000,
             max_queued_bytes: 0,
-            max_packet_size: 0,
+            max_packet_size: DEFAULT_MAX_PACKET_SIZE,
             message_size_limit: 0,
             retain_available: true,
             max_qos: 2,
@@ -182,6 +196,8 @@ impl Default for Config {
             source: None,
             max_connections: None,
             connection_rate_limit: 0,
+            connect_timeout: 10,
+            max_connections_per_ip: 0,
             read_buffer_growth: 8 * 1024 * 1024,
             per_listener_settings: false,
             password_file: None,

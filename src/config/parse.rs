@@ -383,9 +383,26 @@ impl Parser {
                 self.config.max_queued_bytes = to_usize(pos, option, rest, v)?;
             }
             "max_packet_size" => {
-                // mosquitto refuses values under 20: no useful packet is smaller.
-                let v = parse_int(pos, option, one(pos, option, rest)?, 20, u32::MAX.into())?;
+                // mosquitto refuses values under 20: no useful packet is smaller. 0 is the
+                // protocol maximum (the default is 1 MiB, not unlimited).
+                let value = one(pos, option, rest)?;
+                let v = parse_int(pos, option, value, 0, u32::MAX.into())?;
+                if v != 0 && v < 20 {
+                    return Err(pos.bad(
+                        option,
+                        value,
+                        "expected 0 (the protocol maximum) or at least 20",
+                    ));
+                }
                 self.config.max_packet_size = v as u32;
+            }
+            "connect_timeout" => {
+                let v = parse_int(pos, option, one(pos, option, rest)?, 0, i64::from(u32::MAX))?;
+                self.config.connect_timeout = v as u32;
+            }
+            "max_connections_per_ip" => {
+                let v = parse_int(pos, option, one(pos, option, rest)?, 0, i64::from(u32::MAX))?;
+                self.config.max_connections_per_ip = v as u32;
             }
             "message_size_limit" => {
                 let v = parse_int(pos, option, one(pos, option, rest)?, 0, MQTT_MAX_PAYLOAD)?;

@@ -256,9 +256,7 @@ impl Shard {
         conn.auth = m.auth;
         conn.rbuf = m.rbuf;
         let Some(key) = self.add_conn(conn) else {
-            self.shared
-                .connections
-                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            self.shared.connection_closed(m.peer.ip());
             return;
         };
         // Checked and authenticated on the shard it arrived at.

@@ -190,6 +190,29 @@ pub fn connect_level(buf: &[u8]) -> Option<u8> {
     rest.get(2 + name_len).copied()
 }
 
+/// The size of the whole frame at the front of `buf` (fixed header included), once its fixed
+/// header is all there and valid; `None` before that. The broker reserves this much for a
+/// large packet still arriving instead of growing its read buffer step by step.
+pub fn frame_size(buf: &[u8]) -> Option<usize> {
+    match read_remaining_length(buf.get(1..)?) {
+        Ok(Some((len_bytes, remaining))) => Some(1 + len_bytes + remaining),
+        _ => None,
+    }
+}
+
+/// Checks the first byte a connection sends: it must start a CONNECT [MQTT-3.1.0-1]. Asked
+/// before anything else is decoded, so that a client whose first packet is something else is
+/// refused at its first byte, not after the body it announces (up to 256 MB) has arrived.
+/// (CONNECT's reserved flags are checked by [`decode`].)
+pub fn check_first_packet(buf: &[u8]) -> Result<()> {
+    match buf.first() {
+        Some(&b) if b >> 4 != ptype::CONNECT => Err(DecodeError::ProtocolError(
+            "first packet is not CONNECT [MQTT-3.1.0-1]",
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Decodes one packet from the front of `buf`.
 ///
 /// * `Ok(None)`: the frame is incomplete; nothing was consumed. Read more and call again.
@@ -1975,6 +1998,29 @@ mod tests {
         bytes.push(0);
         bytes[1] += 1;
         assert_eq!(err(&bytes, Some(V5)), DecodeError::DuplicateProperty(0x0B));
+    }
+
+    #[test]
+    fn frame_size_needs_the_whole_fixed_header() {
+        assert_eq!(frame_size(&[]), None);
+        assert_eq!(frame_size(&[0x30]), None);
+        assert_eq!(frame_size(&[0x30, 0x80]), None, "length continues");
+        assert_eq!(frame_size(&[0x30, 0x05]), Some(7));
+        // 8 MiB: 0x80 0x80 0x80 0x04.
+        assert_eq!(
+            frame_size(&[0x30, 0x80, 0x80, 0x80, 0x04]),
+            Some(1 + 4 + 8 * 1024 * 1024)
+        );
+        assert_eq!(frame_size(&[0x30, 0x80, 0x00]), None, "not minimal");
+    }
+
+    #[test]
+    fn first_packet_must_be_connect_mqtt_3_1_0_1() {
+        assert_eq!(check_first_packet(&[]), Ok(()));
+        assert_eq!(check_first_packet(&[0x10]), Ok(()));
+        for first in [0x30u8, 0xC0, 0x82, 0x00, 0xF0] {
+            assert!(check_first_packet(&[first]).is_err(), "{first:#04x}");
+        }
     }
 
     #[test]

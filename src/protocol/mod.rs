@@ -12,7 +12,10 @@ pub mod properties;
 pub mod reason;
 pub mod topic;
 
-pub use decode::{connect_level, decode, DecodeError, MAX_PACKET_SIZE, MAX_REMAINING_LENGTH};
+pub use decode::{
+    check_first_packet, connect_level, decode, frame_size, DecodeError, MAX_PACKET_SIZE,
+    MAX_REMAINING_LENGTH,
+};
 pub use encode::{
     encode, encode_publish, encoded_len, publish_encoded_len, PropertiesPatch, PublishRef,
 };

@@ -19,8 +19,10 @@ pub mod bench;
 pub mod conn;
 mod durable;
 pub mod inbox;
+mod linger;
 pub mod msg_pool;
 pub mod outbox;
+pub mod per_ip;
 pub mod pool;
 
 use std::io::{self, Read, Write};
@@ -49,12 +51,13 @@ use pool::{BufferPool, MIN_READ};
 
 /// Tokens at and above this value are listeners; below are connection slots.
 const LISTENER_BASE: usize = 1 << 40;
+/// Tokens from this value up to [`LISTENER_BASE`] are closed connections being drained
+/// (see [`linger`]).
+const LINGER_BASE: usize = 1 << 39;
 /// The inbox waker.
 pub const WAKER: Token = Token(usize::MAX);
 /// How often keep-alive and CONNECT time-outs are checked.
 const TICK: Duration = Duration::from_millis(250);
-/// A connection must send CONNECT within this time (fail closed on idle half-open sockets).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 /// Unsent bytes a connection may have before QoS 0 messages to it are dropped: bounds the
 /// memory a subscriber that stopped reading can cost, without slowing the others. A set
 /// `max_queued_bytes` replaces it (see `Shard::qos0_backlog_limit`).
@@ -77,6 +80,19 @@ pub fn home_shard(client_id: &[u8], shards: usize) -> usize {
     h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
     h ^= h >> 33;
     (h % shards as u64) as usize
+}
+
+/// When `rbuf` holds the fixed header of a packet larger than [`pool::MAX_READ_SIZE`] whose
+/// remaining bytes do not fit its `spare` capacity: how many more bytes it needs. `None` for
+/// small packets (the read size serves them) and for a frame above `max_packet` (refused by
+/// the decoder, never reserved for).
+fn big_packet_missing(rbuf: &[u8], spare: usize, max_packet: usize) -> Option<usize> {
+    let size = protocol::frame_size(rbuf)?;
+    if size <= pool::MAX_READ_SIZE || size > max_packet {
+        return None;
+    }
+    let missing = size.checked_sub(rbuf.len())?;
+    (missing > spare).then_some(missing)
 }
 
 /// Why a connection is closed; decides wills, logs and what the peer is told.
@@ -112,6 +128,15 @@ impl Close {
             Close::Shutdown => Some(v5::SERVER_SHUTTING_DOWN),
             Close::Graceful | Close::Gone(_) | Close::Tls(_) | Close::Refused => None,
         }
+    }
+
+    /// Whether the peer is told something it should read before the socket closes (see
+    /// [`linger`]): not when the peer closed first, nor at shutdown (the process exits).
+    fn lingers(&self) -> bool {
+        matches!(
+            self,
+            Close::Protocol { .. } | Close::KeepAlive | Close::TakenOver | Close::Refused
+        )
     }
 
     /// Whether the will is published: on every close that the client did not ask for with
@@ -214,6 +239,8 @@ pub struct Shard {
     pub(crate) accept_rate: RateLimit,
     /// Connections refused by it.
     pub(crate) rate_limited: u64,
+    /// Connections refused by `max_connections_per_ip` (for its rate-limited log line).
+    pub(crate) per_ip_refused: u64,
     /// Connections sent here by other shards, adopted at the top of the loop (`adopt_pending`).
     pub(crate) adoptions: Vec<inbox::Migrating>,
     /// This turn's changes to durable state (stays empty without persistence).
@@ -226,6 +253,78 @@ pub struct Shard {
     pub(crate) outbox: outbox::Outbox,
     /// Recycled `Arc<Message>` allocations for the messages published here.
     pub(crate) pool: msg_pool::MessagePool,
+    /// When and whether to give freed memory back to the OS (see [`MemoryTrim`]).
+    pub(crate) trim: MemoryTrim,
+    /// Closed connections whose input is drained so that they read why (see [`linger`]).
+    lingering: linger::Lingering,
+}
+
+/// Giving freed heap memory back to the OS (glibc's `malloc_trim`), at most once per
+/// [`MemoryTrim::INTERVAL`] per shard, from the tick, never per message.
+///
+/// Why: glibc keeps what a thread's arena freed for later reuse, and raises its mmap threshold
+/// after a large block is freed, so later large blocks come from the arena too. 16 clients
+/// sending 8 MB packets and closing left the broker at 160 MiB resident after every buffer
+/// was freed; a shard whose index shrank (a client with 100k filters left) keeps its pages
+/// the same way. A trim is asked for when large buffers were freed
+/// ([`MemoryTrim::request`]) and, once, when a shard that was busy goes quiet for a tick.
+#[derive(Debug)]
+pub(crate) struct MemoryTrim {
+    wanted: bool,
+    /// Events since the last tick, and whether any came since the last trim.
+    active: bool,
+    busy_since_trim: bool,
+    last: Instant,
+}
+
+impl MemoryTrim {
+    /// The most often a shard trims.
+    const INTERVAL: Duration = Duration::from_secs(1);
+
+    fn new() -> MemoryTrim {
+        MemoryTrim {
+            wanted: false,
+            active: false,
+            busy_since_trim: false,
+            last: Instant::now(),
+        }
+    }
+
+    /// Something large was freed (a big read or write buffer, a large index): trim at the
+    /// next tick that the interval allows.
+    pub(crate) fn request(&mut self) {
+        self.wanted = true;
+    }
+
+    /// The loop had events in this turn.
+    fn activity(&mut self) {
+        self.active = true;
+    }
+
+    /// At each tick: whether to trim now.
+    fn due(&mut self, now: Instant) -> bool {
+        let quiet = !std::mem::take(&mut self.active);
+        self.busy_since_trim |= !quiet;
+        let want = self.wanted || (quiet && self.busy_since_trim);
+        if !want || now.saturating_duration_since(self.last) < Self::INTERVAL {
+            return false;
+        }
+        self.wanted = false;
+        self.busy_since_trim = false;
+        self.last = now;
+        true
+    }
+}
+
+/// Returns the free memory at the top and in the middle of every malloc arena to the OS
+/// (glibc only; a no-op elsewhere). Costs a walk over the arenas' free chunks: called from
+/// the tick, at most once a second per shard.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim has no preconditions; it takes the arenas' own locks.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 impl Shard {
@@ -284,6 +383,7 @@ impl Shard {
             buffers,
             accept_rate,
             rate_limited: 0,
+            per_ip_refused: 0,
             // Turn numbers start at 1 (0 means "none", see `shard::durable`).
             batch: StoreBatch {
                 turn: 1,
@@ -291,6 +391,8 @@ impl Shard {
             },
             durable: store.map(|s| durable::Durable::new(s, n)),
             pool: msg_pool::MessagePool::default(),
+            trim: MemoryTrim::new(),
+            lingering: linger::Lingering::default(),
             outbox: outbox::Outbox::new(id, n, inbox_free),
         })
     }
@@ -354,6 +456,9 @@ impl Shard {
             };
             let polled = self.poll.poll(&mut events, Some(timeout));
             self.inbox.unpark();
+            if !events.is_empty() {
+                self.trim.activity();
+            }
             if let Err(e) = polled {
                 if e.kind() != io::ErrorKind::Interrupted {
                     return Err(e);
@@ -397,14 +502,16 @@ impl Shard {
         match event.token() {
             WAKER => {}
             Token(t) if t >= LISTENER_BASE => self.accept(t - LISTENER_BASE),
+            Token(t) if t >= LINGER_BASE => self
+                .lingering
+                .on_readable(self.poll.registry(), t - LINGER_BASE),
             Token(key) => {
                 if event.is_writable() && self.conns.contains(key) {
                     self.flush(key);
                 }
-                if (event.is_readable() || event.is_read_closed() || event.is_error())
-                    && self.conns.contains(key)
-                {
-                    self.on_readable(key);
+                let peer_closed = event.is_read_closed() || event.is_error();
+                if (event.is_readable() || peer_closed) && self.conns.contains(key) {
+                    self.on_readable(key, peer_closed);
                 }
                 self.queue_tls_records(key);
             }
@@ -422,7 +529,7 @@ impl Shard {
             .get_mut(key)
             .is_some_and(|c| c.stream.has_buffered_input())
         {
-            self.on_readable(key);
+            self.on_readable(key, false);
             self.queue_tls_records(key);
         }
     }
@@ -469,6 +576,19 @@ impl Shard {
                         log::warn!("Refusing connection from {peer}: max_connections reached.");
                         continue;
                     }
+                    if !self.shared.per_ip.try_open(peer.ip()) {
+                        self.shared.connections.fetch_sub(1, Ordering::Relaxed);
+                        self.per_ip_refused += 1;
+                        if self.per_ip_refused.is_power_of_two() {
+                            log::warn!(
+                                "Refusing connection from {peer}: max_connections_per_ip reached \
+                                 ({} refused on shard {}).",
+                                self.per_ip_refused,
+                                self.id
+                            );
+                        }
+                        continue;
+                    }
                     let _ = stream.set_nodelay(true);
                     // TLS starts here but no I/O happens yet: the handshake is driven by the
                     // connection's readiness events like any other input.
@@ -478,7 +598,7 @@ impl Shard {
                             Ok(t) => Transport::Tls(Box::new(t)),
                             Err(e) => {
                                 log::error!("Cannot start TLS for a client from {peer}: {e}.");
-                                self.shared.connections.fetch_sub(1, Ordering::Relaxed);
+                                self.shared.connection_closed(peer.ip());
                                 continue;
                             }
                         },
@@ -486,7 +606,7 @@ impl Shard {
                     let mut conn = Conn::new(stream, peer, allow_anonymous);
                     conn.auth = auth;
                     if self.add_conn(conn).is_none() {
-                        self.shared.connections.fetch_sub(1, Ordering::Relaxed);
+                        self.shared.connection_closed(peer.ip());
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -519,16 +639,24 @@ impl Shard {
 
     /// Reads until `WouldBlock` (or a fairness budget), decoding and handling every complete
     /// packet as it goes; then gives the read buffer back to the pool unless a partial packet
-    /// is left in it.
-    fn on_readable(&mut self, key: usize) {
-        self.read_and_process(key);
+    /// is left in it. `peer_closed`: the event says the peer's FIN (or an error) is there.
+    fn on_readable(&mut self, key: usize, peer_closed: bool) {
+        self.read_and_process(key, peer_closed);
         if let Some(conn) = self.conns.get_mut(key) {
             conn.release_idle_rbuf(&mut self.buffers);
         }
     }
 
-    fn read_and_process(&mut self, key: usize) {
+    /// `peer_closed`: the readiness event carried EPOLLRDHUP/EPOLLHUP/EPOLLERR. Then the loop
+    /// reads on to the end of stream (or the error) even after a short read: a FIN that came
+    /// with the last data raises no later edge, and the connection would otherwise sit in
+    /// CLOSE-WAIT, will unpublished, until its keep-alive ran out (forever with keep-alive 0).
+    fn read_and_process(&mut self, key: usize, peer_closed: bool) {
         let mut budget = READ_BUDGET;
+        let max_packet = match self.shared.config.max_packet_size {
+            0 => protocol::MAX_PACKET_SIZE,
+            max => max as usize,
+        };
         // Bytes read in this readiness event (see `ReadTarget::filled`).
         let mut in_event = 0;
         loop {
@@ -536,7 +664,14 @@ impl Shard {
                 return;
             };
             self.buffers.ensure(&mut conn.rbuf);
-            if conn.rbuf.capacity() - conn.rbuf.len() < MIN_READ {
+            let spare = conn.rbuf.capacity() - conn.rbuf.len();
+            if let Some(missing) = big_packet_missing(&conn.rbuf, spare, max_packet) {
+                // A large packet still arriving: room for all of it, once, instead of
+                // growing the buffer 64 KiB at a time and copying the partial packet each
+                // time (quadratic: 62 s of CPU for a 128 MB PUBLISH). Capacity is not
+                // memory: pages are touched only as the bytes arrive.
+                self.buffers.make_room(&mut conn.rbuf, missing);
+            } else if spare < MIN_READ {
                 // Room for the connection's read size (see `Conn::rbuf_target`), or more for
                 // a large packet still arriving; a tail of at least MIN_READ is read into
                 // as it is, so that a buffer whose payloads are still in flight is not
@@ -559,8 +694,9 @@ impl Shard {
                     // A short read of a plain TCP socket took everything it held: data that
                     // arrives later raises a new edge, so the loop ends here instead of
                     // spending a read() on WouldBlock (half the reads of a busy point-to-point
-                    // run). Not for TLS: rustls may hold more plaintext or socket bytes.
-                    let drained = n < offered && !conn.stream.is_tls();
+                    // run). Not for TLS: rustls may hold more plaintext or socket bytes. Not
+                    // when the event said the peer closed: the end of stream is still to read.
+                    let drained = n < offered && !conn.stream.is_tls() && !peer_closed;
                     // SAFETY: the first `n` bytes of the spare capacity were just written.
                     unsafe { conn.rbuf.set_len(conn.rbuf.len() + n) };
                     in_event += n;
@@ -623,6 +759,12 @@ impl Shard {
             if conn.pending_connect.is_some() {
                 // CONNECT's password is being checked: the rest waits in the read buffer.
                 return true;
+            }
+            if conn.version.is_none() {
+                if let Err(e) = protocol::check_first_packet(&conn.rbuf) {
+                    self.on_decode_error(key, None, e);
+                    return false;
+                }
             }
             let max = self.shared.config.max_packet_size;
             // Only for the first packet: the level a CONNECT asks for, read before decoding so
@@ -1033,11 +1175,21 @@ impl Shard {
     fn tick(&mut self, now: Instant) {
         let mut expired = Vec::new();
         let mut growth = 0;
+        // `last_rx` moves only when a whole packet is decoded: before CONNECT, it is the
+        // time of accept, so a CONNECT (or TLS handshake) trickled byte by byte still ends.
+        let connect_timeout = match self.shared.config.connect_timeout {
+            0 => Duration::MAX,
+            secs => Duration::from_secs(u64::from(secs)),
+        };
         for (key, conn) in self.conns.iter_mut() {
             let idle = now.saturating_duration_since(conn.last_rx);
             growth += conn.tick_rbuf(idle >= TICK, &mut self.buffers);
             match conn.state {
-                ConnState::AwaitConnect if idle > CONNECT_TIMEOUT => expired.push((key, false)),
+                ConnState::AwaitConnect
+                    if idle >= connect_timeout && conn.pending_connect.is_none() =>
+                {
+                    expired.push((key, false))
+                }
                 ConnState::Active { .. } if conn.keep_alive_expired(idle) => {
                     expired.push((key, true))
                 }
@@ -1047,6 +1199,10 @@ impl Shard {
         // Exact again (closed connections and shrinks are counted now).
         self.buffers.set_growth(growth);
         self.buffers.trim();
+        if self.trim.due(now) {
+            release_free_memory();
+        }
+        self.lingering.expire(self.poll.registry(), now);
         let mut wills = Vec::new();
         let mut ended = Vec::new();
         for (slot, s) in self.sessions.iter_mut() {
@@ -1094,7 +1250,7 @@ impl Shard {
             return;
         }
         let mut conn = self.conns.remove(key);
-        self.shared.connections.fetch_sub(1, Ordering::Relaxed);
+        self.shared.connection_closed(conn.peer.ip());
         if let Some(d) = &mut self.durable {
             d.forget(key);
         }
@@ -1119,15 +1275,21 @@ impl Shard {
             protocol::encode(&Packet::Disconnect(d), ProtocolVersion::V5, &mut conn.wbuf);
         }
         let allowed = conn.writable_len();
+        let mut told = false;
         if allowed > 0 {
             // Best effort: a CONNACK refusal or a DISCONNECT is small and fits the socket
             // buffer. Output still held for the store (and what follows it) is not written.
-            let _ = conn.stream.write(&conn.wbuf[..allowed]);
+            told = conn
+                .stream
+                .write(&conn.wbuf[..allowed])
+                .is_ok_and(|n| n > 0);
+        }
+        if conn.rbuf.capacity().max(conn.wbuf.capacity()) > pool::MAX_POOLED {
+            // Dropped below, not pooled: worth giving back to the OS.
+            self.trim.request();
         }
         self.buffers.give(&mut conn.rbuf);
         self.buffers.give(&mut conn.wbuf);
-        let _ = self.poll.registry().deregister(&mut conn.stream);
-        let _ = conn.stream.shutdown(std::net::Shutdown::Both);
         match &why {
             Close::Graceful => log::info!("Client {} disconnected.", self.label(&conn)),
             Close::Gone(reason) => {
@@ -1155,7 +1317,22 @@ impl Shard {
             ),
             Close::Refused | Close::Shutdown => {}
         }
-        if let ConnState::Active { session } = conn.state {
+        let state = conn.state;
+        let stream = if told && why.lingers() {
+            // Shut down the write side and drain: the peer reads the reason, not a reset.
+            let registry = self.poll.registry();
+            let token = |slot| Token(LINGER_BASE + slot);
+            self.lingering
+                .add(registry, conn.stream, token, Instant::now())
+                .err()
+        } else {
+            Some(conn.stream)
+        };
+        if let Some(mut stream) = stream {
+            let _ = self.poll.registry().deregister(&mut stream);
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+        if let ConnState::Active { session } = state {
             self.detach_session(session, &why);
         }
     }
@@ -1325,6 +1502,48 @@ mod tests {
             "{}",
             std::mem::size_of::<SessionSlot>()
         );
+    }
+
+    #[test]
+    fn a_big_packet_gets_room_for_all_of_it_a_small_one_none() {
+        let max = protocol::MAX_PACKET_SIZE;
+        // PUBLISH announcing 8 MiB of remaining length, 4096 bytes of it read, no room left.
+        let mut head = vec![0x30, 0x80, 0x80, 0x80, 0x04];
+        head.resize(4096, 0);
+        let size = 5 + 8 * 1024 * 1024;
+        assert_eq!(big_packet_missing(&head, 0, max), Some(size - 4096));
+        assert_eq!(
+            big_packet_missing(&head, size, max),
+            None,
+            "it fits already"
+        );
+        assert_eq!(
+            big_packet_missing(&head, 0, 1024 * 1024),
+            None,
+            "above the maximum"
+        );
+        assert_eq!(big_packet_missing(&[0x30, 0x05], 0, max), None, "small");
+        assert_eq!(
+            big_packet_missing(&[0x30, 0x80], 0, max),
+            None,
+            "header incomplete"
+        );
+    }
+
+    #[test]
+    fn memory_is_trimmed_when_asked_or_when_a_busy_shard_goes_quiet_at_most_once_a_second() {
+        let t0 = Instant::now();
+        let mut t = MemoryTrim::new();
+        t.last = t0;
+        let s = Duration::from_secs(1);
+        assert!(!t.due(t0 + s), "never busy, nothing asked");
+        t.activity();
+        assert!(!t.due(t0 + s * 2), "busy during that tick");
+        assert!(t.due(t0 + s * 3), "quiet after being busy");
+        t.request();
+        assert!(!t.due(t0 + s * 3 + Duration::from_millis(250)), "too soon");
+        assert!(t.due(t0 + s * 4), "asked for");
+        assert!(!t.due(t0 + s * 5), "quiet still: once is enough");
     }
 
     #[test]

@@ -350,6 +350,11 @@ impl TlsRaw {
         self.stream.flush().expect("TLS flush");
     }
 
+    /// Closes the write side of the TCP socket (a FIN, no close_notify: how most clients go).
+    pub fn shutdown_write(&mut self) {
+        let _ = self.stream.sock.shutdown(std::net::Shutdown::Write);
+    }
+
     /// Reads one MQTT packet: (first byte, body). Panics on time-out or close.
     pub fn recv(&mut self) -> (u8, Vec<u8>) {
         use std::io::Read;

@@ -32,7 +32,9 @@ fn empty_file_gives_the_defaults() {
     assert_eq!(c.max_inflight_messages, 20);
     assert_eq!(c.max_queued_messages, 1000);
     assert_eq!(c.max_queued_bytes, 0);
-    assert_eq!(c.max_packet_size, 0);
+    assert_eq!(c.max_packet_size, 1024 * 1024);
+    assert_eq!(c.connect_timeout, 10);
+    assert_eq!(c.max_connections_per_ip, 0);
     assert_eq!(c.message_size_limit, 0);
     assert!(c.retain_available);
     assert_eq!(c.log_dest, LogDest::Stderr);
@@ -273,8 +275,32 @@ fn max_packet_size() {
         268435460
     );
     assert_eq!(
+        parse("max_packet_size 0").max_packet_size,
+        0,
+        "protocol maximum"
+    );
+    assert_eq!(
         error("max_packet_size 19"),
-        "t.conf:1: bad value '19' for 'max_packet_size': expected a whole number from 20 to 4294967295"
+        "t.conf:1: bad value '19' for 'max_packet_size': expected 0 (the protocol maximum) or at least 20"
+    );
+    assert_eq!(
+        error("max_packet_size -1"),
+        "t.conf:1: bad value '-1' for 'max_packet_size': expected a whole number from 0 to 4294967295"
+    );
+}
+
+#[test]
+fn connect_timeout_and_max_connections_per_ip() {
+    let c = parse("connect_timeout 3\nmax_connections_per_ip 16");
+    assert_eq!((c.connect_timeout, c.max_connections_per_ip), (3, 16));
+    assert_eq!(parse("connect_timeout 0").connect_timeout, 0, "no limit");
+    assert_eq!(
+        error("connect_timeout soon"),
+        "t.conf:1: bad value 'soon' for 'connect_timeout': expected a whole number from 0 to 4294967295"
+    );
+    assert_eq!(
+        error("max_connections_per_ip -2"),
+        "t.conf:1: bad value '-2' for 'max_connections_per_ip': expected a whole number from 0 to 4294967295"
     );
 }
 

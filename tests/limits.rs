@@ -1,0 +1,298 @@
+//! Limits and protocol edges at the I/O level (issue 11, items 5b and 7, "limits with safe
+//! defaults"): `max_packet_size` (default 1 MiB, 0 = the protocol maximum), packets refused at
+//! their fixed header, `connect_timeout`, `max_connections_per_ip`, large packets read intact,
+//! and a close that lets the client read the reason code instead of a reset.
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::raw::{self, Connect, Raw};
+use common::{eventually, is_midge, Broker, STEP};
+
+fn tcp(port: u16) -> TcpStream {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let s = TcpStream::connect_timeout(&addr, STEP).expect("connect");
+    s.set_nodelay(true).ok();
+    s.set_write_timeout(Some(STEP)).ok();
+    s
+}
+
+/// A PUBLISH QoS 0 on `topic` carrying `payload`.
+fn publish(topic: &str, payload: &[u8]) -> Vec<u8> {
+    raw::publish(topic, payload, 0, false, 0)
+}
+
+/// A first packet that is not CONNECT is refused at its first byte: the broker does not wait
+/// for the 256 MB body it announces [MQTT-3.1.0-1].
+#[test]
+fn a_first_packet_that_is_not_connect_is_refused_at_its_fixed_header() {
+    // The protocol maximum, said in a way mosquitto accepts too.
+    let b = Broker::start_with(&["max_packet_size 268435460"]);
+    for first in [0x30u8, 0xC0, 0x82] {
+        let mut c = Raw::tcp(b.port());
+        // Remaining length 268435455, then a few bytes of body.
+        c.send(&[first, 0xFF, 0xFF, 0xFF, 0x7F, 0, 1, b'a']);
+        assert!(
+            c.is_closed_within(Duration::from_secs(3)),
+            "first byte {first:#04x}: still open"
+        );
+    }
+    Raw::connected(b.port(), "still-serving").ping();
+}
+
+/// A CONNECT that announces more than `max_packet_size` is refused at its header.
+#[test]
+fn a_connect_larger_than_max_packet_size_is_refused_at_its_header() {
+    let b = Broker::start_with(&["max_packet_size 1048576"]);
+    let mut c = Raw::tcp(b.port());
+    // CONNECT announcing 2 MiB (0x80 0x80 0x80 0x01), then the start of its body.
+    c.send(&[
+        0x10, 0x80, 0x80, 0x80, 0x01, 0, 4, b'M', b'Q', b'T', b'T', 4,
+    ]);
+    assert!(c.is_closed_within(Duration::from_secs(3)), "still open");
+}
+
+/// `max_packet_size` defaults to 1 MiB: a larger PUBLISH closes the connection and is not
+/// delivered; `max_packet_size 0` is the protocol maximum.
+#[test]
+fn max_packet_size_defaults_to_one_mib_and_zero_means_the_protocol_maximum() {
+    if !is_midge() {
+        eprintln!("note: mosquitto's default is no limit");
+        return;
+    }
+    let big = vec![7u8; 2 * 1024 * 1024];
+    let b = Broker::start();
+    let mut sub = Raw::connected(b.port(), "sub");
+    sub.subscribe(1, &[("big", 0)]);
+    let mut p = Raw::connected(b.port(), "pub");
+    p.send(&publish("big", &[1u8; 512 * 1024]));
+    assert_eq!(
+        sub.expect_publish().payload.len(),
+        512 * 1024,
+        "under 1 MiB"
+    );
+    p.send(&publish("big", &big));
+    assert!(p.is_closed_within(STEP), "a 2 MiB PUBLISH was accepted");
+    sub.expect_nothing(Duration::from_millis(300));
+
+    let b = Broker::start_with(&["max_packet_size 0"]);
+    let mut sub = Raw::connected(b.port(), "sub");
+    sub.subscribe(1, &[("big", 0)]);
+    let mut p = Raw::connected(b.port(), "pub");
+    p.send(&publish("big", &big));
+    let got = sub
+        .recv(Duration::from_secs(20))
+        .expect("the 2 MiB message");
+    assert_eq!(got.publish().payload.len(), big.len());
+}
+
+/// A 32 MB message (read into room reserved for the whole packet at its header) arrives
+/// intact, and the broker keeps serving others meanwhile.
+#[test]
+fn a_32_mb_message_arrives_intact() {
+    const SIZE: usize = 32 * 1024 * 1024;
+    let b = Broker::start_with(&["max_packet_size 40000000"]);
+    let port = b.port();
+    let mut sub = Raw::connected(port, "big-sub");
+    sub.subscribe(1, &[("big/one", 0)]);
+    let payload: Vec<u8> = (0..SIZE).map(|i| (i * 31 % 251) as u8).collect();
+    let sent = payload.clone();
+    let publisher = std::thread::spawn(move || {
+        let mut p = Raw::connected(port, "big-pub");
+        let bytes = publish("big/one", &sent);
+        // In pieces, as a slow link would deliver it.
+        for chunk in bytes.chunks(1024 * 1024) {
+            p.send(chunk);
+        }
+        p.ping();
+    });
+    let got = sub
+        .recv(Duration::from_secs(60))
+        .expect("the 32 MB message");
+    publisher.join().expect("publisher");
+    let got = got.publish();
+    assert_eq!(got.topic, "big/one");
+    assert_eq!(got.payload.len(), SIZE);
+    assert!(got.payload == payload, "payload differs");
+    Raw::connected(port, "bystander").ping();
+}
+
+/// `connect_timeout`: a client that trickles its CONNECT one byte at a time is closed once
+/// the timeout passes since accept, and so is a TLS client that never finishes its handshake.
+#[test]
+fn connect_timeout_closes_a_slow_connect_and_a_stalled_tls_handshake() {
+    if !is_midge() {
+        eprintln!("note: connect_timeout is a midge option");
+        return;
+    }
+    let b = Broker::start_with(&["connect_timeout 2"]);
+    let mut s = tcp(b.port());
+    let connect = Connect::new(&"slowloris".repeat(8)).encode();
+    let started = Instant::now();
+    let mut closed_after = None;
+    for byte in &connect {
+        // Bounded: at most one byte per 250 ms for the whole CONNECT (about 20 s).
+        if s.write_all(&[*byte]).is_err() {
+            closed_after = Some(started.elapsed());
+            break;
+        }
+        s.set_read_timeout(Some(Duration::from_millis(250))).ok();
+        let mut buf = [0u8; 16];
+        match s.read(&mut buf) {
+            Ok(0) => {
+                closed_after = Some(started.elapsed());
+                break;
+            }
+            Ok(_) => panic!("the broker answered an incomplete CONNECT"),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => {
+                closed_after = Some(started.elapsed());
+                break;
+            }
+        }
+    }
+    let closed_after = closed_after.expect("a CONNECT trickled over 20 s was waited for");
+    assert!(
+        closed_after >= Duration::from_millis(1500),
+        "closed after {closed_after:?}, before its connect_timeout"
+    );
+
+    // TLS: the TCP connection is made, the handshake never starts.
+    let certs = common::tls::Certs::generate();
+    let mut lines = certs.server_lines();
+    lines.push("connect_timeout 2".into());
+    let b = Broker::start_with(&common::tls::strs(&lines));
+    let mut c = Raw::tcp(b.port());
+    assert!(
+        c.is_closed_within(Duration::from_secs(6)),
+        "a TLS connection without a handshake stayed open"
+    );
+}
+
+/// `max_connections_per_ip 3`: a fourth connection from 127.0.0.1 is closed at accept; once
+/// one closes, a new one gets in.
+#[test]
+fn max_connections_per_ip_refuses_the_excess_and_frees_slots_on_close() {
+    if !is_midge() {
+        eprintln!("note: max_connections_per_ip is a midge option");
+        return;
+    }
+    let b = Broker::start_with(&["max_connections_per_ip 3"]);
+    let port = b.port();
+    let mut first: Vec<Raw> = (0..3)
+        .map(|i| Raw::connected(port, &format!("ip-{i}")))
+        .collect();
+    let mut fourth = Raw::tcp(port);
+    fourth.send(&Connect::new("ip-3").encode());
+    assert!(
+        fourth.is_closed_within(STEP),
+        "a fourth connection from one address was served"
+    );
+    first.pop().expect("one").disconnect();
+    assert!(
+        eventually(STEP, || {
+            let mut c = Raw::tcp(port);
+            c.send(&Connect::new("ip-again").encode());
+            matches!(c.recv(Duration::from_secs(1)), Ok(p) if p.kind() == raw::CONNACK)
+        }),
+        "no slot came back after a close"
+    );
+    for c in &mut first {
+        c.ping();
+    }
+}
+
+/// Goes on sending PINGREQs for half a second, as a client that has not noticed the error
+/// yet does; the first write error (the broker reset the connection) if any.
+fn keep_sending(s: &mut TcpStream) -> Result<(), String> {
+    let ping = [0xC0u8, 0x00].repeat(32);
+    for _ in 0..25 {
+        s.write_all(&ping).map_err(|e| e.to_string())?;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// Reads what the broker sends until it closes: (bytes, whether it ended with a clean end of
+/// stream rather than a reset or a time-out).
+fn read_to_end(s: &mut TcpStream, limit: Duration) -> (Vec<u8>, Result<(), String>) {
+    let deadline = Instant::now() + limit;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return (out, Err("time-out".into()));
+        }
+        s.set_read_timeout(Some(left)).ok();
+        match s.read(&mut buf) {
+            Ok(0) => return (out, Ok(())),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return (out, Err(e.to_string())),
+        }
+    }
+}
+
+/// After a protocol error the broker shuts down its side and drains what the client still
+/// sends (for a bounded time), so a client that keeps sending is not reset and reads the
+/// DISCONNECT and a clean end of stream (MQTT 5, malformed PUBLISH: DISCONNECT 0x81).
+#[test]
+fn a_client_that_keeps_sending_after_a_protocol_error_reads_the_disconnect() {
+    if !is_midge() {
+        eprintln!("note: mosquitto closes at once (a reset when the client sends more)");
+        return;
+    }
+    let b = Broker::start();
+    let mut s = tcp(b.port());
+    s.write_all(&common::v5::enc(&midge::protocol::Packet::Connect(
+        common::v5::connect("keeps-sending"),
+    )))
+    .unwrap();
+    s.set_read_timeout(Some(STEP)).ok();
+    let mut connack = [0u8; 64];
+    let n = s.read(&mut connack).expect("CONNACK");
+    assert!(
+        n >= 2 && connack[0] == 0x20,
+        "CONNACK: {:02x?}",
+        &connack[..n]
+    );
+    // PUBLISH with QoS 3: malformed at its first byte.
+    s.write_all(&[0x36, 0x02, 0x00, 0x00]).unwrap();
+    let sending = keep_sending(&mut s);
+    let (got, end) = read_to_end(&mut s, Duration::from_secs(5));
+    assert!(
+        got.len() >= 3 && got[0] == 0xE0 && got[2] == 0x81,
+        "expected DISCONNECT 0x81 first, got {:02x?} ({end:?})",
+        &got[..got.len().min(16)]
+    );
+    assert_eq!(sending, Ok(()), "the client's writes were reset");
+    assert_eq!(end, Ok(()), "the connection did not end cleanly");
+}
+
+/// The same for a CONNECT refused with a CONNACK code (3.1.1, unsupported protocol level:
+/// return code 1).
+#[test]
+fn a_client_that_keeps_sending_after_a_refused_connect_reads_the_connack() {
+    if !is_midge() {
+        eprintln!("note: mosquitto closes at once (a reset when the client sends more)");
+        return;
+    }
+    let b = Broker::start();
+    let mut s = tcp(b.port());
+    s.write_all(&Connect::new("bad-level").protocol(b"MQTT", 7).encode())
+        .unwrap();
+    let sending = keep_sending(&mut s);
+    let (got, end) = read_to_end(&mut s, Duration::from_secs(5));
+    assert_eq!(
+        &got[..got.len().min(4)],
+        &[0x20, 0x02, 0x00, 0x01],
+        "CONNACK return code 1 ({end:?})"
+    );
+    assert_eq!(sending, Ok(()), "the client's writes were reset");
+    assert_eq!(end, Ok(()), "the connection did not end cleanly");
+    let _ = s.shutdown(Shutdown::Both);
+}
