@@ -580,7 +580,7 @@ impl TopicIndex {
     ) -> bool {
         // The levels that are trie edges: every level but a trailing `#`.
         let (path, multi) = match filter.strip_suffix("#") {
-            Some(p) if p.is_empty() => ("", true),
+            Some("") => ("", true),
             Some(p) if p.ends_with('/') => (&p[..p.len() - 1], true),
             _ => (filter, false),
         };
