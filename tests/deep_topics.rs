@@ -229,3 +229,63 @@ fn max_subscriptions_per_client_refuses_the_extra_filters() {
     ]);
     assert_eq!(codes, vec![0, 0, 0, rc::QUOTA_EXCEEDED]);
 }
+
+/// A store written under `max_topic_levels 10000` holds a 5,000-level filter and a 300-level
+/// retained topic; restarted under the default 200, the broker starts, logs what it
+/// dropped, and keeps the rest of the session and the other retained messages.
+#[test]
+fn a_store_with_topics_past_the_limits_loads_the_rest() {
+    if !common::is_midge() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let location = format!("persistence_location {}/", dir.path().display());
+    let mut b = Broker::start_with(&["persistence true", &location, "max_topic_levels 10000"]);
+    let id = unique_id("kept");
+    let deep = plus_filter(DEEP);
+    let (mut c, _) = Raw::connect(b.port(), &Connect::new(&id).clean(false));
+    assert_eq!(c.subscribe(1, &[("ok/#", 1), (&deep, 1)]), vec![1, 1]);
+    c.send(&raw::disconnect());
+    assert!(c.is_closed_within(STEP));
+    let mut p = Raw::connected(b.port(), &unique_id("p"));
+    p.publish_complete("ok/r", b"kept", 1, true, 2);
+    p.publish_complete(&a_topic(300), b"deep", 1, true, 3);
+    p.send(&raw::disconnect());
+    assert!(p.is_closed_within(STEP));
+    b.terminate();
+
+    let config = std::fs::read_to_string(b.config_path()).unwrap();
+    std::fs::write(
+        b.config_path(),
+        config.replace("max_topic_levels 10000\n", ""),
+    )
+    .unwrap();
+    b.restart();
+    assert!(
+        b.wait_log_contains_any(&["dropped the subscription of client"], STEP),
+        "{}",
+        b.log()
+    );
+    assert!(b.log().contains("dropped the retained message on 'a/a/a"));
+
+    let (mut c, present) = Raw::connect(b.port(), &Connect::new(&id).clean(false));
+    assert!(present, "the session itself was kept");
+    // Its queued copies of the retained publishes, from before the restart.
+    c.collect_publishes_until_quiet(std::time::Duration::from_millis(300));
+    let mut p = Raw::connected(b.port(), &unique_id("p"));
+    p.send(&raw::publish("ok/live", b"live", 0, false, 0));
+    assert_eq!(
+        c.expect_publish().payload,
+        b"live",
+        "its other filter still works"
+    );
+    let mut r = Raw::connected(b.port(), &unique_id("r"));
+    assert_eq!(r.subscribe(1, &[("#", 0)]), vec![0]);
+    let got = r.collect_publishes_until_quiet(std::time::Duration::from_millis(300));
+    let topics: Vec<&str> = got.iter().map(|m| m.topic.as_str()).collect();
+    assert_eq!(
+        topics,
+        ["ok/r"],
+        "only the retained message within the limits"
+    );
+}
