@@ -125,10 +125,13 @@ impl Inner {
 
     /// Calls `found` for every retained message whose topic matches the (valid) `filter`.
     /// Depth-first with an explicit stack: `(node, index of the next filter level)`.
-    fn for_each_match(&self, filter: &str, mut found: impl FnMut(&SharedMessage)) {
+    /// Returns the number of nodes visited (the work done).
+    fn for_each_match(&self, filter: &str, mut found: impl FnMut(&SharedMessage)) -> usize {
         let levels: Vec<&str> = filter.split('/').collect();
         let mut stack: Vec<(&Node, usize)> = vec![(&self.root, 0)];
+        let mut visited = 0;
         while let Some((node, i)) = stack.pop() {
+            visited += 1;
             let Some(&level) = levels.get(i) else {
                 if let Some(m) = &node.msg {
                     found(m);
@@ -153,6 +156,7 @@ impl Inner {
                         .map(|(_, c)| c)
                         .collect();
                     while let Some(n) = below.pop() {
+                        visited += 1;
                         if let Some(m) = &n.msg {
                             found(m);
                         }
@@ -172,6 +176,7 @@ impl Inner {
                 }
             }
         }
+        visited
     }
 }
 
@@ -196,15 +201,16 @@ impl RetainedStore {
 
     /// Appends to `out` every retained message whose topic matches `filter`, except those
     /// whose Message Expiry Interval has passed (MQTT 5: they are no longer retained).
-    /// Costs the nodes the filter can reach, not the size of the store.
-    pub fn matching(&self, filter: &str, out: &mut Vec<SharedMessage>) {
+    /// Costs the nodes the filter can reach, not the size of the store; returns how many
+    /// that was (a `+` over a level with 100k children visits them all, as in mosquitto).
+    pub fn matching(&self, filter: &str, out: &mut Vec<SharedMessage>) -> usize {
         let now = Instant::now();
         let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
         inner.for_each_match(filter, |m| {
             if !m.is_expired(now) {
                 out.push(m.clone());
             }
-        });
+        })
     }
 
     /// Number of retained messages.
@@ -215,6 +221,109 @@ impl RetainedStore {
     /// True when nothing is retained.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Retained-message work for new subscriptions not done yet: lookups and deliveries.
+///
+/// A SUBSCRIBE to `#` with 100k retained messages, or 2,000 pipelined SUBSCRIBEs whose `+`
+/// each spans 100k topics, must not hold its shard's loop until all is done. The shard does
+/// a bounded amount per loop turn ([`RetainedBacklog::VISITS_PER_TURN`] trie nodes, at least
+/// one lookup; [`RetainedBacklog::DELIVERIES_PER_TURN`] deliveries), taking turns between
+/// subscriptions, and serves its other clients in between. The SUBACK is not delayed.
+#[derive(Debug, Default)]
+pub struct RetainedBacklog {
+    pending: std::collections::VecDeque<PendingRetained>,
+    /// What is left of this turn's budgets (see [`RetainedBacklog::new_turn`]).
+    visits: usize,
+    deliveries: usize,
+}
+
+/// The retained work of one new subscription.
+#[derive(Debug)]
+pub struct PendingRetained {
+    pub subscriber: crate::index::SubscriberId,
+    /// The granted QoS (a delivery gets the lower of it and the message's).
+    pub qos: crate::protocol::QoS,
+    pub ids: crate::message::SubscriptionIds,
+    pub work: Work,
+}
+
+/// What is left to do for one subscription.
+#[derive(Debug)]
+pub enum Work {
+    /// Look the filter up (done when the turn's budget allows).
+    Lookup(crate::protocol::ByteStr),
+    /// Offer these, in order.
+    Deliver(std::vec::IntoIter<SharedMessage>),
+}
+
+impl RetainedBacklog {
+    /// Trie nodes visited by lookups per loop turn (one lookup may exceed it: lookups are
+    /// not split). About a millisecond of work.
+    pub const VISITS_PER_TURN: usize = 64 * 1024;
+    /// Deliveries offered per loop turn, over all pending subscriptions.
+    pub const DELIVERIES_PER_TURN: usize = 1024;
+
+    /// Restores the per-turn budgets: the shard calls it once at the start of each loop
+    /// turn, so all the SUBSCRIBEs handled in one turn share one budget.
+    pub fn new_turn(&mut self) {
+        self.visits = Self::VISITS_PER_TURN;
+        self.deliveries = Self::DELIVERIES_PER_TURN;
+    }
+
+    /// Queues one subscription's lookup.
+    pub fn push(&mut self, p: PendingRetained) {
+        self.pending.push_back(p);
+    }
+
+    /// True when nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// Does one turn's worth of work: lookups in `store` and, through `offer`, deliveries
+    /// (message, subscriber, granted QoS, subscription ids).
+    pub fn run_turn(
+        &mut self,
+        store: &RetainedStore,
+        mut offer: impl FnMut(
+            SharedMessage,
+            crate::index::SubscriberId,
+            crate::protocol::QoS,
+            &crate::message::SubscriptionIds,
+        ),
+    ) {
+        let (mut visits, mut deliveries) = (self.visits, self.deliveries);
+        // Each pending subscription is looked at at most once per call.
+        for _ in 0..self.pending.len() {
+            if deliveries == 0 {
+                break;
+            }
+            let Some(mut p) = self.pending.pop_front() else {
+                break;
+            };
+            if let Work::Lookup(filter) = &p.work {
+                if visits == 0 {
+                    self.pending.push_front(p);
+                    break;
+                }
+                let mut msgs = Vec::new();
+                visits = visits.saturating_sub(store.matching(filter, &mut msgs));
+                p.work = Work::Deliver(msgs.into_iter());
+            }
+            let Work::Deliver(msgs) = &mut p.work else {
+                unreachable!("looked up above")
+            };
+            for msg in msgs.by_ref().take(deliveries) {
+                deliveries -= 1;
+                offer(msg, p.subscriber, p.qos, &p.ids);
+            }
+            if msgs.len() > 0 {
+                self.pending.push_back(p);
+            }
+        }
+        (self.visits, self.deliveries) = (visits, deliveries);
     }
 }
 

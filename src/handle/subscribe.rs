@@ -10,6 +10,7 @@ use crate::protocol::topic::{parse_shared, TopicLimits};
 use crate::protocol::{
     ByteStr, Packet, QoS, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
+use crate::retain::{PendingRetained, Work};
 use crate::session::Subscription;
 use crate::shard::inbox::ShardMsg;
 use crate::shard::Shard;
@@ -138,24 +139,40 @@ impl Shard {
             ..Default::default()
         };
         self.send(key, &Packet::SubAck(suback));
-        // Retained messages go out after the SUBACK, with RETAIN set [MQTT-3.3.1-6].
-        let mut retained = Vec::new();
+        // Retained messages go out after the SUBACK, with RETAIN set [MQTT-3.3.1-6], a
+        // bounded amount of work per loop turn (see `RetainedBacklog`): the first now.
         let ids: SubscriptionIds = identifier.into_iter().collect();
         for (filter, qos) in retained_for {
-            self.shared.retained.matching(&filter, &mut retained);
-            for msg in retained.drain(..) {
-                let q = qos.min(msg.qos);
-                let delivery = Delivery {
-                    msg,
-                    qos: q,
-                    retain: true,
-                    subscription_ids: ids.clone(),
-                    shared: None,
-                };
-                self.offer(subscriber, delivery);
-            }
+            self.retained_backlog.push(PendingRetained {
+                subscriber,
+                qos,
+                ids: ids.clone(),
+                work: Work::Lookup(filter),
+            });
         }
+        self.offer_retained_backlog();
         true
+    }
+
+    /// Does one loop turn's share of the pending retained work. Called after each
+    /// SUBSCRIBE and once per loop turn while some waits. Every message goes through
+    /// `offer`, so the subscriber's read ACL and Maximum Packet Size apply as to any
+    /// delivery, and a subscriber gone meanwhile gets nothing (its generation no longer
+    /// matches).
+    pub(crate) fn offer_retained_backlog(&mut self) {
+        let mut backlog = std::mem::take(&mut self.retained_backlog);
+        let shared = self.shared.clone();
+        backlog.run_turn(&shared.retained, |msg, subscriber, qos, ids| {
+            let delivery = Delivery {
+                qos: qos.min(msg.qos),
+                msg,
+                retain: true,
+                subscription_ids: ids.clone(),
+                shared: None,
+            };
+            self.offer(subscriber, delivery);
+        });
+        self.retained_backlog = backlog;
     }
 
     /// Handles UNSUBSCRIBE; UNSUBACK is sent even when nothing matched [MQTT-3.10.4-5], with
