@@ -29,7 +29,7 @@ fn subscribe_many(c: &mut Raw) {
         let filters: Vec<String> = (0..PER_PACKET)
             .map(|i| {
                 let n = p * PER_PACKET + i;
-                if n % 2 == 0 {
+                if n.is_multiple_of(2) {
                     format!("site/{n}/device/+/temperature")
                 } else {
                     format!("site/{n}/device/x/humidity")
@@ -100,7 +100,7 @@ fn memory_goes_back_after_a_mass_unsubscribe_that_keeps_a_few() {
             .map(|i| p * PER_PACKET + i)
             .filter(|&n| n >= 10)
             .map(|n| {
-                if n % 2 == 0 {
+                if n.is_multiple_of(2) {
                     format!("site/{n}/device/+/temperature")
                 } else {
                     format!("site/{n}/device/x/humidity")
