@@ -117,7 +117,11 @@ fn open_store(config: &Config) -> io::Result<(Option<Arc<dyn Store>>, Recovered)
     };
     let store: Arc<dyn Store> =
         Arc::from(store::open(&dir, config.persistence_sync).map_err(fail)?);
-    let recovered = store.load().map_err(fail)?;
+    let mut recovered = store.load().map_err(fail)?;
+    store::limits::apply(
+        &mut recovered,
+        crate::protocol::topic::TopicLimits::of(config),
+    );
     for d in &recovered.dropped {
         log::warn!("Persistence: {d}");
     }

@@ -148,6 +148,19 @@ pub struct Config {
     /// broker-wide (each shard gets an equal share). Bounds the memory busy publishers cost;
     /// 0 = read buffers never grow (more reads for bulk senders). Default 8 MiB.
     pub read_buffer_growth: usize,
+    /// `max_topic_levels N` (midge): most levels (`/`-separated parts) a topic name or filter
+    /// may have, in PUBLISH, will, SUBSCRIBE and UNSUBSCRIBE; beyond it the packet is refused
+    /// as malformed and the connection closed, as mosquitto does. Default 200 (mosquitto's
+    /// `TOPIC_HIERARCHY_LIMIT`): every level of a filter is a trie node, and no real topic tree
+    /// comes near it.
+    pub max_topic_levels: usize,
+    /// `max_topic_length N` (midge): longest topic name or filter in bytes, refused like
+    /// [`Config::max_topic_levels`]. Default 65535, the protocol's own maximum.
+    pub max_topic_length: usize,
+    /// `max_subscriptions_per_client N` (midge): filters one session may hold; a SUBSCRIBE
+    /// beyond it gets a failure code for the extra filters (3.1.1 0x80, 5.0 0x97 quota
+    /// exceeded). 0 = no limit. Default 10,000: a client with 100k filters held 140 MiB.
+    pub max_subscriptions_per_client: usize,
     /// `per_listener_settings`: when true, `allow_anonymous` is read per listener
     /// ([`Listener::allow_anonymous`]) and the global [`Config::allow_anonymous`] stays `None`.
     pub per_listener_settings: bool,
@@ -199,6 +212,9 @@ impl Default for Config {
             connect_timeout: 10,
             max_connections_per_ip: 0,
             read_buffer_growth: 8 * 1024 * 1024,
+            max_topic_levels: 200,
+            max_topic_length: 65535,
+            max_subscriptions_per_client: 10000,
             per_listener_settings: false,
             password_file: None,
             acl_file: None,

@@ -378,6 +378,18 @@ impl Parser {
                 let v = parse_int(pos, option, one(pos, option, rest)?, 0, i64::MAX)?;
                 self.config.read_buffer_growth = to_usize(pos, option, rest, v)?;
             }
+            "max_topic_levels" => {
+                let v = parse_int(pos, option, one(pos, option, rest)?, 1, i64::MAX)?;
+                self.config.max_topic_levels = to_usize(pos, option, rest, v)?;
+            }
+            "max_topic_length" => {
+                let v = parse_int(pos, option, one(pos, option, rest)?, 1, 65535)?;
+                self.config.max_topic_length = v as usize;
+            }
+            "max_subscriptions_per_client" => {
+                let v = parse_int(pos, option, one(pos, option, rest)?, 0, i64::MAX)?;
+                self.config.max_subscriptions_per_client = to_usize(pos, option, rest, v)?;
+            }
             "max_queued_bytes" => {
                 let v = parse_int(pos, option, one(pos, option, rest)?, 0, i64::MAX)?;
                 self.config.max_queued_bytes = to_usize(pos, option, rest, v)?;

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use crate::auth::{Access, AuthRequest, ConnectCheck};
 use crate::protocol::reason::{v3, v5};
+use crate::protocol::topic::TopicLimits;
 use crate::protocol::{
     ByteStr, ConnAck, Connect, DecodeError, Packet, Properties, ProtocolVersion,
 };
@@ -80,6 +81,10 @@ impl Shard {
         }
         if let Some(will) = &connect.will {
             let config = &self.shared.config;
+            // `max_topic_levels` / `max_topic_length`: mosquitto closes without a CONNACK.
+            if let Err(e) = TopicLimits::of(config).check(&will.topic) {
+                return self.protocol_error(key, v5::PROTOCOL_ERROR, format!("will {e}"));
+            }
             if will.retain && !config.retain_available {
                 // [MQTT-3.2.2-13]
                 return self.refuse(

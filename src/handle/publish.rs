@@ -7,6 +7,7 @@ use crate::auth::Access;
 use crate::index::SubscriberId;
 use crate::message::{Message, SharedMessage};
 use crate::protocol::reason::v5;
+use crate::protocol::topic::TopicLimits;
 use crate::protocol::{Publish, QoS, Will};
 use crate::shard::Shard;
 
@@ -52,6 +53,10 @@ impl Shard {
         }
         if let Err((code, reason)) = self.resolve_topic_alias(key, &mut publish) {
             return self.protocol_error(key, code, reason.into());
+        }
+        // `max_topic_levels` / `max_topic_length`: malformed, as mosquitto's topic check.
+        if let Err(e) = TopicLimits::of(&self.shared.config).check(&publish.topic) {
+            return self.protocol_error(key, v5::TOPIC_NAME_INVALID, format!("PUBLISH {e}"));
         }
         let session = &self.sessions[slot].session;
         // Clients never write `$SYS` (the broker's own tree), whatever the ACL says.

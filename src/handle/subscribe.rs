@@ -6,8 +6,11 @@ use crate::auth::Access;
 use crate::index::Entry;
 use crate::message::{Delivery, SubscriptionIds};
 use crate::protocol::reason::{v3, v5};
-use crate::protocol::topic::{parse_shared, validate_topic_filter};
-use crate::protocol::{Packet, QoS, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe};
+use crate::protocol::topic::{parse_shared, TopicLimits};
+use crate::protocol::{
+    ByteStr, Packet, QoS, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe,
+};
+use crate::retain::{PendingRetained, Work};
 use crate::session::Subscription;
 use crate::shard::inbox::ShardMsg;
 use crate::shard::Shard;
@@ -30,6 +33,13 @@ impl Shard {
             .first()
             .copied();
         let subscriber = self.subscriber_id(slot);
+        // Limits first, for the whole packet: one filter past them makes it malformed, as in
+        // mosquitto, and nothing of it is applied. (Wildcard placement and empty filters are
+        // refused by the decoder.)
+        if let Some(e) = self.filters_over_limits(subscribe.filters.iter().map(|(f, _)| f)) {
+            return self.protocol_error(key, v5::TOPIC_FILTER_INVALID, e);
+        }
+        let max_subs = self.shared.config.max_subscriptions_per_client;
         let mut codes = Vec::with_capacity(subscribe.filters.len());
         let mut retained_for = Vec::new();
         for (filter, mut options) in subscribe.filters {
@@ -37,11 +47,9 @@ impl Shard {
             // lasts: copied out of the read buffer rather than pinning it (ByteStr::unshared).
             let filter = filter.unshared();
             let shared = parse_shared(&filter);
-            let valid = match shared {
-                Some(r) => r.is_ok(),
-                None => validate_topic_filter(&filter).is_ok(),
-            };
-            if !valid {
+            // The decoder checked the filter; a shared one's group and inner filter are
+            // checked here (SUBACK failure, as before).
+            if shared.is_some_and(|r| r.is_err()) {
                 log::info!("Rejecting subscription to '{filter}': invalid topic filter.");
                 codes.push(if v5 {
                     v5::TOPIC_FILTER_INVALID
@@ -58,6 +66,18 @@ impl Shard {
                 log::info!("Refusing subscription to '{filter}': not allowed by the ACL.");
                 codes.push(if v5 {
                     v5::NOT_AUTHORIZED
+                } else {
+                    v3::SUBACK_FAILURE
+                });
+                continue;
+            }
+            let held = &self.sessions[slot].session.subscriptions;
+            if max_subs != 0 && held.len() >= max_subs && !held.contains_key(&filter) {
+                log::info!(
+                    "Refusing subscription to '{filter}': max_subscriptions_per_client ({max_subs}) reached."
+                );
+                codes.push(if v5 {
+                    v5::QUOTA_EXCEEDED
                 } else {
                     v3::SUBACK_FAILURE
                 });
@@ -119,24 +139,40 @@ impl Shard {
             ..Default::default()
         };
         self.send(key, &Packet::SubAck(suback));
-        // Retained messages go out after the SUBACK, with RETAIN set [MQTT-3.3.1-6].
-        let mut retained = Vec::new();
+        // Retained messages go out after the SUBACK, with RETAIN set [MQTT-3.3.1-6], a
+        // bounded amount of work per loop turn (see `RetainedBacklog`): the first now.
         let ids: SubscriptionIds = identifier.into_iter().collect();
         for (filter, qos) in retained_for {
-            self.shared.retained.matching(&filter, &mut retained);
-            for msg in retained.drain(..) {
-                let q = qos.min(msg.qos);
-                let delivery = Delivery {
-                    msg,
-                    qos: q,
-                    retain: true,
-                    subscription_ids: ids.clone(),
-                    shared: None,
-                };
-                self.offer(subscriber, delivery);
-            }
+            self.retained_backlog.push(PendingRetained {
+                subscriber,
+                qos,
+                ids: ids.clone(),
+                work: Work::Lookup(filter),
+            });
         }
+        self.offer_retained_backlog();
         true
+    }
+
+    /// Does one loop turn's share of the pending retained work. Called after each
+    /// SUBSCRIBE and once per loop turn while some waits. Every message goes through
+    /// `offer`, so the subscriber's read ACL and Maximum Packet Size apply as to any
+    /// delivery, and a subscriber gone meanwhile gets nothing (its generation no longer
+    /// matches).
+    pub(crate) fn offer_retained_backlog(&mut self) {
+        let mut backlog = std::mem::take(&mut self.retained_backlog);
+        let shared = self.shared.clone();
+        backlog.run_turn(&shared.retained, |msg, subscriber, qos, ids| {
+            let delivery = Delivery {
+                qos: qos.min(msg.qos),
+                msg,
+                retain: true,
+                subscription_ids: ids.clone(),
+                shared: None,
+            };
+            self.offer(subscriber, delivery);
+        });
+        self.retained_backlog = backlog;
     }
 
     /// Handles UNSUBSCRIBE; UNSUBACK is sent even when nothing matched [MQTT-3.10.4-5], with
@@ -147,6 +183,9 @@ impl Shard {
         slot: usize,
         unsubscribe: Unsubscribe,
     ) -> bool {
+        if let Some(e) = self.filters_over_limits(unsubscribe.filters.iter()) {
+            return self.protocol_error(key, v5::TOPIC_FILTER_INVALID, e);
+        }
         let v5 = self.conns[key].is_v5();
         let subscriber = self.subscriber_id(slot);
         let mut codes = Vec::new();
@@ -175,5 +214,19 @@ impl Shard {
         };
         self.send(key, &Packet::UnsubAck(unsuback));
         true
+    }
+
+    /// Why the first of `filters` past `max_topic_levels` / `max_topic_length` is refused.
+    fn filters_over_limits<'a>(
+        &self,
+        mut filters: impl Iterator<Item = &'a ByteStr>,
+    ) -> Option<String> {
+        let limits = TopicLimits::of(&self.shared.config);
+        filters.find_map(|f| {
+            limits.check(f).err().map(|e| {
+                let shown: String = f.chars().take(64).collect();
+                format!("topic filter '{shown}...': {e}")
+            })
+        })
     }
 }

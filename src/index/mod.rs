@@ -155,7 +155,13 @@ impl EntryList {
             }
             if self.entries.len() < Self::INDEXED / 2 {
                 self.pos = None;
+            } else if pos.capacity() > 64 && pos.len() < pos.capacity() / 4 {
+                pos.shrink_to(pos.len() * 2);
             }
+        }
+        let (len, cap) = (self.entries.len(), self.entries.capacity());
+        if cap > 64 && len < cap / 4 {
+            self.entries.shrink_to(len * 2);
         }
         true
     }
@@ -200,6 +206,47 @@ impl Node {
             && self.hash.is_empty()
             && self.shared.is_empty()
             && self.shared_hash.is_empty()
+    }
+
+    /// True if the node holds no subscription and exactly one child: removing the
+    /// subscription below it on that child's path leaves it useless.
+    fn only_holds_an_edge(&self) -> bool {
+        self.here.is_empty()
+            && self.hash.is_empty()
+            && self.shared.is_empty()
+            && self.shared_hash.is_empty()
+            && self.children.len() + usize::from(self.plus.is_some()) == 1
+    }
+
+    /// Gives memory back once most children are gone (a client with 100k filters under one
+    /// level leaves). Shrinking to twice the length at a quarter keeps removal amortised O(1).
+    fn shrink_children(&mut self) {
+        let (len, cap) = (self.children.len(), self.children.capacity());
+        if cap > 64 && len < cap / 4 {
+            self.children.shrink_to(len * 2);
+        }
+    }
+}
+
+/// Dropping a chain of nodes recursively overflows the stack at a few thousand levels (a
+/// client's filter, or the whole index at shutdown): children are moved to a heap stack and
+/// dropped one at a time, each with no children left.
+impl Drop for Node {
+    fn drop(&mut self) {
+        if self.children.is_empty() && self.plus.is_none() {
+            return;
+        }
+        let mut stack: Vec<Node> = Vec::new();
+        let take = |n: &mut Node, stack: &mut Vec<Node>| {
+            stack.extend(n.children.drain().map(|(_, c)| c));
+            if let Some(p) = n.plus.take() {
+                stack.push(*p);
+            }
+        };
+        take(self, &mut stack);
+        while let Some(mut n) = stack.pop() {
+            take(&mut n, &mut stack);
+        }
     }
 }
 
@@ -486,13 +533,8 @@ impl TopicIndex {
         self.generation += 1;
         let (group, filter) = split_filter(full);
         let removed = if is_wildcard(filter) {
-            let removed = Self::remove_at(
-                &mut self.root,
-                &mut self.groups,
-                Some(filter),
-                group,
-                subscriber,
-            );
+            let removed =
+                Self::remove_wildcard(&mut self.root, &mut self.groups, filter, group, subscriber);
             self.wildcards -= usize::from(removed);
             removed
         } else {
@@ -525,46 +567,99 @@ impl TopicIndex {
         removed
     }
 
-    /// `rest` is what is left of the filter below `node` (`None` once it is used up).
-    fn remove_at(
-        node: &mut Node,
+    /// Removes `subscriber` from the wildcard `filter`'s list, then prunes the nodes the
+    /// removal left empty. Three loops over the filter's levels (remove, find the highest
+    /// node that became useless, cut it off) rather than a recursion: a client chooses the
+    /// depth, and 5,000 levels overflowed a shard's stack.
+    fn remove_wildcard(
+        root: &mut Node,
         groups: &mut Slab<SharedGroup>,
-        rest: Option<&str>,
+        filter: &str,
         group: Option<&str>,
         subscriber: SubscriberId,
     ) -> bool {
-        let Some(rest) = rest else {
-            return take_from(groups, &mut node.shared, &mut node.here, group, subscriber);
+        // The levels that are trie edges: every level but a trailing `#`.
+        let (path, multi) = match filter.strip_suffix("#") {
+            Some("") => ("", true),
+            Some(p) if p.ends_with('/') => (&p[..p.len() - 1], true),
+            _ => (filter, false),
         };
-        if rest == "#" {
-            return take_from(
+        let edges = || {
+            let mut it = path.split('/');
+            if multi && path.is_empty() && filter == "#" {
+                // `#` alone: no edge at all (its list is the root's).
+                it.next();
+            }
+            it
+        };
+        let mut node = &mut *root;
+        for level in edges() {
+            let child = if level == "+" {
+                node.plus.as_deref_mut()
+            } else {
+                node.children.get_mut(level)
+            };
+            match child {
+                Some(c) => node = c,
+                None => return false,
+            }
+        }
+        let removed = if multi {
+            take_from(
                 groups,
                 &mut node.shared_hash,
                 &mut node.hash,
                 group,
                 subscriber,
-            );
-        }
-        let (level, tail) = split_level(rest);
-        if level == "+" {
-            let Some(child) = node.plus.as_deref_mut() else {
-                return false;
-            };
-            let removed = Self::remove_at(child, groups, tail, group, subscriber);
-            if child.is_empty() {
-                node.plus = None;
-            }
-            removed
+            )
         } else {
-            let Some(child) = node.children.get_mut(level) else {
-                return false;
-            };
-            let removed = Self::remove_at(child, groups, tail, group, subscriber);
-            if child.is_empty() {
-                node.children.remove(level);
-            }
-            removed
+            take_from(groups, &mut node.shared, &mut node.here, group, subscriber)
+        };
+        if !removed {
+            return false;
         }
+        // The highest node on the path whose whole subtree is now empty: every node from it
+        // down holds nothing but the next edge of the path. `cut` counts the edges above it.
+        let mut cut = None;
+        let mut node = &*root;
+        for (depth, level) in edges().enumerate() {
+            let child = if level == "+" {
+                node.plus.as_deref()
+            } else {
+                node.children.get(level)
+            };
+            let Some(child) = child else { break };
+            if child.only_holds_an_edge() || child.is_empty() {
+                cut.get_or_insert(depth);
+            } else {
+                cut = None;
+            }
+            node = child;
+        }
+        // The deepest node must itself be empty for the chain above it to go.
+        if !node.is_empty() {
+            cut = None;
+        }
+        if let Some(cut) = cut {
+            let mut node = &mut *root;
+            for (depth, level) in edges().enumerate() {
+                if depth == cut {
+                    if level == "+" {
+                        node.plus = None;
+                    } else {
+                        node.children.remove(level);
+                        node.shrink_children();
+                    }
+                    break;
+                }
+                node = if level == "+" {
+                    node.plus.as_deref_mut().expect("walked above")
+                } else {
+                    node.children.get_mut(level).expect("walked above")
+                };
+            }
+        }
+        true
     }
 
     /// Calls `visit(entry, None)` for every subscription whose filter matches `topic` (a
@@ -704,42 +799,81 @@ impl TopicIndex {
 
     /// Walks the wildcard trie for `topic`, calling `visit` with every matching list and its
     /// shared groups; adds the work done to `steps` (for the cache's admission rule).
+    ///
+    /// Depth-first with an explicit stack, not a recursion: a topic may have thousands of
+    /// levels. The stack grows by at most one frame per level (a node pushes its literal and
+    /// `+` children, two, and pops one) and lives inline for the first [`INLINE_FRAMES`].
     fn walk(&self, topic: &str, steps: &mut u32, visit: &mut impl FnMut(&[Entry], &[GroupId])) {
         let dollar = topic.starts_with('$');
-        Self::match_at(&self.root, topic, true, dollar, steps, visit);
+        let mut stack = WalkStack::new();
+        stack.push((&self.root, topic, true));
+        while let Some((node, rest, first)) = stack.pop() {
+            *steps += 2; // this node, and the child lookup below
+            let wild_ok = !(first && dollar);
+            if wild_ok {
+                // `a/#` matches `a/b/c`, and also `a` itself (handled at the end of the topic).
+                visit(node.hash.as_slice(), &node.shared_hash);
+            }
+            let (level, tail) = split_level(rest);
+            let literal = node.children.get(level);
+            let plus = if wild_ok { node.plus.as_deref() } else { None };
+            for child in [literal, plus].into_iter().flatten() {
+                match tail {
+                    Some(t) => stack.push((child, t, false)),
+                    None => {
+                        visit(child.here.as_slice(), &child.shared);
+                        // "sport/#" matches "sport" [MQTT-4.7.1-2].
+                        visit(child.hash.as_slice(), &child.shared_hash);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Frames kept inline by [`WalkStack`]: topics of up to this many levels walk without
+/// allocating.
+const INLINE_FRAMES: usize = 16;
+
+/// One pending node of a trie walk: the node, what is left of the topic below it, and
+/// whether it is the root (for the `$` rule).
+type Frame<'a> = (&'a Node, &'a str, bool);
+
+/// A stack of walk frames: inline up to [`INLINE_FRAMES`], then on the heap, so the hot path
+/// does not allocate and a deep topic costs heap, not thread stack.
+struct WalkStack<'a> {
+    inline: [Option<Frame<'a>>; INLINE_FRAMES],
+    len: usize,
+    spill: Vec<Frame<'a>>,
+}
+
+impl<'a> WalkStack<'a> {
+    fn new() -> WalkStack<'a> {
+        WalkStack {
+            inline: [None; INLINE_FRAMES],
+            len: 0,
+            spill: Vec::new(),
+        }
     }
 
-    fn match_at(
-        node: &Node,
-        rest: &str,
-        first: bool,
-        dollar: bool,
-        steps: &mut u32,
-        visit: &mut impl FnMut(&[Entry], &[GroupId]),
-    ) {
-        *steps += 2; // this node, and the child lookup below
-        let wild_ok = !(first && dollar);
-        if wild_ok {
-            // `a/#` matches `a/b/c`, and also `a` itself (handled at the end of the topic).
-            visit(node.hash.as_slice(), &node.shared_hash);
+    fn push(&mut self, frame: Frame<'a>) {
+        if self.len < INLINE_FRAMES {
+            self.inline[self.len] = Some(frame);
+            self.len += 1;
+        } else {
+            self.spill.push(frame);
         }
-        let (level, tail) = split_level(rest);
-        let mut descend = |child: &Node| match tail {
-            Some(t) => Self::match_at(child, t, false, dollar, steps, visit),
-            None => {
-                visit(child.here.as_slice(), &child.shared);
-                // "sport/#" matches "sport" [MQTT-4.7.1-2].
-                visit(child.hash.as_slice(), &child.shared_hash);
-            }
-        };
-        if let Some(child) = node.children.get(level) {
-            descend(child);
+    }
+
+    fn pop(&mut self) -> Option<Frame<'a>> {
+        if let Some(f) = self.spill.pop() {
+            return Some(f);
         }
-        if wild_ok {
-            if let Some(child) = node.plus.as_deref() {
-                descend(child);
-            }
+        if self.len == 0 {
+            return None;
         }
+        self.len -= 1;
+        self.inline[self.len].take()
     }
 }
 
@@ -1175,5 +1309,77 @@ mod tests {
         for slot in 0..10 {
             assert_eq!(matches(&index, &format!("dev/{slot}")), vec![slot]);
         }
+    }
+    /// 100,000 levels: far past `max_topic_levels`, which a raised limit or a store written
+    /// under one can still bring here. Every walk must be a loop; the test threads' 2 MiB
+    /// stacks overflowed at about 5,000 levels with the recursive walk.
+    #[test]
+    fn hundred_thousand_level_filters_insert_match_remove_and_drop() {
+        const LEVELS: usize = 100_000;
+        let plus = vec!["+"; LEVELS].join("/");
+        let deep_hash = format!("{}/#", vec!["a"; LEVELS].join("/"));
+        let topic = vec!["a"; LEVELS].join("/");
+        let deeper = format!("{topic}/b/c");
+        let mut index = TopicIndex::new();
+        index.insert(&plus, entry(1, QoS::AtMostOnce));
+        index.insert(&deep_hash, entry(2, QoS::AtMostOnce));
+        index.insert("a/#", entry(4, QoS::AtMostOnce));
+        assert_eq!(matches(&index, &topic), vec![1, 2, 4]);
+        assert_eq!(matches(&index, &deeper), vec![2, 4]);
+        assert_eq!(matches(&index, "a/b"), vec![4]);
+        assert!(index.remove(&plus, sub(1)));
+        assert!(!index.remove(&plus, sub(1)));
+        assert_eq!(matches(&index, &topic), vec![2, 4]);
+        assert!(index.remove(&deep_hash, sub(2)));
+        assert_eq!(matches(&index, &topic), vec![4]);
+        assert!(index.remove("a/#", sub(4)));
+        assert!(index.root.is_empty(), "the deep chains were pruned");
+        // Shared filters are at most 65,535 bytes (MQTT strings), so 30,000 levels.
+        let shared_plus = vec!["+"; 30_000].join("/");
+        let shared = format!("$share/g/{shared_plus}");
+        index.insert(&shared, entry(3, QoS::AtMostOnce));
+        assert_eq!(matches(&index, &vec!["x"; 30_000].join("/")), vec![3]);
+        assert!(index.remove(&shared, sub(3)));
+        assert!(index.root.is_empty());
+        // And a whole index dropped with deep chains in it (shutdown, session end).
+        index.insert(&plus, entry(1, QoS::AtMostOnce));
+        index.insert(&deep_hash, entry(2, QoS::AtMostOnce));
+        drop(index);
+    }
+
+    #[test]
+    fn removal_prunes_only_what_it_left_empty() {
+        let mut index = TopicIndex::new();
+        index.insert("a/b/+/d", entry(1, QoS::AtMostOnce));
+        index.insert("a/b/+", entry(2, QoS::AtMostOnce));
+        index.insert("a/+/x/#", entry(3, QoS::AtMostOnce));
+        index.insert("#", entry(4, QoS::AtMostOnce));
+        index.insert("/#", entry(5, QoS::AtMostOnce));
+        assert!(index.remove("a/b/+/d", sub(1)));
+        assert_eq!(matches(&index, "a/b/c"), vec![2, 4]);
+        assert_eq!(matches(&index, "a/q/x/y"), vec![3, 4]);
+        assert_eq!(matches(&index, "/z"), vec![4, 5]);
+        assert!(index.remove("#", sub(4)));
+        assert!(index.remove("/#", sub(5)));
+        assert!(index.remove("a/b/+", sub(2)));
+        assert_eq!(matches(&index, "a/q/x"), vec![3]);
+        assert!(!index.root.is_empty());
+        assert!(index.remove("a/+/x/#", sub(3)));
+        assert!(index.root.is_empty());
+    }
+
+    #[test]
+    fn trie_children_give_memory_back_after_a_mass_unsubscribe() {
+        let mut index = TopicIndex::new();
+        for slot in 0..20_000 {
+            index.insert(&format!("dev/{slot}/+"), entry(slot, QoS::AtMostOnce));
+        }
+        let full = index.root.children["dev"].children.capacity();
+        for slot in 10..20_000 {
+            assert!(index.remove(&format!("dev/{slot}/+"), sub(slot)));
+        }
+        let left = index.root.children["dev"].children.capacity();
+        assert!(left < full / 4, "{left} of {full}");
+        assert_eq!(matches(&index, "dev/3/x"), vec![3]);
     }
 }

@@ -55,6 +55,10 @@ pub enum DecodeError {
     /// A PUBLISH or Will topic name contains a wildcard [MQTT-3.3.2-2] or is empty where that
     /// is not allowed [MQTT-4.7.3-1]. 0x90.
     TopicNameInvalid,
+    /// A SUBSCRIBE or UNSUBSCRIBE filter is empty [MQTT-4.7.3-1] or misplaces a wildcard
+    /// (`a/#/b`, `#/x`, `a+`) [MQTT-4.7.1-1]: a malformed packet, as mosquitto treats it.
+    /// 0x8F (Topic Filter invalid).
+    TopicFilterInvalid,
     /// A packet identifier that must be non-zero is zero [MQTT-2.3.1-1]. Protocol Error, 0x82.
     ZeroPacketId,
     /// A property identifier that MQTT 5 does not define (2.2.2.2). Malformed, 0x81.
@@ -86,6 +90,7 @@ impl DecodeError {
             DecodeError::PacketTooLarge { .. } => rc::PACKET_TOO_LARGE,
             DecodeError::UnsupportedProtocolVersion { .. } => rc::UNSUPPORTED_PROTOCOL_VERSION,
             DecodeError::TopicNameInvalid => rc::TOPIC_NAME_INVALID,
+            DecodeError::TopicFilterInvalid => rc::TOPIC_FILTER_INVALID,
             // [MQTT-3.3.2-8]: a Topic Alias of 0 is "Topic Alias invalid", not a generic error.
             DecodeError::InvalidPropertyValue(super::properties::id::TOPIC_ALIAS) => {
                 rc::TOPIC_ALIAS_INVALID
@@ -132,6 +137,7 @@ impl std::fmt::Display for DecodeError {
             }
             DecodeError::InvalidQoS => f.write_str("QoS 3 is not a valid QoS"),
             DecodeError::InvalidUtf8 => f.write_str("string is not valid UTF-8 or contains U+0000"),
+            DecodeError::TopicFilterInvalid => f.write_str("invalid topic filter"),
             DecodeError::TopicNameInvalid => {
                 f.write_str("topic name is empty or contains a wildcard")
             }
@@ -881,9 +887,7 @@ fn parse_subscribe(r: &mut Reader, version: ProtocolVersion) -> Result<Subscribe
     let properties = props_if_v5(r, version, Ctx::Subscribe)?;
     let mut filters = Vec::new();
     while r.remaining() > 0 {
-        // Filters are checked by the broker (an invalid one is answered per filter in SUBACK);
-        // here only that they are UTF-8 strings.
-        let filter = r.string()?;
+        let filter = topic_filter(r)?;
         let options = r.u8()?;
         filters.push((filter, sub_options(options, version)?));
     }
@@ -898,6 +902,14 @@ fn parse_subscribe(r: &mut Reader, version: ProtocolVersion) -> Result<Subscribe
         filters,
         properties,
     })
+}
+
+/// A SUBSCRIBE/UNSUBSCRIBE topic filter: a UTF-8 string that is a valid filter (the broker
+/// checks its own limits and shared-subscription names).
+fn topic_filter(r: &mut Reader) -> Result<ByteStr> {
+    let filter = r.string()?;
+    super::topic::validate_topic_filter(&filter).map_err(|_| DecodeError::TopicFilterInvalid)?;
+    Ok(filter)
 }
 
 /// The subscription options byte (3.8.3.1).
@@ -960,7 +972,7 @@ fn parse_unsubscribe(r: &mut Reader, version: ProtocolVersion) -> Result<Unsubsc
     let properties = props_if_v5(r, version, Ctx::Unsubscribe)?;
     let mut filters = Vec::new();
     while r.remaining() > 0 {
-        filters.push(r.string()?);
+        filters.push(topic_filter(r)?);
     }
     // At least one filter [MQTT-3.10.3-2].
     if filters.is_empty() {
@@ -2407,7 +2419,7 @@ mod tests {
             });
         let subscribe = (
             1u16..,
-            vec((arb_str(), arb_options(v)), 1..4),
+            vec((arb_topic(), arb_options(v)), 1..4),
             arb_props_for(v, Ctx::Subscribe),
         )
             .prop_map(|(packet_id, filters, properties)| {
@@ -2433,7 +2445,7 @@ mod tests {
         );
         let unsubscribe = (
             1u16..,
-            vec(arb_str(), 1..4),
+            vec(arb_topic(), 1..4),
             arb_props_for(v, Ctx::Unsubscribe),
         )
             .prop_map(|(packet_id, filters, properties)| {

@@ -64,6 +64,10 @@ pub enum TopicError {
     SharedGroupWildcard,
     /// `$share/group` with no filter after the group [MQTT-4.8.2-1].
     SharedFilterMissing,
+    /// More levels than the broker's `max_topic_levels`.
+    TooManyLevels { max: usize },
+    /// Longer than the broker's `max_topic_length`.
+    LongerThanLimit { max: usize },
 }
 
 impl std::fmt::Display for TopicError {
@@ -80,6 +84,12 @@ impl std::fmt::Display for TopicError {
             TopicError::SharedGroupEmpty => "shared subscription has an empty share name",
             TopicError::SharedGroupWildcard => "shared subscription share name contains a wildcard",
             TopicError::SharedFilterMissing => "shared subscription has no topic filter",
+            TopicError::TooManyLevels { max } => {
+                return write!(f, "topic has more than {max} levels (max_topic_levels)")
+            }
+            TopicError::LongerThanLimit { max } => {
+                return write!(f, "topic is longer than {max} bytes (max_topic_length)")
+            }
         })
     }
 }
@@ -149,6 +159,58 @@ fn check_len(s: &str) -> Result<(), TopicError> {
     } else if s.len() > MAX_LEN {
         Err(TopicError::TooLong)
     } else {
+        Ok(())
+    }
+}
+
+/// The broker's limits on topic names and filters beyond the protocol's (`max_topic_levels`,
+/// `max_topic_length`). Every level of a filter is a node in the subscription index and a
+/// step of every walk, so depth is what a client could otherwise use against the broker.
+///
+/// As mosquitto (`mosquitto_pub_topic_check` / `mosquitto_sub_topic_check`), a PUBLISH, will,
+/// SUBSCRIBE or UNSUBSCRIBE beyond them is a malformed packet: the connection is closed.
+/// A shared filter counts as a whole, `$share/{group}/` included, as in mosquitto.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopicLimits {
+    /// Most `/`-separated levels.
+    pub max_levels: usize,
+    /// Most bytes.
+    pub max_length: usize,
+}
+
+impl TopicLimits {
+    /// The limits of `config`.
+    pub fn of(config: &crate::config::Config) -> TopicLimits {
+        TopicLimits {
+            max_levels: config.max_topic_levels,
+            max_length: config.max_topic_length,
+        }
+    }
+
+    /// Checks a topic name or filter against the limits (only: validity is checked by
+    /// [`validate_topic_name`] / [`validate_topic_filter`]). One pass, stopping at the
+    /// first level past the limit.
+    ///
+    /// ```
+    /// use midge::protocol::topic::{TopicError, TopicLimits};
+    /// let limits = TopicLimits { max_levels: 3, max_length: 10 };
+    /// assert!(limits.check("a/b/c").is_ok());
+    /// assert_eq!(limits.check("a/b/c/d"), Err(TopicError::TooManyLevels { max: 3 }));
+    /// assert_eq!(limits.check("abcdefghijk"), Err(TopicError::LongerThanLimit { max: 10 }));
+    /// ```
+    pub fn check(&self, topic: &str) -> Result<(), TopicError> {
+        if topic.len() > self.max_length {
+            return Err(TopicError::LongerThanLimit {
+                max: self.max_length,
+            });
+        }
+        // Levels are separators + 1; counting stops as soon as the limit is passed.
+        let separators = topic.bytes().filter(|&b| b == b'/');
+        if separators.take(self.max_levels).count() >= self.max_levels {
+            return Err(TopicError::TooManyLevels {
+                max: self.max_levels,
+            });
+        }
         Ok(())
     }
 }
@@ -385,6 +447,34 @@ mod tests {
         assert_eq!(
             parse_shared("$share/g/a#"),
             Some(Err(TopicError::MultiLevelWildcardMisplaced))
+        );
+    }
+
+    #[test]
+    fn limits_count_levels_and_bytes() {
+        let limits = TopicLimits {
+            max_levels: 200,
+            max_length: 65535,
+        };
+        let at = vec!["+"; 200].join("/");
+        let over = vec!["+"; 201].join("/");
+        assert_eq!(limits.check(&at), Ok(()));
+        assert_eq!(
+            limits.check(&over),
+            Err(TopicError::TooManyLevels { max: 200 })
+        );
+        assert_eq!(limits.check("a"), Ok(()));
+        assert_eq!(limits.check(&"/".repeat(199)), Ok(()), "200 empty levels");
+        assert!(limits.check(&"/".repeat(200)).is_err());
+        let one = TopicLimits {
+            max_levels: 1,
+            max_length: 3,
+        };
+        assert_eq!(one.check("abc"), Ok(()));
+        assert!(one.check("a/b").is_err());
+        assert_eq!(
+            one.check("abcd"),
+            Err(TopicError::LongerThanLimit { max: 3 })
         );
     }
 }

@@ -235,6 +235,8 @@ pub struct Shard {
     /// at every QoS (midge's choice: mosquitto 2.0.11 does not bound it), else
     /// `SLOW_CONSUMER_BACKLOG`.
     pub(crate) qos0_backlog_limit: usize,
+    /// Retained messages for new subscriptions not yet offered (a bounded number per turn).
+    pub(crate) retained_backlog: crate::retain::RetainedBacklog,
     /// This shard's share of `connection_rate_limit`.
     pub(crate) accept_rate: RateLimit,
     /// Connections refused by it.
@@ -379,6 +381,7 @@ impl Shard {
             next_auth_token: 0,
             slow_consumer_drops: 0,
             qos0_backlog_limit,
+            retained_backlog: Default::default(),
             adoptions: Vec::new(),
             buffers,
             accept_rate,
@@ -445,7 +448,9 @@ impl Shard {
             let parked = self.inbox.park();
             // After `park`: the store's writer wakes a parked shard, so progress it made
             // before is seen here and progress after wakes `poll`.
-            let timeout = if !parked || self.durable.as_ref().is_some_and(|d| d.progress_waiting())
+            let timeout = if !parked
+                || self.durable.as_ref().is_some_and(|d| d.progress_waiting())
+                || !self.retained_backlog.is_empty()
             {
                 Duration::ZERO
             } else if self.outbox.has_pending() {
@@ -468,12 +473,16 @@ impl Shard {
                 self.shutdown();
                 return Ok(());
             }
+            self.retained_backlog.new_turn();
             for event in events.iter() {
                 self.dispatch(event);
             }
             self.drain_inbox();
             self.adopt_pending();
             self.drain_auth_responses();
+            if !self.retained_backlog.is_empty() {
+                self.offer_retained_backlog();
+            }
             self.end_turn(false);
             self.pool.reclaim();
             let now = Instant::now();

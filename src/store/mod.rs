@@ -80,6 +80,7 @@ use crate::session::{OutState, Subscription};
 
 pub mod codec;
 mod core;
+pub mod limits;
 mod redb_kv;
 mod seglog;
 

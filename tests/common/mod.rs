@@ -44,6 +44,9 @@ const MIDGE_ONLY_OPTIONS: &[&str] = &[
     "server_reference",
     "connection_rate_limit",
     "persistence_sync",
+    "max_topic_levels",
+    "max_topic_length",
+    "max_subscriptions_per_client",
 ];
 
 /// The broker under test.

@@ -801,3 +801,21 @@ fn persistence_options() {
     assert!(error("persistence_sync").contains("persistence_sync"));
     assert!(error("persistence_location").contains("persistence_location"));
 }
+
+#[test]
+fn topic_limits_and_subscriptions_per_client() {
+    let c = parse("");
+    assert_eq!(c.max_topic_levels, 200);
+    assert_eq!(c.max_topic_length, 65535);
+    assert_eq!(c.max_subscriptions_per_client, 10000);
+    let c = parse("max_topic_levels 5000\nmax_topic_length 100\nmax_subscriptions_per_client 0");
+    assert_eq!(c.max_topic_levels, 5000);
+    assert_eq!(c.max_topic_length, 100);
+    assert_eq!(c.max_subscriptions_per_client, 0);
+    assert_eq!(
+        error("max_topic_levels 0"),
+        "t.conf:1: bad value '0' for 'max_topic_levels': expected a whole number of at least 1"
+    );
+    assert!(error("max_topic_length 65536").starts_with("t.conf:1: bad value '65536'"));
+    assert!(error("max_subscriptions_per_client -1").starts_with("t.conf:1: bad value '-1'"));
+}
