@@ -535,7 +535,25 @@ impl Session {
     /// The packets to resend when a persistent session is resumed: unacknowledged PUBLISHes
     /// with DUP set and the same packet id, and PUBRELs whose PUBCOMP is missing
     /// ([MQTT-4.4.0-1]), in their original order; then queued messages while the window allows.
+    ///
+    /// A resumed session may belong to another user than the one it delivered to (same client
+    /// id, another login): an unacknowledged PUBLISH the current ACL does not let the client
+    /// read is dropped and its packet id released, never resent. A PUBREL carries no message
+    /// and is always sent, so that the client can finish a flow it already received.
     pub fn resume(&mut self, out: &mut Vec<Outgoing>, batch: &mut Batch) {
+        let mut i = 0;
+        while i < self.inflight.len() {
+            let f = &self.inflight[i];
+            let unreadable = f.state != OutState::AwaitPubComp
+                && !self
+                    .acl
+                    .allowed(&f.delivery.msg.topic, crate::auth::Access::Read);
+            if unreadable {
+                self.complete(i, batch);
+            } else {
+                i += 1;
+            }
+        }
         for f in &self.inflight {
             out.push(match f.state {
                 OutState::AwaitPubAck | OutState::AwaitPubRec => Outgoing::Publish(SendPublish {
@@ -547,12 +565,6 @@ impl Session {
             });
         }
         self.fill_window(out, batch);
-    }
-
-    fn position(&self, packet_id: u16, state: OutState) -> Option<usize> {
-        self.inflight
-            .iter()
-            .position(|f| f.packet_id == packet_id && f.state == state)
     }
 
     /// Ends the flow of inflight entry `i` (acknowledged, or refused by the client).
@@ -567,47 +579,106 @@ impl Session {
         }
     }
 
-    /// PUBACK received. Returns false if no QoS 1 message was waiting for it.
-    pub fn on_puback(&mut self, packet_id: u16, batch: &mut Batch) -> bool {
-        match self.position(packet_id, OutState::AwaitPubAck) {
-            Some(i) => {
+    /// The inflight entry with `packet_id`, checked against the flow an acknowledgement
+    /// belongs to (as mosquitto's `db__message_delete_outgoing`): `Unknown` if no entry has
+    /// that id, `Violation` if one has it but is at another QoS or step.
+    fn find(&self, packet_id: u16, accept: &[OutState]) -> AckMatch {
+        match self.inflight.iter().position(|f| f.packet_id == packet_id) {
+            None => AckMatch::Unknown,
+            Some(i) if accept.contains(&self.inflight[i].state) => AckMatch::Found(i),
+            Some(_) => AckMatch::Violation,
+        }
+    }
+
+    /// PUBACK received: the QoS 1 flow is complete. A PUBACK for a QoS 2 message is a
+    /// protocol violation ([`Ack::Violation`]); one for an unknown id is ignored.
+    pub fn on_puback(&mut self, packet_id: u16, batch: &mut Batch) -> Ack {
+        match self.find(packet_id, &[OutState::AwaitPubAck]) {
+            AckMatch::Found(i) => {
                 self.complete(i, batch);
-                true
+                Ack::Done
             }
-            None => false,
+            AckMatch::Unknown => Ack::Unknown,
+            AckMatch::Violation => Ack::Violation,
         }
     }
 
     /// PUBREC received: the message is now the client's; answer PUBREL ([MQTT-4.3.3-3]).
     /// A PUBREC for an id already released is answered with PUBREL again. A PUBREC with a
     /// failure reason (MQTT 5, >= 0x80) ends the flow instead: no PUBREL (MQTT 5 section 4.3.3).
-    pub fn on_pubrec(&mut self, packet_id: u16, reason: u8, batch: &mut Batch) -> Option<Packet> {
-        if let Some(i) = self.position(packet_id, OutState::AwaitPubRec) {
-            if reason >= 0x80 {
-                self.complete(i, batch);
-                return None;
-            }
-            let f = &mut self.inflight[i];
-            f.state = OutState::AwaitPubComp;
-            if self.durable {
-                batch.update_queued(&self.client_id, f.seq, Some(f.flow()));
-            }
-            return Some(Packet::PubRel(PubResp::new(packet_id)));
+    /// A PUBREC for a QoS 1 message (or a failing one after PUBREL) is a violation.
+    pub fn on_pubrec(&mut self, packet_id: u16, reason: u8, batch: &mut Batch) -> PubRec {
+        if reason >= 0x80 {
+            return match self.find(packet_id, &[OutState::AwaitPubRec]) {
+                AckMatch::Found(i) => {
+                    self.complete(i, batch);
+                    PubRec::Ended
+                }
+                AckMatch::Unknown => PubRec::Unknown,
+                AckMatch::Violation => PubRec::Violation,
+            };
         }
-        self.position(packet_id, OutState::AwaitPubComp)
-            .map(|_| Packet::PubRel(PubResp::new(packet_id)))
+        let accept = [OutState::AwaitPubRec, OutState::AwaitPubComp];
+        match self.find(packet_id, &accept) {
+            AckMatch::Found(i) => {
+                let f = &mut self.inflight[i];
+                if f.state == OutState::AwaitPubRec {
+                    f.state = OutState::AwaitPubComp;
+                    if self.durable {
+                        batch.update_queued(&self.client_id, f.seq, Some(f.flow()));
+                    }
+                }
+                PubRec::Release(Packet::PubRel(PubResp::new(packet_id)))
+            }
+            AckMatch::Unknown => PubRec::Unknown,
+            AckMatch::Violation => PubRec::Violation,
+        }
     }
 
-    /// PUBCOMP received: the QoS 2 flow is complete.
-    pub fn on_pubcomp(&mut self, packet_id: u16, batch: &mut Batch) -> bool {
-        match self.position(packet_id, OutState::AwaitPubComp) {
-            Some(i) => {
+    /// PUBCOMP received: the QoS 2 flow is complete. A PUBCOMP for a QoS 1 message, or before
+    /// PUBREC, is a violation; one for an unknown id is ignored.
+    pub fn on_pubcomp(&mut self, packet_id: u16, batch: &mut Batch) -> Ack {
+        match self.find(packet_id, &[OutState::AwaitPubComp]) {
+            AckMatch::Found(i) => {
                 self.complete(i, batch);
-                true
+                Ack::Done
             }
-            None => false,
+            AckMatch::Unknown => Ack::Unknown,
+            AckMatch::Violation => Ack::Violation,
         }
     }
+}
+
+/// Where an acknowledgement's packet id stands (see [`Session::find`]).
+enum AckMatch {
+    Found(usize),
+    Unknown,
+    Violation,
+}
+
+/// What a PUBACK or PUBCOMP did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ack {
+    /// A flow completed: the window has room.
+    Done,
+    /// No message in flight has this id (a late duplicate): ignored, as mosquitto does.
+    Unknown,
+    /// The id is in flight in another flow (PUBCOMP for QoS 1, PUBACK for QoS 2, PUBCOMP
+    /// before PUBREC): a protocol violation; mosquitto closes the connection.
+    Violation,
+}
+
+/// What a PUBREC did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PubRec {
+    /// Send this PUBREL.
+    Release(Packet),
+    /// A failure reason code ended the flow: the window has room.
+    Ended,
+    /// Unknown id: ignored.
+    Unknown,
+    /// As [`Ack::Violation`].
+    Violation,
 }
 
 #[cfg(test)]
@@ -668,9 +739,10 @@ mod tests {
             s.offer(d(3, QoS::AtLeastOnce), &mut Batch::new()),
             Offer::Queued
         );
-        assert!(s.on_puback(a.packet_id, &mut Batch::new()));
-        assert!(
-            !s.on_puback(a.packet_id, &mut Batch::new()),
+        assert_eq!(s.on_puback(a.packet_id, &mut Batch::new()), Ack::Done);
+        assert_eq!(
+            s.on_puback(a.packet_id, &mut Batch::new()),
+            Ack::Unknown,
             "a second PUBACK acknowledges nothing"
         );
         let mut out = Vec::new();
@@ -686,16 +758,30 @@ mod tests {
     fn qos2_flow_goes_pubrec_pubrel_pubcomp() {
         let mut s = session(0, 0);
         let p = publish(s.offer(d(1, QoS::ExactlyOnce), &mut Batch::new()));
-        assert!(
-            !s.on_pubcomp(p.packet_id, &mut Batch::new()),
-            "PUBCOMP before PUBREC completes nothing"
+        assert_eq!(
+            s.on_pubcomp(p.packet_id, &mut Batch::new()),
+            Ack::Violation,
+            "PUBCOMP before PUBREC is out of its flow"
+        );
+        assert_eq!(
+            s.on_puback(p.packet_id, &mut Batch::new()),
+            Ack::Violation,
+            "PUBACK for a QoS 2 message"
         );
         assert_eq!(
             s.on_pubrec(p.packet_id, 0, &mut Batch::new()),
-            Some(Packet::PubRel(PubResp::new(p.packet_id)))
+            PubRec::Release(Packet::PubRel(PubResp::new(p.packet_id)))
         );
-        assert!(s.on_pubcomp(p.packet_id, &mut Batch::new()));
+        assert_eq!(s.on_pubcomp(p.packet_id, &mut Batch::new()), Ack::Done);
         assert!(s.inflight.is_empty());
+        assert_eq!(s.on_pubcomp(p.packet_id, &mut Batch::new()), Ack::Unknown);
+        // A QoS 1 message answered with QoS 2 acknowledgements.
+        let q1 = publish(s.offer(d(2, QoS::AtLeastOnce), &mut Batch::new()));
+        assert_eq!(s.on_pubcomp(q1.packet_id, &mut Batch::new()), Ack::Violation);
+        assert_eq!(
+            s.on_pubrec(q1.packet_id, 0, &mut Batch::new()),
+            PubRec::Violation
+        );
     }
 
     #[test]
@@ -769,7 +855,7 @@ mod tests {
             [("put", 1, true), ("put", 2, false)],
             "QoS 0 is never stored"
         );
-        assert!(s.on_puback(a.packet_id, &mut b));
+        assert_eq!(s.on_puback(a.packet_id, &mut b), Ack::Done);
         let mut out = Vec::new();
         s.fill_window(&mut out, &mut b);
         assert_eq!(journal(&mut b), [("delete", 1, false), ("update", 2, true)]);
@@ -795,6 +881,38 @@ mod tests {
         s.fill_window(&mut out, &mut b);
         assert!(out.is_empty(), "topic t is not readable: {out:?}");
         assert_eq!(journal(&mut b), [("delete", 1, false)]);
+    }
+
+    #[test]
+    fn resume_drops_inflight_messages_the_new_acl_refuses_and_frees_their_ids() {
+        // Another user resumes the session (same client id): what it may not read is not
+        // resent; a PUBREL (no message in it) still is.
+        let mut s = session(10, 10);
+        s.durable = true;
+        let mut b = Batch::new();
+        let p1 = publish(s.offer(d(1, QoS::AtLeastOnce), &mut b));
+        let p2 = publish(s.offer(d(2, QoS::ExactlyOnce), &mut b));
+        let p3 = publish(s.offer(d(3, QoS::ExactlyOnce), &mut b));
+        assert!(matches!(
+            s.on_pubrec(p3.packet_id, 0, &mut b),
+            PubRec::Release(_)
+        ));
+        s.conn = None;
+        b.clear();
+        let acl = crate::auth::Acl::parse("user u\ntopic read other\n", "acl").unwrap();
+        s.acl = acl.for_client("c", Some("u"));
+        s.conn = Some(1);
+        let mut out = Vec::new();
+        s.resume(&mut out, &mut b);
+        assert_eq!(out, [Outgoing::PubRel(p3.packet_id)]);
+        assert_eq!(s.inflight.len(), 1);
+        assert_eq!(journal(&mut b), [("delete", 1, false), ("delete", 2, false)]);
+        assert_eq!(s.on_puback(p1.packet_id, &mut b), Ack::Unknown);
+        assert_eq!(
+            s.on_pubrec(p2.packet_id, 0, &mut b),
+            PubRec::Unknown,
+            "the id is free again"
+        );
     }
 
     #[test]
@@ -838,7 +956,7 @@ mod tests {
         assert_eq!(s.offer(sized(1), &mut b), Offer::Dropped);
         assert_eq!((s.dropped, s.queue.len()), (1, 3));
         // An acknowledgement lets one queued message into the window: room again.
-        assert!(s.on_puback(first.packet_id, &mut b));
+        assert_eq!(s.on_puback(first.packet_id, &mut b), Ack::Done);
         let mut out = Vec::new();
         s.fill_window(&mut out, &mut b);
         assert_eq!((out.len(), s.queued_bytes()), (1, 200));
@@ -861,3 +979,4 @@ mod tests {
         assert_eq!((a.packet_id, b.packet_id), (u16::MAX, 1));
     }
 }
+
