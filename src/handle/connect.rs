@@ -83,18 +83,30 @@ impl Shard {
             // [MQTT-3.1.3-6].
             let allowed = v5 || (connect.version == ProtocolVersion::V311 && connect.clean_start);
             if !allowed {
-                return self.refuse(key, max, ID_REJECTED, "empty client id without clean session");
+                return self.refuse(
+                    key,
+                    max,
+                    ID_REJECTED,
+                    "empty client id without clean session",
+                );
             }
         }
         if connect.properties.authentication_method.is_some() {
             // Enhanced authentication needs a plugin that provides the method; none does yet.
-            return self.refuse(key, max, BAD_AUTH_METHOD, "unsupported authentication method");
+            return self.refuse(
+                key,
+                max,
+                BAD_AUTH_METHOD,
+                "unsupported authentication method",
+            );
         }
         if let Some(will) = &connect.will {
             let config = &self.shared.config;
             if will.retain && !config.retain_available {
                 // [MQTT-3.2.2-13]
-                return self.refuse(key, max,
+                return self.refuse(
+                    key,
+                    max,
                     RETAIN_UNAVAILABLE,
                     "will retain set but retain_available is false",
                 );
@@ -107,7 +119,12 @@ impl Shard {
             if limit != 0 && will.payload.len() > limit as usize {
                 // As mosquitto (`will__read`): a will no PUBLISH could carry refuses the
                 // CONNECT, 5.0 "packet too large", 3.x "not authorized".
-                return self.refuse(key, max, WILL_TOO_LARGE, "will payload over message_size_limit");
+                return self.refuse(
+                    key,
+                    max,
+                    WILL_TOO_LARGE,
+                    "will payload over message_size_limit",
+                );
             }
             if !super::publish::topic_within_limits(&will.topic) {
                 // As mosquitto (`mosquitto_pub_topic_check` in `will__read`): a will topic
@@ -143,9 +160,12 @@ impl Shard {
         let username = connect.username.as_deref();
         match conn.auth.connect_check(username, allow_anonymous) {
             ConnectCheck::Accept => self.connect_accepted(key, connect),
-            ConnectCheck::Refuse => {
-                self.refuse(key, max, NOT_AUTHORIZED, "anonymous clients are not allowed")
-            }
+            ConnectCheck::Refuse => self.refuse(
+                key,
+                max,
+                NOT_AUTHORIZED,
+                "anonymous clients are not allowed",
+            ),
             ConnectCheck::Verify => self.verify_password(key, connect),
         }
     }
@@ -156,7 +176,12 @@ impl Shard {
         let max = connect.properties.maximum_packet_size.unwrap_or(0);
         // `connect_check` asks for verification only where the listener has a password file.
         let Some(passwords) = self.conns[key].auth.passwords.clone() else {
-            return self.refuse(key, max, NOT_AUTHORIZED, "no password file on this listener");
+            return self.refuse(
+                key,
+                max,
+                NOT_AUTHORIZED,
+                "no password file on this listener",
+            );
         };
         self.next_auth_token += 1;
         let token = self.next_auth_token;
@@ -529,7 +554,8 @@ impl Shard {
 /// [MQTT-3.2.2-19]; `None` when even that is too large [MQTT-3.1.2-24].
 fn fit_connack(mut ack: ConnAck, version: ProtocolVersion, max: u32) -> Option<ConnAck> {
     let fits = |a: &ConnAck| {
-        max == 0 || crate::protocol::encoded_len(&Packet::ConnAck(a.clone()), version) <= max as usize
+        max == 0
+            || crate::protocol::encoded_len(&Packet::ConnAck(a.clone()), version) <= max as usize
     };
     if fits(&ack) {
         return Some(ack);

@@ -777,7 +777,10 @@ mod tests {
         assert_eq!(s.on_pubcomp(p.packet_id, &mut Batch::new()), Ack::Unknown);
         // A QoS 1 message answered with QoS 2 acknowledgements.
         let q1 = publish(s.offer(d(2, QoS::AtLeastOnce), &mut Batch::new()));
-        assert_eq!(s.on_pubcomp(q1.packet_id, &mut Batch::new()), Ack::Violation);
+        assert_eq!(
+            s.on_pubcomp(q1.packet_id, &mut Batch::new()),
+            Ack::Violation
+        );
         assert_eq!(
             s.on_pubrec(q1.packet_id, 0, &mut Batch::new()),
             PubRec::Violation
@@ -906,7 +909,10 @@ mod tests {
         s.resume(&mut out, &mut b);
         assert_eq!(out, [Outgoing::PubRel(p3.packet_id)]);
         assert_eq!(s.inflight.len(), 1);
-        assert_eq!(journal(&mut b), [("delete", 1, false), ("delete", 2, false)]);
+        assert_eq!(
+            journal(&mut b),
+            [("delete", 1, false), ("delete", 2, false)]
+        );
         assert_eq!(s.on_puback(p1.packet_id, &mut b), Ack::Unknown);
         assert_eq!(
             s.on_pubrec(p2.packet_id, 0, &mut b),
@@ -979,4 +985,3 @@ mod tests {
         assert_eq!((a.packet_id, b.packet_id), (u16::MAX, 1));
     }
 }
-
