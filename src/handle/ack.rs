@@ -43,7 +43,7 @@ impl Shard {
             .session
             .on_pubrec(packet_id, reason, &mut self.batch)
         {
-            PubRec::Release(rel) => self.send(key, &rel),
+            PubRec::Release(id) => self.send(key, &Packet::PubRel(PubResp::new(id))),
             PubRec::Ended => self.refill(key, slot),
             PubRec::Unknown => {}
             PubRec::Violation => return self.after_ack(key, slot, Ack::Violation, "PUBREC"),

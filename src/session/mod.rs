@@ -628,7 +628,7 @@ impl Session {
                         batch.update_queued(&self.client_id, f.seq, Some(f.flow()));
                     }
                 }
-                PubRec::Release(Packet::PubRel(PubResp::new(packet_id)))
+                PubRec::Release(packet_id)
             }
             AckMatch::Unknown => PubRec::Unknown,
             AckMatch::Violation => PubRec::Violation,
@@ -671,8 +671,8 @@ pub enum Ack {
 /// What a PUBREC did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PubRec {
-    /// Send this PUBREL.
-    Release(Packet),
+    /// Send PUBREL for this packet id.
+    Release(u16),
     /// A failure reason code ended the flow: the window has room.
     Ended,
     /// Unknown id: ignored.
@@ -770,7 +770,7 @@ mod tests {
         );
         assert_eq!(
             s.on_pubrec(p.packet_id, 0, &mut Batch::new()),
-            PubRec::Release(Packet::PubRel(PubResp::new(p.packet_id)))
+            PubRec::Release(p.packet_id)
         );
         assert_eq!(s.on_pubcomp(p.packet_id, &mut Batch::new()), Ack::Done);
         assert!(s.inflight.is_empty());
