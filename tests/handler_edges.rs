@@ -223,3 +223,46 @@ fn the_publishers_acknowledgement_comes_before_its_own_copy() {
         assert_eq!(c.expect_publish().payload, b"me");
     }
 }
+
+/// Issue 11 item 6: a 3.1.1 client holds at most `max_inflight_messages` unreleased QoS 2
+/// ids. Beyond them its PUBLISHes wait unacknowledged (not routed) for a PUBREL to free an id,
+/// as mosquitto delays PUBREC; beyond `max_queued_messages` waiting the connection is closed.
+/// midge only: mosquitto 2.0.11 bounds them at a fixed 20 (not `max_inflight_messages`) and
+/// drops what is over its queue with a PUBREC that says nothing of it to a 3.1.1 client.
+#[test]
+fn unreleased_qos2_ids_of_a_3_1_1_client_are_bounded_by_the_inflight_quota() {
+    if !common::is_midge() {
+        return;
+    }
+    let b = Broker::start_with(&["max_inflight_messages 5", "max_queued_messages 10"]);
+    let mut s = Raw::connected(b.port(), &unique_id("q2sub"));
+    s.subscribe(1, &[("q2/#", 0)]);
+    let mut p = Raw::connected(b.port(), &unique_id("q2pub"));
+    for i in 1..=15u16 {
+        p.send(&publish("q2/t", format!("m{i}").as_bytes(), 2, false, i));
+    }
+    for i in 1..=5u16 {
+        assert_eq!(p.expect(raw::PUBREC).pid(), i);
+    }
+    p.expect_nothing(QUIET);
+    let got: Vec<Vec<u8>> = s
+        .collect_publishes_until_quiet(QUIET)
+        .into_iter()
+        .map(|m| m.payload)
+        .collect();
+    assert_eq!(got.len(), 5, "only the acknowledged ones are routed");
+    // Each PUBREL lets the oldest waiting one in.
+    p.send(&raw::pubrel(1));
+    assert_eq!(p.expect(raw::PUBCOMP).pid(), 1);
+    assert_eq!(p.expect(raw::PUBREC).pid(), 6);
+    assert_eq!(s.expect_publish().payload, b"m6");
+    // A retransmission of a waiting one is not queued twice.
+    p.send(&raw::publish_raw(b"q2/t", b"m7", 2, false, true, 7));
+    p.expect_nothing(Duration::from_millis(200));
+    // 5 held, 9 waiting: one more fits, the next is over every limit.
+    p.send(&publish("q2/t", b"m16", 2, false, 16));
+    p.expect_nothing(Duration::from_millis(200));
+    p.send(&publish("q2/t", b"m17", 2, false, 17));
+    assert!(p.is_closed_within(Duration::from_secs(3)));
+    s.ping();
+}

@@ -63,6 +63,13 @@ impl Shard {
             comp.reason = v5::PACKET_IDENTIFIER_NOT_FOUND;
         }
         self.send(key, &Packet::PubComp(comp));
+        // A freed id lets the oldest 3.x QoS 2 PUBLISH waiting for one in (see
+        // `Session::wait_incoming_qos2`): routed and acknowledged now, in arrival order.
+        if known {
+            if let Some(waiting) = self.sessions[slot].session.next_waiting_qos2() {
+                return self.handle_publish(key, slot, waiting);
+            }
+        }
         true
     }
 

@@ -448,6 +448,8 @@ impl Shard {
         s.expires_at = None;
         // A reconnect within the Will Delay Interval cancels the old will [MQTT-3.1.3-9].
         s.pending_will = None;
+        // QoS 2 PUBLISHes held back from the last connection are the client's to resend.
+        s.forget_waiting_qos2();
         s.version = connect.version;
         s.conn = Some(key);
         // Its own allocation: the will lives as long as the connection, and its topic and

@@ -57,9 +57,10 @@ impl Shard {
     pub(crate) fn handle_publish(&mut self, key: usize, slot: usize, mut publish: Publish) -> bool {
         let config = &self.shared.config;
         let (retain_available, max_qos) = (config.retain_available, config.max_qos);
-        let (limit, max_inflight) = (
+        let (limit, max_inflight, max_queued) = (
             config.message_size_limit,
             usize::from(config.max_inflight_messages),
+            config.max_queued_messages,
         );
         let v5 = self.conns[key].is_v5();
         if publish.retain && !retain_available {
@@ -110,19 +111,27 @@ impl Shard {
             // Deliver on first receipt, remember the id until PUBREL; a retransmission (DUP)
             // before PUBREL is acknowledged but not delivered again ([MQTT-4.3.3-2]). The
             // broker's Receive Maximum bounds the ids held [MQTT-3.3.4-8].
+            // 3.x has no Receive Maximum: a PUBLISH over the quota waits, unacknowledged, for a
+            // PUBREL to free an id (as mosquitto delays its PUBREC), so a client with a larger
+            // window slows down instead of being cut off; the waiting ones are bounded by
+            // `max_queued_messages`, beyond which the connection is closed (nothing is lost:
+            // the client still owns every message it has no PUBREC for).
             QoS::ExactlyOnce => {
                 let session = &mut self.sessions[slot].session;
                 let held = &session.incoming_qos2;
-                if v5
-                    && max_inflight != 0
-                    && held.len() >= max_inflight
-                    && !held.contains(&packet_id)
-                {
-                    return self.protocol_error(
-                        key,
-                        v5::RECEIVE_MAXIMUM_EXCEEDED,
-                        "receive maximum exceeded".into(),
-                    );
+                if max_inflight != 0 && held.len() >= max_inflight && !held.contains(&packet_id) {
+                    if v5 {
+                        return self.protocol_error(
+                            key,
+                            v5::RECEIVE_MAXIMUM_EXCEEDED,
+                            "receive maximum exceeded".into(),
+                        );
+                    }
+                    if session.wait_incoming_qos2(publish, max_queued) {
+                        return true;
+                    }
+                    let reason = "unreleased QoS 2 messages over the inflight and queue limits";
+                    return self.protocol_error(key, v5::RECEIVE_MAXIMUM_EXCEEDED, reason.into());
                 }
                 session.hold_incoming_qos2(packet_id, &mut self.batch)
             }

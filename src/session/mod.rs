@@ -162,39 +162,58 @@ pub enum Offer {
     Dropped,
 }
 
-/// A set of packet ids that allocates nothing until its first id: an empty `HashSet` is 48
+/// Incoming QoS 2 state: the packet ids awaiting PUBREL and the 3.x PUBLISHes waiting for one
+/// of them to be released. Allocates nothing until its first id: an empty `HashSet` is 48
 /// bytes inline, paid by every session, while only QoS 2 publishers ever hold an id
 /// (issue #7: memory per idle connection).
 #[derive(Debug, Default)]
-#[allow(clippy::box_collection)] // the box is the point: 8 bytes inline instead of 48
-pub struct PacketIdSet(Option<Box<HashSet<u16>>>);
+pub struct PacketIdSet(Option<Box<IncomingQos2>>);
+
+#[derive(Debug, Default)]
+struct IncomingQos2 {
+    ids: HashSet<u16>,
+    /// See [`Session::wait_incoming_qos2`].
+    waiting: VecDeque<Publish>,
+}
 
 impl PacketIdSet {
     /// Adds `id`; false if it was there already.
     pub fn insert(&mut self, id: u16) -> bool {
-        self.0.get_or_insert_with(Default::default).insert(id)
+        self.0.get_or_insert_with(Default::default).ids.insert(id)
     }
 
     /// Removes `id`; false if it was not there.
     pub fn remove(&mut self, id: &u16) -> bool {
-        self.0.as_mut().is_some_and(|s| s.remove(id))
+        let removed = self.0.as_mut().is_some_and(|s| s.ids.remove(id));
+        self.free_if_empty();
+        removed
     }
 
     pub fn contains(&self, id: &u16) -> bool {
-        self.0.as_ref().is_some_and(|s| s.contains(id))
+        self.0.as_ref().is_some_and(|s| s.ids.contains(id))
     }
 
     pub fn len(&self) -> usize {
-        self.0.as_ref().map_or(0, |s| s.len())
+        self.0.as_ref().map_or(0, |s| s.ids.len())
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// Forgets every id (and the allocation).
+    /// Forgets every id and waiting PUBLISH (and the allocation).
     pub fn clear(&mut self) {
         self.0 = None;
+    }
+
+    fn free_if_empty(&mut self) {
+        if self
+            .0
+            .as_ref()
+            .is_some_and(|s| s.ids.is_empty() && s.waiting.is_empty())
+        {
+            self.0 = None;
+        }
     }
 }
 
@@ -368,6 +387,47 @@ impl Session {
             batch.delete_incoming_qos2(&self.client_id, packet_id);
         }
         known
+    }
+
+    /// Keeps a 3.x QoS 2 PUBLISH that arrived while `incoming_qos2` held the inflight quota:
+    /// not acknowledged and not routed until a PUBREL frees an id (as mosquitto delays its
+    /// PUBREC). The client still owns it, so it is not stored, and it is forgotten when the
+    /// connection ends (the client sends it again). A retransmission of one already waiting
+    /// is dropped. False when `max` (`max_queued_messages`; 0 = only the 65,535 packet ids
+    /// bound it) are waiting.
+    pub fn wait_incoming_qos2(&mut self, publish: Publish, max: usize) -> bool {
+        let waiting = &mut self
+            .incoming_qos2
+            .0
+            .get_or_insert_with(Default::default)
+            .waiting;
+        if waiting.iter().any(|p| p.packet_id == publish.packet_id) {
+            return true;
+        }
+        if max != 0 && waiting.len() >= max {
+            return false;
+        }
+        waiting.push_back(Publish {
+            topic: publish.topic.unshared(),
+            payload: bytes::Bytes::copy_from_slice(&publish.payload),
+            ..publish
+        });
+        true
+    }
+
+    /// The oldest waiting 3.x QoS 2 PUBLISH (see [`Session::wait_incoming_qos2`]).
+    pub fn next_waiting_qos2(&mut self) -> Option<Publish> {
+        let next = self.incoming_qos2.0.as_mut()?.waiting.pop_front();
+        self.incoming_qos2.free_if_empty();
+        next
+    }
+
+    /// Forgets the waiting QoS 2 PUBLISHes (the connection ended: the client resends them).
+    pub fn forget_waiting_qos2(&mut self) {
+        if let Some(s) = self.incoming_qos2.0.as_mut() {
+            s.waiting = VecDeque::new();
+        }
+        self.incoming_qos2.free_if_empty();
     }
 
     fn take_seq(&mut self) -> u64 {

@@ -1182,6 +1182,8 @@ impl Shard {
         };
         s.session.conn = None;
         let session = &mut s.session;
+        // Held-back 3.x QoS 2 PUBLISHes are the client's to resend (not kept offline).
+        session.forget_waiting_qos2();
         let now = Instant::now();
         let will = session.will.take().filter(|_| why.publishes_will());
         session.expires_at = match session.expiry_interval {
