@@ -36,6 +36,9 @@ pub struct Shared {
     /// Open client connections, broker-wide (`max_connections`). Touched on accept and
     /// close only, never per message.
     pub connections: AtomicUsize,
+    /// Payload bytes held for delivery by all sessions (`memory_limit`), as of the shards'
+    /// last loop turns (see `session::memory`).
+    pub held_bytes: std::sync::atomic::AtomicIsize,
     /// Password file and ACLs (read-only after start).
     pub auth: Auth,
     /// Verifies passwords off the event loops (PBKDF2 is slow on purpose); `None` without a
@@ -52,6 +55,7 @@ impl Shared {
             config,
             retained: RetainedStore::new(),
             connections: AtomicUsize::new(0),
+            held_bytes: Default::default(),
             auth,
             auth_worker,
             shutdown: AtomicBool::new(false),

@@ -62,6 +62,7 @@ impl Shard {
             usize::from(config.max_inflight_messages),
             config.max_queued_messages,
         );
+        let memory_limit = config.memory_limit;
         let v5 = self.conns[key].is_v5();
         if publish.retain && !retain_available {
             return self.protocol_error(
@@ -86,6 +87,9 @@ impl Shard {
             Verdict::Refuse(v5::NOT_AUTHORIZED, why)
         } else if limit != 0 && publish.payload.len() > limit as usize {
             Verdict::Refuse(v5::QUOTA_EXCEEDED, "over message_size_limit")
+        } else if publish.qos != QoS::AtMostOnce && crate::session::memory::full(memory_limit) {
+            // 3.x: dropped but acknowledged, as other refusals; 5.0: 0x97 tells the publisher.
+            Verdict::Refuse(v5::QUOTA_EXCEEDED, "memory_limit reached")
         } else if publish.properties.payload_format_indicator == Some(1)
             && std::str::from_utf8(&publish.payload).is_err()
         {

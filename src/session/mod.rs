@@ -15,6 +15,8 @@
 //! stored until PUBREL. The shard commits the batch once per loop turn, before it writes to
 //! any socket (group commit), so the client never sees a packet id the store does not know.
 
+pub mod memory;
+
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::time::Instant;
 
@@ -476,10 +478,16 @@ impl Session {
     ) -> Option<SendPublish> {
         if !self.fits(&delivery) {
             self.dropped = self.dropped.wrapping_add(1);
-            if stored.is_some() && self.durable {
-                batch.delete_queued(&self.client_id, seq);
+            if stored.is_some() {
+                memory::release(delivery.msg.payload.len());
+                if self.durable {
+                    batch.delete_queued(&self.client_id, seq);
+                }
             }
             return None;
+        }
+        if stored.is_none() {
+            memory::hold(delivery.msg.payload.len());
         }
         let packet_id = self.allocate_packet_id();
         let publish = SendPublish {
@@ -542,6 +550,7 @@ impl Session {
         }
         let seq = self.take_seq();
         self.queued_bytes += delivery.msg.payload.len();
+        memory::hold(delivery.msg.payload.len());
         if self.durable {
             batch.put_queued(&self.client_id, seq, &delivery, None);
         }
@@ -558,6 +567,17 @@ impl Session {
         let l = &self.limits;
         (l.max_queued != 0 && self.queue.len() >= l.max_queued as usize)
             || (l.max_queued_bytes != 0 && self.queued_bytes >= l.max_queued_bytes as usize)
+    }
+
+    /// Payload bytes of every QoS 1/2 message the session holds, queued or in flight (what
+    /// it counts toward `memory_limit`, see [`memory`]).
+    pub fn held_bytes(&self) -> usize {
+        let inflight: usize = self
+            .inflight
+            .iter()
+            .map(|f| f.delivery.msg.payload.len())
+            .sum();
+        inflight + self.queued_bytes
     }
 
     /// Payload bytes waiting in the queue.
@@ -580,6 +600,7 @@ impl Session {
                 .acl
                 .allowed(&q.delivery.msg.topic, crate::auth::Access::Read);
             if q.delivery.msg.is_expired(now) || refused {
+                memory::release(q.delivery.msg.payload.len());
                 if self.durable {
                     batch.delete_queued(&self.client_id, q.seq);
                 }
@@ -630,6 +651,7 @@ impl Session {
     /// Ends the flow of inflight entry `i` (acknowledged, or refused by the client).
     fn complete(&mut self, i: usize, batch: &mut Batch) {
         if let Some(f) = self.inflight.remove(i) {
+            memory::release(f.delivery.msg.payload.len());
             if self.durable {
                 batch.delete_queued(&self.client_id, f.seq);
                 if f.state == OutState::AwaitPubAck && f.put_turn != 0 {
