@@ -80,6 +80,26 @@ fn an_oversize_will_refuses_the_connect() {
     );
 }
 
+/// A will topic deeper than the topic limits is a malformed CONNECT, closed without CONNACK
+/// (as mosquitto: `mosquitto_pub_topic_check` fails in `will__read`).
+#[test]
+fn a_will_topic_beyond_the_topic_limits_closes_the_connection() {
+    let b = Broker::start();
+    let deep = vec!["a"; 300].join("/");
+    let mut c = Raw::tcp(b.port());
+    c.send(
+        &Connect::new("deepwill")
+            .will(&deep, b"w", 0, false)
+            .encode(),
+    );
+    let got = c.expect_closed(Duration::from_secs(3));
+    assert!(got.is_empty(), "no CONNACK: {got:?}");
+    let (_ok, _) = Raw::connect(
+        b.port(),
+        &Connect::new("shallowwill").will(&vec!["a"; 100].join("/"), b"w", 0, false),
+    );
+}
+
 /// Issue 11 item 8: a user whose password is empty does not get in with an empty or missing
 /// password (mosquitto reads an empty password as none and refuses a known user without one).
 #[test]

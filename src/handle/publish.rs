@@ -10,15 +10,14 @@ use crate::protocol::reason::v5;
 use crate::protocol::{Publish, QoS, Will};
 use crate::shard::Shard;
 
-/// mosquitto's `TOPIC_HIERARCHY_LIMIT`: a topic name with more levels is refused.
-///
-/// Until `max_topic_levels`/`max_topic_length` replace it (see [`topic_within_limits`]).
+/// Topic levels a will topic may have: mosquitto's `TOPIC_HIERARCHY_LIMIT` (200), the default
+/// of `max_topic_levels`, which replaces it once configured (see [`topic_within_limits`]).
 const TOPIC_LEVEL_LIMIT: usize = 200;
 
-/// Whether `topic` is within the limits on topic names that PUBLISH and wills share: at most
-/// [`TOPIC_LEVEL_LIMIT`] levels, as mosquitto's `mosquitto_pub_topic_check` (the length is
-/// bounded by the encoding at 65,535 bytes). The one place for the topic-depth and -length
-/// check of a message a client originates.
+/// Whether a will topic is within the limits on topic names: at most [`TOPIC_LEVEL_LIMIT`]
+/// levels, as mosquitto's `mosquitto_pub_topic_check` in `will__read` (the length is bounded
+/// by the encoding at 65,535 bytes). The one place the will path asks; the topic-depth and
+/// -length check of `max_topic_levels`/`max_topic_length` goes here.
 pub(crate) fn topic_within_limits(topic: &str) -> bool {
     topic.bytes().filter(|&b| b == b'/').count() < TOPIC_LEVEL_LIMIT
 }
