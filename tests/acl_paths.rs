@@ -102,6 +102,11 @@ fn bob_resumes_and_reads_nothing(b: &Broker, id: &str) {
     let (mut r, present) = Raw::connect(b.port(), &bob(id).clean(false));
     assert!(present, "bob resumes alice's session (same client id)");
     r.expect_nothing(QUIET);
+    if !common::is_midge() {
+        // mosquitto 2.0.11 does not resend them either, but keeps them in the window: the
+        // session receives nothing more (see the next test).
+        return;
+    }
     r.subscribe(2, &[("public/#", 1)]);
     let (mut p, _) = Raw::connect(b.port(), &bob(&unique_id("bpub")));
     p.publish_complete("public/y", b"ok", 1, false, 1);
@@ -135,8 +140,13 @@ fn takeover_by_another_user_gets_no_unreadable_qos2_messages() {
 }
 
 /// The dropped messages' packet ids are free again: bob's session can use the whole window.
+/// midge only: mosquitto 2.0.11 keeps them in flight, unsent, and the session stalls (no new
+/// message arrived within 5 s in this test run against it).
 #[test]
 fn dropped_inflight_messages_free_their_packet_ids() {
+    if !common::is_midge() {
+        return;
+    }
     let f = Files::new();
     let b = f.broker(&["max_inflight_messages 2"]);
     let id = unique_id("dev3");
