@@ -213,3 +213,22 @@ fn live_messages_are_checked_against_the_reader() {
     assert_eq!(r.expect_publish().topic, "public/live");
     r.expect_nothing(Duration::from_millis(200));
 }
+
+/// Shared subscriptions: a session subscribed by alice to `$share/g/secret/#` and resumed by
+/// bob gets no message of the group (the member's reader is checked at each delivery).
+#[test]
+fn shared_deliveries_are_checked_against_the_reader() {
+    let f = Files::new();
+    let b = f.broker(&[]);
+    let id = unique_id("shm");
+    let (mut a, _) = Raw::connect(b.port(), &alice(&id).clean(false));
+    assert_eq!(a.subscribe(1, &[("$share/g/secret/#", 1)]), [1]);
+    a.disconnect();
+    let (mut r, present) = Raw::connect(b.port(), &bob(&id).clean(false));
+    assert!(present);
+    let (mut p, _) = Raw::connect(b.port(), &alice(&unique_id("shp")));
+    for i in 1..=3u16 {
+        p.publish_complete("secret/s", b"s", 1, false, i);
+    }
+    r.expect_nothing(QUIET);
+}
