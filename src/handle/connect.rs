@@ -386,13 +386,14 @@ impl Shard {
         }
         // [MQTT-3.1.2-24]: a CONNACK the client could not take is not sent (as mosquitto,
         // whose `send__connack` gives up on an oversize packet): the connection is closed.
-        let connack_len = crate::protocol::encoded_len(
-            &Packet::ConnAck(ConnAck {
-                properties: props.clone(),
-                ..Default::default()
-            }),
-            connect.version,
-        );
+        // [MQTT-3.2.2-1..3]: session present only when a stored session was resumed (set
+        // below; the flag does not change the size).
+        let mut ack = Packet::ConnAck(ConnAck {
+            session_present: false,
+            code: v3::ACCEPTED,
+            properties: props,
+        });
+        let connack_len = crate::protocol::encoded_len(&ack, connect.version);
         if limits.max_packet_size != 0 && connack_len > limits.max_packet_size as usize {
             log::info!(
                 "Refusing client {client_id}: CONNACK of {connack_len} bytes is over its Maximum Packet Size."
@@ -482,13 +483,10 @@ impl Shard {
             u8::from(connect.clean_start),
             keep_alive
         );
-        // [MQTT-3.2.2-1..3]: session present only when a stored session was resumed.
-        let ack = ConnAck {
-            session_present,
-            code: v3::ACCEPTED,
-            properties: props,
-        };
-        self.send(key, &Packet::ConnAck(ack));
+        if let Packet::ConnAck(a) = &mut ack {
+            a.session_present = session_present;
+        }
+        self.send(key, &ack);
         let mut out = std::mem::take(&mut self.out);
         self.sessions[slot]
             .session

@@ -173,10 +173,10 @@ impl Shard {
     }
 
     /// A client subscribed to its own topic gets the PUBACK/PUBREC of its PUBLISH before the
-    /// copy delivered to it, as from mosquitto: the reason code (5.0: "no matching
-    /// subscribers") is known only after routing, so the acknowledgement is encoded after the
-    /// deliveries (`ack_at..routed_end` of the write buffer) and then moved in front of
-    /// them. Costs a copy of this message's deliveries to the publisher only. With persistence
+    /// copy delivered to it (the answer to its packet first, then what it caused; mosquitto
+    /// 2.0.11 sends the copy first). The reason code (5.0: "no matching subscribers") is known
+    /// only after routing, so the acknowledgement is encoded after the deliveries
+    /// (`ack_at..routed_end` of the write buffer) and then moved in front of them. Costs a copy of this message's deliveries to the publisher only. With persistence
     /// the acknowledgement waits for the store at the end of the turn and is not moved.
     fn ack_before_deliveries(&mut self, key: usize, ack_at: usize, routed_end: usize) {
         let Some(conn) = self.conns.get_mut(key) else {
