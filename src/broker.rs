@@ -39,6 +39,9 @@ pub struct Shared {
     /// Open client connections per IP address (`max_connections_per_ip`); like
     /// `connections`, touched on accept and close only.
     pub per_ip: crate::shard::per_ip::PerIpConnections,
+    /// Payload bytes held for delivery by all sessions (`memory_limit`), as of the shards'
+    /// last loop turns (see `session::memory`).
+    pub held_bytes: std::sync::atomic::AtomicIsize,
     /// Password file and ACLs (read-only after start).
     pub auth: Auth,
     /// Verifies passwords off the event loops (PBKDF2 is slow on purpose); `None` without a
@@ -57,6 +60,7 @@ impl Shared {
             retained: RetainedStore::new(),
             connections: AtomicUsize::new(0),
             per_ip,
+            held_bytes: Default::default(),
             auth,
             auth_worker,
             shutdown: AtomicBool::new(false),

@@ -271,6 +271,24 @@ fn reconnect_within_will_delay_cancels_will() {
     w.expect_nothing(Duration::from_millis(3000));
 }
 
+/// [MQTT-3.1.3-9] A reconnect with Clean Start 1 within the Will Delay Interval cancels the
+/// will too: the new connection ends the old session, but the will's delay had not passed and
+/// a new connection for the client id came first (mosquitto's 07-will-delay-reconnect).
+#[test]
+fn clean_start_reconnect_within_will_delay_cancels_will() {
+    let b = Broker::start();
+    let mut w = V5::connected(b.port(), &unique_id("wsub"));
+    w.subscribe(&[("will/cleancancel", opts(1))]);
+    let id = unique_id("wcc");
+    let (c, _) = V5::connect(b.port(), &will_conn(&id, 60, 2, "will/cleancancel"));
+    c.drop_abruptly();
+    thread::sleep(Duration::from_millis(500));
+    let (c2, ack) = V5::connect(b.port(), &connect(&id));
+    assert!(!ack.session_present);
+    w.expect_nothing(Duration::from_millis(3000));
+    drop(c2);
+}
+
 /// [MQTT-3.1.2-8] A dropped connection publishes the will; (3.1.3.2) its properties
 /// (Payload Format Indicator, Content Type, Response Topic, Correlation Data, User
 /// Properties) reach subscribers unchanged. Received with paho-mqtt.

@@ -246,9 +246,14 @@ impl PasswordFile {
 
     /// True if `username` is in the file and `password` is its password. An unknown user costs
     /// as much as a known one. Slow for `$7$` entries: call it off the event loop.
+    ///
+    /// An empty password never matches, as in mosquitto (whose CONNECT decoder reads an empty
+    /// password as none, and refuses a known user without one): an entry made from an empty
+    /// password does not open the door to clients that send none.
     pub fn verify(&self, username: &str, password: &[u8]) -> bool {
         match self.users.get(username) {
-            Some(hash) => hash.verify(password),
+            Some(hash) if !password.is_empty() => hash.verify(password),
+            Some(_) => false,
             None => {
                 if let Some(decoy) = &self.decoy {
                     let _ = decoy.verify(password);
@@ -442,6 +447,14 @@ mod tests {
             error(&format!("bob:{BOB_6}\n\nbob:{ALICE_7}\n")),
             "pw:3: user 'bob' is already defined at line 1"
         );
+    }
+
+    #[test]
+    fn a_user_whose_password_is_empty_is_refused_without_one() {
+        let hash = PasswordHash::with_salt(b"", HashAlgorithm::Sha512, vec![7u8; SALT_LEN]);
+        let file = PasswordFile::parse(&format!("nopw:{hash}\n"), "pw").unwrap();
+        assert!(!file.verify("nopw", b""), "empty or missing password");
+        assert!(!file.verify("nopw", b"x"));
     }
 
     #[test]

@@ -98,6 +98,9 @@ pub struct Config {
     pub max_queued_messages: usize,
     /// `max_queued_bytes` (0 = no limit).
     pub max_queued_bytes: usize,
+    /// `memory_limit`: payload bytes of QoS 1/2 messages held for delivery by all sessions
+    /// together (0 = no limit); see `session::memory`.
+    pub memory_limit: usize,
     /// `max_packet_size`: largest packet accepted from a client, in bytes (0 = the protocol
     /// maximum, 268435460). Default 1 MiB (EMQX's): a client may make the broker reserve this
     /// much for one packet, and few devices send more.
@@ -196,6 +199,7 @@ impl Default for Config {
             max_inflight_messages: 20,
             max_queued_messages: 1000,
             max_queued_bytes: 0,
+            memory_limit: 0,
             max_packet_size: DEFAULT_MAX_PACKET_SIZE,
             message_size_limit: 0,
             retain_available: true,

@@ -394,6 +394,10 @@ impl Parser {
                 let v = parse_int(pos, option, one(pos, option, rest)?, 0, i64::MAX)?;
                 self.config.max_queued_bytes = to_usize(pos, option, rest, v)?;
             }
+            "memory_limit" => {
+                let v = parse_int(pos, option, one(pos, option, rest)?, 0, i64::MAX)?;
+                self.config.memory_limit = to_usize(pos, option, rest, v)?;
+            }
             "max_packet_size" => {
                 // mosquitto refuses values under 20: no useful packet is smaller. 0 is the
                 // protocol maximum (the default is 1 MiB, not unlimited).

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use crate::auth::{Access, AuthRequest, ConnectCheck};
+use crate::auth::{AuthRequest, ConnectCheck};
 use crate::protocol::reason::{v3, v5};
 use crate::protocol::topic::TopicLimits;
 use crate::protocol::{
@@ -50,6 +50,11 @@ const SERVER_BUSY: Refusal = Refusal {
 /// Password-check tokens carry the connection slot in their low bits and a per-shard serial
 /// above, so an answer for a closed connection cannot resume a new one in the same slot.
 const AUTH_SLOT_BITS: u32 = 24;
+/// mosquitto's answer to a will over `message_size_limit`.
+const WILL_TOO_LARGE: Refusal = Refusal {
+    v3: v3::NOT_AUTHORIZED,
+    v5: v5::PACKET_TOO_LARGE,
+};
 const BAD_AUTH_METHOD: Refusal = Refusal {
     v3: v3::NOT_AUTHORIZED,
     v5: v5::BAD_AUTHENTICATION_METHOD,
@@ -57,12 +62,19 @@ const BAD_AUTH_METHOD: Refusal = Refusal {
 
 impl Shard {
     /// Handles CONNECT on a connection awaiting it.
-    pub(crate) fn handle_connect(&mut self, key: usize, connect: Connect) -> bool {
+    pub(crate) fn handle_connect(&mut self, key: usize, mut connect: Connect) -> bool {
         let Some(conn) = self.conns.get_mut(key) else {
             return false;
         };
         conn.version = Some(connect.version);
         conn.problem_info = connect.properties.request_problem_information != Some(0);
+        let max = connect.properties.maximum_packet_size.unwrap_or(0);
+        if connect.username.as_deref() == Some("") {
+            // An empty user name is no user name, as in mosquitto (its decoder reads an empty
+            // string as none): the client is anonymous, for `allow_anonymous`, the password
+            // file and the ACL (`%u` never becomes empty).
+            connect.username = None;
+        }
         let allow_anonymous = conn.allow_anonymous;
         let v5 = connect.version.is_v5();
 
@@ -72,12 +84,22 @@ impl Shard {
             // [MQTT-3.1.3-6].
             let allowed = v5 || (connect.version == ProtocolVersion::V311 && connect.clean_start);
             if !allowed {
-                return self.refuse(key, ID_REJECTED, "empty client id without clean session");
+                return self.refuse(
+                    key,
+                    max,
+                    ID_REJECTED,
+                    "empty client id without clean session",
+                );
             }
         }
         if connect.properties.authentication_method.is_some() {
             // Enhanced authentication needs a plugin that provides the method; none does yet.
-            return self.refuse(key, BAD_AUTH_METHOD, "unsupported authentication method");
+            return self.refuse(
+                key,
+                max,
+                BAD_AUTH_METHOD,
+                "unsupported authentication method",
+            );
         }
         if let Some(will) = &connect.will {
             let config = &self.shared.config;
@@ -89,19 +111,37 @@ impl Shard {
                 // [MQTT-3.2.2-13]
                 return self.refuse(
                     key,
+                    max,
                     RETAIN_UNAVAILABLE,
                     "will retain set but retain_available is false",
                 );
             }
             if will.qos as u8 > config.max_qos {
                 // [MQTT-3.2.2-12]
-                return self.refuse(key, QOS_UNSUPPORTED, "will QoS above max_qos");
+                return self.refuse(key, max, QOS_UNSUPPORTED, "will QoS above max_qos");
+            }
+            let limit = config.message_size_limit;
+            if limit != 0 && will.payload.len() > limit as usize {
+                // As mosquitto (`will__read`): a will no PUBLISH could carry refuses the
+                // CONNECT, 5.0 "packet too large", 3.x "not authorized".
+                return self.refuse(
+                    key,
+                    max,
+                    WILL_TOO_LARGE,
+                    "will payload over message_size_limit",
+                );
+            }
+            if !super::publish::topic_within_limits(&will.topic) {
+                // As mosquitto (`mosquitto_pub_topic_check` in `will__read`): a will topic
+                // a PUBLISH could not use is a malformed CONNECT, closed without CONNACK.
+                let reason = "will topic beyond the topic limits".into();
+                return self.protocol_error(key, v5::TOPIC_NAME_INVALID, reason);
             }
         }
         if !v5 && connect.keep_alive > self.shared.config.max_keepalive {
             // 3.x has no way to tell the client to use less; mosquitto refuses such clients
             // with "identifier rejected" and so do we. (5.0 clients get Server Keep Alive.)
-            return self.refuse(key, ID_REJECTED, "keep-alive above max_keepalive");
+            return self.refuse(key, max, ID_REJECTED, "keep-alive above max_keepalive");
         }
         self.authenticate(key, connect, allow_anonymous)
     }
@@ -110,6 +150,7 @@ impl Shard {
     /// certificate says (CONNECT's username and password are ignored, as mosquitto does);
     /// otherwise the password file, checked off the loop by the auth worker.
     fn authenticate(&mut self, key: usize, mut connect: Connect, allow_anonymous: bool) -> bool {
+        let max = connect.properties.maximum_packet_size.unwrap_or(0);
         let conn = &self.conns[key];
         if conn.tls_identity_required {
             return match conn.tls_identity.clone() {
@@ -118,15 +159,18 @@ impl Shard {
                     connect.password = None;
                     self.connect_accepted(key, connect)
                 }
-                None => self.refuse(key, NOT_AUTHORIZED, "no client certificate identity"),
+                None => self.refuse(key, max, NOT_AUTHORIZED, "no client certificate identity"),
             };
         }
         let username = connect.username.as_deref();
         match conn.auth.connect_check(username, allow_anonymous) {
             ConnectCheck::Accept => self.connect_accepted(key, connect),
-            ConnectCheck::Refuse => {
-                self.refuse(key, NOT_AUTHORIZED, "anonymous clients are not allowed")
-            }
+            ConnectCheck::Refuse => self.refuse(
+                key,
+                max,
+                NOT_AUTHORIZED,
+                "anonymous clients are not allowed",
+            ),
             ConnectCheck::Verify => self.verify_password(key, connect),
         }
     }
@@ -134,9 +178,15 @@ impl Shard {
     /// Sends the password to the auth worker and parks the connection until it answers
     /// (`drain_auth_responses`). Other clients are served meanwhile.
     fn verify_password(&mut self, key: usize, connect: Connect) -> bool {
+        let max = connect.properties.maximum_packet_size.unwrap_or(0);
         // `connect_check` asks for verification only where the listener has a password file.
         let Some(passwords) = self.conns[key].auth.passwords.clone() else {
-            return self.refuse(key, NOT_AUTHORIZED, "no password file on this listener");
+            return self.refuse(
+                key,
+                max,
+                NOT_AUTHORIZED,
+                "no password file on this listener",
+            );
         };
         self.next_auth_token += 1;
         let token = self.next_auth_token;
@@ -147,10 +197,10 @@ impl Shard {
             passwords,
         };
         let Some((client, _)) = &self.auth else {
-            return self.refuse(key, SERVER_BUSY, "no password checker running");
+            return self.refuse(key, max, SERVER_BUSY, "no password checker running");
         };
         if client.submit(request).is_err() {
-            return self.refuse(key, SERVER_BUSY, "too many password checks pending");
+            return self.refuse(key, max, SERVER_BUSY, "too many password checks pending");
         }
         let conn = &mut self.conns[key];
         conn.auth_token = token;
@@ -179,7 +229,8 @@ impl Shard {
                 continue;
             };
             if !response.allowed {
-                self.refuse(key, BAD_CREDENTIALS, "bad username or password");
+                let max = connect.properties.maximum_packet_size.unwrap_or(0);
+                self.refuse(key, max, BAD_CREDENTIALS, "bad username or password");
                 continue;
             }
             if self.connect_accepted(key, *connect) && self.process_frames(key) {
@@ -205,7 +256,8 @@ impl Shard {
     }
 
     /// Queues a CONNACK refusal and closes.
-    fn refuse(&mut self, key: usize, refusal: Refusal, why: &str) -> bool {
+    /// `max` is the client's Maximum Packet Size (0 = none).
+    fn refuse(&mut self, key: usize, max: u32, refusal: Refusal, why: &str) -> bool {
         let Some(conn) = self.conns.get(key) else {
             return false;
         };
@@ -219,7 +271,10 @@ impl Shard {
         if v5 && conn.problem_info {
             ack.properties.reason_string = Some(why.into());
         }
-        self.send(key, &Packet::ConnAck(ack));
+        let version = conn.version.unwrap_or(ProtocolVersion::V311);
+        if let Some(ack) = fit_connack(ack, version, max) {
+            self.send(key, &Packet::ConnAck(ack));
+        }
         self.close(key, Close::Refused);
         false
     }
@@ -318,15 +373,36 @@ impl Shard {
         let acl = self.conns[key]
             .auth
             .client_acl(&client_id, connect.username.as_deref());
-        if let Some(will) = &connect.will {
-            // As mosquitto: a will the client could not publish itself refuses the CONNECT.
-            if !acl.allowed(&will.topic, Access::Write) {
-                return self.refuse(
-                    key,
-                    NOT_AUTHORIZED,
-                    "the ACL does not allow publishing the will topic",
-                );
-            }
+        let mut will = connect.will;
+        if let Some(refused) = will
+            .as_ref()
+            .and_then(|w| super::publish::write_refusal(&acl, &w.topic))
+        {
+            // As mosquitto 2.0 (`context__send_will`): the CONNECT is accepted and a will the
+            // client could not publish itself is never published. The ACL is fixed at
+            // CONNECT, so deciding now is deciding at publication; the will is dropped now.
+            log::info!(
+                "Dropping the will of {client_id} on {}: {refused}.",
+                will.as_ref().map_or("", |w| &*w.topic)
+            );
+            will = None;
+        }
+        // [MQTT-3.1.2-24]: a CONNACK the client could not take is not sent (as mosquitto,
+        // whose `send__connack` gives up on an oversize packet): the connection is closed.
+        // [MQTT-3.2.2-1..3]: session present only when a stored session was resumed (set
+        // below; the flag does not change the size).
+        let mut ack = Packet::ConnAck(ConnAck {
+            session_present: false,
+            code: v3::ACCEPTED,
+            properties: props,
+        });
+        let connack_len = crate::protocol::encoded_len(&ack, connect.version);
+        if limits.max_packet_size != 0 && connack_len > limits.max_packet_size as usize {
+            log::info!(
+                "Refusing client {client_id}: CONNACK of {connack_len} bytes is over its Maximum Packet Size."
+            );
+            self.close(key, Close::Refused);
+            return false;
         }
         let mut resumed = None;
         if let Some(&slot) = self.session_by_id.get(&client_id) {
@@ -341,12 +417,21 @@ impl Shard {
             let expired = s.expires_at.is_some_and(|at| Instant::now() >= at);
             if connect.clean_start || s.expiry_interval == 0 || expired {
                 // [MQTT-3.1.2-6]/[MQTT-3.1.2-4]: clean start discards the previous session.
+                // A will still waiting for its delay is cancelled, not published by the end
+                // of the session: a new connection for the client id came first
+                // [MQTT-3.1.3-9] (as mosquitto, `will_delay__remove`).
+                let s = &mut self.sessions[slot].session;
+                if s.pending_will.take().is_some() {
+                    s.store_record(&mut self.batch);
+                }
                 self.end_session(slot);
             } else {
                 resumed = Some(slot);
             }
         }
-        let session_present = resumed.is_some();
+        // 3.1 has no session-present flag: that byte of its CONNACK is reserved (as mosquitto,
+        // which sets the bit for 3.1.1 and 5.0 only).
+        let session_present = resumed.is_some() && connect.version != ProtocolVersion::V31;
         let slot = match resumed {
             Some(slot) => slot,
             None => {
@@ -367,11 +452,13 @@ impl Shard {
         s.expires_at = None;
         // A reconnect within the Will Delay Interval cancels the old will [MQTT-3.1.3-9].
         s.pending_will = None;
+        // QoS 2 PUBLISHes held back from the last connection are the client's to resend.
+        s.forget_waiting_qos2();
         s.version = connect.version;
         s.conn = Some(key);
         // Its own allocation: the will lives as long as the connection, and its topic and
         // payload would otherwise keep the whole read buffer of the CONNECT alive.
-        s.will = connect.will.map(|w| Box::new(w.unshared()));
+        s.will = will.map(|w| Box::new(w.unshared()));
         s.limits = limits;
         s.acl = acl;
         // Persistent sessions are stored; one resumed with expiry 0 now ends with this
@@ -399,13 +486,10 @@ impl Shard {
             u8::from(connect.clean_start),
             keep_alive
         );
-        // [MQTT-3.2.2-1..3]: session present only when a stored session was resumed.
-        let ack = ConnAck {
-            session_present,
-            code: v3::ACCEPTED,
-            properties: props,
-        };
-        self.send(key, &Packet::ConnAck(ack));
+        if let Packet::ConnAck(a) = &mut ack {
+            a.session_present = session_present;
+        }
+        self.send(key, &ack);
         let mut out = std::mem::take(&mut self.out);
         self.sessions[slot]
             .session
@@ -466,4 +550,20 @@ impl Shard {
             ..Default::default()
         }))
     }
+}
+
+/// A refusal CONNACK the client can take: without its reason string when that makes it too
+/// large for the client's Maximum Packet Size `max` (0 = none), which the specification allows
+/// [MQTT-3.2.2-19]; `None` when even that is too large [MQTT-3.1.2-24].
+fn fit_connack(mut ack: ConnAck, version: ProtocolVersion, max: u32) -> Option<ConnAck> {
+    let fits = |a: &ConnAck| {
+        max == 0
+            || crate::protocol::encoded_len(&Packet::ConnAck(a.clone()), version) <= max as usize
+    };
+    if fits(&ack) {
+        return Some(ack);
+    }
+    ack.properties.reason_string = None;
+    ack.properties.user_properties.clear();
+    fits(&ack).then_some(ack)
 }

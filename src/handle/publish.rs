@@ -3,13 +3,38 @@
 
 use std::sync::Arc;
 
-use crate::auth::Access;
+use crate::auth::{Access, ClientAcl};
 use crate::index::SubscriberId;
 use crate::message::{Message, SharedMessage};
 use crate::protocol::reason::v5;
 use crate::protocol::topic::TopicLimits;
 use crate::protocol::{Publish, QoS, Will};
 use crate::shard::Shard;
+
+/// Topic levels a will topic may have: mosquitto's `TOPIC_HIERARCHY_LIMIT` (200), the default
+/// of `max_topic_levels`, which replaces it once configured (see [`topic_within_limits`]).
+const TOPIC_LEVEL_LIMIT: usize = 200;
+
+/// Whether a will topic is within the limits on topic names: at most [`TOPIC_LEVEL_LIMIT`]
+/// levels, as mosquitto's `mosquitto_pub_topic_check` in `will__read` (the length is bounded
+/// by the encoding at 65,535 bytes). The one place the will path asks; the topic-depth and
+/// -length check of `max_topic_levels`/`max_topic_length` goes here.
+pub(crate) fn topic_within_limits(topic: &str) -> bool {
+    topic.bytes().filter(|&b| b == b'/').count() < TOPIC_LEVEL_LIMIT
+}
+
+/// Why a client may not publish on `topic` (a PUBLISH or its will), if it may not: clients
+/// never write the broker's `$SYS` tree nor `$share/...` (a subscription syntax, not a topic),
+/// whatever the ACL says, as mosquitto's `acl__check_dollar`; then the ACL's write rules.
+pub(crate) fn write_refusal(acl: &ClientAcl, topic: &str) -> Option<&'static str> {
+    if topic.starts_with("$SYS") || topic.starts_with("$share") {
+        Some("clients do not publish on $SYS or $share")
+    } else if !acl.allowed(topic, Access::Write) {
+        Some("not allowed by the ACL")
+    } else {
+        None
+    }
+}
 
 /// Whether a PUBLISH is routed, or refused with an MQTT 5 reason code (still acknowledged).
 enum Verdict {
@@ -32,10 +57,12 @@ impl Shard {
     pub(crate) fn handle_publish(&mut self, key: usize, slot: usize, mut publish: Publish) -> bool {
         let config = &self.shared.config;
         let (retain_available, max_qos) = (config.retain_available, config.max_qos);
-        let (limit, max_inflight) = (
+        let (limit, max_inflight, max_queued) = (
             config.message_size_limit,
             usize::from(config.max_inflight_messages),
+            config.max_queued_messages,
         );
+        let memory_limit = config.memory_limit;
         let v5 = self.conns[key].is_v5();
         if publish.retain && !retain_available {
             return self.protocol_error(
@@ -59,14 +86,14 @@ impl Shard {
             return self.protocol_error(key, v5::TOPIC_NAME_INVALID, format!("PUBLISH {e}"));
         }
         let session = &self.sessions[slot].session;
-        // Clients never write `$SYS` (the broker's own tree), whatever the ACL says.
-        let writable = !publish.topic.starts_with("$SYS")
-            && session.acl.allowed(&publish.topic, Access::Write);
-        let verdict = if !writable {
+        let verdict = if let Some(why) = write_refusal(&session.acl, &publish.topic) {
             // 3.x: dropped but acknowledged, as mosquitto does; 5.0: reason code 0x87.
-            Verdict::Refuse(v5::NOT_AUTHORIZED, "not allowed by the ACL")
+            Verdict::Refuse(v5::NOT_AUTHORIZED, why)
         } else if limit != 0 && publish.payload.len() > limit as usize {
             Verdict::Refuse(v5::QUOTA_EXCEEDED, "over message_size_limit")
+        } else if publish.qos != QoS::AtMostOnce && crate::session::memory::full(memory_limit) {
+            // 3.x: dropped but acknowledged, as other refusals; 5.0: 0x97 tells the publisher.
+            Verdict::Refuse(v5::QUOTA_EXCEEDED, "memory_limit reached")
         } else if publish.properties.payload_format_indicator == Some(1)
             && std::str::from_utf8(&publish.payload).is_err()
         {
@@ -92,24 +119,35 @@ impl Shard {
             // Deliver on first receipt, remember the id until PUBREL; a retransmission (DUP)
             // before PUBREL is acknowledged but not delivered again ([MQTT-4.3.3-2]). The
             // broker's Receive Maximum bounds the ids held [MQTT-3.3.4-8].
+            // 3.x has no Receive Maximum: a PUBLISH over the quota waits, unacknowledged, for a
+            // PUBREL to free an id (as mosquitto delays its PUBREC), so a client with a larger
+            // window slows down instead of being cut off; the waiting ones are bounded by
+            // `max_queued_messages`, beyond which the connection is closed (nothing is lost:
+            // the client still owns every message it has no PUBREC for).
             QoS::ExactlyOnce => {
                 let session = &mut self.sessions[slot].session;
                 let held = &session.incoming_qos2;
-                if v5
-                    && max_inflight != 0
-                    && held.len() >= max_inflight
-                    && !held.contains(&packet_id)
-                {
-                    return self.protocol_error(
-                        key,
-                        v5::RECEIVE_MAXIMUM_EXCEEDED,
-                        "receive maximum exceeded".into(),
-                    );
+                if max_inflight != 0 && held.len() >= max_inflight && !held.contains(&packet_id) {
+                    if v5 {
+                        return self.protocol_error(
+                            key,
+                            v5::RECEIVE_MAXIMUM_EXCEEDED,
+                            "receive maximum exceeded".into(),
+                        );
+                    }
+                    if session.wait_incoming_qos2(publish, max_queued) {
+                        return true;
+                    }
+                    let reason = "unreleased QoS 2 messages over the inflight and queue limits";
+                    return self.protocol_error(key, v5::RECEIVE_MAXIMUM_EXCEEDED, reason.into());
                 }
                 session.hold_incoming_qos2(packet_id, &mut self.batch)
             }
             _ => true,
         };
+        // Where the acknowledgement belongs in this connection's output: before any delivery
+        // of this very message to the publisher itself (see `ack_before_deliveries`).
+        let ack_at = self.conns[key].wbuf.len();
         let reason = match verdict {
             Verdict::Refuse(code, _) => code,
             Verdict::Route if fresh => match self.publish_from(slot, publish) {
@@ -118,6 +156,7 @@ impl Shard {
             },
             Verdict::Route => v5::SUCCESS,
         };
+        let routed_end = self.conns.get(key).map_or(0, |c| c.wbuf.len());
         let reason = if v5 { reason } else { 0 };
         match qos {
             QoS::AtMostOnce => {}
@@ -132,7 +171,28 @@ impl Shard {
                 self.send_ack(key, slot, true, packet_id, reason);
             }
         }
+        if qos != QoS::AtMostOnce {
+            self.ack_before_deliveries(key, ack_at, routed_end);
+        }
         true
+    }
+
+    /// A client subscribed to its own topic gets the PUBACK/PUBREC of its PUBLISH before the
+    /// copy delivered to it (the answer to its packet first, then what it caused; mosquitto
+    /// 2.0.11 sends the copy first). The reason code (5.0: "no matching subscribers") is known
+    /// only after routing, so the acknowledgement is encoded after the deliveries
+    /// (`ack_at..routed_end` of the write buffer) and then moved in front of them. Costs a copy of this message's deliveries to the publisher only. With persistence
+    /// the acknowledgement waits for the store at the end of the turn and is not moved.
+    fn ack_before_deliveries(&mut self, key: usize, ack_at: usize, routed_end: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let end = conn.wbuf.len();
+        // Nothing of the turn's output was written or handed to the store meanwhile (flushes
+        // happen at the end of the turn), so the positions still hold.
+        if routed_end > ack_at && end > routed_end && conn.gates == 0 {
+            conn.wbuf[ack_at..end].rotate_right(end - routed_end);
+        }
     }
 
     /// MQTT 5 topic aliases from the client ([MQTT-3.3.2-7..12]): a topic with an alias sets

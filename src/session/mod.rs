@@ -15,6 +15,8 @@
 //! stored until PUBREL. The shard commits the batch once per loop turn, before it writes to
 //! any socket (group commit), so the client never sees a packet id the store does not know.
 
+pub mod memory;
+
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::time::Instant;
 
@@ -162,39 +164,58 @@ pub enum Offer {
     Dropped,
 }
 
-/// A set of packet ids that allocates nothing until its first id: an empty `HashSet` is 48
+/// Incoming QoS 2 state: the packet ids awaiting PUBREL and the 3.x PUBLISHes waiting for one
+/// of them to be released. Allocates nothing until its first id: an empty `HashSet` is 48
 /// bytes inline, paid by every session, while only QoS 2 publishers ever hold an id
 /// (issue #7: memory per idle connection).
 #[derive(Debug, Default)]
-#[allow(clippy::box_collection)] // the box is the point: 8 bytes inline instead of 48
-pub struct PacketIdSet(Option<Box<HashSet<u16>>>);
+pub struct PacketIdSet(Option<Box<IncomingQos2>>);
+
+#[derive(Debug, Default)]
+struct IncomingQos2 {
+    ids: HashSet<u16>,
+    /// See [`Session::wait_incoming_qos2`].
+    waiting: VecDeque<Publish>,
+}
 
 impl PacketIdSet {
     /// Adds `id`; false if it was there already.
     pub fn insert(&mut self, id: u16) -> bool {
-        self.0.get_or_insert_with(Default::default).insert(id)
+        self.0.get_or_insert_with(Default::default).ids.insert(id)
     }
 
     /// Removes `id`; false if it was not there.
     pub fn remove(&mut self, id: &u16) -> bool {
-        self.0.as_mut().is_some_and(|s| s.remove(id))
+        let removed = self.0.as_mut().is_some_and(|s| s.ids.remove(id));
+        self.free_if_empty();
+        removed
     }
 
     pub fn contains(&self, id: &u16) -> bool {
-        self.0.as_ref().is_some_and(|s| s.contains(id))
+        self.0.as_ref().is_some_and(|s| s.ids.contains(id))
     }
 
     pub fn len(&self) -> usize {
-        self.0.as_ref().map_or(0, |s| s.len())
+        self.0.as_ref().map_or(0, |s| s.ids.len())
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// Forgets every id (and the allocation).
+    /// Forgets every id and waiting PUBLISH (and the allocation).
     pub fn clear(&mut self) {
         self.0 = None;
+    }
+
+    fn free_if_empty(&mut self) {
+        if self
+            .0
+            .as_ref()
+            .is_some_and(|s| s.ids.is_empty() && s.waiting.is_empty())
+        {
+            self.0 = None;
+        }
     }
 }
 
@@ -370,6 +391,47 @@ impl Session {
         known
     }
 
+    /// Keeps a 3.x QoS 2 PUBLISH that arrived while `incoming_qos2` held the inflight quota:
+    /// not acknowledged and not routed until a PUBREL frees an id (as mosquitto delays its
+    /// PUBREC). The client still owns it, so it is not stored, and it is forgotten when the
+    /// connection ends (the client sends it again). A retransmission of one already waiting
+    /// is dropped. False when `max` (`max_queued_messages`; 0 = only the 65,535 packet ids
+    /// bound it) are waiting.
+    pub fn wait_incoming_qos2(&mut self, publish: Publish, max: usize) -> bool {
+        let waiting = &mut self
+            .incoming_qos2
+            .0
+            .get_or_insert_with(Default::default)
+            .waiting;
+        if waiting.iter().any(|p| p.packet_id == publish.packet_id) {
+            return true;
+        }
+        if max != 0 && waiting.len() >= max {
+            return false;
+        }
+        waiting.push_back(Publish {
+            topic: publish.topic.unshared(),
+            payload: bytes::Bytes::copy_from_slice(&publish.payload),
+            ..publish
+        });
+        true
+    }
+
+    /// The oldest waiting 3.x QoS 2 PUBLISH (see [`Session::wait_incoming_qos2`]).
+    pub fn next_waiting_qos2(&mut self) -> Option<Publish> {
+        let next = self.incoming_qos2.0.as_mut()?.waiting.pop_front();
+        self.incoming_qos2.free_if_empty();
+        next
+    }
+
+    /// Forgets the waiting QoS 2 PUBLISHes (the connection ended: the client resends them).
+    pub fn forget_waiting_qos2(&mut self) {
+        if let Some(s) = self.incoming_qos2.0.as_mut() {
+            s.waiting = VecDeque::new();
+        }
+        self.incoming_qos2.free_if_empty();
+    }
+
     fn take_seq(&mut self) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -416,10 +478,16 @@ impl Session {
     ) -> Option<SendPublish> {
         if !self.fits(&delivery) {
             self.dropped = self.dropped.wrapping_add(1);
-            if stored.is_some() && self.durable {
-                batch.delete_queued(&self.client_id, seq);
+            if stored.is_some() {
+                memory::release(delivery.msg.payload.len());
+                if self.durable {
+                    batch.delete_queued(&self.client_id, seq);
+                }
             }
             return None;
+        }
+        if stored.is_none() {
+            memory::hold(delivery.msg.payload.len());
         }
         let packet_id = self.allocate_packet_id();
         let publish = SendPublish {
@@ -482,6 +550,7 @@ impl Session {
         }
         let seq = self.take_seq();
         self.queued_bytes += delivery.msg.payload.len();
+        memory::hold(delivery.msg.payload.len());
         if self.durable {
             batch.put_queued(&self.client_id, seq, &delivery, None);
         }
@@ -498,6 +567,17 @@ impl Session {
         let l = &self.limits;
         (l.max_queued != 0 && self.queue.len() >= l.max_queued as usize)
             || (l.max_queued_bytes != 0 && self.queued_bytes >= l.max_queued_bytes as usize)
+    }
+
+    /// Payload bytes of every QoS 1/2 message the session holds, queued or in flight (what
+    /// it counts toward `memory_limit`, see [`memory`]).
+    pub fn held_bytes(&self) -> usize {
+        let inflight: usize = self
+            .inflight
+            .iter()
+            .map(|f| f.delivery.msg.payload.len())
+            .sum();
+        inflight + self.queued_bytes
     }
 
     /// Payload bytes waiting in the queue.
@@ -520,6 +600,7 @@ impl Session {
                 .acl
                 .allowed(&q.delivery.msg.topic, crate::auth::Access::Read);
             if q.delivery.msg.is_expired(now) || refused {
+                memory::release(q.delivery.msg.payload.len());
                 if self.durable {
                     batch.delete_queued(&self.client_id, q.seq);
                 }
@@ -535,7 +616,25 @@ impl Session {
     /// The packets to resend when a persistent session is resumed: unacknowledged PUBLISHes
     /// with DUP set and the same packet id, and PUBRELs whose PUBCOMP is missing
     /// ([MQTT-4.4.0-1]), in their original order; then queued messages while the window allows.
+    ///
+    /// A resumed session may belong to another user than the one it delivered to (same client
+    /// id, another login): an unacknowledged PUBLISH the current ACL does not let the client
+    /// read is dropped and its packet id released, never resent. A PUBREL carries no message
+    /// and is always sent, so that the client can finish a flow it already received.
     pub fn resume(&mut self, out: &mut Vec<Outgoing>, batch: &mut Batch) {
+        let mut i = 0;
+        while i < self.inflight.len() {
+            let f = &self.inflight[i];
+            let unreadable = f.state != OutState::AwaitPubComp
+                && !self
+                    .acl
+                    .allowed(&f.delivery.msg.topic, crate::auth::Access::Read);
+            if unreadable {
+                self.complete(i, batch);
+            } else {
+                i += 1;
+            }
+        }
         for f in &self.inflight {
             out.push(match f.state {
                 OutState::AwaitPubAck | OutState::AwaitPubRec => Outgoing::Publish(SendPublish {
@@ -549,15 +648,10 @@ impl Session {
         self.fill_window(out, batch);
     }
 
-    fn position(&self, packet_id: u16, state: OutState) -> Option<usize> {
-        self.inflight
-            .iter()
-            .position(|f| f.packet_id == packet_id && f.state == state)
-    }
-
     /// Ends the flow of inflight entry `i` (acknowledged, or refused by the client).
     fn complete(&mut self, i: usize, batch: &mut Batch) {
         if let Some(f) = self.inflight.remove(i) {
+            memory::release(f.delivery.msg.payload.len());
             if self.durable {
                 batch.delete_queued(&self.client_id, f.seq);
                 if f.state == OutState::AwaitPubAck && f.put_turn != 0 {
@@ -567,47 +661,106 @@ impl Session {
         }
     }
 
-    /// PUBACK received. Returns false if no QoS 1 message was waiting for it.
-    pub fn on_puback(&mut self, packet_id: u16, batch: &mut Batch) -> bool {
-        match self.position(packet_id, OutState::AwaitPubAck) {
-            Some(i) => {
+    /// The inflight entry with `packet_id`, checked against the flow an acknowledgement
+    /// belongs to (as mosquitto's `db__message_delete_outgoing`): `Unknown` if no entry has
+    /// that id, `Violation` if one has it but is at another QoS or step.
+    fn find(&self, packet_id: u16, accept: &[OutState]) -> AckMatch {
+        match self.inflight.iter().position(|f| f.packet_id == packet_id) {
+            None => AckMatch::Unknown,
+            Some(i) if accept.contains(&self.inflight[i].state) => AckMatch::Found(i),
+            Some(_) => AckMatch::Violation,
+        }
+    }
+
+    /// PUBACK received: the QoS 1 flow is complete. A PUBACK for a QoS 2 message is a
+    /// protocol violation ([`Ack::Violation`]); one for an unknown id is ignored.
+    pub fn on_puback(&mut self, packet_id: u16, batch: &mut Batch) -> Ack {
+        match self.find(packet_id, &[OutState::AwaitPubAck]) {
+            AckMatch::Found(i) => {
                 self.complete(i, batch);
-                true
+                Ack::Done
             }
-            None => false,
+            AckMatch::Unknown => Ack::Unknown,
+            AckMatch::Violation => Ack::Violation,
         }
     }
 
     /// PUBREC received: the message is now the client's; answer PUBREL ([MQTT-4.3.3-3]).
     /// A PUBREC for an id already released is answered with PUBREL again. A PUBREC with a
     /// failure reason (MQTT 5, >= 0x80) ends the flow instead: no PUBREL (MQTT 5 section 4.3.3).
-    pub fn on_pubrec(&mut self, packet_id: u16, reason: u8, batch: &mut Batch) -> Option<Packet> {
-        if let Some(i) = self.position(packet_id, OutState::AwaitPubRec) {
-            if reason >= 0x80 {
-                self.complete(i, batch);
-                return None;
-            }
-            let f = &mut self.inflight[i];
-            f.state = OutState::AwaitPubComp;
-            if self.durable {
-                batch.update_queued(&self.client_id, f.seq, Some(f.flow()));
-            }
-            return Some(Packet::PubRel(PubResp::new(packet_id)));
+    /// A PUBREC for a QoS 1 message (or a failing one after PUBREL) is a violation.
+    pub fn on_pubrec(&mut self, packet_id: u16, reason: u8, batch: &mut Batch) -> PubRec {
+        if reason >= 0x80 {
+            return match self.find(packet_id, &[OutState::AwaitPubRec]) {
+                AckMatch::Found(i) => {
+                    self.complete(i, batch);
+                    PubRec::Ended
+                }
+                AckMatch::Unknown => PubRec::Unknown,
+                AckMatch::Violation => PubRec::Violation,
+            };
         }
-        self.position(packet_id, OutState::AwaitPubComp)
-            .map(|_| Packet::PubRel(PubResp::new(packet_id)))
+        let accept = [OutState::AwaitPubRec, OutState::AwaitPubComp];
+        match self.find(packet_id, &accept) {
+            AckMatch::Found(i) => {
+                let f = &mut self.inflight[i];
+                if f.state == OutState::AwaitPubRec {
+                    f.state = OutState::AwaitPubComp;
+                    if self.durable {
+                        batch.update_queued(&self.client_id, f.seq, Some(f.flow()));
+                    }
+                }
+                PubRec::Release(packet_id)
+            }
+            AckMatch::Unknown => PubRec::Unknown,
+            AckMatch::Violation => PubRec::Violation,
+        }
     }
 
-    /// PUBCOMP received: the QoS 2 flow is complete.
-    pub fn on_pubcomp(&mut self, packet_id: u16, batch: &mut Batch) -> bool {
-        match self.position(packet_id, OutState::AwaitPubComp) {
-            Some(i) => {
+    /// PUBCOMP received: the QoS 2 flow is complete. A PUBCOMP for a QoS 1 message, or before
+    /// PUBREC, is a violation; one for an unknown id is ignored.
+    pub fn on_pubcomp(&mut self, packet_id: u16, batch: &mut Batch) -> Ack {
+        match self.find(packet_id, &[OutState::AwaitPubComp]) {
+            AckMatch::Found(i) => {
                 self.complete(i, batch);
-                true
+                Ack::Done
             }
-            None => false,
+            AckMatch::Unknown => Ack::Unknown,
+            AckMatch::Violation => Ack::Violation,
         }
     }
+}
+
+/// Where an acknowledgement's packet id stands (see [`Session::find`]).
+enum AckMatch {
+    Found(usize),
+    Unknown,
+    Violation,
+}
+
+/// What a PUBACK or PUBCOMP did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ack {
+    /// A flow completed: the window has room.
+    Done,
+    /// No message in flight has this id (a late duplicate): ignored, as mosquitto does.
+    Unknown,
+    /// The id is in flight in another flow (PUBCOMP for QoS 1, PUBACK for QoS 2, PUBCOMP
+    /// before PUBREC): a protocol violation; mosquitto closes the connection.
+    Violation,
+}
+
+/// What a PUBREC did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PubRec {
+    /// Send PUBREL for this packet id.
+    Release(u16),
+    /// A failure reason code ended the flow: the window has room.
+    Ended,
+    /// Unknown id: ignored.
+    Unknown,
+    /// As [`Ack::Violation`].
+    Violation,
 }
 
 #[cfg(test)]
@@ -668,9 +821,10 @@ mod tests {
             s.offer(d(3, QoS::AtLeastOnce), &mut Batch::new()),
             Offer::Queued
         );
-        assert!(s.on_puback(a.packet_id, &mut Batch::new()));
-        assert!(
-            !s.on_puback(a.packet_id, &mut Batch::new()),
+        assert_eq!(s.on_puback(a.packet_id, &mut Batch::new()), Ack::Done);
+        assert_eq!(
+            s.on_puback(a.packet_id, &mut Batch::new()),
+            Ack::Unknown,
             "a second PUBACK acknowledges nothing"
         );
         let mut out = Vec::new();
@@ -686,16 +840,33 @@ mod tests {
     fn qos2_flow_goes_pubrec_pubrel_pubcomp() {
         let mut s = session(0, 0);
         let p = publish(s.offer(d(1, QoS::ExactlyOnce), &mut Batch::new()));
-        assert!(
-            !s.on_pubcomp(p.packet_id, &mut Batch::new()),
-            "PUBCOMP before PUBREC completes nothing"
+        assert_eq!(
+            s.on_pubcomp(p.packet_id, &mut Batch::new()),
+            Ack::Violation,
+            "PUBCOMP before PUBREC is out of its flow"
+        );
+        assert_eq!(
+            s.on_puback(p.packet_id, &mut Batch::new()),
+            Ack::Violation,
+            "PUBACK for a QoS 2 message"
         );
         assert_eq!(
             s.on_pubrec(p.packet_id, 0, &mut Batch::new()),
-            Some(Packet::PubRel(PubResp::new(p.packet_id)))
+            PubRec::Release(p.packet_id)
         );
-        assert!(s.on_pubcomp(p.packet_id, &mut Batch::new()));
+        assert_eq!(s.on_pubcomp(p.packet_id, &mut Batch::new()), Ack::Done);
         assert!(s.inflight.is_empty());
+        assert_eq!(s.on_pubcomp(p.packet_id, &mut Batch::new()), Ack::Unknown);
+        // A QoS 1 message answered with QoS 2 acknowledgements.
+        let q1 = publish(s.offer(d(2, QoS::AtLeastOnce), &mut Batch::new()));
+        assert_eq!(
+            s.on_pubcomp(q1.packet_id, &mut Batch::new()),
+            Ack::Violation
+        );
+        assert_eq!(
+            s.on_pubrec(q1.packet_id, 0, &mut Batch::new()),
+            PubRec::Violation
+        );
     }
 
     #[test]
@@ -769,7 +940,7 @@ mod tests {
             [("put", 1, true), ("put", 2, false)],
             "QoS 0 is never stored"
         );
-        assert!(s.on_puback(a.packet_id, &mut b));
+        assert_eq!(s.on_puback(a.packet_id, &mut b), Ack::Done);
         let mut out = Vec::new();
         s.fill_window(&mut out, &mut b);
         assert_eq!(journal(&mut b), [("delete", 1, false), ("update", 2, true)]);
@@ -795,6 +966,41 @@ mod tests {
         s.fill_window(&mut out, &mut b);
         assert!(out.is_empty(), "topic t is not readable: {out:?}");
         assert_eq!(journal(&mut b), [("delete", 1, false)]);
+    }
+
+    #[test]
+    fn resume_drops_inflight_messages_the_new_acl_refuses_and_frees_their_ids() {
+        // Another user resumes the session (same client id): what it may not read is not
+        // resent; a PUBREL (no message in it) still is.
+        let mut s = session(10, 10);
+        s.durable = true;
+        let mut b = Batch::new();
+        let p1 = publish(s.offer(d(1, QoS::AtLeastOnce), &mut b));
+        let p2 = publish(s.offer(d(2, QoS::ExactlyOnce), &mut b));
+        let p3 = publish(s.offer(d(3, QoS::ExactlyOnce), &mut b));
+        assert!(matches!(
+            s.on_pubrec(p3.packet_id, 0, &mut b),
+            PubRec::Release(_)
+        ));
+        s.conn = None;
+        b.clear();
+        let acl = crate::auth::Acl::parse("user u\ntopic read other\n", "acl").unwrap();
+        s.acl = acl.for_client("c", Some("u"));
+        s.conn = Some(1);
+        let mut out = Vec::new();
+        s.resume(&mut out, &mut b);
+        assert_eq!(out, [Outgoing::PubRel(p3.packet_id)]);
+        assert_eq!(s.inflight.len(), 1);
+        assert_eq!(
+            journal(&mut b),
+            [("delete", 1, false), ("delete", 2, false)]
+        );
+        assert_eq!(s.on_puback(p1.packet_id, &mut b), Ack::Unknown);
+        assert_eq!(
+            s.on_pubrec(p2.packet_id, 0, &mut b),
+            PubRec::Unknown,
+            "the id is free again"
+        );
     }
 
     #[test]
@@ -838,7 +1044,7 @@ mod tests {
         assert_eq!(s.offer(sized(1), &mut b), Offer::Dropped);
         assert_eq!((s.dropped, s.queue.len()), (1, 3));
         // An acknowledgement lets one queued message into the window: room again.
-        assert!(s.on_puback(first.packet_id, &mut b));
+        assert_eq!(s.on_puback(first.packet_id, &mut b), Ack::Done);
         let mut out = Vec::new();
         s.fill_window(&mut out, &mut b);
         assert_eq!((out.len(), s.queued_bytes()), (1, 200));

@@ -42,7 +42,7 @@ use crate::message::SharedMessage;
 use crate::message::{Delivery, SubscriptionIds};
 use crate::protocol::reason::v5;
 use crate::protocol::{self, Disconnect, Packet, ProtocolVersion, QoS, SubOptions};
-use crate::session::{Offer, OutState, Outgoing, SendPublish, Session};
+use crate::session::{memory, Offer, OutState, Outgoing, SendPublish, Session};
 use crate::store::{Batch as StoreBatch, RecoveredSession, Store};
 use crate::transport::{TlsListener, Transport};
 use conn::{Conn, ConnState};
@@ -259,6 +259,9 @@ pub struct Shard {
     pub(crate) trim: MemoryTrim,
     /// Closed connections whose input is drained so that they read why (see [`linger`]).
     lingering: linger::Lingering,
+    /// Bytes the sessions recovered at start-up hold (`memory_limit`), counted on the shard
+    /// thread at its first turn (recovery runs on the main thread).
+    held_recovered: usize,
 }
 
 /// Giving freed heap memory back to the OS (glibc's `malloc_trim`), at most once per
@@ -397,6 +400,7 @@ impl Shard {
             trim: MemoryTrim::new(),
             lingering: linger::Lingering::default(),
             outbox: outbox::Outbox::new(id, n, inbox_free),
+            held_recovered: 0,
         })
     }
 
@@ -408,6 +412,7 @@ impl Shard {
         let mut entries = Vec::new();
         for r in sessions {
             let session = Session::recovered(r, limits);
+            self.held_recovered += session.held_bytes();
             let generation = self.next_generation;
             self.next_generation = self.next_generation.wrapping_add(1);
             let client_id = session.client_id.clone();
@@ -501,6 +506,7 @@ impl Shard {
     /// SUBACK never leaves before its replica updates are queued, nor a PUBACK before its
     /// message is safe), then the shards that were sent something and are parked are woken.
     fn end_turn(&mut self, tick: bool) {
+        self.flush_held_bytes();
         self.commit_turn(tick);
         self.outbox.send(&self.peers);
         self.flush_dirty();
@@ -1110,6 +1116,18 @@ impl Shard {
         self.offer(entry.subscriber, delivery);
     }
 
+    /// Adds this turn's changes to the bytes held for delivery to the broker-wide total
+    /// (`memory_limit`): one atomic operation per turn, none per message.
+    fn flush_held_bytes(&mut self) {
+        if self.shared.config.memory_limit == 0 {
+            return;
+        }
+        if self.held_recovered != 0 {
+            memory::hold(std::mem::take(&mut self.held_recovered));
+        }
+        memory::flush(&self.shared.held_bytes);
+    }
+
     /// Offers a delivery to one local session and sends what it says to send.
     pub(crate) fn offer(&mut self, sub: SubscriberId, delivery: Delivery) {
         let Some(slot) = self.sessions.get_mut(sub.slot as usize) else {
@@ -1120,6 +1138,18 @@ impl Shard {
         }
         // Every delivery passes here (live, shared, retained): the one place for the read ACL.
         if !slot.session.acl.allowed(&delivery.msg.topic, Access::Read) {
+            return;
+        }
+        if delivery.qos != QoS::AtMostOnce && memory::full(self.shared.config.memory_limit) {
+            // `memory_limit`: no new QoS 1/2 message is held, queued or in flight.
+            slot.session.dropped = slot.session.dropped.wrapping_add(1);
+            if slot.session.dropped.is_power_of_two() {
+                log::warn!(
+                    "memory_limit reached: dropping messages for client {} ({} dropped).",
+                    slot.session.client_id,
+                    slot.session.dropped
+                );
+            }
             return;
         }
         let conn = slot.session.conn;
@@ -1368,6 +1398,8 @@ impl Shard {
         };
         s.session.conn = None;
         let session = &mut s.session;
+        // Held-back 3.x QoS 2 PUBLISHes are the client's to resend (not kept offline).
+        session.forget_waiting_qos2();
         let now = Instant::now();
         let will = session.will.take().filter(|_| why.publishes_will());
         session.expires_at = match session.expiry_interval {
@@ -1402,6 +1434,7 @@ impl Shard {
             return;
         }
         let s = self.sessions.remove(slot);
+        memory::release(s.session.held_bytes());
         if s.session.durable {
             self.batch.delete_session(&s.session.client_id);
         }

@@ -254,6 +254,16 @@ fn max_queued_messages_and_bytes() {
 }
 
 #[test]
+fn memory_limit() {
+    assert_eq!(parse("").memory_limit, 0);
+    assert_eq!(parse("memory_limit 67108864").memory_limit, 67108864);
+    assert_eq!(
+        error("memory_limit 64M"),
+        "t.conf:1: bad value '64M' for 'memory_limit': expected a whole number of at least 0"
+    );
+}
+
+#[test]
 fn read_buffer_growth() {
     assert_eq!(parse("").read_buffer_growth, 8 * 1024 * 1024);
     assert_eq!(parse("read_buffer_growth 0").read_buffer_growth, 0);
