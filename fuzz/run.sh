@@ -5,6 +5,8 @@
 #
 #   fuzz/run.sh [SECONDS] [TARGET...]      e.g.  fuzz/run.sh 30      fuzz/run.sh 600 codec_v5
 #
+# FUZZ_JOBS (default 2): targets run at once. FUZZ_ARGS: extra libFuzzer flags for every run.
+#
 # Needs only stable Rust: cargo-fuzz's flags are nightly-only (-Zsanitizer, sancov passes),
 # and RUSTC_BOOTSTRAP=1 lets stable rustc accept them. cargo-fuzz itself is installed at the
 # pinned version if missing. Each run starts from the committed corpus (fuzz/corpus/TARGET)
@@ -46,7 +48,7 @@ run_one() {
     "$BIN_DIR/$t" "$FUZZ_DIR/corpus-work/$t" "$FUZZ_DIR/corpus/$t" \
         -max_total_time="$SECONDS_PER_TARGET" -timeout=20 -rss_limit_mb=2048 \
         -print_final_stats=1 -artifact_prefix="$FUZZ_DIR/artifacts/$t/" \
-        >"$LOGS/$t.log" 2>&1
+        ${FUZZ_ARGS:-} >"$LOGS/$t.log" 2>&1
 }
 
 failed=()
@@ -79,6 +81,8 @@ if [ "${#failed[@]}" -gt 0 ]; then
         tail -n 60 "$LOGS/$t.log"
         ls -l "$FUZZ_DIR/artifacts/$t/"
     done
-    exit 1
+else
+    echo "fuzz: ${#TARGETS[@]} targets, ${SECONDS_PER_TARGET}s each, no crash"
 fi
-echo "fuzz: ${#TARGETS[@]} targets, ${SECONDS_PER_TARGET}s each, no crash"
+echo "fuzz: $((${#TARGETS[@]} - ${#failed[@]})) passed, ${#failed[@]} failed"
+[ "${#failed[@]}" -eq 0 ]

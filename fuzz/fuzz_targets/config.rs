@@ -1,4 +1,5 @@
-//! The mosquitto.conf parser: any text gives a Config or a `FILE:LINE: problem` error.
+//! The mosquitto.conf parser: any text gives a Config or a `FILE:LINE: problem` error whose
+//! line is one of the text's lines.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -16,7 +17,19 @@ fuzz_target!(|data: &[u8]| {
         Ok(_) => {}
         Err(e) => {
             let msg = e.to_string();
-            assert!(!msg.is_empty());
+            let rest = msg
+                .strip_prefix("fuzz.conf:")
+                .unwrap_or_else(|| panic!("the error does not name the file: {msg}"));
+            let line: usize = rest
+                .split(':')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("the error does not name the line: {msg}"));
+            let lines = text.split('\n').count();
+            assert!(
+                (1..=lines).contains(&line),
+                "line {line} of a {lines}-line text: {msg}"
+            );
         }
     }
 });
