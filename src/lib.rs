@@ -32,6 +32,15 @@ pub mod transport;
 
 pub use broker::Broker;
 
+/// Internals the fuzz targets in `fuzz/` drive directly; not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// One password-file line split as the broker and `midge passwd` split it.
+    pub fn password_split_line(raw: &str) -> Result<Option<(&str, &str)>, &'static str> {
+        crate::auth::password::split_line(raw)
+    }
+}
+
 /// Runs the broker with `config` until SIGINT/SIGTERM, then stops it cleanly. SIGHUP reloads
 /// the TLS listeners' certificate, key and CA files (as mosquitto does). Blocks the calling
 /// thread.

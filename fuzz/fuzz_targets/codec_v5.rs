@@ -1,0 +1,22 @@
+//! MQTT 5.0 streams: the first byte picks whether the stream starts before CONNECT or as 5.0,
+//! and the maximum packet size; the rest is what the client sends.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use midge::protocol::ProtocolVersion;
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&mode, stream)) = data.split_first() else {
+        return;
+    };
+    let version = match mode % 2 {
+        0 => None,
+        _ => Some(ProtocolVersion::V5),
+    };
+    let max = if mode & 0x80 != 0 {
+        u32::from(mode & 0x7f) * 4
+    } else {
+        0
+    };
+    midge_fuzz::codec_stream(stream, version, max);
+});
