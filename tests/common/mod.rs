@@ -43,6 +43,8 @@ const MIDGE_ONLY_OPTIONS: &[&str] = &[
     "response_information",
     "server_reference",
     "connection_rate_limit",
+    "connect_timeout",
+    "max_connections_per_ip",
     "persistence_sync",
 ];
 
