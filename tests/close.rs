@@ -223,6 +223,7 @@ fn memory_of_large_partial_publishes_is_returned_after_close() {
         common::rss_kib(pid) <= baseline + margin
     });
     let now = common::rss_kib(pid);
+    eprintln!("RSS: baseline {baseline} KiB, peak seen {peak} KiB, after {now} KiB");
     assert!(
         back,
         "RSS {now} KiB after the rounds (baseline {baseline} KiB, peak {peak} KiB)"

@@ -120,6 +120,28 @@ fn a_32_mb_message_arrives_intact() {
     Raw::connected(port, "bystander").ping();
 }
 
+/// A large PUBLISH that takes longer than 1.5 x keep-alive to arrive is not cut off: its
+/// bytes count as activity (as in mosquitto, which updates keep-alive while more than 1000
+/// bytes of a packet are still to come).
+#[test]
+fn a_slow_large_publish_is_not_cut_off_by_keep_alive() {
+    let b = Broker::start_with(&["max_packet_size 4000000"]);
+    let port = b.port();
+    let mut sub = Raw::connected(port, "slow-sub");
+    sub.subscribe(1, &[("slow/big", 0)]);
+    let (mut p, _) = Raw::connect(port, &Connect::new("slow-pub").keepalive(1));
+    let bytes = publish("slow/big", &vec![3u8; 2_000_000]);
+    // About 3 s for the whole packet, twice the 1.5 s the keep-alive allows between packets.
+    let chunks: Vec<&[u8]> = bytes.chunks(bytes.len() / 30 + 1).collect();
+    for chunk in chunks {
+        p.send(chunk);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let got = sub.recv(Duration::from_secs(10)).expect("the slow message");
+    assert_eq!(got.publish().payload.len(), 2_000_000);
+    p.ping();
+}
+
 /// `connect_timeout`: a client that trickles its CONNECT one byte at a time is closed once
 /// the timeout passes since accept, and so is a TLS client that never finishes its handshake.
 #[test]

@@ -233,6 +233,22 @@ impl Conn {
         self.rbuf_target.growth()
     }
 
+    /// Bytes of a large packet arrived: that counts as activity for keep-alive, as in
+    /// mosquitto (a 100 MB PUBLISH over a slow link takes longer than 1.5 x keep-alive, and
+    /// the client cannot send PINGREQ in the middle of it). Only once connected, and only
+    /// with more than 1000 bytes still to come (mosquitto's figure): before CONNECT,
+    /// `last_rx` is the time of accept, which `connect_timeout` counts from.
+    pub fn note_progress_on_large_packet(&mut self) {
+        if !matches!(self.state, ConnState::Active { .. }) || self.rbuf.len() < 2 {
+            return;
+        }
+        let missing = crate::protocol::frame_size(&self.rbuf)
+            .map_or(0, |size| size.saturating_sub(self.rbuf.len()));
+        if missing > 1000 {
+            self.last_rx = Instant::now();
+        }
+    }
+
     /// True once the client spoke MQTT 5 in its CONNECT (reason codes and properties on).
     pub fn is_v5(&self) -> bool {
         self.version.is_some_and(ProtocolVersion::is_v5)

@@ -726,6 +726,9 @@ impl Shard {
                     if !self.process_frames(key) {
                         return;
                     }
+                    if let Some(conn) = self.conns.get_mut(key) {
+                        conn.note_progress_on_large_packet();
+                    }
                     budget = budget.saturating_sub(n);
                     // Plaintext already decrypted inside rustls would never be announced by
                     // the socket again: read it before yielding.

@@ -43,6 +43,8 @@ const MIDGE_ONLY_OPTIONS: &[&str] = &[
     "response_information",
     "server_reference",
     "connection_rate_limit",
+    "connect_timeout",
+    "max_connections_per_ip",
     "persistence_sync",
     "max_topic_levels",
     "max_topic_length",
