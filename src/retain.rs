@@ -346,6 +346,8 @@ pub struct RetainedBacklog {
     /// What is left of this turn's budgets (see [`RetainedBacklog::new_turn`]).
     visits: usize,
     deliveries: usize,
+    /// Messages found by lookups and not offered yet.
+    found: usize,
 }
 
 /// The retained work of one new subscription.
@@ -373,6 +375,9 @@ impl RetainedBacklog {
     pub const VISITS_PER_TURN: usize = 64 * 1024;
     /// Deliveries offered per loop turn, over all pending subscriptions.
     pub const DELIVERIES_PER_TURN: usize = 1024;
+    /// No new lookup while this many found messages wait (bounds the backlog's memory to
+    /// this plus one lookup's result, at most the store).
+    pub const MAX_FOUND: usize = 64 * 1024;
 
     /// Restores the per-turn budgets: the shard calls it once at the start of each loop
     /// turn, so all the SUBSCRIBEs handled in one turn share one budget.
@@ -413,12 +418,16 @@ impl RetainedBacklog {
                 break;
             };
             if let Work::Lookup(filter) = &p.work {
-                if visits == 0 {
-                    self.pending.push_front(p);
-                    break;
+                // Lookups wait while the turn's visits are spent, or while enough found
+                // messages wait to be offered: a client repeating SUBSCRIBE `#` must not
+                // pile up copies of the whole store faster than they are delivered.
+                if visits == 0 || self.found >= Self::MAX_FOUND {
+                    self.pending.push_back(p);
+                    continue;
                 }
                 let mut msgs = Vec::new();
                 visits = visits.saturating_sub(store.matching(filter, &mut msgs));
+                self.found += msgs.len();
                 p.work = Work::Deliver(msgs.into_iter());
             }
             let Work::Deliver(msgs) = &mut p.work else {
@@ -426,6 +435,7 @@ impl RetainedBacklog {
             };
             for msg in msgs.by_ref().take(deliveries) {
                 deliveries -= 1;
+                self.found -= 1;
                 offer(msg, p.subscriber, p.qos, &p.ids);
             }
             if msgs.len() > 0 {
@@ -570,6 +580,50 @@ mod tests {
                 }
                 l.join("/")
             })
+    }
+
+    #[test]
+    fn backlog_bounds_each_turn_and_what_it_holds() {
+        let store = RetainedStore::new();
+        for i in 0..3000 {
+            store.set(&msg(&format!("t/{i}"), b"x"));
+        }
+        let sub = crate::index::SubscriberId {
+            shard: 0,
+            slot: 1,
+            generation: 1,
+        };
+        let mut backlog = RetainedBacklog::default();
+        for _ in 0..100 {
+            backlog.push(PendingRetained {
+                subscriber: sub,
+                qos: QoS::AtMostOnce,
+                ids: Default::default(),
+                work: Work::Lookup("#".into()),
+            });
+        }
+        let mut delivered = 0;
+        let mut turns = 0;
+        while !backlog.is_empty() {
+            backlog.new_turn();
+            let mut this_turn = 0;
+            backlog.run_turn(&store, |_, _, _, _| this_turn += 1);
+            assert!(this_turn <= RetainedBacklog::DELIVERIES_PER_TURN);
+            assert!(
+                backlog.found <= RetainedBacklog::MAX_FOUND + 3000,
+                "found {}",
+                backlog.found
+            );
+            delivered += this_turn;
+            turns += 1;
+            assert!(turns < 10_000);
+        }
+        assert_eq!(
+            delivered,
+            100 * 3000,
+            "every message of every subscription, once"
+        );
+        assert_eq!(backlog.found, 0);
     }
 
     proptest! {
