@@ -22,19 +22,21 @@ use common::{rss_kib, unique_id, Broker, STEP};
 const FILTERS: usize = 100_000;
 const PER_PACKET: usize = 100;
 
+/// Filter number `n`: half wildcard, half exact, all under one `site` level.
+fn filter(n: usize) -> String {
+    if n.is_multiple_of(2) {
+        format!("site/{n}/device/+/temperature")
+    } else {
+        format!("site/{n}/device/x/humidity")
+    }
+}
+
 /// Subscribes `FILTERS` filters (half wildcard, half exact) in pipelined SUBSCRIBEs.
 fn subscribe_many(c: &mut Raw) {
     let mut batch = Vec::new();
     for p in 0..FILTERS / PER_PACKET {
         let filters: Vec<String> = (0..PER_PACKET)
-            .map(|i| {
-                let n = p * PER_PACKET + i;
-                if n.is_multiple_of(2) {
-                    format!("site/{n}/device/+/temperature")
-                } else {
-                    format!("site/{n}/device/x/humidity")
-                }
-            })
+            .map(|i| filter(p * PER_PACKET + i))
             .collect();
         let pairs: Vec<(&str, u8)> = filters.iter().map(|f| (f.as_str(), 0)).collect();
         batch.extend(raw::subscribe((p + 1) as u16, &pairs));
@@ -99,13 +101,7 @@ fn memory_goes_back_after_a_mass_unsubscribe_that_keeps_a_few() {
         let filters: Vec<String> = (0..PER_PACKET)
             .map(|i| p * PER_PACKET + i)
             .filter(|&n| n >= 10)
-            .map(|n| {
-                if n.is_multiple_of(2) {
-                    format!("site/{n}/device/+/temperature")
-                } else {
-                    format!("site/{n}/device/x/humidity")
-                }
-            })
+            .map(filter)
             .collect();
         if filters.is_empty() {
             continue;
