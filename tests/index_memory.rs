@@ -2,9 +2,9 @@
 //! resident after a client with 100k filters disconnected. The index frees its trie nodes
 //! and shrinks its tables and lists after a mass removal, so the memory can go back.
 //!
-//! Both tests need the shard tick's `malloc_trim` (robust-io's part of issue 11): glibc
-//! keeps freed small chunks in its arenas, so without it RSS stays at the peak whatever the
-//! index frees (measured: 340 MiB peak, 340 MiB after). They are ignored until that lands.
+//! Both tests also need the shard tick's `malloc_trim`: glibc keeps freed small chunks in
+//! its arenas, so without it RSS stays at the peak whatever the index frees (measured:
+//! 340 MiB peak, 340 MiB after).
 //! Measured with the trim (debug build, 2 shards, 100k filters, base ~10 MiB, peak ~340 MiB):
 //! - the client leaves: 36 MiB after, with this index and with the one before it alike:
 //!   the old index already freed its nodes on removal, so this test cannot fail for the
@@ -22,19 +22,21 @@ use common::{rss_kib, unique_id, Broker, STEP};
 const FILTERS: usize = 100_000;
 const PER_PACKET: usize = 100;
 
+/// Filter number `n`: half wildcard, half exact, all under one `site` level.
+fn filter(n: usize) -> String {
+    if n.is_multiple_of(2) {
+        format!("site/{n}/device/+/temperature")
+    } else {
+        format!("site/{n}/device/x/humidity")
+    }
+}
+
 /// Subscribes `FILTERS` filters (half wildcard, half exact) in pipelined SUBSCRIBEs.
 fn subscribe_many(c: &mut Raw) {
     let mut batch = Vec::new();
     for p in 0..FILTERS / PER_PACKET {
         let filters: Vec<String> = (0..PER_PACKET)
-            .map(|i| {
-                let n = p * PER_PACKET + i;
-                if n.is_multiple_of(2) {
-                    format!("site/{n}/device/+/temperature")
-                } else {
-                    format!("site/{n}/device/x/humidity")
-                }
-            })
+            .map(|i| filter(p * PER_PACKET + i))
             .collect();
         let pairs: Vec<(&str, u8)> = filters.iter().map(|f| (f.as_str(), 0)).collect();
         batch.extend(raw::subscribe((p + 1) as u16, &pairs));
@@ -46,7 +48,6 @@ fn subscribe_many(c: &mut Raw) {
 }
 
 #[test]
-#[ignore = "needs malloc_trim in the shard tick (robust-io branch): un-ignore once merged"]
 fn memory_goes_back_after_a_client_with_100k_filters_leaves() {
     let b = Broker::start_with(&["max_subscriptions_per_client 200000"]);
     let mut by = Raw::connected(b.port(), &unique_id("by"));
@@ -83,7 +84,6 @@ fn memory_goes_back_after_a_client_with_100k_filters_leaves() {
 /// held 100k children (the `site` level, the exact-filter table) must shrink, not keep
 /// their peak capacity for the few that are left.
 #[test]
-#[ignore = "needs malloc_trim in the shard tick (robust-io branch): un-ignore once merged"]
 fn memory_goes_back_after_a_mass_unsubscribe_that_keeps_a_few() {
     let b = Broker::start_with(&["max_subscriptions_per_client 200000"]);
     let mut by = Raw::connected(b.port(), &unique_id("by"));
@@ -99,13 +99,7 @@ fn memory_goes_back_after_a_mass_unsubscribe_that_keeps_a_few() {
         let filters: Vec<String> = (0..PER_PACKET)
             .map(|i| p * PER_PACKET + i)
             .filter(|&n| n >= 10)
-            .map(|n| {
-                if n.is_multiple_of(2) {
-                    format!("site/{n}/device/+/temperature")
-                } else {
-                    format!("site/{n}/device/x/humidity")
-                }
-            })
+            .map(filter)
             .collect();
         if filters.is_empty() {
             continue;

@@ -227,3 +227,47 @@ fn subscribe_to_everything_over_100k_retained_delivers_all_in_chunks() {
     assert!(pings >= 1);
     s.expect_nothing(QUIET);
 }
+
+/// Retained deliveries go through the same checks as live ones: the subscriber's read ACL
+/// (a `deny` rule inside an allowed subscription) and, in 5.0, its Maximum Packet Size
+/// [MQTT-3.1.2-25] (a retained message too large for it is not sent).
+#[test]
+fn retained_deliveries_honour_read_acl_and_maximum_packet_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let acl = dir.path().join("acl");
+    std::fs::write(&acl, "topic readwrite r/#\ntopic deny r/secret\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755));
+    let _ = std::fs::set_permissions(&acl, std::fs::Permissions::from_mode(0o644));
+    let acl_line = format!("acl_file {}", acl.display());
+    let b = Broker::start_with(&[acl_line.as_str()]);
+    let mut p = Raw::connected(b.port(), &common::unique_id("p"));
+    p.publish_complete("r/open", b"small", 1, true, 1);
+    p.publish_complete("r/secret", b"hidden", 1, true, 2);
+    p.publish_complete("r/big", &[b'x'; 500], 1, true, 3);
+
+    let mut s = Raw::connected(b.port(), &common::unique_id("s"));
+    s.subscribe(1, &[("r/#", 0)]);
+    let mut got: Vec<String> = s
+        .collect_publishes_until_quiet(QUIET)
+        .into_iter()
+        .map(|m| m.topic)
+        .collect();
+    got.sort();
+    assert_eq!(got, ["r/big", "r/open"], "r/secret is not readable");
+
+    let mut c = common::v5::connect(&common::unique_id("s5"));
+    c.properties.maximum_packet_size = Some(100);
+    let (mut s5, _) = common::v5::V5::connect(b.port(), &c);
+    s5.subscribe(&[("r/#", common::v5::opts(0))]);
+    let got: Vec<String> = s5
+        .publishes_until_quiet(QUIET)
+        .into_iter()
+        .map(|m| m.topic.to_string())
+        .collect();
+    assert_eq!(
+        got,
+        ["r/open"],
+        "r/big exceeds the client's Maximum Packet Size"
+    );
+}

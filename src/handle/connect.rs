@@ -131,12 +131,6 @@ impl Shard {
                     "will payload over message_size_limit",
                 );
             }
-            if !super::publish::topic_within_limits(&will.topic) {
-                // As mosquitto (`mosquitto_pub_topic_check` in `will__read`): a will topic
-                // a PUBLISH could not use is a malformed CONNECT, closed without CONNACK.
-                let reason = "will topic beyond the topic limits".into();
-                return self.protocol_error(key, v5::TOPIC_NAME_INVALID, reason);
-            }
         }
         if !v5 && connect.keep_alive > self.shared.config.max_keepalive {
             // 3.x has no way to tell the client to use less; mosquitto refuses such clients

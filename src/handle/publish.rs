@@ -11,18 +11,6 @@ use crate::protocol::topic::TopicLimits;
 use crate::protocol::{Publish, QoS, Will};
 use crate::shard::Shard;
 
-/// Topic levels a will topic may have: mosquitto's `TOPIC_HIERARCHY_LIMIT` (200), the default
-/// of `max_topic_levels`, which replaces it once configured (see [`topic_within_limits`]).
-const TOPIC_LEVEL_LIMIT: usize = 200;
-
-/// Whether a will topic is within the limits on topic names: at most [`TOPIC_LEVEL_LIMIT`]
-/// levels, as mosquitto's `mosquitto_pub_topic_check` in `will__read` (the length is bounded
-/// by the encoding at 65,535 bytes). The one place the will path asks; the topic-depth and
-/// -length check of `max_topic_levels`/`max_topic_length` goes here.
-pub(crate) fn topic_within_limits(topic: &str) -> bool {
-    topic.bytes().filter(|&b| b == b'/').count() < TOPIC_LEVEL_LIMIT
-}
-
 /// Why a client may not publish on `topic` (a PUBLISH or its will), if it may not: clients
 /// never write the broker's `$SYS` tree nor `$share/...` (a subscription syntax, not a topic),
 /// whatever the ACL says, as mosquitto's `acl__check_dollar`; then the ACL's write rules.

@@ -1547,6 +1547,43 @@ mod tests {
 
     // ---------------------------------------------------------------- SUBSCRIBE / SUBACK
 
+    /// [MQTT-4.7.1-1], [MQTT-4.7.3-1]: a misplaced wildcard or an empty filter makes
+    /// SUBSCRIBE and UNSUBSCRIBE malformed, in every version (0x8F in 5.0).
+    #[test]
+    fn invalid_filters_are_malformed_in_subscribe_and_unsubscribe() {
+        for bad in ["a/#/b", "#/x", "a+", "a/b#", "+a", ""] {
+            let mut sub = vec![0x00, 0x01];
+            let mut unsub = vec![0x00, 0x01];
+            for body in [&mut sub, &mut unsub] {
+                body.extend_from_slice(&(bad.len() as u16).to_be_bytes());
+                body.extend_from_slice(bad.as_bytes());
+            }
+            sub.push(0x00);
+            for v in [Some(V31), Some(V311), Some(V5)] {
+                let props = |b: &[u8]| {
+                    let mut b = b.to_vec();
+                    if v == Some(V5) {
+                        b.insert(2, 0x00);
+                    }
+                    b
+                };
+                let e = err(&frame(0x82, &props(&sub)), v);
+                assert_eq!(
+                    e,
+                    DecodeError::TopicFilterInvalid,
+                    "SUBSCRIBE {bad:?} {v:?}"
+                );
+                assert_eq!(e.reason_code(), rc::TOPIC_FILTER_INVALID);
+                let e = err(&frame(0xA2, &props(&unsub)), v);
+                assert_eq!(
+                    e,
+                    DecodeError::TopicFilterInvalid,
+                    "UNSUBSCRIBE {bad:?} {v:?}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn subscribe_v311_mqtt_3_8() {
         let bytes = [
