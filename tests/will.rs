@@ -69,6 +69,10 @@ fn retained_will_is_delivered_to_later_subscriber() {
     // The will is published asynchronously: poll with fresh subscribers until it is there.
     let deadline = std::time::Instant::now() + STEP;
     loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "retained will never appeared"
+        );
         let mut s = Raw::connected(b.port(), "wr-sub");
         s.subscribe(1, &[("wr/status", 1)]);
         if let Ok(pk) = s.recv(Duration::from_millis(200)) {
@@ -86,10 +90,6 @@ fn retained_will_is_delivered_to_later_subscriber() {
             s.send(&common::raw::puback(m.pid));
             break;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "retained will never appeared"
-        );
     }
 }
 
