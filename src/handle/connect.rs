@@ -198,7 +198,7 @@ impl Shard {
             return self.refuse(key, max, SERVER_BUSY, "too many password checks pending");
         }
         let conn = &mut self.conns[key];
-        conn.auth_token = token;
+        conn.auth_token = token as u32;
         conn.pending_connect = Some(Box::new(connect));
         true
     }
@@ -217,7 +217,7 @@ impl Shard {
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
             };
-            if conn.auth_token != token {
+            if conn.auth_token != token as u32 {
                 continue; // that connection is gone and its slot reused
             }
             let Some(connect) = conn.pending_connect.take() else {
