@@ -244,9 +244,19 @@ fn the_publishers_acknowledgement_comes_before_its_own_copy() {
     }
 }
 
-/// The same with persistence: the acknowledgement waits until the message is durable, and
-/// the publisher's own copy (QoS 1 copies are not held for the store) waits behind it. Both
-/// protocol versions, several publishes in a row, each acknowledgement before its copy.
+/// A client id whose session lives on shard `shard` of 2.
+fn id_on_shard(prefix: &str, shard: usize) -> String {
+    let base = unique_id(prefix);
+    (0..)
+        .map(|i| format!("{base}-{i}"))
+        .find(|id| midge::shard::home_shard(id.as_bytes(), 2) == shard)
+        .expect("some id hashes to every shard")
+}
+
+/// The same with persistence: the acknowledgement waits until the message is durable (here
+/// also the copy of a subscriber on the other shard), and the publisher's own copy (QoS 1
+/// copies are not held for the store) waits behind it. Both protocol versions, several
+/// publishes in a row, each acknowledgement before its copy.
 #[test]
 fn with_persistence_the_acknowledgement_still_comes_before_the_own_copy() {
     if !common::is_midge() {
@@ -254,10 +264,12 @@ fn with_persistence_the_acknowledgement_still_comes_before_the_own_copy() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let location = format!("persistence_location {}/", dir.path().display());
-    let b = Broker::start_with(&["persistence true", &location]);
+    let b = Broker::start_with(&["persistence true", &location, "shards 2"]);
+    let mut other = Raw::connected(b.port(), &id_on_shard("dself-other", 1));
+    other.subscribe(1, &[("dself/#", 1)]);
     for qos in [1u8, 2] {
         for sub_qos in [1u8, 2] {
-            let mut c = Raw::connected(b.port(), &unique_id("dself"));
+            let mut c = Raw::connected(b.port(), &id_on_shard("dself", 0));
             c.subscribe(1, &[("dself/t", sub_qos)]);
             let want = if qos == 1 { raw::PUBACK } else { raw::PUBREC };
             for pid in 1..=3u16 {
@@ -282,7 +294,7 @@ fn with_persistence_the_acknowledgement_still_comes_before_the_own_copy() {
                     assert_eq!(c.expect(raw::PUBCOMP).pid(), pid);
                 }
             }
-            let mut c = V5::connected(b.port(), &unique_id("dself5"));
+            let mut c = V5::connected(b.port(), &id_on_shard("dself5", 0));
             c.subscribe(&[("dself/t5", v5::opts(sub_qos))]);
             for pid in 1..=3u16 {
                 c.send(&Packet::Publish(v5::publish(
