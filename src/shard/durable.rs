@@ -26,8 +26,8 @@
 //!   above all the copies the message caused on the same connection: the answer to the
 //!   client's packet goes first, then what it caused, as without persistence. Each release
 //!   lets the output go up to the end of the released acknowledgement (the next one held
-//!   is after it), so a busy publisher's output is never starved. Costs two counters per
-//!   acknowledgement, no copy and no search.
+//!   is after it), so a busy publisher's output is never starved. Costs a count and a
+//!   position per acknowledgement, no copy and no search.
 //! - **Everything else a turn wrote** while its batch was not empty (deliveries with packet
 //!   ids the store does not know yet, PUBREL/PUBCOMP after a state change) waits for the
 //!   turn's ticket to be *finished*: each such connection gets a *mark* (ticket, position in
@@ -42,10 +42,10 @@
 //! (Unspecified error: the message was routed, but not stored, so the client may send it
 //! again; the held acknowledgement's reason code is rewritten in place); a 3.x client, which
 //! has no way to hear of a failure, gets no acknowledgement, nor any output that followed
-//! it, until the store works again. The shard answers the tickets of other shards with `CommitFailed`
-//! (the publishing shards fail their MQTT 5 acknowledgements the same way) and `Committed`
-//! once a retry succeeds. Held output other than acknowledgements is released when its ticket
-//! is finished, failed or not (as a non-persistent broker would have sent it).
+//! it, until the store works again. The shard answers the tickets of other shards with
+//! `CommitFailed` (the publishing shards fail their MQTT 5 acknowledgements the same way) and
+//! `Committed` once a retry succeeds. Held output other than acknowledgements is released
+//! when its ticket is finished, failed or not (as a non-persistent broker would have sent it).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
