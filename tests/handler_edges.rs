@@ -244,6 +244,89 @@ fn the_publishers_acknowledgement_comes_before_its_own_copy() {
     }
 }
 
+/// A client id whose session lives on shard `shard` of 2.
+fn id_on_shard(prefix: &str, shard: usize) -> String {
+    let base = unique_id(prefix);
+    (0..)
+        .map(|i| format!("{base}-{i}"))
+        .find(|id| midge::shard::home_shard(id.as_bytes(), 2) == shard)
+        .expect("some id hashes to every shard")
+}
+
+/// The same with persistence: the acknowledgement waits until the message is durable (here
+/// also the copy of a subscriber on the other shard), and the publisher's own copy (QoS 1
+/// copies are not held for the store) waits behind it. Both protocol versions, several
+/// publishes in a row, each acknowledgement before its copy.
+#[test]
+fn with_persistence_the_acknowledgement_still_comes_before_the_own_copy() {
+    if !common::is_midge() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let location = format!("persistence_location {}/", dir.path().display());
+    let b = Broker::start_with(&["persistence true", &location, "shards 2"]);
+    let mut other = Raw::connected(b.port(), &id_on_shard("dself-other", 1));
+    other.subscribe(1, &[("dself/#", 1)]);
+    for qos in [1u8, 2] {
+        for sub_qos in [1u8, 2] {
+            let mut c = Raw::connected(b.port(), &id_on_shard("dself", 0));
+            c.subscribe(1, &[("dself/t", sub_qos)]);
+            let want = if qos == 1 { raw::PUBACK } else { raw::PUBREC };
+            for pid in 1..=3u16 {
+                c.send(&publish("dself/t", b"me", qos, false, pid));
+                let first = c.recv(common::STEP).expect("a packet");
+                assert_eq!(
+                    first.kind(),
+                    want,
+                    "3.1.1 QoS {qos} (sub {sub_qos}) #{pid}: the acknowledgement first, got {first:?}"
+                );
+                let copy = c.expect_publish();
+                assert_eq!(copy.payload, b"me");
+                if copy.qos == 1 {
+                    c.send(&raw::puback(copy.pid));
+                } else if copy.qos == 2 {
+                    c.send(&pubrec(copy.pid));
+                    assert_eq!(c.expect(raw::PUBREL).pid(), copy.pid);
+                    c.send(&pubcomp(copy.pid));
+                }
+                if qos == 2 {
+                    c.send(&raw::pubrel(pid));
+                    assert_eq!(c.expect(raw::PUBCOMP).pid(), pid);
+                }
+            }
+            let mut c = V5::connected(b.port(), &id_on_shard("dself5", 0));
+            c.subscribe(&[("dself/t5", v5::opts(sub_qos))]);
+            for pid in 1..=3u16 {
+                c.send(&Packet::Publish(v5::publish(
+                    "dself/t5", b"me", qos, false, pid,
+                )));
+                let first = c.recv(common::STEP).expect("a packet");
+                let ok = match (&first, qos) {
+                    (Packet::PubAck(r), 1) | (Packet::PubRec(r), 2) => r.packet_id == pid,
+                    _ => false,
+                };
+                assert!(
+                    ok,
+                    "5.0 QoS {qos} (sub {sub_qos}) #{pid}: the acknowledgement first, got {first:?}"
+                );
+                let copy = c.expect_publish();
+                assert_eq!(&copy.payload[..], b"me");
+                c.ack(&copy);
+                if qos == 2 {
+                    c.send(&Packet::PubRel(midge::protocol::PubResp {
+                        packet_id: pid,
+                        ..Default::default()
+                    }));
+                    match c.next() {
+                        Packet::PubComp(r) => assert_eq!(r.packet_id, pid),
+                        other => panic!("expected PUBCOMP, got {other:?}"),
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Issue 11 item 6: a 3.1.1 client holds at most `max_inflight_messages` unreleased QoS 2
 /// ids. Beyond them its PUBLISHes wait unacknowledged (not routed) for a PUBREL to free an id,
 /// as mosquitto delays PUBREC; beyond `max_queued_messages` waiting the connection is closed.

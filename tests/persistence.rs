@@ -484,13 +484,16 @@ fn disk_full_fails_publishes_and_the_broker_keeps_serving() {
 
     for shard in [0, 1] {
         let (mut p5, _) = V5::connect(port, &v5::connect(&id_on_shard("full-v5", shard, 2)));
+        // Subscribed to its own topic: the failed PUBACK still comes before its own copy.
+        p5.subscribe(&[("full/v5", v5::opts(1))]);
         let ack = p5
             .publish(v5::publish("full/v5", &[7u8; 8192], 1, false, 1))
-            .expect("a PUBACK");
+            .expect("a PUBACK first");
         assert_eq!(
             ack.reason, 0x80,
             "publisher on shard {shard}: the store failed, Unspecified error"
         );
+        assert_eq!(p5.expect_publish().topic.as_str(), "full/v5");
     }
 
     let (mut p3, _) = Raw::connect(port, &Connect::new(&id_on_shard("full-v3", 1, 2)));

@@ -197,7 +197,7 @@ impl Shard {
             return self.refuse(key, max, SERVER_BUSY, "too many password checks pending");
         }
         let conn = &mut self.conns[key];
-        conn.auth_token = token;
+        conn.auth_token = token as u32;
         conn.pending_connect = Some(Box::new(connect));
         true
     }
@@ -216,7 +216,7 @@ impl Shard {
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
             };
-            if conn.auth_token != token {
+            if conn.auth_token != token as u32 {
                 continue; // that connection is gone and its slot reused
             }
             let Some(connect) = conn.pending_connect.take() else {
@@ -560,4 +560,37 @@ fn fit_connack(mut ack: ConnAck, version: ProtocolVersion, max: u32) -> Option<C
     ack.properties.reason_string = None;
     ack.properties.user_properties.clear();
     fits(&ack).then_some(ack)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_connack_loses_its_reason_string_to_fit_or_is_not_sent() {
+        let ack = ConnAck {
+            code: v5::NOT_AUTHORIZED,
+            properties: Properties {
+                reason_string: Some("a reason of some length".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let v = ProtocolVersion::V5;
+        let full = crate::protocol::encoded_len(&Packet::ConnAck(ack.clone()), v) as u32;
+        assert_eq!(
+            fit_connack(ack.clone(), v, 0),
+            Some(ack.clone()),
+            "no limit"
+        );
+        assert_eq!(fit_connack(ack.clone(), v, full), Some(ack.clone()));
+        let bare = fit_connack(ack.clone(), v, full - 1).expect("fits without the reason");
+        assert_eq!(bare.properties.reason_string, None);
+        assert_eq!(
+            crate::protocol::encoded_len(&Packet::ConnAck(bare), v),
+            5,
+            "type, length, flags, code, empty properties"
+        );
+        assert_eq!(fit_connack(ack, v, 4), None, "nothing fits in 4 bytes");
+    }
 }

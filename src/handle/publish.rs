@@ -134,7 +134,7 @@ impl Shard {
             _ => true,
         };
         // Where the acknowledgement belongs in this connection's output: before any delivery
-        // of this very message to the publisher itself (see `ack_before_deliveries`).
+        // of this very message to the publisher itself (see `Shard::send_ack`).
         let ack_at = self.conns[key].wbuf.len();
         let reason = match verdict {
             Verdict::Refuse(code, _) => code,
@@ -144,11 +144,10 @@ impl Shard {
             },
             Verdict::Route => v5::SUCCESS,
         };
-        let routed_end = self.conns.get(key).map_or(0, |c| c.wbuf.len());
         let reason = if v5 { reason } else { 0 };
         match qos {
             QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => self.send_ack(key, slot, false, packet_id, reason),
+            QoS::AtLeastOnce => self.send_ack(key, slot, false, packet_id, reason, ack_at),
             QoS::ExactlyOnce => {
                 if reason >= 0x80 {
                     // A PUBREC with a failure code ends the QoS 2 flow (MQTT 5 section 4.3.3): forget the id.
@@ -156,31 +155,10 @@ impl Shard {
                         .session
                         .release_incoming_qos2(packet_id, &mut self.batch);
                 }
-                self.send_ack(key, slot, true, packet_id, reason);
+                self.send_ack(key, slot, true, packet_id, reason, ack_at);
             }
         }
-        if qos != QoS::AtMostOnce {
-            self.ack_before_deliveries(key, ack_at, routed_end);
-        }
         true
-    }
-
-    /// A client subscribed to its own topic gets the PUBACK/PUBREC of its PUBLISH before the
-    /// copy delivered to it (the answer to its packet first, then what it caused; mosquitto
-    /// 2.0.11 sends the copy first). The reason code (5.0: "no matching subscribers") is known
-    /// only after routing, so the acknowledgement is encoded after the deliveries
-    /// (`ack_at..routed_end` of the write buffer) and then moved in front of them. Costs a copy of this message's deliveries to the publisher only. With persistence
-    /// the acknowledgement waits for the store at the end of the turn and is not moved.
-    fn ack_before_deliveries(&mut self, key: usize, ack_at: usize, routed_end: usize) {
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        let end = conn.wbuf.len();
-        // Nothing of the turn's output was written or handed to the store meanwhile (flushes
-        // happen at the end of the turn), so the positions still hold.
-        if routed_end > ack_at && end > routed_end && conn.gates == 0 {
-            conn.wbuf[ack_at..end].rotate_right(end - routed_end);
-        }
     }
 
     /// MQTT 5 topic aliases from the client ([MQTT-3.3.2-7..12]): a topic with an alias sets

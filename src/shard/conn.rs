@@ -39,6 +39,12 @@ pub struct Conn {
     pub written: u32,
     pub released: u32,
     pub gates: u32,
+    /// `wbuf` holds acknowledgements that wait until what they acknowledge is durable (how
+    /// many is counted by `shard::durable`), and the stream position output may be written up
+    /// to while it does (at or before the first of them): the publisher's own copies of its
+    /// messages, behind them, wait too.
+    pub acks_held: bool,
+    pub ack_barrier: u32,
     pub state: ConnState,
     /// Known once CONNECT is decoded.
     pub version: Option<ProtocolVersion>,
@@ -79,8 +85,10 @@ pub struct Conn {
     /// A CONNECT whose password is being verified off the loop (see `auth::AuthWorker`):
     /// nothing else from this connection is decoded until the answer comes back.
     pub pending_connect: Option<Box<Connect>>,
-    /// Matches an `AuthResponse` to this connection (a slot may be reused meanwhile).
-    pub auth_token: u64,
+    /// Matches an `AuthResponse` to this connection (a slot may be reused meanwhile): the low
+    /// 32 bits of the shard's counter, as a check answered 4 billion checks later is the only
+    /// one that could be taken for another's (4 bytes more would grow every connection).
+    pub auth_token: u32,
 }
 
 /// Topic aliases from the broker to one MQTT 5 client ([MQTT-3.3.2-10..12]): the first
@@ -135,6 +143,8 @@ impl Conn {
             written: 0,
             released: 0,
             gates: 0,
+            acks_held: false,
+            ack_barrier: 0,
             state: ConnState::AwaitConnect,
             version: None,
             idle_limit_ms: 0,
@@ -163,14 +173,27 @@ impl Conn {
     }
 
     /// How many bytes at the front of `wbuf` may be written now: all of them, unless output
-    /// waits for the store (then up to the last released position).
+    /// waits for the store (then up to the last released position, and not past a held
+    /// acknowledgement).
     pub fn writable_len(&self) -> usize {
-        if self.gates == 0 {
+        if self.gates == 0 && !self.acks_held {
             return self.wbuf.len();
         }
-        // A released position behind `written` (all of it written) wraps to a huge
-        // difference: anything above the buffer's length means "nothing more may go".
-        let allowed = self.released.wrapping_sub(self.written) as usize;
+        let mut allowed = self.wbuf.len();
+        if self.gates != 0 {
+            allowed = allowed.min(self.allowed_to(self.released));
+        }
+        if self.acks_held {
+            allowed = allowed.min(self.allowed_to(self.ack_barrier));
+        }
+        allowed
+    }
+
+    /// How much of `wbuf` lies before stream position `pos`. A position behind `written`
+    /// (all of it written) wraps to a huge difference: anything above the buffer's length
+    /// means "nothing more may go".
+    fn allowed_to(&self, pos: u32) -> usize {
+        let allowed = pos.wrapping_sub(self.written) as usize;
         if allowed > self.wbuf.len() {
             0
         } else {

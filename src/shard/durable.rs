@@ -11,9 +11,10 @@
 //! batches of every shard and every turn that arrived while the previous one ran.
 //!
 //! # What waits for the store
-//! - **Acknowledgements** (PUBACK/PUBREC to publishers) are not written with the rest of the
-//!   turn's output but collected, and written once every copy of the message they
-//!   acknowledge is durable:
+//! - **Acknowledgements** (PUBACK/PUBREC to publishers) are encoded into the publisher's
+//!   output where they belong (before the copies of the message to the publisher itself),
+//!   but the connection's output is written only up to the first one held (`Conn::acks_held`,
+//!   `Conn::ack_barrier`) until every copy of the message it acknowledges is durable:
 //!   - copies queued on this shard: this turn's ticket is durable;
 //!   - copies sent to another shard: that shard stores them in *its* batch. After the turn's
 //!     deliveries to a shard, the publishing shard sends it a *ticket* of its own (a counter
@@ -21,7 +22,12 @@
 //!     once the store ticket of the turn that took them is durable.
 //!
 //!   Held acknowledgements keep their order: once one is held, every later one waits behind
-//!   it ([MQTT-4.6.0-2], [MQTT-4.6.0-3]).
+//!   it ([MQTT-4.6.0-2], [MQTT-4.6.0-3]). So does the rest of the publisher's output after it,
+//!   above all the copies the message caused on the same connection: the answer to the
+//!   client's packet goes first, then what it caused, as without persistence. Each release
+//!   lets the output go up to the end of the released acknowledgement (the next one held
+//!   is after it), so a busy publisher's output is never starved. Costs a count and a
+//!   position per acknowledgement, no copy and no search.
 //! - **Everything else a turn wrote** while its batch was not empty (deliveries with packet
 //!   ids the store does not know yet, PUBREL/PUBCOMP after a state change) waits for the
 //!   turn's ticket to be *finished*: each such connection gets a *mark* (ticket, position in
@@ -34,11 +40,12 @@
 //! of the whole live state succeeds (the writer tries one with the next batch; a quiet shard
 //! asks for one every tick). Meanwhile an MQTT 5 publisher gets PUBACK/PUBREC with 0x80
 //! (Unspecified error: the message was routed, but not stored, so the client may send it
-//! again); a 3.x client, which has no way to hear of a failure, gets no acknowledgement until
-//! the store works again. The shard answers the tickets of other shards with `CommitFailed`
-//! (the publishing shards fail their MQTT 5 acknowledgements the same way) and `Committed`
-//! once a retry succeeds. Held output other than acknowledgements is released when its ticket
-//! is finished, failed or not (as a non-persistent broker would have sent it).
+//! again; the held acknowledgement's reason code is rewritten in place); a 3.x client, which
+//! has no way to hear of a failure, gets no acknowledgement, nor any output that followed
+//! it, until the store works again. The shard answers the tickets of other shards with
+//! `CommitFailed` (the publishing shards fail their MQTT 5 acknowledgements the same way) and
+//! `Committed` once a retry succeeds. Held output other than acknowledgements is released
+//! when its ticket is finished, failed or not (as a non-persistent broker would have sent it).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -63,6 +70,8 @@ struct Ack {
     /// PUBREC (QoS 2) rather than PUBACK.
     rec: bool,
     v5: bool,
+    /// Where it is in its connection's output stream (`Conn::written` counts).
+    at: u32,
 }
 
 impl Ack {
@@ -76,6 +85,28 @@ impl Ack {
             Packet::PubRec(r)
         } else {
             Packet::PubAck(r)
+        }
+    }
+
+    /// Its encoding while held: always with the reason code in 5.0 (which may then be turned
+    /// into a failure in place, see `Shard::send_failed_ack`).
+    fn encode(&self, out: &mut bytes::BytesMut) {
+        use bytes::BufMut;
+        let kind: u8 = if self.rec { 5 } else { 4 };
+        out.put_u8(kind << 4);
+        out.put_u8(if self.v5 { 3 } else { 2 });
+        out.put_u16(self.packet_id);
+        if self.v5 {
+            out.put_u8(self.reason);
+        }
+    }
+
+    /// Its length as `encode` writes it.
+    fn len(&self) -> u32 {
+        if self.v5 {
+            5
+        } else {
+            4
         }
     }
 }
@@ -123,6 +154,10 @@ pub(crate) struct Durable {
     pub store: Arc<dyn Store>,
     /// This turn's acknowledgements.
     turn_acks: Vec<Ack>,
+    /// Per connection (slab key): its acknowledgements held in its output (`Conn::acks_held`
+    /// says whether there are any; the count is kept here, where it is needed, to keep every
+    /// connection small).
+    acks_held: Vec<u32>,
     /// Earlier turns' acknowledgements still waiting, oldest first.
     held: VecDeque<Held>,
     /// Emptied `Held`s, reused (their Vecs keep their allocations).
@@ -170,6 +205,7 @@ impl Durable {
         Durable {
             store,
             turn_acks: Vec::new(),
+            acks_held: Vec::new(),
             held: VecDeque::new(),
             spare: Vec::new(),
             owe_ticket: vec![false; shards],
@@ -216,6 +252,9 @@ impl Durable {
     /// A connection closed: its acknowledgements are never sent (the client sends the
     /// PUBLISH again after reconnecting, with DUP), and its marks go (the slot may be reused).
     pub fn forget(&mut self, key: usize) {
+        if let Some(n) = self.acks_held.get_mut(key) {
+            *n = 0;
+        }
         self.turn_acks.retain(|a| a.key != key);
         for h in &mut self.held {
             h.acks.retain(|a| a.key != key);
@@ -307,7 +346,13 @@ impl Durable {
 impl Shard {
     /// Sends a PUBACK/PUBREC to a publisher: at once without persistence, otherwise once
     /// what it acknowledges is durable (see the module documentation).
-    /// `rec`: a PUBREC (QoS 2), else a PUBACK; `reason` as it is to be sent.
+    /// `rec`: a PUBREC (QoS 2), else a PUBACK; `reason` as it is to be sent. `before`: where
+    /// in the connection's write buffer it belongs, ahead of what the message's routing wrote
+    /// there since (its copies to the publisher itself: the answer to the client's packet
+    /// first, then what it caused; mosquitto 2.0.11 sends the copy first). Its reason code
+    /// (5.0: "no matching subscribers") is known only after routing, so it is encoded after
+    /// those copies and moved in front of them: a copy of this message's own deliveries to its
+    /// publisher, and nothing else.
     pub(crate) fn send_ack(
         &mut self,
         key: usize,
@@ -315,20 +360,64 @@ impl Shard {
         rec: bool,
         packet_id: u16,
         reason: u8,
+        before: usize,
     ) {
-        let v5 = self.conns.get(key).is_some_and(|c| c.is_v5());
-        let ack = Ack {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let mut ack = Ack {
             key,
             slot,
             packet_id,
             reason,
             rec,
-            v5,
+            v5: conn.is_v5(),
+            at: 0,
         };
+        let routed_end = conn.wbuf.len();
         match &mut self.durable {
             None => self.send(key, &ack.packet()),
-            Some(d) => d.turn_acks.push(ack),
+            Some(d) => {
+                self.buffers.ensure(&mut conn.wbuf);
+                ack.encode(&mut conn.wbuf);
+                conn.mark_dirty(key, &mut self.dirty);
+                // Held in the stream: nothing from it on is written until it is released.
+                ack.at = conn.written.wrapping_add(before.min(routed_end) as u32);
+                if d.acks_held.len() <= key {
+                    d.acks_held.resize(key + 1, 0);
+                }
+                if d.acks_held[key] == 0 {
+                    conn.ack_barrier = ack.at;
+                    conn.acks_held = true;
+                }
+                d.acks_held[key] += 1;
+                d.turn_acks.push(ack);
+            }
         }
+        // Nothing of the turn's output was written meanwhile (flushes happen at the end of
+        // the turn), so the positions still hold.
+        if let Some(conn) = self.conns.get_mut(key) {
+            let end = conn.wbuf.len();
+            if routed_end > before && end > routed_end {
+                conn.wbuf[before..end].rotate_right(end - routed_end);
+            }
+        }
+    }
+
+    /// An acknowledgement held in its connection's stream may go (with what follows it up to
+    /// the next one still held).
+    fn release_ack(&mut self, a: &Ack) {
+        let (Some(conn), Some(d)) = (self.conns.get_mut(a.key), self.durable.as_mut()) else {
+            return;
+        };
+        let Some(n) = d.acks_held.get_mut(a.key) else {
+            return;
+        };
+        *n = n.saturating_sub(1);
+        conn.acks_held = *n > 0;
+        // Released in stream order: the next one held is at or after its end.
+        conn.ack_barrier = a.at.wrapping_add(a.len());
+        conn.mark_dirty(a.key, &mut self.dirty);
     }
 
     /// Ends a loop turn's persistence: tickets for this turn's cross-shard deliveries, the
@@ -424,7 +513,7 @@ impl Shard {
             } else {
                 let mut acks = acks;
                 for a in acks.drain(..) {
-                    self.send(a.key, &a.packet());
+                    self.release_ack(&a);
                 }
                 // Keep the allocation for the next turn.
                 self.durable.as_mut().expect("checked").turn_acks = acks;
@@ -532,7 +621,7 @@ impl Shard {
                 let mut h = d.held.pop_front().expect("checked");
                 let mut acks = std::mem::take(&mut h.acks);
                 for a in acks.drain(..) {
-                    self.send(a.key, &a.packet());
+                    self.release_ack(&a);
                 }
                 h.acks = acks;
                 self.durable.as_mut().expect("checked").recycle(h);
@@ -583,6 +672,14 @@ impl Shard {
                     .release_incoming_qos2(a.packet_id, &mut self.batch);
             }
         }
-        self.send(a.key, &a.packet());
+        if let Some(conn) = self.conns.get_mut(a.key) {
+            // Held, so not written yet: its reason code (the last byte, see `Ack::encode`)
+            // is rewritten in place.
+            let reason_at = a.at.wrapping_sub(conn.written) as usize + 4;
+            if let Some(byte) = conn.wbuf.get_mut(reason_at) {
+                *byte = a.reason;
+            }
+        }
+        self.release_ack(&a);
     }
 }
