@@ -1,5 +1,5 @@
 //! Topic matching against 1k, 100k and 1M subscriptions, and the cost of one SUBSCRIBE-sized
-//! insert into a large index (must not grow with the index: DESIGN.md 1.2).
+//! insert into a large index (must not grow with the index: ARCHITECTURE.md §1.2).
 //!
 //! Shapes (`topic_match/<shape>/<subscriptions>`):
 //! - `exact`: one exact filter per device (`site/S/device-N/telemetry`), one topic published.

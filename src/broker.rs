@@ -7,7 +7,7 @@
 //! and a wake-up per connection; and a connection is moved to its client id's home shard at
 //! CONNECT anyway, so accept-time balance only decides who parses CONNECT.)
 //! SO_REUSEPORT also lets a *second process* bind the same port silently and take half of the
-//! connections (DESIGN.md 11), so before binding, the port is proven free with a plain bind,
+//! connections (ARCHITECTURE.md §9), so before binding, the port is proven free with a plain bind,
 //! and start-up fails with "address in use" as mosquitto does.
 
 use std::io;

@@ -4,7 +4,7 @@
 //! A managed broker gets a generated config on a free loopback port, runs as loadgen's child
 //! with its output in a log file, and is stopped by PID (SIGTERM, then SIGKILL). Before it is
 //! measured, loadgen proves that (1) the port was free with a plain bind (no SO_REUSEPORT, which
-//! would let a second process share the port silently, DESIGN.md 11), (2) the child's PID owns
+//! would let a second process share the port silently, ARCHITECTURE.md §9), (2) the child's PID owns
 //! the listening socket and no other process does, and (3) the PID still has the same start
 //! time at every sample (PID reuse). An external broker (`name=host:port[,pid=PID]`) is only
 //! connected to; without a PID its CPU and memory are reported as not measured.

@@ -143,7 +143,7 @@ pub fn parse_listeners(text: &str, port: u16) -> Vec<u64> {
 }
 
 /// True if process `pid` holds a socket listening on `port`: proof that the process we sample
-/// is the one clients talk to (not a stale broker that also bound the port, DESIGN.md 11).
+/// is the one clients talk to (not a stale broker that also bound the port, ARCHITECTURE.md §9).
 pub fn pid_listens_on(pid: u32, port: u16) -> bool {
     let inodes = listening_inodes(port);
     if inodes.is_empty() {

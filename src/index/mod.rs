@@ -1,7 +1,7 @@
 //! The subscription index: which sessions want a topic.
 //!
 //! # Why per-shard replicas
-//! Every PUBLISH reads the index, so readers must never block (DESIGN.md 1.2). midge keeps one
+//! Every PUBLISH reads the index, so readers must never block (ARCHITECTURE.md §1.2). midge keeps one
 //! replica of the whole index per shard, owned by that shard's thread: a match is a plain walk
 //! of a trie with no atomics at all. Writes (SUBSCRIBE/UNSUBSCRIBE, session end) are applied
 //! by the subscribing session's own shard at once and sent to every other shard through its

@@ -1,7 +1,7 @@
 //! Encoding packets for a given protocol version.
 //!
 //! [`encoded_len`] computes the exact size first and [`encode`] reserves exactly that in `out`,
-//! so encoding allocates nothing beyond growing `out` once (DESIGN.md 1.3). For 3.x, reason
+//! so encoding allocates nothing beyond growing `out` once (ARCHITECTURE.md §1.3). For 3.x, reason
 //! codes and properties are not on the wire and are ignored; for 5.0 the short forms are used
 //! wherever the specification allows them (PUBACK.. with reason 0 and no properties is 2 bytes
 //! of body, DISCONNECT with reason 0 and no properties is empty).

@@ -1,6 +1,6 @@
 //! The MQTT codec: bytes to packets and packets to bytes, for 3.1, 3.1.1 and 5.0.
 //!
-//! Pure by design (DESIGN.md 1.4): no I/O, no sessions, no clock. The broker hands it a read
+//! Pure by design (ARCHITECTURE.md §1.4): no I/O, no sessions, no clock. The broker hands it a read
 //! buffer and gets whole packets back, or `Ok(None)` when a frame is still incomplete (normal
 //! control flow, not an error); it hands it a packet and an output buffer to encode into.
 //! Everything here is fuzzed (proptest: arbitrary bytes never panic) and round-trip tested.

@@ -1,5 +1,5 @@
 //! Persistence on the event loop: one store submission per loop turn, and output held until
-//! what it depends on is durable (issue 6, DESIGN.md 1.6).
+//! what it depends on is durable (ARCHITECTURE.md §1.6).
 //!
 //! # One submission per turn, never a wait
 //! Everything a turn changes (sessions, queued and in-flight QoS 1/2 messages, incoming QoS 2

@@ -868,7 +868,7 @@ impl Shard {
 
     /// Writes as much of the connection's buffer as the socket takes and persistence allows
     /// (`Conn::writable_len`); registers WRITABLE interest for the rest that may go (interest
-    /// recomputed from buffer state, DESIGN.md 9). Output held for the store is not written
+    /// recomputed from buffer state, ARCHITECTURE.md §9). Output held for the store is not written
     /// and needs no interest: the store's progress marks the connection dirty again.
     pub(crate) fn flush(&mut self, key: usize) {
         let Some(conn) = self.conns.get_mut(key) else {

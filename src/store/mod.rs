@@ -1,5 +1,5 @@
 //! The durable store: retained messages, persistent sessions, their queued and in-flight QoS
-//! 1/2 messages and incoming QoS 2 packet ids survive `kill -9` (DESIGN.md 1.6, issue 6).
+//! 1/2 messages and incoming QoS 2 packet ids survive `kill -9` (ARCHITECTURE.md §1.6).
 //!
 //! # Use
 //! The broker opens one store at start ([`open`]), calls [`Store::load`] once to rebuild its

@@ -2,7 +2,7 @@
 //!
 //! The shard reads and writes *plaintext* through [`Transport`] and never needs to know which
 //! one it has. TLS is a transformer between socket bytes and plaintext (rustls'
-//! `tlsserver-mio` shape, DESIGN.md 8): a read pulls TLS records from the socket into rustls,
+//! `tlsserver-mio` example's shape): a read pulls TLS records from the socket into rustls,
 //! decrypts them and hands out plaintext; a write hands plaintext to rustls and pushes the
 //! records it makes to the socket. The handshake happens inside those calls, so it never blocks
 //! the shard: everything is non-blocking and a half-finished handshake just waits for the next

@@ -12,7 +12,7 @@
 //!
 //! Why rustls with `ring`: rustls keeps TLS memory-safe and is the usual Rust choice; `ring`
 //! builds with a plain C compiler, while the default `aws-lc-rs` provider needs cmake and a
-//! longer build (DESIGN.md 1: a light build; the 2-core CI machine).
+//! longer build (ARCHITECTURE.md §9: a light build).
 
 use std::fmt;
 use std::io::{self, BufRead, Read, Write};
