@@ -306,6 +306,8 @@ fn deep_filters_neither_crash_nor_stall_the_broker() {
         }
         a.disconnect();
     }
+    thread::sleep(Duration::from_millis(200));
+    b.assert_running();
     // SUBSCRIBE then vanish: the filter is removed by the disconnect.
     for _ in 0..3 {
         let mut a = Raw::connected(b.port(), &unique_id("deep2"));
@@ -313,6 +315,8 @@ fn deep_filters_neither_crash_nor_stall_the_broker() {
         let _ = reply_or_close(&mut a, Duration::from_secs(10));
         a.drop_abruptly();
     }
+    thread::sleep(Duration::from_millis(200));
+    b.assert_running();
     // `a/.../a/#` and PUBLISHes that match it (5,000 levels, and its parent level).
     {
         let filter = format!("{}/#", levels("a", 4999));
