@@ -833,7 +833,11 @@ fn wills_get_the_checks_of_a_publish() {
 /// Issue 11 item 5a: with 100k retained messages, 2,000 wildcard SUBSCRIBEs that match none
 /// of them do not stall the bystander (round trips stay under 1 s). midge runs one shard so
 /// the attacker and the bystander share an event loop: a shard stalled by a retained scan is
-/// seen, not hidden by the other shard.
+/// seen, not hidden by the other shard. Two shapes of filter, pipelined: `+/nomatch-N/#`,
+/// which a retained trie answers at once, and `flood/+/nomatch-N`, under which every one of
+/// the 100k `flood/N` levels has to be looked at (a trie walks them too): there the broker
+/// must yield to the loop between packets, as mosquitto does (it serves one packet per
+/// client per loop turn; its bystander saw at most 26 ms here).
 #[test]
 fn retained_flood_with_wildcard_subscribers_stalls_no_one() {
     let mut b = start(&["shards 1"]);
