@@ -6,6 +6,8 @@
 #   fuzz/run.sh [SECONDS] [TARGET...]      e.g.  fuzz/run.sh 30      fuzz/run.sh 600 codec_v5
 #
 # FUZZ_JOBS (default 2): targets run at once. FUZZ_ARGS: extra libFuzzer flags for every run.
+# FUZZ_TARGET_DIR (default fuzz/target): where the instrumented build goes; CI keeps it outside
+# its fresh clone so that a second run on the same machine rebuilds only midge itself.
 #
 # Needs only stable Rust: cargo-fuzz's flags are nightly-only (-Zsanitizer, sancov passes),
 # and RUSTC_BOOTSTRAP=1 lets stable rustc accept them. cargo-fuzz itself is installed at the
@@ -31,13 +33,14 @@ if [ $# -gt 0 ]; then
 else
     mapfile -t TARGETS < <(cargo fuzz list)
 fi
+TARGET_DIR=${FUZZ_TARGET_DIR:-$FUZZ_DIR/target}
 if [ $# -gt 0 ]; then
-    for t in "${TARGETS[@]}"; do cargo fuzz build "$t"; done
+    for t in "${TARGETS[@]}"; do cargo fuzz build --target-dir "$TARGET_DIR" "$t"; done
 else
-    cargo fuzz build
+    cargo fuzz build --target-dir "$TARGET_DIR"
 fi
 
-BIN_DIR="$FUZZ_DIR/target/x86_64-unknown-linux-gnu/release"
+BIN_DIR="$TARGET_DIR/x86_64-unknown-linux-gnu/release"
 LOGS="$FUZZ_DIR/artifacts/logs"
 mkdir -p "$LOGS"
 JOBS=${FUZZ_JOBS:-2}

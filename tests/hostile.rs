@@ -15,7 +15,7 @@
 mod common;
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -98,9 +98,14 @@ struct Bystander {
 
 impl Bystander {
     fn new(port: u16) -> Bystander {
+        Bystander::under(port, "")
+    }
+
+    /// A bystander whose topic starts with `prefix` (for brokers with an ACL).
+    fn under(port: u16, prefix: &str) -> Bystander {
         let id = unique_id("bystander");
         let mut raw = Raw::connected(port, &id);
-        let topic = format!("bystander/{id}");
+        let topic = format!("{prefix}bystander/{id}");
         let codes = raw.subscribe(1, &[(&topic, 0)]);
         assert_eq!(codes, vec![0], "bystander SUBACK");
         Bystander { raw, topic, seq: 0 }
@@ -301,6 +306,8 @@ fn deep_filters_neither_crash_nor_stall_the_broker() {
         }
         a.disconnect();
     }
+    thread::sleep(Duration::from_millis(200));
+    b.assert_running();
     // SUBSCRIBE then vanish: the filter is removed by the disconnect.
     for _ in 0..3 {
         let mut a = Raw::connected(b.port(), &unique_id("deep2"));
@@ -308,6 +315,8 @@ fn deep_filters_neither_crash_nor_stall_the_broker() {
         let _ = reply_or_close(&mut a, Duration::from_secs(10));
         a.drop_abruptly();
     }
+    thread::sleep(Duration::from_millis(200));
+    b.assert_running();
     // `a/.../a/#` and PUBLISHes that match it (5,000 levels, and its parent level).
     {
         let filter = format!("{}/#", levels("a", 4999));
@@ -342,6 +351,10 @@ fn deep_filter_in_a_persistent_session_survives_shutdown_and_restart() {
     a.send(&subscribe(1, &[(&levels("+", 5000), 1)]));
     let _ = reply_or_close(&mut a, Duration::from_secs(10));
     a.drop_abruptly();
+    let (mut a, _) = Raw::connect(b.port(), &Connect::new(&id).clean(false));
+    a.send(&subscribe(2, &[(&format!("{}/#", levels("a", 4999)), 1)]));
+    let _ = reply_or_close(&mut a, Duration::from_secs(10));
+    a.drop_abruptly();
     thread::sleep(Duration::from_millis(300));
     b.assert_running();
     b.terminate();
@@ -349,9 +362,18 @@ fn deep_filter_in_a_persistent_session_survives_shutdown_and_restart() {
     b.restart();
     let mut by = Bystander::new(b.port());
     by.assert_round_trip();
+    // After the restart: a PUBLISH that would match, then the session is resumed clean
+    // (its filters removed from the index).
+    let mut p = Raw::connected(b.port(), &unique_id("deep-persist-pub"));
+    p.send(&publish(&levels("a", 5000), b"deep", 1, false, 1));
+    let _ = p.recv(Duration::from_millis(500));
+    p.drop_abruptly();
+    b.assert_running();
     // And once more, after a crash.
     b.kill9();
     b.restart();
+    let (a, _) = try_connect(b.port(), &Connect::new(&id).clean(true));
+    a.disconnect();
     let mut by = Bystander::new(b.port());
     by.assert_round_trip();
     b.assert_running();
@@ -360,30 +382,45 @@ fn deep_filter_in_a_persistent_session_survives_shutdown_and_restart() {
 
 // ---------------------------------------------------------------- huge announced lengths
 
-/// A fixed header announcing 256 MB (a CONNECT, and a first packet that is not a CONNECT):
-/// refused at the header, without waiting for the body (`max_packet_size 1048576`, midge's
-/// default, set explicitly for mosquitto whose default is unlimited).
+/// First packets announcing 256 MB, refused at their fixed header without waiting for the
+/// body: one that is not a CONNECT, even with `max_packet_size` at the protocol maximum
+/// (issue 11 item 7); a CONNECT past `max_packet_size` (midge's default 1 MiB; set explicitly
+/// for mosquitto, whose default is unlimited).
 #[test]
 fn huge_announced_first_packet_is_refused_at_its_header() {
-    let mut b = start(&["max_packet_size 1048576"]);
-    let mut by = Bystander::new(b.port());
-    let base = baseline(&b);
     let len_256mb = encode_len(268_435_455);
-    for first in [0x10u8, 0x30, 0x82] {
-        let mut a = Raw::tcp(b.port());
-        let mut bytes = vec![first];
-        bytes.extend(&len_256mb);
-        bytes.extend_from_slice(&[0u8; 64]);
-        a.send(&bytes);
-        let t0 = Instant::now();
-        assert!(
-            a.is_closed_within(Duration::from_secs(5)),
-            "first packet {first:#04x} announcing 256 MB: the connection is still open after 5 s"
-        );
-        eprintln!("first packet {first:#04x}: closed after {:?}", t0.elapsed());
-        by.assert_round_trip();
+    let cases: [(&[&str], &[u8]); 2] = [
+        (&["max_packet_size 268435455"], &[0x30, 0x82, 0xC0, 0x20]),
+        (
+            if common::is_midge() {
+                &[]
+            } else {
+                &["max_packet_size 1048576"]
+            },
+            &[0x10],
+        ),
+    ];
+    for (config, firsts) in cases {
+        let mut b = start(config);
+        let mut by = Bystander::new(b.port());
+        let base = baseline(&b);
+        for &first in firsts {
+            let mut a = Raw::tcp(b.port());
+            let mut bytes = vec![first];
+            bytes.extend(&len_256mb);
+            bytes.extend_from_slice(&[0u8; 64]);
+            a.send(&bytes);
+            let t0 = Instant::now();
+            assert!(
+                a.is_closed_within(Duration::from_secs(5)),
+                "first packet {first:#04x} announcing 256 MB ({config:?}): the connection is \
+                 still open after 5 s"
+            );
+            eprintln!("first packet {first:#04x}: closed after {:?}", t0.elapsed());
+            by.assert_round_trip();
+        }
+        assert_recovered(&mut b, &mut by, &base, RSS_SLACK_KIB);
     }
-    assert_recovered(&mut b, &mut by, &base, RSS_SLACK_KIB);
 }
 
 /// A connected client announces a 200 MB PUBLISH (allowed by `max_packet_size`), sends a few
@@ -478,7 +515,8 @@ fn slowloris_trickled_publish_stalls_no_one() {
     let mut tricklers: Vec<(Raw, Vec<u8>)> = (0..20)
         .map(|i| {
             let raw = Raw::connected(b.port(), &unique_id("slow"));
-            let bytes = publish(&format!("slow/{i}"), &[b'x'; 60], 0, false, 0);
+            // Same length for all: the trickle sends byte i of every packet in turn.
+            let bytes = publish(&format!("slow/{i:02}"), &[b'x'; 60], 0, false, 0);
             (raw, bytes)
         })
         .collect();
@@ -497,7 +535,7 @@ fn slowloris_trickled_publish_stalls_no_one() {
     let got = sub.collect_publishes(20, Duration::from_secs(10));
     let mut topics: Vec<String> = got.iter().map(|m| m.topic.clone()).collect();
     topics.sort();
-    let mut want: Vec<String> = (0..20).map(|i| format!("slow/{i}")).collect();
+    let mut want: Vec<String> = (0..20).map(|i| format!("slow/{i:02}")).collect();
     want.sort();
     assert_eq!(topics, want);
     assert!(got.iter().all(|m| m.payload == [b'x'; 60]));
@@ -515,7 +553,7 @@ fn slowloris_trickled_publish_stalls_no_one() {
 
 // ---------------------------------------------------------------- publish-then-close fleets
 
-/// Issue 11 item 2: 200 clients each CONNECT with a will, PUBLISH and close in one write;
+/// Issue 11 item 2: 200 clients each CONNECT with a will, PUBLISH and close (FIN) in one go;
 /// every will arrives and no connection is left in CLOSE-WAIT, with keep-alive 60 and 0.
 #[test]
 fn publish_then_close_fleet_leaves_no_connection_and_every_will() {
@@ -527,19 +565,34 @@ fn publish_then_close_fleet_leaves_no_connection_and_every_will() {
     let addr = SocketAddr::from(([127, 0, 0, 1], b.port()));
     for keepalive in [60u16, 0] {
         let n = 200;
-        for i in 0..n {
-            let id = unique_id(&format!("fleet{keepalive}"));
-            let mut bytes = Connect::new(&id)
-                .keepalive(keepalive)
-                .will(&format!("fleet/will/{keepalive}/{i}"), b"gone", 1, false)
-                .encode();
-            bytes.extend(publish(&format!("fleet/data/{i}"), b"reading", 0, false, 0));
-            let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-                .unwrap_or_else(|e| panic!("fleet client {i}: {e}"));
-            s.set_nodelay(true).ok();
-            s.write_all(&bytes).expect("fleet write");
-            drop(s);
-        }
+        // All the TCP connections first, then a burst of one write and a close each: the
+        // broker is busy with the burst, so data and FIN are often both waiting when it reads.
+        let fleet: Vec<(TcpStream, Vec<u8>)> = (0..n)
+            .map(|i| {
+                let id = unique_id(&format!("fleet{keepalive}"));
+                let mut bytes = Connect::new(&id)
+                    .keepalive(keepalive)
+                    .will(&format!("fleet/will/{keepalive}/{i}"), b"gone", 1, false)
+                    .encode();
+                bytes.extend(publish(&format!("fleet/data/{i}"), b"reading", 0, false, 0));
+                let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+                    .unwrap_or_else(|e| panic!("fleet client {i}: {e}"));
+                s.set_nodelay(true).ok();
+                (s, bytes)
+            })
+            .collect();
+        thread::sleep(Duration::from_millis(200));
+        // "Close" is the FIN (shutdown of the write side); the sockets stay open for reading
+        // until the checks are done, so the broker's CONNACK finds a socket and no reset
+        // tells the broker what its read loop should have seen.
+        let fleet: Vec<TcpStream> = fleet
+            .into_iter()
+            .map(|(mut s, bytes)| {
+                s.write_all(&bytes).expect("fleet write");
+                s.shutdown(Shutdown::Write).ok();
+                s
+            })
+            .collect();
         let wills = sub.collect_publishes_until_quiet(Duration::from_secs(3));
         let mut ids: Vec<&str> = wills
             .iter()
@@ -563,6 +616,7 @@ fn publish_then_close_fleet_leaves_no_connection_and_every_will() {
             close_wait_count(port)
         );
         by.assert_round_trip();
+        drop(fleet);
     }
     assert_recovered(&mut b, &mut by, &base, RSS_SLACK_KIB);
 }
@@ -656,11 +710,15 @@ fn takeover_by_another_user_receives_nothing_it_may_not_read() {
             ))
             .collect::<Vec<_>>()
     );
-    // The session still works for what bob may read.
+    // The session still works for what bob may read. Not asserted against mosquitto 2.0.11,
+    // which delivers nothing more to the resumed session here (observed with
+    // `max_inflight_messages 2`); what bob must not get is the point of this test.
     r.subscribe(2, &[("public/#", 1)]);
     p.publish_complete("public/y", b"ok", 1, false, 6);
-    let m = r.recv_publish_ack();
-    assert_eq!(m.topic, "public/y");
+    if b.is_midge() {
+        let m = r.recv_publish_ack();
+        assert_eq!(m.topic, "public/y");
+    }
     b.assert_running();
     assert_no_panic(&b);
 }
@@ -712,7 +770,7 @@ fn wills_get_the_checks_of_a_publish() {
     );
     let mut b = f.broker(true, &["message_size_limit 100"]);
     let port = b.port();
-    let mut by = Bystander::new(port);
+    let mut by = Bystander::under(port, "public/");
     let (mut watcher, _) = Raw::connect(
         port,
         &Connect::new(&unique_id("watcher")).login("watcher", "w-pass"),
@@ -759,6 +817,7 @@ fn wills_get_the_checks_of_a_publish() {
     let got = watcher.collect_publishes_until_quiet(Duration::from_millis(1500));
     let topics: Vec<String> = got
         .iter()
+        .filter(|m| !m.topic.starts_with("public/bystander/"))
         .map(|m| m.topic.chars().take(40).collect())
         .collect();
     assert_eq!(
@@ -774,7 +833,11 @@ fn wills_get_the_checks_of_a_publish() {
 /// Issue 11 item 5a: with 100k retained messages, 2,000 wildcard SUBSCRIBEs that match none
 /// of them do not stall the bystander (round trips stay under 1 s). midge runs one shard so
 /// the attacker and the bystander share an event loop: a shard stalled by a retained scan is
-/// seen, not hidden by the other shard.
+/// seen, not hidden by the other shard. Two shapes of filter, pipelined: `+/nomatch-N/#`,
+/// which a retained trie answers at once, and `flood/+/nomatch-N`, under which every one of
+/// the 100k `flood/N` levels has to be looked at (a trie walks them too): there the broker
+/// must yield to the loop between packets, as mosquitto does (it serves one packet per
+/// client per loop turn; its bystander saw at most 26 ms here).
 #[test]
 fn retained_flood_with_wildcard_subscribers_stalls_no_one() {
     let mut b = start(&["shards 1"]);
@@ -838,7 +901,10 @@ fn retained_flood_with_wildcard_subscribers_stalls_no_one() {
 // ---------------------------------------------------------------- big packets
 
 /// Issue 11 items 2 and 5b: 16 clients each send 7 of an announced 8 MB PUBLISH and close,
-/// four rounds: the buffers are freed, RSS returns near the baseline, the bystander is served.
+/// six rounds: the buffers are freed, RSS returns near the baseline, the bystander is served.
+/// "Near" is 96 MiB here, less than one round's 128 MB: the allocator may keep freed pages
+/// (mosquitto 2.0.11 keeps 65-110 MiB after these rounds); what must not happen is memory
+/// that grows with every round (midge kept ~120 MiB per round, 1.3 GiB after eight).
 #[test]
 fn big_partial_publishes_then_close_give_memory_back() {
     let mut b = start(&["max_packet_size 16777216"]);
@@ -847,7 +913,7 @@ fn big_partial_publishes_then_close_give_memory_back() {
     let base = baseline(&b);
     let watch = by.watch();
     let body_len = 8 * 1024 * 1024;
-    for round in 0..4 {
+    for round in 0..6 {
         let handles: Vec<_> = (0..16)
             .map(|i| {
                 thread::spawn(move || {
@@ -875,7 +941,7 @@ fn big_partial_publishes_then_close_give_memory_back() {
         );
     }
     let mut by = watch.finish(ROUND_TRIP, "8 MB partial PUBLISHes");
-    assert_recovered(&mut b, &mut by, &base, 32 * 1024);
+    assert_recovered(&mut b, &mut by, &base, 96 * 1024);
 }
 
 fn peak_kib(pid: u32) -> u64 {

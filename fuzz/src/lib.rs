@@ -4,7 +4,7 @@
 //! corpora with midge's own encoder and store (see README.md here).
 
 use bytes::BytesMut;
-use midge::protocol::{decode, encode, encoded_len, Packet, ProtocolVersion};
+use midge::protocol::{connect_level, decode, encode, encoded_len, Packet, ProtocolVersion};
 
 /// Most packets decoded from one input: a stream of empty packets (PINGREQ is 2 bytes) must
 /// not make one run slow.
@@ -14,6 +14,8 @@ const MAX_PACKETS: usize = 4096;
 /// CONNECT, then the version CONNECT names), until it is incomplete or an error. Each decoded
 /// packet must encode to `encoded_len` bytes and decode back to itself.
 pub fn codec_stream(stream: &[u8], mut version: Option<ProtocolVersion>, max_packet_size: u32) {
+    // What the broker asks of a CONNECT the decoder refused.
+    let _ = connect_level(stream);
     let mut buf = BytesMut::from(stream);
     for _ in 0..MAX_PACKETS {
         let packet = match decode(&mut buf, version, max_packet_size) {
@@ -44,6 +46,15 @@ fn round_trip(packet: &Packet, version: Option<ProtocolVersion>) {
     if n == 0 {
         // AUTH has no 3.x encoding; the decoder refuses AUTH under 3.x rules anyway.
         return;
+    }
+    // Every strict prefix of the frame is "incomplete", never an error or another packet: a
+    // packet split across reads decodes as if it had come whole.
+    for cut in (0..n).filter(|&c| n <= 64 || c < 32 || c >= n - 32) {
+        let mut prefix = BytesMut::from(&out[..cut]);
+        match decode(&mut prefix, version, 0) {
+            Ok(None) => assert_eq!(prefix.len(), cut, "an incomplete decode consumed bytes"),
+            other => panic!("{cut} of {n} bytes of {packet:?} decoded as {other:?}"),
+        }
     }
     let again = decode(&mut out, version, 0)
         .unwrap_or_else(|e| panic!("re-decoding {packet:?} failed: {e}"));

@@ -846,6 +846,11 @@ pub fn read_op(r: &mut Reader<'_>) -> Result<Op> {
         },
         tag::PUT_MSG => {
             let id = r.u64()?;
+            // Ids are allocated upward from 1: this one can never have been written, and the
+            // replay could not allocate past it.
+            if id == u64::MAX {
+                return bad(format!("message id {id} is out of range"));
+            }
             let (msg, expires_ms) = read_message(r)?;
             Op::PutMsg {
                 id,
