@@ -155,14 +155,21 @@ class Subscriber:
         self.lock = threading.Lock()
         self.got = {0: {}, 1: {}, 2: {}}  # qos topic class -> payload -> count
         self.ready = threading.Event()
+        self.connects = 0
+        self.sessions_lost = 0
         self.client = make_client(name, port, self.on_message)
         self.client.on_connect = self.on_connect
         self.client.on_subscribe = lambda *a: self.ready.set()
 
     def on_connect(self, client, userdata, flags, reason_code, properties):
         # Subscribing again on every connect is harmless with a persistent session and covers
-        # the first connect.
+        # the first connect. A reconnect without session present means the broker lost the
+        # session (with its queued and in-flight messages): counted, it tells a broker loss
+        # from a client one.
         if not reason_code.is_failure:
+            self.connects += 1
+            if self.connects > 1 and not flags.session_present:
+                self.sessions_lost += 1
             client.subscribe([("soak/q0/#", 0), ("soak/q1/#", 1), ("soak/q2/#", 2)])
 
     def on_message(self, client, userdata, msg):
@@ -173,9 +180,11 @@ class Subscriber:
 
 
 class Publisher:
-    def __init__(self, name, port):
+    def __init__(self, name, port, t0):
         self.name = name
         self.port = port
+        self.t0 = t0
+        self.published_at = {}  # payload -> seconds since the start (QoS 1/2)
         self.gen = 0
         self.seq = 0
         self.client = None
@@ -197,6 +206,8 @@ class Publisher:
         self.seq += 1
         payload = f"{self.name}:{self.seq}"
         info = self.client.publish(f"soak/q{qos}/{self.name}", payload, qos=qos)
+        if qos > 0:
+            self.published_at[payload] = round(time.time() - self.t0, 2)
         if qos > 0:
             self.outstanding.append((info, qos, payload))
         return payload
@@ -263,7 +274,7 @@ def main():
     for s in subs:
         if not s.ready.wait(15):
             raise SystemExit(f"{s.name} did not subscribe within 15 s")
-    pubs = [Publisher(f"p{i}", broker.port) for i in range(args.publishers)]
+    pubs = [Publisher(f"p{i}", broker.port, t_start) for i in range(args.publishers)]
     acked = {1: set(), 2: set()}
     published = {0: 0, 1: 0, 2: 0}
     end = t_start + args.minutes * 60
@@ -347,7 +358,13 @@ def main():
         c.loop_stop()
     broker.stop()
 
-    lost = {f"{k[0]} qos{k[1]}": sorted(v)[:20] for k, v in (missing or {}).items()}
+    when = {}
+    for p in pubs:
+        when.update(p.published_at)
+    # Each lost message with the second it was published (to place it among the events).
+    lost = {f"{k[0]} qos{k[1]}": [f"{x} (t={when.get(x)}s)" for x in sorted(v)[:20]]
+            for k, v in (missing or {}).items()}
+    sessions_lost = {s.name: s.sessions_lost for s in subs}
     lost_count = sum(len(v) for v in (missing or {}).values())
     dup2 = {}
     dup1 = 0
@@ -379,7 +396,8 @@ def main():
         "chaos": counts, "broker_alive_at_end": alive,
         "lost_acknowledged": lost_count, "lost_examples": lost,
         "qos2_duplicates": dup2_count, "qos2_duplicate_examples": dup2,
-        "qos1_duplicates": dup1, "qos0_received_per_subscriber": q0_received,
+        "qos1_duplicates": dup1, "subscriber_sessions_lost": sessions_lost,
+        "broker_workdir": workdir, "qos0_received_per_subscriber": q0_received,
         "rss_slope_kib_per_min_whole_run": rss_all_slope, "segments": segments, "samples": samples, "events": events,
     }
     with open(os.path.join(out, "summary.json"), "w") as f:
@@ -397,7 +415,8 @@ def main():
           f"- **acknowledged QoS 1/2 messages lost: {lost_count}** {lost or ''}",
           f"- **QoS 2 duplicates: {dup2_count}** {dup2 or ''}",
           f"- QoS 1 duplicates (allowed): {dup1}; QoS 0 received per subscriber: {q0_received}",
-          f"- broker alive at the end: {alive}",
+          f"- subscriber reconnects that found no session (broker lost it): {sessions_lost}",
+          f"- broker alive at the end: {alive}; its log and store: {workdir}",
           f"- RSS slope over the whole run (all lifetimes): {rss_all_slope} KiB/min", "",
           "| lifetime | from s | to s | samples | RSS min-max MiB | RSS slope KiB/min (after 30 s) "
           "| fds min-max |", "|--:|--:|--:|--:|--:|--:|--:|"]
