@@ -5,12 +5,11 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
+use common::auth_files::AuthFiles;
 use common::raw::{publish, Connect, Raw};
-use common::{run, unique_id, Broker};
+use common::{unique_id, Broker};
 
 const QUIET: Duration = Duration::from_millis(800);
 
@@ -22,51 +21,6 @@ topic readwrite public/#
 user bob
 topic readwrite public/#
 ";
-
-struct Files {
-    dir: tempfile::TempDir,
-}
-
-impl Files {
-    fn new() -> Files {
-        let files = Files {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        let pw = files.path("passwd");
-        files.passwd(&["-b", "-c", &pw, "alice", "a-pass"]);
-        files.passwd(&["-b", &pw, "bob", "b-pass"]);
-        std::fs::write(files.path("acl"), ACL).unwrap();
-        files
-    }
-
-    fn path(&self, name: &str) -> String {
-        let p: PathBuf = self.dir.path().join(name);
-        p.to_string_lossy().into_owned()
-    }
-
-    fn passwd(&self, args: &[&str]) {
-        let out = run(
-            Command::new(env!("CARGO_BIN_EXE_midge"))
-                .arg("passwd")
-                .args(args),
-            Duration::from_secs(60),
-        );
-        assert!(out.success(), "midge passwd {args:?}: {out:?}");
-    }
-
-    fn broker(&self, extra: &[&str]) -> Broker {
-        let pw = format!("password_file {}", self.path("passwd"));
-        let acl = format!("acl_file {}", self.path("acl"));
-        let mut lines = vec![
-            "allow_anonymous false",
-            "user root",
-            pw.as_str(),
-            acl.as_str(),
-        ];
-        lines.extend_from_slice(extra);
-        Broker::start_with(&lines)
-    }
-}
 
 fn alice(id: &str) -> Connect {
     Connect::new(id).login("alice", "a-pass")
@@ -122,8 +76,8 @@ fn bob_resumes_and_reads_nothing(b: &Broker, id: &str) {
 /// another user who takes the session over.
 #[test]
 fn takeover_by_another_user_gets_no_unreadable_qos1_messages() {
-    let f = Files::new();
-    let b = f.broker(&["max_inflight_messages 2"]);
+    let f = AuthFiles::new(&[("alice", "a-pass"), ("bob", "b-pass")], ACL);
+    let b = f.broker(false, &["max_inflight_messages 2"]);
     let id = unique_id("dev");
     leave_unacknowledged(&b, &id, 1, 4);
     bob_resumes_and_reads_nothing(&b, &id);
@@ -132,8 +86,8 @@ fn takeover_by_another_user_gets_no_unreadable_qos1_messages() {
 /// The same at QoS 2 (PUBLISH not yet PUBRECed).
 #[test]
 fn takeover_by_another_user_gets_no_unreadable_qos2_messages() {
-    let f = Files::new();
-    let b = f.broker(&["max_inflight_messages 2"]);
+    let f = AuthFiles::new(&[("alice", "a-pass"), ("bob", "b-pass")], ACL);
+    let b = f.broker(false, &["max_inflight_messages 2"]);
     let id = unique_id("dev2");
     leave_unacknowledged(&b, &id, 2, 4);
     bob_resumes_and_reads_nothing(&b, &id);
@@ -147,8 +101,8 @@ fn dropped_inflight_messages_free_their_packet_ids() {
     if !common::is_midge() {
         return;
     }
-    let f = Files::new();
-    let b = f.broker(&["max_inflight_messages 2"]);
+    let f = AuthFiles::new(&[("alice", "a-pass"), ("bob", "b-pass")], ACL);
+    let b = f.broker(false, &["max_inflight_messages 2"]);
     let id = unique_id("dev3");
     leave_unacknowledged(&b, &id, 1, 2);
     std::thread::sleep(Duration::from_millis(200));
@@ -167,8 +121,8 @@ fn dropped_inflight_messages_free_their_packet_ids() {
 /// A retained message on a topic the subscriber may not read is not delivered.
 #[test]
 fn retained_messages_are_checked_against_the_reader() {
-    let f = Files::new();
-    let b = f.broker(&[]);
+    let f = AuthFiles::new(&[("alice", "a-pass"), ("bob", "b-pass")], ACL);
+    let b = f.broker(false, &[]);
     let (mut a, _) = Raw::connect(b.port(), &alice(&unique_id("ret")));
     a.publish_complete("secret/kept", b"s", 1, true, 1);
     let (mut r, _) = Raw::connect(b.port(), &bob(&unique_id("rr")));
@@ -180,8 +134,8 @@ fn retained_messages_are_checked_against_the_reader() {
 /// mosquitto 2.0), so it reaches no reader either.
 #[test]
 fn a_will_the_client_may_not_write_is_not_published() {
-    let f = Files::new();
-    let b = f.broker(&[]);
+    let f = AuthFiles::new(&[("alice", "a-pass"), ("bob", "b-pass")], ACL);
+    let b = f.broker(false, &[]);
     let (mut a, _) = Raw::connect(b.port(), &alice(&unique_id("wr")));
     a.subscribe(1, &[("secret/#", 0)]);
     let (w, _) = Raw::connect(
@@ -203,8 +157,8 @@ fn a_will_the_client_may_not_write_is_not_published() {
 /// A live message is checked per reader (a raw PUBLISH from alice, bob subscribed to `#`).
 #[test]
 fn live_messages_are_checked_against_the_reader() {
-    let f = Files::new();
-    let b = f.broker(&[]);
+    let f = AuthFiles::new(&[("alice", "a-pass"), ("bob", "b-pass")], ACL);
+    let b = f.broker(false, &[]);
     let (mut r, _) = Raw::connect(b.port(), &bob(&unique_id("lr")));
     r.subscribe(1, &[("#", 0)]);
     let (mut a, _) = Raw::connect(b.port(), &alice(&unique_id("la")));
@@ -218,8 +172,8 @@ fn live_messages_are_checked_against_the_reader() {
 /// bob gets no message of the group (the member's reader is checked at each delivery).
 #[test]
 fn shared_deliveries_are_checked_against_the_reader() {
-    let f = Files::new();
-    let b = f.broker(&[]);
+    let f = AuthFiles::new(&[("alice", "a-pass"), ("bob", "b-pass")], ACL);
+    let b = f.broker(false, &[]);
     let id = unique_id("shm");
     let (mut a, _) = Raw::connect(b.port(), &alice(&id).clean(false));
     assert_eq!(a.subscribe(1, &[("$share/g/secret/#", 1)]), [1]);

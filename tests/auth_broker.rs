@@ -5,19 +5,23 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::auth_files::AuthFiles;
 use common::raw::{Connect, Raw};
 use common::{run, Broker};
 
-/// A temporary directory with a password file (alice/secret, bob/hunter2 as `$6$`) and an ACL
-/// file.
-struct Files {
-    dir: tempfile::TempDir,
+fn connack(b: &Broker, c: &Connect) -> u8 {
+    let mut raw = Raw::tcp(b.port());
+    let (_, rc) = raw.handshake(c);
+    rc
 }
 
+/// [MQTT-3.1.3-?] (3.1.1 section 3.2.2.3): a known user with the right password is accepted;
+/// a wrong password, an unknown user and an anonymous client get CONNACK 5 (mosquitto 2.0
+/// answers all of them "not authorized").
+/// The ACL file of every test here.
 const ACL: &str = "\
 # anonymous clients: none here (allow_anonymous false)
 user alice
@@ -31,61 +35,17 @@ pattern readwrite clients/%c/#
 pattern read users/%u/inbox
 ";
 
-impl Files {
-    fn new() -> Files {
-        let dir = tempfile::tempdir().unwrap();
-        let files = Files { dir };
-        let pw = files.path("passwd");
-        files.passwd(&["-b", "-c", &pw, "alice", "secret"]);
-        files.passwd(&["-b", "-H", "sha512", &pw, "bob", "hunter2"]);
-        std::fs::write(files.path("acl"), ACL).unwrap();
-        files
-    }
-
-    fn path(&self, name: &str) -> String {
-        let p: PathBuf = self.dir.path().join(name);
-        p.to_string_lossy().into_owned()
-    }
-
-    fn passwd(&self, args: &[&str]) {
-        let out = run(
-            Command::new(env!("CARGO_BIN_EXE_midge"))
-                .arg("passwd")
-                .args(args),
-            Duration::from_secs(60),
-        );
-        assert!(out.success(), "midge passwd {args:?}: {out:?}");
-    }
-
-    fn broker(&self, extra: &[&str]) -> Broker {
-        let pw = format!("password_file {}", self.path("passwd"));
-        let acl = format!("acl_file {}", self.path("acl"));
-        // `user root`: the files are 0600 in a private directory; mosquitto started as root
-        // would otherwise switch to its own user and not read them (midge ignores it).
-        let mut lines = vec![
-            "allow_anonymous false",
-            "user root",
-            pw.as_str(),
-            acl.as_str(),
-        ];
-        lines.extend_from_slice(extra);
-        Broker::start_with(&lines)
-    }
+/// The password file (alice/secret as `$7$`, bob/hunter2 as `$6$`) and the ACL file.
+fn files() -> AuthFiles {
+    let f = AuthFiles::new(&[("alice", "secret")], ACL);
+    f.passwd(&["-b", "-H", "sha512", &f.path("passwd"), "bob", "hunter2"]);
+    f
 }
 
-fn connack(b: &Broker, c: &Connect) -> u8 {
-    let mut raw = Raw::tcp(b.port());
-    let (_, rc) = raw.handshake(c);
-    rc
-}
-
-/// [MQTT-3.1.3-?] (3.1.1 section 3.2.2.3): a known user with the right password is accepted;
-/// a wrong password, an unknown user and an anonymous client get CONNACK 5 (mosquitto 2.0
-/// answers all of them "not authorized").
 #[test]
 fn password_file_accepts_right_password_and_refuses_wrong_ones() {
-    let f = Files::new();
-    let b = f.broker(&[]);
+    let f = files();
+    let b = f.broker(false, &[]);
     assert_eq!(connack(&b, &Connect::new("c1").login("alice", "secret")), 0);
     assert_eq!(
         connack(&b, &Connect::new("c2").login("bob", "hunter2")),
@@ -103,8 +63,8 @@ fn password_file_accepts_right_password_and_refuses_wrong_ones() {
 /// A real client (mosquitto_pub) with credentials, and with wrong ones.
 #[test]
 fn mosquitto_pub_with_credentials_is_accepted_and_without_is_refused() {
-    let f = Files::new();
-    let b = f.broker(&[]);
+    let f = files();
+    let b = f.broker(false, &[]);
     let p = b.port().to_string();
     let pubs = |args: &[&str]| {
         let mut cmd = Command::new("mosquitto_pub");
@@ -123,9 +83,9 @@ fn mosquitto_pub_with_credentials_is_accepted_and_without_is_refused() {
 /// the event loop: another client connects and gets its messages meanwhile.
 #[test]
 fn slow_password_check_does_not_stall_other_clients() {
-    let f = Files::new();
+    let f = files();
     f.passwd(&["-b", "-I", "100000", &f.path("passwd"), "slow", "slow"]);
-    let b = f.broker(&[]);
+    let b = f.broker(false, &[]);
     let mut slow = Raw::tcp(b.port());
     slow.send(&Connect::new("slow").login("slow", "slow").encode());
     let start = Instant::now();
@@ -166,8 +126,8 @@ fn slow_password_check_does_not_stall_other_clients() {
 /// SUBSCRIBE and only filters deliveries; midge refuses what could never deliver anything.
 #[test]
 fn acl_controls_publish_subscribe_and_delivery() {
-    let f = Files::new();
-    let b = f.broker(&[]);
+    let f = files();
+    let b = f.broker(false, &[]);
     let mut alice = Raw::tcp(b.port());
     assert_eq!(
         alice
@@ -210,8 +170,8 @@ fn acl_controls_publish_subscribe_and_delivery() {
 /// `pattern` rules: `%c` is the client id, `%u` the username.
 #[test]
 fn acl_patterns_substitute_client_id_and_username() {
-    let f = Files::new();
-    let b = f.broker(&[]);
+    let f = files();
+    let b = f.broker(false, &[]);
     let mut dev1 = Raw::tcp(b.port());
     assert_eq!(
         dev1.handshake(&Connect::new("dev1").login("bob", "hunter2"))
@@ -272,7 +232,7 @@ fn network_listener_without_authentication_refuses_to_start() {
 /// anonymous one.
 #[test]
 fn per_listener_settings_give_each_listener_its_own_password_file() {
-    let f = Files::new();
+    let f = files();
     let second = common::free_port();
     let pw = f.path("passwd");
     let b = Broker::start_config(|port| {
@@ -328,8 +288,8 @@ fn connection_rate_limit_refuses_a_burst_then_recovers() {
 /// are used, and neither appears in the broker's output.
 #[test]
 fn passwords_never_appear_in_the_log() {
-    let f = Files::new();
-    let b = f.broker(&["log_type all"]);
+    let f = files();
+    let b = f.broker(false, &["log_type all"]);
     assert_eq!(connack(&b, &Connect::new("c1").login("alice", "secret")), 0);
     assert_eq!(
         connack(&b, &Connect::new("c2").login("alice", "Tr0ub4dor&3-wrong")),
@@ -355,8 +315,8 @@ fn passwords_never_appear_in_the_log() {
 #[test]
 fn mqtt5_auth_and_acl_reason_codes() {
     use common::v5::{self, V5};
-    let f = Files::new();
-    let b = f.broker(&[]);
+    let f = files();
+    let b = f.broker(false, &[]);
     let login = |id: &str, user: &str, pass: &str| {
         let mut c = v5::connect(id);
         c.username = Some(user.into());

@@ -16,18 +16,17 @@ mod common;
 
 use std::io::Write;
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use common::auth_files::AuthFiles;
 use common::raw::{
     encode_len, mqtt_str, publish, subscribe, unsubscribe, Connect, Packet, Raw, RecvError,
     CONNACK, PINGRESP, PUBLISH, SUBACK, UNSUBACK,
 };
-use common::{eventually, rss_kib, run, unique_id, Broker};
+use common::{eventually, rss_kib, unique_id, Broker};
 
 /// Options of midge that mosquitto does not know (beyond those `common` already drops).
 const MIDGE_ONLY_HERE: &[&str] = &["connect_timeout"];
@@ -623,56 +622,12 @@ fn publish_then_close_fleet_leaves_no_connection_and_every_will() {
 
 // ---------------------------------------------------------------- takeover by another user
 
-/// A directory with a password file and an ACL file for the tests that need users.
-struct Files {
-    dir: tempfile::TempDir,
-}
-
-impl Files {
-    fn new(users: &[(&str, &str)], acl: &str) -> Files {
-        let files = Files {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        let pw = files.path("passwd");
-        for (i, (user, pass)) in users.iter().enumerate() {
-            let mut args = vec!["passwd", "-b"];
-            if i == 0 {
-                args.push("-c");
-            }
-            args.extend([pw.as_str(), user, pass]);
-            let out = run(
-                Command::new(common::midge_bin()).args(&args),
-                Duration::from_secs(60),
-            );
-            assert!(out.success(), "midge {args:?}: {out:?}");
-        }
-        std::fs::write(files.path("acl"), acl).unwrap();
-        files
-    }
-
-    fn path(&self, name: &str) -> String {
-        let p: PathBuf = self.dir.path().join(name);
-        p.to_string_lossy().into_owned()
-    }
-
-    /// `user root`: the files are 0600 in a private directory; mosquitto started as root would
-    /// otherwise switch to its own user and not read them (midge ignores the option).
-    fn broker(&self, allow_anonymous: bool, extra: &[&str]) -> Broker {
-        let pw = format!("password_file {}", self.path("passwd"));
-        let acl = format!("acl_file {}", self.path("acl"));
-        let anon = format!("allow_anonymous {allow_anonymous}");
-        let mut lines = vec![anon.as_str(), "user root", pw.as_str(), acl.as_str()];
-        lines.extend_from_slice(extra);
-        start(&lines)
-    }
-}
-
 /// Issue 11 item 3: alice's persistent session holds unacknowledged QoS 1 messages (in flight
 /// and queued) on a topic only alice may read; bob connects with the same client id and gets
 /// none of them.
 #[test]
 fn takeover_by_another_user_receives_nothing_it_may_not_read() {
-    let f = Files::new(
+    let f = AuthFiles::new(
         &[("alice", "a-pass"), ("bob", "b-pass")],
         "user alice\ntopic readwrite secret/#\ntopic readwrite public/#\n\
          user bob\ntopic readwrite public/#\n",
@@ -763,7 +718,7 @@ fn will_into_sys_is_not_published_nor_retained() {
 /// the oversize one refuses the CONNECT (as mosquitto: rc 5), the deep one is refused too.
 #[test]
 fn wills_get_the_checks_of_a_publish() {
-    let f = Files::new(
+    let f = AuthFiles::new(
         &[("watcher", "w-pass")],
         "topic readwrite public/#\n\
          user watcher\ntopic read #\ntopic read $SYS/#\n",

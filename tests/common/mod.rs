@@ -11,6 +11,7 @@
 //! # Layout
 //! - this file: [`Broker`] (start, port, log, stop on drop), [`BrokerKind`], process helpers
 //!   ([`run`], [`Spawned`]) with timeouts everywhere.
+//! - [`auth_files`]: a temporary password file and ACL file, and a broker using them.
 //! - [`raw`]: a byte-level MQTT client over `TcpStream` for exact flows and bad input.
 //! - [`clients`]: wrappers for `mosquitto_pub`/`mosquitto_sub`, paho-mqtt scripts in
 //!   `tests/py/`, and `rumqttc`.
@@ -19,6 +20,7 @@
 //! Every helper is bounded in time: a hung broker fails a test, it never hangs CI.
 #![allow(dead_code)]
 
+pub mod auth_files;
 pub mod clients;
 pub mod raw;
 pub mod tls;
