@@ -20,41 +20,13 @@ import sys
 import tempfile
 import time
 
-CLK = os.sysconf("SC_CLK_TCK")
+from mqttproc import cpu_seconds, free_port, mqtt_str, packet, recv_exact, recv_packet_len
 
 
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
-def enc_len(n):
-    out = bytearray()
-    while True:
-        b = n % 128
-        n //= 128
-        if n:
-            b |= 0x80
-        out.append(b)
-        if not n:
-            return bytes(out)
-
-
-def mqtt_str(b):
-    return len(b).to_bytes(2, "big") + b
-
-
-def packet(first, body):
-    return bytes([first]) + enc_len(len(body)) + body
 
 
 def connect(port, cid):
@@ -67,25 +39,6 @@ def connect(port, cid):
     return s
 
 
-def recv_exact(s, n):
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = s.recv(min(n - len(buf), 1 << 20))
-        if not chunk:
-            raise EOFError
-        buf += chunk
-    return bytes(buf)
-
-
-def recv_packet_len(s):
-    first = recv_exact(s, 1)[0]
-    mult, length = 1, 0
-    while True:
-        b = recv_exact(s, 1)[0]
-        length += (b & 0x7F) * mult
-        mult *= 128
-        if not b & 0x80:
-            return first, length
 
 
 def start(cmd, port, tmp):

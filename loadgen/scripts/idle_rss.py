@@ -24,29 +24,10 @@ import sys
 import tempfile
 import time
 
-
-def rss_kib(pid, field="VmRSS:"):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field):
-                return int(line.split()[1])
-    raise RuntimeError(f"no {field} for {pid}")
+from mqttproc import connect_packet, free_port, rss_kib
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
-
-def connect_packet(client_id):
-    cid = client_id.encode()
-    # 3.1.1, clean session, keep-alive 600 s: long enough to stay idle for the whole
-    # measurement; not 0, which rumqttd refuses (ZeroKeepAlive).
-    var = b"\x00\x04MQTT\x04\x02\x02\x58"
-    body = var + len(cid).to_bytes(2, "big") + cid
-    assert len(body) < 128
-    return bytes([0x10, len(body)]) + body
 
 
 def start(name, midge, rumqttd, port, workdir, shards):

@@ -38,37 +38,14 @@ import sys
 import tempfile
 import time
 
+from mqttproc import connect_packet, fd_count, free_port, rss_kib
+
 IP_BIND_ADDRESS_NO_PORT = 24  # Linux: pick the source port at connect(), not at bind()
 FD_MARGIN = 256
 
 
-def rss_kib(pid, field="VmRSS:"):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field):
-                return int(line.split()[1])
-    return 0
 
 
-def fd_count(pid):
-    try:
-        return len(os.listdir(f"/proc/{pid}/fd"))
-    except OSError:
-        return -1
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def connect_packet(client_id, keepalive=600):
-    cid = client_id.encode()
-    var = b"\x00\x04MQTT\x04\x02" + keepalive.to_bytes(2, "big")
-    body = var + len(cid).to_bytes(2, "big") + cid
-    assert len(body) < 128
-    return bytes([0x10, len(body)]) + body
 
 
 DISCONNECT = b"\xe0\x00"

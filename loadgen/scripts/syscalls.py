@@ -26,6 +26,8 @@ import sys
 import tempfile
 import time
 
+from mqttproc import cpu_times, free_port, wait_listening
+
 EVENTS = [
     "read", "recvfrom", "recvmsg", "readv",
     "write", "sendto", "sendmsg", "writev",
@@ -38,29 +40,7 @@ BROKERS = {
 LIMITS = "max_queued_messages 100000\nmax_inflight_messages 100\n"
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
-
-def wait_listening(port, proc):
-    for _ in range(200):
-        if proc.poll() is not None:
-            sys.exit(f"broker exited with {proc.returncode} before listening")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    sys.exit(f"nothing listens on {port}")
-
-
-def proc_cpu(pid):
-    """user and system seconds of all threads of `pid`."""
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    tck = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / tck, int(fields[12]) / tck
 
 
 def one_run(name, qos, work, out_root):
@@ -78,7 +58,7 @@ def one_run(name, qos, work, out_root):
         perf = subprocess.Popen(
             ["perf", "stat", "-x", ",", "-e", events, "-p", str(broker.pid), "-o", perf_out])
         time.sleep(0.3)
-        u0, s0 = proc_cpu(broker.pid)
+        u0, s0 = cpu_times(broker.pid)
         run_dir = os.path.join(work, "loadgen")
         subprocess.run(
             ["target/release/loadgen", "run", "--scenario", "p2p", "--clients", "1000",
@@ -86,7 +66,7 @@ def one_run(name, qos, work, out_root):
              "--warmup", "2", "--duration", "5", "--drain", "1", "--quiet",
              "--broker", f"{name}=127.0.0.1:{port},pid={broker.pid}", "--out", run_dir],
             check=True)
-        u1, s1 = proc_cpu(broker.pid)
+        u1, s1 = cpu_times(broker.pid)
         perf.send_signal(signal.SIGINT)
         perf.wait(timeout=10)
         counts = {}
