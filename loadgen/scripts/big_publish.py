@@ -20,7 +20,8 @@ import sys
 import tempfile
 import time
 
-from mqttproc import cpu_seconds, free_port, mqtt_str, packet, recv_exact, recv_packet_len
+from mqttproc import (cpu_seconds, free_port, mqtt_str, packet, recv_exact, recv_packet_len,
+                      wait_listening)
 
 
 
@@ -47,14 +48,8 @@ def start(cmd, port, tmp):
         f.write(f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_packet_size 268435460\n")
     log = open(os.path.join(tmp, f"{port}.log"), "w")
     p = subprocess.Popen([cmd, "-c", conf], stdout=log, stderr=log)
-    for _ in range(200):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return p
-        except OSError:
-            time.sleep(0.05)
-    p.kill()
-    raise RuntimeError(f"{cmd} did not start")
+    wait_listening(port, p)
+    return p
 
 
 def one(cmd, size_mb, tmp):

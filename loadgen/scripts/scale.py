@@ -38,7 +38,7 @@ import sys
 import tempfile
 import time
 
-from mqttproc import connect_packet, fd_count, free_port, rss_kib
+from mqttproc import connect_packet, fd_count, free_port, rss_kib, wait_listening
 
 IP_BIND_ADDRESS_NO_PORT = 24  # Linux: pick the source port at connect(), not at bind()
 FD_MARGIN = 256
@@ -82,17 +82,11 @@ def start_broker(name, midge, port, workdir, shards):
     log = open(os.path.join(workdir, f"{name}.log"), "w")
     p = subprocess.Popen(cmd, cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
                          preexec_fn=raise_nofile)
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        if p.poll() is not None:
-            raise SystemExit(f"{name} exited with {p.returncode}; see {log.name}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return p
-        except OSError:
-            time.sleep(0.1)
-    p.kill()
-    raise SystemExit(f"{name} did not listen on {port} within 10 s")
+    try:
+        wait_listening(port, p)
+    except RuntimeError as e:
+        raise SystemExit(f"{name}: {e}; see {log.name}")
+    return p
 
 
 def stop_broker(p):
