@@ -47,6 +47,20 @@ fn subscribe_many(c: &mut Raw) {
     }
 }
 
+/// Waits up to 10 s for the broker's RSS to come within an eighth of what the filters took
+/// (plus 8 MiB of allocator slack: generous) of `base`. Returns (grown, limit, RSS now).
+fn settle(b: &Broker, base: u64, peak: u64) -> (u64, u64, u64) {
+    let grown = peak.saturating_sub(base);
+    let limit = base + grown / 8 + 8 * 1024;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut now = rss_kib(b.pid());
+    while now > limit && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        now = rss_kib(b.pid());
+    }
+    (grown, limit, now)
+}
+
 #[test]
 fn memory_goes_back_after_a_client_with_100k_filters_leaves() {
     if !common::is_midge() {
@@ -65,15 +79,7 @@ fn memory_goes_back_after_a_client_with_100k_filters_leaves() {
     c.send(&raw::disconnect());
     assert!(c.is_closed_within(STEP));
     by.ping();
-    let grown = peak.saturating_sub(base);
-    // Generous: within an eighth of what the filters took (plus 8 MiB of allocator slack).
-    let limit = base + grown / 8 + 8 * 1024;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut now = rss_kib(b.pid());
-    while now > limit && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(200));
-        now = rss_kib(b.pid());
-    }
+    let (grown, limit, now) = settle(&b, base, peak);
     eprintln!("RSS: base {base} KiB, with {FILTERS} filters {peak} KiB, after leaving {now} KiB");
     assert!(
         grown > 20 * 1024,
@@ -122,14 +128,7 @@ fn memory_goes_back_after_a_mass_unsubscribe_that_keeps_a_few() {
         c.expect(raw::UNSUBACK);
     }
     c.ping();
-    let grown = peak.saturating_sub(base);
-    let limit = base + grown / 8 + 8 * 1024;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut now = rss_kib(b.pid());
-    while now > limit && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(200));
-        now = rss_kib(b.pid());
-    }
+    let (grown, limit, now) = settle(&b, base, peak);
     eprintln!("RSS: base {base} KiB, with {FILTERS} filters {peak} KiB, 10 kept {now} KiB");
     assert!(
         grown > 20 * 1024,
