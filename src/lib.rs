@@ -11,6 +11,7 @@
 //! - [`session`]: the pure per-client state machine (QoS flows, inflight window, queue).
 //! - [`index`]: the subscription trie, one replica per shard.
 //! - [`retain`]: the retained-message store.
+//! - [`record`]: the session records the store persists too (flow state, subscription).
 //! - [`message`]: a routed message, shared by every subscriber as one `Arc`.
 //! - [`transport`]: the byte stream under a connection: plain TCP or TLS (rustls), one type.
 //! - [`logging`]: one line per event, filtered by `log_type`, to `log_dest`.
@@ -24,6 +25,7 @@ pub mod index;
 pub mod logging;
 pub mod message;
 pub mod protocol;
+pub mod record;
 pub mod retain;
 pub mod session;
 pub mod shard;

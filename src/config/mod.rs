@@ -8,6 +8,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+use crate::protocol::topic::TopicLimits;
+
 mod parse;
 
 pub use parse::ConfigError;
@@ -226,6 +228,19 @@ impl Default for Config {
             persistence_location: None,
             persistence_sync: crate::store::SyncPolicy::EveryBatch,
             warnings: Vec::new(),
+        }
+    }
+}
+
+/// The topic limits a configuration sets. Defined here rather than next to [`TopicLimits`]
+/// because the codec knows nothing of the broker's configuration (docs/ARCHITECTURE.md §1:
+/// `protocol` depends on nothing of the broker); the configuration depends on the codec.
+impl TopicLimits {
+    /// The limits of `config` (`max_topic_levels`, `max_topic_length`).
+    pub fn of(config: &Config) -> TopicLimits {
+        TopicLimits {
+            max_levels: config.max_topic_levels,
+            max_length: config.max_topic_length,
         }
     }
 }

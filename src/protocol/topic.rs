@@ -179,14 +179,6 @@ pub struct TopicLimits {
 }
 
 impl TopicLimits {
-    /// The limits of `config`.
-    pub fn of(config: &crate::config::Config) -> TopicLimits {
-        TopicLimits {
-            max_levels: config.max_topic_levels,
-            max_length: config.max_topic_length,
-        }
-    }
-
     /// Checks a topic name or filter against the limits (only: validity is checked by
     /// [`validate_topic_name`] / [`validate_topic_filter`]). One pass, stopping at the
     /// first level past the limit.

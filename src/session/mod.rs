@@ -23,20 +23,13 @@ use std::time::Instant;
 use crate::auth::ClientAcl;
 use crate::message::Delivery;
 use crate::protocol::{
-    publish_encoded_len, ByteStr, Packet, ProtocolVersion, PubResp, Publish, SubOptions, Will,
+    publish_encoded_len, ByteStr, Packet, ProtocolVersion, PubResp, Publish, Will,
 };
 use crate::store::{wall_from_instant, Batch, Flow, StoredSession};
 
-/// Where an outgoing QoS 1/2 message stands in its flow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutState {
-    /// QoS 1 PUBLISH sent, waiting for PUBACK.
-    AwaitPubAck,
-    /// QoS 2 PUBLISH sent, waiting for PUBREC.
-    AwaitPubRec,
-    /// QoS 2 PUBREL sent, waiting for PUBCOMP.
-    AwaitPubComp,
-}
+/// The session's records that the store persists too; defined below both (see
+/// [`crate::record`]) and named here, where the shard and the handlers look for them.
+pub use crate::record::{OutState, Subscription};
 
 /// An outgoing QoS 1/2 message that the client has not finished acknowledging.
 #[derive(Debug, Clone)]
@@ -106,13 +99,6 @@ impl Limits {
             max_packet_size,
         }
     }
-}
-
-/// A subscription as the session remembers it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Subscription {
-    pub options: SubOptions,
-    pub identifier: Option<u32>,
 }
 
 /// A PUBLISH the session decided to send: the delivery and its per-send fields. The shard

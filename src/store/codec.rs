@@ -27,7 +27,7 @@ use crate::protocol::properties::id;
 use crate::protocol::{
     ByteStr, Properties, ProtocolVersion, QoS, RetainHandling, SubOptions, Will,
 };
-use crate::session::{OutState, Subscription};
+use crate::record::{OutState, Subscription};
 
 use super::StoredSession;
 

@@ -53,7 +53,7 @@ mod tests {
     use super::*;
     use crate::message::Message;
     use crate::protocol::QoS;
-    use crate::session::Subscription;
+    use crate::record::Subscription;
     use crate::store::{RecoveredSession, StoredSession};
 
     #[test]

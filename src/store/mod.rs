@@ -76,7 +76,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::message::{Delivery, SharedMessage};
 use crate::protocol::{ByteStr, ProtocolVersion, Will};
-use crate::session::{OutState, Subscription};
+use crate::record::{OutState, Subscription};
 
 pub mod codec;
 mod core;
