@@ -19,9 +19,6 @@
 //!
 //! Every error names `FILE:LINE`; the first one stops parsing.
 
-use std::fmt;
-use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use super::{Config, Listener, LogDest, TlsSettings, TlsVersion};
@@ -34,81 +31,19 @@ const MAX_INCLUDE_LEVEL: usize = 1;
 /// Default port of the default listener.
 const DEFAULT_PORT: u16 = 1883;
 
-/// Why a configuration could not be loaded. `Display` gives the one-line message shown to the
-/// user: `FILE:LINE: problem`, or `FILE: cannot read: OS error`.
-#[derive(Debug)]
-pub enum ConfigError {
-    /// A file or `include_dir` directory could not be read.
-    Read { path: PathBuf, error: io::Error },
-    /// An option midge does not know (neither mosquitto's nor its own).
-    UnknownOption {
-        file: String,
-        line: usize,
-        option: String,
-    },
-    /// An option with no value.
-    MissingValue {
-        file: String,
-        line: usize,
-        option: String,
-    },
-    /// An option whose value is wrong; `reason` says why.
-    BadValue {
-        file: String,
-        line: usize,
-        option: String,
-        value: String,
-        reason: String,
-    },
-    /// A line that is well-formed but does not fit with the rest (order rules, duplicates).
-    Invalid {
-        file: String,
-        line: usize,
-        message: String,
-    },
-}
+mod block;
+mod error;
+mod files;
+mod finish;
+mod values;
 
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ConfigError::Read { path, error } => {
-                write!(f, "{}: cannot read: {error}", path.display())
-            }
-            ConfigError::UnknownOption { file, line, option } => {
-                write!(f, "{file}:{line}: unknown option '{option}'")
-            }
-            ConfigError::MissingValue { file, line, option } => {
-                write!(f, "{file}:{line}: missing value for '{option}'")
-            }
-            ConfigError::BadValue {
-                file,
-                line,
-                option,
-                value,
-                reason,
-            } => {
-                write!(
-                    f,
-                    "{file}:{line}: bad value '{value}' for '{option}': {reason}"
-                )
-            }
-            ConfigError::Invalid {
-                file,
-                line,
-                message,
-            } => write!(f, "{file}:{line}: {message}"),
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            ConfigError::Read { error, .. } => Some(error),
-            _ => None,
-        }
-    }
-}
+use block::{Block, Domain, TlsBlock};
+pub use error::ConfigError;
+use files::{conf_files, read};
+use values::{
+    ignored, one, parse_address, parse_bool, parse_int, parse_port, parse_sync, text, to_usize,
+    words, Pos,
+};
 
 pub(super) fn parse_file(path: &Path) -> Result<Config, ConfigError> {
     let text = read(path)?;
@@ -123,129 +58,6 @@ pub(super) fn parse_text(text: &str, source_name: &str) -> Result<Config, Config
     let mut parser = Parser::default();
     parser.parse(text, source_name, 0)?;
     parser.finish()
-}
-
-fn read(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
-        path: path.to_path_buf(),
-        error,
-    })
-}
-
-/// The `*.conf` files of `dir`, sorted as mosquitto sorts them (case-insensitively).
-fn conf_files(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
-    let err = |error| ConfigError::Read {
-        path: dir.to_path_buf(),
-        error,
-    };
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(err)? {
-        let entry = entry.map_err(err)?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if name.len() > ".conf".len() && name.ends_with(".conf") {
-            files.push(entry.path());
-        }
-    }
-    files.sort_by_key(|p| {
-        let name = p
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
-        (name.to_ascii_lowercase(), name)
-    });
-    Ok(files)
-}
-
-/// `socket_domain`: restricts a listener to one address family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Domain {
-    V4,
-    V6,
-}
-
-/// Where a line is: file name and line number, for messages.
-#[derive(Debug, Clone)]
-struct Pos {
-    file: String,
-    line: usize,
-}
-
-impl Pos {
-    fn unknown(&self, option: &str) -> ConfigError {
-        ConfigError::UnknownOption {
-            file: self.file.clone(),
-            line: self.line,
-            option: option.into(),
-        }
-    }
-    fn missing(&self, option: &str) -> ConfigError {
-        ConfigError::MissingValue {
-            file: self.file.clone(),
-            line: self.line,
-            option: option.into(),
-        }
-    }
-    fn bad(&self, option: &str, value: &str, reason: impl Into<String>) -> ConfigError {
-        ConfigError::BadValue {
-            file: self.file.clone(),
-            line: self.line,
-            option: option.into(),
-            value: value.into(),
-            reason: reason.into(),
-        }
-    }
-    fn invalid(&self, message: impl Into<String>) -> ConfigError {
-        ConfigError::Invalid {
-            file: self.file.clone(),
-            line: self.line,
-            message: message.into(),
-        }
-    }
-    fn warn(&self, config: &mut Config, message: impl fmt::Display) {
-        config
-            .warnings
-            .push(format!("{}:{}: {message}", self.file, self.line));
-    }
-}
-
-/// One listener block (or the default listener) while parsing.
-#[derive(Debug, Default)]
-struct Block {
-    /// Where the block was started (its `listener` line, or the first default-listener option).
-    pos: Option<Pos>,
-    port: Option<u16>,
-    /// `None` = every interface (0.0.0.0 and ::).
-    addrs: Option<Vec<IpAddr>>,
-    allow_anonymous: Option<bool>,
-    domain: Option<(Domain, Pos)>,
-    tls: TlsBlock,
-    /// `password_file` / `acl_file` said in this block under `per_listener_settings true`.
-    password_file: Option<PathBuf>,
-    acl_file: Option<PathBuf>,
-}
-
-/// A block's TLS options while parsing, with where they were said (for the checks that need
-/// the whole block: certfile without keyfile, require_certificate without a CA, ...).
-#[derive(Debug, Default)]
-struct TlsBlock {
-    settings: TlsSettings,
-    /// The block's first TLS option: the block is a TLS listener.
-    first: Option<Pos>,
-    certfile: Option<Pos>,
-    keyfile: Option<Pos>,
-    require_certificate: Option<Pos>,
-    /// `use_identity_as_username` or `use_subject_as_username` said true.
-    identity: Option<Pos>,
-}
-
-impl Block {
-    fn touch(&mut self, pos: &Pos) {
-        if self.pos.is_none() {
-            self.pos = Some(pos.clone());
-        }
-    }
 }
 
 #[derive(Debug, Default)]
@@ -726,33 +538,6 @@ impl Parser {
         Ok(())
     }
 
-    /// Checks a block's TLS options as a whole; returns its settings if it is a TLS listener.
-    fn finish_tls(config: &mut Config, tls: TlsBlock) -> Result<Option<TlsSettings>, ConfigError> {
-        let Some(first) = tls.first else {
-            return Ok(None);
-        };
-        if tls.certfile.is_none() || tls.keyfile.is_none() {
-            // As mosquitto: "Both certfile and keyfile must be provided if one of them is set".
-            return Err(first.invalid(
-                "a TLS listener needs both certfile and keyfile (TLS options were given without them)",
-            ));
-        }
-        let s = tls.settings;
-        if let Some(pos) = &tls.require_certificate {
-            if s.cafile.is_none() && s.capath.is_none() {
-                return Err(pos.invalid("require_certificate true needs cafile or capath"));
-            }
-        }
-        if let (Some(pos), false) = (&tls.identity, s.require_certificate) {
-            pos.warn(
-                config,
-                "without 'require_certificate true' no client certificate is asked for, so no \
-                 client of this listener has a certificate identity",
-            );
-        }
-        Ok(Some(s))
-    }
-
     fn log_dest(&mut self, pos: &Pos, option: &str, rest: &str) -> Result<(), ConfigError> {
         let value = words(rest)
             .first()
@@ -787,174 +572,6 @@ impl Parser {
         }
         Ok(())
     }
-
-    /// Turns the blocks into listeners, checks them, and returns the config.
-    fn finish(mut self) -> Result<Config, ConfigError> {
-        let mut config = std::mem::take(&mut self.config);
-        if let Some(dest) = self.log_dest {
-            config.log_dest = dest;
-        }
-        let mut seen: Vec<(SocketAddr, Pos)> = Vec::new();
-        // mosquitto appends the default listener after the `listener` blocks.
-        let default = std::mem::take(&mut self.default);
-        for block in self.blocks.into_iter().chain(Some(default)) {
-            let Some(pos) = block.pos else { continue };
-            let port = block.port.unwrap_or(DEFAULT_PORT);
-            let mut addrs = block.addrs.unwrap_or_else(|| {
-                vec![
-                    IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-                    IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-                ]
-            });
-            if let Some((domain, domain_pos)) = &block.domain {
-                addrs.retain(|a| a.is_ipv4() == (*domain == Domain::V4));
-                if addrs.is_empty() {
-                    let value = if *domain == Domain::V4 {
-                        "ipv4"
-                    } else {
-                        "ipv6"
-                    };
-                    return Err(domain_pos.bad(
-                        "socket_domain",
-                        value,
-                        "the listener's address is not of this family",
-                    ));
-                }
-            }
-            let tls = Self::finish_tls(&mut config, block.tls)?;
-            for ip in addrs {
-                let addr = SocketAddr::new(ip, port);
-                if let Some((_, first)) = seen.iter().find(|(a, _)| *a == addr) {
-                    return Err(pos.invalid(format!(
-                        "listener {addr} is already defined at {}:{}",
-                        first.file, first.line
-                    )));
-                }
-                seen.push((addr, pos.clone()));
-                config.listeners.push(Listener {
-                    addr,
-                    allow_anonymous: block.allow_anonymous,
-                    tls: tls.clone(),
-                    password_file: block.password_file.clone(),
-                    acl_file: block.acl_file.clone(),
-                });
-            }
-        }
-        Ok(config)
-    }
-}
-
-fn ignored(pos: &Pos, config: &mut Config, option: &str) {
-    pos.warn(
-        config,
-        format_args!("option '{option}' is accepted but not acted on by midge yet"),
-    );
-}
-
-/// The values of a non-text option: whitespace-separated words, up to a word starting with `#`.
-fn words(rest: &str) -> Vec<&str> {
-    rest.split_whitespace()
-        .take_while(|w| !w.starts_with('#'))
-        .collect()
-}
-
-/// The single value of an option.
-fn one<'a>(pos: &Pos, option: &str, rest: &'a str) -> Result<&'a str, ConfigError> {
-    match words(rest).as_slice() {
-        [] => Err(pos.missing(option)),
-        [value] => Ok(value),
-        more => Err(pos.bad(option, &more.join(" "), "expected one value")),
-    }
-}
-
-/// The value of a text option: the rest of the line, as mosquitto reads it.
-fn text<'a>(pos: &Pos, option: &str, rest: &'a str) -> Result<&'a str, ConfigError> {
-    if rest.is_empty() {
-        Err(pos.missing(option))
-    } else {
-        Ok(rest)
-    }
-}
-
-/// `persistence_sync every-batch | os | interval MS` (midge).
-fn parse_sync(
-    pos: &Pos,
-    option: &str,
-    rest: &str,
-) -> Result<crate::store::SyncPolicy, ConfigError> {
-    use crate::store::SyncPolicy;
-    const EXPECTED: &str = "expected every-batch, os or interval MS";
-    match words(rest).as_slice() {
-        [] => Err(pos.missing(option)),
-        ["every-batch"] => Ok(SyncPolicy::EveryBatch),
-        ["os"] => Ok(SyncPolicy::Os),
-        ["interval", ms] => {
-            let ms = parse_int(pos, option, ms, 1, 3_600_000)?;
-            Ok(SyncPolicy::Interval(std::time::Duration::from_millis(
-                ms as u64,
-            )))
-        }
-        ["interval"] => Err(pos.bad(
-            option,
-            rest.trim(),
-            "interval needs milliseconds (1..=3600000)",
-        )),
-        _ => Err(pos.bad(option, rest.trim(), EXPECTED)),
-    }
-}
-
-fn parse_bool(pos: &Pos, option: &str, value: &str) -> Result<bool, ConfigError> {
-    // mosquitto's conf__parse_bool also takes 1 and 0.
-    match value {
-        "true" | "1" => Ok(true),
-        "false" | "0" => Ok(false),
-        _ => Err(pos.bad(option, value, "expected true or false")),
-    }
-}
-
-fn parse_int(pos: &Pos, option: &str, value: &str, min: i64, max: i64) -> Result<i64, ConfigError> {
-    let range = || {
-        if max == i64::MAX {
-            format!("expected a whole number of at least {min}")
-        } else {
-            format!("expected a whole number from {min} to {max}")
-        }
-    };
-    match value.parse::<i64>() {
-        Ok(v) if (min..=max).contains(&v) => Ok(v),
-        _ => Err(pos.bad(option, value, range())),
-    }
-}
-
-fn to_usize(pos: &Pos, option: &str, value: &str, v: i64) -> Result<usize, ConfigError> {
-    usize::try_from(v).map_err(|_| pos.bad(option, value, "too large for this machine"))
-}
-
-fn parse_port(pos: &Pos, option: &str, value: &str) -> Result<u16, ConfigError> {
-    // Port 0 (an ephemeral port) is allowed for tests; mosquitto uses it for Unix sockets.
-    parse_int(pos, option, value, 0, 65535).map(|p| p as u16)
-}
-
-/// A listener address: an IPv4 or IPv6 literal (as mosquitto writes them, without brackets;
-/// brackets are accepted too) or `localhost` (127.0.0.1 and ::1).
-fn parse_address(pos: &Pos, option: &str, value: &str) -> Result<Vec<IpAddr>, ConfigError> {
-    if value == "localhost" {
-        return Ok(vec![
-            IpAddr::V4(Ipv4Addr::LOCALHOST),
-            IpAddr::V6(Ipv6Addr::LOCALHOST),
-        ]);
-    }
-    let literal = value
-        .strip_prefix('[')
-        .and_then(|v| v.strip_suffix(']'))
-        .unwrap_or(value);
-    literal.parse::<IpAddr>().map(|ip| vec![ip]).map_err(|_| {
-        pos.bad(
-            option,
-            value,
-            "expected an IPv4 or IPv6 address or localhost (host names are not supported yet)",
-        )
-    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,95 @@
+//! The checks made once every line is read: each listener block's TLS options as a whole,
+//! the default listener, and the options that depend on one another.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use super::{
+    Config, ConfigError, Domain, Listener, Parser, Pos, TlsBlock, TlsSettings, DEFAULT_PORT,
+};
+
+impl Parser {
+    /// Checks a block's TLS options as a whole; returns its settings if it is a TLS listener.
+    pub(super) fn finish_tls(
+        config: &mut Config,
+        tls: TlsBlock,
+    ) -> Result<Option<TlsSettings>, ConfigError> {
+        let Some(first) = tls.first else {
+            return Ok(None);
+        };
+        if tls.certfile.is_none() || tls.keyfile.is_none() {
+            // As mosquitto: "Both certfile and keyfile must be provided if one of them is set".
+            return Err(first.invalid(
+                "a TLS listener needs both certfile and keyfile (TLS options were given without them)",
+            ));
+        }
+        let s = tls.settings;
+        if let Some(pos) = &tls.require_certificate {
+            if s.cafile.is_none() && s.capath.is_none() {
+                return Err(pos.invalid("require_certificate true needs cafile or capath"));
+            }
+        }
+        if let (Some(pos), false) = (&tls.identity, s.require_certificate) {
+            pos.warn(
+                config,
+                "without 'require_certificate true' no client certificate is asked for, so no \
+                 client of this listener has a certificate identity",
+            );
+        }
+        Ok(Some(s))
+    }
+
+    /// Turns the blocks into listeners, checks them, and returns the config.
+    pub(super) fn finish(mut self) -> Result<Config, ConfigError> {
+        let mut config = std::mem::take(&mut self.config);
+        if let Some(dest) = self.log_dest {
+            config.log_dest = dest;
+        }
+        let mut seen: Vec<(SocketAddr, Pos)> = Vec::new();
+        // mosquitto appends the default listener after the `listener` blocks.
+        let default = std::mem::take(&mut self.default);
+        for block in self.blocks.into_iter().chain(Some(default)) {
+            let Some(pos) = block.pos else { continue };
+            let port = block.port.unwrap_or(DEFAULT_PORT);
+            let mut addrs = block.addrs.unwrap_or_else(|| {
+                vec![
+                    IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                    IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+                ]
+            });
+            if let Some((domain, domain_pos)) = &block.domain {
+                addrs.retain(|a| a.is_ipv4() == (*domain == Domain::V4));
+                if addrs.is_empty() {
+                    let value = if *domain == Domain::V4 {
+                        "ipv4"
+                    } else {
+                        "ipv6"
+                    };
+                    return Err(domain_pos.bad(
+                        "socket_domain",
+                        value,
+                        "the listener's address is not of this family",
+                    ));
+                }
+            }
+            let tls = Self::finish_tls(&mut config, block.tls)?;
+            for ip in addrs {
+                let addr = SocketAddr::new(ip, port);
+                if let Some((_, first)) = seen.iter().find(|(a, _)| *a == addr) {
+                    return Err(pos.invalid(format!(
+                        "listener {addr} is already defined at {}:{}",
+                        first.file, first.line
+                    )));
+                }
+                seen.push((addr, pos.clone()));
+                config.listeners.push(Listener {
+                    addr,
+                    allow_anonymous: block.allow_anonymous,
+                    tls: tls.clone(),
+                    password_file: block.password_file.clone(),
+                    acl_file: block.acl_file.clone(),
+                });
+            }
+        }
+        Ok(config)
+    }
+}
