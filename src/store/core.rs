@@ -22,6 +22,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::codec::{self, Op, QueuedBody};
+use super::pairing::{self, Link, Linked, PAIR_WAIT};
 use super::{
     wall_from_instant, Batch, BatchOp, Options, Recovered, RecoveredSession, Store, StoreError,
     StoreStats, StoredDelivery, StoredSession, SyncPolicy,
@@ -517,6 +518,19 @@ struct Submission {
     ticket: u64,
     shard: usize,
     ops: Vec<BatchOp>,
+    /// Its partners on other shards (see `pairing`); empty for most batches.
+    links: Vec<Link>,
+    /// When it was submitted, if it awaits a partner.
+    awaiting_since: Option<Instant>,
+}
+
+impl Linked for Submission {
+    fn shard(&self) -> usize {
+        self.shard
+    }
+    fn links(&self) -> &[Link] {
+        &self.links
+    }
 }
 
 /// What shards hand to the writer, behind `Core::queue`.
@@ -524,6 +538,13 @@ struct Queue {
     pending: Vec<Submission>,
     /// Emptied operation vectors, handed back to submitters (no allocation per turn).
     spare: Vec<Vec<BatchOp>>,
+    /// Emptied link vectors, likewise.
+    spare_links: Vec<Vec<Link>>,
+    /// Pending submissions that await a partner (0: no pairing to check).
+    awaiting: usize,
+    /// The writer holds pending batches until their partners arrive: a submission that
+    /// covers one wakes it.
+    holding: bool,
     /// The last ticket given out.
     issued: u64,
     /// A rewrite was asked for ([`Store::compact`], or a retry after a failed write).
@@ -653,6 +674,9 @@ impl<E: Engine> Core<E> {
             queue: Mutex::new(Queue {
                 pending: Vec::new(),
                 spare: Vec::new(),
+                spare_links: Vec::new(),
+                awaiting: 0,
+                holding: false,
                 issued: 0,
                 rewrite: false,
                 urgent: false,
@@ -782,35 +806,61 @@ impl<E: Engine> Inner<E> {
         loop {
             let (hi, rewrite) = {
                 let mut q = lock(&self.queue);
-                loop {
-                    if q.urgent || q.rewrite || q.stop {
-                        break;
+                let mut hold_until = None;
+                let take = loop {
+                    let now = Instant::now();
+                    let ready = q.urgent || q.rewrite || q.stop || q.due.is_some_and(|d| now >= d);
+                    if ready {
+                        let take = self.writable(&mut q, now, &mut hold_until);
+                        if take > 0 || q.pending.is_empty() {
+                            break take;
+                        }
                     }
-                    match q.due {
-                        None => q = self.work.wait(q).unwrap_or_else(|e| e.into_inner()),
-                        Some(due) => {
-                            let now = Instant::now();
-                            if now >= due {
-                                break;
-                            }
-                            q = self
-                                .work
-                                .wait_timeout(q, due - now)
+                    let until = match (q.due.filter(|_| !ready), hold_until) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    q.holding = hold_until.is_some();
+                    q = match until {
+                        None => self.work.wait(q).unwrap_or_else(|e| e.into_inner()),
+                        Some(until) => {
+                            let left = until.saturating_duration_since(now);
+                            self.work
+                                .wait_timeout(q, left)
                                 .unwrap_or_else(|e| e.into_inner())
-                                .0;
+                                .0
+                        }
+                    };
+                };
+                q.holding = false;
+                if take == q.pending.len() {
+                    q.urgent = false;
+                    q.due = None;
+                    if q.pending.is_empty() && !q.rewrite {
+                        if q.stop {
+                            return; // everything written
+                        }
+                        continue;
+                    }
+                    std::mem::swap(&mut q.pending, &mut taken);
+                } else {
+                    // The rest waits for partners; `urgent`/`due` stay as they were for it.
+                    taken.extend(q.pending.drain(..take));
+                }
+                let hi = q.pending.first().map_or(q.issued, |s| s.ticket - 1);
+                for s in &mut taken {
+                    if s.awaiting_since.is_some() {
+                        q.awaiting -= 1;
+                    }
+                    if s.links.capacity() > 0 {
+                        let mut links = std::mem::take(&mut s.links);
+                        if q.spare_links.len() < SPARE_KEPT {
+                            links.clear();
+                            q.spare_links.push(links);
                         }
                     }
                 }
-                q.urgent = false;
-                q.due = None;
-                if q.pending.is_empty() && !q.rewrite {
-                    if q.stop {
-                        return; // everything written
-                    }
-                    continue;
-                }
-                std::mem::swap(&mut q.pending, &mut taken);
-                (q.issued, std::mem::take(&mut q.rewrite))
+                (hi, std::mem::take(&mut q.rewrite))
             };
             let lo = self.finished.load(Ordering::Acquire) + 1;
             let mut shards: u64 = 0;
@@ -844,6 +894,29 @@ impl<E: Engine> Inner<E> {
                 }
             }
         }
+    }
+
+    /// How many of the pending submissions (from the front) to write now: all of them,
+    /// unless a batch awaits a partner that has not arrived (see `pairing`), and then the
+    /// longest prefix that splits no pair, or none while the oldest waiting batch is within
+    /// [`PAIR_WAIT`] (`hold_until` is set to when that ends). Everything on shutdown.
+    fn writable(&self, q: &mut Queue, now: Instant, hold_until: &mut Option<Instant>) -> usize {
+        *hold_until = None;
+        if q.awaiting == 0 || q.stop {
+            return q.pending.len();
+        }
+        let take = pairing::closed_prefix(&q.pending);
+        if take > 0 || q.pending.is_empty() {
+            return take;
+        }
+        let since = q.pending[0].awaiting_since.unwrap_or(now);
+        let until = since + PAIR_WAIT;
+        if now >= until {
+            // Past the cap: written as it is (the acknowledgements still wait for every part).
+            return q.pending.len();
+        }
+        *hold_until = Some(until);
+        0
     }
 
     /// Resolves and writes the submissions in `taken` (emptying it) as one group.
@@ -965,7 +1038,24 @@ impl<E: Engine> Store for Core<E> {
         let ticket = q.issued;
         let fresh = q.spare.pop().unwrap_or_default();
         let ops = std::mem::replace(&mut batch.ops, fresh);
-        q.pending.push(Submission { ticket, shard, ops });
+        let (links, awaiting_since) = if batch.links.is_empty() {
+            (Vec::new(), None)
+        } else {
+            let fresh = q.spare_links.pop().unwrap_or_default();
+            let links = std::mem::replace(&mut batch.links, fresh);
+            let awaits = links.iter().any(|l| matches!(l, Link::Awaits { .. }));
+            q.awaiting += usize::from(awaits);
+            (links, awaits.then(Instant::now))
+        };
+        // A partner the writer holds a batch for.
+        let partner = q.holding && !links.is_empty();
+        q.pending.push(Submission {
+            ticket,
+            shard,
+            ops,
+            links,
+            awaiting_since,
+        });
         // A batch of only QoS 1 deliveries may wait a little: its subscribers' acknowledgements
         // usually arrive meanwhile, and then nothing of it needs writing (see `QOS1_GRACE`).
         let wake = if batch.urgent && batch.only_qos1 {
@@ -981,7 +1071,7 @@ impl<E: Engine> Store for Core<E> {
         };
         batch.reset_flags();
         drop(q);
-        if wake {
+        if wake || partner {
             self.inner.work.notify_one();
         }
         ticket

@@ -13,7 +13,8 @@
 //! One writer thread takes everything submitted since its last write (the batches of every
 //! shard, of as many turns as arrived meanwhile) and writes it as one frame with one
 //! `fdatasync`. One fsync per group, never per message; and the shards keep working while it
-//! runs.
+//! runs. Batches of different shards that hold one QoS 2 message's id and its copies are
+//! paired ([`Batch::awaits`], [`Batch::covers`]) and always land in one frame (`pairing`).
 //!
 //! # Backends (chosen by measurement)
 //! - [`Backend::Log`] (default): a hand-written append-only log, one CRC32-checked frame per
@@ -78,9 +79,12 @@ use crate::message::{Delivery, SharedMessage};
 use crate::protocol::{ByteStr, ProtocolVersion, Will};
 use crate::session::{OutState, Subscription};
 
+pub(crate) use pairing::Link;
+
 pub mod codec;
 mod core;
 pub mod limits;
+mod pairing;
 mod redb_kv;
 mod seglog;
 
@@ -383,6 +387,10 @@ pub struct Batch {
     pub(crate) turn: u64,
     /// Turns whose QoS 1 deliveries were acknowledged this turn, one entry per delivery.
     pub(crate) acked: Vec<u64>,
+    /// An incoming QoS 2 packet id was put (see [`Batch::receives_qos2`]).
+    pub(crate) qos2_in: bool,
+    /// Which other shards' batches this one must be written with (see [`Batch::awaits`]).
+    pub(crate) links: Vec<Link>,
 }
 
 impl Default for Batch {
@@ -395,6 +403,8 @@ impl Default for Batch {
             qos1_puts: 0,
             turn: 0,
             acked: Vec::new(),
+            qos2_in: false,
+            links: Vec::new(),
         }
     }
 }
@@ -405,9 +415,10 @@ impl Batch {
         Batch::default()
     }
 
-    /// True when there is nothing to commit.
+    /// True when there is nothing to commit: no operation, and no pairing with another
+    /// shard's batch to tell the writer about.
     pub fn is_empty(&self) -> bool {
-        self.ops.is_empty()
+        self.ops.is_empty() && self.links.is_empty()
     }
 
     /// Operations queued.
@@ -419,6 +430,7 @@ impl Batch {
     pub fn clear(&mut self) {
         self.ops.clear();
         self.acked.clear();
+        self.links.clear();
         self.reset_flags();
     }
 
@@ -427,6 +439,37 @@ impl Batch {
         self.urgent = false;
         self.only_qos1 = true;
         self.qos1_puts = 0;
+        self.qos2_in = false;
+    }
+
+    /// True if this batch remembers an incoming QoS 2 packet id as received. Such a batch
+    /// and the batches holding its message's copies on other shards must reach the disk
+    /// together (see [`Batch::awaits`]).
+    pub fn receives_qos2(&self) -> bool {
+        self.qos2_in
+    }
+
+    /// This batch must be written in one frame with the batch of shard `shard` that
+    /// [covers](Batch::covers) our `ticket` (the counter the two shards share for what this
+    /// one sent that one). Why: a QoS 2 message's packet id (remembered here) and its copies
+    /// on another shard (stored there) are one fact. A crash that keeps the id but not the
+    /// copies loses the message (the publisher's retransmission is taken as already
+    /// received); one that keeps the copies but not the id delivers it twice (the
+    /// retransmission is routed again). See `pairing` for the writer's side.
+    pub fn awaits(&mut self, shard: usize, ticket: u64) {
+        self.links.push(Link::Awaits {
+            shard: shard as u16,
+            ticket,
+        });
+    }
+
+    /// This batch holds what shard `origin` sent this shard up to its `ticket` (the
+    /// counterpart of [`Batch::awaits`]).
+    pub fn covers(&mut self, origin: usize, ticket: u64) {
+        self.links.push(Link::Covers {
+            origin: origin as u16,
+            ticket,
+        });
     }
 
     /// True if output written after these operations must wait until they are durable.
@@ -461,6 +504,10 @@ impl Batch {
             }
             BatchOp::UpdateQueued(_, _, flow) => {
                 flow.is_some_and(|f| f.state == OutState::AwaitPubAck)
+            }
+            BatchOp::PutQos2(..) => {
+                self.qos2_in = true;
+                false
             }
             _ => false,
         };
