@@ -84,9 +84,11 @@ pub(crate) use pairing::Link;
 pub mod codec;
 mod core;
 pub mod limits;
+mod mirror;
 mod pairing;
 mod redb_kv;
 mod seglog;
+mod writer;
 
 /// When a commit is made durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
