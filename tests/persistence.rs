@@ -520,3 +520,148 @@ fn disk_full_fails_publishes_and_the_broker_keeps_serving() {
         .collect();
     assert!(topics.contains("full/v3"), "{topics:?}");
 }
+
+/// A QoS 2 publisher on one shard, a persistent QoS 2 subscriber (offline: every copy is
+/// queued in the store) on the other: the publisher's shard stores the packet id as received
+/// and the subscriber's shard stores the copy, in two batches. The broker is SIGKILLed at a
+/// random moment (three times); each time the publisher reconnects to its session and
+/// retransmits, with DUP, every message it has no PUBREC for, and sends PUBREL for those it
+/// has ([MQTT-4.3.3-2], [MQTT-4.4.0-1]). Then every message it sent reaches the subscriber
+/// exactly once: if the id were durable without the copy, the retransmission would be taken
+/// as already received and the message lost; if the copy were durable without the id, the
+/// retransmission would be routed again and the message delivered twice.
+#[test]
+fn qos2_copies_on_another_shard_survive_sigkill_with_the_publisher_retransmitting() {
+    use std::collections::{BTreeMap, HashMap};
+    if !is_midge() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // Room for every message in the offline subscriber's queue.
+    let mut broker = persistent_broker(dir.path(), &["shards 2", "max_queued_messages 1000000"]);
+    let port = broker.port();
+    let sub_id = id_on_shard("x2-sub", 0, 2);
+    let pub_id = id_on_shard("x2-pub", 1, 2);
+    park_subscriber(port, &sub_id, "x2/#", 2);
+
+    let mut seed = u64::from(std::process::id())
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos() as u64;
+    let mut random_ms = |lo: u64, hi: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        lo + seed % (hi - lo)
+    };
+    let mut next: u64 = 0;
+    // Sent, no PUBREC yet: packet id -> number.
+    let mut unrec: HashMap<u16, u64> = HashMap::new();
+    // PUBREC received, PUBREL sent, no PUBCOMP yet.
+    let mut unrel: HashMap<u16, u64> = HashMap::new();
+    let publish = |n: u64, pid: u16, dup: bool| {
+        raw::publish_raw(b"x2/n", n.to_string().as_bytes(), 2, false, dup, pid)
+    };
+    for round in 0..3 {
+        let (mut publisher, present) = Raw::connect(port, &Connect::new(&pub_id).clean(false));
+        assert_eq!(present, round > 0, "the publisher's session is kept");
+        for (&pid, &n) in &unrec {
+            publisher.send(&publish(n, pid, true));
+        }
+        for &pid in unrel.keys() {
+            publisher.send(&raw::pubrel(pid));
+        }
+        // From another thread, so that the moment is not tied to the publisher's exchanges
+        // (killing right after a PUBREC arrived would always hit the same phase of a flow).
+        let kill_after = Duration::from_millis(random_ms(150, 700));
+        let killed = Arc::new(AtomicBool::new(false));
+        let killer = {
+            let (pid, killed) = (broker.pid() as libc::pid_t, killed.clone());
+            thread::spawn(move || {
+                thread::sleep(kill_after);
+                // SAFETY: a plain signal to our own child, which is not reaped before the join.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                killed.store(true, Ordering::Release);
+            })
+        };
+        let start = Instant::now();
+        loop {
+            while !killed.load(Ordering::Acquire) && unrec.len() + unrel.len() < 16 {
+                next += 1;
+                let pid = (next % 60000 + 1) as u16;
+                publisher.send(&publish(next, pid, false));
+                unrec.insert(pid, next);
+            }
+            match publisher.recv(Duration::from_millis(500)) {
+                Ok(p) if p.kind() == PUBREC => {
+                    if let Some(n) = unrec.remove(&p.pid()) {
+                        unrel.insert(p.pid(), n);
+                    }
+                    publisher.send(&raw::pubrel(p.pid()));
+                }
+                Ok(p) if p.kind() == PUBCOMP => {
+                    unrel.remove(&p.pid());
+                }
+                Ok(p) => panic!("unexpected packet {p:?}"),
+                Err(raw::RecvError::Closed) => break,
+                Err(raw::RecvError::Timeout) => {
+                    assert!(start.elapsed() < Duration::from_secs(15), "no progress")
+                }
+            }
+        }
+        killer.join().unwrap();
+        broker.kill9();
+        broker.restart();
+    }
+    // The last round's unfinished flows complete on the restarted broker.
+    let (mut publisher, present) = Raw::connect(port, &Connect::new(&pub_id).clean(false));
+    assert!(present);
+    for (&pid, &n) in &unrec {
+        publisher.send(&publish(n, pid, true));
+    }
+    for &pid in unrel.keys() {
+        publisher.send(&raw::pubrel(pid));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !unrec.is_empty() || !unrel.is_empty() {
+        assert!(Instant::now() < deadline, "flows left: {unrec:?} {unrel:?}");
+        let p = publisher.recv(Duration::from_secs(2)).expect("an answer");
+        match p.kind() {
+            PUBREC => {
+                if let Some(n) = unrec.remove(&p.pid()) {
+                    unrel.insert(p.pid(), n);
+                }
+                publisher.send(&raw::pubrel(p.pid()));
+            }
+            PUBCOMP => {
+                unrel.remove(&p.pid());
+            }
+            _ => panic!("unexpected packet {p:?}"),
+        }
+    }
+    assert!(next > 16, "too few messages sent: {next}");
+
+    let (mut sub, present) = Raw::connect(port, &Connect::new(&sub_id).clean(false));
+    assert!(present);
+    let mut count: BTreeMap<u64, u32> = BTreeMap::new();
+    for p in sub.collect_publishes_until_quiet(Duration::from_secs(2)) {
+        assert_eq!(p.qos, 2);
+        let n: u64 = String::from_utf8(p.payload).unwrap().parse().unwrap();
+        *count.entry(n).or_default() += 1;
+    }
+    let lost: Vec<u64> = (1..=next).filter(|n| !count.contains_key(n)).collect();
+    let twice: Vec<u64> = count
+        .iter()
+        .filter(|(_, &c)| c > 1)
+        .map(|(&n, _)| n)
+        .collect();
+    assert!(
+        lost.is_empty() && twice.is_empty(),
+        "of {next} messages sent, {} lost (e.g. {:?}) and {} delivered twice (e.g. {:?})",
+        lost.len(),
+        &lost[..lost.len().min(10)],
+        twice.len(),
+        &twice[..twice.len().min(10)]
+    );
+}

@@ -163,6 +163,7 @@ class Publisher:
         self.port = port
         self.t0 = t0
         self.published_at = {}  # payload -> seconds since the start (QoS 1/2)
+        self.sent_by = {}  # payload -> client id (QoS 2: its home shard places a duplicate)
         self.gen = 0
         self.seq = 0
         self.client = None
@@ -186,6 +187,8 @@ class Publisher:
         info = self.client.publish(f"soak/q{qos}/{self.name}", payload, qos=qos)
         if qos > 0:
             self.published_at[payload] = round(time.time() - self.t0, 2)
+        if qos == 2:
+            self.sent_by[payload] = f"{self.name}-g{self.gen}"
         if qos > 0:
             self.outstanding.append((info, qos, payload))
         return payload
@@ -337,8 +340,10 @@ def main():
     broker.stop()
 
     when = {}
+    sent_by = {}
     for p in pubs:
         when.update(p.published_at)
+        sent_by.update(p.sent_by)
     # Each lost message with the second it was published (to place it among the events).
     lost = {f"{k[0]} qos{k[1]}": [f"{x} (t={when.get(x)}s)" for x in sorted(v)[:20]]
             for k, v in (missing or {}).items()}
@@ -350,7 +355,7 @@ def main():
     for s in subs:
         d = [p for p, n in s.got[2].items() if n > 1]
         if d:
-            dup2[s.name] = sorted(d)[:20]
+            dup2[s.name] = [f"{x} (t={when.get(x)}s, by {sent_by.get(x)})" for x in sorted(d)[:20]]
         dup1 += sum(n - 1 for n in s.got[1].values() if n > 1)
         q0_received.append(len(s.got[0]))
     dup2_count = sum(sum(1 for n in s.got[2].values() if n > 1) for s in subs)

@@ -21,6 +21,11 @@
 //!     per destination); the destination answers `Committed` with the highest such ticket
 //!     once the store ticket of the turn that took them is durable.
 //!
+//!   A turn that remembered an incoming QoS 2 id also tells the store which of those other
+//!   shards' batches it awaits, and each shard's batch says which tickets it covers: the
+//!   store writes such partners in one frame, so a crash keeps the id and its copies
+//!   together or neither (`store::pairing`).
+//!
 //!   Held acknowledgements keep their order: once one is held, every later one waits behind
 //!   it ([MQTT-4.6.0-2], [MQTT-4.6.0-3]). So does the rest of the publisher's output after it,
 //!   above all the copies the message caused on the same connection: the answer to the
@@ -430,9 +435,15 @@ impl Shard {
         };
         let me = self.id;
         let mut ticketed = false;
+        // A QoS 2 message's id and its copies on other shards reach the disk in one frame
+        // (`store::pairing`): this batch awaits theirs, theirs say what they cover.
+        let paired = self.batch.receives_qos2();
         for to in 0..d.owe_ticket.len() {
             if std::mem::take(&mut d.owe_ticket[to]) {
                 d.sent[to] += 1;
+                if paired {
+                    self.batch.awaits(to, d.sent[to]);
+                }
                 self.outbox.push(
                     to,
                     ShardMsg::Ticket {
@@ -447,11 +458,17 @@ impl Shard {
         for dep in self.batch.acked.drain(..) {
             d.acked(dep);
         }
+        for origin in 0..d.seen.len() {
+            if d.seen[origin] > d.owing[origin] {
+                self.batch.covers(origin, d.seen[origin]);
+            }
+        }
         // The turn this turn's acknowledgements and confirmations depend on (0: none).
         let mut dep = 0;
         if !self.batch.urgent {
             if !self.batch.is_empty() {
-                // Only deletes of acknowledged deliveries: written with the next write.
+                // Only deletes of acknowledged deliveries (and what this batch covers for
+                // other shards' pairs): written with the next write.
                 d.submitted = d.store.submit(me, &mut self.batch);
             }
             if tick {

@@ -1,5 +1,6 @@
-//! What every backend shares: the in-memory mirror of the live state, the resolution of a
-//! [`Batch`] into low-level operations (message ids, refcounts), and group commit.
+//! What every backend shares: the [`Engine`] interface, and [`Core`], the store the broker
+//! holds (open and replay, submit, progress, shutdown), built on the in-memory mirror of the
+//! live state (`mirror`) and the writer thread's group commit (`writer`).
 //!
 //! # The writer thread
 //! Shards never wait for the disk. [`Store::submit`] only moves a batch's operations into the
@@ -14,20 +15,18 @@
 //! Lock order: `queue` is never held while taking `writer` or `engine`; `writer` may be held
 //! while taking `engine`. The flusher thread (interval policy) takes only `engine`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::codec::{self, Op, QueuedBody};
-use super::{
-    wall_from_instant, Batch, BatchOp, Options, Recovered, RecoveredSession, Store, StoreError,
-    StoreStats, StoredDelivery, StoredSession, SyncPolicy,
-};
-use crate::message::{Delivery, SharedMessage};
-use crate::protocol::ByteStr;
+use super::codec::Op;
+use super::mirror::Mirror;
+use super::pairing::Link;
+use super::writer::{lock, Inner, Queue, Submission, Writer, QOS1_GRACE};
+use super::{Batch, Options, Recovered, Store, StoreError, StoreStats, SyncPolicy};
 
 /// A storage engine: persists operations that the mirror has already applied.
 pub(crate) trait Engine: Send + 'static {
@@ -53,527 +52,14 @@ pub(crate) trait Engine: Send + 'static {
     }
 }
 
-#[derive(Debug, Clone)]
-struct MsgEntry {
-    msg: SharedMessage,
-    expires_ms: Option<u64>,
-    refs: u32,
-    size: u32,
-}
-
-#[derive(Debug, Clone, Default)]
-struct Client {
-    session: Option<(StoredSession, u32)>,
-    queued: BTreeMap<u64, (QueuedBody, u32)>,
-    qos2: BTreeSet<u16>,
-}
-
-impl Client {
-    fn is_empty(&self) -> bool {
-        self.session.is_none() && self.queued.is_empty() && self.qos2.is_empty()
-    }
-}
-
-/// Retained topics whose last version the mirror remembers at most.
-const RETAINED_VERSIONS: usize = 1 << 16;
-
-/// Size counted for a qos2 id.
-const QOS2_SIZE: u64 = 16;
-
-/// The live state, as the store holds it.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Mirror {
-    retained: HashMap<ByteStr, (SharedMessage, Option<u64>, u32)>,
-    /// The newest version of each retained topic's change resolved so far (runtime only:
-    /// the log holds the changes in version order, so replay needs none). Bounded: cleared
-    /// past [`RETAINED_VERSIONS`] topics, which only forgets what a race between two shards
-    /// within one write would need.
-    retained_versions: HashMap<ByteStr, u64>,
-    clients: HashMap<ByteStr, Client>,
-    msgs: HashMap<u64, MsgEntry>,
-    /// `Arc` address of a stored message -> its id (the entry holds a clone, so the address
-    /// cannot be reused while it is here).
-    by_ptr: HashMap<usize, u64>,
-    next_msg_id: u64,
-    live_bytes: u64,
-    /// Notes from replay (queued entries whose message is missing).
-    notes: Vec<String>,
-}
-
-fn ptr(m: &SharedMessage) -> usize {
-    Arc::as_ptr(m) as usize
-}
-
-impl Mirror {
-    fn client(&mut self, c: &ByteStr) -> &mut Client {
-        self.clients.entry(c.clone()).or_default()
-    }
-
-    fn tidy(&mut self, c: &ByteStr) {
-        if self.clients.get(c).is_some_and(Client::is_empty) {
-            self.clients.remove(c);
-        }
-    }
-
-    fn unref(&mut self, id: u64) {
-        if let Some(m) = self.msgs.get_mut(&id) {
-            m.refs = m.refs.saturating_sub(1);
-        }
-    }
-
-    /// Applies one operation (replay and commit alike). `size` is its encoded size.
-    pub(crate) fn apply(&mut self, op: Op, size: usize) {
-        let size32 = size as u32;
-        match op {
-            Op::PutRetained {
-                topic,
-                msg,
-                expires_ms,
-            } => {
-                if let Some((_, _, old)) = self.retained.insert(topic, (msg, expires_ms, size32)) {
-                    self.live_bytes -= u64::from(old);
-                }
-                self.live_bytes += size as u64;
-            }
-            Op::DelRetained { topic } => {
-                if let Some((_, _, old)) = self.retained.remove(&topic) {
-                    self.live_bytes -= u64::from(old);
-                }
-            }
-            Op::PutSession { client, session } => {
-                if let Some((_, old)) = self.client(&client).session.replace((*session, size32)) {
-                    self.live_bytes -= u64::from(old);
-                }
-                self.live_bytes += size as u64;
-            }
-            Op::DelSession { client } => {
-                if let Some(c) = self.clients.get_mut(&client) {
-                    if let Some((_, old)) = c.session.take() {
-                        self.live_bytes -= u64::from(old);
-                    }
-                }
-                self.tidy(&client);
-            }
-            Op::PutMsg {
-                id,
-                msg,
-                expires_ms,
-            } => {
-                let p = ptr(&msg);
-                let refs = match self.msgs.remove(&id) {
-                    Some(old) => {
-                        self.by_ptr.remove(&ptr(&old.msg));
-                        self.live_bytes -= u64::from(old.size);
-                        old.refs
-                    }
-                    None => 0,
-                };
-                self.by_ptr.insert(p, id);
-                self.msgs.insert(
-                    id,
-                    MsgEntry {
-                        msg,
-                        expires_ms,
-                        refs,
-                        size: size32,
-                    },
-                );
-                self.live_bytes += size as u64;
-                self.next_msg_id = self.next_msg_id.max(id + 1);
-            }
-            Op::DelMsg { id } => {
-                if let Some(old) = self.msgs.remove(&id) {
-                    self.by_ptr.remove(&ptr(&old.msg));
-                    self.live_bytes -= u64::from(old.size);
-                }
-            }
-            Op::PutQueued { client, seq, body } => {
-                let id = body.msg_id;
-                if !self.msgs.contains_key(&id) {
-                    self.notes.push(format!(
-                        "queued message {seq} of client '{client}' refers to message {id}, \
-                         which is not stored: dropped"
-                    ));
-                    return;
-                }
-                let old = self.client(&client).queued.insert(seq, (body, size32));
-                if let Some((old, old_size)) = old {
-                    self.live_bytes -= u64::from(old_size);
-                    self.unref(old.msg_id);
-                }
-                if let Some(m) = self.msgs.get_mut(&id) {
-                    m.refs += 1;
-                }
-                self.live_bytes += size as u64;
-            }
-            Op::DelQueued { client, seq } => {
-                let old = self
-                    .clients
-                    .get_mut(&client)
-                    .and_then(|c| c.queued.remove(&seq));
-                if let Some((old, old_size)) = old {
-                    self.live_bytes -= u64::from(old_size);
-                    self.unref(old.msg_id);
-                }
-                self.tidy(&client);
-            }
-            Op::PutQos2 { client, packet_id } => {
-                if self.client(&client).qos2.insert(packet_id) {
-                    self.live_bytes += QOS2_SIZE;
-                }
-            }
-            Op::DelQos2 { client, packet_id } => {
-                if let Some(c) = self.clients.get_mut(&client) {
-                    if c.qos2.remove(&packet_id) {
-                        self.live_bytes -= QOS2_SIZE;
-                    }
-                }
-                self.tidy(&client);
-            }
-        }
-    }
-
-    /// Every live record as an operation, messages first (what a rewrite writes).
-    pub(crate) fn for_each_op(&self, mut f: impl FnMut(Op)) {
-        for (&id, m) in &self.msgs {
-            f(Op::PutMsg {
-                id,
-                msg: m.msg.clone(),
-                expires_ms: m.expires_ms,
-            });
-        }
-        for (topic, (msg, expires_ms, _)) in &self.retained {
-            f(Op::PutRetained {
-                topic: topic.clone(),
-                msg: msg.clone(),
-                expires_ms: *expires_ms,
-            });
-        }
-        for (client, c) in &self.clients {
-            if let Some((s, _)) = &c.session {
-                f(Op::PutSession {
-                    client: client.clone(),
-                    session: Box::new(s.clone()),
-                });
-            }
-            for (&seq, (body, _)) in &c.queued {
-                f(Op::PutQueued {
-                    client: client.clone(),
-                    seq,
-                    body: body.clone(),
-                });
-            }
-            for &packet_id in &c.qos2 {
-                f(Op::PutQos2 {
-                    client: client.clone(),
-                    packet_id,
-                });
-            }
-        }
-    }
-
-    /// Turns one batch operation into operations, applying each (so that the next batch
-    /// operation sees its effect) and handing it to `out` with its encoding.
-    fn resolve(&mut self, bop: BatchOp, emit: &mut impl FnMut(&mut Mirror, Op)) {
-        match bop {
-            BatchOp::PutRetained(msg, version) => {
-                if self.stale_retained(&msg.topic, version) {
-                    return;
-                }
-                let expires_ms = msg.expires_at.map(|t| codec::wall_ms(wall_from_instant(t)));
-                emit(
-                    self,
-                    Op::PutRetained {
-                        topic: msg.topic.clone(),
-                        msg,
-                        expires_ms,
-                    },
-                );
-            }
-            BatchOp::DelRetained(topic, version) => {
-                if self.stale_retained(&topic, version) {
-                    return;
-                }
-                if self.retained.contains_key(&topic) {
-                    emit(self, Op::DelRetained { topic });
-                }
-            }
-            BatchOp::PutSession(client, session) => emit(self, Op::PutSession { client, session }),
-            BatchOp::DelSession(client) => {
-                let Some(c) = self.clients.get(&client) else {
-                    return;
-                };
-                let seqs: Vec<u64> = c.queued.keys().copied().collect();
-                let ids: Vec<u16> = c.qos2.iter().copied().collect();
-                let had_session = c.session.is_some();
-                for seq in seqs {
-                    self.resolve(BatchOp::DelQueued(client.clone(), seq), emit);
-                }
-                for packet_id in ids {
-                    emit(
-                        self,
-                        Op::DelQos2 {
-                            client: client.clone(),
-                            packet_id,
-                        },
-                    );
-                }
-                if had_session {
-                    emit(self, Op::DelSession { client });
-                }
-            }
-            BatchOp::PutQueued(client, seq, d, flow) => {
-                let msg_id = match self.by_ptr.get(&ptr(&d.msg)) {
-                    Some(&id) => id,
-                    None => {
-                        let id = self.next_msg_id.max(1);
-                        let expires_ms = d
-                            .msg
-                            .expires_at
-                            .map(|t| codec::wall_ms(wall_from_instant(t)));
-                        emit(
-                            self,
-                            Op::PutMsg {
-                                id,
-                                msg: d.msg.clone(),
-                                expires_ms,
-                            },
-                        );
-                        id
-                    }
-                };
-                let old = self
-                    .clients
-                    .get(&client)
-                    .and_then(|c| c.queued.get(&seq))
-                    .map(|(b, _)| b.msg_id);
-                let Delivery {
-                    qos,
-                    retain,
-                    subscription_ids,
-                    shared,
-                    ..
-                } = d;
-                emit(
-                    self,
-                    Op::PutQueued {
-                        client,
-                        seq,
-                        body: QueuedBody {
-                            msg_id,
-                            qos,
-                            retain,
-                            subscription_ids,
-                            shared,
-                            flow,
-                        },
-                    },
-                );
-                if let Some(old) = old {
-                    self.release(old, emit);
-                }
-            }
-            BatchOp::UpdateQueued(client, seq, flow) => {
-                let Some((body, _)) = self.clients.get(&client).and_then(|c| c.queued.get(&seq))
-                else {
-                    return;
-                };
-                if body.flow == flow {
-                    return;
-                }
-                let mut body = body.clone();
-                body.flow = flow;
-                emit(self, Op::PutQueued { client, seq, body });
-            }
-            BatchOp::DelQueued(client, seq) => {
-                let Some((body, _)) = self.clients.get(&client).and_then(|c| c.queued.get(&seq))
-                else {
-                    return;
-                };
-                let id = body.msg_id;
-                emit(self, Op::DelQueued { client, seq });
-                self.release(id, emit);
-            }
-            BatchOp::PutQos2(client, packet_id) => {
-                if !self
-                    .clients
-                    .get(&client)
-                    .is_some_and(|c| c.qos2.contains(&packet_id))
-                {
-                    emit(self, Op::PutQos2 { client, packet_id });
-                }
-            }
-            BatchOp::DelQos2(client, packet_id) => {
-                if self
-                    .clients
-                    .get(&client)
-                    .is_some_and(|c| c.qos2.contains(&packet_id))
-                {
-                    emit(self, Op::DelQos2 { client, packet_id });
-                }
-            }
-        }
-    }
-
-    /// True if a retained change of `topic` with `version` is older than one already
-    /// resolved (and must be dropped); records it otherwise.
-    fn stale_retained(&mut self, topic: &ByteStr, version: u64) -> bool {
-        if version == 0 {
-            return false;
-        }
-        if let Some(&seen) = self.retained_versions.get(topic) {
-            if seen > version {
-                return true;
-            }
-        }
-        if self.retained_versions.len() >= RETAINED_VERSIONS {
-            self.retained_versions.clear();
-        }
-        self.retained_versions.insert(topic.clone(), version);
-        false
-    }
-
-    /// Deletes message `id` once nothing refers to it.
-    fn release(&mut self, id: u64, emit: &mut impl FnMut(&mut Mirror, Op)) {
-        if self.msgs.get(&id).is_some_and(|m| m.refs == 0) {
-            emit(self, Op::DelMsg { id });
-        }
-    }
-
-    /// Drops messages nothing refers to (after replay) and reports orphaned queues.
-    fn finish_replay(&mut self, dropped: &mut Vec<String>) {
-        dropped.append(&mut self.notes);
-        let unused: Vec<u64> = self
-            .msgs
-            .iter()
-            .filter(|(_, m)| m.refs == 0)
-            .map(|(&id, _)| id)
-            .collect();
-        for id in unused {
-            self.apply(Op::DelMsg { id }, 0);
-        }
-    }
-
-    fn recovered(&self) -> Recovered {
-        let mut retained: Vec<SharedMessage> =
-            self.retained.values().map(|(m, _, _)| m.clone()).collect();
-        retained.sort_by(|a, b| a.topic.cmp(&b.topic));
-        let mut sessions = Vec::new();
-        let mut dropped = Vec::new();
-        for (client, c) in &self.clients {
-            let Some((session, _)) = &c.session else {
-                if !c.queued.is_empty() || !c.qos2.is_empty() {
-                    dropped.push(format!(
-                        "client '{client}': {} queued message(s) and {} QoS 2 id(s) without a \
-                         session: ignored",
-                        c.queued.len(),
-                        c.qos2.len()
-                    ));
-                }
-                continue;
-            };
-            let queued = c
-                .queued
-                .iter()
-                .filter_map(|(&seq, (b, _))| {
-                    let m = self.msgs.get(&b.msg_id)?;
-                    Some((
-                        seq,
-                        StoredDelivery {
-                            delivery: Delivery {
-                                msg: m.msg.clone(),
-                                qos: b.qos,
-                                retain: b.retain,
-                                subscription_ids: b.subscription_ids.clone(),
-                                shared: b.shared.clone(),
-                            },
-                            flow: b.flow,
-                        },
-                    ))
-                })
-                .collect();
-            sessions.push(RecoveredSession {
-                client_id: client.clone(),
-                session: session.clone(),
-                queued,
-                incoming_qos2: c.qos2.iter().copied().collect(),
-            });
-        }
-        sessions.sort_by(|a, b| a.client_id.cmp(&b.client_id));
-        Recovered {
-            retained,
-            sessions,
-            dropped,
-        }
-    }
-}
-
 /// A shard's wake-up, called by the writer after it finished a group holding that shard's
 /// batch.
 pub(crate) type Notify = Box<dyn Fn() + Send + Sync>;
-
-/// One submitted batch.
-struct Submission {
-    ticket: u64,
-    shard: usize,
-    ops: Vec<BatchOp>,
-}
-
-/// What shards hand to the writer, behind `Core::queue`.
-struct Queue {
-    pending: Vec<Submission>,
-    /// Emptied operation vectors, handed back to submitters (no allocation per turn).
-    spare: Vec<Vec<BatchOp>>,
-    /// The last ticket given out.
-    issued: u64,
-    /// A rewrite was asked for ([`Store::compact`], or a retry after a failed write).
-    rewrite: bool,
-    /// Something pending must be written now (not only lazy deletes, `Batch::holds_output`).
-    urgent: bool,
-    /// Pending QoS 1 deliveries must be written by then (see [`QOS1_GRACE`]).
-    due: Option<Instant>,
-    stop: bool,
-    /// Recent failed tickets (inclusive ranges) and their error, for [`Store::wait`].
-    failures: VecDeque<(u64, u64, StoreError)>,
-}
-
-/// The writer's own state, behind `Core::writer`.
-struct Writer {
-    mirror: Mirror,
-    /// Queued entries deleted in the group being written, and those whose put was skipped
-    /// (see [`Writer::find_cancelling_pairs`]); reused.
-    deleted: HashSet<EntryKey>,
-    skipped: HashSet<EntryKey>,
-    /// The group being written: its operations and their encoding (reused).
-    ops: Vec<Op>,
-    buf: Vec<u8>,
-    /// The disk is behind the mirror (a write failed): the next write is a full rewrite.
-    resync: bool,
-    stats: StoreStats,
-}
 
 /// Background sync for `SyncPolicy::Interval`.
 struct Flusher {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
-}
-
-/// Shared by the shards (through [`Core`]) and the writer thread.
-struct Inner<E: Engine> {
-    opts: Options,
-    queue: Mutex<Queue>,
-    /// The writer waits here for work.
-    work: Condvar,
-    /// Blocking callers ([`Store::wait`]) wait here for progress.
-    progress: Condvar,
-    finished: AtomicU64,
-    durable: AtomicU64,
-    writer: Mutex<Writer>,
-    engine: Arc<Mutex<E>>,
-    /// Set when a write was not synced (for the flusher).
-    unsynced: Arc<AtomicBool>,
-    keep_ops: bool,
-    notify: Mutex<Vec<Option<Notify>>>,
 }
 
 /// A store: the mirror, the writer thread, and one engine.
@@ -585,32 +71,10 @@ pub(crate) struct Core<E: Engine> {
     dropped_at_open: Vec<String>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// How long a batch of only QoS 1 deliveries may wait before the writer takes it. A delivery
-/// to an online subscriber is usually acknowledged within this time, and its publisher's
-/// PUBACK waits for the acknowledgement or the write, whichever comes first
-/// (`shard::durable`); the writer then drops the delivery's put and delete as a pair
-/// ([`Writer::find_cancelling_pairs`]) instead of writing and syncing both. Only deliveries
-/// to slow or offline subscribers pay it, as added latency of their publishers' PUBACKs.
-const QOS1_GRACE: Duration = Duration::from_millis(1);
-
-/// Recent failures kept for [`Store::wait`] (older failed tickets read as plain failures
-/// through `durable`, without the error text).
-const FAILURES_KEPT: usize = 64;
-/// Emptied operation vectors kept for reuse.
-const SPARE_KEPT: usize = 16;
-/// A spare larger than this (operations) is freed: a burst must not pin its memory.
-const SPARE_MAX_OPS: usize = 1 << 16;
-
 impl<E: Engine> Core<E> {
     pub(crate) fn open(mut engine: E, dir: &Path, opts: Options) -> Result<Core<E>, StoreError> {
-        let mut mirror = Mirror {
-            next_msg_id: 1,
-            ..Mirror::default()
-        };
+        let mut mirror = Mirror::default();
+        mirror.next_msg_id = 1;
         let mut dropped = engine.replay(&mut |op, size| mirror.apply(op, size))?;
         mirror.finish_replay(&mut dropped);
         let stats = StoreStats {
@@ -653,6 +117,9 @@ impl<E: Engine> Core<E> {
             queue: Mutex::new(Queue {
                 pending: Vec::new(),
                 spare: Vec::new(),
+                spare_links: Vec::new(),
+                awaiting: 0,
+                holding: false,
                 issued: 0,
                 rewrite: false,
                 urgent: false,
@@ -703,258 +170,6 @@ impl<E: Engine> Core<E> {
     }
 }
 
-/// A queued entry within one group: the address and length of its client id's bytes, and
-/// its sequence number. Every operation of a session carries a clone of the session's one
-/// client id (same bytes, same address), and the group's operations keep those bytes alive,
-/// so within a group the address names the client, without hashing the string or touching
-/// its reference count (this lookup runs for every queued entry). `None` for an empty id.
-type EntryKey = (usize, usize, u64);
-
-fn entry_key(client: &ByteStr, seq: u64) -> Option<EntryKey> {
-    let b = client.as_bytes();
-    (!b.is_empty()).then(|| (b.as_ptr() as usize, b.len(), seq))
-}
-
-impl Writer {
-    /// Collects the queued entries that this group both puts and deletes: a delivery
-    /// acknowledged before it was ever written (the common case for online subscribers,
-    /// see `shard::durable`) then costs the writer two set lookups instead of four records
-    /// (message, entry, and their deletes) encoded, applied and written. Not done for a
-    /// group that ends a session: a new session of the same client id counts its entries
-    /// from 1 again, so a (client, seq) pair would not name one entry.
-    fn find_cancelling_pairs(&mut self, taken: &[Submission]) {
-        self.deleted.clear();
-        self.skipped.clear();
-        let ops = taken.iter().flat_map(|s| s.ops.iter());
-        if ops.clone().any(|op| matches!(op, BatchOp::DelSession(..))) {
-            return;
-        }
-        for op in ops {
-            if let BatchOp::DelQueued(client, seq) = op {
-                self.deleted.extend(entry_key(client, *seq));
-            }
-        }
-    }
-}
-
-/// True if `op` is part of a put/delete pair of this group (see
-/// [`Writer::find_cancelling_pairs`]) and is dropped. A put is dropped only if the entry is
-/// not in the mirror (so it is new in this group); its updates and its delete go with it.
-fn cancelled(
-    op: &BatchOp,
-    mirror: &Mirror,
-    deleted: &HashSet<EntryKey>,
-    skipped: &mut HashSet<EntryKey>,
-) -> bool {
-    match op {
-        BatchOp::PutQueued(client, seq, ..) => {
-            let Some(key) = entry_key(client, *seq) else {
-                return false;
-            };
-            let stored = || {
-                mirror
-                    .clients
-                    .get(client)
-                    .is_some_and(|c| c.queued.contains_key(seq))
-            };
-            if deleted.contains(&key) && !stored() {
-                skipped.insert(key);
-                true
-            } else {
-                false
-            }
-        }
-        BatchOp::UpdateQueued(client, seq, _) => {
-            !skipped.is_empty() && entry_key(client, *seq).is_some_and(|k| skipped.contains(&k))
-        }
-        BatchOp::DelQueued(client, seq) => {
-            !skipped.is_empty() && entry_key(client, *seq).is_some_and(|k| skipped.remove(&k))
-        }
-        _ => false,
-    }
-}
-
-impl<E: Engine> Inner<E> {
-    /// The writer thread: one group per iteration, until stopped with nothing left to write.
-    fn run_writer(&self) {
-        let mut taken: Vec<Submission> = Vec::new();
-        let mut emptied: Vec<Vec<BatchOp>> = Vec::new();
-        loop {
-            let (hi, rewrite) = {
-                let mut q = lock(&self.queue);
-                loop {
-                    if q.urgent || q.rewrite || q.stop {
-                        break;
-                    }
-                    match q.due {
-                        None => q = self.work.wait(q).unwrap_or_else(|e| e.into_inner()),
-                        Some(due) => {
-                            let now = Instant::now();
-                            if now >= due {
-                                break;
-                            }
-                            q = self
-                                .work
-                                .wait_timeout(q, due - now)
-                                .unwrap_or_else(|e| e.into_inner())
-                                .0;
-                        }
-                    }
-                }
-                q.urgent = false;
-                q.due = None;
-                if q.pending.is_empty() && !q.rewrite {
-                    if q.stop {
-                        return; // everything written
-                    }
-                    continue;
-                }
-                std::mem::swap(&mut q.pending, &mut taken);
-                (q.issued, std::mem::take(&mut q.rewrite))
-            };
-            let lo = self.finished.load(Ordering::Acquire) + 1;
-            let mut shards: u64 = 0;
-            let result = self.write_group(&mut taken, rewrite, &mut shards, &mut emptied);
-            let mut q = lock(&self.queue);
-            for mut ops in emptied.drain(..) {
-                if q.spare.len() < SPARE_KEPT && ops.capacity() <= SPARE_MAX_OPS {
-                    ops.clear();
-                    q.spare.push(ops);
-                }
-            }
-            match result {
-                Ok(()) => self.durable.store(hi, Ordering::Release),
-                Err(e) => {
-                    q.failures.push_back((lo, hi, e));
-                    while q.failures.len() > FAILURES_KEPT {
-                        q.failures.pop_front();
-                    }
-                }
-            }
-            // SeqCst: pairs with a shard parking (its `sleeping` flag, then this), see `Shard::run`.
-            self.finished.store(hi, Ordering::SeqCst);
-            drop(q);
-            self.progress.notify_all();
-            let notify = lock(&self.notify);
-            for (i, n) in notify.iter().enumerate() {
-                if shards & (1 << i.min(63)) != 0 {
-                    if let Some(n) = n {
-                        n();
-                    }
-                }
-            }
-        }
-    }
-
-    /// Resolves and writes the submissions in `taken` (emptying it) as one group.
-    fn write_group(
-        &self,
-        taken: &mut Vec<Submission>,
-        force_rewrite: bool,
-        shards: &mut u64,
-        emptied: &mut Vec<Vec<BatchOp>>,
-    ) -> Result<(), StoreError> {
-        let mut w = lock(&self.writer);
-        w.find_cancelling_pairs(taken);
-        let Writer {
-            mirror,
-            deleted,
-            skipped,
-            ops,
-            buf,
-            resync,
-            stats,
-        } = &mut *w;
-        ops.clear();
-        buf.clear();
-        let keep_ops = self.keep_ops;
-        let batches = taken.len() as u64;
-        for mut sub in taken.drain(..) {
-            debug_assert!(sub.ticket > 0);
-            *shards |= 1 << sub.shard.min(63);
-            let mut emit = |m: &mut Mirror, op: Op| {
-                let at = buf.len();
-                codec::put_op(buf, &op);
-                let size = buf.len() - at;
-                if keep_ops {
-                    ops.push(op.clone());
-                }
-                m.apply(op, size);
-            };
-            for bop in sub.ops.drain(..) {
-                if !deleted.is_empty() && cancelled(&bop, mirror, deleted, skipped) {
-                    continue;
-                }
-                mirror.resolve(bop, &mut emit);
-            }
-            emptied.push(sub.ops);
-        }
-        let due = stats.disk_bytes > self.opts.compact_min_bytes
-            && stats.disk_bytes > mirror.live_bytes.saturating_mul(self.opts.compact_ratio);
-        let rewrite = *resync || force_rewrite || due;
-        let sync = self.opts.sync == SyncPolicy::EveryBatch;
-        let mut engine = lock(&self.engine);
-        let result = if rewrite {
-            // A rewrite writes the mirror, which includes this group: its ops are covered.
-            engine.rewrite(mirror)
-        } else if buf.is_empty() {
-            Ok(())
-        } else {
-            engine.append(ops, buf, sync)
-        };
-        stats.disk_bytes = engine.disk_bytes();
-        drop(engine);
-        stats.live_bytes = mirror.live_bytes;
-        if result.is_ok() && !sync && !rewrite && !buf.is_empty() {
-            self.unsynced.store(true, Ordering::Release);
-        }
-        match &result {
-            Ok(()) => {
-                if rewrite {
-                    *resync = false;
-                    stats.compactions += 1;
-                }
-                if !buf.is_empty() || rewrite {
-                    stats.groups += 1;
-                }
-                stats.batches += batches;
-            }
-            Err(e) => {
-                log::error!("{e}");
-                *resync = true;
-            }
-        }
-        // The copies of operations are not needed past the write (they hold payloads).
-        ops.clear();
-        result
-    }
-
-    fn outcome(&self, ticket: u64) -> Option<Result<(), StoreError>> {
-        if self.durable.load(Ordering::Acquire) >= ticket {
-            return Some(Ok(()));
-        }
-        if self.finished.load(Ordering::Acquire) < ticket {
-            return None;
-        }
-        let q = lock(&self.queue);
-        // Read again under the lock: a rewrite may have made it durable meanwhile.
-        if self.durable.load(Ordering::Acquire) >= ticket {
-            return Some(Ok(()));
-        }
-        let e = q
-            .failures
-            .iter()
-            .rev()
-            .find(|(lo, hi, _)| (*lo..=*hi).contains(&ticket))
-            .map(|(_, _, e)| e.clone())
-            .unwrap_or_else(|| StoreError::Backend {
-                path: PathBuf::new(),
-                reason: "an earlier write failed".into(),
-            });
-        Some(Err(e))
-    }
-}
-
 impl<E: Engine> Store for Core<E> {
     fn submit(&self, shard: usize, batch: &mut Batch) -> u64 {
         let mut q = lock(&self.inner.queue);
@@ -965,7 +180,24 @@ impl<E: Engine> Store for Core<E> {
         let ticket = q.issued;
         let fresh = q.spare.pop().unwrap_or_default();
         let ops = std::mem::replace(&mut batch.ops, fresh);
-        q.pending.push(Submission { ticket, shard, ops });
+        let (links, awaiting_since) = if batch.links.is_empty() {
+            (Vec::new(), None)
+        } else {
+            let fresh = q.spare_links.pop().unwrap_or_default();
+            let links = std::mem::replace(&mut batch.links, fresh);
+            let awaits = links.iter().any(|l| matches!(l, Link::Awaits { .. }));
+            q.awaiting += usize::from(awaits);
+            (links, awaits.then(Instant::now))
+        };
+        // A partner the writer holds a batch for.
+        let partner = q.holding && !links.is_empty();
+        q.pending.push(Submission {
+            ticket,
+            shard,
+            ops,
+            links,
+            awaiting_since,
+        });
         // A batch of only QoS 1 deliveries may wait a little: its subscribers' acknowledgements
         // usually arrive meanwhile, and then nothing of it needs writing (see `QOS1_GRACE`).
         let wake = if batch.urgent && batch.only_qos1 {
@@ -981,7 +213,7 @@ impl<E: Engine> Store for Core<E> {
         };
         batch.reset_flags();
         drop(q);
-        if wake {
+        if wake || partner {
             self.inner.work.notify_one();
         }
         ticket

@@ -13,7 +13,8 @@
 //! One writer thread takes everything submitted since its last write (the batches of every
 //! shard, of as many turns as arrived meanwhile) and writes it as one frame with one
 //! `fdatasync`. One fsync per group, never per message; and the shards keep working while it
-//! runs.
+//! runs. Batches of different shards that hold one QoS 2 message's id and its copies are
+//! paired ([`Batch::awaits`], [`Batch::covers`]) and always land in one frame (`pairing`).
 //!
 //! # Backends (chosen by measurement)
 //! - [`Backend::Log`] (default): a hand-written append-only log, one CRC32-checked frame per
@@ -78,11 +79,19 @@ use crate::message::{Delivery, SharedMessage};
 use crate::protocol::{ByteStr, ProtocolVersion, Will};
 use crate::record::{OutState, Subscription};
 
+pub use batch::Batch;
+pub(crate) use batch::BatchOp;
+pub(crate) use pairing::Link;
+
+mod batch;
 pub mod codec;
 mod core;
 pub mod limits;
+mod mirror;
+mod pairing;
 mod redb_kv;
 mod seglog;
+mod writer;
 
 /// When a commit is made durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -346,194 +355,6 @@ pub fn open_with(dir: &Path, opts: Options) -> Result<Box<dyn Store>, StoreError
         Backend::Log => Box::new(core::Core::open(seglog::SegLog::open(dir)?, dir, opts)?),
         Backend::Redb => Box::new(core::Core::open(redb_kv::RedbKv::open(dir)?, dir, opts)?),
     })
-}
-
-/// One operation of a [`Batch`].
-#[derive(Debug, Clone)]
-pub(crate) enum BatchOp {
-    /// With the version the retained store gave the change (0: apply in batch order).
-    PutRetained(SharedMessage, u64),
-    DelRetained(ByteStr, u64),
-    PutSession(ByteStr, Box<StoredSession>),
-    DelSession(ByteStr),
-    PutQueued(ByteStr, u64, Delivery, Option<Flow>),
-    UpdateQueued(ByteStr, u64, Option<Flow>),
-    DelQueued(ByteStr, u64),
-    PutQos2(ByteStr, u16),
-    DelQos2(ByteStr, u16),
-}
-
-/// The changes of one event-loop turn, committed at once with [`Store::commit`]. Operations
-/// apply in the order they were added. Cheap to fill: it holds reference-counted handles, and
-/// encoding happens at commit.
-#[derive(Debug, Clone)]
-pub struct Batch {
-    pub(crate) ops: Vec<BatchOp>,
-    /// Some operation must be written now, not only with the next write (see
-    /// [`Batch::holds_output`]).
-    pub(crate) urgent: bool,
-    /// Every operation is a QoS 1 delivery's (put, in flight, deleted): once each such
-    /// delivery is acknowledged by its subscriber, nothing of the batch needs to be durable
-    /// any more (see `shard::durable`).
-    pub(crate) only_qos1: bool,
-    /// QoS 1 deliveries put this turn.
-    pub(crate) qos1_puts: u32,
-    /// The number the shard gave this turn (from 1; 0 means "no turn"); a delivery put now
-    /// remembers it.
-    pub(crate) turn: u64,
-    /// Turns whose QoS 1 deliveries were acknowledged this turn, one entry per delivery.
-    pub(crate) acked: Vec<u64>,
-}
-
-impl Default for Batch {
-    /// Empty; `only_qos1` starts true (nothing in it is anything else).
-    fn default() -> Batch {
-        Batch {
-            ops: Vec::new(),
-            urgent: false,
-            only_qos1: true,
-            qos1_puts: 0,
-            turn: 0,
-            acked: Vec::new(),
-        }
-    }
-}
-
-impl Batch {
-    /// An empty batch.
-    pub fn new() -> Batch {
-        Batch::default()
-    }
-
-    /// True when there is nothing to commit.
-    pub fn is_empty(&self) -> bool {
-        self.ops.is_empty()
-    }
-
-    /// Operations queued.
-    pub fn len(&self) -> usize {
-        self.ops.len()
-    }
-
-    /// Drops every operation (and what was recorded about them).
-    pub fn clear(&mut self) {
-        self.ops.clear();
-        self.acked.clear();
-        self.reset_flags();
-    }
-
-    /// After the operations were taken (submitted).
-    pub(crate) fn reset_flags(&mut self) {
-        self.urgent = false;
-        self.only_qos1 = true;
-        self.qos1_puts = 0;
-    }
-
-    /// True if output written after these operations must wait until they are durable.
-    /// Two kinds of change do not hold output back:
-    /// - forgetting an acknowledged delivery ([`Batch::delete_queued`]): its loss in a crash
-    ///   only repeats what QoS 1/2 allows (the delivery is resent, as DUP, after a restart;
-    ///   QoS 2 resumes at PUBREL). A batch of only those does not even ask for a write of
-    ///   its own: it goes with the next write (or the next tick's, [`Store::nudge`]);
-    /// - a QoS 1 delivery put or put in flight: a PUBLISH of it that reaches the client
-    ///   before the store has it can at worst be sent again after a crash, which QoS 1
-    ///   allows (QoS 2 deliveries do hold output: a second copy would break exactly-once).
-    pub fn holds_output(&self) -> bool {
-        // Every operation but a delete clears `only_qos1` unless it is a QoS 1 delivery's.
-        !self.only_qos1
-    }
-
-    /// A QoS 1 delivery that was put in turn `turn` was acknowledged by its subscriber.
-    pub(crate) fn qos1_acked(&mut self, turn: u64) {
-        self.acked.push(turn);
-    }
-
-    fn push(&mut self, op: BatchOp) {
-        let qos1 = match &op {
-            BatchOp::DelQueued(..) => {
-                self.ops.push(op);
-                return;
-            }
-            BatchOp::PutQueued(_, _, d, _) => {
-                let qos1 = d.qos == crate::protocol::QoS::AtLeastOnce;
-                self.qos1_puts += u32::from(qos1);
-                qos1
-            }
-            BatchOp::UpdateQueued(_, _, flow) => {
-                flow.is_some_and(|f| f.state == OutState::AwaitPubAck)
-            }
-            _ => false,
-        };
-        self.urgent = true;
-        self.only_qos1 &= qos1;
-        self.ops.push(op);
-    }
-
-    /// Sets the retained message of `msg.topic` (an empty payload is stored as given: call
-    /// [`Batch::delete_retained`] for a clearing PUBLISH). `version` is what
-    /// `RetainedStore::set` returned: two shards can set one topic in one order and submit
-    /// their batches in the other, and the store keeps the newer version, as memory did
-    /// (0: no version, applied in order).
-    pub fn put_retained(&mut self, msg: &SharedMessage, version: u64) {
-        self.push(BatchOp::PutRetained(msg.clone(), version));
-    }
-
-    /// Clears the retained message of `topic` (`version` as for [`Batch::put_retained`]).
-    pub fn delete_retained(&mut self, topic: &ByteStr, version: u64) {
-        self.push(BatchOp::DelRetained(topic.clone(), version));
-    }
-
-    /// Creates or replaces a session (not its queue).
-    pub fn put_session(&mut self, client_id: &ByteStr, session: &StoredSession) {
-        self.push(BatchOp::PutSession(
-            client_id.clone(),
-            Box::new(session.clone()),
-        ));
-    }
-
-    /// Deletes a session with its queued messages and incoming QoS 2 ids.
-    pub fn delete_session(&mut self, client_id: &ByteStr) {
-        self.push(BatchOp::DelSession(client_id.clone()));
-    }
-
-    /// Stores a delivery queued for (or in flight to) `client_id` under `seq` (the session's
-    /// own increasing counter: recovery returns the queue in `seq` order). The message body is
-    /// stored once however many sessions it is queued for (same `Arc`).
-    pub fn put_queued(
-        &mut self,
-        client_id: &ByteStr,
-        seq: u64,
-        delivery: &Delivery,
-        flow: Option<Flow>,
-    ) {
-        self.push(BatchOp::PutQueued(
-            client_id.clone(),
-            seq,
-            delivery.clone(),
-            flow,
-        ));
-    }
-
-    /// Records that queued entry `seq` went in flight or moved on in its flow (PUBREC received:
-    /// `AwaitPubComp`). Ignored if there is no such entry.
-    pub fn update_queued(&mut self, client_id: &ByteStr, seq: u64, flow: Option<Flow>) {
-        self.push(BatchOp::UpdateQueued(client_id.clone(), seq, flow));
-    }
-
-    /// Deletes a queued entry (acknowledged, expired or dropped).
-    pub fn delete_queued(&mut self, client_id: &ByteStr, seq: u64) {
-        self.push(BatchOp::DelQueued(client_id.clone(), seq));
-    }
-
-    /// Remembers an incoming QoS 2 packet id awaiting PUBREL.
-    pub fn put_incoming_qos2(&mut self, client_id: &ByteStr, packet_id: u16) {
-        self.push(BatchOp::PutQos2(client_id.clone(), packet_id));
-    }
-
-    /// Forgets an incoming QoS 2 packet id (PUBREL received).
-    pub fn delete_incoming_qos2(&mut self, client_id: &ByteStr, packet_id: u16) {
-        self.push(BatchOp::DelQos2(client_id.clone(), packet_id));
-    }
 }
 
 /// The wall-clock time of `at` (a deadline on the monotonic clock), for storing.

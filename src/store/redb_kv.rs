@@ -8,7 +8,8 @@ use redb::{
 };
 
 use super::codec::{self, Op, Reader};
-use super::core::{Engine, Mirror};
+use super::core::Engine;
+use super::mirror::Mirror;
 use super::StoreError;
 
 const RETAINED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("retained");

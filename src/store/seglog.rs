@@ -21,7 +21,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::codec::{self, Frame, Op, FRAME_HEADER_LEN, HEADER_LEN};
-use super::core::{Engine, Mirror};
+use super::core::Engine;
+use super::mirror::Mirror;
 use super::StoreError;
 
 /// Frames of a rewrite are cut at about this size.

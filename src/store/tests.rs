@@ -889,3 +889,98 @@ fn a_message_id_midge_cannot_have_written_is_corruption() {
         "{text}"
     );
 }
+
+/// A QoS 2 message's id (shard 1's batch) and its copy for a subscriber on shard 0 (shard 0's
+/// batch): the first is held until its partner arrives, the two are written as one frame,
+/// and a crash anywhere in that frame keeps both or neither.
+#[test]
+fn paired_batches_are_one_frame_recovered_whole_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = msg("q2", b"exactly once", QoS::ExactlyOnce);
+    let (good_len, end);
+    {
+        let s = open_b(dir.path(), Backend::Log);
+        let mut b = Batch::new();
+        b.put_session(&cid("pub"), &session());
+        b.put_session(&cid("sub"), &session());
+        s.commit(&mut b).unwrap();
+        good_len = s.stats().disk_bytes;
+        let groups = s.stats().groups;
+
+        let mut id = Batch::new();
+        id.put_incoming_qos2(&cid("pub"), 7);
+        assert!(id.receives_qos2());
+        id.awaits(0, 1);
+        let t_id = s.submit(1, &mut id);
+        assert!(
+            !id.receives_qos2() && id.is_empty(),
+            "submit takes everything"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(s.finished() < t_id, "held until its partner arrives");
+
+        // A batch covering an older ticket of shard 1 is not the partner.
+        let mut other = Batch::new();
+        other.covers(1, 0);
+        s.submit(0, &mut other);
+        std::thread::sleep(Duration::from_millis(10));
+        assert!(s.finished() < t_id, "still held");
+
+        let mut copy = Batch::new();
+        copy.put_queued(
+            &cid("sub"),
+            1,
+            &Delivery::new(m.clone(), QoS::ExactlyOnce, false),
+            None,
+        );
+        copy.covers(1, 1);
+        let t_copy = s.submit(0, &mut copy);
+        s.wait(t_copy).unwrap();
+        assert!(s.durable() >= t_id);
+        assert_eq!(s.stats().groups, groups + 1, "one frame for both");
+        end = s.stats().disk_bytes as usize;
+    }
+    let full = fs::read(log_file(dir.path())).unwrap()[..end].to_vec();
+    for cut in good_len as usize..=full.len() {
+        let d = tempfile::tempdir().unwrap();
+        copy_dir(dir.path(), d.path());
+        fs::write(log_file(d.path()), &full[..cut]).unwrap();
+        let r = open_b(d.path(), Backend::Log).load().unwrap();
+        let id = find(&r, "pub").unwrap().incoming_qos2.clone();
+        let copies = find(&r, "sub").unwrap().queued.len();
+        if cut == full.len() {
+            assert_eq!((id, copies), (vec![7], 1), "the whole frame");
+        } else {
+            assert_eq!((id, copies), (vec![], 0), "cut at {cut}: neither");
+        }
+    }
+}
+
+/// A batch whose partner never comes (the other shard stalled) is written after
+/// `PAIR_WAIT`, not held for ever; so is everything queued behind it.
+#[test]
+fn a_batch_whose_partner_never_comes_is_written_after_the_cap() {
+    for backend in BACKENDS {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open_b(dir.path(), backend);
+        let start = Instant::now();
+        let mut id = Batch::new();
+        id.put_incoming_qos2(&cid("pub"), 1);
+        id.awaits(0, 1);
+        let t_id = s.submit(1, &mut id);
+        let mut behind = Batch::new();
+        behind.put_incoming_qos2(&cid("other"), 2);
+        let t_behind = s.submit(2, &mut behind);
+        s.wait(t_behind).unwrap();
+        let waited = start.elapsed();
+        assert!(s.durable() >= t_id, "{backend:?}");
+        assert!(
+            waited >= pairing::PAIR_WAIT - Duration::from_millis(5),
+            "{backend:?}: held {waited:?}"
+        );
+        assert!(
+            waited < Duration::from_secs(5),
+            "{backend:?}: held {waited:?}"
+        );
+    }
+}
