@@ -12,7 +12,6 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -22,63 +21,12 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::auth::{Auth, AuthWorker};
 use crate::config::Config;
-use crate::retain::RetainedStore;
 use crate::shard::inbox::{inbox, ShardHandle};
+/// Kept under its old path: the shared state is the shard layer's (see `shard::shared`).
+pub use crate::shard::Shared;
 use crate::shard::{home_shard, ListenerSocket, Shard, WAKER};
 use crate::store::{self, Recovered, RecoveredSession, Store};
 use crate::transport::TlsListener;
-
-/// State shared by all shards: read-only configuration, the retained store, the stop flag.
-#[derive(Debug)]
-pub struct Shared {
-    pub config: Config,
-    pub retained: RetainedStore,
-    /// Open client connections, broker-wide (`max_connections`). Touched on accept and
-    /// close only, never per message.
-    pub connections: AtomicUsize,
-    /// Open client connections per IP address (`max_connections_per_ip`); like
-    /// `connections`, touched on accept and close only.
-    pub per_ip: crate::shard::per_ip::PerIpConnections,
-    /// Payload bytes held for delivery by all sessions (`memory_limit`), as of the shards'
-    /// last loop turns (see `session::memory`).
-    pub held_bytes: std::sync::atomic::AtomicIsize,
-    /// Password file and ACLs (read-only after start).
-    pub auth: Auth,
-    /// Verifies passwords off the event loops (PBKDF2 is slow on purpose); `None` without a
-    /// password file.
-    pub auth_worker: Option<AuthWorker>,
-    shutdown: AtomicBool,
-}
-
-impl Shared {
-    /// The shared state of a broker with no listener threads yet: `config`, an empty
-    /// retained store, no password worker.
-    pub(crate) fn new(config: Config, auth: Auth, auth_worker: Option<AuthWorker>) -> Shared {
-        let per_ip = crate::shard::per_ip::PerIpConnections::new(config.max_connections_per_ip);
-        Shared {
-            config,
-            retained: RetainedStore::new(),
-            connections: AtomicUsize::new(0),
-            per_ip,
-            held_bytes: Default::default(),
-            auth,
-            auth_worker,
-            shutdown: AtomicBool::new(false),
-        }
-    }
-
-    /// A counted connection from `peer` is gone (closed, or dropped before it was served):
-    /// its slot under `max_connections` and `max_connections_per_ip` is free again.
-    pub fn connection_closed(&self, peer: IpAddr) {
-        self.connections.fetch_sub(1, Ordering::Relaxed);
-        self.per_ip.closed(peer);
-    }
-
-    /// True once the broker was asked to stop.
-    pub fn is_shutting_down(&self) -> bool {
-        self.shutdown.load(Ordering::Acquire)
-    }
-}
 
 /// A running broker.
 #[derive(Debug)]
@@ -351,7 +299,7 @@ impl Broker {
 
     /// Stops every shard (connections are closed after their pending writes) and waits.
     pub fn shutdown(self) -> io::Result<()> {
-        self.shared.shutdown.store(true, Ordering::Release);
+        self.shared.request_shutdown();
         for p in self.peers.iter() {
             p.wake();
         }

@@ -17,9 +17,9 @@ use mio::{Poll, Waker};
 
 use super::conn::{Conn, ConnState};
 use super::inbox::{inbox, Inbox, ShardHandle};
+use super::Shared;
 use super::{SessionSlot, Shard, WAKER};
 use crate::auth::Auth;
-use crate::broker::Shared;
 use crate::config::Config;
 use crate::index::{Entry, SubscriberId};
 use crate::message::Message;

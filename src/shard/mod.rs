@@ -30,6 +30,7 @@ pub mod pool;
 mod rate_limit;
 mod read_target;
 mod route;
+mod shared;
 mod trim;
 
 use std::sync::Arc;
@@ -40,7 +41,6 @@ use mio::{Interest, Poll, Token};
 use slab::Slab;
 
 use crate::auth::{Auth, AuthClient, AuthResponse};
-use crate::broker::Shared;
 use crate::index::{Entry, SubscriberId, TopicIndex};
 use crate::protocol::{self, SubOptions};
 use crate::session::{Outgoing, Session};
@@ -51,6 +51,7 @@ use inbox::{Inbox, ShardHandle};
 pub use lifecycle::Close;
 use pool::BufferPool;
 pub use rate_limit::RateLimit;
+pub use shared::Shared;
 pub(crate) use trim::MemoryTrim;
 
 /// Tokens at and above this value are listeners; below are connection slots.
