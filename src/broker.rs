@@ -207,7 +207,7 @@ impl Broker {
         };
         // The store is read before anything is served: an unreadable one stops start-up.
         let (store, recovered) = open_store(&config)?;
-        let shared = Shared::new(config, auth, auth_worker);
+        let shared = Shared::new(config, auth, auth_worker, shards);
         let now = std::time::Instant::now();
         for msg in recovered.retained.iter().filter(|m| !m.is_expired(now)) {
             shared.retained.set(msg);

@@ -108,6 +108,7 @@ impl Shard {
     /// to a publish that was sent after the SUBACK (the update is queued before the SUBACK).
     pub(crate) fn drain_inbox(&mut self) {
         while let Ok(Batch { from, mut items }) = self.inbox.rx.try_recv() {
+            self.stats.cross_shard_in += items.len() as u64;
             for msg in items.drain(..) {
                 self.apply_inbox_item(msg);
             }
@@ -120,11 +121,9 @@ impl Shard {
         match msg {
             ShardMsg::Deliver(msg) => self.deliver_remote(&msg),
             ShardMsg::DeliverShared { msg, entry, group } => self.deliver_shared(msg, entry, group),
-            ShardMsg::IndexInsert { filter, entry } => {
-                self.index.insert(&filter, entry);
-            }
+            ShardMsg::IndexInsert { filter, entry } => self.replica_insert(&filter, entry),
             ShardMsg::IndexRemove { filter, subscriber } => {
-                self.index.remove(&filter, subscriber);
+                self.replica_remove(&filter, subscriber)
             }
             // Not here: drain_inbox also runs in the middle of handling a packet (before a
             // route or a SUBSCRIBE), and an adopted CONNECT may take over, and close, the

@@ -211,6 +211,7 @@ impl Shard {
                     let drained = n < offered && !conn.stream.is_tls() && !peer_closed;
                     // SAFETY: the first `n` bytes of the spare capacity were just written.
                     unsafe { conn.rbuf.set_len(conn.rbuf.len() + n) };
+                    self.stats.bytes_in += n as u64;
                     in_event += n;
                     if n == offered {
                         // The socket may hold more than the buffer took: grow if that is so.
@@ -353,6 +354,7 @@ impl Shard {
         }
         protocol::encode_publish(&publish, version, &mut conn.wbuf);
         conn.mark_dirty(key, &mut self.dirty);
+        self.message_out();
     }
 
     fn interest(conn: &Conn) -> Interest {
@@ -390,6 +392,7 @@ impl Shard {
                     // `advance`, not `split_to`: the buffer stays unshared, so the pool can
                     // reclaim its whole capacity once it is empty.
                     bytes::Buf::advance(&mut conn.wbuf, n);
+                    self.stats.bytes_out += n as u64;
                     conn.written = conn.written.wrapping_add(n as u32);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use mio::Token;
 
 use super::conn::{Conn, ConnState};
-use super::inbox::ShardMsg;
 use super::trim::release_free_memory;
 use super::{pool, Shard, LINGER_BASE, TICK};
 use crate::index::SubscriberId;
@@ -139,6 +138,7 @@ impl Shard {
                 );
             }
         }
+        self.on_tick(now);
     }
 
     /// The one close path of a connection: last best-effort write, deregistration, will, and
@@ -231,6 +231,7 @@ impl Shard {
             let _ = stream.shutdown(std::net::Shutdown::Both);
         }
         if let ConnState::Active { session } = state {
+            self.client_disconnected(session);
             self.detach_session(session, &why);
         }
     }
@@ -303,7 +304,7 @@ impl Shard {
             generation: s.generation,
         };
         for filter in s.session.subscriptions.keys() {
-            self.index_remove(filter.clone(), subscriber);
+            self.subscription_removed(filter.clone(), subscriber);
         }
         if self.session_by_id.get(&s.session.client_id) == Some(&slot) {
             self.session_by_id.remove(&s.session.client_id);
@@ -325,22 +326,6 @@ impl Shard {
         }
         if let Some(pending) = s.session.pending_will {
             self.publish_will(pending.1, subscriber);
-        }
-    }
-
-    /// Removes a subscription from this replica and every other.
-    pub(crate) fn index_remove(&mut self, filter: protocol::ByteStr, subscriber: SubscriberId) {
-        self.index.remove(&filter, subscriber);
-        for to in 0..self.peers.len() {
-            if to != self.id {
-                self.push_to(
-                    to,
-                    ShardMsg::IndexRemove {
-                        filter: filter.clone(),
-                        subscriber,
-                    },
-                );
-            }
         }
     }
 }

@@ -31,6 +31,7 @@ mod rate_limit;
 mod read_target;
 mod route;
 mod shared;
+pub mod stats;
 mod trim;
 
 use std::sync::Arc;
@@ -158,6 +159,8 @@ pub struct Shard {
     pub(crate) trim: MemoryTrim,
     /// Closed connections whose input is drained so that they read why (see [`linger`]).
     lingering: linger::Lingering,
+    /// This shard's counters (published to `shared` at each tick).
+    pub(crate) stats: stats::Stats,
     /// Bytes the sessions recovered at start-up hold (`memory_limit`), counted on the shard
     /// thread at its first turn (recovery runs on the main thread).
     held_recovered: usize,
@@ -232,6 +235,7 @@ impl Shard {
             lingering: linger::Lingering::default(),
             outbox: outbox::Outbox::new(id, n, inbox_free),
             held_recovered: 0,
+            stats: stats::Stats::default(),
         })
     }
 
@@ -268,7 +272,8 @@ impl Shard {
                     options: sub.options,
                     identifier: sub.identifier,
                 };
-                self.index.insert(&filter, entry);
+                self.replica_insert(&filter, entry);
+                self.stats.subscriptions += 1;
                 entries.push((filter, entry));
             }
         }

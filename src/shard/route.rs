@@ -6,6 +6,7 @@
 use super::inbox::ShardMsg;
 use super::Shard;
 use crate::auth::Access;
+use crate::handle::hooks::authorize;
 use crate::index::{Entry, SubscriberId};
 use crate::message::{Delivery, SharedMessage, SubscriptionIds};
 use crate::protocol::{self, Packet, QoS, SubOptions};
@@ -60,6 +61,7 @@ impl Shard {
                 d.delivered_to(to);
             }
         }
+        self.stats.cross_shard_out += 1;
         self.outbox.push(to, msg);
         self.wake_pending[to] = true;
     }
@@ -156,12 +158,13 @@ impl Shard {
             return;
         }
         // Every delivery passes here (live, shared, retained): the one place for the read ACL.
-        if !slot.session.acl.allowed(&delivery.msg.topic, Access::Read) {
+        if !authorize(&slot.session.acl, &delivery.msg.topic, Access::Read) {
             return;
         }
         if delivery.qos != QoS::AtMostOnce && memory::full(self.shared.config.memory_limit) {
             // `memory_limit`: no new QoS 1/2 message is held, queued or in flight.
             slot.session.dropped = slot.session.dropped.wrapping_add(1);
+            self.stats.publishes_dropped += 1;
             if slot.session.dropped.is_power_of_two() {
                 log::warn!(
                     "memory_limit reached: dropping messages for client {} ({} dropped).",
@@ -188,6 +191,7 @@ impl Shard {
                     // A subscriber that does not read: its QoS 0 messages are dropped rather
                     // than grow its buffer without bound (QoS 1/2 are bounded by the window).
                     self.slow_consumer_drops += 1;
+                    self.stats.publishes_dropped += 1;
                     if self.slow_consumer_drops.is_power_of_two() {
                         log::warn!(
                             "Dropping QoS 0 messages for a slow consumer ({} bytes unsent; {} dropped on shard {}).",
@@ -202,6 +206,7 @@ impl Shard {
             }
             Offer::Queued => {}
             Offer::Dropped => {
+                self.stats.publishes_dropped += 1;
                 if slot.session.dropped != dropped_before && slot.session.dropped.is_power_of_two()
                 {
                     log::warn!(

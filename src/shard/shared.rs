@@ -5,6 +5,7 @@
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use super::stats::{Stats, StatsSlot};
 use crate::auth::{Auth, AuthWorker};
 use crate::config::Config;
 use crate::retain::RetainedStore;
@@ -28,13 +29,21 @@ pub struct Shared {
     /// Verifies passwords off the event loops (PBKDF2 is slow on purpose); `None` without a
     /// password file.
     pub auth_worker: Option<AuthWorker>,
+    /// Each shard's counters as of its last tick (see `shard::stats`), by shard id.
+    stats: Box<[StatsSlot]>,
     shutdown: AtomicBool,
 }
 
 impl Shared {
     /// The shared state of a broker with no listener threads yet: `config`, an empty
     /// retained store, no password worker.
-    pub(crate) fn new(config: Config, auth: Auth, auth_worker: Option<AuthWorker>) -> Shared {
+    /// `shards` is the number of shards (one counter slot each).
+    pub(crate) fn new(
+        config: Config,
+        auth: Auth,
+        auth_worker: Option<AuthWorker>,
+        shards: usize,
+    ) -> Shared {
         let per_ip = super::per_ip::PerIpConnections::new(config.max_connections_per_ip);
         Shared {
             config,
@@ -44,6 +53,7 @@ impl Shared {
             held_bytes: Default::default(),
             auth,
             auth_worker,
+            stats: (0..shards).map(|_| StatsSlot::default()).collect(),
             shutdown: AtomicBool::new(false),
         }
     }
@@ -53,6 +63,20 @@ impl Shared {
     pub fn connection_closed(&self, peer: IpAddr) {
         self.connections.fetch_sub(1, Ordering::Relaxed);
         self.per_ip.closed(peer);
+    }
+
+    /// The counters of all shards as of their last tick, summed, with the retained count of
+    /// now. For `$SYS` and metrics: reads every slot, so not for a per-message path.
+    pub fn stats(&self) -> Stats {
+        let mut sum = Stats::default();
+        self.stats.iter().for_each(|slot| slot.add_to(&mut sum));
+        sum.retained = self.retained.len() as u64;
+        sum
+    }
+
+    /// Shard `shard`'s counter slot (written by that shard only, at its tick).
+    pub(crate) fn stats_slot(&self, shard: usize) -> &StatsSlot {
+        &self.stats[shard]
     }
 
     /// Asks every shard to stop (each sees it at its next loop turn).
