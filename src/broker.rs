@@ -290,6 +290,11 @@ impl Broker {
         &self.addrs
     }
 
+    /// Every shard's counters summed, as of each shard's last tick (a few times a second).
+    pub fn stats(&self) -> crate::shard::stats::Stats {
+        self.shared.stats()
+    }
+
     /// Re-reads every TLS listener's certificate, key and CA files (SIGHUP). New handshakes
     /// use the new files; open connections keep their session. A listener whose files are
     /// now bad keeps its old config; the errors are returned (and logged by the caller).
@@ -312,5 +317,71 @@ impl Broker {
             }
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+
+    /// Polls `broker.stats()` until `ok` holds (the shards publish at their tick).
+    fn wait_for(broker: &Broker, ok: impl Fn(&crate::shard::stats::Stats) -> bool) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if ok(&broker.stats()) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    fn expect(c: &mut TcpStream, want: &[u8]) {
+        let mut got = vec![0; want.len()];
+        c.read_exact(&mut got).expect("read");
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn stats_count_a_client_its_subscription_and_its_messages() {
+        let config =
+            Config::parse_str("listener 0 127.0.0.1\nshards 2\n", "stats-test").expect("config");
+        let broker = Broker::start(config).expect("start");
+        let mut c = TcpStream::connect(broker.local_addrs()[0]).expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        // MQTT 3.1.1 CONNECT "c1", clean session, keep-alive 60.
+        let connect = [
+            0x10, 14, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 60, 0, 2, b'c', b'1',
+        ];
+        c.write_all(&connect).unwrap();
+        expect(&mut c, &[0x20, 2, 0, 0]);
+        // SUBSCRIBE a/b at QoS 0, then PUBLISH "hi" on it: it comes back.
+        c.write_all(&[0x82, 8, 0, 1, 0, 3, b'a', b'/', b'b', 0])
+            .unwrap();
+        expect(&mut c, &[0x90, 3, 0, 1, 0]);
+        let publish = [0x30, 7, 0, 3, b'a', b'/', b'b', b'h', b'i'];
+        c.write_all(&publish).unwrap();
+        expect(&mut c, &publish);
+        let all_in = (connect.len() + 10 + publish.len()) as u64;
+        assert!(
+            wait_for(&broker, |s| s.connections == 1
+                && s.subscriptions == 1
+                && s.messages_in == 1
+                && s.messages_out == 1
+                && s.bytes_in == all_in
+                && s.bytes_out == 4 + 5 + publish.len() as u64),
+            "{:?}",
+            broker.stats()
+        );
+        drop(c);
+        assert!(
+            wait_for(&broker, |s| s.connections == 0 && s.subscriptions == 0),
+            "a clean session ends with its connection: {:?}",
+            broker.stats()
+        );
+        broker.shutdown().unwrap();
     }
 }
