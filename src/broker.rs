@@ -12,7 +12,6 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -22,63 +21,12 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::auth::{Auth, AuthWorker};
 use crate::config::Config;
-use crate::retain::RetainedStore;
 use crate::shard::inbox::{inbox, ShardHandle};
+/// Kept under its old path: the shared state is the shard layer's (see `shard::shared`).
+pub use crate::shard::Shared;
 use crate::shard::{home_shard, ListenerSocket, Shard, WAKER};
 use crate::store::{self, Recovered, RecoveredSession, Store};
 use crate::transport::TlsListener;
-
-/// State shared by all shards: read-only configuration, the retained store, the stop flag.
-#[derive(Debug)]
-pub struct Shared {
-    pub config: Config,
-    pub retained: RetainedStore,
-    /// Open client connections, broker-wide (`max_connections`). Touched on accept and
-    /// close only, never per message.
-    pub connections: AtomicUsize,
-    /// Open client connections per IP address (`max_connections_per_ip`); like
-    /// `connections`, touched on accept and close only.
-    pub per_ip: crate::shard::per_ip::PerIpConnections,
-    /// Payload bytes held for delivery by all sessions (`memory_limit`), as of the shards'
-    /// last loop turns (see `session::memory`).
-    pub held_bytes: std::sync::atomic::AtomicIsize,
-    /// Password file and ACLs (read-only after start).
-    pub auth: Auth,
-    /// Verifies passwords off the event loops (PBKDF2 is slow on purpose); `None` without a
-    /// password file.
-    pub auth_worker: Option<AuthWorker>,
-    shutdown: AtomicBool,
-}
-
-impl Shared {
-    /// The shared state of a broker with no listener threads yet: `config`, an empty
-    /// retained store, no password worker.
-    pub(crate) fn new(config: Config, auth: Auth, auth_worker: Option<AuthWorker>) -> Shared {
-        let per_ip = crate::shard::per_ip::PerIpConnections::new(config.max_connections_per_ip);
-        Shared {
-            config,
-            retained: RetainedStore::new(),
-            connections: AtomicUsize::new(0),
-            per_ip,
-            held_bytes: Default::default(),
-            auth,
-            auth_worker,
-            shutdown: AtomicBool::new(false),
-        }
-    }
-
-    /// A counted connection from `peer` is gone (closed, or dropped before it was served):
-    /// its slot under `max_connections` and `max_connections_per_ip` is free again.
-    pub fn connection_closed(&self, peer: IpAddr) {
-        self.connections.fetch_sub(1, Ordering::Relaxed);
-        self.per_ip.closed(peer);
-    }
-
-    /// True once the broker was asked to stop.
-    pub fn is_shutting_down(&self) -> bool {
-        self.shutdown.load(Ordering::Acquire)
-    }
-}
 
 /// A running broker.
 #[derive(Debug)]
@@ -259,7 +207,7 @@ impl Broker {
         };
         // The store is read before anything is served: an unreadable one stops start-up.
         let (store, recovered) = open_store(&config)?;
-        let shared = Shared::new(config, auth, auth_worker);
+        let shared = Shared::new(config, auth, auth_worker, shards);
         let now = std::time::Instant::now();
         for msg in recovered.retained.iter().filter(|m| !m.is_expired(now)) {
             shared.retained.set(msg);
@@ -342,6 +290,11 @@ impl Broker {
         &self.addrs
     }
 
+    /// Every shard's counters summed, as of each shard's last tick (a few times a second).
+    pub fn stats(&self) -> crate::shard::stats::Stats {
+        self.shared.stats()
+    }
+
     /// Re-reads every TLS listener's certificate, key and CA files (SIGHUP). New handshakes
     /// use the new files; open connections keep their session. A listener whose files are
     /// now bad keeps its old config; the errors are returned (and logged by the caller).
@@ -351,7 +304,7 @@ impl Broker {
 
     /// Stops every shard (connections are closed after their pending writes) and waits.
     pub fn shutdown(self) -> io::Result<()> {
-        self.shared.shutdown.store(true, Ordering::Release);
+        self.shared.request_shutdown();
         for p in self.peers.iter() {
             p.wake();
         }
@@ -364,5 +317,71 @@ impl Broker {
             }
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+
+    /// Polls `broker.stats()` until `ok` holds (the shards publish at their tick).
+    fn wait_for(broker: &Broker, ok: impl Fn(&crate::shard::stats::Stats) -> bool) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if ok(&broker.stats()) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    fn expect(c: &mut TcpStream, want: &[u8]) {
+        let mut got = vec![0; want.len()];
+        c.read_exact(&mut got).expect("read");
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn stats_count_a_client_its_subscription_and_its_messages() {
+        let config =
+            Config::parse_str("listener 0 127.0.0.1\nshards 2\n", "stats-test").expect("config");
+        let broker = Broker::start(config).expect("start");
+        let mut c = TcpStream::connect(broker.local_addrs()[0]).expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        // MQTT 3.1.1 CONNECT "c1", clean session, keep-alive 60.
+        let connect = [
+            0x10, 14, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 60, 0, 2, b'c', b'1',
+        ];
+        c.write_all(&connect).unwrap();
+        expect(&mut c, &[0x20, 2, 0, 0]);
+        // SUBSCRIBE a/b at QoS 0, then PUBLISH "hi" on it: it comes back.
+        c.write_all(&[0x82, 8, 0, 1, 0, 3, b'a', b'/', b'b', 0])
+            .unwrap();
+        expect(&mut c, &[0x90, 3, 0, 1, 0]);
+        let publish = [0x30, 7, 0, 3, b'a', b'/', b'b', b'h', b'i'];
+        c.write_all(&publish).unwrap();
+        expect(&mut c, &publish);
+        let all_in = (connect.len() + 10 + publish.len()) as u64;
+        assert!(
+            wait_for(&broker, |s| s.connections == 1
+                && s.subscriptions == 1
+                && s.messages_in == 1
+                && s.messages_out == 1
+                && s.bytes_in == all_in
+                && s.bytes_out == 4 + 5 + publish.len() as u64),
+            "{:?}",
+            broker.stats()
+        );
+        drop(c);
+        assert!(
+            wait_for(&broker, |s| s.connections == 0 && s.subscriptions == 0),
+            "a clean session ends with its connection: {:?}",
+            broker.stats()
+        );
+        broker.shutdown().unwrap();
     }
 }

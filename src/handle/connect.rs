@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use crate::auth::{AuthRequest, ConnectCheck};
+use crate::auth::AuthRequest;
 use crate::protocol::reason::{v3, v5};
 use crate::protocol::topic::TopicLimits;
 use crate::protocol::{
@@ -16,7 +16,7 @@ use crate::shard::{home_shard, Close, SessionSlot, Shard};
 
 /// A CONNECT refusal: the 3.x return code and the 5.0 reason code that say the same thing.
 #[derive(Debug, Clone, Copy)]
-struct Refusal {
+pub(super) struct Refusal {
     v3: u8,
     v5: u8,
 }
@@ -25,7 +25,7 @@ const ID_REJECTED: Refusal = Refusal {
     v3: v3::IDENTIFIER_REJECTED,
     v5: v5::CLIENT_IDENTIFIER_NOT_VALID,
 };
-const NOT_AUTHORIZED: Refusal = Refusal {
+pub(super) const NOT_AUTHORIZED: Refusal = Refusal {
     v3: v3::NOT_AUTHORIZED,
     v5: v5::NOT_AUTHORIZED,
 };
@@ -140,38 +140,9 @@ impl Shard {
         self.authenticate(key, connect, allow_anonymous)
     }
 
-    /// Who the client is: with `use_identity_as_username`/`use_subject_as_username` the TLS
-    /// certificate says (CONNECT's username and password are ignored, as mosquitto does);
-    /// otherwise the password file, checked off the loop by the auth worker.
-    fn authenticate(&mut self, key: usize, mut connect: Connect, allow_anonymous: bool) -> bool {
-        let max = connect.properties.maximum_packet_size.unwrap_or(0);
-        let conn = &self.conns[key];
-        if conn.tls_identity_required {
-            return match conn.tls_identity.clone() {
-                Some(identity) => {
-                    connect.username = Some(String::from(identity).into());
-                    connect.password = None;
-                    self.connect_accepted(key, connect)
-                }
-                None => self.refuse(key, max, NOT_AUTHORIZED, "no client certificate identity"),
-            };
-        }
-        let username = connect.username.as_deref();
-        match conn.auth.connect_check(username, allow_anonymous) {
-            ConnectCheck::Accept => self.connect_accepted(key, connect),
-            ConnectCheck::Refuse => self.refuse(
-                key,
-                max,
-                NOT_AUTHORIZED,
-                "anonymous clients are not allowed",
-            ),
-            ConnectCheck::Verify => self.verify_password(key, connect),
-        }
-    }
-
     /// Sends the password to the auth worker and parks the connection until it answers
     /// (`drain_auth_responses`). Other clients are served meanwhile.
-    fn verify_password(&mut self, key: usize, connect: Connect) -> bool {
+    pub(super) fn verify_password(&mut self, key: usize, connect: Connect) -> bool {
         let max = connect.properties.maximum_packet_size.unwrap_or(0);
         // `connect_check` asks for verification only where the listener has a password file.
         let Some(passwords) = self.conns[key].auth.passwords.clone() else {
@@ -235,7 +206,7 @@ impl Shard {
 
     /// The CONNECT passed every check: assign an id if needed, move to the home shard of the
     /// client id, or attach the session here.
-    fn connect_accepted(&mut self, key: usize, connect: Connect) -> bool {
+    pub(super) fn connect_accepted(&mut self, key: usize, connect: Connect) -> bool {
         if connect.client_id.is_empty() {
             let id = self.generate_client_id();
             return self.attach(key, connect, id, true);
@@ -251,7 +222,7 @@ impl Shard {
 
     /// Queues a CONNACK refusal and closes.
     /// `max` is the client's Maximum Packet Size (0 = none).
-    fn refuse(&mut self, key: usize, max: u32, refusal: Refusal, why: &str) -> bool {
+    pub(super) fn refuse(&mut self, key: usize, max: u32, refusal: Refusal, why: &str) -> bool {
         let Some(conn) = self.conns.get(key) else {
             return false;
         };
@@ -370,7 +341,7 @@ impl Shard {
         let mut will = connect.will;
         if let Some(refused) = will
             .as_ref()
-            .and_then(|w| super::publish::write_refusal(&acl, &w.topic))
+            .and_then(|w| super::hooks::write_refusal(&acl, &w.topic))
         {
             // As mosquitto 2.0 (`context__send_will`): the CONNECT is accepted and a will the
             // client could not publish itself is never published. The ACL is fixed at
@@ -480,6 +451,7 @@ impl Shard {
             u8::from(connect.clean_start),
             keep_alive
         );
+        self.client_connected(slot);
         if let Packet::ConnAck(a) = &mut ack {
             a.session_present = session_present;
         }

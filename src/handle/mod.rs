@@ -5,6 +5,7 @@
 
 mod ack;
 mod connect;
+pub(crate) mod hooks;
 mod publish;
 mod subscribe;
 

@@ -3,26 +3,13 @@
 
 use std::sync::Arc;
 
-use crate::auth::{Access, ClientAcl};
+use super::hooks::write_refusal;
 use crate::index::SubscriberId;
 use crate::message::{Message, SharedMessage};
 use crate::protocol::reason::v5;
 use crate::protocol::topic::TopicLimits;
 use crate::protocol::{Publish, QoS, Will};
 use crate::shard::Shard;
-
-/// Why a client may not publish on `topic` (a PUBLISH or its will), if it may not: clients
-/// never write the broker's `$SYS` tree nor `$share/...` (a subscription syntax, not a topic),
-/// whatever the ACL says, as mosquitto's `acl__check_dollar`; then the ACL's write rules.
-pub(crate) fn write_refusal(acl: &ClientAcl, topic: &str) -> Option<&'static str> {
-    if topic.starts_with("$SYS") || topic.starts_with("$share") {
-        Some("clients do not publish on $SYS or $share")
-    } else if !acl.allowed(topic, Access::Write) {
-        Some("not allowed by the ACL")
-    } else {
-        None
-    }
-}
 
 /// Whether a PUBLISH is routed, or refused with an MQTT 5 reason code (still acknowledged).
 enum Verdict {
@@ -203,7 +190,7 @@ impl Shard {
         if msg.retain {
             self.set_retained(&msg);
         }
-        self.route(msg)
+        self.message_in(msg)
     }
 
     /// Sets (or, with an empty payload, clears) the retained message of `msg.topic`, in
@@ -236,6 +223,6 @@ impl Shard {
         if msg.retain && self.shared.config.retain_available {
             self.set_retained(&msg);
         }
-        self.route(msg);
+        self.message_in(msg);
     }
 }

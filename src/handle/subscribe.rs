@@ -2,6 +2,7 @@
 //! SUBACK/UNSUBACK with 3.x return codes or 5.0 reason codes, and retained messages for new
 //! subscriptions (per Retain Handling).
 
+use super::hooks::authorize;
 use crate::auth::Access;
 use crate::index::Entry;
 use crate::message::{Delivery, SubscriptionIds};
@@ -12,7 +13,6 @@ use crate::protocol::{
 };
 use crate::retain::{PendingRetained, Work};
 use crate::session::Subscription;
-use crate::shard::inbox::ShardMsg;
 use crate::shard::Shard;
 
 impl Shard {
@@ -58,11 +58,7 @@ impl Shard {
                 });
                 continue;
             }
-            if !self.sessions[slot]
-                .session
-                .acl
-                .allowed(&filter, Access::Subscribe)
-            {
+            if !authorize(&self.sessions[slot].session.acl, &filter, Access::Subscribe) {
                 log::info!("Refusing subscription to '{filter}': not allowed by the ACL.");
                 codes.push(if v5 {
                     v5::NOT_AUTHORIZED
@@ -98,18 +94,7 @@ impl Shard {
                 options,
                 identifier,
             };
-            let existed = self.index.insert(&filter, entry);
-            for to in 0..self.peers.len() {
-                if to != self.id {
-                    self.push_to(
-                        to,
-                        ShardMsg::IndexInsert {
-                            filter: filter.clone(),
-                            entry,
-                        },
-                    );
-                }
-            }
+            let existed = self.subscription_added(&filter, entry);
             let sub = Subscription {
                 options,
                 identifier,
@@ -196,7 +181,7 @@ impl Shard {
                 .remove(&filter)
                 .is_some();
             if existed {
-                self.index_remove(filter, subscriber);
+                self.subscription_removed(filter, subscriber);
             }
             if v5 {
                 codes.push(if existed {

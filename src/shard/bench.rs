@@ -17,9 +17,10 @@ use mio::{Poll, Waker};
 
 use super::conn::{Conn, ConnState};
 use super::inbox::{inbox, Inbox, ShardHandle};
+use super::stats::Stats;
+use super::Shared;
 use super::{SessionSlot, Shard, WAKER};
 use crate::auth::Auth;
-use crate::broker::Shared;
 use crate::config::Config;
 use crate::index::{Entry, SubscriberId};
 use crate::message::Message;
@@ -37,7 +38,12 @@ pub struct RouteBench {
 impl RouteBench {
     /// `shards` shards with `subscribers` sessions subscribed to `filter`, dealt round robin.
     pub fn new(shards: usize, subscribers: usize, filter: &str) -> io::Result<RouteBench> {
-        let shared = Arc::new(Shared::new(Config::default(), Auth::default(), None));
+        let shared = Arc::new(Shared::new(
+            Config::default(),
+            Auth::default(),
+            None,
+            shards,
+        ));
         let mut polls: Vec<Poll> = Vec::new();
         let mut handles: Vec<ShardHandle> = Vec::new();
         let mut inboxes: Vec<Inbox> = Vec::new();
@@ -124,7 +130,7 @@ impl RouteBench {
             qos: QoS::AtMostOnce,
             ..Message::empty()
         });
-        first.route(msg);
+        first.message_in(msg);
         first.outbox.send(&first.peers);
         for s in self.shards.iter_mut().skip(1) {
             s.drain_inbox();
@@ -140,5 +146,49 @@ impl RouteBench {
             s.pool.reclaim();
         }
         written
+    }
+
+    /// The counters of all shards summed, as `$SYS` would read them after a tick: each shard
+    /// publishes its own, then the shared slots are summed.
+    pub fn stats(&mut self) -> Stats {
+        for s in self.shards.iter_mut() {
+            s.on_tick(std::time::Instant::now());
+        }
+        self.shards[0].shared.stats()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_follow_routed_messages_across_shards() {
+        // 10 subscribers dealt over 2 shards: 5 on the publishing shard, 5 on the other.
+        let mut bench = RouteBench::new(2, 10, "site/+/t").unwrap();
+        let topic = ByteStr::from("site/1/t");
+        let payload = Bytes::from_static(b"hello");
+        for _ in 0..7 {
+            assert!(bench.route(&topic, &payload) > 0);
+        }
+        let other = ByteStr::from("elsewhere");
+        bench.route(&other, &payload);
+        let s = bench.stats();
+        assert_eq!(
+            s.messages_in, 8,
+            "every message published counts, matched or not"
+        );
+        assert_eq!(
+            s.messages_out, 70,
+            "one PUBLISH per subscriber per matching message"
+        );
+        assert_eq!(
+            s.cross_shard_out, 7,
+            "one inbox item per message for the other shard"
+        );
+        assert_eq!(s.cross_shard_in, 7);
+        assert_eq!(s.publishes_dropped, 0);
+        let again = bench.stats();
+        assert_eq!(again, s, "reading does not change them");
     }
 }

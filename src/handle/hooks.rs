@@ -1,0 +1,163 @@
+//! The hook points: the one place each thing a plugin may later watch or decide passes
+//! through. Today they hold the password file and ACL checks and the shard's counters; the
+//! rest of the broker calls these and nothing underneath them.
+//!
+//! | hook | called from |
+//! |---|---|
+//! | [`Shard::authenticate`] | CONNECT (`handle::connect`); the password check answers in `drain_auth_responses` |
+//! | [`authorize`] | publish ([`write_refusal`]: PUBLISH and wills), subscribe (`handle::subscribe`), receive (`Shard::offer`) |
+//! | [`Shard::subscription_added`] / [`Shard::subscription_removed`] | SUBSCRIBE; UNSUBSCRIBE and a session's end |
+//! | [`Shard::replica_insert`] / [`Shard::replica_remove`] | the same changes arriving from other shards, and recovery |
+//! | [`Shard::message_in`] | a client's PUBLISH and a will, before routing |
+//! | [`Shard::message_out`] | every PUBLISH written to a client (`Shard::write_publish`) |
+//! | [`Shard::client_connected`] / [`Shard::client_disconnected`] | CONNACK accepted; the close of a connected client |
+//! | [`Shard::on_tick`] | the shard's tick |
+//!
+//! Shard thread only. Per-message hooks are `#[inline]` and touch only the shard's own
+//! state: no allocation, lock or atomic operation per message.
+
+use std::time::Instant;
+
+use crate::auth::{Access, ClientAcl, ConnectCheck};
+use crate::index::{Entry, SubscriberId};
+use crate::message::SharedMessage;
+use crate::protocol::{ByteStr, Connect};
+use crate::shard::inbox::ShardMsg;
+use crate::shard::Shard;
+
+use super::connect::NOT_AUTHORIZED;
+
+/// Whether `acl` lets its client do `access` on `topic` (a topic for publish and receive, a
+/// filter for subscribe): the one authorization decision.
+#[inline]
+pub(crate) fn authorize(acl: &ClientAcl, topic: &str, access: Access) -> bool {
+    acl.allowed(topic, access)
+}
+
+/// Why a client may not publish on `topic` (a PUBLISH or its will), if it may not: clients
+/// never write the broker's `$SYS` tree nor `$share/...` (a subscription syntax, not a topic),
+/// whatever the ACL says, as mosquitto's `acl__check_dollar`; then the ACL's write rules.
+pub(crate) fn write_refusal(acl: &ClientAcl, topic: &str) -> Option<&'static str> {
+    if topic.starts_with("$SYS") || topic.starts_with("$share") {
+        Some("clients do not publish on $SYS or $share")
+    } else if !authorize(acl, topic, Access::Write) {
+        Some("not allowed by the ACL")
+    } else {
+        None
+    }
+}
+
+impl Shard {
+    /// Who the client is: with `use_identity_as_username`/`use_subject_as_username` the TLS
+    /// certificate says (CONNECT's username and password are ignored, as mosquitto does);
+    /// otherwise the password file, checked off the loop by the auth worker.
+    pub(super) fn authenticate(
+        &mut self,
+        key: usize,
+        mut connect: Connect,
+        allow_anonymous: bool,
+    ) -> bool {
+        let max = connect.properties.maximum_packet_size.unwrap_or(0);
+        let conn = &self.conns[key];
+        if conn.tls_identity_required {
+            return match conn.tls_identity.clone() {
+                Some(identity) => {
+                    connect.username = Some(String::from(identity).into());
+                    connect.password = None;
+                    self.connect_accepted(key, connect)
+                }
+                None => self.refuse(key, max, NOT_AUTHORIZED, "no client certificate identity"),
+            };
+        }
+        let username = connect.username.as_deref();
+        match conn.auth.connect_check(username, allow_anonymous) {
+            ConnectCheck::Accept => self.connect_accepted(key, connect),
+            ConnectCheck::Refuse => self.refuse(
+                key,
+                max,
+                NOT_AUTHORIZED,
+                "anonymous clients are not allowed",
+            ),
+            ConnectCheck::Verify => self.verify_password(key, connect),
+        }
+    }
+
+    /// A subscription of a session homed here was added (or replaced: the return value says
+    /// whether `entry`'s subscriber already had `filter`): into this replica and, through the
+    /// outbox, every other.
+    pub(crate) fn subscription_added(&mut self, filter: &ByteStr, entry: Entry) -> bool {
+        let existed = self.index.insert(filter, entry);
+        if !existed {
+            self.stats.subscriptions += 1;
+        }
+        for to in 0..self.peers.len() {
+            if to != self.id {
+                self.push_to(
+                    to,
+                    ShardMsg::IndexInsert {
+                        filter: filter.clone(),
+                        entry,
+                    },
+                );
+            }
+        }
+        existed
+    }
+
+    /// A subscription of a session homed here is gone: out of this replica and every other.
+    pub(crate) fn subscription_removed(&mut self, filter: ByteStr, subscriber: SubscriberId) {
+        self.index.remove(&filter, subscriber);
+        self.stats.subscriptions = self.stats.subscriptions.saturating_sub(1);
+        for to in 0..self.peers.len() {
+            if to != self.id {
+                self.push_to(
+                    to,
+                    ShardMsg::IndexRemove {
+                        filter: filter.clone(),
+                        subscriber,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Another shard's subscription change, applied to this replica (or a recovered one).
+    pub(crate) fn replica_insert(&mut self, filter: &ByteStr, entry: Entry) {
+        self.index.insert(filter, entry);
+    }
+
+    /// Another shard's subscription removal, applied to this replica.
+    pub(crate) fn replica_remove(&mut self, filter: &ByteStr, subscriber: SubscriberId) {
+        self.index.remove(filter, subscriber);
+    }
+
+    /// A message enters the broker here (a client's PUBLISH after its checks, or a will):
+    /// routes it. Returns whether any subscription matched.
+    #[inline]
+    pub(crate) fn message_in(&mut self, msg: SharedMessage) -> bool {
+        self.stats.messages_in += 1;
+        self.route(msg)
+    }
+
+    /// A PUBLISH was written to a client's buffer.
+    #[inline]
+    pub(crate) fn message_out(&mut self) {
+        self.stats.messages_out += 1;
+    }
+
+    /// The client of session `slot` is connected (its CONNACK accepted it).
+    pub(crate) fn client_connected(&mut self, _slot: usize) {
+        self.stats.connections += 1;
+    }
+
+    /// The connection of the client of session `slot` closed (before its will and the
+    /// session's fate are decided).
+    pub(crate) fn client_disconnected(&mut self, _slot: usize) {
+        self.stats.connections = self.stats.connections.saturating_sub(1);
+    }
+
+    /// The shard's tick (a few times a second): publishes this shard's counters.
+    pub(crate) fn on_tick(&mut self, _now: Instant) {
+        self.shared.stats_slot(self.id).publish(&self.stats);
+    }
+}

@@ -1,0 +1,196 @@
+//! The loop and its turn: poll, dispatch each ready event, drain the inbox, then end the
+//! turn (store batch, outbox batches, flushes, wake-ups in that order) and, on time, tick.
+//! The first stop on the path of one PUBLISH (ARCHITECTURE.md §4).
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use mio::event::Event;
+use mio::{Events, Token};
+
+use super::inbox::{Batch, ShardMsg};
+use super::lifecycle::Close;
+use super::{Shard, LINGER_BASE, LISTENER_BASE, TICK, WAKER};
+use crate::session::memory;
+
+impl Shard {
+    /// Runs the loop until the broker shuts down. Shard thread only.
+    pub fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        let mut next_tick = Instant::now() + TICK;
+        loop {
+            let timeout = next_tick.saturating_duration_since(Instant::now());
+            let parked = self.inbox.park();
+            // After `park`: the store's writer wakes a parked shard, so progress it made
+            // before is seen here and progress after wakes `poll`.
+            let timeout = if !parked
+                || self.durable.as_ref().is_some_and(|d| d.progress_waiting())
+                || !self.retained_backlog.is_empty()
+            {
+                Duration::ZERO
+            } else if self.outbox.has_pending() {
+                // A batch waits for room in a stalled shard's queue: retry soon.
+                timeout.min(Duration::from_millis(1))
+            } else {
+                timeout
+            };
+            let polled = self.poll.poll(&mut events, Some(timeout));
+            self.inbox.unpark();
+            if !events.is_empty() {
+                self.trim.activity();
+            }
+            if let Err(e) = polled {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            if self.shared.is_shutting_down() {
+                self.shutdown();
+                return Ok(());
+            }
+            self.retained_backlog.new_turn();
+            for event in events.iter() {
+                self.dispatch(event);
+            }
+            self.drain_inbox();
+            self.adopt_pending();
+            self.drain_auth_responses();
+            if !self.retained_backlog.is_empty() {
+                self.offer_retained_backlog();
+            }
+            self.end_turn(false);
+            self.pool.reclaim();
+            let now = Instant::now();
+            if now >= next_tick {
+                self.tick(now);
+                self.end_turn(true);
+                next_tick = now + TICK;
+            }
+        }
+    }
+
+    /// The end of a loop turn: the turn's changes go to the store (persistence: submitted
+    /// without waiting; what depends on them is held, and tickets and confirmations are
+    /// queued behind the turn's deliveries), then this turn's batches to other shards are
+    /// queued, then client connections are flushed as far as they may be (in this order, so a
+    /// SUBACK never leaves before its replica updates are queued, nor a PUBACK before its
+    /// message is safe), then the shards that were sent something and are parked are woken.
+    fn end_turn(&mut self, tick: bool) {
+        self.flush_held_bytes();
+        self.commit_turn(tick);
+        self.outbox.send(&self.peers);
+        self.flush_dirty();
+        self.wake_peers();
+    }
+
+    fn dispatch(&mut self, event: &Event) {
+        match event.token() {
+            WAKER => {}
+            Token(t) if t >= LISTENER_BASE => self.accept(t - LISTENER_BASE),
+            Token(t) if t >= LINGER_BASE => self
+                .lingering
+                .on_readable(self.poll.registry(), t - LINGER_BASE),
+            Token(key) => {
+                if event.is_writable() && self.conns.contains(key) {
+                    self.flush(key);
+                }
+                let peer_closed = event.is_read_closed() || event.is_error();
+                if (event.is_readable() || peer_closed) && self.conns.contains(key) {
+                    self.on_readable(key, peer_closed);
+                }
+                self.queue_tls_records(key);
+            }
+        }
+    }
+
+    /// Applies everything other shards sent. Also called right before routing a PUBLISH and
+    /// handling a SUBSCRIBE, so a subscription acknowledged on another shard is always visible
+    /// to a publish that was sent after the SUBACK (the update is queued before the SUBACK).
+    pub(crate) fn drain_inbox(&mut self) {
+        while let Ok(Batch { from, mut items }) = self.inbox.rx.try_recv() {
+            self.stats.cross_shard_in += items.len() as u64;
+            for msg in items.drain(..) {
+                self.apply_inbox_item(msg);
+            }
+            self.peers[usize::from(from)].recycle(items);
+        }
+    }
+
+    /// One item from another shard (see [`Shard::drain_inbox`]).
+    fn apply_inbox_item(&mut self, msg: ShardMsg) {
+        match msg {
+            ShardMsg::Deliver(msg) => self.deliver_remote(&msg),
+            ShardMsg::DeliverShared { msg, entry, group } => self.deliver_shared(msg, entry, group),
+            ShardMsg::IndexInsert { filter, entry } => self.replica_insert(&filter, entry),
+            ShardMsg::IndexRemove { filter, subscriber } => {
+                self.replica_remove(&filter, subscriber)
+            }
+            // Not here: drain_inbox also runs in the middle of handling a packet (before a
+            // route or a SUBSCRIBE), and an adopted CONNECT may take over, and close, the
+            // very connection being handled. Adoption waits for the top of the loop.
+            ShardMsg::Adopt(m) => self.adoptions.push(*m),
+            ShardMsg::Ticket { from, ticket } => {
+                if let Some(d) = &mut self.durable {
+                    d.ticket(usize::from(from), ticket);
+                }
+            }
+            ShardMsg::Committed { from, upto } => {
+                if let Some(d) = &mut self.durable {
+                    d.committed(usize::from(from), upto);
+                }
+            }
+            ShardMsg::CommitFailed { from, upto } => {
+                if let Some(d) = &mut self.durable {
+                    d.commit_failed(usize::from(from), upto);
+                }
+            }
+        }
+    }
+
+    /// Adopts the connections other shards sent (their CONNECT is handled now, outside any
+    /// other connection's packet handling).
+    fn adopt_pending(&mut self) {
+        while !self.adoptions.is_empty() {
+            for m in std::mem::take(&mut self.adoptions) {
+                self.adopt(m);
+            }
+            self.drain_inbox();
+        }
+    }
+
+    fn wake_peers(&mut self) {
+        for (i, pending) in self.wake_pending.iter_mut().enumerate() {
+            if std::mem::take(pending) {
+                self.peers[i].wake_if_sleeping();
+            }
+        }
+    }
+
+    /// Adds this turn's changes to the bytes held for delivery to the broker-wide total
+    /// (`memory_limit`): one atomic operation per turn, none per message.
+    fn flush_held_bytes(&mut self) {
+        if self.shared.config.memory_limit == 0 {
+            return;
+        }
+        if self.held_recovered != 0 {
+            memory::hold(std::mem::take(&mut self.held_recovered));
+        }
+        memory::flush(&self.shared.held_bytes);
+    }
+
+    fn shutdown(&mut self) {
+        self.end_turn(false);
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.close(key, Close::Shutdown);
+        }
+        // The sessions' end times, set by those closes.
+        self.commit_turn(false);
+        self.wait_for_store();
+        if let Some(d) = &self.durable {
+            if let Err(e) = d.store.sync() {
+                log::error!("Persistence: final sync failed: {e}");
+            }
+        }
+    }
+}

@@ -1,0 +1,331 @@
+//! Connection and session lifecycle: the tick (keep-alive, CONNECT time-outs, delayed wills,
+//! session expiry), the one close path of a connection, and what happens to its session
+//! after (will, expiry, removal from every index replica). Attach and takeover are in
+//! `handle::connect`.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use mio::Token;
+
+use super::conn::{Conn, ConnState};
+use super::trim::release_free_memory;
+use super::{pool, Shard, LINGER_BASE, TICK};
+use crate::index::SubscriberId;
+use crate::protocol::reason::v5;
+use crate::protocol::{self, Disconnect, Packet, ProtocolVersion};
+use crate::session::{memory, OutState};
+
+/// Why a connection is closed; decides wills, logs and what the peer is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Close {
+    /// The client sent DISCONNECT: no will [MQTT-3.1.2-10].
+    Graceful,
+    /// The peer closed the socket or it failed.
+    Gone(String),
+    /// The TLS layer failed (handshake refused, a client that does not speak TLS, a bad
+    /// record): the reason, which says TLS. rustls has already sent its alert.
+    Tls(String),
+    /// The client broke the protocol: the MQTT 5 reason code sent in DISCONNECT (to 5.0
+    /// clients) and the reason that is logged.
+    Protocol { code: u8, reason: String },
+    /// Nothing received within 1.5 x keep-alive.
+    KeepAlive,
+    /// Another connection took over the client id [MQTT-3.1.4-2].
+    TakenOver,
+    /// Refused at CONNECT (CONNACK with a failure code already queued).
+    Refused,
+    /// Broker shutdown.
+    Shutdown,
+}
+
+impl Close {
+    /// The reason code of the DISCONNECT sent to an MQTT 5 client, if one is sent.
+    fn disconnect_code(&self) -> Option<u8> {
+        match self {
+            Close::Protocol { code, .. } => Some(*code),
+            Close::KeepAlive => Some(v5::KEEP_ALIVE_TIMEOUT),
+            Close::TakenOver => Some(v5::SESSION_TAKEN_OVER),
+            Close::Shutdown => Some(v5::SERVER_SHUTTING_DOWN),
+            Close::Graceful | Close::Gone(_) | Close::Tls(_) | Close::Refused => None,
+        }
+    }
+
+    /// Whether the peer is told something it should read before the socket closes (see
+    /// [`linger`]): not when the peer closed first, nor at shutdown (the process exits).
+    fn lingers(&self) -> bool {
+        matches!(
+            self,
+            Close::Protocol { .. } | Close::KeepAlive | Close::TakenOver | Close::Refused
+        )
+    }
+
+    /// Whether the will is published: on every close that the client did not ask for with
+    /// DISCONNECT [MQTT-3.1.2-8]; not on broker shutdown.
+    fn publishes_will(&self) -> bool {
+        !matches!(self, Close::Graceful | Close::Refused | Close::Shutdown)
+    }
+}
+
+impl Shard {
+    /// Keep-alive and CONNECT time-outs.
+    pub(super) fn tick(&mut self, now: Instant) {
+        let mut expired = Vec::new();
+        let mut growth = 0;
+        // `last_rx` moves only when a whole packet is decoded: before CONNECT, it is the
+        // time of accept, so a CONNECT (or TLS handshake) trickled byte by byte still ends.
+        let connect_timeout = match self.shared.config.connect_timeout {
+            0 => Duration::MAX,
+            secs => Duration::from_secs(u64::from(secs)),
+        };
+        for (key, conn) in self.conns.iter_mut() {
+            let idle = now.saturating_duration_since(conn.last_rx);
+            growth += conn.tick_rbuf(idle >= TICK, &mut self.buffers);
+            match conn.state {
+                ConnState::AwaitConnect
+                    if idle >= connect_timeout && conn.pending_connect.is_none() =>
+                {
+                    expired.push((key, false))
+                }
+                ConnState::Active { .. } if conn.keep_alive_expired(idle) => {
+                    expired.push((key, true))
+                }
+                _ => {}
+            }
+        }
+        // Exact again (closed connections and shrinks are counted now).
+        self.buffers.set_growth(growth);
+        self.buffers.trim();
+        if self.trim.due(now) {
+            release_free_memory();
+        }
+        self.lingering.expire(self.poll.registry(), now);
+        let mut wills = Vec::new();
+        let mut ended = Vec::new();
+        for (slot, s) in self.sessions.iter_mut() {
+            if s.session.pending_will.as_ref().is_some_and(|p| now >= p.0) {
+                wills.push(slot);
+            }
+            if s.session.expires_at.is_some_and(|at| now >= at) {
+                ended.push(slot);
+            }
+        }
+        for slot in wills {
+            if let Some(pending) = self.sessions[slot].session.pending_will.take() {
+                self.sessions[slot].session.store_record(&mut self.batch);
+                let origin = self.subscriber_id(slot);
+                self.publish_will(pending.1, origin);
+            }
+        }
+        for slot in ended {
+            log::info!(
+                "Session of {} expired.",
+                self.sessions[slot].session.client_id
+            );
+            self.end_session(slot);
+        }
+        for (key, keepalive) in expired {
+            if keepalive {
+                self.close(key, Close::KeepAlive);
+            } else {
+                let reason = "no CONNECT received in time".into();
+                self.close(
+                    key,
+                    Close::Protocol {
+                        code: v5::MAXIMUM_CONNECT_TIME,
+                        reason,
+                    },
+                );
+            }
+        }
+        self.on_tick(now);
+    }
+
+    /// The one close path of a connection: last best-effort write, deregistration, will, and
+    /// the session's fate (ended if clean, kept for a reconnect otherwise).
+    pub(crate) fn close(&mut self, key: usize, why: Close) {
+        if !self.conns.contains(key) {
+            return;
+        }
+        let mut conn = self.conns.remove(key);
+        self.shared.connection_closed(conn.peer.ip());
+        if let Some(d) = &mut self.durable {
+            d.forget(key);
+        }
+        let active = matches!(conn.state, ConnState::Active { .. });
+        if let (Some(code), true, Some(ProtocolVersion::V5)) =
+            (why.disconnect_code(), active, conn.version)
+        {
+            // MQTT 5: tell the client why, after CONNACK only [MQTT-4.13.1-1].
+            let mut d = Disconnect {
+                reason: code,
+                ..Default::default()
+            };
+            if let (Close::Protocol { reason, .. }, true) = (&why, conn.problem_info) {
+                d.properties.reason_string = Some(reason.as_str().into());
+            }
+            if let (Close::Shutdown, Some(server)) = (&why, &self.shared.config.server_reference) {
+                // Maintenance: point clients elsewhere rather than just "shutting down".
+                d.reason = v5::USE_ANOTHER_SERVER;
+                d.properties.server_reference = Some(server.as_str().into());
+            }
+            self.buffers.ensure(&mut conn.wbuf);
+            protocol::encode(&Packet::Disconnect(d), ProtocolVersion::V5, &mut conn.wbuf);
+        }
+        let allowed = conn.writable_len();
+        let mut told = false;
+        if allowed > 0 {
+            // Best effort: a CONNACK refusal or a DISCONNECT is small and fits the socket
+            // buffer. Output still held for the store (and what follows it) is not written.
+            told = conn
+                .stream
+                .write(&conn.wbuf[..allowed])
+                .is_ok_and(|n| n > 0);
+        }
+        if conn.rbuf.capacity().max(conn.wbuf.capacity()) > pool::MAX_POOLED {
+            // Dropped below, not pooled: worth giving back to the OS.
+            self.trim.request();
+        }
+        self.buffers.give(&mut conn.rbuf);
+        self.buffers.give(&mut conn.wbuf);
+        match &why {
+            Close::Graceful => log::info!("Client {} disconnected.", self.label(&conn)),
+            Close::Gone(reason) => {
+                log::info!(
+                    "Client {} closed its connection ({reason}).",
+                    self.label(&conn)
+                )
+            }
+            Close::Tls(reason) => {
+                log::info!("Client {} disconnected: {reason}.", self.label(&conn))
+            }
+            Close::Protocol { reason, .. } => {
+                log::info!(
+                    "Client {} disconnected: protocol error: {reason}.",
+                    self.label(&conn)
+                )
+            }
+            Close::KeepAlive => log::info!(
+                "Client {} has exceeded timeout, disconnecting.",
+                self.label(&conn)
+            ),
+            Close::TakenOver => log::info!(
+                "Client {} already connected, closing old connection.",
+                self.label(&conn)
+            ),
+            Close::Refused | Close::Shutdown => {}
+        }
+        let state = conn.state;
+        let stream = if told && why.lingers() {
+            // Shut down the write side and drain: the peer reads the reason, not a reset.
+            let registry = self.poll.registry();
+            let token = |slot| Token(LINGER_BASE + slot);
+            self.lingering
+                .add(registry, conn.stream, token, Instant::now())
+                .err()
+        } else {
+            Some(conn.stream)
+        };
+        if let Some(mut stream) = stream {
+            let _ = self.poll.registry().deregister(&mut stream);
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+        if let ConnState::Active { session } = state {
+            self.client_disconnected(session);
+            self.detach_session(session, &why);
+        }
+    }
+
+    /// A connection for log lines: its client id once CONNECT attached it to a session (the
+    /// session's copy: a connection keeps none of its own), its peer address before.
+    pub(crate) fn label(&self, conn: &Conn) -> String {
+        let slot = match conn.state {
+            ConnState::Active { session } => self.sessions.get(session),
+            ConnState::AwaitConnect => None,
+        };
+        match slot {
+            Some(slot) => slot.session.client_id.to_string(),
+            None => format!("<unknown> from {}", conn.peer),
+        }
+    }
+
+    /// The connection of `slot` is gone: publish the will when due (at once, or after its
+    /// Will Delay Interval, or when the session ends if that is earlier [MQTT-3.1.3-9]) and
+    /// start the Session Expiry Interval (0 = the session ends now).
+    fn detach_session(&mut self, slot: usize, why: &Close) {
+        let Some(s) = self.sessions.get_mut(slot) else {
+            return;
+        };
+        s.session.conn = None;
+        let session = &mut s.session;
+        // Held-back 3.x QoS 2 PUBLISHes are the client's to resend (not kept offline).
+        session.forget_waiting_qos2();
+        let now = Instant::now();
+        let will = session.will.take().filter(|_| why.publishes_will());
+        session.expires_at = match session.expiry_interval {
+            u32::MAX => None,
+            secs => Some(now + Duration::from_secs(u64::from(secs))),
+        };
+        if let Some(will) = will {
+            match will.properties.will_delay_interval.unwrap_or(0) {
+                0 => {
+                    let origin = self.subscriber_id(slot);
+                    self.publish_will(*will, origin);
+                }
+                delay => {
+                    let at = now + Duration::from_secs(u64::from(delay));
+                    session.pending_will = Some(Box::new((at, *will)));
+                }
+            }
+        }
+        let ends_now = self.sessions[slot].session.expiry_interval == 0;
+        if ends_now && *why != Close::TakenOver {
+            self.end_session(slot);
+        } else {
+            // Its end time and any delayed will, as wall-clock deadlines.
+            self.sessions[slot].session.store_record(&mut self.batch);
+        }
+    }
+
+    /// Removes a session and its subscriptions, here and in every replica; a will still
+    /// waiting for its delay is published now (the session ended first).
+    pub(crate) fn end_session(&mut self, slot: usize) {
+        if !self.sessions.contains(slot) {
+            return;
+        }
+        let s = self.sessions.remove(slot);
+        memory::release(s.session.held_bytes());
+        if s.session.durable {
+            self.batch.delete_session(&s.session.client_id);
+        }
+        let subscriber = SubscriberId {
+            shard: self.id as u16,
+            slot: slot as u32,
+            generation: s.generation,
+        };
+        for filter in s.session.subscriptions.keys() {
+            self.subscription_removed(filter.clone(), subscriber);
+        }
+        if self.session_by_id.get(&s.session.client_id) == Some(&slot) {
+            self.session_by_id.remove(&s.session.client_id);
+        }
+        // Messages a departing shared-subscription member had not acknowledged go to another
+        // member of the group (MQTT 5 section 4.8.2). A QoS 2 message already PUBRECed is the
+        // member's and is not sent again.
+        let unacked = s
+            .session
+            .inflight
+            .into_iter()
+            .filter(|f| f.state != OutState::AwaitPubComp)
+            .map(|f| f.delivery);
+        for d in unacked.chain(s.session.queue.into_iter().map(|q| q.delivery)) {
+            let Some(group) = d.shared else { continue };
+            if let Some(entry) = self.index.pick_shared(&group) {
+                self.send_shared(d.msg, entry, group);
+            }
+        }
+        if let Some(pending) = s.session.pending_will {
+            self.publish_will(pending.1, subscriber);
+        }
+    }
+}

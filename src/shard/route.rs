@@ -1,0 +1,236 @@
+//! Routing and delivery: a message published here is matched against this shard's index
+//! replica, offered to local sessions and sent once to each other shard with a match; a
+//! message from another shard is offered to local sessions. `Shard::offer` is the one place
+//! every delivery passes.
+
+use super::inbox::ShardMsg;
+use super::Shard;
+use crate::auth::Access;
+use crate::handle::hooks::authorize;
+use crate::index::{Entry, SubscriberId};
+use crate::message::{Delivery, SharedMessage, SubscriptionIds};
+use crate::protocol::{self, Packet, QoS, SubOptions};
+use crate::session::{memory, Offer, Outgoing};
+
+impl Shard {
+    /// Routes a message published on this shard: delivers to local subscribers, and sends one
+    /// inbox item to each other shard that has at least one. Returns whether any subscription
+    /// matched (MQTT 5 PUBACK 0x10 otherwise).
+    pub(crate) fn route(&mut self, msg: SharedMessage) -> bool {
+        self.drain_inbox();
+        let me = self.id as u16;
+        let mut matches = std::mem::take(&mut self.matches);
+        matches.clear();
+        let mut remote: u128 = 0;
+        let mut shared_picks = std::mem::take(&mut self.shared_picks);
+        self.index.for_each_match(&msg.topic, true, |e, shared| {
+            if let Some(group) = shared {
+                shared_picks.push((*e, group.clone()));
+            } else if e.subscriber.shard == me {
+                matches.push((e.subscriber, e.options, e.identifier));
+            } else {
+                remote |= 1 << e.subscriber.shard;
+            }
+        });
+        let matched = remote != 0 || !matches.is_empty() || !shared_picks.is_empty();
+        for (entry, group) in shared_picks.drain(..) {
+            self.send_shared(msg.clone(), entry, group);
+        }
+        self.shared_picks = shared_picks;
+        let mut shard = 0;
+        while remote != 0 {
+            if remote & 1 != 0 {
+                self.push_to(shard, ShardMsg::Deliver(msg.clone()));
+            }
+            remote >>= 1;
+            shard += 1;
+        }
+        self.deliver_matches(&msg, &mut matches);
+        self.matches = matches;
+        matched
+    }
+
+    /// Sends `msg` to shard `to`; the wake-up happens once at the end of the turn.
+    pub(crate) fn push_to(&mut self, to: usize, msg: ShardMsg) {
+        if let Some(d) = &mut self.durable {
+            let qos = match &msg {
+                ShardMsg::Deliver(m) | ShardMsg::DeliverShared { msg: m, .. } => m.qos,
+                _ => QoS::AtMostOnce,
+            };
+            if qos != QoS::AtMostOnce {
+                d.delivered_to(to);
+            }
+        }
+        self.stats.cross_shard_out += 1;
+        self.outbox.push(to, msg);
+        self.wake_pending[to] = true;
+    }
+
+    /// Delivers a message from another shard to this shard's matching sessions.
+    pub(super) fn deliver_remote(&mut self, msg: &SharedMessage) {
+        let me = self.id as u16;
+        let mut matches = std::mem::take(&mut self.matches);
+        matches.clear();
+        self.index.for_each_match(&msg.topic, false, |e, _| {
+            if e.subscriber.shard == me {
+                matches.push((e.subscriber, e.options, e.identifier));
+            }
+        });
+        self.deliver_matches(msg, &mut matches);
+        self.matches = matches;
+    }
+
+    /// Delivers once per session, merging its matching subscriptions: the highest QoS among
+    /// them (the specification allows one copy per subscription or one at the maximum QoS
+    /// [MQTT-3.3.5-1]; one copy is what clients expect), capped by the published QoS
+    /// [MQTT-3.8.4-6]; every subscription identifier [MQTT-3.3.4-3]; Retain As Published if any
+    /// subscription asked for it [MQTT-3.3.1-12]. No Local subscriptions never get the
+    /// session's own messages [MQTT-3.8.3-3].
+    fn deliver_matches(
+        &mut self,
+        msg: &SharedMessage,
+        matches: &mut [(SubscriberId, SubOptions, Option<u32>)],
+    ) {
+        matches.sort_unstable_by_key(|m| m.0);
+        for group in matches.chunk_by(|a, b| a.0 == b.0) {
+            let sub = group[0].0;
+            let own = msg.origin == Some(sub);
+            let mut best: Option<QoS> = None;
+            let mut retain_as_published = false;
+            // None or one identifier: no allocation (see `SubscriptionIds`).
+            let mut ids = SubscriptionIds::new();
+            for (_, options, id) in group.iter().filter(|(_, o, _)| !(own && o.no_local)) {
+                best = best.max(Some(options.qos));
+                retain_as_published |= options.retain_as_published;
+                ids.extend(*id);
+            }
+            let Some(qos) = best else { continue };
+            let delivery = Delivery {
+                msg: msg.clone(),
+                qos: qos.min(msg.qos),
+                retain: retain_as_published && msg.retain,
+                subscription_ids: ids,
+                shared: None,
+            };
+            self.offer(sub, delivery);
+        }
+    }
+
+    /// Sends a message to the chosen member of a shared group, here or on its shard.
+    pub(super) fn send_shared(
+        &mut self,
+        msg: SharedMessage,
+        entry: Entry,
+        group: protocol::ByteStr,
+    ) {
+        let to = entry.subscriber.shard as usize;
+        if to == self.id {
+            self.deliver_shared(msg, entry, group);
+        } else {
+            self.push_to(to, ShardMsg::DeliverShared { msg, entry, group });
+        }
+    }
+
+    /// Delivers a message to the local member of a shared group that was chosen for it.
+    pub(super) fn deliver_shared(
+        &mut self,
+        msg: SharedMessage,
+        entry: Entry,
+        group: protocol::ByteStr,
+    ) {
+        let o = entry.options;
+        let delivery = Delivery {
+            qos: o.qos.min(msg.qos),
+            retain: o.retain_as_published && msg.retain,
+            subscription_ids: entry.identifier.into_iter().collect(),
+            shared: Some(group),
+            msg,
+        };
+        self.offer(entry.subscriber, delivery);
+    }
+
+    /// Offers a delivery to one local session and sends what it says to send.
+    pub(crate) fn offer(&mut self, sub: SubscriberId, delivery: Delivery) {
+        let Some(slot) = self.sessions.get_mut(sub.slot as usize) else {
+            return;
+        };
+        if slot.generation != sub.generation {
+            return;
+        }
+        // Every delivery passes here (live, shared, retained): the one place for the read ACL.
+        if !authorize(&slot.session.acl, &delivery.msg.topic, Access::Read) {
+            return;
+        }
+        if delivery.qos != QoS::AtMostOnce && memory::full(self.shared.config.memory_limit) {
+            // `memory_limit`: no new QoS 1/2 message is held, queued or in flight.
+            slot.session.dropped = slot.session.dropped.wrapping_add(1);
+            self.stats.publishes_dropped += 1;
+            if slot.session.dropped.is_power_of_two() {
+                log::warn!(
+                    "memory_limit reached: dropping messages for client {} ({} dropped).",
+                    slot.session.client_id,
+                    slot.session.dropped
+                );
+            }
+            return;
+        }
+        let conn = slot.session.conn;
+        let dropped_before = slot.session.dropped;
+        match slot.session.offer(delivery, &mut self.batch) {
+            Offer::Send(publish) => {
+                let Some(key) = conn else { return };
+                // Only output the socket refused counts (`want_write`: the last flush hit
+                // WouldBlock): a subscriber that reads may gather more than the limit within
+                // one loop turn, before the turn's flush, and must lose nothing for it.
+                let backlog =
+                    self.conns
+                        .get(key)
+                        .map_or(0, |c| if c.want_write { c.wbuf.len() } else { 0 });
+                let qos0 = publish.delivery.qos == QoS::AtMostOnce;
+                if qos0 && backlog > self.qos0_backlog_limit {
+                    // A subscriber that does not read: its QoS 0 messages are dropped rather
+                    // than grow its buffer without bound (QoS 1/2 are bounded by the window).
+                    self.slow_consumer_drops += 1;
+                    self.stats.publishes_dropped += 1;
+                    if self.slow_consumer_drops.is_power_of_two() {
+                        log::warn!(
+                            "Dropping QoS 0 messages for a slow consumer ({} bytes unsent; {} dropped on shard {}).",
+                            backlog,
+                            self.slow_consumer_drops,
+                            self.id
+                        );
+                    }
+                    return;
+                }
+                self.send_publish(key, &publish);
+            }
+            Offer::Queued => {}
+            Offer::Dropped => {
+                self.stats.publishes_dropped += 1;
+                if slot.session.dropped != dropped_before && slot.session.dropped.is_power_of_two()
+                {
+                    log::warn!(
+                        "Outgoing messages are being dropped for client {}: queue full or too large \
+                         for the client ({} dropped).",
+                        slot.session.client_id,
+                        slot.session.dropped
+                    );
+                }
+            }
+        }
+    }
+
+    /// Sends the packets a session produced (`self.out`) to its connection.
+    pub(crate) fn send_session_output(&mut self, conn: usize) {
+        let mut out = std::mem::take(&mut self.out);
+        for o in out.drain(..) {
+            match o {
+                Outgoing::Publish(p) => self.send_publish(conn, &p),
+                Outgoing::PubRel(id) => {
+                    self.send(conn, &Packet::PubRel(protocol::PubResp::new(id)))
+                }
+            }
+        }
+        self.out = out;
+    }
+}

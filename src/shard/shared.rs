@@ -1,0 +1,91 @@
+//! What all shards share: read-only configuration, the retained store, broker-wide counters
+//! touched on accept and close only, and the stop flag. It lives in the shard layer (the
+//! broker only builds it and raises the stop flag), so `shard` does not depend on `broker`.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use super::stats::{Stats, StatsSlot};
+use crate::auth::{Auth, AuthWorker};
+use crate::config::Config;
+use crate::retain::RetainedStore;
+
+/// State shared by all shards: read-only configuration, the retained store, the stop flag.
+#[derive(Debug)]
+pub struct Shared {
+    pub config: Config,
+    pub retained: RetainedStore,
+    /// Open client connections, broker-wide (`max_connections`). Touched on accept and
+    /// close only, never per message.
+    pub connections: AtomicUsize,
+    /// Open client connections per IP address (`max_connections_per_ip`); like
+    /// `connections`, touched on accept and close only.
+    pub per_ip: super::per_ip::PerIpConnections,
+    /// Payload bytes held for delivery by all sessions (`memory_limit`), as of the shards'
+    /// last loop turns (see `session::memory`).
+    pub held_bytes: std::sync::atomic::AtomicIsize,
+    /// Password file and ACLs (read-only after start).
+    pub auth: Auth,
+    /// Verifies passwords off the event loops (PBKDF2 is slow on purpose); `None` without a
+    /// password file.
+    pub auth_worker: Option<AuthWorker>,
+    /// Each shard's counters as of its last tick (see `shard::stats`), by shard id.
+    stats: Box<[StatsSlot]>,
+    shutdown: AtomicBool,
+}
+
+impl Shared {
+    /// The shared state of a broker with no listener threads yet: `config`, an empty
+    /// retained store, no password worker.
+    /// `shards` is the number of shards (one counter slot each).
+    pub(crate) fn new(
+        config: Config,
+        auth: Auth,
+        auth_worker: Option<AuthWorker>,
+        shards: usize,
+    ) -> Shared {
+        let per_ip = super::per_ip::PerIpConnections::new(config.max_connections_per_ip);
+        Shared {
+            config,
+            retained: RetainedStore::new(),
+            connections: AtomicUsize::new(0),
+            per_ip,
+            held_bytes: Default::default(),
+            auth,
+            auth_worker,
+            stats: (0..shards).map(|_| StatsSlot::default()).collect(),
+            shutdown: AtomicBool::new(false),
+        }
+    }
+
+    /// A counted connection from `peer` is gone (closed, or dropped before it was served):
+    /// its slot under `max_connections` and `max_connections_per_ip` is free again.
+    pub fn connection_closed(&self, peer: IpAddr) {
+        self.connections.fetch_sub(1, Ordering::Relaxed);
+        self.per_ip.closed(peer);
+    }
+
+    /// The counters of all shards as of their last tick, summed, with the retained count of
+    /// now. For `$SYS` and metrics: reads every slot, so not for a per-message path.
+    pub fn stats(&self) -> Stats {
+        let mut sum = Stats::default();
+        self.stats.iter().for_each(|slot| slot.add_to(&mut sum));
+        sum.retained = self.retained.len() as u64;
+        sum
+    }
+
+    /// Shard `shard`'s counter slot (written by that shard only, at its tick).
+    pub(crate) fn stats_slot(&self, shard: usize) -> &StatsSlot {
+        &self.stats[shard]
+    }
+
+    /// Asks every shard to stop (each sees it at its next loop turn).
+    pub(crate) fn request_shutdown(&self) {
+        self.shutdown.store(true, Ordering::Release);
+    }
+
+    /// True once the broker was asked to stop.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutdown.load(Ordering::Acquire)
+    }
+}

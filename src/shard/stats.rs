@@ -1,0 +1,121 @@
+//! Per-shard counters: plain integers owned by the shard and incremented on the paths that
+//! already run (no atomic operation per message), published into the shard's slot of
+//! relaxed atomics once per tick, and summed over all shards on demand
+//! ([`super::Shared::stats`]), for `$SYS` and metrics.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// One shard's counters, or their sum over all shards. Totals since start unless said
+/// otherwise.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// Client connections open now (accepted or adopted here, not yet closed or moved).
+    pub connections: u64,
+    /// PUBLISH packets received from clients, wills included.
+    pub messages_in: u64,
+    /// PUBLISH packets written to clients' buffers.
+    pub messages_out: u64,
+    /// Bytes read from client sockets.
+    pub bytes_in: u64,
+    /// Bytes written to client sockets.
+    pub bytes_out: u64,
+    /// Deliveries dropped: a full queue, `memory_limit`, a slow QoS 0 consumer.
+    pub publishes_dropped: u64,
+    /// Subscriptions held by the sessions homed here, now.
+    pub subscriptions: u64,
+    /// Retained messages, broker-wide, now (filled in by the sum, not per shard).
+    pub retained: u64,
+    /// Items sent to other shards (deliveries, index updates, persistence progress).
+    pub cross_shard_out: u64,
+    /// Items received from other shards.
+    pub cross_shard_in: u64,
+}
+
+/// Applies `f` to each counter of `a` with the matching counter of `b` (one list of fields,
+/// so publishing and summing cannot miss one).
+macro_rules! each_counter {
+    ($m:ident) => {
+        $m!(
+            connections,
+            messages_in,
+            messages_out,
+            bytes_in,
+            bytes_out,
+            publishes_dropped,
+            subscriptions,
+            retained,
+            cross_shard_out,
+            cross_shard_in
+        )
+    };
+}
+
+/// A shard's last published [`Stats`]: written by that shard once per tick, read by anyone.
+#[derive(Debug, Default)]
+pub struct StatsSlot {
+    connections: AtomicU64,
+    messages_in: AtomicU64,
+    messages_out: AtomicU64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    publishes_dropped: AtomicU64,
+    subscriptions: AtomicU64,
+    retained: AtomicU64,
+    cross_shard_out: AtomicU64,
+    cross_shard_in: AtomicU64,
+}
+
+impl StatsSlot {
+    /// Stores `s` (owning shard only). Relaxed: each counter is read on its own; a reader
+    /// may see one tick's value for one counter and the previous tick's for another.
+    pub fn publish(&self, s: &Stats) {
+        macro_rules! store {
+            ($($f:ident),*) => { $( self.$f.store(s.$f, Ordering::Relaxed); )* };
+        }
+        each_counter!(store);
+    }
+
+    /// Adds this slot's counters to `sum`.
+    pub fn add_to(&self, sum: &mut Stats) {
+        macro_rules! add {
+            ($($f:ident),*) => { $( sum.$f += self.$f.load(Ordering::Relaxed); )* };
+        }
+        each_counter!(add);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn published_counters_sum_over_slots() {
+        let slots = [StatsSlot::default(), StatsSlot::default()];
+        let a = Stats {
+            connections: 2,
+            messages_in: 10,
+            bytes_out: 7,
+            cross_shard_in: 1,
+            ..Stats::default()
+        };
+        let b = Stats {
+            connections: 3,
+            messages_in: 5,
+            subscriptions: 4,
+            ..Stats::default()
+        };
+        slots[0].publish(&a);
+        slots[1].publish(&b);
+        let mut sum = Stats::default();
+        slots.iter().for_each(|s| s.add_to(&mut sum));
+        let want = Stats {
+            connections: 5,
+            messages_in: 15,
+            bytes_out: 7,
+            subscriptions: 4,
+            cross_shard_in: 1,
+            ..Stats::default()
+        };
+        assert_eq!(sum, want);
+    }
+}
