@@ -31,11 +31,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::event::Event;
-use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use crate::auth::{Access, Auth, AuthClient, AuthResponse};
+use crate::auth::{Access, AuthClient, AuthResponse};
 use crate::broker::Shared;
 use crate::index::{Entry, SubscriberId, TopicIndex};
 use crate::message::SharedMessage;
@@ -44,7 +43,6 @@ use crate::protocol::reason::v5;
 use crate::protocol::{self, Disconnect, Packet, ProtocolVersion, QoS, SubOptions};
 use crate::session::{memory, Offer, OutState, Outgoing, SendPublish, Session};
 use crate::store::{Batch as StoreBatch, RecoveredSession, Store};
-use crate::transport::{TlsListener, Transport};
 use conn::{Conn, ConnState};
 use inbox::{Batch, Inbox, ShardHandle, ShardMsg};
 use pool::{BufferPool, MIN_READ};
@@ -195,9 +193,8 @@ pub struct SessionSlot {
     pub session: Session,
 }
 
-/// One listening socket of a shard: the socket, whether its listener allows anonymous
-/// clients, and its TLS config (`None` = plain TCP).
-pub type ListenerSocket = (TcpListener, bool, Option<Arc<TlsListener>>, Auth);
+/// One listening socket of a shard (see [`crate::transport::Listener`]).
+pub type ListenerSocket = crate::transport::Listener;
 
 /// One event loop. See the module documentation.
 pub struct Shard {
@@ -344,7 +341,7 @@ impl Shard {
         store: Option<Arc<dyn Store>>,
     ) -> io::Result<Shard> {
         let mut listeners = listeners;
-        for (i, (l, _, _, _)) in listeners.iter_mut().enumerate() {
+        for (i, l) in listeners.iter_mut().enumerate() {
             poll.registry()
                 .register(l, Token(LISTENER_BASE + i), Interest::READABLE)?;
         }
@@ -562,7 +559,7 @@ impl Shard {
     /// Accepts until `WouldBlock` (edge-triggered readiness).
     fn accept(&mut self, listener: usize) {
         loop {
-            let (l, allow_anonymous, tls, auth) = &self.listeners[listener];
+            let l = &self.listeners[listener];
             match l.accept() {
                 Ok((stream, peer)) => {
                     if !self.accept_rate.take(Instant::now()) {
@@ -577,9 +574,6 @@ impl Shard {
                         }
                         continue;
                     }
-                    let allow_anonymous = *allow_anonymous;
-                    let tls = tls.clone();
-                    let auth = auth.clone();
                     let open = self.shared.connections.fetch_add(1, Ordering::Relaxed);
                     if self
                         .shared
@@ -605,21 +599,17 @@ impl Shard {
                         continue;
                     }
                     let _ = stream.set_nodelay(true);
-                    // TLS starts here but no I/O happens yet: the handshake is driven by the
-                    // connection's readiness events like any other input.
-                    let stream = match tls {
-                        None => Transport::Tcp(stream),
-                        Some(tls) => match tls.accept(stream) {
-                            Ok(t) => Transport::Tls(Box::new(t)),
-                            Err(e) => {
-                                log::error!("Cannot start TLS for a client from {peer}: {e}.");
-                                self.shared.connection_closed(peer.ip());
-                                continue;
-                            }
-                        },
+                    let l = &self.listeners[listener];
+                    let stream = match l.wrap(stream) {
+                        Ok(t) => t,
+                        Err(e) => {
+                            log::error!("Cannot start TLS for a client from {peer}: {e}.");
+                            self.shared.connection_closed(peer.ip());
+                            continue;
+                        }
                     };
-                    let mut conn = Conn::new(stream, peer, allow_anonymous);
-                    conn.auth = auth;
+                    let mut conn = Conn::new(stream, peer, l.allow_anonymous);
+                    conn.auth = l.auth.clone();
                     if self.add_conn(conn).is_none() {
                         self.shared.connection_closed(peer.ip());
                     }
@@ -711,7 +701,7 @@ impl Shard {
                     // spending a read() on WouldBlock (half the reads of a busy point-to-point
                     // run). Not for TLS: rustls may hold more plaintext or socket bytes. Not
                     // when the event said the peer closed: the end of stream is still to read.
-                    let drained = n < offered && !conn.stream.is_tls() && !peer_closed;
+                    let drained = n < offered && conn.stream.short_read_drains() && !peer_closed;
                     // SAFETY: the first `n` bytes of the spare capacity were just written.
                     unsafe { conn.rbuf.set_len(conn.rbuf.len() + n) };
                     in_event += n;
@@ -719,7 +709,7 @@ impl Shard {
                         // The socket may hold more than the buffer took: grow if that is so.
                         conn.rbuf_target.filled(in_event, &mut self.buffers);
                     }
-                    if conn.tls_identity.is_none() && conn.stream.is_tls() {
+                    if conn.tls_identity.is_none() {
                         // The handshake is done (plaintext arrived): before CONNECT is decoded.
                         conn.tls_identity = conn.stream.tls_identity().map(Box::from);
                     }
@@ -755,7 +745,7 @@ impl Shard {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::InvalidData && conn.stream.is_tls() => {
+                Err(e) if conn.stream.is_layer_error(&e) => {
                     self.close(key, Close::Tls(e.to_string()));
                     return;
                 }

@@ -5,8 +5,9 @@
 //!   a bad file stops the broker with an error naming it ([`TlsError`]), and rebuilt by
 //!   [`TlsListener::reload`] (SIGHUP) without touching open connections: new handshakes use the
 //!   new config, established sessions keep the one they started with.
-//! - [`TlsStream`]: a non-blocking socket plus a `rustls::ServerConnection`; see
-//!   [`super::Transport`] for the contract with the shard.
+//! - [`TlsStream`]: a non-blocking socket plus a rustls connection (server side for accepted
+//!   clients, client side for outgoing links, [`crate::link`]); see [`super::Transport`] for
+//!   the contract with the shard.
 //! - The client certificate identity (`use_identity_as_username`, `use_subject_as_username`),
 //!   read from the verified end-entity certificate by [`crate::auth::x509`].
 //!
@@ -17,16 +18,16 @@
 use std::fmt;
 use std::io::{self, BufRead, Read, Write};
 use std::net::Shutdown;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use mio::net::TcpStream;
 use rustls::crypto::{ring as provider, CryptoProvider};
-use rustls::pki_types::pem::{self, PemObject};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::CertificateDer;
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig, ServerConnection, SupportedCipherSuite};
+use rustls::{ClientConnection, Connection, ServerConfig, ServerConnection, SupportedCipherSuite};
 
+use super::pem::{load_certs, load_key, load_roots};
 use crate::auth::x509;
 use crate::config::{TlsSettings, TlsVersion};
 
@@ -152,7 +153,7 @@ impl TlsListener {
         let conn = ServerConnection::new(config)?;
         Ok(TlsStream {
             sock,
-            conn,
+            conn: conn.into(),
             mode: self.identity_mode(),
             identity: None,
             established: false,
@@ -221,94 +222,13 @@ fn crypto_provider(s: &TlsSettings) -> Result<CryptoProvider, TlsError> {
     Ok(p)
 }
 
-fn pem_problem(e: pem::Error, what: &str) -> String {
-    match e {
-        pem::Error::Io(e) => format!("cannot read: {e}"),
-        pem::Error::NoItemsFound => format!("no {what} found (a PEM file is expected)"),
-        other => format!("not a valid PEM file: {other}"),
-    }
-}
-
-/// Every certificate of a PEM file (at least one).
-fn load_certs(option: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let err = |problem: String| TlsError::File {
-        option,
-        path: path.to_path_buf(),
-        problem,
-    };
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| err(pem_problem(e, "certificate")))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| err(pem_problem(e, "certificate")))?;
-    if certs.is_empty() {
-        return Err(err("no certificate found (a PEM file is expected)".into()));
-    }
-    Ok(certs)
-}
-
-/// The private key of a PEM file (PKCS#8, PKCS#1 or SEC1; not encrypted).
-fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::File {
-        option: "keyfile",
-        path: path.to_path_buf(),
-        problem: pem_problem(e, "unencrypted private key (PKCS#8, PKCS#1 or SEC1)"),
-    })
-}
-
-/// The client CAs of `cafile` and `capath`, or `None` when neither is set.
-fn load_roots(s: &TlsSettings) -> Result<Option<RootCertStore>, TlsError> {
-    if s.cafile.is_none() && s.capath.is_none() {
-        return Ok(None);
-    }
-    let mut roots = RootCertStore::empty();
-    let mut add = |option: &'static str, path: &Path, certs: Vec<CertificateDer<'static>>| {
-        for cert in certs {
-            roots.add(cert).map_err(|e| TlsError::File {
-                option,
-                path: path.to_path_buf(),
-                problem: format!("not a usable CA certificate: {e}"),
-            })?;
-        }
-        Ok::<(), TlsError>(())
-    };
-    if let Some(cafile) = &s.cafile {
-        add("cafile", cafile, load_certs("cafile", cafile)?)?;
-    }
-    if let Some(capath) = &s.capath {
-        let err = |problem: String| TlsError::File {
-            option: "capath",
-            path: capath.clone(),
-            problem,
-        };
-        let mut files: Vec<PathBuf> = std::fs::read_dir(capath)
-            .map_err(|e| err(format!("cannot read: {e}")))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_file())
-            .collect();
-        files.sort();
-        let mut found = 0;
-        for file in files {
-            // Like OpenSSL's hashed directories, files that hold no certificate are skipped.
-            match load_certs("capath", &file) {
-                Ok(certs) => {
-                    found += certs.len();
-                    add("capath", &file, certs)?;
-                }
-                Err(_) => continue,
-            }
-        }
-        if found == 0 {
-            return Err(err("no CA certificate found in this directory".into()));
-        }
-    }
-    Ok(Some(roots))
-}
-
 /// A TLS connection over a non-blocking socket. Shard thread only; `Send`, moves whole.
 #[derive(Debug)]
 pub struct TlsStream {
     sock: TcpStream,
-    conn: ServerConnection,
+    /// Server side for accepted clients, client side for outgoing links: one stream type, so
+    /// the byte-moving code below serves both.
+    conn: Connection,
     mode: IdentityMode,
     /// Worked out once, when the handshake finishes.
     identity: Option<String>,
@@ -317,6 +237,18 @@ pub struct TlsStream {
 }
 
 impl TlsStream {
+    /// The client side of TLS on a socket that is connecting or connected (no I/O happens
+    /// here; the handshake is driven by reads and writes like the server's).
+    pub fn client(sock: TcpStream, conn: ClientConnection) -> TlsStream {
+        TlsStream {
+            sock,
+            conn: conn.into(),
+            mode: IdentityMode::None,
+            identity: None,
+            established: false,
+        }
+    }
+
     pub(crate) fn tcp(&self) -> &TcpStream {
         &self.sock
     }
