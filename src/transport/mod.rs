@@ -7,6 +7,8 @@
 //!   transport what it needs to know ([`Transport::short_read_drains`],
 //!   [`Transport::has_buffered_input`], [`Transport::is_layer_error`],
 //!   [`Transport::tls_identity`]) instead of asking which kind it has.
+//! - [`Connector`]: outgoing connections (non-blocking connect, TLS as the client), for
+//!   [`crate::link`].
 //! - [`tls`]: rustls (ring provider) server and client sides; [`pem`]: reading their files.
 //!
 //! TLS is a transformer between socket bytes and plaintext (rustls' `tlsserver-mio` example's
@@ -37,6 +39,7 @@
 //! - A `Transport` is `Send` and moves whole between shards (a connection migrating to the
 //!   home shard of its client id keeps its TLS session).
 
+pub mod client;
 mod listener;
 pub mod pem;
 pub mod tls;
@@ -48,6 +51,7 @@ use mio::event::Source;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
+pub use client::{ClientTlsSettings, Connector};
 pub use listener::Listener;
 pub use tls::{TlsListener, TlsStream};
 
@@ -137,6 +141,20 @@ impl Transport {
         match &self.0 {
             Layers::Tcp(_) => None,
             Layers::Tls(t) => t.peer_certificates(),
+        }
+    }
+
+    /// For an outgoing connection after a readiness event: `Ok(true)` once the TCP connect
+    /// has completed, `Ok(false)` while it is still under way, the error if it failed.
+    pub fn connect_finished(&self) -> io::Result<bool> {
+        let sock = self.tcp();
+        if let Some(e) = sock.take_error()? {
+            return Err(e);
+        }
+        match sock.peer_addr() {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+            Err(e) => Err(e),
         }
     }
 
