@@ -54,6 +54,10 @@ pub struct Link {
     read_due: bool,
     /// The transport is closed (after the session ended and its last bytes were tried).
     shut: bool,
+    /// The time of the last event, tick or flush: what packets queued between them count as
+    /// sent at for keep-alive (at most one loop turn early, which only brings a ping
+    /// forward), so that publishing reads no clock per message.
+    now: Instant,
 }
 
 impl Link {
@@ -76,6 +80,7 @@ impl Link {
             interest: None,
             read_due: false,
             shut: false,
+            now,
         };
         link.encode_output(now);
         Ok(link)
@@ -102,6 +107,7 @@ impl Link {
         if self.shut {
             return;
         }
+        self.now = now;
         if !self.tcp_up {
             match self.stream.connect_finished() {
                 Ok(true) => self.tcp_up = true,
@@ -127,6 +133,7 @@ impl Link {
         if self.shut {
             return;
         }
+        self.now = now;
         self.session.tick(now);
         self.encode_output(now);
         self.flush(registry);
@@ -153,28 +160,29 @@ impl Link {
             return Err(SendError::Backpressure);
         }
         let id = self.session.publish(topic, payload, qos, retain)?;
-        self.encode_output(Instant::now());
+        self.encode_output(self.now);
         Ok(id)
     }
 
     /// Queues a SUBSCRIBE; returns its packet id.
     pub fn subscribe(&mut self, filters: &[(ByteStr, QoS)]) -> Result<u16, SendError> {
         let id = self.session.subscribe(filters)?;
-        self.encode_output(Instant::now());
+        self.encode_output(self.now);
         Ok(id)
     }
 
     /// Sends DISCONNECT and closes the link.
     pub fn disconnect(&mut self, registry: &Registry) {
         self.session.disconnect();
-        self.encode_output(Instant::now());
+        self.encode_output(self.now);
         self.flush(registry);
     }
 
     /// Writes what is queued, as far as the socket takes it, and updates the interest.
     pub fn flush(&mut self, registry: &Registry) {
         if !self.shut && self.tcp_up {
-            self.pump(Instant::now());
+            self.now = Instant::now();
+            self.pump(self.now);
         }
         self.finish(registry);
     }
