@@ -711,7 +711,9 @@ impl Shard {
                     }
                     if conn.tls_identity.is_none() {
                         // The handshake is done (plaintext arrived): before CONNECT is decoded.
-                        conn.tls_identity = conn.stream.tls_identity().map(Box::from);
+                        if let Some(id) = conn.stream.tls_identity() {
+                            conn.tls_identity = Some(id.into());
+                        }
                     }
                     if !self.process_frames(key) {
                         return;
