@@ -26,7 +26,7 @@ use crate::shard::inbox::{inbox, ShardHandle};
 pub use crate::shard::Shared;
 use crate::shard::{home_shard, ListenerSocket, Shard, WAKER};
 use crate::store::{self, Recovered, RecoveredSession, Store};
-use crate::transport::TlsListener;
+use crate::transport::{Listener, TlsListener};
 
 /// A running broker.
 #[derive(Debug)]
@@ -131,7 +131,7 @@ impl Broker {
         if listeners.is_empty() {
             listeners = default_listeners();
         }
-        // Per shard: (socket, allows anonymous, TLS) for each listener.
+        // Per shard: one socket of each listener.
         let mut per_shard: Vec<Vec<ListenerSocket>> = (0..shards).map(|_| Vec::new()).collect();
         let mut addrs = Vec::new();
         let mut tls_listeners = Vec::new();
@@ -185,10 +185,10 @@ impl Broker {
             let port = probe_port(l.addr)?;
             let addr = SocketAddr::new(l.addr.ip(), port);
             for sockets in per_shard.iter_mut() {
-                sockets.push((
+                sockets.push(Listener::new(
                     bind_reuseport(addr)?,
-                    allow_anonymous,
                     tls.clone(),
+                    allow_anonymous,
                     listener_auth.clone(),
                 ));
             }

@@ -14,6 +14,7 @@
 //! - [`record`]: the session records the store persists too (flow state, subscription).
 //! - [`message`]: a routed message, shared by every subscriber as one `Arc`.
 //! - [`transport`]: the byte stream under a connection: plain TCP or TLS (rustls), one type.
+//! - [`link`]: outgoing MQTT connections (the broker as a client), driven by any mio loop.
 //! - [`logging`]: one line per event, filtered by `log_type`, to `log_dest`.
 //! - [`store`]: crash-safe persistence (retained messages, sessions, queued messages), group commit.
 
@@ -22,6 +23,7 @@ pub mod broker;
 pub mod config;
 mod handle;
 pub mod index;
+pub mod link;
 pub mod logging;
 pub mod message;
 pub mod protocol;

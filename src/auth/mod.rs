@@ -6,6 +6,8 @@
 //!   at CONNECT, [`ClientAcl::allowed`] checks a PUBLISH/delivery/SUBSCRIBE without allocating.
 //! - [`worker`]: [`AuthWorker`], a small thread pool that verifies passwords off the event loop
 //!   (PBKDF2 is slow on purpose).
+//! - [`x509`]: the username a client certificate carries (`use_identity_as_username`,
+//!   `use_subject_as_username`).
 //! - [`passwd`]: the `midge passwd` command (mosquitto_passwd's options).
 //! - [`Auth`]: what the broker loads from its [`Config`] at start and consults per client.
 //!
@@ -23,6 +25,7 @@ pub mod passwd;
 pub mod password;
 pub mod topic;
 pub mod worker;
+pub mod x509;
 
 pub use acl::{Access, Acl, ClientAcl};
 pub use password::{HashAlgorithm, PasswordFile, PasswordHash};

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use crate::protocol::topic::TopicLimits;
 
+pub mod ciphers;
 mod parse;
 
 pub use parse::ConfigError;

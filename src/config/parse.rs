@@ -21,8 +21,8 @@
 
 use std::path::{Path, PathBuf};
 
+use super::ciphers::{tls12_cipher, tls13_cipher, TLS12_CIPHERS, TLS13_CIPHERS};
 use super::{Config, Listener, LogDest, TlsSettings, TlsVersion};
-use crate::transport::tls::{tls12_cipher, tls13_cipher, TLS12_CIPHERS, TLS13_CIPHERS};
 
 /// Largest PUBLISH payload MQTT can carry (mosquitto's `MQTT_MAX_PAYLOAD`).
 const MQTT_MAX_PAYLOAD: i64 = 268_435_455;

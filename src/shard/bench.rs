@@ -72,7 +72,7 @@ impl RouteBench {
             let (stream, peer) = listener.accept()?;
             stream.set_nonblocking(true)?;
             let mut conn = Conn::new(
-                Transport::Tcp(mio::net::TcpStream::from_std(stream)),
+                Transport::from(mio::net::TcpStream::from_std(stream)),
                 peer,
                 true,
             );

@@ -14,7 +14,6 @@ use super::pool::{self, MIN_READ};
 use super::{Shard, READ_BUDGET};
 use crate::protocol::{self, Packet};
 use crate::session::SendPublish;
-use crate::transport::Transport;
 
 /// When `rbuf` holds the fixed header of a packet larger than [`pool::MAX_READ_SIZE`] whose
 /// remaining bytes do not fit its `spare` capacity: how many more bytes it needs. `None` for
@@ -59,7 +58,7 @@ impl Shard {
     /// Accepts until `WouldBlock` (edge-triggered readiness).
     pub(super) fn accept(&mut self, listener: usize) {
         loop {
-            let (l, allow_anonymous, tls, auth) = &self.listeners[listener];
+            let l = &self.listeners[listener];
             match l.accept() {
                 Ok((stream, peer)) => {
                     if !self.accept_rate.take(Instant::now()) {
@@ -74,9 +73,6 @@ impl Shard {
                         }
                         continue;
                     }
-                    let allow_anonymous = *allow_anonymous;
-                    let tls = tls.clone();
-                    let auth = auth.clone();
                     let open = self.shared.connections.fetch_add(1, Ordering::Relaxed);
                     if self
                         .shared
@@ -102,21 +98,17 @@ impl Shard {
                         continue;
                     }
                     let _ = stream.set_nodelay(true);
-                    // TLS starts here but no I/O happens yet: the handshake is driven by the
-                    // connection's readiness events like any other input.
-                    let stream = match tls {
-                        None => Transport::Tcp(stream),
-                        Some(tls) => match tls.accept(stream) {
-                            Ok(t) => Transport::Tls(Box::new(t)),
-                            Err(e) => {
-                                log::error!("Cannot start TLS for a client from {peer}: {e}.");
-                                self.shared.connection_closed(peer.ip());
-                                continue;
-                            }
-                        },
+                    let l = &self.listeners[listener];
+                    let stream = match l.wrap(stream) {
+                        Ok(t) => t,
+                        Err(e) => {
+                            log::error!("Cannot start TLS for a client from {peer}: {e}.");
+                            self.shared.connection_closed(peer.ip());
+                            continue;
+                        }
                     };
-                    let mut conn = Conn::new(stream, peer, allow_anonymous);
-                    conn.auth = auth;
+                    let mut conn = Conn::new(stream, peer, l.allow_anonymous);
+                    conn.auth = l.auth.clone();
                     if self.add_conn(conn).is_none() {
                         self.shared.connection_closed(peer.ip());
                     }
@@ -208,7 +200,7 @@ impl Shard {
                     // spending a read() on WouldBlock (half the reads of a busy point-to-point
                     // run). Not for TLS: rustls may hold more plaintext or socket bytes. Not
                     // when the event said the peer closed: the end of stream is still to read.
-                    let drained = n < offered && !conn.stream.is_tls() && !peer_closed;
+                    let drained = n < offered && conn.stream.short_read_drains() && !peer_closed;
                     // SAFETY: the first `n` bytes of the spare capacity were just written.
                     unsafe { conn.rbuf.set_len(conn.rbuf.len() + n) };
                     self.stats.bytes_in += n as u64;
@@ -217,9 +209,11 @@ impl Shard {
                         // The socket may hold more than the buffer took: grow if that is so.
                         conn.rbuf_target.filled(in_event, &mut self.buffers);
                     }
-                    if conn.tls_identity.is_none() && conn.stream.is_tls() {
+                    if conn.tls_identity.is_none() {
                         // The handshake is done (plaintext arrived): before CONNECT is decoded.
-                        conn.tls_identity = conn.stream.tls_identity().map(Box::from);
+                        if let Some(id) = conn.stream.tls_identity() {
+                            conn.tls_identity = Some(id.into());
+                        }
                     }
                     if !self.process_frames(key) {
                         return;
@@ -253,7 +247,7 @@ impl Shard {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::InvalidData && conn.stream.is_tls() => {
+                Err(e) if conn.stream.is_layer_error(&e) => {
                     self.close(key, Close::Tls(e.to_string()));
                     return;
                 }

@@ -37,16 +37,14 @@ mod trim;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mio::net::TcpListener;
 use mio::{Interest, Poll, Token};
 use slab::Slab;
 
-use crate::auth::{Auth, AuthClient, AuthResponse};
+use crate::auth::{AuthClient, AuthResponse};
 use crate::index::{Entry, SubscriberId, TopicIndex};
 use crate::protocol::{self, SubOptions};
 use crate::session::{Outgoing, Session};
 use crate::store::{Batch as StoreBatch, RecoveredSession, Store};
-use crate::transport::TlsListener;
 use conn::Conn;
 use inbox::{Inbox, ShardHandle};
 pub use lifecycle::Close;
@@ -95,9 +93,8 @@ pub struct SessionSlot {
     pub session: Session,
 }
 
-/// One listening socket of a shard: the socket, whether its listener allows anonymous
-/// clients, and its TLS config (`None` = plain TCP).
-pub type ListenerSocket = (TcpListener, bool, Option<Arc<TlsListener>>, Auth);
+/// One listening socket of a shard (see [`crate::transport::Listener`]).
+pub type ListenerSocket = crate::transport::Listener;
 
 /// One event loop. See the module documentation.
 pub struct Shard {
@@ -178,7 +175,7 @@ impl Shard {
         store: Option<Arc<dyn Store>>,
     ) -> std::io::Result<Shard> {
         let mut listeners = listeners;
-        for (i, (l, _, _, _)) in listeners.iter_mut().enumerate() {
+        for (i, l) in listeners.iter_mut().enumerate() {
             poll.registry()
                 .register(l, Token(LISTENER_BASE + i), Interest::READABLE)?;
         }

@@ -2,7 +2,7 @@
 
 use crate::message::{Delivery, SharedMessage};
 use crate::protocol::ByteStr;
-use crate::session::OutState;
+use crate::record::OutState;
 
 use super::{Flow, Link, StoredSession};
 

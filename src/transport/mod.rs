@@ -1,27 +1,47 @@
-//! The byte stream under one client connection: plain TCP or TLS over TCP, behind one type.
+//! The byte stream under one connection, behind one type the shard never inspects.
 //!
-//! The shard reads and writes *plaintext* through [`Transport`] and never needs to know which
-//! one it has. TLS is a transformer between socket bytes and plaintext (rustls'
-//! `tlsserver-mio` example's shape): a read pulls TLS records from the socket into rustls,
-//! decrypts them and hands out plaintext; a write hands plaintext to rustls and pushes the
-//! records it makes to the socket. The handshake happens inside those calls, so it never blocks
-//! the shard: everything is non-blocking and a half-finished handshake just waits for the next
-//! readiness event.
+//! - [`Listener`]: one configured listener's socket (on one shard) and the layers its
+//!   connections get; [`Listener::wrap`] turns an accepted socket into a [`Transport`].
+//! - [`Transport`]: plain TCP or TLS over TCP today (WebSocket over either later: one more
+//!   variant of the private enum). The shard reads and writes *plaintext* and asks the
+//!   transport what it needs to know ([`Transport::short_read_drains`],
+//!   [`Transport::has_buffered_input`], [`Transport::is_layer_error`],
+//!   [`Transport::tls_identity`]) instead of asking which kind it has.
+//! - [`Connector`]: outgoing connections (non-blocking connect, TLS as the client), for
+//!   [`crate::link`].
+//! - [`tls`]: rustls (ring provider) server and client sides; [`pem`]: reading their files.
+//!
+//! TLS is a transformer between socket bytes and plaintext (rustls' `tlsserver-mio` example's
+//! shape): a read pulls TLS records from the socket into rustls, decrypts them and hands out
+//! plaintext; a write hands plaintext to rustls and pushes the records it makes to the socket.
+//! The handshake happens inside those calls, so it never blocks the shard: everything is
+//! non-blocking and a half-finished handshake just waits for the next readiness event.
+//!
+//! # Why an enum, not a trait object
+//! Every read and write of every connection goes through here. A `match` on a private enum is
+//! inlined and predicted, costs no allocation for plain TCP (the common case; TLS is boxed
+//! because a rustls connection is large), and keeps `Transport` `Send` and movable between
+//! shards without a vtable. The set of layers is closed and known to the crate, which is what
+//! an enum says.
 //!
 //! # Contract with the shard
 //! - `read` returns `Ok(0)` at end of stream, `WouldBlock` when the socket is drained (TLS:
 //!   also while the handshake waits for the peer), and an `InvalidData` error naming TLS when
 //!   the peer broke the TLS protocol (a plain-TCP client on a TLS port, an untrusted client
-//!   certificate, ...). rustls has queued an alert then, which `read` tries to send at once.
+//!   certificate, ...): [`Transport::is_layer_error`] says so. rustls has queued an alert
+//!   then, which `read` tries to send at once.
 //! - After every event the shard recomputes socket interest from buffer state: WRITABLE when
-//!   its own write buffer is non-empty *or* [`Transport::wants_write`] (TLS records waiting,
-//!   e.g. the handshake's answer), and calls `flush` to push those records.
-//! - [`Transport::has_buffered_input`]: plaintext already decrypted and held by rustls, which no
+//!   its own write buffer is non-empty *or* [`Transport::wants_write`] (records waiting, e.g.
+//!   the handshake's answer), and calls `flush` to push those records.
+//! - [`Transport::has_buffered_input`]: plaintext already decoded and held by a layer, which no
 //!   socket readiness event will announce again; the shard must not stop reading on its
 //!   fairness budget while it is true.
 //! - A `Transport` is `Send` and moves whole between shards (a connection migrating to the
 //!   home shard of its client id keeps its TLS session).
 
+pub mod client;
+mod listener;
+pub mod pem;
 pub mod tls;
 
 use std::io::{self, Read, Write};
@@ -31,11 +51,17 @@ use mio::event::Source;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
+pub use client::{ClientTlsSettings, Connector};
+pub use listener::Listener;
 pub use tls::{TlsListener, TlsStream};
 
 /// One connection's byte stream. Shard thread only (moves between shards whole).
 #[derive(Debug)]
-pub enum Transport {
+pub struct Transport(Layers);
+
+/// What is layered over the TCP socket.
+#[derive(Debug)]
+enum Layers {
     /// Plain TCP.
     Tcp(TcpStream),
     /// TLS over TCP (boxed: a rustls connection is large and most connections are plain).
@@ -43,24 +69,48 @@ pub enum Transport {
 }
 
 impl Transport {
-    /// Whether this is a TLS connection.
-    pub fn is_tls(&self) -> bool {
-        matches!(self, Transport::Tls(_))
+    /// A TLS stream (server or client side) as a transport.
+    pub fn tls(stream: TlsStream) -> Transport {
+        Transport(Layers::Tls(Box::new(stream)))
     }
 
-    /// Whether TLS records are waiting to be written to the socket (never for plain TCP).
+    /// Whether a read that returned less than it was offered took everything the connection
+    /// held, so that the next bytes will raise a new readiness edge. True for plain TCP; not
+    /// for a layer, which may hold more plaintext or socket bytes than one read returned.
+    #[inline]
+    pub fn short_read_drains(&self) -> bool {
+        matches!(self.0, Layers::Tcp(_))
+    }
+
+    /// Whether this read error is the layer's protocol failing (a bad TLS handshake, an
+    /// alert, a record that does not decrypt) rather than the socket's.
+    pub fn is_layer_error(&self, e: &io::Error) -> bool {
+        e.kind() == io::ErrorKind::InvalidData && !matches!(self.0, Layers::Tcp(_))
+    }
+
+    /// Whether records are waiting to be written to the socket (never for plain TCP).
+    #[inline]
     pub fn wants_write(&self) -> bool {
-        match self {
-            Transport::Tcp(_) => false,
-            Transport::Tls(t) => t.wants_write(),
+        match &self.0 {
+            Layers::Tcp(_) => false,
+            Layers::Tls(t) => t.wants_write(),
         }
     }
 
-    /// Whether decrypted plaintext is waiting inside rustls (never for plain TCP).
+    /// Whether decoded plaintext is waiting inside a layer (never for plain TCP).
+    #[inline]
     pub fn has_buffered_input(&mut self) -> bool {
-        match self {
-            Transport::Tcp(_) => false,
-            Transport::Tls(t) => t.has_buffered_input(),
+        match &mut self.0 {
+            Layers::Tcp(_) => false,
+            Layers::Tls(t) => t.has_buffered_input(),
+        }
+    }
+
+    /// Whether the connection's own handshake (TLS) has finished; always true for plain TCP.
+    pub fn is_established(&self) -> bool {
+        match &self.0 {
+            Layers::Tcp(_) => true,
+            Layers::Tls(t) => t.is_established(),
         }
     }
 
@@ -69,27 +119,42 @@ impl Transport {
     /// whole subject in RFC 2253 form, as mosquitto prints it). `None` for plain TCP, before
     /// the handshake has finished, when the client sent no certificate, or when the listener
     /// uses neither option.
+    #[inline]
     pub fn tls_identity(&self) -> Option<&str> {
-        match self {
-            Transport::Tcp(_) => None,
-            Transport::Tls(t) => t.identity(),
+        match &self.0 {
+            Layers::Tcp(_) => None,
+            Layers::Tls(t) => t.identity(),
         }
     }
 
     /// Whether the listener derives the username from the client certificate
     /// (`use_identity_as_username` or `use_subject_as_username`).
     pub fn tls_identity_required(&self) -> bool {
-        match self {
-            Transport::Tcp(_) => false,
-            Transport::Tls(t) => t.identity_required(),
+        match &self.0 {
+            Layers::Tcp(_) => false,
+            Layers::Tls(t) => t.identity_required(),
         }
     }
 
-    /// The client's certificate chain (end entity first), once the TLS handshake is done.
+    /// The peer's certificate chain (end entity first), once the TLS handshake is done.
     pub fn peer_certificates(&self) -> Option<&[rustls::pki_types::CertificateDer<'static>]> {
-        match self {
-            Transport::Tcp(_) => None,
-            Transport::Tls(t) => t.peer_certificates(),
+        match &self.0 {
+            Layers::Tcp(_) => None,
+            Layers::Tls(t) => t.peer_certificates(),
+        }
+    }
+
+    /// For an outgoing connection after a readiness event: `Ok(true)` once the TCP connect
+    /// has completed, `Ok(false)` while it is still under way, the error if it failed.
+    pub fn connect_finished(&self) -> io::Result<bool> {
+        let sock = self.tcp();
+        if let Some(e) = sock.take_error()? {
+            return Err(e);
+        }
+        match sock.peer_addr() {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+            Err(e) => Err(e),
         }
     }
 
@@ -100,61 +165,72 @@ impl Transport {
 
     /// Best-effort close: TLS sends `close_notify` (and anything still queued) first.
     pub fn shutdown(&mut self, how: Shutdown) -> io::Result<()> {
-        match self {
-            Transport::Tcp(s) => s.shutdown(how),
-            Transport::Tls(t) => t.shutdown(how),
+        match &mut self.0 {
+            Layers::Tcp(s) => s.shutdown(how),
+            Layers::Tls(t) => t.shutdown(how),
         }
     }
 
     /// The TCP socket underneath.
     pub fn tcp(&self) -> &TcpStream {
-        match self {
-            Transport::Tcp(s) => s,
-            Transport::Tls(t) => t.tcp(),
+        match &self.0 {
+            Layers::Tcp(s) => s,
+            Layers::Tls(t) => t.tcp(),
+        }
+    }
+
+    fn tcp_mut(&mut self) -> &mut TcpStream {
+        match &mut self.0 {
+            Layers::Tcp(s) => s,
+            Layers::Tls(t) => t.tcp_mut(),
         }
     }
 }
 
 impl Read for Transport {
+    #[inline]
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Transport::Tcp(s) => s.read(buf),
-            Transport::Tls(t) => t.read(buf),
+        match &mut self.0 {
+            Layers::Tcp(s) => s.read(buf),
+            Layers::Tls(t) => t.read(buf),
         }
     }
 }
 
 impl Write for Transport {
+    #[inline]
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Transport::Tcp(s) => s.write(buf),
-            Transport::Tls(t) => t.write(buf),
+        match &mut self.0 {
+            Layers::Tcp(s) => s.write(buf),
+            Layers::Tls(t) => t.write(buf),
         }
     }
 
+    #[inline]
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        match self {
-            Transport::Tcp(s) => s.write_vectored(bufs),
-            Transport::Tls(t) => t.write_vectored(bufs),
+        match &mut self.0 {
+            Layers::Tcp(s) => s.write_vectored(bufs),
+            Layers::Tls(t) => t.write_vectored(bufs),
         }
     }
 
     /// Plain TCP: nothing to do. TLS: writes queued records until done or `WouldBlock`
     /// (which is not an error here: [`Transport::wants_write`] stays true).
     fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Transport::Tcp(_) => Ok(()),
-            Transport::Tls(t) => t.flush_records(),
+        match &mut self.0 {
+            Layers::Tcp(_) => Ok(()),
+            Layers::Tls(t) => t.flush_records(),
         }
     }
 }
 
 impl From<TcpStream> for Transport {
     fn from(s: TcpStream) -> Transport {
-        Transport::Tcp(s)
+        Transport(Layers::Tcp(s))
     }
 }
 
+/// Registration is always of the TCP socket: layers have no descriptor of their own.
 impl Source for Transport {
     fn register(
         &mut self,
@@ -162,10 +238,7 @@ impl Source for Transport {
         token: Token,
         interests: Interest,
     ) -> io::Result<()> {
-        match self {
-            Transport::Tcp(s) => s.register(registry, token, interests),
-            Transport::Tls(t) => t.tcp_mut().register(registry, token, interests),
-        }
+        self.tcp_mut().register(registry, token, interests)
     }
 
     fn reregister(
@@ -174,17 +247,11 @@ impl Source for Transport {
         token: Token,
         interests: Interest,
     ) -> io::Result<()> {
-        match self {
-            Transport::Tcp(s) => s.reregister(registry, token, interests),
-            Transport::Tls(t) => t.tcp_mut().reregister(registry, token, interests),
-        }
+        self.tcp_mut().reregister(registry, token, interests)
     }
 
     fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        match self {
-            Transport::Tcp(s) => s.deregister(registry),
-            Transport::Tls(t) => t.tcp_mut().deregister(registry),
-        }
+        self.tcp_mut().deregister(registry)
     }
 }
 

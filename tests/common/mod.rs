@@ -137,7 +137,12 @@ impl Broker {
     /// Starts the broker with a whole config file of the test's own, written for the port the
     /// harness picks (for configs whose order matters, such as `per_listener_settings`).
     pub fn start_config(config: impl Fn(u16) -> String) -> Broker {
-        let kind = broker_kind();
+        Broker::start_config_as(broker_kind(), config)
+    }
+
+    /// [`Broker::start_config`] for this broker whatever `MIDGE_TEST_BROKER` says (for tests
+    /// that talk to both).
+    pub fn start_config_as(kind: BrokerKind, config: impl Fn(u16) -> String) -> Broker {
         let mut last_log = String::new();
         // The port is only known to be free when we pick it; if another process grabs it before
         // the broker binds, the broker exits and we retry with a new port.

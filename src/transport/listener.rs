@@ -1,0 +1,88 @@
+//! One configured listener as one shard holds it: the socket, the layers its connections get,
+//! and the policy that comes with them.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use mio::event::Source;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Registry, Token};
+
+use super::{TlsListener, Transport};
+use crate::auth::Auth;
+
+/// A listening socket (each shard binds its own with SO_REUSEPORT, ARCHITECTURE.md §2) and
+/// what a connection accepted on it is: plain TCP or TLS with this listener's config.
+/// Shard thread only; the TLS config is shared by the shards through its `Arc`.
+#[derive(Debug)]
+pub struct Listener {
+    socket: TcpListener,
+    tls: Option<Arc<TlsListener>>,
+    /// `allow_anonymous` as it applies to this listener.
+    pub allow_anonymous: bool,
+    /// The password and ACL files that apply to this listener's clients.
+    pub auth: Auth,
+}
+
+impl Listener {
+    /// A listener over a bound socket; `tls`: `None` for plain TCP.
+    pub fn new(
+        socket: TcpListener,
+        tls: Option<Arc<TlsListener>>,
+        allow_anonymous: bool,
+        auth: Auth,
+    ) -> Listener {
+        Listener {
+            socket,
+            tls,
+            allow_anonymous,
+            auth,
+        }
+    }
+
+    /// The next pending connection, or `WouldBlock` (readiness is edge-triggered: accept until
+    /// then). The socket is not wrapped yet, so that a connection refused by a limit costs no
+    /// TLS state.
+    pub fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+        self.socket.accept()
+    }
+
+    /// The transport of a connection accepted here. TLS starts but no I/O happens yet: the
+    /// handshake is driven by the connection's readiness events like any other input.
+    pub fn wrap(&self, stream: TcpStream) -> Result<Transport, rustls::Error> {
+        match &self.tls {
+            None => Ok(Transport::from(stream)),
+            Some(tls) => tls.accept(stream).map(Transport::tls),
+        }
+    }
+
+    /// The address the socket is bound to.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+}
+
+impl Source for Listener {
+    fn register(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        self.socket.register(registry, token, interests)
+    }
+
+    fn reregister(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        self.socket.reregister(registry, token, interests)
+    }
+
+    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        self.socket.deregister(registry)
+    }
+}
