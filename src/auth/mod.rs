@@ -166,6 +166,15 @@ impl Auth {
     }
 }
 
+/// Whether `acl` lets its client do `access` on `topic` (a topic for publish and receive, a
+/// filter for subscribe): the one authorization decision, called for every publish, subscribe
+/// and delivery (`handle::hooks` and the shard's `offer`), and the place a plugin's ACL check
+/// will be asked.
+#[inline]
+pub fn authorize(acl: &ClientAcl, topic: &str, access: Access) -> bool {
+    acl.allowed(topic, access)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,12 +27,9 @@ use crate::shard::Shard;
 
 use super::connect::NOT_AUTHORIZED;
 
-/// Whether `acl` lets its client do `access` on `topic` (a topic for publish and receive, a
-/// filter for subscribe): the one authorization decision.
-#[inline]
-pub(crate) fn authorize(acl: &ClientAcl, topic: &str, access: Access) -> bool {
-    acl.allowed(topic, access)
-}
+/// The one authorization decision lives in `auth` (the shard's delivery path calls it too, and
+/// `shard` must not import `handle`); publish and subscribe reach it through here.
+pub(crate) use crate::auth::authorize;
 
 /// Why a client may not publish on `topic` (a PUBLISH or its will), if it may not: clients
 /// never write the broker's `$SYS` tree nor `$share/...` (a subscription syntax, not a topic),

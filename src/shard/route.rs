@@ -5,8 +5,7 @@
 
 use super::inbox::ShardMsg;
 use super::Shard;
-use crate::auth::Access;
-use crate::handle::hooks::authorize;
+use crate::auth::{authorize, Access};
 use crate::index::{Entry, SubscriberId};
 use crate::message::{Delivery, SharedMessage, SubscriptionIds};
 use crate::protocol::{self, Packet, QoS, SubOptions};
