@@ -243,6 +243,17 @@ impl Config {
         parse::parse_text(text, source_name)
     }
 
+    /// The broker's limits on topic names and filters (`max_topic_levels`,
+    /// `max_topic_length`), as the codec's [`TopicLimits`] checks them.
+    ///
+    /// [`TopicLimits`]: crate::protocol::topic::TopicLimits
+    pub fn topic_limits(&self) -> crate::protocol::topic::TopicLimits {
+        crate::protocol::topic::TopicLimits {
+            max_levels: self.max_topic_levels,
+            max_length: self.max_topic_length,
+        }
+    }
+
     /// The store's directory when `persistence` is on: `persistence_location`, or the working
     /// directory when none was given.
     pub fn persistence_dir(&self) -> Option<PathBuf> {

@@ -640,10 +640,10 @@ mod tests {
             "unpatched"
         );
     }
-    use crate::protocol::packet::{
+    use crate::packet::{
         Auth, ConnAck, Disconnect, PubResp, QoS, SubAck, Subscribe, UnsubAck, Will,
     };
-    use crate::protocol::{decode, reason};
+    use crate::{decode, reason};
     use ProtocolVersion::{V31, V311, V5};
 
     fn enc(packet: &Packet, version: ProtocolVersion) -> Vec<u8> {

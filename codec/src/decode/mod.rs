@@ -1011,8 +1011,8 @@ fn parse_unsuback(r: &mut Reader, version: ProtocolVersion) -> Result<UnsubAck> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::encode::{encode, encoded_len};
-    use crate::protocol::reason::v5 as rc;
+    use crate::encode::{encode, encoded_len};
+    use crate::reason::v5 as rc;
     use proptest::prelude::*;
     use ProtocolVersion::{V31, V311, V5};
 
@@ -1065,7 +1065,7 @@ mod tests {
     fn frame(first: u8, body: &[u8]) -> Vec<u8> {
         let mut out = BytesMut::new();
         out.extend_from_slice(&[first]);
-        crate::protocol::encode::put_var_int(&mut out, body.len());
+        crate::encode::put_var_int(&mut out, body.len());
         out.extend_from_slice(body);
         out.to_vec()
     }
@@ -1073,7 +1073,7 @@ mod tests {
     /// A v5 property block: length, then `props`.
     fn props(props: &[u8]) -> Vec<u8> {
         let mut out = BytesMut::new();
-        crate::protocol::encode::put_var_int(&mut out, props.len());
+        crate::encode::put_var_int(&mut out, props.len());
         out.extend_from_slice(props);
         out.to_vec()
     }
