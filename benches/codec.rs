@@ -4,9 +4,7 @@
 
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use midge::protocol::{
-    decode, encode, encoded_len, Packet, Properties, ProtocolVersion, Publish, QoS,
-};
+use midge_codec::{decode, encode, encoded_len, Packet, Properties, ProtocolVersion, Publish, QoS};
 use std::hint::black_box;
 
 fn publish(version: ProtocolVersion, payload_len: usize) -> Packet {

@@ -70,10 +70,7 @@ fn open_store(config: &Config) -> io::Result<(Option<Arc<dyn Store>>, Recovered)
     let store: Arc<dyn Store> =
         Arc::from(store::open(&dir, config.persistence_sync).map_err(fail)?);
     let mut recovered = store.load().map_err(fail)?;
-    store::limits::apply(
-        &mut recovered,
-        crate::protocol::topic::TopicLimits::of(config),
-    );
+    store::limits::apply(&mut recovered, config.topic_limits());
     for d in &recovered.dropped {
         log::warn!("Persistence: {d}");
     }

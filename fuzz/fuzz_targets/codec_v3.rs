@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use midge::protocol::ProtocolVersion;
+use midge_codec::ProtocolVersion;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, stream)) = data.split_first() else {

@@ -4,7 +4,7 @@
 //! corpora with midge's own encoder and store (see README.md here).
 
 use bytes::BytesMut;
-use midge::protocol::{connect_level, decode, encode, encoded_len, Packet, ProtocolVersion};
+use midge_codec::{connect_level, decode, encode, encoded_len, Packet, ProtocolVersion};
 
 /// Most packets decoded from one input: a stream of empty packets (PINGREQ is 2 bytes) must
 /// not make one run slow.

@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use midge::protocol::{
+use midge_codec::{
     decode, encode, ByteStr, Connect, Disconnect, Packet, Properties, ProtocolVersion, PubResp,
     Publish, QoS, SubOptions, Subscribe,
 };

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use midge::protocol::QoS;
+use midge_codec::QoS;
 
 use crate::broker::{BrokerDef, Limits, RunningBroker};
 use crate::engine::{self, EngineConfig, Event, Phase};

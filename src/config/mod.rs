@@ -8,8 +8,6 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-use crate::protocol::topic::TopicLimits;
-
 pub mod ciphers;
 mod parse;
 
@@ -233,19 +231,6 @@ impl Default for Config {
     }
 }
 
-/// The topic limits a configuration sets. Defined here rather than next to [`TopicLimits`]
-/// because the codec knows nothing of the broker's configuration (docs/ARCHITECTURE.md §1:
-/// `protocol` depends on nothing of the broker); the configuration depends on the codec.
-impl TopicLimits {
-    /// The limits of `config` (`max_topic_levels`, `max_topic_length`).
-    pub fn of(config: &Config) -> TopicLimits {
-        TopicLimits {
-            max_levels: config.max_topic_levels,
-            max_length: config.max_topic_length,
-        }
-    }
-}
-
 impl Config {
     /// Reads and parses the mosquitto.conf-syntax file at `path` (and any `include_dir`).
     pub fn from_file(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
@@ -257,6 +242,20 @@ impl Config {
     /// mosquitto does).
     pub fn parse_str(text: &str, source_name: &str) -> Result<Config, ConfigError> {
         parse::parse_text(text, source_name)
+    }
+
+    /// The broker's limits on topic names and filters (`max_topic_levels`,
+    /// `max_topic_length`), as the codec's [`TopicLimits`] checks them.
+    ///
+    /// Defined here rather than in the codec, which knows nothing of the broker's
+    /// configuration.
+    ///
+    /// [`TopicLimits`]: crate::protocol::topic::TopicLimits
+    pub fn topic_limits(&self) -> crate::protocol::topic::TopicLimits {
+        crate::protocol::topic::TopicLimits {
+            max_levels: self.max_topic_levels,
+            max_length: self.max_topic_length,
+        }
     }
 
     /// The store's directory when `persistence` is on: `persistence_location`, or the working

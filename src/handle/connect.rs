@@ -5,7 +5,6 @@ use std::time::Instant;
 
 use crate::auth::AuthRequest;
 use crate::protocol::reason::{v3, v5};
-use crate::protocol::topic::TopicLimits;
 use crate::protocol::{
     ByteStr, ConnAck, Connect, DecodeError, Packet, Properties, ProtocolVersion,
 };
@@ -104,7 +103,7 @@ impl Shard {
         if let Some(will) = &connect.will {
             let config = &self.shared.config;
             // `max_topic_levels` / `max_topic_length`: mosquitto closes without a CONNACK.
-            if let Err(e) = TopicLimits::of(config).check(&will.topic) {
+            if let Err(e) = config.topic_limits().check(&will.topic) {
                 return self.protocol_error(key, v5::PROTOCOL_ERROR, format!("will {e}"));
             }
             if will.retain && !config.retain_available {

@@ -7,7 +7,6 @@ use super::hooks::write_refusal;
 use crate::index::SubscriberId;
 use crate::message::{Message, SharedMessage};
 use crate::protocol::reason::v5;
-use crate::protocol::topic::TopicLimits;
 use crate::protocol::{Publish, QoS, Will};
 use crate::shard::Shard;
 
@@ -57,7 +56,7 @@ impl Shard {
             return self.protocol_error(key, code, reason.into());
         }
         // `max_topic_levels` / `max_topic_length`: malformed, as mosquitto's topic check.
-        if let Err(e) = TopicLimits::of(&self.shared.config).check(&publish.topic) {
+        if let Err(e) = self.shared.config.topic_limits().check(&publish.topic) {
             return self.protocol_error(key, v5::TOPIC_NAME_INVALID, format!("PUBLISH {e}"));
         }
         let session = &self.sessions[slot].session;

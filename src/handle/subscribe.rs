@@ -7,7 +7,7 @@ use crate::auth::Access;
 use crate::index::Entry;
 use crate::message::{Delivery, SubscriptionIds};
 use crate::protocol::reason::{v3, v5};
-use crate::protocol::topic::{parse_shared, TopicLimits};
+use crate::protocol::topic::parse_shared;
 use crate::protocol::{
     ByteStr, Packet, QoS, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
@@ -206,7 +206,7 @@ impl Shard {
         &self,
         mut filters: impl Iterator<Item = &'a ByteStr>,
     ) -> Option<String> {
-        let limits = TopicLimits::of(&self.shared.config);
+        let limits = self.shared.config.topic_limits();
         filters.find_map(|f| {
             limits.check(f).err().map(|e| {
                 let shown: String = f.chars().take(64).collect();

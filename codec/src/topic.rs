@@ -106,7 +106,7 @@ pub const SHARED_PREFIX: &str = "$share/";
 /// wildcard.
 ///
 /// ```
-/// use midge::protocol::topic::{validate_topic_name, TopicError};
+/// use midge_codec::topic::{validate_topic_name, TopicError};
 /// assert!(validate_topic_name("sport/tennis/player1").is_ok());
 /// assert!(validate_topic_name("/").is_ok());
 /// assert_eq!(validate_topic_name("sport/+"), Err(TopicError::WildcardInTopicName));
@@ -129,7 +129,7 @@ pub fn validate_topic_name(topic: &str) -> Result<(), TopicError> {
 /// plain filter here; use [`parse_shared`] to check its parts.
 ///
 /// ```
-/// use midge::protocol::topic::{validate_topic_filter, TopicError};
+/// use midge_codec::topic::{validate_topic_filter, TopicError};
 /// assert!(validate_topic_filter("sport/+/player1/#").is_ok());
 /// assert_eq!(validate_topic_filter("sport#"), Err(TopicError::MultiLevelWildcardMisplaced));
 /// assert_eq!(validate_topic_filter("a/#/b"), Err(TopicError::MultiLevelWildcardMisplaced));
@@ -184,7 +184,7 @@ impl TopicLimits {
     /// first level past the limit.
     ///
     /// ```
-    /// use midge::protocol::topic::{TopicError, TopicLimits};
+    /// use midge_codec::topic::{TopicError, TopicLimits};
     /// let limits = TopicLimits { max_levels: 3, max_length: 10 };
     /// assert!(limits.check("a/b/c").is_ok());
     /// assert_eq!(limits.check("a/b/c/d"), Err(TopicError::TooManyLevels { max: 3 }));
@@ -215,7 +215,7 @@ impl TopicLimits {
 /// `$share/{group}/` first ([`parse_shared`]).
 ///
 /// ```
-/// use midge::protocol::topic::filter_matches;
+/// use midge_codec::topic::filter_matches;
 /// assert!(filter_matches("sport/#", "sport"));
 /// assert!(filter_matches("+/+", "/finance"));
 /// assert!(!filter_matches("#", "$SYS/uptime"));
@@ -250,7 +250,7 @@ pub fn filter_matches(filter: &str, topic: &str) -> bool {
 /// missing or invalid.
 ///
 /// ```
-/// use midge::protocol::topic::{parse_shared, TopicError};
+/// use midge_codec::topic::{parse_shared, TopicError};
 /// assert_eq!(parse_shared("$share/g1/sport/#"), Some(Ok(("g1", "sport/#"))));
 /// assert_eq!(parse_shared("sport/#"), None);
 /// assert_eq!(parse_shared("$share//a"), Some(Err(TopicError::SharedGroupEmpty)));

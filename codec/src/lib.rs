@@ -16,8 +16,6 @@ pub use decode::{
     check_first_packet, connect_level, decode, frame_size, DecodeError, MAX_PACKET_SIZE,
     MAX_REMAINING_LENGTH,
 };
-pub use encode::{
-    encode, encode_publish, encoded_len, publish_encoded_len, PropertiesPatch, PublishRef,
-};
+pub use encode::{encode, encode_publish, encoded_len, publish_encoded_len, PublishRef};
 pub use packet::*;
-pub use properties::Properties;
+pub use properties::{Properties, PropertiesPatch};
