@@ -22,9 +22,6 @@ fn connack(b: &Broker, c: &Connect) -> u8 {
     rc
 }
 
-/// [MQTT-3.1.3-?] (3.1.1 section 3.2.2.3): a known user with the right password is accepted;
-/// a wrong password, an unknown user and an anonymous client get CONNACK 5 (mosquitto 2.0
-/// answers all of them "not authorized").
 /// The ACL file of every test here.
 const ACL: &str = "\
 # anonymous clients: none here (allow_anonymous false)
@@ -46,6 +43,9 @@ fn files() -> AuthFiles {
     f
 }
 
+/// (3.1.1 section 3.2.2.3): a known user with the right password is accepted;
+/// a wrong password, an unknown user and an anonymous client get CONNACK 5 (mosquitto 2.0
+/// answers all of them "not authorized").
 #[test]
 fn password_file_accepts_right_password_and_refuses_wrong_ones() {
     let f = files();
