@@ -5,28 +5,12 @@
 
 mod common;
 
-use std::fs;
 use std::io::Write;
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::time::Duration;
 
-use common::raw::{self, Connect, Raw};
-use common::{eventually, Broker, STEP};
-
-/// Open file descriptors of a process (/proc/PID/fd).
-fn fd_count(pid: u32) -> usize {
-    fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
-}
-
-fn tcp(port: u16) -> TcpStream {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let s = TcpStream::connect_timeout(&addr, STEP).expect("connect");
-    s.set_nodelay(true).ok();
-    s.set_write_timeout(Some(STEP)).ok();
-    s
-}
+use common::raw::{self, tcp_stream as tcp, Connect, Raw};
+use common::{eventually, fd_count, Broker};
 
 /// CONNECT with a will on `will/<i>`, a QoS 0 PUBLISH, then the FIN: all written before the
 /// broker reads anything. The socket is returned still open for reading, so that the broker's

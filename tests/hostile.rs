@@ -26,7 +26,7 @@ use common::raw::{
     encode_len, mqtt_str, publish, subscribe, unsubscribe, Connect, Packet, Raw, RecvError,
     CONNACK, PINGRESP, PUBLISH, SUBACK, UNSUBACK,
 };
-use common::{eventually, rss_kib, unique_id, Broker};
+use common::{eventually, fd_count, rss_kib, unique_id, Broker};
 
 /// Options of midge that mosquitto does not know (beyond those `common` already drops).
 const MIDGE_ONLY_HERE: &[&str] = &["connect_timeout"];
@@ -51,12 +51,6 @@ fn start(lines: &[&str]) -> Broker {
         })
         .collect();
     Broker::start_with(&kept)
-}
-
-fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
 }
 
 /// Sockets of the broker's port in CLOSE-WAIT: the peer closed, the broker has not.

@@ -1,12 +1,14 @@
-//! Keep-alive: silent clients are disconnected after 1.5 x keep-alive, PINGREQ/PINGRESP, and
-//! `max_keepalive`.
+//! Keep-alive in every protocol version: silent clients are disconnected after 1.5 x
+//! keep-alive, PINGREQ/PINGRESP, `max_keepalive` (refused in 3.1.1, lowered through Server Keep
+//! Alive in 5.0).
 
 mod common;
 
 use std::time::{Duration, Instant};
 
 use common::raw::{self, Connect, Raw, PINGRESP};
-use common::{Broker, STEP};
+use common::v5::{connect, V5};
+use common::{unique_id, Broker, STEP};
 
 /// [MQTT-3.1.2-24] a client with keep-alive 1 s that sends nothing is disconnected after
 /// about 1.5 s: not before 1 s, and within 3 s.
@@ -75,4 +77,33 @@ fn keepalive_within_max_keepalive_is_accepted() {
     let b = Broker::start_with(&["max_keepalive 10"]);
     let (mut c, _) = Raw::connect(b.port(), &Connect::new("short-ka").keepalive(5));
     c.ping();
+}
+
+/// [MQTT-3.2.2-21] Server Keep Alive: when `max_keepalive` is lower than the client asked, the
+/// CONNACK carries the value the server will use.
+#[test]
+fn server_keep_alive_is_sent_when_max_keepalive_is_lower() {
+    let b = Broker::start_with(&["max_keepalive 10"]);
+    let mut c = connect(&unique_id("ska"));
+    c.keep_alive = 60;
+    let (_c, ack) = V5::connect(b.port(), &c);
+    assert_eq!(
+        ack.properties.server_keep_alive,
+        Some(10),
+        "CONNACK: {ack:?}"
+    );
+}
+
+/// No Server Keep Alive is needed (3.2.2.3.14: absent = the client's) when the client asked
+/// for less than `max_keepalive`; if one is sent it must be the client's own value.
+#[test]
+fn server_keep_alive_keeps_a_lower_client_value() {
+    let b = Broker::start_with(&["max_keepalive 100"]);
+    let mut c = connect(&unique_id("ska2"));
+    c.keep_alive = 30;
+    let (_c, ack) = V5::connect(b.port(), &c);
+    assert!(
+        matches!(ack.properties.server_keep_alive, None | Some(30)),
+        "CONNACK: {ack:?}"
+    );
 }

@@ -329,6 +329,16 @@ pub enum RecvError {
     Closed,
 }
 
+/// A plain TCP stream to the broker with no MQTT on it yet (no delay, bounded writes), for
+/// tests that write and read bytes themselves.
+pub fn tcp_stream(port: u16) -> TcpStream {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let s = TcpStream::connect_timeout(&addr, STEP).expect("connect");
+    s.set_nodelay(true).ok();
+    s.set_write_timeout(Some(STEP)).ok();
+    s
+}
+
 /// A raw TCP MQTT connection.
 pub struct Raw {
     stream: TcpStream,
@@ -363,6 +373,15 @@ impl Raw {
     /// Shorthand: clean-session 3.1.1 connection with the given id.
     pub fn connected(port: u16, client_id: &str) -> Raw {
         Raw::connect(port, &Connect::new(client_id)).0
+    }
+
+    /// A clean-session 3.1.1 connection subscribed to `filters` (packet id 1): the usual first
+    /// lines of a subscriber. The SUBACK codes are not checked; call [`Raw::subscribe`] to
+    /// assert them.
+    pub fn subscribed(port: u16, client_id: &str, filters: &[(&str, u8)]) -> Raw {
+        let mut raw = Raw::connected(port, client_id);
+        raw.subscribe(1, filters);
+        raw
     }
 
     /// Sends CONNECT and reads CONNACK: (session present, return code).

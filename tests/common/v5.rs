@@ -1,4 +1,4 @@
-//! MQTT 5.0 helpers for the `tests/v5_*.rs` suites.
+//! MQTT 5.0 helpers: the 5.0 half of every area suite (`connect.rs`, `publish_qos.rs`, ...).
 //!
 //! - [`V5`]: a raw MQTT 5 client over [`Raw`]'s TCP stream. Packets are built and parsed with
 //!   midge's own codec (`midge::protocol`), which has its own unit tests; every v5 test is also
@@ -49,6 +49,20 @@ pub fn connect(client_id: &str) -> Connect {
         password: None,
         properties: Properties::default(),
     }
+}
+
+/// A clean-start MQTT 5 CONNECT with a Session Expiry Interval of `secs`.
+pub fn with_expiry(client_id: &str, secs: u32) -> Connect {
+    let mut c = connect(client_id);
+    c.properties.session_expiry_interval = Some(secs);
+    c
+}
+
+/// [`with_expiry`] with Clean Start 0: resumes the session of `client_id` if there is one.
+pub fn resume(client_id: &str, secs: u32) -> Connect {
+    let mut c = with_expiry(client_id, secs);
+    c.clean_start = false;
+    c
 }
 
 /// A will for [`Connect::will`].
@@ -148,6 +162,14 @@ impl V5 {
     /// Shorthand: a clean-start connection with no properties.
     pub fn connected(port: u16, client_id: &str) -> V5 {
         V5::connect(port, &connect(client_id)).0
+    }
+
+    /// A clean-start connection subscribed to `filters`: the usual first lines of a
+    /// subscriber. The SUBACK codes are not checked; call [`V5::subscribe`] to assert them.
+    pub fn subscribed(port: u16, client_id: &str, filters: &[(&str, SubOptions)]) -> V5 {
+        let mut v = V5::connected(port, client_id);
+        v.subscribe(filters);
+        v
     }
 
     /// Sends CONNECT and returns the CONNACK.
@@ -408,6 +430,16 @@ impl V5 {
             }
         }
     }
+}
+
+/// Publishes one QoS 1 message (with a Message Expiry Interval if `expiry` is set) from a
+/// client of its own, which then disconnects.
+pub fn publish_q1(port: u16, topic: &str, payload: &[u8], expiry: Option<u32>) {
+    let mut p = V5::connected(port, &super::unique_id("pub"));
+    let mut m = publish(topic, payload, 1, false, 1);
+    m.properties.message_expiry_interval = expiry;
+    p.publish(m);
+    p.disconnect();
 }
 
 /// An AUTH packet.

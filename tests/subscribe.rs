@@ -1,111 +1,19 @@
-//! Publish/subscribe: delivery at each QoS with every client kind, granted QoS, overlapping
-//! subscriptions, wildcards, `$` topics, UNSUBSCRIBE, ordering.
+//! SUBSCRIBE and UNSUBSCRIBE in every protocol version: granted QoS, overlapping
+//! subscriptions, wildcards, `$` topics, SUBACK/UNSUBACK codes, invalid filters, and the 5.0
+//! subscription options No Local and Subscription Identifier. (Retain options: `retain.rs`;
+//! shared subscriptions: `shared.rs`; deep filters and the subscription quota:
+//! `deep_topics.rs`.)
 
 mod common;
 
 use std::time::Duration;
 
-use common::clients::{mosquitto_pub, paho_pub, MosqSub, Paho, Rumq};
-use common::raw::{Raw, UNSUBACK};
-use common::{unique_id, Broker, STEP};
+use common::raw::{mqtt_str, packet, Raw, UNSUBACK};
+use common::v5::{opts, opts_full, rc, V5};
+use common::{unique_id, Broker, QUIET};
+use midge::protocol::{Packet, Properties};
 
-const QUIET: Duration = Duration::from_millis(300);
-
-/// QoS 0/1/2 with mosquitto_pub -> mosquitto_sub (subscription at QoS 2: delivered at the
-/// publish QoS [MQTT-3.8.4-6]).
-#[test]
-fn mosquitto_clients_deliver_at_qos_0_1_2() {
-    let b = Broker::start();
-    for q in ["0", "1", "2"] {
-        let topic = format!("mc/{q}");
-        let mut sub = MosqSub::start(b.port(), &["-t", &topic, "-q", "2", "-C", "1"]);
-        mosquitto_pub(
-            b.port(),
-            &["-t", &topic, "-m", &format!("payload {q}"), "-q", q],
-        );
-        let m = sub.messages(1, STEP);
-        assert_eq!(m.len(), 1, "QoS {q}: {}", sub.describe());
-        assert_eq!(m[0].payload, format!("payload {q}"));
-        assert_eq!(m[0].qos.to_string(), q);
-        assert!(!m[0].retain);
-    }
-}
-
-/// QoS 0/1/2 with paho on both ends.
-#[test]
-fn paho_clients_deliver_at_qos_0_1_2() {
-    let b = Broker::start();
-    let mut sub = Paho::spawn("sub.py", b.port(), &["--topic", "paho/+:2", "--count", "3"]);
-    sub.expect_event("suback");
-    for q in ["0", "1", "2"] {
-        paho_pub(
-            b.port(),
-            &["--topic", &format!("paho/{q}"), "--message", q, "--qos", q],
-        );
-    }
-    let mut m = sub.messages(3, STEP);
-    m.sort_by(|a, b| a.topic.cmp(&b.topic));
-    assert_eq!(m.len(), 3, "{}", sub.describe());
-    for (i, msg) in m.iter().enumerate() {
-        assert_eq!(msg.topic, format!("paho/{i}"));
-        assert_eq!(msg.qos as usize, i);
-        assert_eq!(msg.payload, i.to_string());
-    }
-    sub.finish(STEP);
-}
-
-/// QoS 0/1/2 with rumqttc on both ends.
-#[test]
-fn rumqttc_clients_deliver_at_qos_0_1_2() {
-    let b = Broker::start();
-    let (mut sub, _) = Rumq::connect(b.port(), "rq-sub", true);
-    sub.subscribe("rq/#", 2);
-    let (mut publ, _) = Rumq::connect(b.port(), "rq-pub", true);
-    for q in 0..3u8 {
-        publ.publish(&format!("rq/{q}"), &format!("m{q}"), q, false);
-        let m = sub.messages(1, STEP);
-        assert_eq!(m.len(), 1, "QoS {q}");
-        assert_eq!(
-            (m[0].topic.clone(), m[0].payload.clone(), m[0].qos),
-            (format!("rq/{q}"), format!("m{q}"), q)
-        );
-    }
-    publ.disconnect();
-    sub.disconnect();
-}
-
-/// QoS 0/1/2 with raw clients, checking the subscriber side of each flow.
-#[test]
-fn raw_clients_deliver_at_qos_0_1_2() {
-    let b = Broker::start();
-    let mut sub = Raw::connected(b.port(), "raw-sub");
-    assert_eq!(sub.subscribe(1, &[("raw/+", 2)]), vec![2]);
-    let mut publ = Raw::connected(b.port(), "raw-pub");
-    for q in 0..3u8 {
-        publ.publish_complete(&format!("raw/{q}"), &[b'0' + q], q, false, 10 + q as u16);
-        let m = sub.recv_publish_ack();
-        assert_eq!(
-            (m.topic, m.payload, m.qos),
-            (format!("raw/{q}"), vec![b'0' + q], q)
-        );
-    }
-}
-
-/// Messages cross client kinds: mosquitto_pub -> paho and rumqttc subscribers.
-#[test]
-fn message_reaches_subscribers_of_every_client_kind() {
-    let b = Broker::start();
-    let mut paho = Paho::spawn("sub.py", b.port(), &["--topic", "mix/t:1", "--count", "1"]);
-    paho.expect_event("suback");
-    let (mut rq, _) = Rumq::connect(b.port(), "mix-rq", true);
-    rq.subscribe("mix/t", 1);
-    let mut raw = Raw::connected(b.port(), "mix-raw");
-    raw.subscribe(1, &[("mix/t", 1)]);
-    mosquitto_pub(b.port(), &["-t", "mix/t", "-m", "to all", "-q", "1"]);
-    assert_eq!(paho.messages(1, STEP)[0].payload, "to all");
-    assert_eq!(rq.messages(1, STEP)[0].payload, "to all");
-    assert_eq!(raw.recv_publish_ack().payload, b"to all");
-}
+// ---------------------------------------------------------------- matching and QoS---------------
 
 /// [MQTT-3.8.4-6] delivered QoS = min(subscription QoS, publish QoS).
 #[test]
@@ -185,8 +93,7 @@ fn overlapping_subscriptions_deliver_once_at_highest_qos() {
 #[test]
 fn plus_wildcard_matches_exactly_one_level() {
     let b = Broker::start();
-    let mut s = Raw::connected(b.port(), "plus");
-    s.subscribe(1, &[("sport/+/score", 0)]);
+    let mut s = Raw::subscribed(b.port(), "plus", &[("sport/+/score", 0)]);
     let mut p = Raw::connected(b.port(), "plus-pub");
     for t in [
         "sport/tennis/score",
@@ -212,8 +119,7 @@ fn plus_wildcard_matches_exactly_one_level() {
 #[test]
 fn hash_wildcard_matches_parent_and_all_children() {
     let b = Broker::start();
-    let mut s = Raw::connected(b.port(), "hash");
-    s.subscribe(1, &[("sport/#", 0)]);
+    let mut s = Raw::subscribed(b.port(), "hash", &[("sport/#", 0)]);
     let mut p = Raw::connected(b.port(), "hash-pub");
     for t in [
         "sport",
@@ -236,12 +142,10 @@ fn hash_wildcard_matches_parent_and_all_children() {
 #[test]
 fn dollar_topics_are_not_matched_by_leading_wildcards() {
     let b = Broker::start();
-    let mut hash = Raw::connected(b.port(), "d-hash");
-    hash.subscribe(1, &[("#", 0)]);
+    let mut hash = Raw::subscribed(b.port(), "d-hash", &[("#", 0)]);
     let mut plus = Raw::connected(b.port(), "d-plus");
     plus.subscribe(1, &[("+/x", 0)]);
-    let mut dollar = Raw::connected(b.port(), "d-dollar");
-    dollar.subscribe(1, &[("$test/#", 0)]);
+    let mut dollar = Raw::subscribed(b.port(), "d-dollar", &[("$test/#", 0)]);
     let mut p = Raw::connected(b.port(), "d-pub");
     p.publish_complete("$test/x", b"d", 0, false, 0);
     let m = dollar.expect_publish();
@@ -255,12 +159,43 @@ fn dollar_topics_are_not_matched_by_leading_wildcards() {
     }
 }
 
+/// (3.8.4, 3.9.3) The granted QoS in SUBACK is the lower of the requested QoS and the
+/// server's Maximum QoS.
+#[test]
+fn suback_grants_at_most_maximum_qos() {
+    let b = Broker::start_with(&["max_qos 1"]);
+    let mut c = V5::connected(b.port(), &unique_id("sq"));
+    let codes = c.subscribe(&[("q/0", opts(0)), ("q/1", opts(1)), ("q/2", opts(2))]);
+    assert_eq!(codes, vec![0, 1, 1]);
+}
+
+/// [MQTT-4.7.1-1] (3.9.3) A topic filter with a misplaced wildcard makes the SUBSCRIBE a
+/// malformed packet: DISCONNECT and close, no SUBACK even for the valid filters in it.
+/// midge sends 0x8F (Topic Filter invalid), mosquitto 2.0.11 0x81 (Malformed Packet).
+#[test]
+fn disconnect_for_invalid_topic_filter() {
+    let b = Broker::start();
+    let mut c = V5::connected(b.port(), &unique_id("sf"));
+    c.send(&Packet::Subscribe(midge::protocol::Subscribe {
+        packet_id: 3,
+        filters: vec![("ok/t".into(), opts(1)), ("bad/#/x".into(), opts(1))],
+        properties: Properties::default(),
+    }));
+    let want = if b.is_mosquitto() {
+        rc::MALFORMED_PACKET
+    } else {
+        rc::TOPIC_FILTER_INVALID
+    };
+    c.expect_disconnect_code(want, "[MQTT-4.7.1-1]");
+}
+
+// ---------------------------------------------------------------- UNSUBSCRIBE--------------------
+
 /// [MQTT-3.10.4-4] UNSUBACK carries the UNSUBSCRIBE's packet id; [MQTT-3.10.4-2] delivery stops.
 #[test]
 fn unsubscribe_stops_delivery_and_gets_unsuback() {
     let b = Broker::start();
-    let mut s = Raw::connected(b.port(), "unsub");
-    s.subscribe(1, &[("u/t", 1)]);
+    let mut s = Raw::subscribed(b.port(), "unsub", &[("u/t", 1)]);
     let mut p = Raw::connected(b.port(), "unsub-pub");
     p.publish_complete("u/t", b"before", 1, false, 1);
     assert_eq!(s.recv_publish_ack().payload, b"before");
@@ -282,33 +217,100 @@ fn unsubscribe_unknown_filter_still_gets_unsuback() {
     s.ping();
 }
 
-/// [MQTT-4.6.0-6] messages from one publisher on one topic arrive in the order sent
-/// (QoS 0, 1 and 2 each, delivered to a QoS 2 subscriber).
+/// (3.11.3) UNSUBACK: 0x00 for a subscription that existed, 0x11 (No subscription existed) for
+/// one that did not, in filter order.
 #[test]
-fn messages_from_one_publisher_arrive_in_order() {
+fn unsuback_0x11_when_no_subscription_existed() {
     let b = Broker::start();
-    let mut s = Raw::connected(b.port(), "order-sub");
-    s.subscribe(1, &[("order/t", 2)]);
-    let (p, _) = Rumq::connect(b.port(), &unique_id("order-pub"), true);
-    // mosquitto 2.0.11 deviates: bursts larger than its inflight window (20) lose QoS 0
-    // messages and stall queued QoS 2 ones for an online subscriber (inflight-quota bugs that
-    // mosquitto fixed in 2.0.13, see eclipse-mosquitto/mosquitto#2362), so it gets bursts of 20.
-    let n = if b.is_mosquitto() { 20 } else { 50 };
-    for q in 0..3u8 {
-        for i in 0..n {
-            p.client
-                .publish(
-                    "order/t",
-                    common::clients::qos(q),
-                    false,
-                    format!("{q}:{i}").into_bytes(),
-                )
-                .unwrap();
-        }
-        let got = s.collect_publishes(n, STEP);
-        for (i, m) in got.iter().enumerate() {
-            assert_eq!(m.payload, format!("{q}:{i}").into_bytes(), "QoS {q}");
+    let mut c = V5::subscribed(b.port(), &unique_id("us"), &[("us/a", opts(1))]);
+    let a = c.unsubscribe(9, &["us/a", "us/never"]);
+    assert_eq!(
+        a.codes,
+        vec![rc::SUCCESS, rc::NO_SUBSCRIPTION_EXISTED],
+        "{a:?}"
+    );
+}
+
+// ---------------------------------------------------------------- 5.0 subscription options-------
+
+/// [MQTT-3.8.3-3] No Local: a client's own messages are not sent back to it on that
+/// subscription; other clients still get them.
+#[test]
+fn no_local_subscription_does_not_receive_own_messages() {
+    let b = Broker::start();
+    let mut me = V5::subscribed(
+        b.port(),
+        &unique_id("nl"),
+        &[("nl/t", opts_full(1, true, false, 0))],
+    );
+    let mut other = V5::connected(b.port(), &unique_id("nlo"));
+    other.subscribe(&[("nl/t", opts(1))]);
+    me.publish_simple("nl/t", b"mine", 1, false);
+    assert_eq!(&other.recv_publish_ack().payload[..], b"mine");
+    me.expect_nothing(Duration::from_millis(500));
+    // Messages from someone else still arrive.
+    let mut p = V5::connected(b.port(), &unique_id("nlp"));
+    p.publish_simple("nl/t", b"theirs", 1, false);
+    assert_eq!(&me.recv_publish_ack().payload[..], b"theirs");
+}
+
+/// [MQTT-3.3.4-3] A message matching a subscription made with a Subscription Identifier carries
+/// that identifier.
+#[test]
+fn subscription_identifier_is_sent_with_matching_message() {
+    let b = Broker::start();
+    let mut s = V5::connected(b.port(), &unique_id("sid"));
+    s.subscribe_id("sid/+", opts(1), 4242);
+    let mut p = V5::connected(b.port(), &unique_id("sidp"));
+    p.publish_simple("sid/a", b"x", 1, false);
+    let m = s.recv_publish_ack();
+    assert_eq!(m.properties.subscription_identifiers, vec![4242], "{m:?}");
+}
+
+/// [MQTT-3.3.4-4][MQTT-3.3.4-5] Overlapping subscriptions with identifiers 1 and 2: the message
+/// carries every matching identifier. midge sends one PUBLISH with both ([MQTT-3.3.4-4]);
+/// the spec also lets a server send one PUBLISH per subscription, each with its own
+/// identifier ([MQTT-3.3.4-5]), which is what mosquitto does.
+#[test]
+fn overlapping_subscriptions_carry_every_identifier() {
+    let b = Broker::start();
+    let mut s = V5::connected(b.port(), &unique_id("sids"));
+    s.subscribe_id("ov/#", opts(1), 1);
+    s.subscribe_id("ov/+/c", opts(1), 2);
+    s.subscribe(&[("ov/b/+", opts(1))]); // no identifier
+    let mut p = V5::connected(b.port(), &unique_id("sidsp"));
+    p.publish_simple("ov/b/c", b"x", 1, false);
+    let got = s.publishes_until_quiet(Duration::from_millis(700));
+    let mut ids: Vec<u32> = got
+        .iter()
+        .flat_map(|m| m.properties.subscription_identifiers.clone())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, vec![1, 2], "every matching identifier: {got:?}");
+    if b.is_midge() {
+        assert_eq!(got.len(), 1, "midge sends one PUBLISH per message: {got:?}");
+    } else {
+        for m in &got {
+            assert!(m.properties.subscription_identifiers.len() <= 1, "{m:?}");
         }
     }
-    p.disconnect();
+}
+
+/// (3.8.2.1.2) Subscription Identifier 0 is a Protocol Error: DISCONNECT 0x82.
+#[test]
+fn subscription_identifier_0_is_protocol_error() {
+    let b = Broker::start();
+    let mut c = V5::connected(b.port(), &unique_id("sid0"));
+    // SUBSCRIBE id 1, properties [0x0B 0x00], filter "s/t" QoS 0.
+    let mut body = vec![0, 1, 2, 0x0B, 0x00];
+    body.extend(mqtt_str(b"s/t"));
+    body.push(0);
+    c.send_bytes(&packet(0x82, &body));
+    // mosquitto 2.0.11 deviates from 3.8.2.1.2 ("a Protocol Error"): DISCONNECT 0x81.
+    let expected = if b.is_midge() {
+        rc::PROTOCOL_ERROR
+    } else {
+        rc::MALFORMED_PACKET
+    };
+    c.expect_disconnect_code(expected, "Subscription Identifier 0");
 }

@@ -1,5 +1,6 @@
-//! Shared subscriptions `$share/{group}/{filter}` (4.8.2): one member of a group per message,
-//! across connections and shards, redelivery when a member leaves, 3.1.1 clients.
+//! Shared subscriptions `$share/{group}/{filter}` (4.8.2), from 5.0 and 3.1.1 clients: one
+//! member of a group per message, across connections and shards, redelivery when a member
+//! leaves, and the filters and options a shared subscription refuses.
 
 mod common;
 
@@ -87,12 +88,10 @@ fn shared_group_across_connections_and_shards_delivers_each_message_once() {
 #[test]
 fn each_share_group_and_plain_subscriber_gets_every_message() {
     let b = Broker::start();
-    let mut g1 = V5::connected(b.port(), &unique_id("g1"));
-    g1.subscribe(&[("$share/one/shg/t", opts(1))]);
+    let mut g1 = V5::subscribed(b.port(), &unique_id("g1"), &[("$share/one/shg/t", opts(1))]);
     let mut g2 = V5::connected(b.port(), &unique_id("g2"));
     g2.subscribe(&[("$share/two/shg/t", opts(1))]);
-    let mut plain = V5::connected(b.port(), &unique_id("gp"));
-    plain.subscribe(&[("shg/t", opts(1))]);
+    let mut plain = V5::subscribed(b.port(), &unique_id("gp"), &[("shg/t", opts(1))]);
     publish_n(b.port(), "shg/t", 5);
     for (name, c) in [
         ("group one", &mut g1),
@@ -114,8 +113,7 @@ fn each_share_group_and_plain_subscriber_gets_every_message() {
 #[test]
 fn member_leaving_with_unacked_qos1_messages_is_redelivered_to_another_member() {
     let b = Broker::start();
-    let mut leaver = V5::connected(b.port(), &unique_id("shl"));
-    leaver.subscribe(&[("$share/g/shl/t", opts(1))]);
+    let mut leaver = V5::subscribed(b.port(), &unique_id("shl"), &[("$share/g/shl/t", opts(1))]);
     let mut stayer = V5::connected(b.port(), &unique_id("shs"));
     stayer.subscribe(&[("$share/g/shl/t", opts(1))]);
     publish_n(b.port(), "shl/t", 6);
