@@ -6,6 +6,7 @@
 //! - [`schedule`]: the open-loop schedule (when each message is due, whatever the broker does)
 //!   and the bounded inflight window; pure, so the "no coordinated omission" property is tested
 //!   without sockets.
+//! - [`signal`]: how long a run must measure (messages, broker CPU) before its figures count.
 //! - [`stats`]: HDR latency histograms, loss/duplicate bookkeeping, per-run counters.
 //! - [`scenario`]: a scenario (fan-in, fan-out, p2p, IoT mix) turned into a [`scenario::Plan`]:
 //!   the list of clients with their subscriptions and publications.
@@ -27,5 +28,6 @@ pub mod report;
 pub mod runner;
 pub mod scenario;
 pub mod schedule;
+pub mod signal;
 pub mod stats;
 pub mod suite;

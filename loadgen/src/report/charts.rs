@@ -16,6 +16,10 @@ use super::json::{RunRecord, Status};
 /// Names of the chart files written, relative to the results directory.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ChartFiles {
+    /// The HTML report, when written.
+    pub html: Option<String>,
+    /// Per scenario family, its figures.
+    pub families: Vec<(String, Vec<String>)>,
     pub throughput: Option<String>,
     pub cpu_per_msg: Option<String>,
     /// Per cell index.
@@ -221,7 +225,8 @@ pub fn cells_and_brokers(runs: &[RunRecord]) -> (Vec<(usize, String)>, Vec<Strin
 }
 
 /// Writes every chart for `runs` into `dir`.
-pub fn write_all(dir: &Path, runs: &[RunRecord]) -> Result<ChartFiles, String> {
+pub fn write_all(dir: &Path, rep: &super::Report) -> Result<ChartFiles, String> {
+    let runs = rep.runs;
     let (cells, brokers) = cells_and_brokers(runs);
     let find = |ci: usize, b: &str| {
         runs.iter()
@@ -282,6 +287,12 @@ pub fn write_all(dir: &Path, runs: &[RunRecord]) -> Result<ChartFiles, String> {
         )?;
         files.cpu_per_msg = Some("charts/cpu_per_msg.svg".into());
     }
+    let all: Vec<String> = [&files.throughput, &files.cpu_per_msg]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
+    files.families.push(("all cells".into(), all));
     Ok(files)
 }
 
