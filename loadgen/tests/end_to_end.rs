@@ -139,7 +139,16 @@ fn a_tiny_suite_repeats_alternating_brokers_flags_short_cells_and_report_regener
     let tp = &summary["cells"][0]["brokers"][0]["throughput"];
     assert_eq!(tp["unreliable"], true, "{tp}");
     assert_eq!(tp["values"].as_array().unwrap().len(), 2);
-    assert!(md.contains("charts/latency-000.svg"));
+    for chart in [
+        "charts/latency-000.svg",
+        "charts/p2p-throughput.svg",
+        "charts/p2p-cpu_per_msg.svg",
+        "charts/fan-out-throughput.svg",
+    ] {
+        let svg = std::fs::read_to_string(dir.join(chart)).unwrap();
+        assert!(svg.contains("<svg") && svg.contains("mosquitto"), "{chart}");
+        assert!(md.contains(chart), "summary links {chart}");
+    }
     // `report` rebuilds the same summary from the JSON alone.
     std::fs::remove_file(dir.join("summary.md")).unwrap();
     std::fs::remove_dir_all(dir.join("charts")).unwrap();

@@ -1,12 +1,13 @@
 //! Output: one JSON file per run ([`json`]); the repeats of each cell folded into medians,
 //! ranges and ratios ([`aggregate`]), written as `summary.json`; a Markdown summary
-//! ([`markdown`]) and SVG charts ([`charts`]). Everything but the per-run JSON is computed from
+//! ([`markdown`]) and SVG charts ([`charts`], [`multiples`]). Everything but the per-run JSON is computed from
 //! those files alone, so `loadgen report DIR` regenerates it from a results directory.
 
 pub mod aggregate;
 pub mod charts;
 pub mod json;
 pub mod markdown;
+pub mod multiples;
 #[cfg(test)]
 pub(crate) mod testdata;
 
