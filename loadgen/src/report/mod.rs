@@ -1,10 +1,12 @@
 //! Output: one JSON file per run ([`json`]); the repeats of each cell folded into medians,
 //! ranges and ratios ([`aggregate`]), written as `summary.json`; a Markdown summary
-//! ([`markdown`]) and SVG charts ([`charts`], [`multiples`]). Everything but the per-run JSON is computed from
+//! ([`markdown`]), SVG charts ([`charts`], [`multiples`]) and one self-contained HTML page
+//! with all of it ([`html`]). Everything but the per-run JSON is computed from
 //! those files alone, so `loadgen report DIR` regenerates it from a results directory.
 
 pub mod aggregate;
 pub mod charts;
+pub mod html;
 pub mod json;
 pub mod markdown;
 pub mod multiples;
@@ -97,7 +99,7 @@ pub fn summary_json(rep: &Report) -> Result<String, String> {
     serde_json::to_string_pretty(&s).map_err(|e| e.to_string())
 }
 
-/// Rewrites `summary.md`, `summary.json` and the charts of `dir` from its JSON files, with
+/// Rewrites `summary.md`, `summary.json`, `report.html` and the charts of `dir` from its JSON files, with
 /// ratios to `baseline` (default: the first broker); returns the number of runs read.
 pub fn regenerate(dir: &Path, baseline: Option<&str>) -> Result<usize, String> {
     let runs = json::read_dir(dir)?;
@@ -108,12 +110,14 @@ pub fn regenerate(dir: &Path, baseline: Option<&str>) -> Result<usize, String> {
         ));
     }
     let rep = Report::new(&runs, baseline)?;
-    let charts = charts::write_all(dir, &rep)?;
+    let mut charts = charts::write_all(dir, &rep)?;
     let write = |name: &str, text: String| {
         std::fs::write(dir.join(name), text)
             .map_err(|e| format!("{}: {e}", dir.join(name).display()))
     };
     write("summary.json", summary_json(&rep)? + "\n")?;
+    write("report.html", html::page(dir, &rep, &charts))?;
+    charts.html = Some("report.html".into());
     write("summary.md", markdown::summary(&rep, &charts))?;
     Ok(runs.len())
 }

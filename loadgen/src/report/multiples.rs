@@ -117,30 +117,32 @@ fn log_range(lo: f64, hi: f64) -> (f64, f64) {
 }
 
 fn fmt_axis(v: f64) -> String {
-    if v >= 1e6 {
-        format!("{:.3}M", v / 1e6)
+    let (x, unit) = if v >= 1e6 {
+        (v / 1e6, "M")
     } else if v >= 1e3 {
-        format!("{:.3}k", v / 1e3)
+        (v / 1e3, "k")
     } else {
-        format!("{v:.3}")
+        (v, "")
+    };
+    let mut s = format!("{x:.3}");
+    // Drop trailing zeros of the fraction only ("10.000" -> "10", "2.500" -> "2.5").
+    while s.contains('.') && (s.ends_with('0') || s.ends_with('.')) {
+        s.pop();
     }
-    .replace(".000", "")
-    .trim_end_matches('0')
-    .trim_end_matches('.')
-    .to_string()
+    s + unit
 }
 
 /// Draws the panels of one family and metric into `path`.
 pub fn draw(path: &Path, title: &str, y_desc: &str, panels: &[Panel]) -> Result<(), String> {
     let cols = panels.len().clamp(1, 3);
     let rows = panels.len().div_ceil(cols).max(1);
-    let size = ((cols * 440) as u32, (rows * 320 + 40) as u32);
+    let size = ((cols * 440).max(720) as u32, (rows * 320 + 40) as u32);
     let root = SVGBackend::new(path, size).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
     let root = root
         .titled(
-            &format!("{title} (hollow marker: unreliable; bars: min-max over repeats)"),
-            ("sans-serif", 18),
+            &format!("{title} (hollow: unreliable; bars: min-max of repeats)"),
+            ("sans-serif", 16),
         )
         .map_err(err)?;
     let areas = root.split_evenly((rows, cols));
@@ -233,7 +235,7 @@ const DRAWN: [(Metric, &str, &str, &str); 2] = [
     (
         Metric::CpuUsPerMsg,
         "cpu_per_msg",
-        "broker CPU per delivered message (lower is better)",
+        "broker CPU µs per message, lower is better",
         "CPU µs / msg",
     ),
 ];
@@ -331,7 +333,7 @@ mod tests {
         assert_eq!(names, ["p2p", "fan-in", "max"]);
         let svg = std::fs::read_to_string(dir.join("charts/p2p-cpu_per_msg.svg")).unwrap();
         assert!(svg.starts_with("<svg") && svg.contains("alpha") && svg.contains("beta"));
-        assert!(svg.contains("clients") && svg.contains("hollow marker"));
+        assert!(svg.contains("clients") && svg.contains("hollow: unreliable"));
         // beta's unreliable point: a white-filled circle.
         let circles: Vec<&str> = svg
             .split("<circle")
@@ -348,6 +350,16 @@ mod tests {
             "one hollow marker"
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn axis_labels_keep_their_zeros() {
+        assert_eq!(fmt_axis(10.0), "10");
+        assert_eq!(fmt_axis(100.0), "100");
+        assert_eq!(fmt_axis(2.5), "2.5");
+        assert_eq!(fmt_axis(0.125), "0.125");
+        assert_eq!(fmt_axis(20_000.0), "20k");
+        assert_eq!(fmt_axis(1_500_000.0), "1.5M");
     }
 
     #[test]
