@@ -13,6 +13,7 @@
 //! - [`engine`]: the mio client engine that executes a plan: many connections per worker
 //!   thread, one `Poll` each, full QoS 0/1/2 flows.
 //! - [`procstat`]: CPU and memory of a process from `/proc`, and of loadgen itself.
+//! - [`progress`]: the live progress line's position and ETA over a suite.
 //! - [`broker`]: the broker table; starts, identifies and stops brokers.
 //! - [`runner`]: one run = one scenario against one broker, sampled and summarised.
 //! - [`suite`]: the suite file (a matrix of cells) and its expansion into runs.
@@ -24,6 +25,7 @@ pub mod cli;
 pub mod clock;
 pub mod engine;
 pub mod procstat;
+pub mod progress;
 pub mod report;
 pub mod runner;
 pub mod scenario;

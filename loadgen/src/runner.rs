@@ -33,7 +33,7 @@ pub struct RunContext {
     /// The command line, verbatim, for the record.
     pub command: String,
     pub quiet: bool,
-    /// Position shown in the progress line, e.g. "3/12".
+    /// The head of the live progress line: position, ETA, cell, broker, repeat.
     pub label: String,
 }
 
@@ -188,7 +188,7 @@ pub fn run_one(cell_index: usize, sc: &Scenario, def: &BrokerDef, ctx: &RunConte
     let mut s = Samples::default();
     // A progress line rewritten in place only makes sense on a terminal.
     let quiet = ctx.quiet || !std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let head = format!("[{}] {} @ {}", ctx.label, sc.name, def.name());
+    let head = &ctx.label;
     let result = {
         let broker = &broker;
         let s = &mut s;

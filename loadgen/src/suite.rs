@@ -33,6 +33,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Deserialize;
 
 use crate::broker::{BrokerDef, Limits};
+use crate::progress::Progress;
 use crate::report::json::{self, RunRecord, Status};
 use crate::runner::{self, RunContext};
 use crate::scenario::Scenario;
@@ -275,6 +276,22 @@ pub fn schedule(cells: usize, repeat: u32, brokers: usize) -> Vec<(usize, u32, u
     out
 }
 
+/// The measured seconds planned for `sc`: lengthened when its offered rate is too low for the
+/// minimum message count.
+fn planned_measure_s(sc: &Scenario, rule: &SignalRule) -> f64 {
+    let offered = sc
+        .plan("probe")
+        .map(|p| sc.rate * p.total_fanout() as f64)
+        .unwrap_or(0.0);
+    signal::planned_duration(sc, offered, rule)
+}
+
+/// Seconds a run of `sc` is expected to take, for the ETA: warm-up, measured interval, drain,
+/// and a guess at broker start and connection set-up.
+fn planned_run_s(sc: &Scenario, rule: &SignalRule) -> f64 {
+    1.0 + sc.connections() as f64 / 500.0 + sc.warmup_s + planned_measure_s(sc, rule) + sc.drain_s
+}
+
 /// One repeat of a cell against one broker, measured long enough to mean something: planned
 /// longer when the offered rate is low, re-run once longer when the signal still fell short,
 /// and flagged when even that was not enough.
@@ -287,11 +304,7 @@ pub fn measure(
     repeat: u32,
 ) -> RunRecord {
     let mut sc = cell.scenario.clone();
-    let offered = sc
-        .plan("probe")
-        .map(|p| sc.rate * p.total_fanout() as f64)
-        .unwrap_or(0.0);
-    sc.duration_s = signal::planned_duration(&sc, offered, rule);
+    sc.duration_s = planned_measure_s(&sc, rule);
     let mut rec = runner::run_one(ci, &sc, b, ctx);
     if let Some(longer) = signal::extension(&rec, rule) {
         let why = signal::check(&rec, rule).reasons().join("; ");
@@ -320,6 +333,12 @@ pub fn run(
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let order = schedule(suite.cells.len(), suite.repeat, brokers.len());
     let total = order.len();
+    let mut progress = Progress::new(
+        order
+            .iter()
+            .map(|&(ci, _, _)| planned_run_s(&suite.cells[ci].scenario, &suite.signal))
+            .collect(),
+    );
     let mut records = Vec::new();
     let mut stopped: BTreeMap<(String, String), String> = BTreeMap::new();
     for (k, &(ci, rep, bi)) in order.iter().enumerate() {
@@ -331,7 +350,7 @@ pub fn run(
             limits: suite.limits,
             command: command.to_string(),
             quiet,
-            label: format!("{k}/{total}"),
+            label: progress.head(&cell.scenario.name, b.name(), rep, suite.repeat),
         };
         let key = (cell.series.clone(), b.name().to_string());
         let mut rec = match stopped.get(&key) {
@@ -357,6 +376,7 @@ pub fn run(
         }
         json::write(dir, &rec)?;
         records.push(rec);
+        progress.finish_one();
     }
     crate::report::regenerate(dir, suite.baseline.as_deref())?;
     Ok(records)
