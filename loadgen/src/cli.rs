@@ -39,8 +39,14 @@ pub enum Command {
         #[command(flatten)]
         target: Target,
     },
-    /// Regenerate summary.md and the charts of a results directory from its JSON files.
-    Report { dir: PathBuf },
+    /// Regenerate the reports (summary.md, summary.json, report.html, charts) of a results
+    /// directory from its JSON files.
+    Report {
+        dir: PathBuf,
+        /// Ratios are to this broker (default: the first).
+        #[arg(long)]
+        baseline: Option<String>,
+    },
     /// List the broker table and what is installed.
     Brokers {
         /// Where midge's binary is (default: target/release/midge of the workspace).
@@ -76,6 +82,46 @@ pub struct Target {
     /// No progress line and no per-run lines (failures are still printed).
     #[arg(short, long)]
     pub quiet: bool,
+    /// Runs of each cell per broker, brokers alternating (default: the suite's `repeat`, else
+    /// 3; 1 for `run`).
+    #[arg(long)]
+    pub repeat: Option<u32>,
+    /// Ratios in the reports are to this broker (default: the first).
+    #[arg(long)]
+    pub baseline: Option<String>,
+    /// Deliveries a run must measure; slower cells run longer (default: the suite's
+    /// `[signal] min_messages`, else 2000).
+    #[arg(long)]
+    pub min_messages: Option<u64>,
+    /// Broker CPU milliseconds a run must measure (default 100).
+    #[arg(long)]
+    pub min_cpu_ms: Option<f64>,
+    /// Longest measured interval a run is lengthened to, seconds (default 60).
+    #[arg(long)]
+    pub max_duration: Option<f64>,
+}
+
+impl Target {
+    /// The suite with this command line's overrides.
+    fn apply(&self, suite: &Suite) -> Suite {
+        let mut s = suite.clone();
+        if let Some(n) = self.repeat {
+            s.repeat = n.max(1);
+        }
+        if let Some(n) = self.min_messages {
+            s.signal.min_messages = n;
+        }
+        if let Some(ms) = self.min_cpu_ms {
+            s.signal.min_broker_cpu_ms = ms;
+        }
+        if let Some(d) = self.max_duration {
+            s.signal.max_duration_s = d;
+        }
+        if let Some(b) = &self.baseline {
+            s.baseline = Some(b.clone());
+        }
+        s
+    }
 }
 
 /// One scenario on the command line (same fields as a suite cell).
@@ -214,6 +260,7 @@ fn resolve_brokers(
 
 /// Runs a suite and reports; returns the exit code.
 fn run_suite(suite: &Suite, target: &Target) -> Result<i32, String> {
+    let suite = &target.apply(suite);
     let names = target.brokers.clone().unwrap_or_else(|| {
         if suite.brokers.is_empty() {
             vec!["midge".into(), "mosquitto".into()]
@@ -233,11 +280,17 @@ fn run_suite(suite: &Suite, target: &Target) -> Result<i32, String> {
     };
     let brokers = resolve_brokers(&names, &target.external, &bins)?;
     let dir = suite::out_dir(&target.out, &suite.name);
+    if let Some(b) = &suite.baseline {
+        if !brokers.iter().any(|d| d.name() == b) {
+            return Err(format!("--baseline {b:?} is not one of the brokers"));
+        }
+    }
     if !target.quiet {
         eprintln!(
-            "loadgen: {} cells x {} brokers -> {}",
+            "loadgen: {} cells x {} brokers x {} repeats -> {}",
             suite.cells.len(),
             brokers.len(),
+            suite.repeat,
             dir.display()
         );
     }
@@ -273,6 +326,9 @@ pub fn main() -> i32 {
                 brokers: Vec::new(),
                 limits: Default::default(),
                 stop: Default::default(),
+                repeat: 1,
+                signal: Default::default(),
+                baseline: None,
                 cells: vec![Cell {
                     scenario: sc,
                     series: "run".into(),
@@ -281,10 +337,11 @@ pub fn main() -> i32 {
             };
             run_suite(&suite, &target)
         }),
-        Command::Report { dir } => crate::report::regenerate(&dir).map(|n| {
-            println!("{n} runs -> {}", dir.join("summary.md").display());
-            0
-        }),
+        Command::Report { dir, baseline } => crate::report::regenerate(&dir, baseline.as_deref())
+            .map(|n| {
+                println!("{n} runs -> {}", dir.join("summary.md").display());
+                0
+            }),
         Command::Brokers { midge, rumqttd } => {
             let bins = broker::Binaries { midge, rumqttd };
             for n in broker::KNOWN {

@@ -1,12 +1,18 @@
 //! CPU time and memory of processes, read from `/proc` (Linux only).
 //!
-//! The broker's CPU is `utime + stime` from `/proc/PID/stat`: that line already sums every
-//! thread of the process, so a multi-threaded broker is measured whole. Memory is `VmRSS`
+//! The broker's CPU is preferably the scheduler's run time of every thread, in nanoseconds
+//! (first field of `/proc/PID/task/*/schedstat`, summed): at low message rates a broker uses a
+//! few clock ticks per second, and `/proc/PID/stat`'s `utime + stime` (whole ticks, usually
+//! 10 ms) would then quantise CPU per message into noise. Where schedstat is missing (kernels
+//! without `CONFIG_SCHED_INFO`) the tick count of `/proc/PID/stat`, which already sums every
+//! thread of the process, is the fallback; which one was used is recorded with the figure. Memory is `VmRSS`
 //! (sampled) and `VmHWM` (the kernel's peak RSS) from `/proc/PID/status`. A PID is identified
 //! by its start time (field 22 of `stat`) so that a PID reused by another process after the
 //! broker died is noticed instead of sampled.
 
 use std::fs;
+
+use serde::{Deserialize, Serialize};
 
 /// CPU seconds used so far by the calling thread (`getrusage(RUSAGE_THREAD)`).
 pub fn thread_cpu_s() -> f64 {
@@ -73,6 +79,79 @@ pub fn stat(pid: u32) -> Option<ProcStat> {
         &fs::read_to_string(format!("/proc/{pid}/stat")).ok()?,
         clk_tck(),
     )
+}
+
+/// Where a broker CPU figure came from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CpuSource {
+    /// `/proc/PID/task/*/schedstat`: run time in nanoseconds, summed over threads.
+    Schedstat,
+    /// `/proc/PID/stat`: `utime + stime` in clock ticks.
+    #[default]
+    Stat,
+}
+
+impl CpuSource {
+    pub fn name(self) -> &'static str {
+        match self {
+            CpuSource::Schedstat => "schedstat",
+            CpuSource::Stat => "stat",
+        }
+    }
+}
+
+/// The run time (ns) in a `schedstat` line: its first field.
+pub fn parse_schedstat(line: &str) -> Option<u64> {
+    line.split_whitespace().next()?.parse().ok()
+}
+
+/// Run time in nanoseconds of every live thread of `pid`, from `/proc/PID/task/*/schedstat`;
+/// `None` if the process is gone or the kernel has no schedstat. A thread that exited during
+/// the interval takes its time with it, which brokers with fixed thread pools do not do.
+pub fn schedstat_ns(pid: u32) -> Option<u64> {
+    let dir = fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut sum = 0u64;
+    let mut any = false;
+    for e in dir.flatten() {
+        if let Some(ns) = fs::read_to_string(e.path().join("schedstat"))
+            .ok()
+            .and_then(|t| parse_schedstat(&t))
+        {
+            sum += ns;
+            any = true;
+        }
+    }
+    any.then_some(sum)
+}
+
+/// One reading of a process's CPU: seconds, and the raw count of its source (ns or ticks).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CpuReading {
+    pub cpu_s: f64,
+    pub raw: u64,
+    pub source: CpuSource,
+    /// The `/proc/PID/stat` figure taken at the same time (the fallback).
+    pub stat_cpu_s: f64,
+}
+
+/// The CPU of `pid` from the best source available, given its `/proc/PID/stat` reading `st`
+/// (the fallback).
+pub fn cpu_reading(pid: u32, st: &ProcStat) -> CpuReading {
+    match schedstat_ns(pid) {
+        Some(ns) => CpuReading {
+            cpu_s: ns as f64 / 1e9,
+            raw: ns,
+            source: CpuSource::Schedstat,
+            stat_cpu_s: st.cpu_s,
+        },
+        None => CpuReading {
+            cpu_s: st.cpu_s,
+            raw: (st.cpu_s * clk_tck()).round() as u64,
+            source: CpuSource::Stat,
+            stat_cpu_s: st.cpu_s,
+        },
+    }
 }
 
 /// Resident memory now and at its peak, in KiB.
@@ -201,6 +280,29 @@ mod tests {
         assert!(process_cpu_s() >= thread_cpu_s());
         let (busy, total) = machine_jiffies().unwrap();
         assert!(busy <= total);
+    }
+
+    #[test]
+    fn schedstat_counts_nanoseconds_of_every_thread() {
+        assert_eq!(parse_schedstat("187958 60610 1\n"), Some(187_958));
+        assert_eq!(parse_schedstat(""), None);
+        let me = std::process::id();
+        // A second thread that burns CPU must show up in the process's sum.
+        let before = schedstat_ns(me).expect("schedstat on this kernel");
+        std::thread::spawn(|| {
+            let t = std::time::Instant::now();
+            while t.elapsed() < std::time::Duration::from_millis(30) {
+                std::hint::black_box(0u64);
+            }
+            // Still alive while we read: the sum covers live threads.
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        });
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let after = schedstat_ns(me).unwrap();
+        assert!(after - before >= 20_000_000, "{before} -> {after}");
+        let r = cpu_reading(me, &stat(me).unwrap());
+        assert_eq!(r.source, CpuSource::Schedstat);
+        assert_eq!(r.raw as f64 / 1e9, r.cpu_s);
     }
 
     #[test]

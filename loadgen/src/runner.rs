@@ -33,7 +33,7 @@ pub struct RunContext {
     /// The command line, verbatim, for the record.
     pub command: String,
     pub quiet: bool,
-    /// Position shown in the progress line, e.g. "3/12".
+    /// The head of the live progress line: position, ETA, cell, broker, repeat.
     pub label: String,
 }
 
@@ -57,6 +57,7 @@ fn base_record(cell_index: usize, sc: &Scenario, def: &BrokerDef, ctx: &RunConte
         schema: SCHEMA,
         suite: ctx.suite.clone(),
         cell_index,
+        repeat: 0,
         scenario: sc.clone(),
         broker: BrokerInfo {
             name: def.name().to_string(),
@@ -88,6 +89,9 @@ fn base_record(cell_index: usize, sc: &Scenario, def: &BrokerDef, ctx: &RunConte
         loadgen_cpu: LoadgenCpu::default(),
         failures: Vec::new(),
         warnings: Vec::new(),
+        signal: Default::default(),
+        signal_rule: Default::default(),
+        extended: None,
     }
 }
 
@@ -107,8 +111,8 @@ pub fn skipped(
 /// Samples taken at the edges of, and during, the measured interval.
 #[derive(Default)]
 struct Samples {
-    broker_cpu0: Option<f64>,
-    broker_cpu1: Option<f64>,
+    broker_cpu0: Option<procstat::CpuReading>,
+    broker_cpu1: Option<procstat::CpuReading>,
     threads: u64,
     rss: Vec<u64>,
     hwm: u64,
@@ -184,7 +188,7 @@ pub fn run_one(cell_index: usize, sc: &Scenario, def: &BrokerDef, ctx: &RunConte
     let mut s = Samples::default();
     // A progress line rewritten in place only makes sense on a terminal.
     let quiet = ctx.quiet || !std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let head = format!("[{}] {} @ {}", ctx.label, sc.name, def.name());
+    let head = &ctx.label;
     let result = {
         let broker = &broker;
         let s = &mut s;
@@ -195,7 +199,7 @@ pub fn run_one(cell_index: usize, sc: &Scenario, def: &BrokerDef, ctx: &RunConte
                 s.own_cpu0 = procstat::process_cpu_s();
                 s.machine0 = procstat::machine_jiffies();
                 if let Some((st, m)) = broker.sample() {
-                    s.broker_cpu0 = Some(st.cpu_s);
+                    s.broker_cpu0 = broker.pid.map(|pid| procstat::cpu_reading(pid, &st));
                     s.rss.push(m.rss_kib);
                 } else if broker.pid.is_some() {
                     s.broker_vanished = true;
@@ -231,7 +235,7 @@ pub fn run_one(cell_index: usize, sc: &Scenario, def: &BrokerDef, ctx: &RunConte
                 s.machine1 = procstat::machine_jiffies();
                 match broker.sample() {
                     Some((st, m)) => {
-                        s.broker_cpu1 = Some(st.cpu_s);
+                        s.broker_cpu1 = broker.pid.map(|pid| procstat::cpu_reading(pid, &st));
                         s.threads = st.threads;
                         s.rss.push(m.rss_kib);
                         s.hwm = m.hwm_kib;
@@ -268,8 +272,22 @@ pub fn run_one(cell_index: usize, sc: &Scenario, def: &BrokerDef, ctx: &RunConte
     rec.latency_hdr = res.latency.to_base64();
     rec.send_lag = res.send_lag.percentiles();
     let wall_s = (s.wall1.saturating_sub(s.wall0)) as f64 / 1e9;
+    // Both ends must come from the same source (schedstat could vanish with a thread race).
     if let (Some(a), Some(b)) = (s.broker_cpu0, s.broker_cpu1) {
-        let cpu_s = b - a;
+        let (a, b) = if a.source == b.source {
+            (a, b)
+        } else {
+            // Fall back to /proc/PID/stat at both ends.
+            let tck = procstat::clk_tck();
+            let ticks = |r: procstat::CpuReading| procstat::CpuReading {
+                cpu_s: r.stat_cpu_s,
+                raw: (r.stat_cpu_s * tck).round() as u64,
+                source: procstat::CpuSource::Stat,
+                stat_cpu_s: r.stat_cpu_s,
+            };
+            (ticks(a), ticks(b))
+        };
+        let cpu_s = (b.cpu_s - a.cpu_s).max(0.0);
         rec.broker_cpu = Some(BrokerCpu {
             cpu_s,
             cpu_pct: if wall_s > 0.0 {
@@ -283,6 +301,8 @@ pub fn run_one(cell_index: usize, sc: &Scenario, def: &BrokerDef, ctx: &RunConte
                 0.0
             },
             threads: s.threads,
+            source: a.source,
+            raw: b.raw.saturating_sub(a.raw),
         });
     }
     if !s.rss.is_empty() {

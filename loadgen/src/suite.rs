@@ -3,12 +3,16 @@
 //! ```toml
 //! name = "quick"
 //! brokers = ["midge", "mosquitto"]
+//! repeat = 3                    # runs of each cell per broker, brokers alternating
+//! baseline = "mosquitto"        # ratios are to this broker (default: the first)
 //! [limits]                      # written into every broker's config
 //! max_queued_messages = 100000
 //! [defaults]                    # any Scenario field
 //! duration_s = 5
 //! [stop]
 //! p99_ms = 1000                 # a growing series stops for a broker past this p99
+//! [signal]                      # minimum signal per run (see signal.rs); all optional
+//! min_messages = 2000
 //! [[cell]]
 //! name = "p2p"
 //! shape = "p2p"
@@ -18,8 +22,9 @@
 //! Cells expand in file order; within a cell, `clients` varies fastest, so a growing series
 //! (Bevywise / Mishra et al. method: fix QoS, rate and payload, grow the clients) runs in order
 //! and can stop for a broker once it saturates, fails, or passes the latency threshold.
-//! Every cell runs against every broker before the next cell, so slow drift of the machine
-//! affects all brokers alike.
+//! Every cell runs against every broker before the next cell, and its repeats alternate the
+//! brokers (A B A B A B, not A A A B B B), so slow drift of the machine affects all brokers
+//! alike and repeat *i* of two brokers can be compared pairwise.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -28,9 +33,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Deserialize;
 
 use crate::broker::{BrokerDef, Limits};
+use crate::progress::Progress;
 use crate::report::json::{self, RunRecord, Status};
 use crate::runner::{self, RunContext};
 use crate::scenario::Scenario;
+use crate::signal::{self, SignalRule};
+
+/// Repeats of each cell when a suite file does not say.
+pub const DEFAULT_REPEAT: u32 = 3;
 
 /// When a growing series stops for a broker.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -52,6 +62,10 @@ struct SuiteFile {
     defaults: toml::Table,
     #[serde(default)]
     stop: StopRule,
+    repeat: Option<u32>,
+    baseline: Option<String>,
+    #[serde(default)]
+    signal: SignalRule,
     #[serde(default)]
     cell: Vec<toml::Table>,
 }
@@ -73,6 +87,11 @@ pub struct Suite {
     pub brokers: Vec<String>,
     pub limits: Limits,
     pub stop: StopRule,
+    /// Runs of each cell per broker.
+    pub repeat: u32,
+    pub signal: SignalRule,
+    /// The broker ratios are computed against (default: the first).
+    pub baseline: Option<String>,
     pub cells: Vec<Cell>,
 }
 
@@ -182,6 +201,9 @@ pub fn parse(text: &str, default_name: &str) -> Result<Suite, String> {
         brokers: f.brokers,
         limits: f.limits,
         stop: f.stop,
+        repeat: f.repeat.unwrap_or(DEFAULT_REPEAT).max(1),
+        signal: f.signal,
+        baseline: f.baseline,
         cells,
     })
 }
@@ -240,8 +262,67 @@ fn stops_series(rec: &RunRecord, stop: &StopRule) -> Option<String> {
     }
 }
 
-/// Runs every cell of `suite` against every broker, writing each record into `dir` as soon as
-/// it exists, then the summary and charts. Returns the records.
+/// The order of runs: cells in order; within a cell, each repeat runs every broker before the
+/// next repeat. Items are (cell, repeat, broker) indices.
+pub fn schedule(cells: usize, repeat: u32, brokers: usize) -> Vec<(usize, u32, usize)> {
+    let mut out = Vec::with_capacity(cells * repeat as usize * brokers);
+    for c in 0..cells {
+        for r in 0..repeat {
+            for b in 0..brokers {
+                out.push((c, r, b));
+            }
+        }
+    }
+    out
+}
+
+/// The measured seconds planned for `sc`: lengthened when its offered rate is too low for the
+/// minimum message count.
+fn planned_measure_s(sc: &Scenario, rule: &SignalRule) -> f64 {
+    let offered = sc
+        .plan("probe")
+        .map(|p| sc.rate * p.total_fanout() as f64)
+        .unwrap_or(0.0);
+    signal::planned_duration(sc, offered, rule)
+}
+
+/// Seconds a run of `sc` is expected to take, for the ETA: warm-up, measured interval, drain,
+/// and a guess at broker start and connection set-up.
+fn planned_run_s(sc: &Scenario, rule: &SignalRule) -> f64 {
+    1.0 + sc.connections() as f64 / 500.0 + sc.warmup_s + planned_measure_s(sc, rule) + sc.drain_s
+}
+
+/// One repeat of a cell against one broker, measured long enough to mean something: planned
+/// longer when the offered rate is low, re-run once longer when the signal still fell short,
+/// and flagged when even that was not enough.
+pub fn measure(
+    ci: usize,
+    cell: &Cell,
+    b: &BrokerDef,
+    ctx: &RunContext,
+    rule: &SignalRule,
+    repeat: u32,
+) -> RunRecord {
+    let mut sc = cell.scenario.clone();
+    sc.duration_s = planned_measure_s(&sc, rule);
+    let mut rec = runner::run_one(ci, &sc, b, ctx);
+    if let Some(longer) = signal::extension(&rec, rule) {
+        let why = signal::check(&rec, rule).reasons().join("; ");
+        let short_s = rec.measured_s;
+        sc.duration_s = longer;
+        rec = runner::run_one(ci, &sc, b, ctx);
+        rec.extended = Some(format!(
+            "re-run for {longer} s: {short_s} s gave too little signal ({why})"
+        ));
+    }
+    rec.signal = signal::check(&rec, rule);
+    rec.signal_rule = *rule;
+    rec.repeat = repeat;
+    rec
+}
+
+/// Runs every cell of `suite` against every broker, `suite.repeat` times, writing each record
+/// into `dir` as soon as it exists, then the reports. Returns the records.
 pub fn run(
     suite: &Suite,
     brokers: &[BrokerDef],
@@ -250,53 +331,65 @@ pub fn run(
     quiet: bool,
 ) -> Result<Vec<RunRecord>, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let total = suite.cells.len() * brokers.len();
+    let order = schedule(suite.cells.len(), suite.repeat, brokers.len());
+    let total = order.len();
+    let mut progress = Progress::new(
+        order
+            .iter()
+            .map(|&(ci, _, _)| planned_run_s(&suite.cells[ci].scenario, &suite.signal))
+            .collect(),
+    );
     let mut records = Vec::new();
     let mut stopped: BTreeMap<(String, String), String> = BTreeMap::new();
-    let mut k = 0;
-    for (ci, cell) in suite.cells.iter().enumerate() {
-        for b in brokers {
-            k += 1;
-            let ctx = RunContext {
-                suite: suite.name.clone(),
-                out_dir: dir.to_path_buf(),
-                limits: suite.limits,
-                command: command.to_string(),
-                quiet,
-                label: format!("{k}/{total}"),
-            };
-            let key = (cell.series.clone(), b.name().to_string());
-            let rec = match stopped.get(&key) {
-                Some(why) => runner::skipped(
-                    ci,
-                    &cell.scenario,
-                    b,
-                    &ctx,
-                    format!("series stopped: {why}"),
-                ),
-                None => runner::run_one(ci, &cell.scenario, b, &ctx),
-            };
-            if cell.grows {
-                if let Some(why) = stops_series(&rec, &suite.stop) {
-                    stopped
-                        .entry(key)
-                        .or_insert(format!("{why} at {} clients", cell.scenario.clients));
-                }
+    for (k, &(ci, rep, bi)) in order.iter().enumerate() {
+        let (cell, b) = (&suite.cells[ci], &brokers[bi]);
+        let k = k + 1;
+        let ctx = RunContext {
+            suite: suite.name.clone(),
+            out_dir: dir.to_path_buf(),
+            limits: suite.limits,
+            command: command.to_string(),
+            quiet,
+            label: progress.head(&cell.scenario.name, b.name(), rep, suite.repeat),
+        };
+        let key = (cell.series.clone(), b.name().to_string());
+        let mut rec = match stopped.get(&key) {
+            Some(why) => runner::skipped(
+                ci,
+                &cell.scenario,
+                b,
+                &ctx,
+                format!("series stopped: {why}"),
+            ),
+            None => measure(ci, cell, b, &ctx, &suite.signal, rep),
+        };
+        rec.repeat = rep;
+        if cell.grows {
+            if let Some(why) = stops_series(&rec, &suite.stop) {
+                stopped
+                    .entry(key)
+                    .or_insert(format!("{why} at {} clients", cell.scenario.clients));
             }
-            if !quiet {
-                eprintln!("[{k}/{total}] {}", one_line(&rec));
-            }
-            json::write(dir, &rec)?;
-            records.push(rec);
         }
+        if !quiet {
+            eprintln!("[{k}/{total}] {}", one_line(&rec));
+        }
+        json::write(dir, &rec)?;
+        records.push(rec);
+        progress.finish_one();
     }
-    crate::report::regenerate(dir)?;
+    crate::report::regenerate(dir, suite.baseline.as_deref())?;
     Ok(records)
 }
 
 /// A one-line result for the terminal.
 pub fn one_line(r: &RunRecord) -> String {
-    let head = format!("{} @ {}", r.scenario.name, r.broker.name);
+    let head = format!(
+        "{} @ {} (repeat {})",
+        r.scenario.name,
+        r.broker.name,
+        r.repeat + 1
+    );
     match r.status {
         Status::Skipped => format!("{head}: {}", r.note.as_deref().unwrap_or("skipped")),
         _ => {
@@ -378,6 +471,33 @@ mod tests {
         assert!(parse("[[cell]]\nname=\"a\"\n[[cell]]\nname=\"a\"\n", "t")
             .unwrap_err()
             .contains("two cells"));
+    }
+
+    #[test]
+    fn repeats_alternate_brokers_within_a_cell() {
+        let names = ["A", "B"];
+        let order: String = schedule(2, 3, 2)
+            .iter()
+            .map(|&(c, _, b)| format!("{c}{}", names[b]))
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert_eq!(order, "0A 0B 0A 0B 0A 0B 1A 1B 1A 1B 1A 1B");
+        assert_eq!(schedule(1, 2, 2)[2], (0, 1, 0), "repeat 2 starts with A");
+    }
+
+    #[test]
+    fn repeat_and_signal_come_from_the_suite_file_with_defaults() {
+        let s = parse("[[cell]]\nqos = 1\n", "t").unwrap();
+        assert_eq!(s.repeat, DEFAULT_REPEAT);
+        assert_eq!(s.signal, SignalRule::default());
+        let s = parse(
+            "repeat = 5\n[signal]\nmin_messages = 10\nmax_duration_s = 9\n[[cell]]\nqos = 1\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(s.repeat, 5);
+        assert_eq!((s.signal.min_messages, s.signal.max_duration_s), (10, 9.0));
+        assert!(parse("[signal]\nmin_msgs = 1\n[[cell]]\n", "t").is_err());
     }
 
     #[test]

@@ -3,8 +3,10 @@
 //! - `latency-NNN.svg` per cell: latency percentile curves, one line per broker, on the usual
 //!   HdrHistogram axes: x is the percentile on a "number of nines" log scale (90%, 99%, 99.9%
 //!   are equally spaced) so the tail is visible, y is latency on a log scale.
-//! - `throughput.svg`: delivered messages per second per cell, one bar per broker.
-//! - `cpu_per_msg.svg`: broker CPU microseconds per delivered message, same layout.
+//!   With repeats, the line is the median over repeats at each percentile and a shaded band
+//!   spans the repeats' min-max.
+//! - `<family>-throughput.svg`, `<family>-cpu_per_msg.svg`: small multiples, see
+//!   [`super::multiples`].
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -12,12 +14,15 @@ use std::path::Path;
 use plotters::prelude::*;
 
 use super::json::{RunRecord, Status};
+use crate::stats::LatencyHistogram;
 
 /// Names of the chart files written, relative to the results directory.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ChartFiles {
-    pub throughput: Option<String>,
-    pub cpu_per_msg: Option<String>,
+    /// The HTML report, when written.
+    pub html: Option<String>,
+    /// Per scenario family, its figures.
+    pub families: Vec<(String, Vec<String>)>,
     /// Per cell index.
     pub latency: BTreeMap<usize, String>,
 }
@@ -58,19 +63,51 @@ fn err<E: std::fmt::Debug>(e: E) -> String {
     format!("chart: {e:?}")
 }
 
+/// One broker's latency percentile curve over its repeats.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LatencyCurve {
+    pub broker: String,
+    /// Palette index (the broker's position, so colours agree across charts).
+    pub color: usize,
+    pub repeats: usize,
+    /// (percentile %, median, min, max) latency in µs over the repeats.
+    pub points: Vec<(f64, f64, f64, f64)>,
+}
+
+/// The percentile curve of several repeats: at each point of the "nines" axis (up to what the
+/// smallest histogram supports), the median and the range of the repeats' latencies.
+pub fn latency_band(hists: &[LatencyHistogram]) -> Vec<(f64, f64, f64, f64)> {
+    let Some(n) = hists.iter().map(|h| h.count()).filter(|&n| n > 0).min() else {
+        return Vec::new();
+    };
+    let hists: Vec<&LatencyHistogram> = hists.iter().filter(|h| h.count() > 0).collect();
+    let max_nines = (n as f64).log10().clamp(1.0, 6.0);
+    let steps = 60;
+    (0..=steps)
+        .map(|i| {
+            let q = 1.0 - 10f64.powf(-max_nines * i as f64 / steps as f64);
+            let v: Vec<f64> = hists
+                .iter()
+                .map(|h| h.value_at_quantile_ns(q) as f64 / 1_000.0)
+                .collect();
+            let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = v.iter().copied().fold(0.0, f64::max);
+            (q * 100.0, super::aggregate::median(&v), lo, hi)
+        })
+        .collect()
+}
+
 /// Draws the latency percentile curves of one cell.
-pub fn latency_chart(
-    path: &Path,
-    title: &str,
-    curves: &[(String, Vec<(f64, f64)>)],
-) -> Result<(), String> {
+pub fn latency_chart(path: &Path, title: &str, curves: &[LatencyCurve]) -> Result<(), String> {
     let root = SVGBackend::new(path, (900, 520)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
+    let x_of = |p: f64| -(1.0 - p / 100.0).max(1e-9).log10();
     let pts: Vec<(f64, f64)> = curves
         .iter()
-        .flat_map(|(_, c)| {
-            c.iter()
-                .map(|&(p, v)| (-(1.0 - p / 100.0).max(1e-9).log10(), v.max(1.0)))
+        .flat_map(|c| {
+            c.points
+                .iter()
+                .flat_map(move |&(p, _, lo, hi)| [(x_of(p), lo.max(1.0)), (x_of(p), hi.max(1.0))])
         })
         .collect();
     let max_x = pts.iter().map(|p| p.0).fold(1.0f64, f64::max).ceil();
@@ -97,16 +134,42 @@ pub fn latency_chart(
         .y_label_formatter(&|y| fmt_us(*y))
         .draw()
         .map_err(err)?;
-    for (i, (name, c)) in curves.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
+    for c in curves {
+        let color = Palette99::pick(c.color).to_rgba();
+        if c.repeats > 1 {
+            // The repeats' range: upper edge forward, lower edge back.
+            let band: Vec<(f64, f64)> = c
+                .points
+                .iter()
+                .map(|&(p, _, _, hi)| (x_of(p), hi.max(1.0)))
+                .chain(
+                    c.points
+                        .iter()
+                        .rev()
+                        .map(|&(p, _, lo, _)| (x_of(p), lo.max(1.0))),
+                )
+                .collect();
+            chart
+                .draw_series(std::iter::once(Polygon::new(
+                    band,
+                    color.mix(0.18).filled(),
+                )))
+                .map_err(err)?;
+        }
         let line: Vec<(f64, f64)> = c
+            .points
             .iter()
-            .map(|&(p, v)| (-(1.0 - p / 100.0).max(1e-9).log10(), v.max(1.0)))
+            .map(|&(p, v, _, _)| (x_of(p), v.max(1.0)))
             .collect();
+        let label = if c.repeats > 1 {
+            format!("{} (median of {}, band: min-max)", c.broker, c.repeats)
+        } else {
+            c.broker.clone()
+        };
         chart
             .draw_series(LineSeries::new(line, color.stroke_width(2)))
             .map_err(err)?
-            .label(name.clone())
+            .label(label)
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
             });
@@ -114,89 +177,6 @@ pub fn latency_chart(
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(err)?;
-    root.present().map_err(err)
-}
-
-/// A grouped bar chart: one group per category, one bar per series (missing values: no bar).
-pub fn bar_chart(
-    path: &Path,
-    title: &str,
-    y_desc: &str,
-    categories: &[String],
-    series: &[(String, Vec<Option<f64>>)],
-) -> Result<(), String> {
-    let n = categories.len().max(1);
-    let width = (160 + 34 * n * series.len().max(1)).clamp(700, 6000) as u32;
-    let root = SVGBackend::new(path, (width, 560)).into_drawing_area();
-    root.fill(&WHITE).map_err(err)?;
-    let max_y = series
-        .iter()
-        .flat_map(|(_, v)| v.iter().flatten())
-        .fold(0.0f64, |a, &b| a.max(b))
-        .max(1e-9)
-        * 1.15;
-    let longest = categories.iter().map(|c| c.len()).max().unwrap_or(4) as u32;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 20))
-        .margin(15)
-        .x_label_area_size((longest * 7 + 20).min(260))
-        .y_label_area_size(80)
-        .build_cartesian_2d(0f64..n as f64, 0f64..max_y)
-        .map_err(err)?;
-    let cats = categories.to_vec();
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .y_desc(y_desc)
-        .x_labels(2 * n + 1)
-        .x_label_style(
-            ("sans-serif", 12)
-                .into_font()
-                .transform(FontTransform::Rotate90),
-        )
-        .x_label_formatter(&move |x| {
-            let i = x.floor() as usize;
-            if (x.fract() - 0.5).abs() < 1e-6 && i < cats.len() {
-                cats[i].clone()
-            } else {
-                String::new()
-            }
-        })
-        .y_label_formatter(&|y| {
-            if *y >= 1e6 {
-                format!("{:.1}M", y / 1e6)
-            } else if *y >= 1e3 {
-                format!("{:.0}k", y / 1e3)
-            } else {
-                format!("{y:.2}")
-            }
-        })
-        .draw()
-        .map_err(err)?;
-    let k = series.len().max(1) as f64;
-    let bar = 0.8 / k;
-    for (si, (name, vals)) in series.iter().enumerate() {
-        let color = Palette99::pick(si).to_rgba();
-        chart
-            .draw_series(vals.iter().enumerate().filter_map(|(ci, v)| {
-                let v = (*v)?;
-                let x0 = ci as f64 + 0.1 + si as f64 * bar;
-                Some(Rectangle::new(
-                    [(x0, 0.0), (x0 + bar * 0.92, v)],
-                    color.filled(),
-                ))
-            }))
-            .map_err(err)?
-            .label(name.clone())
-            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()
@@ -220,69 +200,49 @@ pub fn cells_and_brokers(runs: &[RunRecord]) -> (Vec<(usize, String)>, Vec<Strin
     (cells, brokers)
 }
 
-/// Writes every chart for `runs` into `dir`.
-pub fn write_all(dir: &Path, runs: &[RunRecord]) -> Result<ChartFiles, String> {
-    let (cells, brokers) = cells_and_brokers(runs);
-    let find = |ci: usize, b: &str| {
-        runs.iter()
-            .find(|r| r.cell_index == ci && r.broker.name == b && r.status != Status::Skipped)
-    };
+/// Writes every chart of a report into `dir`.
+pub fn write_all(dir: &Path, rep: &super::Report) -> Result<ChartFiles, String> {
     let mut files = ChartFiles::default();
     let charts = dir.join("charts");
     std::fs::create_dir_all(&charts).map_err(|e| format!("{}: {e}", charts.display()))?;
-    for (ci, name) in &cells {
-        let curves: Vec<(String, Vec<(f64, f64)>)> = brokers
-            .iter()
-            .filter_map(|b| {
-                let c = find(*ci, b)?.histogram()?.percentile_curve();
-                (!c.is_empty()).then(|| (b.clone(), c))
-            })
-            .collect();
+    for cell in &rep.cells {
+        let curves = cell_curves(rep, cell.index);
         if curves.is_empty() {
             continue;
         }
-        let file = format!("charts/latency-{ci:03}.svg");
-        latency_chart(&dir.join(&file), &format!("latency: {name}"), &curves)?;
-        files.latency.insert(*ci, file);
-    }
-    let names: Vec<String> = cells.iter().map(|(_, n)| n.clone()).collect();
-    let series = |f: &dyn Fn(&RunRecord) -> Option<f64>| -> Vec<(String, Vec<Option<f64>>)> {
-        brokers
-            .iter()
-            .map(|b| {
-                (
-                    b.clone(),
-                    cells
-                        .iter()
-                        .map(|(ci, _)| find(*ci, b).and_then(f))
-                        .collect(),
-                )
-            })
-            .collect()
-    };
-    let tp = series(&|r| Some(r.throughput_msgs_s));
-    if tp.iter().any(|(_, v)| v.iter().any(Option::is_some)) {
-        bar_chart(
-            &dir.join("charts/throughput.svg"),
-            "delivered messages per second",
-            "msgs/s",
-            &names,
-            &tp,
+        let file = format!("charts/latency-{:03}.svg", cell.index);
+        latency_chart(
+            &dir.join(&file),
+            &format!("latency: {}", cell.name),
+            &curves,
         )?;
-        files.throughput = Some("charts/throughput.svg".into());
+        files.latency.insert(cell.index, file);
     }
-    let cpu = series(&|r| r.broker_cpu.map(|c| c.us_per_msg));
-    if cpu.iter().any(|(_, v)| v.iter().any(Option::is_some)) {
-        bar_chart(
-            &dir.join("charts/cpu_per_msg.svg"),
-            "broker CPU per delivered message (lower is better)",
-            "CPU µs / msg",
-            &names,
-            &cpu,
-        )?;
-        files.cpu_per_msg = Some("charts/cpu_per_msg.svg".into());
-    }
+    files.families = super::multiples::write_families(dir, rep)?;
     Ok(files)
+}
+
+/// The latency curves of one cell, one per broker that has measured repeats.
+pub fn cell_curves(rep: &super::Report, cell: usize) -> Vec<LatencyCurve> {
+    rep.brokers
+        .iter()
+        .enumerate()
+        .filter_map(|(bi, b)| {
+            let hists: Vec<LatencyHistogram> = rep
+                .runs
+                .iter()
+                .filter(|r| r.cell_index == cell && &r.broker.name == b && r.status == Status::Ok)
+                .filter_map(|r| r.histogram())
+                .collect();
+            let points = latency_band(&hists);
+            (!points.is_empty()).then(|| LatencyCurve {
+                broker: b.clone(),
+                color: bi,
+                repeats: hists.len(),
+                points,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -307,46 +267,66 @@ mod tests {
     }
 
     #[test]
-    fn charts_are_valid_svg_with_every_series() {
+    fn latency_bands_take_the_median_and_range_of_repeats() {
+        let hist = |k: u64| {
+            let mut h = LatencyHistogram::new();
+            for i in 1..=1000u64 {
+                h.record(i * k * 1000);
+            }
+            h
+        };
+        let band = latency_band(&[hist(1), hist(3), hist(2)]);
+        let (p, med, lo, hi) = band[0];
+        assert_eq!(p, 0.0);
+        assert!((lo - 1.0).abs() < 0.01 && (med - 2.0).abs() < 0.01 && (hi - 3.0).abs() < 0.01);
+        assert!(
+            band.last().unwrap().0 > 99.8,
+            "1000 samples support three nines"
+        );
+        assert!(band.iter().all(|&(_, m, l, h)| l <= m && m <= h));
+        assert!(latency_band(&[]).is_empty());
+    }
+
+    #[test]
+    fn latency_charts_are_valid_svg_with_every_broker_and_band() {
         let dir = std::env::temp_dir().join(format!("loadgen-chart-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let curve = |k: f64| {
             (0..=20)
                 .map(|i| {
+                    let v = k * (1.0 + i as f64);
                     (
                         100.0 - 100.0 * 10f64.powf(-(i as f64) / 5.0),
-                        k * (1.0 + i as f64),
+                        v,
+                        v * 0.9,
+                        v * 1.1,
                     )
                 })
                 .collect::<Vec<_>>()
         };
         let p = dir.join("lat.svg");
+        let c = |b: &str, color, repeats, k| LatencyCurve {
+            broker: b.into(),
+            color,
+            repeats,
+            points: curve(k),
+        };
         latency_chart(
             &p,
             "latency: x",
-            &[("alpha".into(), curve(10.0)), ("beta".into(), curve(30.0))],
+            &[c("alpha", 0, 3, 10.0), c("beta", 1, 1, 30.0)],
         )
         .unwrap();
         let svg = std::fs::read_to_string(&p).unwrap();
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
-        assert!(svg.contains("alpha") && svg.contains("beta") && svg.contains("99.9%"));
-        let p = dir.join("bars.svg");
-        let cats = vec!["cell-a".to_string(), "cell-b".to_string()];
-        bar_chart(
-            &p,
-            "tp",
-            "msgs/s",
-            &cats,
-            &[
-                ("alpha".into(), vec![Some(5.0), None]),
-                ("beta".into(), vec![Some(7.0), Some(2.0)]),
-            ],
-        )
-        .unwrap();
-        let svg = std::fs::read_to_string(&p).unwrap();
-        assert!(svg.contains("cell-a") && svg.contains("cell-b") && svg.contains("beta"));
-        // Three bars (one value missing) plus legend swatches, drawn as rects.
-        assert!(svg.matches("<rect").count() >= 3 + 2);
+        assert!(
+            svg.contains("alpha (median of 3") && svg.contains("beta") && svg.contains("99.9%")
+        );
+        assert_eq!(
+            svg.matches("<polygon").count(),
+            1,
+            "a band for the repeated broker only"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

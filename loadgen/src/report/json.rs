@@ -7,11 +7,13 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::procstat::CpuSource;
 use crate::scenario::Scenario;
+use crate::signal::{SignalCheck, SignalRule};
 use crate::stats::{Counters, LatencyHistogram, Percentiles};
 
 /// Version of the JSON layout.
-pub const SCHEMA: u32 = 1;
+pub const SCHEMA: u32 = 2;
 
 /// Did the run produce a result?
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,13 +79,20 @@ impl MachineInfo {
 /// Broker CPU over the measured interval.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct BrokerCpu {
-    /// CPU seconds (user + system, all threads).
+    /// CPU seconds (run time of all threads).
     pub cpu_s: f64,
     /// Percent of one core.
     pub cpu_pct: f64,
     /// CPU microseconds per delivered measured message.
     pub us_per_msg: f64,
     pub threads: u64,
+    /// Where `cpu_s` came from (schema 1 files: always `stat`).
+    #[serde(default)]
+    pub source: CpuSource,
+    /// `cpu_s` in the source's own unit: nanoseconds (schedstat) or clock ticks (stat); few
+    /// ticks make the figure coarse.
+    #[serde(default)]
+    pub raw: u64,
 }
 
 /// Broker memory during the measured interval.
@@ -116,6 +125,9 @@ pub struct RunRecord {
     pub suite: String,
     /// Position of the cell in the suite (orders tables and charts).
     pub cell_index: usize,
+    /// Which repeat of the cell (0-based); brokers alternate between repeats.
+    #[serde(default)]
+    pub repeat: u32,
     pub scenario: Scenario,
     pub broker: BrokerInfo,
     pub status: Status,
@@ -147,6 +159,15 @@ pub struct RunRecord {
     pub loadgen_cpu: LoadgenCpu,
     pub failures: Vec<String>,
     pub warnings: Vec<String>,
+    /// Whether the run gathered enough messages and broker CPU to be trusted.
+    #[serde(default)]
+    pub signal: SignalCheck,
+    /// The rule `signal` was checked against (also the spread limit of the reports).
+    #[serde(default)]
+    pub signal_rule: SignalRule,
+    /// Set when a first attempt gathered too little signal and the run was re-done longer.
+    #[serde(default)]
+    pub extended: Option<String>,
 }
 
 impl RunRecord {
@@ -169,10 +190,11 @@ impl RunRecord {
                 .collect::<String>()
         };
         format!(
-            "{:03}-{}--{}.json",
+            "{:03}-{}--{}--r{}.json",
             self.cell_index,
             safe(&self.scenario.name),
-            safe(&self.broker.name)
+            safe(&self.broker.name),
+            self.repeat
         )
     }
 }
@@ -203,6 +225,6 @@ pub fn read_dir(dir: &Path) -> Result<Vec<RunRecord>, String> {
             serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?;
         out.push(rec);
     }
-    out.sort_by_key(|r| (r.cell_index, r.started_unix));
+    out.sort_by_key(|r| (r.cell_index, r.repeat, r.started_unix));
     Ok(out)
 }
