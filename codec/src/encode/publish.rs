@@ -45,6 +45,10 @@ impl<'a> PublishRef<'a> {
 
 /// Appends the PUBLISH `p`, encoded for `version`, to `out`; returns the bytes written. The
 /// same bytes as [`encode`] of the equivalent [`Publish`].
+///
+/// `#[inline]` (here and on the helpers it calls): this runs once per delivery in the broker,
+/// another crate, where it was inlined before the codec became its own crate.
+#[inline]
 pub fn encode_publish(p: &PublishRef, version: ProtocolVersion, out: &mut BytesMut) -> usize {
     let v5 = version.is_v5();
     let remaining = publish_len(p, v5);
@@ -62,6 +66,7 @@ pub fn publish_encoded_len(p: &PublishRef, version: ProtocolVersion) -> usize {
     1 + var_int_len(remaining) + remaining
 }
 
+#[inline]
 pub(super) fn publish_len(p: &PublishRef, v5: bool) -> usize {
     2 + p.topic.len()
         + if p.qos as u8 > 0 { 2 } else { 0 }
@@ -74,6 +79,7 @@ pub(super) fn publish_len(p: &PublishRef, v5: bool) -> usize {
         + p.payload.len()
 }
 
+#[inline]
 pub(super) fn put_publish(out: &mut BytesMut, p: &PublishRef, v5: bool) {
     put_str(out, p.topic);
     if p.qos as u8 > 0 {
