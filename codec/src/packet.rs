@@ -113,7 +113,7 @@ impl ByteStr {
     /// The same string in an allocation of its own. A decoded string is a slice of the
     /// connection's read buffer, and any slice keeps that whole buffer (4 KiB or more) alive:
     /// strings kept for a session's lifetime (client id, subscription filters, will topic)
-    /// are copied with this so that idle sessions do not pin read buffers (issue #7).
+    /// are copied with this so that idle sessions do not pin read buffers.
     pub fn unshared(&self) -> ByteStr {
         ByteStr(Bytes::copy_from_slice(&self.0))
     }

@@ -326,7 +326,7 @@ enum Inner {
         /// User name or client id holds `+` or `#`: patterns refuse everything.
         dangerous: bool,
         /// Substituted patterns. Boxed: every session holds a `ClientAcl`, most of them
-        /// `AllowAll`, and the enum is as large as its largest variant (issue #7).
+        /// `AllowAll`, and the enum is as large as its largest variant.
         patterns: Box<Rules>,
     },
 }

@@ -296,7 +296,7 @@ impl Shard {
     /// then everything the resumed session still owes the client.
     fn attach(&mut self, key: usize, connect: Connect, client_id: ByteStr, assigned: bool) -> bool {
         // The session, its registry entry and the connection keep the id for their lifetime:
-        // a copy of its own, so that it does not pin the CONNECT's read buffer (issue #7).
+        // a copy of its own, so that it does not pin the CONNECT's read buffer.
         let client_id = client_id.unshared();
         let config = &self.shared.config;
         let v5 = connect.version.is_v5();

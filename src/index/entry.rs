@@ -26,7 +26,7 @@ pub struct Entry {
 /// The subscriptions ending at one node. Order does not matter (the router merges per
 /// session), so removal is `swap_remove`; a list that grows past [`EntryList::INDEXED`]
 /// also keeps a position map, so that a SUBSCRIBE or UNSUBSCRIBE on a topic with 10k
-/// subscribers costs O(1) rather than a scan (issue 7: subscribe cost independent of the
+/// subscribers costs O(1) rather than a scan (subscribe cost independent of the
 /// number of subscriptions). Small lists, the common case, stay a plain `Vec`.
 #[derive(Debug, Default)]
 pub(super) struct EntryList {

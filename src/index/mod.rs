@@ -11,7 +11,7 @@
 //! other shard per subscription change, both independent of the number of subscriptions.
 //!
 //! # Shape
-//! Two structures, chosen by the filter (issue 7):
+//! Two structures, chosen by the filter:
 //! - **Exact filters** (no `+` or `#`, by far the most common: one per device) live only in a
 //!   hash table keyed by the whole filter, which is also the only topic it matches. A publish
 //!   hashes its topic once and finds them with one probe, however many levels the topic has.

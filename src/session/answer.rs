@@ -6,7 +6,7 @@ use crate::protocol::{Packet, PubResp, Publish};
 
 /// A PUBLISH the session decided to send: the delivery and its per-send fields. The shard
 /// encodes it straight from the shared message (`Message::publish_ref`); no `Publish` is
-/// built per delivery (issue #7).
+/// built per delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SendPublish {
     pub delivery: Delivery,

@@ -32,7 +32,7 @@ pub struct Limits {
     /// reached applies.
     ///
     /// Both limits are 32-bit (a larger setting counts as 4 Gi messages or 4 GiB), so that
-    /// every session's copy of them takes 8 bytes, not 16 (issue #7: memory per connection).
+    /// every session's copy of them takes 8 bytes, not 16 (memory per connection).
     pub max_queued_bytes: u32,
     /// The client's Maximum Packet Size (0 = none): larger PUBLISHes are not sent to it
     /// ([MQTT-3.1.2-25]) but dropped as if delivered.

@@ -7,7 +7,7 @@ use crate::protocol::Publish;
 /// Incoming QoS 2 state: the packet ids awaiting PUBREL and the 3.x PUBLISHes waiting for one
 /// of them to be released. Allocates nothing until its first id: an empty `HashSet` is 48
 /// bytes inline, paid by every session, while only QoS 2 publishers ever hold an id
-/// (issue #7: memory per idle connection).
+/// (memory per idle connection).
 #[derive(Debug, Default)]
 pub struct PacketIdSet(pub(super) Option<Box<IncomingQos2>>);
 

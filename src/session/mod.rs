@@ -54,7 +54,7 @@ pub struct Session {
     ///
     /// A `BTreeMap`: 24 bytes and no allocation while empty, where a `HashMap` takes 48 in
     /// every session (its hasher's keys among them); a session's own subscriptions are few,
-    /// and routing never looks here (issue #7: memory per connection).
+    /// and routing never looks here (memory per connection).
     pub subscriptions: BTreeMap<ByteStr, Subscription>,
     /// Outgoing QoS 1/2 messages not yet fully acknowledged, in send order.
     pub inflight: VecDeque<Inflight>,
@@ -73,7 +73,7 @@ pub struct Session {
     pub version: ProtocolVersion,
     /// The will of the current connection. Boxed, like `pending_will`: a `Will` is ~470 bytes
     /// (its MQTT 5 properties) and most sessions have none, while every session pays for what
-    /// is inline here (issue #7: memory per idle connection).
+    /// is inline here (memory per idle connection).
     pub will: Option<Box<Will>>,
     /// A will waiting for its Will Delay Interval to pass (MQTT 5) while disconnected, and
     /// when it is due. One box for both: 8 bytes in every session instead of 24.

@@ -64,7 +64,7 @@ pub struct Conn {
     pub auth: Auth,
     /// MQTT 5 topic aliases set by the client (index = alias - 1), `max_topic_alias` of
     /// them once the client set its first (a boxed slice: 16 bytes inline where a `Vec`
-    /// takes 24, in every connection; issue #7, memory per connection).
+    /// takes 24, in every connection).
     pub topic_aliases: Box<[Option<ByteStr>]>,
     /// The client's Request Problem Information (MQTT 5): reason strings only when true.
     pub problem_info: bool,
@@ -101,7 +101,7 @@ pub struct OutgoingAliases {
     /// The client's Topic Alias Maximum (0 = none, or disabled by `topic_alias_to_clients`).
     pub max: u16,
     /// Boxed and created at the first alias: an empty `HashMap` is 48 bytes in every
-    /// connection, and most clients never get an alias (issue #7: memory per connection).
+    /// connection, and most clients never get an alias (memory per connection).
     #[allow(clippy::box_collection)] // the box is the point: 8 bytes inline instead of 48
     by_topic: Option<Box<std::collections::HashMap<ByteStr, u16>>>,
 }

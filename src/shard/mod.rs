@@ -283,7 +283,7 @@ mod tests {
     use super::*;
 
     /// Every connection and every session pays for these structs whether it is busy or not
-    /// (issue #7: 10k idle connections; with them at these sizes midge's RSS per idle
+    /// (10k idle connections; with them at these sizes midge's RSS per idle
     /// connection is on par with mosquitto's). Rarely used parts are boxed or allocated on
     /// first use (wills, TLS, outgoing topic aliases, QoS 2 ids, ACL patterns); a field that
     /// pushes these past the bounds should be treated the same, or the bound raised on purpose.

@@ -2,7 +2,7 @@
 //!
 //! Why: a routed message is one `Arc<Message>` shared by every subscriber and shard (see
 //! `message`), and allocating it was the last heap allocation per PUBLISH on the hot path
-//! (issue #7, `tests/alloc.rs`). The last holder of a message may be any shard, a session
+//! (`tests/alloc.rs` counts them). The last holder of a message may be any shard, a session
 //! queue or the retained store, so the `Arc` cannot be handed back on drop without a shared
 //! free list (a lock or atomics per message). Instead the publishing shard keeps one clone of
 //! each message it hands out (`live`) and, once per loop turn, looks at a bounded number of

@@ -1,8 +1,8 @@
 //! What a shard sends to other shards during one loop turn, batched per destination.
 //!
 //! Why: pushing one inbox item per message per destination into an unbounded channel cost a
-//! heap allocation every ~31 items (the channel's blocks) and one queue operation per message
-//! (issue #7). Instead every item for shard `to` — deliveries, replica updates, adopted
+//! heap allocation every ~31 items (the channel's blocks) and one queue operation per message.
+//! Instead every item for shard `to` — deliveries, replica updates, adopted
 //! connections, in the order they were produced — is appended to `pending[to]`, and
 //! [`Outbox::send`] pushes the whole Vec as ONE [`Batch`] at the end of the turn. The inbox
 //! queues are bounded and preallocated, and a drained batch's Vec goes back to its sender

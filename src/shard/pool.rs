@@ -1,7 +1,7 @@
 //! The shard's pool of connection buffers.
 //!
 //! A connection holds a read buffer only while it has unparsed input and a write buffer only
-//! while it has unsent output; otherwise its buffers come back here (issue #7: with two 4 KiB
+//! while it has unsent output; otherwise its buffers come back here (with two 4 KiB
 //! buffers per connection kept while idle, 10k idle connections cost midge 163 MiB against
 //! mosquitto's 17 MiB). Busy connections take a buffer and give it back in the same loop turn,
 //! so a handful of pooled buffers serve any number of idle connections.
@@ -44,7 +44,7 @@ pub const MAX_POOLED: usize = 64 * 1024;
 /// that writes to more connections than the pool holds allocates the difference; the pool
 /// keeps what comes back, up to this bound, so the next such turn allocates nothing.
 ///
-/// Why adaptive and not a fixed 64 buffers (issue #7): 1000 point-to-point pairs write to a
+/// Why adaptive and not a fixed 64 buffers: 1000 point-to-point pairs write to a
 /// few hundred subscribers per turn, and with 64 pooled buffers the rest were allocated and
 /// freed every turn, which also made glibc trim and refault its heap: 5% of the broker's
 /// samples (malloc, free, `sysmalloc`, page faults) in that profile.

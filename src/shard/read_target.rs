@@ -12,7 +12,7 @@ use super::pool::{BufferPool, BUFFER_SIZE, MAX_READ_SIZE, MIN_READ, SHRINK_AFTER
 /// have not filled its buffer for [`SHRINK_AFTER_TICKS`] ticks goes back to [`BUFFER_SIZE`]
 /// and gives up a large empty buffer.
 ///
-/// Why (issue #7): a busy connection used to grow to 64 KiB at its first few reads and keep
+/// Why: a busy connection used to grow to 64 KiB at its first few reads and keep
 /// it, so 1000 point-to-point publishers that never had more than a kilobyte waiting cost
 /// 64 MiB of read buffers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

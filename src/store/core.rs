@@ -10,7 +10,7 @@
 //! to it was written or failed) and `durable` (every ticket up to it is on disk). It wakes the
 //! shards whose batches it wrote. While it syncs, the shards go on reading, routing and
 //! queueing the next group, so the disk's latency overlaps the CPU work instead of adding to
-//! it (issue 6: with the old leader/follower commit, both shards stopped for every fsync).
+//! it (with the old leader/follower commit, both shards stopped for every fsync).
 //!
 //! Lock order: `queue` is never held while taking `writer` or `engine`; `writer` may be held
 //! while taking `engine`. The flusher thread (interval policy) takes only `engine`.

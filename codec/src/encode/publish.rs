@@ -12,7 +12,7 @@ use crate::properties::{
 /// A PUBLISH made of borrowed parts: the shared message's topic, properties and payload and
 /// one delivery's fields. Why: encoding a delivery from this writes the bytes directly into
 /// the connection's buffer; building a [`Publish`] per delivery cloned the whole
-/// `Properties` (about 470 bytes) and, with topic aliases, cloned it again (issue #7).
+/// `Properties` (about 470 bytes) and, with topic aliases, cloned it again.
 #[derive(Debug, Clone, Copy)]
 pub struct PublishRef<'a> {
     pub dup: bool,
