@@ -99,7 +99,9 @@ impl SysWatch {
 fn sys_tree_names_values_and_movement() {
     let broker = Broker::start_with(&["sys_interval 1", "shards 2"]);
     let port = broker.port();
-    let mut w = SysWatch::start(port, &[]);
+    // On shard 1, not the publishing shard 0: the tree crosses shards like any message.
+    let id = common::id_on_shard("sys", 1, 2);
+    let mut w = SysWatch::start(port, &["-i", &id]);
     let all = w.until(Duration::from_secs(6), |w| {
         TOPICS.iter().all(|t| w.latest.contains_key(*t))
     });
