@@ -21,6 +21,7 @@ const TOPICS: &[&str] = &[
     "$SYS/broker/clients/active",
     "$SYS/broker/clients/disconnected",
     "$SYS/broker/clients/inactive",
+    "$SYS/broker/clients/expired",
     "$SYS/broker/messages/received",
     "$SYS/broker/messages/sent",
     "$SYS/broker/publish/messages/received",

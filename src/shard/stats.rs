@@ -13,6 +13,8 @@ pub struct Stats {
     pub connections: u64,
     /// Sessions homed here now, connected or not (as of the shard's last tick).
     pub sessions: u64,
+    /// Sessions ended because their expiry interval ran out while disconnected.
+    pub sessions_expired: u64,
     /// PUBLISH packets received from clients, wills included.
     pub messages_in: u64,
     /// PUBLISH packets written to clients' buffers.
@@ -48,6 +50,7 @@ macro_rules! each_counter {
         $m!(
             connections,
             sessions,
+            sessions_expired,
             messages_in,
             messages_out,
             packets_in,
@@ -70,6 +73,7 @@ macro_rules! each_counter {
 pub struct StatsSlot {
     connections: AtomicU64,
     sessions: AtomicU64,
+    sessions_expired: AtomicU64,
     messages_in: AtomicU64,
     messages_out: AtomicU64,
     packets_in: AtomicU64,

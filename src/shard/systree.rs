@@ -33,6 +33,7 @@ const TOPICS: &[&[&str]] = &[
         "$SYS/broker/clients/disconnected",
         "$SYS/broker/clients/inactive",
     ],
+    &["$SYS/broker/clients/expired"],
     &["$SYS/broker/messages/received"],
     &["$SYS/broker/messages/sent"],
     &["$SYS/broker/publish/messages/received"],
@@ -48,7 +49,7 @@ const TOPICS: &[&[&str]] = &[
 
 /// The figures of [`TOPICS`], in its order, from the broker-wide counters and the highest
 /// client count seen so far (`maximum`, updated here as mosquitto does).
-fn figures(s: &Stats, maximum: &mut u64) -> [u64; 15] {
+fn figures(s: &Stats, maximum: &mut u64) -> [u64; 16] {
     // mosquitto: total = all client contexts (connected or holding a session), connected =
     // those with a socket, disconnected = the difference.
     let total = s.sessions.max(s.connections);
@@ -58,6 +59,7 @@ fn figures(s: &Stats, maximum: &mut u64) -> [u64; 15] {
         *maximum,
         s.connections,
         total - s.connections,
+        s.sessions_expired,
         s.packets_in,
         s.packets_out,
         s.messages_in,
@@ -82,7 +84,7 @@ pub(crate) struct SysTree {
     version_sent: bool,
     maximum: u64,
     /// The figures last published, `None` before the first publication.
-    last: Option<[u64; 15]>,
+    last: Option<[u64; 16]>,
 }
 
 impl SysTree {
