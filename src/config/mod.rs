@@ -110,6 +110,9 @@ pub struct Config {
     pub message_size_limit: u32,
     /// `retain_available`.
     pub retain_available: bool,
+    /// `sys_interval`: seconds between two publications of the `$SYS/broker/...` tree
+    /// (default 10, as mosquitto; 0 = no `$SYS` tree).
+    pub sys_interval: u16,
     /// `max_qos`: the highest QoS clients may publish or be granted (default 2).
     pub max_qos: u8,
     /// `max_topic_alias`: topic aliases an MQTT 5 client may use toward the broker
@@ -204,6 +207,7 @@ impl Default for Config {
             max_packet_size: DEFAULT_MAX_PACKET_SIZE,
             message_size_limit: 0,
             retain_available: true,
+            sys_interval: 10,
             max_qos: 2,
             max_topic_alias: 10,
             topic_alias_to_clients: true,

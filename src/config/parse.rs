@@ -421,8 +421,8 @@ impl Parser {
                 ignored(pos, &mut self.config, option);
             }
             "sys_interval" => {
-                parse_int(pos, option, one(pos, option, rest)?, 0, 65535)?;
-                ignored(pos, &mut self.config, option);
+                self.config.sys_interval =
+                    parse_int(pos, option, one(pos, option, rest)?, 0, 65535)? as u16;
             }
             _ => return Err(pos.unknown(option)),
         }

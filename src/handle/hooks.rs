@@ -133,13 +133,16 @@ impl Shard {
     #[inline]
     pub(crate) fn message_in(&mut self, msg: SharedMessage) -> bool {
         self.stats.messages_in += 1;
+        self.stats.publish_bytes_in += msg.payload.len() as u64;
         self.route(msg)
     }
 
-    /// A PUBLISH was written to a client's buffer.
+    /// A PUBLISH with `payload_len` bytes of payload was written to a client's buffer.
     #[inline]
-    pub(crate) fn message_out(&mut self) {
+    pub(crate) fn message_out(&mut self, payload_len: usize) {
         self.stats.messages_out += 1;
+        self.stats.packets_out += 1;
+        self.stats.publish_bytes_out += payload_len as u64;
     }
 
     /// The client of session `slot` is connected (its CONNACK accepted it).
@@ -153,8 +156,11 @@ impl Shard {
         self.stats.connections = self.stats.connections.saturating_sub(1);
     }
 
-    /// The shard's tick (a few times a second): publishes this shard's counters.
-    pub(crate) fn on_tick(&mut self, _now: Instant) {
+    /// The shard's tick (a few times a second): publishes this shard's counters, and on
+    /// the shard that owns it, the `$SYS` tree when it is due.
+    pub(crate) fn on_tick(&mut self, now: Instant) {
+        self.stats.sessions = self.sessions.len() as u64;
         self.shared.stats_slot(self.id).publish(&self.stats);
+        self.sys_tree_tick(now);
     }
 }

@@ -17,6 +17,7 @@ use crate::shard::{Close, Shard};
 impl Shard {
     /// Dispatches one decoded packet.
     pub(crate) fn handle_packet(&mut self, key: usize, packet: Packet) -> bool {
+        self.stats.packets_in += 1;
         let Some(conn) = self.conns.get(key) else {
             return false;
         };

@@ -316,6 +316,7 @@ impl Shard {
         self.buffers.ensure(&mut conn.wbuf);
         protocol::encode(packet, version, &mut conn.wbuf);
         conn.mark_dirty(key, &mut self.dirty);
+        self.stats.packets_out += 1;
     }
 
     /// Encodes a PUBLISH a session decided to send, straight from the shared message.
@@ -346,9 +347,10 @@ impl Shard {
                 }
             }
         }
+        let payload_len = publish.payload.len();
         protocol::encode_publish(&publish, version, &mut conn.wbuf);
         conn.mark_dirty(key, &mut self.dirty);
-        self.message_out();
+        self.message_out(payload_len);
     }
 
     fn interest(conn: &Conn) -> Interest {

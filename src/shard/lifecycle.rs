@@ -118,6 +118,7 @@ impl Shard {
             }
         }
         for slot in ended {
+            self.stats.sessions_expired += 1;
             log::info!(
                 "Session of {} expired.",
                 self.sessions[slot].session.client_id

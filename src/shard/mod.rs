@@ -32,6 +32,7 @@ mod read_target;
 mod route;
 mod shared;
 pub mod stats;
+mod systree;
 mod trim;
 
 use std::sync::Arc;
@@ -158,6 +159,8 @@ pub struct Shard {
     lingering: linger::Lingering,
     /// This shard's counters (published to `shared` at each tick).
     pub(crate) stats: stats::Stats,
+    /// The `$SYS` tree's schedule and last figures (published by one shard only).
+    pub(crate) sys_tree: systree::SysTree,
     /// Bytes the sessions recovered at start-up hold (`memory_limit`), counted on the shard
     /// thread at its first turn (recovery runs on the main thread).
     held_recovered: usize,
@@ -187,6 +190,8 @@ impl Shard {
             w.client(move || me.wake())
         });
         let accept_rate = RateLimit::per_second(shared.config.connection_rate_limit, n);
+        let sys_tree =
+            systree::SysTree::new(id, shared.config.sys_interval, std::time::Instant::now());
         let qos0_backlog_limit = match shared.config.max_queued_bytes {
             0 => SLOW_CONSUMER_BACKLOG,
             limit => limit,
@@ -233,6 +238,7 @@ impl Shard {
             outbox: outbox::Outbox::new(id, n, inbox_free),
             held_recovered: 0,
             stats: stats::Stats::default(),
+            sys_tree,
         })
     }
 

@@ -11,10 +11,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct Stats {
     /// Client connections open now (accepted or adopted here, not yet closed or moved).
     pub connections: u64,
+    /// Sessions homed here now, connected or not (as of the shard's last tick).
+    pub sessions: u64,
+    /// Sessions ended because their expiry interval ran out while disconnected.
+    pub sessions_expired: u64,
     /// PUBLISH packets received from clients, wills included.
     pub messages_in: u64,
     /// PUBLISH packets written to clients' buffers.
     pub messages_out: u64,
+    /// MQTT packets of any type decoded from clients.
+    pub packets_in: u64,
+    /// MQTT packets of any type written to clients' buffers.
+    pub packets_out: u64,
+    /// Payload bytes of the PUBLISH packets counted by `messages_in`.
+    pub publish_bytes_in: u64,
+    /// Payload bytes of the PUBLISH packets counted by `messages_out`.
+    pub publish_bytes_out: u64,
     /// Bytes read from client sockets.
     pub bytes_in: u64,
     /// Bytes written to client sockets.
@@ -37,8 +49,14 @@ macro_rules! each_counter {
     ($m:ident) => {
         $m!(
             connections,
+            sessions,
+            sessions_expired,
             messages_in,
             messages_out,
+            packets_in,
+            packets_out,
+            publish_bytes_in,
+            publish_bytes_out,
             bytes_in,
             bytes_out,
             publishes_dropped,
@@ -54,8 +72,14 @@ macro_rules! each_counter {
 #[derive(Debug, Default)]
 pub struct StatsSlot {
     connections: AtomicU64,
+    sessions: AtomicU64,
+    sessions_expired: AtomicU64,
     messages_in: AtomicU64,
     messages_out: AtomicU64,
+    packets_in: AtomicU64,
+    packets_out: AtomicU64,
+    publish_bytes_in: AtomicU64,
+    publish_bytes_out: AtomicU64,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     publishes_dropped: AtomicU64,

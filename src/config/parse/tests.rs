@@ -448,7 +448,7 @@ fn protocol() {
 fn accepted_but_ignored_options_warn() {
     let text = "pid_file /run/mosquitto/mosquitto.pid\nuser mosquitto\n\
                 persistence_file mosquitto.db\n\
-                autosave_interval 1800\nsys_interval 10\nconnection_messages true\n\
+                autosave_interval 1800\nconnection_messages true\n\
                 log_timestamp true\nlog_timestamp_format %Y-%m-%dT%H:%M:%S\nset_tcp_nodelay true";
     let c = parse(text);
     let options = [
@@ -456,7 +456,6 @@ fn accepted_but_ignored_options_warn() {
         "user",
         "persistence_file",
         "autosave_interval",
-        "sys_interval",
         "connection_messages",
         "log_timestamp",
         "log_timestamp_format",

@@ -1,0 +1,208 @@
+//! The `$SYS/broker/...` tree, read as operators read mosquitto's: `mosquitto_sub -t '$SYS/#'`.
+//! Topic names are mosquitto 2.0's (`src/sys_tree.c`); with `MIDGE_TEST_BROKER=mosquitto` the
+//! same test runs against mosquitto, which is how the names are checked.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::auth_files::AuthFiles;
+use common::clients::{mosquitto_pub, MosqSub, Rumq};
+use common::Broker;
+
+/// Every topic midge publishes (a subset of mosquitto's tree), all numbers but the first two.
+const TOPICS: &[&str] = &[
+    "$SYS/broker/version",
+    "$SYS/broker/uptime",
+    "$SYS/broker/clients/total",
+    "$SYS/broker/clients/maximum",
+    "$SYS/broker/clients/connected",
+    "$SYS/broker/clients/active",
+    "$SYS/broker/clients/disconnected",
+    "$SYS/broker/clients/inactive",
+    "$SYS/broker/clients/expired",
+    "$SYS/broker/messages/received",
+    "$SYS/broker/messages/sent",
+    "$SYS/broker/publish/messages/received",
+    "$SYS/broker/publish/messages/sent",
+    "$SYS/broker/publish/messages/dropped",
+    "$SYS/broker/publish/bytes/received",
+    "$SYS/broker/publish/bytes/sent",
+    "$SYS/broker/bytes/received",
+    "$SYS/broker/bytes/sent",
+    "$SYS/broker/subscriptions/count",
+    "$SYS/broker/retained messages/count",
+];
+
+const RETAINED_COUNT: &str = "$SYS/broker/retained messages/count";
+
+/// A `$SYS/#` subscriber that remembers the latest value of each topic and every topic seen.
+struct SysWatch {
+    sub: MosqSub,
+    latest: HashMap<String, String>,
+    uptimes: usize,
+}
+
+impl SysWatch {
+    fn start(port: u16, extra: &[&str]) -> SysWatch {
+        let mut args = vec!["-t", "$SYS/#", "-W", "60"];
+        args.extend_from_slice(extra);
+        SysWatch {
+            sub: MosqSub::start(port, &args),
+            latest: HashMap::new(),
+            uptimes: 0,
+        }
+    }
+
+    /// Reads messages until `done` holds or `limit` passes; returns whether it held.
+    fn until(&mut self, limit: Duration, done: impl Fn(&SysWatch) -> bool) -> bool {
+        let deadline = Instant::now() + limit;
+        while !done(self) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            for m in self.sub.messages(1, left.min(Duration::from_millis(200))) {
+                if m.topic == "$SYS/broker/uptime" {
+                    self.uptimes += 1;
+                }
+                // The line format is "TOPIC PAYLOAD": put back the one topic with a space.
+                let line = format!("{} {}", m.topic, m.payload);
+                let (topic, payload) = match line.strip_prefix(RETAINED_COUNT) {
+                    Some(value) => (RETAINED_COUNT.to_string(), value.trim_start().to_string()),
+                    None => (m.topic, m.payload),
+                };
+                self.latest.insert(topic, payload);
+            }
+        }
+        true
+    }
+
+    fn number(&self, topic: &str) -> u64 {
+        let v = &self.latest[topic];
+        v.parse()
+            .unwrap_or_else(|_| panic!("{topic} is not a number: {v:?}"))
+    }
+
+    /// Waits for the next tick (one more `uptime`) and two more, so that every counter the
+    /// broker sums has been published since the last change the test made.
+    fn settle(&mut self) {
+        let want = self.uptimes + 2;
+        assert!(
+            self.until(Duration::from_secs(6), |w| w.uptimes >= want),
+            "no uptime for 6 s with sys_interval 1"
+        );
+    }
+}
+
+#[test]
+fn sys_tree_names_values_and_movement() {
+    let broker = Broker::start_with(&["sys_interval 1", "shards 2"]);
+    let port = broker.port();
+    // On shard 1, not the publishing shard 0: the tree crosses shards like any message.
+    let id = common::id_on_shard("sys", 1, 2);
+    let mut w = SysWatch::start(port, &["-i", &id]);
+    let all = w.until(Duration::from_secs(6), |w| {
+        TOPICS.iter().all(|t| w.latest.contains_key(*t))
+    });
+    let missing: Vec<_> = TOPICS
+        .iter()
+        .filter(|t| !w.latest.contains_key(**t))
+        .collect();
+    assert!(all, "topics never published: {missing:?}");
+
+    // Sane values, once the figures of a tick after this subscriber connected are in (the
+    // retained ones it first gets may be from before).
+    w.settle();
+    assert!(!w.latest["$SYS/broker/version"].is_empty());
+    let uptime = &w.latest["$SYS/broker/uptime"];
+    let secs = uptime
+        .strip_suffix(" seconds")
+        .expect("uptime: 'N seconds'");
+    assert!(secs.parse::<u64>().unwrap() < 60, "{uptime}");
+    for t in &TOPICS[2..] {
+        w.number(t);
+    }
+    assert!(w.number("$SYS/broker/clients/connected") >= 1);
+    assert_eq!(
+        w.latest["$SYS/broker/clients/connected"],
+        w.latest["$SYS/broker/clients/active"]
+    );
+    assert!(w.number("$SYS/broker/clients/maximum") >= w.number("$SYS/broker/clients/total"));
+    assert!(w.number("$SYS/broker/messages/sent") >= w.number("$SYS/broker/publish/messages/sent"));
+    assert!(w.number("$SYS/broker/bytes/received") > 0);
+
+    let received = w.number("$SYS/broker/publish/messages/received");
+    let packets = w.number("$SYS/broker/messages/received");
+    let bytes = w.number("$SYS/broker/publish/bytes/received");
+    let retained = w.number("$SYS/broker/retained messages/count");
+    let subscriptions = w.number("$SYS/broker/subscriptions/count");
+
+    // Three retained messages and two subscriptions held open.
+    for i in 0..3 {
+        mosquitto_pub(port, &["-t", &format!("sys/test/{i}"), "-m", "12345", "-r"]);
+    }
+    let (mut holder, _) = Rumq::connect(port, "sys-holder", true);
+    holder.subscribe("sys/a", 0);
+    holder.subscribe("sys/b/#", 1);
+    // A client may not publish into $SYS: the `$SYS/#` subscriber never sees it.
+    holder.publish("$SYS/x", "fake", 0, false);
+
+    // mosquitto 2.0 counts a PUBLISH in `publish/messages/received` only on some read paths
+    // (three mosquitto_pub runs and one more PUBLISH move it by one); midge counts each.
+    let want_received = if common::is_midge() {
+        received + 3
+    } else {
+        received + 1
+    };
+    let moved = w.until(Duration::from_secs(6), |w| {
+        w.number("$SYS/broker/publish/messages/received") >= want_received
+            && w.number("$SYS/broker/messages/received") > packets + 3
+            && w.number("$SYS/broker/publish/bytes/received") >= bytes + 15
+            && w.number("$SYS/broker/retained messages/count") == retained + 3
+            && w.number("$SYS/broker/subscriptions/count") == subscriptions + 2
+    });
+    assert!(
+        moved,
+        "counters did not move as expected: {:?}",
+        w.latest
+            .iter()
+            .filter(|(t, _)| t.contains("received") || t.contains("count"))
+            .collect::<Vec<_>>()
+    );
+    w.settle();
+    assert!(
+        !w.latest.contains_key("$SYS/x"),
+        "a client's $SYS publish was delivered"
+    );
+    assert_eq!(
+        w.number("$SYS/broker/retained messages/count"),
+        retained + 3,
+        "retained count must stay as the test left it"
+    );
+}
+
+#[test]
+fn acl_without_a_read_rule_hides_the_tree() {
+    let acl = "user alice\ntopic read $SYS/#\n\nuser bob\ntopic readwrite t/#\n";
+    let files = AuthFiles::new(&[("alice", "pa"), ("bob", "pb")], acl);
+    let broker = files.broker(false, &["sys_interval 1"]);
+    let port = broker.port();
+    let mut bob = SysWatch::start(port, &["-u", "bob", "-P", "pb"]);
+    let mut alice = SysWatch::start(port, &["-u", "alice", "-P", "pa"]);
+    assert!(
+        alice.until(Duration::from_secs(4), |w| w.uptimes >= 2),
+        "alice, who may read $SYS/#, got no uptime"
+    );
+    bob.until(Duration::from_secs(1), |_| false);
+    assert!(bob.latest.is_empty(), "bob read {:?}", bob.latest);
+}
+
+#[test]
+fn sys_interval_zero_publishes_nothing() {
+    let broker = Broker::start_with(&["sys_interval 0"]);
+    let mut w = SysWatch::start(broker.port(), &[]);
+    w.until(Duration::from_millis(2500), |_| false);
+    assert!(w.latest.is_empty(), "published: {:?}", w.latest);
+}
