@@ -1,0 +1,292 @@
+//! Managed broker processes: a provably free port, start as loadgen's child, detection that
+//! the child (and only it) listens, sampling, and stop by PID.
+
+use std::fs;
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::config::config_text;
+use super::table::{aedes_modules, ejabberd_lib, midge_shards, ERL_LIBS_DIR};
+use super::version::version_of;
+use super::{BrokerDef, Flavor, Limits};
+use crate::procstat::{self, Mem, ProcStat};
+
+/// Picks a loopback port that is free, proven by a plain bind (no SO_REUSEPORT) and by the
+/// absence of any listener on it.
+pub fn free_port() -> Result<u16, String> {
+    for _ in 0..20 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| format!("bind: {e}"))?
+            .port();
+        if port_is_free(port) {
+            return Ok(port);
+        }
+    }
+    Err("no free loopback port found in 20 tries".into())
+}
+
+/// True if nothing listens on `port` and a plain bind to it succeeds.
+pub fn port_is_free(port: u16) -> bool {
+    procstat::listening_inodes(port).is_empty() && TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+/// A broker that is running (or reachable) for one run.
+#[derive(Debug)]
+pub struct RunningBroker {
+    pub name: String,
+    pub addr: SocketAddr,
+    /// The PID whose /proc is sampled; `None` when not measured.
+    pub pid: Option<u32>,
+    pub version: String,
+    pub config: Option<String>,
+    /// Why CPU/RSS are not measured, when they are not.
+    pub not_measured: Option<String>,
+    start_ticks: u64,
+    child: Option<Child>,
+    /// A broker's working directory (ejabberd's Mnesia spool), removed when it stops.
+    scratch: Option<PathBuf>,
+}
+
+impl RunningBroker {
+    /// Starts (or, for an external broker, checks) `def`, with its files in `dir`.
+    pub fn start(def: &BrokerDef, dir: &Path, limits: &Limits) -> Result<RunningBroker, String> {
+        match def {
+            BrokerDef::Managed {
+                name,
+                flavor,
+                binary,
+            } => start_managed(name, *flavor, binary, dir, limits),
+            BrokerDef::External { name, addr, pid } => {
+                TcpStream::connect_timeout(addr, Duration::from_secs(3))
+                    .map_err(|e| format!("{name} at {addr}: {e}"))?;
+                let mut b = RunningBroker {
+                    name: name.clone(),
+                    addr: *addr,
+                    pid: None,
+                    version: "unknown (external)".into(),
+                    config: None,
+                    not_measured: Some("external broker without pid=".into()),
+                    start_ticks: 0,
+                    child: None,
+                    scratch: None,
+                };
+                if let Some(pid) = *pid {
+                    if !addr.ip().is_loopback() {
+                        b.not_measured =
+                            Some(format!("pid={pid} given but {addr} is not on this machine"));
+                    } else if !procstat::pid_listens_on(pid, addr.port()) {
+                        return Err(format!("{name}: pid {pid} does not listen on port {}: refusing to sample the wrong process", addr.port()));
+                    } else {
+                        let st = procstat::stat(pid)
+                            .ok_or_else(|| format!("{name}: no process {pid}"))?;
+                        b.pid = Some(pid);
+                        b.start_ticks = st.start_ticks;
+                        b.not_measured = None;
+                    }
+                }
+                Ok(b)
+            }
+        }
+    }
+
+    /// CPU and memory now; `None` if not measured or if the PID is no longer our broker.
+    pub fn sample(&self) -> Option<(ProcStat, Mem)> {
+        let pid = self.pid?;
+        let st = procstat::stat(pid)?;
+        if st.start_ticks != self.start_ticks {
+            return None;
+        }
+        Some((st, procstat::mem(pid)?))
+    }
+
+    /// True if a managed broker's process has exited.
+    pub fn has_exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| !matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Stops a managed broker by PID: SIGTERM, then SIGKILL after 5 s. Idempotent.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        stop_child(&mut child);
+        if let Some(d) = self.scratch.take() {
+            let _ = fs::remove_dir_all(d);
+        }
+    }
+}
+
+/// SIGTERM, then SIGKILL after 5 s, then reap.
+fn stop_child(child: &mut Child) {
+    if let Ok(None) = child.try_wait() {
+        // SAFETY: kill() on the PID of our own un-reaped child, which cannot have been reused.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if !matches!(child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+}
+
+impl Drop for RunningBroker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn start_managed(
+    name: &str,
+    flavor: Flavor,
+    binary: &Path,
+    dir: &Path,
+    limits: &Limits,
+) -> Result<RunningBroker, String> {
+    if !binary.is_file() {
+        return Err(format!("{name}: {} not found", binary.display()));
+    }
+    fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let port = free_port()?;
+    let mut config = config_text(flavor, port, limits);
+    if let (Flavor::Midge, Some(n)) = (flavor, midge_shards(name)) {
+        config.push_str(&format!("shards {n}\n"));
+    }
+    let ext = match flavor {
+        Flavor::Rumqttd => "toml",
+        Flavor::Aedes => "js",
+        Flavor::Ejabberd => "yml",
+        Flavor::Midge | Flavor::Mosquitto => "conf",
+    };
+    let conf_path = dir.join(format!("{name}.{ext}"));
+    fs::write(&conf_path, &config).map_err(|e| format!("{}: {e}", conf_path.display()))?;
+    let log_path = dir.join(format!("{name}.log"));
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| format!("{}: {e}", log_path.display()))?;
+    let log2 = log.try_clone().map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(binary);
+    let mut scratch = None;
+    match flavor {
+        Flavor::Aedes => {
+            let modules =
+                aedes_modules().ok_or_else(|| format!("{name}: aedes module not found"))?;
+            cmd.arg(&conf_path).env("NODE_PATH", modules);
+        }
+        Flavor::Ejabberd => {
+            // `erl` execs beam.smp, so the child's PID is the broker's. No node name: no
+            // distribution, no epmd left behind. Mnesia's spool lives in a scratch directory.
+            let lib = ejabberd_lib().ok_or_else(|| format!("{name}: ejabberd not installed"))?;
+            let erl_libs = lib
+                .parent()
+                .unwrap_or(Path::new(ERL_LIBS_DIR))
+                .to_path_buf();
+            let d =
+                std::env::temp_dir().join(format!("loadgen-{name}-{}-{port}", std::process::id()));
+            let _ = fs::remove_dir_all(&d);
+            fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
+            let log_dir = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+            let conf_abs = log_dir.join(format!("{name}.{ext}"));
+            // ejabberd's own ejabberd.log and error.log, apart from the other brokers' files.
+            let ej_logs = log_dir.join(name);
+            fs::create_dir_all(&ej_logs).map_err(|e| format!("{}: {e}", ej_logs.display()))?;
+            cmd.args([
+                "-noinput", "-noshell", "+K", "true", "+P", "250000", "-mnesia", "dir",
+            ])
+            .arg(format!("\"{}\"", d.join("spool").display()))
+            .args(["-s", "ejabberd"])
+            .current_dir(&d)
+            .env("EJABBERD_CONFIG_PATH", conf_abs)
+            .env("EJABBERD_LOG_PATH", ej_logs.join("ejabberd.log"))
+            .env("ERL_LIBS", erl_libs)
+            .env("ERL_CRASH_DUMP", d.join("erl_crash.dump"));
+            scratch = Some(d);
+        }
+        Flavor::Midge | Flavor::Mosquitto | Flavor::Rumqttd => {
+            cmd.arg("-c").arg(&conf_path);
+        }
+    }
+    cmd.stdin(Stdio::null()).stdout(log).stderr(log2);
+    let child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            if let Some(d) = scratch {
+                let _ = fs::remove_dir_all(d);
+            }
+            return Err(format!("{name}: spawning {}: {e}", binary.display()));
+        }
+    };
+    let pid = child.id();
+    let mut b = RunningBroker {
+        name: name.to_string(),
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        pid: Some(pid),
+        version: version_of(flavor, binary),
+        config: Some(config),
+        not_measured: None,
+        start_ticks: 0,
+        child: Some(child),
+        scratch,
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if b.has_exited() {
+            b.stop();
+            return Err(format!(
+                "{name} exited during start-up: {}",
+                tail(&log_path)
+            ));
+        }
+        if TcpStream::connect_timeout(&b.addr, Duration::from_millis(200)).is_ok()
+            && procstat::pid_listens_on(pid, port)
+        {
+            break;
+        }
+        if Instant::now() >= deadline {
+            b.stop();
+            return Err(format!(
+                "{name} did not listen on {} within 10 s: {}",
+                b.addr,
+                tail(&log_path)
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let owners = procstat::pids_listening_on(port);
+    if owners != vec![pid] {
+        b.stop();
+        return Err(format!(
+            "{name}: port {port} is held by {owners:?}, not only by the broker we started ({pid})"
+        ));
+    }
+    b.start_ticks = procstat::stat(pid)
+        .ok_or_else(|| format!("{name}: /proc/{pid}/stat unreadable"))?
+        .start_ticks;
+    Ok(b)
+}
+
+/// The last lines of a log, for error messages.
+fn tail(path: &Path) -> String {
+    let mut s = String::new();
+    if let Ok(mut f) = fs::File::open(path) {
+        let _ = f.read_to_string(&mut s);
+    }
+    let lines: Vec<&str> = s.lines().rev().take(5).collect();
+    let t: Vec<&str> = lines.into_iter().rev().collect();
+    if t.is_empty() {
+        "(no output)".into()
+    } else {
+        t.join(" | ")
+    }
+}
