@@ -665,3 +665,83 @@ fn qos2_copies_on_another_shard_survive_sigkill_with_the_publisher_retransmittin
         &twice[..twice.len().min(10)]
     );
 }
+
+/// How the publisher resumes a QoS 2 flow whose PUBREC arrived just before the crash.
+#[derive(Clone, Copy, Debug)]
+enum Resume {
+    /// As MQTT 4.4.0-1 asks: PUBREL (the id is released, nothing is routed).
+    Pubrel,
+    /// A retransmission of the PUBLISH with DUP (what a client that lost the PUBREC sends):
+    /// acknowledged, not routed again, since the id survived.
+    DupPublish,
+}
+
+/// A QoS 2 message from a publisher on shard 0 reaches online subscribers on both shards
+/// exactly once when the broker is SIGKILLed right after the PUBREC arrived, whatever the
+/// publisher resumes with: the id and every copy were durable before the PUBREC.
+fn qos2_to_both_shards_once_across_sigkill_after_pubrec(resume: Resume) {
+    if !is_midge() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = persistent_broker(dir.path(), &["shards 2"]);
+    let port = broker.port();
+    let sub_ids = [id_on_shard("d2-sub", 0, 2), id_on_shard("d2-sub", 1, 2)];
+    let pub_id = id_on_shard("d2-pub", 0, 2);
+    let mut subs: Vec<Raw> = sub_ids
+        .iter()
+        .map(|id| {
+            let (mut s, _) = Raw::connect(port, &Connect::new(id).clean(false));
+            s.subscribe(1, &[("d2/#", 2)]);
+            s
+        })
+        .collect();
+    let (mut publisher, _) = Raw::connect(port, &Connect::new(&pub_id).clean(false));
+    publisher.send(&raw::publish("d2/a", b"once", 2, false, 9));
+    assert_eq!(publisher.expect(PUBREC).pid(), 9);
+    // Each subscriber holds the delivery (no PUBREC yet) when the broker dies.
+    let first: Vec<u16> = subs
+        .iter_mut()
+        .map(|s| {
+            let p = s.expect_publish();
+            assert_eq!((p.payload.as_slice(), p.qos), (&b"once"[..], 2));
+            p.pid
+        })
+        .collect();
+    broker.kill9();
+    broker.restart();
+    drop(subs);
+
+    let (mut publisher, present) = Raw::connect(port, &Connect::new(&pub_id).clean(false));
+    assert!(present);
+    if let Resume::DupPublish = resume {
+        publisher.send(&raw::publish_raw(b"d2/a", b"once", 2, false, true, 9));
+        assert_eq!(publisher.expect(PUBREC).pid(), 9);
+    }
+    publisher.send(&raw::pubrel(9));
+    assert_eq!(publisher.expect(PUBCOMP).pid(), 9);
+
+    for (id, first) in sub_ids.iter().zip(first) {
+        let (mut sub, present) = Raw::connect(port, &Connect::new(id).clean(false));
+        assert!(present);
+        // Collecting completes each flow (PUBREC, PUBREL, PUBCOMP).
+        let got = sub.collect_publishes_until_quiet(Duration::from_millis(700));
+        let pids: Vec<(u16, bool)> = got.iter().map(|p| (p.pid, p.dup)).collect();
+        assert_eq!(
+            pids,
+            [(first, true)],
+            "{resume:?}: {id} gets only the resend (DUP, same id) of its first delivery"
+        );
+        sub.expect_nothing(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn qos2_to_both_shards_once_when_the_publisher_resumes_with_pubrel() {
+    qos2_to_both_shards_once_across_sigkill_after_pubrec(Resume::Pubrel);
+}
+
+#[test]
+fn qos2_to_both_shards_once_when_the_publisher_retransmits_with_dup() {
+    qos2_to_both_shards_once_across_sigkill_after_pubrec(Resume::DupPublish);
+}
