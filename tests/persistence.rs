@@ -665,3 +665,286 @@ fn qos2_copies_on_another_shard_survive_sigkill_with_the_publisher_retransmittin
         &twice[..twice.len().min(10)]
     );
 }
+
+/// How the publisher resumes a QoS 2 flow whose PUBREC arrived just before the crash.
+#[derive(Clone, Copy, Debug)]
+enum Resume {
+    /// As MQTT 4.4.0-1 asks: PUBREL (the id is released, nothing is routed).
+    Pubrel,
+    /// A retransmission of the PUBLISH with DUP (what a client that lost the PUBREC sends):
+    /// acknowledged, not routed again, since the id survived.
+    DupPublish,
+}
+
+/// A QoS 2 message from a publisher on shard 0 reaches online subscribers on both shards
+/// exactly once when the broker is SIGKILLed right after the PUBREC arrived, whatever the
+/// publisher resumes with: the id and every copy were durable before the PUBREC.
+fn qos2_to_both_shards_once_across_sigkill_after_pubrec(resume: Resume) {
+    if !is_midge() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = persistent_broker(dir.path(), &["shards 2"]);
+    let port = broker.port();
+    let sub_ids = [id_on_shard("d2-sub", 0, 2), id_on_shard("d2-sub", 1, 2)];
+    let pub_id = id_on_shard("d2-pub", 0, 2);
+    let mut subs: Vec<Raw> = sub_ids
+        .iter()
+        .map(|id| {
+            let (mut s, _) = Raw::connect(port, &Connect::new(id).clean(false));
+            s.subscribe(1, &[("d2/#", 2)]);
+            s
+        })
+        .collect();
+    let (mut publisher, _) = Raw::connect(port, &Connect::new(&pub_id).clean(false));
+    publisher.send(&raw::publish("d2/a", b"once", 2, false, 9));
+    assert_eq!(publisher.expect(PUBREC).pid(), 9);
+    // Each subscriber holds the delivery (no PUBREC yet) when the broker dies.
+    let first: Vec<u16> = subs
+        .iter_mut()
+        .map(|s| {
+            let p = s.expect_publish();
+            assert_eq!((p.payload.as_slice(), p.qos), (&b"once"[..], 2));
+            p.pid
+        })
+        .collect();
+    broker.kill9();
+    broker.restart();
+    drop(subs);
+
+    let (mut publisher, present) = Raw::connect(port, &Connect::new(&pub_id).clean(false));
+    assert!(present);
+    if let Resume::DupPublish = resume {
+        publisher.send(&raw::publish_raw(b"d2/a", b"once", 2, false, true, 9));
+        assert_eq!(publisher.expect(PUBREC).pid(), 9);
+    }
+    publisher.send(&raw::pubrel(9));
+    assert_eq!(publisher.expect(PUBCOMP).pid(), 9);
+
+    for (id, first) in sub_ids.iter().zip(first) {
+        let (mut sub, present) = Raw::connect(port, &Connect::new(id).clean(false));
+        assert!(present);
+        // Collecting completes each flow (PUBREC, PUBREL, PUBCOMP).
+        let got = sub.collect_publishes_until_quiet(Duration::from_millis(700));
+        let pids: Vec<(u16, bool)> = got.iter().map(|p| (p.pid, p.dup)).collect();
+        assert_eq!(
+            pids,
+            [(first, true)],
+            "{resume:?}: {id} gets only the resend (DUP, same id) of its first delivery"
+        );
+        sub.expect_nothing(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn qos2_to_both_shards_once_when_the_publisher_resumes_with_pubrel() {
+    qos2_to_both_shards_once_across_sigkill_after_pubrec(Resume::Pubrel);
+}
+
+#[test]
+fn qos2_to_both_shards_once_when_the_publisher_retransmits_with_dup() {
+    qos2_to_both_shards_once_across_sigkill_after_pubrec(Resume::DupPublish);
+}
+
+/// A QoS 2 subscriber as paho-mqtt is one: the ids it answered PUBREC for survive its
+/// reconnections, a PUBLISH for such an id replaces the held message, and the message is
+/// delivered to the application at PUBREL.
+struct PahoLikeSub {
+    id: String,
+    conn: Option<Raw>,
+    /// Packet id -> message number, PUBREC sent, PUBREL not received yet.
+    held: std::collections::HashMap<u16, u64>,
+    /// Message number -> deliveries to the application.
+    got: std::collections::BTreeMap<u64, u32>,
+}
+
+impl PahoLikeSub {
+    /// Handles what arrived within `wait`; false once the connection is closed.
+    fn poll(&mut self, wait: Duration) -> bool {
+        let Some(conn) = self.conn.as_mut() else {
+            return false;
+        };
+        loop {
+            match conn.recv(wait) {
+                Ok(p) if p.kind() == raw::PUBLISH => {
+                    let m = p.publish();
+                    let n: u64 = String::from_utf8(m.payload).unwrap().parse().unwrap();
+                    self.held.insert(m.pid, n);
+                    conn.send(&raw::pubrec(m.pid));
+                }
+                Ok(p) if p.kind() == raw::PUBREL => {
+                    if let Some(n) = self.held.remove(&p.pid()) {
+                        *self.got.entry(n).or_default() += 1;
+                    }
+                    conn.send(&raw::pubcomp(p.pid()));
+                }
+                Ok(p) => panic!("unexpected packet {p:?}"),
+                Err(raw::RecvError::Timeout) => return true,
+                Err(raw::RecvError::Closed) => {
+                    self.conn = None;
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+/// The soak's QoS 2 traffic through repeated SIGKILLs, deterministic in its clients: one
+/// publisher (window 16, resuming with DUP PUBLISH / PUBREL as paho does) and online
+/// subscribers on both shards that behave as paho's; every message reaches each subscriber's
+/// application exactly once.
+#[test]
+fn qos2_to_online_subscribers_on_both_shards_is_exactly_once_across_sigkills() {
+    use std::collections::HashMap;
+    if !is_midge() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = persistent_broker(dir.path(), &["shards 2"]);
+    let port = broker.port();
+    let pub_id = id_on_shard("o2-pub", 0, 2);
+    let mut subs: Vec<PahoLikeSub> = [0, 1]
+        .iter()
+        .map(|&shard| {
+            let id = id_on_shard("o2-sub", shard, 2);
+            let (mut c, _) = Raw::connect(port, &Connect::new(&id).clean(false));
+            c.subscribe(1, &[("o2/#", 2)]);
+            PahoLikeSub {
+                id,
+                conn: Some(c),
+                held: HashMap::new(),
+                got: Default::default(),
+            }
+        })
+        .collect();
+    let mut seed = u64::from(std::process::id());
+    let mut next: u64 = 0;
+    let mut unrec: HashMap<u16, u64> = HashMap::new();
+    let mut unrel: HashMap<u16, u64> = HashMap::new();
+    let publish = |n: u64, pid: u16, dup: bool| {
+        raw::publish_raw(b"o2/n", n.to_string().as_bytes(), 2, false, dup, pid)
+    };
+    for round in 0..4 {
+        if round > 0 {
+            for s in &mut subs {
+                let (c, present) = Raw::connect(port, &Connect::new(&s.id).clean(false));
+                assert!(present);
+                s.conn = Some(c);
+            }
+        }
+        let (mut publisher, _) = Raw::connect(port, &Connect::new(&pub_id).clean(false));
+        for (&pid, &n) in &unrec {
+            publisher.send(&publish(n, pid, true));
+        }
+        for &pid in unrel.keys() {
+            publisher.send(&raw::pubrel(pid));
+        }
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let kill_after = Duration::from_millis(200 + seed % 500);
+        let killed = Arc::new(AtomicBool::new(false));
+        let killer = {
+            let (pid, killed) = (broker.pid() as libc::pid_t, killed.clone());
+            thread::spawn(move || {
+                thread::sleep(kill_after);
+                // SAFETY: a plain signal to our own child, which is not reaped before the join.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                killed.store(true, Ordering::Release);
+            })
+        };
+        let start = Instant::now();
+        loop {
+            while !killed.load(Ordering::Acquire) && unrec.len() + unrel.len() < 16 {
+                next += 1;
+                let pid = (next % 60000 + 1) as u16;
+                publisher.send(&publish(next, pid, false));
+                unrec.insert(pid, next);
+            }
+            for s in &mut subs {
+                s.poll(Duration::from_millis(1));
+            }
+            match publisher.recv(Duration::from_millis(5)) {
+                Ok(p) if p.kind() == PUBREC => {
+                    if let Some(n) = unrec.remove(&p.pid()) {
+                        unrel.insert(p.pid(), n);
+                    }
+                    publisher.send(&raw::pubrel(p.pid()));
+                }
+                Ok(p) if p.kind() == PUBCOMP => {
+                    unrel.remove(&p.pid());
+                }
+                Ok(p) => panic!("unexpected packet {p:?}"),
+                Err(raw::RecvError::Closed) => break,
+                Err(raw::RecvError::Timeout) => {
+                    assert!(start.elapsed() < Duration::from_secs(15), "no progress")
+                }
+            }
+        }
+        killer.join().unwrap();
+        // What the subscribers had received before the crash.
+        for s in &mut subs {
+            while s.poll(Duration::from_millis(50)) {}
+        }
+        broker.kill9();
+        broker.restart();
+    }
+    let (mut publisher, _) = Raw::connect(port, &Connect::new(&pub_id).clean(false));
+    for (&pid, &n) in &unrec {
+        publisher.send(&publish(n, pid, true));
+    }
+    for &pid in unrel.keys() {
+        publisher.send(&raw::pubrel(pid));
+    }
+    for s in &mut subs {
+        let (c, present) = Raw::connect(port, &Connect::new(&s.id).clean(false));
+        assert!(present);
+        s.conn = Some(c);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !unrec.is_empty() || !unrel.is_empty() {
+        assert!(Instant::now() < deadline, "flows left: {unrec:?} {unrel:?}");
+        for s in &mut subs {
+            s.poll(Duration::from_millis(1));
+        }
+        match publisher.recv(Duration::from_millis(5)) {
+            Ok(p) if p.kind() == PUBREC => {
+                if let Some(n) = unrec.remove(&p.pid()) {
+                    unrel.insert(p.pid(), n);
+                }
+                publisher.send(&raw::pubrel(p.pid()));
+            }
+            Ok(p) if p.kind() == PUBCOMP => {
+                unrel.remove(&p.pid());
+            }
+            Ok(p) => panic!("unexpected packet {p:?}"),
+            Err(_) => {}
+        }
+    }
+    let quiet_until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < quiet_until {
+        for s in &mut subs {
+            s.poll(Duration::from_millis(20));
+        }
+    }
+    assert!(next > 16, "too few messages sent: {next}");
+    for s in &subs {
+        let lost: Vec<u64> = (1..=next).filter(|n| !s.got.contains_key(n)).collect();
+        let twice: Vec<u64> = s
+            .got
+            .iter()
+            .filter(|(_, &c)| c > 1)
+            .map(|(&n, _)| n)
+            .collect();
+        assert!(
+            lost.is_empty() && twice.is_empty(),
+            "{}: of {next} messages, {} lost (e.g. {:?}), {} delivered twice (e.g. {:?}); held {:?}",
+            s.id,
+            lost.len(),
+            &lost[..lost.len().min(10)],
+            twice.len(),
+            &twice[..twice.len().min(10)],
+            s.held
+        );
+    }
+}

@@ -104,13 +104,15 @@ class Broker:
         return self.proc.poll() is None
 
 
-def make_client(client_id, port, on_message=None):
+def make_client(client_id, port, on_message=None, on_connect=None):
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
                     clean_session=False, protocol=mqtt.MQTTv311)
     c.reconnect_delay_set(min_delay=0.1, max_delay=1)
     c.max_inflight_messages_set(20)
     if on_message:
         c.on_message = on_message
+    if on_connect:
+        c.on_connect = on_connect
     c.connect_async("127.0.0.1", port, keepalive=30)
     c.loop_start()
     return c
@@ -168,6 +170,9 @@ class Publisher:
         self.seq = 0
         self.client = None
         self.outstanding = []  # (info, qos, payload)
+        # Reconnects without session present: the broker forgot the publisher's unreleased
+        # QoS 2 ids, so a DUP retransmission is routed again (a QoS 2 duplicate's cause).
+        self.sessions_lost = 0
         self.new_client()
 
     def new_client(self):
@@ -179,7 +184,15 @@ class Publisher:
                 pass
         self.gen += 1
         self.outstanding = []  # never acknowledged: nothing is expected of them
-        self.client = make_client(f"{self.name}-g{self.gen}", self.port)
+        connects = [0]
+
+        def on_connect(client, userdata, flags, reason_code, properties):
+            if not reason_code.is_failure:
+                connects[0] += 1
+                if connects[0] > 1 and not flags.session_present:
+                    self.sessions_lost += 1
+
+        self.client = make_client(f"{self.name}-g{self.gen}", self.port, on_connect=on_connect)
 
     def publish(self, qos):
         self.seq += 1
@@ -348,6 +361,7 @@ def main():
     lost = {f"{k[0]} qos{k[1]}": [f"{x} (t={when.get(x)}s)" for x in sorted(v)[:20]]
             for k, v in (missing or {}).items()}
     sessions_lost = {s.name: s.sessions_lost for s in subs}
+    sessions_lost.update({p.name: p.sessions_lost for p in pubs})
     lost_count = sum(len(v) for v in (missing or {}).values())
     dup2 = {}
     dup1 = 0
@@ -398,7 +412,7 @@ def main():
           f"- **acknowledged QoS 1/2 messages lost: {lost_count}** {lost or ''}",
           f"- **QoS 2 duplicates: {dup2_count}** {dup2 or ''}",
           f"- QoS 1 duplicates (allowed): {dup1}; QoS 0 received per subscriber: {q0_received}",
-          f"- subscriber reconnects that found no session (broker lost it): {sessions_lost}",
+          f"- subscriber and publisher reconnects that found no session (broker lost it): {sessions_lost}",
           f"- broker alive at the end: {alive}; its log and store: {workdir}",
           f"- RSS slope over the whole run (all lifetimes): {rss_all_slope} KiB/min", "",
           "| lifetime | from s | to s | samples | RSS min-max MiB | RSS slope KiB/min (after 30 s) "
