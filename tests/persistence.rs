@@ -521,6 +521,35 @@ fn disk_full_fails_publishes_and_the_broker_keeps_serving() {
     assert!(topics.contains("full/v3"), "{topics:?}");
 }
 
+/// One step of a QoS 2 publisher in the crash tests: reads one packet for up to `wait` and
+/// answers it (PUBREC: the id moves from `unrec` to `unrel` and PUBREL goes out; PUBCOMP ends
+/// the flow). False once the broker has closed the connection (it was killed).
+fn answer_qos2_publisher(
+    publisher: &mut Raw,
+    unrec: &mut std::collections::HashMap<u16, u64>,
+    unrel: &mut std::collections::HashMap<u16, u64>,
+    wait: Duration,
+    start: Instant,
+) -> bool {
+    match publisher.recv(wait) {
+        Ok(p) if p.kind() == PUBREC => {
+            if let Some(n) = unrec.remove(&p.pid()) {
+                unrel.insert(p.pid(), n);
+            }
+            publisher.send(&raw::pubrel(p.pid()));
+        }
+        Ok(p) if p.kind() == PUBCOMP => {
+            unrel.remove(&p.pid());
+        }
+        Ok(p) => panic!("unexpected packet {p:?}"),
+        Err(raw::RecvError::Closed) => return false,
+        Err(raw::RecvError::Timeout) => {
+            assert!(start.elapsed() < Duration::from_secs(15), "no progress")
+        }
+    }
+    true
+}
+
 /// A QoS 2 publisher on one shard, a persistent QoS 2 subscriber (offline: every copy is
 /// queued in the store) on the other: the publisher's shard stores the packet id as received
 /// and the subscriber's shard stores the copy, in two batches. The broker is SIGKILLed at a
@@ -593,21 +622,14 @@ fn qos2_copies_on_another_shard_survive_sigkill_with_the_publisher_retransmittin
                 publisher.send(&publish(next, pid, false));
                 unrec.insert(pid, next);
             }
-            match publisher.recv(Duration::from_millis(500)) {
-                Ok(p) if p.kind() == PUBREC => {
-                    if let Some(n) = unrec.remove(&p.pid()) {
-                        unrel.insert(p.pid(), n);
-                    }
-                    publisher.send(&raw::pubrel(p.pid()));
-                }
-                Ok(p) if p.kind() == PUBCOMP => {
-                    unrel.remove(&p.pid());
-                }
-                Ok(p) => panic!("unexpected packet {p:?}"),
-                Err(raw::RecvError::Closed) => break,
-                Err(raw::RecvError::Timeout) => {
-                    assert!(start.elapsed() < Duration::from_secs(15), "no progress")
-                }
+            if !answer_qos2_publisher(
+                &mut publisher,
+                &mut unrec,
+                &mut unrel,
+                Duration::from_millis(500),
+                start,
+            ) {
+                break;
             }
         }
         killer.join().unwrap();
@@ -864,21 +886,14 @@ fn qos2_to_online_subscribers_on_both_shards_is_exactly_once_across_sigkills() {
             for s in &mut subs {
                 s.poll(Duration::from_millis(1));
             }
-            match publisher.recv(Duration::from_millis(5)) {
-                Ok(p) if p.kind() == PUBREC => {
-                    if let Some(n) = unrec.remove(&p.pid()) {
-                        unrel.insert(p.pid(), n);
-                    }
-                    publisher.send(&raw::pubrel(p.pid()));
-                }
-                Ok(p) if p.kind() == PUBCOMP => {
-                    unrel.remove(&p.pid());
-                }
-                Ok(p) => panic!("unexpected packet {p:?}"),
-                Err(raw::RecvError::Closed) => break,
-                Err(raw::RecvError::Timeout) => {
-                    assert!(start.elapsed() < Duration::from_secs(15), "no progress")
-                }
+            if !answer_qos2_publisher(
+                &mut publisher,
+                &mut unrec,
+                &mut unrel,
+                Duration::from_millis(5),
+                start,
+            ) {
+                break;
             }
         }
         killer.join().unwrap();
