@@ -521,6 +521,21 @@ fn disk_full_fails_publishes_and_the_broker_keeps_serving() {
     assert!(topics.contains("full/v3"), "{topics:?}");
 }
 
+/// SIGKILLs `broker` after `after`, from another thread, so that the moment is not tied to
+/// what the test's clients are doing; the flag says the signal has been sent. Join the handle
+/// before restarting the broker.
+fn sigkill_after(broker: &Broker, after: Duration) -> (thread::JoinHandle<()>, Arc<AtomicBool>) {
+    let killed = Arc::new(AtomicBool::new(false));
+    let (pid, flag) = (broker.pid() as libc::pid_t, killed.clone());
+    let killer = thread::spawn(move || {
+        thread::sleep(after);
+        // SAFETY: a plain signal to our own child, which is not reaped before the join.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        flag.store(true, Ordering::Release);
+    });
+    (killer, killed)
+}
+
 /// One step of a QoS 2 publisher in the crash tests: reads one packet for up to `wait` and
 /// answers it (PUBREC: the id moves from `unrec` to `unrel` and PUBREL goes out; PUBCOMP ends
 /// the flow). False once the broker has closed the connection (it was killed).
@@ -604,16 +619,7 @@ fn qos2_copies_on_another_shard_survive_sigkill_with_the_publisher_retransmittin
         // From another thread, so that the moment is not tied to the publisher's exchanges
         // (killing right after a PUBREC arrived would always hit the same phase of a flow).
         let kill_after = Duration::from_millis(random_ms(150, 700));
-        let killed = Arc::new(AtomicBool::new(false));
-        let killer = {
-            let (pid, killed) = (broker.pid() as libc::pid_t, killed.clone());
-            thread::spawn(move || {
-                thread::sleep(kill_after);
-                // SAFETY: a plain signal to our own child, which is not reaped before the join.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-                killed.store(true, Ordering::Release);
-            })
-        };
+        let (killer, killed) = sigkill_after(&broker, kill_after);
         let start = Instant::now();
         loop {
             while !killed.load(Ordering::Acquire) && unrec.len() + unrel.len() < 16 {
@@ -865,16 +871,7 @@ fn qos2_to_online_subscribers_on_both_shards_is_exactly_once_across_sigkills() {
         seed ^= seed >> 7;
         seed ^= seed << 17;
         let kill_after = Duration::from_millis(200 + seed % 500);
-        let killed = Arc::new(AtomicBool::new(false));
-        let killer = {
-            let (pid, killed) = (broker.pid() as libc::pid_t, killed.clone());
-            thread::spawn(move || {
-                thread::sleep(kill_after);
-                // SAFETY: a plain signal to our own child, which is not reaped before the join.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-                killed.store(true, Ordering::Release);
-            })
-        };
+        let (killer, killed) = sigkill_after(&broker, kill_after);
         let start = Instant::now();
         loop {
             while !killed.load(Ordering::Acquire) && unrec.len() + unrel.len() < 16 {
