@@ -55,6 +55,12 @@ pub enum Command {
         /// Where rumqttd's binary is (default: on PATH, else ~/.cargo/bin/rumqttd).
         #[arg(long)]
         rumqttd: Option<PathBuf>,
+        /// Where FlashMQ's binary is (default: `flashmq` on PATH).
+        #[arg(long)]
+        flashmq: Option<PathBuf>,
+        /// Where NanoMQ's binary is (default: `nanomq` on PATH).
+        #[arg(long)]
+        nanomq: Option<PathBuf>,
     },
 }
 
@@ -79,6 +85,12 @@ pub struct Target {
     /// `cargo install rumqttd --root DIR`: DIR/bin/rumqttd.
     #[arg(long)]
     pub rumqttd: Option<PathBuf>,
+    /// Where FlashMQ's binary is (default: `flashmq` on PATH).
+    #[arg(long)]
+    pub flashmq: Option<PathBuf>,
+    /// Where NanoMQ's binary is (default: `nanomq` on PATH).
+    #[arg(long)]
+    pub nanomq: Option<PathBuf>,
     /// No progress line and no per-run lines (failures are still printed).
     #[arg(short, long)]
     pub quiet: bool,
@@ -277,6 +289,8 @@ fn run_suite(suite: &Suite, target: &Target) -> Result<i32, String> {
     let bins = broker::Binaries {
         midge: target.midge.clone(),
         rumqttd: target.rumqttd.clone(),
+        flashmq: target.flashmq.clone(),
+        nanomq: target.nanomq.clone(),
     };
     let brokers = resolve_brokers(&names, &target.external, &bins)?;
     let dir = suite::out_dir(&target.out, &suite.name);
@@ -342,8 +356,18 @@ pub fn main() -> i32 {
                 println!("{n} runs -> {}", dir.join("summary.md").display());
                 0
             }),
-        Command::Brokers { midge, rumqttd } => {
-            let bins = broker::Binaries { midge, rumqttd };
+        Command::Brokers {
+            midge,
+            rumqttd,
+            flashmq,
+            nanomq,
+        } => {
+            let bins = broker::Binaries {
+                midge,
+                rumqttd,
+                flashmq,
+                nanomq,
+            };
             for n in broker::KNOWN {
                 let b = broker::known_in(n, &bins).expect("listed");
                 match (&b, b.unavailable()) {

@@ -54,6 +54,8 @@ pub struct ProcStat {
     /// Start time in clock ticks after boot: with the PID, an identity that survives PID reuse.
     pub start_ticks: u64,
     pub threads: u64,
+    /// The parent's PID: a broker started by a wrapper script listens from a child of it.
+    pub ppid: u32,
 }
 
 /// Parses a `/proc/PID/stat` line. The command name (field 2) may contain spaces and
@@ -61,7 +63,9 @@ pub struct ProcStat {
 pub fn parse_stat(line: &str, tck: f64) -> Option<ProcStat> {
     let rest = &line[line.rfind(')')? + 1..];
     let f: Vec<&str> = rest.split_whitespace().collect();
-    // f[0] is field 3 (state); utime is field 14, stime 15, num_threads 20, starttime 22.
+    // f[0] is field 3 (state), f[1] field 4 (ppid); utime is field 14, stime 15,
+    // num_threads 20, starttime 22.
+    let ppid: u32 = f.get(1)?.parse().ok()?;
     let utime: u64 = f.get(11)?.parse().ok()?;
     let stime: u64 = f.get(12)?.parse().ok()?;
     let threads: u64 = f.get(17)?.parse().ok()?;
@@ -70,6 +74,7 @@ pub fn parse_stat(line: &str, tck: f64) -> Option<ProcStat> {
         cpu_s: (utime + stime) as f64 / tck,
         start_ticks,
         threads,
+        ppid,
     })
 }
 

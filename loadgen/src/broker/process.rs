@@ -165,7 +165,12 @@ fn start_managed(
         Flavor::Rumqttd => "toml",
         Flavor::Aedes => "js",
         Flavor::Ejabberd => "yml",
-        Flavor::Midge | Flavor::Mosquitto => "conf",
+        Flavor::Midge
+        | Flavor::Mosquitto
+        | Flavor::Nats
+        | Flavor::RabbitMq
+        | Flavor::FlashMq
+        | Flavor::NanoMq => "conf",
     };
     let conf_path = dir.join(format!("{name}.{ext}"));
     fs::write(&conf_path, &config).map_err(|e| format!("{}: {e}", conf_path.display()))?;
@@ -192,10 +197,7 @@ fn start_managed(
                 .parent()
                 .unwrap_or(Path::new(ERL_LIBS_DIR))
                 .to_path_buf();
-            let d =
-                std::env::temp_dir().join(format!("loadgen-{name}-{}-{port}", std::process::id()));
-            let _ = fs::remove_dir_all(&d);
-            fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
+            let d = scratch_dir(name, port)?;
             let log_dir = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
             let conf_abs = log_dir.join(format!("{name}.{ext}"));
             // ejabberd's own ejabberd.log and error.log, apart from the other brokers' files.
@@ -212,6 +214,48 @@ fn start_managed(
             .env("ERL_LIBS", erl_libs)
             .env("ERL_CRASH_DUMP", d.join("erl_crash.dump"));
             scratch = Some(d);
+        }
+        Flavor::Nats => {
+            // JetStream's store lives in the scratch directory it runs in.
+            let d = scratch_dir(name, port)?;
+            cmd.arg("-c")
+                .arg(fs::canonicalize(&conf_path).unwrap_or(conf_path.clone()))
+                .current_dir(&d);
+            scratch = Some(d);
+        }
+        Flavor::RabbitMq => {
+            // A node of its own: its name, Erlang distribution port (loopback only), cookie
+            // (HOME), database, plugin list and logs all in the scratch directory, apart from
+            // any system-wide RabbitMQ.
+            let d = scratch_dir(name, port)?;
+            let dist_port = free_port()?;
+            let plugins = d.join("enabled_plugins");
+            fs::write(&plugins, "[rabbitmq_mqtt].\n")
+                .map_err(|e| format!("{}: {e}", plugins.display()))?;
+            cmd.current_dir(&d)
+                .env("HOME", &d)
+                .env("RABBITMQ_NODENAME", format!("loadgen{port}@localhost"))
+                .env("RABBITMQ_DIST_PORT", dist_port.to_string())
+                .env(
+                    "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS",
+                    "-kernel inet_dist_use_interface {127,0,0,1}",
+                )
+                .env(
+                    "RABBITMQ_CONFIG_FILE",
+                    fs::canonicalize(&conf_path).unwrap_or(conf_path.clone()),
+                )
+                .env("RABBITMQ_ENABLED_PLUGINS_FILE", &plugins)
+                .env("RABBITMQ_MNESIA_BASE", d.join("mnesia"))
+                .env("RABBITMQ_LOG_BASE", d.join("log"))
+                .env("RABBITMQ_PLUGINS_EXPAND_DIR", d.join("plugins-expand"))
+                .env("RABBITMQ_PID_FILE", d.join("pid"));
+            scratch = Some(d);
+        }
+        Flavor::FlashMq => {
+            cmd.arg("--config-file").arg(&conf_path);
+        }
+        Flavor::NanoMq => {
+            cmd.arg("start").arg("--conf").arg(&conf_path);
         }
         Flavor::Midge | Flavor::Mosquitto | Flavor::Rumqttd => {
             cmd.arg("-c").arg(&conf_path);
@@ -239,7 +283,8 @@ fn start_managed(
         child: Some(child),
         scratch,
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let timeout = flavor.start_timeout();
+    let deadline = Instant::now() + timeout;
     loop {
         if b.has_exited() {
             b.stop();
@@ -248,32 +293,56 @@ fn start_managed(
                 tail(&log_path)
             ));
         }
-        if TcpStream::connect_timeout(&b.addr, Duration::from_millis(200)).is_ok()
-            && procstat::pid_listens_on(pid, port)
-        {
-            break;
+        if TcpStream::connect_timeout(&b.addr, Duration::from_millis(200)).is_ok() {
+            if let Some(listener) = listening_pid(pid, port) {
+                b.pid = Some(listener);
+                break;
+            }
         }
         if Instant::now() >= deadline {
             b.stop();
             return Err(format!(
-                "{name} did not listen on {} within 10 s: {}",
+                "{name} did not listen on {} within {} s: {}",
                 b.addr,
+                timeout.as_secs(),
                 tail(&log_path)
             ));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    let measured = b.pid.unwrap_or(pid);
     let owners = procstat::pids_listening_on(port);
-    if owners != vec![pid] {
+    if owners != vec![measured] {
         b.stop();
         return Err(format!(
             "{name}: port {port} is held by {owners:?}, not only by the broker we started ({pid})"
         ));
     }
-    b.start_ticks = procstat::stat(pid)
-        .ok_or_else(|| format!("{name}: /proc/{pid}/stat unreadable"))?
+    b.start_ticks = procstat::stat(measured)
+        .ok_or_else(|| format!("{name}: /proc/{measured}/stat unreadable"))?
         .start_ticks;
     Ok(b)
+}
+
+/// The process that listens on `port` for our child `pid`: the child itself, or (for a
+/// broker started by a wrapper script, such as RabbitMQ's) a direct child of it. `None` while
+/// nothing of ours listens.
+fn listening_pid(pid: u32, port: u16) -> Option<u32> {
+    if procstat::pid_listens_on(pid, port) {
+        return Some(pid);
+    }
+    match procstat::pids_listening_on(port)[..] {
+        [p] if procstat::stat(p).is_some_and(|st| st.ppid == pid) => Some(p),
+        _ => None,
+    }
+}
+
+/// A fresh scratch directory for a broker's working files, removed when it stops.
+fn scratch_dir(name: &str, port: u16) -> Result<PathBuf, String> {
+    let d = std::env::temp_dir().join(format!("loadgen-{name}-{}-{port}", std::process::id()));
+    let _ = fs::remove_dir_all(&d);
+    fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
+    Ok(d)
 }
 
 /// The last lines of a log, for error messages.

@@ -60,7 +60,21 @@ pub fn workspace_root() -> PathBuf {
 /// Names of the brokers in the built-in table. `midge-<N>shard` / `midge-<N>shards` (e.g.
 /// `midge-1shard`, `midge-2shards`) are midge too, with `shards N` in its config: the same
 /// suite compares one event loop with several.
-pub const KNOWN: &[&str] = &["midge", "mosquitto", "rumqttd", "aedes", "ejabberd"];
+pub const KNOWN: &[&str] = &[
+    "midge",
+    "mosquitto",
+    "rumqttd",
+    "aedes",
+    "ejabberd",
+    "nats",
+    "rabbitmq",
+    "flashmq",
+    "nanomq",
+];
+
+/// Debian's RabbitMQ server script, run directly: `/usr/sbin/rabbitmq-server` would switch
+/// to the `rabbitmq` user and its system-wide node.
+pub const RABBITMQ_SERVER: &str = "/usr/lib/rabbitmq/bin/rabbitmq-server";
 
 /// Where to find brokers that are not installed system-wide (command-line overrides).
 #[derive(Debug, Clone, Default)]
@@ -71,6 +85,10 @@ pub struct Binaries {
     /// rumqttd's binary (default: `rumqttd` on PATH, else `~/.cargo/bin/rumqttd`, where a
     /// plain `cargo install rumqttd` puts it).
     pub rumqttd: Option<PathBuf>,
+    /// FlashMQ's binary (default: `flashmq` on PATH).
+    pub flashmq: Option<PathBuf>,
+    /// NanoMQ's binary (default: `nanomq` on PATH).
+    pub nanomq: Option<PathBuf>,
 }
 
 /// The shard count a `midge-<N>shard(s)` broker name asks for.
@@ -88,7 +106,7 @@ pub fn known(name: &str, midge_bin: Option<&Path>) -> Option<BrokerDef> {
         name,
         &Binaries {
             midge: midge_bin.map(Path::to_path_buf),
-            rumqttd: None,
+            ..Binaries::default()
         },
     )
 }
@@ -128,6 +146,25 @@ pub fn known_in(name: &str, bins: &Binaries) -> Option<BrokerDef> {
         "ejabberd" => (
             Flavor::Ejabberd,
             which("erl").unwrap_or_else(|| PathBuf::from("/usr/bin/erl")),
+        ),
+        "nats" => (
+            Flavor::Nats,
+            which("nats-server").unwrap_or_else(|| PathBuf::from("nats-server")),
+        ),
+        "rabbitmq" => (Flavor::RabbitMq, PathBuf::from(RABBITMQ_SERVER)),
+        "flashmq" => (
+            Flavor::FlashMq,
+            bins.flashmq
+                .clone()
+                .or_else(|| which("flashmq"))
+                .unwrap_or_else(|| PathBuf::from("flashmq")),
+        ),
+        "nanomq" => (
+            Flavor::NanoMq,
+            bins.nanomq
+                .clone()
+                .or_else(|| which("nanomq"))
+                .unwrap_or_else(|| PathBuf::from("nanomq")),
         ),
         _ => return None,
     };

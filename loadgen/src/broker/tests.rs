@@ -108,6 +108,8 @@ fn midge_shard_names_select_midge_with_a_shard_count() {
     let bins = Binaries {
         midge: Some("/opt/m/midge".into()),
         rumqttd: Some("/opt/r/bin/rumqttd".into()),
+        flashmq: Some("/opt/f/flashmq".into()),
+        nanomq: None,
     };
     match known_in("midge-2shards", &bins) {
         Some(BrokerDef::Managed {
@@ -127,6 +129,45 @@ fn midge_shard_names_select_midge_with_a_shard_count() {
         }
         other => panic!("{other:?}"),
     }
+    match known_in("flashmq", &bins) {
+        Some(BrokerDef::Managed { binary, flavor, .. }) => {
+            assert_eq!(flavor, Flavor::FlashMq);
+            assert_eq!(binary, PathBuf::from("/opt/f/flashmq"))
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn nats_rabbitmq_flashmq_and_nanomq_configs_listen_on_the_given_loopback_port() {
+    let limits = Limits {
+        max_queued_messages: 7,
+        max_inflight_messages: 3,
+    };
+    let nats = config_text(Flavor::Nats, 4242, &limits);
+    assert!(nats.contains("mqtt { listen: \"127.0.0.1:4242\", max_ack_pending: 3 }"));
+    // The NATS client port is a random loopback one; JetStream (which MQTT needs) is on.
+    assert!(nats.contains("listen: \"127.0.0.1:-1\"") && nats.contains("jetstream {"));
+    let rabbit = config_text(Flavor::RabbitMq, 4243, &limits);
+    assert!(rabbit.contains("mqtt.listeners.tcp.default = 127.0.0.1:4243"));
+    assert!(rabbit.contains("listeners.tcp = none") && rabbit.contains("mqtt.prefetch = 3"));
+    let flash = config_text(Flavor::FlashMq, 4244, &limits);
+    assert!(flash.contains("inet4_bind_address 127.0.0.1\n  port 4244"));
+    assert!(flash.contains("max_qos_msg_pending_per_client 7"));
+    let nano = config_text(Flavor::NanoMq, 4245, &limits);
+    assert!(nano.contains("bind = \"127.0.0.1:4245\"") && nano.contains("max_mqueue_len = 7"));
+    // Known limits are marked, not measured as losses: no MQTT 5 in nats-server or RabbitMQ
+    // 3.10's plugin.
+    assert!(!known("nats", None).unwrap().supports("5"));
+    assert!(!known("rabbitmq", None).unwrap().supports("5"));
+    assert!(known("flashmq", None).unwrap().supports("5"));
+    assert!(known("nanomq", None).unwrap().supports("5"));
+    let missing = BrokerDef::Managed {
+        name: "flashmq".into(),
+        flavor: Flavor::FlashMq,
+        binary: "/nonexistent/flashmq".into(),
+    };
+    assert!(missing.unavailable().unwrap().contains("--flashmq PATH"));
 }
 
 #[test]

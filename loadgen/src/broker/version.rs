@@ -17,6 +17,26 @@ pub(super) fn version_of(flavor: Flavor, binary: &Path) -> String {
                 .and_then(|l| l.file_name()?.to_str().map(|n| n.replacen('-', " ", 1)))
                 .unwrap_or_else(|| "unknown".into())
         }
+        // `rabbitmq-server --version` would start a node: the version is in the server
+        // application's directory name.
+        Flavor::RabbitMq => {
+            let lib = binary
+                .parent()
+                .and_then(Path::parent)
+                .map(|d| d.join("lib"));
+            let mut found: Vec<String> = lib
+                .and_then(|d| fs::read_dir(d).ok())
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter_map(|n| n.strip_prefix("rabbitmq_server-").map(str::to_string))
+                .collect();
+            found.sort();
+            return found
+                .pop()
+                .map(|v| format!("RabbitMQ {v}"))
+                .unwrap_or_else(|| "unknown".into());
+        }
         Flavor::Aedes => {
             let pkg = aedes_modules()
                 .and_then(|d| fs::read_to_string(d.join("aedes/package.json")).ok())
