@@ -111,7 +111,7 @@ class Client(mqtt.Client):
     """paho-mqtt's client with its QoS 2 resumption fixed, so that the soak measures the
     broker and not this client bug.
 
-    paho (2.2.0, and every version since 1.x) puts its in-flight messages "in a valid state"
+    paho (2.2.0, as the 1.x releases before it) puts its in-flight messages "in a valid state"
     in `reconnect()` *before* it opens the socket, so a reconnection that fails (the broker is
     down: refused) and is retried does it twice. The first pass turns a QoS 2 message whose
     PUBREL was sent (waiting for PUBCOMP) into "resend PUBREL"; the second pass, seeing no
