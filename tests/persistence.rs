@@ -960,3 +960,127 @@ fn qos2_to_online_subscribers_on_both_shards_is_exactly_once_across_sigkills() {
         );
     }
 }
+
+/// How the publisher goes on after the broker was SIGKILLed between its PUBREL and the
+/// PUBCOMP it was owed.
+#[derive(Clone, Copy, Debug)]
+enum AfterRelease {
+    /// As MQTT 4.4.0-1 asks: PUBREL again; the broker answers PUBCOMP and routes nothing.
+    Pubrel,
+    /// A PUBLISH with the released id, DUP 0: what paho-mqtt sends there after a failed
+    /// reconnection attempt (loadgen/scripts/soak.py, `Client`). After PUBCOMP the receiver
+    /// takes it as a new publication (MQTT 3.1.1 section 4.3.3), so it is routed again.
+    Publish,
+}
+
+/// The packet sequence behind the soak's QoS 2 duplicates, with subscribers on both shards:
+/// PUBLISH, PUBREC, PUBREL, the broker SIGKILLed, restarted. PUBCOMP is sent only once the
+/// id's release is durable (here the test waits for it, as if the kill had lost it), so after
+/// the restart the id is released: a publisher that resumes with PUBREL completes without a
+/// second delivery, and one that sends the PUBLISH again has sent a new message. Were the
+/// released id still held after the restart, a new message that reused it would be lost.
+fn qos2_release_across_sigkill(after: AfterRelease) {
+    use std::collections::HashMap;
+    if !is_midge() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = persistent_broker(dir.path(), &["shards 2"]);
+    let port = broker.port();
+    let mut subs: Vec<PahoLikeSub> = [0, 1]
+        .iter()
+        .map(|&shard| {
+            let id = id_on_shard("r2-sub", shard, 2);
+            let (mut c, _) = Raw::connect(port, &Connect::new(&id).clean(false));
+            c.subscribe(1, &[("r2/#", 2)]);
+            PahoLikeSub {
+                id,
+                conn: Some(c),
+                held: HashMap::new(),
+                got: Default::default(),
+            }
+        })
+        .collect();
+    let pub_id = id_on_shard("r2-pub", 1, 2);
+    let (mut publisher, _) = Raw::connect(port, &Connect::new(&pub_id).clean(false));
+    let publish = raw::publish_raw(b"r2/a", b"1", 2, false, false, 7);
+    publisher.send(&publish);
+    assert_eq!(publisher.expect(PUBREC).pid(), 7);
+    publisher.send(&raw::pubrel(7));
+    assert_eq!(publisher.expect(PUBCOMP).pid(), 7);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while subs.iter().any(|s| s.got.get(&1) != Some(&1)) {
+        assert!(Instant::now() < deadline, "not delivered before the crash");
+        for s in &mut subs {
+            s.poll(Duration::from_millis(20));
+        }
+    }
+    broker.kill9();
+    broker.restart();
+
+    for s in &mut subs {
+        let (c, present) = Raw::connect(port, &Connect::new(&s.id).clean(false));
+        assert!(present);
+        s.conn = Some(c);
+    }
+    let (mut publisher, present) = Raw::connect(port, &Connect::new(&pub_id).clean(false));
+    assert!(present);
+    let expected = match after {
+        AfterRelease::Pubrel => {
+            publisher.send(&raw::pubrel(7));
+            1
+        }
+        AfterRelease::Publish => {
+            publisher.send(&publish);
+            assert_eq!(publisher.expect(PUBREC).pid(), 7);
+            publisher.send(&raw::pubrel(7));
+            2
+        }
+    };
+    assert_eq!(publisher.expect(PUBCOMP).pid(), 7);
+    let quiet_until = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < quiet_until {
+        for s in &mut subs {
+            s.poll(Duration::from_millis(20));
+        }
+    }
+    for s in &subs {
+        assert_eq!(
+            s.got.get(&1),
+            Some(&expected),
+            "{after:?}: {} got the message {:?} times",
+            s.id,
+            s.got.get(&1)
+        );
+    }
+}
+
+#[test]
+fn qos2_publisher_resuming_with_pubrel_after_sigkill_gets_no_second_delivery() {
+    qos2_release_across_sigkill(AfterRelease::Pubrel);
+}
+
+#[test]
+fn qos2_publish_reusing_a_released_id_after_sigkill_is_a_new_message() {
+    qos2_release_across_sigkill(AfterRelease::Publish);
+}
+
+/// The soak's publishers (paho-mqtt with `Client`'s fix, loadgen/scripts/soak.py) resume a
+/// QoS 2 flow whose PUBREL was sent with PUBREL, also after a reconnection attempt failed
+/// (the broker still down after its SIGKILL). Stock paho 2.2.0 sends the PUBLISH again there
+/// (DUP 0, the released id): every subscriber then gets the message twice, which the soak
+/// counted as the broker's QoS 2 duplicates. Broker-independent: the script plays the broker.
+#[test]
+fn soak_publishers_resume_qos2_with_pubrel_after_a_failed_reconnection() {
+    let script = format!("{}/loadgen/scripts/soak.py", env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new("python3")
+        .args([script.as_str(), "--check-client"])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}{} (is paho-mqtt 2.x installed?)",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
