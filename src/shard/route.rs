@@ -148,6 +148,27 @@ impl Shard {
         self.offer(entry.subscriber, delivery);
     }
 
+    /// Does one loop turn's share of the pending retained work. Called after each
+    /// SUBSCRIBE and once per loop turn while some waits. Every message goes through
+    /// `offer`, so the subscriber's read ACL and Maximum Packet Size apply as to any
+    /// delivery, and a subscriber gone meanwhile gets nothing (its generation no longer
+    /// matches).
+    pub(crate) fn offer_retained_backlog(&mut self) {
+        let mut backlog = std::mem::take(&mut self.retained_backlog);
+        let shared = self.shared.clone();
+        backlog.run_turn(&shared.retained, |msg, subscriber, qos, ids| {
+            let delivery = Delivery {
+                qos: qos.min(msg.qos),
+                msg,
+                retain: true,
+                subscription_ids: ids.clone(),
+                shared: None,
+            };
+            self.offer(subscriber, delivery);
+        });
+        self.retained_backlog = backlog;
+    }
+
     /// Offers a delivery to one local session and sends what it says to send.
     pub(crate) fn offer(&mut self, sub: SubscriberId, delivery: Delivery) {
         let Some(slot) = self.sessions.get_mut(sub.slot as usize) else {
