@@ -15,6 +15,12 @@
 //!
 //! Shard thread only. Per-message hooks are `#[inline]` and touch only the shard's own
 //! state: no allocation, lock or atomic operation per message.
+//!
+//! Unlike the handlers, which get a context (`shard::ctx`), the hooks other than
+//! [`authenticate`] are methods of the shard: the shard's own paths (delivery, close, the
+//! inbox, the tick) call them as the handlers do (through `Services`), and what they do
+//! today is the shard's bookkeeping (counters, index replicas). This is the one file of
+//! `handle/` that works on shard state.
 
 use std::time::Instant;
 
