@@ -12,8 +12,8 @@
 //! close publishes a will and ends a session), so no split of the fields lets a handler hold
 //! its session and route at once. The borrow is private to this module: a handler sees these
 //! methods, not the shard's fields. A context is two or three words built on the stack and
-//! inlined away (no box, no allocation, no dynamic dispatch), so the per-message path costs
-//! what it cost when the handlers were shard methods.
+//! inlined away (no box, no allocation, no dynamic dispatch): the per-message path pays
+//! nothing for it (ARCHITECTURE.md §2, "The handler layer").
 //!
 //! Shard thread only.
 
