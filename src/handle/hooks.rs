@@ -4,7 +4,7 @@
 //!
 //! | hook | called from |
 //! |---|---|
-//! | [`Shard::authenticate`] | CONNECT (`handle::connect`); the password check answers in `drain_auth_responses` |
+//! | [`authenticate`] | CONNECT (`handle::connect`); the password check answers in `Ctx::password_checked` |
 //! | [`authorize`] | publish ([`write_refusal`]: PUBLISH and wills), subscribe (`handle::subscribe`), receive (`Shard::offer`) |
 //! | [`Shard::subscription_added`] / [`Shard::subscription_removed`] | SUBSCRIBE; UNSUBSCRIBE and a session's end |
 //! | [`Shard::replica_insert`] / [`Shard::replica_remove`] | the same changes arriving from other shards, and recovery |
@@ -15,6 +15,12 @@
 //!
 //! Shard thread only. Per-message hooks are `#[inline]` and touch only the shard's own
 //! state: no allocation, lock or atomic operation per message.
+//!
+//! Unlike the handlers, which get a context (`shard::ctx`), the hooks other than
+//! [`authenticate`] are methods of the shard: the shard's own paths (delivery, close, the
+//! inbox, the tick) call them as the handlers do (through `Services`), and what they do
+//! today is the shard's bookkeeping (counters, index replicas). This is the one file of
+//! `handle/` that works on shard state.
 
 use std::time::Instant;
 
@@ -22,10 +28,11 @@ use crate::auth::{Access, ClientAcl, ConnectCheck};
 use crate::index::{Entry, SubscriberId};
 use crate::message::SharedMessage;
 use crate::protocol::{ByteStr, Connect};
+use crate::shard::ctx::Ctx;
 use crate::shard::inbox::ShardMsg;
 use crate::shard::Shard;
 
-use super::connect::NOT_AUTHORIZED;
+use super::connect::{connect_accepted, refuse, verify_password, NOT_AUTHORIZED};
 
 /// The one authorization decision lives in `auth` (the shard's delivery path calls it too, and
 /// `shard` must not import `handle`); publish and subscribe reach it through here.
@@ -44,41 +51,32 @@ pub(crate) fn write_refusal(acl: &ClientAcl, topic: &str) -> Option<&'static str
     }
 }
 
-impl Shard {
-    /// Who the client is: with `use_identity_as_username`/`use_subject_as_username` the TLS
-    /// certificate says (CONNECT's username and password are ignored, as mosquitto does);
-    /// otherwise the password file, checked off the loop by the auth worker.
-    pub(super) fn authenticate(
-        &mut self,
-        key: usize,
-        mut connect: Connect,
-        allow_anonymous: bool,
-    ) -> bool {
-        let max = connect.properties.maximum_packet_size.unwrap_or(0);
-        let conn = &self.conns[key];
-        if conn.tls_identity_required {
-            return match conn.tls_identity.clone() {
-                Some(identity) => {
-                    connect.username = Some(String::from(identity).into());
-                    connect.password = None;
-                    self.connect_accepted(key, connect)
-                }
-                None => self.refuse(key, max, NOT_AUTHORIZED, "no client certificate identity"),
-            };
-        }
-        let username = connect.username.as_deref();
-        match conn.auth.connect_check(username, allow_anonymous) {
-            ConnectCheck::Accept => self.connect_accepted(key, connect),
-            ConnectCheck::Refuse => self.refuse(
-                key,
-                max,
-                NOT_AUTHORIZED,
-                "anonymous clients are not allowed",
-            ),
-            ConnectCheck::Verify => self.verify_password(key, connect),
-        }
+/// Who the client is: with `use_identity_as_username`/`use_subject_as_username` the TLS
+/// certificate says (CONNECT's username and password are ignored, as mosquitto does);
+/// otherwise the password file, checked off the loop by the auth worker.
+pub(super) fn authenticate(cx: &mut Ctx<'_>, mut connect: Connect) -> bool {
+    let max = connect.properties.maximum_packet_size.unwrap_or(0);
+    if let Some(identity) = cx.required_tls_identity() {
+        return match identity {
+            Some(identity) => {
+                connect.username = Some(String::from(identity).into());
+                connect.password = None;
+                connect_accepted(cx, connect)
+            }
+            None => refuse(cx, max, NOT_AUTHORIZED, "no client certificate identity"),
+        };
     }
+    let (auth, allow_anonymous) = cx.listener_auth();
+    match auth.connect_check(connect.username.as_deref(), allow_anonymous) {
+        ConnectCheck::Accept => connect_accepted(cx, connect),
+        ConnectCheck::Refuse => {
+            refuse(cx, max, NOT_AUTHORIZED, "anonymous clients are not allowed")
+        }
+        ConnectCheck::Verify => verify_password(cx, connect),
+    }
+}
 
+impl Shard {
     /// A subscription of a session homed here was added (or replaced: the return value says
     /// whether `entry`'s subscriber already had `filter`): into this replica and, through the
     /// outbox, every other.

@@ -1,7 +1,11 @@
 //! What the broker does when it receives each packet, one file per packet family (as
-//! mosquitto's `handle_*.c`). Every handler is a method of [`Shard`] and runs on the shard
-//! thread; each returns `false` when the connection is gone from this shard (closed or moved
-//! to another shard), so the read loop stops touching it.
+//! mosquitto's `handle_*.c`). A handler is a function of the context the shard hands it
+//! (`shard::ctx`): [`SessionCtx`] for a connected client's packets, [`Ctx`] before CONNECT,
+//! `Services` for a will. Its signature is what it may touch; the shard's fields are out of
+//! its reach. The shard calls in through the entry points on those contexts
+//! (`handle_packet`, `decode_error`, `password_checked`, `connect_adopted`, `publish_will`).
+//! Shard thread only. Each handler returns `false` when the connection is gone from this
+//! shard (closed or moved to another shard), so the read loop stops touching it.
 
 mod ack;
 mod connect;
@@ -11,98 +15,84 @@ mod subscribe;
 
 use crate::protocol::reason::v5;
 use crate::protocol::{DecodeError, Disconnect, Packet};
-use crate::shard::conn::ConnState;
-use crate::shard::{Close, Shard};
+use crate::shard::ctx::{Ctx, SessionCtx};
+use crate::shard::Close;
 
-impl Shard {
-    /// Dispatches one decoded packet.
-    pub(crate) fn handle_packet(&mut self, key: usize, packet: Packet) -> bool {
-        self.stats.packets_in += 1;
-        let Some(conn) = self.conns.get(key) else {
-            return false;
-        };
-        let session = match conn.state {
-            ConnState::AwaitConnect => {
+impl Ctx<'_> {
+    /// Dispatches one decoded packet of this connection.
+    #[inline]
+    pub(crate) fn handle_packet(self, packet: Packet) -> bool {
+        let mut cx = match self.attached() {
+            Ok(cx) => cx,
+            Err(mut cx) => {
                 return match packet {
-                    Packet::Connect(c) => self.handle_connect(key, c),
+                    Packet::Connect(c) => connect::handle_connect(&mut cx, c),
                     other => {
                         let reason = format!("{} before CONNECT [MQTT-3.1.0-1]", other.name());
-                        self.protocol_error(key, v5::PROTOCOL_ERROR, reason)
+                        cx.protocol_error(v5::PROTOCOL_ERROR, reason)
                     }
                 };
             }
-            ConnState::Active { session } => session,
         };
+        let cx = &mut cx;
         match packet {
-            Packet::Publish(p) => self.handle_publish(key, session, p),
-            Packet::PubAck(r) => self.handle_puback(key, session, r.packet_id),
-            Packet::PubRec(r) => self.handle_pubrec(key, session, r.packet_id, r.reason),
-            Packet::PubRel(r) => self.handle_pubrel(key, session, r.packet_id),
-            Packet::PubComp(r) => self.handle_pubcomp(key, session, r.packet_id),
-            Packet::Subscribe(s) => self.handle_subscribe(key, session, s),
-            Packet::Unsubscribe(u) => self.handle_unsubscribe(key, session, u),
+            Packet::Publish(p) => publish::handle_publish(cx, p),
+            Packet::PubAck(r) => ack::handle_puback(cx, r.packet_id),
+            Packet::PubRec(r) => ack::handle_pubrec(cx, r.packet_id, r.reason),
+            Packet::PubRel(r) => ack::handle_pubrel(cx, r.packet_id),
+            Packet::PubComp(r) => ack::handle_pubcomp(cx, r.packet_id),
+            Packet::Subscribe(s) => subscribe::handle_subscribe(cx, s),
+            Packet::Unsubscribe(u) => subscribe::handle_unsubscribe(cx, u),
             Packet::PingReq => {
                 // [MQTT-3.12.4-1]
-                self.send(key, &Packet::PingResp);
+                cx.send(&Packet::PingResp);
                 true
             }
-            Packet::Disconnect(d) => self.handle_disconnect(key, session, d),
-            Packet::Connect(_) => self.protocol_error(
-                key,
-                v5::PROTOCOL_ERROR,
-                "second CONNECT [MQTT-3.1.0-2]".into(),
-            ),
+            Packet::Disconnect(d) => handle_disconnect(cx, d),
+            Packet::Connect(_) => {
+                cx.protocol_error(v5::PROTOCOL_ERROR, "second CONNECT [MQTT-3.1.0-2]".into())
+            }
             Packet::Auth(_) => {
                 // Re-authentication needs the method of CONNECT, and no method is supported
                 // (a CONNECT naming one is refused), so any AUTH is out of place [MQTT-4.12.0-6].
-                self.protocol_error(
-                    key,
+                cx.protocol_error(
                     v5::PROTOCOL_ERROR,
                     "AUTH without authentication method".into(),
                 )
             }
-            other => self.protocol_error(
-                key,
+            other => cx.protocol_error(
                 v5::PROTOCOL_ERROR,
                 format!("{} is not sent by clients", other.name()),
             ),
         }
     }
 
-    /// DISCONNECT: no will unless 5.0's "disconnect with will message" [MQTT-3.1.2-10]; a
-    /// new Session Expiry Interval applies, except 0 -> non-zero [MQTT-3.14.2-2].
-    fn handle_disconnect(&mut self, key: usize, slot: usize, d: Disconnect) -> bool {
-        let Some(s) = self.sessions.get_mut(slot) else {
-            return false;
-        };
-        if let Some(expiry) = d.properties.session_expiry_interval {
-            if s.session.expiry_interval == 0 && expiry != 0 {
-                let reason = "session expiry changed from 0 on DISCONNECT [MQTT-3.14.2-2]".into();
-                return self.protocol_error(key, v5::PROTOCOL_ERROR, reason);
-            }
-            s.session.expiry_interval = expiry;
-        }
-        if d.reason == v5::DISCONNECT_WITH_WILL_MESSAGE {
-            self.close(key, Close::Gone("disconnected with will message".into()));
-        } else {
-            s.session.will = None;
-            self.close(key, Close::Graceful);
-        }
-        false
-    }
-
-    /// Closes the connection for a protocol violation (5.0 clients get DISCONNECT `code`).
-    pub(crate) fn protocol_error(&mut self, key: usize, code: u8, reason: String) -> bool {
-        self.close(key, Close::Protocol { code, reason });
-        false
-    }
-
     /// A frame could not be decoded. An unsupported protocol level still gets its CONNACK
     /// before the close; a 5.0 client gets DISCONNECT with the error's reason code.
-    pub(crate) fn on_decode_error(&mut self, key: usize, level: Option<u8>, e: DecodeError) {
-        if let Some(packet) = self.connack_for_decode_error(key, level, &e) {
-            self.send(key, &packet);
+    pub(crate) fn decode_error(mut self, level: Option<u8>, e: DecodeError) {
+        if let Some(packet) = connect::connack_for_decode_error(&mut self, level, &e) {
+            self.send(&packet);
         }
-        self.protocol_error(key, e.reason_code(), format!("bad packet: {e}"));
+        self.protocol_error(e.reason_code(), format!("bad packet: {e}"));
     }
+}
+
+/// DISCONNECT: no will unless 5.0's "disconnect with will message" [MQTT-3.1.2-10]; a
+/// new Session Expiry Interval applies, except 0 -> non-zero [MQTT-3.14.2-2].
+fn handle_disconnect(cx: &mut SessionCtx<'_>, d: Disconnect) -> bool {
+    let s = cx.session();
+    if let Some(expiry) = d.properties.session_expiry_interval {
+        if s.expiry_interval == 0 && expiry != 0 {
+            let reason = "session expiry changed from 0 on DISCONNECT [MQTT-3.14.2-2]".into();
+            return cx.protocol_error(v5::PROTOCOL_ERROR, reason);
+        }
+        s.expiry_interval = expiry;
+    }
+    if d.reason == v5::DISCONNECT_WITH_WILL_MESSAGE {
+        cx.close(Close::Gone("disconnected with will message".into()));
+    } else {
+        cx.session().will = None;
+        cx.close(Close::Graceful);
+    }
+    false
 }

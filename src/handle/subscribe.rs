@@ -5,7 +5,7 @@
 use super::hooks::authorize;
 use crate::auth::Access;
 use crate::index::Entry;
-use crate::message::{Delivery, SubscriptionIds};
+use crate::message::SubscriptionIds;
 use crate::protocol::reason::{v3, v5};
 use crate::protocol::topic::parse_shared;
 use crate::protocol::{
@@ -13,205 +13,167 @@ use crate::protocol::{
 };
 use crate::retain::{PendingRetained, Work};
 use crate::session::Subscription;
-use crate::shard::Shard;
+use crate::shard::ctx::{Services, SessionCtx};
 
-impl Shard {
-    /// Handles SUBSCRIBE.
-    pub(crate) fn handle_subscribe(
-        &mut self,
-        key: usize,
-        slot: usize,
-        subscribe: Subscribe,
-    ) -> bool {
-        // Updates queued by other shards first, so this replica is current before we add.
-        self.drain_inbox();
-        let v5 = self.conns[key].is_v5();
-        let max_qos = QoS::from_u8(self.shared.config.max_qos).unwrap_or(QoS::ExactlyOnce);
-        let identifier = subscribe
-            .properties
-            .subscription_identifiers
-            .first()
-            .copied();
-        let subscriber = self.subscriber_id(slot);
-        // Limits first, for the whole packet: one filter past them makes it malformed, as in
-        // mosquitto, and nothing of it is applied. (Wildcard placement and empty filters are
-        // refused by the decoder.)
-        if let Some(e) = self.filters_over_limits(subscribe.filters.iter().map(|(f, _)| f)) {
-            return self.protocol_error(key, v5::TOPIC_FILTER_INVALID, e);
+/// Handles SUBSCRIBE.
+pub(super) fn handle_subscribe(cx: &mut SessionCtx<'_>, subscribe: Subscribe) -> bool {
+    // Updates queued by other shards first, so this replica is current before we add.
+    cx.catch_up();
+    let v5 = cx.is_v5();
+    let max_qos = QoS::from_u8(cx.config().max_qos).unwrap_or(QoS::ExactlyOnce);
+    let identifier = subscribe
+        .properties
+        .subscription_identifiers
+        .first()
+        .copied();
+    let subscriber = cx.subscriber();
+    // Limits first, for the whole packet: one filter past them makes it malformed, as in
+    // mosquitto, and nothing of it is applied. (Wildcard placement and empty filters are
+    // refused by the decoder.)
+    if let Some(e) = filters_over_limits(cx, subscribe.filters.iter().map(|(f, _)| f)) {
+        return cx.protocol_error(v5::TOPIC_FILTER_INVALID, e);
+    }
+    let max_subs = cx.config().max_subscriptions_per_client;
+    let mut codes = Vec::with_capacity(subscribe.filters.len());
+    let mut retained_for = Vec::new();
+    for (filter, mut options) in subscribe.filters {
+        // Kept by the session and the index replicas for as long as the subscription
+        // lasts: copied out of the read buffer rather than pinning it (ByteStr::unshared).
+        let filter = filter.unshared();
+        let shared = parse_shared(&filter);
+        // The decoder checked the filter; a shared one's group and inner filter are
+        // checked here (SUBACK failure, as before).
+        if shared.is_some_and(|r| r.is_err()) {
+            log::info!("Rejecting subscription to '{filter}': invalid topic filter.");
+            codes.push(if v5 {
+                v5::TOPIC_FILTER_INVALID
+            } else {
+                v3::SUBACK_FAILURE
+            });
+            continue;
         }
-        let max_subs = self.shared.config.max_subscriptions_per_client;
-        let mut codes = Vec::with_capacity(subscribe.filters.len());
-        let mut retained_for = Vec::new();
-        for (filter, mut options) in subscribe.filters {
-            // Kept by the session and the index replicas for as long as the subscription
-            // lasts: copied out of the read buffer rather than pinning it (ByteStr::unshared).
-            let filter = filter.unshared();
-            let shared = parse_shared(&filter);
-            // The decoder checked the filter; a shared one's group and inner filter are
-            // checked here (SUBACK failure, as before).
-            if shared.is_some_and(|r| r.is_err()) {
-                log::info!("Rejecting subscription to '{filter}': invalid topic filter.");
-                codes.push(if v5 {
-                    v5::TOPIC_FILTER_INVALID
-                } else {
-                    v3::SUBACK_FAILURE
-                });
-                continue;
-            }
-            if !authorize(&self.sessions[slot].session.acl, &filter, Access::Subscribe) {
-                log::info!("Refusing subscription to '{filter}': not allowed by the ACL.");
-                codes.push(if v5 {
-                    v5::NOT_AUTHORIZED
-                } else {
-                    v3::SUBACK_FAILURE
-                });
-                continue;
-            }
-            let held = &self.sessions[slot].session.subscriptions;
-            if max_subs != 0 && held.len() >= max_subs && !held.contains_key(&filter) {
-                log::info!(
-                    "Refusing subscription to '{filter}': max_subscriptions_per_client ({max_subs}) reached."
-                );
-                codes.push(if v5 {
-                    v5::QUOTA_EXCEEDED
-                } else {
-                    v3::SUBACK_FAILURE
-                });
-                continue;
-            }
-            if shared.is_some() && options.no_local {
-                // [MQTT-3.8.3-4]
-                return self.protocol_error(
-                    key,
-                    v5::PROTOCOL_ERROR,
-                    "No Local on a shared subscription".into(),
-                );
-            }
-            options.qos = options.qos.min(max_qos);
-            // [MQTT-3.8.4-3]: a repeated filter replaces the existing subscription.
-            let entry = Entry {
-                subscriber,
-                options,
-                identifier,
-            };
-            let existed = self.subscription_added(&filter, entry);
-            let sub = Subscription {
-                options,
-                identifier,
-            };
-            self.sessions[slot]
-                .session
-                .subscriptions
-                .insert(filter.clone(), sub);
-            codes.push(options.qos as u8);
-            // Retained messages: not for shared subscriptions; per Retain Handling otherwise
-            // [MQTT-3.3.1-9..11].
-            let send_retained = shared.is_none()
-                && match options.retain_handling {
-                    RetainHandling::SendAtSubscribe => true,
-                    RetainHandling::SendIfNew => !existed,
-                    RetainHandling::DoNotSend => false,
-                };
-            if send_retained {
-                retained_for.push((filter, options.qos));
-            }
+        if !authorize(&cx.session().acl, &filter, Access::Subscribe) {
+            log::info!("Refusing subscription to '{filter}': not allowed by the ACL.");
+            codes.push(if v5 {
+                v5::NOT_AUTHORIZED
+            } else {
+                v3::SUBACK_FAILURE
+            });
+            continue;
         }
-        self.sessions[slot].session.store_record(&mut self.batch);
-        // [MQTT-3.8.4-1]: SUBACK with the same packet id, one code per filter [MQTT-3.8.4-5].
-        let suback = SubAck {
-            packet_id: subscribe.packet_id,
-            codes,
-            ..Default::default()
+        let held = &cx.session().subscriptions;
+        if max_subs != 0 && held.len() >= max_subs && !held.contains_key(&filter) {
+            log::info!(
+                "Refusing subscription to '{filter}': max_subscriptions_per_client ({max_subs}) reached."
+            );
+            codes.push(if v5 {
+                v5::QUOTA_EXCEEDED
+            } else {
+                v3::SUBACK_FAILURE
+            });
+            continue;
+        }
+        if shared.is_some() && options.no_local {
+            // [MQTT-3.8.3-4]
+            return cx.protocol_error(
+                v5::PROTOCOL_ERROR,
+                "No Local on a shared subscription".into(),
+            );
+        }
+        options.qos = options.qos.min(max_qos);
+        // [MQTT-3.8.4-3]: a repeated filter replaces the existing subscription.
+        let entry = Entry {
+            subscriber,
+            options,
+            identifier,
         };
-        self.send(key, &Packet::SubAck(suback));
-        // Retained messages go out after the SUBACK, with RETAIN set [MQTT-3.3.1-6], a
-        // bounded amount of work per loop turn (see `RetainedBacklog`): the first now.
-        let ids: SubscriptionIds = identifier.into_iter().collect();
-        for (filter, qos) in retained_for {
-            self.retained_backlog.push(PendingRetained {
+        let existed = cx.subscription_added(&filter, entry);
+        let sub = Subscription {
+            options,
+            identifier,
+        };
+        cx.session().subscriptions.insert(filter.clone(), sub);
+        codes.push(options.qos as u8);
+        // Retained messages: not for shared subscriptions; per Retain Handling otherwise
+        // [MQTT-3.3.1-9..11].
+        let send_retained = shared.is_none()
+            && match options.retain_handling {
+                RetainHandling::SendAtSubscribe => true,
+                RetainHandling::SendIfNew => !existed,
+                RetainHandling::DoNotSend => false,
+            };
+        if send_retained {
+            retained_for.push((filter, options.qos));
+        }
+    }
+    let (session, batch) = cx.session_and_batch();
+    session.store_record(batch);
+    // [MQTT-3.8.4-1]: SUBACK with the same packet id, one code per filter [MQTT-3.8.4-5].
+    let suback = SubAck {
+        packet_id: subscribe.packet_id,
+        codes,
+        ..Default::default()
+    };
+    cx.send(&Packet::SubAck(suback));
+    // Retained messages go out after the SUBACK, with RETAIN set [MQTT-3.3.1-6], a
+    // bounded amount of work per loop turn (see `RetainedBacklog`): the first now.
+    let ids: SubscriptionIds = identifier.into_iter().collect();
+    cx.send_retained(
+        retained_for
+            .into_iter()
+            .map(|(filter, qos)| PendingRetained {
                 subscriber,
                 qos,
                 ids: ids.clone(),
                 work: Work::Lookup(filter),
+            }),
+    );
+    true
+}
+
+/// Handles UNSUBSCRIBE; UNSUBACK is sent even when nothing matched [MQTT-3.10.4-5], with
+/// 5.0 reason codes "success" or "no subscription existed".
+pub(super) fn handle_unsubscribe(cx: &mut SessionCtx<'_>, unsubscribe: Unsubscribe) -> bool {
+    if let Some(e) = filters_over_limits(cx, unsubscribe.filters.iter()) {
+        return cx.protocol_error(v5::TOPIC_FILTER_INVALID, e);
+    }
+    let v5 = cx.is_v5();
+    let subscriber = cx.subscriber();
+    let mut codes = Vec::new();
+    for filter in unsubscribe.filters {
+        let existed = cx.session().subscriptions.remove(&filter).is_some();
+        if existed {
+            cx.subscription_removed(filter, subscriber);
+        }
+        if v5 {
+            codes.push(if existed {
+                v5::SUCCESS
+            } else {
+                v5::NO_SUBSCRIPTION_EXISTED
             });
         }
-        self.offer_retained_backlog();
-        true
     }
+    let (session, batch) = cx.session_and_batch();
+    session.store_record(batch);
+    let unsuback = UnsubAck {
+        packet_id: unsubscribe.packet_id,
+        codes,
+        ..Default::default()
+    };
+    cx.send(&Packet::UnsubAck(unsuback));
+    true
+}
 
-    /// Does one loop turn's share of the pending retained work. Called after each
-    /// SUBSCRIBE and once per loop turn while some waits. Every message goes through
-    /// `offer`, so the subscriber's read ACL and Maximum Packet Size apply as to any
-    /// delivery, and a subscriber gone meanwhile gets nothing (its generation no longer
-    /// matches).
-    pub(crate) fn offer_retained_backlog(&mut self) {
-        let mut backlog = std::mem::take(&mut self.retained_backlog);
-        let shared = self.shared.clone();
-        backlog.run_turn(&shared.retained, |msg, subscriber, qos, ids| {
-            let delivery = Delivery {
-                qos: qos.min(msg.qos),
-                msg,
-                retain: true,
-                subscription_ids: ids.clone(),
-                shared: None,
-            };
-            self.offer(subscriber, delivery);
-        });
-        self.retained_backlog = backlog;
-    }
-
-    /// Handles UNSUBSCRIBE; UNSUBACK is sent even when nothing matched [MQTT-3.10.4-5], with
-    /// 5.0 reason codes "success" or "no subscription existed".
-    pub(crate) fn handle_unsubscribe(
-        &mut self,
-        key: usize,
-        slot: usize,
-        unsubscribe: Unsubscribe,
-    ) -> bool {
-        if let Some(e) = self.filters_over_limits(unsubscribe.filters.iter()) {
-            return self.protocol_error(key, v5::TOPIC_FILTER_INVALID, e);
-        }
-        let v5 = self.conns[key].is_v5();
-        let subscriber = self.subscriber_id(slot);
-        let mut codes = Vec::new();
-        for filter in unsubscribe.filters {
-            let existed = self.sessions[slot]
-                .session
-                .subscriptions
-                .remove(&filter)
-                .is_some();
-            if existed {
-                self.subscription_removed(filter, subscriber);
-            }
-            if v5 {
-                codes.push(if existed {
-                    v5::SUCCESS
-                } else {
-                    v5::NO_SUBSCRIPTION_EXISTED
-                });
-            }
-        }
-        self.sessions[slot].session.store_record(&mut self.batch);
-        let unsuback = UnsubAck {
-            packet_id: unsubscribe.packet_id,
-            codes,
-            ..Default::default()
-        };
-        self.send(key, &Packet::UnsubAck(unsuback));
-        true
-    }
-
-    /// Why the first of `filters` past `max_topic_levels` / `max_topic_length` is refused.
-    fn filters_over_limits<'a>(
-        &self,
-        mut filters: impl Iterator<Item = &'a ByteStr>,
-    ) -> Option<String> {
-        let limits = self.shared.config.topic_limits();
-        filters.find_map(|f| {
-            limits.check(f).err().map(|e| {
-                let shown: String = f.chars().take(64).collect();
-                format!("topic filter '{shown}...': {e}")
-            })
+/// Why the first of `filters` past `max_topic_levels` / `max_topic_length` is refused.
+fn filters_over_limits<'a>(
+    sv: &Services<'_>,
+    mut filters: impl Iterator<Item = &'a ByteStr>,
+) -> Option<String> {
+    let limits = sv.config().topic_limits();
+    filters.find_map(|f| {
+        limits.check(f).err().map(|e| {
+            let shown: String = f.chars().take(64).collect();
+            format!("topic filter '{shown}...': {e}")
         })
-    }
+    })
 }

@@ -1,7 +1,7 @@
 //! Connection and session lifecycle: the tick (keep-alive, CONNECT time-outs, delayed wills,
 //! session expiry), the one close path of a connection, and what happens to its session
-//! after (will, expiry, removal from every index replica). Attach and takeover are in
-//! `handle::connect`.
+//! after (will, expiry, removal from every index replica). Attach and takeover are decided
+//! in `handle::connect`, through the session registry operations of `shard::ctx`.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -114,7 +114,7 @@ impl Shard {
             if let Some(pending) = self.sessions[slot].session.pending_will.take() {
                 self.sessions[slot].session.store_record(&mut self.batch);
                 let origin = self.subscriber_id(slot);
-                self.publish_will(pending.1, origin);
+                self.services().publish_will(pending.1, origin);
             }
         }
         for slot in ended {
@@ -271,7 +271,7 @@ impl Shard {
             match will.properties.will_delay_interval.unwrap_or(0) {
                 0 => {
                     let origin = self.subscriber_id(slot);
-                    self.publish_will(*will, origin);
+                    self.services().publish_will(*will, origin);
                 }
                 delay => {
                     let at = now + Duration::from_secs(u64::from(delay));
@@ -326,7 +326,7 @@ impl Shard {
             }
         }
         if let Some(pending) = s.session.pending_will {
-            self.publish_will(pending.1, subscriber);
+            self.services().publish_will(pending.1, subscriber);
         }
     }
 }

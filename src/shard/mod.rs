@@ -17,6 +17,7 @@
 
 pub mod bench;
 pub mod conn;
+pub(crate) mod ctx;
 mod durable;
 mod event_loop;
 pub mod inbox;

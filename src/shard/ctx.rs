@@ -1,0 +1,531 @@
+//! The narrow context the packet handlers (`handle/`) work through instead of the whole
+//! shard. The shard builds one per packet and calls the handler layer through it; what a
+//! handler may touch is the method set here, in three layers, each dereferencing to the one
+//! before:
+//! - [`Services`]: what any handler may call: the configuration, `message_in` (routing),
+//!   the retained store, the message pool, the subscription hooks, the turn's store batch;
+//! - [`Ctx`]: plus one connection: its protocol state and its output sink (`send`, `close`);
+//! - [`SessionCtx`]: plus the session that connection is attached to.
+//!
+//! Why one private `&mut Shard` and not a struct of split borrows: routing, delivering and
+//! closing reach every part of the shard (a publisher may be one of its own subscribers, a
+//! close publishes a will and ends a session), so no split of the fields lets a handler hold
+//! its session and route at once. The borrow is private to this module: a handler sees these
+//! methods, not the shard's fields. A context is two or three words built on the stack and
+//! inlined away (no box, no allocation, no dynamic dispatch): the per-message path pays
+//! nothing for it (ARCHITECTURE.md §2, "The handler layer").
+//!
+//! Shard thread only.
+
+use std::ops::{Deref, DerefMut};
+
+use super::conn::{Conn, ConnState};
+use super::inbox::{Migrating, ShardMsg};
+use super::{home_shard, Close, SessionSlot, Shard};
+use crate::auth::{Auth, AuthRequest, PasswordFile};
+use crate::config::Config;
+use crate::index::{Entry, SubscriberId};
+use crate::message::{Message, SharedMessage};
+use crate::protocol::{ByteStr, Connect, DecodeError, Packet, ProtocolVersion};
+use crate::retain::{PendingRetained, RetainedStore};
+use crate::session::{Outgoing, Session};
+use crate::store::Batch as StoreBatch;
+
+/// Password-check tokens carry the connection slot in their low bits and a per-shard serial
+/// above, so an answer for a closed connection cannot resume a new one in the same slot.
+const AUTH_SLOT_BITS: u32 = 24;
+
+/// The broker's services a handler calls, without a connection (a will is published by a
+/// session's end, not by a packet).
+pub(crate) struct Services<'a> {
+    shard: &'a mut Shard,
+}
+
+/// [`Services`] plus one connection of this shard: its protocol state and its output.
+pub(crate) struct Ctx<'a> {
+    services: Services<'a>,
+    key: usize,
+}
+
+/// [`Ctx`] for a connection attached to a session (after its CONNACK).
+pub(crate) struct SessionCtx<'a> {
+    cx: Ctx<'a>,
+    slot: usize,
+}
+
+impl Shard {
+    /// The services, for work that belongs to no connection (wills).
+    #[inline]
+    pub(crate) fn services(&mut self) -> Services<'_> {
+        Services { shard: self }
+    }
+
+    /// The context of connection `key` (which must exist).
+    #[inline]
+    pub(crate) fn ctx(&mut self, key: usize) -> Ctx<'_> {
+        Ctx {
+            services: Services { shard: self },
+            key,
+        }
+    }
+
+    /// Hands one decoded packet of connection `key` to the handler layer. Returns `false`
+    /// when the connection is gone from this shard (closed or moved), so reading stops.
+    #[inline]
+    pub(crate) fn handle_packet(&mut self, key: usize, packet: Packet) -> bool {
+        self.stats.packets_in += 1;
+        if !self.conns.contains(key) {
+            return false;
+        }
+        self.ctx(key).handle_packet(packet)
+    }
+
+    /// A frame of connection `key` could not be decoded: the handler layer answers and closes.
+    pub(crate) fn on_decode_error(&mut self, key: usize, level: Option<u8>, e: DecodeError) {
+        if self.conns.contains(key) {
+            self.ctx(key).decode_error(level, e);
+        }
+    }
+
+    /// The session's identity in the index (for a message's origin).
+    pub(crate) fn subscriber_id(&self, slot: usize) -> SubscriberId {
+        let generation = self.sessions.get(slot).map_or(0, |s| s.generation);
+        SubscriberId {
+            shard: self.id as u16,
+            slot: slot as u32,
+            generation,
+        }
+    }
+
+    /// Answers from the auth worker: the parked CONNECTs go back to the handler layer.
+    pub(crate) fn drain_auth_responses(&mut self) {
+        loop {
+            let Some((_, responses)) = &self.auth else {
+                return;
+            };
+            let Ok(response) = responses.try_recv() else {
+                return;
+            };
+            let key = (response.token & ((1 << AUTH_SLOT_BITS) - 1)) as usize;
+            let token = response.token >> AUTH_SLOT_BITS;
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if conn.auth_token != token as u32 {
+                continue; // that connection is gone and its slot reused
+            }
+            let Some(connect) = conn.pending_connect.take() else {
+                continue;
+            };
+            if self.ctx(key).password_checked(*connect, response.allowed)
+                && self.process_frames(key)
+            {
+                self.resume_input(key);
+            }
+        }
+    }
+
+    /// Takes in a connection moved here by another shard and finishes its CONNECT.
+    pub(crate) fn adopt(&mut self, m: Migrating) {
+        let mut conn = Conn::new(m.stream, m.peer, m.allow_anonymous);
+        conn.auth = m.auth;
+        conn.rbuf = m.rbuf;
+        let Some(key) = self.add_conn(conn) else {
+            self.shared.connection_closed(m.peer.ip());
+            return;
+        };
+        // Checked and authenticated on the shard it arrived at.
+        let conn = &mut self.conns[key];
+        conn.version = Some(m.connect.version);
+        conn.problem_info = m.connect.properties.request_problem_information != Some(0);
+        if self.ctx(key).connect_adopted(m.connect) && self.process_frames(key) {
+            self.resume_input(key);
+        }
+    }
+}
+
+impl Services<'_> {
+    /// The broker's configuration (its limits and policies).
+    #[inline]
+    pub(crate) fn config(&self) -> &Config {
+        &self.shard.shared.config
+    }
+
+    /// A message in a pooled shared allocation (see `shard::msg_pool`).
+    #[inline]
+    pub(crate) fn share(&mut self, msg: Message) -> SharedMessage {
+        self.shard.pool.share(msg)
+    }
+
+    /// The retained-message store (shared by all shards).
+    #[inline]
+    pub(crate) fn retained(&self) -> &RetainedStore {
+        &self.shard.shared.retained
+    }
+
+    /// Whether persistence is on (changes go into [`Services::batch`] to be stored).
+    #[inline]
+    pub(crate) fn persistent(&self) -> bool {
+        self.shard.durable.is_some()
+    }
+
+    /// This loop turn's changes to durable state.
+    #[inline]
+    pub(crate) fn batch(&mut self) -> &mut StoreBatch {
+        &mut self.shard.batch
+    }
+
+    /// The message-in hook: a message enters the broker and is routed. Returns whether any
+    /// subscription matched.
+    #[inline]
+    pub(crate) fn message_in(&mut self, msg: SharedMessage) -> bool {
+        self.shard.message_in(msg)
+    }
+
+    /// The subscription-added hook (see `handle::hooks`).
+    pub(crate) fn subscription_added(&mut self, filter: &ByteStr, entry: Entry) -> bool {
+        self.shard.subscription_added(filter, entry)
+    }
+
+    /// The subscription-removed hook (see `handle::hooks`).
+    pub(crate) fn subscription_removed(&mut self, filter: ByteStr, subscriber: SubscriberId) {
+        self.shard.subscription_removed(filter, subscriber)
+    }
+
+    /// Applies the index updates other shards have queued, so this replica is current.
+    pub(crate) fn catch_up(&mut self) {
+        self.shard.drain_inbox();
+    }
+
+    /// Queues retained messages for a new subscription and does this turn's share of them.
+    pub(crate) fn send_retained(&mut self, pending: impl IntoIterator<Item = PendingRetained>) {
+        for p in pending {
+            self.shard.retained_backlog.push(p);
+        }
+        self.shard.offer_retained_backlog();
+    }
+}
+
+impl<'a> Deref for Ctx<'a> {
+    type Target = Services<'a>;
+    #[inline]
+    fn deref(&self) -> &Services<'a> {
+        &self.services
+    }
+}
+
+impl<'a> DerefMut for Ctx<'a> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut Services<'a> {
+        &mut self.services
+    }
+}
+
+impl<'a> Ctx<'a> {
+    #[inline]
+    fn conn(&self) -> &Conn {
+        &self.services.shard.conns[self.key]
+    }
+
+    #[inline]
+    fn conn_mut(&mut self) -> &mut Conn {
+        &mut self.services.shard.conns[self.key]
+    }
+
+    /// The connection attached to its session, or this context back when it awaits CONNECT.
+    #[inline]
+    pub(crate) fn attached(self) -> Result<SessionCtx<'a>, Ctx<'a>> {
+        match self.conn().state {
+            ConnState::Active { session } => Ok(SessionCtx {
+                cx: self,
+                slot: session,
+            }),
+            ConnState::AwaitConnect => Err(self),
+        }
+    }
+
+    /// The context of this connection and session `slot` (reborrowed).
+    pub(crate) fn with_session(&mut self, slot: usize) -> SessionCtx<'_> {
+        SessionCtx {
+            cx: Ctx {
+                services: Services {
+                    shard: &mut *self.services.shard,
+                },
+                key: self.key,
+            },
+            slot,
+        }
+    }
+
+    /// Whether the connection speaks MQTT 5.
+    #[inline]
+    pub(crate) fn is_v5(&self) -> bool {
+        self.conn().is_v5()
+    }
+
+    /// The protocol version CONNECT asked for, once known.
+    pub(crate) fn version(&self) -> Option<ProtocolVersion> {
+        self.conn().version
+    }
+
+    /// Whether the connection still awaits its CONNECT.
+    pub(crate) fn awaits_connect(&self) -> bool {
+        self.conn().state == ConnState::AwaitConnect
+    }
+
+    /// Sets what CONNECT (or the first frame) told about the protocol: its version and the
+    /// client's Request Problem Information (MQTT 5: reason strings only when true).
+    pub(crate) fn set_protocol(&mut self, version: ProtocolVersion, problem_info: bool) {
+        let conn = self.conn_mut();
+        conn.version = Some(version);
+        conn.problem_info = problem_info;
+    }
+
+    /// The client's Request Problem Information.
+    pub(crate) fn problem_info(&self) -> bool {
+        self.conn().problem_info
+    }
+
+    /// The peer's address.
+    pub(crate) fn peer(&self) -> std::net::SocketAddr {
+        self.conn().peer
+    }
+
+    /// The connection for log lines: its client id once attached, its peer address before.
+    pub(crate) fn label(&self) -> String {
+        self.services.shard.label(self.conn())
+    }
+
+    /// The password file, ACL and anonymous policy of the listener the client came through.
+    pub(crate) fn listener_auth(&self) -> (&Auth, bool) {
+        let conn = self.conn();
+        (&conn.auth, conn.allow_anonymous)
+    }
+
+    /// The TLS certificate identity, when the listener takes the username from it
+    /// (`use_identity_as_username` / `use_subject_as_username`): `Some(None)` when the
+    /// client has no certificate identity; `None` when the listener does not.
+    pub(crate) fn required_tls_identity(&self) -> Option<Option<Box<str>>> {
+        let conn = self.conn();
+        conn.tls_identity_required
+            .then(|| conn.tls_identity.clone())
+    }
+
+    /// The client's MQTT 5 topic aliases (index = alias - 1), grown to `max` slots.
+    pub(crate) fn topic_aliases(&mut self, max: u16) -> &mut [Option<ByteStr>] {
+        let aliases = &mut self.conn_mut().topic_aliases;
+        if aliases.len() < usize::from(max) {
+            *aliases = vec![None; usize::from(max)].into_boxed_slice();
+        }
+        aliases
+    }
+
+    /// Output sink: encodes `packet` for this client; flushed at the end of the turn.
+    #[inline]
+    pub(crate) fn send(&mut self, packet: &Packet) {
+        self.services.shard.send(self.key, packet);
+    }
+
+    /// Where this connection's output stands now (see [`SessionCtx::send_ack`]).
+    #[inline]
+    pub(crate) fn output_mark(&self) -> usize {
+        self.conn().wbuf.len()
+    }
+
+    /// The one close path (will, session fate) for this connection.
+    pub(crate) fn close(&mut self, why: Close) {
+        self.services.shard.close(self.key, why);
+    }
+
+    /// Closes for a protocol violation (5.0 clients get DISCONNECT `code`). Returns `false`:
+    /// the connection is gone.
+    pub(crate) fn protocol_error(&mut self, code: u8, reason: String) -> bool {
+        self.close(Close::Protocol { code, reason });
+        false
+    }
+
+    /// Parks the CONNECT while the auth worker checks its password against `passwords`
+    /// (the answer comes back through `Shard::drain_auth_responses`), or says why it cannot.
+    pub(crate) fn check_password(
+        &mut self,
+        connect: Connect,
+        passwords: std::sync::Arc<PasswordFile>,
+    ) -> Result<(), &'static str> {
+        let shard = &mut *self.services.shard;
+        shard.next_auth_token += 1;
+        let token = shard.next_auth_token;
+        let request = AuthRequest {
+            token: (token << AUTH_SLOT_BITS) | self.key as u64,
+            username: connect.username.as_deref().unwrap_or_default().to_owned(),
+            password: connect.password.as_deref().unwrap_or_default().to_vec(),
+            passwords,
+        };
+        let Some((client, _)) = &shard.auth else {
+            return Err("no password checker running");
+        };
+        if client.submit(request).is_err() {
+            return Err("too many password checks pending");
+        }
+        let conn = &mut shard.conns[self.key];
+        conn.auth_token = token as u32;
+        conn.pending_connect = Some(Box::new(connect));
+        Ok(())
+    }
+
+    /// Whether the session of `client_id` lives on this shard (see [`home_shard`]).
+    pub(crate) fn is_home_of(&self, client_id: &ByteStr) -> bool {
+        let shard = &self.services.shard;
+        home_shard(client_id.as_bytes(), shard.peers.len()) == shard.id
+    }
+
+    /// Hands the connection to the home shard of its client id, with the CONNECT and any
+    /// bytes read after it. The connection is gone from this shard.
+    pub(crate) fn migrate(&mut self, connect: Connect) {
+        let shard = &mut *self.services.shard;
+        let home = home_shard(connect.client_id.as_bytes(), shard.peers.len());
+        let mut conn = shard.conns.remove(self.key);
+        let _ = shard.poll.registry().deregister(&mut conn.stream);
+        let m = Migrating {
+            stream: conn.stream,
+            peer: conn.peer,
+            rbuf: conn.rbuf,
+            connect,
+            allow_anonymous: conn.allow_anonymous,
+            auth: conn.auth,
+        };
+        shard.push_to(home, ShardMsg::Adopt(Box::new(m)));
+    }
+
+    /// An id for a client that sent an empty one, unique and homed on this shard (so that a
+    /// later reconnect with the assigned id finds its session here).
+    pub(crate) fn generate_client_id(&mut self) -> ByteStr {
+        let shard = &mut *self.services.shard;
+        let n = shard.peers.len();
+        loop {
+            shard.next_client_number += 1;
+            let id = format!("auto-{}-{:x}", shard.id, shard.next_client_number);
+            if home_shard(id.as_bytes(), n) == shard.id {
+                let id = ByteStr::from(id);
+                if !shard.session_by_id.contains_key(&id) {
+                    return id;
+                }
+            }
+        }
+    }
+
+    /// The slot of the session of `client_id` on this shard, if one exists.
+    pub(crate) fn find_session(&self, client_id: &ByteStr) -> Option<usize> {
+        self.services.shard.session_by_id.get(client_id).copied()
+    }
+
+    /// Session `slot` of this shard (one found by [`Ctx::find_session`]) and the turn's
+    /// store batch.
+    pub(crate) fn session_at(&mut self, slot: usize) -> (&mut Session, &mut StoreBatch) {
+        let shard = &mut *self.services.shard;
+        (&mut shard.sessions[slot].session, &mut shard.batch)
+    }
+
+    /// Closes the connection session `slot` is attached to, if any (a takeover).
+    pub(crate) fn close_session_conn(&mut self, slot: usize, why: Close) {
+        if let Some(old) = self.services.shard.sessions[slot].session.conn {
+            self.services.shard.close(old, why);
+        }
+    }
+
+    /// Ends session `slot`: its subscriptions leave every replica.
+    pub(crate) fn end_session(&mut self, slot: usize) {
+        self.services.shard.end_session(slot);
+    }
+
+    /// Adds a new session for its client id; returns its slot.
+    pub(crate) fn new_session(&mut self, session: Session) -> usize {
+        let shard = &mut *self.services.shard;
+        let generation = shard.next_generation;
+        shard.next_generation = shard.next_generation.wrapping_add(1);
+        let client_id = session.client_id.clone();
+        let slot = shard.sessions.insert(SessionSlot {
+            generation,
+            session,
+        });
+        shard.session_by_id.insert(client_id, slot);
+        slot
+    }
+
+    /// Attaches the connection to session `slot` (CONNACK accepted it): the outgoing topic
+    /// alias maximum and the idle limit (1.5 x keep-alive, in ms; 0: none) start to apply.
+    /// The client-connected hook runs.
+    pub(crate) fn activate(&mut self, slot: usize, aliases_out: u16, idle_limit_ms: u32) {
+        let key = self.key;
+        self.services.shard.sessions[slot].session.conn = Some(key);
+        let conn = self.conn_mut();
+        conn.state = ConnState::Active { session: slot };
+        conn.aliases_out.max = aliases_out;
+        conn.idle_limit_ms = idle_limit_ms;
+        self.services.shard.client_connected(slot);
+    }
+}
+
+impl<'a> Deref for SessionCtx<'a> {
+    type Target = Ctx<'a>;
+    #[inline]
+    fn deref(&self) -> &Ctx<'a> {
+        &self.cx
+    }
+}
+
+impl<'a> DerefMut for SessionCtx<'a> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut Ctx<'a> {
+        &mut self.cx
+    }
+}
+
+impl SessionCtx<'_> {
+    /// The session's identity in the index.
+    #[inline]
+    pub(crate) fn subscriber(&self) -> SubscriberId {
+        self.services.shard.subscriber_id(self.slot)
+    }
+
+    /// The session.
+    #[inline]
+    pub(crate) fn session(&mut self) -> &mut Session {
+        &mut self.cx.services.shard.sessions[self.slot].session
+    }
+
+    /// The session and the turn's store batch its changes go into.
+    #[inline]
+    pub(crate) fn session_and_batch(&mut self) -> (&mut Session, &mut StoreBatch) {
+        let shard = &mut *self.cx.services.shard;
+        (&mut shard.sessions[self.slot].session, &mut shard.batch)
+    }
+
+    /// Lets the session produce packets into `out` (a resume, a window refill) and sends
+    /// them to this connection. The buffer is the shard's, reused: no allocation.
+    pub(crate) fn send_from_session(
+        &mut self,
+        produce: impl FnOnce(&mut Session, &mut Vec<Outgoing>, &mut StoreBatch),
+    ) {
+        let shard = &mut *self.cx.services.shard;
+        let mut out = std::mem::take(&mut shard.out);
+        produce(
+            &mut shard.sessions[self.slot].session,
+            &mut out,
+            &mut shard.batch,
+        );
+        shard.out = out;
+        shard.send_session_output(self.cx.key);
+    }
+
+    /// Sends the PUBACK (or PUBREC if `rec`) for `packet_id`, at output position `before`
+    /// (an [`Ctx::output_mark`]): ahead of the deliveries of that message to this very
+    /// client; with persistence, held until the message is durable.
+    #[inline]
+    pub(crate) fn send_ack(&mut self, rec: bool, packet_id: u16, reason: u8, before: usize) {
+        let (key, slot) = (self.cx.key, self.slot);
+        self.cx
+            .services
+            .shard
+            .send_ack(key, slot, rec, packet_id, reason, before);
+    }
+}
