@@ -205,6 +205,22 @@ impl Shard {
         }
     }
 
+    /// A message another node of the cluster published: stored if retained (and retain is
+    /// available here), then routed through this node's index, whose matching and read checks
+    /// are those of any message. Never forwarded back to the cluster: that is what keeps
+    /// cluster traffic from looping.
+    pub(crate) fn message_from_cluster(&mut self, msg: SharedMessage) {
+        if msg.retain {
+            if !self.shared.config.retain_available {
+                return;
+            }
+            self.set_retained(&msg);
+        }
+        self.stats.messages_in += 1;
+        self.stats.publish_bytes_in += msg.payload.len() as u64;
+        self.route(msg);
+    }
+
     /// Publishes a will as if its client had sent it ([MQTT-3.1.2-8]).
     pub(crate) fn publish_will(&mut self, will: Will, origin: SubscriberId) {
         log::debug!("Publishing will on {}.", will.topic);
