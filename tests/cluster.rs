@@ -168,3 +168,94 @@ fn a_message_from_another_node_obeys_the_readers_acl_there() {
         "the ACL of node b decides what its reader gets"
     );
 }
+
+/// A bare NATS client watching the cluster's message subjects: counts what the nodes send.
+struct NatsWatcher {
+    stream: std::io::BufReader<std::net::TcpStream>,
+}
+
+impl NatsWatcher {
+    fn start(nats: &Nats) -> NatsWatcher {
+        use std::io::{BufRead, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", nats.port)).unwrap();
+        s.write_all(b"CONNECT {\"verbose\":false}\r\nSUB midge.m.> 1\r\nPING\r\n")
+            .unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut stream = std::io::BufReader::new(s);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            stream.read_line(&mut line).expect("nats-server answers");
+            if line.starts_with("PONG") {
+                return NatsWatcher { stream };
+            }
+        }
+    }
+
+    /// Cluster messages seen in the next `window` (answering the server's pings).
+    fn count(&mut self, window: Duration) -> usize {
+        use std::io::{BufRead, Read, Write};
+        let end = Instant::now() + window;
+        let mut n = 0;
+        let mut line = String::new();
+        while Instant::now() < end {
+            let left = end
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1));
+            self.stream.get_ref().set_read_timeout(Some(left)).unwrap();
+            line.clear();
+            match self.stream.read_line(&mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            if line.starts_with("PING") {
+                self.stream.get_mut().write_all(b"PONG\r\n").unwrap();
+            } else if let Some(rest) = line.strip_prefix("MSG ") {
+                let size: usize = rest.split_whitespace().last().unwrap().parse().unwrap();
+                let mut body = vec![0u8; size + 2];
+                self.stream.read_exact(&mut body).unwrap();
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+#[test]
+fn a_node_sends_a_message_to_nats_only_while_another_node_wants_it() {
+    let Some(nats) = Nats::start() else { return };
+    let a = nats.node("a", &[]);
+    let b = nats.node("b", &[]);
+    let mut watcher = NatsWatcher::start(&nats);
+    // Only a's own client wants w/1: nothing leaves a.
+    let mut on_a = MosqSub::start(a.port(), &["-t", "w/1"]);
+    for i in 0..5 {
+        mosquitto_pub(a.port(), &["-t", "w/1", "-m", &format!("alone{i}")]);
+    }
+    assert_eq!(real(on_a.messages(5, Duration::from_secs(2))).len(), 5);
+    assert_eq!(
+        watcher.count(Duration::from_millis(500)),
+        0,
+        "sent with no remote interest"
+    );
+    // Once b has a subscriber, a's messages go to NATS (and to b).
+    let mut on_b = MosqSub::start(b.port(), &["-t", "w/+"]);
+    wait_for_interest(a.port(), "w/1", &mut [&mut on_b]);
+    watcher.count(Duration::from_millis(300));
+    mosquitto_pub(a.port(), &["-t", "w/1", "-m", "wanted"]);
+    assert_eq!(real(on_b.messages(1, Duration::from_secs(2))), ["wanted"]);
+    assert_eq!(watcher.count(Duration::from_millis(500)), 1);
+    // b's subscriber leaves: a stops sending once b's announcement arrives.
+    on_b.kill();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        mosquitto_pub(a.port(), &["-t", "w/1", "-m", "after"]);
+        if watcher.count(Duration::from_millis(300)) == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a still sends after b lost interest"
+        );
+    }
+}

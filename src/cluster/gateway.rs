@@ -21,8 +21,11 @@ use std::thread::JoinHandle;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
 
+use super::interest::{self, Announcement, RemoteInterest};
 use super::{envelope, subject, Outbound, ShardLink, INBOUND_CAPACITY, OUTBOUND_CAPACITY};
+use crate::index::TopicIndex;
 use crate::message::SharedMessage;
+use crate::protocol::ByteStr;
 
 /// Sequence numbers of one origin remembered for de-duplication: copies of one message arrive
 /// together, so a window far larger than any burst between them is enough.
@@ -63,16 +66,21 @@ pub fn start(settings: Settings, wake: Vec<Wake>) -> io::Result<(Gateway, Vec<Sh
     let (out_tx, out_rx) = tokio::sync::mpsc::channel(OUTBOUND_CAPACITY);
     let mut links = Vec::new();
     let mut inbound = Vec::new();
+    let mut interest = Vec::new();
     for _ in 0..wake.len() {
         let (tx, rx) = crossbeam_channel::bounded(INBOUND_CAPACITY);
+        let (itx, irx) = crossbeam_channel::unbounded();
         let dropped = Arc::new(AtomicU64::new(0));
         links.push(ShardLink {
             out: out_tx.clone(),
             inbound: rx,
+            interest: irx,
+            remote: TopicIndex::new(),
             dropped: 0,
             inbound_dropped: dropped.clone(),
         });
         inbound.push((tx, dropped));
+        interest.push(itx);
     }
     drop(out_tx);
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -84,6 +92,7 @@ pub fn start(settings: Settings, wake: Vec<Wake>) -> io::Result<(Gateway, Vec<Sh
             let delivery = Arc::new(Delivery {
                 wake,
                 inbound,
+                interest,
                 seen: Mutex::new(HashMap::new()),
                 max_packet_size: settings.max_packet_size,
             });
@@ -101,6 +110,8 @@ pub fn start(settings: Settings, wake: Vec<Wake>) -> io::Result<(Gateway, Vec<Sh
 struct Delivery {
     wake: Vec<Wake>,
     inbound: Vec<(crossbeam_channel::Sender<SharedMessage>, Arc<AtomicU64>)>,
+    /// Each shard's queue of changes to the other nodes' interest.
+    interest: Vec<crossbeam_channel::Sender<(ByteStr, bool)>>,
     /// Per origin: the sequence numbers delivered lately.
     seen: Mutex<HashMap<u64, Seen>>,
     max_packet_size: u32,
@@ -135,6 +146,19 @@ impl Delivery {
             return;
         }
         (self.wake[shard])();
+    }
+
+    /// Hands every shard the changes of the other nodes' interest, and wakes them.
+    fn interest_changed(&self, changes: Vec<(String, bool)>) {
+        if changes.is_empty() {
+            return;
+        }
+        for (tx, wake) in self.interest.iter().zip(&self.wake) {
+            for (filter, added) in &changes {
+                let _ = tx.send((ByteStr::from(filter.as_str()), *added));
+            }
+            wake();
+        }
     }
 
     /// True the first time (origin, seq) is seen within the window.
@@ -211,58 +235,108 @@ async fn run(
         settings.node_id,
         settings.nats_urls.join(", ")
     );
-    let mut interest: Interest = HashMap::new();
+    let announce_to = interest::subject_of(origin);
+    let mut announcements = match client.subscribe(format!("{}>", interest::PREFIX)).await {
+        Ok(sub) => sub,
+        Err(e) => {
+            log::error!("cluster: cannot subscribe to the interest announcements: {e}");
+            return;
+        }
+    };
+    let announce = |a: Announcement| {
+        let client = client.clone();
+        let subject = announce_to.clone();
+        async move {
+            if let Err(e) = client.publish(subject, a.encode()).await {
+                log::warn!("cluster: interest announcement failed: {e}");
+            }
+        }
+    };
+    announce(Announcement::Hello(Vec::new())).await;
+    let mut local: Interest = HashMap::new();
+    let mut remote = RemoteInterest::default();
+    let mut every = tokio::time::interval(interest::FULL_EVERY);
     let mut seq = 0u64;
-    while let Some(cmd) = rx.recv().await {
-        match cmd {
-            Outbound::Publish(msg) => {
-                seq += 1;
-                let body = frame(origin, seq, &envelope::encode(&msg));
-                if let Err(e) = client
-                    .publish(subject::topic_subject(&msg.topic), body)
-                    .await
-                {
-                    log::warn!("cluster: publish on '{}' failed: {e}", msg.topic);
-                }
-            }
-            Outbound::Interest(filter, true) => {
-                // `$` filters ($SYS, $share/...) are about this node only.
-                if filter.starts_with('$') {
-                    continue;
-                }
-                let e = interest
-                    .entry(filter.to_string())
-                    .or_insert((0, Vec::new()));
-                e.0 += 1;
-                if e.0 > 1 {
-                    continue;
-                }
-                for pattern in subject::filter_patterns(&filter) {
-                    match client.subscribe(pattern.clone()).await {
-                        Ok(mut sub) => {
-                            let delivery = delivery.clone();
-                            e.1.push(tokio::spawn(async move {
-                                while let Some(m) = sub.next().await {
-                                    delivery.deliver(m.subject.as_str(), &m.payload);
-                                }
-                            }));
-                        }
-                        Err(e) => log::warn!("cluster: subscribe to '{pattern}' failed: {e}"),
+    loop {
+        tokio::select! {
+            cmd = rx.recv() => match cmd {
+                None => break,
+                Some(Outbound::Publish(msg)) => {
+                    seq += 1;
+                    let body = frame(origin, seq, &envelope::encode(&msg));
+                    if let Err(e) = client.publish(subject::topic_subject(&msg.topic), body).await {
+                        log::warn!("cluster: publish on '{}' failed: {e}", msg.topic);
                     }
                 }
-            }
-            Outbound::Interest(filter, false) => {
-                if let Some(e) = interest.get_mut(&*filter) {
-                    e.0 -= 1;
-                    if e.0 == 0 {
-                        // Aborting a task drops its subscriber, which unsubscribes in NATS.
-                        for task in interest.remove(&*filter).map(|e| e.1).unwrap_or_default() {
-                            task.abort();
-                        }
+                Some(Outbound::Interest(filter, added)) => {
+                    if let Some(change) = local_interest(&client, &delivery, &mut local, &filter, added).await {
+                        announce(change).await;
                     }
                 }
+            },
+            Some(m) = announcements.next() => {
+                let (Some(from), Some(a)) =
+                    (interest::subject_origin(m.subject.as_str()), Announcement::decode(&m.payload))
+                else {
+                    log::warn!("cluster: malformed interest announcement on '{}' dropped", m.subject);
+                    continue;
+                };
+                if matches!(a, Announcement::Hello(_)) {
+                    announce(Announcement::Full(local.keys().cloned().collect())).await;
+                }
+                delivery.interest_changed(remote.apply(from, a, std::time::Instant::now()));
+            }
+            _ = every.tick() => {
+                announce(Announcement::Full(local.keys().cloned().collect())).await;
+                delivery.interest_changed(remote.expire(std::time::Instant::now()));
             }
         }
     }
     let _ = client.flush().await;
+}
+
+/// Counts a local subscription on `filter` gained or lost: the first one subscribes its
+/// patterns in NATS, the last one unsubscribes them. Returns the announcement to make when
+/// the node's set of filters changed. `$` filters (`$SYS`, `$share/...`) stay local.
+async fn local_interest(
+    client: &async_nats::Client,
+    delivery: &Arc<Delivery>,
+    local: &mut Interest,
+    filter: &ByteStr,
+    added: bool,
+) -> Option<Announcement> {
+    if filter.starts_with('$') {
+        return None;
+    }
+    if !added {
+        let e = local.get_mut(&**filter)?;
+        e.0 -= 1;
+        if e.0 > 0 {
+            return None;
+        }
+        // Aborting a task drops its subscriber, which unsubscribes in NATS.
+        for task in local.remove(&**filter).map(|e| e.1).unwrap_or_default() {
+            task.abort();
+        }
+        return Some(Announcement::Remove(filter.to_string()));
+    }
+    let e = local.entry(filter.to_string()).or_insert((0, Vec::new()));
+    e.0 += 1;
+    if e.0 > 1 {
+        return None;
+    }
+    for pattern in subject::filter_patterns(filter) {
+        match client.subscribe(pattern.clone()).await {
+            Ok(mut sub) => {
+                let delivery = delivery.clone();
+                e.1.push(tokio::spawn(async move {
+                    while let Some(m) = sub.next().await {
+                        delivery.deliver(m.subject.as_str(), &m.payload);
+                    }
+                }));
+            }
+            Err(err) => log::warn!("cluster: subscribe to '{pattern}' failed: {err}"),
+        }
+    }
+    Some(Announcement::Add(filter.to_string()))
 }

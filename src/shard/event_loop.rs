@@ -80,6 +80,9 @@ impl Shard {
     /// turn (the rest keeps the loop from sleeping, see `run`), so other clients are served
     /// between bursts.
     fn drain_cluster(&mut self) {
+        if let Some(c) = &mut self.cluster {
+            c.apply_remote_interest();
+        }
         for _ in 0..CLUSTER_PER_TURN {
             let Some(msg) = self.cluster.as_ref().and_then(|c| c.next_inbound()) else {
                 return;
