@@ -37,6 +37,33 @@ pub struct Broker {
     addrs: Vec<SocketAddr>,
     /// The TLS listeners (shared with the shards), for [`Broker::reload_tls`].
     tls: Vec<Arc<TlsListener>>,
+    /// The cluster gateway thread, when the node is part of a cluster.
+    cluster: Option<crate::cluster::Gateway>,
+}
+
+/// The cluster settings of `config`, if it names NATS servers.
+fn cluster_settings(config: &Config) -> Option<crate::cluster::Settings> {
+    if config.cluster_nats_urls.is_empty() {
+        return None;
+    }
+    let node_id = config.cluster_node_id.clone().unwrap_or_else(|| {
+        let mut buf = [0u8; 256];
+        // SAFETY: gethostname writes at most buf.len() bytes into our buffer.
+        let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(0);
+        ok.then(|| String::from_utf8_lossy(&buf[..end]).into_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "midge".into())
+    });
+    Some(crate::cluster::Settings {
+        name: config
+            .cluster_name
+            .clone()
+            .unwrap_or_else(|| "midge".into()),
+        node_id,
+        nats_urls: config.cluster_nats_urls.clone(),
+        max_packet_size: config.max_packet_size,
+    })
 }
 
 /// The default listeners: loopback only, like mosquitto 2 without a config.
@@ -230,6 +257,21 @@ impl Broker {
             }
         }
         let peers = Arc::new(handles);
+        let cluster = match cluster_settings(&shared.config) {
+            Some(settings) => {
+                let wake = peers
+                    .iter()
+                    .map(|h| {
+                        let h = h.clone();
+                        Box::new(move || h.wake_if_sleeping()) as crate::cluster::Wake
+                    })
+                    .collect();
+                let (gateway, links) = crate::cluster::start(settings, wake)?;
+                shared.set_cluster_links(links);
+                Some(gateway)
+            }
+            None => None,
+        };
         // Recovered sessions go to the home shard of their client id; every replica of the
         // index gets every recovered subscription before any shard runs.
         let mut homed: Vec<Vec<RecoveredSession>> = (0..shards).map(|_| Vec::new()).collect();
@@ -262,6 +304,14 @@ impl Broker {
                 }
             }
         }
+        // The cluster learns the node's recovered subscriptions, each from its home shard.
+        for (shard, list) in built.iter_mut().zip(&entries) {
+            if let Some(link) = &mut shard.cluster {
+                for (filter, _) in list {
+                    link.interest(filter, true);
+                }
+            }
+        }
         let mut threads = Vec::new();
         for (id, shard) in built.into_iter().enumerate() {
             let thread = std::thread::Builder::new()
@@ -279,6 +329,7 @@ impl Broker {
             threads,
             addrs,
             tls: tls_listeners,
+            cluster,
         })
     }
 
@@ -312,6 +363,10 @@ impl Broker {
                 Ok(Err(e)) => result = Err(e),
                 Err(_) => result = Err(io::Error::other("a shard thread panicked")),
             }
+        }
+        // The shards' links are gone with them: the gateway flushes what they queued and ends.
+        if let Some(gateway) = self.cluster {
+            gateway.join();
         }
         result
     }

@@ -20,6 +20,7 @@
 
 pub mod auth;
 pub mod broker;
+pub mod cluster;
 pub mod config;
 mod handle;
 pub mod index;

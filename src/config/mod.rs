@@ -113,6 +113,13 @@ pub struct Config {
     /// `sys_interval`: seconds between two publications of the `$SYS/broker/...` tree
     /// (default 10, as mosquitto; 0 = no `$SYS` tree).
     pub sys_interval: u16,
+    /// `cluster_name` (midge): the cluster this node belongs to (default "midge").
+    pub cluster_name: Option<String>,
+    /// `cluster_node_id` (midge): this node's name in the cluster (default: the host name).
+    pub cluster_node_id: Option<String>,
+    /// `cluster_nats_url` (midge, repeatable): the NATS servers of the cluster. None: the
+    /// node runs alone (no gateway thread, no cost).
+    pub cluster_nats_urls: Vec<String>,
     /// `max_qos`: the highest QoS clients may publish or be granted (default 2).
     pub max_qos: u8,
     /// `max_topic_alias`: topic aliases an MQTT 5 client may use toward the broker
@@ -208,6 +215,9 @@ impl Default for Config {
             message_size_limit: 0,
             retain_available: true,
             sys_interval: 10,
+            cluster_name: None,
+            cluster_node_id: None,
+            cluster_nats_urls: Vec::new(),
             max_qos: 2,
             max_topic_alias: 10,
             topic_alias_to_clients: true,

@@ -424,6 +424,32 @@ impl Parser {
                 self.config.sys_interval =
                     parse_int(pos, option, one(pos, option, rest)?, 0, 65535)? as u16;
             }
+            "cluster_name" | "cluster_node_id" => {
+                let v = one(pos, option, rest)?;
+                if !v
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                {
+                    return Err(pos.bad(option, v, "use letters, digits, '-' and '_'"));
+                }
+                let slot = if option == "cluster_name" {
+                    &mut self.config.cluster_name
+                } else {
+                    &mut self.config.cluster_node_id
+                };
+                *slot = Some(v.to_string());
+            }
+            "cluster_nats_url" => {
+                let v = one(pos, option, rest)?;
+                if v.parse::<async_nats::ServerAddr>().is_err() {
+                    return Err(pos.bad(
+                        option,
+                        v,
+                        "expected a NATS URL such as nats://127.0.0.1:4222",
+                    ));
+                }
+                self.config.cluster_nats_urls.push(v.to_string());
+            }
             _ => return Err(pos.unknown(option)),
         }
         Ok(())

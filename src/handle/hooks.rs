@@ -84,6 +84,9 @@ impl Shard {
         let existed = self.index.insert(filter, entry);
         if !existed {
             self.stats.subscriptions += 1;
+            if let Some(cluster) = &mut self.cluster {
+                cluster.interest(filter, true);
+            }
         }
         for to in 0..self.peers.len() {
             if to != self.id {
@@ -101,7 +104,11 @@ impl Shard {
 
     /// A subscription of a session homed here is gone: out of this replica and every other.
     pub(crate) fn subscription_removed(&mut self, filter: ByteStr, subscriber: SubscriberId) {
-        self.index.remove(&filter, subscriber);
+        if self.index.remove(&filter, subscriber) {
+            if let Some(cluster) = &mut self.cluster {
+                cluster.interest(&filter, false);
+            }
+        }
         self.stats.subscriptions = self.stats.subscriptions.saturating_sub(1);
         for to in 0..self.peers.len() {
             if to != self.id {
@@ -132,6 +139,9 @@ impl Shard {
     pub(crate) fn message_in(&mut self, msg: SharedMessage) -> bool {
         self.stats.messages_in += 1;
         self.stats.publish_bytes_in += msg.payload.len() as u64;
+        if let Some(cluster) = &mut self.cluster {
+            cluster.publish(&msg);
+        }
         self.route(msg)
     }
 

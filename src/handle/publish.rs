@@ -179,6 +179,20 @@ fn set_retained(sv: &mut Services<'_>, msg: &SharedMessage) {
 }
 
 impl Services<'_> {
+    /// A message another node of the cluster published: stored if retained (and retain is
+    /// available here), then routed through this node's index, whose matching and read checks
+    /// are those of any message. Never forwarded back to the cluster: that is what keeps
+    /// cluster traffic from looping.
+    pub(crate) fn message_from_cluster(&mut self, msg: SharedMessage) {
+        if msg.retain {
+            if !self.config().retain_available {
+                return;
+            }
+            set_retained(self, &msg);
+        }
+        self.route_from_cluster(msg);
+    }
+
     /// Publishes a will as if its client had sent it ([MQTT-3.1.2-8]).
     pub(crate) fn publish_will(&mut self, will: Will, origin: SubscriberId) {
         log::debug!("Publishing will on {}.", will.topic);

@@ -182,6 +182,14 @@ impl Services<'_> {
         self.shard.message_in(msg)
     }
 
+    /// Routes a message from another cluster node here only (counted as a message in, never
+    /// offered to the cluster again).
+    pub(crate) fn route_from_cluster(&mut self, msg: SharedMessage) {
+        self.shard.stats.messages_in += 1;
+        self.shard.stats.publish_bytes_in += msg.payload.len() as u64;
+        self.shard.route(msg);
+    }
+
     /// The subscription-added hook (see `handle::hooks`).
     pub(crate) fn subscription_added(&mut self, filter: &ByteStr, entry: Entry) -> bool {
         self.shard.subscription_added(filter, entry)

@@ -13,6 +13,9 @@ use super::lifecycle::Close;
 use super::{Shard, LINGER_BASE, LISTENER_BASE, TICK, WAKER};
 use crate::session::memory;
 
+/// Messages from other nodes routed per loop turn at most.
+const CLUSTER_PER_TURN: usize = 1024;
+
 impl Shard {
     /// Runs the loop until the broker shuts down. Shard thread only.
     pub fn run(mut self) -> io::Result<()> {
@@ -20,7 +23,10 @@ impl Shard {
         let mut next_tick = Instant::now() + TICK;
         loop {
             let timeout = next_tick.saturating_duration_since(Instant::now());
-            let parked = self.inbox.park();
+            // After `park`: the cluster gateway wakes a parked shard, so a message it queued
+            // before is seen here and one after wakes `poll`.
+            let parked =
+                self.inbox.park() && !self.cluster.as_ref().is_some_and(|c| c.has_inbound());
             // After `park`: the store's writer wakes a parked shard, so progress it made
             // before is seen here and progress after wakes `poll`.
             let timeout = if !parked
@@ -55,6 +61,7 @@ impl Shard {
             self.drain_inbox();
             self.adopt_pending();
             self.drain_auth_responses();
+            self.drain_cluster();
             if !self.retained_backlog.is_empty() {
                 self.offer_retained_backlog();
             }
@@ -66,6 +73,21 @@ impl Shard {
                 self.end_turn(true);
                 next_tick = now + TICK;
             }
+        }
+    }
+
+    /// Routes what other nodes of the cluster published, at most [`CLUSTER_PER_TURN`] per
+    /// turn (the rest keeps the loop from sleeping, see `run`), so other clients are served
+    /// between bursts.
+    fn drain_cluster(&mut self) {
+        if let Some(c) = &mut self.cluster {
+            c.apply_remote_interest();
+        }
+        for _ in 0..CLUSTER_PER_TURN {
+            let Some(msg) = self.cluster.as_ref().and_then(|c| c.next_inbound()) else {
+                return;
+            };
+            self.services().message_from_cluster(msg);
         }
     }
 

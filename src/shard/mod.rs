@@ -127,6 +127,8 @@ pub struct Shard {
     pub(crate) auth: Option<(AuthClient, crossbeam_channel::Receiver<AuthResponse>)>,
     /// Tokens for password checks (see `Conn::auth_token`).
     pub(crate) next_auth_token: u64,
+    /// This shard's link to the cluster gateway (`None`: the node runs alone).
+    pub(crate) cluster: Option<crate::cluster::ShardLink>,
     /// QoS 0 messages dropped for slow consumers (see `qos0_backlog_limit`).
     pub(crate) slow_consumer_drops: u64,
     /// Unsent bytes beyond which QoS 0 messages to a connection are dropped:
@@ -199,6 +201,7 @@ impl Shard {
         };
         let mut buffers = BufferPool::new();
         buffers.set_growth_limit(shared.config.read_buffer_growth / n.max(1));
+        let cluster = shared.take_cluster_link(id);
         Ok(Shard {
             id,
             poll,
@@ -219,6 +222,7 @@ impl Shard {
             next_client_number: 0,
             auth,
             next_auth_token: 0,
+            cluster,
             slow_consumer_drops: 0,
             qos0_backlog_limit,
             retained_backlog: Default::default(),

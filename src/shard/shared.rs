@@ -31,6 +31,9 @@ pub struct Shared {
     pub auth_worker: Option<AuthWorker>,
     /// Each shard's counters as of its last tick (see `shard::stats`), by shard id.
     stats: Box<[StatsSlot]>,
+    /// Each shard's link to the cluster gateway until the shard takes it at its start
+    /// (empty when the node runs alone).
+    cluster_links: std::sync::Mutex<Vec<Option<crate::cluster::ShardLink>>>,
     shutdown: AtomicBool,
 }
 
@@ -54,6 +57,7 @@ impl Shared {
             auth,
             auth_worker,
             stats: (0..shards).map(|_| StatsSlot::default()).collect(),
+            cluster_links: Default::default(),
             shutdown: AtomicBool::new(false),
         }
     }
@@ -77,6 +81,22 @@ impl Shared {
     /// Shard `shard`'s counter slot (written by that shard only, at its tick).
     pub(crate) fn stats_slot(&self, shard: usize) -> &StatsSlot {
         &self.stats[shard]
+    }
+
+    /// Hands the shards their cluster links (the gateway starts after the shards' wakers
+    /// exist and before the shards are built).
+    pub(crate) fn set_cluster_links(&self, links: Vec<crate::cluster::ShardLink>) {
+        *self.cluster_links.lock().unwrap_or_else(|p| p.into_inner()) =
+            links.into_iter().map(Some).collect();
+    }
+
+    /// Shard `shard`'s cluster link, once (at the shard's start); `None` without a cluster.
+    pub(crate) fn take_cluster_link(&self, shard: usize) -> Option<crate::cluster::ShardLink> {
+        self.cluster_links
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(shard)
+            .and_then(Option::take)
     }
 
     /// Asks every shard to stop (each sees it at its next loop turn).

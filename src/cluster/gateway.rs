@@ -1,0 +1,342 @@
+//! The gateway thread: the node's one NATS connection, between the shards and the cluster.
+//!
+//! It runs a single-threaded tokio runtime for `async-nats` and nothing else. One queue from
+//! all shards ([`Outbound`]) carries their publishes and interest changes; one task per NATS
+//! subscription hands what arrives to a shard's inbound queue and wakes that shard if it is
+//! parked, as the other shards and the auth worker do.
+//!
+//! Copies: a node whose filters overlap (`a/#` and `a/b`) holds two NATS subscriptions that
+//! both match `a/b`, and NATS sends the node one copy per matching subscription. Every
+//! message therefore carries its origin (a random id of the sending gateway's run) and a
+//! sequence number, and the receiving gateway delivers each (origin, sequence) once,
+//! remembering the last [`SEEN_WINDOW`] of each origin.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures_util::StreamExt;
+
+use super::interest::{self, Announcement, RemoteInterest};
+use super::{envelope, subject, Outbound, ShardLink, INBOUND_CAPACITY, OUTBOUND_CAPACITY};
+use crate::index::TopicIndex;
+use crate::message::SharedMessage;
+use crate::protocol::ByteStr;
+
+/// Sequence numbers of one origin remembered for de-duplication: copies of one message arrive
+/// together, so a window far larger than any burst between them is enough.
+const SEEN_WINDOW: usize = 65_536;
+
+/// The node's cluster settings (`cluster_*` lines of the config).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub name: String,
+    pub node_id: String,
+    pub nats_urls: Vec<String>,
+    /// Messages from other nodes larger than this are dropped (the node's `max_packet_size`).
+    pub max_packet_size: u32,
+}
+
+/// The running gateway thread.
+#[derive(Debug)]
+pub struct Gateway {
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Gateway {
+    /// Waits for the thread, which ends once every shard's link is gone (the shards have
+    /// stopped) and what they queued is flushed to NATS.
+    pub fn join(mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// How the gateway wakes a shard that may be parked (after queueing a message for it).
+pub type Wake = Box<dyn Fn() + Send + Sync>;
+
+/// Starts the gateway for the shards that `wake` wakes (one each, in shard order); returns it
+/// and one link per shard, in the same order.
+pub fn start(settings: Settings, wake: Vec<Wake>) -> io::Result<(Gateway, Vec<ShardLink>)> {
+    let (out_tx, out_rx) = tokio::sync::mpsc::channel(OUTBOUND_CAPACITY);
+    let mut links = Vec::new();
+    let mut inbound = Vec::new();
+    let mut interest = Vec::new();
+    for _ in 0..wake.len() {
+        let (tx, rx) = crossbeam_channel::bounded(INBOUND_CAPACITY);
+        let (itx, irx) = crossbeam_channel::unbounded();
+        let dropped = Arc::new(AtomicU64::new(0));
+        links.push(ShardLink {
+            out: out_tx.clone(),
+            inbound: rx,
+            interest: irx,
+            remote: TopicIndex::new(),
+            dropped: 0,
+            inbound_dropped: dropped.clone(),
+        });
+        inbound.push((tx, dropped));
+        interest.push(itx);
+    }
+    drop(out_tx);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let thread = std::thread::Builder::new()
+        .name("midge-cluster".into())
+        .spawn(move || {
+            let delivery = Arc::new(Delivery {
+                wake,
+                inbound,
+                interest,
+                seen: Mutex::new(HashMap::new()),
+                max_packet_size: settings.max_packet_size,
+            });
+            runtime.block_on(run(settings, out_rx, delivery));
+        })?;
+    Ok((
+        Gateway {
+            thread: Some(thread),
+        },
+        links,
+    ))
+}
+
+/// What the subscription tasks share: where messages go, and what was delivered already.
+struct Delivery {
+    wake: Vec<Wake>,
+    inbound: Vec<(crossbeam_channel::Sender<SharedMessage>, Arc<AtomicU64>)>,
+    /// Each shard's queue of changes to the other nodes' interest.
+    interest: Vec<crossbeam_channel::Sender<(ByteStr, bool)>>,
+    /// Per origin: the sequence numbers delivered lately.
+    seen: Mutex<HashMap<u64, Seen>>,
+    max_packet_size: u32,
+}
+
+impl Delivery {
+    /// Hands one NATS message to the shard its topic hashes to, once per (origin, sequence).
+    fn deliver(&self, subject_str: &str, payload: &Bytes) {
+        let Some((origin, seq, publish)) = unframe(payload) else {
+            log::warn!("cluster: malformed message on '{subject_str}' dropped");
+            return;
+        };
+        if !self.first_copy(origin, seq) {
+            return;
+        }
+        let Some(msg) = envelope::decode(publish, self.max_packet_size) else {
+            log::warn!("cluster: undecodable or oversized PUBLISH on '{subject_str}' dropped");
+            return;
+        };
+        if subject::subject_topic(subject_str).as_deref() != Some(&*msg.topic) {
+            log::warn!(
+                "cluster: PUBLISH whose topic is not its subject's dropped ('{subject_str}')"
+            );
+            return;
+        }
+        // One topic always goes to the same shard, which keeps its messages in order.
+        let hasher = BuildHasherDefault::<DefaultHasher>::default();
+        let shard = (hasher.hash_one(&*msg.topic) % self.inbound.len() as u64) as usize;
+        let (tx, dropped) = &self.inbound[shard];
+        if tx.try_send(Arc::new(msg)).is_err() {
+            dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        (self.wake[shard])();
+    }
+
+    /// Hands every shard the changes of the other nodes' interest, and wakes them.
+    fn interest_changed(&self, changes: Vec<(String, bool)>) {
+        if changes.is_empty() {
+            return;
+        }
+        for (tx, wake) in self.interest.iter().zip(&self.wake) {
+            for (filter, added) in &changes {
+                let _ = tx.send((ByteStr::from(filter.as_str()), *added));
+            }
+            wake();
+        }
+    }
+
+    /// True the first time (origin, seq) is seen within the window.
+    fn first_copy(&self, origin: u64, seq: u64) -> bool {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let (set, order) = seen.entry(origin).or_default();
+        if !set.insert(seq) {
+            return false;
+        }
+        order.push_back(seq);
+        if order.len() > SEEN_WINDOW {
+            if let Some(old) = order.pop_front() {
+                set.remove(&old);
+            }
+        }
+        true
+    }
+}
+
+/// The sequence numbers of one origin delivered lately, as a set and in arrival order (the
+/// oldest leaves the set when the window is full).
+type Seen = (HashSet<u64>, VecDeque<u64>);
+
+/// Frames a message for NATS: origin, sequence, then the PUBLISH (see [`envelope`]).
+fn frame(origin: u64, seq: u64, publish: &[u8]) -> Bytes {
+    let mut b = BytesMut::with_capacity(16 + publish.len());
+    b.put_u64(origin);
+    b.put_u64(seq);
+    b.put_slice(publish);
+    b.freeze()
+}
+
+fn unframe(b: &Bytes) -> Option<(u64, u64, &[u8])> {
+    if b.len() < 16 {
+        return None;
+    }
+    let mut head = &b[..16];
+    Some((head.get_u64(), head.get_u64(), &b[16..]))
+}
+
+/// The subscriptions this node holds in NATS: per filter its patterns' subscription tasks
+/// and how many subscriptions of the node's clients use it.
+type Interest = HashMap<String, (usize, Vec<tokio::task::JoinHandle<()>>)>;
+
+async fn run(
+    settings: Settings,
+    mut rx: tokio::sync::mpsc::Receiver<Outbound>,
+    delivery: Arc<Delivery>,
+) {
+    let mut origin_bytes = [0u8; 8];
+    let _ = getrandom::fill(&mut origin_bytes);
+    let origin = u64::from_be_bytes(origin_bytes);
+    let addrs: Vec<async_nats::ServerAddr> = settings
+        .nats_urls
+        .iter()
+        .filter_map(|u| u.parse().ok())
+        .collect();
+    let client = match async_nats::ConnectOptions::new()
+        .name(format!("midge {} {}", settings.name, settings.node_id))
+        .no_echo()
+        .retry_on_initial_connect()
+        .connect(addrs)
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("cluster: cannot connect to NATS: {e}");
+            return;
+        }
+    };
+    log::info!(
+        "cluster '{}': node '{}' on NATS {}",
+        settings.name,
+        settings.node_id,
+        settings.nats_urls.join(", ")
+    );
+    let announce_to = interest::subject_of(origin);
+    let mut announcements = match client.subscribe(format!("{}>", interest::PREFIX)).await {
+        Ok(sub) => sub,
+        Err(e) => {
+            log::error!("cluster: cannot subscribe to the interest announcements: {e}");
+            return;
+        }
+    };
+    let announce = |a: Announcement| {
+        let client = client.clone();
+        let subject = announce_to.clone();
+        async move {
+            if let Err(e) = client.publish(subject, a.encode()).await {
+                log::warn!("cluster: interest announcement failed: {e}");
+            }
+        }
+    };
+    announce(Announcement::Hello(Vec::new())).await;
+    let mut local: Interest = HashMap::new();
+    let mut remote = RemoteInterest::default();
+    let mut every = tokio::time::interval(interest::FULL_EVERY);
+    let mut seq = 0u64;
+    loop {
+        tokio::select! {
+            cmd = rx.recv() => match cmd {
+                None => break,
+                Some(Outbound::Publish(msg)) => {
+                    seq += 1;
+                    let body = frame(origin, seq, &envelope::encode(&msg));
+                    if let Err(e) = client.publish(subject::topic_subject(&msg.topic), body).await {
+                        log::warn!("cluster: publish on '{}' failed: {e}", msg.topic);
+                    }
+                }
+                Some(Outbound::Interest(filter, added)) => {
+                    if let Some(change) = local_interest(&client, &delivery, &mut local, &filter, added).await {
+                        announce(change).await;
+                    }
+                }
+            },
+            Some(m) = announcements.next() => {
+                let (Some(from), Some(a)) =
+                    (interest::subject_origin(m.subject.as_str()), Announcement::decode(&m.payload))
+                else {
+                    log::warn!("cluster: malformed interest announcement on '{}' dropped", m.subject);
+                    continue;
+                };
+                if matches!(a, Announcement::Hello(_)) {
+                    announce(Announcement::Full(local.keys().cloned().collect())).await;
+                }
+                delivery.interest_changed(remote.apply(from, a, std::time::Instant::now()));
+            }
+            _ = every.tick() => {
+                announce(Announcement::Full(local.keys().cloned().collect())).await;
+                delivery.interest_changed(remote.expire(std::time::Instant::now()));
+            }
+        }
+    }
+    let _ = client.flush().await;
+}
+
+/// Counts a local subscription on `filter` gained or lost: the first one subscribes its
+/// patterns in NATS, the last one unsubscribes them. Returns the announcement to make when
+/// the node's set of filters changed. `$` filters (`$SYS`, `$share/...`) stay local.
+async fn local_interest(
+    client: &async_nats::Client,
+    delivery: &Arc<Delivery>,
+    local: &mut Interest,
+    filter: &ByteStr,
+    added: bool,
+) -> Option<Announcement> {
+    if filter.starts_with('$') {
+        return None;
+    }
+    if !added {
+        let e = local.get_mut(&**filter)?;
+        e.0 -= 1;
+        if e.0 > 0 {
+            return None;
+        }
+        // Aborting a task drops its subscriber, which unsubscribes in NATS.
+        for task in local.remove(&**filter).map(|e| e.1).unwrap_or_default() {
+            task.abort();
+        }
+        return Some(Announcement::Remove(filter.to_string()));
+    }
+    let e = local.entry(filter.to_string()).or_insert((0, Vec::new()));
+    e.0 += 1;
+    if e.0 > 1 {
+        return None;
+    }
+    for pattern in subject::filter_patterns(filter) {
+        match client.subscribe(pattern.clone()).await {
+            Ok(mut sub) => {
+                let delivery = delivery.clone();
+                e.1.push(tokio::spawn(async move {
+                    while let Some(m) = sub.next().await {
+                        delivery.deliver(m.subject.as_str(), &m.payload);
+                    }
+                }));
+            }
+            Err(err) => log::warn!("cluster: subscribe to '{pattern}' failed: {err}"),
+        }
+    }
+    Some(Announcement::Add(filter.to_string()))
+}

