@@ -12,7 +12,7 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use mio::net::TcpListener;
@@ -28,6 +28,8 @@ use crate::shard::{home_shard, ListenerSocket, Shard, WAKER};
 use crate::store::{self, Recovered, RecoveredSession, Store};
 use crate::transport::{Listener, TlsListener};
 
+mod reload;
+
 /// A running broker.
 #[derive(Debug)]
 pub struct Broker {
@@ -37,6 +39,8 @@ pub struct Broker {
     addrs: Vec<SocketAddr>,
     /// The TLS listeners (shared with the shards), for [`Broker::reload_tls`].
     tls: Vec<Arc<TlsListener>>,
+    /// The configuration in force: what a reload compares with and where it re-reads from.
+    applied: Mutex<Config>,
 }
 
 /// The default listeners: loopback only, like mosquitto 2 without a config.
@@ -116,6 +120,50 @@ fn probe_port(addr: SocketAddr) -> io::Result<u16> {
     Ok(port)
 }
 
+/// A listener's password file and ACL (its own with `per_listener_settings`, as in
+/// mosquitto; otherwise the global ones, `global`) and whether it allows anonymous clients.
+/// Refuses a network-facing listener where nothing could ever authenticate a client (secure
+/// default); warns for such a loopback one. At start-up and at each reload.
+fn listener_policy(
+    config: &Config,
+    l: &crate::config::Listener,
+    global: &Auth,
+) -> io::Result<(Auth, bool)> {
+    let listener_auth = if config.per_listener_settings {
+        Auth::load_files(l.password_file.as_deref(), l.acl_file.as_deref())
+            .map_err(|e| io::Error::other(e.to_string()))?
+    } else {
+        global.clone()
+    };
+    let allow_anonymous = l
+        .allow_anonymous
+        .filter(|_| config.per_listener_settings)
+        .or(config.allow_anonymous)
+        .unwrap_or(l.addr.ip().is_loopback());
+    let identity_auth = l.tls.as_ref().is_some_and(|t| {
+        t.require_certificate && (t.use_identity_as_username || t.use_subject_as_username)
+    });
+    if !allow_anonymous && !listener_auth.has_authentication() && !identity_auth {
+        // Nothing could ever authenticate a client here. On a network-facing listener that
+        // is a configuration mistake (secure default: refuse to start); on loopback say so,
+        // since every client will get CONNACK "not authorized".
+        if !l.addr.ip().is_loopback() {
+            return Err(io::Error::other(format!(
+                "listener {} allows no anonymous clients and no authentication is configured \
+                 (password_file, or require_certificate with use_identity_as_username): \
+                 set 'allow_anonymous true' to allow anonymous clients explicitly",
+                l.addr
+            )));
+        }
+        log::warn!(
+            "Listener {} does not allow anonymous clients and no authentication is configured: \
+             every client will be refused.",
+            l.addr
+        );
+    }
+    Ok((listener_auth, allow_anonymous))
+}
+
 impl Broker {
     /// Binds every listener and starts the shards. Returns once the broker accepts clients.
     pub fn start(config: Config) -> io::Result<Broker> {
@@ -134,41 +182,8 @@ impl Broker {
         let mut tls_listeners = Vec::new();
         let mut any_password_file = auth.passwords.is_some();
         for l in &listeners {
-            // With per_listener_settings each listener has its own files (none = no
-            // authentication there), as in mosquitto; otherwise the global ones apply.
-            let listener_auth = if config.per_listener_settings {
-                Auth::load_files(l.password_file.as_deref(), l.acl_file.as_deref())
-                    .map_err(|e| io::Error::other(e.to_string()))?
-            } else {
-                auth.clone()
-            };
+            let (listener_auth, allow_anonymous) = listener_policy(&config, l, &auth)?;
             any_password_file |= listener_auth.passwords.is_some();
-            let allow_anonymous = l
-                .allow_anonymous
-                .filter(|_| config.per_listener_settings)
-                .or(config.allow_anonymous)
-                .unwrap_or(l.addr.ip().is_loopback());
-            let identity_auth = l.tls.as_ref().is_some_and(|t| {
-                t.require_certificate && (t.use_identity_as_username || t.use_subject_as_username)
-            });
-            if !allow_anonymous && !listener_auth.has_authentication() && !identity_auth {
-                // Nothing could ever authenticate a client here. On a network-facing
-                // listener that is a configuration mistake (secure default: refuse to start);
-                // on loopback say so, since every client will get CONNACK "not authorized".
-                if !l.addr.ip().is_loopback() {
-                    return Err(io::Error::other(format!(
-                        "listener {} allows no anonymous clients and no authentication is configured \
-                         (password_file, or require_certificate with use_identity_as_username): \
-                         set 'allow_anonymous true' to allow anonymous clients explicitly",
-                        l.addr
-                    )));
-                }
-                log::warn!(
-                    "Listener {} does not allow anonymous clients and no authentication is configured: \
-                     every client will be refused.",
-                    l.addr
-                );
-            }
             // Certificate and key files are read before binding: a bad one stops start-up
             // with an error that names it (TlsError's Display).
             let tls = match &l.tls {
@@ -204,6 +219,7 @@ impl Broker {
         };
         // The store is read before anything is served: an unreadable one stops start-up.
         let (store, recovered) = open_store(&config)?;
+        let applied = Mutex::new(config.clone());
         let shared = Shared::new(config, auth, auth_worker, shards);
         let now = std::time::Instant::now();
         for msg in recovered.retained.iter().filter(|m| !m.is_expired(now)) {
@@ -279,6 +295,7 @@ impl Broker {
             threads,
             addrs,
             tls: tls_listeners,
+            applied,
         })
     }
 

@@ -270,6 +270,7 @@ impl Shard {
             connect,
             allow_anonymous: conn.allow_anonymous,
             auth: conn.auth,
+            listener: conn.listener,
         };
         self.push_to(home, ShardMsg::Adopt(Box::new(m)));
     }
@@ -277,7 +278,13 @@ impl Shard {
     /// Takes in a connection moved here by another shard and finishes its CONNECT.
     pub(crate) fn adopt(&mut self, m: Migrating) {
         let mut conn = Conn::new(m.stream, m.peer, m.allow_anonymous);
-        conn.auth = m.auth;
+        // The listener's files as this shard has them: a reload applied here since the
+        // connection left its first shard is in them.
+        conn.auth = match self.listeners.get(usize::from(m.listener)) {
+            Some(l) if m.listener != crate::shard::conn::UNTRACKED_LISTENER => l.auth.clone(),
+            _ => m.auth,
+        };
+        conn.listener = m.listener;
         conn.rbuf = m.rbuf;
         let Some(key) = self.add_conn(conn) else {
             self.shared.connection_closed(m.peer.ip());

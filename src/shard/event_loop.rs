@@ -128,6 +128,7 @@ impl Shard {
             ShardMsg::IndexRemove { filter, subscriber } => {
                 self.replica_remove(&filter, subscriber)
             }
+            ShardMsg::Reload(reload) => self.apply_reload(&reload),
             // Not here: drain_inbox also runs in the middle of handling a packet (before a
             // route or a SUBSCRIBE), and an adopted CONNECT may take over, and close, the
             // very connection being handled. Adoption waits for the top of the loop.

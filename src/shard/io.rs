@@ -110,6 +110,7 @@ impl Shard {
                     };
                     let mut conn = Conn::new(stream, peer, l.allow_anonymous);
                     conn.auth = l.auth.clone();
+                    conn.listener = super::conn::listener_index(listener);
                     if self.add_conn(conn).is_none() {
                         self.shared.connection_closed(peer.ip());
                     }

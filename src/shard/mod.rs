@@ -29,6 +29,7 @@ pub mod per_ip;
 pub mod pool;
 mod rate_limit;
 mod read_target;
+pub mod reload;
 mod route;
 mod shared;
 pub mod stats;

@@ -210,6 +210,20 @@ impl SysTree {
         self.published.clone_from(&snap.topics);
         out
     }
+
+    /// A new `sys_interval` (reload): the next publication is due one new interval after the
+    /// last one, or at once if that is already past.
+    pub(crate) fn set_interval(&mut self, sys_interval: u16, now: Instant) {
+        let new = interval(sys_interval);
+        if new == self.interval {
+            return;
+        }
+        let last = self
+            .interval
+            .map_or(now, |old| self.next_publish.checked_sub(old).unwrap_or(now));
+        self.interval = new;
+        self.next_publish = new.map_or(now, |i| (last + i).min(now + i));
+    }
 }
 
 /// `sys_interval` seconds as a publication interval (`None` for 0: off).

@@ -230,3 +230,18 @@ fn store_and_shared_subscription_figures() {
         None
     );
 }
+
+#[test]
+fn a_new_interval_moves_the_next_publication() {
+    let t0 = Instant::now();
+    let mut tree = SysTree::new(0, 10, false, t0);
+    tick(&mut tree, t0, vec![Stats::default()]);
+    assert_eq!(tree.next_publish, t0 + Duration::from_secs(10));
+    tree.set_interval(2, t0 + Duration::from_secs(1));
+    assert_eq!(tree.next_publish, t0 + Duration::from_secs(2));
+    tree.set_interval(0, t0 + Duration::from_secs(1));
+    assert_eq!(tree.interval, None);
+    assert_eq!(tree.due(t0 + Duration::from_secs(3), false), Due::Nothing);
+    tree.set_interval(5, t0 + Duration::from_secs(4));
+    assert_eq!(tree.due(t0 + Duration::from_secs(9), false), Due::Publish);
+}
