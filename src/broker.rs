@@ -12,7 +12,7 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use mio::net::TcpListener;
@@ -28,6 +28,8 @@ use crate::shard::{home_shard, ListenerSocket, Shard, WAKER};
 use crate::store::{self, Recovered, RecoveredSession, Store};
 use crate::transport::{Listener, TlsListener};
 
+mod reload;
+
 /// A running broker.
 #[derive(Debug)]
 pub struct Broker {
@@ -39,6 +41,8 @@ pub struct Broker {
     tls: Vec<Arc<TlsListener>>,
     /// The cluster gateway thread, when the node is part of a cluster.
     cluster: Option<crate::cluster::Gateway>,
+    /// The configuration in force: what a reload compares with and where it re-reads from.
+    applied: Mutex<Config>,
 }
 
 /// The cluster settings of `config`, if it names NATS servers.
@@ -143,6 +147,50 @@ fn probe_port(addr: SocketAddr) -> io::Result<u16> {
     Ok(port)
 }
 
+/// A listener's password file and ACL (its own with `per_listener_settings`, as in
+/// mosquitto; otherwise the global ones, `global`) and whether it allows anonymous clients.
+/// Refuses a network-facing listener where nothing could ever authenticate a client (secure
+/// default); warns for such a loopback one. At start-up and at each reload.
+fn listener_policy(
+    config: &Config,
+    l: &crate::config::Listener,
+    global: &Auth,
+) -> io::Result<(Auth, bool)> {
+    let listener_auth = if config.per_listener_settings {
+        Auth::load_files(l.password_file.as_deref(), l.acl_file.as_deref())
+            .map_err(|e| io::Error::other(e.to_string()))?
+    } else {
+        global.clone()
+    };
+    let allow_anonymous = l
+        .allow_anonymous
+        .filter(|_| config.per_listener_settings)
+        .or(config.allow_anonymous)
+        .unwrap_or(l.addr.ip().is_loopback());
+    let identity_auth = l.tls.as_ref().is_some_and(|t| {
+        t.require_certificate && (t.use_identity_as_username || t.use_subject_as_username)
+    });
+    if !allow_anonymous && !listener_auth.has_authentication() && !identity_auth {
+        // Nothing could ever authenticate a client here. On a network-facing listener that
+        // is a configuration mistake (secure default: refuse to start); on loopback say so,
+        // since every client will get CONNACK "not authorized".
+        if !l.addr.ip().is_loopback() {
+            return Err(io::Error::other(format!(
+                "listener {} allows no anonymous clients and no authentication is configured \
+                 (password_file, or require_certificate with use_identity_as_username): \
+                 set 'allow_anonymous true' to allow anonymous clients explicitly",
+                l.addr
+            )));
+        }
+        log::warn!(
+            "Listener {} does not allow anonymous clients and no authentication is configured: \
+             every client will be refused.",
+            l.addr
+        );
+    }
+    Ok((listener_auth, allow_anonymous))
+}
+
 impl Broker {
     /// Binds every listener and starts the shards. Returns once the broker accepts clients.
     pub fn start(config: Config) -> io::Result<Broker> {
@@ -161,41 +209,8 @@ impl Broker {
         let mut tls_listeners = Vec::new();
         let mut any_password_file = auth.passwords.is_some();
         for l in &listeners {
-            // With per_listener_settings each listener has its own files (none = no
-            // authentication there), as in mosquitto; otherwise the global ones apply.
-            let listener_auth = if config.per_listener_settings {
-                Auth::load_files(l.password_file.as_deref(), l.acl_file.as_deref())
-                    .map_err(|e| io::Error::other(e.to_string()))?
-            } else {
-                auth.clone()
-            };
+            let (listener_auth, allow_anonymous) = listener_policy(&config, l, &auth)?;
             any_password_file |= listener_auth.passwords.is_some();
-            let allow_anonymous = l
-                .allow_anonymous
-                .filter(|_| config.per_listener_settings)
-                .or(config.allow_anonymous)
-                .unwrap_or(l.addr.ip().is_loopback());
-            let identity_auth = l.tls.as_ref().is_some_and(|t| {
-                t.require_certificate && (t.use_identity_as_username || t.use_subject_as_username)
-            });
-            if !allow_anonymous && !listener_auth.has_authentication() && !identity_auth {
-                // Nothing could ever authenticate a client here. On a network-facing
-                // listener that is a configuration mistake (secure default: refuse to start);
-                // on loopback say so, since every client will get CONNACK "not authorized".
-                if !l.addr.ip().is_loopback() {
-                    return Err(io::Error::other(format!(
-                        "listener {} allows no anonymous clients and no authentication is configured \
-                         (password_file, or require_certificate with use_identity_as_username): \
-                         set 'allow_anonymous true' to allow anonymous clients explicitly",
-                        l.addr
-                    )));
-                }
-                log::warn!(
-                    "Listener {} does not allow anonymous clients and no authentication is configured: \
-                     every client will be refused.",
-                    l.addr
-                );
-            }
             // Certificate and key files are read before binding: a bad one stops start-up
             // with an error that names it (TlsError's Display).
             let tls = match &l.tls {
@@ -231,6 +246,7 @@ impl Broker {
         };
         // The store is read before anything is served: an unreadable one stops start-up.
         let (store, recovered) = open_store(&config)?;
+        let applied = Mutex::new(config.clone());
         let shared = Shared::new(config, auth, auth_worker, shards);
         let now = std::time::Instant::now();
         for msg in recovered.retained.iter().filter(|m| !m.is_expired(now)) {
@@ -330,6 +346,7 @@ impl Broker {
             addrs,
             tls: tls_listeners,
             cluster,
+            applied,
         })
     }
 
@@ -341,6 +358,12 @@ impl Broker {
     /// Every shard's counters summed, as of each shard's last tick (a few times a second).
     pub fn stats(&self) -> crate::shard::stats::Stats {
         self.shared.stats()
+    }
+
+    /// The `$SYS` tree and per-shard figures as shard 0 last computed them (see
+    /// [`Shared::sys_snapshot`]): for the metrics endpoint and tests.
+    pub fn sys_snapshot(&self) -> Arc<crate::shard::systree::snapshot::SysSnapshot> {
+        self.shared.sys_snapshot()
     }
 
     /// Re-reads every TLS listener's certificate, key and CA files (SIGHUP). New handshakes
@@ -375,6 +398,7 @@ impl Broker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shard::systree::snapshot::SysSnapshot;
     use std::io::{Read, Write};
     use std::net::TcpStream;
     use std::time::{Duration, Instant};
@@ -434,6 +458,46 @@ mod tests {
             "a clean session ends with its connection: {:?}",
             broker.stats()
         );
+        broker.shutdown().unwrap();
+    }
+
+    #[test]
+    fn the_sys_snapshot_is_kept_fresh_for_a_reader_without_sys_interval() {
+        let config = Config::parse_str(
+            "listener 0 127.0.0.1\nshards 2\nsys_interval 0\n",
+            "snapshot-test",
+        )
+        .expect("config");
+        let broker = Broker::start(config).expect("start");
+        let wait = |ok: &dyn Fn(&SysSnapshot) -> bool| {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                let snap = broker.sys_snapshot();
+                if ok(&snap) || Instant::now() >= deadline {
+                    return snap;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        };
+        let snap = wait(&|s| s.get("$SYS/broker/clients/connected") == Some("0"));
+        assert_eq!(snap.shards.len(), 2, "{snap:?}");
+        let mut c = TcpStream::connect(broker.local_addrs()[0]).expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c.write_all(&[
+            0x10, 14, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 60, 0, 2, b'c', b'1',
+        ])
+        .unwrap();
+        expect(&mut c, &[0x20, 2, 0, 0]);
+        let snap = wait(&|s| s.get("$SYS/broker/clients/connected") == Some("1"));
+        assert_eq!(
+            snap.get("$SYS/broker/clients/connected"),
+            Some("1"),
+            "{snap:?}"
+        );
+        assert_eq!(snap.total.connections, 1);
+        let per_shard: u64 = snap.shards.iter().map(|s| s.stats.connections).sum();
+        assert_eq!(per_shard, 1);
+        drop(c);
         broker.shutdown().unwrap();
     }
 }

@@ -46,19 +46,30 @@ pub mod fuzzing {
     }
 }
 
-/// Runs the broker with `config` until SIGINT/SIGTERM, then stops it cleanly. SIGHUP reloads
-/// the TLS listeners' certificate, key and CA files (as mosquitto does). Blocks the calling
-/// thread.
+/// Runs the broker with `config` until SIGINT/SIGTERM, then stops it cleanly. SIGHUP re-reads
+/// the configuration file and applies what may change while running (password and ACL files,
+/// log settings, `sys_interval`; see `broker::reload`) and reloads the TLS listeners'
+/// certificate, key and CA files, as mosquitto does. Blocks the calling thread.
 pub fn run(config: config::Config) -> std::io::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     let broker = Broker::start(config)?;
     for sig in signals.forever() {
         if sig == SIGHUP {
-            log::info!("midge received SIGHUP, reloading TLS certificates.");
+            log::info!("midge received SIGHUP, reloading the configuration.");
+            match broker.reload() {
+                Ok(changes) if changes.is_empty() => log::info!("Reload: nothing changed."),
+                Ok(changes) => {
+                    for change in changes {
+                        log::info!("Reload: {change}.");
+                    }
+                }
+                Err(e) => log::error!("Reload failed, the previous settings stay in use: {e}"),
+            }
             for e in broker.reload_tls() {
                 log::error!("TLS reload failed, the previous files stay in use: {e}");
             }
+            log::info!("Reload finished.");
             continue;
         }
         log::info!("midge received signal {sig}, shutting down.");

@@ -15,6 +15,7 @@
 
 use std::fmt::Write as _;
 use std::io::Write as _;
+use std::sync::{OnceLock, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use log::{Level, LevelFilter, Metadata, Record};
@@ -223,18 +224,80 @@ impl log::Log for Logger {
     }
 }
 
-/// Installs the logger for `config` as the process's `log` logger; `verbose` (`-v`) logs
-/// everything. Call once, before the broker starts; later calls leave the first logger in place.
-pub fn init(config: &Config, verbose: bool) {
-    let logger = Logger::new(config, verbose);
-    let max = if config.log_dest == LogDest::None {
+/// The installed logger: a [`Logger`] that a reload can replace.
+struct Installed {
+    logger: RwLock<Logger>,
+    /// `-v` was given: a reload keeps logging everything.
+    verbose: bool,
+}
+
+impl log::Log for Installed {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        self.logger
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .enabled(metadata)
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        self.logger
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .log(record)
+    }
+
+    fn flush(&self) {
+        self.logger
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .flush()
+    }
+}
+
+static INSTALLED: OnceLock<&'static Installed> = OnceLock::new();
+
+/// The most verbose level `logger` writes.
+fn max_level(logger: &Logger) -> LevelFilter {
+    if logger.dest == LogDest::None {
         LevelFilter::Off
     } else {
         logger.types.max_level()
-    };
-    if log::set_boxed_logger(Box::new(logger)).is_ok() {
+    }
+}
+
+/// Installs the logger for `config` as the process's `log` logger; `verbose` (`-v`) logs
+/// everything. Call once, before the broker starts; later calls leave the first logger in place
+/// ([`reconfigure`] changes it).
+pub fn init(config: &Config, verbose: bool) {
+    let logger = Logger::new(config, verbose);
+    let max = max_level(&logger);
+    let installed: &'static Installed = Box::leak(Box::new(Installed {
+        logger: RwLock::new(logger),
+        verbose,
+    }));
+    if INSTALLED.set(installed).is_ok() && log::set_logger(installed).is_ok() {
         log::set_max_level(max);
     }
+}
+
+/// Applies a reloaded config's `log_dest` and `log_type` to the installed logger. Returns
+/// what changed, for the log (empty: nothing, or no logger installed by [`init`]).
+pub fn reconfigure(config: &Config) -> Vec<String> {
+    let Some(installed) = INSTALLED.get() else {
+        return Vec::new();
+    };
+    let new = Logger::new(config, installed.verbose);
+    let mut logger = installed.logger.write().unwrap_or_else(|e| e.into_inner());
+    let mut changes = Vec::new();
+    if logger.dest != new.dest {
+        changes.push(format!("log_dest {:?} -> {:?}", logger.dest, new.dest).to_lowercase());
+    }
+    if logger.types != new.types {
+        changes.push(format!("log_type {:?}", config.log_types));
+    }
+    log::set_max_level(max_level(&new));
+    *logger = new;
+    changes
 }
 
 #[cfg(test)]

@@ -265,7 +265,10 @@ impl Acl {
                 own,
                 has_patterns: !self.patterns.is_empty(),
                 dangerous,
-                patterns: Box::new(patterns),
+                compiled: Box::new(Compiled {
+                    patterns,
+                    username: username.map(Box::from),
+                }),
             },
         }
     }
@@ -316,8 +319,9 @@ pub struct ClientAcl {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Inner {
-    /// No `acl_file` configured: everything is allowed.
-    AllowAll,
+    /// No `acl_file` configured: everything is allowed. The user name is kept so that the
+    /// rules can be compiled for the client when an ACL file comes with a reload.
+    AllowAll { username: Option<Box<str>> },
     Rules {
         /// The user's section (or the anonymous one); `None` if the user has none.
         own: Option<Arc<Rules>>,
@@ -325,17 +329,42 @@ enum Inner {
         has_patterns: bool,
         /// User name or client id holds `+` or `#`: patterns refuse everything.
         dangerous: bool,
-        /// Substituted patterns. Boxed: every session holds a `ClientAcl`, most of them
-        /// `AllowAll`, and the enum is as large as its largest variant.
-        patterns: Box<Rules>,
+        /// Substituted patterns and the user name. Boxed: every session holds a
+        /// `ClientAcl`, most of them `AllowAll`, and the enum is as large as its largest
+        /// variant.
+        compiled: Box<Compiled>,
     },
+}
+
+/// What [`Acl::for_client`] compiled for one client beyond its user's section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Compiled {
+    /// The patterns with `%c` and `%u` substituted.
+    patterns: Rules,
+    /// The client's user name (to compile the rules again when the ACL file is reloaded).
+    username: Option<Box<str>>,
 }
 
 impl ClientAcl {
     /// The ACL of a broker without `acl_file`: everything is allowed.
     pub fn allow_all() -> ClientAcl {
+        ClientAcl::allow_all_for(None)
+    }
+
+    /// Everything allowed for a client with `username` (kept for a later reload).
+    pub fn allow_all_for(username: Option<&str>) -> ClientAcl {
         ClientAcl {
-            inner: Inner::AllowAll,
+            inner: Inner::AllowAll {
+                username: username.map(Box::from),
+            },
+        }
+    }
+
+    /// The user name these rules were compiled for.
+    pub fn username(&self) -> Option<&str> {
+        match &self.inner {
+            Inner::AllowAll { username } => username.as_deref(),
+            Inner::Rules { compiled, .. } => compiled.username.as_deref(),
         }
     }
 
@@ -346,7 +375,7 @@ impl ClientAcl {
             own,
             has_patterns,
             dangerous,
-            patterns,
+            compiled,
         } = &self.inner
         else {
             return true;
@@ -364,7 +393,7 @@ impl ClientAcl {
             if *dangerous {
                 return false;
             }
-            if let Some(decision) = patterns.check(topic, access) {
+            if let Some(decision) = compiled.patterns.check(topic, access) {
                 return decision;
             }
         }
@@ -563,6 +592,19 @@ mod tests {
         );
         let e = Acl::load("/nonexistent/midge/acl").unwrap_err().to_string();
         assert!(e.starts_with("/nonexistent/midge/acl: cannot read:"), "{e}");
+    }
+
+    #[test]
+    fn a_client_acl_keeps_its_user_name_for_a_reload() {
+        let a = acl("user alice\ntopic read t/#\n");
+        assert_eq!(a.for_client("c", Some("alice")).username(), Some("alice"));
+        assert_eq!(a.for_client("c", None).username(), None);
+        let open = ClientAcl::allow_all_for(Some("alice"));
+        assert!(open.allowed("x", Read));
+        // Compiled again from what it kept, against a new file.
+        let b = acl("user alice\ntopic read u/#\n");
+        let again = b.for_client("c", open.username());
+        assert!(again.allowed("u/1", Read) && !again.allowed("t/1", Read));
     }
 
     #[test]

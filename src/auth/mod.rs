@@ -161,7 +161,7 @@ impl Auth {
     pub fn client_acl(&self, client_id: &str, username: Option<&str>) -> ClientAcl {
         match &self.acl {
             Some(acl) => acl.for_client(client_id, username),
-            None => ClientAcl::allow_all(),
+            None => ClientAcl::allow_all_for(username),
         }
     }
 }

@@ -83,7 +83,7 @@ impl Shard {
     pub(crate) fn subscription_added(&mut self, filter: &ByteStr, entry: Entry) -> bool {
         let existed = self.index.insert(filter, entry);
         if !existed {
-            self.stats.subscriptions += 1;
+            *self.stats.subscription_count(filter) += 1;
             if let Some(cluster) = &mut self.cluster {
                 cluster.interest(filter, true);
             }
@@ -109,7 +109,8 @@ impl Shard {
                 cluster.interest(&filter, false);
             }
         }
-        self.stats.subscriptions = self.stats.subscriptions.saturating_sub(1);
+        let count = self.stats.subscription_count(&filter);
+        *count = count.saturating_sub(1);
         for to in 0..self.peers.len() {
             if to != self.id {
                 self.push_to(
@@ -137,8 +138,6 @@ impl Shard {
     /// routes it. Returns whether any subscription matched.
     #[inline]
     pub(crate) fn message_in(&mut self, msg: SharedMessage) -> bool {
-        self.stats.messages_in += 1;
-        self.stats.publish_bytes_in += msg.payload.len() as u64;
         if let Some(cluster) = &mut self.cluster {
             cluster.publish(&msg);
         }
@@ -168,6 +167,7 @@ impl Shard {
     /// the shard that owns it, the `$SYS` tree when it is due.
     pub(crate) fn on_tick(&mut self, now: Instant) {
         self.stats.sessions = self.sessions.len() as u64;
+        self.count_gauges(now);
         self.shared.stats_slot(self.id).publish(&self.stats);
         self.sys_tree_tick(now);
     }

@@ -130,6 +130,9 @@ impl RouteBench {
             qos: QoS::AtMostOnce,
             ..Message::empty()
         });
+        // Counted as `handle_packet` counts a PUBLISH read from a client.
+        first.stats.messages_in += 1;
+        first.stats.publish_bytes_in += payload.len() as u64;
         first.message_in(msg);
         first.outbox.send(&first.peers);
         for s in self.shards.iter_mut().skip(1) {

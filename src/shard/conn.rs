@@ -62,6 +62,11 @@ pub struct Conn {
     /// The password file and ACL of the listener it came through (the global ones unless
     /// `per_listener_settings`).
     pub auth: Auth,
+    /// The listener it came through, by index in the configuration: where a reload finds
+    /// its new password file and ACL. One byte (the struct has no room for more):
+    /// [`UNTRACKED_LISTENER`] for the 256th listener and beyond, whose connections keep the
+    /// files they started with until they reconnect.
+    pub listener: u8,
     /// MQTT 5 topic aliases set by the client (index = alias - 1), `max_topic_alias` of
     /// them once the client set its first (a boxed slice: 16 bytes inline where a `Vec`
     /// takes 24, in every connection).
@@ -128,6 +133,17 @@ impl OutgoingAliases {
     }
 }
 
+/// [`Conn::listener`] of a connection whose listener's index does not fit.
+pub const UNTRACKED_LISTENER: u8 = u8::MAX;
+
+/// The [`Conn::listener`] value of listener `index`.
+pub fn listener_index(index: usize) -> u8 {
+    u8::try_from(index)
+        .ok()
+        .filter(|&i| i != UNTRACKED_LISTENER)
+        .unwrap_or(UNTRACKED_LISTENER)
+}
+
 impl Conn {
     /// A freshly accepted connection.
     pub fn new(stream: Transport, peer: SocketAddr, allow_anonymous: bool) -> Conn {
@@ -153,6 +169,7 @@ impl Conn {
             want_write: false,
             allow_anonymous,
             auth: Auth::default(),
+            listener: 0,
             topic_aliases: Box::default(),
             problem_info: true,
             aliases_out: OutgoingAliases::default(),

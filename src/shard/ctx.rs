@@ -74,6 +74,15 @@ impl Shard {
     #[inline]
     pub(crate) fn handle_packet(&mut self, key: usize, packet: Packet) -> bool {
         self.stats.packets_in += 1;
+        // As mosquitto: every PUBLISH read counts as received, refused or not.
+        match &packet {
+            Packet::Publish(p) => {
+                self.stats.messages_in += 1;
+                self.stats.publish_bytes_in += p.payload.len() as u64;
+            }
+            Packet::Connect(_) => self.stats.connects += 1,
+            _ => {}
+        }
         if !self.conns.contains(key) {
             return false;
         }
@@ -128,7 +137,13 @@ impl Shard {
     /// Takes in a connection moved here by another shard and finishes its CONNECT.
     pub(crate) fn adopt(&mut self, m: Migrating) {
         let mut conn = Conn::new(m.stream, m.peer, m.allow_anonymous);
-        conn.auth = m.auth;
+        // The listener's files as this shard has them: a reload applied here since the
+        // connection left its first shard is in them.
+        conn.auth = match self.listeners.get(usize::from(m.listener)) {
+            Some(l) if m.listener != crate::shard::conn::UNTRACKED_LISTENER => l.auth.clone(),
+            _ => m.auth,
+        };
+        conn.listener = m.listener;
         conn.rbuf = m.rbuf;
         let Some(key) = self.add_conn(conn) else {
             self.shared.connection_closed(m.peer.ip());
@@ -185,8 +200,6 @@ impl Services<'_> {
     /// Routes a message from another cluster node here only (counted as a message in, never
     /// offered to the cluster again).
     pub(crate) fn route_from_cluster(&mut self, msg: SharedMessage) {
-        self.shard.stats.messages_in += 1;
-        self.shard.stats.publish_bytes_in += msg.payload.len() as u64;
         self.shard.route(msg);
     }
 
@@ -400,6 +413,7 @@ impl<'a> Ctx<'a> {
             connect,
             allow_anonymous: conn.allow_anonymous,
             auth: conn.auth,
+            listener: conn.listener,
         };
         shard.push_to(home, ShardMsg::Adopt(Box::new(m)));
     }

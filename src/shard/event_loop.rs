@@ -41,6 +41,8 @@ impl Shard {
                 timeout
             };
             let polled = self.poll.poll(&mut events, Some(timeout));
+            // One clock read per turn (vDSO, no system call): the loop's busy time.
+            let woke = Instant::now();
             self.inbox.unpark();
             if !events.is_empty() {
                 self.trim.activity();
@@ -68,6 +70,7 @@ impl Shard {
             self.end_turn(false);
             self.pool.reclaim();
             let now = Instant::now();
+            self.stats.busy_nanos += now.saturating_duration_since(woke).as_nanos() as u64;
             if now >= next_tick {
                 self.tick(now);
                 self.end_turn(true);
@@ -147,6 +150,7 @@ impl Shard {
             ShardMsg::IndexRemove { filter, subscriber } => {
                 self.replica_remove(&filter, subscriber)
             }
+            ShardMsg::Reload(reload) => self.apply_reload(&reload),
             // Not here: drain_inbox also runs in the middle of handling a packet (before a
             // route or a SUBSCRIBE), and an adopted CONNECT may take over, and close, the
             // very connection being handled. Adoption waits for the top of the loop.

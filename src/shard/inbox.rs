@@ -37,6 +37,8 @@ pub struct Migrating {
     pub allow_anonymous: bool,
     /// Its listener's password file and ACL.
     pub auth: crate::auth::Auth,
+    /// Its listener, by index in the configuration (see `Conn::listener`).
+    pub listener: u8,
 }
 
 /// Batches a shard's inbox holds at most. A producer pushes one per turn per destination and
@@ -87,6 +89,8 @@ pub enum ShardMsg {
     /// `upto` (disk full): MQTT 5 publishers are told now; a `Committed` follows once a retry
     /// succeeds.
     CommitFailed { from: u16, upto: u64 },
+    /// The configuration was reloaded (SIGHUP): sent by the main thread to every shard.
+    Reload(Arc<super::reload::Reload>),
 }
 
 /// The sending side of a shard's inbox, held by every shard.

@@ -61,6 +61,7 @@ impl Shard {
             let l = &self.listeners[listener];
             match l.accept() {
                 Ok((stream, peer)) => {
+                    self.stats.sockets_accepted += 1;
                     if !self.accept_rate.take(Instant::now()) {
                         self.rate_limited += 1;
                         if self.rate_limited.is_power_of_two() {
@@ -109,6 +110,7 @@ impl Shard {
                     };
                     let mut conn = Conn::new(stream, peer, l.allow_anonymous);
                     conn.auth = l.auth.clone();
+                    conn.listener = super::conn::listener_index(listener);
                     if self.add_conn(conn).is_none() {
                         self.shared.connection_closed(peer.ip());
                     }
