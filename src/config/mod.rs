@@ -113,6 +113,10 @@ pub struct Config {
     /// `sys_interval`: seconds between two publications of the `$SYS/broker/...` tree
     /// (default 10, as mosquitto; 0 = no `$SYS` tree).
     pub sys_interval: u16,
+    /// `metrics_listener PORT [ADDRESS]` (midge): where the HTTP endpoint for Prometheus
+    /// (`/metrics`) and the JSON `$SYS` tree (`/api/v1/systree`) listens. `None` (the default)
+    /// = no endpoint; without an address it binds loopback only, since it has no authentication.
+    pub metrics_listener: Option<std::net::SocketAddr>,
     /// `max_qos`: the highest QoS clients may publish or be granted (default 2).
     pub max_qos: u8,
     /// `max_topic_alias`: topic aliases an MQTT 5 client may use toward the broker
@@ -208,6 +212,7 @@ impl Default for Config {
             message_size_limit: 0,
             retain_available: true,
             sys_interval: 10,
+            metrics_listener: None,
             max_qos: 2,
             max_topic_alias: 10,
             topic_alias_to_clients: true,

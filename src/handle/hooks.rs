@@ -23,6 +23,7 @@ use crate::index::{Entry, SubscriberId};
 use crate::message::SharedMessage;
 use crate::protocol::{ByteStr, Connect};
 use crate::shard::inbox::ShardMsg;
+use crate::shard::stats::RouteTimes;
 use crate::shard::Shard;
 
 use super::connect::NOT_AUTHORIZED;
@@ -134,7 +135,10 @@ impl Shard {
     pub(crate) fn message_in(&mut self, msg: SharedMessage) -> bool {
         self.stats.messages_in += 1;
         self.stats.publish_bytes_in += msg.payload.len() as u64;
-        self.route(msg)
+        let sample = RouteTimes::sample_start(self.stats.messages_in);
+        let matched = self.route(msg);
+        self.stats.route.sample_end(sample);
+        matched
     }
 
     /// A PUBLISH with `payload_len` bytes of payload was written to a client's buffer.
