@@ -295,6 +295,12 @@ impl Broker {
         self.shared.stats()
     }
 
+    /// The `$SYS` tree and per-shard figures as shard 0 last computed them (see
+    /// [`Shared::sys_snapshot`]): for the metrics endpoint and tests.
+    pub fn sys_snapshot(&self) -> Arc<crate::shard::systree::snapshot::SysSnapshot> {
+        self.shared.sys_snapshot()
+    }
+
     /// Re-reads every TLS listener's certificate, key and CA files (SIGHUP). New handshakes
     /// use the new files; open connections keep their session. A listener whose files are
     /// now bad keeps its old config; the errors are returned (and logged by the caller).
@@ -323,6 +329,7 @@ impl Broker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shard::systree::snapshot::SysSnapshot;
     use std::io::{Read, Write};
     use std::net::TcpStream;
     use std::time::{Duration, Instant};
@@ -382,6 +389,46 @@ mod tests {
             "a clean session ends with its connection: {:?}",
             broker.stats()
         );
+        broker.shutdown().unwrap();
+    }
+
+    #[test]
+    fn the_sys_snapshot_is_kept_fresh_for_a_reader_without_sys_interval() {
+        let config = Config::parse_str(
+            "listener 0 127.0.0.1\nshards 2\nsys_interval 0\n",
+            "snapshot-test",
+        )
+        .expect("config");
+        let broker = Broker::start(config).expect("start");
+        let wait = |ok: &dyn Fn(&SysSnapshot) -> bool| {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                let snap = broker.sys_snapshot();
+                if ok(&snap) || Instant::now() >= deadline {
+                    return snap;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        };
+        let snap = wait(&|s| s.get("$SYS/broker/clients/connected") == Some("0"));
+        assert_eq!(snap.shards.len(), 2, "{snap:?}");
+        let mut c = TcpStream::connect(broker.local_addrs()[0]).expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c.write_all(&[
+            0x10, 14, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 60, 0, 2, b'c', b'1',
+        ])
+        .unwrap();
+        expect(&mut c, &[0x20, 2, 0, 0]);
+        let snap = wait(&|s| s.get("$SYS/broker/clients/connected") == Some("1"));
+        assert_eq!(
+            snap.get("$SYS/broker/clients/connected"),
+            Some("1"),
+            "{snap:?}"
+        );
+        assert_eq!(snap.total.connections, 1);
+        let per_shard: u64 = snap.shards.iter().map(|s| s.stats.connections).sum();
+        assert_eq!(per_shard, 1);
+        drop(c);
         broker.shutdown().unwrap();
     }
 }

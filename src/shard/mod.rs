@@ -32,7 +32,7 @@ mod read_target;
 mod route;
 mod shared;
 pub mod stats;
-mod systree;
+pub mod systree;
 mod trim;
 
 use std::sync::Arc;

@@ -4,8 +4,10 @@
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use super::stats::{Stats, StatsSlot};
+use super::systree::snapshot::SysSnapshot;
 use crate::auth::{Auth, AuthWorker};
 use crate::config::Config;
 use crate::retain::RetainedStore;
@@ -31,6 +33,11 @@ pub struct Shared {
     pub auth_worker: Option<AuthWorker>,
     /// Each shard's counters as of its last tick (see `shard::stats`), by shard id.
     stats: Box<[StatsSlot]>,
+    /// The `$SYS` tree as shard 0 last computed it: replaced once per computation (at most a
+    /// few times a second), read by any thread.
+    sys_snapshot: Mutex<Arc<SysSnapshot>>,
+    /// A reader asked for the snapshot since shard 0 last looked (keeps it refreshed).
+    sys_asked: AtomicBool,
     shutdown: AtomicBool,
 }
 
@@ -54,6 +61,8 @@ impl Shared {
             auth,
             auth_worker,
             stats: (0..shards).map(|_| StatsSlot::default()).collect(),
+            sys_snapshot: Mutex::default(),
+            sys_asked: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
         }
     }
@@ -72,6 +81,33 @@ impl Shared {
         self.stats.iter().for_each(|slot| slot.add_to(&mut sum));
         sum.retained = self.retained.len() as u64;
         sum
+    }
+
+    /// Each shard's counters as of its last tick, by shard id.
+    pub(crate) fn shard_stats(&self) -> Vec<Stats> {
+        self.stats.iter().map(StatsSlot::read).collect()
+    }
+
+    /// The whole `$SYS` tree with per-shard figures, as shard 0 last computed it: at each
+    /// publication and, while this is called at least once a minute, about once a second
+    /// (also with `sys_interval 0`). Empty until shard 0's first tick. Any thread; one
+    /// uncontended lock.
+    pub fn sys_snapshot(&self) -> Arc<SysSnapshot> {
+        self.sys_asked.store(true, Ordering::Relaxed);
+        self.sys_snapshot
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Whether a reader asked for the snapshot since the last call (shard 0, at its tick).
+    pub(crate) fn sys_snapshot_asked(&self) -> bool {
+        self.sys_asked.swap(false, Ordering::Relaxed)
+    }
+
+    /// Replaces the snapshot (shard 0 only).
+    pub(crate) fn set_sys_snapshot(&self, snap: Arc<SysSnapshot>) {
+        *self.sys_snapshot.lock().unwrap_or_else(|e| e.into_inner()) = snap;
     }
 
     /// Shard `shard`'s counter slot (written by that shard only, at its tick).

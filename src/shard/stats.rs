@@ -70,6 +70,16 @@ macro_rules! each_counter {
     };
 }
 
+impl Stats {
+    /// Adds each counter of `other` to this one's.
+    pub fn add(&mut self, other: &Stats) {
+        macro_rules! add {
+            ($($f:ident),*) => { $( self.$f += other.$f; )* };
+        }
+        each_counter!(add);
+    }
+}
+
 /// A shard's last published [`Stats`]: written by that shard once per tick, read by anyone.
 #[derive(Debug, Default)]
 pub struct StatsSlot {
@@ -101,6 +111,13 @@ impl StatsSlot {
         }
         each_counter!(store);
         self.route.publish(&s.route);
+    }
+
+    /// The counters as last stored.
+    pub fn read(&self) -> Stats {
+        let mut s = Stats::default();
+        self.add_to(&mut s);
+        s
     }
 
     /// Adds this slot's counters to `sum`.

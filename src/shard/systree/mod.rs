@@ -1,0 +1,228 @@
+//! The `$SYS/broker/...` tree: mosquitto 2.0's topics ([`mosquitto`]) and a snapshot of the
+//! whole tree for other threads ([`snapshot`]).
+//!
+//! One shard (shard 0) computes it, at its tick: every `sys_interval` seconds it publishes
+//! `version` once, `uptime` every time and every other topic only when its value changed since
+//! the last publication (as mosquitto does); in between, while a reader asks for snapshots
+//! ([`Shared::sys_snapshot`](crate::shard::Shared::sys_snapshot)), it refreshes the snapshot
+//! once a second without publishing. The figures are the per-shard counters
+//! ([`super::stats`]) as each shard last published them: nothing here runs per message. Each
+//! topic is a retained QoS 2 message routed like a client's publish (so subscribers on every
+//! shard receive it and the ACL read check applies) but kept out of the store: it describes
+//! this run only.
+
+mod mosquitto;
+pub mod snapshot;
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::stats::Stats;
+use super::Shard;
+use crate::message::Message;
+use crate::protocol::{ByteStr, QoS};
+use snapshot::{ShardFigures, SysSnapshot, Topic};
+
+/// The shard that computes and publishes the tree.
+const PUBLISHER: usize = 0;
+
+/// How often the snapshot is refreshed between publications while someone reads it.
+const REFRESH: Duration = Duration::from_secs(1);
+
+/// How long after a reader's last request the refreshes go on (a scraper that asks at least
+/// this often always finds a snapshot at most [`REFRESH`] plus one tick old).
+const ASKED_FOR: Duration = Duration::from_secs(60);
+
+/// The tree's schedule and what it last said.
+#[derive(Debug)]
+pub(crate) struct SysTree {
+    /// This shard computes the tree (whether or not it publishes it).
+    publisher: bool,
+    /// Time between publications; `None`: `sys_interval 0`, nothing is published.
+    interval: Option<Duration>,
+    started: Instant,
+    next_publish: Instant,
+    /// When the snapshot was last computed, and when a reader last asked for one.
+    refreshed_at: Option<Instant>,
+    asked_at: Option<Instant>,
+    /// The highest client count seen (mosquitto's `clients/maximum`).
+    maximum: u64,
+    /// Each shard's counters at the previous computation, for per-second figures.
+    previous: Option<(Instant, Vec<Stats>)>,
+    /// The topics and values last published, in tree order.
+    published: Vec<(Topic, String)>,
+}
+
+/// What is due at a tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Due {
+    Nothing,
+    /// Compute the snapshot only.
+    Refresh,
+    /// Compute the snapshot and publish what changed.
+    Publish,
+}
+
+impl SysTree {
+    /// The tree as shard `shard` keeps it, with `sys_interval` seconds between publications.
+    pub(crate) fn new(shard: usize, sys_interval: u16, now: Instant) -> SysTree {
+        SysTree {
+            publisher: shard == PUBLISHER,
+            interval: interval(sys_interval),
+            started: now,
+            next_publish: now,
+            refreshed_at: None,
+            asked_at: None,
+            maximum: 0,
+            previous: None,
+            published: Vec::new(),
+        }
+    }
+
+    /// What is due at `now`; `asked`: a reader asked for a snapshot since the last tick.
+    fn due(&mut self, now: Instant, asked: bool) -> Due {
+        if !self.publisher {
+            return Due::Nothing;
+        }
+        if asked {
+            self.asked_at = Some(now);
+        }
+        if self.interval.is_some() && now >= self.next_publish {
+            return Due::Publish;
+        }
+        let wanted = self
+            .asked_at
+            .is_some_and(|at| now.saturating_duration_since(at) < ASKED_FOR);
+        // The first computation happens at once, so a reader never finds an empty tree after
+        // the first tick.
+        match self.refreshed_at {
+            None => Due::Refresh,
+            Some(at) if wanted && now.saturating_duration_since(at) >= REFRESH => Due::Refresh,
+            Some(_) => Due::Nothing,
+        }
+    }
+
+    /// The whole tree at `now` from each shard's counters `shards` and the broker-wide
+    /// retained count.
+    fn compute(&mut self, now: Instant, shards: Vec<Stats>, retained: u64) -> SysSnapshot {
+        self.refreshed_at = Some(now);
+        let mut total = Stats::default();
+        shards.iter().for_each(|s| total.add(s));
+        total.retained = retained;
+        let uptime = now.saturating_duration_since(self.started).as_secs();
+        let version = concat!("midge ", env!("CARGO_PKG_VERSION"));
+        let mut topics: Vec<(Topic, String)> = vec![
+            (Cow::Borrowed("$SYS/broker/version"), version.to_string()),
+            (
+                Cow::Borrowed("$SYS/broker/uptime"),
+                format!("{uptime} seconds"),
+            ),
+        ];
+        mosquitto::counters(&total, &mut self.maximum, &mut topics);
+        let figures = self.shard_figures(now, &shards);
+        self.previous = Some((now, shards));
+        SysSnapshot {
+            uptime,
+            topics,
+            total,
+            shards: figures,
+        }
+    }
+
+    /// Each shard's figures, with rates over the time since the previous computation.
+    fn shard_figures(&self, now: Instant, shards: &[Stats]) -> Vec<ShardFigures> {
+        shards
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let before = self
+                    .previous
+                    .as_ref()
+                    .and_then(|(at, p)| Some((now.saturating_duration_since(*at), p.get(i)?)));
+                let per_sec = |f: fn(&Stats) -> u64| match before {
+                    Some((dt, p)) if !dt.is_zero() => {
+                        f(s).saturating_sub(f(p)) as f64 / dt.as_secs_f64()
+                    }
+                    _ => 0.0,
+                };
+                ShardFigures {
+                    stats: *s,
+                    messages_per_sec: per_sec(|s| s.messages_in),
+                    busy: 0.0,
+                    commit_latency_us: None,
+                }
+            })
+            .collect()
+    }
+
+    /// The topics of `snap` to publish: those whose value changed since the last publication
+    /// (`version` therefore once, `uptime` every time).
+    fn changed(&mut self, snap: &SysSnapshot) -> Vec<(Topic, String)> {
+        // The tree keeps its order from one computation to the next, so compare by position.
+        let out: Vec<(Topic, String)> = snap
+            .topics
+            .iter()
+            .enumerate()
+            .filter(|(i, new)| self.published.get(*i) != Some(*new))
+            .map(|(_, new)| new.clone())
+            .collect();
+        self.published.clone_from(&snap.topics);
+        out
+    }
+}
+
+/// `sys_interval` seconds as a publication interval (`None` for 0: off).
+fn interval(sys_interval: u16) -> Option<Duration> {
+    (sys_interval > 0).then(|| Duration::from_secs(u64::from(sys_interval)))
+}
+
+impl Shard {
+    /// Computes the tree when it is due, stores the snapshot in `Shared` and publishes what
+    /// changed (shard thread only; a cheap comparison when nothing is due).
+    pub(crate) fn sys_tree_tick(&mut self, now: Instant) {
+        let due = self.sys_tree.due(
+            now,
+            self.sys_tree.publisher && self.shared.sys_snapshot_asked(),
+        );
+        if due == Due::Nothing {
+            return;
+        }
+        let snap = self.sys_tree.compute(
+            now,
+            self.shared.shard_stats(),
+            self.shared.retained.len() as u64,
+        );
+        let publish = (due == Due::Publish).then(|| self.sys_tree.changed(&snap));
+        if let Some(interval) = self.sys_tree.interval.filter(|_| publish.is_some()) {
+            self.sys_tree.next_publish = now + interval;
+        }
+        self.shared.set_sys_snapshot(Arc::new(snap));
+        for (topic, payload) in publish.into_iter().flatten() {
+            let topic = match topic {
+                Cow::Borrowed(t) => ByteStr::from_static(t),
+                Cow::Owned(t) => ByteStr::from(t),
+            };
+            let msg = Arc::new(Message {
+                topic,
+                payload: Bytes::from(payload),
+                qos: QoS::ExactlyOnce,
+                retain: true,
+                properties: Default::default(),
+                expires_at: None,
+                origin: None,
+            });
+            if self.shared.config.retain_available {
+                // The retained store only, never the persistent store: figures of this run.
+                self.shared.retained.set(&msg);
+            }
+            // Not `message_in`: the broker's own messages are not counted as received.
+            self.route(msg);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
