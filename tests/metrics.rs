@@ -176,6 +176,7 @@ fn scrape_parses_as_prometheus_text_and_counters_grow_under_load() {
         ("midge_connections", "gauge"),
         ("midge_route_seconds", "histogram"),
         ("midge_retained_messages", "gauge"),
+        ("midge_loop_busy_ratio", "gauge"),
     ] {
         assert_eq!(before[name].kind, kind, "{name}");
     }

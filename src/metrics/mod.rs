@@ -3,9 +3,9 @@
 //! tree as JSON (`GET /api/v1/systree`, as mosquitto 2.1's `http_api` does, and
 //! `GET /api/v1/version`).
 //!
-//! It reads only what the shards already publish once per tick (`Shared::shard_stats`,
-//! `Shared::stats`), so a scrape costs the shards nothing and the endpoint never touches a
-//! shard's state. It is not an MQTT listener: no authentication, loopback by default.
+//! It reads only what the shards already publish: their counters, stored once per tick
+//! (`Shared::shard_stats`), and the `$SYS` tree shard 0 computes (`Shared::sys_snapshot`), so
+//! a scrape costs the shards nothing and the endpoint never touches a shard's state. It is not an MQTT listener: no authentication, loopback by default.
 //!
 //! Why not hyper or tiny_http: three fixed GET paths need a bounded head parser and a
 //! non-blocking loop (`http`, `server`), a few hundred lines on `mio`, which the broker already
@@ -20,13 +20,17 @@ mod systree;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::Status;
 use server::{Reply, Server};
 
-use crate::shard::stats::Stats;
 use crate::shard::Shared;
+
+/// How often the endpoint asks for a `$SYS` snapshot even when no one scrapes: shard 0
+/// refreshes it (once a second) only while it is asked for at least once a minute, and an
+/// answer should never be older than that second.
+const KEEP_WARM: Duration = Duration::from_secs(20);
 
 /// Binds `addr` and starts the endpoint's thread, which stops by itself once the broker is
 /// shutting down. Returns the bound address (an ephemeral port resolved).
@@ -40,11 +44,19 @@ pub fn start(addr: SocketAddr, shared: Arc<Shared>) -> io::Result<SocketAddr> {
     listener.set_nonblocking(true)?;
     let bound = listener.local_addr()?;
     let started = Instant::now();
-    let stop_shared = shared.clone();
+    let watcher = shared.clone();
+    let mut asked = None::<Instant>;
+    let keep_running = move || {
+        if asked.is_none_or(|at| at.elapsed() >= KEEP_WARM) {
+            watcher.sys_snapshot();
+            asked = Some(Instant::now());
+        }
+        !watcher.is_shutting_down()
+    };
     let server = Server::new(
         mio::net::TcpListener::from_std(listener),
         move |method, path| answer(&shared, started, method, path),
-        move || stop_shared.is_shutting_down(),
+        keep_running,
     )?;
     std::thread::Builder::new()
         .name("midge-metrics".into())
@@ -68,83 +80,30 @@ fn answer(shared: &Shared, started: Instant, method: &str, path: &str) -> Reply 
     if method != "GET" && method != "HEAD" {
         return text(Status::MethodNotAllowed, "only GET and HEAD\n");
     }
-    if !matches!(path, "/metrics" | "/api/v1/systree" | "/api/v1/version") {
-        return text(Status::NotFound, "not found\n");
-    }
-    let uptime = started.elapsed().as_secs();
     match path {
-        "/metrics" => {
-            let shards: Vec<Stats> = shared.shard_stats().collect();
-            Reply {
-                status: Status::Ok,
-                content_type: prometheus::CONTENT_TYPE,
-                body: prometheus::render(&shards, &shared.stats(), uptime),
-            }
-        }
+        "/metrics" => Reply {
+            status: Status::Ok,
+            content_type: prometheus::CONTENT_TYPE,
+            // Counters as of each shard's last tick; the per-second and busy figures as of
+            // the last $SYS computation (at most about a second old).
+            body: prometheus::render(
+                &shared.shard_stats(),
+                &shared.sys_snapshot().shards,
+                &shared.stats(),
+                started.elapsed().as_secs(),
+            ),
+        },
         "/api/v1/systree" => {
-            let pairs = sys_pairs(&shared.stats(), uptime);
+            let snap = shared.sys_snapshot();
             Reply {
                 status: Status::Ok,
                 content_type: systree::CONTENT_TYPE,
-                body: systree::render(pairs.iter().map(|(t, v)| (*t, v.as_str()))),
+                body: systree::render(snap.topics.iter().map(|(t, v)| (t.as_ref(), v.as_str()))),
             }
         }
-        _ => text(Status::Ok, env!("CARGO_PKG_VERSION")),
+        "/api/v1/version" => text(Status::Ok, env!("CARGO_PKG_VERSION")),
+        _ => text(Status::NotFound, "not found\n"),
     }
-}
-
-/// The `$SYS/broker/...` figures, named as mosquitto names them.
-fn sys_pairs(s: &Stats, uptime: u64) -> Vec<(&'static str, String)> {
-    let total = s.sessions.max(s.connections);
-    vec![
-        (
-            "$SYS/broker/version",
-            format!("midge version {}", env!("CARGO_PKG_VERSION")),
-        ),
-        ("$SYS/broker/uptime", format!("{uptime} seconds")),
-        ("$SYS/broker/clients/total", total.to_string()),
-        ("$SYS/broker/clients/connected", s.connections.to_string()),
-        (
-            "$SYS/broker/clients/disconnected",
-            (total - s.connections).to_string(),
-        ),
-        (
-            "$SYS/broker/clients/expired",
-            s.sessions_expired.to_string(),
-        ),
-        ("$SYS/broker/messages/received", s.packets_in.to_string()),
-        ("$SYS/broker/messages/sent", s.packets_out.to_string()),
-        (
-            "$SYS/broker/publish/messages/received",
-            s.messages_in.to_string(),
-        ),
-        (
-            "$SYS/broker/publish/messages/sent",
-            s.messages_out.to_string(),
-        ),
-        (
-            "$SYS/broker/publish/messages/dropped",
-            s.publishes_dropped.to_string(),
-        ),
-        (
-            "$SYS/broker/publish/bytes/received",
-            s.publish_bytes_in.to_string(),
-        ),
-        (
-            "$SYS/broker/publish/bytes/sent",
-            s.publish_bytes_out.to_string(),
-        ),
-        ("$SYS/broker/bytes/received", s.bytes_in.to_string()),
-        ("$SYS/broker/bytes/sent", s.bytes_out.to_string()),
-        (
-            "$SYS/broker/subscriptions/count",
-            s.subscriptions.to_string(),
-        ),
-        (
-            "$SYS/broker/retained messages/count",
-            s.retained.to_string(),
-        ),
-    ]
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 
 use crate::shard::stats::{Stats, ROUTE_BUCKETS_NS, ROUTE_SAMPLE_EVERY};
+use crate::shard::systree::snapshot::ShardFigures;
 
 /// The content type of [`render`]'s output.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -115,9 +116,15 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
-/// The whole scrape: each shard's counters (`shards`, by shard id), the broker-wide ones
-/// (`total`, whose `retained` and `route` are the broker's), and the uptime.
-pub fn render(shards: &[Stats], total: &Stats, uptime_secs: u64) -> String {
+/// The whole scrape: each shard's counters (`shards`, by shard id), the figures of the last
+/// `$SYS` computation (`figures`, by shard id), the broker-wide counters (`total`, whose
+/// `retained` and `route` are the broker's), and the uptime.
+pub fn render(
+    shards: &[Stats],
+    figures: &[ShardFigures],
+    total: &Stats,
+    uptime_secs: u64,
+) -> String {
     let mut out = String::with_capacity(4096 + shards.len() * 1024);
     header(
         &mut out,
@@ -143,6 +150,7 @@ pub fn render(shards: &[Stats], total: &Stats, uptime_secs: u64) -> String {
             let _ = writeln!(out, "{}{{shard=\"{id}\"}} {}", f.name, (f.value)(s));
         }
     }
+    shard_figures(&mut out, figures);
     header(
         &mut out,
         "midge_retained_messages",
@@ -152,6 +160,35 @@ pub fn render(shards: &[Stats], total: &Stats, uptime_secs: u64) -> String {
     let _ = writeln!(out, "midge_retained_messages {}", total.retained);
     route_histogram(&mut out, total);
     out
+}
+
+/// The loop's busy fraction and the store's commit latency, per shard (a shard with no
+/// commit in the last interval, or no persistence, has no latency series).
+fn shard_figures(out: &mut String, figures: &[ShardFigures]) {
+    header(
+        out,
+        "midge_loop_busy_ratio",
+        "gauge",
+        "Fraction of time the shard's loop worked rather than waited, over the last second.",
+    );
+    for (id, f) in figures.iter().enumerate() {
+        let _ = writeln!(out, "midge_loop_busy_ratio{{shard=\"{id}\"}} {}", f.busy);
+    }
+    header(
+        out,
+        "midge_store_commit_latency_seconds",
+        "gauge",
+        "Mean time from a turn's store batch to its being durable, over the last second.",
+    );
+    for (id, f) in figures.iter().enumerate() {
+        if let Some(us) = f.commit_latency_us {
+            let _ = writeln!(
+                out,
+                "midge_store_commit_latency_seconds{{shard=\"{id}\"}} {:e}",
+                us / 1e6
+            );
+        }
+    }
 }
 
 /// `midge_route_seconds`: the sampled routing times of all shards, cumulative buckets.
@@ -193,7 +230,25 @@ mod tests {
         };
         let mut total = a;
         total.retained = 4;
-        let text = render(&[a, b], &total, 12);
+        let figures = [
+            ShardFigures {
+                busy: 0.25,
+                commit_latency_us: Some(1500.0),
+                ..ShardFigures::default()
+            },
+            ShardFigures::default(),
+        ];
+        let text = render(&[a, b], &figures, &total, 12);
+        assert!(
+            text.contains("midge_loop_busy_ratio{shard=\"0\"} 0.25\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("midge_loop_busy_ratio{shard=\"1\"} 0\n"),
+            "{text}"
+        );
+        assert!(text.contains("midge_store_commit_latency_seconds{shard=\"0\"} 1.5e-3\n"));
+        assert!(!text.contains("midge_store_commit_latency_seconds{shard=\"1\"}"));
         assert!(text.contains("# TYPE midge_messages_received_total counter\n"));
         assert!(text.contains("midge_messages_received_total{shard=\"0\"} 7\n"));
         assert!(text.contains("midge_messages_received_total{shard=\"1\"} 1\n"));

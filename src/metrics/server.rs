@@ -25,7 +25,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const LINGER: Duration = Duration::from_secs(2);
 /// Unread input dropped while lingering, at most.
 const LINGER_BYTES: usize = 256 * 1024;
-/// How often the loop looks at the stop flag when nothing happens.
+/// How often the loop calls `keep_running` when nothing happens.
 const STOP_CHECK: Duration = Duration::from_millis(250);
 const LISTENER: Token = Token(usize::MAX);
 
@@ -55,14 +55,15 @@ struct Conn {
     seq: u64,
 }
 
-/// The endpoint's loop: answers each request with `handler(method, path)` until `stop()`.
+/// The endpoint's loop: answers each request with `handler(method, path)` while
+/// `keep_running()`, which it calls at least every [`STOP_CHECK`].
 pub struct Server<H, S> {
     poll: Poll,
     listener: TcpListener,
     conns: Slab<Conn>,
     next_seq: u64,
     handler: H,
-    stop: S,
+    keep_running: S,
 }
 
 enum Step {
@@ -71,8 +72,8 @@ enum Step {
     Close,
 }
 
-impl<H: FnMut(&str, &str) -> Reply, S: Fn() -> bool> Server<H, S> {
-    pub fn new(mut listener: TcpListener, handler: H, stop: S) -> io::Result<Self> {
+impl<H: FnMut(&str, &str) -> Reply, S: FnMut() -> bool> Server<H, S> {
+    pub fn new(mut listener: TcpListener, handler: H, keep_running: S) -> io::Result<Self> {
         let poll = Poll::new()?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
@@ -82,14 +83,14 @@ impl<H: FnMut(&str, &str) -> Reply, S: Fn() -> bool> Server<H, S> {
             conns: Slab::with_capacity(MAX_CONNECTIONS),
             next_seq: 0,
             handler,
-            stop,
+            keep_running,
         })
     }
 
-    /// Runs until `stop()` is true. Errors of one connection close that connection only.
+    /// Runs until `keep_running()` is false. Errors of one connection close that connection only.
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(64);
-        while !(self.stop)() {
+        while (self.keep_running)() {
             let now = Instant::now();
             let timeout = self
                 .conns

@@ -115,16 +115,6 @@ impl Shared {
         &self.stats[shard]
     }
 
-    /// Each shard's counters as of its last tick, by shard id (`retained` left at 0: it is
-    /// broker-wide). For per-shard metrics; like [`Shared::stats`], not for a hot path.
-    pub fn shard_stats(&self) -> impl Iterator<Item = Stats> + '_ {
-        self.stats.iter().map(|slot| {
-            let mut one = Stats::default();
-            slot.add_to(&mut one);
-            one
-        })
-    }
-
     /// Asks every shard to stop (each sees it at its next loop turn).
     pub(crate) fn request_shutdown(&self) {
         self.shutdown.store(true, Ordering::Release);

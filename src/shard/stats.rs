@@ -77,6 +77,7 @@ impl Stats {
             ($($f:ident),*) => { $( self.$f += other.$f; )* };
         }
         each_counter!(add);
+        self.route.add(&other.route);
     }
 }
 
@@ -169,6 +170,15 @@ impl RouteTimes {
         if let Some(start) = start {
             self.record(u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX));
         }
+    }
+
+    /// Adds `other`'s samples to these.
+    pub fn add(&mut self, other: &RouteTimes) {
+        for (n, m) in self.buckets.iter_mut().zip(&other.buckets) {
+            *n += m;
+        }
+        self.count += other.count;
+        self.sum_ns = self.sum_ns.saturating_add(other.sum_ns);
     }
 
     /// Adds one routing time of `ns` nanoseconds.
