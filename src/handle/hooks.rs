@@ -23,7 +23,6 @@ use crate::index::{Entry, SubscriberId};
 use crate::message::SharedMessage;
 use crate::protocol::{ByteStr, Connect};
 use crate::shard::inbox::ShardMsg;
-use crate::shard::stats::RouteTimes;
 use crate::shard::Shard;
 
 use super::connect::NOT_AUTHORIZED;
@@ -86,7 +85,7 @@ impl Shard {
     pub(crate) fn subscription_added(&mut self, filter: &ByteStr, entry: Entry) -> bool {
         let existed = self.index.insert(filter, entry);
         if !existed {
-            self.stats.subscriptions += 1;
+            *self.stats.subscription_count(filter) += 1;
         }
         for to in 0..self.peers.len() {
             if to != self.id {
@@ -105,7 +104,8 @@ impl Shard {
     /// A subscription of a session homed here is gone: out of this replica and every other.
     pub(crate) fn subscription_removed(&mut self, filter: ByteStr, subscriber: SubscriberId) {
         self.index.remove(&filter, subscriber);
-        self.stats.subscriptions = self.stats.subscriptions.saturating_sub(1);
+        let count = self.stats.subscription_count(&filter);
+        *count = count.saturating_sub(1);
         for to in 0..self.peers.len() {
             if to != self.id {
                 self.push_to(
@@ -133,9 +133,7 @@ impl Shard {
     /// routes it. Returns whether any subscription matched.
     #[inline]
     pub(crate) fn message_in(&mut self, msg: SharedMessage) -> bool {
-        self.stats.messages_in += 1;
-        self.stats.publish_bytes_in += msg.payload.len() as u64;
-        let sample = RouteTimes::sample_start(self.stats.messages_in);
+        let sample = self.stats.route.sample_start();
         let matched = self.route(msg);
         self.stats.route.sample_end(sample);
         matched
@@ -164,6 +162,7 @@ impl Shard {
     /// the shard that owns it, the `$SYS` tree when it is due.
     pub(crate) fn on_tick(&mut self, now: Instant) {
         self.stats.sessions = self.sessions.len() as u64;
+        self.count_gauges(now);
         self.shared.stats_slot(self.id).publish(&self.stats);
         self.sys_tree_tick(now);
     }

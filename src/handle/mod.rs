@@ -18,13 +18,21 @@ impl Shard {
     /// Dispatches one decoded packet.
     pub(crate) fn handle_packet(&mut self, key: usize, packet: Packet) -> bool {
         self.stats.packets_in += 1;
+        // As mosquitto: every PUBLISH read counts as received, refused or not.
+        if let Packet::Publish(p) = &packet {
+            self.stats.messages_in += 1;
+            self.stats.publish_bytes_in += p.payload.len() as u64;
+        }
         let Some(conn) = self.conns.get(key) else {
             return false;
         };
         let session = match conn.state {
             ConnState::AwaitConnect => {
                 return match packet {
-                    Packet::Connect(c) => self.handle_connect(key, c),
+                    Packet::Connect(c) => {
+                        self.stats.connects += 1;
+                        self.handle_connect(key, c)
+                    }
                     other => {
                         let reason = format!("{} before CONNECT [MQTT-3.1.0-1]", other.name());
                         self.protocol_error(key, v5::PROTOCOL_ERROR, reason)

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use http::Status;
 use server::{Reply, Server};
 
+use crate::shard::stats::Stats;
 use crate::shard::Shared;
 
 /// How often the endpoint asks for a `$SYS` snapshot even when no one scrapes: shard 0
@@ -81,18 +82,27 @@ fn answer(shared: &Shared, started: Instant, method: &str, path: &str) -> Reply 
         return text(Status::MethodNotAllowed, "only GET and HEAD\n");
     }
     match path {
-        "/metrics" => Reply {
-            status: Status::Ok,
-            content_type: prometheus::CONTENT_TYPE,
-            // Counters as of each shard's last tick; the per-second and busy figures as of
-            // the last $SYS computation (at most about a second old).
-            body: prometheus::render(
-                &shared.shard_stats(),
-                &shared.sys_snapshot().shards,
-                &shared.stats(),
-                started.elapsed().as_secs(),
-            ),
-        },
+        "/metrics" => {
+            // Counters as of each shard's last tick; the retained figures and the per-second
+            // ones as of the last $SYS computation (at most about a second old), so that a
+            // scrape never takes the retained store's lock.
+            let shards = shared.shard_stats();
+            let snap = shared.sys_snapshot();
+            let mut total = Stats::default();
+            shards.iter().for_each(|s| total.add(s));
+            total.retained = snap.total.retained;
+            total.retained_bytes = snap.total.retained_bytes;
+            Reply {
+                status: Status::Ok,
+                content_type: prometheus::CONTENT_TYPE,
+                body: prometheus::render(
+                    &shards,
+                    &snap.shards,
+                    &total,
+                    started.elapsed().as_secs(),
+                ),
+            }
+        }
         "/api/v1/systree" => {
             let snap = shared.sys_snapshot();
             Reply {

@@ -50,6 +50,41 @@ const PER_SHARD: &[Family] = &[
         "Subscriptions held by the sessions homed on the shard.",
         |s| s.subscriptions,
     ),
+    gauge(
+        "midge_shared_subscriptions",
+        "Shared subscriptions ($share/...) held by the sessions homed on the shard.",
+        |s| s.shared_subscriptions,
+    ),
+    gauge(
+        "midge_queued_messages",
+        "Messages waiting in the queues of the sessions homed on the shard (counted about once a second).",
+        |s| s.queued_messages,
+    ),
+    gauge(
+        "midge_queued_bytes",
+        "Payload bytes of midge_queued_messages.",
+        |s| s.queued_bytes,
+    ),
+    gauge(
+        "midge_inflight_messages",
+        "QoS 1/2 messages sent and not yet acknowledged, sessions homed on the shard.",
+        |s| s.inflight_messages,
+    ),
+    gauge(
+        "midge_inflight_bytes",
+        "Payload bytes of midge_inflight_messages.",
+        |s| s.inflight_bytes,
+    ),
+    counter(
+        "midge_sockets_accepted_total",
+        "Sockets accepted from the MQTT listeners.",
+        |s| s.sockets_accepted,
+    ),
+    counter(
+        "midge_connects_total",
+        "CONNECT packets received.",
+        |s| s.connects,
+    ),
     counter(
         "midge_sessions_expired_total",
         "Sessions ended because their expiry interval ran out.",
@@ -101,6 +136,16 @@ const PER_SHARD: &[Family] = &[
         |s| s.publishes_dropped,
     ),
     counter(
+        "midge_qos0_dropped_total",
+        "QoS 0 deliveries dropped for a slow consumer (also in midge_publishes_dropped_total).",
+        |s| s.qos0_dropped,
+    ),
+    counter(
+        "midge_store_commits_measured_total",
+        "Store commits whose latency was measured (one in flight at a time is sampled).",
+        |s| s.store_commits,
+    ),
+    counter(
         "midge_cross_shard_sent_total",
         "Items sent to other shards (deliveries, subscription updates, persistence progress).",
         |s| s.cross_shard_out,
@@ -109,6 +154,20 @@ const PER_SHARD: &[Family] = &[
         "midge_cross_shard_received_total",
         "Items received from other shards.",
         |s| s.cross_shard_in,
+    ),
+];
+
+/// Per-shard counters kept in nanoseconds, exposed in seconds.
+const PER_SHARD_SECONDS: &[Family] = &[
+    counter(
+        "midge_loop_busy_seconds_total",
+        "Time the shard's loop spent working rather than waiting in poll (rate() = busy fraction).",
+        |s| s.busy_nanos,
+    ),
+    counter(
+        "midge_store_commit_seconds_total",
+        "Sum of the measured store commits' latencies, submission to durable.",
+        |s| s.store_commit_nanos,
     ),
 ];
 
@@ -150,6 +209,13 @@ pub fn render(
             let _ = writeln!(out, "{}{{shard=\"{id}\"}} {}", f.name, (f.value)(s));
         }
     }
+    for f in PER_SHARD_SECONDS {
+        header(&mut out, f.name, f.kind, f.help);
+        for (id, s) in shards.iter().enumerate() {
+            let secs = (f.value)(s) as f64 / 1e9;
+            let _ = writeln!(out, "{}{{shard=\"{id}\"}} {secs:e}", f.name);
+        }
+    }
     shard_figures(&mut out, figures);
     header(
         &mut out,
@@ -158,6 +224,13 @@ pub fn render(
         "Retained messages held, broker-wide.",
     );
     let _ = writeln!(out, "midge_retained_messages {}", total.retained);
+    header(
+        &mut out,
+        "midge_retained_bytes",
+        "gauge",
+        "Payload bytes of the retained messages, broker-wide.",
+    );
+    let _ = writeln!(out, "midge_retained_bytes {}", total.retained_bytes);
     route_histogram(&mut out, total);
     out
 }
@@ -228,6 +301,7 @@ mod tests {
             messages_in: 1,
             ..Stats::default()
         };
+        a.busy_nanos = 1_500_000_000;
         let mut total = a;
         total.retained = 4;
         let figures = [
@@ -254,6 +328,10 @@ mod tests {
         assert!(text.contains("midge_messages_received_total{shard=\"1\"} 1\n"));
         assert!(text.contains("midge_connections{shard=\"0\"} 2\n"));
         assert!(text.contains("midge_retained_messages 4\n"));
+        assert!(
+            text.contains("midge_loop_busy_seconds_total{shard=\"0\"} 1.5e0\n"),
+            "{text}"
+        );
         assert!(text.contains("midge_uptime_seconds 12\n"));
         assert!(
             text.contains("midge_route_seconds_bucket{le=\"2.5e-7\"} 0\n"),
@@ -265,7 +343,7 @@ mod tests {
         );
         assert!(text.contains("midge_route_seconds_bucket{le=\"+Inf\"} 1\n"));
         assert!(text.contains("midge_route_seconds_count 1\n"));
-        for f in PER_SHARD {
+        for f in PER_SHARD.iter().chain(PER_SHARD_SECONDS) {
             assert!(text.contains(&format!("# HELP {} ", f.name)), "{}", f.name);
             assert_eq!(
                 f.kind == "counter",

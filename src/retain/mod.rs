@@ -39,6 +39,8 @@ pub struct RetainedStore {
 struct Inner {
     root: Node,
     len: usize,
+    /// Payload bytes of the stored messages (`$SYS/broker/store/messages/bytes`).
+    bytes: usize,
     /// Counts the changes: the order in which they took effect, for persistence (two shards
     /// may submit their batches in the other order, see `store::Batch::put_retained`).
     version: u64,
@@ -50,8 +52,10 @@ impl Inner {
         for level in msg.topic.split('/') {
             node = node.children.get_or_insert(level);
         }
-        if node.msg.replace(msg.clone()).is_none() {
-            self.len += 1;
+        self.bytes += msg.payload.len();
+        match node.msg.replace(msg.clone()) {
+            None => self.len += 1,
+            Some(old) => self.bytes -= old.payload.len(),
         }
     }
 
@@ -65,10 +69,11 @@ impl Inner {
                 None => return,
             }
         }
-        if node.msg.take().is_none() {
+        let Some(old) = node.msg.take() else {
             return;
-        }
+        };
         self.len -= 1;
+        self.bytes -= old.payload.len();
         if !node.children.is_empty() {
             return;
         }
@@ -190,6 +195,12 @@ impl RetainedStore {
     /// Number of retained messages.
     pub fn len(&self) -> usize {
         self.inner.read().unwrap_or_else(|e| e.into_inner()).len
+    }
+
+    /// Number of retained messages and their payload bytes.
+    pub fn len_and_bytes(&self) -> (usize, usize) {
+        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        (inner.len, inner.bytes)
     }
 
     /// True when nothing is retained.

@@ -198,3 +198,15 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn payload_bytes_follow_replacements_and_clears() {
+    let store = RetainedStore::new();
+    store.set(&msg("a/b", b"12345"));
+    store.set(&msg("a/c", b"12"));
+    assert_eq!(store.len_and_bytes(), (2, 7));
+    store.set(&msg("a/b", b"1"));
+    assert_eq!(store.len_and_bytes(), (2, 3));
+    store.set(&msg("a/c", b""));
+    assert_eq!(store.len_and_bytes(), (1, 1));
+}

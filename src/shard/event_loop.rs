@@ -35,6 +35,8 @@ impl Shard {
                 timeout
             };
             let polled = self.poll.poll(&mut events, Some(timeout));
+            // One clock read per turn (vDSO, no system call): the loop's busy time.
+            let woke = Instant::now();
             self.inbox.unpark();
             if !events.is_empty() {
                 self.trim.activity();
@@ -61,6 +63,7 @@ impl Shard {
             self.end_turn(false);
             self.pool.reclaim();
             let now = Instant::now();
+            self.stats.busy_nanos += now.saturating_duration_since(woke).as_nanos() as u64;
             if now >= next_tick {
                 self.tick(now);
                 self.end_turn(true);

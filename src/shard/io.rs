@@ -61,6 +61,7 @@ impl Shard {
             let l = &self.listeners[listener];
             match l.accept() {
                 Ok((stream, peer)) => {
+                    self.stats.sockets_accepted += 1;
                     if !self.accept_rate.take(Instant::now()) {
                         self.rate_limited += 1;
                         if self.rate_limited.is_power_of_two() {

@@ -190,8 +190,12 @@ impl Shard {
             w.client(move || me.wake())
         });
         let accept_rate = RateLimit::per_second(shared.config.connection_rate_limit, n);
-        let sys_tree =
-            systree::SysTree::new(id, shared.config.sys_interval, std::time::Instant::now());
+        let sys_tree = systree::SysTree::new(
+            id,
+            shared.config.sys_interval,
+            shared.config.persistence,
+            std::time::Instant::now(),
+        );
         let qos0_backlog_limit = match shared.config.max_queued_bytes {
             0 => SLOW_CONSUMER_BACKLOG,
             limit => limit,
@@ -276,7 +280,7 @@ impl Shard {
                     identifier: sub.identifier,
                 };
                 self.replica_insert(&filter, entry);
-                self.stats.subscriptions += 1;
+                *self.stats.subscription_count(&filter) += 1;
                 entries.push((filter, entry));
             }
         }

@@ -4,6 +4,9 @@
 //! ([`super::Shared::stats`]), for `$SYS` and metrics.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use super::Shard;
 
 /// One shard's counters, or their sum over all shards. Totals since start unless said
 /// otherwise.
@@ -15,7 +18,7 @@ pub struct Stats {
     pub sessions: u64,
     /// Sessions ended because their expiry interval ran out while disconnected.
     pub sessions_expired: u64,
-    /// PUBLISH packets received from clients, wills included.
+    /// PUBLISH packets received from clients (before any check; not wills, as mosquitto).
     pub messages_in: u64,
     /// PUBLISH packets written to clients' buffers.
     pub messages_out: u64,
@@ -33,10 +36,36 @@ pub struct Stats {
     pub bytes_out: u64,
     /// Deliveries dropped: a full queue, `memory_limit`, a slow QoS 0 consumer.
     pub publishes_dropped: u64,
-    /// Subscriptions held by the sessions homed here, now.
+    /// Subscriptions held by the sessions homed here, now, shared ones excepted.
     pub subscriptions: u64,
+    /// Shared subscriptions (`$share/...`) held by the sessions homed here, now.
+    pub shared_subscriptions: u64,
     /// Retained messages, broker-wide, now (filled in by the sum, not per shard).
     pub retained: u64,
+    /// Payload bytes of the retained messages, broker-wide, now (filled in by the sum).
+    pub retained_bytes: u64,
+    /// Sockets accepted from the listeners.
+    pub sockets_accepted: u64,
+    /// CONNECT packets received.
+    pub connects: u64,
+    /// QoS 0 deliveries dropped for a slow consumer (also counted in `publishes_dropped`).
+    pub qos0_dropped: u64,
+    /// Messages waiting in the queues of the sessions homed here (as of the last count,
+    /// about once a second).
+    pub queued_messages: u64,
+    /// Payload bytes of `queued_messages`.
+    pub queued_bytes: u64,
+    /// QoS 1/2 messages sent and not yet acknowledged by the sessions homed here (counted
+    /// with `queued_messages`).
+    pub inflight_messages: u64,
+    /// Payload bytes of `inflight_messages`.
+    pub inflight_bytes: u64,
+    /// Nanoseconds the loop spent working (from `poll` returning to the end of the turn).
+    pub busy_nanos: u64,
+    /// Store commits whose latency was measured (one in flight at a time is sampled).
+    pub store_commits: u64,
+    /// Sum of the measured commits' latencies (submission to durable), in nanoseconds.
+    pub store_commit_nanos: u64,
     /// Items sent to other shards (deliveries, index updates, persistence progress).
     pub cross_shard_out: u64,
     /// Items received from other shards.
@@ -63,7 +92,19 @@ macro_rules! each_counter {
             bytes_out,
             publishes_dropped,
             subscriptions,
+            shared_subscriptions,
             retained,
+            retained_bytes,
+            sockets_accepted,
+            connects,
+            qos0_dropped,
+            queued_messages,
+            queued_bytes,
+            inflight_messages,
+            inflight_bytes,
+            busy_nanos,
+            store_commits,
+            store_commit_nanos,
             cross_shard_out,
             cross_shard_in
         )
@@ -71,6 +112,16 @@ macro_rules! each_counter {
 }
 
 impl Stats {
+    /// The subscription count `filter` belongs to: shared (`$share/...`) or not, counted
+    /// apart as mosquitto does.
+    pub fn subscription_count(&mut self, filter: &str) -> &mut u64 {
+        if filter.starts_with("$share/") {
+            &mut self.shared_subscriptions
+        } else {
+            &mut self.subscriptions
+        }
+    }
+
     /// Adds each counter of `other` to this one's.
     pub fn add(&mut self, other: &Stats) {
         macro_rules! add {
@@ -80,6 +131,32 @@ impl Stats {
         self.route.add(&other.route);
     }
 }
+
+impl Shard {
+    /// Refreshes the counters that are not kept per message but counted (queued and in-flight
+    /// messages walk every session): about once a second, at the tick (shard thread only).
+    pub(crate) fn count_gauges(&mut self, now: Instant) {
+        self.stats.qos0_dropped = self.slow_consumer_drops;
+        if now < self.sys_tree.gauges_due {
+            return;
+        }
+        self.sys_tree.gauges_due = now + GAUGES;
+        let s = &mut self.stats;
+        (s.queued_messages, s.queued_bytes) = (0, 0);
+        (s.inflight_messages, s.inflight_bytes) = (0, 0);
+        for (_, slot) in self.sessions.iter() {
+            let session = &slot.session;
+            let queued = session.queued_bytes();
+            s.queued_messages += session.queue.len() as u64;
+            s.queued_bytes += queued as u64;
+            s.inflight_messages += session.inflight.len() as u64;
+            s.inflight_bytes += session.held_bytes().saturating_sub(queued) as u64;
+        }
+    }
+}
+
+/// How often [`Shard::count_gauges`] walks the sessions.
+const GAUGES: Duration = Duration::from_secs(1);
 
 /// A shard's last published [`Stats`]: written by that shard once per tick, read by anyone.
 #[derive(Debug, Default)]
@@ -97,7 +174,19 @@ pub struct StatsSlot {
     bytes_out: AtomicU64,
     publishes_dropped: AtomicU64,
     subscriptions: AtomicU64,
+    shared_subscriptions: AtomicU64,
     retained: AtomicU64,
+    retained_bytes: AtomicU64,
+    sockets_accepted: AtomicU64,
+    connects: AtomicU64,
+    qos0_dropped: AtomicU64,
+    queued_messages: AtomicU64,
+    queued_bytes: AtomicU64,
+    inflight_messages: AtomicU64,
+    inflight_bytes: AtomicU64,
+    busy_nanos: AtomicU64,
+    store_commits: AtomicU64,
+    store_commit_nanos: AtomicU64,
     cross_shard_out: AtomicU64,
     cross_shard_in: AtomicU64,
     route: RouteSlot,
@@ -155,13 +244,16 @@ pub struct RouteTimes {
     pub count: u64,
     /// Sum of the sampled times, in nanoseconds.
     pub sum_ns: u64,
+    /// Messages routed (published here, wills included), sampled or not.
+    pub routed: u64,
 }
 
 impl RouteTimes {
-    /// The start time when message number `routed` (counted from 1) is one to time.
+    /// Counts one routed message; its start time when it is one to time.
     #[inline]
-    pub fn sample_start(routed: u64) -> Option<std::time::Instant> {
-        (routed & (ROUTE_SAMPLE_EVERY - 1) == 0).then(std::time::Instant::now)
+    pub fn sample_start(&mut self) -> Option<std::time::Instant> {
+        self.routed += 1;
+        (self.routed & (ROUTE_SAMPLE_EVERY - 1) == 0).then(std::time::Instant::now)
     }
 
     /// Records the sample started at `start` (if any).
@@ -179,6 +271,7 @@ impl RouteTimes {
         }
         self.count += other.count;
         self.sum_ns = self.sum_ns.saturating_add(other.sum_ns);
+        self.routed += other.routed;
     }
 
     /// Adds one routing time of `ns` nanoseconds.
@@ -196,6 +289,7 @@ struct RouteSlot {
     buckets: [AtomicU64; ROUTE_BUCKETS_NS.len() + 1],
     count: AtomicU64,
     sum_ns: AtomicU64,
+    routed: AtomicU64,
 }
 
 impl RouteSlot {
@@ -205,6 +299,7 @@ impl RouteSlot {
         }
         self.count.store(r.count, Ordering::Relaxed);
         self.sum_ns.store(r.sum_ns, Ordering::Relaxed);
+        self.routed.store(r.routed, Ordering::Relaxed);
     }
 
     fn add_to(&self, sum: &mut RouteTimes) {
@@ -215,6 +310,7 @@ impl RouteSlot {
         sum.sum_ns = sum
             .sum_ns
             .saturating_add(self.sum_ns.load(Ordering::Relaxed));
+        sum.routed += self.routed.load(Ordering::Relaxed);
     }
 }
 
@@ -279,9 +375,10 @@ mod tests {
 
     #[test]
     fn one_message_in_the_sample_interval_is_timed() {
-        let timed = (1..=ROUTE_SAMPLE_EVERY * 3)
-            .filter(|&n| RouteTimes::sample_start(n).is_some())
+        let mut r = RouteTimes::default();
+        let timed = (0..ROUTE_SAMPLE_EVERY * 3)
+            .filter(|_| r.sample_start().is_some())
             .count();
-        assert_eq!(timed, 3);
+        assert_eq!((timed, r.routed), (3, ROUTE_SAMPLE_EVERY * 3));
     }
 }

@@ -153,6 +153,9 @@ impl Shard {
             };
             d.last = d.store.submit(me, &mut self.batch);
             d.submitted = d.last;
+            if d.latency_sample.is_none() {
+                d.latency_sample = Some((d.last, std::time::Instant::now()));
+            }
             turn.ticket = d.last;
             d.turns.push_back(turn);
             self.batch.turn = dep + 1;
@@ -213,6 +216,14 @@ impl Shard {
         d.durable = durable;
         if finished > d.finished {
             d.finished = finished;
+            if let Some((_, at)) = d.latency_sample.filter(|(t, _)| *t <= durable) {
+                self.stats.store_commits += 1;
+                self.stats.store_commit_nanos += at.elapsed().as_nanos() as u64;
+                d.latency_sample = None;
+            } else if d.latency_sample.is_some_and(|(t, _)| t <= finished) {
+                // Finished but failed: not a commit; measure the next one.
+                d.latency_sample = None;
+            }
             let failed = d.last <= finished && d.last > durable;
             if failed && !d.failing {
                 d.failures += 1;

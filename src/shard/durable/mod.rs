@@ -202,6 +202,9 @@ pub(crate) struct Durable {
     failing: bool,
     /// Failed writes seen (logged at powers of two).
     failures: u64,
+    /// The one urgent submission whose commit latency is being measured: its ticket and
+    /// when it was submitted (sampled, so a clock is read at most twice per commit).
+    pub(super) latency_sample: Option<(u64, std::time::Instant)>,
 }
 
 impl Durable {
@@ -231,6 +234,7 @@ impl Durable {
             turn_base: 1,
             failing: false,
             failures: 0,
+            latency_sample: None,
         }
     }
 

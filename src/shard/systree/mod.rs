@@ -1,5 +1,6 @@
-//! The `$SYS/broker/...` tree: mosquitto 2.0's topics ([`mosquitto`]) and a snapshot of the
-//! whole tree for other threads ([`snapshot`]).
+//! The `$SYS/broker/...` tree: mosquitto 2.0's topics ([`mosquitto`], its load averages in
+//! [`load`]), midge's own per-shard figures ([`midge`]) and a snapshot of the whole tree for
+//! other threads ([`snapshot`]).
 //!
 //! One shard (shard 0) computes it, at its tick: every `sys_interval` seconds it publishes
 //! `version` once, `uptime` every time and every other topic only when its value changed since
@@ -11,6 +12,8 @@
 //! shard receive it and the ACL read check applies) but kept out of the store: it describes
 //! this run only.
 
+mod load;
+mod midge;
 mod mosquitto;
 pub mod snapshot;
 
@@ -41,6 +44,16 @@ const ASKED_FOR: Duration = Duration::from_secs(60);
 pub(crate) struct SysTree {
     /// This shard computes the tree (whether or not it publishes it).
     publisher: bool,
+    /// Persistence is on (the store's commit latency is part of the tree).
+    persistence: bool,
+    /// When this shard next counts its queued and in-flight messages (every shard does, see
+    /// `Shard::count_gauges`).
+    pub(crate) gauges_due: Instant,
+    /// mosquitto's load averages: updated at each publication (or, with `sys_interval 0`,
+    /// at each computation).
+    loads: load::Loads,
+    /// Each shard's last measured commit latency (kept when no commit was measured since).
+    latency: Vec<Option<f64>>,
     /// Time between publications; `None`: `sys_interval 0`, nothing is published.
     interval: Option<Duration>,
     started: Instant,
@@ -68,9 +81,13 @@ enum Due {
 
 impl SysTree {
     /// The tree as shard `shard` keeps it, with `sys_interval` seconds between publications.
-    pub(crate) fn new(shard: usize, sys_interval: u16, now: Instant) -> SysTree {
+    pub(crate) fn new(shard: usize, sys_interval: u16, persistence: bool, now: Instant) -> SysTree {
         SysTree {
             publisher: shard == PUBLISHER,
+            persistence,
+            gauges_due: now,
+            loads: load::Loads::default(),
+            latency: Vec::new(),
             interval: interval(sys_interval),
             started: now,
             next_publish: now,
@@ -106,12 +123,21 @@ impl SysTree {
     }
 
     /// The whole tree at `now` from each shard's counters `shards` and the broker-wide
-    /// retained count.
-    fn compute(&mut self, now: Instant, shards: Vec<Stats>, retained: u64) -> SysSnapshot {
+    /// retained count and bytes; `publish`: this computation is a publication.
+    fn compute(
+        &mut self,
+        now: Instant,
+        shards: Vec<Stats>,
+        retained: (u64, u64),
+        publish: bool,
+    ) -> SysSnapshot {
         self.refreshed_at = Some(now);
         let mut total = Stats::default();
         shards.iter().for_each(|s| total.add(s));
-        total.retained = retained;
+        (total.retained, total.retained_bytes) = retained;
+        if publish || self.interval.is_none() {
+            self.loads.update(now, &total);
+        }
         let uptime = now.saturating_duration_since(self.started).as_secs();
         let version = concat!("midge ", env!("CARGO_PKG_VERSION"));
         let mut topics: Vec<(Topic, String)> = vec![
@@ -122,7 +148,9 @@ impl SysTree {
             ),
         ];
         mosquitto::counters(&total, &mut self.maximum, &mut topics);
+        self.loads.topics(&mut topics);
         let figures = self.shard_figures(now, &shards);
+        midge::topics(&figures, self.persistence, &mut topics);
         self.previous = Some((now, shards));
         SysSnapshot {
             uptime,
@@ -133,7 +161,8 @@ impl SysTree {
     }
 
     /// Each shard's figures, with rates over the time since the previous computation.
-    fn shard_figures(&self, now: Instant, shards: &[Stats]) -> Vec<ShardFigures> {
+    fn shard_figures(&mut self, now: Instant, shards: &[Stats]) -> Vec<ShardFigures> {
+        self.latency.resize(shards.len(), None);
         shards
             .iter()
             .enumerate()
@@ -148,11 +177,20 @@ impl SysTree {
                     }
                     _ => 0.0,
                 };
+                let commits = before.map_or(s.store_commits, |(_, p)| {
+                    s.store_commits.saturating_sub(p.store_commits)
+                });
+                if commits > 0 {
+                    let nanos = before.map_or(s.store_commit_nanos, |(_, p)| {
+                        s.store_commit_nanos.saturating_sub(p.store_commit_nanos)
+                    });
+                    self.latency[i] = Some(nanos as f64 / commits as f64 / 1000.0);
+                }
                 ShardFigures {
                     stats: *s,
                     messages_per_sec: per_sec(|s| s.messages_in),
-                    busy: 0.0,
-                    commit_latency_us: None,
+                    busy: (per_sec(|s| s.busy_nanos) / 1e9).min(1.0),
+                    commit_latency_us: self.latency[i],
                 }
             })
             .collect()
@@ -190,10 +228,12 @@ impl Shard {
         if due == Due::Nothing {
             return;
         }
+        let (retained, retained_bytes) = self.shared.retained.len_and_bytes();
         let snap = self.sys_tree.compute(
             now,
             self.shared.shard_stats(),
-            self.shared.retained.len() as u64,
+            (retained as u64, retained_bytes as u64),
+            due == Due::Publish,
         );
         let publish = (due == Due::Publish).then(|| self.sys_tree.changed(&snap));
         if let Some(interval) = self.sys_tree.interval.filter(|_| publish.is_some()) {

@@ -30,6 +30,12 @@ const TOPICS: &[&[&str]] = &[
     &["$SYS/broker/bytes/sent"],
     &["$SYS/broker/subscriptions/count"],
     &["$SYS/broker/retained messages/count"],
+    &["$SYS/broker/shared_subscriptions/count"],
+    &[
+        "$SYS/broker/store/messages/count",
+        "$SYS/broker/messages/stored",
+    ],
+    &["$SYS/broker/store/messages/bytes"],
 ];
 
 /// The number of topics [`counters`] yields.
@@ -62,6 +68,11 @@ pub(super) fn counters(s: &Stats, maximum: &mut u64, out: &mut Vec<(Topic, Strin
         s.bytes_out,
         s.subscriptions,
         s.retained,
+        s.shared_subscriptions,
+        // mosquitto's message store holds every message a client may still receive:
+        // retained, queued and in flight (midge counts a message held by two sessions twice).
+        s.retained + s.queued_messages + s.inflight_messages,
+        s.retained_bytes + s.queued_bytes + s.inflight_bytes,
     ];
     for (names, value) in TOPICS.iter().zip(figures) {
         for name in *names {
