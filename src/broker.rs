@@ -328,6 +328,9 @@ impl Broker {
                 }
             }
         }
+        if let Some(addr) = shared.config.metrics_listener {
+            crate::metrics::start(addr, shared.clone())?;
+        }
         let mut threads = Vec::new();
         for (id, shard) in built.into_iter().enumerate() {
             let thread = std::thread::Builder::new()

@@ -27,6 +27,7 @@ pub mod index;
 pub mod link;
 pub mod logging;
 pub mod message;
+pub mod metrics;
 pub mod protocol;
 pub mod record;
 pub mod retain;

@@ -120,6 +120,10 @@ pub struct Config {
     /// `cluster_nats_url` (midge, repeatable): the NATS servers of the cluster. None: the
     /// node runs alone (no gateway thread, no cost).
     pub cluster_nats_urls: Vec<String>,
+    /// `metrics_listener PORT [ADDRESS]` (midge): where the HTTP endpoint for Prometheus
+    /// (`/metrics`) and the JSON `$SYS` tree (`/api/v1/systree`) listens. `None` (the default)
+    /// = no endpoint; without an address it binds loopback only, since it has no authentication.
+    pub metrics_listener: Option<std::net::SocketAddr>,
     /// `max_qos`: the highest QoS clients may publish or be granted (default 2).
     pub max_qos: u8,
     /// `max_topic_alias`: topic aliases an MQTT 5 client may use toward the broker
@@ -218,6 +222,7 @@ impl Default for Config {
             cluster_name: None,
             cluster_node_id: None,
             cluster_nats_urls: Vec::new(),
+            metrics_listener: None,
             max_qos: 2,
             max_topic_alias: 10,
             topic_alias_to_clients: true,

@@ -420,6 +420,23 @@ impl Parser {
                 )?;
                 ignored(pos, &mut self.config, option);
             }
+            "metrics_listener" => {
+                let (port, addr) = match words(rest).as_slice() {
+                    [] => return Err(pos.missing(option)),
+                    [port] => (*port, None),
+                    [port, addr] => (*port, Some(*addr)),
+                    more => {
+                        return Err(pos.bad(option, &more.join(" "), "expected PORT [ADDRESS]"))
+                    }
+                };
+                let port = parse_port(pos, option, port)?;
+                // Loopback unless said otherwise: the endpoint has no authentication.
+                let ip = match addr {
+                    Some(a) => parse_address(pos, option, a)?[0],
+                    None => std::net::Ipv4Addr::LOCALHOST.into(),
+                };
+                self.config.metrics_listener = Some(std::net::SocketAddr::new(ip, port));
+            }
             "sys_interval" => {
                 self.config.sys_interval =
                     parse_int(pos, option, one(pos, option, rest)?, 0, 65535)? as u16;

@@ -141,7 +141,10 @@ impl Shard {
         if let Some(cluster) = &mut self.cluster {
             cluster.publish(&msg);
         }
-        self.route(msg)
+        let sample = self.stats.route.sample_start();
+        let matched = self.route(msg);
+        self.stats.route.sample_end(sample);
+        matched
     }
 
     /// A PUBLISH with `payload_len` bytes of payload was written to a client's buffer.

@@ -70,6 +70,8 @@ pub struct Stats {
     pub cross_shard_out: u64,
     /// Items received from other shards.
     pub cross_shard_in: u64,
+    /// Sampled routing times (see [`RouteTimes`]).
+    pub route: RouteTimes,
 }
 
 /// Applies `f` to each counter of `a` with the matching counter of `b` (one list of fields,
@@ -126,6 +128,7 @@ impl Stats {
             ($($f:ident),*) => { $( self.$f += other.$f; )* };
         }
         each_counter!(add);
+        self.route.add(&other.route);
     }
 }
 
@@ -186,6 +189,7 @@ pub struct StatsSlot {
     store_commit_nanos: AtomicU64,
     cross_shard_out: AtomicU64,
     cross_shard_in: AtomicU64,
+    route: RouteSlot,
 }
 
 impl StatsSlot {
@@ -196,6 +200,7 @@ impl StatsSlot {
             ($($f:ident),*) => { $( self.$f.store(s.$f, Ordering::Relaxed); )* };
         }
         each_counter!(store);
+        self.route.publish(&s.route);
     }
 
     /// The counters as last stored.
@@ -211,6 +216,101 @@ impl StatsSlot {
             ($($f:ident),*) => { $( sum.$f += self.$f.load(Ordering::Relaxed); )* };
         }
         each_counter!(add);
+        self.route.add_to(&mut sum.route);
+    }
+}
+
+// Routing time: one message in ROUTE_SAMPLE_EVERY is timed (two clock reads), so the cost
+// per message is a test of the counter that already counts it; the histogram is plain
+// integers on the shard, published with the other counters at the tick.
+
+/// One message routed in this many is timed (a power of two: the test is a mask).
+pub const ROUTE_SAMPLE_EVERY: u64 = 64;
+
+/// Upper bounds of the routing-time buckets, in nanoseconds (the last bucket, +Inf, is
+/// implicit): from an index match with one local subscriber to a fan-out to thousands.
+pub const ROUTE_BUCKETS_NS: [u64; 13] = [
+    250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+    5_000_000,
+];
+
+/// A histogram of sampled routing times: how long `Shard::route` took for a message
+/// published on this shard (index match, local deliveries, cross-shard hand-off).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RouteTimes {
+    /// Samples per bucket of [`ROUTE_BUCKETS_NS`], not cumulative; the last is +Inf.
+    pub buckets: [u64; ROUTE_BUCKETS_NS.len() + 1],
+    /// Samples taken.
+    pub count: u64,
+    /// Sum of the sampled times, in nanoseconds.
+    pub sum_ns: u64,
+    /// Messages routed (published here, wills included), sampled or not.
+    pub routed: u64,
+}
+
+impl RouteTimes {
+    /// Counts one routed message; its start time when it is one to time.
+    #[inline]
+    pub fn sample_start(&mut self) -> Option<std::time::Instant> {
+        self.routed += 1;
+        (self.routed & (ROUTE_SAMPLE_EVERY - 1) == 0).then(std::time::Instant::now)
+    }
+
+    /// Records the sample started at `start` (if any).
+    #[inline]
+    pub fn sample_end(&mut self, start: Option<std::time::Instant>) {
+        if let Some(start) = start {
+            self.record(u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX));
+        }
+    }
+
+    /// Adds `other`'s samples to these.
+    pub fn add(&mut self, other: &RouteTimes) {
+        for (n, m) in self.buckets.iter_mut().zip(&other.buckets) {
+            *n += m;
+        }
+        self.count += other.count;
+        self.sum_ns = self.sum_ns.saturating_add(other.sum_ns);
+        self.routed += other.routed;
+    }
+
+    /// Adds one routing time of `ns` nanoseconds.
+    pub fn record(&mut self, ns: u64) {
+        let bucket = ROUTE_BUCKETS_NS.partition_point(|&le| le < ns);
+        self.buckets[bucket] += 1;
+        self.count += 1;
+        self.sum_ns = self.sum_ns.saturating_add(ns);
+    }
+}
+
+/// A shard's last published [`RouteTimes`].
+#[derive(Debug, Default)]
+struct RouteSlot {
+    buckets: [AtomicU64; ROUTE_BUCKETS_NS.len() + 1],
+    count: AtomicU64,
+    sum_ns: AtomicU64,
+    routed: AtomicU64,
+}
+
+impl RouteSlot {
+    fn publish(&self, r: &RouteTimes) {
+        for (slot, &n) in self.buckets.iter().zip(&r.buckets) {
+            slot.store(n, Ordering::Relaxed);
+        }
+        self.count.store(r.count, Ordering::Relaxed);
+        self.sum_ns.store(r.sum_ns, Ordering::Relaxed);
+        self.routed.store(r.routed, Ordering::Relaxed);
+    }
+
+    fn add_to(&self, sum: &mut RouteTimes) {
+        for (n, slot) in sum.buckets.iter_mut().zip(&self.buckets) {
+            *n += slot.load(Ordering::Relaxed);
+        }
+        sum.count += self.count.load(Ordering::Relaxed);
+        sum.sum_ns = sum
+            .sum_ns
+            .saturating_add(self.sum_ns.load(Ordering::Relaxed));
+        sum.routed += self.routed.load(Ordering::Relaxed);
     }
 }
 
@@ -247,5 +347,38 @@ mod tests {
             ..Stats::default()
         };
         assert_eq!(sum, want);
+    }
+
+    #[test]
+    fn route_times_fall_in_their_bucket_and_sum_over_slots() {
+        let mut r = RouteTimes::default();
+        r.record(250); // on a bound: that bucket (`le` is inclusive)
+        r.record(251);
+        r.record(10_000_000); // past the last bound: +Inf
+        assert_eq!(r.buckets[0], 1);
+        assert_eq!(r.buckets[1], 1);
+        assert_eq!(r.buckets[ROUTE_BUCKETS_NS.len()], 1);
+        assert_eq!((r.count, r.sum_ns), (3, 10_000_501));
+        let slots = [StatsSlot::default(), StatsSlot::default()];
+        let s = Stats {
+            route: r,
+            ..Stats::default()
+        };
+        slots[0].publish(&s);
+        slots[1].publish(&s);
+        let mut sum = Stats::default();
+        slots.iter().for_each(|slot| slot.add_to(&mut sum));
+        assert_eq!(sum.route.count, 6);
+        assert_eq!(sum.route.buckets[1], 2);
+        assert_eq!(sum.route.sum_ns, 20_001_002);
+    }
+
+    #[test]
+    fn one_message_in_the_sample_interval_is_timed() {
+        let mut r = RouteTimes::default();
+        let timed = (0..ROUTE_SAMPLE_EVERY * 3)
+            .filter(|_| r.sample_start().is_some())
+            .count();
+        assert_eq!((timed, r.routed), (3, ROUTE_SAMPLE_EVERY * 3));
     }
 }
