@@ -326,6 +326,8 @@ fn link_exchanges_qos_0_1_2_with_midge_over_tls_with_a_client_certificate() {
         cafile: certs.path_buf("ca.pem"),
         certfile: Some(certs.path_buf("client.pem")),
         keyfile: Some(certs.path_buf("client.key")),
+        tls13_only: false,
+        alpn: Vec::new(),
     })
     .unwrap();
     exchange(
@@ -348,6 +350,8 @@ fn link_refuses_a_server_its_ca_did_not_sign() {
         cafile: certs.path_buf("other-ca.pem"),
         certfile: Some(certs.path_buf("client.pem")),
         keyfile: Some(certs.path_buf("client.key")),
+        tls13_only: false,
+        alpn: Vec::new(),
     })
     .unwrap();
     let mut d = Driver::connect(&connector, broker.addr(), session(ProtocolVersion::V311));

@@ -194,7 +194,7 @@ impl Shard {
 
     /// Sets (or, with an empty payload, clears) the retained message of `msg.topic`, in
     /// memory and in the store.
-    fn set_retained(&mut self, msg: &SharedMessage) {
+    pub(crate) fn set_retained(&mut self, msg: &SharedMessage) {
         let version = self.shared.retained.set(msg);
         if self.durable.is_some() {
             if msg.payload.is_empty() {

@@ -30,6 +30,10 @@ pub struct ClientTlsSettings {
     /// Our certificate and key (PEM), for servers that require one.
     pub certfile: Option<PathBuf>,
     pub keyfile: Option<PathBuf>,
+    /// Refuse TLS 1.2 (a bridge's `bridge_tls_version tlsv1.3`).
+    pub tls13_only: bool,
+    /// Protocols offered by ALPN (a bridge's `bridge_alpn`); empty = no ALPN.
+    pub alpn: Vec<String>,
 }
 
 /// Makes outgoing connections: plain, or TLS with a config built once from its files.
@@ -56,11 +60,14 @@ impl Connector {
                 problem: format!("not a usable CA certificate: {e}"),
             })?;
         }
-        let builder = ClientConfig::builder_with_provider(Arc::new(provider::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| TlsError::Config(e.to_string()))?
-            .with_root_certificates(roots);
-        let config = match (&s.certfile, &s.keyfile) {
+        let builder = ClientConfig::builder_with_provider(Arc::new(provider::default_provider()));
+        let builder = match s.tls13_only {
+            true => builder.with_protocol_versions(&[&rustls::version::TLS13]),
+            false => builder.with_safe_default_protocol_versions(),
+        }
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_root_certificates(roots);
+        let mut config = match (&s.certfile, &s.keyfile) {
             (Some(cert), Some(key)) => builder
                 .with_client_auth_cert(load_certs("certfile", cert)?, load_key(key)?)
                 .map_err(|e| TlsError::File {
@@ -71,6 +78,7 @@ impl Connector {
             (None, None) => builder.with_no_client_auth(),
             _ => return Err(TlsError::Config("certfile and keyfile go together".into())),
         };
+        config.alpn_protocols = s.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
         Ok(Connector {
             tls: Some((Arc::new(config), name)),
         })
