@@ -5,9 +5,11 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::clients::{mosquitto_pub, MosqSub, Msg};
+use common::tls::{strs, Certs};
 use common::{config_text, Broker, BrokerKind, STEP};
 
 const STATE: &str = "bridges/r/state";
@@ -139,4 +141,289 @@ fn relays_in_out_and_both_with_prefixes_to_mosquitto_over_5() {
 #[test]
 fn relays_in_out_and_both_with_prefixes_to_midge_over_5() {
     relay_in_and_out_with_prefixes(BrokerKind::Midge, "mqttv50");
+}
+
+#[test]
+fn two_brokers_bridged_both_ways_on_everything_see_each_message_once() {
+    for version in ["mqttv311", "mqttv50"] {
+        let r = remote(BrokerKind::Mosquitto, &[]);
+        let l = local(&[
+            address(&r),
+            format!("bridge_protocol_version {version}"),
+            "topic # both 2".into(),
+        ]);
+        wait_state(&l, "1", STEP * 2);
+        let mut there = MosqSub::start(r.port(), &["-t", "loop/#", "-q", "2"]);
+        let mut here = MosqSub::start(l.port(), &["-t", "loop/#", "-q", "2"]);
+        for q in ["0", "1", "2"] {
+            mosquitto_pub(l.port(), &["-t", "loop/l", "-m", &format!("l{q}"), "-q", q]);
+            mosquitto_pub(r.port(), &["-t", "loop/r", "-m", &format!("r{q}"), "-q", q]);
+        }
+        // Six messages on each side; a seventh would be an echo (waited for in full).
+        for (side, sub) in [("remote", &mut there), ("local", &mut here)] {
+            let got = sub.messages(7, STEP);
+            let mut payloads: Vec<String> = got.iter().map(|m| m.payload.clone()).collect();
+            payloads.sort();
+            assert_eq!(
+                payloads,
+                ["l0", "l1", "l2", "r0", "r1", "r2"],
+                "{version}: {side} side saw {got:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn retained_messages_are_relayed_with_their_flag() {
+    let r = remote(BrokerKind::Mosquitto, &[]);
+    let l = local(&[
+        address(&r),
+        "topic out/# out 1".into(),
+        "topic in/# in 1".into(),
+    ]);
+    wait_state(&l, "1", STEP * 2);
+    mosquitto_pub(
+        l.port(),
+        &["-t", "out/r", "-m", "kept-out", "-q", "1", "-r"],
+    );
+    mosquitto_pub(r.port(), &["-t", "in/r", "-m", "kept-in", "-q", "1", "-r"]);
+    // Read by subscribers that arrive afterwards: from each broker's retained store.
+    let retained = |port: u16, topic: &str, payload: &str| {
+        let deadline = Instant::now() + STEP;
+        while Instant::now() < deadline {
+            let mut sub = MosqSub::start(port, &["-t", topic, "-q", "1", "-W", "5"]);
+            let got = sub.messages(1, Duration::from_millis(500));
+            if let Some(m) = got.first() {
+                assert_eq!((m.payload.as_str(), m.retain), (payload, true), "{got:?}");
+                return;
+            }
+        }
+        panic!("no retained message on {topic}");
+    };
+    retained(r.port(), "out/r", "kept-out");
+    retained(l.port(), "in/r", "kept-in");
+}
+
+#[test]
+fn bridge_fails_over_to_the_second_address() {
+    let r = remote(BrokerKind::Mosquitto, &[]);
+    let dead = common::free_port();
+    let l = local(&[
+        format!("addresses 127.0.0.1:{dead} 127.0.0.1:{}", r.port()),
+        "topic f/# out 1".into(),
+    ]);
+    wait_state(&l, "1", STEP * 2);
+    let mut there = MosqSub::start(r.port(), &["-t", "f/#", "-q", "1"]);
+    mosquitto_pub(l.port(), &["-t", "f/x", "-m", "over", "-q", "1"]);
+    let got = there.messages(1, STEP);
+    assert_eq!(
+        got.first().map(|m| m.payload.as_str()),
+        Some("over"),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn notifications_say_1_and_0_on_both_sides() {
+    let mut r = remote(BrokerKind::Mosquitto, &[]);
+    let mut l = local(&[address(&r), "topic n/# both 1".into()]);
+    wait_state(&l, "1", STEP * 2);
+    let remote_state = |r: &Broker| {
+        let mut sub = MosqSub::start(r.port(), &["-t", STATE, "-q", "1", "-W", "5"]);
+        sub.messages(1, STEP)
+            .first()
+            .map(|m| (m.payload.clone(), m.retain))
+    };
+    assert_eq!(remote_state(&r), Some(("1".into(), true)));
+    // The remote goes away: the local side says 0.
+    r.terminate();
+    wait_state(&l, "0", STEP * 2);
+    r.restart();
+    wait_state(&l, "1", STEP * 3);
+    // midge dies without DISCONNECT: the remote publishes the bridge's will, 0.
+    l.kill9();
+    let deadline = Instant::now() + STEP * 4;
+    loop {
+        if remote_state(&r) == Some(("0".into(), true)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no will on the remote; log:\n{}",
+            r.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Publishes `n` messages at `qos` `0..n` on `topic` through one `mosquitto_pub -l`, in bursts
+/// of `burst` lines `pause` apart; returns once every one was acknowledged.
+fn publish_stream(port: u16, topic: &str, qos: &str, n: usize, burst: usize, pause: Duration) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-q",
+            qos,
+            "-t",
+            topic,
+            "-l",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("mosquitto_pub");
+    let mut stdin = child.stdin.take().unwrap();
+    for start in (0..n).step_by(burst) {
+        let lines: String = (start..(start + burst).min(n))
+            .map(|i| format!("{i}\n"))
+            .collect();
+        stdin.write_all(lines.as_bytes()).unwrap();
+        stdin.flush().unwrap();
+        std::thread::sleep(pause);
+    }
+    drop(stdin);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "mosquitto_pub -l failed: {status}");
+            return;
+        }
+        assert!(Instant::now() < deadline, "mosquitto_pub -l did not finish");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_qos_1_stream_survives_a_remote_restart_without_loss() {
+    stream_across_a_remote_restart("1");
+}
+
+#[test]
+fn a_qos_2_stream_survives_a_remote_restart_without_loss_or_duplicates() {
+    stream_across_a_remote_restart("2");
+}
+
+/// `N` messages at `qos` published here while the remote is stopped (SIGTERM) and started
+/// again mid-stream: every one reaches a persistent reader on the remote; at QoS 2 once.
+fn stream_across_a_remote_restart(qos: &'static str) {
+    const N: usize = 2000;
+    let store = tempfile::tempdir().unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // mosquitto started as root writes its store as the mosquitto user.
+        std::fs::set_permissions(store.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let mut r = remote(
+        BrokerKind::Mosquitto,
+        &[
+            "persistence true",
+            &format!("persistence_location {}/", store.path().display()),
+            "max_queued_messages 0",
+            "max_inflight_messages 20",
+        ],
+    );
+    // The reader's persistent session exists before the stream starts; it reads afterwards.
+    let mut reader = MosqSub::start(r.port(), &["-t", "s/#", "-q", qos, "-c", "-i", "reader"]);
+    reader.kill();
+    // The bridge's queue is bounded like a session's: room for the whole outage here.
+    let l = local(&[
+        address(&r),
+        format!("topic s/# out {qos}"),
+        "max_queued_messages 10000".into(),
+    ]);
+    wait_state(&l, "1", STEP * 2);
+    let port = l.port();
+    let publisher = std::thread::spawn(move || {
+        publish_stream(port, "s/x", qos, N, 100, Duration::from_millis(100))
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    r.terminate();
+    std::thread::sleep(Duration::from_millis(500));
+    r.restart();
+    publisher.join().unwrap();
+    let mut reader = MosqSub::start(
+        r.port(),
+        &["-t", "s/#", "-q", qos, "-c", "-i", "reader", "-W", "60"],
+    );
+    let mut seen: HashMap<usize, usize> = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while seen.len() < N && Instant::now() < deadline {
+        for m in reader.messages(N - seen.len(), Duration::from_secs(2)) {
+            *seen
+                .entry(m.payload.parse().expect("a number"))
+                .or_default() += 1;
+        }
+    }
+    let missing: Vec<usize> = (0..N).filter(|i| !seen.contains_key(i)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {N} acknowledged messages never arrived (first: {:?}); midge log:\n{}",
+        missing.len(),
+        &missing[..missing.len().min(10)],
+        l.log()
+    );
+    assert!(
+        l.log()
+            .contains("Bridge r: connected to 127.0.0.1 (session present: true)"),
+        "the bridge did not resume its remote session:\n{}",
+        l.log()
+    );
+    if qos == "2" {
+        let twice: Vec<usize> = (0..N).filter(|i| seen[i] > 1).collect();
+        assert!(twice.is_empty(), "QoS 2 duplicates: {twice:?}");
+    }
+}
+
+fn tls_bridge(ca: &str) -> (Certs, Broker, Broker) {
+    let certs = Certs::generate();
+    certs.open_up();
+    let mut lines = certs.require_certificate_lines();
+    lines.push("use_identity_as_username false".into());
+    let r = remote(BrokerKind::Mosquitto, &strs(&lines));
+    let l = local(&[
+        format!("address localhost:{}", r.port()),
+        "topic t/# out 1".into(),
+        format!("bridge_cafile {}", certs.path(ca)),
+        format!("bridge_certfile {}", certs.path("client.pem")),
+        format!("bridge_keyfile {}", certs.path("client.key")),
+    ]);
+    (certs, r, l)
+}
+
+#[test]
+fn bridges_over_tls_with_a_ca_and_a_client_certificate() {
+    let (certs, r, l) = tls_bridge("ca.pem");
+    wait_state(&l, "1", STEP * 2);
+    let mut args = vec!["-t", "t/#", "-q", "1"];
+    let tls = certs.client_args(Some("client"));
+    args.extend(strs(&tls));
+    let mut there = MosqSub::start(r.port(), &args);
+    mosquitto_pub(l.port(), &["-t", "t/x", "-m", "secret", "-q", "1"]);
+    let got = there.messages(1, STEP);
+    assert_eq!(
+        got.first().map(|m| m.payload.as_str()),
+        Some("secret"),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn a_bridge_refuses_a_remote_its_ca_did_not_sign() {
+    let (_certs, _r, l) = tls_bridge("other-ca.pem");
+    assert!(
+        l.wait_log_contains_any(&["TLS"], STEP * 2),
+        "no TLS failure logged:\n{}",
+        l.log()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !l.log().contains("Bridge r: connected"),
+        "connected to an untrusted remote:\n{}",
+        l.log()
+    );
 }

@@ -494,7 +494,8 @@ fn unquote(word: &str) -> &str {
 }
 
 fn parse_topic(pos: &Pos, option: &str, rest: &str) -> Result<BridgeTopic, ConfigError> {
-    let w = words(rest);
+    // Not `words`: a pattern may be `#` itself, which is no comment here (as in mosquitto).
+    let w: Vec<&str> = rest.split_whitespace().collect();
     if w.is_empty() {
         return Err(pos.missing(option));
     }
@@ -542,3 +543,7 @@ fn parse_topic(pos: &Pos, option: &str, rest: &str) -> Result<BridgeTopic, Confi
     }
     Ok(topic)
 }
+
+#[cfg(test)]
+#[path = "bridge_tests.rs"]
+mod tests;
