@@ -494,8 +494,14 @@ fn unquote(word: &str) -> &str {
 }
 
 fn parse_topic(pos: &Pos, option: &str, rest: &str) -> Result<BridgeTopic, ConfigError> {
-    // Not `words`: a pattern may be `#` itself, which is no comment here (as in mosquitto).
-    let w: Vec<&str> = rest.split_whitespace().collect();
+    // Not `words` alone: the pattern may be `#` itself, which is no comment there; a `#`
+    // word after it starts one.
+    let mut all = rest.split_whitespace();
+    let w: Vec<&str> = all
+        .next()
+        .into_iter()
+        .chain(all.take_while(|w| !w.starts_with('#')))
+        .collect();
     if w.is_empty() {
         return Err(pos.missing(option));
     }

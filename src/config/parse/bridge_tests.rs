@@ -33,7 +33,8 @@ fn options_and_several_blocks() {
         "connection a\naddresses 127.0.0.1:1 [::1]:2\nround_robin true\ntopic # in\n\
          bridge_protocol_version mqttv50\nremote_clientid rc\nrestart_timeout 3\n\
          start_type once\nmax_inflight_messages 5\n\
-         connection b\naddress localhost\ntopic \"\" out 2 here/t there/t\n",
+         connection b\naddress localhost\ntopic \"\" out 2 here/t there/t\n\
+         topic # both 0 l/ r/  # everything, remapped\n",
     )
     .unwrap();
     assert_eq!(c.max_inflight_messages, 5, "a global option inside a block");
@@ -49,6 +50,11 @@ fn options_and_several_blocks() {
     assert_eq!(b.addresses[0].addr.port(), 1883);
     assert_eq!(b.topics[0].local_filter(), "here/t");
     assert_eq!(b.topics[0].remote_filter(), "there/t");
+    assert_eq!(
+        b.topics[1].local_filter(),
+        "l/#",
+        "a pattern of #, then a comment"
+    );
 }
 
 #[test]
