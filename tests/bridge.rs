@@ -427,3 +427,32 @@ fn a_bridge_refuses_a_remote_its_ca_did_not_sign() {
         l.log()
     );
 }
+
+#[test]
+fn with_persistence_messages_queued_for_a_down_remote_survive_a_midge_crash() {
+    let store = tempfile::tempdir().unwrap();
+    let mut r = remote(BrokerKind::Mosquitto, &[]);
+    let mut l = local(&[
+        address(&r),
+        "topic q/# out 1".into(),
+        "persistence true".into(),
+        format!("persistence_location {}", store.path().display()),
+    ]);
+    wait_state(&l, "1", STEP * 2);
+    r.terminate();
+    wait_state(&l, "0", STEP * 2);
+    // Acknowledged by midge (after its store has them) while the remote is down.
+    for i in 0..20 {
+        mosquitto_pub(l.port(), &["-t", "q/x", "-m", &format!("m{i}"), "-q", "1"]);
+    }
+    l.kill9();
+    // The reader is subscribed before midge is back.
+    r.restart();
+    let mut there = MosqSub::start(r.port(), &["-t", "q/#", "-q", "1"]);
+    l.restart();
+    let got = there.messages(20, STEP * 3);
+    let mut payloads: Vec<String> = got.iter().map(|m| m.payload.clone()).collect();
+    payloads.dedup();
+    let want: Vec<String> = (0..20).map(|i| format!("m{i}")).collect();
+    assert_eq!(payloads, want, "in order, none lost; log:\n{}", l.log());
+}

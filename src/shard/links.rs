@@ -44,9 +44,10 @@ pub(crate) struct Links {
 }
 
 impl Shard {
-    /// Creates the bridges this shard owns (bridge `j` of the configuration lives on shard
-    /// `j % shards`): their sessions and local subscriptions. Shard thread only, before the
-    /// first turn.
+    /// Creates the bridges this shard owns, their sessions and local subscriptions. A bridge
+    /// lives on the home shard of its local client id, where the store's recovery put its
+    /// session (`persistence true`): that session, with what it still owed the remote, is
+    /// the bridge's again. Shard thread only, before the first turn.
     pub(super) fn start_links(&mut self) {
         let n = self.peers.len();
         let mine: Vec<BridgeConfig> = self
@@ -54,28 +55,40 @@ impl Shard {
             .config
             .bridges
             .iter()
-            .enumerate()
-            .filter(|(j, _)| j % n == self.id)
-            .map(|(_, b)| b.clone())
+            .filter(|b| super::home_shard(b.local_clientid.as_bytes(), n) == self.id)
+            .cloned()
             .collect();
         let now = Instant::now();
         for cfg in mine {
             let i = self.links.slots.len();
-            let max_packet = cfg.max_packet_size;
-            let mut session = Session::new(
-                ByteStr::from(cfg.local_clientid.as_str()),
-                u32::MAX,
-                cfg.protocol,
-                Limits::new(&self.shared.config, u16::MAX, max_packet),
-            );
-            session.limits.max_inflight = 1;
-            let generation = self.next_generation;
-            self.next_generation = self.next_generation.wrapping_add(1);
-            let slot = self.sessions.insert(SessionSlot {
-                generation,
-                session,
-            });
+            let limits = Limits::new(&self.shared.config, u16::MAX, cfg.max_packet_size);
+            let client_id = ByteStr::from(cfg.local_clientid.as_str());
+            // Kept out of `session_by_id`: no client can take a bridge's session over.
+            let slot = match self.session_by_id.remove(&client_id) {
+                Some(slot) => slot,
+                None => {
+                    let generation = self.next_generation;
+                    self.next_generation = self.next_generation.wrapping_add(1);
+                    let session = Session::new(client_id, u32::MAX, cfg.protocol, limits);
+                    self.sessions.insert(SessionSlot {
+                        generation,
+                        session,
+                    })
+                }
+            };
             let subscriber = self.subscriber_id(slot);
+            let s = &mut self.sessions[slot].session;
+            s.limits = limits;
+            s.limits.max_inflight = 1;
+            s.expiry_interval = u32::MAX;
+            s.expires_at = None;
+            s.durable = self.durable.is_some();
+            s.store_record(&mut self.batch);
+            // The subscriptions are the configuration's, not what an earlier run stored.
+            let stale = std::mem::take(&mut s.subscriptions);
+            for filter in stale.into_keys() {
+                self.subscription_removed(filter, subscriber);
+            }
             let bridge = Bridge::new(cfg, Token(LINK_BASE + i), now);
             let filters: Vec<(String, QoS)> = bridge
                 .topics()
