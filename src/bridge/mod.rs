@@ -11,6 +11,7 @@
 //! while the remote is down and the QoS 1/2 bookkeeping are the same code as for a client's.
 
 mod backoff;
+mod primary;
 pub mod topics;
 
 use std::collections::VecDeque;
@@ -27,6 +28,7 @@ use crate::protocol::reason::v3;
 use crate::protocol::{ByteStr, Properties, Publish, QoS, SubOptions, Will};
 use crate::transport::{ClientTlsSettings, Connector};
 use backoff::Backoff;
+use primary::PrimaryProbe;
 use topics::TopicMap;
 
 /// What a bridge tells the shard.
@@ -70,6 +72,8 @@ pub struct Bridge {
     backoff: Backoff,
     /// `try_private`, until a remote refuses the bridge mark (then plain CONNECTs).
     mark_bridge: bool,
+    /// Whether the first address is back, while connected to another (failover only).
+    primary: PrimaryProbe,
     events: VecDeque<BridgeEvent>,
 }
 
@@ -102,6 +106,7 @@ impl Bridge {
             topics: TopicMap::new(&cfg.topics),
             backoff: Backoff::new(cfg.restart_base, cfg.restart_cap),
             mark_bridge: cfg.try_private,
+            primary: PrimaryProbe::default(),
             cfg,
             connector,
             link: None,
@@ -142,6 +147,9 @@ impl Bridge {
             link.tick(registry, now);
         }
         self.take_link_events(now);
+        if self.is_up() && self.primary.tick(self.cfg.addresses[0].addr, now) {
+            self.abort(registry, "the first address is reachable again");
+        }
     }
 
     /// A readiness event for the link's token.
@@ -325,6 +333,9 @@ impl Bridge {
         );
         self.state = State::Up;
         self.failed_in_row = 0;
+        if self.address != 0 && !self.cfg.round_robin {
+            self.primary.start(Instant::now());
+        }
         self.backoff.reset();
         let v5 = self.cfg.protocol.is_v5();
         let Some(link) = &mut self.link else { return };
@@ -375,6 +386,11 @@ impl Bridge {
         );
         let n = self.cfg.addresses.len();
         let mut immediately = false;
+        if was_up && self.address != 0 && !self.cfg.round_robin {
+            // Back to the first address (it answered the probe, or this one went away).
+            immediately = true;
+        }
+        self.primary.stop();
         if was_up {
             // Round robin moves on; failover goes back to the first address.
             self.address = if self.cfg.round_robin {
@@ -403,5 +419,51 @@ fn describe(reason: &CloseReason) -> String {
         CloseReason::Disconnected(code) => format!("disconnected by the remote (reason {code})"),
         CloseReason::Gone(why) | CloseReason::Protocol(why) => why.clone(),
         CloseReason::Local => "closed here".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn bridge(extra: &str) -> Bridge {
+        let text = format!("connection b\naddresses 127.0.0.1:1 127.0.0.1:2\ntopic a\n{extra}");
+        let cfg = crate::config::Config::parse_str(&text, "t.conf").unwrap();
+        Bridge::new(cfg.bridges[0].clone(), Token(1), Instant::now())
+    }
+
+    #[test]
+    fn failover_tries_the_next_address_at_once_then_waits_a_round() {
+        let mut b = bridge("restart_timeout 7\n");
+        let now = Instant::now();
+        b.ended(now, false, "refused");
+        assert_eq!(b.address, 1);
+        assert!(matches!(b.state, State::Waiting(Some(at)) if at == now));
+        b.ended(now, false, "refused");
+        assert_eq!(b.address, 0);
+        assert!(matches!(b.state, State::Waiting(Some(at)) if at == now + Duration::from_secs(7)));
+        // After a connection on the second address ends, the first is tried again at once.
+        b.address = 1;
+        b.ended(now, true, "gone");
+        assert_eq!(b.address, 0);
+        assert!(matches!(b.state, State::Waiting(Some(at)) if at == now));
+    }
+
+    #[test]
+    fn round_robin_moves_on_after_every_connection() {
+        let mut b = bridge("round_robin true\nrestart_timeout 3\n");
+        let now = Instant::now();
+        b.ended(now, true, "gone");
+        assert_eq!(b.address, 1);
+        b.ended(now, true, "gone");
+        assert_eq!(b.address, 0);
+    }
+
+    #[test]
+    fn start_type_once_never_reconnects() {
+        let mut b = bridge("start_type once\n");
+        b.ended(Instant::now(), true, "gone");
+        assert!(matches!(b.state, State::Waiting(None)));
     }
 }
