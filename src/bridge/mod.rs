@@ -29,7 +29,7 @@ use crate::protocol::{ByteStr, Properties, Publish, QoS, SubOptions, Will};
 use crate::transport::{ClientTlsSettings, Connector};
 use backoff::Backoff;
 use primary::PrimaryProbe;
-use topics::TopicMap;
+use topics::{Remapped, TopicMap};
 
 /// What a bridge tells the shard.
 #[allow(clippy::large_enum_variant)]
@@ -181,10 +181,11 @@ impl Bridge {
         let Some(link) = self.link.as_mut().filter(|_| up) else {
             return Err(SendError::NotConnected);
         };
-        let Some(remote) = self.topics.to_remote(&publish.topic) else {
-            return Ok(false);
-        };
-        publish.topic = ByteStr::from(remote);
+        match self.topics.to_remote(&publish.topic) {
+            None => return Ok(false),
+            Some(Remapped::Same) => {}
+            Some(Remapped::To(remote)) => publish.topic = ByteStr::from(remote),
+        }
         publish.retain &= self.cfg.outgoing_retain;
         link.publish_packet(publish).map(|()| true)
     }
@@ -275,7 +276,9 @@ impl Bridge {
                 Event::Connected { session_present } => self.on_connected(session_present),
                 Event::Message(mut p) => match self.topics.to_local(&p.topic) {
                     Some(local) => {
-                        p.topic = ByteStr::from(local);
+                        if let Remapped::To(local) = local {
+                            p.topic = ByteStr::from(local);
+                        }
                         self.events.push_back(BridgeEvent::Message(p));
                     }
                     None => log::debug!(

@@ -46,7 +46,7 @@ impl TopicMap {
     }
 
     /// The local topic of a message received on `remote` (None: no `in` topic covers it).
-    pub fn to_local(&self, remote: &str) -> Option<String> {
+    pub fn to_local(&self, remote: &str) -> Option<Remapped> {
         self.entries
             .iter()
             .filter(|(t, _, f)| t.direction.is_in() && filter_matches(f, remote))
@@ -54,7 +54,7 @@ impl TopicMap {
     }
 
     /// The remote topic of a message published here on `local` (None: no `out` topic covers it).
-    pub fn to_remote(&self, local: &str) -> Option<String> {
+    pub fn to_remote(&self, local: &str) -> Option<Remapped> {
         self.entries
             .iter()
             .filter(|(t, f, _)| t.direction.is_out() && filter_matches(f, local))
@@ -62,12 +62,23 @@ impl TopicMap {
     }
 }
 
+/// A topic on the other side.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Remapped {
+    /// The same topic (equal prefixes): nothing is allocated per message.
+    Same,
+    To(String),
+}
+
 /// `topic` with `from` replaced by `to` (None when it does not start with `from`, e.g. the
 /// parent level `a` that filter `a/#` also matches, or when the result would be empty).
-fn remap(topic: &str, from: &str, to: &str) -> Option<String> {
+fn remap(topic: &str, from: &str, to: &str) -> Option<Remapped> {
     let rest = topic.strip_prefix(from)?;
+    if from == to {
+        return Some(Remapped::Same);
+    }
     let out = format!("{to}{rest}");
-    (!out.is_empty()).then_some(out)
+    (!out.is_empty()).then_some(Remapped::To(out))
 }
 
 #[cfg(test)]
@@ -86,33 +97,33 @@ mod tests {
         }
     }
 
+    fn to(s: &str) -> Option<Remapped> {
+        Some(Remapped::To(s.into()))
+    }
+
     #[test]
     fn prefixes_are_swapped_each_way() {
         let map = TopicMap::new(&[
             topic("sensors/#", Direction::Both, "here/", "there/"),
             topic("cmd/+", Direction::In, "", "r/"),
         ]);
-        assert_eq!(
-            map.to_local("there/sensors/t").as_deref(),
-            Some("here/sensors/t")
-        );
-        assert_eq!(
-            map.to_remote("here/sensors/t").as_deref(),
-            Some("there/sensors/t")
-        );
-        assert_eq!(map.to_local("r/cmd/x").as_deref(), Some("cmd/x"));
+        assert_eq!(map.to_local("there/sensors/t"), to("here/sensors/t"));
+        assert_eq!(map.to_remote("here/sensors/t"), to("there/sensors/t"));
+        assert_eq!(map.to_local("r/cmd/x"), to("cmd/x"));
         assert_eq!(
             map.to_remote("cmd/x"),
             None,
             "an in-only topic is not sent out"
         );
         assert_eq!(map.to_local("other"), None);
+        let same = TopicMap::new(&[topic("#", Direction::Both, "", "")]);
+        assert_eq!(same.to_remote("a/b"), Some(Remapped::Same));
     }
 
     #[test]
     fn an_empty_pattern_maps_one_topic_to_another() {
         let map = TopicMap::new(&[topic("", Direction::Out, "local/t", "remote/t")]);
-        assert_eq!(map.to_remote("local/t").as_deref(), Some("remote/t"));
+        assert_eq!(map.to_remote("local/t"), to("remote/t"));
         assert_eq!(map.to_remote("local/t/x"), None);
     }
 }
