@@ -306,7 +306,9 @@ impl ClientSession {
             if id == 0 || self.outgoing.contains_key(&id) || self.subscribing.contains(&id) {
                 return Err(SendError::IdInUse);
             }
-            if self.outgoing.len() >= usize::from(self.window) {
+            // A resend (DUP) was in flight already: a server that lowered its Receive
+            // Maximum since still gets it, or the flow could never complete.
+            if self.outgoing.len() >= usize::from(self.window) && !publish.dup {
                 return Err(SendError::InflightFull);
             }
         }

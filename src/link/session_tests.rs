@@ -435,11 +435,14 @@ fn owner_numbered_publishes_and_releases_resume_flows() {
         s.publish_packet(publish(11, false)),
         Err(SendError::InflightFull)
     );
+    // A resend beyond the window is still taken (its flow began on an earlier connection).
+    s.publish_packet(publish(13, true)).unwrap();
     assert_eq!(
         output(&mut s, now),
         vec![
             Packet::Publish(publish(7, true)),
-            Packet::PubRel(PubResp::new(9))
+            Packet::PubRel(PubResp::new(9)),
+            Packet::Publish(publish(13, true))
         ]
     );
     s.handle(Packet::PubComp(PubResp::new(9)));
