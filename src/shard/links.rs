@@ -63,6 +63,12 @@ impl Shard {
             let i = self.links.slots.len();
             let limits = Limits::new(&self.shared.config, u16::MAX, cfg.max_packet_size);
             let client_id = ByteStr::from(cfg.local_clientid.as_str());
+            if cfg.local_clean_session {
+                // What an earlier run stored for it is dropped.
+                if let Some(&slot) = self.session_by_id.get(&client_id) {
+                    self.end_session(slot);
+                }
+            }
             // Kept out of `session_by_id`: no client can take a bridge's session over.
             let slot = match self.session_by_id.remove(&client_id) {
                 Some(slot) => slot,
@@ -82,7 +88,7 @@ impl Shard {
             s.limits.max_inflight = 1;
             s.expiry_interval = u32::MAX;
             s.expires_at = None;
-            s.durable = self.durable.is_some();
+            s.durable = self.durable.is_some() && !cfg.local_clean_session;
             s.store_record(&mut self.batch);
             // The subscriptions are the configuration's, not what an earlier run stored.
             let stale = std::mem::take(&mut s.subscriptions);

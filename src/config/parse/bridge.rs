@@ -97,6 +97,10 @@ pub struct BridgeConfig {
     pub protocol: ProtocolVersion,
     /// `cleansession` (default false, as mosquitto).
     pub clean_session: bool,
+    /// `local_cleansession` (default: `cleansession`): whether the bridge's local session,
+    /// with what it still owes the remote, starts empty at each start instead of being
+    /// kept in the store (`persistence true`).
+    pub local_clean_session: bool,
     pub remote_clientid: String,
     pub local_clientid: String,
     pub remote_username: Option<String>,
@@ -169,7 +173,6 @@ fn refused(option: &str, value: &str) -> Option<&'static str> {
         ("local_username" | "local_password", _) => {
             Some("is not supported by midge yet (the bridge's local side is not subject to the ACL)")
         }
-        ("local_cleansession", _) => Some("is not supported by midge yet"),
         ("threshold" | "idle_timeout", _) => {
             Some("is not supported by midge yet (it only matters with start_type lazy)")
         }
@@ -196,6 +199,7 @@ struct Draft {
     cfg: BridgeConfig,
     remote_clientid: Option<String>,
     local_clientid: Option<String>,
+    local_clean_session: Option<bool>,
     notification_topic: Option<String>,
     certfile: Option<Pos>,
     keyfile: Option<Pos>,
@@ -264,6 +268,7 @@ impl Draft {
                 topics: Vec::new(),
                 protocol: ProtocolVersion::V311,
                 clean_session: false,
+                local_clean_session: false,
                 remote_clientid: String::new(),
                 local_clientid: String::new(),
                 remote_username: None,
@@ -283,6 +288,7 @@ impl Draft {
             },
             remote_clientid: None,
             local_clientid: None,
+            local_clean_session: None,
             notification_topic: None,
             certfile: None,
             keyfile: None,
@@ -321,6 +327,9 @@ impl Draft {
                 };
             }
             "cleansession" => c.clean_session = parse_bool(pos, option, one(pos, option, rest)?)?,
+            "local_cleansession" => {
+                self.local_clean_session = Some(parse_bool(pos, option, one(pos, option, rest)?)?)
+            }
             "remote_clientid" | "clientid" => {
                 self.remote_clientid = Some(one(pos, option, rest)?.to_owned())
             }
@@ -450,6 +459,7 @@ impl Draft {
             .notification_topic
             .unwrap_or_else(|| format!("$SYS/broker/connection/{remote}/state"));
         self.cfg.remote_clientid = remote;
+        self.cfg.local_clean_session = self.local_clean_session.unwrap_or(self.cfg.clean_session);
         Ok(self.cfg)
     }
 }

@@ -32,7 +32,7 @@ fn options_and_several_blocks() {
     let c = parse(
         "connection a\naddresses 127.0.0.1:1 [::1]:2\nround_robin true\ntopic # in\n\
          bridge_protocol_version mqttv50\nremote_clientid rc\nrestart_timeout 3\n\
-         start_type once\nmax_inflight_messages 5\n\
+         start_type once\nmax_inflight_messages 5\nlocal_cleansession true\n\
          connection b\naddress localhost\ntopic \"\" out 2 here/t there/t\n\
          topic # both 0 l/ r/  # everything, remapped\n",
     )
@@ -46,6 +46,7 @@ fn options_and_several_blocks() {
     assert_eq!(a.protocol, ProtocolVersion::V5);
     assert_eq!((a.restart_base, a.restart_cap), (3, None));
     assert_eq!(a.start_type, StartType::Once);
+    assert!(a.local_clean_session && !a.clean_session);
     assert_eq!(a.local_clientid, "local.rc");
     assert_eq!(b.addresses[0].addr.port(), 1883);
     assert_eq!(b.topics[0].local_filter(), "here/t");
