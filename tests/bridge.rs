@@ -491,3 +491,33 @@ fn queued_across_a_midge_crash(local_clean: bool) -> Vec<Msg> {
     wait_state(&l, "1", STEP * 2);
     there.messages(20, STEP * 2)
 }
+
+#[test]
+fn a_lazy_bridge_connects_at_its_threshold_and_leaves_when_idle() {
+    let r = remote(BrokerKind::Mosquitto, &[]);
+    let l = local(&[
+        address(&r),
+        "topic z/# out 1".into(),
+        "start_type lazy".into(),
+        "threshold 3".into(),
+        "idle_timeout 2".into(),
+    ]);
+    let mut there = MosqSub::start(r.port(), &["-t", "z/#", "-q", "1"]);
+    for i in 0..2 {
+        mosquitto_pub(l.port(), &["-t", "z/x", "-m", &format!("z{i}"), "-q", "1"]);
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        !l.log().contains("Bridge r: connected"),
+        "connected below the threshold:\n{}",
+        l.log()
+    );
+    mosquitto_pub(l.port(), &["-t", "z/x", "-m", "z2", "-q", "1"]);
+    let got = there.messages(3, STEP);
+    let payloads: Vec<&str> = got.iter().map(|m| m.payload.as_str()).collect();
+    assert_eq!(payloads, ["z0", "z1", "z2"]);
+    wait_state(&l, "1", STEP);
+    // Idle for idle_timeout: the bridge disconnects and waits for the threshold again.
+    wait_state(&l, "0", STEP * 2);
+    assert!(l.log().contains("idle, disconnecting"), "{}", l.log());
+}

@@ -74,6 +74,8 @@ pub struct Bridge {
     mark_bridge: bool,
     /// Whether the first address is back, while connected to another (failover only).
     primary: PrimaryProbe,
+    /// The last message sent or received (`start_type lazy`: `idle_timeout` counts from it).
+    last_traffic: Instant,
     events: VecDeque<BridgeEvent>,
 }
 
@@ -101,12 +103,14 @@ impl Bridge {
                 }
             }
         };
-        let state = State::Waiting(connector.as_ref().map(|_| now));
+        let lazy = cfg.start_type == StartType::Lazy;
+        let state = State::Waiting(connector.as_ref().filter(|_| !lazy).map(|_| now));
         Bridge {
             topics: TopicMap::new(&cfg.topics),
             backoff: Backoff::new(cfg.restart_base, cfg.restart_cap),
             mark_bridge: cfg.try_private,
             primary: PrimaryProbe::default(),
+            last_traffic: now,
             cfg,
             connector,
             link: None,
@@ -130,6 +134,19 @@ impl Bridge {
         matches!(self.state, State::Up)
     }
 
+    /// `start_type lazy`: `waiting` messages wait for the remote; connects once they reach
+    /// `threshold` (a no-op unless the lazy bridge is idle and down).
+    pub fn demand(&mut self, waiting: usize, now: Instant) {
+        let idle = matches!(self.state, State::Waiting(None));
+        if self.cfg.start_type == StartType::Lazy
+            && idle
+            && self.connector.is_some()
+            && waiting >= self.cfg.threshold as usize
+        {
+            self.state = State::Waiting(Some(now));
+        }
+    }
+
     /// The outgoing QoS 1/2 window of the current connection.
     pub fn window(&self) -> u16 {
         self.link.as_ref().map_or(1, |l| l.session().window())
@@ -149,6 +166,20 @@ impl Bridge {
         self.take_link_events(now);
         if self.is_up() && self.primary.tick(self.cfg.addresses[0].addr, now) {
             self.abort(registry, "the first address is reachable again");
+        }
+        let idle_for = now.saturating_duration_since(self.last_traffic);
+        if self.is_up()
+            && self.cfg.start_type == StartType::Lazy
+            && idle_for.as_secs() >= u64::from(self.cfg.idle_timeout)
+        {
+            log::info!(
+                "Bridge {}: idle, disconnecting (start_type lazy).",
+                self.cfg.name
+            );
+            if let Some(link) = &mut self.link {
+                link.disconnect(registry);
+            }
+            self.take_link_events(now);
         }
     }
 
@@ -187,7 +218,12 @@ impl Bridge {
             Some(Remapped::To(remote)) => publish.topic = ByteStr::from(remote),
         }
         publish.retain &= self.cfg.outgoing_retain;
-        link.publish_packet(publish).map(|()| true)
+        link.publish_packet(publish)?;
+        if self.cfg.start_type == StartType::Lazy {
+            // Only lazy bridges read the clock per message: their idle timer needs it.
+            self.last_traffic = Instant::now();
+        }
+        Ok(true)
     }
 
     /// Re-sends the PUBREL of a QoS 2 flow begun on an earlier connection.
@@ -280,6 +316,7 @@ impl Bridge {
                             p.topic = ByteStr::from(local);
                         }
                         self.events.push_back(BridgeEvent::Message(p));
+                        self.last_traffic = now;
                     }
                     None => log::debug!(
                         "Bridge {}: dropped a message on {} (no 'in' topic covers it).",
@@ -335,6 +372,7 @@ impl Bridge {
             self.cfg.addresses[self.address].host
         );
         self.state = State::Up;
+        self.last_traffic = Instant::now();
         self.failed_in_row = 0;
         if self.address != 0 && !self.cfg.round_robin {
             self.primary.start(Instant::now());
@@ -409,6 +447,11 @@ impl Bridge {
         }
         let at = match self.cfg.start_type {
             StartType::Once => None,
+            // Lazy: a connection that ended waits for the threshold again; a failed attempt
+            // is retried as usual.
+            StartType::Lazy if was_up => None,
+            StartType::Lazy if immediately => Some(now),
+            StartType::Lazy => Some(now + self.backoff.next()),
             StartType::Automatic if immediately => Some(now),
             StartType::Automatic => Some(now + self.backoff.next()),
         };
@@ -461,6 +504,19 @@ mod tests {
         assert_eq!(b.address, 1);
         b.ended(now, true, "gone");
         assert_eq!(b.address, 0);
+    }
+
+    #[test]
+    fn start_type_lazy_connects_at_the_threshold_and_waits_for_it_again() {
+        let mut b = bridge("start_type lazy\nthreshold 3\n");
+        let now = Instant::now();
+        assert!(matches!(b.state, State::Waiting(None)));
+        b.demand(2, now);
+        assert!(matches!(b.state, State::Waiting(None)));
+        b.demand(3, now);
+        assert!(matches!(b.state, State::Waiting(Some(at)) if at == now));
+        b.ended(now, true, "idle");
+        assert!(matches!(b.state, State::Waiting(None)));
     }
 
     #[test]

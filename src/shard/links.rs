@@ -142,6 +142,11 @@ impl Shard {
     /// The shard's tick: reconnects and keep-alive of every link.
     pub(super) fn tick_links(&mut self, now: Instant) {
         for i in 0..self.links.slots.len() {
+            let waiting = self.sessions[self.links.slots[i].session]
+                .session
+                .queue
+                .len();
+            self.links.slots[i].bridge.demand(waiting, now);
             self.links.slots[i].bridge.tick(self.poll.registry(), now);
             self.link_events(i);
         }

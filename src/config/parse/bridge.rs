@@ -70,6 +70,9 @@ pub enum StartType {
     Automatic,
     /// Connect at start-up; never reconnect.
     Once,
+    /// Connect once `threshold` messages wait for the remote; disconnect after
+    /// `idle_timeout` seconds without traffic.
+    Lazy,
 }
 
 /// A bridge's TLS options (`bridge_cafile` turns TLS on).
@@ -116,6 +119,10 @@ pub struct BridgeConfig {
     pub notification_topic: String,
     pub outgoing_retain: bool,
     pub start_type: StartType,
+    /// `threshold` (lazy): messages waiting that start the connection (default 10).
+    pub threshold: u32,
+    /// `idle_timeout` (lazy): seconds without traffic that end it (default 60).
+    pub idle_timeout: u32,
     /// 0 = the protocol's maximum.
     pub max_packet_size: u32,
     pub attempt_unsubscribe: bool,
@@ -172,9 +179,6 @@ fn refused(option: &str, value: &str) -> Option<&'static str> {
     match (option, value) {
         ("local_username" | "local_password", _) => {
             Some("is not supported by midge yet (the bridge's local side is not subject to the ACL)")
-        }
-        ("threshold" | "idle_timeout", _) => {
-            Some("is not supported by midge yet (it only matters with start_type lazy)")
         }
         ("bridge_bind_address", _) => Some("is not supported by midge yet"),
         ("bridge_capath", _) => Some("is not supported by midge yet (use bridge_cafile)"),
@@ -282,6 +286,8 @@ impl Draft {
                 notification_topic: String::new(),
                 outgoing_retain: true,
                 start_type: StartType::Automatic,
+                threshold: 10,
+                idle_timeout: 60,
                 max_packet_size: 0,
                 attempt_unsubscribe: true,
                 tls: None,
@@ -376,9 +382,17 @@ impl Draft {
                 c.start_type = match v {
                     "automatic" => StartType::Automatic,
                     "once" => StartType::Once,
-                    "lazy" => return Err(pos.bad(option, v, "lazy is not supported by midge yet")),
+                    "lazy" => StartType::Lazy,
                     _ => return Err(pos.bad(option, v, "expected automatic, lazy or once")),
                 };
+            }
+            "threshold" => {
+                c.threshold =
+                    parse_int(pos, option, one(pos, option, rest)?, 1, i64::from(u32::MAX))? as u32;
+            }
+            "idle_timeout" => {
+                c.idle_timeout =
+                    parse_int(pos, option, one(pos, option, rest)?, 1, i64::from(u32::MAX))? as u32;
             }
             "bridge_attempt_unsubscribe" => {
                 c.attempt_unsubscribe = parse_bool(pos, option, one(pos, option, rest)?)?

@@ -86,8 +86,8 @@ fn errors_name_the_line() {
             "t.conf:4: 'local_username' is not supported",
         ),
         (
-            "connection a\naddress 127.0.0.1\ntopic x\nstart_type lazy\n",
-            "t.conf:4: bad value 'lazy'",
+            "connection a\naddress 127.0.0.1\ntopic x\nstart_type sometimes\n",
+            "t.conf:4: bad value 'sometimes'",
         ),
         (
             "connection a\naddress 127.0.0.1\ntopic x\nbridge_insecure true\n",
