@@ -180,6 +180,7 @@ fn retained_messages_are_relayed_with_their_flag() {
         address(&r),
         "topic out/# out 1".into(),
         "topic in/# in 1".into(),
+        "bridge_bind_address 127.0.0.1".into(),
     ]);
     wait_state(&l, "1", STEP * 2);
     mosquitto_pub(
@@ -401,6 +402,12 @@ fn stream_across_a_remote_restart(qos: &'static str) {
 }
 
 fn tls_bridge(ca: &str) -> (Certs, Broker, Broker) {
+    tls_bridge_with(|certs| format!("bridge_cafile {}", certs.path(ca)))
+}
+
+/// A TLS remote that requires a client certificate, and a bridge to it whose CA line
+/// `ca_line` makes.
+fn tls_bridge_with(ca_line: impl Fn(&Certs) -> String) -> (Certs, Broker, Broker) {
     let certs = Certs::generate();
     certs.open_up();
     let mut lines = certs.require_certificate_lines();
@@ -409,7 +416,7 @@ fn tls_bridge(ca: &str) -> (Certs, Broker, Broker) {
     let l = local(&[
         format!("address localhost:{}", r.port()),
         "topic t/# out 1".into(),
-        format!("bridge_cafile {}", certs.path(ca)),
+        ca_line(&certs),
         format!("bridge_certfile {}", certs.path("client.pem")),
         format!("bridge_keyfile {}", certs.path("client.key")),
     ]);
@@ -431,6 +438,13 @@ fn bridges_over_tls_with_a_ca_and_a_client_certificate() {
         Some("secret"),
         "{got:?}"
     );
+}
+
+#[test]
+fn bridges_over_tls_with_a_ca_directory() {
+    let (_certs, _r, l) =
+        tls_bridge_with(|certs| format!("bridge_capath {}", certs.dir().display()));
+    wait_state(&l, "1", STEP * 2);
 }
 
 #[test]

@@ -88,7 +88,8 @@ impl Bridge {
             Some(tls) => {
                 let settings = ClientTlsSettings {
                     server_name: cfg.addresses[0].host.clone(),
-                    cafile: tls.cafile.clone().unwrap_or_default(),
+                    cafile: tls.cafile.clone(),
+                    capath: tls.capath.clone(),
                     certfile: tls.certfile.clone(),
                     keyfile: tls.keyfile.clone(),
                     tls13_only: tls.tls13_only,
@@ -104,6 +105,10 @@ impl Bridge {
             }
         };
         let lazy = cfg.start_type == StartType::Lazy;
+        let connector = match (connector, cfg.bind_address) {
+            (Some(c), Some(ip)) => Some(c.bind_to(ip)),
+            (c, _) => c,
+        };
         let state = State::Waiting(connector.as_ref().filter(|_| !lazy).map(|_| now));
         Bridge {
             topics: TopicMap::new(&cfg.topics),

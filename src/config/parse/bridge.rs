@@ -6,7 +6,7 @@
 //! a bridge option outside a `connection` block is an error, and a `connection` block runs
 //! to the next `connection` (other options in between are global ones).
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 
 use super::values::{one, parse_bool, parse_int, text, words, Pos};
@@ -79,6 +79,7 @@ pub enum StartType {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BridgeTls {
     pub cafile: Option<PathBuf>,
+    pub capath: Option<PathBuf>,
     pub certfile: Option<PathBuf>,
     pub keyfile: Option<PathBuf>,
     /// `bridge_tls_version`: the lowest version accepted (`tlsv1.2` or `tlsv1.3`).
@@ -126,6 +127,8 @@ pub struct BridgeConfig {
     /// 0 = the protocol's maximum.
     pub max_packet_size: u32,
     pub attempt_unsubscribe: bool,
+    /// `bridge_bind_address`: the local address to connect from.
+    pub bind_address: Option<IpAddr>,
     pub tls: Option<BridgeTls>,
 }
 
@@ -180,8 +183,6 @@ fn refused(option: &str, value: &str) -> Option<&'static str> {
         ("local_username" | "local_password", _) => {
             Some("is not supported by midge yet (the bridge's local side is not subject to the ACL)")
         }
-        ("bridge_bind_address", _) => Some("is not supported by midge yet"),
-        ("bridge_capath", _) => Some("is not supported by midge yet (use bridge_cafile)"),
         ("bridge_identity" | "bridge_psk", _) => Some("(TLS-PSK) is not supported by midge"),
         ("bridge_require_ocsp", _) => Some("is not supported by midge"),
         ("bridge_insecure", "true" | "1") => Some(
@@ -290,6 +291,7 @@ impl Draft {
                 idle_timeout: 60,
                 max_packet_size: 0,
                 attempt_unsubscribe: true,
+                bind_address: None,
                 tls: None,
             },
             remote_clientid: None,
@@ -404,6 +406,17 @@ impl Draft {
                 let v = parse_int(pos, option, one(pos, option, rest)?, 0, u32::MAX.into())?;
                 c.max_packet_size = v as u32;
             }
+            "bridge_bind_address" => {
+                let v = one(pos, option, rest)?;
+                let ip = v
+                    .parse::<IpAddr>()
+                    .map_err(|_| pos.bad(option, v, "expected an IPv4 or IPv6 address"))?;
+                c.bind_address = Some(ip);
+            }
+            "bridge_capath" => {
+                let path = PathBuf::from(text(pos, option, rest)?);
+                self.tls(pos).capath = Some(path);
+            }
             "bridge_cafile" => {
                 let path = PathBuf::from(text(pos, option, rest)?);
                 self.tls(pos).cafile = Some(path);
@@ -456,10 +469,10 @@ impl Draft {
             return Err(at.invalid("bridge_certfile and bridge_keyfile go together"));
         }
         if let Some(tls) = &self.cfg.tls {
-            if tls.cafile.is_none() {
+            if tls.cafile.is_none() && tls.capath.is_none() {
                 let at = self.tls_without_ca.as_ref().unwrap_or(pos);
                 return Err(at.invalid(format!(
-                    "bridge '{name}' has TLS options but no bridge_cafile (midge bridges verify the remote)"
+                    "bridge '{name}' has TLS options but no bridge_cafile or bridge_capath (midge bridges verify the remote)"
                 )));
             }
         }
