@@ -535,3 +535,44 @@ fn a_lazy_bridge_connects_at_its_threshold_and_leaves_when_idle() {
     wait_state(&l, "0", STEP * 2);
     assert!(l.log().contains("idle, disconnecting"), "{}", l.log());
 }
+
+#[test]
+fn local_username_puts_the_bridge_under_the_acl() {
+    let dir = tempfile::tempdir().unwrap();
+    let acl = dir.path().join("acl");
+    std::fs::write(
+        &acl,
+        "topic readwrite #\n\nuser bridge-user\ntopic read acl/ok/#\ntopic write acl/in-ok/#\n",
+    )
+    .unwrap();
+    let r = remote(BrokerKind::Mosquitto, &[]);
+    let l = local(&[
+        address(&r),
+        "topic acl/# both 1".into(),
+        "local_username bridge-user".into(),
+        format!("acl_file {}", acl.display()),
+    ]);
+    wait_state(&l, "1", STEP * 2);
+    let mut there = MosqSub::start(r.port(), &["-t", "acl/#", "-q", "1"]);
+    let mut here = MosqSub::start(l.port(), &["-t", "acl/#", "-q", "1"]);
+    mosquitto_pub(l.port(), &["-t", "acl/ok/1", "-m", "out-ok", "-q", "1"]);
+    mosquitto_pub(l.port(), &["-t", "acl/no/1", "-m", "out-no", "-q", "1"]);
+    mosquitto_pub(r.port(), &["-t", "acl/in-ok/1", "-m", "in-ok", "-q", "1"]);
+    mosquitto_pub(r.port(), &["-t", "acl/in-no/1", "-m", "in-no", "-q", "1"]);
+    // There: both published there, and only what the bridge may read here.
+    let mut got: Vec<String> = there
+        .messages(4, STEP)
+        .into_iter()
+        .map(|m| m.payload)
+        .collect();
+    got.sort();
+    assert_eq!(got, ["in-no", "in-ok", "out-ok"]);
+    // Here: both published here, and only what the bridge may write here.
+    let mut got: Vec<String> = here
+        .messages(4, STEP)
+        .into_iter()
+        .map(|m| m.payload)
+        .collect();
+    got.sort();
+    assert_eq!(got, ["in-ok", "out-no", "out-ok"]);
+}

@@ -19,6 +19,7 @@ use mio::event::Event;
 use mio::Token;
 
 use super::{SessionSlot, Shard};
+use crate::auth::{authorize, Access};
 use crate::bridge::{Bridge, BridgeEvent};
 use crate::config::BridgeConfig;
 use crate::index::Entry;
@@ -86,6 +87,10 @@ impl Shard {
             let s = &mut self.sessions[slot].session;
             s.limits = limits;
             s.limits.max_inflight = 1;
+            s.acl = self
+                .shared
+                .auth
+                .client_acl(&cfg.local_clientid, cfg.local_username.as_deref());
             s.expiry_interval = u32::MAX;
             s.expires_at = None;
             s.durable = self.durable.is_some() && !cfg.local_clean_session;
@@ -327,7 +332,20 @@ impl Shard {
             );
             return;
         }
-        let origin = self.subscriber_id(self.links.slots[i].session);
+        let slot = self.links.slots[i].session;
+        if !authorize(
+            &self.sessions[slot].session.acl,
+            &publish.topic,
+            Access::Write,
+        ) {
+            log::debug!(
+                "Bridge {}: a message on {} is not allowed in by the ACL.",
+                self.links.slots[i].bridge.config().name,
+                &*publish.topic
+            );
+            return;
+        }
+        let origin = self.subscriber_id(slot);
         let msg = self
             .pool
             .share(Message::from_publish(publish, Some(origin)));

@@ -109,6 +109,9 @@ pub struct BridgeConfig {
     pub local_clientid: String,
     pub remote_username: Option<String>,
     pub remote_password: Option<String>,
+    /// `local_username`: whose `acl_file` rules apply to the bridge's local side (read: what
+    /// it sends out; write: what it brings in). `local_password` is accepted and not checked.
+    pub local_username: Option<String>,
     pub keepalive: u16,
     /// `restart_timeout BASE [CAP]` in seconds: constant with no cap, else jittered
     /// exponential backoff from BASE up to CAP.
@@ -180,9 +183,6 @@ pub(super) const OPTIONS: &[&str] = &[
 /// Bridge options midge refuses, and why.
 fn refused(option: &str, value: &str) -> Option<&'static str> {
     match (option, value) {
-        ("local_username" | "local_password", _) => {
-            Some("is not supported by midge yet (the bridge's local side is not subject to the ACL)")
-        }
         ("bridge_identity" | "bridge_psk", _) => Some("(TLS-PSK) is not supported by midge"),
         ("bridge_require_ocsp", _) => Some("is not supported by midge"),
         ("bridge_insecure", "true" | "1") => Some(
@@ -278,6 +278,7 @@ impl Draft {
                 local_clientid: String::new(),
                 remote_username: None,
                 remote_password: None,
+                local_username: None,
                 keepalive: 60,
                 restart_base: 5,
                 restart_cap: Some(30),
@@ -347,6 +348,10 @@ impl Draft {
             }
             "remote_password" | "password" => {
                 c.remote_password = Some(one(pos, option, rest)?.to_owned())
+            }
+            "local_username" => c.local_username = Some(one(pos, option, rest)?.to_owned()),
+            "local_password" => {
+                one(pos, option, rest)?;
             }
             "notifications" => c.notifications = parse_bool(pos, option, one(pos, option, rest)?)?,
             "notifications_local_only" => {

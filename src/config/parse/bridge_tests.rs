@@ -82,10 +82,6 @@ fn errors_name_the_line() {
             "t.conf:3: bad value 'a/#'",
         ),
         (
-            "connection a\naddress 127.0.0.1\ntopic x\nlocal_username u\n",
-            "t.conf:4: 'local_username' is not supported",
-        ),
-        (
             "connection a\naddress 127.0.0.1\ntopic x\nstart_type sometimes\n",
             "t.conf:4: bad value 'sometimes'",
         ),
