@@ -19,6 +19,7 @@
 //! - [`store`]: crash-safe persistence (retained messages, sessions, queued messages), group commit.
 
 pub mod auth;
+pub mod bridge;
 pub mod broker;
 pub mod cluster;
 pub mod config;

@@ -323,9 +323,12 @@ fn link_exchanges_qos_0_1_2_with_midge_over_tls_with_a_client_certificate() {
     let certs = Certs::generate();
     let connector = Connector::tls(&ClientTlsSettings {
         server_name: "localhost".into(),
-        cafile: certs.path_buf("ca.pem"),
+        cafile: Some(certs.path_buf("ca.pem")),
+        capath: None,
         certfile: Some(certs.path_buf("client.pem")),
         keyfile: Some(certs.path_buf("client.key")),
+        tls13_only: false,
+        alpn: Vec::new(),
     })
     .unwrap();
     exchange(
@@ -345,9 +348,12 @@ fn link_refuses_a_server_its_ca_did_not_sign() {
     });
     let connector = Connector::tls(&ClientTlsSettings {
         server_name: "localhost".into(),
-        cafile: certs.path_buf("other-ca.pem"),
+        cafile: Some(certs.path_buf("other-ca.pem")),
+        capath: None,
         certfile: Some(certs.path_buf("client.pem")),
         keyfile: Some(certs.path_buf("client.key")),
+        tls13_only: false,
+        alpn: Vec::new(),
     })
     .unwrap();
     let mut d = Driver::connect(&connector, broker.addr(), session(ProtocolVersion::V311));

@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 pub mod ciphers;
 mod parse;
 
+pub use parse::bridge::{
+    BridgeAddress, BridgeConfig, BridgeTls, BridgeTopic, Direction, StartType,
+};
 pub use parse::ConfigError;
 
 /// `max_packet_size` when not said: 1 MiB.
@@ -202,6 +205,8 @@ pub struct Config {
     /// prefixed with `FILE:LINE:`. The parser cannot log them itself (logging is set up from the
     /// parsed config), so `main` logs them once the logger is up.
     pub warnings: Vec<String>,
+    /// `connection` blocks: bridges to other brokers, in file order.
+    pub bridges: Vec<BridgeConfig>,
 }
 
 impl Default for Config {
@@ -246,6 +251,7 @@ impl Default for Config {
             persistence_location: None,
             persistence_sync: crate::store::SyncPolicy::EveryBatch,
             warnings: Vec::new(),
+            bridges: Vec::new(),
         }
     }
 }

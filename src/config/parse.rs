@@ -32,6 +32,7 @@ const MAX_INCLUDE_LEVEL: usize = 1;
 const DEFAULT_PORT: u16 = 1883;
 
 mod block;
+pub mod bridge;
 mod error;
 mod files;
 mod finish;
@@ -71,6 +72,8 @@ struct Parser {
     security_seen: bool,
     /// `log_dest` said at least once: replaces the default (stderr), as in mosquitto.
     log_dest: Option<LogDest>,
+    /// `connection` blocks (bridges).
+    bridges: bridge::Bridges,
 }
 
 impl Parser {
@@ -112,6 +115,9 @@ impl Parser {
         level: usize,
         current: &mut Option<usize>,
     ) -> Result<(), ConfigError> {
+        if self.bridges.option(pos, option, rest)? {
+            return Ok(());
+        }
         match option {
             "listener" => {
                 let words = words(rest);

@@ -179,6 +179,12 @@ fn set_retained(sv: &mut Services<'_>, msg: &SharedMessage) {
 }
 
 impl Services<'_> {
+    /// Sets (or clears) a retained message that enters outside a client's PUBLISH (a bridge's
+    /// incoming message, its notification), in memory and in the store.
+    pub(crate) fn store_retained(&mut self, msg: &SharedMessage) {
+        set_retained(self, msg);
+    }
+
     /// A message another node of the cluster published: stored if retained (and retain is
     /// available here), then routed through this node's index, whose matching and read checks
     /// are those of any message. Never forwarded back to the cluster: that is what keeps

@@ -27,7 +27,7 @@ use bytes::{Bytes, BytesMut};
 use mio::event::Event as MioEvent;
 use mio::{Interest, Registry, Token};
 
-use crate::protocol::{self, ByteStr, QoS};
+use crate::protocol::{self, ByteStr, Packet, Publish, QoS, SubOptions};
 use crate::transport::{Connector, Transport};
 pub use session::{ClientSession, CloseReason, Event, SendError, SessionConfig};
 
@@ -58,6 +58,23 @@ pub struct Link {
     /// sent at for keep-alive (at most one loop turn early, which only brings a ping
     /// forward), so that publishing reads no clock per message.
     now: Instant,
+}
+
+/// Sets the top bit of an encoded CONNECT's protocol level (mosquitto's bridge mark): the
+/// codec encodes only standard levels, and this is the one place a client sends another.
+fn mark_bridge(connect: &mut [u8]) {
+    // Fixed header: one type byte and a 1-4 byte remaining length (last byte < 0x80).
+    let Some(len_bytes) = connect[1..].iter().take(4).position(|b| b & 0x80 == 0) else {
+        return;
+    };
+    let name_at = 2 + len_bytes;
+    let Some(name_len) = connect.get(name_at..name_at + 2) else {
+        return;
+    };
+    let level_at = name_at + 2 + usize::from(u16::from_be_bytes([name_len[0], name_len[1]]));
+    if let Some(level) = connect.get_mut(level_at) {
+        *level |= 0x80;
+    }
 }
 
 impl Link {
@@ -164,9 +181,44 @@ impl Link {
         Ok(id)
     }
 
+    /// Queues a PUBLISH whose packet id the caller chose (see
+    /// [`ClientSession::publish_packet`]).
+    pub fn publish_packet(&mut self, publish: Publish) -> Result<(), SendError> {
+        if self.wbuf.len() >= MAX_WRITE_BUFFER {
+            return Err(SendError::Backpressure);
+        }
+        self.session.publish_packet(publish)?;
+        self.encode_output(self.now);
+        Ok(())
+    }
+
+    /// Queues the PUBREL of a QoS 2 flow begun on an earlier connection.
+    pub fn release(&mut self, packet_id: u16) -> Result<(), SendError> {
+        self.session.release(packet_id)?;
+        self.encode_output(self.now);
+        Ok(())
+    }
+
     /// Queues a SUBSCRIBE; returns its packet id.
     pub fn subscribe(&mut self, filters: &[(ByteStr, QoS)]) -> Result<u16, SendError> {
         let id = self.session.subscribe(filters)?;
+        self.encode_output(self.now);
+        Ok(id)
+    }
+
+    /// Queues a SUBSCRIBE with full subscription options; returns its packet id.
+    pub fn subscribe_with(
+        &mut self,
+        filters: Vec<(ByteStr, SubOptions)>,
+    ) -> Result<u16, SendError> {
+        let id = self.session.subscribe_with(filters)?;
+        self.encode_output(self.now);
+        Ok(id)
+    }
+
+    /// Queues an UNSUBSCRIBE; returns its packet id.
+    pub fn unsubscribe(&mut self, filters: Vec<ByteStr>) -> Result<u16, SendError> {
+        let id = self.session.unsubscribe(filters)?;
         self.encode_output(self.now);
         Ok(id)
     }
@@ -276,9 +328,14 @@ impl Link {
     /// Encodes the session's queued packets into the write buffer.
     fn encode_output(&mut self, now: Instant) {
         let version = self.session.version();
+        let bridge = self.session.announces_bridge();
         let wbuf = &mut self.wbuf;
         for packet in self.session.take_output(now) {
+            let start = wbuf.len();
             protocol::encode(&packet, version, wbuf);
+            if bridge && matches!(packet, Packet::Connect(_)) {
+                mark_bridge(&mut wbuf[start..]);
+            }
         }
     }
 

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use crate::protocol::reason::{v3, v5};
 use crate::protocol::{
     ByteStr, ConnAck, Connect, Disconnect, Packet, Properties, ProtocolVersion, PubResp, Publish,
-    QoS, SubAck, SubOptions, Subscribe,
+    QoS, SubAck, SubOptions, Subscribe, Unsubscribe, Will,
 };
 
 /// How the session connects.
@@ -39,6 +39,13 @@ pub struct SessionConfig {
     pub max_packet_size: u32,
     /// Time from the start of the connection (TCP and TLS included) to CONNACK.
     pub connect_timeout: Duration,
+    /// The will the server publishes if the connection ends without DISCONNECT (a bridge's
+    /// notification "0").
+    pub will: Option<Will>,
+    /// Announce a bridge (3.x): the protocol level's top bit set, mosquitto's `try_private`,
+    /// so that a mosquitto server neither echoes our own messages back nor clears their
+    /// retain flag. Servers that refuse it answer "unacceptable protocol version".
+    pub bridge: bool,
 }
 
 impl SessionConfig {
@@ -54,6 +61,8 @@ impl SessionConfig {
             max_inflight: 20,
             max_packet_size: 1024 * 1024,
             connect_timeout: Duration::from_secs(10),
+            will: None,
+            bridge: false,
         }
     }
 }
@@ -70,6 +79,9 @@ pub enum Event {
     /// An outgoing QoS 1/2 message is done: PUBACK, PUBCOMP, or a PUBREC with a failure
     /// reason (5.0). `reason` is the peer's code (0 = success).
     Acked { packet_id: u16, reason: u8 },
+    /// An outgoing QoS 2 message reached the peer (PUBREC, success): PUBREL is sent and the
+    /// message must not be sent again, only released.
+    Received { packet_id: u16 },
     /// SUBACK: one granted QoS or failure code per filter.
     Subscribed { packet_id: u16, codes: Vec<u8> },
     /// The session is over; nothing more will be sent or received.
@@ -102,6 +114,8 @@ pub enum SendError {
     TooLarge,
     /// The write buffer is over its bound (a slow peer): try again after it drains.
     Backpressure,
+    /// The packet id the owner chose is 0 or already in a flow.
+    IdInUse,
 }
 
 /// An outgoing QoS 1/2 message waiting for its acknowledgement.
@@ -130,6 +144,9 @@ pub struct ClientSession {
     out: VecDeque<Packet>,
     events: VecDeque<Event>,
     next_id: u16,
+    /// SUBSCRIBE and UNSUBSCRIBE ids count down from the top, away from the publish ids an
+    /// owner chooses itself ([`ClientSession::publish_packet`]), which count up.
+    next_sub_id: u16,
     outgoing: HashMap<u16, Outgoing>,
     /// Incoming QoS 2 ids delivered and not yet released (PUBREL).
     incoming: HashSet<u16>,
@@ -158,7 +175,7 @@ impl ClientSession {
             clean_start: cfg.clean_start,
             keep_alive: cfg.keep_alive,
             client_id: ByteStr::from(cfg.client_id.as_str()),
-            will: None,
+            will: cfg.will.clone(),
             username: cfg.username.as_deref().map(ByteStr::from),
             password: cfg.password.clone(),
             properties,
@@ -173,6 +190,7 @@ impl ClientSession {
             out,
             events: VecDeque::new(),
             next_id: 1,
+            next_sub_id: u16::MAX,
             outgoing: HashMap::new(),
             incoming: HashSet::new(),
             subscribing: HashSet::new(),
@@ -186,6 +204,11 @@ impl ClientSession {
     /// The protocol version packets are encoded and decoded with.
     pub fn version(&self) -> ProtocolVersion {
         self.cfg.version
+    }
+
+    /// CONNECT carries mosquitto's bridge mark (3.x only: 5.0 has No Local instead).
+    pub fn announces_bridge(&self) -> bool {
+        self.cfg.bridge && !self.cfg.version.is_v5()
     }
 
     /// The largest packet accepted from the peer.
@@ -271,14 +294,67 @@ impl ClientSession {
         Ok(packet_id)
     }
 
-    /// Queues a SUBSCRIBE for these filters. Returns its packet id.
-    pub fn subscribe(&mut self, filters: &[(ByteStr, QoS)]) -> Result<u16, SendError> {
+    /// Queues a PUBLISH whose packet id the owner chose (a bridge numbers its flows in its
+    /// local session, which outlives the connection; a resent one carries DUP). The id must
+    /// not be in flight here already.
+    pub fn publish_packet(&mut self, publish: Publish) -> Result<(), SendError> {
         if self.state != State::Connected {
             return Err(SendError::NotConnected);
         }
-        let packet_id = self.next_packet_id();
-        self.subscribing.insert(packet_id);
-        let filters = filters
+        let id = publish.packet_id;
+        if publish.qos != QoS::AtMostOnce {
+            if id == 0 || self.outgoing.contains_key(&id) || self.subscribing.contains(&id) {
+                return Err(SendError::IdInUse);
+            }
+            // A resend (DUP) was in flight already: a server that lowered its Receive
+            // Maximum since still gets it, or the flow could never complete.
+            if self.outgoing.len() >= usize::from(self.window) && !publish.dup {
+                return Err(SendError::InflightFull);
+            }
+        }
+        let limit = match self.peer_max_packet {
+            0 => crate::protocol::MAX_PACKET_SIZE,
+            max => max as usize,
+        };
+        if 10 + publish.topic.len() + publish.payload.len() > limit {
+            return Err(SendError::TooLarge);
+        }
+        match publish.qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => {
+                self.outgoing.insert(id, Outgoing::Qos1(publish.clone()));
+            }
+            QoS::ExactlyOnce => {
+                self.outgoing.insert(id, Outgoing::Qos2(publish.clone()));
+            }
+        }
+        self.out.push_back(Packet::Publish(publish));
+        Ok(())
+    }
+
+    /// Queues the PUBREL of a QoS 2 flow that reached the peer on an earlier connection
+    /// (its PUBCOMP then completes it here).
+    pub fn release(&mut self, packet_id: u16) -> Result<(), SendError> {
+        if self.state != State::Connected {
+            return Err(SendError::NotConnected);
+        }
+        if packet_id == 0 || self.outgoing.contains_key(&packet_id) {
+            return Err(SendError::IdInUse);
+        }
+        self.outgoing.insert(packet_id, Outgoing::Released);
+        self.out.push_back(Packet::PubRel(PubResp::new(packet_id)));
+        Ok(())
+    }
+
+    /// How many outgoing QoS 1/2 messages may be in flight: `max_inflight`, lowered by a 5.0
+    /// server's Receive Maximum once connected.
+    pub fn window(&self) -> u16 {
+        self.window
+    }
+
+    /// Queues a SUBSCRIBE for these filters. Returns its packet id.
+    pub fn subscribe(&mut self, filters: &[(ByteStr, QoS)]) -> Result<u16, SendError> {
+        let filters: Vec<(ByteStr, SubOptions)> = filters
             .iter()
             .map(|(f, qos)| {
                 (
@@ -290,6 +366,34 @@ impl ClientSession {
                 )
             })
             .collect();
+        self.subscribe_with(filters)
+    }
+
+    /// Queues an UNSUBSCRIBE for these filters (its UNSUBACK is not reported).
+    pub fn unsubscribe(&mut self, filters: Vec<ByteStr>) -> Result<u16, SendError> {
+        if self.state != State::Connected {
+            return Err(SendError::NotConnected);
+        }
+        let packet_id = self.next_sub_packet_id();
+        self.out.push_back(Packet::Unsubscribe(Unsubscribe {
+            packet_id,
+            filters,
+            properties: Properties::default(),
+        }));
+        Ok(packet_id)
+    }
+
+    /// Queues a SUBSCRIBE with full options (5.0 No Local and Retain As Published for a
+    /// bridge). Returns its packet id.
+    pub fn subscribe_with(
+        &mut self,
+        filters: Vec<(ByteStr, SubOptions)>,
+    ) -> Result<u16, SendError> {
+        if self.state != State::Connected {
+            return Err(SendError::NotConnected);
+        }
+        let packet_id = self.next_sub_packet_id();
+        self.subscribing.insert(packet_id);
         self.out.push_back(Packet::Subscribe(Subscribe {
             packet_id,
             filters,
@@ -392,6 +496,11 @@ impl ClientSession {
                         });
                     } else {
                         // A repeated PUBREC gets its PUBREL again.
+                        if !matches!(o, Outgoing::Released) {
+                            self.events.push_back(Event::Received {
+                                packet_id: r.packet_id,
+                            });
+                        }
                         *o = Outgoing::Released;
                         self.out
                             .push_back(Packet::PubRel(PubResp::new(r.packet_id)));
@@ -512,6 +621,20 @@ impl ClientSession {
         loop {
             let id = self.next_id;
             self.next_id = self.next_id.checked_add(1).unwrap_or(1);
+            if !self.outgoing.contains_key(&id) && !self.subscribing.contains(&id) {
+                return id;
+            }
+        }
+    }
+
+    /// A SUBSCRIBE/UNSUBSCRIBE id not in use by any flow (see `next_sub_id`).
+    fn next_sub_packet_id(&mut self) -> u16 {
+        loop {
+            let id = self.next_sub_id;
+            self.next_sub_id = match self.next_sub_id - 1 {
+                0 => u16::MAX,
+                n => n,
+            };
             if !self.outgoing.contains_key(&id) && !self.subscribing.contains(&id) {
                 return id;
             }

@@ -139,10 +139,15 @@ fn outgoing_qos2_runs_pubrec_pubrel_pubcomp() {
     );
     s.handle(Packet::PubRec(PubResp::new(id)));
     assert_eq!(output(&mut s, now), vec![Packet::PubRel(PubResp::new(id))]);
-    assert!(events(&mut s).is_empty(), "not done before PUBCOMP");
-    // A repeated PUBREC is answered with PUBREL again.
+    assert_eq!(
+        events(&mut s),
+        vec![Event::Received { packet_id: id }],
+        "received, not done before PUBCOMP"
+    );
+    // A repeated PUBREC is answered with PUBREL again, and reported once.
     s.handle(Packet::PubRec(PubResp::new(id)));
     assert_eq!(output(&mut s, now), vec![Packet::PubRel(PubResp::new(id))]);
+    assert!(events(&mut s).is_empty());
     s.handle(Packet::PubComp(PubResp::new(id)));
     assert_eq!(
         events(&mut s),
@@ -408,4 +413,54 @@ fn packet_ids_skip_those_in_use_and_wrap() {
         .publish("t".into(), Bytes::new(), QoS::AtLeastOnce, false)
         .unwrap();
     assert_eq!(b, 1, "0 is never an id and MAX is in use");
+}
+
+#[test]
+fn owner_numbered_publishes_and_releases_resume_flows() {
+    let now = Instant::now();
+    let mut s = connected(ProtocolVersion::V311, now);
+    let publish = |id: u16, dup: bool| Publish {
+        dup,
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        topic: "t".into(),
+        packet_id: id,
+        properties: Default::default(),
+        payload: Bytes::from_static(b"x"),
+    };
+    s.publish_packet(publish(7, true)).unwrap();
+    assert_eq!(s.publish_packet(publish(7, false)), Err(SendError::IdInUse));
+    s.release(9).unwrap();
+    assert_eq!(
+        s.publish_packet(publish(11, false)),
+        Err(SendError::InflightFull)
+    );
+    // A resend beyond the window is still taken (its flow began on an earlier connection).
+    s.publish_packet(publish(13, true)).unwrap();
+    assert_eq!(
+        output(&mut s, now),
+        vec![
+            Packet::Publish(publish(7, true)),
+            Packet::PubRel(PubResp::new(9)),
+            Packet::Publish(publish(13, true))
+        ]
+    );
+    s.handle(Packet::PubComp(PubResp::new(9)));
+    s.handle(Packet::PubAck(PubResp::new(7)));
+    assert_eq!(
+        events(&mut s),
+        vec![
+            Event::Acked {
+                packet_id: 9,
+                reason: 0
+            },
+            Event::Acked {
+                packet_id: 7,
+                reason: 0
+            }
+        ]
+    );
+    // SUBSCRIBE ids count down from the top, away from the owner's.
+    let sub = s.subscribe(&[("a".into(), QoS::AtMostOnce)]).unwrap();
+    assert_eq!(sub, u16::MAX);
 }

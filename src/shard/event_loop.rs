@@ -10,6 +10,7 @@ use mio::{Events, Token};
 
 use super::inbox::{Batch, ShardMsg};
 use super::lifecycle::Close;
+use super::links::LINK_BASE;
 use super::{Shard, LINGER_BASE, LISTENER_BASE, TICK, WAKER};
 use crate::session::memory;
 
@@ -21,6 +22,7 @@ impl Shard {
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         let mut next_tick = Instant::now() + TICK;
+        self.start_links();
         loop {
             let timeout = next_tick.saturating_duration_since(Instant::now());
             // After `park`: the cluster gateway wakes a parked shard, so a message it queued
@@ -73,6 +75,7 @@ impl Shard {
             self.stats.busy_nanos += now.saturating_duration_since(woke).as_nanos() as u64;
             if now >= next_tick {
                 self.tick(now);
+                self.tick_links(now);
                 self.end_turn(true);
                 next_tick = now + TICK;
             }
@@ -101,6 +104,9 @@ impl Shard {
     /// SUBACK never leaves before its replica updates are queued, nor a PUBACK before its
     /// message is safe), then the shards that were sent something and are parked are woken.
     fn end_turn(&mut self, tick: bool) {
+        // First: what the links received this turn is routed before the batches and
+        // flushes below carry it on.
+        self.flush_links();
         self.flush_held_bytes();
         self.commit_turn(tick);
         self.outbox.send(&self.peers);
@@ -115,6 +121,7 @@ impl Shard {
             Token(t) if t >= LINGER_BASE => self
                 .lingering
                 .on_readable(self.poll.registry(), t - LINGER_BASE),
+            Token(t) if t >= LINK_BASE => self.link_ready(t - LINK_BASE, event),
             Token(key) => {
                 if event.is_writable() && self.conns.contains(key) {
                     self.flush(key);
@@ -206,6 +213,7 @@ impl Shard {
 
     fn shutdown(&mut self) {
         self.end_turn(false);
+        self.stop_links();
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             self.close(key, Close::Shutdown);

@@ -24,6 +24,7 @@ pub mod inbox;
 mod io;
 mod lifecycle;
 mod linger;
+mod links;
 pub mod msg_pool;
 pub mod outbox;
 pub mod per_ip;
@@ -161,6 +162,8 @@ pub struct Shard {
     pub(crate) trim: MemoryTrim,
     /// Closed connections whose input is drained so that they read why (see [`linger`]).
     lingering: linger::Lingering,
+    /// The outgoing connections (bridges) this shard drives (see [`links`]).
+    pub(crate) links: links::Links,
     /// This shard's counters (published to `shared` at each tick).
     pub(crate) stats: stats::Stats,
     /// The `$SYS` tree's schedule and last figures (published by one shard only).
@@ -248,6 +251,7 @@ impl Shard {
             outbox: outbox::Outbox::new(id, n, inbox_free),
             held_recovered: 0,
             stats: stats::Stats::default(),
+            links: links::Links::default(),
             sys_tree,
         })
     }

@@ -202,6 +202,9 @@ impl Shard {
         match slot.session.offer(delivery, &mut self.batch) {
             Offer::Send(publish) => {
                 let Some(key) = conn else { return };
+                if key >= super::links::LINK_BASE {
+                    return self.link_send(key, &publish);
+                }
                 // Only output the socket refused counts (`want_write`: the last flush hit
                 // WouldBlock): a subscriber that reads may gather more than the limit within
                 // one loop turn, before the turn's flush, and must lose nothing for it.

@@ -41,6 +41,7 @@ impl Parser {
     /// Turns the blocks into listeners, checks them, and returns the config.
     pub(super) fn finish(mut self) -> Result<Config, ConfigError> {
         let mut config = std::mem::take(&mut self.config);
+        config.bridges = std::mem::take(&mut self.bridges).finish()?;
         if let Some(dest) = self.log_dest {
             config.log_dest = dest;
         }

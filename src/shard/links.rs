@@ -1,0 +1,380 @@
+//! The outgoing connections a shard owns (bridges), driven by its loop like its client
+//! connections: a token range of their own in the shard's poll (`dispatch`), their timers
+//! from the shard's tick, one flush per loop turn (`end_turn`).
+//!
+//! Each bridge has a local session here, subscribed (No Local, Retain As Published) to the
+//! bridge's `out` topics. Its `conn` is `LINK_BASE + i` while the link is up, so
+//! `Shard::offer` hands its PUBLISHes to the link instead of a socket; while the link is down
+//! the session queues QoS 1/2 messages within the session limits, and on reconnect resumes
+//! its unacknowledged flows and then its queue, in order. The remote's acknowledgements
+//! complete the session's flows, so a message leaves the session only once the remote has it.
+//! Messages from the remote enter like a client's PUBLISH (`message_in`, the retained store),
+//! with the bridge's session as their origin: its No Local subscriptions never send them back.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use mio::event::Event;
+use mio::Token;
+
+use super::{SessionSlot, Shard};
+use crate::auth::{authorize, Access};
+use crate::bridge::{Bridge, BridgeEvent};
+use crate::config::BridgeConfig;
+use crate::index::Entry;
+use crate::message::Message;
+use crate::protocol::{ByteStr, Properties, Publish, QoS, SubOptions};
+use crate::session::{Limits, OutState, Outgoing, SendPublish, Session};
+
+/// Tokens from here up to `LINGER_BASE` are links (token `LINK_BASE + i` is link `i`); the
+/// same value marks a bridge session's `conn`.
+pub(super) const LINK_BASE: usize = 1 << 38;
+
+/// One bridge and its local session.
+#[derive(Debug)]
+struct LinkSlot {
+    bridge: Bridge,
+    session: usize,
+}
+
+/// The shard's links.
+#[derive(Debug, Default)]
+pub(crate) struct Links {
+    slots: Vec<LinkSlot>,
+}
+
+impl Shard {
+    /// Creates the bridges this shard owns, their sessions and local subscriptions. A bridge
+    /// lives on the home shard of its local client id, where the store's recovery put its
+    /// session (`persistence true`): that session, with what it still owed the remote, is
+    /// the bridge's again. Shard thread only, before the first turn.
+    pub(super) fn start_links(&mut self) {
+        let n = self.peers.len();
+        let mine: Vec<BridgeConfig> = self
+            .shared
+            .config
+            .bridges
+            .iter()
+            .filter(|b| super::home_shard(b.local_clientid.as_bytes(), n) == self.id)
+            .cloned()
+            .collect();
+        let now = Instant::now();
+        for cfg in mine {
+            let i = self.links.slots.len();
+            let limits = Limits::new(&self.shared.config, u16::MAX, cfg.max_packet_size);
+            let client_id = ByteStr::from(cfg.local_clientid.as_str());
+            if cfg.local_clean_session {
+                // What an earlier run stored for it is dropped.
+                if let Some(&slot) = self.session_by_id.get(&client_id) {
+                    self.end_session(slot);
+                }
+            }
+            // Kept out of `session_by_id`: no client can take a bridge's session over.
+            let slot = match self.session_by_id.remove(&client_id) {
+                Some(slot) => slot,
+                None => {
+                    let generation = self.next_generation;
+                    self.next_generation = self.next_generation.wrapping_add(1);
+                    let session = Session::new(client_id, u32::MAX, cfg.protocol, limits);
+                    self.sessions.insert(SessionSlot {
+                        generation,
+                        session,
+                    })
+                }
+            };
+            let subscriber = self.subscriber_id(slot);
+            let s = &mut self.sessions[slot].session;
+            s.limits = limits;
+            s.limits.max_inflight = 1;
+            s.acl = self
+                .shared
+                .auth
+                .client_acl(&cfg.local_clientid, cfg.local_username.as_deref());
+            s.expiry_interval = u32::MAX;
+            s.expires_at = None;
+            s.durable = self.durable.is_some() && !cfg.local_clean_session;
+            s.store_record(&mut self.batch);
+            // The subscriptions are the configuration's, not what an earlier run stored.
+            let stale = std::mem::take(&mut s.subscriptions);
+            for filter in stale.into_keys() {
+                self.subscription_removed(filter, subscriber);
+            }
+            let bridge = Bridge::new(cfg, Token(LINK_BASE + i), now);
+            let filters: Vec<(String, QoS)> = bridge
+                .topics()
+                .local_filters()
+                .map(|(t, f)| (f.to_owned(), t.qos))
+                .collect();
+            for (filter, qos) in filters {
+                let options = SubOptions {
+                    qos,
+                    no_local: true,
+                    retain_as_published: true,
+                    ..SubOptions::default()
+                };
+                let entry = Entry {
+                    subscriber,
+                    options,
+                    identifier: None,
+                };
+                self.subscription_added(&ByteStr::from(filter), entry);
+            }
+            log::info!(
+                "Bridge {} ({}) runs on shard {}.",
+                bridge.config().name,
+                bridge.config().source,
+                self.id
+            );
+            self.links.slots.push(LinkSlot {
+                bridge,
+                session: slot,
+            });
+            self.notify_local(i, false);
+        }
+    }
+
+    /// A readiness event for link `i`.
+    pub(super) fn link_ready(&mut self, i: usize, event: &Event) {
+        let Some(l) = self.links.slots.get_mut(i) else {
+            return;
+        };
+        l.bridge
+            .on_ready(self.poll.registry(), event, Instant::now());
+        self.link_events(i);
+    }
+
+    /// The shard's tick: reconnects and keep-alive of every link.
+    pub(super) fn tick_links(&mut self, now: Instant) {
+        for i in 0..self.links.slots.len() {
+            let waiting = self.sessions[self.links.slots[i].session]
+                .session
+                .queue
+                .len();
+            self.links.slots[i].bridge.demand(waiting, now);
+            self.links.slots[i].bridge.tick(self.poll.registry(), now);
+            self.link_events(i);
+        }
+    }
+
+    /// Sends what this turn queued on every link (once per turn).
+    pub(super) fn flush_links(&mut self) {
+        for i in 0..self.links.slots.len() {
+            self.links.slots[i].bridge.flush(self.poll.registry());
+            // A flush may read (reading resumes once a full buffer drains): what that
+            // caused is handled and sent in this turn too.
+            if self.link_events(i) {
+                self.links.slots[i].bridge.flush(self.poll.registry());
+            }
+        }
+    }
+
+    /// At shutdown: every link says goodbye.
+    pub(super) fn stop_links(&mut self) {
+        for l in &mut self.links.slots {
+            l.bridge.stop(self.poll.registry());
+        }
+    }
+
+    /// A PUBLISH the bridge session of link `conn - LINK_BASE` decided to send (from
+    /// `Shard::offer`).
+    pub(crate) fn link_send(&mut self, conn: usize, p: &SendPublish) {
+        let i = conn - LINK_BASE;
+        if i < self.links.slots.len() && !self.link_publish(i, p) {
+            self.link_ack(i, p.packet_id, 0);
+        }
+    }
+
+    /// Hands one PUBLISH to link `i`. Returns false for a QoS 1/2 message that no `out`
+    /// topic remaps (a subscription matched it, the remapping did not): its flow is over.
+    fn link_publish(&mut self, i: usize, p: &SendPublish) -> bool {
+        let l = &mut self.links.slots[i];
+        let publish = p.delivery.msg.to_publish(&p.delivery, p.packet_id, p.dup);
+        let qos = publish.qos;
+        match l.bridge.send(publish) {
+            Ok(true) => self.message_out(p.delivery.msg.payload.len()),
+            Ok(false) => return qos == QoS::AtMostOnce,
+            Err(_) if qos == QoS::AtMostOnce => self.stats.publishes_dropped += 1,
+            Err(e) => {
+                // The session keeps the flow: it is resent on the next connection.
+                let registry = self.poll.registry();
+                l.bridge.abort(
+                    registry,
+                    &format!("could not send a QoS 1/2 message ({e:?})"),
+                );
+                self.link_events(i);
+            }
+        }
+        true
+    }
+
+    /// Handles link `i`'s events; returns whether there were any.
+    fn link_events(&mut self, i: usize) -> bool {
+        let mut any = false;
+        while let Some(event) = self.links.slots[i].bridge.next_event() {
+            any = true;
+            match event {
+                BridgeEvent::Up => self.link_up(i),
+                BridgeEvent::Down => {
+                    let slot = self.links.slots[i].session;
+                    self.sessions[slot].session.conn = None;
+                    self.notify_local(i, false);
+                }
+                BridgeEvent::Message(p) => self.link_message(i, p),
+                BridgeEvent::Acked { packet_id, reason } => self.link_ack(i, packet_id, reason),
+                BridgeEvent::Received { packet_id } => {
+                    let slot = self.links.slots[i].session;
+                    // The session now owes only the PUBREL (already sent by the link).
+                    let _ = self.sessions[slot]
+                        .session
+                        .on_pubrec(packet_id, 0, &mut self.batch);
+                }
+            }
+        }
+        any
+    }
+
+    /// The link is up: the session sends through it, its unacknowledged flows first.
+    fn link_up(&mut self, i: usize) {
+        let slot = self.links.slots[i].session;
+        let window = self.links.slots[i].bridge.window();
+        let s = &mut self.sessions[slot].session;
+        s.conn = Some(LINK_BASE + i);
+        s.limits.max_inflight = window;
+        let mut out = std::mem::take(&mut self.out);
+        s.resume(&mut out, &mut self.batch);
+        self.send_link_output(i, &mut out);
+        self.out = out;
+        self.notify_local(i, true);
+    }
+
+    /// Sends what the bridge session asked to send. Flows that end at once (nothing to
+    /// remap) make room in the window, which is refilled here: a loop, not a recursion.
+    fn send_link_output(&mut self, i: usize, out: &mut Vec<Outgoing>) {
+        let mut over = Vec::new();
+        loop {
+            for o in out.drain(..) {
+                match o {
+                    Outgoing::Publish(p) => {
+                        if !self.link_publish(i, &p) {
+                            over.push(p.packet_id);
+                        }
+                    }
+                    Outgoing::PubRel(id) => {
+                        if self.links.slots[i].bridge.release(id).is_err() {
+                            let registry = self.poll.registry();
+                            self.links.slots[i]
+                                .bridge
+                                .abort(registry, "could not resend a PUBREL");
+                            self.link_events(i);
+                        }
+                    }
+                }
+            }
+            if over.is_empty() {
+                return;
+            }
+            for id in over.drain(..) {
+                self.complete_flow(i, id, 0);
+            }
+            let slot = self.links.slots[i].session;
+            self.sessions[slot]
+                .session
+                .fill_window(out, &mut self.batch);
+        }
+    }
+
+    /// An outgoing flow of link `i` is complete: the session lets it go and fills its window.
+    fn link_ack(&mut self, i: usize, packet_id: u16, reason: u8) {
+        if !self.complete_flow(i, packet_id, reason) {
+            return;
+        }
+        let slot = self.links.slots[i].session;
+        let mut out = std::mem::take(&mut self.out);
+        self.sessions[slot]
+            .session
+            .fill_window(&mut out, &mut self.batch);
+        self.send_link_output(i, &mut out);
+        self.out = out;
+    }
+
+    /// Ends the session's flow `packet_id`, whatever step it is at; false if it has none.
+    fn complete_flow(&mut self, i: usize, packet_id: u16, reason: u8) -> bool {
+        let slot = self.links.slots[i].session;
+        let s = &mut self.sessions[slot].session;
+        let state = s
+            .inflight
+            .iter()
+            .find(|f| f.packet_id == packet_id)
+            .map(|f| f.state);
+        match state {
+            Some(OutState::AwaitPubAck) => {
+                s.on_puback(packet_id, &mut self.batch);
+            }
+            Some(OutState::AwaitPubRec) => {
+                // A PUBREC with a failure reason ended it (or nothing was sent).
+                s.on_pubrec(packet_id, reason.max(0x80), &mut self.batch);
+            }
+            Some(OutState::AwaitPubComp) => {
+                s.on_pubcomp(packet_id, &mut self.batch);
+            }
+            None => return false,
+        }
+        true
+    }
+
+    /// A message from the remote: enters the broker like a client's PUBLISH.
+    fn link_message(&mut self, i: usize, publish: Publish) {
+        if let Err(e) = self.shared.config.topic_limits().check(&publish.topic) {
+            log::warn!(
+                "Bridge {}: dropped a message whose local topic is refused ({e:?}).",
+                self.links.slots[i].bridge.config().name
+            );
+            return;
+        }
+        let slot = self.links.slots[i].session;
+        if !authorize(
+            &self.sessions[slot].session.acl,
+            &publish.topic,
+            Access::Write,
+        ) {
+            log::debug!(
+                "Bridge {}: a message on {} is not allowed in by the ACL.",
+                self.links.slots[i].bridge.config().name,
+                &*publish.topic
+            );
+            return;
+        }
+        let origin = self.subscriber_id(slot);
+        let msg = self
+            .pool
+            .share(Message::from_publish(publish, Some(origin)));
+        if msg.retain && self.shared.config.retain_available {
+            self.services().store_retained(&msg);
+        }
+        self.message_in(msg);
+    }
+
+    /// The local notification of link `i` (`notifications`): a retained "1" or "0".
+    fn notify_local(&mut self, i: usize, up: bool) {
+        let origin = self.subscriber_id(self.links.slots[i].session);
+        let cfg = self.links.slots[i].bridge.config();
+        if !cfg.notifications {
+            return;
+        }
+        let msg = Arc::new(Message {
+            topic: ByteStr::from(cfg.notification_topic.as_str()),
+            payload: Bytes::from_static(if up { b"1" } else { b"0" }),
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            properties: Properties::default(),
+            expires_at: None,
+            // Never sent to the remote by the bridge's own (No Local) subscriptions.
+            origin: Some(origin),
+        });
+        if self.shared.config.retain_available {
+            self.services().store_retained(&msg);
+        }
+        self.route(msg);
+    }
+}
