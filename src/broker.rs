@@ -52,6 +52,7 @@ fn default_listeners() -> Vec<crate::config::Listener> {
         tls: None,
         password_file: None,
         acl_file: None,
+        websockets: None,
     })
     .collect()
 }
