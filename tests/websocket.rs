@@ -35,6 +35,8 @@ struct WsBroker {
     ws: u16,
     wss: u16,
     certs: Certs,
+    /// The `http_dir` of the ws listener.
+    www: PathBuf,
     /// Holds `www/index.html` (served) and `secret` (next to `www`, never served).
     _files: tempfile::TempDir,
 }
@@ -63,6 +65,7 @@ impl WsBroker {
             ws,
             wss,
             certs,
+            www,
             _files: files,
         };
         b.wait_ws();
@@ -81,6 +84,24 @@ impl WsBroker {
             );
             std::thread::sleep(Duration::from_millis(25));
         }
+    }
+
+    /// With the status page (www/), the browser test page and MQTT.js's browser bundle in
+    /// its `http_dir`, as a deployment would have them.
+    fn with_pages(extra: &[&str]) -> WsBroker {
+        let js = js_dir();
+        let b = WsBroker::start(extra);
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        for (from, name) in [
+            (root.join("www/status.html"), "status.html"),
+            (root.join("www/status.js"), "status.js"),
+            (js.join("browser/pubsub.html"), "pubsub.html"),
+            (js.join("node_modules/mqtt/dist/mqtt.min.js"), "mqtt.min.js"),
+        ] {
+            std::fs::copy(&from, b.www.join(name))
+                .unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
+        }
+        b
     }
 
     fn ca(&self) -> String {
@@ -236,6 +257,118 @@ fn mqttjs_will_over_ws_and_wss() {
 #[test]
 fn mqttjs_mqtt5_properties_over_ws_and_wss() {
     mqttjs("v5");
+}
+
+// ------------------------------------------------------------------ a real browser
+
+/// The base64 SHA-256 of the server certificate's public key, for Chromium's
+/// `--ignore-certificate-errors-spki-list` (the browser then trusts that key: the test CA is
+/// not in its store, and a fresh profile has no way to add it without NSS tools).
+fn spki_hash(certs: &Certs) -> String {
+    let pem = certs.path("server.pem");
+    let out = run(
+        Command::new("sh").arg("-c").arg(format!(
+            "openssl x509 -in '{pem}' -pubkey -noout | openssl pkey -pubin -outform der \
+             | openssl dgst -sha256 -binary | base64"
+        )),
+        STEP,
+    );
+    assert!(out.success(), "{out:?}");
+    out.stdout.trim().to_owned()
+}
+
+fn browser(args: &[&str]) -> Value {
+    let dir = js_dir();
+    let out = run(
+        Command::new("node").arg(dir.join("browser.mjs")).args(args),
+        Duration::from_secs(90),
+    );
+    last_json(&out.stdout, &format!("browser {args:?}: {out:?}"))
+}
+
+#[test]
+fn a_browser_publishes_and_subscribes_over_ws_and_wss() {
+    let b = WsBroker::with_pages(&[]);
+    let page = format!("http://127.0.0.1:{}/pubsub.html", b.ws);
+    let spki = spki_hash(&b.certs);
+    for url in [
+        format!("ws://127.0.0.1:{}/mqtt", b.ws),
+        format!("wss://localhost:{}/mqtt", b.wss),
+    ] {
+        let out = browser(&["pubsub", "--page", &page, "--url", &url, "--spki", &spki]);
+        assert!(out.get("error").is_none(), "{url}: {out}");
+        assert!(
+            out["userAgent"]
+                .as_str()
+                .unwrap()
+                .contains("HeadlessChrome"),
+            "{out}"
+        );
+        let mut got: Vec<Value> = out["received"].as_array().unwrap()[..4].to_vec();
+        got.sort_by_key(|v| v[0].as_str().unwrap().to_owned());
+        assert_eq!(
+            Value::from(got),
+            json!([
+                ["q0", "q0", 0, false],
+                ["q1", "q1", 1, false],
+                ["q2", "q2", 2, false],
+                ["r", "kept", 1, false]
+            ]),
+            "{url}: {out}"
+        );
+        assert_eq!(out["retained"][0], json!(["kept", true]), "{url}: {out}");
+    }
+}
+
+#[test]
+fn the_status_page_shows_figures_that_move_under_load() {
+    let b = WsBroker::with_pages(&["sys_interval 1"]);
+    let shot = std::env::var("MIDGE_STATUS_SCREENSHOT")
+        .unwrap_or_else(|_| format!("{}/status.png", env!("CARGO_TARGET_TMPDIR")));
+    let updates = std::env::var("MIDGE_STATUS_UPDATES").unwrap_or_else(|_| "2".into());
+    let page = format!("http://127.0.0.1:{}/status.html", b.ws);
+    let mqtt = format!("mqtt://127.0.0.1:{}", b.broker.port());
+    let out = browser(&[
+        "status",
+        "--page",
+        &page,
+        "--mqtt",
+        &mqtt,
+        "--shot",
+        &shot,
+        "--updates",
+        &updates,
+    ]);
+    assert!(
+        out.get("error").is_none() && out.get("pageErrors").is_none(),
+        "{out}"
+    );
+    let (before, after) = (&out["before"], &out["after"]);
+    let n = |v: &Value, k: &str| {
+        v[k].as_f64()
+            .unwrap_or_else(|| panic!("{k} missing: {out}"))
+    };
+    assert!(
+        n(before, "clients") >= 1.0,
+        "the page itself is a client: {out}"
+    );
+    assert!(
+        n(after, "clients") >= n(before, "clients") + 2.0,
+        "publisher and subscriber: {out}"
+    );
+    assert!(n(after, "received") > n(before, "received"), "{out}");
+    assert!(n(after, "sent") > n(before, "sent"), "{out}");
+    assert!(
+        n(after, "rateIn") > 0.0 && n(after, "rateOut") > 0.0,
+        "{out}"
+    );
+    assert!(
+        n(after, "subscriptions") > n(before, "subscriptions"),
+        "{out}"
+    );
+    assert!(n(after, "uptime") > n(before, "uptime"), "{out}");
+    let png = std::fs::read(&shot).expect("screenshot written");
+    assert!(png.starts_with(b"\x89PNG"), "not a PNG: {shot}");
 }
 
 // ------------------------------------------------------------------ framing at the byte level
