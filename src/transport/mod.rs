@@ -27,11 +27,12 @@
 //! an enum says.
 //!
 //! # Contract with the shard
-//! - `read` returns `Ok(0)` at end of stream, `WouldBlock` when the socket is drained (TLS:
-//!   also while the handshake waits for the peer), and an `InvalidData` error naming TLS when
-//!   the peer broke the TLS protocol (a plain-TCP client on a TLS port, an untrusted client
-//!   certificate, ...): [`Transport::is_layer_error`] says so. rustls has queued an alert
-//!   then, which `read` tries to send at once.
+//! - `read` returns `Ok(0)` at end of stream, `WouldBlock` when the socket is drained (TLS
+//!   and WebSocket: also while the handshake waits for the peer), and an `InvalidData` error
+//!   naming the layer when the peer broke its protocol (a plain-TCP client on a TLS port, an
+//!   untrusted client certificate, a bad upgrade or frame, ...): [`Transport::is_layer_error`]
+//!   says so. The layer has queued its answer then (a TLS alert, a 400, a close frame), which
+//!   `read` (TLS) or `shutdown` (WebSocket) sends.
 //! - After every event the shard recomputes socket interest from buffer state: WRITABLE when
 //!   its own write buffer is non-empty *or* [`Transport::wants_write`] (records waiting, e.g.
 //!   the handshake's answer), and calls `flush` to push those records.
@@ -87,8 +88,9 @@ impl Transport {
     }
 
     /// Whether a read that returned less than it was offered took everything the connection
-    /// held, so that the next bytes will raise a new readiness edge. True for plain TCP; not
-    /// for a layer, which may hold more plaintext or socket bytes than one read returned.
+    /// held, so that the next bytes will raise a new readiness edge. True for plain TCP, and
+    /// for WebSocket over TCP when its socket read was short; not for TLS, which may hold more
+    /// plaintext or socket bytes than one read returned.
     #[inline]
     pub fn short_read_drains(&self) -> bool {
         match &self.0 {
@@ -99,7 +101,8 @@ impl Transport {
     }
 
     /// Whether this read error is the layer's protocol failing (a bad TLS handshake, an
-    /// alert, a record that does not decrypt) rather than the socket's.
+    /// alert, a record that does not decrypt; a refused WebSocket upgrade, a bad frame)
+    /// rather than the socket's.
     pub fn is_layer_error(&self, e: &io::Error) -> bool {
         e.kind() == io::ErrorKind::InvalidData && !matches!(self.0, Layers::Tcp(_))
     }
