@@ -26,7 +26,7 @@ use crate::shard::inbox::{inbox, ShardHandle};
 pub use crate::shard::Shared;
 use crate::shard::{home_shard, ListenerSocket, Shard, WAKER};
 use crate::store::{self, Recovered, RecoveredSession, Store};
-use crate::transport::{Listener, TlsListener};
+use crate::transport::{Listener, TlsListener, WsConfig};
 
 mod reload;
 
@@ -83,6 +83,7 @@ fn default_listeners() -> Vec<crate::config::Listener> {
         tls: None,
         password_file: None,
         acl_file: None,
+        websockets: None,
     })
     .collect()
 }
@@ -221,17 +222,35 @@ impl Broker {
                 }
                 None => None,
             };
+            let ws = l.websockets.as_ref().map(|w| {
+                Arc::new(WsConfig {
+                    headers_size: config.websockets_headers_size,
+                    http_dir: w.http_dir.clone(),
+                    max_frame: match config.max_packet_size {
+                        0 => crate::protocol::MAX_PACKET_SIZE as u64,
+                        max => u64::from(max),
+                    },
+                })
+            });
             let port = probe_port(l.addr)?;
             let addr = SocketAddr::new(l.addr.ip(), port);
             for sockets in per_shard.iter_mut() {
-                sockets.push(Listener::new(
-                    bind_reuseport(addr)?,
-                    tls.clone(),
-                    allow_anonymous,
-                    listener_auth.clone(),
-                ));
+                sockets.push(
+                    Listener::new(
+                        bind_reuseport(addr)?,
+                        tls.clone(),
+                        allow_anonymous,
+                        listener_auth.clone(),
+                    )
+                    .with_websocket(ws.clone()),
+                );
             }
-            let kind = if tls.is_some() { "TLS " } else { "" };
+            let kind = match (tls.is_some(), ws.is_some()) {
+                (false, false) => "",
+                (true, false) => "TLS ",
+                (false, true) => "WebSocket ",
+                (true, true) => "WebSocket TLS ",
+            };
             log::info!("Opening {kind}listen socket on {addr}.");
             addrs.push(addr);
         }

@@ -173,6 +173,10 @@ pub struct ScenarioArgs {
     /// Clients keep persistent sessions (to measure a broker's persistence).
     #[arg(long)]
     pub persistent: bool,
+    /// tcp, or ws: MQTT over WebSocket (path /mqtt). The broker's listener must speak it:
+    /// an external broker (--broker name=host:port,pid=PID) with `protocol websockets`.
+    #[arg(long, default_value = "tcp")]
+    pub transport: crate::engine::ws::Transport,
 }
 
 impl ScenarioArgs {
@@ -215,6 +219,7 @@ impl ScenarioArgs {
             drain_s: self.drain,
             threads: self.threads,
             persistent: self.persistent,
+            transport: self.transport,
         };
         s.name = s.auto_name();
         s.validate()?;

@@ -140,6 +140,7 @@ pub fn engine_config(sc: &Scenario, clients: usize) -> Result<EngineConfig, Stri
         setup_timeout: std::time::Duration::from_secs_f64(30.0 + clients as f64 / 200.0),
         password: None,
         persistent: sc.persistent,
+        transport: sc.transport,
     })
 }
 

@@ -86,6 +86,8 @@ pub struct Scenario {
     /// Clients keep persistent sessions (3.1.1 clean session 0; 5.0 Clean Start 0 and a
     /// Session Expiry Interval of one hour): what a broker with persistence has to store.
     pub persistent: bool,
+    /// `tcp` (the default) or `ws`: MQTT over WebSocket to a `protocol websockets` listener.
+    pub transport: crate::engine::ws::Transport,
 }
 
 impl Default for Scenario {
@@ -107,6 +109,7 @@ impl Default for Scenario {
             drain_s: 2.0,
             threads: 1,
             persistent: false,
+            transport: crate::engine::ws::Transport::Tcp,
         }
     }
 }
@@ -149,8 +152,12 @@ impl Scenario {
         };
         let v = if self.protocol == "5" { "v5" } else { "v311" };
         let session = if self.persistent { "-persistent" } else { "" };
+        let transport = match self.transport {
+            crate::engine::ws::Transport::Tcp => "",
+            crate::engine::ws::Transport::Ws => "-ws",
+        };
         format!(
-            "{}-c{}-q{}-{}B-{}-{}{session}",
+            "{}-c{}-q{}-{}B-{}-{}{session}{transport}",
             self.shape.name(),
             self.clients,
             self.qos,

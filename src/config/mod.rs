@@ -42,7 +42,21 @@ pub struct Listener {
     pub password_file: Option<PathBuf>,
     /// `acl_file` of this listener's block (only with `per_listener_settings true`).
     pub acl_file: Option<PathBuf>,
+    /// `protocol websockets`: MQTT over WebSocket (over TLS when [`Listener::tls`] is set:
+    /// wss); `None` = MQTT straight over the socket.
+    pub websockets: Option<WebSocketSettings>,
 }
+
+/// A WebSocket listener's own options.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct WebSocketSettings {
+    /// `http_dir`: files served to a plain HTTP GET (as mosquitto does); `None` = none.
+    pub http_dir: Option<PathBuf>,
+}
+
+/// `websockets_headers_size` when not said (or 0): browsers send 400 to 1500 bytes of
+/// headers, more with cookies; libwebsockets' 1024 refuses some of them.
+pub const DEFAULT_WEBSOCKETS_HEADERS_SIZE: usize = 4096;
 
 /// `tls_version`: the lowest TLS version a listener accepts (mosquitto's meaning: `tlsv1.2`
 /// allows 1.2 and 1.3). rustls has nothing older than 1.2.
@@ -141,6 +155,9 @@ pub struct Config {
     /// `server_reference TEXT` (midge): where MQTT 5 clients should go instead; sent with
     /// DISCONNECT 0x9C (use another server) when the broker shuts down.
     pub server_reference: Option<String>,
+    /// `websockets_headers_size`: most bytes of an HTTP request head (request line and
+    /// headers) a WebSocket listener reads before answering 400 (global, as in mosquitto).
+    pub websockets_headers_size: usize,
     /// `log_dest`.
     pub log_dest: LogDest,
     /// `log_type` values; empty = mosquitto's default (error, warning, notice, information).
@@ -233,6 +250,7 @@ impl Default for Config {
             topic_alias_to_clients: true,
             response_information: None,
             server_reference: None,
+            websockets_headers_size: DEFAULT_WEBSOCKETS_HEADERS_SIZE,
             log_dest: LogDest::Stderr,
             log_types: Vec::new(),
             source: None,
@@ -308,6 +326,7 @@ impl Config {
                     tls: None,
                     password_file: None,
                     acl_file: None,
+                    websockets: None,
                 });
             }
             return;

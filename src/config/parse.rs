@@ -9,8 +9,8 @@
 //! - `listener` starts a listener block; listener options (`allow_anonymous` under
 //!   `per_listener_settings true`, `socket_domain`, `protocol`, the TLS options `certfile`,
 //!   `keyfile`, `cafile`, `capath`, `require_certificate`, `use_identity_as_username`,
-//!   `use_subject_as_username`, `tls_version`, `ciphers`, `ciphers_tls1.3`) apply to the
-//!   current block.
+//!   `use_subject_as_username`, `tls_version`, `ciphers`, `ciphers_tls1.3`, and the
+//!   WebSocket listener's `http_dir`) apply to the current block.
 //!   As in mosquitto, every file (the main one and each included one) starts outside any block.
 //! - Listener options given outside a block, and the legacy `port`/`bind_address`, configure the
 //!   *default listener*; it exists only if one of them was said (mosquitto creates it the same
@@ -22,7 +22,7 @@
 use std::path::{Path, PathBuf};
 
 use super::ciphers::{tls12_cipher, tls13_cipher, TLS12_CIPHERS, TLS13_CIPHERS};
-use super::{Config, Listener, LogDest, TlsSettings, TlsVersion};
+use super::{Config, Listener, LogDest, TlsSettings, TlsVersion, WebSocketSettings};
 
 /// Largest PUBLISH payload MQTT can carry (mosquitto's `MQTT_MAX_PAYLOAD`).
 const MQTT_MAX_PAYLOAD: i64 = 268_435_455;
@@ -357,17 +357,31 @@ impl Parser {
             }
             "protocol" => {
                 let value = one(pos, option, rest)?;
-                match value {
-                    "mqtt" => {}
-                    "websockets" => {
-                        return Err(pos.bad(
-                            option,
-                            value,
-                            "WebSocket listeners are not supported yet",
-                        ))
-                    }
+                let websockets = match value {
+                    "mqtt" => false,
+                    "websockets" => true,
                     _ => return Err(pos.bad(option, value, "expected mqtt or websockets")),
-                }
+                };
+                let block = self.block(*current);
+                block.touch(pos);
+                block.websockets = websockets;
+            }
+            "http_dir" => {
+                let dir = PathBuf::from(text(pos, option, rest)?);
+                let block = self.block(*current);
+                block.touch(pos);
+                block.http_dir = Some((dir, pos.clone()));
+            }
+            "websockets_headers_size" => {
+                let value = parse_int(pos, option, one(pos, option, rest)?, 0, 65535)?;
+                self.config.websockets_headers_size = match value {
+                    0 => super::DEFAULT_WEBSOCKETS_HEADERS_SIZE,
+                    n => n as usize,
+                };
+            }
+            "websockets_log_level" => {
+                parse_int(pos, option, one(pos, option, rest)?, 0, i32::MAX.into())?;
+                ignored(pos, &mut self.config, option);
             }
             "certfile"
             | "keyfile"

@@ -311,9 +311,10 @@ mod tests {
     fn per_connection_structs_stay_small() {
         // Was 304 (with `rbuf_target`); then 48 bytes less: no client id of its own (log lines
         // read the session's), the client's topic aliases a boxed slice, the TLS identity a
-        // `Box<str>`.
+        // `Box<str>`. 264 with the WebSocket variant of `Transport` (a third layer: the
+        // enum no longer fits its tag in the TCP socket's niche), raised on purpose.
         assert!(
-            std::mem::size_of::<Conn>() <= 256,
+            std::mem::size_of::<Conn>() <= 264,
             "{}",
             std::mem::size_of::<Conn>()
         );

@@ -9,7 +9,7 @@ use mio::event::Source;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 
-use super::{TlsListener, Transport};
+use super::{TlsListener, Transport, WsConfig};
 use crate::auth::Auth;
 
 /// A listening socket (each shard binds its own with SO_REUSEPORT, ARCHITECTURE.md §2) and
@@ -19,6 +19,8 @@ use crate::auth::Auth;
 pub struct Listener {
     socket: TcpListener,
     tls: Option<Arc<TlsListener>>,
+    /// WebSocket over the connection (over TLS when `tls` is set too).
+    ws: Option<Arc<WsConfig>>,
     /// `allow_anonymous` as it applies to this listener.
     pub allow_anonymous: bool,
     /// The password and ACL files that apply to this listener's clients.
@@ -36,9 +38,16 @@ impl Listener {
         Listener {
             socket,
             tls,
+            ws: None,
             allow_anonymous,
             auth,
         }
+    }
+
+    /// This listener speaks MQTT over WebSocket (`protocol websockets`); `None`: straight.
+    pub fn with_websocket(mut self, ws: Option<Arc<WsConfig>>) -> Listener {
+        self.ws = ws;
+        self
     }
 
     /// The next pending connection, or `WouldBlock` (readiness is edge-triggered: accept until
@@ -48,13 +57,17 @@ impl Listener {
         self.socket.accept()
     }
 
-    /// The transport of a connection accepted here. TLS starts but no I/O happens yet: the
-    /// handshake is driven by the connection's readiness events like any other input.
+    /// The transport of a connection accepted here. TLS and WebSocket start but no I/O
+    /// happens yet: their handshakes are driven by the connection's readiness events like any other input.
     pub fn wrap(&self, stream: TcpStream) -> Result<Transport, rustls::Error> {
-        match &self.tls {
-            None => Ok(Transport::from(stream)),
-            Some(tls) => tls.accept(stream).map(Transport::tls),
-        }
+        let inner = match &self.tls {
+            None => Transport::from(stream),
+            Some(tls) => tls.accept(stream).map(Transport::tls)?,
+        };
+        Ok(match &self.ws {
+            None => inner,
+            Some(ws) => Transport::websocket(inner, ws.clone()),
+        })
     }
 
     /// The address the socket is bound to.

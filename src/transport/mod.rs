@@ -2,14 +2,16 @@
 //!
 //! - [`Listener`]: one configured listener's socket (on one shard) and the layers its
 //!   connections get; [`Listener::wrap`] turns an accepted socket into a [`Transport`].
-//! - [`Transport`]: plain TCP or TLS over TCP today (WebSocket over either later: one more
-//!   variant of the private enum). The shard reads and writes *plaintext* and asks the
+//! - [`Transport`]: plain TCP, TLS over TCP, or WebSocket over either ([`ws`]: its inner
+//!   transport is one of the other two). The shard reads and writes *plaintext* and asks the
 //!   transport what it needs to know ([`Transport::short_read_drains`],
 //!   [`Transport::has_buffered_input`], [`Transport::is_layer_error`],
 //!   [`Transport::tls_identity`]) instead of asking which kind it has.
 //! - [`Connector`]: outgoing connections (non-blocking connect, TLS as the client), for
 //!   [`crate::link`].
 //! - [`tls`]: rustls (ring provider) server and client sides; [`pem`]: reading their files.
+//! - [`ws`]: MQTT over WebSocket (handshake, frames, `http_dir`), the same kind of
+//!   transformer as TLS: plaintext in and out for the shard, frames on the inner transport.
 //!
 //! TLS is a transformer between socket bytes and plaintext (rustls' `tlsserver-mio` example's
 //! shape): a read pulls TLS records from the socket into rustls, decrypts them and hands out
@@ -25,11 +27,12 @@
 //! an enum says.
 //!
 //! # Contract with the shard
-//! - `read` returns `Ok(0)` at end of stream, `WouldBlock` when the socket is drained (TLS:
-//!   also while the handshake waits for the peer), and an `InvalidData` error naming TLS when
-//!   the peer broke the TLS protocol (a plain-TCP client on a TLS port, an untrusted client
-//!   certificate, ...): [`Transport::is_layer_error`] says so. rustls has queued an alert
-//!   then, which `read` tries to send at once.
+//! - `read` returns `Ok(0)` at end of stream, `WouldBlock` when the socket is drained (TLS
+//!   and WebSocket: also while the handshake waits for the peer), and an `InvalidData` error
+//!   naming the layer when the peer broke its protocol (a plain-TCP client on a TLS port, an
+//!   untrusted client certificate, a bad upgrade or frame, ...): [`Transport::is_layer_error`]
+//!   says so. The layer has queued its answer then (a TLS alert, a 400, a close frame), which
+//!   `read` (TLS) or `shutdown` (WebSocket) sends.
 //! - After every event the shard recomputes socket interest from buffer state: WRITABLE when
 //!   its own write buffer is non-empty *or* [`Transport::wants_write`] (records waiting, e.g.
 //!   the handshake's answer), and calls `flush` to push those records.
@@ -43,9 +46,11 @@ pub mod client;
 mod listener;
 pub mod pem;
 pub mod tls;
+pub mod ws;
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
+use std::sync::Arc;
 
 use mio::event::Source;
 use mio::net::TcpStream;
@@ -54,6 +59,7 @@ use mio::{Interest, Registry, Token};
 pub use client::{ClientTlsSettings, Connector};
 pub use listener::Listener;
 pub use tls::{TlsListener, TlsStream};
+pub use ws::{WsConfig, WsStream};
 
 /// One connection's byte stream. Shard thread only (moves between shards whole).
 #[derive(Debug)]
@@ -66,6 +72,8 @@ enum Layers {
     Tcp(TcpStream),
     /// TLS over TCP (boxed: a rustls connection is large and most connections are plain).
     Tls(Box<TlsStream>),
+    /// WebSocket over plain TCP or TLS (the inner transport).
+    Ws(Box<WsStream>),
 }
 
 impl Transport {
@@ -74,16 +82,27 @@ impl Transport {
         Transport(Layers::Tls(Box::new(stream)))
     }
 
+    /// A WebSocket connection over `inner` (its handshake starts with the client's request).
+    pub fn websocket(inner: Transport, config: Arc<WsConfig>) -> Transport {
+        Transport(Layers::Ws(Box::new(WsStream::new(inner, config))))
+    }
+
     /// Whether a read that returned less than it was offered took everything the connection
-    /// held, so that the next bytes will raise a new readiness edge. True for plain TCP; not
-    /// for a layer, which may hold more plaintext or socket bytes than one read returned.
+    /// held, so that the next bytes will raise a new readiness edge. True for plain TCP, and
+    /// for WebSocket over TCP when its socket read was short; not for TLS, which may hold more
+    /// plaintext or socket bytes than one read returned.
     #[inline]
     pub fn short_read_drains(&self) -> bool {
-        matches!(self.0, Layers::Tcp(_))
+        match &self.0 {
+            Layers::Tcp(_) => true,
+            Layers::Tls(_) => false,
+            Layers::Ws(w) => w.short_read_drains(),
+        }
     }
 
     /// Whether this read error is the layer's protocol failing (a bad TLS handshake, an
-    /// alert, a record that does not decrypt) rather than the socket's.
+    /// alert, a record that does not decrypt; a refused WebSocket upgrade, a bad frame)
+    /// rather than the socket's.
     pub fn is_layer_error(&self, e: &io::Error) -> bool {
         e.kind() == io::ErrorKind::InvalidData && !matches!(self.0, Layers::Tcp(_))
     }
@@ -94,6 +113,7 @@ impl Transport {
         match &self.0 {
             Layers::Tcp(_) => false,
             Layers::Tls(t) => t.wants_write(),
+            Layers::Ws(w) => w.wants_write(),
         }
     }
 
@@ -103,6 +123,7 @@ impl Transport {
         match &mut self.0 {
             Layers::Tcp(_) => false,
             Layers::Tls(t) => t.has_buffered_input(),
+            Layers::Ws(w) => w.has_buffered_input(),
         }
     }
 
@@ -111,6 +132,7 @@ impl Transport {
         match &self.0 {
             Layers::Tcp(_) => true,
             Layers::Tls(t) => t.is_established(),
+            Layers::Ws(w) => w.is_established(),
         }
     }
 
@@ -124,6 +146,7 @@ impl Transport {
         match &self.0 {
             Layers::Tcp(_) => None,
             Layers::Tls(t) => t.identity(),
+            Layers::Ws(w) => w.inner().tls_identity(),
         }
     }
 
@@ -133,6 +156,7 @@ impl Transport {
         match &self.0 {
             Layers::Tcp(_) => false,
             Layers::Tls(t) => t.identity_required(),
+            Layers::Ws(w) => w.inner().tls_identity_required(),
         }
     }
 
@@ -141,6 +165,7 @@ impl Transport {
         match &self.0 {
             Layers::Tcp(_) => None,
             Layers::Tls(t) => t.peer_certificates(),
+            Layers::Ws(w) => w.inner().peer_certificates(),
         }
     }
 
@@ -168,6 +193,7 @@ impl Transport {
         match &mut self.0 {
             Layers::Tcp(s) => s.shutdown(how),
             Layers::Tls(t) => t.shutdown(how),
+            Layers::Ws(w) => w.shutdown(how),
         }
     }
 
@@ -176,6 +202,7 @@ impl Transport {
         match &self.0 {
             Layers::Tcp(s) => s,
             Layers::Tls(t) => t.tcp(),
+            Layers::Ws(w) => w.inner().tcp(),
         }
     }
 
@@ -183,6 +210,7 @@ impl Transport {
         match &mut self.0 {
             Layers::Tcp(s) => s,
             Layers::Tls(t) => t.tcp_mut(),
+            Layers::Ws(w) => w.inner_mut().tcp_mut(),
         }
     }
 }
@@ -193,6 +221,7 @@ impl Read for Transport {
         match &mut self.0 {
             Layers::Tcp(s) => s.read(buf),
             Layers::Tls(t) => t.read(buf),
+            Layers::Ws(w) => w.read(buf),
         }
     }
 }
@@ -203,6 +232,7 @@ impl Write for Transport {
         match &mut self.0 {
             Layers::Tcp(s) => s.write(buf),
             Layers::Tls(t) => t.write(buf),
+            Layers::Ws(w) => w.write(buf),
         }
     }
 
@@ -211,6 +241,8 @@ impl Write for Transport {
         match &mut self.0 {
             Layers::Tcp(s) => s.write_vectored(bufs),
             Layers::Tls(t) => t.write_vectored(bufs),
+            // One frame per call: the first non-empty buffer (the shard writes one slice).
+            Layers::Ws(w) => w.write(bufs.iter().find(|b| !b.is_empty()).map_or(&[], |b| b)),
         }
     }
 
@@ -220,6 +252,7 @@ impl Write for Transport {
         match &mut self.0 {
             Layers::Tcp(_) => Ok(()),
             Layers::Tls(t) => t.flush_records(),
+            Layers::Ws(w) => w.flush(),
         }
     }
 }

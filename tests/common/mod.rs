@@ -37,6 +37,7 @@ pub mod clients;
 pub mod raw;
 pub mod tls;
 pub mod v5;
+pub mod ws;
 
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Read};

@@ -9,13 +9,15 @@ use mio::net::TcpStream;
 use mio::{Interest, Token};
 
 use super::worker::{ConnState, Worker};
+use super::ws::Stream;
 use super::{KEEP_ALIVE_S, WBUF_HIGH};
 use crate::clock;
 
 impl Worker {
     pub(super) fn start_connect(&mut self, ci: usize, now: u64) {
         match TcpStream::connect(self.addr) {
-            Ok(mut s) => {
+            Ok(s) => {
+                let mut s = Stream::Tcp(s);
                 // Both interests once, for the connection's life: mio is edge-triggered, so a
                 // writable event only arrives when the socket turns writable again after a
                 // short write, and re-registering per event would cost a syscall each time.
@@ -83,7 +85,7 @@ impl Worker {
                 .stream
                 .as_ref()
                 .expect("connecting has a stream");
-            match s.take_error() {
+            match s.tcp().take_error() {
                 Ok(None) => {}
                 Ok(Some(e)) | Err(e) => return self.fail(ci, format!("connect: {e}")),
             }
@@ -92,7 +94,11 @@ impl Worker {
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => return, // spurious, still connecting
                 Err(e) => return self.fail(ci, format!("connect: {e}")),
             }
-            let _ = s.set_nodelay(true);
+            let _ = s.tcp().set_nodelay(true);
+            // WebSocket: the upgrade request goes first, CONNECT after the 101.
+            let transport = self.cfg.transport;
+            let c = &mut self.conns[ci];
+            c.stream = c.stream.take().map(|s| s.upgrade(transport));
             let spec = &self.plan.clients[self.conns[ci].spec];
             let connect = Packet::Connect(Connect {
                 version: self.cfg.version,
@@ -173,6 +179,10 @@ impl Worker {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return self.fail(ci, format!("write: {e}")),
             }
+        }
+        // WebSocket: a frame (or the upgrade request) the socket did not take whole.
+        if let Err(e) = s.flush() {
+            return self.fail(ci, format!("write: {e}"));
         }
         if was_full && c.wbuf.len() < WBUF_HIGH && c.publisher.as_ref().is_some_and(|p| !p.in_heap)
         {

@@ -26,6 +26,7 @@ mod driver;
 mod publish;
 mod receive;
 mod worker;
+pub mod ws;
 
 pub use driver::run;
 
@@ -75,6 +76,8 @@ pub struct EngineConfig {
     pub password: Option<String>,
     /// Persistent sessions instead of clean ones.
     pub persistent: bool,
+    /// MQTT over TCP or over WebSocket.
+    pub transport: ws::Transport,
 }
 
 /// The run's phases in epoch-relative nanoseconds, fixed once every client is ready.

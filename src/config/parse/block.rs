@@ -27,6 +27,10 @@ pub(super) struct Block {
     /// `password_file` / `acl_file` said in this block under `per_listener_settings true`.
     pub(super) password_file: Option<PathBuf>,
     pub(super) acl_file: Option<PathBuf>,
+    /// `protocol websockets` said in this block.
+    pub(super) websockets: bool,
+    /// `http_dir` said in this block, and where.
+    pub(super) http_dir: Option<(PathBuf, Pos)>,
 }
 
 /// A block's TLS options while parsing, with where they were said (for the checks that need

@@ -4,7 +4,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use super::{
-    Config, ConfigError, Domain, Listener, Parser, Pos, TlsBlock, TlsSettings, DEFAULT_PORT,
+    Config, ConfigError, Domain, Listener, Parser, Pos, TlsBlock, TlsSettings, WebSocketSettings,
+    DEFAULT_PORT,
 };
 
 impl Parser {
@@ -36,6 +37,27 @@ impl Parser {
             );
         }
         Ok(Some(s))
+    }
+
+    /// A block's WebSocket settings if it is a WebSocket listener; `http_dir` on an MQTT
+    /// listener is ignored with a warning (nothing there speaks HTTP).
+    fn finish_websockets(
+        config: &mut Config,
+        websockets: bool,
+        http_dir: Option<(std::path::PathBuf, Pos)>,
+    ) -> Option<WebSocketSettings> {
+        if !websockets {
+            if let Some((_, pos)) = http_dir {
+                pos.warn(
+                    config,
+                    "'http_dir' only applies to a 'protocol websockets' listener",
+                );
+            }
+            return None;
+        }
+        Some(WebSocketSettings {
+            http_dir: http_dir.map(|(dir, _)| dir),
+        })
     }
 
     /// Turns the blocks into listeners, checks them, and returns the config.
@@ -73,6 +95,7 @@ impl Parser {
                 }
             }
             let tls = Self::finish_tls(&mut config, block.tls)?;
+            let websockets = Self::finish_websockets(&mut config, block.websockets, block.http_dir);
             for ip in addrs {
                 let addr = SocketAddr::new(ip, port);
                 if let Some((_, first)) = seen.iter().find(|(a, _)| *a == addr) {
@@ -88,6 +111,7 @@ impl Parser {
                     tls: tls.clone(),
                     password_file: block.password_file.clone(),
                     acl_file: block.acl_file.clone(),
+                    websockets: websockets.clone(),
                 });
             }
         }

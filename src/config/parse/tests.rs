@@ -1,8 +1,9 @@
 //! Unit tests of the mosquitto.conf parser: one per option, one per error text, defaults and
 //! include_dir.
 
-use super::super::{Config, Listener, LogDest};
+use super::super::{Config, Listener, LogDest, WebSocketSettings};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 fn parse(text: &str) -> Config {
     Config::parse_str(text, "t.conf").unwrap_or_else(|e| panic!("{e}"))
@@ -188,6 +189,7 @@ fn allow_anonymous_per_listener_before_any_listener_sets_the_default_listener() 
             tls: None,
             password_file: None,
             acl_file: None,
+            websockets: None,
         }]
     );
 }
@@ -429,14 +431,41 @@ fn socket_domain_restricts_the_listener() {
 }
 
 #[test]
+fn websocket_listeners() {
+    let c = parse(
+        "websockets_headers_size 8192\nlistener 1883\nlistener 9001 127.0.0.1\n\
+         protocol websockets\nhttp_dir /srv/www\nlistener 9443 127.0.0.1\nprotocol websockets\n\
+         certfile s.crt\nkeyfile s.key",
+    );
+    assert_eq!(c.websockets_headers_size, 8192);
+    let ws: Vec<_> = c.listeners.iter().map(|l| l.websockets.clone()).collect();
+    assert_eq!(ws[0], None);
+    assert_eq!(ws[1], None);
+    let dir = Some(PathBuf::from("/srv/www"));
+    assert_eq!(ws[2], Some(WebSocketSettings { http_dir: dir }));
+    assert_eq!(ws[3], Some(WebSocketSettings::default()));
+    assert!(
+        c.listeners[3].tls.is_some(),
+        "TLS options on a websockets listener: wss"
+    );
+    assert_eq!(
+        parse("websockets_headers_size 0").websockets_headers_size,
+        crate::config::DEFAULT_WEBSOCKETS_HEADERS_SIZE
+    );
+    let c = parse("listener 1883\nhttp_dir /srv/www");
+    assert_eq!(c.listeners[0].websockets, None);
+    assert!(
+        c.warnings[0].contains("'http_dir' only applies"),
+        "{:?}",
+        c.warnings
+    );
+}
+
+#[test]
 fn protocol() {
     assert_eq!(
         addrs(&parse("listener 1883 ::1\nprotocol mqtt")),
         vec![sa("[::1]:1883")]
-    );
-    assert_eq!(
-        error("listener 9001\nprotocol websockets"),
-        "t.conf:2: bad value 'websockets' for 'protocol': WebSocket listeners are not supported yet"
     );
     assert_eq!(
         error("protocol http"),
