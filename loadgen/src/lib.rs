@@ -18,6 +18,7 @@
 //! - [`runner`]: one run = one scenario against one broker, sampled and summarised.
 //! - [`suite`]: the suite file (a matrix of cells) and its expansion into runs.
 //! - [`report`]: JSON per run, `summary.md`, SVG charts.
+//! - [`tls`]: the TLS client (`--tls`), its stream, and certificates for managed brokers.
 //! - [`cli`]: the command line.
 
 pub mod broker;
@@ -33,3 +34,4 @@ pub mod schedule;
 pub mod signal;
 pub mod stats;
 pub mod suite;
+pub mod tls;

@@ -5,16 +5,16 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::{Buf, Bytes};
 use midge_codec::{encode, ByteStr, Connect, Packet, Properties, ProtocolVersion};
-use mio::net::TcpStream;
 use mio::{Interest, Token};
 
 use super::worker::{ConnState, Worker};
 use super::{KEEP_ALIVE_S, WBUF_HIGH};
 use crate::clock;
+use crate::tls::stream::Stream;
 
 impl Worker {
     pub(super) fn start_connect(&mut self, ci: usize, now: u64) {
-        match TcpStream::connect(self.addr) {
+        match Stream::connect(self.addr, self.cfg.tls.as_ref()) {
             Ok(mut s) => {
                 // Both interests once, for the connection's life: mio is edge-triggered, so a
                 // writable event only arrives when the socket turns writable again after a
@@ -173,6 +173,10 @@ impl Worker {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return self.fail(ci, format!("write: {e}")),
             }
+        }
+        // TLS: records a short write left behind go out on this writable event.
+        if let Err(e) = s.flush() {
+            return self.fail(ci, format!("write: {e}"));
         }
         if was_full && c.wbuf.len() < WBUF_HIGH && c.publisher.as_ref().is_some_and(|p| !p.in_heap)
         {

@@ -75,6 +75,8 @@ pub struct EngineConfig {
     pub password: Option<String>,
     /// Persistent sessions instead of clean ones.
     pub persistent: bool,
+    /// Connect over TLS with this client configuration.
+    pub tls: Option<crate::tls::ClientTls>,
 }
 
 /// The run's phases in epoch-relative nanoseconds, fixed once every client is ready.

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use midge_codec::{ByteStr, Disconnect, Packet};
-use mio::net::TcpStream;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll};
 
@@ -21,6 +20,7 @@ use crate::procstat;
 use crate::scenario::Plan;
 use crate::schedule::{Schedule, Window};
 use crate::stats::{Counters, LatencyHistogram, SeqSet};
+use crate::tls::stream::Stream;
 
 /// A worker's contribution to the result.
 pub(super) struct WorkerOut {
@@ -92,7 +92,7 @@ impl Publisher {
 /// One client connection, owned by one worker thread.
 pub(super) struct Conn {
     pub(super) spec: usize,
-    pub(super) stream: Option<TcpStream>,
+    pub(super) stream: Option<Stream>,
     pub(super) state: ConnState,
     pub(super) rbuf: BytesMut,
     pub(super) wbuf: BytesMut,
