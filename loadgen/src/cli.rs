@@ -47,6 +47,9 @@ pub enum Command {
         #[arg(long)]
         baseline: Option<String>,
     },
+    /// Connect storms: N clients connect, subscribe and disconnect at a target rate (over
+    /// TLS with --tls: full handshakes, then resumed ones).
+    Storm(crate::storm::command::StormArgs),
     /// List the broker table and what is installed.
     Brokers {
         /// Where midge's binary is (default: target/release/midge of the workspace).
@@ -390,6 +393,7 @@ pub fn main() -> i32 {
             };
             run_suite(&suite, &target)
         }),
+        Command::Storm(args) => crate::storm::command::run(&args, &command_line()),
         Command::Report { dir, baseline } => crate::report::regenerate(&dir, baseline.as_deref())
             .map(|n| {
                 println!("{n} runs -> {}", dir.join("summary.md").display());

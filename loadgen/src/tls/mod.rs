@@ -61,6 +61,8 @@ pub enum ClientResumption {
 pub struct ClientTls {
     pub config: Arc<ClientConfig>,
     pub server_name: ServerName<'static>,
+    /// The session store, with [`ClientResumption::Pool`].
+    pub pool: Option<Arc<sessions::TicketPool>>,
 }
 
 impl ClientTls {
@@ -105,10 +107,15 @@ impl ClientTls {
             (None, None) => builder.with_no_client_auth(),
             _ => return Err("--cert and --key go together".into()),
         };
+        let mut pool = None;
         config.resumption = match resumption {
             ClientResumption::Off => Resumption::disabled(),
             ClientResumption::Default => Resumption::default(),
-            ClientResumption::Pool(n) => Resumption::store(Arc::new(sessions::TicketPool::new(n))),
+            ClientResumption::Pool(n) => {
+                let p = Arc::new(sessions::TicketPool::new(n));
+                pool = Some(p.clone());
+                Resumption::store(p)
+            }
         };
         let name = opts.server_name.as_deref().unwrap_or("localhost");
         let server_name = ServerName::try_from(name.to_string())
@@ -116,6 +123,7 @@ impl ClientTls {
         Ok(ClientTls {
             config: Arc::new(config),
             server_name,
+            pool,
         })
     }
 }

@@ -4,6 +4,7 @@
 //! first), so a first pass of N connections fills it for a resumed pass of N.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use rustls::client::{ClientSessionStore, Tls12ClientSessionValue, Tls13ClientSessionValue};
@@ -15,6 +16,9 @@ use rustls::NamedGroup;
 #[derive(Debug)]
 pub struct TicketPool {
     capacity: usize,
+    /// Whether handshakes may use what is stored; off, every handshake is a full one but
+    /// the tickets it yields are kept (the first pass of a storm fills the pool).
+    resume: AtomicBool,
     inner: Mutex<Inner>,
 }
 
@@ -30,12 +34,22 @@ impl TicketPool {
     pub fn new(capacity: usize) -> TicketPool {
         TicketPool {
             capacity: capacity.max(1),
+            resume: AtomicBool::new(true),
             inner: Mutex::new(Inner::default()),
         }
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
         f(&mut self.inner.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Lets handshakes resume (true) or makes them full ones that still store tickets.
+    pub fn set_resume(&self, on: bool) {
+        self.resume.store(on, Ordering::Relaxed);
+    }
+
+    fn resuming(&self) -> bool {
+        self.resume.load(Ordering::Relaxed)
     }
 
     /// Tickets waiting to be used.
@@ -66,6 +80,9 @@ impl ClientSessionStore for TicketPool {
     fn tls12_session(&self, _: &ServerName<'_>) -> Option<Tls12ClientSessionValue> {
         // rustls asks for a session, then stores a new one after the handshake: hand out each
         // once so that concurrent connections do not all try the same id.
+        if !self.resuming() {
+            return None;
+        }
         self.with(|i| i.tls12.pop_front())
     }
 
@@ -82,6 +99,9 @@ impl ClientSessionStore for TicketPool {
     }
 
     fn take_tls13_ticket(&self, _: &ServerName<'static>) -> Option<Tls13ClientSessionValue> {
+        if !self.resuming() {
+            return None;
+        }
         self.with(|i| i.tls13.pop_front())
     }
 }
