@@ -47,6 +47,9 @@ pub enum Command {
         #[arg(long)]
         baseline: Option<String>,
     },
+    /// Connect storms: N clients connect, subscribe and disconnect at a target rate (over
+    /// TLS with --tls: full handshakes, then resumed ones).
+    Storm(crate::storm::command::StormArgs),
     /// List the broker table and what is installed.
     Brokers {
         /// Where midge's binary is (default: target/release/midge of the workspace).
@@ -111,6 +114,52 @@ pub struct Target {
     /// Longest measured interval a run is lengthened to, seconds (default 60).
     #[arg(long)]
     pub max_duration: Option<f64>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// `--tls` and its options (see [`crate::tls`]).
+#[derive(Debug, Args, Default)]
+pub struct TlsArgs {
+    /// Connect over TLS. Managed brokers (midge, mosquitto) get a TLS listener with
+    /// certificates loadgen generates; an external broker needs --cafile.
+    #[arg(long)]
+    pub tls: bool,
+    /// CA file (PEM) that verifies the broker (default: loadgen's generated CA).
+    #[arg(long, requires = "tls")]
+    pub cafile: Option<PathBuf>,
+    /// Client certificate (PEM), with --key.
+    #[arg(long, requires_all = ["tls", "key"])]
+    pub cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM), with --cert.
+    #[arg(long, requires_all = ["tls", "cert"])]
+    pub key: Option<PathBuf>,
+    /// The name the broker's certificate must carry (default: localhost).
+    #[arg(long, requires = "tls")]
+    pub server_name: Option<String>,
+    /// Managed brokers require a client certificate signed by their CA; loadgen presents
+    /// its generated one unless --cert is given.
+    #[arg(long, requires = "tls")]
+    pub require_certificate: bool,
+}
+
+impl TlsArgs {
+    /// Sets this process's TLS setting when `--tls` was given (generating certificates).
+    pub fn install(&self) -> Result<(), String> {
+        if !self.tls {
+            return Ok(());
+        }
+        crate::tls::set_run_tls(Some(crate::tls::RunTls {
+            opts: crate::tls::TlsOptions {
+                cafile: self.cafile.clone(),
+                cert: self.cert.clone(),
+                key: self.key.clone(),
+                server_name: self.server_name.clone(),
+            },
+            certs: crate::tls::BrokerTls::generate(self.require_certificate)?,
+        }));
+        Ok(())
+    }
 }
 
 impl Target {
@@ -277,6 +326,13 @@ fn resolve_brokers(
 
 /// Runs a suite and reports; returns the exit code.
 fn run_suite(suite: &Suite, target: &Target) -> Result<i32, String> {
+    target.tls.install()?;
+    let result = run_suite_inner(suite, target);
+    crate::tls::set_run_tls(None);
+    result
+}
+
+fn run_suite_inner(suite: &Suite, target: &Target) -> Result<i32, String> {
     let suite = &target.apply(suite);
     let names = target.brokers.clone().unwrap_or_else(|| {
         if suite.brokers.is_empty() {
@@ -356,6 +412,7 @@ pub fn main() -> i32 {
             };
             run_suite(&suite, &target)
         }),
+        Command::Storm(args) => crate::storm::command::run(&args, &command_line()),
         Command::Report { dir, baseline } => crate::report::regenerate(&dir, baseline.as_deref())
             .map(|n| {
                 println!("{n} runs -> {}", dir.join("summary.md").display());

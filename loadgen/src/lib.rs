@@ -18,6 +18,8 @@
 //! - [`runner`]: one run = one scenario against one broker, sampled and summarised.
 //! - [`suite`]: the suite file (a matrix of cells) and its expansion into runs.
 //! - [`report`]: JSON per run, `summary.md`, SVG charts.
+//! - [`storm`]: the connect-storm scenario (`loadgen storm`) and its bystander.
+//! - [`tls`]: the TLS client (`--tls`), its stream, and certificates for managed brokers.
 //! - [`cli`]: the command line.
 
 pub mod broker;
@@ -32,4 +34,6 @@ pub mod scenario;
 pub mod schedule;
 pub mod signal;
 pub mod stats;
+pub mod storm;
 pub mod suite;
+pub mod tls;

@@ -92,6 +92,7 @@ fn base_record(cell_index: usize, sc: &Scenario, def: &BrokerDef, ctx: &RunConte
         signal: Default::default(),
         signal_rule: Default::default(),
         extended: None,
+        tls: None,
     }
 }
 
@@ -141,6 +142,7 @@ pub fn engine_config(sc: &Scenario, clients: usize) -> Result<EngineConfig, Stri
         password: None,
         persistent: sc.persistent,
         transport: sc.transport,
+        tls: None,
     })
 }
 
@@ -169,10 +171,21 @@ pub fn run_one(cell_index: usize, sc: &Scenario, def: &BrokerDef, ctx: &RunConte
         Ok(p) => p,
         Err(e) => return fail(rec, e),
     };
-    let mut broker = match RunningBroker::start(def, &ctx.out_dir.join("logs"), &ctx.limits) {
-        Ok(b) => b,
+    let run_tls = crate::tls::run_tls();
+    let logs = ctx.out_dir.join("logs");
+    let mut broker =
+        match RunningBroker::start_tls(def, &logs, &ctx.limits, run_tls.as_ref().map(|t| &t.certs))
+        {
+            Ok(b) => b,
+            Err(e) => return fail(rec, e),
+        };
+    let client_tls = match run_tls.map(|t| t.connect(broker.addr)).transpose() {
+        Ok(t) => t,
         Err(e) => return fail(rec, e),
     };
+    if let Some((_, info)) = &client_tls {
+        rec.tls = Some(info.clone());
+    }
     rec.broker.version = broker.version.clone();
     rec.broker.addr = broker.addr.to_string();
     rec.broker.pid = broker.pid;
@@ -182,6 +195,7 @@ pub fn run_one(cell_index: usize, sc: &Scenario, def: &BrokerDef, ctx: &RunConte
     let cfg = match engine_config(sc, plan.clients.len()) {
         Ok(c) => EngineConfig {
             password: def.connect_password().map(str::to_string),
+            tls: client_tls.map(|(t, _)| t),
             ..c
         },
         Err(e) => return fail(rec, e),

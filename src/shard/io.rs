@@ -247,7 +247,17 @@ impl Shard {
                         return;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if conn.stream.input_deferred() {
+                        // TLS handshake budget spent this turn: re-arm, read on next turn.
+                        let interest = Self::interest(conn);
+                        let _ =
+                            self.poll
+                                .registry()
+                                .reregister(&mut conn.stream, Token(key), interest);
+                    }
+                    return;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if conn.stream.is_layer_error(&e) => {
                     self.close(key, Close::Tls(e.to_string()));

@@ -127,6 +127,17 @@ impl Transport {
         }
     }
 
+    /// Whether the last read stopped on the loop turn's TLS handshake budget with bytes left
+    /// in the socket (never for plain TCP): the shard must re-arm the socket's readiness so
+    /// the next turn reads on, as for its own read budget.
+    #[inline]
+    pub fn input_deferred(&self) -> bool {
+        match &self.0 {
+            Layers::Tcp(_) => false,
+            Layers::Tls(t) => t.input_deferred(),
+        }
+    }
+
     /// Whether the connection's own handshake (TLS) has finished; always true for plain TCP.
     pub fn is_established(&self) -> bool {
         match &self.0 {

@@ -15,6 +15,7 @@
 //! builds with a plain C compiler, while the default `aws-lc-rs` provider needs cmake and a
 //! longer build (ARCHITECTURE.md §9: a light build).
 
+use std::cell::Cell;
 use std::fmt;
 use std::io::{self, BufRead, Read, Write};
 use std::net::Shutdown;
@@ -24,12 +25,44 @@ use std::sync::{Arc, RwLock};
 use mio::net::TcpStream;
 use rustls::crypto::{ring as provider, CryptoProvider};
 use rustls::pki_types::CertificateDer;
-use rustls::server::WebPkiClientVerifier;
+use rustls::server::{ProducesTickets, ServerSessionMemoryCache, WebPkiClientVerifier};
 use rustls::{ClientConnection, Connection, ServerConfig, ServerConnection, SupportedCipherSuite};
 
 use super::pem::{load_certs, load_key, load_roots};
 use crate::auth::x509;
 use crate::config::{TlsSettings, TlsVersion};
+
+/// TLS 1.2 session ids the server remembers per listener (TLS 1.3 resumes with stateless
+/// tickets instead). About 300 bytes each: a reconnecting fleet of this many clients resumes
+/// without a full handshake while the cache stays bounded at a few MB.
+const SESSION_CACHE_ENTRIES: usize = 8192;
+
+/// Server handshake steps (a flight of handshake records processed: for a full handshake the
+/// ClientHello one carries the key exchange and the signature) one shard does per loop turn.
+/// The rest wait for the next turn, their sockets re-armed, so a storm of connects cannot hold
+/// a loop away from its established clients for more than a few steps' worth of CPU (about
+/// 0.1 ms each with an ECDSA P-256 key, about 1.5 ms with RSA-2048).
+const HANDSHAKE_STEPS_PER_TURN: u32 = 4;
+
+thread_local! {
+    /// What is left of this thread's handshake budget for the current loop turn.
+    static HANDSHAKE_BUDGET: Cell<u32> = const { Cell::new(HANDSHAKE_STEPS_PER_TURN) };
+}
+
+/// A new loop turn on this thread: the handshake budget is whole again. Shard thread only.
+pub fn new_turn() {
+    HANDSHAKE_BUDGET.with(|b| b.set(HANDSHAKE_STEPS_PER_TURN));
+}
+
+/// Whether this thread's handshake budget has a step left this turn.
+fn handshake_budget_left() -> bool {
+    HANDSHAKE_BUDGET.with(|b| b.get() > 0)
+}
+
+/// Spends one handshake step of this thread's budget.
+fn spend_handshake_step() {
+    HANDSHAKE_BUDGET.with(|b| b.set(b.get().saturating_sub(1)));
+}
 
 /// The ring suite with this IANA name.
 fn suite(iana: &str) -> Option<SupportedCipherSuite> {
@@ -103,6 +136,10 @@ pub enum IdentityMode {
 #[derive(Debug)]
 pub struct TlsListener {
     settings: TlsSettings,
+    /// Session resumption state, kept across reloads so a SIGHUP does not force every
+    /// reconnecting client into a full handshake: TLS 1.3 tickets (ring's ticketer, whose
+    /// keys rotate every 6 hours) and the TLS 1.2 session-id cache.
+    resumption: Resumption,
     /// Read once per accepted connection (never per message); written on reload.
     config: RwLock<Arc<ServerConfig>>,
 }
@@ -110,9 +147,11 @@ pub struct TlsListener {
 impl TlsListener {
     /// Loads the listener's files and builds its config.
     pub fn load(settings: TlsSettings) -> Result<TlsListener, TlsError> {
-        let config = build_config(&settings)?;
+        let resumption = Resumption::new()?;
+        let config = build_config(&settings, &resumption)?;
         Ok(TlsListener {
             settings,
+            resumption,
             config: RwLock::new(Arc::new(config)),
         })
     }
@@ -120,7 +159,7 @@ impl TlsListener {
     /// Re-reads the certificate, key and CA files (SIGHUP). On error the old config stays in
     /// force and the error is returned for the log.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let config = Arc::new(build_config(&self.settings)?);
+        let config = Arc::new(build_config(&self.settings, &self.resumption)?);
         match self.config.write() {
             Ok(mut c) => *c = config,
             Err(poisoned) => *poisoned.into_inner() = config,
@@ -157,12 +196,31 @@ impl TlsListener {
             mode: self.identity_mode(),
             identity: None,
             established: false,
+            deferred: false,
         })
     }
 }
 
-/// Builds a `ServerConfig` from the settings, reading every file.
-fn build_config(s: &TlsSettings) -> Result<ServerConfig, TlsError> {
+/// A listener's session resumption state (see [`TlsListener`]).
+#[derive(Debug, Clone)]
+struct Resumption {
+    tickets: Arc<dyn ProducesTickets>,
+    cache: Arc<ServerSessionMemoryCache>,
+}
+
+impl Resumption {
+    fn new() -> Result<Resumption, TlsError> {
+        Ok(Resumption {
+            tickets: provider::Ticketer::new()
+                .map_err(|e| TlsError::Config(format!("session ticket keys: {e}")))?,
+            cache: ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES),
+        })
+    }
+}
+
+/// Builds a `ServerConfig` from the settings, reading every file. Session resumption is on:
+/// tickets for TLS 1.3 (and 1.2 clients that ask), session ids for TLS 1.2.
+fn build_config(s: &TlsSettings, resumption: &Resumption) -> Result<ServerConfig, TlsError> {
     let provider = Arc::new(crypto_provider(s)?);
     let versions: &[&rustls::SupportedProtocolVersion] = match s.min_version {
         TlsVersion::V12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
@@ -185,14 +243,17 @@ fn build_config(s: &TlsSettings) -> Result<ServerConfig, TlsError> {
     };
     let certs = load_certs("certfile", &s.certfile)?;
     let key = load_key(&s.keyfile)?;
-    builder
+    let mut config = builder
         .with_client_cert_verifier(verifier)
         .with_single_cert(certs, key)
         .map_err(|e| TlsError::File {
             option: "keyfile",
             path: s.keyfile.clone(),
             problem: format!("cannot be used with certfile {}: {e}", s.certfile.display()),
-        })
+        })?;
+    config.ticketer = resumption.tickets.clone();
+    config.session_storage = resumption.cache.clone();
+    Ok(config)
 }
 
 /// ring's provider restricted to the configured suites (`ciphers` for TLS 1.2,
@@ -234,6 +295,9 @@ pub struct TlsStream {
     identity: Option<String>,
     /// The handshake has finished.
     established: bool,
+    /// The last read stopped on the loop turn's handshake budget with socket bytes unread:
+    /// the shard re-arms the socket so the next turn reads on.
+    deferred: bool,
 }
 
 impl TlsStream {
@@ -246,6 +310,7 @@ impl TlsStream {
             mode: IdentityMode::None,
             identity: None,
             established: false,
+            deferred: false,
         }
     }
 
@@ -265,6 +330,13 @@ impl TlsStream {
     /// Decrypted plaintext is waiting in rustls.
     pub fn has_buffered_input(&mut self) -> bool {
         matches!(self.conn.reader().fill_buf(), Ok(b) if !b.is_empty())
+    }
+
+    /// Whether the last read left socket bytes unread because this loop turn's handshake
+    /// budget was spent (server side only): no readiness event will announce them again
+    /// unless the socket is re-armed.
+    pub fn input_deferred(&self) -> bool {
+        self.deferred
     }
 
     /// Whether the handshake has finished.
@@ -300,9 +372,20 @@ impl TlsStream {
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
                 Err(e) => return Err(e),
             }
+            // A server handshake step costs real CPU (key exchange, signature): bounded per
+            // loop turn, so a connect storm cannot delay established clients' messages.
+            let server_handshake =
+                matches!(self.conn, Connection::Server(_)) && self.conn.is_handshaking();
+            self.deferred = server_handshake && !handshake_budget_left();
+            if self.deferred {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
             match self.conn.read_tls(&mut self.sock) {
                 Ok(0) => return Ok(0),
                 Ok(_) => {
+                    if server_handshake {
+                        spend_handshake_step();
+                    }
                     if let Err(e) = self.conn.process_new_packets() {
                         let handshaking = self.conn.is_handshaking();
                         // rustls queued an alert that says why: send it while we can.

@@ -13,6 +13,7 @@ use super::table::{aedes_modules, ejabberd_lib, midge_shards, ERL_LIBS_DIR};
 use super::version::version_of;
 use super::{BrokerDef, Flavor, Limits};
 use crate::procstat::{self, Mem, ProcStat};
+use crate::tls::BrokerTls;
 
 /// Picks a loopback port that is free, proven by a plain bind (no SO_REUSEPORT) and by the
 /// absence of any listener on it.
@@ -54,12 +55,23 @@ pub struct RunningBroker {
 impl RunningBroker {
     /// Starts (or, for an external broker, checks) `def`, with its files in `dir`.
     pub fn start(def: &BrokerDef, dir: &Path, limits: &Limits) -> Result<RunningBroker, String> {
+        Self::start_tls(def, dir, limits, None)
+    }
+
+    /// [`RunningBroker::start`], with a managed broker's listener made a TLS one with `tls`'s
+    /// certificates (an external broker is taken as it is).
+    pub fn start_tls(
+        def: &BrokerDef,
+        dir: &Path,
+        limits: &Limits,
+        tls: Option<&BrokerTls>,
+    ) -> Result<RunningBroker, String> {
         match def {
             BrokerDef::Managed {
                 name,
                 flavor,
                 binary,
-            } => start_managed(name, *flavor, binary, dir, limits),
+            } => start_managed(name, *flavor, binary, dir, limits, tls),
             BrokerDef::External { name, addr, pid } => {
                 TcpStream::connect_timeout(addr, Duration::from_secs(3))
                     .map_err(|e| format!("{name} at {addr}: {e}"))?;
@@ -151,6 +163,7 @@ fn start_managed(
     binary: &Path,
     dir: &Path,
     limits: &Limits,
+    tls: Option<&BrokerTls>,
 ) -> Result<RunningBroker, String> {
     if !binary.is_file() {
         return Err(format!("{name}: {} not found", binary.display()));
@@ -158,6 +171,9 @@ fn start_managed(
     fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let port = free_port()?;
     let mut config = config_text(flavor, port, limits);
+    if let Some(tls) = tls {
+        config.push_str(&tls.config_lines(flavor)?);
+    }
     if let (Flavor::Midge, Some(n)) = (flavor, midge_shards(name)) {
         config.push_str(&format!("shards {n}\n"));
     }

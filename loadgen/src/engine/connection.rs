@@ -5,7 +5,6 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::{Buf, Bytes};
 use midge_codec::{encode, ByteStr, Connect, Packet, Properties, ProtocolVersion};
-use mio::net::TcpStream;
 use mio::{Interest, Token};
 
 use super::worker::{ConnState, Worker};
@@ -15,9 +14,8 @@ use crate::clock;
 
 impl Worker {
     pub(super) fn start_connect(&mut self, ci: usize, now: u64) {
-        match TcpStream::connect(self.addr) {
-            Ok(s) => {
-                let mut s = Stream::Tcp(s);
+        match Stream::connect(self.addr, self.cfg.tls.as_ref()) {
+            Ok(mut s) => {
                 // Both interests once, for the connection's life: mio is edge-triggered, so a
                 // writable event only arrives when the socket turns writable again after a
                 // short write, and re-registering per event would cost a syscall each time.
@@ -85,7 +83,7 @@ impl Worker {
                 .stream
                 .as_ref()
                 .expect("connecting has a stream");
-            match s.tcp().take_error() {
+            match s.take_error() {
                 Ok(None) => {}
                 Ok(Some(e)) | Err(e) => return self.fail(ci, format!("connect: {e}")),
             }
@@ -94,7 +92,7 @@ impl Worker {
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => return, // spurious, still connecting
                 Err(e) => return self.fail(ci, format!("connect: {e}")),
             }
-            let _ = s.tcp().set_nodelay(true);
+            let _ = s.set_nodelay(true);
             // WebSocket: the upgrade request goes first, CONNECT after the 101.
             let transport = self.cfg.transport;
             let c = &mut self.conns[ci];
@@ -180,7 +178,8 @@ impl Worker {
                 Err(e) => return self.fail(ci, format!("write: {e}")),
             }
         }
-        // WebSocket: a frame (or the upgrade request) the socket did not take whole.
+        // TLS records or a WebSocket frame (or the upgrade request) a short write left behind
+        // go out on this writable event.
         if let Err(e) = s.flush() {
             return self.fail(ci, format!("write: {e}"));
         }

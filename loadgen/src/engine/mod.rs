@@ -78,6 +78,8 @@ pub struct EngineConfig {
     pub persistent: bool,
     /// MQTT over TCP or over WebSocket.
     pub transport: ws::Transport,
+    /// Connect over TLS with this client configuration.
+    pub tls: Option<crate::tls::ClientTls>,
 }
 
 /// The run's phases in epoch-relative nanoseconds, fixed once every client is ready.

@@ -52,46 +52,69 @@ impl std::str::FromStr for Transport {
 }
 
 /// One connection's byte stream.
+pub use crate::tls::stream::Stream as PlainStream;
+
+/// A connection's stream: MQTT straight on TCP or TLS, or inside WebSocket frames.
 pub enum Stream {
-    Tcp(TcpStream),
+    /// MQTT straight on the connection: plain TCP or TLS (`crate::tls`).
+    Plain(PlainStream),
     Ws(Box<WsConn>),
 }
 
 impl Stream {
-    /// The socket underneath.
-    pub fn tcp(&self) -> &TcpStream {
+    /// Starts a non-blocking connect, over TLS when `tls` is given.
+    pub fn connect(addr: SocketAddr, tls: Option<&crate::tls::ClientTls>) -> io::Result<Stream> {
+        PlainStream::connect(addr, tls).map(Stream::Plain)
+    }
+
+    /// The pending error of the socket (a failed connect).
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
         match self {
-            Stream::Tcp(s) => s,
-            Stream::Ws(w) => &w.sock,
+            Stream::Plain(s) => s.take_error(),
+            Stream::Ws(w) => w.sock.take_error(),
         }
     }
 
-    fn tcp_mut(&mut self) -> &mut TcpStream {
+    pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
         match self {
-            Stream::Tcp(s) => s,
-            Stream::Ws(w) => &mut w.sock,
+            Stream::Plain(s) => s.set_nodelay(on),
+            Stream::Ws(w) => w.sock.set_nodelay(on),
+        }
+    }
+
+    /// The TLS layer, when the connection has one (for what it negotiated).
+    pub fn plain(&self) -> Option<&PlainStream> {
+        match self {
+            Stream::Plain(s) => Some(s),
+            Stream::Ws(_) => None,
         }
     }
 
     /// Once the TCP connect is done: for `Ws`, wraps the socket and queues the upgrade
-    /// request (written by the first flush; MQTT bytes wait for the 101).
+    /// request (written by the first flush; MQTT bytes wait for the 101). WebSocket runs
+    /// over plain TCP only: a TLS stream is left as it is.
     pub fn upgrade(self, transport: Transport) -> Stream {
         match (self, transport) {
-            (Stream::Tcp(sock), Transport::Ws) => Stream::Ws(Box::new(WsConn::new(sock))),
+            (Stream::Plain(PlainStream::Tcp(sock)), Transport::Ws) => {
+                Stream::Ws(Box::new(WsConn::new(sock)))
+            }
             (s, _) => s,
         }
     }
 
     /// Peer address of the socket.
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.tcp().peer_addr()
+        match self {
+            Stream::Plain(s) => s.peer_addr(),
+            Stream::Ws(w) => w.sock.peer_addr(),
+        }
     }
 }
 
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
-            Stream::Tcp(s) => s.read(buf),
+            Stream::Plain(s) => s.read(buf),
             Stream::Ws(w) => w.read(buf),
         }
     }
@@ -100,14 +123,14 @@ impl Read for Stream {
 impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
-            Stream::Tcp(s) => s.write(buf),
+            Stream::Plain(s) => s.write(buf),
             Stream::Ws(w) => w.write(buf),
         }
     }
 
     fn flush(&mut self) -> io::Result<()> {
         match self {
-            Stream::Tcp(_) => Ok(()),
+            Stream::Plain(s) => s.flush(),
             Stream::Ws(w) => w.write_out().map(|_| ()),
         }
     }
@@ -115,13 +138,22 @@ impl Write for Stream {
 
 impl Source for Stream {
     fn register(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
-        self.tcp_mut().register(r, t, i)
+        match self {
+            Stream::Plain(s) => s.register(r, t, i),
+            Stream::Ws(w) => w.sock.register(r, t, i),
+        }
     }
     fn reregister(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
-        self.tcp_mut().reregister(r, t, i)
+        match self {
+            Stream::Plain(s) => s.reregister(r, t, i),
+            Stream::Ws(w) => w.sock.reregister(r, t, i),
+        }
     }
     fn deregister(&mut self, r: &Registry) -> io::Result<()> {
-        self.tcp_mut().deregister(r)
+        match self {
+            Stream::Plain(s) => s.deregister(r),
+            Stream::Ws(w) => w.sock.deregister(r),
+        }
     }
 }
 

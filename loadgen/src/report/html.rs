@@ -283,7 +283,7 @@ pub fn page(dir: &Path, rep: &Report, charts: &ChartFiles) -> String {
             h,
             "<tr><th>{}</th><td>{}</td><td>{}</td></tr>",
             esc(b),
-            esc(r.map_or("(not run)", |r| r.broker.version.as_str())),
+            esc(&r.map_or("(not run)".into(), |r| r.broker_label())),
             r.map_or("", |r| if r.broker.managed {
                 "yes"
             } else {

@@ -168,9 +168,21 @@ pub struct RunRecord {
     /// Set when a first attempt gathered too little signal and the run was re-done longer.
     #[serde(default)]
     pub extended: Option<String>,
+    /// The TLS version and cipher suite negotiated, for a run over TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::tls::TlsInfo>,
 }
 
 impl RunRecord {
+    /// The broker's version, and what TLS negotiated when the run was over TLS, for the
+    /// reports' broker tables.
+    pub fn broker_label(&self) -> String {
+        match &self.tls {
+            None => self.broker.version.clone(),
+            Some(t) => format!("{} — over TLS: {}", self.broker.version, t.summary()),
+        }
+    }
+
     /// The deserialised latency histogram.
     pub fn histogram(&self) -> Option<LatencyHistogram> {
         LatencyHistogram::from_base64(&self.latency_hdr).ok()

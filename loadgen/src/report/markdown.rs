@@ -96,7 +96,7 @@ pub fn summary(rep: &Report, charts: &ChartFiles) -> String {
             let _ = writeln!(
                 md,
                 "| {b} | {} | {} |",
-                r.broker.version,
+                r.broker_label(),
                 if r.broker.managed {
                     "yes"
                 } else {

@@ -69,5 +69,6 @@ pub fn record(cell: usize, broker: &str, base_us: u64, tp: f64, cpu_us: f64) -> 
         signal: Default::default(),
         signal_rule: Default::default(),
         extended: None,
+        tls: None,
     }
 }
