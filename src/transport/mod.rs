@@ -135,6 +135,7 @@ impl Transport {
         match &self.0 {
             Layers::Tcp(_) => false,
             Layers::Tls(t) => t.input_deferred(),
+            Layers::Ws(w) => w.inner().input_deferred(),
         }
     }
 
