@@ -26,7 +26,8 @@ fn tmp(name: &str) -> PathBuf {
 }
 
 fn start(name: &str, certs: Option<&BrokerTls>) -> RunningBroker {
-    let def = broker::known(name, None).unwrap();
+    let bin = broker::built_midge();
+    let def = broker::known(name, bin.as_deref()).unwrap();
     if let Some(why) = def.unavailable() {
         panic!("this test needs {name}: {why}");
     }

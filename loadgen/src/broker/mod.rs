@@ -23,7 +23,7 @@ mod version;
 pub use config::config_text;
 pub use process::{free_port, port_is_free, RunningBroker};
 pub use table::{
-    aedes_modules, ejabberd_lib, known, known_in, midge_shards, parse_external, which,
+    aedes_modules, built_midge, ejabberd_lib, known, known_in, midge_shards, parse_external, which,
     workspace_root, Binaries, AEDES_MODULES, ERL_LIBS_DIR, KNOWN,
 };
 

@@ -91,6 +91,16 @@ pub struct Binaries {
     pub nanomq: Option<PathBuf>,
 }
 
+/// The workspace's midge binary as built: release if there is one, else debug (what
+/// `cargo test --workspace` builds; loadgen's own tests use it where no release build exists).
+pub fn built_midge() -> Option<PathBuf> {
+    let target = workspace_root().join("target");
+    ["release", "debug"]
+        .iter()
+        .map(|p| target.join(p).join("midge"))
+        .find(|p| p.is_file())
+}
+
 /// The shard count a `midge-<N>shard(s)` broker name asks for.
 pub fn midge_shards(name: &str) -> Option<u16> {
     let n = name.strip_prefix("midge-")?;
