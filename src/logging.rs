@@ -14,12 +14,18 @@
 //! not reach a log call, at any level. Log the user name and the outcome instead.
 
 use std::fmt::Write as _;
-use std::io::Write as _;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::io;
 
 use log::{Level, LevelFilter, Metadata, Record};
 
-use crate::config::{Config, LogDest};
+use crate::config::Config;
+
+mod sinks;
+mod stamp;
+
+use sinks::Sinks;
+pub use sinks::{take_topic_lines, TopicLine};
+use stamp::Stamp;
 
 /// Target for SUBSCRIBE events (`log_type subscribe`).
 pub const TARGET_SUBSCRIBE: &str = "subscribe";
@@ -27,6 +33,9 @@ pub const TARGET_SUBSCRIBE: &str = "subscribe";
 pub const TARGET_UNSUBSCRIBE: &str = "unsubscribe";
 /// Target for WebSocket events (`log_type websockets`).
 pub const TARGET_WEBSOCKETS: &str = "websockets";
+/// Target for client connect and disconnect lines, written unless `connection_messages false`
+/// (they are `notice` lines otherwise: kept by the default `log_type`s).
+pub const TARGET_CONNECTION: &str = "connection";
 
 /// Which kinds of event are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -137,34 +146,52 @@ fn is_midge_target(target: &str) -> bool {
         || target.starts_with("midge::")
         || matches!(
             target,
-            TARGET_SUBSCRIBE | TARGET_UNSUBSCRIBE | TARGET_WEBSOCKETS
+            TARGET_SUBSCRIBE | TARGET_UNSUBSCRIBE | TARGET_WEBSOCKETS | TARGET_CONNECTION
         )
 }
 
 /// The logger installed by [`init`].
 #[derive(Debug)]
 pub struct Logger {
-    dest: LogDest,
     types: LogTypes,
+    sinks: Sinks,
+    stamp: Stamp,
+    /// `connection_messages`: whether [`TARGET_CONNECTION`] events are written.
+    connection_messages: bool,
 }
 
 impl Logger {
     /// A logger for `config`; `verbose` (`-v`) turns every kind on, as mosquitto's `-v`.
-    pub fn new(config: &Config, verbose: bool) -> Logger {
+    /// Opens the log file and the syslog socket now (before privileges are dropped); a log
+    /// file that cannot be opened is an error that names it.
+    pub fn new(config: &Config, verbose: bool) -> io::Result<Logger> {
         let types = if verbose {
             LogTypes::ALL
         } else {
             LogTypes::from_names(&config.log_types)
         };
-        Logger {
-            dest: config.log_dest,
+        Ok(Logger {
             types,
-        }
+            sinks: Sinks::open(&config.log_dest, config.host.log_facility)?,
+            stamp: Stamp::new(&config.host),
+            connection_messages: config.host.connection_messages,
+        })
     }
 
     /// The kinds this logger writes.
     pub fn types(&self) -> LogTypes {
         self.types
+    }
+}
+
+/// The word a line gives for its level.
+fn level_word(level: Level) -> &'static str {
+    match level {
+        Level::Error => "error",
+        Level::Warn => "warning",
+        Level::Info => "info",
+        Level::Debug => "debug",
+        Level::Trace => "trace",
     }
 }
 
@@ -175,15 +202,8 @@ pub fn format_line(
     level: Level,
     message: &std::fmt::Arguments<'_>,
 ) {
-    let level = match level {
-        Level::Error => "error",
-        Level::Warn => "warning",
-        Level::Info => "info",
-        Level::Debug => "debug",
-        Level::Trace => "trace",
-    };
     // Writing to a String cannot fail.
-    let _ = writeln!(buf, "{unix_seconds}: {level}: {message}");
+    let _ = writeln!(buf, "{unix_seconds}: {}: {message}", level_word(level));
 }
 
 impl log::Log for Logger {
@@ -191,43 +211,36 @@ impl log::Log for Logger {
         // Debug and trace events of dependencies (mio's per-registration traces) are noise
         // even under -v: only midge's own are written. Their warnings and errors still show.
         let foreign_detail = metadata.level() > Level::Info && !is_midge_target(metadata.target());
-        self.dest != LogDest::None
+        let target = metadata.target();
+        !self.sinks.is_empty()
             && !foreign_detail
-            && self.types.enabled(metadata.level(), metadata.target())
+            && (self.connection_messages || target != TARGET_CONNECTION)
+            && self.types.enabled(metadata.level(), target)
     }
 
     fn log(&self, record: &Record<'_>) {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
         let mut line = String::with_capacity(128);
-        format_line(&mut line, now, record.level(), record.args());
-        // One write_all of the whole line, under the stream lock. A failed write (closed
-        // stream) has nowhere to be reported: drop the line.
-        let _ = match self.dest {
-            LogDest::Stdout => std::io::stdout().lock().write_all(line.as_bytes()),
-            LogDest::Stderr => std::io::stderr().lock().write_all(line.as_bytes()),
-            LogDest::None => Ok(()),
-        };
+        self.stamp.write(&mut line);
+        let body_at = line.len();
+        let _ = writeln!(line, "{}: {}", level_word(record.level()), record.args());
+        self.sinks
+            .write(&line, body_at, record.level(), record.target());
     }
 
     fn flush(&self) {
-        let _ = match self.dest {
-            LogDest::Stdout => std::io::stdout().flush(),
-            LogDest::Stderr => std::io::stderr().flush(),
-            LogDest::None => Ok(()),
-        };
+        self.sinks.flush();
     }
 }
 
 /// Installs the logger for `config` as the process's `log` logger; `verbose` (`-v`) logs
-/// everything. Call once, before the broker starts; later calls leave the first logger in place.
-pub fn init(config: &Config, verbose: bool) {
-    let logger = Logger::new(config, verbose);
-    let max = if config.log_dest == LogDest::None {
+/// everything. Call once, before the broker starts; later calls leave the first logger in
+/// place. Fails when a `log_dest file` cannot be opened for appending.
+pub fn init(config: &Config, verbose: bool) -> io::Result<()> {
+    let logger = Logger::new(config, verbose)?;
+    let max = if logger.sinks.is_empty() {
         LevelFilter::Off
     } else {
         logger.types.max_level()
@@ -235,6 +248,7 @@ pub fn init(config: &Config, verbose: bool) {
     if log::set_boxed_logger(Box::new(logger)).is_ok() {
         log::set_max_level(max);
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -282,9 +296,9 @@ mod tests {
             log_types: vec!["error".into()],
             ..Config::default()
         };
-        assert_eq!(Logger::new(&config, true).types(), LogTypes::ALL);
+        assert_eq!(Logger::new(&config, true).unwrap().types(), LogTypes::ALL);
         assert_eq!(
-            Logger::new(&config, false).types(),
+            Logger::new(&config, false).unwrap().types(),
             LogTypes::from_names(&["error"])
         );
     }
@@ -292,10 +306,10 @@ mod tests {
     #[test]
     fn log_dest_none_writes_nothing() {
         let config = Config {
-            log_dest: LogDest::None,
+            log_dest: crate::config::LogDests::NONE,
             ..Config::default()
         };
-        let logger = Logger::new(&config, true);
+        let logger = Logger::new(&config, true).unwrap();
         let meta = Metadata::builder()
             .level(Level::Error)
             .target("midge")
@@ -305,7 +319,7 @@ mod tests {
 
     #[test]
     fn dependency_debug_is_not_written_even_when_verbose() {
-        let logger = Logger::new(&Config::default(), true);
+        let logger = Logger::new(&Config::default(), true).unwrap();
         let meta = |level, target| Metadata::builder().level(level).target(target).build();
         assert!(logger.enabled(&meta(Level::Trace, "midge::shard")));
         assert!(logger.enabled(&meta(Level::Debug, "midge")));
@@ -313,6 +327,24 @@ mod tests {
         assert!(!logger.enabled(&meta(Level::Debug, "rustls")));
         assert!(logger.enabled(&meta(Level::Warn, "rustls")));
         assert!(logger.enabled(&meta(Level::Debug, TARGET_SUBSCRIBE)));
+    }
+
+    #[test]
+    fn connection_messages_false_drops_connection_lines_only() {
+        let mut config = Config::default();
+        let meta = |target| {
+            Metadata::builder()
+                .level(Level::Info)
+                .target(target)
+                .build()
+        };
+        assert!(Logger::new(&config, false)
+            .unwrap()
+            .enabled(&meta(TARGET_CONNECTION)));
+        config.host.connection_messages = false;
+        let logger = Logger::new(&config, false).unwrap();
+        assert!(!logger.enabled(&meta(TARGET_CONNECTION)));
+        assert!(logger.enabled(&meta("midge::broker")));
     }
 
     #[test]

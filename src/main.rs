@@ -90,12 +90,16 @@ fn serve(cli: Cli) -> ExitCode {
     if let Some(shards) = cli.shards {
         config.shards = Some(shards.into());
     }
-    midge::logging::init(&config, cli.verbose);
+    if let Err(e) = midge::logging::init(&config, cli.verbose) {
+        return fail(&e);
+    }
     for warning in std::mem::take(&mut config.warnings) {
         log::warn!("{warning}");
     }
     raise_open_file_limit();
-    match midge::run(config) {
+    // The pid file is written and root left once the ports are bound and every file is
+    // open, as mosquitto does; the pid file is removed at exit.
+    match midge::run_then(config, midge::process::settle) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
     }

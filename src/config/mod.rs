@@ -9,6 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 pub mod ciphers;
+pub mod mosquitto_options;
 mod parse;
 
 pub use parse::ConfigError;
@@ -16,14 +17,7 @@ pub use parse::ConfigError;
 /// `max_packet_size` when not said: 1 MiB.
 pub const DEFAULT_MAX_PACKET_SIZE: u32 = 1024 * 1024;
 
-/// Where log lines go (`log_dest`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogDest {
-    Stdout,
-    Stderr,
-    /// `log_dest none`.
-    None,
-}
+pub use mosquitto_options::{ClientOptions, HostOptions, LogDests};
 
 /// One `listener` block.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,8 +121,8 @@ pub struct Config {
     /// `server_reference TEXT` (midge): where MQTT 5 clients should go instead; sent with
     /// DISCONNECT 0x9C (use another server) when the broker shuts down.
     pub server_reference: Option<String>,
-    /// `log_dest`.
-    pub log_dest: LogDest,
+    /// `log_dest`: every destination said.
+    pub log_dest: LogDests,
     /// `log_type` values; empty = mosquitto's default (error, warning, notice, information).
     pub log_types: Vec<String>,
     /// The file this came from, if any (for messages).
@@ -187,6 +181,10 @@ pub struct Config {
     /// `persistence_sync every-batch|os|interval MS` (midge): when a commit is durable.
     /// Default `every-batch`: a PUBACK/PUBREC is sent only after an fsync shared by the loop turn.
     pub persistence_sync: crate::store::SyncPolicy,
+    /// Process options: pid file, user, log format (`pid_file`, `user`, `log_*`).
+    pub host: HostOptions,
+    /// Client options: client ids, retained sources, outgoing QoS (`allow_zero_length_clientid`...).
+    pub clients: ClientOptions,
     /// Warnings found while parsing (options accepted but not acted on yet), each already
     /// prefixed with `FILE:LINE:`. The parser cannot log them itself (logging is set up from the
     /// parsed config), so `main` logs them once the logger is up.
@@ -213,7 +211,7 @@ impl Default for Config {
             topic_alias_to_clients: true,
             response_information: None,
             server_reference: None,
-            log_dest: LogDest::Stderr,
+            log_dest: LogDests::STDERR,
             log_types: Vec::new(),
             source: None,
             max_connections: None,
@@ -230,6 +228,8 @@ impl Default for Config {
             persistence: false,
             persistence_location: None,
             persistence_sync: crate::store::SyncPolicy::EveryBatch,
+            host: HostOptions::default(),
+            clients: ClientOptions::default(),
             warnings: Vec::new(),
         }
     }

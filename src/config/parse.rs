@@ -22,7 +22,7 @@
 use std::path::{Path, PathBuf};
 
 use super::ciphers::{tls12_cipher, tls13_cipher, TLS12_CIPHERS, TLS13_CIPHERS};
-use super::{Config, Listener, LogDest, TlsSettings, TlsVersion};
+use super::{Config, Listener, LogDests, TlsSettings, TlsVersion};
 
 /// Largest PUBLISH payload MQTT can carry (mosquitto's `MQTT_MAX_PAYLOAD`).
 const MQTT_MAX_PAYLOAD: i64 = 268_435_455;
@@ -35,14 +35,14 @@ mod block;
 mod error;
 mod files;
 mod finish;
+mod mosquitto;
 mod values;
 
 use block::{Block, Domain, TlsBlock};
 pub use error::ConfigError;
 use files::{conf_files, read};
 use values::{
-    ignored, one, parse_address, parse_bool, parse_int, parse_port, parse_sync, text, to_usize,
-    words, Pos,
+    one, parse_address, parse_bool, parse_int, parse_port, parse_sync, text, to_usize, words, Pos,
 };
 
 pub(super) fn parse_file(path: &Path) -> Result<Config, ConfigError> {
@@ -70,7 +70,7 @@ struct Parser {
     /// An `allow_anonymous` has been seen (for the `per_listener_settings` order rule).
     security_seen: bool,
     /// `log_dest` said at least once: replaces the default (stderr), as in mosquitto.
-    log_dest: Option<LogDest>,
+    log_dest: Option<LogDests>,
 }
 
 impl Parser {
@@ -299,7 +299,6 @@ impl Parser {
                     Some(to_usize(pos, option, value, v)?)
                 };
             }
-            "log_dest" => self.log_dest(pos, option, rest)?,
             "log_type" => {
                 let value = one(pos, option, rest)?;
                 const TYPES: &[&str] = &[
@@ -398,33 +397,15 @@ impl Parser {
             "persistence_sync" => {
                 self.config.persistence_sync = parse_sync(pos, option, rest)?;
             }
-            // Accepted so that real mosquitto.conf files load, but not acted on: values are
-            // still checked, so a typo is caught now. (`autosave_interval` and
-            // `persistence_file` have no meaning for midge's store, which is written at every
-            // commit into its own files in `persistence_location`.)
-            "pid_file" | "user" | "persistence_file" | "log_timestamp_format" => {
-                text(pos, option, rest)?;
-                ignored(pos, &mut self.config, option);
-            }
-            "connection_messages" | "log_timestamp" | "set_tcp_nodelay" => {
-                parse_bool(pos, option, one(pos, option, rest)?)?;
-                ignored(pos, &mut self.config, option);
-            }
-            "autosave_interval" => {
-                parse_int(
-                    pos,
-                    option,
-                    one(pos, option, rest)?,
-                    i64::from(i32::MIN),
-                    i32::MAX.into(),
-                )?;
-                ignored(pos, &mut self.config, option);
-            }
             "sys_interval" => {
                 self.config.sys_interval =
                     parse_int(pos, option, one(pos, option, rest)?, 0, 65535)? as u16;
             }
-            _ => return Err(pos.unknown(option)),
+            _ => {
+                if !self.mosquitto_option(pos, option, rest)? {
+                    return Err(pos.unknown(option));
+                }
+            }
         }
         Ok(())
     }
@@ -534,41 +515,6 @@ impl Parser {
         }
         if let Some(w) = warning {
             pos.warn(&mut self.config, w);
-        }
-        Ok(())
-    }
-
-    fn log_dest(&mut self, pos: &Pos, option: &str, rest: &str) -> Result<(), ConfigError> {
-        let value = words(rest)
-            .first()
-            .copied()
-            .ok_or_else(|| pos.missing(option))?;
-        let dest = match value {
-            "stdout" => LogDest::Stdout,
-            "stderr" => LogDest::Stderr,
-            "none" => LogDest::None,
-            "file" | "syslog" | "topic" | "dlt" => {
-                return Err(pos.bad(
-                    option,
-                    rest,
-                    format!("'log_dest {value}' is not supported yet (use stdout, stderr or none)"),
-                ))
-            }
-            _ => return Err(pos.bad(option, rest, "expected stdout, stderr or none")),
-        };
-        if words(rest).len() > 1 {
-            return Err(pos.bad(option, rest, "expected one value"));
-        }
-        // mosquitto ORs destinations together and `none` clears them; midge writes to one.
-        match (self.log_dest, dest) {
-            (Some(LogDest::Stdout), LogDest::Stderr) | (Some(LogDest::Stderr), LogDest::Stdout) => {
-                return Err(pos.bad(
-                    option,
-                    value,
-                    "midge logs to one of stdout and stderr, not both",
-                ))
-            }
-            _ => self.log_dest = Some(dest),
         }
         Ok(())
     }

@@ -443,6 +443,7 @@ impl Shard {
         // [MQTT-3.1.2-24]: one and a half times the keep-alive (0: none).
         conn.idle_limit_ms = u32::from(keep_alive) * 1500;
         log::info!(
+            target: crate::logging::TARGET_CONNECTION,
             "New client connected from {} as {} (p{}, c{}, k{}).",
             conn.peer,
             client_id,

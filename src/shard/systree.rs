@@ -138,6 +138,9 @@ impl Shard {
     /// Publishes the `$SYS` tree when it is due (shard thread only; a cheap comparison when
     /// it is not).
     pub(crate) fn sys_tree_tick(&mut self, now: Instant) {
+        if self.id == PUBLISHER && self.shared.config.log_dest.topic {
+            self.publish_log_lines();
+        }
         let shared = self.shared.clone();
         let due = self.sys_tree.due(now, || shared.stats());
         for (topic, payload) in due {
@@ -156,6 +159,24 @@ impl Shard {
             }
             // Not `message_in`: the broker's own messages are not counted as received.
             self.route(msg);
+        }
+    }
+}
+
+impl Shard {
+    /// `log_dest topic`: the lines logged since the last tick, each a QoS 0 message on
+    /// mosquitto's `$SYS/broker/log/...` topic for its kind (not retained, as mosquitto).
+    fn publish_log_lines(&mut self) {
+        for line in crate::logging::take_topic_lines() {
+            self.route(Arc::new(Message {
+                topic: ByteStr::from_static(line.topic),
+                payload: Bytes::from(line.payload),
+                qos: QoS::AtMostOnce,
+                retain: false,
+                properties: Default::default(),
+                expires_at: None,
+                origin: None,
+            }));
         }
     }
 }
