@@ -425,3 +425,64 @@ fn connection_messages_false_leaves_connections_out_of_the_log() {
     assert!(text.contains("running with"), "{text}");
     assert!(!text.contains("quiet-client"), "{text}");
 }
+
+#[test]
+fn a_password_file_with_bad_lines_starts_like_mosquitto() {
+    use common::{run, Broker, BrokerKind};
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("passwd");
+    let made = Command::new(midge_bin())
+        .args(["passwd", "-c", "-b", pw.to_str().unwrap(), "good", "goodpw"])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let good = fs::read_to_string(&pw).unwrap();
+    // A line without a colon, a plain-text password, an empty user, and `good` again.
+    fs::write(
+        &pw,
+        format!("{good}no colon here\nplain:secret\n:$6$abc$def\n{good}"),
+    )
+    .unwrap();
+    for kind in [BrokerKind::Midge, BrokerKind::Mosquitto] {
+        let b = Broker::start_config_as(kind, |port| {
+            format!(
+                "listener {port} 127.0.0.1\nuser root\nallow_anonymous false\npassword_file {}\n",
+                pw.display()
+            )
+        });
+        let with = |user: &str, pass: &str| {
+            run(
+                Command::new("mosquitto_pub").args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &b.port().to_string(),
+                    "-u",
+                    user,
+                    "-P",
+                    pass,
+                    "-t",
+                    "t",
+                    "-m",
+                    "m",
+                ]),
+                STEP,
+            )
+            .success()
+        };
+        assert!(with("good", "goodpw"), "{kind:?}: the good user connects");
+        assert!(
+            !with("plain", "secret"),
+            "{kind:?}: a skipped line opens no door"
+        );
+        assert!(!with("good", "wrong"), "{kind:?}");
+        if kind == BrokerKind::Midge {
+            let log = b.log();
+            for line in [2, 3, 4, 5] {
+                let needle = format!("{}:{line}: ", pw.display());
+                assert!(log.contains(&needle), "line {line} logged: {log}");
+            }
+            assert!(log.contains("line skipped"), "{log}");
+        }
+    }
+}
