@@ -98,8 +98,9 @@ pub struct ClientOptions {
     /// `use_username_as_clientid`: the username replaces the client id (a client without a
     /// username is refused, as mosquitto does).
     pub use_username_as_clientid: bool,
-    /// `persistent_client_expiration`: 3.1/3.1.1 persistent sessions (clean session 0) of
-    /// clients that stay away this many seconds are removed; `None` = never.
+    /// `persistent_client_expiration`: the session of a client that stays away this many
+    /// seconds is removed, whatever its own expiry (3.x clean session 0 never expires
+    /// otherwise); `None` = no cap.
     pub persistent_client_expiration: Option<u32>,
     /// `check_retain_source`: a retained message is delivered only while its publisher may
     /// still write to its topic.
@@ -130,6 +131,33 @@ impl Default for ClientOptions {
     }
 }
 
+impl ClientOptions {
+    /// The QoS a message published at `published` is delivered at to a subscription granted
+    /// `granted`: the lower of the two, or `granted` with `upgrade_outgoing_qos` (as
+    /// mosquitto, against the specification's rule [MQTT-3.8.4-8]).
+    pub fn outgoing_qos(
+        &self,
+        granted: crate::protocol::QoS,
+        published: crate::protocol::QoS,
+    ) -> crate::protocol::QoS {
+        if self.upgrade_outgoing_qos {
+            granted
+        } else {
+            granted.min(published)
+        }
+    }
+
+    /// How long a session is kept for an absent client: its own expiry interval (3.x clean
+    /// session 0 is "never", `u32::MAX`), at most `persistent_client_expiration` (as
+    /// mosquitto's `session_expiry__add` caps every interval by it).
+    pub fn persistent_expiry(&self, interval: u32) -> u32 {
+        match self.persistent_client_expiration {
+            Some(limit) => interval.min(limit),
+            None => interval,
+        }
+    }
+}
+
 /// `persistent_client_expiration`'s value: a number and a unit (`h`, `d`, `w`, `m`, `y`), as
 /// mosquitto reads it: "1d", "2w". Returns seconds.
 pub fn parse_expiration(value: &str) -> Option<u32> {
@@ -149,6 +177,40 @@ pub fn parse_expiration(value: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outgoing_qos_is_the_lower_unless_upgraded() {
+        use crate::protocol::QoS;
+        let mut o = ClientOptions::default();
+        assert_eq!(
+            o.outgoing_qos(QoS::ExactlyOnce, QoS::AtMostOnce),
+            QoS::AtMostOnce
+        );
+        assert_eq!(
+            o.outgoing_qos(QoS::AtMostOnce, QoS::ExactlyOnce),
+            QoS::AtMostOnce
+        );
+        o.upgrade_outgoing_qos = true;
+        assert_eq!(
+            o.outgoing_qos(QoS::ExactlyOnce, QoS::AtMostOnce),
+            QoS::ExactlyOnce
+        );
+        assert_eq!(
+            o.outgoing_qos(QoS::AtMostOnce, QoS::ExactlyOnce),
+            QoS::AtMostOnce
+        );
+    }
+
+    #[test]
+    fn the_expiration_caps_every_session() {
+        let mut o = ClientOptions::default();
+        assert_eq!(o.persistent_expiry(u32::MAX), u32::MAX);
+        o.persistent_client_expiration = Some(3600);
+        assert_eq!(o.persistent_expiry(u32::MAX), 3600);
+        assert_eq!(o.persistent_expiry(60), 60);
+        assert_eq!(o.persistent_expiry(7200), 3600);
+        assert_eq!(o.persistent_expiry(0), 0);
+    }
 
     #[test]
     fn expiration_units_are_mosquittos() {

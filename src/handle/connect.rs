@@ -91,6 +91,16 @@ impl Shard {
                 );
             }
         }
+        if let Some(why) =
+            super::client_ids::refusal(&self.shared.config.clients, &connect.client_id)
+        {
+            let refusal = if why.identifier {
+                ID_REJECTED
+            } else {
+                NOT_AUTHORIZED
+            };
+            return self.refuse(key, max, refusal, why.reason);
+        }
         if connect.properties.authentication_method.is_some() {
             // Enhanced authentication needs a plugin that provides the method; none does yet.
             return self.refuse(
@@ -205,7 +215,23 @@ impl Shard {
 
     /// The CONNECT passed every check: assign an id if needed, move to the home shard of the
     /// client id, or attach the session here.
-    pub(super) fn connect_accepted(&mut self, key: usize, connect: Connect) -> bool {
+    pub(super) fn connect_accepted(&mut self, key: usize, mut connect: Connect) -> bool {
+        if self.shared.config.clients.use_username_as_clientid {
+            // As mosquitto: the (authenticated) username is the client id; without one the
+            // client is refused.
+            match &connect.username {
+                Some(user) => connect.client_id = user.clone(),
+                None => {
+                    let max = connect.properties.maximum_packet_size.unwrap_or(0);
+                    return self.refuse(
+                        key,
+                        max,
+                        NOT_AUTHORIZED,
+                        "use_username_as_clientid and no username",
+                    );
+                }
+            }
+        }
         if connect.client_id.is_empty() {
             let id = self.generate_client_id();
             return self.attach(key, connect, id, true);
@@ -249,7 +275,8 @@ impl Shard {
         let n = self.peers.len();
         loop {
             self.next_client_number += 1;
-            let id = format!("auto-{}-{:x}", self.id, self.next_client_number);
+            let prefix = &self.shared.config.clients.auto_id_prefix;
+            let id = format!("{prefix}{}-{:x}", self.id, self.next_client_number);
             if home_shard(id.as_bytes(), n) == self.id {
                 let id = ByteStr::from(id);
                 if !self.session_by_id.contains_key(&id) {
@@ -307,6 +334,8 @@ impl Shard {
             (false, true) => 0,
             (false, false) => u32::MAX,
         };
+        // `persistent_client_expiration`: a session that would never expire does after this.
+        let expiry_interval = config.clients.persistent_expiry(expiry_interval);
         let receive_max = connect.properties.receive_maximum.unwrap_or(u16::MAX);
         let limits = Limits::new(
             config,

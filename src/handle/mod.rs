@@ -4,6 +4,7 @@
 //! to another shard), so the read loop stops touching it.
 
 mod ack;
+mod client_ids;
 mod connect;
 pub(crate) mod hooks;
 mod publish;

@@ -149,7 +149,7 @@ impl Shard {
         let shared = self.shared.clone();
         backlog.run_turn(&shared.retained, |msg, subscriber, qos, ids| {
             let delivery = Delivery {
-                qos: qos.min(msg.qos),
+                qos: shared.config.clients.outgoing_qos(qos, msg.qos),
                 msg,
                 retain: true,
                 subscription_ids: ids.clone(),

@@ -106,7 +106,7 @@ impl Shard {
             let Some(qos) = best else { continue };
             let delivery = Delivery {
                 msg: msg.clone(),
-                qos: qos.min(msg.qos),
+                qos: self.shared.config.clients.outgoing_qos(qos, msg.qos),
                 retain: retain_as_published && msg.retain,
                 subscription_ids: ids,
                 shared: None,
@@ -139,7 +139,7 @@ impl Shard {
     ) {
         let o = entry.options;
         let delivery = Delivery {
-            qos: o.qos.min(msg.qos),
+            qos: self.shared.config.clients.outgoing_qos(o.qos, msg.qos),
             retain: o.retain_as_published && msg.retain,
             subscription_ids: entry.identifier.into_iter().collect(),
             shared: Some(group),
