@@ -486,3 +486,15 @@ fn a_password_file_with_bad_lines_starts_like_mosquitto() {
         }
     }
 }
+
+#[test]
+fn bind_interface_binds_the_listener_to_that_interface() {
+    let dir = tempfile::tempdir().unwrap();
+    // On the loopback interface a loopback listener serves.
+    let (midge, port) = start_with(dir.path(), "bind_interface lo\nuser root\n").unwrap();
+    mosquitto_pub(port, &["-t", "x", "-m", "y"]);
+    drop(midge);
+    // An interface that does not exist stops start-up with an error that names the option.
+    let err = refused(dir.path(), "bind_interface nosuch0\nuser root\n");
+    assert!(err.contains("bind_interface nosuch0"), "{err}");
+}

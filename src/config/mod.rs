@@ -33,6 +33,9 @@ pub struct Listener {
     pub password_file: Option<PathBuf>,
     /// `acl_file` of this listener's block (only with `per_listener_settings true`).
     pub acl_file: Option<PathBuf>,
+    /// `bind_interface`: the listener accepts only through this network interface
+    /// (SO_BINDTODEVICE), as mosquitto.
+    pub bind_interface: Option<String>,
 }
 
 /// `tls_version`: the lowest TLS version a listener accepts (mosquitto's meaning: `tlsv1.2`
@@ -183,7 +186,7 @@ pub struct Config {
     pub persistence_sync: crate::store::SyncPolicy,
     /// Process options: pid file, user, log format (`pid_file`, `user`, `log_*`).
     pub host: HostOptions,
-    /// Client options: client ids, retained sources, outgoing QoS (`allow_zero_length_clientid`...).
+    /// Client options: client ids, outgoing QoS, in-flight bytes (`allow_zero_length_clientid`...).
     pub clients: ClientOptions,
     /// Warnings found while parsing (options accepted but not acted on yet), each already
     /// prefixed with `FILE:LINE:`. The parser cannot log them itself (logging is set up from the
@@ -287,6 +290,7 @@ impl Config {
                     tls: None,
                     password_file: None,
                     acl_file: None,
+                    bind_interface: None,
                 });
             }
             return;

@@ -1,5 +1,5 @@
 //! The typed values of mosquitto options about the process (logging, pid file, user) and
-//! about clients (client ids, retained sources, outgoing QoS), kept apart from
+//! about clients (client ids, outgoing QoS, session expiry), kept apart from
 //! [`Config`](super::Config)'s broker limits so a mosquitto host's file maps onto one place.
 
 use std::path::PathBuf;
@@ -102,9 +102,6 @@ pub struct ClientOptions {
     /// seconds is removed, whatever its own expiry (3.x clean session 0 never expires
     /// otherwise); `None` = no cap.
     pub persistent_client_expiration: Option<u32>,
-    /// `check_retain_source`: a retained message is delivered only while its publisher may
-    /// still write to its topic.
-    pub check_retain_source: bool,
     /// `upgrade_outgoing_qos`: deliver at the subscription's QoS, not the message's.
     pub upgrade_outgoing_qos: bool,
     /// `max_inflight_bytes`: payload bytes of outgoing QoS 1/2 messages in flight per client
@@ -123,7 +120,6 @@ impl Default for ClientOptions {
             clientid_prefixes: None,
             use_username_as_clientid: false,
             persistent_client_expiration: None,
-            check_retain_source: false,
             upgrade_outgoing_qos: false,
             max_inflight_bytes: 0,
             set_tcp_nodelay: true,

@@ -402,7 +402,7 @@ impl Parser {
                     parse_int(pos, option, one(pos, option, rest)?, 0, 65535)? as u16;
             }
             _ => {
-                if !self.mosquitto_option(pos, option, rest)? {
+                if !self.mosquitto_option(pos, option, rest, *current)? {
                     return Err(pos.unknown(option));
                 }
             }
@@ -520,5 +520,7 @@ impl Parser {
     }
 }
 
+#[cfg(test)]
+mod option_tests;
 #[cfg(test)]
 mod tests;

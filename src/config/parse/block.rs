@@ -27,6 +27,8 @@ pub(super) struct Block {
     /// `password_file` / `acl_file` said in this block under `per_listener_settings true`.
     pub(super) password_file: Option<PathBuf>,
     pub(super) acl_file: Option<PathBuf>,
+    /// `bind_interface`.
+    pub(super) bind_interface: Option<String>,
 }
 
 /// A block's TLS options while parsing, with where they were said (for the checks that need

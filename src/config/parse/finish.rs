@@ -87,6 +87,7 @@ impl Parser {
                     tls: tls.clone(),
                     password_file: block.password_file.clone(),
                     acl_file: block.acl_file.clone(),
+                    bind_interface: block.bind_interface.clone(),
                 });
             }
         }

@@ -19,8 +19,31 @@ impl Parser {
         pos: &Pos,
         option: &str,
         rest: &str,
+        current: Option<usize>,
     ) -> Result<bool, ConfigError> {
         match option {
+            "bind_interface" => {
+                let name = one(pos, option, rest)?;
+                // IFNAMSIZ is 16 with the NUL; a name has no '/' and no spaces.
+                if name.len() > 15 || name.contains('/') {
+                    return Err(pos.bad(
+                        option,
+                        name,
+                        "expected a network interface name (at most 15 characters)",
+                    ));
+                }
+                let block = self.block(current);
+                block.touch(pos);
+                block.bind_interface = Some(name.to_owned());
+            }
+            "mount_point" | "check_retain_source" => {
+                one(pos, option, rest)?;
+                // Accepting these without acting on them would change what clients see or
+                // may read: refused until midge does them.
+                return Err(pos.invalid(format!(
+                    "'{option}' is not supported by midge yet (remove it, or keep mosquitto for this host)"
+                )));
+            }
             "log_dest" => self.log_dest(pos, option, rest)?,
             "log_facility" => {
                 let v = parse_int(pos, option, one(pos, option, rest)?, 0, 7)?;
@@ -74,10 +97,6 @@ impl Parser {
                     )
                 })?;
                 self.config.clients.persistent_client_expiration = Some(secs);
-            }
-            "check_retain_source" => {
-                self.config.clients.check_retain_source =
-                    parse_bool(pos, option, one(pos, option, rest)?)?;
             }
             "upgrade_outgoing_qos" => {
                 self.config.clients.upgrade_outgoing_qos =

@@ -188,6 +188,7 @@ fn allow_anonymous_per_listener_before_any_listener_sets_the_default_listener() 
             tls: None,
             password_file: None,
             acl_file: None,
+            bind_interface: None,
         }]
     );
 }
