@@ -75,6 +75,9 @@ pub struct TlsSettings {
     pub ciphers: Option<Vec<String>>,
     /// `ciphers_tls1.3`: TLS 1.3 suites (IANA names); `None` = rustls' defaults.
     pub ciphers_tls13: Option<Vec<String>>,
+    /// `crlfile`: certificate revocation lists (PEM) checked for client certificates, the
+    /// leaf only and a CRL required for its issuer, as OpenSSL's `X509_V_FLAG_CRL_CHECK`.
+    pub crlfile: Option<PathBuf>,
 }
 
 /// The whole configuration, with mosquitto's defaults where mosquitto has one.

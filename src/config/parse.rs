@@ -371,7 +371,8 @@ impl Parser {
             | "use_subject_as_username"
             | "tls_version"
             | "ciphers"
-            | "ciphers_tls1.3" => self.tls_option(pos, option, rest, *current)?,
+            | "ciphers_tls1.3"
+            | "crlfile" => self.tls_option(pos, option, rest, *current)?,
             "dhparamfile" => {
                 text(pos, option, rest)?;
                 pos.warn(
@@ -385,7 +386,7 @@ impl Parser {
                     return Err(pos.bad(option, value, "midge reads PEM keys only"));
                 }
             }
-            "crlfile" | "psk_hint" | "psk_file" | "tls_engine" | "tls_engine_kpass_sha1" => {
+            "psk_hint" | "psk_file" | "tls_engine" | "tls_engine_kpass_sha1" => {
                 return Err(pos.invalid(format!("'{option}' is not supported by midge yet")));
             }
             "persistence" => {
@@ -436,6 +437,7 @@ impl Parser {
                 tls.keyfile = Some(pos.clone());
             }
             "cafile" => s.cafile = Some(PathBuf::from(text(pos, option, rest)?)),
+            "crlfile" => s.crlfile = Some(PathBuf::from(text(pos, option, rest)?)),
             "capath" => s.capath = Some(PathBuf::from(text(pos, option, rest)?)),
             "require_certificate" => {
                 s.require_certificate = parse_bool(pos, option, one(pos, option, rest)?)?;

@@ -28,6 +28,7 @@ const OPTIONS: &[(&str, &str, &str)] = &[
     ("ciphers_tls1.3", "TLS_AES_128_GCM_SHA256", "NOPE"),
     ("clientid_prefixes", "dev-", ""),
     ("connection_messages", "false", "maybe"),
+    ("crlfile", "/etc/mosquitto/crl.pem", ""),
     ("dhparamfile", "/etc/mosquitto/dh.pem", ""),
     ("http_dir", "/var/www", ""),
     ("keyfile", "/etc/mosquitto/server.key", ""),
@@ -84,7 +85,6 @@ const REFUSED: &[(&str, &str)] = &[
     ("plugin_opt_db", "plugin"),
     ("auth_opt_db", "plugin"),
     ("check_retain_source", "not supported"),
-    ("crlfile", "not supported"),
     ("mount_point", "not supported"),
     ("psk_file", "not supported"),
     ("psk_hint", "not supported"),
@@ -123,6 +123,7 @@ fn context(option: &str) -> &'static str {
     match option {
         "cafile"
         | "capath"
+        | "crlfile"
         | "ciphers"
         | "ciphers_tls1.3"
         | "tls_version"

@@ -711,6 +711,7 @@ fn tls_options_apply_to_their_listener_block() {
                 "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384".into(),
             ]),
             ciphers_tls13: Some(vec!["TLS_AES_128_GCM_SHA256".into()]),
+            crlfile: None,
         }
     );
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
