@@ -84,6 +84,7 @@ fn default_listeners() -> Vec<crate::config::Listener> {
         password_file: None,
         acl_file: None,
         websockets: None,
+        bind_interface: None,
     })
     .collect()
 }
@@ -116,9 +117,20 @@ fn open_store(config: &Config) -> io::Result<(Option<Arc<dyn Store>>, Recovered)
     Ok((Some(store), recovered))
 }
 
+/// `bind_interface`: the socket takes connections through that interface only.
+fn bind_device(socket: &Socket, interface: Option<&str>) -> io::Result<()> {
+    match interface {
+        Some(name) => socket
+            .bind_device(Some(name.as_bytes()))
+            .map_err(|e| io::Error::new(e.kind(), format!("bind_interface {name}: {e}"))),
+        None => Ok(()),
+    }
+}
+
 /// Binds one listening socket with SO_REUSEPORT.
-fn bind_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
+fn bind_reuseport(addr: SocketAddr, interface: Option<&str>) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    bind_device(&socket, interface)?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
@@ -132,8 +144,9 @@ fn bind_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
 
 /// Proves `addr` free with a plain bind (no SO_REUSEPORT) and returns the port to use
 /// (resolving port 0 to a concrete ephemeral port).
-fn probe_port(addr: SocketAddr) -> io::Result<u16> {
+fn probe_port(addr: SocketAddr, interface: Option<&str>) -> io::Result<u16> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    bind_device(&socket, interface)?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
@@ -232,12 +245,13 @@ impl Broker {
                     },
                 })
             });
-            let port = probe_port(l.addr)?;
+            let interface = l.bind_interface.as_deref();
+            let port = probe_port(l.addr, interface)?;
             let addr = SocketAddr::new(l.addr.ip(), port);
             for sockets in per_shard.iter_mut() {
                 sockets.push(
                     Listener::new(
-                        bind_reuseport(addr)?,
+                        bind_reuseport(addr, interface)?,
                         tls.clone(),
                         allow_anonymous,
                         listener_auth.clone(),

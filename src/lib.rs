@@ -15,6 +15,7 @@
 //! - [`message`]: a routed message, shared by every subscriber as one `Arc`.
 //! - [`transport`]: the byte stream under a connection: plain TCP or TLS (rustls), one type.
 //! - [`link`]: outgoing MQTT connections (the broker as a client), driven by any mio loop.
+//! - [`process`]: the pid file and the switch from root to `user`.
 //! - [`logging`]: one line per event, filtered by `log_type`, to `log_dest`.
 //! - [`store`]: crash-safe persistence (retained messages, sessions, queued messages), group commit.
 
@@ -29,6 +30,7 @@ pub mod link;
 pub mod logging;
 pub mod message;
 pub mod metrics;
+pub mod process;
 pub mod protocol;
 pub mod record;
 pub mod retain;
@@ -53,9 +55,26 @@ pub mod fuzzing {
 /// log settings, `sys_interval`; see `broker::reload`) and reloads the TLS listeners'
 /// certificate, key and CA files, as mosquitto does. Blocks the calling thread.
 pub fn run(config: config::Config) -> std::io::Result<()> {
+    run_then(config, |_| Ok(()))
+}
+
+/// [`run`], calling `started` once the broker is bound and serving (to write the pid file and
+/// leave root); an error from it stops the broker.
+pub fn run_then<T>(
+    config: config::Config,
+    started: impl FnOnce(&config::Config) -> std::io::Result<T>,
+) -> std::io::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    let settings = config.clone();
     let broker = Broker::start(config)?;
+    let _kept = match started(&settings) {
+        Ok(kept) => kept,
+        Err(e) => {
+            let _ = broker.shutdown();
+            return Err(e);
+        }
+    };
     for sig in signals.forever() {
         if sig == SIGHUP {
             log::info!("midge received SIGHUP, reloading the configuration.");

@@ -14,13 +14,19 @@
 //! not reach a log call, at any level. Log the user name and the outcome instead.
 
 use std::fmt::Write as _;
-use std::io::Write as _;
+use std::io;
 use std::sync::{OnceLock, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use log::{Level, LevelFilter, Metadata, Record};
 
-use crate::config::{Config, LogDest};
+use crate::config::{Config, LogDests};
+
+mod sinks;
+mod stamp;
+
+use sinks::Sinks;
+pub use sinks::{take_topic_lines, TopicLine};
+use stamp::Stamp;
 
 /// Target for SUBSCRIBE events (`log_type subscribe`).
 pub const TARGET_SUBSCRIBE: &str = "subscribe";
@@ -28,6 +34,9 @@ pub const TARGET_SUBSCRIBE: &str = "subscribe";
 pub const TARGET_UNSUBSCRIBE: &str = "unsubscribe";
 /// Target for WebSocket events (`log_type websockets`).
 pub const TARGET_WEBSOCKETS: &str = "websockets";
+/// Target for client connect and disconnect lines, written unless `connection_messages false`
+/// (they are `notice` lines otherwise: kept by the default `log_type`s).
+pub const TARGET_CONNECTION: &str = "connection";
 
 /// Which kinds of event are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -138,34 +147,55 @@ fn is_midge_target(target: &str) -> bool {
         || target.starts_with("midge::")
         || matches!(
             target,
-            TARGET_SUBSCRIBE | TARGET_UNSUBSCRIBE | TARGET_WEBSOCKETS
+            TARGET_SUBSCRIBE | TARGET_UNSUBSCRIBE | TARGET_WEBSOCKETS | TARGET_CONNECTION
         )
 }
 
 /// The logger installed by [`init`].
 #[derive(Debug)]
 pub struct Logger {
-    dest: LogDest,
+    /// The `log_dest`s the sinks were opened for (a reload compares them).
+    dest: LogDests,
     types: LogTypes,
+    sinks: Sinks,
+    stamp: Stamp,
+    /// `connection_messages`: whether [`TARGET_CONNECTION`] events are written.
+    connection_messages: bool,
 }
 
 impl Logger {
     /// A logger for `config`; `verbose` (`-v`) turns every kind on, as mosquitto's `-v`.
-    pub fn new(config: &Config, verbose: bool) -> Logger {
+    /// Opens the log file and the syslog socket now (before privileges are dropped); a log
+    /// file that cannot be opened is an error that names it.
+    pub fn new(config: &Config, verbose: bool) -> io::Result<Logger> {
         let types = if verbose {
             LogTypes::ALL
         } else {
             LogTypes::from_names(&config.log_types)
         };
-        Logger {
-            dest: config.log_dest,
+        Ok(Logger {
+            dest: config.log_dest.clone(),
             types,
-        }
+            sinks: Sinks::open(&config.log_dest, config.host.log_facility)?,
+            stamp: Stamp::new(&config.host),
+            connection_messages: config.host.connection_messages,
+        })
     }
 
     /// The kinds this logger writes.
     pub fn types(&self) -> LogTypes {
         self.types
+    }
+}
+
+/// The word a line gives for its level.
+fn level_word(level: Level) -> &'static str {
+    match level {
+        Level::Error => "error",
+        Level::Warn => "warning",
+        Level::Info => "info",
+        Level::Debug => "debug",
+        Level::Trace => "trace",
     }
 }
 
@@ -176,15 +206,8 @@ pub fn format_line(
     level: Level,
     message: &std::fmt::Arguments<'_>,
 ) {
-    let level = match level {
-        Level::Error => "error",
-        Level::Warn => "warning",
-        Level::Info => "info",
-        Level::Debug => "debug",
-        Level::Trace => "trace",
-    };
     // Writing to a String cannot fail.
-    let _ = writeln!(buf, "{unix_seconds}: {level}: {message}");
+    let _ = writeln!(buf, "{unix_seconds}: {}: {message}", level_word(level));
 }
 
 impl log::Log for Logger {
@@ -192,35 +215,27 @@ impl log::Log for Logger {
         // Debug and trace events of dependencies (mio's per-registration traces) are noise
         // even under -v: only midge's own are written. Their warnings and errors still show.
         let foreign_detail = metadata.level() > Level::Info && !is_midge_target(metadata.target());
-        self.dest != LogDest::None
+        let target = metadata.target();
+        !self.sinks.is_empty()
             && !foreign_detail
-            && self.types.enabled(metadata.level(), metadata.target())
+            && (self.connection_messages || target != TARGET_CONNECTION)
+            && self.types.enabled(metadata.level(), target)
     }
 
     fn log(&self, record: &Record<'_>) {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
         let mut line = String::with_capacity(128);
-        format_line(&mut line, now, record.level(), record.args());
-        // One write_all of the whole line, under the stream lock. A failed write (closed
-        // stream) has nowhere to be reported: drop the line.
-        let _ = match self.dest {
-            LogDest::Stdout => std::io::stdout().lock().write_all(line.as_bytes()),
-            LogDest::Stderr => std::io::stderr().lock().write_all(line.as_bytes()),
-            LogDest::None => Ok(()),
-        };
+        self.stamp.write(&mut line);
+        let body_at = line.len();
+        let _ = writeln!(line, "{}: {}", level_word(record.level()), record.args());
+        self.sinks
+            .write(&line, body_at, record.level(), record.target());
     }
 
     fn flush(&self) {
-        let _ = match self.dest {
-            LogDest::Stdout => std::io::stdout().flush(),
-            LogDest::Stderr => std::io::stderr().flush(),
-            LogDest::None => Ok(()),
-        };
+        self.sinks.flush();
     }
 }
 
@@ -258,7 +273,7 @@ static INSTALLED: OnceLock<&'static Installed> = OnceLock::new();
 
 /// The most verbose level `logger` writes.
 fn max_level(logger: &Logger) -> LevelFilter {
-    if logger.dest == LogDest::None {
+    if logger.sinks.is_empty() {
         LevelFilter::Off
     } else {
         logger.types.max_level()
@@ -267,9 +282,9 @@ fn max_level(logger: &Logger) -> LevelFilter {
 
 /// Installs the logger for `config` as the process's `log` logger; `verbose` (`-v`) logs
 /// everything. Call once, before the broker starts; later calls leave the first logger in place
-/// ([`reconfigure`] changes it).
-pub fn init(config: &Config, verbose: bool) {
-    let logger = Logger::new(config, verbose);
+/// ([`reconfigure`] changes it). Fails when a `log_dest file` cannot be opened for appending.
+pub fn init(config: &Config, verbose: bool) -> io::Result<()> {
+    let logger = Logger::new(config, verbose)?;
     let max = max_level(&logger);
     let installed: &'static Installed = Box::leak(Box::new(Installed {
         logger: RwLock::new(logger),
@@ -278,15 +293,17 @@ pub fn init(config: &Config, verbose: bool) {
     if INSTALLED.set(installed).is_ok() && log::set_logger(installed).is_ok() {
         log::set_max_level(max);
     }
+    Ok(())
 }
 
 /// Applies a reloaded config's `log_dest` and `log_type` to the installed logger. Returns
-/// what changed, for the log (empty: nothing, or no logger installed by [`init`]).
-pub fn reconfigure(config: &Config) -> Vec<String> {
+/// what changed, for the log (empty: nothing, or no logger installed by [`init`]). A log file
+/// that cannot be opened (the broker may no longer be root) keeps the old logger and is the error.
+pub fn reconfigure(config: &Config) -> io::Result<Vec<String>> {
     let Some(installed) = INSTALLED.get() else {
-        return Vec::new();
+        return Ok(Vec::new());
     };
-    let new = Logger::new(config, installed.verbose);
+    let new = Logger::new(config, installed.verbose)?;
     let mut logger = installed.logger.write().unwrap_or_else(|e| e.into_inner());
     let mut changes = Vec::new();
     if logger.dest != new.dest {
@@ -297,7 +314,7 @@ pub fn reconfigure(config: &Config) -> Vec<String> {
     }
     log::set_max_level(max_level(&new));
     *logger = new;
-    changes
+    Ok(changes)
 }
 
 #[cfg(test)]
@@ -345,9 +362,9 @@ mod tests {
             log_types: vec!["error".into()],
             ..Config::default()
         };
-        assert_eq!(Logger::new(&config, true).types(), LogTypes::ALL);
+        assert_eq!(Logger::new(&config, true).unwrap().types(), LogTypes::ALL);
         assert_eq!(
-            Logger::new(&config, false).types(),
+            Logger::new(&config, false).unwrap().types(),
             LogTypes::from_names(&["error"])
         );
     }
@@ -355,10 +372,10 @@ mod tests {
     #[test]
     fn log_dest_none_writes_nothing() {
         let config = Config {
-            log_dest: LogDest::None,
+            log_dest: crate::config::LogDests::NONE,
             ..Config::default()
         };
-        let logger = Logger::new(&config, true);
+        let logger = Logger::new(&config, true).unwrap();
         let meta = Metadata::builder()
             .level(Level::Error)
             .target("midge")
@@ -368,7 +385,7 @@ mod tests {
 
     #[test]
     fn dependency_debug_is_not_written_even_when_verbose() {
-        let logger = Logger::new(&Config::default(), true);
+        let logger = Logger::new(&Config::default(), true).unwrap();
         let meta = |level, target| Metadata::builder().level(level).target(target).build();
         assert!(logger.enabled(&meta(Level::Trace, "midge::shard")));
         assert!(logger.enabled(&meta(Level::Debug, "midge")));
@@ -376,6 +393,24 @@ mod tests {
         assert!(!logger.enabled(&meta(Level::Debug, "rustls")));
         assert!(logger.enabled(&meta(Level::Warn, "rustls")));
         assert!(logger.enabled(&meta(Level::Debug, TARGET_SUBSCRIBE)));
+    }
+
+    #[test]
+    fn connection_messages_false_drops_connection_lines_only() {
+        let mut config = Config::default();
+        let meta = |target| {
+            Metadata::builder()
+                .level(Level::Info)
+                .target(target)
+                .build()
+        };
+        assert!(Logger::new(&config, false)
+            .unwrap()
+            .enabled(&meta(TARGET_CONNECTION)));
+        config.host.connection_messages = false;
+        let logger = Logger::new(&config, false).unwrap();
+        assert!(!logger.enabled(&meta(TARGET_CONNECTION)));
+        assert!(logger.enabled(&meta("midge::broker")));
     }
 
     #[test]

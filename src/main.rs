@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use midge::config::{Config, ConfigError};
 
 /// midge: a sharded, per-core MQTT 3.1/3.1.1/5.0 broker that reads mosquitto.conf.
@@ -37,6 +37,34 @@ enum Command {
     },
     /// Manage a mosquitto-compatible password file (mosquitto_passwd's options).
     Passwd(midge::auth::passwd::PasswdArgs),
+    /// Print a manual page in roff: midge(8) or midge.conf(5) (for packaging).
+    #[command(hide = true)]
+    Man {
+        /// 8 for midge(8), 5 for midge.conf(5).
+        #[arg(value_parser = ["8", "5"])]
+        section: String,
+    },
+}
+
+#[path = "cli/man.rs"]
+mod man;
+
+/// Prints midge(8) or midge.conf(5), generated from `--help` and README's tables.
+fn print_man(section: &str) -> ExitCode {
+    let page = if section == "8" {
+        let mut cmd = Cli::command();
+        let help = cmd.render_long_help().to_string();
+        let subcommands = cmd
+            .get_subcommands_mut()
+            .filter(|c| !c.is_hide_set())
+            .map(|c| (c.get_name().to_owned(), c.render_long_help().to_string()))
+            .collect::<Vec<_>>();
+        man::midge_8(&help, &subcommands)
+    } else {
+        man::midge_conf_5()
+    };
+    print!("{page}");
+    ExitCode::SUCCESS
 }
 
 fn main() -> ExitCode {
@@ -54,6 +82,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Some(Command::Check { config }) => check(&config),
+        Some(Command::Man { section }) => print_man(&section),
         Some(Command::Passwd(args)) => match midge::auth::passwd::run(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
@@ -90,12 +119,16 @@ fn serve(cli: Cli) -> ExitCode {
     if let Some(shards) = cli.shards {
         config.shards = Some(shards.into());
     }
-    midge::logging::init(&config, cli.verbose);
+    if let Err(e) = midge::logging::init(&config, cli.verbose) {
+        return fail(&e);
+    }
     for warning in std::mem::take(&mut config.warnings) {
         log::warn!("{warning}");
     }
     raise_open_file_limit();
-    match midge::run(config) {
+    // The pid file is written and root left once the ports are bound and every file is
+    // open, as mosquitto does; the pid file is removed at exit.
+    match midge::run_then(config, midge::process::settle) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
     }

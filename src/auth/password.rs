@@ -6,9 +6,10 @@
 //!   64-byte output (mosquitto 2.0's default, 101 iterations).
 //!
 //! Salts are 12 random bytes, base64 is the standard alphabet with padding. This is not
-//! crypt(3): `$6$` here is *not* SHA-crypt. Blank lines and lines starting with `#` are skipped;
-//! any other line that is not `USER:HASH` stops loading with `FILE:LINE: problem` (mosquitto
-//! skips some of them silently; midge fails closed).
+//! crypt(3): `$6$` here is *not* SHA-crypt. Blank lines and lines starting with `#` are skipped.
+//! A line that is not a valid `USER:HASH` is skipped and logged as `FILE:LINE: problem`, and a
+//! user defined twice keeps its first line, as mosquitto does: a file mosquitto accepts starts
+//! midge too. Skipping fails closed: the user of a bad line cannot log in.
 //!
 //! Verification compares in constant time (`subtle`), and a lookup of an unknown user still
 //! spends the time of one PBKDF2 so that response times do not tell which users exist.
@@ -188,44 +189,60 @@ fn digest(password: &[u8], algorithm: HashAlgorithm, salt: &[u8]) -> [u8; HASH_L
 #[derive(Debug, Clone, Default)]
 pub struct PasswordFile {
     users: HashMap<String, PasswordHash>,
+    /// The lines skipped, each as `FILE:LINE: problem` (never with the hash).
+    skipped: Vec<String>,
     /// Hash spent on unknown users so that they take as long as known ones.
     decoy: Option<PasswordHash>,
 }
 
 impl PasswordFile {
-    /// Reads and parses the password file at `path`. Errors name the file (and the line).
+    /// Reads and parses the password file at `path`; an unreadable file is an error, and
+    /// each skipped line is logged as a warning that names the file and the line.
     pub fn load(path: impl AsRef<Path>) -> Result<PasswordFile, AuthError> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|error| AuthError::Read {
             path: path.to_path_buf(),
             error,
         })?;
-        PasswordFile::parse(&text, &path.display().to_string())
+        let file = PasswordFile::parse(&text, &path.display().to_string())?;
+        for skipped in &file.skipped {
+            log::warn!("Password file {skipped}.");
+        }
+        Ok(file)
     }
 
-    /// Parses password-file text; `source_name` names it in errors (`NAME:LINE: problem`).
+    /// Parses password-file text; `source_name` names it in the skipped lines'
+    /// messages (`NAME:LINE: problem`).
     pub fn parse(text: &str, source_name: &str) -> Result<PasswordFile, AuthError> {
         let mut users: HashMap<String, PasswordHash> = HashMap::new();
         let mut first_line: HashMap<String, usize> = HashMap::new();
+        let mut skipped = Vec::new();
         for (index, raw) in text.lines().enumerate() {
             let line_no = index + 1;
-            let err = |message: String| AuthError::Parse {
-                file: source_name.to_owned(),
-                line: line_no,
-                message,
+            let mut skip = |message: &str| {
+                skipped.push(format!("{source_name}:{line_no}: {message}; line skipped"));
             };
-            let Some((user, hash)) = split_line(raw).map_err(|m| err(m.into()))? else {
-                continue;
+            let (user, hash) = match split_line(raw) {
+                Ok(Some(entry)) => entry,
+                Ok(None) => continue,
+                Err(m) => {
+                    skip(m);
+                    continue;
+                }
             };
-            // The user name is the line's own; never echo the hash.
-            let hash = PasswordHash::parse(hash).map_err(|m| err(format!("user '{user}': {m}")))?;
             if let Some(first) = first_line.get(user) {
-                return Err(err(format!(
-                    "user '{user}' is already defined at line {first}"
-                )));
+                // As mosquitto: the first definition stays.
+                skip(&format!("user '{user}' is already defined at line {first}"));
+                continue;
             }
-            first_line.insert(user.to_owned(), line_no);
-            users.insert(user.to_owned(), hash);
+            // The user name is the line's own; never echo the hash.
+            match PasswordHash::parse(hash) {
+                Ok(hash) => {
+                    first_line.insert(user.to_owned(), line_no);
+                    users.insert(user.to_owned(), hash);
+                }
+                Err(m) => skip(&format!("user '{user}': {m}")),
+            }
         }
         // The decoy costs what the most expensive entry costs (the default if none is slow).
         let decoy_algorithm = users
@@ -241,7 +258,16 @@ impl PasswordFile {
             decoy_algorithm,
             vec![0u8; SALT_LEN],
         ));
-        Ok(PasswordFile { users, decoy })
+        Ok(PasswordFile {
+            users,
+            skipped,
+            decoy,
+        })
+    }
+
+    /// The lines skipped, each as `FILE:LINE: problem; line skipped`.
+    pub fn skipped(&self) -> &[String] {
+        &self.skipped
     }
 
     /// True if `username` is in the file and `password` is its password. An unknown user costs
@@ -319,10 +345,12 @@ mod tests {
     const BOB_6: &str = "$6$i+0wlo2GzCeMo0dW$Mb2oRryLuE4ImUmPv48Lx+As8c5S8gH0NMug8aQ+qxILa2Jj/PV/NzwtkTvvusYHFRfVq+d7Dr3LtA8q/Fesww==";
     const CAROL_7_1000: &str = "$7$1000$/ruveaUWR6XW4ba/$6WQY8vrb67CoDNklh5Mpb4Z06mU+KapJOSTokGYVLYq1NkCzcHVLHiOJK2M5YlvcVXF0hhArZ9crUuUuFQHcnw==";
 
+    /// The one line `text` skips, without the "; line skipped" tail.
     fn error(text: &str) -> String {
-        match PasswordFile::parse(text, "pw") {
-            Ok(_) => panic!("expected an error for {text:?}"),
-            Err(e) => e.to_string(),
+        let file = PasswordFile::parse(text, "pw").unwrap();
+        match file.skipped() {
+            [one] => one.strip_suffix("; line skipped").unwrap().to_owned(),
+            other => panic!("expected one skipped line for {text:?}, got {other:?}"),
         }
     }
 
@@ -447,6 +475,33 @@ mod tests {
             error(&format!("bob:{BOB_6}\n\nbob:{ALICE_7}\n")),
             "pw:3: user 'bob' is already defined at line 1"
         );
+    }
+
+    #[test]
+    fn bad_lines_are_skipped_and_the_good_ones_load() {
+        let text = format!(
+            "garbage\nalice:{ALICE_7}\nbob:plaintext\n:{BOB_6}\nalice:{BOB_6}\ncarol:{CAROL_7_1000}\n"
+        );
+        let file = PasswordFile::parse(&text, "pw").unwrap();
+        assert_eq!(
+            file.skipped(),
+            [
+                "pw:1: expected USER:PASSWORD_HASH; line skipped".to_owned(),
+                "pw:3: user 'bob': the password is not hashed (expected $6$ or $7$; \
+                 `midge passwd -U FILE` hashes a plain-text file); line skipped"
+                    .to_owned(),
+                "pw:4: empty user name; line skipped".to_owned(),
+                "pw:5: user 'alice' is already defined at line 2; line skipped".to_owned(),
+            ]
+        );
+        assert_eq!(file.len(), 2);
+        // The first definition stays; a skipped user cannot log in.
+        assert_eq!(file.get("alice").unwrap().to_string(), ALICE_7);
+        assert!(!file.contains("bob"));
+        assert!(!file.verify("bob", b"plaintext"));
+        assert!(file.contains("carol"));
+        // Nothing of a hash is echoed.
+        assert!(!file.skipped().concat().contains("$6$i+0w"));
     }
 
     #[test]

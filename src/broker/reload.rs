@@ -34,8 +34,9 @@ impl Broker {
         };
         let config = Config::from_file(&path).map_err(|e| e.to_string())?;
         let reload = self.prepare(&config)?;
+        let log_changes = crate::logging::reconfigure(&config).map_err(|e| e.to_string())?;
         let mut changes = describe(&applied, &config, &reload);
-        changes.extend(crate::logging::reconfigure(&config));
+        changes.extend(log_changes);
         let reload = Arc::new(reload);
         for (id, peer) in self.peers.iter().enumerate() {
             let deadline = Instant::now() + PUSH_FOR;

@@ -9,6 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 pub mod ciphers;
+pub mod mosquitto_options;
 mod parse;
 
 pub use parse::bridge::{
@@ -19,14 +20,7 @@ pub use parse::ConfigError;
 /// `max_packet_size` when not said: 1 MiB.
 pub const DEFAULT_MAX_PACKET_SIZE: u32 = 1024 * 1024;
 
-/// Where log lines go (`log_dest`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogDest {
-    Stdout,
-    Stderr,
-    /// `log_dest none`.
-    None,
-}
+pub use mosquitto_options::{ClientOptions, HostOptions, LogDests};
 
 /// One `listener` block.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +39,9 @@ pub struct Listener {
     /// `protocol websockets`: MQTT over WebSocket (over TLS when [`Listener::tls`] is set:
     /// wss); `None` = MQTT straight over the socket.
     pub websockets: Option<WebSocketSettings>,
+    /// `bind_interface`: the listener accepts only through this network interface
+    /// (SO_BINDTODEVICE), as mosquitto.
+    pub bind_interface: Option<String>,
 }
 
 /// A WebSocket listener's own options.
@@ -95,6 +92,9 @@ pub struct TlsSettings {
     pub ciphers: Option<Vec<String>>,
     /// `ciphers_tls1.3`: TLS 1.3 suites (IANA names); `None` = rustls' defaults.
     pub ciphers_tls13: Option<Vec<String>>,
+    /// `crlfile`: certificate revocation lists (PEM) checked for client certificates, the
+    /// leaf only and a CRL required for its issuer, as OpenSSL's `X509_V_FLAG_CRL_CHECK`.
+    pub crlfile: Option<PathBuf>,
 }
 
 /// The whole configuration, with mosquitto's defaults where mosquitto has one.
@@ -158,8 +158,8 @@ pub struct Config {
     /// `websockets_headers_size`: most bytes of an HTTP request head (request line and
     /// headers) a WebSocket listener reads before answering 400 (global, as in mosquitto).
     pub websockets_headers_size: usize,
-    /// `log_dest`.
-    pub log_dest: LogDest,
+    /// `log_dest`: every destination said.
+    pub log_dest: LogDests,
     /// `log_type` values; empty = mosquitto's default (error, warning, notice, information).
     pub log_types: Vec<String>,
     /// The file this came from, if any (for messages).
@@ -218,6 +218,10 @@ pub struct Config {
     /// `persistence_sync every-batch|os|interval MS` (midge): when a commit is durable.
     /// Default `every-batch`: a PUBACK/PUBREC is sent only after an fsync shared by the loop turn.
     pub persistence_sync: crate::store::SyncPolicy,
+    /// Process options: pid file, user, log format (`pid_file`, `user`, `log_*`).
+    pub host: HostOptions,
+    /// Client options: client ids, outgoing QoS, in-flight bytes (`allow_zero_length_clientid`...).
+    pub clients: ClientOptions,
     /// Warnings found while parsing (options accepted but not acted on yet), each already
     /// prefixed with `FILE:LINE:`. The parser cannot log them itself (logging is set up from the
     /// parsed config), so `main` logs them once the logger is up.
@@ -251,7 +255,7 @@ impl Default for Config {
             response_information: None,
             server_reference: None,
             websockets_headers_size: DEFAULT_WEBSOCKETS_HEADERS_SIZE,
-            log_dest: LogDest::Stderr,
+            log_dest: LogDests::STDERR,
             log_types: Vec::new(),
             source: None,
             max_connections: None,
@@ -268,6 +272,8 @@ impl Default for Config {
             persistence: false,
             persistence_location: None,
             persistence_sync: crate::store::SyncPolicy::EveryBatch,
+            host: HostOptions::default(),
+            clients: ClientOptions::default(),
             warnings: Vec::new(),
             bridges: Vec::new(),
         }
@@ -327,6 +333,7 @@ impl Config {
                     password_file: None,
                     acl_file: None,
                     websockets: None,
+                    bind_interface: None,
                 });
             }
             return;

@@ -22,7 +22,7 @@
 use std::path::{Path, PathBuf};
 
 use super::ciphers::{tls12_cipher, tls13_cipher, TLS12_CIPHERS, TLS13_CIPHERS};
-use super::{Config, Listener, LogDest, TlsSettings, TlsVersion, WebSocketSettings};
+use super::{Config, Listener, LogDests, TlsSettings, TlsVersion, WebSocketSettings};
 
 /// Largest PUBLISH payload MQTT can carry (mosquitto's `MQTT_MAX_PAYLOAD`).
 const MQTT_MAX_PAYLOAD: i64 = 268_435_455;
@@ -36,14 +36,14 @@ pub mod bridge;
 mod error;
 mod files;
 mod finish;
+mod mosquitto;
 mod values;
 
 use block::{Block, Domain, TlsBlock};
 pub use error::ConfigError;
 use files::{conf_files, read};
 use values::{
-    ignored, one, parse_address, parse_bool, parse_int, parse_port, parse_sync, text, to_usize,
-    words, Pos,
+    one, parse_address, parse_bool, parse_int, parse_port, parse_sync, text, to_usize, words, Pos,
 };
 
 pub(super) fn parse_file(path: &Path) -> Result<Config, ConfigError> {
@@ -71,7 +71,7 @@ struct Parser {
     /// An `allow_anonymous` has been seen (for the `per_listener_settings` order rule).
     security_seen: bool,
     /// `log_dest` said at least once: replaces the default (stderr), as in mosquitto.
-    log_dest: Option<LogDest>,
+    log_dest: Option<LogDests>,
     /// `connection` blocks (bridges).
     bridges: bridge::Bridges,
 }
@@ -305,7 +305,6 @@ impl Parser {
                     Some(to_usize(pos, option, value, v)?)
                 };
             }
-            "log_dest" => self.log_dest(pos, option, rest)?,
             "log_type" => {
                 let value = one(pos, option, rest)?;
                 const TYPES: &[&str] = &[
@@ -381,7 +380,11 @@ impl Parser {
             }
             "websockets_log_level" => {
                 parse_int(pos, option, one(pos, option, rest)?, 0, i32::MAX.into())?;
-                ignored(pos, &mut self.config, option);
+                self.note(
+                    pos,
+                    option,
+                    "midge logs WebSocket events through log_type websockets",
+                );
             }
             "certfile"
             | "keyfile"
@@ -392,7 +395,8 @@ impl Parser {
             | "use_subject_as_username"
             | "tls_version"
             | "ciphers"
-            | "ciphers_tls1.3" => self.tls_option(pos, option, rest, *current)?,
+            | "ciphers_tls1.3"
+            | "crlfile" => self.tls_option(pos, option, rest, *current)?,
             "dhparamfile" => {
                 text(pos, option, rest)?;
                 pos.warn(
@@ -406,7 +410,7 @@ impl Parser {
                     return Err(pos.bad(option, value, "midge reads PEM keys only"));
                 }
             }
-            "crlfile" | "psk_hint" | "psk_file" | "tls_engine" | "tls_engine_kpass_sha1" => {
+            "psk_hint" | "psk_file" | "tls_engine" | "tls_engine_kpass_sha1" => {
                 return Err(pos.invalid(format!("'{option}' is not supported by midge yet")));
             }
             "persistence" => {
@@ -417,28 +421,6 @@ impl Parser {
             }
             "persistence_sync" => {
                 self.config.persistence_sync = parse_sync(pos, option, rest)?;
-            }
-            // Accepted so that real mosquitto.conf files load, but not acted on: values are
-            // still checked, so a typo is caught now. (`autosave_interval` and
-            // `persistence_file` have no meaning for midge's store, which is written at every
-            // commit into its own files in `persistence_location`.)
-            "pid_file" | "user" | "persistence_file" | "log_timestamp_format" => {
-                text(pos, option, rest)?;
-                ignored(pos, &mut self.config, option);
-            }
-            "connection_messages" | "log_timestamp" | "set_tcp_nodelay" => {
-                parse_bool(pos, option, one(pos, option, rest)?)?;
-                ignored(pos, &mut self.config, option);
-            }
-            "autosave_interval" => {
-                parse_int(
-                    pos,
-                    option,
-                    one(pos, option, rest)?,
-                    i64::from(i32::MIN),
-                    i32::MAX.into(),
-                )?;
-                ignored(pos, &mut self.config, option);
             }
             "metrics_listener" => {
                 let (port, addr) = match words(rest).as_slice() {
@@ -487,7 +469,11 @@ impl Parser {
                 }
                 self.config.cluster_nats_urls.push(v.to_string());
             }
-            _ => return Err(pos.unknown(option)),
+            _ => {
+                if !self.mosquitto_option(pos, option, rest, *current)? {
+                    return Err(pos.unknown(option));
+                }
+            }
         }
         Ok(())
     }
@@ -518,6 +504,7 @@ impl Parser {
                 tls.keyfile = Some(pos.clone());
             }
             "cafile" => s.cafile = Some(PathBuf::from(text(pos, option, rest)?)),
+            "crlfile" => s.crlfile = Some(PathBuf::from(text(pos, option, rest)?)),
             "capath" => s.capath = Some(PathBuf::from(text(pos, option, rest)?)),
             "require_certificate" => {
                 s.require_certificate = parse_bool(pos, option, one(pos, option, rest)?)?;
@@ -600,42 +587,9 @@ impl Parser {
         }
         Ok(())
     }
-
-    fn log_dest(&mut self, pos: &Pos, option: &str, rest: &str) -> Result<(), ConfigError> {
-        let value = words(rest)
-            .first()
-            .copied()
-            .ok_or_else(|| pos.missing(option))?;
-        let dest = match value {
-            "stdout" => LogDest::Stdout,
-            "stderr" => LogDest::Stderr,
-            "none" => LogDest::None,
-            "file" | "syslog" | "topic" | "dlt" => {
-                return Err(pos.bad(
-                    option,
-                    rest,
-                    format!("'log_dest {value}' is not supported yet (use stdout, stderr or none)"),
-                ))
-            }
-            _ => return Err(pos.bad(option, rest, "expected stdout, stderr or none")),
-        };
-        if words(rest).len() > 1 {
-            return Err(pos.bad(option, rest, "expected one value"));
-        }
-        // mosquitto ORs destinations together and `none` clears them; midge writes to one.
-        match (self.log_dest, dest) {
-            (Some(LogDest::Stdout), LogDest::Stderr) | (Some(LogDest::Stderr), LogDest::Stdout) => {
-                return Err(pos.bad(
-                    option,
-                    value,
-                    "midge logs to one of stdout and stderr, not both",
-                ))
-            }
-            _ => self.log_dest = Some(dest),
-        }
-        Ok(())
-    }
 }
 
+#[cfg(test)]
+mod option_tests;
 #[cfg(test)]
 mod tests;

@@ -84,6 +84,14 @@ pub(super) fn handle_connect(cx: &mut Ctx<'_>, mut connect: Connect) -> bool {
             );
         }
     }
+    if let Some(why) = super::client_ids::refusal(&cx.config().clients, &connect.client_id) {
+        let refusal = if why.identifier {
+            ID_REJECTED
+        } else {
+            NOT_AUTHORIZED
+        };
+        return refuse(cx, max, refusal, why.reason);
+    }
     if connect.properties.authentication_method.is_some() {
         // Enhanced authentication needs a plugin that provides the method; none does yet.
         return refuse(
@@ -165,7 +173,23 @@ impl Ctx<'_> {
 
 /// The CONNECT passed every check: assign an id if needed, move to the home shard of the
 /// client id, or attach the session here.
-pub(super) fn connect_accepted(cx: &mut Ctx<'_>, connect: Connect) -> bool {
+pub(super) fn connect_accepted(cx: &mut Ctx<'_>, mut connect: Connect) -> bool {
+    if cx.config().clients.use_username_as_clientid {
+        // As mosquitto: the (authenticated) username is the client id; without one the
+        // client is refused.
+        match &connect.username {
+            Some(user) => connect.client_id = user.clone(),
+            None => {
+                let max = connect.properties.maximum_packet_size.unwrap_or(0);
+                return refuse(
+                    cx,
+                    max,
+                    NOT_AUTHORIZED,
+                    "use_username_as_clientid and no username",
+                );
+            }
+        }
+    }
     if connect.client_id.is_empty() {
         let id = cx.generate_client_id();
         return attach(cx, connect, id, true);
@@ -214,6 +238,8 @@ fn attach(cx: &mut Ctx<'_>, connect: Connect, client_id: ByteStr, assigned: bool
         (false, true) => 0,
         (false, false) => u32::MAX,
     };
+    // `persistent_client_expiration`: a session that would never expire does after this.
+    let expiry_interval = config.clients.persistent_expiry(expiry_interval);
     let receive_max = connect.properties.receive_maximum.unwrap_or(u16::MAX);
     let limits = Limits::new(
         config,
@@ -337,6 +363,7 @@ fn attach(cx: &mut Ctx<'_>, connect: Connect, client_id: ByteStr, assigned: bool
     // [MQTT-3.1.2-24]: one and a half times the keep-alive (0: none).
     cx.activate(slot, aliases_out, u32::from(keep_alive) * 1500);
     log::info!(
+        target: crate::logging::TARGET_CONNECTION,
         "New client connected from {} as {} (p{}, c{}, k{}).",
         cx.peer(),
         client_id,

@@ -8,6 +8,7 @@
 //! shard (closed or moved to another shard), so the read loop stops touching it.
 
 mod ack;
+mod client_ids;
 mod connect;
 pub(crate) mod hooks;
 mod publish;

@@ -37,6 +37,10 @@ pub struct Limits {
     /// The client's Maximum Packet Size (0 = none): larger PUBLISHes are not sent to it
     /// ([MQTT-3.1.2-25]) but dropped as if delivered.
     pub max_packet_size: u32,
+    /// Payload bytes of outgoing QoS 1/2 messages in flight (0 = unlimited) —
+    /// `max_inflight_bytes`. As in mosquitto, a message goes out while less is in flight,
+    /// so the window exceeds it by at most one message.
+    pub max_inflight_bytes: u32,
 }
 
 impl Inflight {
@@ -71,6 +75,8 @@ impl Limits {
             max_queued: u32::try_from(config.max_queued_messages).unwrap_or(u32::MAX),
             max_queued_bytes: u32::try_from(config.max_queued_bytes).unwrap_or(u32::MAX),
             max_packet_size,
+            max_inflight_bytes: u32::try_from(config.clients.max_inflight_bytes)
+                .unwrap_or(u32::MAX),
         }
     }
 }

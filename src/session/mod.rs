@@ -259,7 +259,19 @@ impl Session {
     }
 
     fn window_open(&self) -> bool {
-        self.limits.max_inflight == 0 || self.inflight.len() < usize::from(self.limits.max_inflight)
+        let l = &self.limits;
+        (l.max_inflight == 0 || self.inflight.len() < usize::from(l.max_inflight))
+            && (l.max_inflight_bytes == 0 || self.inflight_bytes() < l.max_inflight_bytes as usize)
+    }
+
+    /// Payload bytes in flight. Summed over the window (at most `max_inflight_messages`,
+    /// 20 by default) and only when `max_inflight_bytes` is set: no counter to keep right on
+    /// every path that adds to or removes from the window.
+    fn inflight_bytes(&self) -> usize {
+        self.inflight
+            .iter()
+            .map(|f| f.delivery.msg.payload.len())
+            .sum()
     }
 
     /// The next packet id not in use by an inflight message ([MQTT-2.3.1-2]: an id is
@@ -392,12 +404,7 @@ impl Session {
     /// Payload bytes of every QoS 1/2 message the session holds, queued or in flight (what
     /// it counts toward `memory_limit`, see [`memory`]).
     pub fn held_bytes(&self) -> usize {
-        let inflight: usize = self
-            .inflight
-            .iter()
-            .map(|f| f.delivery.msg.payload.len())
-            .sum();
-        inflight + self.queued_bytes
+        self.inflight_bytes() + self.queued_bytes
     }
 
     /// Payload bytes waiting in the queue.

@@ -30,6 +30,7 @@ fn session(max_inflight: u16, max_queued: u32) -> Session {
             max_queued,
             max_queued_bytes: 0,
             max_packet_size: 0,
+            max_inflight_bytes: 0,
         },
     );
     s.conn = Some(0);
@@ -289,6 +290,25 @@ fn queue_is_bounded_in_payload_bytes_too() {
         Offer::Send(_)
     ));
     assert_eq!(s.queued_bytes(), 300);
+}
+
+#[test]
+fn window_is_bounded_in_payload_bytes_with_max_inflight_bytes() {
+    let mut s = session(0, 0);
+    s.limits.max_inflight_bytes = 250;
+    let mut b = Batch::new();
+    // Messages go out while less than 250 bytes are in flight (as mosquitto: the last one
+    // may cross the limit), then wait in the queue.
+    let first = publish(s.offer(sized(100), &mut b));
+    publish(s.offer(sized(100), &mut b));
+    publish(s.offer(sized(100), &mut b));
+    assert_eq!(s.offer(sized(10), &mut b), Offer::Queued);
+    assert_eq!(s.inflight.len(), 3);
+    // An acknowledgement frees 100 bytes: 200 < 250, the queued one goes out.
+    assert_eq!(s.on_puback(first.packet_id, &mut b), Ack::Done);
+    let mut out = Vec::new();
+    s.fill_window(&mut out, &mut b);
+    assert_eq!((out.len(), s.inflight.len(), s.queue.len()), (1, 3, 0));
 }
 
 #[test]

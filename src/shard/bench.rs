@@ -93,6 +93,7 @@ impl RouteBench {
                     max_queued: 1000,
                     max_queued_bytes: 0,
                     max_packet_size: 0,
+                    max_inflight_bytes: 0,
                 },
             );
             session.conn = Some(0);

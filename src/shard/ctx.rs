@@ -425,7 +425,8 @@ impl<'a> Ctx<'a> {
         let n = shard.peers.len();
         loop {
             shard.next_client_number += 1;
-            let id = format!("auto-{}-{:x}", shard.id, shard.next_client_number);
+            let prefix = &shard.shared.config.clients.auto_id_prefix;
+            let id = format!("{prefix}{}-{:x}", shard.id, shard.next_client_number);
             if home_shard(id.as_bytes(), n) == shard.id {
                 let id = ByteStr::from(id);
                 if !shard.session_by_id.contains_key(&id) {

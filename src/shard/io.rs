@@ -98,7 +98,8 @@ impl Shard {
                         }
                         continue;
                     }
-                    let _ = stream.set_nodelay(true);
+                    // Writes are coalesced per loop turn already: Nagle would only add delay.
+                    let _ = stream.set_nodelay(self.shared.config.clients.set_tcp_nodelay);
                     let l = &self.listeners[listener];
                     let stream = match l.wrap(stream) {
                         Ok(t) => t,

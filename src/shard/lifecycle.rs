@@ -190,10 +190,12 @@ impl Shard {
         self.buffers.give(&mut conn.rbuf);
         self.buffers.give(&mut conn.wbuf);
         match &why {
-            Close::Graceful => log::info!("Client {} disconnected.", self.label(&conn)),
+            Close::Graceful => {
+                log::info!(target: crate::logging::TARGET_CONNECTION, "Client {} disconnected.", self.label(&conn))
+            }
             Close::Gone(reason) => {
                 log::info!(
-                    "Client {} closed its connection ({reason}).",
+                    target: crate::logging::TARGET_CONNECTION, "Client {} closed its connection ({reason}).",
                     self.label(&conn)
                 )
             }
@@ -207,11 +209,11 @@ impl Shard {
                 )
             }
             Close::KeepAlive => log::info!(
-                "Client {} has exceeded timeout, disconnecting.",
+                target: crate::logging::TARGET_CONNECTION, "Client {} has exceeded timeout, disconnecting.",
                 self.label(&conn)
             ),
             Close::TakenOver => log::info!(
-                "Client {} already connected, closing old connection.",
+                target: crate::logging::TARGET_CONNECTION, "Client {} already connected, closing old connection.",
                 self.label(&conn)
             ),
             Close::Refused | Close::Shutdown => {}

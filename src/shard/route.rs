@@ -109,7 +109,7 @@ impl Shard {
             let Some(qos) = best else { continue };
             let delivery = Delivery {
                 msg: msg.clone(),
-                qos: qos.min(msg.qos),
+                qos: self.shared.config.clients.outgoing_qos(qos, msg.qos),
                 retain: retain_as_published && msg.retain,
                 subscription_ids: ids,
                 shared: None,
@@ -142,7 +142,7 @@ impl Shard {
     ) {
         let o = entry.options;
         let delivery = Delivery {
-            qos: o.qos.min(msg.qos),
+            qos: self.shared.config.clients.outgoing_qos(o.qos, msg.qos),
             retain: o.retain_as_published && msg.retain,
             subscription_ids: entry.identifier.into_iter().collect(),
             shared: Some(group),
@@ -161,7 +161,7 @@ impl Shard {
         let shared = self.shared.clone();
         backlog.run_turn(&shared.retained, |msg, subscriber, qos, ids| {
             let delivery = Delivery {
-                qos: qos.min(msg.qos),
+                qos: shared.config.clients.outgoing_qos(qos, msg.qos),
                 msg,
                 retain: true,
                 subscription_ids: ids.clone(),

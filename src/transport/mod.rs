@@ -42,6 +42,7 @@
 //! - A `Transport` is `Send` and moves whole between shards (a connection migrating to the
 //!   home shard of its client id keeps its TLS session).
 
+mod certs;
 pub mod client;
 mod listener;
 pub mod pem;

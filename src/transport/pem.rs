@@ -47,6 +47,27 @@ pub(crate) fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> 
     })
 }
 
+/// The certificate revocation lists of `crlfile` (PEM, one or more).
+pub(crate) fn load_crls(
+    path: &Path,
+) -> Result<Vec<rustls::pki_types::CertificateRevocationListDer<'static>>, TlsError> {
+    let err = |problem: String| TlsError::File {
+        option: "crlfile",
+        path: path.to_path_buf(),
+        problem,
+    };
+    let crls = rustls::pki_types::CertificateRevocationListDer::pem_file_iter(path)
+        .map_err(|e| err(pem_problem(e, "certificate revocation list")))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| err(pem_problem(e, "certificate revocation list")))?;
+    if crls.is_empty() {
+        return Err(err(
+            "no certificate revocation list (X509 CRL) in this file".into(),
+        ));
+    }
+    Ok(crls)
+}
+
 /// The client CAs of `cafile` and `capath`, or `None` when neither is set.
 pub(crate) fn load_roots(s: &TlsSettings) -> Result<Option<RootCertStore>, TlsError> {
     if s.cafile.is_none() && s.capath.is_none() {

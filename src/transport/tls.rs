@@ -28,7 +28,8 @@ use rustls::pki_types::CertificateDer;
 use rustls::server::{ProducesTickets, ServerSessionMemoryCache, WebPkiClientVerifier};
 use rustls::{ClientConnection, Connection, ServerConfig, ServerConnection, SupportedCipherSuite};
 
-use super::pem::{load_certs, load_key, load_roots};
+use super::certs;
+use super::pem::{load_certs, load_crls, load_key, load_roots};
 use crate::auth::x509;
 use crate::config::{TlsSettings, TlsVersion};
 
@@ -233,24 +234,49 @@ fn build_config(s: &TlsSettings, resumption: &Resumption) -> Result<ServerConfig
     // when require_certificate is off (and then, as mosquitto's SSL_VERIFY_NONE, no client
     // certificate is asked for).
     let roots = load_roots(s)?;
-    let verifier = match roots {
+    let verifier: Arc<dyn rustls::server::danger::ClientCertVerifier> = match roots {
         Some(roots) if s.require_certificate => {
-            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+            let roots = Arc::new(roots);
+            let mut builder =
+                WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone());
+            if let Some(crlfile) = &s.crlfile {
+                // As OpenSSL's X509_V_FLAG_CRL_CHECK: the client's own certificate, and a
+                // CRL of its issuer must be there (unknown status is refused).
+                builder = builder
+                    .with_crls(load_crls(crlfile)?)
+                    .only_check_end_entity_revocation();
+            }
+            let inner = builder
                 .build()
-                .map_err(|e| TlsError::Config(format!("client certificate verifier: {e}")))?
+                .map_err(|e| TlsError::Config(format!("client certificate verifier: {e}")))?;
+            // v1 client certificates (mosquitto-tls(7)'s recipe) are verified by `certs`.
+            Arc::new(certs::ClientVerifier {
+                inner,
+                roots,
+                algs: provider.signature_verification_algorithms,
+                crls: s.crlfile.is_some(),
+            })
         }
         _ => WebPkiClientVerifier::no_client_auth(),
     };
-    let certs = load_certs("certfile", &s.certfile)?;
+    let mut chain = load_certs("certfile", &s.certfile)?;
+    if let Some(cafile) = &s.cafile {
+        // The intermediates of cafile complete the chain, as OpenSSL does for mosquitto.
+        chain = certs::complete_chain(chain, &load_certs("cafile", cafile)?);
+    }
     let key = load_key(&s.keyfile)?;
-    let mut config = builder
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(certs, key)
-        .map_err(|e| TlsError::File {
+    let certified =
+        certs::certified_key(chain, key, &provider).map_err(|problem| TlsError::File {
             option: "keyfile",
             path: s.keyfile.clone(),
-            problem: format!("cannot be used with certfile {}: {e}", s.certfile.display()),
+            problem: format!(
+                "cannot be used with certfile {}: {problem}",
+                s.certfile.display()
+            ),
         })?;
+    let mut config = builder
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(Arc::new(certs::SingleCert(Arc::new(certified))));
     config.ticketer = resumption.tickets.clone();
     config.session_storage = resumption.cache.clone();
     Ok(config)

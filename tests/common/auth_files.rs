@@ -51,7 +51,7 @@ impl AuthFiles {
 
     /// A broker with both files, `allow_anonymous` as given, and the `extra` lines.
     /// `user root`: the files are 0600 in a private directory; mosquitto started as root would
-    /// otherwise switch to its own user and not read them (midge ignores the option).
+    /// otherwise switch to its own user and not read them (midge likewise).
     pub fn broker(&self, allow_anonymous: bool, extra: &[&str]) -> Broker {
         let pw = format!("password_file {}", self.path("passwd"));
         let acl = format!("acl_file {}", self.path("acl"));

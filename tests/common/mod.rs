@@ -171,7 +171,14 @@ impl Broker {
             let port = free_port();
             let config_path = dir.path().join("broker.conf");
             let log_path = dir.path().join("broker.log");
-            fs::write(&config_path, config(port)).expect("write config");
+            let mut text = config(port);
+            if kind == BrokerKind::Midge {
+                // Tests run as root and keep their files in root's 0700 temporary
+                // directories: the broker stays root to reach them after start-up (store
+                // segments, SIGHUP reloads). tests/dropin.rs tests the switch of user.
+                text.push_str("\nuser root\n");
+            }
+            fs::write(&config_path, text).expect("write config");
             File::create(&log_path).expect("create log");
             let child = spawn_broker(kind, &config_path, &log_path);
             let mut broker = Broker {

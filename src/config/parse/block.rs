@@ -31,6 +31,8 @@ pub(super) struct Block {
     pub(super) websockets: bool,
     /// `http_dir` said in this block, and where.
     pub(super) http_dir: Option<(PathBuf, Pos)>,
+    /// `bind_interface`.
+    pub(super) bind_interface: Option<String>,
 }
 
 /// A block's TLS options while parsing, with where they were said (for the checks that need

@@ -112,6 +112,7 @@ impl Parser {
                     password_file: block.password_file.clone(),
                     acl_file: block.acl_file.clone(),
                     websockets: websockets.clone(),
+                    bind_interface: block.bind_interface.clone(),
                 });
             }
         }

@@ -51,13 +51,6 @@ impl Pos {
     }
 }
 
-pub(super) fn ignored(pos: &Pos, config: &mut Config, option: &str) {
-    pos.warn(
-        config,
-        format_args!("option '{option}' is accepted but not acted on by midge yet"),
-    );
-}
-
 /// The values of a non-text option: whitespace-separated words, up to a word starting with `#`.
 pub(super) fn words(rest: &str) -> Vec<&str> {
     rest.split_whitespace()

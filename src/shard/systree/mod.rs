@@ -235,6 +235,9 @@ impl Shard {
     /// Computes the tree when it is due, stores the snapshot in `Shared` and publishes what
     /// changed (shard thread only; a cheap comparison when nothing is due).
     pub(crate) fn sys_tree_tick(&mut self, now: Instant) {
+        if self.sys_tree.publisher {
+            self.publish_log_lines();
+        }
         let due = self.sys_tree.due(
             now,
             self.sys_tree.publisher && self.shared.sys_snapshot_asked(),
@@ -274,6 +277,23 @@ impl Shard {
             }
             // Not `message_in`: the broker's own messages are not counted as received.
             self.route(msg);
+        }
+    }
+
+    /// `log_dest topic`: the lines logged since the last tick, each a QoS 0 message on
+    /// mosquitto's `$SYS/broker/log/...` topic for its kind (not retained, as mosquitto). The
+    /// queue is empty (one uncontended lock per tick) unless `log_dest topic` is configured.
+    fn publish_log_lines(&mut self) {
+        for line in crate::logging::take_topic_lines() {
+            self.route(Arc::new(Message {
+                topic: ByteStr::from_static(line.topic),
+                payload: Bytes::from(line.payload),
+                qos: QoS::AtMostOnce,
+                retain: false,
+                properties: Default::default(),
+                expires_at: None,
+                origin: None,
+            }));
         }
     }
 }
