@@ -28,8 +28,8 @@ pub struct Shared {
     pub held_bytes: std::sync::atomic::AtomicIsize,
     /// Password file and ACLs (read-only after start).
     pub auth: Auth,
-    /// Verifies passwords off the event loops (PBKDF2 is slow on purpose); `None` without a
-    /// password file.
+    /// Verifies passwords off the event loops (PBKDF2 is slow on purpose); its threads run
+    /// once a password file is in use (`None` only in benchmarks).
     pub auth_worker: Option<AuthWorker>,
     /// Each shard's counters as of its last tick (see `shard::stats`), by shard id.
     stats: Box<[StatsSlot]>,
