@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 
 use common::auth_files::AuthFiles;
 use common::clients::{mosquitto_pub, MosqSub, Rumq};
+use common::raw::RecvError;
+use common::v5::{opts, V5};
 use common::Broker;
+use midge::protocol::Packet;
 
 /// Every counter topic of mosquitto 2.0's tree that midge publishes, all numbers but the
 /// first two.
@@ -382,5 +385,108 @@ fn messages_queued_for_an_offline_session_are_in_the_store_count() {
             .iter()
             .filter(|(t, _)| t.contains("store") || t.contains("queued"))
             .collect::<Vec<_>>()
+    );
+}
+
+/// The `$SYS` messages a new MQTT 5 subscriber to `filter` receives within `quiet` of
+/// silence: (topic, retained, Message Expiry Interval), in arrival order.
+fn v5_sys_messages(
+    port: u16,
+    id: &str,
+    filter: &str,
+    quiet: Duration,
+) -> Vec<(String, bool, Option<u32>)> {
+    let mut v5 = V5::subscribed(port, id, &[(filter, opts(0))]);
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        match v5.recv(quiet) {
+            Ok(Packet::Publish(p)) => out.push((
+                p.topic.to_string(),
+                p.retain,
+                p.properties.message_expiry_interval,
+            )),
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(RecvError::Timeout) => break,
+            Err(RecvError::Closed) => panic!("connection closed"),
+        }
+    }
+    v5.disconnect();
+    out
+}
+
+#[test]
+fn sys_messages_carry_a_60_second_expiry_but_version() {
+    let broker = Broker::start_with(&["sys_interval 1"]);
+    let port = broker.port();
+    assert!(
+        common::eventually(Duration::from_secs(5), || {
+            let got = v5_sys_messages(
+                port,
+                "sys-exp-wait",
+                "$SYS/broker/uptime",
+                Duration::from_millis(300),
+            );
+            !got.is_empty()
+        }),
+        "no uptime published"
+    );
+    // The retained tree first, then at least one tick of live values.
+    let got = v5_sys_messages(port, "sys-expiry", "$SYS/#", Duration::from_millis(1500));
+    let version: Vec<_> = got
+        .iter()
+        .filter(|m| m.0 == "$SYS/broker/version")
+        .collect();
+    assert!(!version.is_empty(), "no version: {got:?}");
+    assert!(
+        version.iter().all(|m| m.2.is_none()),
+        "version is published once and never expires: {version:?}"
+    );
+    let uptime: Vec<_> = got.iter().filter(|m| m.0 == "$SYS/broker/uptime").collect();
+    assert!(uptime.len() >= 2, "retained and live uptime: {got:?}");
+    for (topic, _, expiry) in got.iter().filter(|m| m.0 != "$SYS/broker/version") {
+        assert!(
+            matches!(expiry, Some(n) if (1..=60).contains(n)),
+            "{topic}: Message Expiry Interval {expiry:?}, want 60 s or what is left of it"
+        );
+    }
+    assert!(
+        got.iter().any(|m| !m.1 && m.2 == Some(60)),
+        "a live value carries the whole 60 s: {got:?}"
+    );
+}
+
+#[test]
+fn a_sys_value_not_refreshed_for_60_seconds_is_no_longer_retained() {
+    let broker = Broker::start_with(&["sys_interval 1"]);
+    let port = broker.port();
+    let started = Instant::now();
+    // `clients/expired` stays 0, so it is published once (only changed values are);
+    // `uptime` changes at every tick; `version` never expires.
+    let retained = |id: &str| -> Vec<String> {
+        let mut topics: Vec<String> = [
+            "$SYS/broker/clients/expired",
+            "$SYS/broker/uptime",
+            "$SYS/broker/version",
+        ]
+        .iter()
+        .flat_map(|t| v5_sys_messages(port, id, t, Duration::from_millis(300)))
+        .filter(|m| m.1)
+        .map(|m| m.0)
+        .collect();
+        topics.sort();
+        topics.dedup();
+        topics
+    };
+    assert!(
+        common::eventually(Duration::from_secs(5), || retained("sys-early").len() == 3),
+        "the tree was not retained: {:?}",
+        retained("sys-early")
+    );
+    std::thread::sleep(Duration::from_secs(62).saturating_sub(started.elapsed()));
+    assert_eq!(
+        retained("sys-late"),
+        ["$SYS/broker/uptime", "$SYS/broker/version"],
+        "after 62 s only the refreshed values and version are retained"
     );
 }

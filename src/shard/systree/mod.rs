@@ -10,7 +10,8 @@
 //! ([`super::stats`]) as each shard last published them: nothing here runs per message. Each
 //! topic is a retained QoS 2 message routed like a client's publish (so subscribers on every
 //! shard receive it and the ACL read check applies) but kept out of the store: it describes
-//! this run only.
+//! this run only. Each but `version` expires after 60 s, as mosquitto's: a retained value
+//! that stopped being refreshed is not served for ever.
 
 mod load;
 mod midge;
@@ -31,6 +32,17 @@ use snapshot::{ShardFigures, SysSnapshot, Topic};
 
 /// The shard that computes and publishes the tree.
 const PUBLISHER: usize = 0;
+
+/// The Message Expiry Interval of every topic but `version` (mosquitto's `sys_tree.c`
+/// queues them with 60): a value not published again within it (unchanged, or the tree
+/// turned off) is no longer retained, and MQTT 5 subscribers see how long it has left.
+const EXPIRY: Duration = Duration::from_secs(60);
+
+/// The Message Expiry Interval of the `$SYS/broker/log/...` lines (mosquitto's `logging.c`).
+const LOG_EXPIRY: Duration = Duration::from_secs(20);
+
+/// The topic published once, at start, without an expiry (as mosquitto does).
+const VERSION: &str = "$SYS/broker/version";
 
 /// How often the snapshot is refreshed between publications while someone reads it.
 const REFRESH: Duration = Duration::from_secs(1);
@@ -141,7 +153,7 @@ impl SysTree {
         let uptime = now.saturating_duration_since(self.started).as_secs();
         let version = concat!("midge ", env!("CARGO_PKG_VERSION"));
         let mut topics: Vec<(Topic, String)> = vec![
-            (Cow::Borrowed("$SYS/broker/version"), version.to_string()),
+            (Cow::Borrowed(VERSION), version.to_string()),
             (
                 Cow::Borrowed("$SYS/broker/uptime"),
                 format!("{uptime} seconds"),
@@ -258,6 +270,7 @@ impl Shard {
         }
         self.shared.set_sys_snapshot(Arc::new(snap));
         for (topic, payload) in publish.into_iter().flatten() {
+            let expires_at = (topic != VERSION).then(|| now + EXPIRY);
             let topic = match topic {
                 Cow::Borrowed(t) => ByteStr::from_static(t),
                 Cow::Owned(t) => ByteStr::from(t),
@@ -268,7 +281,7 @@ impl Shard {
                 qos: QoS::ExactlyOnce,
                 retain: true,
                 properties: Default::default(),
-                expires_at: None,
+                expires_at,
                 origin: None,
             });
             if self.shared.config.retain_available {
@@ -291,7 +304,7 @@ impl Shard {
                 qos: QoS::AtMostOnce,
                 retain: false,
                 properties: Default::default(),
-                expires_at: None,
+                expires_at: Some(Instant::now() + LOG_EXPIRY),
                 origin: None,
             }));
         }
