@@ -17,6 +17,7 @@ mod load;
 mod midge;
 mod mosquitto;
 pub mod snapshot;
+pub(crate) mod store_count;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -61,6 +62,10 @@ pub(crate) struct SysTree {
     /// When this shard next counts its queued and in-flight messages (every shard does, see
     /// `Shard::count_gauges`).
     pub(crate) gauges_due: Instant,
+    /// That count's walk over the messages held, for the distinct store count.
+    pub(crate) held: store_count::HeldScan,
+    /// Scratch for merging every shard's list of messages held by more than one holder.
+    merge: Vec<(usize, u64)>,
     /// mosquitto's load averages: updated at each publication (or, with `sys_interval 0`,
     /// at each computation).
     loads: load::Loads,
@@ -81,6 +86,16 @@ pub(crate) struct SysTree {
     published: Vec<(Topic, String)>,
 }
 
+/// The broker-wide figures of the message store that no shard's counters hold.
+#[derive(Debug, Clone, Copy, Default)]
+struct Store {
+    /// Retained messages and their payload bytes.
+    retained: (u64, u64),
+    /// Distinct messages (and bytes) held by sessions that may have other holders too, not
+    /// retained (see [`store_count`]).
+    held_by_many: (u64, u64),
+}
+
 /// What is due at a tick.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Due {
@@ -98,6 +113,8 @@ impl SysTree {
             publisher: shard == PUBLISHER,
             persistence,
             gauges_due: now,
+            held: Default::default(),
+            merge: Vec::new(),
             loads: load::Loads::default(),
             latency: Vec::new(),
             interval: interval(sys_interval),
@@ -135,18 +152,20 @@ impl SysTree {
     }
 
     /// The whole tree at `now` from each shard's counters `shards` and the broker-wide
-    /// retained count and bytes; `publish`: this computation is a publication.
+    /// figures `store`; `publish`: this computation is a publication.
     fn compute(
         &mut self,
         now: Instant,
         shards: Vec<Stats>,
-        retained: (u64, u64),
+        store: Store,
         publish: bool,
     ) -> SysSnapshot {
         self.refreshed_at = Some(now);
         let mut total = Stats::default();
         shards.iter().for_each(|s| total.add(s));
-        (total.retained, total.retained_bytes) = retained;
+        (total.retained, total.retained_bytes) = store.retained;
+        total.store_messages = total.retained + total.held_alone_messages + store.held_by_many.0;
+        total.store_bytes = total.retained_bytes + total.held_alone_bytes + store.held_by_many.1;
         if publish || self.interval.is_none() {
             self.loads.update(now, &total);
         }
@@ -258,12 +277,13 @@ impl Shard {
             return;
         }
         let (retained, retained_bytes) = self.shared.retained.len_and_bytes();
-        let snap = self.sys_tree.compute(
-            now,
-            self.shared.shard_stats(),
-            (retained as u64, retained_bytes as u64),
-            due == Due::Publish,
-        );
+        let store = Store {
+            retained: (retained as u64, retained_bytes as u64),
+            held_by_many: self.shared.held_by_many.distinct(&mut self.sys_tree.merge),
+        };
+        let snap =
+            self.sys_tree
+                .compute(now, self.shared.shard_stats(), store, due == Due::Publish);
         let publish = (due == Due::Publish).then(|| self.sys_tree.changed(&snap));
         if let Some(interval) = self.sys_tree.interval.filter(|_| publish.is_some()) {
             self.sys_tree.next_publish = now + interval;
