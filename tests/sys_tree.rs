@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::auth_files::AuthFiles;
 use common::clients::{mosquitto_pub, MosqSub, Rumq};
-use common::raw::RecvError;
+use common::raw::{self, Connect, Raw, RecvError};
 use common::v5::{opts, V5};
 use common::Broker;
 use midge::protocol::Packet;
@@ -535,4 +535,87 @@ fn a_message_queued_for_several_sessions_is_stored_once() {
             .sum();
         assert_eq!(queued, 9, "each session queues its copy");
     }
+}
+
+const SENT: &str = "$SYS/broker/publish/messages/sent";
+const SENT_BYTES: &str = "$SYS/broker/publish/bytes/sent";
+
+/// The PUBLISH counters as a new client finds them (their retained values, as of the last
+/// tick), and the PUBLISHes that reading cost (the client's own deliveries count as sent
+/// too): (sent, bytes sent, PUBLISHes received, their payload bytes). The client reads until
+/// the broker closes the connection after its DISCONNECT, so it sees every PUBLISH the broker
+/// wrote to it.
+fn read_sent(port: u16, id: &str) -> (u64, u64, u64, u64) {
+    let mut r = Raw::connected(port, id);
+    r.send(&raw::subscribe(1, &[(SENT, 0), (SENT_BYTES, 0)]));
+    let mut values: HashMap<String, u64> = HashMap::new();
+    let (mut received, mut bytes) = (0, 0);
+    let mut note = |p: &raw::Packet, values: &mut HashMap<String, u64>| {
+        if p.kind() == raw::PUBLISH {
+            let m = p.publish();
+            received += 1;
+            bytes += m.payload.len() as u64;
+            let value = String::from_utf8(m.payload).unwrap().parse().unwrap();
+            values.entry(m.topic).or_insert(value);
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while values.len() < 2 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match r.recv(left) {
+            Ok(p) => note(&p, &mut values),
+            Err(e) => panic!("no retained {SENT} and {SENT_BYTES}: {e:?}, got {values:?}"),
+        }
+    }
+    r.send(&raw::disconnect());
+    for p in r.expect_closed(Duration::from_secs(5)) {
+        note(&p, &mut values);
+    }
+    (values[SENT], values[SENT_BYTES], received, bytes)
+}
+
+#[test]
+fn publishes_sent_are_counted_as_mosquitto_counts_them() {
+    let broker = Broker::start_with(&["sys_interval 1", "shards 2"]);
+    let port = broker.port();
+    let tick = || std::thread::sleep(Duration::from_millis(2500));
+    tick();
+    let (sent, sent_bytes, read_n, read_bytes) = read_sent(port, "sys-sent-before");
+
+    // Every PUBLISH written to a client counts once with its payload, whatever its QoS
+    // (mosquitto from 2.0.4 on; 2.0.0-2.0.3 counted QoS 0 only): live ones at each QoS...
+    let mut live = Raw::subscribed(port, "sys-sent-live", &[("sent/live/#", 2)]);
+    for (qos, payload) in [("0", 10), ("1", 20), ("2", 30)] {
+        let payload = "p".repeat(payload);
+        mosquitto_pub(port, &["-t", "sent/live/x", "-q", qos, "-m", &payload]);
+    }
+    let got = live.collect_publishes(3, Duration::from_secs(5));
+    assert_eq!(got.iter().map(|m| m.qos).collect::<Vec<_>>(), [0, 1, 2]);
+    live.disconnect();
+    // ... a retained message sent to a new subscription...
+    mosquitto_pub(port, &["-t", "sent/ret", "-r", "-q", "1", "-m", "retained"]);
+    let mut late = Raw::subscribed(port, "sys-sent-ret", &[("sent/ret", 1)]);
+    assert_eq!(late.collect_publishes(1, Duration::from_secs(5)).len(), 1);
+    late.disconnect();
+    // ... and messages queued for an offline session, sent when it comes back.
+    let resume = Connect::new("sys-sent-queue").clean(false);
+    let (mut queue, _) = Raw::connect(port, &resume);
+    queue.subscribe(1, &[("sent/queue", 1)]);
+    queue.disconnect();
+    for _ in 0..2 {
+        mosquitto_pub(port, &["-t", "sent/queue", "-q", "1", "-m", "abcde"]);
+    }
+    let (mut queue, _) = Raw::connect(port, &resume);
+    assert_eq!(queue.collect_publishes(2, Duration::from_secs(5)).len(), 2);
+    queue.disconnect();
+    let (want_n, want_bytes) = (3 + 1 + 2, 60 + 8 + 10);
+
+    tick();
+    let (sent_after, bytes_after, _, _) = read_sent(port, "sys-sent-after");
+    assert_eq!(
+        (sent_after - sent, bytes_after - sent_bytes),
+        (read_n + want_n, read_bytes + want_bytes),
+        "PUBLISHes sent (and their payload bytes) since the first reading: its own {read_n} \
+         ({read_bytes} bytes) and the test's {want_n} ({want_bytes} bytes)"
+    );
 }
