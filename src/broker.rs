@@ -272,15 +272,15 @@ impl Broker {
         // Two threads: a slow PBKDF2 check never holds up another client's CONNECT for long,
         // and the queue bounds the memory an unauthenticated flood can take. Each request
         // carries its listener's password file.
-        let auth_worker = if any_password_file {
-            Some(AuthWorker::start(2, 1024)?)
-        } else {
-            None
-        };
+        // The threads start with the first password file, now or at a reload.
+        let auth_worker = AuthWorker::new(2, 1024);
+        if any_password_file {
+            auth_worker.ensure_running()?;
+        }
         // The store is read before anything is served: an unreadable one stops start-up.
         let (store, recovered) = open_store(&config)?;
         let applied = Mutex::new(config.clone());
-        let shared = Shared::new(config, auth, auth_worker, shards);
+        let shared = Shared::new(config, auth, Some(auth_worker), shards);
         let now = std::time::Instant::now();
         for msg in recovered.retained.iter().filter(|m| !m.is_expired(now)) {
             shared.retained.set(msg);

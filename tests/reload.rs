@@ -216,3 +216,59 @@ fn sys_interval_reloads() {
         assert!(broker.log().contains("Reload: sys_interval 0 -> 1."));
     }
 }
+
+#[test]
+fn a_first_password_file_applies_without_a_restart() {
+    // No password file at start, anonymous clients allowed.
+    let files = AuthFiles::new(&[("bob", "pb")], "");
+    let broker = Broker::start_with(&["user root"]);
+    let port = broker.port();
+    let mut anonymous = MosqSub::start(port, &["-t", "t/#", "-q", "1", "-W", "30"]);
+
+    let text = std::fs::read_to_string(broker.config_path()).unwrap();
+    let text = text.replace("allow_anonymous true", "allow_anonymous false");
+    std::fs::write(
+        broker.config_path(),
+        format!("{text}password_file {}\n", files.path("passwd")),
+    )
+    .unwrap();
+    reload(&broker);
+    assert!(
+        publish_as(port, "bob", "pb", "t/1", "after"),
+        "bob was refused after the reload; log:\n{}",
+        broker.log()
+    );
+    assert!(
+        !publish_as(port, "bob", "wrong", "t/2", "refused"),
+        "a wrong password was accepted"
+    );
+    let anonymous_publish = run(
+        Command::new("mosquitto_pub").args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-t",
+            "t/3",
+            "-m",
+            "anonymous",
+        ]),
+        Duration::from_secs(10),
+    );
+    assert!(
+        !anonymous_publish.success(),
+        "a new anonymous client was accepted"
+    );
+    if broker.is_midge() {
+        // The subscriber that connected anonymously before the reload is still served
+        // (mosquitto disconnects anonymous clients when allow_anonymous becomes false).
+        let got = anonymous.messages(1, Duration::from_secs(5));
+        assert_eq!(
+            got.iter().map(|m| m.payload.as_str()).collect::<Vec<_>>(),
+            ["after"],
+            "{}",
+            anonymous.describe()
+        );
+        assert!(broker.log().contains("allow_anonymous"), "{}", broker.log());
+    }
+}

@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 
 use common::auth_files::AuthFiles;
 use common::clients::{mosquitto_pub, MosqSub, Rumq};
+use common::raw::{self, Connect, Raw, RecvError};
+use common::v5::{opts, V5};
 use common::Broker;
+use midge::protocol::Packet;
 
 /// Every counter topic of mosquitto 2.0's tree that midge publishes, all numbers but the
 /// first two.
@@ -382,5 +385,237 @@ fn messages_queued_for_an_offline_session_are_in_the_store_count() {
             .iter()
             .filter(|(t, _)| t.contains("store") || t.contains("queued"))
             .collect::<Vec<_>>()
+    );
+}
+
+/// The `$SYS` messages a new MQTT 5 subscriber to `filter` receives within `quiet` of
+/// silence: (topic, retained, Message Expiry Interval), in arrival order.
+fn v5_sys_messages(
+    port: u16,
+    id: &str,
+    filter: &str,
+    quiet: Duration,
+) -> Vec<(String, bool, Option<u32>)> {
+    let mut v5 = V5::subscribed(port, id, &[(filter, opts(0))]);
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        match v5.recv(quiet) {
+            Ok(Packet::Publish(p)) => out.push((
+                p.topic.to_string(),
+                p.retain,
+                p.properties.message_expiry_interval,
+            )),
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(RecvError::Timeout) => break,
+            Err(RecvError::Closed) => panic!("connection closed"),
+        }
+    }
+    v5.disconnect();
+    out
+}
+
+#[test]
+fn sys_messages_carry_a_60_second_expiry_but_version() {
+    let broker = Broker::start_with(&["sys_interval 1"]);
+    let port = broker.port();
+    assert!(
+        common::eventually(Duration::from_secs(5), || {
+            let got = v5_sys_messages(
+                port,
+                "sys-exp-wait",
+                "$SYS/broker/uptime",
+                Duration::from_millis(300),
+            );
+            !got.is_empty()
+        }),
+        "no uptime published"
+    );
+    // The retained tree first, then at least one tick of live values.
+    let got = v5_sys_messages(port, "sys-expiry", "$SYS/#", Duration::from_millis(1500));
+    let version: Vec<_> = got
+        .iter()
+        .filter(|m| m.0 == "$SYS/broker/version")
+        .collect();
+    assert!(!version.is_empty(), "no version: {got:?}");
+    assert!(
+        version.iter().all(|m| m.2.is_none()),
+        "version is published once and never expires: {version:?}"
+    );
+    let uptime: Vec<_> = got.iter().filter(|m| m.0 == "$SYS/broker/uptime").collect();
+    assert!(uptime.len() >= 2, "retained and live uptime: {got:?}");
+    for (topic, _, expiry) in got.iter().filter(|m| m.0 != "$SYS/broker/version") {
+        assert!(
+            matches!(expiry, Some(n) if (1..=60).contains(n)),
+            "{topic}: Message Expiry Interval {expiry:?}, want 60 s or what is left of it"
+        );
+    }
+    assert!(
+        got.iter().any(|m| !m.1 && m.2 == Some(60)),
+        "a live value carries the whole 60 s: {got:?}"
+    );
+}
+
+#[test]
+fn a_sys_value_not_refreshed_for_60_seconds_is_no_longer_retained() {
+    let broker = Broker::start_with(&["sys_interval 1"]);
+    let port = broker.port();
+    let started = Instant::now();
+    // `clients/expired` stays 0, so it is published once (only changed values are);
+    // `uptime` changes at every tick; `version` never expires.
+    let retained = |id: &str| -> Vec<String> {
+        let mut topics: Vec<String> = [
+            "$SYS/broker/clients/expired",
+            "$SYS/broker/uptime",
+            "$SYS/broker/version",
+        ]
+        .iter()
+        .flat_map(|t| v5_sys_messages(port, id, t, Duration::from_millis(300)))
+        .filter(|m| m.1)
+        .map(|m| m.0)
+        .collect();
+        topics.sort();
+        topics.dedup();
+        topics
+    };
+    assert!(
+        common::eventually(Duration::from_secs(5), || retained("sys-early").len() == 3),
+        "the tree was not retained: {:?}",
+        retained("sys-early")
+    );
+    std::thread::sleep(Duration::from_secs(62).saturating_sub(started.elapsed()));
+    assert_eq!(
+        retained("sys-late"),
+        ["$SYS/broker/uptime", "$SYS/broker/version"],
+        "after 62 s only the refreshed values and version are retained"
+    );
+}
+
+#[test]
+fn a_message_queued_for_several_sessions_is_stored_once() {
+    let broker = Broker::start_with(&["sys_interval 1", "shards 2"]);
+    let port = broker.port();
+    let mut w = SysWatch::start(port, &[]);
+    // Two offline sessions on shard 0 and one on shard 1 (midge): the same message is held
+    // by sessions of one shard and of two.
+    for (prefix, shard) in [("sys-many-a", 0), ("sys-many-b", 0), ("sys-many-c", 1)] {
+        let id = common::id_on_shard(prefix, shard, 2);
+        let (mut offline, _) = Rumq::connect(port, &id, false);
+        offline.subscribe("sys/many", 1);
+        offline.disconnect();
+    }
+    // Twice: the first tick's figures predate the tree's own retained values.
+    w.settle();
+    w.settle();
+    let stored = w.number("$SYS/broker/store/messages/count");
+    let stored_bytes = w.number("$SYS/broker/store/messages/bytes");
+    let payload = "x".repeat(100);
+    for _ in 0..3 {
+        mosquitto_pub(port, &["-t", "sys/many", "-q", "1", "-m", &payload]);
+    }
+    // The tree's own retained values change length as they change: a few bytes either way.
+    let counted = w.until(Duration::from_secs(8), |w| {
+        let bytes = w.number("$SYS/broker/store/messages/bytes");
+        w.number("$SYS/broker/store/messages/count") == stored + 3
+            && bytes.abs_diff(stored_bytes + 300) < 30
+    });
+    assert!(
+        counted,
+        "three messages held by three sessions each: count {} -> {}, bytes {} -> {}",
+        stored,
+        w.number("$SYS/broker/store/messages/count"),
+        stored_bytes,
+        w.number("$SYS/broker/store/messages/bytes")
+    );
+    w.settle();
+    assert_eq!(w.number("$SYS/broker/store/messages/count"), stored + 3);
+    if common::is_midge() {
+        let queued: u64 = (0..2)
+            .map(|s| w.number(&format!("$SYS/broker/midge/shard/{s}/queued/messages")))
+            .sum();
+        assert_eq!(queued, 9, "each session queues its copy");
+    }
+}
+
+const SENT: &str = "$SYS/broker/publish/messages/sent";
+const SENT_BYTES: &str = "$SYS/broker/publish/bytes/sent";
+
+/// The PUBLISH counters as a new client finds them (their retained values, as of the last
+/// tick), and the PUBLISHes that reading cost (the client's own deliveries count as sent
+/// too): (sent, bytes sent, PUBLISHes received, their payload bytes). The client reads until
+/// the broker closes the connection after its DISCONNECT, so it sees every PUBLISH the broker
+/// wrote to it.
+fn read_sent(port: u16, id: &str) -> (u64, u64, u64, u64) {
+    let mut r = Raw::connected(port, id);
+    r.send(&raw::subscribe(1, &[(SENT, 0), (SENT_BYTES, 0)]));
+    let mut values: HashMap<String, u64> = HashMap::new();
+    let (mut received, mut bytes) = (0, 0);
+    let mut note = |p: &raw::Packet, values: &mut HashMap<String, u64>| {
+        if p.kind() == raw::PUBLISH {
+            let m = p.publish();
+            received += 1;
+            bytes += m.payload.len() as u64;
+            let value = String::from_utf8(m.payload).unwrap().parse().unwrap();
+            values.entry(m.topic).or_insert(value);
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while values.len() < 2 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match r.recv(left) {
+            Ok(p) => note(&p, &mut values),
+            Err(e) => panic!("no retained {SENT} and {SENT_BYTES}: {e:?}, got {values:?}"),
+        }
+    }
+    r.send(&raw::disconnect());
+    for p in r.expect_closed(Duration::from_secs(5)) {
+        note(&p, &mut values);
+    }
+    (values[SENT], values[SENT_BYTES], received, bytes)
+}
+
+#[test]
+fn publishes_sent_are_counted_as_mosquitto_counts_them() {
+    let broker = Broker::start_with(&["sys_interval 1", "shards 2"]);
+    let port = broker.port();
+    let tick = || std::thread::sleep(Duration::from_millis(2500));
+    tick();
+    let (sent, sent_bytes, read_n, read_bytes) = read_sent(port, "sys-sent-before");
+
+    // Every PUBLISH written to a client counts once with its payload, whatever its QoS
+    // (mosquitto from 2.0.4 on; 2.0.0-2.0.3 counted QoS 0 only): live ones at each QoS...
+    let mut live = Raw::subscribed(port, "sys-sent-live", &[("sent/live/#", 2)]);
+    for (qos, payload) in [("0", 10), ("1", 20), ("2", 30)] {
+        let payload = "p".repeat(payload);
+        mosquitto_pub(port, &["-t", "sent/live/x", "-q", qos, "-m", &payload]);
+    }
+    let got = live.collect_publishes(3, Duration::from_secs(5));
+    assert_eq!(got.iter().map(|m| m.qos).collect::<Vec<_>>(), [0, 1, 2]);
+    live.disconnect();
+    // ... a retained message sent to a new subscription...
+    mosquitto_pub(port, &["-t", "sent/ret", "-r", "-q", "1", "-m", "retained"]);
+    let mut late = Raw::subscribed(port, "sys-sent-ret", &[("sent/ret", 1)]);
+    assert_eq!(late.collect_publishes(1, Duration::from_secs(5)).len(), 1);
+    late.disconnect();
+    // ... and messages queued for an offline session, sent when it comes back.
+    let resume = Connect::new("sys-sent-queue").clean(false);
+    let (mut queue, _) = Raw::connect(port, &resume);
+    queue.subscribe(1, &[("sent/queue", 1)]);
+    queue.disconnect();
+    for _ in 0..2 {
+        mosquitto_pub(port, &["-t", "sent/queue", "-q", "1", "-m", "abcde"]);
+    }
+    let (mut queue, _) = Raw::connect(port, &resume);
+    assert_eq!(queue.collect_publishes(2, Duration::from_secs(5)).len(), 2);
+    queue.disconnect();
+    let (want_n, want_bytes) = (3 + 1 + 2, 60 + 8 + 10);
+
+    tick();
+    let (sent_after, bytes_after, _, _) = read_sent(port, "sys-sent-after");
+    assert_eq!(
+        (sent_after - sent, bytes_after - sent_bytes),
+        (read_n + want_n, read_bytes + want_bytes),
+        "PUBLISHes sent (and their payload bytes) since the first reading: its own {read_n} \
+         ({read_bytes} bytes) and the test's {want_n} ({want_bytes} bytes)"
     );
 }

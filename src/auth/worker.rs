@@ -5,7 +5,8 @@
 //! So a shard hands the check to this small pool and carries on:
 //!
 //! ```text
-//! start:    let worker = AuthWorker::start(2, 1024)?;                        // once, broker
+//! start:    let worker = AuthWorker::new(2, 1024);                           // once, broker
+//!           worker.ensure_running()?;    // at start, or at the reload that adds a password file
 //!           let (client, replies) = worker.client(move || { let _ = waker.wake(); });
 //!                                                                            // once per shard
 //! CONNECT:  client.submit(AuthRequest { token, username, password, passwords }) // shard thread
@@ -17,7 +18,7 @@
 //! after each reply is queued; a `mio::Waker::wake` fits (it coalesces).
 
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender, TrySendError};
@@ -65,36 +66,87 @@ struct Job {
 }
 
 /// A pool of threads that verify passwords (see the module documentation).
+///
+/// The queue exists from the start and every shard holds a client of it, but the threads are
+/// started only once a password file is in use ([`AuthWorker::ensure_running`]): a broker
+/// without one keeps no idle threads, and a SIGHUP that adds the first password file starts
+/// them without touching the shards.
 pub struct AuthWorker {
     jobs: Option<Sender<Job>>,
+    /// How many threads [`AuthWorker::ensure_running`] starts.
+    wanted: usize,
+    /// The queue's receiving end until the threads take it, then their handles.
+    state: Mutex<Pool>,
+}
+
+struct Pool {
+    jobs: Option<Receiver<Job>>,
     threads: Vec<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for AuthWorker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let threads = self.lock().threads.len();
         f.debug_struct("AuthWorker")
-            .field("threads", &self.threads.len())
+            .field("threads", &threads)
             .finish_non_exhaustive()
     }
 }
 
 impl AuthWorker {
-    /// Starts `threads` (at least 1) worker threads, with room for `queue` (at least 1)
-    /// pending requests across all clients.
-    pub fn start(threads: usize, queue: usize) -> io::Result<AuthWorker> {
+    /// A pool of `threads` (at least 1) worker threads, not started yet, with room for
+    /// `queue` (at least 1) pending requests across all clients.
+    pub fn new(threads: usize, queue: usize) -> AuthWorker {
         let (tx, rx) = bounded::<Job>(queue.max(1));
-        let mut handles = Vec::new();
-        for i in 0..threads.max(1) {
-            let rx = rx.clone();
-            let handle = std::thread::Builder::new()
-                .name(format!("midge-auth-{i}"))
-                .spawn(move || run(rx))?;
-            handles.push(handle);
-        }
-        Ok(AuthWorker {
+        AuthWorker {
             jobs: Some(tx),
-            threads: handles,
-        })
+            wanted: threads.max(1),
+            state: Mutex::new(Pool {
+                jobs: Some(rx),
+                threads: Vec::new(),
+            }),
+        }
+    }
+
+    /// [`AuthWorker::new`] with its threads started.
+    pub fn start(threads: usize, queue: usize) -> io::Result<AuthWorker> {
+        let worker = AuthWorker::new(threads, queue);
+        worker.ensure_running()?;
+        Ok(worker)
+    }
+
+    /// Starts the threads unless they run already (any thread; idempotent). Requests
+    /// submitted before are kept in the queue and checked once they run.
+    pub fn ensure_running(&self) -> io::Result<()> {
+        let mut pool = self.lock();
+        let Some(rx) = pool.jobs.take() else {
+            return Ok(());
+        };
+        for i in 0..self.wanted {
+            let jobs = rx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("midge-auth-{i}"))
+                .spawn(move || run(jobs));
+            match spawned {
+                Ok(handle) => pool.threads.push(handle),
+                // With none started, a later call tries again; with some, they serve.
+                Err(e) if pool.threads.is_empty() => {
+                    pool.jobs = Some(rx);
+                    return Err(e);
+                }
+                Err(_) => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the threads were started.
+    pub fn is_running(&self) -> bool {
+        self.lock().jobs.is_none()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pool> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A handle for one submitter (one per shard) and the receiver of its replies. `notify` is
@@ -124,7 +176,7 @@ impl Drop for AuthWorker {
     fn drop(&mut self) {
         drop(self.jobs.take());
         // Clients may still hold senders: do not wait for threads they keep alive.
-        for handle in self.threads.drain(..) {
+        for handle in self.lock().threads.drain(..) {
             if handle.is_finished() {
                 let _ = handle.join();
             }
@@ -241,6 +293,29 @@ mod tests {
             .unwrap();
         let r = replies.recv_timeout(Duration::from_secs(10)).unwrap();
         assert_eq!((r.token, r.allowed), (9, false));
+    }
+
+    #[test]
+    fn requests_queued_before_the_threads_start_are_answered_once_they_run() {
+        let file = Arc::new(PasswordFile::parse(BOB_6, "pw").unwrap());
+        let worker = AuthWorker::new(2, 16);
+        assert!(!worker.is_running());
+        let (client, replies) = worker.client(|| {});
+        client
+            .submit(AuthRequest {
+                token: 7,
+                username: "bob".into(),
+                password: b"hunter2".to_vec(),
+                passwords: file,
+            })
+            .unwrap();
+        assert!(replies.recv_timeout(Duration::from_millis(200)).is_err());
+        worker.ensure_running().unwrap();
+        worker.ensure_running().unwrap();
+        assert!(worker.is_running());
+        let r = replies.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!((r.token, r.allowed), (7, true));
+        assert_eq!(worker.lock().threads.len(), 2, "started once");
     }
 
     #[test]

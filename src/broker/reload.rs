@@ -8,7 +8,8 @@
 //! `per_listener_settings`), `allow_anonymous`, `log_dest`, `log_type`, `sys_interval`, and
 //! the TLS listeners' certificate, key and CA files. Listeners, shards, persistence and limits
 //! need a restart. Open connections stay up: connected clients keep their session and get
-//! the new ACL at once; a new password file applies from the next CONNECT.
+//! the new ACL at once; a new password file (the first one too: it starts the
+//! password-checking threads) applies from the next CONNECT.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -87,10 +88,14 @@ impl Broker {
             };
             policies.push(listener_policy(config, &l, &global).map_err(|e| e.to_string())?);
         }
-        if self.shared.auth_worker.is_none() && policies.iter().any(|(a, _)| a.passwords.is_some())
-        {
-            // Password checks run on worker threads started only when a file was configured.
-            return Err("a password file where there was none at start needs a restart".into());
+        if policies.iter().any(|(a, _)| a.passwords.is_some()) {
+            // The first password file (at start or now) starts the password-checking threads,
+            // before any shard can hand them a check.
+            let worker = self.shared.auth_worker.as_ref();
+            worker
+                .ok_or("no password checker in this broker")?
+                .ensure_running()
+                .map_err(|e| format!("cannot start the password checker: {e}"))?;
         }
         Ok(Reload {
             listeners: policies,

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use super::stats::{Stats, StatsSlot};
 use super::systree::snapshot::SysSnapshot;
+use super::systree::store_count::HeldByMany;
 use crate::auth::{Auth, AuthWorker};
 use crate::config::Config;
 use crate::retain::RetainedStore;
@@ -28,11 +29,14 @@ pub struct Shared {
     pub held_bytes: std::sync::atomic::AtomicIsize,
     /// Password file and ACLs (read-only after start).
     pub auth: Auth,
-    /// Verifies passwords off the event loops (PBKDF2 is slow on purpose); `None` without a
-    /// password file.
+    /// Verifies passwords off the event loops (PBKDF2 is slow on purpose); its threads run
+    /// once a password file is in use (`None` only in benchmarks).
     pub auth_worker: Option<AuthWorker>,
     /// Each shard's counters as of its last tick (see `shard::stats`), by shard id.
     stats: Box<[StatsSlot]>,
+    /// The messages each shard's sessions hold that others may hold too, for the distinct
+    /// store count (`systree::store_count`).
+    pub(crate) held_by_many: HeldByMany,
     /// Each shard's link to the cluster gateway until the shard takes it at its start
     /// (empty when the node runs alone).
     cluster_links: std::sync::Mutex<Vec<Option<crate::cluster::ShardLink>>>,
@@ -64,6 +68,7 @@ impl Shared {
             auth,
             auth_worker,
             stats: (0..shards).map(|_| StatsSlot::default()).collect(),
+            held_by_many: HeldByMany::new(shards),
             cluster_links: Default::default(),
             sys_snapshot: Mutex::default(),
             sys_asked: AtomicBool::new(false),

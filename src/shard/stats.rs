@@ -60,6 +60,17 @@ pub struct Stats {
     pub inflight_messages: u64,
     /// Payload bytes of `inflight_messages`.
     pub inflight_bytes: u64,
+    /// Messages queued or in flight for the sessions homed here that nothing else holds
+    /// (as of the last count; see `systree::store_count`).
+    pub held_alone_messages: u64,
+    /// Payload bytes of `held_alone_messages`.
+    pub held_alone_bytes: u64,
+    /// Distinct messages the broker holds (retained, queued, in flight), each once however
+    /// many sessions hold it: mosquitto's message store count. Broker-wide, filled in when
+    /// the `$SYS` tree is computed (not per shard).
+    pub store_messages: u64,
+    /// Payload bytes of `store_messages`.
+    pub store_bytes: u64,
     /// Nanoseconds the loop spent working (from `poll` returning to the end of the turn).
     pub busy_nanos: u64,
     /// Store commits whose latency was measured (one in flight at a time is sampled).
@@ -102,6 +113,10 @@ macro_rules! each_counter {
             queued_bytes,
             inflight_messages,
             inflight_bytes,
+            held_alone_messages,
+            held_alone_bytes,
+            store_messages,
+            store_bytes,
             busy_nanos,
             store_commits,
             store_commit_nanos,
@@ -134,7 +149,8 @@ impl Stats {
 
 impl Shard {
     /// Refreshes the counters that are not kept per message but counted (queued and in-flight
-    /// messages walk every session): about once a second, at the tick (shard thread only).
+    /// messages walk every session and the messages they hold, for the distinct count of
+    /// `systree::store_count`): about once a second, at the tick (shard thread only).
     pub(crate) fn count_gauges(&mut self, now: Instant) {
         self.stats.qos0_dropped = self.slow_consumer_drops;
         if now < self.sys_tree.gauges_due {
@@ -144,6 +160,8 @@ impl Shard {
         let s = &mut self.stats;
         (s.queued_messages, s.queued_bytes) = (0, 0);
         (s.inflight_messages, s.inflight_bytes) = (0, 0);
+        let held = &mut self.sys_tree.held;
+        held.start();
         for (_, slot) in self.sessions.iter() {
             let session = &slot.session;
             let queued = session.queued_bytes();
@@ -151,7 +169,13 @@ impl Shard {
             s.queued_bytes += queued as u64;
             s.inflight_messages += session.inflight.len() as u64;
             s.inflight_bytes += session.held_bytes().saturating_sub(queued) as u64;
+            let queue = session.queue.iter().map(|q| &q.delivery.msg);
+            for msg in queue.chain(session.inflight.iter().map(|f| &f.delivery.msg)) {
+                held.note(msg, &self.shared.retained);
+            }
         }
+        (s.held_alone_messages, s.held_alone_bytes) =
+            held.finish(&self.shared.held_by_many, self.id);
     }
 }
 
@@ -184,6 +208,10 @@ pub struct StatsSlot {
     queued_bytes: AtomicU64,
     inflight_messages: AtomicU64,
     inflight_bytes: AtomicU64,
+    held_alone_messages: AtomicU64,
+    held_alone_bytes: AtomicU64,
+    store_messages: AtomicU64,
+    store_bytes: AtomicU64,
     busy_nanos: AtomicU64,
     store_commits: AtomicU64,
     store_commit_nanos: AtomicU64,

@@ -10,12 +10,14 @@
 //! ([`super::stats`]) as each shard last published them: nothing here runs per message. Each
 //! topic is a retained QoS 2 message routed like a client's publish (so subscribers on every
 //! shard receive it and the ACL read check applies) but kept out of the store: it describes
-//! this run only.
+//! this run only. Each but `version` expires after 60 s, as mosquitto's: a retained value
+//! that stopped being refreshed is not served for ever.
 
 mod load;
 mod midge;
 mod mosquitto;
 pub mod snapshot;
+pub(crate) mod store_count;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -31,6 +33,17 @@ use snapshot::{ShardFigures, SysSnapshot, Topic};
 
 /// The shard that computes and publishes the tree.
 const PUBLISHER: usize = 0;
+
+/// The Message Expiry Interval of every topic but `version` (mosquitto's `sys_tree.c`
+/// queues them with 60): a value not published again within it (unchanged, or the tree
+/// turned off) is no longer retained, and MQTT 5 subscribers see how long it has left.
+const EXPIRY: Duration = Duration::from_secs(60);
+
+/// The Message Expiry Interval of the `$SYS/broker/log/...` lines (mosquitto's `logging.c`).
+const LOG_EXPIRY: Duration = Duration::from_secs(20);
+
+/// The topic published once, at start, without an expiry (as mosquitto does).
+const VERSION: &str = "$SYS/broker/version";
 
 /// How often the snapshot is refreshed between publications while someone reads it.
 const REFRESH: Duration = Duration::from_secs(1);
@@ -49,6 +62,10 @@ pub(crate) struct SysTree {
     /// When this shard next counts its queued and in-flight messages (every shard does, see
     /// `Shard::count_gauges`).
     pub(crate) gauges_due: Instant,
+    /// That count's walk over the messages held, for the distinct store count.
+    pub(crate) held: store_count::HeldScan,
+    /// Scratch for merging every shard's list of messages held by more than one holder.
+    merge: Vec<(usize, u64)>,
     /// mosquitto's load averages: updated at each publication (or, with `sys_interval 0`,
     /// at each computation).
     loads: load::Loads,
@@ -69,6 +86,16 @@ pub(crate) struct SysTree {
     published: Vec<(Topic, String)>,
 }
 
+/// The broker-wide figures of the message store that no shard's counters hold.
+#[derive(Debug, Clone, Copy, Default)]
+struct Store {
+    /// Retained messages and their payload bytes.
+    retained: (u64, u64),
+    /// Distinct messages (and bytes) held by sessions that may have other holders too, not
+    /// retained (see [`store_count`]).
+    held_by_many: (u64, u64),
+}
+
 /// What is due at a tick.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Due {
@@ -86,6 +113,8 @@ impl SysTree {
             publisher: shard == PUBLISHER,
             persistence,
             gauges_due: now,
+            held: Default::default(),
+            merge: Vec::new(),
             loads: load::Loads::default(),
             latency: Vec::new(),
             interval: interval(sys_interval),
@@ -123,25 +152,27 @@ impl SysTree {
     }
 
     /// The whole tree at `now` from each shard's counters `shards` and the broker-wide
-    /// retained count and bytes; `publish`: this computation is a publication.
+    /// figures `store`; `publish`: this computation is a publication.
     fn compute(
         &mut self,
         now: Instant,
         shards: Vec<Stats>,
-        retained: (u64, u64),
+        store: Store,
         publish: bool,
     ) -> SysSnapshot {
         self.refreshed_at = Some(now);
         let mut total = Stats::default();
         shards.iter().for_each(|s| total.add(s));
-        (total.retained, total.retained_bytes) = retained;
+        (total.retained, total.retained_bytes) = store.retained;
+        total.store_messages = total.retained + total.held_alone_messages + store.held_by_many.0;
+        total.store_bytes = total.retained_bytes + total.held_alone_bytes + store.held_by_many.1;
         if publish || self.interval.is_none() {
             self.loads.update(now, &total);
         }
         let uptime = now.saturating_duration_since(self.started).as_secs();
         let version = concat!("midge ", env!("CARGO_PKG_VERSION"));
         let mut topics: Vec<(Topic, String)> = vec![
-            (Cow::Borrowed("$SYS/broker/version"), version.to_string()),
+            (Cow::Borrowed(VERSION), version.to_string()),
             (
                 Cow::Borrowed("$SYS/broker/uptime"),
                 format!("{uptime} seconds"),
@@ -246,18 +277,20 @@ impl Shard {
             return;
         }
         let (retained, retained_bytes) = self.shared.retained.len_and_bytes();
-        let snap = self.sys_tree.compute(
-            now,
-            self.shared.shard_stats(),
-            (retained as u64, retained_bytes as u64),
-            due == Due::Publish,
-        );
+        let store = Store {
+            retained: (retained as u64, retained_bytes as u64),
+            held_by_many: self.shared.held_by_many.distinct(&mut self.sys_tree.merge),
+        };
+        let snap =
+            self.sys_tree
+                .compute(now, self.shared.shard_stats(), store, due == Due::Publish);
         let publish = (due == Due::Publish).then(|| self.sys_tree.changed(&snap));
         if let Some(interval) = self.sys_tree.interval.filter(|_| publish.is_some()) {
             self.sys_tree.next_publish = now + interval;
         }
         self.shared.set_sys_snapshot(Arc::new(snap));
         for (topic, payload) in publish.into_iter().flatten() {
+            let expires_at = (topic != VERSION).then(|| now + EXPIRY);
             let topic = match topic {
                 Cow::Borrowed(t) => ByteStr::from_static(t),
                 Cow::Owned(t) => ByteStr::from(t),
@@ -268,7 +301,7 @@ impl Shard {
                 qos: QoS::ExactlyOnce,
                 retain: true,
                 properties: Default::default(),
-                expires_at: None,
+                expires_at,
                 origin: None,
             });
             if self.shared.config.retain_available {
@@ -291,7 +324,7 @@ impl Shard {
                 qos: QoS::AtMostOnce,
                 retain: false,
                 properties: Default::default(),
-                expires_at: None,
+                expires_at: Some(Instant::now() + LOG_EXPIRY),
                 origin: None,
             }));
         }

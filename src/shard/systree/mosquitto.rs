@@ -69,10 +69,10 @@ pub(super) fn counters(s: &Stats, maximum: &mut u64, out: &mut Vec<(Topic, Strin
         s.subscriptions,
         s.retained,
         s.shared_subscriptions,
-        // mosquitto's message store holds every message a client may still receive:
-        // retained, queued and in flight (midge counts a message held by two sessions twice).
-        s.retained + s.queued_messages + s.inflight_messages,
-        s.retained_bytes + s.queued_bytes + s.inflight_bytes,
+        // mosquitto's message store: every message a client may still receive (retained,
+        // queued, in flight), each once however many sessions hold it.
+        s.store_messages,
+        s.store_bytes,
     ];
     for (names, value) in TOPICS.iter().zip(figures) {
         for name in *names {

@@ -1,5 +1,12 @@
 use super::*;
 
+fn retained(count: u64, bytes: u64) -> Store {
+    Store {
+        retained: (count, bytes),
+        ..Store::default()
+    }
+}
+
 fn topics(out: &[(Topic, String)]) -> Vec<&str> {
     out.iter().map(|(t, _)| t.as_ref()).collect()
 }
@@ -19,7 +26,7 @@ fn tick(
     match tree.due(now, false) {
         Due::Nothing => (SysSnapshot::default(), Vec::new()),
         due => {
-            let snap = tree.compute(now, shards, (0, 0), due == Due::Publish);
+            let snap = tree.compute(now, shards, Store::default(), due == Due::Publish);
             let out = if due == Due::Publish {
                 tree.next_publish = now + tree.interval.unwrap();
                 tree.changed(&snap)
@@ -38,7 +45,7 @@ fn only_the_publisher_computes_and_only_with_an_interval_it_publishes() {
     // sys_interval 0: the snapshot is still computed once, then only while asked for.
     let mut off = SysTree::new(0, 0, false, now);
     assert_eq!(off.due(now, false), Due::Refresh);
-    off.compute(now, vec![Stats::default()], (0, 0), false);
+    off.compute(now, vec![Stats::default()], Store::default(), false);
     assert_eq!(off.due(now + Duration::from_secs(5), false), Due::Nothing);
     assert_eq!(off.due(now + Duration::from_secs(5), true), Due::Refresh);
     assert_eq!(
@@ -57,10 +64,10 @@ fn a_reader_keeps_the_snapshot_fresh_between_publications() {
     assert_eq!(tree.due(at(1500), false), Due::Nothing);
     // Asked: refreshed once a second, and for a while after the last request.
     assert_eq!(tree.due(at(1750), true), Due::Refresh);
-    tree.compute(at(1750), vec![Stats::default()], (0, 0), false);
+    tree.compute(at(1750), vec![Stats::default()], Store::default(), false);
     assert_eq!(tree.due(at(2500), false), Due::Nothing);
     assert_eq!(tree.due(at(2750), false), Due::Refresh);
-    tree.compute(at(2750), vec![Stats::default()], (0, 0), false);
+    tree.compute(at(2750), vec![Stats::default()], Store::default(), false);
     assert_eq!(tree.due(at(10_000), false), Due::Publish);
     tree.next_publish = at(100_000);
     assert_eq!(tree.due(at(63_000), false), Due::Nothing);
@@ -80,7 +87,7 @@ fn the_snapshot_holds_the_whole_tree_and_per_shard_figures() {
         messages_in: 4,
         ..Stats::default()
     };
-    let first = tree.compute(t0, vec![a, b], (7, 70), false);
+    let first = tree.compute(t0, vec![a, b], retained(7, 70), false);
     assert_eq!(first.total.connections, 3);
     assert_eq!(first.total.retained, 7);
     assert_eq!(first.get("$SYS/broker/clients/connected"), Some("3"));
@@ -97,7 +104,12 @@ fn the_snapshot_holds_the_whole_tree_and_per_shard_figures() {
         messages_in: 30,
         ..a
     };
-    let second = tree.compute(t0 + Duration::from_secs(2), vec![a2, b], (7, 70), false);
+    let second = tree.compute(
+        t0 + Duration::from_secs(2),
+        vec![a2, b],
+        retained(7, 70),
+        false,
+    );
     assert_eq!(second.uptime, 2);
     assert_eq!(second.shards[0].messages_per_sec, 10.0);
     assert_eq!(second.shards[1].messages_per_sec, 0.0);
@@ -175,14 +187,19 @@ fn clients_split_into_connected_and_disconnected_and_maximum_holds() {
 fn per_shard_busy_fraction_and_commit_latency() {
     let t0 = Instant::now();
     let mut tree = SysTree::new(0, 0, true, t0);
-    tree.compute(t0, vec![Stats::default()], (0, 0), false);
+    tree.compute(t0, vec![Stats::default()], Store::default(), false);
     let busy = Stats {
         busy_nanos: 500_000_000,
         store_commits: 4,
         store_commit_nanos: 8_000_000,
         ..Stats::default()
     };
-    let snap = tree.compute(t0 + Duration::from_secs(2), vec![busy], (0, 0), false);
+    let snap = tree.compute(
+        t0 + Duration::from_secs(2),
+        vec![busy],
+        Store::default(),
+        false,
+    );
     assert_eq!(snap.shards[0].busy, 0.25);
     assert_eq!(snap.shards[0].commit_latency_us, Some(2000.0));
     assert_eq!(
@@ -194,7 +211,12 @@ fn per_shard_busy_fraction_and_commit_latency() {
         Some("2000")
     );
     // No commit since: the last latency stays.
-    let snap = tree.compute(t0 + Duration::from_secs(3), vec![busy], (0, 0), false);
+    let snap = tree.compute(
+        t0 + Duration::from_secs(3),
+        vec![busy],
+        Store::default(),
+        false,
+    );
     assert_eq!(snap.shards[0].busy, 0.0);
     assert_eq!(snap.shards[0].commit_latency_us, Some(2000.0));
 }
@@ -210,9 +232,16 @@ fn store_and_shared_subscription_figures() {
         queued_bytes: 40,
         inflight_messages: 1,
         inflight_bytes: 5,
+        // Of those five, three held by one session each, two by several (below).
+        held_alone_messages: 3,
+        held_alone_bytes: 30,
         ..Stats::default()
     };
-    let snap = tree.compute(t0, vec![s], (2, 100), false);
+    let store = Store {
+        retained: (2, 100),
+        held_by_many: (2, 15),
+    };
+    let snap = tree.compute(t0, vec![s], store, false);
     assert_eq!(snap.get("$SYS/broker/subscriptions/count"), Some("3"));
     assert_eq!(
         snap.get("$SYS/broker/shared_subscriptions/count"),
