@@ -1,6 +1,10 @@
 //! The client session's flows, without sockets: packets in, packets and events out.
 
 use super::*;
+use bytes::Bytes;
+
+use crate::protocol::reason::v3;
+use crate::protocol::{ConnAck, PubResp, QoS, SubAck};
 
 fn cfg(version: ProtocolVersion) -> SessionConfig {
     let mut c = SessionConfig::new(version, "bridge-1");
