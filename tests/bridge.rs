@@ -40,20 +40,25 @@ fn address(b: &Broker) -> String {
 
 /// Waits until the local notification topic says `state` ("1" up, "0" down).
 fn wait_state(local: &Broker, state: &str, limit: Duration) {
+    wait_payload(local, STATE, state, limit);
+}
+
+/// Waits until `topic` on `broker` carries `payload` (its retained message, or a new one).
+fn wait_payload(broker: &Broker, topic: &str, payload: &str, limit: Duration) {
     let deadline = Instant::now() + limit;
-    let mut sub = MosqSub::start(local.port(), &["-t", STATE, "-q", "1", "-W", "30"]);
+    let mut sub = MosqSub::start(broker.port(), &["-t", topic, "-q", "1", "-W", "30"]);
     let mut seen = Vec::new();
     while Instant::now() < deadline {
         let left = deadline.saturating_duration_since(Instant::now());
         let got = sub.messages(seen.len() + 1, left.min(Duration::from_millis(500)));
-        if got.iter().any(|m| m.payload == state) {
+        if got.iter().any(|m| m.payload == payload) {
             return;
         }
         seen.extend(got);
     }
     panic!(
-        "the bridge's state did not become {state} within {limit:?} (saw {seen:?}); log:\n{}",
-        local.log()
+        "{topic} did not become {payload} within {limit:?} (saw {seen:?}); log:\n{}",
+        broker.log()
     );
 }
 
@@ -575,4 +580,125 @@ fn local_username_puts_the_bridge_under_the_acl() {
         .collect();
     got.sort();
     assert_eq!(got, ["in-ok", "out-no", "out-ok"]);
+}
+
+/// The lines of a bridge `name` to `remote` on `name/#` out at QoS 1, its local and remote
+/// notifications on `bridges/NAME/state`.
+fn bridge_block(name: &str, remote: &Broker) -> Vec<String> {
+    vec![
+        format!("connection {name}"),
+        address(remote),
+        "restart_timeout 1".into(),
+        format!("notification_topic bridges/{name}/state"),
+        format!("remote_clientid bridge-{name}"),
+        format!("topic {name}/# out 1"),
+    ]
+}
+
+/// Writes midge's configuration with these bridge blocks and sends it SIGHUP; returns once
+/// the reload is logged as finished.
+fn reload_with(local: &Broker, blocks: &[Vec<String>]) {
+    let lines: Vec<String> = blocks.concat();
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let text = config_text(BrokerKind::Midge, local.port(), &refs) + "\nuser root\n";
+    std::fs::write(local.config_path(), text).unwrap();
+    let finished = |b: &Broker| b.log().to_lowercase().matches("reload finished").count();
+    let before = finished(local);
+    let out = common::run(
+        std::process::Command::new("kill").args(["-HUP", &local.pid().to_string()]),
+        Duration::from_secs(5),
+    );
+    assert!(out.success(), "kill -HUP: {out:?}");
+    assert!(
+        common::eventually(Duration::from_secs(5), || finished(local) > before),
+        "no reload; log:\n{}",
+        local.log()
+    );
+}
+
+#[test]
+fn sighup_adds_a_bridge_and_removes_another_while_clients_keep_publishing() {
+    const N: usize = 1500;
+    let r = remote(BrokerKind::Mosquitto, &[]);
+    let keep = bridge_block("keep", &r);
+    let gone = bridge_block("gone", &r);
+    let added = bridge_block("added", &r);
+    let changed = bridge_block("changed", &r);
+    let mut changed_now = changed.clone();
+    changed_now.push("keepalive_interval 30".into());
+    let lines: Vec<String> = [keep.clone(), gone.clone(), changed].concat();
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let l = Broker::start_config_as(BrokerKind::Midge, |port| {
+        config_text(BrokerKind::Midge, port, &refs)
+    });
+    wait_payload(&l, "bridges/keep/state", "1", STEP * 2);
+    wait_payload(&l, "bridges/gone/state", "1", STEP * 2);
+    wait_payload(&l, "bridges/changed/state", "1", STEP * 2);
+    assert!(relayed(&l, &r, "gone/x", STEP), "gone not relayed before");
+
+    // Clients keep publishing through the unchanged bridge, and a local subscriber keeps
+    // reading, across the reload.
+    let mut there = MosqSub::start(r.port(), &["-t", "keep/#", "-q", "1"]);
+    let mut here = MosqSub::start(l.port(), &["-t", "keep/#", "-q", "1"]);
+    let port = l.port();
+    let publisher = std::thread::spawn(move || {
+        publish_stream(port, "keep/s", "1", N, 50, Duration::from_millis(40))
+    });
+    std::thread::sleep(Duration::from_millis(400));
+    // `gone` removed, `added` added, `changed` changed, `keep` unchanged but moved to the
+    // end of the file.
+    reload_with(&l, &[added.clone(), changed_now, keep.clone()]);
+    publisher.join().unwrap();
+
+    wait_payload(&l, "bridges/added/state", "1", STEP * 2);
+    assert!(
+        relayed(&l, &r, "added/x", STEP),
+        "the added bridge does not relay"
+    );
+    // The removed bridge said goodbye on both sides, as when midge stops, and relays no more.
+    wait_payload(&l, "bridges/gone/state", "0", STEP);
+    wait_payload(&r, "bridges/gone/state", "0", STEP);
+    assert!(
+        !relayed(&l, &r, "gone/y", Duration::from_secs(2)),
+        "the removed bridge still relays"
+    );
+    // Nothing published through the unchanged bridge was lost, on either side.
+    for (side, sub) in [("remote", &mut there), ("local", &mut here)] {
+        let got = sub.messages(N, STEP * 2);
+        let mut numbers: Vec<usize> = got.iter().map(|m| m.payload.parse().unwrap()).collect();
+        numbers.sort_unstable();
+        numbers.dedup();
+        assert_eq!(numbers.len(), N, "{side}: {} of {N} arrived", numbers.len());
+    }
+    let log = l.log();
+    assert_eq!(
+        log.matches("Bridge keep: connected").count(),
+        1,
+        "the unchanged bridge reconnected:\n{log}"
+    );
+    assert_eq!(log.matches("Bridge keep: connection").count(), 0, "{log}");
+    assert!(log.contains("Reload: bridge gone removed."), "{log}");
+    assert!(log.contains("Reload: bridge added added."), "{log}");
+    // The changed bridge restarted with its new settings.
+    assert!(
+        common::eventually(STEP, || l
+            .log()
+            .matches("Bridge changed: connected")
+            .count()
+            == 2),
+        "the changed bridge did not reconnect once:\n{}",
+        l.log()
+    );
+    assert!(
+        relayed(&l, &r, "changed/x", STEP),
+        "the changed bridge does not relay"
+    );
+    // The remote saw the unchanged bridge's client connect once.
+    let rlog = r.log();
+    assert!(rlog.contains("as bridge-changed (p2, c0, k30"), "{rlog}");
+    assert_eq!(
+        rlog.matches("as bridge-keep").count(),
+        1,
+        "bridge-keep connected more than once to the remote:\n{rlog}"
+    );
 }
