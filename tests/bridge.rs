@@ -706,3 +706,72 @@ fn sighup_adds_a_bridge_and_removes_another_while_clients_keep_publishing() {
         "bridge-keep connected more than once to the remote:\n{rlog}"
     );
 }
+
+#[test]
+fn with_persistence_a_qos_1_message_from_the_remote_is_acknowledged_only_once_stored() {
+    acknowledged_to_the_remote_only_once_stored("1");
+}
+
+#[test]
+fn with_persistence_a_qos_2_message_from_the_remote_is_acknowledged_only_once_stored() {
+    acknowledged_to_the_remote_only_once_stored("2");
+}
+
+/// With persistence a message from the remote is acknowledged to it (PUBACK/PUBREC) only once
+/// midge's store has it, as a client's publish is: with the disk full, midge holds the
+/// acknowledgement and the remote keeps the message; killed then (SIGKILL) and started again
+/// with room, midge gets it again from the remote and its stored reader receives it. Had the
+/// remote been acknowledged on receipt, the message would be lost.
+fn acknowledged_to_the_remote_only_once_stored(qos: &str) {
+    use common::v5::{self, V5};
+    use common::Tmpfs;
+    let base = tempfile::tempdir().unwrap();
+    let Some(_fs) = Tmpfs::mount(base.path(), "2m") else {
+        eprintln!("cannot mount a tmpfs here: disk-full test not run");
+        return;
+    };
+    let store = base.path().join("store");
+    std::fs::create_dir(&store).unwrap();
+    let r = remote(BrokerKind::Mosquitto, &[]);
+    let mut l = local(&[
+        address(&r),
+        format!("topic in/# in {qos}"),
+        "persistence true".into(),
+        format!("persistence_location {}/", store.display()),
+    ]);
+    wait_state(&l, "1", STEP * 2);
+    // A reader whose session (and what is queued for it) is kept in the store while away.
+    let reader_args = ["-t", "in/#", "-q", qos, "-c", "-i", "reader"];
+    MosqSub::start(l.port(), &reader_args).kill();
+    // Fill the disk: a file takes what is left, then retained messages use up the room the
+    // store's log keeps ahead of its data, until a write fails (PUBACK 0x80 to a 5.0 client).
+    let filler = base.path().join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![0u8; 64 << 10];
+    while std::io::Write::write_all(&mut f, &chunk).is_ok() {}
+    drop(f);
+    let (mut p5, _) = V5::connect(l.port(), &v5::connect("filler"));
+    for n in 0.. {
+        let ack = p5
+            .publish(v5::publish("fill", &[5u8; 8192], 1, true, 1))
+            .expect("a PUBACK");
+        if ack.reason == 0x80 {
+            break;
+        }
+        assert!(n < 200, "the store never filled up");
+    }
+    drop(p5);
+    mosquitto_pub(r.port(), &["-t", "in/x", "-m", "kept", "-q", qos]);
+    std::thread::sleep(Duration::from_millis(800));
+    l.kill9();
+    std::fs::remove_file(&filler).unwrap();
+    l.restart();
+    let mut reader = MosqSub::start(l.port(), &reader_args);
+    let got = reader.messages(1, STEP * 2);
+    assert_eq!(
+        got.iter().map(|m| m.payload.as_str()).collect::<Vec<_>>(),
+        ["kept"],
+        "the remote's message was acknowledged before it was stored, and lost; log:\n{}",
+        l.log()
+    );
+}

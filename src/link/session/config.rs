@@ -33,6 +33,10 @@ pub struct SessionConfig {
     /// so that a mosquitto server neither echoes our own messages back nor clears their
     /// retain flag. Servers that refuse it answer "unacceptable protocol version".
     pub bridge: bool,
+    /// The owner acknowledges each incoming QoS 1/2 PUBLISH itself
+    /// ([`super::ClientSession::acknowledge`]) once the message is safe with it (a broker
+    /// with persistence: once its store has it); false: acknowledged on receipt.
+    pub manual_acks: bool,
 }
 
 impl SessionConfig {
@@ -50,6 +54,7 @@ impl SessionConfig {
             connect_timeout: Duration::from_secs(10),
             will: None,
             bridge: false,
+            manual_acks: false,
         }
     }
 }

@@ -51,8 +51,9 @@ pub struct ClientSession {
     /// owner chooses itself ([`ClientSession::publish_packet`]), which count up.
     next_sub_id: u16,
     outgoing: HashMap<u16, Outgoing>,
-    /// Incoming QoS 2 ids delivered and not yet released (PUBREL).
-    incoming: HashSet<u16>,
+    /// Incoming QoS 2 ids delivered and not yet released (PUBREL), each with whether its
+    /// PUBREC went out (with `manual_acks`, not before the owner's acknowledgement).
+    incoming: HashMap<u16, bool>,
     /// SUBSCRIBE ids waiting for SUBACK.
     subscribing: HashSet<u16>,
     /// Our window: `max_inflight`, lowered by a 5.0 server's Receive Maximum.
@@ -95,7 +96,7 @@ impl ClientSession {
             next_id: 1,
             next_sub_id: u16::MAX,
             outgoing: HashMap::new(),
-            incoming: HashSet::new(),
+            incoming: HashMap::new(),
             subscribing: HashSet::new(),
             peer_max_packet: 0,
             started: now,

@@ -56,7 +56,7 @@ impl ClientSession {
                 }
             }
             Packet::PubRel(r) => {
-                let known = self.incoming.remove(&r.packet_id);
+                let known = self.incoming.remove(&r.packet_id).is_some();
                 let mut comp = PubResp::new(r.packet_id);
                 if !known && self.cfg.version.is_v5() {
                     comp.reason = v5::PACKET_IDENTIFIER_NOT_FOUND;
@@ -139,26 +139,38 @@ impl ClientSession {
         match p.qos {
             QoS::AtMostOnce => self.events.push_back(Event::Message(p)),
             QoS::AtLeastOnce => {
-                self.out
-                    .push_back(Packet::PubAck(PubResp::new(p.packet_id)));
+                if !self.cfg.manual_acks {
+                    self.out
+                        .push_back(Packet::PubAck(PubResp::new(p.packet_id)));
+                }
                 self.events.push_back(Event::Message(p));
             }
             QoS::ExactlyOnce => {
                 let id = p.packet_id;
-                if !self.incoming.contains(&id) {
-                    let limit = match self.cfg.version.is_v5() {
-                        true => usize::from(self.cfg.max_inflight.max(1)),
-                        false => usize::from(u16::MAX),
-                    };
-                    if self.incoming.len() >= limit {
-                        self.protocol_error("more unreleased QoS 2 messages than allowed".into());
-                        return;
+                let rec_sent = match self.incoming.get(&id) {
+                    Some(&sent) => sent,
+                    None => {
+                        let limit = match self.cfg.version.is_v5() {
+                            true => usize::from(self.cfg.max_inflight.max(1)),
+                            false => usize::from(u16::MAX),
+                        };
+                        if self.incoming.len() >= limit {
+                            self.protocol_error(
+                                "more unreleased QoS 2 messages than allowed".into(),
+                            );
+                            return;
+                        }
+                        let now = !self.cfg.manual_acks;
+                        self.incoming.insert(id, now);
+                        self.events.push_back(Event::Message(p));
+                        now
                     }
-                    self.incoming.insert(id);
-                    self.events.push_back(Event::Message(p));
+                };
+                // A resent PUBLISH (DUP) is not delivered again, only acknowledged again,
+                // once its first PUBREC went out (before that, the owner's comes).
+                if rec_sent {
+                    self.out.push_back(Packet::PubRec(PubResp::new(id)));
                 }
-                // A resent PUBLISH (DUP) is not delivered again, only acknowledged again.
-                self.out.push_back(Packet::PubRec(PubResp::new(id)));
             }
         }
     }

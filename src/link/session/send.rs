@@ -113,6 +113,24 @@ impl ClientSession {
         Ok(())
     }
 
+    /// Acknowledges an incoming message ([`super::SessionConfig::manual_acks`]): PUBACK for
+    /// QoS 1, PUBREC for QoS 2 (`qos2`). A QoS 2 id this session does not hold (released,
+    /// or received on an earlier connection) gets nothing.
+    pub fn acknowledge(&mut self, packet_id: u16, qos2: bool) {
+        if self.state != State::Connected {
+            return;
+        }
+        if qos2 {
+            match self.incoming.get_mut(&packet_id) {
+                Some(sent) => *sent = true,
+                None => return,
+            }
+            self.out.push_back(Packet::PubRec(PubResp::new(packet_id)));
+        } else {
+            self.out.push_back(Packet::PubAck(PubResp::new(packet_id)));
+        }
+    }
+
     /// Queues a SUBSCRIBE for these filters. Returns its packet id.
     pub fn subscribe(&mut self, filters: &[(ByteStr, QoS)]) -> Result<u16, SendError> {
         let filters: Vec<(ByteStr, SubOptions)> = filters

@@ -47,6 +47,8 @@ struct LinkSlot {
 #[derive(Debug, Default)]
 pub(crate) struct Links {
     slots: Vec<Option<LinkSlot>>,
+    /// The store's progress released acknowledgements to a remote since the last flush.
+    acks_due: bool,
 }
 
 impl Links {
@@ -271,6 +273,11 @@ impl Shard {
                 BridgeEvent::Down => {
                     let slot = self.links.session(i);
                     self.sessions[slot].session.conn = None;
+                    if let Some(d) = &mut self.durable {
+                        // Held acknowledgements die with the connection: the remote sends
+                        // those messages again.
+                        d.forget(LINK_BASE + i);
+                    }
                     self.notify_local(i, false);
                 }
                 BridgeEvent::Message(p) => self.link_message(i, p),
@@ -377,8 +384,49 @@ impl Shard {
         true
     }
 
-    /// A message from the remote: enters the broker like a client's PUBLISH.
+    /// A message from the remote: enters the broker like a client's PUBLISH, and is
+    /// acknowledged to the remote as a client's would be (refused or not, as a client's).
     fn link_message(&mut self, i: usize, publish: Publish) {
+        let (packet_id, qos) = (publish.packet_id, publish.qos);
+        self.route_link_message(i, publish);
+        match qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => self.acknowledge_in(i, packet_id, false),
+            QoS::ExactlyOnce => self.acknowledge_in(i, packet_id, true),
+        }
+    }
+
+    /// Acknowledges a message from the remote on link `i` when a client's PUBLISH would be:
+    /// at once without persistence, else once every copy of it is durable (held with the
+    /// clients' acknowledgements, `shard/durable`, and released through
+    /// [`Shard::link_acknowledged`]). ARCHITECTURE.md §1.6.
+    fn acknowledge_in(&mut self, i: usize, packet_id: u16, qos2: bool) {
+        if self.durable.is_some() {
+            self.hold_link_ack(LINK_BASE + i, packet_id, qos2);
+        } else {
+            self.links.at(i).bridge.acknowledge(packet_id, qos2);
+        }
+    }
+
+    /// A held acknowledgement to link `i`'s remote may go: queued now, sent by
+    /// [`Shard::flush_link_acks`] at the end of the turn.
+    pub(super) fn link_acknowledged(&mut self, i: usize, packet_id: u16, qos2: bool) {
+        if let Some(l) = self.links.get_mut(i) {
+            l.bridge.acknowledge(packet_id, qos2);
+            self.links.acks_due = true;
+        }
+    }
+
+    /// Sends the acknowledgements the store's progress released this turn (after
+    /// `commit_turn`, which releases them once `flush_links` has run).
+    pub(super) fn flush_link_acks(&mut self) {
+        if std::mem::take(&mut self.links.acks_due) {
+            self.flush_links();
+        }
+    }
+
+    /// Routes a message from the remote (unless its topic or the ACL refuses it).
+    fn route_link_message(&mut self, i: usize, publish: Publish) {
         if let Err(e) = self.shared.config.topic_limits().check(&publish.topic) {
             log::warn!(
                 "Bridge {}: dropped a message whose local topic is refused ({e:?}).",
