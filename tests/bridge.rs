@@ -40,20 +40,25 @@ fn address(b: &Broker) -> String {
 
 /// Waits until the local notification topic says `state` ("1" up, "0" down).
 fn wait_state(local: &Broker, state: &str, limit: Duration) {
+    wait_payload(local, STATE, state, limit);
+}
+
+/// Waits until `topic` on `broker` carries `payload` (its retained message, or a new one).
+fn wait_payload(broker: &Broker, topic: &str, payload: &str, limit: Duration) {
     let deadline = Instant::now() + limit;
-    let mut sub = MosqSub::start(local.port(), &["-t", STATE, "-q", "1", "-W", "30"]);
+    let mut sub = MosqSub::start(broker.port(), &["-t", topic, "-q", "1", "-W", "30"]);
     let mut seen = Vec::new();
     while Instant::now() < deadline {
         let left = deadline.saturating_duration_since(Instant::now());
         let got = sub.messages(seen.len() + 1, left.min(Duration::from_millis(500)));
-        if got.iter().any(|m| m.payload == state) {
+        if got.iter().any(|m| m.payload == payload) {
             return;
         }
         seen.extend(got);
     }
     panic!(
-        "the bridge's state did not become {state} within {limit:?} (saw {seen:?}); log:\n{}",
-        local.log()
+        "{topic} did not become {payload} within {limit:?} (saw {seen:?}); log:\n{}",
+        broker.log()
     );
 }
 
@@ -333,7 +338,7 @@ fn a_qos_2_stream_survives_a_remote_restart_without_loss_or_duplicates() {
 /// `N` messages at `qos` published here while the remote is stopped (SIGTERM) and started
 /// again mid-stream: every one reaches a persistent reader on the remote; at QoS 2 once.
 fn stream_across_a_remote_restart(qos: &'static str) {
-    const N: usize = 2000;
+    const N: usize = 10_000;
     let store = tempfile::tempdir().unwrap();
     {
         use std::os::unix::fs::PermissionsExt;
@@ -361,9 +366,13 @@ fn stream_across_a_remote_restart(qos: &'static str) {
     wait_state(&l, "1", STEP * 2);
     let port = l.port();
     let publisher = std::thread::spawn(move || {
-        publish_stream(port, "s/x", qos, N, 100, Duration::from_millis(100))
+        publish_stream(port, "s/x", qos, N, 250, Duration::from_millis(100))
     });
-    std::thread::sleep(Duration::from_millis(700));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        !publisher.is_finished(),
+        "the stream ended before the remote stopped"
+    );
     r.terminate();
     std::thread::sleep(Duration::from_millis(500));
     r.restart();
@@ -373,7 +382,7 @@ fn stream_across_a_remote_restart(qos: &'static str) {
         &["-t", "s/#", "-q", qos, "-c", "-i", "reader", "-W", "60"],
     );
     let mut seen: HashMap<usize, usize> = HashMap::new();
-    let deadline = Instant::now() + Duration::from_secs(40);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while seen.len() < N && Instant::now() < deadline {
         for m in reader.messages(N - seen.len(), Duration::from_secs(2)) {
             *seen
@@ -575,4 +584,194 @@ fn local_username_puts_the_bridge_under_the_acl() {
         .collect();
     got.sort();
     assert_eq!(got, ["in-ok", "out-no", "out-ok"]);
+}
+
+/// The lines of a bridge `name` to `remote` on `name/#` out at QoS 1, its local and remote
+/// notifications on `bridges/NAME/state`.
+fn bridge_block(name: &str, remote: &Broker) -> Vec<String> {
+    vec![
+        format!("connection {name}"),
+        address(remote),
+        "restart_timeout 1".into(),
+        format!("notification_topic bridges/{name}/state"),
+        format!("remote_clientid bridge-{name}"),
+        format!("topic {name}/# out 1"),
+    ]
+}
+
+/// Writes midge's configuration with these bridge blocks and sends it SIGHUP; returns once
+/// the reload is logged as finished.
+fn reload_with(local: &Broker, blocks: &[Vec<String>]) {
+    let lines: Vec<String> = blocks.concat();
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let text = config_text(BrokerKind::Midge, local.port(), &refs) + "\nuser root\n";
+    std::fs::write(local.config_path(), text).unwrap();
+    let finished = |b: &Broker| b.log().to_lowercase().matches("reload finished").count();
+    let before = finished(local);
+    let out = common::run(
+        std::process::Command::new("kill").args(["-HUP", &local.pid().to_string()]),
+        Duration::from_secs(5),
+    );
+    assert!(out.success(), "kill -HUP: {out:?}");
+    assert!(
+        common::eventually(Duration::from_secs(5), || finished(local) > before),
+        "no reload; log:\n{}",
+        local.log()
+    );
+}
+
+#[test]
+fn sighup_adds_a_bridge_and_removes_another_while_clients_keep_publishing() {
+    const N: usize = 1500;
+    let r = remote(BrokerKind::Mosquitto, &[]);
+    let keep = bridge_block("keep", &r);
+    let gone = bridge_block("gone", &r);
+    let added = bridge_block("added", &r);
+    let changed = bridge_block("changed", &r);
+    let mut changed_now = changed.clone();
+    changed_now.push("keepalive_interval 30".into());
+    let lines: Vec<String> = [keep.clone(), gone.clone(), changed].concat();
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let l = Broker::start_config_as(BrokerKind::Midge, |port| {
+        config_text(BrokerKind::Midge, port, &refs)
+    });
+    wait_payload(&l, "bridges/keep/state", "1", STEP * 2);
+    wait_payload(&l, "bridges/gone/state", "1", STEP * 2);
+    wait_payload(&l, "bridges/changed/state", "1", STEP * 2);
+    assert!(relayed(&l, &r, "gone/x", STEP), "gone not relayed before");
+
+    // Clients keep publishing through the unchanged bridge, and a local subscriber keeps
+    // reading, across the reload.
+    let mut there = MosqSub::start(r.port(), &["-t", "keep/#", "-q", "1"]);
+    let mut here = MosqSub::start(l.port(), &["-t", "keep/#", "-q", "1"]);
+    let port = l.port();
+    let publisher = std::thread::spawn(move || {
+        publish_stream(port, "keep/s", "1", N, 50, Duration::from_millis(40))
+    });
+    std::thread::sleep(Duration::from_millis(400));
+    // `gone` removed, `added` added, `changed` changed, `keep` unchanged but moved to the
+    // end of the file.
+    reload_with(&l, &[added.clone(), changed_now, keep.clone()]);
+    publisher.join().unwrap();
+
+    wait_payload(&l, "bridges/added/state", "1", STEP * 2);
+    assert!(
+        relayed(&l, &r, "added/x", STEP),
+        "the added bridge does not relay"
+    );
+    // The removed bridge said goodbye on both sides, as when midge stops, and relays no more.
+    wait_payload(&l, "bridges/gone/state", "0", STEP);
+    wait_payload(&r, "bridges/gone/state", "0", STEP);
+    assert!(
+        !relayed(&l, &r, "gone/y", Duration::from_secs(2)),
+        "the removed bridge still relays"
+    );
+    // Nothing published through the unchanged bridge was lost, on either side.
+    for (side, sub) in [("remote", &mut there), ("local", &mut here)] {
+        let got = sub.messages(N, STEP * 2);
+        let mut numbers: Vec<usize> = got.iter().map(|m| m.payload.parse().unwrap()).collect();
+        numbers.sort_unstable();
+        numbers.dedup();
+        assert_eq!(numbers.len(), N, "{side}: {} of {N} arrived", numbers.len());
+    }
+    let log = l.log();
+    assert_eq!(
+        log.matches("Bridge keep: connected").count(),
+        1,
+        "the unchanged bridge reconnected:\n{log}"
+    );
+    assert_eq!(log.matches("Bridge keep: connection").count(), 0, "{log}");
+    assert!(log.contains("Reload: bridge gone removed."), "{log}");
+    assert!(log.contains("Reload: bridge added added."), "{log}");
+    // The changed bridge restarted with its new settings.
+    assert!(
+        common::eventually(STEP, || l
+            .log()
+            .matches("Bridge changed: connected")
+            .count()
+            == 2),
+        "the changed bridge did not reconnect once:\n{}",
+        l.log()
+    );
+    assert!(
+        relayed(&l, &r, "changed/x", STEP),
+        "the changed bridge does not relay"
+    );
+    // The remote saw the unchanged bridge's client connect once.
+    let rlog = r.log();
+    assert!(rlog.contains("as bridge-changed (p2, c0, k30"), "{rlog}");
+    assert_eq!(
+        rlog.matches("as bridge-keep").count(),
+        1,
+        "bridge-keep connected more than once to the remote:\n{rlog}"
+    );
+}
+
+#[test]
+fn with_persistence_a_qos_1_message_from_the_remote_is_acknowledged_only_once_stored() {
+    acknowledged_to_the_remote_only_once_stored("1");
+}
+
+#[test]
+fn with_persistence_a_qos_2_message_from_the_remote_is_acknowledged_only_once_stored() {
+    acknowledged_to_the_remote_only_once_stored("2");
+}
+
+/// With persistence a message from the remote is acknowledged to it (PUBACK/PUBREC) only once
+/// midge's store has it, as a client's publish is: with the disk full, midge holds the
+/// acknowledgement and the remote keeps the message; killed then (SIGKILL) and started again
+/// with room, midge gets it again from the remote and its stored reader receives it. Had the
+/// remote been acknowledged on receipt, the message would be lost.
+fn acknowledged_to_the_remote_only_once_stored(qos: &str) {
+    use common::v5::{self, V5};
+    use common::Tmpfs;
+    let base = tempfile::tempdir().unwrap();
+    let Some(_fs) = Tmpfs::mount(base.path(), "2m") else {
+        eprintln!("cannot mount a tmpfs here: disk-full test not run");
+        return;
+    };
+    let store = base.path().join("store");
+    std::fs::create_dir(&store).unwrap();
+    let r = remote(BrokerKind::Mosquitto, &[]);
+    let mut l = local(&[
+        address(&r),
+        format!("topic in/# in {qos}"),
+        "persistence true".into(),
+        format!("persistence_location {}/", store.display()),
+    ]);
+    wait_state(&l, "1", STEP * 2);
+    // A reader whose session (and what is queued for it) is kept in the store while away.
+    let reader_args = ["-t", "in/#", "-q", qos, "-c", "-i", "reader"];
+    MosqSub::start(l.port(), &reader_args).kill();
+    // Fill the disk: a file takes what is left, then retained messages use up the room the
+    // store's log keeps ahead of its data, until a write fails (PUBACK 0x80 to a 5.0 client).
+    let filler = base.path().join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![0u8; 64 << 10];
+    while std::io::Write::write_all(&mut f, &chunk).is_ok() {}
+    drop(f);
+    let (mut p5, _) = V5::connect(l.port(), &v5::connect("filler"));
+    for n in 0.. {
+        let ack = p5
+            .publish(v5::publish("fill", &[5u8; 8192], 1, true, 1))
+            .expect("a PUBACK");
+        if ack.reason == 0x80 {
+            break;
+        }
+        assert!(n < 200, "the store never filled up");
+    }
+    drop(p5);
+    mosquitto_pub(r.port(), &["-t", "in/x", "-m", "kept", "-q", qos]);
+    std::thread::sleep(Duration::from_millis(800));
+    l.kill9();
+    std::fs::remove_file(&filler).unwrap();
+    l.restart();
+    let mut reader = MosqSub::start(l.port(), &reader_args);
+    let got = reader.messages(1, STEP * 2);
+    assert_eq!(
+        got.iter().map(|m| m.payload.as_str()).collect::<Vec<_>>(),
+        ["kept"],
+        "the remote's message was acknowledged before it was stored, and lost; log:\n{}",
+        l.log()
+    );
 }

@@ -74,8 +74,9 @@ pub struct Target {
     /// midge,mosquitto).
     #[arg(long, value_delimiter = ',')]
     pub brokers: Option<Vec<String>>,
-    /// An external broker: name=host:port[,pid=PID] (repeatable). Without a PID its CPU and
-    /// memory are not measured.
+    /// An external broker: name=host:port[,pid=PID][,sub=host:port] (repeatable). Without a
+    /// PID its CPU and memory are not measured. With sub=, subscribers connect to that broker
+    /// (one bridged to this one) and publishers to this one: a bridge's throughput and latency.
     #[arg(long = "broker")]
     pub external: Vec<String>,
     /// Root of the results (a <suite>-<timestamp> directory is created in it).

@@ -143,6 +143,7 @@ pub fn engine_config(sc: &Scenario, clients: usize) -> Result<EngineConfig, Stri
         persistent: sc.persistent,
         transport: sc.transport,
         tls: None,
+        sub_addr: None,
     })
 }
 
@@ -188,6 +189,7 @@ pub fn run_one(cell_index: usize, sc: &Scenario, def: &BrokerDef, ctx: &RunConte
     }
     rec.broker.version = broker.version.clone();
     rec.broker.addr = broker.addr.to_string();
+    rec.broker.sub_addr = broker.sub_addr.map(|a| a.to_string());
     rec.broker.pid = broker.pid;
     rec.broker.config = broker.config.clone();
     rec.broker_not_measured = broker.not_measured.clone();
@@ -196,6 +198,7 @@ pub fn run_one(cell_index: usize, sc: &Scenario, def: &BrokerDef, ctx: &RunConte
         Ok(c) => EngineConfig {
             password: def.connect_password().map(str::to_string),
             tls: client_tls.map(|(t, _)| t),
+            sub_addr: broker.sub_addr,
             ..c
         },
         Err(e) => return fail(rec, e),
@@ -452,6 +455,7 @@ mod tests {
             name: "b".into(),
             addr: "127.0.0.1:1".parse().unwrap(),
             pid: None,
+            sub: None,
         };
         let ctx = RunContext {
             suite: "s".into(),

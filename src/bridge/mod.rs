@@ -231,6 +231,16 @@ impl Bridge {
         Ok(true)
     }
 
+    /// Acknowledges a message from the remote (QoS 1: PUBACK, QoS 2: PUBREC): the shard
+    /// calls this once the message is as safe here as a client's would be when it is
+    /// acknowledged (with persistence: in the store). Nothing if the link went down since:
+    /// the remote sends the message again.
+    pub fn acknowledge(&mut self, packet_id: u16, qos2: bool) {
+        if let Some(link) = self.link.as_mut().filter(|l| l.session().is_connected()) {
+            link.acknowledge(packet_id, qos2);
+        }
+    }
+
     /// Re-sends the PUBREL of a QoS 2 flow begun on an earlier connection.
     pub fn release(&mut self, packet_id: u16) -> Result<(), SendError> {
         let up = self.is_up();
@@ -278,6 +288,8 @@ impl Bridge {
             s.max_packet_size = c.max_packet_size;
         }
         s.bridge = self.mark_bridge;
+        // The shard acknowledges what it received once it has it (see `acknowledge`).
+        s.manual_acks = true;
         if c.notifications && !c.notifications_local_only {
             s.will = Some(Will {
                 topic: ByteStr::from(c.notification_topic.as_str()),
@@ -323,11 +335,16 @@ impl Bridge {
                         self.events.push_back(BridgeEvent::Message(p));
                         self.last_traffic = now;
                     }
-                    None => log::debug!(
-                        "Bridge {}: dropped a message on {} (no 'in' topic covers it).",
-                        self.cfg.name,
-                        &*p.topic
-                    ),
+                    None => {
+                        log::debug!(
+                            "Bridge {}: dropped a message on {} (no 'in' topic covers it).",
+                            self.cfg.name,
+                            &*p.topic
+                        );
+                        if p.qos != QoS::AtMostOnce {
+                            self.acknowledge(p.packet_id, p.qos == QoS::ExactlyOnce);
+                        }
+                    }
                 },
                 Event::Acked { packet_id, reason } => {
                     self.events

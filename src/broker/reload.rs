@@ -6,7 +6,8 @@
 //!
 //! What reloads: `password_file` and `acl_file` (global, or per listener with
 //! `per_listener_settings`), `allow_anonymous`, `log_dest`, `log_type`, `sys_interval`, and
-//! the TLS listeners' certificate, key and CA files. Listeners, shards, persistence and limits
+//! the TLS listeners' certificate, key and CA files, and bridges (`connection` blocks added,
+//! removed or changed; an unchanged bridge keeps its connection). Listeners, shards, persistence and limits
 //! need a restart. Open connections stay up: connected clients keep their session and get
 //! the new ACL at once; a new password file (the first one too: it starts the
 //! password-checking threads) applies from the next CONNECT.
@@ -100,6 +101,7 @@ impl Broker {
         Ok(Reload {
             listeners: policies,
             sys_interval: config.sys_interval,
+            bridges: config.bridges.clone(),
         })
     }
 }
@@ -134,6 +136,18 @@ fn describe(old: &Config, new: &Config, reload: &Reload) -> Vec<String> {
             "sys_interval {} -> {}",
             old.sys_interval, reload.sys_interval
         ));
+    }
+    for b in &new.bridges {
+        match old.bridges.iter().find(|o| o.name == b.name) {
+            None => out.push(format!("bridge {} added", b.name)),
+            Some(o) if !o.same_settings(b) => out.push(format!("bridge {} changed", b.name)),
+            Some(_) => {}
+        }
+    }
+    for o in &old.bridges {
+        if !new.bridges.iter().any(|b| b.name == o.name) {
+            out.push(format!("bridge {} removed", o.name));
+        }
     }
     if old.allow_anonymous != new.allow_anonymous {
         out.push(format!(

@@ -199,6 +199,13 @@ impl Link {
         Ok(())
     }
 
+    /// Queues the PUBACK (QoS 1) or PUBREC (`qos2`) of an incoming message (see
+    /// [`SessionConfig::manual_acks`]); sent by the next [`Link::flush`].
+    pub fn acknowledge(&mut self, packet_id: u16, qos2: bool) {
+        self.session.acknowledge(packet_id, qos2);
+        self.encode_output(self.now);
+    }
+
     /// Queues a SUBSCRIBE; returns its packet id.
     pub fn subscribe(&mut self, filters: &[(ByteStr, QoS)]) -> Result<u16, SendError> {
         let id = self.session.subscribe(filters)?;

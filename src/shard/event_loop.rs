@@ -110,6 +110,8 @@ impl Shard {
         self.flush_links();
         self.flush_held_bytes();
         self.commit_turn(tick);
+        // What the store's progress released to the links' remotes.
+        self.flush_link_acks();
         self.outbox.send(&self.peers);
         self.flush_dirty();
         self.wake_peers();

@@ -9,6 +9,7 @@ use std::time::Instant;
 use super::conn::{ConnState, UNTRACKED_LISTENER};
 use super::Shard;
 use crate::auth::{Access, Auth};
+use crate::config::BridgeConfig;
 
 /// What a reload changes on the shards.
 #[derive(Debug, Clone)]
@@ -18,13 +19,16 @@ pub struct Reload {
     pub listeners: Vec<(Auth, bool)>,
     /// `sys_interval`, in seconds (0: off).
     pub sys_interval: u16,
+    /// Every `connection` block of the new file (each shard runs those homed on it).
+    pub bridges: Vec<BridgeConfig>,
 }
 
 impl Shard {
     /// Applies `reload` (shard thread only). New connections get the new password file and
     /// anonymous policy of their listener; connected clients keep their connection and get
     /// the new ACL at once (a topic the new file refuses is no longer delivered to them, and
-    /// their next publish or subscribe is checked against it); the `$SYS` schedule changes.
+    /// their next publish or subscribe is checked against it); the `$SYS` schedule changes;
+    /// bridges are added, removed or restarted (`links::reload`).
     pub(crate) fn apply_reload(&mut self, reload: &Reload) {
         for (listener, (auth, allow_anonymous)) in self.listeners.iter_mut().zip(&reload.listeners)
         {
@@ -70,5 +74,6 @@ impl Shard {
         }
         self.sys_tree
             .set_interval(reload.sys_interval, Instant::now());
+        self.reload_links(&reload.bridges);
     }
 }

@@ -114,6 +114,9 @@ pub enum BrokerDef {
         name: String,
         addr: SocketAddr,
         pid: Option<u32>,
+        /// Subscribers connect here instead (`sub=host:port`): a broker bridged to the
+        /// publishers' one, to measure the bridge.
+        sub: Option<SocketAddr>,
     },
 }
 

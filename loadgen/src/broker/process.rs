@@ -40,6 +40,8 @@ pub fn port_is_free(port: u16) -> bool {
 pub struct RunningBroker {
     pub name: String,
     pub addr: SocketAddr,
+    /// Where subscribers connect, when not to `addr` (an external broker's `sub=`).
+    pub sub_addr: Option<SocketAddr>,
     /// The PID whose /proc is sampled; `None` when not measured.
     pub pid: Option<u32>,
     pub version: String,
@@ -72,12 +74,20 @@ impl RunningBroker {
                 flavor,
                 binary,
             } => start_managed(name, *flavor, binary, dir, limits, tls),
-            BrokerDef::External { name, addr, pid } => {
-                TcpStream::connect_timeout(addr, Duration::from_secs(3))
-                    .map_err(|e| format!("{name} at {addr}: {e}"))?;
+            BrokerDef::External {
+                name,
+                addr,
+                pid,
+                sub,
+            } => {
+                for a in std::iter::once(addr).chain(sub) {
+                    TcpStream::connect_timeout(a, Duration::from_secs(3))
+                        .map_err(|e| format!("{name} at {a}: {e}"))?;
+                }
                 let mut b = RunningBroker {
                     name: name.clone(),
                     addr: *addr,
+                    sub_addr: *sub,
                     pid: None,
                     version: "unknown (external)".into(),
                     config: None,
@@ -291,6 +301,7 @@ fn start_managed(
     let mut b = RunningBroker {
         name: name.to_string(),
         addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        sub_addr: None,
         pid: Some(pid),
         version: version_of(flavor, binary),
         config: Some(config),

@@ -187,9 +187,9 @@ pub fn known_in(name: &str, bins: &Binaries) -> Option<BrokerDef> {
 
 /// Parses `name=host:port[,pid=PID]`.
 pub fn parse_external(s: &str) -> Result<BrokerDef, String> {
-    let (name, rest) = s
-        .split_once('=')
-        .ok_or_else(|| format!("--broker {s:?}: expected name=host:port[,pid=PID]"))?;
+    let (name, rest) = s.split_once('=').ok_or_else(|| {
+        format!("--broker {s:?}: expected name=host:port[,pid=PID][,sub=host:port]")
+    })?;
     if name.is_empty()
         || !name
             .chars()
@@ -207,6 +207,7 @@ pub fn parse_external(s: &str) -> Result<BrokerDef, String> {
         .next()
         .ok_or_else(|| format!("--broker {s:?}: {hostport:?} resolves to nothing"))?;
     let mut pid = None;
+    let mut sub = None;
     for p in parts {
         match p.split_once('=') {
             Some(("pid", v)) => {
@@ -215,9 +216,17 @@ pub fn parse_external(s: &str) -> Result<BrokerDef, String> {
                         .map_err(|_| format!("--broker {s:?}: pid {v:?} is not a number"))?,
                 )
             }
+            Some(("sub", v)) => {
+                sub = Some(
+                    v.to_socket_addrs()
+                        .map_err(|e| format!("--broker {s:?}: sub address {v:?}: {e}"))?
+                        .next()
+                        .ok_or_else(|| format!("--broker {s:?}: {v:?} resolves to nothing"))?,
+                )
+            }
             _ => {
                 return Err(format!(
-                    "--broker {s:?}: unknown option {p:?} (only pid=PID)"
+                    "--broker {s:?}: unknown option {p:?} (pid=PID or sub=host:port)"
                 ))
             }
         }
@@ -226,5 +235,6 @@ pub fn parse_external(s: &str) -> Result<BrokerDef, String> {
         name: name.to_string(),
         addr,
         pid,
+        sub,
     })
 }

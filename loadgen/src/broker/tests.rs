@@ -14,9 +14,16 @@ fn external_broker_spec_is_parsed_and_checked() {
         BrokerDef::External {
             name: "emqx".into(),
             addr: "127.0.0.1:1883".parse().unwrap(),
-            pid: Some(42)
+            pid: Some(42),
+            sub: None,
         }
     );
+    let b = parse_external("bridged=127.0.0.1:1883,sub=127.0.0.1:1884,pid=7").unwrap();
+    assert!(matches!(
+        b,
+        BrokerDef::External { sub: Some(s), pid: Some(7), .. } if s.port() == 1884
+    ));
+    assert!(parse_external("x=127.0.0.1:1,sub=nowhere").is_err());
     assert!(matches!(
         parse_external("x=127.0.0.1:1"),
         Ok(BrokerDef::External { pid: None, .. })
@@ -201,6 +208,7 @@ fn an_external_pid_that_does_not_listen_is_refused() {
         name: "x".into(),
         addr,
         pid: Some(1),
+        sub: None,
     };
     let err = RunningBroker::start(&def, Path::new("/tmp"), &Limits::default()).unwrap_err();
     assert!(err.contains("does not listen"), "{err}");
@@ -209,6 +217,7 @@ fn an_external_pid_that_does_not_listen_is_refused() {
         name: "x".into(),
         addr,
         pid: Some(std::process::id()),
+        sub: None,
     };
     let b = RunningBroker::start(&def, Path::new("/tmp"), &Limits::default()).unwrap();
     assert!(b.sample().is_some());

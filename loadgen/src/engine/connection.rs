@@ -14,7 +14,18 @@ use crate::clock;
 
 impl Worker {
     pub(super) fn start_connect(&mut self, ci: usize, now: u64) {
-        match Stream::connect(self.addr, self.cfg.tls.as_ref()) {
+        // Subscribers go to `sub_addr` when there is one (publishers never subscribe).
+        let addr = match self.cfg.sub_addr {
+            Some(sub)
+                if !self.plan.clients[self.conns[ci].spec]
+                    .subscriptions
+                    .is_empty() =>
+            {
+                sub
+            }
+            _ => self.addr,
+        };
+        match Stream::connect(addr, self.cfg.tls.as_ref()) {
             Ok(mut s) => {
                 // Both interests once, for the connection's life: mio is edge-triggered, so a
                 // writable event only arrives when the socket turns writable again after a
@@ -33,7 +44,7 @@ impl Worker {
                 c.last_write_ns = now;
                 self.connecting += 1;
             }
-            Err(e) => self.fail(ci, format!("connect to {}: {e}", self.addr)),
+            Err(e) => self.fail(ci, format!("connect to {addr}: {e}")),
         }
     }
 

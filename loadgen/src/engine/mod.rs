@@ -1,4 +1,5 @@
-//! The client engine: executes a [`Plan`](crate::scenario::Plan) against one broker address.
+//! The client engine: executes a [`Plan`](crate::scenario::Plan) against one broker address
+//! (or two: publishers on one, subscribers on another bridged to it, `EngineConfig::sub_addr`).
 //!
 //! Each worker thread owns a share of the plan's connections and one `mio::Poll`; nothing a
 //! connection owns is shared with another thread, so the hot path takes no lock. What threads
@@ -30,6 +31,7 @@ pub mod ws;
 
 pub use driver::run;
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
@@ -80,6 +82,9 @@ pub struct EngineConfig {
     pub transport: ws::Transport,
     /// Connect over TLS with this client configuration.
     pub tls: Option<crate::tls::ClientTls>,
+    /// Subscribers connect to this broker instead of the publishers' (one bridged to it):
+    /// what is measured is then the way through the bridge.
+    pub sub_addr: Option<SocketAddr>,
 }
 
 /// The run's phases in epoch-relative nanoseconds, fixed once every client is ready.

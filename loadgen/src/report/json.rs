@@ -33,6 +33,9 @@ pub struct BrokerInfo {
     pub name: String,
     pub version: String,
     pub addr: String,
+    /// Where the subscribers were (a broker bridged to this one), when not here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_addr: Option<String>,
     pub pid: Option<u32>,
     /// True if loadgen started it.
     pub managed: bool,

@@ -135,6 +135,18 @@ pub struct BridgeConfig {
     pub tls: Option<BridgeTls>,
 }
 
+impl BridgeConfig {
+    /// The same bridge with the same settings, wherever its block is in the file (a reload
+    /// leaves such a bridge alone).
+    pub fn same_settings(&self, other: &BridgeConfig) -> bool {
+        let unplaced = |c: &BridgeConfig| BridgeConfig {
+            source: String::new(),
+            ..c.clone()
+        };
+        unplaced(self) == unplaced(other)
+    }
+}
+
 /// Every bridge option mosquitto 2.0 knows (`connection` itself included): the one list the
 /// parser's hook consults.
 pub(super) const OPTIONS: &[&str] = &[

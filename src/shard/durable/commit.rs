@@ -6,6 +6,7 @@
 use crate::protocol::reason::v5;
 
 use super::super::inbox::ShardMsg;
+use super::super::links::LINK_BASE;
 use super::{Ack, Mark, Owed, Shard, Turn};
 
 impl Shard {
@@ -69,9 +70,32 @@ impl Shard {
         }
     }
 
+    /// Holds the PUBACK/PUBREC of a message a bridge received from its remote (`key`: the
+    /// link's `LINK_BASE + i`) until the message is durable, exactly as a client's: it joins
+    /// the turn's acknowledgements. It is not in any connection's output (the link encodes
+    /// it when it is released), and a failed write holds it, as for a 3.x client, until the
+    /// store works again: the remote keeps the message meanwhile.
+    pub(crate) fn hold_link_ack(&mut self, key: usize, packet_id: u16, rec: bool) {
+        if let Some(d) = &mut self.durable {
+            d.turn_acks.push(Ack {
+                key,
+                slot: usize::MAX,
+                packet_id,
+                reason: 0,
+                rec,
+                v5: false,
+                at: 0,
+            });
+        }
+    }
+
     /// An acknowledgement held in its connection's stream may go (with what follows it up to
     /// the next one still held).
     fn release_ack(&mut self, a: &Ack) {
+        if a.key >= LINK_BASE {
+            self.link_acknowledged(a.key - LINK_BASE, a.packet_id, a.rec);
+            return;
+        }
         let (Some(conn), Some(d)) = (self.conns.get_mut(a.key), self.durable.as_mut()) else {
             return;
         };

@@ -1,6 +1,10 @@
 //! The client session's flows, without sockets: packets in, packets and events out.
 
 use super::*;
+use bytes::Bytes;
+
+use crate::protocol::reason::v3;
+use crate::protocol::{ConnAck, PubResp, QoS, SubAck};
 
 fn cfg(version: ProtocolVersion) -> SessionConfig {
     let mut c = SessionConfig::new(version, "bridge-1");
@@ -201,6 +205,41 @@ fn incoming_qos2_is_delivered_once_and_released_by_pubrel() {
     // After the release the id is free: a new message with it is a new message.
     s.handle(Packet::Publish(incoming(QoS::ExactlyOnce, 7)));
     assert_eq!(events(&mut s).len(), 1);
+}
+
+#[test]
+fn with_manual_acks_incoming_messages_wait_for_the_owners_acknowledgement() {
+    let now = Instant::now();
+    let mut c = cfg(ProtocolVersion::V311);
+    c.manual_acks = true;
+    let mut s = ClientSession::new(c, now);
+    output(&mut s, now);
+    s.handle(connack(0));
+    events(&mut s);
+    // QoS 1: delivered, not acknowledged until the owner says so.
+    s.handle(Packet::Publish(incoming(QoS::AtLeastOnce, 3)));
+    assert!(output(&mut s, now).is_empty());
+    assert!(matches!(events(&mut s).as_slice(), [Event::Message(p)] if p.packet_id == 3));
+    s.acknowledge(3, false);
+    assert_eq!(output(&mut s, now), vec![Packet::PubAck(PubResp::new(3))]);
+    // QoS 2: no PUBREC, not even for a resend (DUP), before the owner's acknowledgement;
+    // after it, a resend gets its PUBREC again and is still not delivered twice.
+    s.handle(Packet::Publish(incoming(QoS::ExactlyOnce, 7)));
+    let mut dup = incoming(QoS::ExactlyOnce, 7);
+    dup.dup = true;
+    s.handle(Packet::Publish(dup.clone()));
+    assert!(output(&mut s, now).is_empty());
+    assert_eq!(events(&mut s).len(), 1);
+    s.acknowledge(7, true);
+    assert_eq!(output(&mut s, now), vec![Packet::PubRec(PubResp::new(7))]);
+    s.handle(Packet::Publish(dup));
+    assert_eq!(output(&mut s, now), vec![Packet::PubRec(PubResp::new(7))]);
+    assert!(events(&mut s).is_empty());
+    s.handle(Packet::PubRel(PubResp::new(7)));
+    assert_eq!(output(&mut s, now), vec![Packet::PubComp(PubResp::new(7))]);
+    // A QoS 2 id no longer held is not acknowledged.
+    s.acknowledge(7, true);
+    assert!(output(&mut s, now).is_empty());
 }
 
 #[test]
