@@ -14,6 +14,7 @@ use super::pool::{self, MIN_READ};
 use super::{Shard, READ_BUDGET};
 use crate::protocol::{self, Packet};
 use crate::session::SendPublish;
+use crate::transport::ClientAddr;
 
 /// When `rbuf` holds the fixed header of a packet larger than [`pool::MAX_READ_SIZE`] whose
 /// remaining bytes do not fit its `spare` capacity: how many more bytes it needs. `None` for
@@ -85,7 +86,9 @@ impl Shard {
                         log::warn!("Refusing connection from {peer}: max_connections reached.");
                         continue;
                     }
-                    if !self.shared.per_ip.try_open(peer.ip()) {
+                    // A proxied client is counted by its own address once it is known.
+                    let deferred = self.listeners[listener].defers_client_addr();
+                    if !deferred && !self.shared.per_ip.try_open(peer.ip()) {
                         self.shared.connections.fetch_sub(1, Ordering::Relaxed);
                         self.per_ip_refused += 1;
                         if self.per_ip_refused.is_power_of_two() {
@@ -105,15 +108,16 @@ impl Shard {
                         Ok(t) => t,
                         Err(e) => {
                             log::error!("Cannot start TLS for a client from {peer}: {e}.");
-                            self.shared.connection_closed(peer.ip());
+                            self.shared.connection_gone(peer.ip(), !deferred);
                             continue;
                         }
                     };
                     let mut conn = Conn::new(stream, peer, l.allow_anonymous);
+                    conn.peer_settled = !deferred;
                     conn.auth = l.auth.clone();
                     conn.listener = super::conn::listener_index(listener);
                     if self.add_conn(conn).is_none() {
-                        self.shared.connection_closed(peer.ip());
+                        self.shared.connection_gone(peer.ip(), !deferred);
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -125,6 +129,43 @@ impl Shard {
                 }
             }
         }
+    }
+
+    /// On a listener that defers its client's address (PROXY protocol, a trusted
+    /// `X-Forwarded-For`): once the transport knows the client, that address becomes the
+    /// connection's peer (logs, `max_connections_per_ip`) and is counted. False: the
+    /// connection was closed, its client being at `max_connections_per_ip`.
+    fn settle_peer(&mut self, key: usize) -> bool {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return false;
+        };
+        let addr = match conn.stream.client_addr() {
+            ClientAddr::Pending => return true,
+            ClientAddr::Socket => conn.peer,
+            ClientAddr::Named(a) => a,
+        };
+        if addr != conn.peer {
+            log::debug!(
+                "Connection from {} is client {addr} behind a proxy.",
+                conn.peer
+            );
+            conn.peer = addr;
+        }
+        if !self.shared.per_ip.try_open(addr.ip()) {
+            self.per_ip_refused += 1;
+            if self.per_ip_refused.is_power_of_two() {
+                log::warn!(
+                    "Refusing connection from {addr}: max_connections_per_ip reached ({} \
+                     refused on shard {}).",
+                    self.per_ip_refused,
+                    self.id
+                );
+            }
+            self.close(key, Close::Tls("max_connections_per_ip reached".into()));
+            return false;
+        }
+        conn.peer_settled = true;
+        true
     }
 
     /// Registers a connection with this shard's poll; returns its slot.
@@ -192,7 +233,14 @@ impl Shard {
             let slice = unsafe {
                 std::slice::from_raw_parts_mut(spare.as_mut_ptr().cast::<u8>(), spare.len())
             };
-            match conn.stream.read(slice) {
+            let read = conn.stream.read(slice);
+            if !conn.peer_settled && !self.settle_peer(key) {
+                return;
+            }
+            let Some(conn) = self.conns.get_mut(key) else {
+                return;
+            };
+            match read {
                 Ok(0) => {
                     self.close(key, Close::Gone("connection closed by peer".into()));
                     return;
