@@ -12,10 +12,12 @@
 //! # Bounds
 //! A header is at most [`V1_MAX`] bytes (version 1, the specification's own bound) or 16 +
 //! [`V2_MAX_LEN`] bytes (version 2; its length field is checked before anything more is
-//! read), so it is read with `peek` into a buffer on the stack and then consumed with one read
-//! of exactly its length: no byte after it is taken from the socket, and a connection holds no
-//! buffer while it waits. A prefix that cannot become a header is refused at once; a header
-//! that never completes is closed by `connect_timeout`, which runs from accept.
+//! read). It is read with `peek` into a buffer on the stack and consumed with a read of
+//! exactly its length once it is whole, so no byte after it is taken from the socket. A
+//! header that arrives in pieces has its first pieces kept (they can only be header bytes)
+//! in a buffer of that bound, freed once it is read. A prefix that cannot become a header is
+//! refused at once; a header that never completes is closed by `connect_timeout`, which runs
+//! from accept.
 //!
 //! # Addresses
 //! A version 1 `UNKNOWN`, a version 2 `LOCAL` (a proxy's own health check), and version 2
@@ -37,6 +39,9 @@ pub const V1_MAX: usize = 107;
 /// (UNIX); proxies add a few TLVs (ALPN, authority, a cloud endpoint id, TLS details) that
 /// stay well under this.
 pub const V2_MAX_LEN: usize = 1024;
+
+/// Longest header of either version.
+const MAX_HEADER: usize = 16 + V2_MAX_LEN;
 
 pub use crate::config::ProxyProtocol;
 
@@ -238,6 +243,9 @@ pub struct ProxyStream {
     inner: Transport,
     /// `Err`: the header is still to be read, by these versions.
     header: Result<Header, ProxyProtocol>,
+    /// The start of a header that arrived in pieces (empty, unallocated, when it came
+    /// whole: the usual case).
+    held: Vec<u8>,
 }
 
 impl ProxyStream {
@@ -247,6 +255,7 @@ impl ProxyStream {
         ProxyStream {
             inner,
             header: Err(accept),
+            held: Vec::new(),
         }
     }
 
@@ -275,46 +284,60 @@ impl ProxyStream {
         self.inner.read(buf)
     }
 
-    /// Peeks at the socket; once a whole header is there, consumes exactly it.
+    /// Peeks at the socket; once a whole header is there, consumes exactly it. While it is
+    /// not, every byte the socket holds is part of it: those are consumed into `held` (so
+    /// that an end of stream behind them is seen) and the socket is peeked again, until it
+    /// is drained.
     fn read_header(&mut self, accept: ProxyProtocol) -> io::Result<Option<Header>> {
-        let mut peeked = [0u8; 16 + V2_MAX_LEN];
-        let tcp = self.inner.tcp();
-        let n = loop {
-            match tcp.peek(&mut peeked) {
-                Ok(n) => break n,
+        let mut buf = [0u8; MAX_HEADER];
+        loop {
+            let held = self.held.len();
+            buf[..held].copy_from_slice(&self.held);
+            let n = match self.inner.tcp().peek(&mut buf[held..]) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "closed before its PROXY protocol header ended",
+                    ))
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            let invalid = |reason| io::Error::new(io::ErrorKind::InvalidData, reason);
+            let (header, len) = match parse(&buf[..held + n], accept).map_err(invalid)? {
+                Parsed::Done(header, len) => (header, len),
+                Parsed::Incomplete => {
+                    self.consume(&mut buf[held..held + n])?;
+                    self.held.extend_from_slice(&buf[held..held + n]);
+                    continue;
+                }
+            };
+            if accept.require_tls && !header.client_tls {
+                return Err(invalid(
+                    "PROXY header does not say the client used TLS (proxy_protocol_v2_require_tls)",
+                ));
+            }
+            self.consume(&mut buf[held..len.max(held)])?;
+            self.held = Vec::new();
+            return Ok(Some(header));
+        }
+    }
+
+    /// Reads exactly `into.len()` bytes that a peek has shown the socket holds.
+    fn consume(&mut self, into: &mut [u8]) -> io::Result<()> {
+        let mut tcp = self.inner.tcp();
+        let mut taken = 0;
+        while taken < into.len() {
+            match tcp.read(&mut into[taken..]) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(k) => taken += k,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
-        };
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "closed before its PROXY protocol header",
-            ));
         }
-        match parse(&peeked[..n], accept) {
-            Ok(Parsed::Incomplete) => Ok(None),
-            Ok(Parsed::Done(header, _)) if accept.require_tls && !header.client_tls => {
-                Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "PROXY header does not say the client used TLS (proxy_protocol_v2_require_tls)",
-                ))
-            }
-            Ok(Parsed::Done(header, len)) => {
-                let mut tcp = self.inner.tcp();
-                let mut taken = 0;
-                while taken < len {
-                    match tcp.read(&mut peeked[taken..len]) {
-                        Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                        Ok(k) => taken += k,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(e),
-                    }
-                }
-                Ok(Some(header))
-            }
-            Err(reason) => Err(io::Error::new(io::ErrorKind::InvalidData, reason)),
-        }
+        Ok(())
     }
 }
 
