@@ -12,6 +12,9 @@
 //! - [`tls`]: rustls (ring provider) server and client sides; [`pem`]: reading their files.
 //! - [`ws`]: MQTT over WebSocket (handshake, frames, `http_dir`), the same kind of
 //!   transformer as TLS: plaintext in and out for the shard, frames on the inner transport.
+//! - [`proxy`]: the PROXY protocol header on listeners that opt in, read off the socket
+//!   before any other layer reads; [`Transport::client_addr`] tells the shard the client it
+//!   names.
 //!
 //! TLS is a transformer between socket bytes and plaintext (rustls' `tlsserver-mio` example's
 //! shape): a read pulls TLS records from the socket into rustls, decrypts them and hands out

@@ -91,6 +91,10 @@ fn parse_v1(buf: &[u8]) -> Result<Parsed, &'static str> {
         }
         return Ok(Parsed::Incomplete);
     };
+    if window[..end].contains(&b'\n') {
+        // Refused whole as it is in pieces (a prefix ending at this LF is refused above).
+        return Err("PROXY version 1 header with a line feed before its CRLF");
+    }
     let line = std::str::from_utf8(&window[6..end]).map_err(|_| "PROXY header is not text")?;
     let mut parts = line.split(' ');
     let source = match parts.next() {
@@ -400,6 +404,7 @@ mod tests {
             b"PROXY UDP4 192.0.2.7 10.0.0.1 1 1883\r\n",
             b"PROXY TCP4 192.0.2.7 10.0.0.1 1 1883\n",
             b"PROXY \xff\r\n",
+            b"PROXY UNKNOWN a\nb\r\n",
             b"\x10\x0c\x00\x04MQTT",
             b"GET / HTTP/1.1\r\n",
         ] {
