@@ -26,7 +26,7 @@ pub struct Conn {
     /// named (PROXY protocol, a trusted `X-Forwarded-For`) once `peer_settled`.
     pub peer: SocketAddr,
     /// `peer` is final and counted in `max_connections_per_ip`. False from accept until the
-    /// transport knows its client on a listener that defers it (`Shard::settle_peer`).
+    /// transport knows its client on a listener that defers it (`settle_peer` in `io.rs`).
     pub peer_settled: bool,
     /// Unparsed input. Unallocated while there is none: buffers come from and go back to the
     /// shard's [`super::pool::BufferPool`], so an idle connection holds no buffer.

@@ -10,6 +10,7 @@ use mio::{Interest, Token};
 
 use super::conn::Conn;
 use super::lifecycle::Close;
+use super::per_ip::PerIpConnections;
 use super::pool::{self, MIN_READ};
 use super::{Shard, READ_BUDGET};
 use crate::protocol::{self, Packet};
@@ -27,6 +28,27 @@ fn big_packet_missing(rbuf: &[u8], spare: usize, max_packet: usize) -> Option<us
     }
     let missing = size.checked_sub(rbuf.len())?;
     (missing > spare).then_some(missing)
+}
+
+/// On a listener that defers its client's address (PROXY protocol, a trusted
+/// `X-Forwarded-For`): once the transport knows the client, that address becomes the
+/// connection's peer (logs, `max_connections_per_ip`) and is counted. False: the client is at
+/// `max_connections_per_ip` (nothing counted; the caller closes the connection).
+fn settle_peer(conn: &mut Conn, per_ip: &PerIpConnections) -> bool {
+    let addr = match conn.stream.client_addr() {
+        ClientAddr::Pending => return true,
+        ClientAddr::Socket => conn.peer,
+        ClientAddr::Named(a) => a,
+    };
+    if addr != conn.peer {
+        log::debug!(
+            "Connection from {} is client {addr} behind a proxy.",
+            conn.peer
+        );
+        conn.peer = addr;
+    }
+    conn.peer_settled = per_ip.try_open(addr.ip());
+    conn.peer_settled
 }
 
 impl Shard {
@@ -131,41 +153,21 @@ impl Shard {
         }
     }
 
-    /// On a listener that defers its client's address (PROXY protocol, a trusted
-    /// `X-Forwarded-For`): once the transport knows the client, that address becomes the
-    /// connection's peer (logs, `max_connections_per_ip`) and is counted. False: the
-    /// connection was closed, its client being at `max_connections_per_ip`.
-    fn settle_peer(&mut self, key: usize) -> bool {
-        let Some(conn) = self.conns.get_mut(key) else {
-            return false;
-        };
-        let addr = match conn.stream.client_addr() {
-            ClientAddr::Pending => return true,
-            ClientAddr::Socket => conn.peer,
-            ClientAddr::Named(a) => a,
-        };
-        if addr != conn.peer {
-            log::debug!(
-                "Connection from {} is client {addr} behind a proxy.",
-                conn.peer
-            );
-            conn.peer = addr;
-        }
-        if !self.shared.per_ip.try_open(addr.ip()) {
-            self.per_ip_refused += 1;
+    /// The connection's client is at `max_connections_per_ip` (see [`settle_peer`]): closed.
+    fn refuse_settled_peer(&mut self, key: usize) {
+        self.per_ip_refused += 1;
+        if let Some(conn) = self.conns.get(key) {
             if self.per_ip_refused.is_power_of_two() {
                 log::warn!(
-                    "Refusing connection from {addr}: max_connections_per_ip reached ({} \
-                     refused on shard {}).",
+                    "Refusing connection from {}: max_connections_per_ip reached ({} refused \
+                     on shard {}).",
+                    conn.peer,
                     self.per_ip_refused,
                     self.id
                 );
             }
-            self.close(key, Close::Tls("max_connections_per_ip reached".into()));
-            return false;
         }
-        conn.peer_settled = true;
-        true
+        self.close(key, Close::Tls("max_connections_per_ip reached".into()));
     }
 
     /// Registers a connection with this shard's poll; returns its slot.
@@ -234,12 +236,10 @@ impl Shard {
                 std::slice::from_raw_parts_mut(spare.as_mut_ptr().cast::<u8>(), spare.len())
             };
             let read = conn.stream.read(slice);
-            if !conn.peer_settled && !self.settle_peer(key) {
+            if !conn.peer_settled && !settle_peer(conn, &self.shared.per_ip) {
+                self.refuse_settled_peer(key);
                 return;
             }
-            let Some(conn) = self.conns.get_mut(key) else {
-                return;
-            };
             match read {
                 Ok(0) => {
                     self.close(key, Close::Gone("connection closed by peer".into()));
