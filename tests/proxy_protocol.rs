@@ -437,10 +437,10 @@ fn tls_listeners_read_the_header_before_the_handshake() {
 
 /// A ws listener with `proxy_protocol true`, one that trusts `X-Forwarded-For`, and one that
 /// does not.
-fn ws_broker() -> (ProxyBroker, u16, u16, u16) {
+fn ws_broker(extra: &[&str]) -> (ProxyBroker, u16, u16, u16) {
     let (ws_proxied, ws_trusting, ws_plain) = (free_port(), free_port(), free_port());
     let b = ProxyBroker::start_with_listeners(
-        &[],
+        extra,
         &format!(
             "listener {ws_proxied} 127.0.0.1\nprotocol websockets\nproxy_protocol true\n\
              listener {ws_trusting} 127.0.0.1\nprotocol websockets\n\
@@ -476,7 +476,7 @@ fn websocket_listeners_read_the_header_before_the_upgrade() {
     if !midge_only() {
         return;
     }
-    let (b, ws_proxied, _, _) = ws_broker();
+    let (b, ws_proxied, _, _) = ws_broker(&[]);
     let _c = ws_connect(
         ws_proxied,
         &v2(1, 0x11, &v2_inet([203, 0, 113, 40], 8080)),
@@ -495,7 +495,7 @@ fn x_forwarded_for_counts_only_where_the_listener_trusts_it() {
     if !midge_only() {
         return;
     }
-    let (b, _, ws_trusting, ws_plain) = ws_broker();
+    let (b, _, ws_trusting, ws_plain) = ws_broker(&[]);
     let xff = "X-Forwarded-For: 203.0.113.50, 198.51.100.60\r\n";
     let _t = ws_connect(ws_trusting, b"", xff, "xff-trusted").unwrap();
     b.expect_log("New client connected from 198.51.100.60:0 as xff-trusted");
@@ -523,4 +523,23 @@ fn x_forwarded_for_counts_only_where_the_listener_trusts_it() {
         "{:?}",
         bad.err()
     );
+}
+
+#[test]
+fn a_trusted_forwarded_for_is_what_per_address_limits_count() {
+    if !midge_only() {
+        return;
+    }
+    let (b, _, ws_trusting, _) = ws_broker(&["max_connections_per_ip 1"]);
+    let from = |ip: &str| format!("X-Forwarded-For: {ip}\r\n");
+    // Two clients through one proxy (127.0.0.1): each has its own count.
+    let _a = ws_connect(ws_trusting, b"", &from("192.0.2.30"), "xff-a").unwrap();
+    let _b = ws_connect(ws_trusting, b"", &from("192.0.2.31"), "xff-b").unwrap();
+    // A second from 192.0.2.30 is refused once its upgrade names it.
+    let again = ws_connect(ws_trusting, b"", &from("192.0.2.30"), "xff-a2");
+    assert!(
+        again.is_err(),
+        "a second connection from 192.0.2.30 was served"
+    );
+    b.expect_log("Refusing connection from 192.0.2.30:0: max_connections_per_ip reached");
 }
