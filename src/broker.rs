@@ -85,6 +85,7 @@ fn default_listeners() -> Vec<crate::config::Listener> {
         acl_file: None,
         websockets: None,
         bind_interface: None,
+        proxy_protocol: None,
     })
     .collect()
 }
@@ -243,6 +244,7 @@ impl Broker {
                         0 => crate::protocol::MAX_PACKET_SIZE as u64,
                         max => u64::from(max),
                     },
+                    trust_x_forwarded_for: w.trust_x_forwarded_for,
                 })
             });
             let interface = l.bind_interface.as_deref();
@@ -256,7 +258,8 @@ impl Broker {
                         allow_anonymous,
                         listener_auth.clone(),
                     )
-                    .with_websocket(ws.clone()),
+                    .with_websocket(ws.clone())
+                    .with_proxy_protocol(l.proxy_protocol),
                 );
             }
             let kind = match (tls.is_some(), ws.is_some()) {
@@ -265,7 +268,12 @@ impl Broker {
                 (false, true) => "WebSocket ",
                 (true, true) => "WebSocket TLS ",
             };
-            log::info!("Opening {kind}listen socket on {addr}.");
+            let proxied = if l.proxy_protocol.is_some() {
+                " (PROXY protocol)"
+            } else {
+                ""
+            };
+            log::info!("Opening {kind}listen socket on {addr}{proxied}.");
             addrs.push(addr);
         }
 

@@ -42,6 +42,29 @@ pub struct Listener {
     /// `bind_interface`: the listener accepts only through this network interface
     /// (SO_BINDTODEVICE), as mosquitto.
     pub bind_interface: Option<String>,
+    /// `proxy_protocol true` (midge) or `enable_proxy_protocol 1|2` (mosquitto): every
+    /// connection starts with a PROXY protocol header naming the client; `None` = none may.
+    pub proxy_protocol: Option<ProxyProtocol>,
+}
+
+/// The PROXY protocol header a listener requires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProxyProtocol {
+    /// Version 1 (text) is accepted.
+    pub v1: bool,
+    /// Version 2 (binary) is accepted.
+    pub v2: bool,
+    /// `proxy_protocol_v2_require_tls`: the header must say the client used TLS to the proxy.
+    pub require_tls: bool,
+}
+
+impl ProxyProtocol {
+    /// `proxy_protocol true`: either version.
+    pub const ANY: ProxyProtocol = ProxyProtocol {
+        v1: true,
+        v2: true,
+        require_tls: false,
+    };
 }
 
 /// A WebSocket listener's own options.
@@ -49,6 +72,9 @@ pub struct Listener {
 pub struct WebSocketSettings {
     /// `http_dir`: files served to a plain HTTP GET (as mosquitto does); `None` = none.
     pub http_dir: Option<PathBuf>,
+    /// `websockets_trust_x_forwarded_for`: the last `X-Forwarded-For` entry of the upgrade
+    /// request names the client (off: the header is ignored).
+    pub trust_x_forwarded_for: bool,
 }
 
 /// `websockets_headers_size` when not said (or 0): browsers send 400 to 1500 bytes of
@@ -334,6 +360,7 @@ impl Config {
                     acl_file: None,
                     websockets: None,
                     bind_interface: None,
+                    proxy_protocol: None,
                 });
             }
             return;

@@ -22,7 +22,9 @@
 use std::path::{Path, PathBuf};
 
 use super::ciphers::{tls12_cipher, tls13_cipher, TLS12_CIPHERS, TLS13_CIPHERS};
-use super::{Config, Listener, LogDests, TlsSettings, TlsVersion, WebSocketSettings};
+use super::{
+    Config, Listener, LogDests, ProxyProtocol, TlsSettings, TlsVersion, WebSocketSettings,
+};
 
 /// Largest PUBLISH payload MQTT can carry (mosquitto's `MQTT_MAX_PAYLOAD`).
 const MQTT_MAX_PAYLOAD: i64 = 268_435_455;

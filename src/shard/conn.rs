@@ -22,7 +22,12 @@ pub enum ConnState {
 pub struct Conn {
     /// Plain TCP or TLS; the shard reads and writes plaintext through it.
     pub stream: Transport,
+    /// The client's address: the socket's peer, or the one a proxy in front of the listener
+    /// named (PROXY protocol, a trusted `X-Forwarded-For`) once `peer_settled`.
     pub peer: SocketAddr,
+    /// `peer` is final and counted in `max_connections_per_ip`. False from accept until the
+    /// transport knows its client on a listener that defers it (`settle_peer` in `io.rs`).
+    pub peer_settled: bool,
     /// Unparsed input. Unallocated while there is none: buffers come from and go back to the
     /// shard's [`super::pool::BufferPool`], so an idle connection holds no buffer.
     pub rbuf: BytesMut,
@@ -153,6 +158,7 @@ impl Conn {
         Conn {
             stream,
             peer,
+            peer_settled: true,
             rbuf: BytesMut::new(),
             rbuf_target: Default::default(),
             wbuf: BytesMut::new(),

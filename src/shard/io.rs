@@ -10,10 +10,12 @@ use mio::{Interest, Token};
 
 use super::conn::Conn;
 use super::lifecycle::Close;
+use super::per_ip::PerIpConnections;
 use super::pool::{self, MIN_READ};
 use super::{Shard, READ_BUDGET};
 use crate::protocol::{self, Packet};
 use crate::session::SendPublish;
+use crate::transport::ClientAddr;
 
 /// When `rbuf` holds the fixed header of a packet larger than [`pool::MAX_READ_SIZE`] whose
 /// remaining bytes do not fit its `spare` capacity: how many more bytes it needs. `None` for
@@ -26,6 +28,27 @@ fn big_packet_missing(rbuf: &[u8], spare: usize, max_packet: usize) -> Option<us
     }
     let missing = size.checked_sub(rbuf.len())?;
     (missing > spare).then_some(missing)
+}
+
+/// On a listener that defers its client's address (PROXY protocol, a trusted
+/// `X-Forwarded-For`): once the transport knows the client, that address becomes the
+/// connection's peer (logs, `max_connections_per_ip`) and is counted. False: the client is at
+/// `max_connections_per_ip` (nothing counted; the caller closes the connection).
+fn settle_peer(conn: &mut Conn, per_ip: &PerIpConnections) -> bool {
+    let addr = match conn.stream.client_addr() {
+        ClientAddr::Pending => return true,
+        ClientAddr::Socket => conn.peer,
+        ClientAddr::Named(a) => a,
+    };
+    if addr != conn.peer {
+        log::debug!(
+            "Connection from {} is client {addr} behind a proxy.",
+            conn.peer
+        );
+        conn.peer = addr;
+    }
+    conn.peer_settled = per_ip.try_open(addr.ip());
+    conn.peer_settled
 }
 
 impl Shard {
@@ -85,7 +108,9 @@ impl Shard {
                         log::warn!("Refusing connection from {peer}: max_connections reached.");
                         continue;
                     }
-                    if !self.shared.per_ip.try_open(peer.ip()) {
+                    // A proxied client is counted by its own address once it is known.
+                    let deferred = self.listeners[listener].defers_client_addr();
+                    if !deferred && !self.shared.per_ip.try_open(peer.ip()) {
                         self.shared.connections.fetch_sub(1, Ordering::Relaxed);
                         self.per_ip_refused += 1;
                         if self.per_ip_refused.is_power_of_two() {
@@ -105,15 +130,16 @@ impl Shard {
                         Ok(t) => t,
                         Err(e) => {
                             log::error!("Cannot start TLS for a client from {peer}: {e}.");
-                            self.shared.connection_closed(peer.ip());
+                            self.shared.connection_gone(peer.ip(), !deferred);
                             continue;
                         }
                     };
                     let mut conn = Conn::new(stream, peer, l.allow_anonymous);
+                    conn.peer_settled = !deferred;
                     conn.auth = l.auth.clone();
                     conn.listener = super::conn::listener_index(listener);
                     if self.add_conn(conn).is_none() {
-                        self.shared.connection_closed(peer.ip());
+                        self.shared.connection_gone(peer.ip(), !deferred);
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -125,6 +151,23 @@ impl Shard {
                 }
             }
         }
+    }
+
+    /// The connection's client is at `max_connections_per_ip` (see [`settle_peer`]): closed.
+    fn refuse_settled_peer(&mut self, key: usize) {
+        self.per_ip_refused += 1;
+        if let Some(conn) = self.conns.get(key) {
+            if self.per_ip_refused.is_power_of_two() {
+                log::warn!(
+                    "Refusing connection from {}: max_connections_per_ip reached ({} refused \
+                     on shard {}).",
+                    conn.peer,
+                    self.per_ip_refused,
+                    self.id
+                );
+            }
+        }
+        self.close(key, Close::Tls("max_connections_per_ip reached".into()));
     }
 
     /// Registers a connection with this shard's poll; returns its slot.
@@ -192,7 +235,12 @@ impl Shard {
             let slice = unsafe {
                 std::slice::from_raw_parts_mut(spare.as_mut_ptr().cast::<u8>(), spare.len())
             };
-            match conn.stream.read(slice) {
+            let read = conn.stream.read(slice);
+            if !conn.peer_settled && !settle_peer(conn, &self.shared.per_ip) {
+                self.refuse_settled_peer(key);
+                return;
+            }
+            match read {
                 Ok(0) => {
                     self.close(key, Close::Gone("connection closed by peer".into()));
                     return;

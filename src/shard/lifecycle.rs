@@ -149,7 +149,8 @@ impl Shard {
             return;
         }
         let mut conn = self.conns.remove(key);
-        self.shared.connection_closed(conn.peer.ip());
+        self.shared
+            .connection_gone(conn.peer.ip(), conn.peer_settled);
         if let Some(d) = &mut self.durable {
             d.forget(key);
         }

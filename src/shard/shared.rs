@@ -79,8 +79,16 @@ impl Shared {
     /// A counted connection from `peer` is gone (closed, or dropped before it was served):
     /// its slot under `max_connections` and `max_connections_per_ip` is free again.
     pub fn connection_closed(&self, peer: IpAddr) {
+        self.connection_gone(peer, true);
+    }
+
+    /// A connection is gone; `counted`: its address was counted per address (a proxied
+    /// connection is not until its client is known).
+    pub fn connection_gone(&self, peer: IpAddr, counted: bool) {
         self.connections.fetch_sub(1, Ordering::Relaxed);
-        self.per_ip.closed(peer);
+        if counted {
+            self.per_ip.closed(peer);
+        }
     }
 
     /// The counters of all shards as of their last tick, summed, with the retained count of

@@ -9,6 +9,7 @@ use mio::event::Source;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 
+use super::proxy::ProxyProtocol;
 use super::{TlsListener, Transport, WsConfig};
 use crate::auth::Auth;
 
@@ -21,6 +22,8 @@ pub struct Listener {
     tls: Option<Arc<TlsListener>>,
     /// WebSocket over the connection (over TLS when `tls` is set too).
     ws: Option<Arc<WsConfig>>,
+    /// A PROXY protocol header (of these versions) comes first on every connection.
+    proxy: Option<ProxyProtocol>,
     /// `allow_anonymous` as it applies to this listener.
     pub allow_anonymous: bool,
     /// The password and ACL files that apply to this listener's clients.
@@ -39,6 +42,7 @@ impl Listener {
             socket,
             tls,
             ws: None,
+            proxy: None,
             allow_anonymous,
             auth,
         }
@@ -48,6 +52,20 @@ impl Listener {
     pub fn with_websocket(mut self, ws: Option<Arc<WsConfig>>) -> Listener {
         self.ws = ws;
         self
+    }
+
+    /// Every connection starts with a PROXY protocol header of these versions
+    /// (`proxy_protocol`); `None`: none may.
+    pub fn with_proxy_protocol(mut self, proxy: Option<ProxyProtocol>) -> Listener {
+        self.proxy = proxy;
+        self
+    }
+
+    /// Whether a connection's client is known only once its layers have read a proxy's word
+    /// for it ([`Transport::client_addr`]): the shard counts it per address then, not at
+    /// accept, where it would count the proxy.
+    pub fn defers_client_addr(&self) -> bool {
+        self.proxy.is_some() || self.ws.as_ref().is_some_and(|w| w.trust_x_forwarded_for)
     }
 
     /// The next pending connection, or `WouldBlock` (readiness is edge-triggered: accept until
@@ -64,9 +82,13 @@ impl Listener {
             None => Transport::from(stream),
             Some(tls) => tls.accept(stream).map(Transport::tls)?,
         };
-        Ok(match &self.ws {
+        let outer = match &self.ws {
             None => inner,
             Some(ws) => Transport::websocket(inner, ws.clone()),
+        };
+        Ok(match self.proxy {
+            None => outer,
+            Some(versions) => Transport::proxied(outer, versions),
         })
     }
 

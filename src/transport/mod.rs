@@ -12,6 +12,9 @@
 //! - [`tls`]: rustls (ring provider) server and client sides; [`pem`]: reading their files.
 //! - [`ws`]: MQTT over WebSocket (handshake, frames, `http_dir`), the same kind of
 //!   transformer as TLS: plaintext in and out for the shard, frames on the inner transport.
+//! - [`proxy`]: the PROXY protocol header on listeners that opt in, read off the socket
+//!   before any other layer reads; [`Transport::client_addr`] tells the shard the client it
+//!   names.
 //!
 //! TLS is a transformer between socket bytes and plaintext (rustls' `tlsserver-mio` example's
 //! shape): a read pulls TLS records from the socket into rustls, decrypts them and hands out
@@ -46,11 +49,12 @@ mod certs;
 pub mod client;
 mod listener;
 pub mod pem;
+pub mod proxy;
 pub mod tls;
 pub mod ws;
 
 use std::io::{self, Read, Write};
-use std::net::Shutdown;
+use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
 
 use mio::event::Source;
@@ -59,6 +63,7 @@ use mio::{Interest, Registry, Token};
 
 pub use client::{ClientTlsSettings, Connector};
 pub use listener::Listener;
+pub use proxy::ProxyStream;
 pub use tls::{TlsListener, TlsStream};
 pub use ws::{WsConfig, WsStream};
 
@@ -75,6 +80,21 @@ enum Layers {
     Tls(Box<TlsStream>),
     /// WebSocket over plain TCP or TLS (the inner transport).
     Ws(Box<WsStream>),
+    /// A PROXY protocol header, then one of the others. Outermost in the type although first
+    /// on the wire: it reads its header off the socket before the layers it wraps read.
+    Proxy(Box<ProxyStream>),
+}
+
+/// Who the client of a connection is, as its layers know it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAddr {
+    /// A layer that may name the client has not read far enough yet (a PROXY header, a
+    /// WebSocket upgrade whose `X-Forwarded-For` the listener trusts).
+    Pending,
+    /// The socket's peer is the client (no proxy named another).
+    Socket,
+    /// A proxy named the client: this address replaces the socket's peer.
+    Named(SocketAddr),
 }
 
 impl Transport {
@@ -88,6 +108,27 @@ impl Transport {
         Transport(Layers::Ws(Box::new(WsStream::new(inner, config))))
     }
 
+    /// A connection whose PROXY protocol header (of these versions) comes before `inner`.
+    pub fn proxied(inner: Transport, accept: proxy::ProxyProtocol) -> Transport {
+        Transport(Layers::Proxy(Box::new(ProxyStream::new(inner, accept))))
+    }
+
+    /// Who the client is: see [`ClientAddr`]. A trusted `X-Forwarded-For` is nearer to the
+    /// client than the PROXY header of the hop in front of midge, so it wins.
+    pub fn client_addr(&self) -> ClientAddr {
+        match &self.0 {
+            Layers::Tcp(_) | Layers::Tls(_) => ClientAddr::Socket,
+            Layers::Ws(w) => w.client_addr(),
+            Layers::Proxy(p) => match (p.header(), p.inner().client_addr()) {
+                (None, _) | (_, ClientAddr::Pending) => ClientAddr::Pending,
+                (Some(_), ClientAddr::Named(a)) => ClientAddr::Named(a),
+                (Some(h), ClientAddr::Socket) => {
+                    h.source.map_or(ClientAddr::Socket, ClientAddr::Named)
+                }
+            },
+        }
+    }
+
     /// Whether a read that returned less than it was offered took everything the connection
     /// held, so that the next bytes will raise a new readiness edge. True for plain TCP, and
     /// for WebSocket over TCP when its socket read was short; not for TLS, which may hold more
@@ -98,6 +139,7 @@ impl Transport {
             Layers::Tcp(_) => true,
             Layers::Tls(_) => false,
             Layers::Ws(w) => w.short_read_drains(),
+            Layers::Proxy(p) => p.header().is_some() && p.inner().short_read_drains(),
         }
     }
 
@@ -115,6 +157,7 @@ impl Transport {
             Layers::Tcp(_) => false,
             Layers::Tls(t) => t.wants_write(),
             Layers::Ws(w) => w.wants_write(),
+            Layers::Proxy(p) => p.inner().wants_write(),
         }
     }
 
@@ -125,6 +168,7 @@ impl Transport {
             Layers::Tcp(_) => false,
             Layers::Tls(t) => t.has_buffered_input(),
             Layers::Ws(w) => w.has_buffered_input(),
+            Layers::Proxy(p) => p.inner_mut().has_buffered_input(),
         }
     }
 
@@ -137,6 +181,7 @@ impl Transport {
             Layers::Tcp(_) => false,
             Layers::Tls(t) => t.input_deferred(),
             Layers::Ws(w) => w.inner().input_deferred(),
+            Layers::Proxy(p) => p.inner().input_deferred(),
         }
     }
 
@@ -146,6 +191,7 @@ impl Transport {
             Layers::Tcp(_) => true,
             Layers::Tls(t) => t.is_established(),
             Layers::Ws(w) => w.is_established(),
+            Layers::Proxy(p) => p.header().is_some() && p.inner().is_established(),
         }
     }
 
@@ -160,6 +206,7 @@ impl Transport {
             Layers::Tcp(_) => None,
             Layers::Tls(t) => t.identity(),
             Layers::Ws(w) => w.inner().tls_identity(),
+            Layers::Proxy(p) => p.inner().tls_identity(),
         }
     }
 
@@ -170,6 +217,7 @@ impl Transport {
             Layers::Tcp(_) => false,
             Layers::Tls(t) => t.identity_required(),
             Layers::Ws(w) => w.inner().tls_identity_required(),
+            Layers::Proxy(p) => p.inner().tls_identity_required(),
         }
     }
 
@@ -179,6 +227,7 @@ impl Transport {
             Layers::Tcp(_) => None,
             Layers::Tls(t) => t.peer_certificates(),
             Layers::Ws(w) => w.inner().peer_certificates(),
+            Layers::Proxy(p) => p.inner().peer_certificates(),
         }
     }
 
@@ -207,6 +256,7 @@ impl Transport {
             Layers::Tcp(s) => s.shutdown(how),
             Layers::Tls(t) => t.shutdown(how),
             Layers::Ws(w) => w.shutdown(how),
+            Layers::Proxy(p) => p.inner_mut().shutdown(how),
         }
     }
 
@@ -216,6 +266,7 @@ impl Transport {
             Layers::Tcp(s) => s,
             Layers::Tls(t) => t.tcp(),
             Layers::Ws(w) => w.inner().tcp(),
+            Layers::Proxy(p) => p.inner().tcp(),
         }
     }
 
@@ -224,6 +275,7 @@ impl Transport {
             Layers::Tcp(s) => s,
             Layers::Tls(t) => t.tcp_mut(),
             Layers::Ws(w) => w.inner_mut().tcp_mut(),
+            Layers::Proxy(p) => p.inner_mut().tcp_mut(),
         }
     }
 }
@@ -235,6 +287,7 @@ impl Read for Transport {
             Layers::Tcp(s) => s.read(buf),
             Layers::Tls(t) => t.read(buf),
             Layers::Ws(w) => w.read(buf),
+            Layers::Proxy(p) => p.read(buf),
         }
     }
 }
@@ -246,6 +299,7 @@ impl Write for Transport {
             Layers::Tcp(s) => s.write(buf),
             Layers::Tls(t) => t.write(buf),
             Layers::Ws(w) => w.write(buf),
+            Layers::Proxy(p) => p.inner_mut().write(buf),
         }
     }
 
@@ -256,6 +310,7 @@ impl Write for Transport {
             Layers::Tls(t) => t.write_vectored(bufs),
             // One frame per call: the first non-empty buffer (the shard writes one slice).
             Layers::Ws(w) => w.write(bufs.iter().find(|b| !b.is_empty()).map_or(&[], |b| b)),
+            Layers::Proxy(p) => p.inner_mut().write_vectored(bufs),
         }
     }
 
@@ -266,6 +321,7 @@ impl Write for Transport {
             Layers::Tcp(_) => Ok(()),
             Layers::Tls(t) => t.flush_records(),
             Layers::Ws(w) => w.flush(),
+            Layers::Proxy(p) => p.inner_mut().flush(),
         }
     }
 }

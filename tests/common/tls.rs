@@ -315,6 +315,13 @@ pub struct TlsRaw {
 impl TlsRaw {
     /// Connects and completes the TLS handshake (bounded by the socket time-outs).
     pub fn connect(certs: &Certs, port: u16) -> TlsRaw {
+        let sock = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        TlsRaw::over(certs, sock)
+    }
+
+    /// The TLS handshake over a connected socket (on which the test may have sent bytes of
+    /// its own first, e.g. a PROXY protocol header).
+    pub fn over(certs: &Certs, sock: std::net::TcpStream) -> TlsRaw {
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, ServerName};
         use std::sync::Arc;
@@ -330,7 +337,6 @@ impl TlsRaw {
             .with_no_client_auth();
         let name = ServerName::try_from("localhost").unwrap();
         let conn = rustls::ClientConnection::new(Arc::new(config), name).expect("client");
-        let sock = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
         sock.set_read_timeout(Some(super::STEP)).unwrap();
         sock.set_write_timeout(Some(super::STEP)).unwrap();
         let mut stream = rustls::StreamOwned::new(conn, sock);

@@ -4,7 +4,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use super::values::Pos;
-use super::TlsSettings;
+use super::{ProxyProtocol, TlsSettings};
 
 /// `socket_domain`: restricts a listener to one address family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +33,12 @@ pub(super) struct Block {
     pub(super) http_dir: Option<(PathBuf, Pos)>,
     /// `bind_interface`.
     pub(super) bind_interface: Option<String>,
+    /// `proxy_protocol` / `enable_proxy_protocol`, and where.
+    pub(super) proxy_protocol: Option<(ProxyProtocol, Pos)>,
+    /// `proxy_protocol_v2_require_tls true` said here.
+    pub(super) proxy_require_tls: Option<Pos>,
+    /// `websockets_trust_x_forwarded_for true` said here.
+    pub(super) trust_x_forwarded_for: Option<Pos>,
 }
 
 /// A block's TLS options while parsing, with where they were said (for the checks that need

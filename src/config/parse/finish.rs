@@ -4,8 +4,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use super::{
-    Config, ConfigError, Domain, Listener, Parser, Pos, TlsBlock, TlsSettings, WebSocketSettings,
-    DEFAULT_PORT,
+    Config, ConfigError, Domain, Listener, Parser, Pos, ProxyProtocol, TlsBlock, TlsSettings,
+    WebSocketSettings, DEFAULT_PORT,
 };
 
 impl Parser {
@@ -45,6 +45,7 @@ impl Parser {
         config: &mut Config,
         websockets: bool,
         http_dir: Option<(std::path::PathBuf, Pos)>,
+        trust_x_forwarded_for: Option<Pos>,
     ) -> Option<WebSocketSettings> {
         if !websockets {
             if let Some((_, pos)) = http_dir {
@@ -53,11 +54,38 @@ impl Parser {
                     "'http_dir' only applies to a 'protocol websockets' listener",
                 );
             }
+            if let Some(pos) = trust_x_forwarded_for {
+                pos.warn(
+                    config,
+                    "'websockets_trust_x_forwarded_for' only applies to a 'protocol websockets' \
+                     listener",
+                );
+            }
             return None;
         }
         Some(WebSocketSettings {
             http_dir: http_dir.map(|(dir, _)| dir),
+            trust_x_forwarded_for: trust_x_forwarded_for.is_some(),
         })
+    }
+
+    /// A block's PROXY protocol settings; `proxy_protocol_v2_require_tls` needs version 2.
+    fn finish_proxy(
+        proxy: Option<(ProxyProtocol, Pos)>,
+        require_tls: Option<Pos>,
+    ) -> Result<Option<ProxyProtocol>, ConfigError> {
+        match (proxy, require_tls) {
+            (Some((p, _)), Some(_)) if p.v2 => Ok(Some(ProxyProtocol {
+                v1: false,
+                require_tls: true,
+                ..p
+            })),
+            (_, Some(pos)) => Err(pos.invalid(
+                "proxy_protocol_v2_require_tls needs 'enable_proxy_protocol 2' or \
+                 'proxy_protocol true' on its listener",
+            )),
+            (p, None) => Ok(p.map(|(p, _)| p)),
+        }
     }
 
     /// Turns the blocks into listeners, checks them, and returns the config.
@@ -95,7 +123,13 @@ impl Parser {
                 }
             }
             let tls = Self::finish_tls(&mut config, block.tls)?;
-            let websockets = Self::finish_websockets(&mut config, block.websockets, block.http_dir);
+            let websockets = Self::finish_websockets(
+                &mut config,
+                block.websockets,
+                block.http_dir,
+                block.trust_x_forwarded_for,
+            );
+            let proxy_protocol = Self::finish_proxy(block.proxy_protocol, block.proxy_require_tls)?;
             for ip in addrs {
                 let addr = SocketAddr::new(ip, port);
                 if let Some((_, first)) = seen.iter().find(|(a, _)| *a == addr) {
@@ -113,6 +147,7 @@ impl Parser {
                     acl_file: block.acl_file.clone(),
                     websockets: websockets.clone(),
                     bind_interface: block.bind_interface.clone(),
+                    proxy_protocol,
                 });
             }
         }

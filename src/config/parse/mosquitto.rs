@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use super::values::{one, parse_bool, parse_int, text, to_usize, words, Pos};
 use super::{ConfigError, Parser};
 use crate::config::mosquitto_options::parse_expiration;
+use crate::config::ProxyProtocol;
 
 /// How an option of mosquitto's that midge has no use for is met.
 const PLUGIN_REFUSAL: &str = "midge has no plugin interface yet (plugins are a separate issue, \
@@ -35,6 +36,35 @@ impl Parser {
                 let block = self.block(current);
                 block.touch(pos);
                 block.bind_interface = Some(name.to_owned());
+            }
+            "proxy_protocol" | "enable_proxy_protocol" => {
+                let value = one(pos, option, rest)?;
+                let proxy = if option == "proxy_protocol" {
+                    parse_bool(pos, option, value)?.then_some(ProxyProtocol::ANY)
+                } else {
+                    // mosquitto's spelling: one version, 1 or 2.
+                    let v = parse_int(pos, option, value, 1, 2)?;
+                    Some(ProxyProtocol {
+                        v1: v == 1,
+                        v2: v == 2,
+                        require_tls: false,
+                    })
+                };
+                let block = self.block(current);
+                block.touch(pos);
+                block.proxy_protocol = proxy.map(|p| (p, pos.clone()));
+            }
+            "proxy_protocol_v2_require_tls" => {
+                let value = parse_bool(pos, option, one(pos, option, rest)?)?;
+                let block = self.block(current);
+                block.touch(pos);
+                block.proxy_require_tls = value.then(|| pos.clone());
+            }
+            "websockets_trust_x_forwarded_for" => {
+                let value = parse_bool(pos, option, one(pos, option, rest)?)?;
+                let block = self.block(current);
+                block.touch(pos);
+                block.trust_x_forwarded_for = value.then(|| pos.clone());
             }
             "mount_point" | "check_retain_source" => {
                 one(pos, option, rest)?;

@@ -30,6 +30,7 @@ const OPTIONS: &[(&str, &str, &str)] = &[
     ("connection_messages", "false", "maybe"),
     ("crlfile", "/etc/mosquitto/crl.pem", ""),
     ("dhparamfile", "/etc/mosquitto/dh.pem", ""),
+    ("enable_proxy_protocol", "2", "3"),
     ("http_dir", "/var/www", ""),
     ("keyfile", "/etc/mosquitto/server.key", ""),
     ("listener", "1884", "70000"),
@@ -59,6 +60,8 @@ const OPTIONS: &[(&str, &str, &str)] = &[
     ("pid_file", "/run/mosquitto/mosquitto.pid", ""),
     ("port", "1884", "70000"),
     ("protocol", "mqtt", "http"),
+    ("proxy_protocol", "true", "maybe"),
+    ("proxy_protocol_v2_require_tls", "true", "maybe"),
     ("queue_qos0_messages", "false", "maybe"),
     ("require_certificate", "false", "maybe"),
     ("retain_available", "false", "maybe"),
@@ -74,6 +77,7 @@ const OPTIONS: &[(&str, &str, &str)] = &[
     ("user", "mosquitto", ""),
     ("websockets_headers_size", "4096", "-1"),
     ("websockets_log_level", "0", "x"),
+    ("websockets_trust_x_forwarded_for", "true", "maybe"),
 ];
 
 /// Options midge refuses with a clear error whatever their value, and a word the error has.
@@ -134,7 +138,13 @@ fn context(option: &str) -> &'static str {
         | "tls_keyform" => "listener 8883\ncertfile /c.pem\nkeyfile /k.pem\n",
         "certfile" => "listener 8883\nkeyfile /k.pem\n",
         "keyfile" => "listener 8883\ncertfile /c.pem\n",
-        "bind_interface" | "socket_domain" | "protocol" => "listener 8883\n",
+        "bind_interface"
+        | "socket_domain"
+        | "protocol"
+        | "proxy_protocol"
+        | "enable_proxy_protocol" => "listener 8883\n",
+        "proxy_protocol_v2_require_tls" => "listener 8883\nenable_proxy_protocol 2\n",
+        "websockets_trust_x_forwarded_for" => "listener 8883\nprotocol websockets\n",
         _ => "",
     }
 }

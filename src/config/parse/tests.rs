@@ -191,6 +191,7 @@ fn allow_anonymous_per_listener_before_any_listener_sets_the_default_listener() 
             acl_file: None,
             websockets: None,
             bind_interface: None,
+            proxy_protocol: None,
         }]
     );
 }
@@ -438,6 +439,57 @@ fn socket_domain_restricts_the_listener() {
 }
 
 #[test]
+fn proxy_protocol_and_forwarded_for_are_listener_options() {
+    use crate::config::ProxyProtocol;
+    let c = parse(
+        "listener 1883\nproxy_protocol true\nlistener 1884\nenable_proxy_protocol 1\n\
+         listener 1885\nenable_proxy_protocol 2\nproxy_protocol_v2_require_tls true\n\
+         listener 1886\nlistener 9001\nprotocol websockets\nwebsockets_trust_x_forwarded_for true\n\
+         listener 9002\nprotocol websockets\nproxy_protocol false",
+    );
+    let proxy: Vec<_> = c.listeners.iter().map(|l| l.proxy_protocol).collect();
+    let v1 = ProxyProtocol {
+        v2: false,
+        ..ProxyProtocol::ANY
+    };
+    let v2_tls = ProxyProtocol {
+        v1: false,
+        v2: true,
+        require_tls: true,
+    };
+    // Each listener's two sockets (0.0.0.0 and ::) share its options.
+    let expected = [
+        Some(ProxyProtocol::ANY),
+        Some(v1),
+        Some(v2_tls),
+        None,
+        None,
+        None,
+    ];
+    for (i, want) in expected.iter().enumerate() {
+        assert_eq!(proxy[2 * i], *want, "listener {i}");
+        assert_eq!(proxy[2 * i + 1], *want, "listener {i}");
+    }
+    let trust: Vec<_> = c
+        .listeners
+        .iter()
+        .map(|l| l.websockets.as_ref().map(|w| w.trust_x_forwarded_for))
+        .collect();
+    assert_eq!(trust[8], Some(true));
+    assert_eq!(trust[10], Some(false));
+    assert_eq!(
+        error("listener 1883\nenable_proxy_protocol 3"),
+        "t.conf:2: bad value '3' for 'enable_proxy_protocol': expected a whole number from 1 to 2"
+    );
+    assert!(
+        error("listener 1883\nenable_proxy_protocol 1\nproxy_protocol_v2_require_tls true")
+            .contains("proxy_protocol_v2_require_tls needs")
+    );
+    let c = parse("listener 1883\nwebsockets_trust_x_forwarded_for true");
+    assert!(c.warnings[0].contains("only applies to a 'protocol websockets'"));
+}
+
+#[test]
 fn websocket_listeners() {
     let c = parse(
         "websockets_headers_size 8192\nlistener 1883\nlistener 9001 127.0.0.1\n\
@@ -449,7 +501,13 @@ fn websocket_listeners() {
     assert_eq!(ws[0], None);
     assert_eq!(ws[1], None);
     let dir = Some(PathBuf::from("/srv/www"));
-    assert_eq!(ws[2], Some(WebSocketSettings { http_dir: dir }));
+    assert_eq!(
+        ws[2],
+        Some(WebSocketSettings {
+            http_dir: dir,
+            trust_x_forwarded_for: false
+        })
+    );
     assert_eq!(ws[3], Some(WebSocketSettings::default()));
     assert!(
         c.listeners[3].tls.is_some(),

@@ -8,6 +8,8 @@
 //! recognised from its first bytes, so the answer does not wait for a header end that will
 //! never come.
 
+use std::net::{IpAddr, SocketAddr};
+
 use base64::Engine;
 
 /// The subprotocol names MQTT clients ask for: `mqtt` (3.1.1 and 5.0), `mqttv3.1` (3.1) and
@@ -25,6 +27,9 @@ pub enum Request {
     Upgrade {
         accept: String,
         protocol: Option<&'static str>,
+        /// The last entry of `X-Forwarded-For` (of its last line), as sent: the address the
+        /// nearest proxy saw the connection come from. Used only where the listener trusts it.
+        forwarded_for: Option<String>,
     },
     /// A plain `GET` of this target (path and query as sent).
     Get { target: String },
@@ -102,6 +107,7 @@ fn request(head: &str) -> Result<Request, &'static str> {
     let mut ws_version = None;
     let mut offered = false;
     let mut protocol = None;
+    let mut forwarded_for = None;
     for line in lines {
         let Some((name, value)) = line.split_once(':') else {
             return Err("malformed header line");
@@ -120,6 +126,9 @@ fn request(head: &str) -> Result<Request, &'static str> {
                         .map(str::trim)
                         .find_map(|p| MQTT_PROTOCOLS.iter().find(|m| **m == p).copied());
                 }
+            }
+            "x-forwarded-for" => {
+                forwarded_for = value.rsplit(',').next().map(|v| v.trim().to_owned());
             }
             _ => {}
         }
@@ -154,7 +163,20 @@ fn request(head: &str) -> Result<Request, &'static str> {
     Ok(Request::Upgrade {
         accept: accept(key),
         protocol,
+        forwarded_for,
     })
+}
+
+/// An `X-Forwarded-For` entry as an address: an IP (v6 with or without brackets), or an IP
+/// with a port as some proxies write it; port 0 when none is given.
+pub fn forwarded_addr(entry: &str) -> Option<SocketAddr> {
+    if let Ok(ip) = entry.parse::<IpAddr>() {
+        return Some(SocketAddr::new(ip, 0));
+    }
+    if let Some(ip) = entry.strip_prefix('[').and_then(|e| e.strip_suffix(']')) {
+        return ip.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 0));
+    }
+    entry.parse().ok()
 }
 
 /// `Sec-WebSocket-Accept` for a client's key.
@@ -225,7 +247,12 @@ mod tests {
             ),
         ] {
             let text = upgrade(header);
-            let Parse::Done(Request::Upgrade { protocol, accept }, used) = parse(text.as_bytes())
+            let Parse::Done(
+                Request::Upgrade {
+                    protocol, accept, ..
+                },
+                used,
+            ) = parse(text.as_bytes())
             else {
                 panic!("{header}: {:?}", parse(text.as_bytes()));
             };
@@ -237,6 +264,41 @@ mod tests {
             parse(upgrade("Sec-WebSocket-Protocol: chat\r\n").as_bytes()),
             Parse::Bad(_)
         ));
+    }
+
+    #[test]
+    fn the_last_forwarded_for_entry_is_kept() {
+        let forwarded = |extra: &str| match parse(upgrade(extra).as_bytes()) {
+            Parse::Done(Request::Upgrade { forwarded_for, .. }, _) => forwarded_for,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(forwarded(""), None);
+        assert_eq!(
+            forwarded("X-Forwarded-For: 203.0.113.9, 10.0.0.2\r\n").as_deref(),
+            Some("10.0.0.2")
+        );
+        assert_eq!(
+            forwarded("X-Forwarded-For: 1.1.1.1\r\nx-forwarded-for: 2001:db8::7\r\n").as_deref(),
+            Some("2001:db8::7")
+        );
+        assert_eq!(
+            forwarded_addr("10.0.0.2"),
+            Some("10.0.0.2:0".parse().unwrap())
+        );
+        assert_eq!(
+            forwarded_addr("[2001:db8::7]"),
+            Some("[2001:db8::7]:0".parse().unwrap())
+        );
+        assert_eq!(
+            forwarded_addr("10.0.0.2:4711"),
+            Some("10.0.0.2:4711".parse().unwrap())
+        );
+        assert_eq!(
+            forwarded_addr("[::1]:80"),
+            Some("[::1]:80".parse().unwrap())
+        );
+        assert_eq!(forwarded_addr("unknown"), None);
+        assert_eq!(forwarded_addr(""), None);
     }
 
     #[test]

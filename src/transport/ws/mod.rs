@@ -30,14 +30,14 @@ pub mod handshake;
 pub mod http;
 
 use std::io::{self, IoSlice, Read, Write};
-use std::net::Shutdown;
+use std::net::{Shutdown, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use frame::{Decoder, Violation};
 use handshake::{Parse, Request};
 
-use super::Transport;
+use super::{ClientAddr, Transport};
 
 /// Most bytes of the layer's own (pongs, a close frame) queued at once: a client that sends
 /// pings without reading the pongs gets no more answers beyond this.
@@ -52,6 +52,9 @@ pub struct WsConfig {
     pub http_dir: Option<PathBuf>,
     /// Largest frame payload and fragmented message (`max_packet_size`).
     pub max_frame: u64,
+    /// `websockets_trust_x_forwarded_for`: the last `X-Forwarded-For` entry of the upgrade
+    /// request is the client (the listener is reachable only through a proxy that sets it).
+    pub trust_x_forwarded_for: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +91,8 @@ pub struct WsStream {
     /// The client's close frame came with data that `read` returned: the end of stream is
     /// still to be reported, and no socket event will ask for it.
     eof_pending: bool,
+    /// The client as a trusted `X-Forwarded-For` names it.
+    forwarded_for: Option<SocketAddr>,
 }
 
 impl WsStream {
@@ -109,6 +114,7 @@ impl WsStream {
             raw_short: false,
             close_sent: false,
             eof_pending: false,
+            forwarded_for: None,
         }
     }
 
@@ -118,6 +124,19 @@ impl WsStream {
 
     pub(super) fn inner_mut(&mut self) -> &mut Transport {
         &mut self.inner
+    }
+
+    /// See [`Transport::client_addr`]: only a listener that trusts `X-Forwarded-For` waits
+    /// for the upgrade request to know its client.
+    pub fn client_addr(&self) -> ClientAddr {
+        if !self.config.trust_x_forwarded_for {
+            return ClientAddr::Socket;
+        }
+        match (self.state, self.forwarded_for) {
+            (State::Handshake, _) => ClientAddr::Pending,
+            (_, Some(a)) => ClientAddr::Named(a),
+            (_, None) => ClientAddr::Socket,
+        }
     }
 
     /// In the middle of a data frame: nothing else may be written until it ends.
@@ -221,7 +240,24 @@ impl WsStream {
             }
             Parse::Incomplete => Ok(()),
             Parse::Bad(reason) => Err(self.refuse_request(reason)),
-            Parse::Done(Request::Upgrade { accept, protocol }, used) => {
+            Parse::Done(
+                Request::Upgrade {
+                    accept,
+                    protocol,
+                    forwarded_for,
+                },
+                used,
+            ) => {
+                if self.config.trust_x_forwarded_for {
+                    if let Some(entry) = forwarded_for {
+                        match handshake::forwarded_addr(&entry) {
+                            Some(a) => self.forwarded_for = Some(a),
+                            None => {
+                                return Err(self.refuse_request("X-Forwarded-For is not an address"))
+                            }
+                        }
+                    }
+                }
                 handshake::switching(&accept, protocol, &mut self.out);
                 self.head.drain(..used);
                 self.head.shrink_to_fit();
