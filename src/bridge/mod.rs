@@ -23,7 +23,7 @@ use mio::event::Event as MioEvent;
 use mio::{Registry, Token};
 
 use crate::config::{BridgeConfig, StartType};
-use crate::link::{CloseReason, Event, Link, SendError, SessionConfig};
+use crate::link::{CloseReason, Event, Link, SendError, SessionConfig, Unreleased};
 use crate::protocol::reason::v3;
 use crate::protocol::{ByteStr, Properties, Publish, QoS, SubOptions, Will};
 use crate::transport::{ClientTlsSettings, Connector};
@@ -77,6 +77,10 @@ pub struct Bridge {
     /// The last message sent or received (`start_type lazy`: `idle_timeout` counts from it).
     last_traffic: Instant,
     events: VecDeque<BridgeEvent>,
+    /// Incoming QoS 2 messages delivered here and not yet released by the remote, between two
+    /// connections: the remote resends them on the next one if it kept the session, and they
+    /// must not be delivered twice.
+    unreleased: Unreleased,
 }
 
 impl Bridge {
@@ -124,6 +128,7 @@ impl Bridge {
             address: 0,
             failed_in_row: 0,
             events: VecDeque::new(),
+            unreleased: Unreleased::default(),
         }
     }
 
@@ -233,11 +238,15 @@ impl Bridge {
 
     /// Acknowledges a message from the remote (QoS 1: PUBACK, QoS 2: PUBREC): the shard
     /// calls this once the message is as safe here as a client's would be when it is
-    /// acknowledged (with persistence: in the store). Nothing if the link went down since:
-    /// the remote sends the message again.
+    /// acknowledged (with persistence: in the store). If the link went down since, the remote
+    /// sends the message again: QoS 1 is acknowledged then, QoS 2 (still held, see
+    /// `unreleased`) is answered with PUBREC and not delivered again.
     pub fn acknowledge(&mut self, packet_id: u16, qos2: bool) {
-        if let Some(link) = self.link.as_mut().filter(|l| l.session().is_connected()) {
-            link.acknowledge(packet_id, qos2);
+        match &mut self.link {
+            Some(link) => link.acknowledge(packet_id, qos2),
+            // Remembered for the remote's resend of a QoS 2 message on the next connection.
+            None if qos2 => self.unreleased.acknowledge(packet_id),
+            None => {}
         }
     }
 
@@ -315,7 +324,10 @@ impl Bridge {
         let started = Link::connect(connector, addr, self.session_config(), now)
             .and_then(|mut link| link.register(registry, self.token).map(|()| link));
         match started {
-            Ok(link) => {
+            Ok(mut link) => {
+                if !self.cfg.clean_session {
+                    link.resume_unreleased(std::mem::take(&mut self.unreleased));
+                }
                 self.link = Some(link);
                 self.state = State::Connecting;
             }
@@ -363,7 +375,9 @@ impl Bridge {
                 }
                 Event::Closed(reason) => {
                     let was_up = self.is_up();
-                    self.link = None;
+                    if let Some(mut link) = self.link.take() {
+                        self.unreleased = link.take_unreleased();
+                    }
                     if let CloseReason::Refused(code) = reason {
                         if self.mark_bridge
                             && !self.cfg.protocol.is_v5()

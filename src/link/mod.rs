@@ -29,7 +29,7 @@ use mio::{Interest, Registry, Token};
 
 use crate::protocol::{self, ByteStr, Packet, Publish, QoS, SubOptions};
 use crate::transport::{Connector, Transport};
-pub use session::{ClientSession, CloseReason, Event, SendError, SessionConfig};
+pub use session::{ClientSession, CloseReason, Event, SendError, SessionConfig, Unreleased};
 
 /// Bytes read per `read` call.
 const READ_CHUNK: usize = 16 * 1024;
@@ -204,6 +204,18 @@ impl Link {
     pub fn acknowledge(&mut self, packet_id: u16, qos2: bool) {
         self.session.acknowledge(packet_id, qos2);
         self.encode_output(self.now);
+    }
+
+    /// The session's unreleased incoming QoS 2 ids, for the next link's (see
+    /// [`ClientSession::take_unreleased`]).
+    pub fn take_unreleased(&mut self) -> Unreleased {
+        self.session.take_unreleased()
+    }
+
+    /// Holds the previous link's unreleased incoming QoS 2 ids (see
+    /// [`ClientSession::resume_unreleased`]).
+    pub fn resume_unreleased(&mut self, held: Unreleased) {
+        self.session.resume_unreleased(held);
     }
 
     /// Queues a SUBSCRIBE; returns its packet id.

@@ -361,6 +361,17 @@ impl Raw {
         }
     }
 
+    /// A connection accepted by the test's own listener (a fake server): no CONNECT sent.
+    pub fn accepted(stream: TcpStream) -> Raw {
+        stream.set_nodelay(true).ok();
+        stream.set_write_timeout(Some(STEP)).ok();
+        Raw {
+            stream,
+            buf: Vec::new(),
+            closed: false,
+        }
+    }
+
     /// TCP connect + CONNECT + CONNACK; panics unless the CONNACK return code is 0.
     /// Returns the session-present flag.
     pub fn connect(port: u16, c: &Connect) -> (Raw, bool) {

@@ -7,11 +7,17 @@
 //! ([`ClientSession::take_output`]) and [`Event`]s for its owner. Everything it holds is
 //! bounded: outgoing QoS 1/2 by the in-flight window, incoming QoS 2 ids by the receive
 //! maximum it announces (3.1.1: by the 16-bit id space).
+//!
+//! One session lives for one connection; what outlives it while the server keeps the
+//! session is passed on by the owner: outgoing flows by their packet ids
+//! ([`ClientSession::publish_packet`], [`ClientSession::release`]), incoming QoS 2 ids as
+//! [`Unreleased`] ([`ClientSession::take_unreleased`], [`ClientSession::resume_unreleased`]).
 
 mod config;
 mod event;
 mod receive;
 mod send;
+mod unreleased;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -20,6 +26,7 @@ use crate::protocol::reason::v5;
 use crate::protocol::{ByteStr, Connect, Disconnect, Packet, Properties, ProtocolVersion, Publish};
 pub use config::SessionConfig;
 pub use event::{CloseReason, Event, SendError};
+pub use unreleased::Unreleased;
 
 /// An outgoing QoS 1/2 message waiting for its acknowledgement.
 #[derive(Debug)]
@@ -52,7 +59,7 @@ pub struct ClientSession {
     next_sub_id: u16,
     outgoing: HashMap<u16, Outgoing>,
     /// Incoming QoS 2 ids delivered and not yet released (PUBREL), each with whether its
-    /// PUBREC went out (with `manual_acks`, not before the owner's acknowledgement).
+    /// PUBREC may go out (with `manual_acks`, not before the owner's acknowledgement).
     incoming: HashMap<u16, bool>,
     /// SUBSCRIBE ids waiting for SUBACK.
     subscribing: HashSet<u16>,
@@ -132,6 +139,37 @@ impl ClientSession {
     /// Outgoing QoS 1/2 messages not yet acknowledged.
     pub fn inflight(&self) -> usize {
         self.outgoing.len()
+    }
+
+    /// The unreleased incoming QoS 2 ids, for the session on the owner's next connection
+    /// (call it once this one is closed; the session holds none after it).
+    pub fn take_unreleased(&mut self) -> Unreleased {
+        Unreleased(std::mem::take(&mut self.incoming))
+    }
+
+    /// Holds the unreleased incoming QoS 2 ids of the session on the previous connection, so
+    /// that the server's resends are not delivered twice. Call it before CONNACK: a CONNACK
+    /// without session present drops them (the server starts over), and a clean session
+    /// never takes them. At most [`ClientSession::incoming_limit`] are kept.
+    pub fn resume_unreleased(&mut self, held: Unreleased) {
+        if self.cfg.clean_start || self.state != State::AwaitingConnAck {
+            return;
+        }
+        let limit = self.incoming_limit();
+        self.incoming.extend(
+            held.0
+                .into_iter()
+                .take(limit.saturating_sub(self.incoming.len())),
+        );
+    }
+
+    /// How many incoming QoS 2 messages may be unreleased at once: the Receive Maximum
+    /// announced in CONNECT (5.0), the id space (3.x, which has no such limit).
+    fn incoming_limit(&self) -> usize {
+        match self.cfg.version.is_v5() {
+            true => usize::from(self.cfg.max_inflight.max(1)),
+            false => usize::from(u16::MAX),
+        }
     }
 
     /// The packets to send, in order. `now` is when they leave (for keep-alive).

@@ -150,11 +150,7 @@ impl ClientSession {
                 let rec_sent = match self.incoming.get(&id) {
                     Some(&sent) => sent,
                     None => {
-                        let limit = match self.cfg.version.is_v5() {
-                            true => usize::from(self.cfg.max_inflight.max(1)),
-                            false => usize::from(u16::MAX),
-                        };
-                        if self.incoming.len() >= limit {
+                        if self.incoming.len() >= self.incoming_limit() {
                             self.protocol_error(
                                 "more unreleased QoS 2 messages than allowed".into(),
                             );
@@ -166,8 +162,9 @@ impl ClientSession {
                         now
                     }
                 };
-                // A resent PUBLISH (DUP) is not delivered again, only acknowledged again,
-                // once its first PUBREC went out (before that, the owner's comes).
+                // A resent PUBLISH (DUP, also on a later connection of a kept session) is
+                // not delivered again, only acknowledged again once the owner acknowledged
+                // it (before that, the owner's acknowledgement sends the PUBREC).
                 if rec_sent {
                     self.out.push_back(Packet::PubRec(PubResp::new(id)));
                 }

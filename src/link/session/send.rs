@@ -114,19 +114,20 @@ impl ClientSession {
     }
 
     /// Acknowledges an incoming message ([`super::SessionConfig::manual_acks`]): PUBACK for
-    /// QoS 1, PUBREC for QoS 2 (`qos2`). A QoS 2 id this session does not hold (released,
-    /// or received on an earlier connection) gets nothing.
+    /// QoS 1, PUBREC for QoS 2 (`qos2`). A QoS 2 id this session does not hold (released)
+    /// gets nothing. Unconnected (before CONNACK, or closed), a held QoS 2 id is only marked
+    /// acknowledged: the server's resend on the next connection gets its PUBREC.
     pub fn acknowledge(&mut self, packet_id: u16, qos2: bool) {
-        if self.state != State::Connected {
-            return;
-        }
         if qos2 {
             match self.incoming.get_mut(&packet_id) {
                 Some(sent) => *sent = true,
                 None => return,
             }
+            if self.state != State::Connected {
+                return;
+            }
             self.out.push_back(Packet::PubRec(PubResp::new(packet_id)));
-        } else {
+        } else if self.state == State::Connected {
             self.out.push_back(Packet::PubAck(PubResp::new(packet_id)));
         }
     }

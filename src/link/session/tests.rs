@@ -503,3 +503,116 @@ fn owner_numbered_publishes_and_releases_resume_flows() {
     let sub = s.subscribe(&[("a".into(), QoS::AtMostOnce)]).unwrap();
     assert_eq!(sub, u16::MAX);
 }
+
+/// A session on a new connection for `cfg`, holding `held` from the one before, past a
+/// CONNACK that says whether the server kept the session.
+fn reconnected(
+    cfg: SessionConfig,
+    held: Unreleased,
+    session_present: bool,
+    now: Instant,
+) -> ClientSession {
+    let mut s = ClientSession::new(cfg, now);
+    s.resume_unreleased(held);
+    output(&mut s, now);
+    s.handle(Packet::ConnAck(ConnAck {
+        session_present,
+        ..ConnAck::default()
+    }));
+    events(&mut s);
+    s
+}
+
+#[test]
+fn incoming_qos2_ids_outlive_the_connection_while_the_server_keeps_the_session() {
+    let now = Instant::now();
+    for version in [ProtocolVersion::V311, ProtocolVersion::V5] {
+        let mut c = cfg(version);
+        c.clean_start = false;
+        let mut s = connected(version, now);
+        s.handle(Packet::Publish(incoming(QoS::ExactlyOnce, 7)));
+        assert_eq!(output(&mut s, now), vec![Packet::PubRec(PubResp::new(7))]);
+        assert_eq!(events(&mut s).len(), 1);
+        s.connection_lost("reset".into());
+        let held = s.take_unreleased();
+        assert_eq!(held.len(), 1);
+        // The server resends the message (DUP) on the new connection: PUBREC again, no
+        // second delivery [MQTT-4.3.3-2]; its PUBREL there gets a successful PUBCOMP.
+        let mut s = reconnected(c, held, true, now);
+        let mut dup = incoming(QoS::ExactlyOnce, 7);
+        dup.dup = true;
+        s.handle(Packet::Publish(dup));
+        assert_eq!(output(&mut s, now), vec![Packet::PubRec(PubResp::new(7))]);
+        assert!(events(&mut s).is_empty(), "{version:?}: delivered twice");
+        s.handle(Packet::PubRel(PubResp::new(7)));
+        assert_eq!(output(&mut s, now), vec![Packet::PubComp(PubResp::new(7))]);
+        assert!(s.take_unreleased().is_empty());
+    }
+}
+
+#[test]
+fn incoming_qos2_ids_are_forgotten_when_the_server_starts_a_new_session() {
+    let now = Instant::now();
+    let mut c = cfg(ProtocolVersion::V311);
+    c.clean_start = false;
+    let mut s = connected(ProtocolVersion::V311, now);
+    s.handle(Packet::Publish(incoming(QoS::ExactlyOnce, 7)));
+    s.connection_lost("reset".into());
+    let held = s.take_unreleased();
+    let mut s = reconnected(c.clone(), held.clone(), false, now);
+    s.handle(Packet::Publish(incoming(QoS::ExactlyOnce, 7)));
+    assert_eq!(
+        events(&mut s).len(),
+        1,
+        "a new message taken for a duplicate"
+    );
+    // A clean session holds nothing from before, whatever the CONNACK says.
+    c.clean_start = true;
+    let mut s = reconnected(c, held, true, now);
+    s.handle(Packet::Publish(incoming(QoS::ExactlyOnce, 7)));
+    assert_eq!(
+        events(&mut s).len(),
+        1,
+        "a new message taken for a duplicate"
+    );
+}
+
+#[test]
+fn an_acknowledgement_between_connections_is_kept_for_the_resend() {
+    let now = Instant::now();
+    let mut c = cfg(ProtocolVersion::V311);
+    c.clean_start = false;
+    c.manual_acks = true;
+    let mut s = ClientSession::new(c.clone(), now);
+    output(&mut s, now);
+    s.handle(connack(0));
+    s.handle(Packet::Publish(incoming(QoS::ExactlyOnce, 7)));
+    events(&mut s);
+    s.connection_lost("reset".into());
+    // The owner's acknowledgement comes while no connection is up.
+    let mut held = s.take_unreleased();
+    held.acknowledge(7);
+    let mut s = reconnected(c, held, true, now);
+    let mut dup = incoming(QoS::ExactlyOnce, 7);
+    dup.dup = true;
+    s.handle(Packet::Publish(dup));
+    assert_eq!(output(&mut s, now), vec![Packet::PubRec(PubResp::new(7))]);
+    assert!(events(&mut s).is_empty());
+}
+
+#[test]
+fn ids_held_from_before_count_against_the_receive_maximum() {
+    let now = Instant::now();
+    let mut c = cfg(ProtocolVersion::V5);
+    c.clean_start = false;
+    let mut s = connected(ProtocolVersion::V5, now);
+    s.handle(Packet::Publish(incoming(QoS::ExactlyOnce, 1)));
+    s.handle(Packet::Publish(incoming(QoS::ExactlyOnce, 2)));
+    s.connection_lost("reset".into());
+    let mut s = reconnected(c, s.take_unreleased(), true, now);
+    s.handle(Packet::Publish(incoming(QoS::ExactlyOnce, 3)));
+    assert!(matches!(
+        output(&mut s, now).as_slice(),
+        [Packet::Disconnect(d)] if d.reason == v5::PROTOCOL_ERROR
+    ));
+}
