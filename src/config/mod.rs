@@ -8,13 +8,12 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+mod bridge;
 pub mod ciphers;
 pub mod mosquitto_options;
 mod parse;
 
-pub use parse::bridge::{
-    BridgeAddress, BridgeConfig, BridgeTls, BridgeTopic, Direction, StartType,
-};
+pub use bridge::{BridgeAddress, BridgeConfig, BridgeTls, BridgeTopic, Direction, StartType};
 pub use parse::ConfigError;
 
 /// `max_packet_size` when not said: 1 MiB.
