@@ -85,6 +85,7 @@ fn default_listeners() -> Vec<crate::config::Listener> {
         acl_file: None,
         websockets: None,
         bind_interface: None,
+        mount_point: None,
     })
     .collect()
 }

@@ -42,6 +42,10 @@ pub struct Listener {
     /// `bind_interface`: the listener accepts only through this network interface
     /// (SO_BINDTODEVICE), as mosquitto.
     pub bind_interface: Option<String>,
+    /// `mount_point`: a prefix put before every topic and filter of this listener's clients
+    /// (and taken off what they receive), so they live in a subtree of their own; `None` =
+    /// none. See `shard::mount`.
+    pub mount_point: Option<String>,
 }
 
 /// A WebSocket listener's own options.
@@ -334,6 +338,7 @@ impl Config {
                     acl_file: None,
                     websockets: None,
                     bind_interface: None,
+                    mount_point: None,
                 });
             }
             return;

@@ -33,6 +33,8 @@ pub(super) struct Block {
     pub(super) http_dir: Option<(PathBuf, Pos)>,
     /// `bind_interface`.
     pub(super) bind_interface: Option<String>,
+    /// `mount_point`.
+    pub(super) mount_point: Option<String>,
 }
 
 /// A block's TLS options while parsing, with where they were said (for the checks that need

@@ -24,6 +24,7 @@ const OPTIONS: &[(&str, &str, &str)] = &[
     ("cafile", "/etc/mosquitto/ca.crt", ""),
     ("capath", "/etc/mosquitto/ca_certificates", ""),
     ("certfile", "/etc/mosquitto/server.crt", ""),
+    ("check_retain_source", "true", "maybe"),
     ("ciphers", "ECDHE-RSA-AES128-GCM-SHA256", "NOPE"),
     ("ciphers_tls1.3", "TLS_AES_128_GCM_SHA256", "NOPE"),
     ("clientid_prefixes", "dev-", ""),
@@ -50,6 +51,7 @@ const OPTIONS: &[(&str, &str, &str)] = &[
     ("max_topic_alias", "10", "70000"),
     ("memory_limit", "1000000", "-1"),
     ("message_size_limit", "1000", "-1"),
+    ("mount_point", "site/a/", "site/#"),
     ("password_file", "/etc/mosquitto/passwd", ""),
     ("per_listener_settings", "true", "maybe"),
     ("persistence", "true", "maybe"),
@@ -84,8 +86,6 @@ const REFUSED: &[(&str, &str)] = &[
     ("global_plugin", "plugin"),
     ("plugin_opt_db", "plugin"),
     ("auth_opt_db", "plugin"),
-    ("check_retain_source", "not supported"),
-    ("mount_point", "not supported"),
     ("psk_file", "not supported"),
     ("psk_hint", "not supported"),
     ("tls_engine", "not supported"),
@@ -134,7 +134,7 @@ fn context(option: &str) -> &'static str {
         | "tls_keyform" => "listener 8883\ncertfile /c.pem\nkeyfile /k.pem\n",
         "certfile" => "listener 8883\nkeyfile /k.pem\n",
         "keyfile" => "listener 8883\ncertfile /c.pem\n",
-        "bind_interface" | "socket_domain" | "protocol" => "listener 8883\n",
+        "bind_interface" | "socket_domain" | "protocol" | "mount_point" => "listener 8883\n",
         _ => "",
     }
 }

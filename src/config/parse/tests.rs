@@ -191,6 +191,7 @@ fn allow_anonymous_per_listener_before_any_listener_sets_the_default_listener() 
             acl_file: None,
             websockets: None,
             bind_interface: None,
+            mount_point: None,
         }]
     );
 }
