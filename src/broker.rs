@@ -86,6 +86,7 @@ fn default_listeners() -> Vec<crate::config::Listener> {
         websockets: None,
         bind_interface: None,
         proxy_protocol: None,
+        mount_point: None,
     })
     .collect()
 }

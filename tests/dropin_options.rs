@@ -1,7 +1,7 @@
 //! The effect of mosquitto's client options, on midge and on Debian's mosquitto in the same
 //! test where both behave alike: `allow_zero_length_clientid`, `auto_id_prefix`,
 //! `clientid_prefixes`, `use_username_as_clientid`, `upgrade_outgoing_qos`, and midge's
-//! `max_inflight_bytes` window.
+//! `max_inflight_bytes` window; and a listener's `socket_domain`.
 
 mod common;
 
@@ -119,4 +119,25 @@ fn max_inflight_bytes_holds_back_messages_until_acknowledged() {
     sub.expect_nothing(QUIET);
     sub.send(&puback(first.pid));
     sub.expect_publish();
+}
+
+#[test]
+fn socket_domain_ipv4_keeps_a_listener_off_ipv6() {
+    for kind in KINDS {
+        // No address: every interface, of the one family the option leaves.
+        let b = Broker::start_config_as(kind, |port| {
+            format!("listener {port}\nsocket_domain ipv4\nallow_anonymous true\n")
+        });
+        let port = b.port();
+        let v4 = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let v6 = std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port));
+        assert!(
+            std::net::TcpStream::connect_timeout(&v4, STEP).is_ok(),
+            "{kind:?} ipv4"
+        );
+        assert!(
+            std::net::TcpStream::connect_timeout(&v6, STEP).is_err(),
+            "{kind:?}: listening on ::1 despite socket_domain ipv4"
+        );
+    }
 }

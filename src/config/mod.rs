@@ -44,6 +44,10 @@ pub struct Listener {
     /// `proxy_protocol true` (midge) or `enable_proxy_protocol 1|2` (mosquitto): every
     /// connection starts with a PROXY protocol header naming the client; `None` = none may.
     pub proxy_protocol: Option<ProxyProtocol>,
+    /// `mount_point`: a prefix put before every topic and filter of this listener's clients
+    /// (and taken off what they receive), so they live in a subtree of their own; `None` =
+    /// none. See `shard::mount`.
+    pub mount_point: Option<String>,
 }
 
 /// The PROXY protocol header a listener requires.
@@ -360,6 +364,7 @@ impl Config {
                     websockets: None,
                     bind_interface: None,
                     proxy_protocol: None,
+                    mount_point: None,
                 });
             }
             return;

@@ -110,6 +110,10 @@ pub struct ClientOptions {
     /// `set_tcp_nodelay`: disable Nagle's algorithm on client sockets. midge always does,
     /// for latency (it coalesces its own writes per loop turn); false is honoured.
     pub set_tcp_nodelay: bool,
+    /// `check_retain_source`: a retained message is sent to a new subscriber only while its
+    /// publisher may still publish on its topic (the ACL as it is now, e.g. after a reload).
+    /// Default false: what mosquitto 2.0 does (its manual says true; its code never sets it).
+    pub check_retain_source: bool,
 }
 
 impl Default for ClientOptions {
@@ -123,6 +127,7 @@ impl Default for ClientOptions {
             upgrade_outgoing_qos: false,
             max_inflight_bytes: 0,
             set_tcp_nodelay: true,
+            check_retain_source: false,
         }
     }
 }

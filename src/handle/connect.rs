@@ -101,6 +101,12 @@ pub(super) fn handle_connect(cx: &mut Ctx<'_>, mut connect: Connect) -> bool {
             "unsupported authentication method",
         );
     }
+    if let Some(will) = &mut connect.will {
+        // Before its checks: the limits and the ACL see the full topic, as mosquitto's.
+        if let Some(full) = cx.mounted_topic(&will.topic) {
+            will.topic = full;
+        }
+    }
     if let Some(will) = &connect.will {
         let config = cx.config();
         // `max_topic_levels` / `max_topic_length`: mosquitto closes without a CONNACK.

@@ -8,6 +8,7 @@ use crate::index::SubscriberId;
 use crate::message::{Message, SharedMessage};
 use crate::protocol::reason::v5;
 use crate::protocol::{Publish, QoS, Will};
+use crate::retain::Source;
 use crate::shard::ctx::{Ctx, Services, SessionCtx};
 
 /// Whether a PUBLISH is routed, or refused with an MQTT 5 reason code (still acknowledged).
@@ -39,6 +40,11 @@ pub(super) fn handle_publish(cx: &mut SessionCtx<'_>, mut publish: Publish) -> b
     }
     if let Err((code, reason)) = resolve_topic_alias(cx, &mut publish) {
         return cx.protocol_error(code, reason.into());
+    }
+    // After the alias (which maps the client's own topic, as mosquitto's), before the limits
+    // and the ACL: both see the full topic.
+    if let Some(full) = cx.mounted_topic(&publish.topic) {
+        publish.topic = full;
     }
     // `max_topic_levels` / `max_topic_length`: malformed, as mosquitto's topic check.
     if let Err(e) = cx.config().topic_limits().check(&publish.topic) {
@@ -160,15 +166,16 @@ fn publish_from(cx: &mut SessionCtx<'_>, publish: Publish) -> bool {
     let origin = cx.subscriber();
     let msg = cx.share(Message::from_publish(publish, Some(origin)));
     if msg.retain {
-        set_retained(cx, &msg);
+        let source = cx.retain_source();
+        set_retained(cx, &msg, source);
     }
     cx.message_in(msg)
 }
 
 /// Sets (or, with an empty payload, clears) the retained message of `msg.topic`, in
 /// memory and in the store.
-fn set_retained(sv: &mut Services<'_>, msg: &SharedMessage) {
-    let version = sv.retained().set(msg);
+fn set_retained(sv: &mut Services<'_>, msg: &SharedMessage, source: Option<Arc<Source>>) {
+    let version = sv.retained().set_from(msg, source);
     if sv.persistent() {
         if msg.payload.is_empty() {
             sv.batch().delete_retained(&msg.topic, version);
@@ -182,7 +189,7 @@ impl Services<'_> {
     /// Sets (or clears) a retained message that enters outside a client's PUBLISH (a bridge's
     /// incoming message, its notification), in memory and in the store.
     pub(crate) fn store_retained(&mut self, msg: &SharedMessage) {
-        set_retained(self, msg);
+        set_retained(self, msg, None);
     }
 
     /// A message another node of the cluster published: stored if retained (and retain is
@@ -194,7 +201,7 @@ impl Services<'_> {
             if !self.config().retain_available {
                 return;
             }
-            set_retained(self, &msg);
+            set_retained(self, &msg, None);
         }
         self.route_from_cluster(msg);
     }
@@ -214,7 +221,7 @@ impl Services<'_> {
         };
         let msg = Arc::new(Message::from_publish(publish, Some(origin)));
         if msg.retain && self.config().retain_available {
-            set_retained(self, &msg);
+            set_retained(self, &msg, None);
         }
         self.message_in(msg);
     }

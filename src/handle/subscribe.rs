@@ -7,7 +7,7 @@ use crate::auth::Access;
 use crate::index::Entry;
 use crate::message::SubscriptionIds;
 use crate::protocol::reason::{v3, v5};
-use crate::protocol::topic::parse_shared;
+use crate::protocol::topic::{parse_shared, validate_topic_filter};
 use crate::protocol::{
     ByteStr, Packet, QoS, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
@@ -16,9 +16,16 @@ use crate::session::Subscription;
 use crate::shard::ctx::{Services, SessionCtx};
 
 /// Handles SUBSCRIBE.
-pub(super) fn handle_subscribe(cx: &mut SessionCtx<'_>, subscribe: Subscribe) -> bool {
+pub(super) fn handle_subscribe(cx: &mut SessionCtx<'_>, mut subscribe: Subscribe) -> bool {
     // Updates queued by other shards first, so this replica is current before we add.
     cx.catch_up();
+    // The limits, the ACL, the index and the session see full filters (`shard::mount`).
+    let mounted = cx.mount_point().is_some();
+    if mounted {
+        for (f, _) in &mut subscribe.filters {
+            *f = cx.mounted_filter(f).unwrap_or_else(|| f.clone());
+        }
+    }
     let v5 = cx.is_v5();
     let max_qos = QoS::from_u8(cx.config().max_qos).unwrap_or(QoS::ExactlyOnce);
     let identifier = subscribe
@@ -43,7 +50,10 @@ pub(super) fn handle_subscribe(cx: &mut SessionCtx<'_>, subscribe: Subscribe) ->
         let shared = parse_shared(&filter);
         // The decoder checked the filter; a shared one's group and inner filter are
         // checked here (SUBACK failure, as before).
-        if shared.is_some_and(|r| r.is_err()) {
+        // A mount point without a trailing '/' can make a wildcard misplaced ("m" + "#").
+        if shared.is_some_and(|r| r.is_err())
+            || (mounted && validate_topic_filter(&filter).is_err())
+        {
             log::info!("Rejecting subscription to '{filter}': invalid topic filter.");
             codes.push(if v5 {
                 v5::TOPIC_FILTER_INVALID
@@ -133,7 +143,12 @@ pub(super) fn handle_subscribe(cx: &mut SessionCtx<'_>, subscribe: Subscribe) ->
 
 /// Handles UNSUBSCRIBE; UNSUBACK is sent even when nothing matched [MQTT-3.10.4-5], with
 /// 5.0 reason codes "success" or "no subscription existed".
-pub(super) fn handle_unsubscribe(cx: &mut SessionCtx<'_>, unsubscribe: Unsubscribe) -> bool {
+pub(super) fn handle_unsubscribe(cx: &mut SessionCtx<'_>, mut unsubscribe: Unsubscribe) -> bool {
+    if cx.mount_point().is_some() {
+        for f in &mut unsubscribe.filters {
+            *f = cx.mounted_filter(f).unwrap_or_else(|| f.clone());
+        }
+    }
     if let Some(e) = filters_over_limits(cx, unsubscribe.filters.iter()) {
         return cx.protocol_error(v5::TOPIC_FILTER_INVALID, e);
     }

@@ -1,7 +1,6 @@
 //! Retained-message work spread over loop turns ([`RetainedBacklog`]).
 
-use super::RetainedStore;
-use crate::message::SharedMessage;
+use super::{Found, RetainedStore};
 
 /// Retained-message work for new subscriptions not done yet: lookups and deliveries.
 ///
@@ -35,8 +34,8 @@ pub struct PendingRetained {
 pub enum Work {
     /// Look the filter up (done when the turn's budget allows).
     Lookup(crate::protocol::ByteStr),
-    /// Offer these, in order.
-    Deliver(std::vec::IntoIter<SharedMessage>),
+    /// Offer these, in order (with their publisher when `check_retain_source` kept it).
+    Deliver(std::vec::IntoIter<Found>),
 }
 
 impl RetainedBacklog {
@@ -67,12 +66,12 @@ impl RetainedBacklog {
     }
 
     /// Does one turn's worth of work: lookups in `store` and, through `offer`, deliveries
-    /// (message, subscriber, granted QoS, subscription ids).
+    /// (message and its source, subscriber, granted QoS, subscription ids).
     pub fn run_turn(
         &mut self,
         store: &RetainedStore,
         mut offer: impl FnMut(
-            SharedMessage,
+            Found,
             crate::index::SubscriberId,
             crate::protocol::QoS,
             &crate::message::SubscriptionIds,
@@ -96,7 +95,7 @@ impl RetainedBacklog {
                     continue;
                 }
                 let mut msgs = Vec::new();
-                visits = visits.saturating_sub(store.matching(filter, &mut msgs));
+                visits = visits.saturating_sub(store.matching_with_source(filter, &mut msgs));
                 self.found += msgs.len();
                 p.work = Work::Deliver(msgs.into_iter());
             }

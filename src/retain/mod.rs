@@ -22,12 +22,27 @@ mod backlog;
 mod tests;
 mod trie;
 
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use crate::message::SharedMessage;
+use crate::protocol::ByteStr;
 pub use backlog::{PendingRetained, RetainedBacklog, Work};
 use trie::Node;
+
+/// Who published a retained message, for `check_retain_source`: what the ACL needs to
+/// decide, when the message is sent to a new subscriber, whether they may still publish it
+/// (as mosquitto keeps the source's client id, username and listener with the message).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Source {
+    pub client_id: ByteStr,
+    pub username: Option<Box<str>>,
+    /// The listener it came through (`shard::conn::Conn::listener`): whose ACL applies.
+    pub listener: u8,
+}
+
+/// A retained message found for a subscription, and who published it when that is kept.
+pub type Found = (SharedMessage, Option<Arc<Source>>);
 
 /// See the module documentation.
 #[derive(Debug, Default)]
@@ -47,11 +62,12 @@ struct Inner {
 }
 
 impl Inner {
-    fn insert(&mut self, msg: &SharedMessage) {
+    fn insert(&mut self, msg: &SharedMessage, source: Option<Arc<Source>>) {
         let mut node = &mut self.root;
         for level in msg.topic.split('/') {
             node = node.children.get_or_insert(level);
         }
+        node.source = source;
         self.bytes += msg.payload.len();
         match node.msg.replace(msg.clone()) {
             None => self.len += 1,
@@ -72,6 +88,7 @@ impl Inner {
         let Some(old) = node.msg.take() else {
             return;
         };
+        node.source = None;
         self.len -= 1;
         self.bytes -= old.payload.len();
         if !node.children.is_empty() {
@@ -105,16 +122,14 @@ impl Inner {
     /// Calls `found` for every retained message whose topic matches the (valid) `filter`.
     /// Depth-first with an explicit stack: `(node, index of the next filter level)`.
     /// Returns the number of nodes visited (the work done).
-    fn for_each_match(&self, filter: &str, mut found: impl FnMut(&SharedMessage)) -> usize {
+    fn for_each_match(&self, filter: &str, mut found: impl FnMut(&Node)) -> usize {
         let levels: Vec<&str> = filter.split('/').collect();
         let mut stack: Vec<(&Node, usize)> = vec![(&self.root, 0)];
         let mut visited = 0;
         while let Some((node, i)) = stack.pop() {
             visited += 1;
             let Some(&level) = levels.get(i) else {
-                if let Some(m) = &node.msg {
-                    found(m);
-                }
+                found(node);
                 continue;
             };
             // [MQTT-4.7.2-1]: a wildcard first level does not reach `$` topics.
@@ -124,9 +139,7 @@ impl Inner {
                     // `sport/#` matches `sport` itself [MQTT-4.7.1-2] (not at the root: the
                     // root is no topic), and everything below.
                     if i > 0 {
-                        if let Some(m) = &node.msg {
-                            found(m);
-                        }
+                        found(node);
                     }
                     let mut below: Vec<&Node> = node
                         .children
@@ -136,9 +149,7 @@ impl Inner {
                         .collect();
                     while let Some(n) = below.pop() {
                         visited += 1;
-                        if let Some(m) = &n.msg {
-                            found(m);
-                        }
+                        found(n);
                         below.extend(n.children.iter().map(|(_, c)| c));
                     }
                 }
@@ -168,11 +179,16 @@ impl RetainedStore {
     /// Stores `msg` as the retained message of its topic, or clears the topic when the payload
     /// is empty ([MQTT-3.3.1-10], [MQTT-3.3.1-11]). Returns the change's version (increasing).
     pub fn set(&self, msg: &SharedMessage) -> u64 {
+        self.set_from(msg, None)
+    }
+
+    /// [`RetainedStore::set`], keeping who published the message (`check_retain_source`).
+    pub fn set_from(&self, msg: &SharedMessage, source: Option<Arc<Source>>) -> u64 {
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         if msg.payload.is_empty() {
             inner.remove(&msg.topic);
         } else {
-            inner.insert(msg);
+            inner.insert(msg, source);
         }
         inner.version += 1;
         inner.version
@@ -185,10 +201,19 @@ impl RetainedStore {
     pub fn matching(&self, filter: &str, out: &mut Vec<SharedMessage>) -> usize {
         let now = Instant::now();
         let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
-        inner.for_each_match(filter, |m| {
-            if !m.is_expired(now) {
-                out.push(m.clone());
-            }
+        inner.for_each_match(filter, |node| match &node.msg {
+            Some(m) if !m.is_expired(now) => out.push(m.clone()),
+            _ => {}
+        })
+    }
+
+    /// [`RetainedStore::matching`], with who published each message when that is kept.
+    pub fn matching_with_source(&self, filter: &str, out: &mut Vec<Found>) -> usize {
+        let now = Instant::now();
+        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        inner.for_each_match(filter, |node| match &node.msg {
+            Some(m) if !m.is_expired(now) => out.push((m.clone(), node.source.clone())),
+            _ => {}
         })
     }
 

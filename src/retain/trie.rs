@@ -11,6 +11,8 @@ pub(super) struct Node {
     pub(super) children: Children,
     /// The retained message whose topic ends here.
     pub(super) msg: Option<SharedMessage>,
+    /// Who published it, when `check_retain_source` asks to know.
+    pub(super) source: Option<std::sync::Arc<super::Source>>,
 }
 
 impl Node {

@@ -18,6 +18,7 @@
 //! Shard thread only.
 
 use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
 
 use super::conn::{Conn, ConnState};
 use super::inbox::{Migrating, ShardMsg};
@@ -27,7 +28,7 @@ use crate::config::Config;
 use crate::index::{Entry, SubscriberId};
 use crate::message::{Message, SharedMessage};
 use crate::protocol::{ByteStr, Connect, DecodeError, Packet, ProtocolVersion};
-use crate::retain::{PendingRetained, RetainedStore};
+use crate::retain::{PendingRetained, RetainedStore, Source};
 use crate::session::{Outgoing, Session};
 use crate::store::Batch as StoreBatch;
 
@@ -323,6 +324,26 @@ impl<'a> Ctx<'a> {
         (&conn.auth, conn.allow_anonymous)
     }
 
+    /// The `mount_point` of the listener the client came through (see `shard::mount`): its
+    /// topics and filters are mounted under it before anything else looks at them.
+    #[inline]
+    pub(crate) fn mount_point(&self) -> Option<&str> {
+        self.services.shard.mount_of(self.key)
+    }
+
+    /// The full topic of the client's `topic` (a PUBLISH or a will) under its mount point;
+    /// `None` without one.
+    #[inline]
+    pub(crate) fn mounted_topic(&self, topic: &str) -> Option<ByteStr> {
+        Some(super::mount::topic(self.mount_point()?, topic))
+    }
+
+    /// The full filter of the client's `filter` under its mount point; `None` without one.
+    #[inline]
+    pub(crate) fn mounted_filter(&self, filter: &str) -> Option<ByteStr> {
+        Some(super::mount::filter(self.mount_point()?, filter))
+    }
+
     /// The TLS certificate identity, when the listener takes the username from it
     /// (`use_identity_as_username` / `use_subject_as_username`): `Some(None)` when the
     /// client has no certificate identity; `None` when the listener does not.
@@ -521,6 +542,21 @@ impl SessionCtx<'_> {
     pub(crate) fn session_and_batch(&mut self) -> (&mut Session, &mut StoreBatch) {
         let shard = &mut *self.cx.services.shard;
         (&mut shard.sessions[self.slot].session, &mut shard.batch)
+    }
+
+    /// Who publishes through this session, for a retained message to keep when
+    /// `check_retain_source` is on (`None` when it is off: nothing is kept or checked).
+    pub(crate) fn retain_source(&mut self) -> Option<Arc<Source>> {
+        if !self.config().clients.check_retain_source {
+            return None;
+        }
+        let listener = self.conn().listener;
+        let session = self.session();
+        Some(Arc::new(Source {
+            client_id: session.client_id.clone(),
+            username: session.acl.username().map(Box::from),
+            listener,
+        }))
     }
 
     /// Lets the session produce packets into `out` (a resume, a window refill) and sends

@@ -395,6 +395,16 @@ impl Shard {
         topic: &protocol::ByteStr,
         mut publish: protocol::PublishRef,
     ) {
+        if self.mounted {
+            if let Some(mount) = self.mount_of(key) {
+                // Only a session resumed here with messages from outside its mount point
+                // has one outside (`offer` keeps the rest out): not sent, as mosquitto.
+                let Some(rest) = super::mount::strip(mount, publish.topic) else {
+                    return;
+                };
+                publish.topic = rest;
+            }
+        }
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };

@@ -25,6 +25,7 @@ mod io;
 mod lifecycle;
 mod linger;
 mod links;
+pub(crate) mod mount;
 pub mod msg_pool;
 pub mod outbox;
 pub mod per_ip;
@@ -138,6 +139,9 @@ pub struct Shard {
     /// at every QoS (midge's choice: mosquitto 2.0.11 does not bound it), else
     /// `SLOW_CONSUMER_BACKLOG`.
     pub(crate) qos0_backlog_limit: usize,
+    /// Some listener has a `mount_point` (see `mount`): false spares every other delivery
+    /// the lookup.
+    pub(crate) mounted: bool,
     /// Retained messages for new subscriptions not yet offered (a bounded number per turn).
     pub(crate) retained_backlog: crate::retain::RetainedBacklog,
     /// This shard's share of `connection_rate_limit`.
@@ -210,6 +214,7 @@ impl Shard {
         let mut buffers = BufferPool::new();
         buffers.set_growth_limit(shared.config.read_buffer_growth / n.max(1));
         let cluster = shared.take_cluster_link(id);
+        let mounted = mount::any(&shared.config);
         Ok(Shard {
             id,
             poll,
@@ -233,6 +238,7 @@ impl Shard {
             cluster,
             slow_consumer_drops: 0,
             qos0_backlog_limit,
+            mounted,
             retained_backlog: Default::default(),
             adoptions: Vec::new(),
             buffers,

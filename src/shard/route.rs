@@ -9,6 +9,7 @@ use crate::auth::{authorize, Access};
 use crate::index::{Entry, SubscriberId};
 use crate::message::{Delivery, SharedMessage, SubscriptionIds};
 use crate::protocol::{self, Packet, QoS, SubOptions};
+use crate::retain::Source;
 use crate::session::{memory, Offer, Outgoing};
 
 impl Shard {
@@ -159,7 +160,10 @@ impl Shard {
     pub(crate) fn offer_retained_backlog(&mut self) {
         let mut backlog = std::mem::take(&mut self.retained_backlog);
         let shared = self.shared.clone();
-        backlog.run_turn(&shared.retained, |msg, subscriber, qos, ids| {
+        backlog.run_turn(&shared.retained, |(msg, source), subscriber, qos, ids| {
+            if source.is_some_and(|s| !self.may_still_publish(&s, &msg.topic)) {
+                return;
+            }
             let delivery = Delivery {
                 qos: shared.config.clients.outgoing_qos(qos, msg.qos),
                 msg,
@@ -172,8 +176,31 @@ impl Shard {
         self.retained_backlog = backlog;
     }
 
+    /// `check_retain_source`: whether the publisher of a retained message may still publish
+    /// on `topic`, by the ACL of the listener it came through as that ACL is now (a reload
+    /// may have revoked it), as mosquitto checks it when it sends a retained message.
+    fn may_still_publish(&self, source: &Source, topic: &str) -> bool {
+        let Some(listener) = self.listeners.get(usize::from(source.listener)) else {
+            return false;
+        };
+        let acl = listener
+            .auth
+            .client_acl(&source.client_id, source.username.as_deref());
+        authorize(&acl, topic, Access::Write)
+    }
+
     /// Offers a delivery to one local session and sends what it says to send.
     pub(crate) fn offer(&mut self, sub: SubscriberId, delivery: Delivery) {
+        if self.mounted {
+            // A client of a mount point gets nothing outside it (`shard::mount`).
+            let conn = self
+                .sessions
+                .get(sub.slot as usize)
+                .and_then(|s| s.session.conn);
+            if self.outside_mount(conn, &delivery.msg.topic) {
+                return;
+            }
+        }
         let Some(slot) = self.sessions.get_mut(sub.slot as usize) else {
             return;
         };

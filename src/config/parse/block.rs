@@ -39,6 +39,8 @@ pub(super) struct Block {
     pub(super) proxy_require_tls: Option<Pos>,
     /// `websockets_trust_x_forwarded_for true` said here.
     pub(super) trust_x_forwarded_for: Option<Pos>,
+    /// `mount_point`.
+    pub(super) mount_point: Option<String>,
 }
 
 /// A block's TLS options while parsing, with where they were said (for the checks that need

@@ -148,7 +148,14 @@ impl Parser {
                     websockets: websockets.clone(),
                     bind_interface: block.bind_interface.clone(),
                     proxy_protocol,
+                    mount_point: block.mount_point.clone(),
                 });
+            }
+            // A connection knows its listener by a one-byte index (`shard::conn`); the
+            // listeners past it could not find their mount point.
+            if block.mount_point.is_some() && config.listeners.len() > 255 {
+                return Err(pos
+                    .invalid("mount_point: only the first 255 listeners may have one".to_owned()));
             }
         }
         Ok(config)

@@ -66,13 +66,20 @@ impl Parser {
                 block.touch(pos);
                 block.trust_x_forwarded_for = value.then(|| pos.clone());
             }
-            "mount_point" | "check_retain_source" => {
-                one(pos, option, rest)?;
-                // Accepting these without acting on them would change what clients see or
-                // may read: refused until midge does them.
-                return Err(pos.invalid(format!(
-                    "'{option}' is not supported by midge yet (remove it, or keep mosquitto for this host)"
-                )));
+            "mount_point" => {
+                let mount = one(pos, option, rest)?;
+                // As mosquitto: any valid topic name (no wildcards); it is put before each
+                // topic as it is, so it usually ends with '/'.
+                if let Err(e) = crate::protocol::topic::validate_topic_name(mount) {
+                    return Err(pos.bad(option, mount, format!("not a valid topic prefix: {e}")));
+                }
+                let block = self.block(current);
+                block.touch(pos);
+                block.mount_point = Some(mount.to_owned());
+            }
+            "check_retain_source" => {
+                self.config.clients.check_retain_source =
+                    parse_bool(pos, option, one(pos, option, rest)?)?;
             }
             "log_dest" => self.log_dest(pos, option, rest)?,
             "log_facility" => {

@@ -24,6 +24,7 @@ const OPTIONS: &[(&str, &str, &str)] = &[
     ("cafile", "/etc/mosquitto/ca.crt", ""),
     ("capath", "/etc/mosquitto/ca_certificates", ""),
     ("certfile", "/etc/mosquitto/server.crt", ""),
+    ("check_retain_source", "true", "maybe"),
     ("ciphers", "ECDHE-RSA-AES128-GCM-SHA256", "NOPE"),
     ("ciphers_tls1.3", "TLS_AES_128_GCM_SHA256", "NOPE"),
     ("clientid_prefixes", "dev-", ""),
@@ -51,6 +52,7 @@ const OPTIONS: &[(&str, &str, &str)] = &[
     ("max_topic_alias", "10", "70000"),
     ("memory_limit", "1000000", "-1"),
     ("message_size_limit", "1000", "-1"),
+    ("mount_point", "site/a/", "site/#"),
     ("password_file", "/etc/mosquitto/passwd", ""),
     ("per_listener_settings", "true", "maybe"),
     ("persistence", "true", "maybe"),
@@ -88,8 +90,6 @@ const REFUSED: &[(&str, &str)] = &[
     ("global_plugin", "plugin"),
     ("plugin_opt_db", "plugin"),
     ("auth_opt_db", "plugin"),
-    ("check_retain_source", "not supported"),
-    ("mount_point", "not supported"),
     ("psk_file", "not supported"),
     ("psk_hint", "not supported"),
     ("tls_engine", "not supported"),
@@ -141,6 +141,7 @@ fn context(option: &str) -> &'static str {
         "bind_interface"
         | "socket_domain"
         | "protocol"
+        | "mount_point"
         | "proxy_protocol"
         | "enable_proxy_protocol" => "listener 8883\n",
         "proxy_protocol_v2_require_tls" => "listener 8883\nenable_proxy_protocol 2\n",

@@ -192,6 +192,7 @@ fn allow_anonymous_per_listener_before_any_listener_sets_the_default_listener() 
             websockets: None,
             bind_interface: None,
             proxy_protocol: None,
+            mount_point: None,
         }]
     );
 }
