@@ -7,7 +7,7 @@ mod common;
 
 use std::fs;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::clients::{mosquitto_pub, MosqSub, Msg};
 use common::raw::{self, Connect, Raw};
@@ -182,32 +182,6 @@ fn mount_point_must_be_a_topic() {
     );
 }
 
-/// Sends SIGHUP and waits until the broker says it reloaded.
-fn reload(broker: &Broker) {
-    let marker = if broker.is_midge() {
-        "reload finished."
-    } else {
-        "reloading config."
-    };
-    let count = |b: &Broker| b.log().to_lowercase().matches(marker).count();
-    let before = count(broker);
-    let out = run(
-        Command::new("kill").args(["-HUP", &broker.pid().to_string()]),
-        STEP,
-    );
-    assert!(out.success(), "kill -HUP: {out:?}");
-    let deadline = Instant::now() + STEP;
-    while count(broker) == before {
-        assert!(
-            Instant::now() < deadline,
-            "no reload; log:\n{}",
-            broker.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(300));
-}
-
 /// `check_retain_source`: with it, a retained message is not sent to a new subscriber once
 /// its publisher lost the right to publish it (here: by a reload of the ACL); without it
 /// (mosquitto's actual default, whatever its manual says) it still is. Live messages are not
@@ -237,7 +211,7 @@ fn check_retain_source_rechecks_the_publishers_rights_when_a_retained_message_is
             mosquitto_pub(port, &["-i", "pub2", "-t", "u/pub2/b", "-m", "two", "-r"]);
             // pub1 may no longer publish under t/: pub2 still may under u/.
             fs::write(&acl, "pattern write u/%c/#\ntopic read #\n").unwrap();
-            reload(&b);
+            b.reload();
             let mut sub = MosqSub::start(port, &["-i", "reader", "-t", "t/#", "-t", "u/#"]);
             let mut got = topics(&sub.messages(2, if check == Some(true) { QUIET } else { STEP }));
             got.sort();

@@ -7,38 +7,11 @@
 mod common;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::auth_files::AuthFiles;
 use common::clients::MosqSub;
 use common::{run, Broker};
-
-/// Sends SIGHUP to the broker and waits until it has handled it (its log says so), plus a
-/// moment for the shards (midge) or the main loop (mosquitto) to apply it.
-fn reload(broker: &Broker) {
-    let marker = if broker.is_midge() {
-        "reload finished."
-    } else {
-        "reloading config."
-    };
-    let count = |b: &Broker| b.log().to_lowercase().matches(marker).count();
-    let before = count(broker);
-    let out = run(
-        Command::new("kill").args(["-HUP", &broker.pid().to_string()]),
-        Duration::from_secs(5),
-    );
-    assert!(out.success(), "kill -HUP: {out:?}");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while count(broker) == before {
-        assert!(
-            Instant::now() < deadline,
-            "no reload within 5 s; log:\n{}",
-            broker.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(300));
-}
 
 /// `mosquitto_pub` as `user`: whether the broker accepted it (and the message was sent).
 fn publish_as(port: u16, user: &str, pass: &str, topic: &str, payload: &str) -> bool {
@@ -86,7 +59,7 @@ fn a_new_password_file_admits_the_new_user_while_connections_stay_up() {
     );
 
     files.passwd(&["-b", &files.path("passwd"), "bob", "pb"]);
-    reload(&broker);
+    broker.reload();
     assert!(
         publish_as(port, "bob", "pb", "t/2", "after"),
         "bob was refused after the reload; log:\n{}",
@@ -126,7 +99,7 @@ fn a_changed_acl_revokes_a_topic_for_a_connected_subscriber() {
         "user alice\ntopic read u/#\n\nuser carol\ntopic write #\n",
     )
     .unwrap();
-    reload(&broker);
+    broker.reload();
     // t/2 is sent before u/2 on one connection: had it been delivered, it would come first.
     assert!(publish_as(port, "carol", "pc", "t/2", "t-after"));
     assert!(publish_as(port, "carol", "pc", "u/2", "u-after"));
@@ -161,7 +134,7 @@ fn a_bad_file_keeps_the_old_settings_and_says_where() {
     )
     .unwrap();
     files.passwd(&["-D", &files.path("passwd"), "carol"]);
-    reload(&broker);
+    broker.reload();
     let log = broker.log();
     let at = format!("{}:5:", files.path("acl"));
     assert!(
@@ -186,7 +159,7 @@ fn a_bad_file_keeps_the_old_settings_and_says_where() {
         "user alice\ntopic read u/#\n\nuser carol\ntopic write #\n",
     )
     .unwrap();
-    reload(&broker);
+    broker.reload();
     assert!(
         !publish_as(port, "carol", "pc", "t/2", "refused"),
         "carol was removed from the password file"
@@ -205,7 +178,7 @@ fn sys_interval_reloads() {
         text.replace("sys_interval 0", "sys_interval 1"),
     )
     .unwrap();
-    reload(&broker);
+    broker.reload();
     let got = before.messages(1, Duration::from_secs(4));
     assert_eq!(
         got.len(),
@@ -232,7 +205,7 @@ fn a_first_password_file_applies_without_a_restart() {
         format!("{text}password_file {}\n", files.path("passwd")),
     )
     .unwrap();
-    reload(&broker);
+    broker.reload();
     assert!(
         publish_as(port, "bob", "pb", "t/1", "after"),
         "bob was refused after the reload; log:\n{}",

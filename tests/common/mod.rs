@@ -310,6 +310,29 @@ impl Broker {
         self.kind == BrokerKind::Mosquitto
     }
 
+    /// Sends SIGHUP and waits (up to [`STEP`]) until the broker's log says it handled it, plus
+    /// a moment for the shards (midge) or the main loop (mosquitto) to apply it.
+    pub fn reload(&self) {
+        let marker = if self.is_midge() {
+            "reload finished."
+        } else {
+            "reloading config."
+        };
+        let count = || self.log().to_lowercase().matches(marker).count();
+        let before = count();
+        let out = run(
+            Command::new("kill").args(["-HUP", &self.pid().to_string()]),
+            STEP,
+        );
+        assert!(out.success(), "kill -HUP: {out:?}");
+        assert!(
+            eventually(STEP, || count() > before),
+            "no reload within {STEP:?}; log:\n{}",
+            self.log()
+        );
+        thread::sleep(Duration::from_millis(300));
+    }
+
     pub fn config_path(&self) -> &Path {
         &self.config_path
     }
