@@ -30,6 +30,7 @@ pub mod link;
 pub mod logging;
 pub mod message;
 pub mod metrics;
+pub mod plugin;
 pub mod process;
 pub mod protocol;
 pub mod record;
