@@ -2,6 +2,7 @@
 //!
 //! - [`api`]: the contract a plugin implements ([`Plugin`], [`ShardPlugin`]) and the types
 //!   the broker hands it.
+//! - [`chain`]: [`ShardPlugins`], one shard's plugins asked in order, panics caught.
 
 pub mod api;
 
@@ -9,3 +10,7 @@ pub use api::{
     AuthStep, ClientInfo, Credentials, Decision, Events, ExtendedAuth, Later, MessageIn,
     MessageOut, Plugin, PluginOptions, SessionEnd, ShardPlugin, Verdict,
 };
+
+pub mod chain;
+
+pub use chain::ShardPlugins;
