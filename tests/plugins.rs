@@ -328,9 +328,7 @@ fn notifications_and_reload_reach_the_plugin() {
 fn an_unknown_builtin_or_a_misplaced_option_stops_start_up_with_its_line() {
     let config =
         Config::parse_str("listener 0 127.0.0.1\nplugin builtin:nope\n", "t.conf").unwrap();
-    let e = midge::Broker::start(config)
-        .err()
-        .expect("start-up must fail");
+    let e = midge::Broker::start(config).expect_err("start-up must fail");
     assert!(
         e.to_string()
             .starts_with("t.conf:2: plugin builtin:nope: no built-in plugin"),
