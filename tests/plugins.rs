@@ -143,6 +143,47 @@ fn a_deferred_answer_holds_up_no_other_client() {
 }
 
 #[test]
+fn an_answer_for_a_connection_closed_meanwhile_is_dropped() {
+    // One shard, so the second connection may take the first one's slot: the first one's
+    // Allow (at 2 s) must not let the second in early (its own comes at 2.5 s).
+    let b = Running::start(1);
+    let p = b.port;
+    let args = [
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &p.to_string(),
+        "-u",
+        "slow",
+        "-P",
+        "x",
+        "-t",
+        "s",
+        "-m",
+        "x",
+    ];
+    let mut first = common::Spawned::spawn(
+        Command::new("mosquitto_pub")
+            .args(args)
+            .args(["-i", "gone"]),
+    );
+    assert!(eventually(STEP, || b.seen.has("auth slow id=gone")));
+    first.kill();
+    std::thread::sleep(Duration::from_millis(500));
+    let (ok, took) = try_pub(
+        p,
+        &[
+            "-u", "slow", "-P", "x", "-i", "second", "-t", "s", "-m", "x",
+        ],
+    );
+    assert!(ok, "the second parked client was not let in");
+    assert!(
+        took >= Duration::from_millis(1900),
+        "the second client was answered after {took:?}: by the first one's answer"
+    );
+}
+
+#[test]
 fn a_panicking_plugin_is_a_refusal_logged_and_the_broker_goes_on() {
     let log = logger();
     let b = Running::start(2);
