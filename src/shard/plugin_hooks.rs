@@ -235,26 +235,22 @@ impl Shard {
     }
 
     /// The message-out hook: a PUBLISH was written to connection `key`.
-    #[inline]
+    #[inline(never)]
     pub(crate) fn plugin_message_out(
         &mut self,
         key: usize,
-        topic: &str,
+        topic: &crate::protocol::ByteStr,
         payload: &[u8],
         qos: QoS,
         retain: bool,
     ) {
-        if self.plugins.wants(Events::MESSAGE_OUT) {
-            self.plugin_message_out_slow(
-                key,
-                &MessageOut {
-                    topic,
-                    payload,
-                    qos,
-                    retain,
-                },
-            );
-        }
+        let msg = MessageOut {
+            topic: str_of(topic),
+            payload,
+            qos,
+            retain,
+        };
+        self.plugin_message_out_slow(key, &msg);
     }
 
     #[inline(never)]
