@@ -34,7 +34,7 @@ use crate::store::Batch as StoreBatch;
 
 /// Password-check tokens carry the connection slot in their low bits and a per-shard serial
 /// above, so an answer for a closed connection cannot resume a new one in the same slot.
-const AUTH_SLOT_BITS: u32 = 24;
+pub(crate) const AUTH_SLOT_BITS: u32 = 24;
 
 /// The token of a parked CONNECT: the connection slot `key` in the low bits, the shard's
 /// serial above.
