@@ -426,7 +426,7 @@ impl Shard {
     }
 
     /// Routes a message from the remote (unless its topic or the ACL refuses it).
-    fn route_link_message(&mut self, i: usize, publish: Publish) {
+    fn route_link_message(&mut self, i: usize, mut publish: Publish) {
         if let Err(e) = self.shared.config.topic_limits().check(&publish.topic) {
             log::warn!(
                 "Bridge {}: dropped a message whose local topic is refused ({e:?}).",
@@ -445,6 +445,10 @@ impl Shard {
                 self.links.at(i).bridge.config().name,
                 &*publish.topic
             );
+            return;
+        }
+        // The plugins' message-in hook sees a bridged message without a client.
+        if !self.plugin_message_in(None, &mut publish) {
             return;
         }
         let origin = self.subscriber_id(slot);
