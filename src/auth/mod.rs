@@ -23,6 +23,7 @@ use crate::config::Config;
 pub mod acl;
 pub mod passwd;
 pub mod password;
+pub mod scram;
 pub mod topic;
 pub mod worker;
 pub mod x509;

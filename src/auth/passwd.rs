@@ -5,7 +5,13 @@
 //! midge passwd [-H sha512|sha512-pbkdf2] [-I ITERATIONS] [-c | -D] FILE USER     (asks twice)
 //! midge passwd [-H sha512|sha512-pbkdf2] [-I ITERATIONS] [-c] -b FILE USER PASSWORD
 //! midge passwd -U FILE                             (hash a plain-text `user:password` file)
+//! midge passwd -S sha256|sha512 [-I ITERATIONS] [-c] [-b] FILE USER [PASSWORD]
 //! ```
+//! `-S` (midge's own; mosquitto_passwd has no `-S`) writes a SCRAM verifier
+//! (`$scram-sha-256$...`, see `auth::password`) instead of a mosquitto hash: the user can then
+//! log in with MQTT 5 enhanced authentication (SCRAM-SHA-256 / -512) and with a plain password
+//! as before. `-I` sets its iterations (default 4096, RFC 7677's minimum). With `-U`, every
+//! plain-text line becomes a verifier.
 //! Differences from mosquitto_passwd 2.0.11, all on the safe side: comment and blank lines are
 //! kept when a file is updated (mosquitto_passwd calls them corrupt); `-U` leaves lines that are
 //! already hashed alone (mosquitto_passwd hashes them a second time, locking those users out);
@@ -19,6 +25,7 @@ use std::io::{self, BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use super::password::{split_line, HashAlgorithm, PasswordHash, DEFAULT_ITERATIONS};
+use super::scram::{self, Mechanism};
 use super::AuthError;
 
 /// The arguments of `midge passwd` (mosquitto_passwd's).
@@ -28,7 +35,8 @@ use super::AuthError;
     after_help = "Usage forms:\n  \
         midge passwd [-H sha512|sha512-pbkdf2] [-I N] [-c | -D] FILE USER\n  \
         midge passwd [-H sha512|sha512-pbkdf2] [-I N] [-c] -b FILE USER PASSWORD\n  \
-        midge passwd -U FILE"
+        midge passwd -U FILE\n  \
+        midge passwd -S sha256|sha512 [-I N] [-c] [-b] FILE USER [PASSWORD]"
 )]
 pub struct PasswdArgs {
     /// Create a new password file; an existing one is overwritten.
@@ -46,7 +54,12 @@ pub struct PasswdArgs {
     /// Hash algorithm: sha512-pbkdf2 (`$7$`, the default) or sha512 (`$6$`, mosquitto 1.x).
     #[arg(short = 'H', value_name = "sha512|sha512-pbkdf2")]
     pub hash: Option<String>,
-    /// PBKDF2 iterations for sha512-pbkdf2 (default 101, as mosquitto 2.0).
+    /// Write a SCRAM verifier (sha256 or sha512) for MQTT 5 enhanced authentication
+    /// (SCRAM-SHA-256 / SCRAM-SHA-512) rather than a mosquitto hash; it verifies plain
+    /// passwords too. midge's own option (not in mosquitto_passwd).
+    #[arg(short = 'S', value_name = "sha256|sha512")]
+    pub scram: Option<String>,
+    /// PBKDF2 iterations for sha512-pbkdf2 (default 101, as mosquitto 2.0) or -S (default 4096).
     #[arg(short = 'I', value_name = "ITERATIONS")]
     pub iterations: Option<u32>,
     /// The password file.
@@ -67,6 +80,28 @@ fn usage(message: &str) -> AuthError {
 impl PasswdArgs {
     /// The hash algorithm said by `-H` and `-I`.
     pub fn algorithm(&self) -> Result<HashAlgorithm, AuthError> {
+        if let Some(scram) = self.scram.as_deref() {
+            if self.hash.is_some() {
+                return Err(usage("-S and -H cannot be used together"));
+            }
+            let mechanism = match scram {
+                "sha256" | "sha-256" => Mechanism::Sha256,
+                "sha512" | "sha-512" => Mechanism::Sha512,
+                other => {
+                    return Err(usage(&format!(
+                        "-S: unknown SCRAM hash '{other}' (expected sha256 or sha512)"
+                    )))
+                }
+            };
+            let iterations = self.iterations.unwrap_or(scram::DEFAULT_ITERATIONS);
+            if iterations == 0 {
+                return Err(usage("-I: the number of iterations must be at least 1"));
+            }
+            return Ok(HashAlgorithm::Scram {
+                mechanism,
+                iterations,
+            });
+        }
         match (self.hash.as_deref(), self.iterations) {
             (None | Some("sha512-pbkdf2"), iterations) => {
                 let iterations = iterations.unwrap_or(DEFAULT_ITERATIONS);
@@ -408,6 +443,34 @@ mod tests {
         assert!(p.verify("alice", b"one"));
         assert!(p.verify("bob", b"two"));
         assert!(p.verify("carol", b"a:b c"));
+    }
+
+    #[test]
+    fn scram_verifiers_are_written_with_dash_s() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("pw");
+        let fs = f.to_str().unwrap();
+        run_args(&["-c", "-b", "-S", "sha256", fs, "alice", "one"]).unwrap();
+        run_args(&["-b", "-S", "sha512", "-I", "10", fs, "bob", "two"]).unwrap();
+        run_args(&["-b", fs, "carol", "three"]).unwrap();
+        let text = std::fs::read_to_string(&f).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("alice:$scram-sha-256$4096$"), "{text}");
+        assert!(lines[1].starts_with("bob:$scram-sha-512$10$"), "{text}");
+        assert!(lines[2].starts_with("carol:$7$101$"), "{text}");
+        let p = PasswordFile::load(&f).unwrap();
+        assert!(p.verify("alice", b"one") && p.verify("bob", b"two"));
+        assert!(p.scram_verifier("alice", Mechanism::Sha256).is_some());
+        assert!(p.scram_verifier("bob", Mechanism::Sha512).is_some());
+        let e = |l: &[&str]| run_args(l).unwrap_err().to_string();
+        assert_eq!(
+            e(&["-S", "md5", "-b", fs, "u", "p"]),
+            "-S: unknown SCRAM hash 'md5' (expected sha256 or sha512)"
+        );
+        assert_eq!(
+            e(&["-S", "sha256", "-H", "sha512", "-b", fs, "u", "p"]),
+            "-S and -H cannot be used together"
+        );
     }
 
     #[test]

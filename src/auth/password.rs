@@ -3,7 +3,13 @@
 //! One user per line, as `mosquitto_passwd` writes them:
 //! - `user:$6$<base64 salt>$<base64 hash>`: hash = SHA-512(password || salt) (mosquitto 1.x);
 //! - `user:$7$<iterations>$<base64 salt>$<base64 hash>`: hash = PBKDF2-HMAC-SHA512 with a
-//!   64-byte output (mosquitto 2.0's default, 101 iterations).
+//!   64-byte output (mosquitto 2.0's default, 101 iterations);
+//! - `user:$scram-sha-256$<iterations>$<salt>$<StoredKey>$<ServerKey>` (and `$scram-sha-512$`):
+//!   a SCRAM verifier (RFC 5802, see [`super::scram`]), written by `midge passwd -S`. midge's
+//!   own format (mosquitto skips such a line). It serves the MQTT 5 enhanced authentication
+//!   method of its hash (SCRAM-SHA-256 or -512) and basic auth as well: a plain password is
+//!   checked by recomputing StoredKey (PBKDF2, off the loop like `$7$`). One line per user:
+//!   a user has either a mosquitto hash or one SCRAM verifier.
 //!
 //! Salts are 12 random bytes, base64 is the standard alphabet with padding. This is not
 //! crypt(3): `$6$` here is *not* SHA-crypt. Blank lines and lines starting with `#` are skipped.
@@ -25,6 +31,7 @@ use base64::Engine;
 use sha2::{Digest, Sha512};
 use subtle::ConstantTimeEq;
 
+use super::scram::{self, Mechanism, Verifier};
 use super::AuthError;
 
 /// Salt length written by `mosquitto_passwd` (and by `midge passwd`).
@@ -41,6 +48,22 @@ pub enum HashAlgorithm {
     Sha512,
     /// `$7$`: PBKDF2-HMAC-SHA512 with this many iterations (`-H sha512-pbkdf2`, the default).
     Sha512Pbkdf2 { iterations: u32 },
+    /// `$scram-sha-256$` / `$scram-sha-512$`: a SCRAM verifier (`midge passwd -S`).
+    Scram {
+        mechanism: Mechanism,
+        iterations: u32,
+    },
+}
+
+impl HashAlgorithm {
+    /// The PBKDF2 iteration count of a verification (0 for one plain SHA-512).
+    pub fn iterations(self) -> u32 {
+        match self {
+            HashAlgorithm::Sha512 => 0,
+            HashAlgorithm::Sha512Pbkdf2 { iterations }
+            | HashAlgorithm::Scram { iterations, .. } => iterations,
+        }
+    }
 }
 
 impl Default for HashAlgorithm {
@@ -57,6 +80,9 @@ pub struct PasswordHash {
     algorithm: HashAlgorithm,
     salt: Vec<u8>,
     hash: [u8; HASH_LEN],
+    /// The verifier of a `Scram` entry (then `salt` is empty and `hash` unused): boxed, as
+    /// most files have none.
+    scram: Option<Box<Verifier>>,
 }
 
 impl fmt::Debug for PasswordHash {
@@ -71,7 +97,11 @@ impl fmt::Debug for PasswordHash {
 impl PasswordHash {
     /// Hashes `password` with a fresh random 12-byte salt.
     pub fn new(password: &[u8], algorithm: HashAlgorithm) -> Result<PasswordHash, AuthError> {
-        let mut salt = vec![0u8; SALT_LEN];
+        let len = match algorithm {
+            HashAlgorithm::Scram { .. } => scram::SALT_LEN,
+            _ => SALT_LEN,
+        };
+        let mut salt = vec![0u8; len];
         getrandom::fill(&mut salt)
             .map_err(|e| AuthError::Other(format!("cannot get random bytes for a salt: {e}")))?;
         Ok(PasswordHash::with_salt(password, algorithm, salt))
@@ -79,12 +109,40 @@ impl PasswordHash {
 
     /// Hashes `password` with the given salt (tests, known vectors).
     pub fn with_salt(password: &[u8], algorithm: HashAlgorithm, salt: Vec<u8>) -> PasswordHash {
+        if let HashAlgorithm::Scram {
+            mechanism,
+            iterations,
+        } = algorithm
+        {
+            return PasswordHash::from_verifier(Verifier::with_salt(
+                password, mechanism, iterations, salt,
+            ));
+        }
         let hash = digest(password, algorithm, &salt);
         PasswordHash {
             algorithm,
             salt,
             hash,
+            scram: None,
         }
+    }
+
+    /// The entry of a SCRAM verifier.
+    pub fn from_verifier(verifier: Verifier) -> PasswordHash {
+        PasswordHash {
+            algorithm: HashAlgorithm::Scram {
+                mechanism: verifier.mechanism,
+                iterations: verifier.iterations,
+            },
+            salt: Vec::new(),
+            hash: [0; HASH_LEN],
+            scram: Some(Box::new(verifier)),
+        }
+    }
+
+    /// The SCRAM verifier of this entry, if it is one.
+    pub fn scram(&self) -> Option<&Verifier> {
+        self.scram.as_deref()
     }
 
     /// Parses `$6$SALT$HASH` or `$7$ITERATIONS$SALT$HASH`; the error says what is wrong.
@@ -96,9 +154,11 @@ impl PasswordHash {
         };
         let mut parts = text.split('$');
         if parts.next() != Some("") {
-            return Err("the password is not hashed (expected $6$ or $7$; \
+            return Err(
+                "the password is not hashed (expected $6$ or $7$ or $scram-...$; \
                         `midge passwd -U FILE` hashes a plain-text file)"
-                .into());
+                    .into(),
+            );
         }
         let algorithm = match parts.next() {
             Some("6") => HashAlgorithm::Sha512,
@@ -113,9 +173,19 @@ impl PasswordHash {
                     }
                 }
             }
+            Some(tag) if tag.starts_with("scram-") => {
+                let Some(mechanism) = Mechanism::ALL.into_iter().find(|m| m.file_tag() == tag)
+                else {
+                    return Err(format!(
+                        "unknown SCRAM mechanism '${tag}$' (expected $scram-sha-256$ or $scram-sha-512$)"
+                    ));
+                };
+                let rest = text[1 + tag.len()..].strip_prefix('$').unwrap_or("");
+                return Verifier::parse_fields(mechanism, rest).map(PasswordHash::from_verifier);
+            }
             Some(other) => {
                 return Err(format!(
-                    "unknown hash type '${other}$' (expected $6$ or $7$)"
+                    "unknown hash type '${other}$' (expected $6$, $7$ or $scram-sha-256$)"
                 ))
             }
             None => return Err("empty hash".into()),
@@ -135,6 +205,7 @@ impl PasswordHash {
             algorithm,
             salt,
             hash,
+            scram: None,
         })
     }
 
@@ -147,6 +218,9 @@ impl PasswordHash {
     /// a `$7$` hash costs its iteration count in HMACs (slow on purpose: call it off the event
     /// loop).
     pub fn verify(&self, password: &[u8]) -> bool {
+        if let Some(verifier) = &self.scram {
+            return verifier.verify_password(password);
+        }
         let candidate = digest(password, self.algorithm, &self.salt);
         candidate.ct_eq(&self.hash).into()
     }
@@ -158,6 +232,10 @@ impl fmt::Display for PasswordHash {
         match self.algorithm {
             HashAlgorithm::Sha512 => write!(f, "$6$")?,
             HashAlgorithm::Sha512Pbkdf2 { iterations } => write!(f, "$7${iterations}$")?,
+            HashAlgorithm::Scram { .. } => {
+                let v = self.scram.as_ref().expect("a Scram entry has its verifier");
+                return write!(f, "${}", v.to_file_form());
+            }
         }
         write!(
             f,
@@ -181,6 +259,7 @@ fn digest(password: &[u8], algorithm: HashAlgorithm, salt: &[u8]) -> [u8; HASH_L
         HashAlgorithm::Sha512Pbkdf2 { iterations } => {
             pbkdf2::pbkdf2_hmac::<Sha512>(password, salt, iterations, &mut out);
         }
+        HashAlgorithm::Scram { .. } => unreachable!("SCRAM entries verify through their verifier"),
     }
     out
 }
@@ -248,10 +327,7 @@ impl PasswordFile {
         let decoy_algorithm = users
             .values()
             .map(|h| h.algorithm)
-            .max_by_key(|a| match a {
-                HashAlgorithm::Sha512 => 0,
-                HashAlgorithm::Sha512Pbkdf2 { iterations } => *iterations,
-            })
+            .max_by_key(|a| a.iterations())
             .unwrap_or_default();
         let decoy = Some(PasswordHash::with_salt(
             b"",
@@ -292,6 +368,15 @@ impl PasswordFile {
     /// The hash stored for `username`.
     pub fn get(&self, username: &str) -> Option<&PasswordHash> {
         self.users.get(username)
+    }
+
+    /// The SCRAM verifier of `username` for `mechanism`, if its line is one (a user with a
+    /// SCRAM-SHA-256 verifier has none for SCRAM-SHA-512).
+    pub fn scram_verifier(&self, username: &str, mechanism: Mechanism) -> Option<&Verifier> {
+        self.users
+            .get(username)
+            .and_then(|h| h.scram())
+            .filter(|v| v.mechanism == mechanism)
     }
 
     /// True if `username` has an entry.
@@ -445,7 +530,7 @@ mod tests {
             .starts_with("pw:2: user 'alice': the password is not hashed"));
         assert_eq!(
             error("alice:$5$abc$def\n"),
-            "pw:1: user 'alice': unknown hash type '$5$' (expected $6$ or $7$)"
+            "pw:1: user 'alice': unknown hash type '$5$' (expected $6$, $7$ or $scram-sha-256$)"
         );
         assert_eq!(
             error("alice:$7$x$abc$def\n"),
@@ -487,7 +572,7 @@ mod tests {
             file.skipped(),
             [
                 "pw:1: expected USER:PASSWORD_HASH; line skipped".to_owned(),
-                "pw:3: user 'bob': the password is not hashed (expected $6$ or $7$; \
+                "pw:3: user 'bob': the password is not hashed (expected $6$ or $7$ or $scram-...$; \
                  `midge passwd -U FILE` hashes a plain-text file); line skipped"
                     .to_owned(),
                 "pw:4: empty user name; line skipped".to_owned(),
@@ -510,6 +595,47 @@ mod tests {
         let file = PasswordFile::parse(&format!("nopw:{hash}\n"), "pw").unwrap();
         assert!(!file.verify("nopw", b""), "empty or missing password");
         assert!(!file.verify("nopw", b"x"));
+    }
+
+    #[test]
+    fn scram_lines_load_verify_plain_passwords_and_print_back() {
+        let algorithm = HashAlgorithm::Scram {
+            mechanism: Mechanism::Sha256,
+            iterations: 16,
+        };
+        let dave = PasswordHash::new(b"pw4", algorithm).unwrap();
+        let erin = PasswordHash::new(
+            b"pw5",
+            HashAlgorithm::Scram {
+                mechanism: Mechanism::Sha512,
+                iterations: 8,
+            },
+        )
+        .unwrap();
+        let text = format!("alice:{ALICE_7}\ndave:{dave}\nerin:{erin}\n");
+        assert!(text.contains("dave:$scram-sha-256$16$"), "{text}");
+        let file = PasswordFile::parse(&text, "pw").unwrap();
+        assert!(file.skipped().is_empty(), "{:?}", file.skipped());
+        assert!(file.verify("dave", b"pw4") && !file.verify("dave", b"pw5"));
+        assert!(file.verify("erin", b"pw5"));
+        assert_eq!(file.get("dave").unwrap().to_string(), dave.to_string());
+        assert_eq!(PasswordHash::parse(&erin.to_string()).unwrap(), erin);
+        assert!(file.scram_verifier("dave", Mechanism::Sha256).is_some());
+        assert!(file.scram_verifier("dave", Mechanism::Sha512).is_none());
+        assert!(file.scram_verifier("alice", Mechanism::Sha256).is_none());
+        assert_eq!(
+            error("x:$scram-sha-1$1$YWJj$YWJj$YWJj\n"),
+            "pw:1: user 'x': unknown SCRAM mechanism '$scram-sha-1$' \
+             (expected $scram-sha-256$ or $scram-sha-512$)"
+        );
+        assert_eq!(
+            error("x:$scram-sha-256\n"),
+            "pw:1: user 'x': expected $scram-sha-256$ITERATIONS$SALT$STOREDKEY$SERVERKEY"
+        );
+        assert_eq!(
+            error("x:$scram-sha-512$3$YWJj$YWJj$YWJj\n"),
+            "pw:1: user 'x': the stored key is 3 bytes, expected 64"
+        );
     }
 
     #[test]
