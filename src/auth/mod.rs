@@ -21,6 +21,7 @@ use std::sync::Arc;
 use crate::config::Config;
 
 pub mod acl;
+pub mod enhanced;
 pub mod passwd;
 pub mod password;
 pub mod scram;

@@ -469,6 +469,45 @@ pub fn decoy_verifier(mechanism: Mechanism, username: &str, secret: &[u8]) -> Ve
     }
 }
 
+/// The client side (tests, and a client of midge such as a bridge): client-final for
+/// `password` given server-first, and the server-final a genuine server answers.
+/// `client_first_bare` and `gs2_header` are what the client sent in client-first.
+pub fn client_final(
+    mechanism: Mechanism,
+    password: &[u8],
+    client_first_bare: &str,
+    server_first: &str,
+    gs2_header: &str,
+) -> Result<(String, String), ScramError> {
+    let (mut nonce, mut salt, mut iterations) = (None, None, None);
+    for field in server_first.split(',') {
+        if let Some(r) = field.strip_prefix("r=") {
+            nonce = Some(r);
+        } else if let Some(s) = field.strip_prefix("s=") {
+            salt = STANDARD.decode(s).ok();
+        } else if let Some(i) = field.strip_prefix("i=") {
+            iterations = i.parse::<u32>().ok().filter(|&i| i > 0);
+        }
+    }
+    let (Some(nonce), Some(salt), Some(iterations)) = (nonce, salt, iterations) else {
+        return Err(ScramError::InvalidEncoding);
+    };
+    let m = mechanism;
+    let salted = m.salted_password(password, &salt, iterations);
+    let client_key = m.hmac(&salted, &[b"Client Key"]);
+    let stored_key = m.hash(&client_key);
+    let without_proof = format!("c={},r={nonce}", STANDARD.encode(gs2_header));
+    let auth = format!("{client_first_bare},{server_first},{without_proof}");
+    let signature = m.hmac(&stored_key, &[auth.as_bytes()]);
+    let proof: Vec<u8> = client_key.iter().zip(&signature).map(|(a, b)| a ^ b).collect();
+    let server_key = m.hmac(&salted, &[b"Server Key"]);
+    let expected = m.hmac(&server_key, &[auth.as_bytes()]);
+    Ok((
+        format!("{without_proof},p={}", STANDARD.encode(proof)),
+        format!("v={}", STANDARD.encode(expected)),
+    ))
+}
+
 #[cfg(test)]
 #[path = "scram_tests.rs"]
 mod tests;
