@@ -499,7 +499,11 @@ pub fn client_final(
     let without_proof = format!("c={},r={nonce}", STANDARD.encode(gs2_header));
     let auth = format!("{client_first_bare},{server_first},{without_proof}");
     let signature = m.hmac(&stored_key, &[auth.as_bytes()]);
-    let proof: Vec<u8> = client_key.iter().zip(&signature).map(|(a, b)| a ^ b).collect();
+    let proof: Vec<u8> = client_key
+        .iter()
+        .zip(&signature)
+        .map(|(a, b)| a ^ b)
+        .collect();
     let server_key = m.hmac(&salted, &[b"Server Key"]);
     let expected = m.hmac(&server_key, &[auth.as_bytes()]);
     Ok((

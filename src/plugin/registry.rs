@@ -15,7 +15,7 @@ pub type Constructor = fn(&PluginOptions) -> Result<Arc<dyn Plugin>, String>;
 
 /// The plugins compiled into midge, by the name `plugin builtin:NAME` uses. Other parts add
 /// their row here (one line each: `("http", super::builtin::http::new)`).
-pub const BUILTINS: &[(&str, Constructor)] = &[];
+pub const BUILTINS: &[(&str, Constructor)] = &[("scram", super::builtin::scram::new)];
 
 /// The plugin of one configuration line, made and configured (not yet scoped to a listener).
 pub fn load(spec: &PluginSpec) -> Result<Arc<dyn Plugin>, String> {

@@ -1,1 +1,3 @@
 //! Plugins compiled into midge, named by `plugin builtin:NAME` (see `registry::BUILTINS`).
+
+pub mod scram;

@@ -203,7 +203,10 @@ impl ScramShard {
 
     fn last(&mut self, key: ConnKey, client: &ClientInfo<'_>, data: &[u8]) -> ExtendedAuth {
         let Some(pending) = self.pending.remove(&key) else {
-            log::info!("SCRAM from {}: client-final without an exchange.", peer(client));
+            log::info!(
+                "SCRAM from {}: client-final without an exchange.",
+                peer(client)
+            );
             return ExtendedAuth::Deny;
         };
         let name = pending.exchange.mechanism().name();
@@ -229,7 +232,9 @@ impl ScramShard {
 }
 
 fn peer(client: &ClientInfo<'_>) -> String {
-    client.peer.map_or_else(|| "?".to_owned(), |p| p.to_string())
+    client
+        .peer
+        .map_or_else(|| "?".to_owned(), |p| p.to_string())
 }
 
 impl ShardPlugin for ScramShard {
