@@ -69,6 +69,15 @@ impl EnhancedAuth {
         }
     }
 
+    /// A connection that authenticated with `method` (none running: re-authentication may
+    /// start one).
+    pub fn connected(method: &str) -> EnhancedAuth {
+        EnhancedAuth {
+            method: method.into(),
+            exchange: None,
+        }
+    }
+
     /// Counts one more step of the running exchange (started now if none runs) carrying
     /// `data_len` bytes of Authentication Data, or says which bound it breaks.
     pub fn step(&mut self, now: Instant, data_len: usize) -> Result<(), Bound> {

