@@ -2,9 +2,12 @@
 //! (and mosquitto 1.x's `auth_plugin` / `auth_opt_KEY VALUE`), as parsed. The plugins
 //! themselves are loaded by `plugin::registry`.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use crate::plugin::PluginOptions;
+/// `plugin_opt_KEY VALUE` lines, prefix stripped (the same type as
+/// `plugin::PluginOptions`, named here so that `config` does not depend on `plugin`).
+pub type PluginOptions = BTreeMap<String, String>;
 
 /// Where a plugin comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]

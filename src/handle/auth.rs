@@ -49,7 +49,10 @@ pub(super) fn handle_auth_connecting(cx: &mut Ctx<'_>, auth: Auth) -> bool {
         .and_then(|a| a.exchange.as_mut())
         .and_then(|e| e.connect.take());
     let Some(connect) = parked else {
-        return cx.protocol_error(v5::PROTOCOL_ERROR, "AUTH before CONNECT [MQTT-3.1.0-1]".into());
+        return cx.protocol_error(
+            v5::PROTOCOL_ERROR,
+            "AUTH before CONNECT [MQTT-3.1.0-1]".into(),
+        );
     };
     if auth.reason != v5::CONTINUE_AUTHENTICATION {
         let reason = format!(
@@ -59,7 +62,11 @@ pub(super) fn handle_auth_connecting(cx: &mut Ctx<'_>, auth: Auth) -> bool {
         return cx.protocol_error(v5::PROTOCOL_ERROR, reason);
     }
     let method = auth.properties.authentication_method.as_deref();
-    if !cx.enhanced_auth().as_ref().is_some_and(|a| a.same_method(method)) {
+    if !cx
+        .enhanced_auth()
+        .as_ref()
+        .is_some_and(|a| a.same_method(method))
+    {
         let reason = "AUTH with another authentication method than CONNECT's [MQTT-4.12.0-5]";
         return cx.protocol_error(v5::PROTOCOL_ERROR, reason.into());
     }
@@ -102,7 +109,11 @@ fn step_connect(cx: &mut Ctx<'_>, connect: Connect, data: Option<Bytes>, start: 
 }
 
 /// A deferred answer (`Later::answer_extended`) for a CONNECT parked by its exchange.
-pub(crate) fn extended_auth_answer(mut cx: Ctx<'_>, connect: Connect, answer: ExtendedAuth) -> bool {
+pub(crate) fn extended_auth_answer(
+    mut cx: Ctx<'_>,
+    connect: Connect,
+    answer: ExtendedAuth,
+) -> bool {
     let answer = match answer {
         // [`Later::answer_extended`]: these two count as a refusal.
         ExtendedAuth::Pass | ExtendedAuth::Later => ExtendedAuth::Deny,
@@ -112,15 +123,28 @@ pub(crate) fn extended_auth_answer(mut cx: Ctx<'_>, connect: Connect, answer: Ex
 }
 
 /// What the plugins answered to a step of CONNECT's exchange.
-fn connect_answer(cx: &mut Ctx<'_>, mut connect: Connect, answer: ExtendedAuth, serial: u64) -> bool {
+fn connect_answer(
+    cx: &mut Ctx<'_>,
+    mut connect: Connect,
+    answer: ExtendedAuth,
+    serial: u64,
+) -> bool {
     let max = connect.properties.maximum_packet_size.unwrap_or(0);
     match answer {
         ExtendedAuth::Continue(data) => {
             let method = connect.properties.authentication_method.clone();
             if !send_auth(cx, v5::CONTINUE_AUTHENTICATION, method, Some(data), max) {
-                return refuse(cx, max, NOT_AUTHORIZED, "AUTH over the client's maximum packet size");
+                return refuse(
+                    cx,
+                    max,
+                    NOT_AUTHORIZED,
+                    "AUTH over the client's maximum packet size",
+                );
             }
-            let parked = cx.enhanced_auth().as_mut().and_then(|a| a.exchange.as_mut());
+            let parked = cx
+                .enhanced_auth()
+                .as_mut()
+                .and_then(|a| a.exchange.as_mut());
             match parked {
                 Some(exchange) => {
                     exchange.connect = Some(Box::new(connect));
@@ -142,7 +166,11 @@ fn connect_answer(cx: &mut Ctx<'_>, mut connect: Connect, answer: ExtendedAuth, 
         ExtendedAuth::Pass => {
             let why = format!(
                 "no plugin provides authentication method '{}'",
-                connect.properties.authentication_method.as_deref().unwrap_or("")
+                connect
+                    .properties
+                    .authentication_method
+                    .as_deref()
+                    .unwrap_or("")
             );
             refuse(cx, max, BAD_AUTH_METHOD, &why)
         }
@@ -183,7 +211,8 @@ pub(super) fn handle_auth_session(cx: &mut SessionCtx<'_>, auth: Auth) -> bool {
     let method = auth.properties.authentication_method.as_deref();
     let (same, running) = match cx.enhanced_auth().as_ref() {
         None => {
-            let reason = "AUTH from a client that connected without authentication method [MQTT-4.12.0-7]";
+            let reason =
+                "AUTH from a client that connected without authentication method [MQTT-4.12.0-7]";
             return cx.protocol_error(v5::PROTOCOL_ERROR, reason.into());
         }
         Some(a) => (a.same_method(method), a.exchange.is_some()),
@@ -225,7 +254,11 @@ pub(super) fn handle_auth_session(cx: &mut SessionCtx<'_>, auth: Auth) -> bool {
     match answer {
         ExtendedAuth::Continue(d) => {
             if !send_auth(cx, v5::CONTINUE_AUTHENTICATION, Some(method), Some(d), max) {
-                return reauth_failed(cx, v5::NOT_AUTHORIZED, "AUTH over the client's maximum packet size".into());
+                return reauth_failed(
+                    cx,
+                    v5::NOT_AUTHORIZED,
+                    "AUTH over the client's maximum packet size".into(),
+                );
             }
             true
         }
@@ -234,12 +267,18 @@ pub(super) fn handle_auth_session(cx: &mut SessionCtx<'_>, auth: Auth) -> bool {
                 a.exchange = None;
             }
             if !send_auth(cx, v5::SUCCESS, Some(method), d, max) {
-                return reauth_failed(cx, v5::NOT_AUTHORIZED, "AUTH over the client's maximum packet size".into());
+                return reauth_failed(
+                    cx,
+                    v5::NOT_AUTHORIZED,
+                    "AUTH over the client's maximum packet size".into(),
+                );
             }
             log::info!("Client {} re-authenticated.", cx.label());
             true
         }
-        ExtendedAuth::Deny => reauth_failed(cx, v5::NOT_AUTHORIZED, "re-authentication failed".into()),
+        ExtendedAuth::Deny => {
+            reauth_failed(cx, v5::NOT_AUTHORIZED, "re-authentication failed".into())
+        }
         ExtendedAuth::Pass => reauth_failed(
             cx,
             v5::BAD_AUTHENTICATION_METHOD,

@@ -8,7 +8,7 @@
 //! shard (closed or moved to another shard), so the read loop stops touching it.
 
 mod ack;
-mod auth;
+pub(crate) mod auth;
 mod client_ids;
 mod connect;
 pub(crate) mod hooks;

@@ -17,6 +17,86 @@ pub type Constructor = fn(&PluginOptions) -> Result<Arc<dyn Plugin>, String>;
 /// their row here (one line each: `("http", super::builtin::http::new)`).
 pub const BUILTINS: &[(&str, Constructor)] = &[("scram", super::builtin::scram::new)];
 
+/// The plugins a broker runs, in the order the chain asks them: the in-process plugins a
+/// program gave `Broker::start_with_plugins`, then the configured ones (file order).
+#[derive(Default)]
+pub struct Loaded {
+    /// Added by the program (no configuration line, not reconfigured at reload).
+    pub in_process: Vec<Arc<dyn Plugin>>,
+    /// One per plugin line, with the line (reload configures them with its new options).
+    pub configured: Vec<(PluginSpec, Arc<dyn Plugin>)>,
+    /// Built-ins that run without a line, last in the chain: `builtin:scram` whenever a
+    /// password file is configured (see `builtin::scram::by_default`).
+    pub implicit: Vec<Arc<dyn Plugin>>,
+}
+
+impl Loaded {
+    /// Loads the plugins of `specs` behind `in_process`.
+    pub fn load(in_process: Vec<Arc<dyn Plugin>>, specs: &[PluginSpec]) -> Result<Loaded, String> {
+        let plugins = load_all(specs)?;
+        Ok(Loaded {
+            in_process,
+            configured: specs.iter().cloned().zip(plugins).collect(),
+            implicit: Vec::new(),
+        })
+    }
+
+    /// Every plugin in chain order.
+    pub fn all(&self) -> Vec<Arc<dyn Plugin>> {
+        let configured = self.configured.iter().map(|(_, p)| p.clone());
+        let implicit = self.implicit.iter().cloned();
+        self.in_process
+            .iter()
+            .cloned()
+            .chain(configured)
+            .chain(implicit)
+            .collect()
+    }
+
+    /// SIGHUP: each configured plugin gets its line's new options. The plugin lines
+    /// themselves (which plugins, in which order) change only with a restart: if they
+    /// differ, nothing is reconfigured and the error says so. A plugin's own refusal is
+    /// logged and its old options stay.
+    pub fn reconfigure(&self, specs: &[PluginSpec]) -> Result<Vec<String>, String> {
+        let same = specs.len() == self.configured.len()
+            && specs
+                .iter()
+                .zip(&self.configured)
+                .all(|(new, (old, _))| new.source == old.source && new.listener == old.listener);
+        if !same {
+            return Err(
+                "plugin lines changed: plugins are loaded only at start (restart to change them)"
+                    .into(),
+            );
+        }
+        let mut changes = Vec::new();
+        for (new, (old, plugin)) in specs.iter().zip(&self.configured) {
+            if new.options == old.options {
+                continue;
+            }
+            match configure(new, &**plugin) {
+                Ok(()) => changes.push(format!("plugin {}: new options", new.name())),
+                Err(e) => log::error!("Reload: {e}; its previous options stay in force."),
+            }
+        }
+        Ok(changes)
+    }
+}
+
+impl std::fmt::Debug for Loaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.all_names().collect();
+        f.debug_struct("Loaded").field("plugins", &names).finish()
+    }
+}
+
+impl Loaded {
+    fn all_names(&self) -> impl Iterator<Item = &str> {
+        let configured = self.configured.iter().map(|(_, p)| p.name());
+        self.in_process.iter().map(|p| p.name()).chain(configured)
+    }
+}
+
 /// The plugin of one configuration line, made and configured (not yet scoped to a listener).
 pub fn load(spec: &PluginSpec) -> Result<Arc<dyn Plugin>, String> {
     let plugin = match &spec.source {

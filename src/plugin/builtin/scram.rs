@@ -81,6 +81,18 @@ pub fn new(options: &PluginOptions) -> Result<Arc<dyn Plugin>, String> {
     Ok(Arc::new(plugin))
 }
 
+/// Whether `config` gets `builtin:scram` without a `plugin` line: when a password file is
+/// configured (globally or for a listener) and no line names it already.
+pub fn by_default(config: &crate::config::Config) -> bool {
+    let has_line = config
+        .plugins
+        .iter()
+        .any(|p| p.source == crate::config::PluginSource::Builtin("scram".into()));
+    let has_file = config.password_file.is_some()
+        || config.listeners.iter().any(|l| l.password_file.is_some());
+    has_file && !has_line
+}
+
 impl Scram {
     pub fn new() -> Result<Scram, String> {
         let mut secret = [0u8; 32];
