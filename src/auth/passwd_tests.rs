@@ -115,6 +115,15 @@ fn scram_verifiers_are_written_with_dash_s() {
     assert!(p.verify("alice", b"one") && p.verify("bob", b"two"));
     assert!(p.scram_verifier("alice", Mechanism::Sha256).is_some());
     assert!(p.scram_verifier("bob", Mechanism::Sha512).is_some());
+    std::fs::write(&f, format!("{text}dave:four\n")).unwrap();
+    run_args(&["-U", "-S", "sha512", "-I", "5", fs]).unwrap();
+    let after = std::fs::read_to_string(&f).unwrap();
+    assert!(
+        after.starts_with(&text),
+        "verifiers and hashes stay: {after}"
+    );
+    assert!(after.contains("\ndave:$scram-sha-512$5$"), "{after}");
+    assert!(PasswordFile::load(&f).unwrap().verify("dave", b"four"));
     let e = |l: &[&str]| run_args(l).unwrap_err().to_string();
     assert_eq!(
         e(&["-S", "md5", "-b", fs, "u", "p"]),
