@@ -300,3 +300,101 @@ fn an_exchange_is_bounded_in_steps() {
     assert_eq!(code, rc::NOT_AUTHORIZED);
     broker.shutdown().unwrap();
 }
+
+/// A method whose every step is answered later, from another thread: `DEFER` continues once
+/// then succeeds, `DEFER-NO` refuses.
+struct Deferred;
+struct DeferredShard;
+
+impl Plugin for Deferred {
+    fn name(&self) -> &str {
+        "deferred"
+    }
+    fn configure(&self, _: &PluginOptions) -> Result<(), String> {
+        Ok(())
+    }
+    fn shard(&self, _: usize, _: usize) -> Box<dyn ShardPlugin> {
+        Box::new(DeferredShard)
+    }
+}
+
+impl ShardPlugin for DeferredShard {
+    fn events(&self) -> Events {
+        Events::EXTENDED_AUTH
+    }
+    fn extended_auth(
+        &mut self,
+        _: &ClientInfo<'_>,
+        step: &AuthStep<'_>,
+        later: Later,
+    ) -> ExtendedAuth {
+        let answer = match (step.method, step.start, step.data) {
+            ("DEFER", true, _) => ExtendedAuth::Continue(Bytes::from_static(b"challenge")),
+            ("DEFER", false, Some(b"response")) => {
+                ExtendedAuth::Success(Some(Bytes::from_static(b"welcome")))
+            }
+            ("DEFER" | "DEFER-NO", _, _) => ExtendedAuth::Deny,
+            _ => return ExtendedAuth::Pass,
+        };
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            later.answer_extended(answer);
+        });
+        ExtendedAuth::Later
+    }
+}
+
+#[test]
+fn deferred_steps_continue_and_succeed_through_the_inbox() {
+    if skip() {
+        return;
+    }
+    let config = midge::config::Config::parse_str(
+        "listener 0 127.0.0.1\nallow_anonymous true\nsys_interval 0\n",
+        "enhanced-auth-test",
+    )
+    .unwrap();
+    let broker =
+        midge::broker::Broker::start_with_plugins(config, vec![Arc::new(Deferred)]).unwrap();
+    let port = broker.local_addrs()[0].port();
+    let with_method = |method: &str| {
+        let mut c = connect(&unique_id("defer"));
+        c.properties.authentication_method = Some(method.into());
+        c
+    };
+    let mut v = V5::tcp(port);
+    v.send(&Packet::Connect(with_method("DEFER")));
+    let Packet::Auth(a) = v.next() else {
+        panic!("expected AUTH 0x18")
+    };
+    assert_eq!(a.reason, rc::CONTINUE_AUTHENTICATION);
+    assert_eq!(
+        a.properties.authentication_data.as_deref(),
+        Some(&b"challenge"[..])
+    );
+    let mut reply = auth_packet(rc::CONTINUE_AUTHENTICATION, "DEFER");
+    if let Packet::Auth(a) = &mut reply {
+        a.properties.authentication_data = Some(Bytes::from_static(b"response"));
+    }
+    v.send(&reply);
+    let Packet::ConnAck(ack) = v.next() else {
+        panic!("expected CONNACK")
+    };
+    assert_eq!(ack.code, 0, "{ack:?}");
+    assert_eq!(
+        ack.properties.authentication_method.as_deref(),
+        Some("DEFER")
+    );
+    assert_eq!(
+        ack.properties.authentication_data.as_deref(),
+        Some(&b"welcome"[..])
+    );
+    v.ping();
+    let mut v = V5::tcp(port);
+    v.send(&Packet::Connect(with_method("DEFER-NO")));
+    let Packet::ConnAck(ack) = v.next() else {
+        panic!("expected CONNACK")
+    };
+    assert_eq!(ack.code, rc::NOT_AUTHORIZED, "a deferred Deny: {ack:?}");
+    broker.shutdown().unwrap();
+}

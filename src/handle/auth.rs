@@ -32,10 +32,20 @@ use crate::shard::Close;
 use super::connect::{connect_accepted, refuse, BAD_AUTH_METHOD, NOT_AUTHORIZED};
 
 /// CONNECT named an Authentication Method: the first step of its exchange.
-pub(super) fn start(cx: &mut Ctx<'_>, connect: Connect) -> bool {
+pub(super) fn start(cx: &mut Ctx<'_>, mut connect: Connect) -> bool {
     let Some(method) = connect.properties.authentication_method.clone() else {
         return super::hooks::authenticate(cx, connect);
     };
+    if let Some(identity) = cx.required_tls_identity() {
+        // `use_identity_as_username` / `use_subject_as_username` still name the client (as
+        // for basic auth); the method must then authenticate that name.
+        let Some(identity) = identity else {
+            let max = connect.properties.maximum_packet_size.unwrap_or(0);
+            return refuse(cx, max, NOT_AUTHORIZED, "no client certificate identity");
+        };
+        connect.username = Some(String::from(identity).into());
+        connect.password = None;
+    }
     *cx.enhanced_auth() = Some(Box::new(EnhancedAuth::starting(&method, Instant::now())));
     let data = connect.properties.authentication_data.clone();
     step_connect(cx, connect, data, true)
