@@ -178,3 +178,39 @@ fn an_unknown_user_gets_a_stable_decoy_and_fails_at_the_proof() {
         Err(ScramError::InvalidProof)
     );
 }
+
+/// What a SCRAM step costs the shard, against what a plain-password check of the same line
+/// costs the worker pool: `cargo test --lib scram_cost -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn scram_cost() {
+    use std::time::Instant;
+    let v = Verifier::with_salt(b"pencil", Mechanism::Sha256, 4096, vec![7; SALT_LEN]);
+    let bare = "n=user,r=rOprNGfwEbeRWgbNEkqO";
+    let first = parse_client_first(format!("n,,{bare}").as_bytes()).unwrap();
+    let (exchange, server_first) = Exchange::start(&first, v.clone(), "snonce");
+    let (fin, _) = client_final(Mechanism::Sha256, b"pencil", bare, &server_first, "n,,");
+    let n = 2000;
+    let t = Instant::now();
+    for _ in 0..n {
+        let first = parse_client_first(format!("n,,{bare}").as_bytes()).unwrap();
+        let (e, _) = Exchange::start(&first, v.clone(), &random_nonce().unwrap());
+        std::hint::black_box(e);
+    }
+    let start = t.elapsed() / n;
+    let t = Instant::now();
+    for _ in 0..n {
+        exchange.finish(fin.as_bytes()).unwrap();
+    }
+    let finish = t.elapsed() / n;
+    let t = Instant::now();
+    for _ in 0..5 {
+        assert!(v.verify_password(b"pencil"));
+    }
+    let plain = t.elapsed() / 5;
+    println!(
+        "SCRAM-SHA-256 server, per exchange: client-first + server-first {start:?}, \
+         client-final check + server-final {finish:?}; plain password against the same \
+         verifier (PBKDF2, 4096 iterations, off the loop) {plain:?}"
+    );
+}
