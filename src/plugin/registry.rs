@@ -28,6 +28,8 @@ pub struct Loaded {
     /// Built-ins that run without a line, last in the chain: `builtin:scram` whenever a
     /// password file is configured (see `builtin::scram::by_default`).
     pub implicit: Vec<Arc<dyn Plugin>>,
+    /// The password file as a plugin, last (set by the broker, which owns the files).
+    pub password: Option<Arc<super::builtin::password::PasswordPlugin>>,
 }
 
 impl Loaded {
@@ -38,18 +40,23 @@ impl Loaded {
             in_process,
             configured: specs.iter().cloned().zip(plugins).collect(),
             implicit: Vec::new(),
+            password: None,
         })
     }
 
-    /// Every plugin in chain order.
+    /// Every plugin in chain order: in-process, configured, the implicit built-ins
+    /// (`builtin:scram`), then the built-in password file (the ACL file follows them all,
+    /// called directly: `builtin::acl`).
     pub fn all(&self) -> Vec<Arc<dyn Plugin>> {
         let configured = self.configured.iter().map(|(_, p)| p.clone());
         let implicit = self.implicit.iter().cloned();
+        let password = self.password.iter().map(|p| p.clone() as Arc<dyn Plugin>);
         self.in_process
             .iter()
             .cloned()
             .chain(configured)
             .chain(implicit)
+            .chain(password)
             .collect()
     }
 
