@@ -398,3 +398,18 @@ fn deferred_steps_continue_and_succeed_through_the_inbox() {
     assert_eq!(ack.code, rc::NOT_AUTHORIZED, "a deferred Deny: {ack:?}");
     broker.shutdown().unwrap();
 }
+
+#[test]
+fn an_explicit_plugin_line_is_the_same_plugin() {
+    if skip() {
+        return;
+    }
+    let f = files();
+    let b = f.broker(false, &["plugin builtin:scram"]);
+    let r = scram(b.port(), "connect", &[]);
+    assert_eq!(
+        (r["connack"].clone(), r["server_ok"].clone()),
+        (json!(0), json!(true)),
+        "{r}"
+    );
+}

@@ -230,3 +230,16 @@ fn the_password_file_is_scoped_to_the_call() {
     opts.insert("x".into(), "y".into());
     assert!(new(&opts).err().unwrap().contains("plugin_opt_x"));
 }
+
+#[test]
+fn on_by_default_with_a_password_file_unless_a_line_names_it() {
+    let config = |text: &str| crate::config::Config::parse_str(text, "t.conf").unwrap();
+    assert!(!by_default(&config("listener 1883\n")));
+    assert!(by_default(&config("password_file /x\n")));
+    assert!(by_default(&config(
+        "per_listener_settings true\nlistener 1883\npassword_file /x\n"
+    )));
+    assert!(!by_default(&config(
+        "password_file /x\nplugin builtin:scram\n"
+    )));
+}
