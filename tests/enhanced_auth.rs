@@ -413,3 +413,28 @@ fn an_explicit_plugin_line_is_the_same_plugin() {
         "{r}"
     );
 }
+
+#[test]
+fn a_client_that_stops_answering_is_closed_after_connect_timeout() {
+    if skip() {
+        return;
+    }
+    let f = files();
+    let b = f.broker(false, &["connect_timeout 1"]);
+    let mut c = connect(&unique_id("silent"));
+    c.properties.authentication_method = Some("SCRAM-SHA-256".into());
+    c.properties.authentication_data = Some(Bytes::from_static(b"n,,n=alice,r=abc"));
+    let mut v = V5::tcp(b.port());
+    v.send(&Packet::Connect(c));
+    let Packet::Auth(a) = v.next() else {
+        panic!("expected AUTH 0x18")
+    };
+    assert_eq!(a.reason, rc::CONTINUE_AUTHENTICATION);
+    let started = std::time::Instant::now();
+    v.until_closed(Duration::from_secs(5));
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+}
