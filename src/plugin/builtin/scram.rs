@@ -243,6 +243,13 @@ impl ScramShard {
     }
 }
 
+/// This plugin answers at once: its handle goes without the refusal a dropped handle
+/// delivers (one inbox message and wake-up of the shard per step, for nothing: the answer is
+/// already taken as stale, but it costs). Crate-internal: the sink is `pub(crate)`.
+fn discard(mut later: Later) {
+    later.inner = None;
+}
+
 fn peer(client: &ClientInfo<'_>) -> String {
     client
         .peer
@@ -258,8 +265,9 @@ impl ShardPlugin for ScramShard {
         &mut self,
         client: &ClientInfo<'_>,
         step: &AuthStep<'_>,
-        _later: Later,
+        later: Later,
     ) -> ExtendedAuth {
+        discard(later);
         let Some(mechanism) = Mechanism::from_name(step.method) else {
             return ExtendedAuth::Pass;
         };
