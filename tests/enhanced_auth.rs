@@ -334,6 +334,11 @@ impl ShardPlugin for DeferredShard {
                 ExtendedAuth::Success(Some(Bytes::from_static(b"welcome")))
             }
             ("DEFER" | "DEFER-NO", _, _) => ExtendedAuth::Deny,
+            ("DEFER-DROP", _, _) => {
+                // The handle dropped unanswered: a refusal.
+                std::thread::spawn(move || drop(later));
+                return ExtendedAuth::Later;
+            }
             _ => return ExtendedAuth::Pass,
         };
         std::thread::spawn(move || {
@@ -396,6 +401,12 @@ fn deferred_steps_continue_and_succeed_through_the_inbox() {
         panic!("expected CONNACK")
     };
     assert_eq!(ack.code, rc::NOT_AUTHORIZED, "a deferred Deny: {ack:?}");
+    let mut v = V5::tcp(port);
+    v.send(&Packet::Connect(with_method("DEFER-DROP")));
+    let Packet::ConnAck(ack) = v.next() else {
+        panic!("expected CONNACK")
+    };
+    assert_eq!(ack.code, rc::NOT_AUTHORIZED, "a dropped handle: {ack:?}");
     broker.shutdown().unwrap();
 }
 

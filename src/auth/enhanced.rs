@@ -95,6 +95,15 @@ impl EnhancedAuth {
         Ok(())
     }
 
+    /// Whether the running exchange has gone past [`TIME_LIMIT`] (checked by the shard's
+    /// tick for a CONNECT parked on a plugin's deferred answer, where no packet comes to
+    /// check it).
+    pub fn overdue(&self, now: Instant) -> bool {
+        self.exchange
+            .as_ref()
+            .is_some_and(|e| now.saturating_duration_since(e.started) > TIME_LIMIT)
+    }
+
     /// Whether `method` is this connection's.
     pub fn same_method(&self, method: Option<&str>) -> bool {
         method == Some(&*self.method)
@@ -132,6 +141,8 @@ mod tests {
             Err(Bound::TooSlow)
         );
         assert_eq!(a.step(t0, MAX_AUTH_DATA + 1), Err(Bound::TooMuchData));
+        assert!(!a.overdue(t0) && a.overdue(t0 + TIME_LIMIT + Duration::from_millis(1)));
+        assert!(!EnhancedAuth::connected("M").overdue(t0 + TIME_LIMIT * 2));
         assert_eq!(
             Bound::TooManySteps.to_string(),
             "more than 10 authentication steps"

@@ -162,6 +162,15 @@ impl Ctx<'_> {
     pub(crate) fn password_checked(mut self, connect: Connect, allowed: bool) -> bool {
         if !allowed {
             let max = connect.properties.maximum_packet_size.unwrap_or(0);
+            if connect.properties.authentication_method.is_some() {
+                // A deferred enhanced-auth step whose handle was dropped unanswered.
+                return refuse(
+                    &mut self,
+                    max,
+                    NOT_AUTHORIZED,
+                    "enhanced authentication failed",
+                );
+            }
             return refuse(&mut self, max, BAD_CREDENTIALS, "bad username or password");
         }
         connect_accepted(&mut self, connect)
