@@ -223,6 +223,10 @@ impl Broker {
     ) -> io::Result<Broker> {
         let mut plugins = crate::plugin::registry::Loaded::load(plugins, &config.plugins)
             .map_err(io::Error::other)?;
+        if crate::plugin::builtin::scram::by_default(&config) {
+            let scram = crate::plugin::builtin::scram::Scram::new().map_err(io::Error::other)?;
+            plugins.implicit.push(Arc::new(scram));
+        }
         let auth = Auth::load(&config).map_err(|e| io::Error::other(e.to_string()))?;
         let shards = config
             .shards

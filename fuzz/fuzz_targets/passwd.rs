@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 
 use libfuzzer_sys::fuzz_target;
-use midge::auth::{HashAlgorithm, PasswordFile, PasswordHash};
+use midge::auth::{PasswordFile, PasswordHash};
 use midge::fuzzing::password_split_line;
 
 /// Above this PBKDF2 iteration count the file is not parsed whole: parsing hashes a decoy at the
@@ -32,10 +32,9 @@ fuzz_target!(|data: &[u8]| {
                 assert!(!user.is_empty() && !hash.is_empty());
                 match PasswordHash::parse(hash) {
                     Ok(h) => {
-                        if let HashAlgorithm::Sha512Pbkdf2 { iterations } = h.algorithm() {
-                            if iterations > MAX_ITERATIONS {
-                                return;
-                            }
+                        // PBKDF2 ($7$) and SCRAM verifiers alike.
+                        if h.algorithm().iterations() > MAX_ITERATIONS {
+                            return;
                         }
                         let printed = h.to_string();
                         let back = PasswordHash::parse(&printed)

@@ -21,8 +21,10 @@ use std::sync::Arc;
 use crate::config::Config;
 
 pub mod acl;
+pub mod enhanced;
 pub mod passwd;
 pub mod password;
+pub mod scram;
 pub mod topic;
 pub mod worker;
 pub mod x509;

@@ -5,7 +5,13 @@
 //! midge passwd [-H sha512|sha512-pbkdf2] [-I ITERATIONS] [-c | -D] FILE USER     (asks twice)
 //! midge passwd [-H sha512|sha512-pbkdf2] [-I ITERATIONS] [-c] -b FILE USER PASSWORD
 //! midge passwd -U FILE                             (hash a plain-text `user:password` file)
+//! midge passwd -S sha256|sha512 [-I ITERATIONS] [-c] [-b] FILE USER [PASSWORD]
 //! ```
+//! `-S` (midge's own; mosquitto_passwd has no `-S`) writes a SCRAM verifier
+//! (`$scram-sha-256$...`, see `auth::password`) instead of a mosquitto hash: the user can then
+//! log in with MQTT 5 enhanced authentication (SCRAM-SHA-256 / -512) and with a plain password
+//! as before. `-I` sets its iterations (default 4096, RFC 7677's minimum). With `-U`, every
+//! plain-text line becomes a verifier.
 //! Differences from mosquitto_passwd 2.0.11, all on the safe side: comment and blank lines are
 //! kept when a file is updated (mosquitto_passwd calls them corrupt); `-U` leaves lines that are
 //! already hashed alone (mosquitto_passwd hashes them a second time, locking those users out);
@@ -19,6 +25,7 @@ use std::io::{self, BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use super::password::{split_line, HashAlgorithm, PasswordHash, DEFAULT_ITERATIONS};
+use super::scram::{self, Mechanism};
 use super::AuthError;
 
 /// The arguments of `midge passwd` (mosquitto_passwd's).
@@ -28,7 +35,8 @@ use super::AuthError;
     after_help = "Usage forms:\n  \
         midge passwd [-H sha512|sha512-pbkdf2] [-I N] [-c | -D] FILE USER\n  \
         midge passwd [-H sha512|sha512-pbkdf2] [-I N] [-c] -b FILE USER PASSWORD\n  \
-        midge passwd -U FILE"
+        midge passwd -U FILE\n  \
+        midge passwd -S sha256|sha512 [-I N] [-c] [-b] FILE USER [PASSWORD]"
 )]
 pub struct PasswdArgs {
     /// Create a new password file; an existing one is overwritten.
@@ -46,7 +54,12 @@ pub struct PasswdArgs {
     /// Hash algorithm: sha512-pbkdf2 (`$7$`, the default) or sha512 (`$6$`, mosquitto 1.x).
     #[arg(short = 'H', value_name = "sha512|sha512-pbkdf2")]
     pub hash: Option<String>,
-    /// PBKDF2 iterations for sha512-pbkdf2 (default 101, as mosquitto 2.0).
+    /// Write a SCRAM verifier (sha256 or sha512) for MQTT 5 enhanced authentication
+    /// (SCRAM-SHA-256 / SCRAM-SHA-512) rather than a mosquitto hash; it verifies plain
+    /// passwords too. midge's own option (not in mosquitto_passwd).
+    #[arg(short = 'S', value_name = "sha256|sha512")]
+    pub scram: Option<String>,
+    /// PBKDF2 iterations for sha512-pbkdf2 (default 101, as mosquitto 2.0) or -S (default 4096).
     #[arg(short = 'I', value_name = "ITERATIONS")]
     pub iterations: Option<u32>,
     /// The password file.
@@ -67,6 +80,28 @@ fn usage(message: &str) -> AuthError {
 impl PasswdArgs {
     /// The hash algorithm said by `-H` and `-I`.
     pub fn algorithm(&self) -> Result<HashAlgorithm, AuthError> {
+        if let Some(scram) = self.scram.as_deref() {
+            if self.hash.is_some() {
+                return Err(usage("-S and -H cannot be used together"));
+            }
+            let mechanism = match scram {
+                "sha256" | "sha-256" => Mechanism::Sha256,
+                "sha512" | "sha-512" => Mechanism::Sha512,
+                other => {
+                    return Err(usage(&format!(
+                        "-S: unknown SCRAM hash '{other}' (expected sha256 or sha512)"
+                    )))
+                }
+            };
+            let iterations = self.iterations.unwrap_or(scram::DEFAULT_ITERATIONS);
+            if iterations == 0 {
+                return Err(usage("-I: the number of iterations must be at least 1"));
+            }
+            return Ok(HashAlgorithm::Scram {
+                mechanism,
+                iterations,
+            });
+        }
         match (self.hash.as_deref(), self.iterations) {
             (None | Some("sha512-pbkdf2"), iterations) => {
                 let iterations = iterations.unwrap_or(DEFAULT_ITERATIONS);
@@ -311,136 +346,5 @@ fn read_password() -> Result<String, AuthError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::auth::PasswordFile;
-
-    fn args(list: &[&str]) -> PasswdArgs {
-        #[derive(clap::Parser)]
-        struct Wrap {
-            #[command(flatten)]
-            a: PasswdArgs,
-        }
-        use clap::Parser;
-        Wrap::try_parse_from(std::iter::once("passwd").chain(list.iter().copied()))
-            .unwrap_or_else(|e| panic!("{e}"))
-            .a
-    }
-
-    fn run_args(list: &[&str]) -> Result<(), AuthError> {
-        run(&args(list))
-    }
-
-    #[test]
-    fn create_update_delete() {
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("pw");
-        let fs = f.to_str().unwrap();
-        run_args(&["-c", "-b", fs, "alice", "one"]).unwrap();
-        run_args(&["-b", "-H", "sha512", fs, "bob", "two"]).unwrap();
-        run_args(&["-b", "-I", "7", fs, "carol", "-three"]).unwrap();
-        let text = std::fs::read_to_string(&f).unwrap();
-        let lines: Vec<&str> = text.lines().collect();
-        assert!(lines[0].starts_with("alice:$7$101$"), "{text}");
-        assert!(lines[1].starts_with("bob:$6$"), "{text}");
-        assert!(lines[2].starts_with("carol:$7$7$"), "{text}");
-        let p = PasswordFile::load(&f).unwrap();
-        assert!(p.verify("alice", b"one") && p.verify("bob", b"two"));
-        assert!(p.verify("carol", b"-three"));
-        // Update keeps the order and the other users.
-        run_args(&["-b", fs, "alice", "uno"]).unwrap();
-        let p = PasswordFile::load(&f).unwrap();
-        assert!(p.verify("alice", b"uno") && !p.verify("alice", b"one"));
-        assert!(std::fs::read_to_string(&f).unwrap().starts_with("alice:"));
-        run_args(&["-D", fs, "bob"]).unwrap();
-        let p = PasswordFile::load(&f).unwrap();
-        assert_eq!(p.len(), 2);
-        assert!(!p.contains("bob"));
-        let e = run_args(&["-D", fs, "bob"]).unwrap_err().to_string();
-        assert!(e.starts_with("user 'bob' not found in"), "{e}");
-        // -c overwrites.
-        run_args(&["-c", "-b", fs, "dave", "four"]).unwrap();
-        assert_eq!(PasswordFile::load(&f).unwrap().len(), 1);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&f).unwrap().permissions().mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
-    }
-
-    #[test]
-    fn update_keeps_comments_and_blank_lines() {
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("pw");
-        let fs = f.to_str().unwrap();
-        run_args(&["-c", "-b", fs, "alice", "one"]).unwrap();
-        let alice = std::fs::read_to_string(&f).unwrap();
-        std::fs::write(&f, format!("# team\n\n{alice}# end")).unwrap();
-        run_args(&["-b", fs, "bob", "two"]).unwrap();
-        let text = std::fs::read_to_string(&f).unwrap();
-        assert!(
-            text.starts_with(&format!("# team\n\n{alice}# end\nbob:$7$")),
-            "{text}"
-        );
-        // A line that is not USER:... is refused with FILE:LINE, the file is left alone.
-        std::fs::write(&f, "alice\n").unwrap();
-        let e = run_args(&["-b", fs, "bob", "two"]).unwrap_err().to_string();
-        assert_eq!(e, format!("{fs}:1: expected USER:PASSWORD_HASH"));
-        assert_eq!(std::fs::read_to_string(&f).unwrap(), "alice\n");
-    }
-
-    #[test]
-    fn upgrade_hashes_plain_lines_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("pw");
-        let fs = f.to_str().unwrap();
-        run_args(&["-c", "-b", fs, "alice", "one"]).unwrap();
-        let alice = std::fs::read_to_string(&f).unwrap();
-        std::fs::write(&f, format!("{alice}# c\nbob:two\ncarol:a:b c\n")).unwrap();
-        run_args(&["-U", fs]).unwrap();
-        let text = std::fs::read_to_string(&f).unwrap();
-        assert!(
-            text.starts_with(&format!("{alice}# c\nbob:$7$101$")),
-            "{text}"
-        );
-        let p = PasswordFile::load(&f).unwrap();
-        assert!(p.verify("alice", b"one"));
-        assert!(p.verify("bob", b"two"));
-        assert!(p.verify("carol", b"a:b c"));
-    }
-
-    #[test]
-    fn argument_errors() {
-        let e = |l: &[&str]| run_args(l).unwrap_err().to_string();
-        assert_eq!(
-            e(&["-c", "-D", "f", "u"]),
-            "-c and -D cannot be used together"
-        );
-        assert_eq!(e(&["-b", "f", "u"]), "-b needs a PASSWORD after USER");
-        assert_eq!(
-            e(&["f", "u", "p"]),
-            "a PASSWORD on the command line needs -b"
-        );
-        assert_eq!(
-            e(&["-b", "f", "a:b", "p"]),
-            "the user name must not contain ':'"
-        );
-        assert_eq!(e(&["-b", "-c", "f", "u", ""]), "empty password");
-        assert_eq!(
-            e(&["-H", "md5", "-b", "f", "u", "p"]),
-            "-H: unknown hash 'md5' (expected sha512 or sha512-pbkdf2)"
-        );
-        assert_eq!(
-            e(&["-H", "sha512", "-I", "5", "-b", "f", "u", "p"]),
-            "-I only applies to -H sha512-pbkdf2"
-        );
-        assert_eq!(e(&["-U", "f", "u"]), "-U takes only the password file");
-        assert_eq!(e(&["f"]), "missing USER (see midge passwd --help)");
-        let missing = e(&["-b", "/nonexistent/midge/pw", "u", "p"]);
-        assert!(
-            missing.starts_with("/nonexistent/midge/pw: cannot read:"),
-            "{missing}"
-        );
-    }
-}
+#[path = "passwd_tests.rs"]
+mod tests;

@@ -3,7 +3,13 @@
 //! One user per line, as `mosquitto_passwd` writes them:
 //! - `user:$6$<base64 salt>$<base64 hash>`: hash = SHA-512(password || salt) (mosquitto 1.x);
 //! - `user:$7$<iterations>$<base64 salt>$<base64 hash>`: hash = PBKDF2-HMAC-SHA512 with a
-//!   64-byte output (mosquitto 2.0's default, 101 iterations).
+//!   64-byte output (mosquitto 2.0's default, 101 iterations);
+//! - `user:$scram-sha-256$<iterations>$<salt>$<StoredKey>$<ServerKey>` (and `$scram-sha-512$`):
+//!   a SCRAM verifier (RFC 5802, see [`super::scram`]), written by `midge passwd -S`. midge's
+//!   own format (mosquitto skips such a line). It serves the MQTT 5 enhanced authentication
+//!   method of its hash (SCRAM-SHA-256 or -512) and basic auth as well: a plain password is
+//!   checked by recomputing StoredKey (PBKDF2, off the loop like `$7$`). One line per user:
+//!   a user has either a mosquitto hash or one SCRAM verifier.
 //!
 //! Salts are 12 random bytes, base64 is the standard alphabet with padding. This is not
 //! crypt(3): `$6$` here is *not* SHA-crypt. Blank lines and lines starting with `#` are skipped.
@@ -25,6 +31,7 @@ use base64::Engine;
 use sha2::{Digest, Sha512};
 use subtle::ConstantTimeEq;
 
+use super::scram::{self, Mechanism, Verifier};
 use super::AuthError;
 
 /// Salt length written by `mosquitto_passwd` (and by `midge passwd`).
@@ -41,6 +48,22 @@ pub enum HashAlgorithm {
     Sha512,
     /// `$7$`: PBKDF2-HMAC-SHA512 with this many iterations (`-H sha512-pbkdf2`, the default).
     Sha512Pbkdf2 { iterations: u32 },
+    /// `$scram-sha-256$` / `$scram-sha-512$`: a SCRAM verifier (`midge passwd -S`).
+    Scram {
+        mechanism: Mechanism,
+        iterations: u32,
+    },
+}
+
+impl HashAlgorithm {
+    /// The PBKDF2 iteration count of a verification (0 for one plain SHA-512).
+    pub fn iterations(self) -> u32 {
+        match self {
+            HashAlgorithm::Sha512 => 0,
+            HashAlgorithm::Sha512Pbkdf2 { iterations }
+            | HashAlgorithm::Scram { iterations, .. } => iterations,
+        }
+    }
 }
 
 impl Default for HashAlgorithm {
@@ -57,6 +80,9 @@ pub struct PasswordHash {
     algorithm: HashAlgorithm,
     salt: Vec<u8>,
     hash: [u8; HASH_LEN],
+    /// The verifier of a `Scram` entry (then `salt` is empty and `hash` unused): boxed, as
+    /// most files have none.
+    scram: Option<Box<Verifier>>,
 }
 
 impl fmt::Debug for PasswordHash {
@@ -71,7 +97,11 @@ impl fmt::Debug for PasswordHash {
 impl PasswordHash {
     /// Hashes `password` with a fresh random 12-byte salt.
     pub fn new(password: &[u8], algorithm: HashAlgorithm) -> Result<PasswordHash, AuthError> {
-        let mut salt = vec![0u8; SALT_LEN];
+        let len = match algorithm {
+            HashAlgorithm::Scram { .. } => scram::SALT_LEN,
+            _ => SALT_LEN,
+        };
+        let mut salt = vec![0u8; len];
         getrandom::fill(&mut salt)
             .map_err(|e| AuthError::Other(format!("cannot get random bytes for a salt: {e}")))?;
         Ok(PasswordHash::with_salt(password, algorithm, salt))
@@ -79,12 +109,40 @@ impl PasswordHash {
 
     /// Hashes `password` with the given salt (tests, known vectors).
     pub fn with_salt(password: &[u8], algorithm: HashAlgorithm, salt: Vec<u8>) -> PasswordHash {
+        if let HashAlgorithm::Scram {
+            mechanism,
+            iterations,
+        } = algorithm
+        {
+            return PasswordHash::from_verifier(Verifier::with_salt(
+                password, mechanism, iterations, salt,
+            ));
+        }
         let hash = digest(password, algorithm, &salt);
         PasswordHash {
             algorithm,
             salt,
             hash,
+            scram: None,
         }
+    }
+
+    /// The entry of a SCRAM verifier.
+    pub fn from_verifier(verifier: Verifier) -> PasswordHash {
+        PasswordHash {
+            algorithm: HashAlgorithm::Scram {
+                mechanism: verifier.mechanism,
+                iterations: verifier.iterations,
+            },
+            salt: Vec::new(),
+            hash: [0; HASH_LEN],
+            scram: Some(Box::new(verifier)),
+        }
+    }
+
+    /// The SCRAM verifier of this entry, if it is one.
+    pub fn scram(&self) -> Option<&Verifier> {
+        self.scram.as_deref()
     }
 
     /// Parses `$6$SALT$HASH` or `$7$ITERATIONS$SALT$HASH`; the error says what is wrong.
@@ -96,9 +154,11 @@ impl PasswordHash {
         };
         let mut parts = text.split('$');
         if parts.next() != Some("") {
-            return Err("the password is not hashed (expected $6$ or $7$; \
+            return Err(
+                "the password is not hashed (expected $6$ or $7$ or $scram-...$; \
                         `midge passwd -U FILE` hashes a plain-text file)"
-                .into());
+                    .into(),
+            );
         }
         let algorithm = match parts.next() {
             Some("6") => HashAlgorithm::Sha512,
@@ -113,9 +173,19 @@ impl PasswordHash {
                     }
                 }
             }
+            Some(tag) if tag.starts_with("scram-") => {
+                let Some(mechanism) = Mechanism::ALL.into_iter().find(|m| m.file_tag() == tag)
+                else {
+                    return Err(format!(
+                        "unknown SCRAM mechanism '${tag}$' (expected $scram-sha-256$ or $scram-sha-512$)"
+                    ));
+                };
+                let rest = text[1 + tag.len()..].strip_prefix('$').unwrap_or("");
+                return Verifier::parse_fields(mechanism, rest).map(PasswordHash::from_verifier);
+            }
             Some(other) => {
                 return Err(format!(
-                    "unknown hash type '${other}$' (expected $6$ or $7$)"
+                    "unknown hash type '${other}$' (expected $6$, $7$ or $scram-sha-256$)"
                 ))
             }
             None => return Err("empty hash".into()),
@@ -135,6 +205,7 @@ impl PasswordHash {
             algorithm,
             salt,
             hash,
+            scram: None,
         })
     }
 
@@ -147,6 +218,9 @@ impl PasswordHash {
     /// a `$7$` hash costs its iteration count in HMACs (slow on purpose: call it off the event
     /// loop).
     pub fn verify(&self, password: &[u8]) -> bool {
+        if let Some(verifier) = &self.scram {
+            return verifier.verify_password(password);
+        }
         let candidate = digest(password, self.algorithm, &self.salt);
         candidate.ct_eq(&self.hash).into()
     }
@@ -158,6 +232,10 @@ impl fmt::Display for PasswordHash {
         match self.algorithm {
             HashAlgorithm::Sha512 => write!(f, "$6$")?,
             HashAlgorithm::Sha512Pbkdf2 { iterations } => write!(f, "$7${iterations}$")?,
+            HashAlgorithm::Scram { .. } => {
+                let v = self.scram.as_ref().expect("a Scram entry has its verifier");
+                return write!(f, "${}", v.to_file_form());
+            }
         }
         write!(
             f,
@@ -181,6 +259,7 @@ fn digest(password: &[u8], algorithm: HashAlgorithm, salt: &[u8]) -> [u8; HASH_L
         HashAlgorithm::Sha512Pbkdf2 { iterations } => {
             pbkdf2::pbkdf2_hmac::<Sha512>(password, salt, iterations, &mut out);
         }
+        HashAlgorithm::Scram { .. } => unreachable!("SCRAM entries verify through their verifier"),
     }
     out
 }
@@ -248,10 +327,7 @@ impl PasswordFile {
         let decoy_algorithm = users
             .values()
             .map(|h| h.algorithm)
-            .max_by_key(|a| match a {
-                HashAlgorithm::Sha512 => 0,
-                HashAlgorithm::Sha512Pbkdf2 { iterations } => *iterations,
-            })
+            .max_by_key(|a| a.iterations())
             .unwrap_or_default();
         let decoy = Some(PasswordHash::with_salt(
             b"",
@@ -292,6 +368,15 @@ impl PasswordFile {
     /// The hash stored for `username`.
     pub fn get(&self, username: &str) -> Option<&PasswordHash> {
         self.users.get(username)
+    }
+
+    /// The SCRAM verifier of `username` for `mechanism`, if its line is one (a user with a
+    /// SCRAM-SHA-256 verifier has none for SCRAM-SHA-512).
+    pub fn scram_verifier(&self, username: &str, mechanism: Mechanism) -> Option<&Verifier> {
+        self.users
+            .get(username)
+            .and_then(|h| h.scram())
+            .filter(|v| v.mechanism == mechanism)
     }
 
     /// True if `username` has an entry.
@@ -337,195 +422,5 @@ pub(crate) fn split_line(raw: &str) -> Result<Option<(&str, &str)>, &'static str
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    // Made by Debian's mosquitto_passwd 2.0.11 (`-b`, then `-H sha512`, then `-I 1000`).
-    const ALICE_7: &str = "$7$101$eCx8auHoBbV2xAaU$v4fSUS09BUcOChROO1dqFMT7yq6VBt/zLPTHJ+8rOy60pJar5gYhKY9rp7nUhCRHrnnFX0TAeiF2Lzad/LJZVA==";
-    const BOB_6: &str = "$6$i+0wlo2GzCeMo0dW$Mb2oRryLuE4ImUmPv48Lx+As8c5S8gH0NMug8aQ+qxILa2Jj/PV/NzwtkTvvusYHFRfVq+d7Dr3LtA8q/Fesww==";
-    const CAROL_7_1000: &str = "$7$1000$/ruveaUWR6XW4ba/$6WQY8vrb67CoDNklh5Mpb4Z06mU+KapJOSTokGYVLYq1NkCzcHVLHiOJK2M5YlvcVXF0hhArZ9crUuUuFQHcnw==";
-
-    /// The one line `text` skips, without the "; line skipped" tail.
-    fn error(text: &str) -> String {
-        let file = PasswordFile::parse(text, "pw").unwrap();
-        match file.skipped() {
-            [one] => one.strip_suffix("; line skipped").unwrap().to_owned(),
-            other => panic!("expected one skipped line for {text:?}, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn mosquitto_passwd_vectors_verify() {
-        let alice = PasswordHash::parse(ALICE_7).unwrap();
-        assert_eq!(
-            alice.algorithm(),
-            HashAlgorithm::Sha512Pbkdf2 { iterations: 101 }
-        );
-        assert!(alice.verify(b"secret"));
-        assert!(!alice.verify(b"Secret"));
-        assert!(!alice.verify(b""));
-        let bob = PasswordHash::parse(BOB_6).unwrap();
-        assert_eq!(bob.algorithm(), HashAlgorithm::Sha512);
-        assert!(bob.verify(b"hunter2"));
-        assert!(!bob.verify(b"hunter"));
-        let carol = PasswordHash::parse(CAROL_7_1000).unwrap();
-        assert!(carol.verify(b"pw3"));
-        assert!(!carol.verify(b"pw4"));
-    }
-
-    #[test]
-    fn sha512_is_password_then_salt() {
-        // SHA-512("abc"): FIPS 180-2 vector, split as password "ab" + salt "c".
-        let h = PasswordHash::with_salt(b"ab", HashAlgorithm::Sha512, b"c".to_vec());
-        let expected = "ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a\
-                        2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f";
-        let hex: String = h.hash.iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(hex, expected);
-    }
-
-    #[test]
-    fn pbkdf2_hmac_sha512_known_vector() {
-        // RFC 6070-style vector for SHA-512 ("password", "salt", 1 iteration), first 64 bytes.
-        let h = PasswordHash::with_salt(
-            b"password",
-            HashAlgorithm::Sha512Pbkdf2 { iterations: 1 },
-            b"salt".to_vec(),
-        );
-        let hex: String = h.hash.iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(
-            hex,
-            "867f70cf1ade02cff3752599a3a53dc4af34c7a669815ae5d513554e1c8cf252\
-             c02d470a285a0501bad999bfe943c08f050235d7d68b1da55e63f73b60a57fce"
-        );
-    }
-
-    #[test]
-    fn hash_round_trips_through_text() {
-        for algorithm in [
-            HashAlgorithm::Sha512,
-            HashAlgorithm::Sha512Pbkdf2 { iterations: 101 },
-            HashAlgorithm::Sha512Pbkdf2 { iterations: 7 },
-        ] {
-            let h = PasswordHash::new(b"pw", algorithm).unwrap();
-            assert_eq!(h.salt.len(), SALT_LEN);
-            let text = h.to_string();
-            let back = PasswordHash::parse(&text).unwrap();
-            assert_eq!(back, h);
-            assert!(back.verify(b"pw"));
-            assert!(!back.verify(b"pw "));
-        }
-        let a = PasswordHash::new(b"pw", HashAlgorithm::Sha512).unwrap();
-        let b = PasswordHash::new(b"pw", HashAlgorithm::Sha512).unwrap();
-        assert_ne!(a.salt, b.salt, "salts are random");
-    }
-
-    #[test]
-    fn file_with_comments_blank_lines_and_crlf() {
-        let text = format!(
-            "# users\n\nalice:{ALICE_7}\r\n   \n  bob : {BOB_6} \n#carol:x\ncarol:{CAROL_7_1000}:extra\n"
-        );
-        let f = PasswordFile::parse(&text, "pw").unwrap();
-        assert_eq!(f.len(), 3);
-        assert!(f.verify("alice", b"secret"));
-        assert!(f.verify("bob", b"hunter2"));
-        assert!(f.verify("carol", b"pw3"));
-        assert!(!f.verify("alice", b"hunter2"));
-        assert!(!f.verify("nobody", b"secret"));
-        assert!(!f.verify("", b""));
-        assert!(f.contains("bob") && !f.contains("#carol"));
-        assert!(PasswordFile::parse("", "pw").unwrap().is_empty());
-    }
-
-    #[test]
-    fn each_bad_line_names_file_and_line() {
-        assert_eq!(error("\nalice\n"), "pw:2: expected USER:PASSWORD_HASH");
-        assert_eq!(error(&format!(":{BOB_6}\n")), "pw:1: empty user name");
-        assert_eq!(error("alice:\n"), "pw:1: empty password hash");
-        assert!(error("# c\nalice:secret\n")
-            .starts_with("pw:2: user 'alice': the password is not hashed"));
-        assert_eq!(
-            error("alice:$5$abc$def\n"),
-            "pw:1: user 'alice': unknown hash type '$5$' (expected $6$ or $7$)"
-        );
-        assert_eq!(
-            error("alice:$7$x$abc$def\n"),
-            "pw:1: user 'alice': bad iteration count 'x' (expected a whole number from 1)"
-        );
-        assert_eq!(
-            error("alice:$7$0$abc$def\n"),
-            "pw:1: user 'alice': bad iteration count '0' (expected a whole number from 1)"
-        );
-        assert_eq!(
-            error("alice:$6$abc\n"),
-            "pw:1: user 'alice': expected $6$SALT$HASH or $7$ITERATIONS$SALT$HASH"
-        );
-        assert_eq!(
-            error("alice:$6$!!$abc\n"),
-            "pw:1: user 'alice': the salt is not valid base64"
-        );
-        assert_eq!(
-            error("alice:$6$YWJj$!!\n"),
-            "pw:1: user 'alice': the hash is not valid base64"
-        );
-        assert_eq!(
-            error("alice:$6$YWJj$YWJj\n"),
-            "pw:1: user 'alice': the hash is 3 bytes, expected 64"
-        );
-        assert_eq!(
-            error(&format!("bob:{BOB_6}\n\nbob:{ALICE_7}\n")),
-            "pw:3: user 'bob' is already defined at line 1"
-        );
-    }
-
-    #[test]
-    fn bad_lines_are_skipped_and_the_good_ones_load() {
-        let text = format!(
-            "garbage\nalice:{ALICE_7}\nbob:plaintext\n:{BOB_6}\nalice:{BOB_6}\ncarol:{CAROL_7_1000}\n"
-        );
-        let file = PasswordFile::parse(&text, "pw").unwrap();
-        assert_eq!(
-            file.skipped(),
-            [
-                "pw:1: expected USER:PASSWORD_HASH; line skipped".to_owned(),
-                "pw:3: user 'bob': the password is not hashed (expected $6$ or $7$; \
-                 `midge passwd -U FILE` hashes a plain-text file); line skipped"
-                    .to_owned(),
-                "pw:4: empty user name; line skipped".to_owned(),
-                "pw:5: user 'alice' is already defined at line 2; line skipped".to_owned(),
-            ]
-        );
-        assert_eq!(file.len(), 2);
-        // The first definition stays; a skipped user cannot log in.
-        assert_eq!(file.get("alice").unwrap().to_string(), ALICE_7);
-        assert!(!file.contains("bob"));
-        assert!(!file.verify("bob", b"plaintext"));
-        assert!(file.contains("carol"));
-        // Nothing of a hash is echoed.
-        assert!(!file.skipped().concat().contains("$6$i+0w"));
-    }
-
-    #[test]
-    fn a_user_whose_password_is_empty_is_refused_without_one() {
-        let hash = PasswordHash::with_salt(b"", HashAlgorithm::Sha512, vec![7u8; SALT_LEN]);
-        let file = PasswordFile::parse(&format!("nopw:{hash}\n"), "pw").unwrap();
-        assert!(!file.verify("nopw", b""), "empty or missing password");
-        assert!(!file.verify("nopw", b"x"));
-    }
-
-    #[test]
-    fn missing_file_is_a_read_error() {
-        let e = PasswordFile::load("/nonexistent/midge/pw").unwrap_err();
-        assert!(
-            e.to_string()
-                .starts_with("/nonexistent/midge/pw: cannot read:"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn debug_does_not_show_the_hash() {
-        let h = PasswordHash::parse(BOB_6).unwrap();
-        let s = format!("{h:?}");
-        assert!(!s.contains("Mb2o") && !s.contains("i+0w"), "{s}");
-    }
-}
+#[path = "password_tests.rs"]
+mod tests;

@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use crate::auth::enhanced::EnhancedAuth;
 use crate::config::Config;
 use crate::protocol::reason::{v3, v5};
 use crate::protocol::{
@@ -50,7 +51,7 @@ const WILL_TOO_LARGE: Refusal = Refusal {
     v3: v3::NOT_AUTHORIZED,
     v5: v5::PACKET_TOO_LARGE,
 };
-const BAD_AUTH_METHOD: Refusal = Refusal {
+pub(super) const BAD_AUTH_METHOD: Refusal = Refusal {
     v3: v3::NOT_AUTHORIZED,
     v5: v5::BAD_AUTHENTICATION_METHOD,
 };
@@ -91,15 +92,6 @@ pub(super) fn handle_connect(cx: &mut Ctx<'_>, mut connect: Connect) -> bool {
             NOT_AUTHORIZED
         };
         return refuse(cx, max, refusal, why.reason);
-    }
-    if connect.properties.authentication_method.is_some() {
-        // Enhanced authentication needs a plugin that provides the method; none does yet.
-        return refuse(
-            cx,
-            max,
-            BAD_AUTH_METHOD,
-            "unsupported authentication method",
-        );
     }
     if let Some(will) = &mut connect.will {
         // Before its checks: the limits and the ACL see the full topic, as mosquitto's.
@@ -143,6 +135,11 @@ pub(super) fn handle_connect(cx: &mut Ctx<'_>, mut connect: Connect) -> bool {
         // with "identifier rejected" and so do we. (5.0 clients get Server Keep Alive.)
         return refuse(cx, max, ID_REJECTED, "keep-alive above max_keepalive");
     }
+    if connect.properties.authentication_method.is_some() {
+        // MQTT 5 enhanced authentication: the plugins that provide the method decide
+        // (`handle::auth`); CONNECT's user name and password are theirs to use or ignore.
+        return super::auth::start(cx, connect);
+    }
     super::hooks::authenticate(cx, connect)
 }
 
@@ -165,6 +162,15 @@ impl Ctx<'_> {
     pub(crate) fn password_checked(mut self, connect: Connect, allowed: bool) -> bool {
         if !allowed {
             let max = connect.properties.maximum_packet_size.unwrap_or(0);
+            if connect.properties.authentication_method.is_some() {
+                // A deferred enhanced-auth step whose handle was dropped unanswered.
+                return refuse(
+                    &mut self,
+                    max,
+                    NOT_AUTHORIZED,
+                    "enhanced authentication failed",
+                );
+            }
             return refuse(&mut self, max, BAD_CREDENTIALS, "bad username or password");
         }
         connect_accepted(&mut self, connect)
@@ -264,6 +270,12 @@ fn attach(cx: &mut Ctx<'_>, connect: Connect, client_id: ByteStr, assigned: bool
         }
         if assigned {
             props.assigned_client_identifier = Some(client_id.clone());
+        }
+        if let Some(method) = &connect.properties.authentication_method {
+            // Enhanced authentication succeeded: CONNACK names the method [MQTT-4.12.0-5]
+            // with the plugin's last data (`handle::auth` put it in the CONNECT).
+            props.authentication_method = Some(method.clone());
+            props.authentication_data = connect.properties.authentication_data.clone();
         }
         if connect.properties.request_response_information == Some(1) {
             // [MQTT-3.1.2-28]: only to a client that asked.
@@ -367,6 +379,9 @@ fn attach(cx: &mut Ctx<'_>, connect: Connect, client_id: ByteStr, assigned: bool
     s.durable = durable;
     s.store_record(batch);
 
+    let method = connect.properties.authentication_method.as_deref();
+    // Re-authentication must use this method [MQTT-4.12.1-1]; without one, AUTH is refused.
+    *cx.enhanced_auth() = method.map(|m| Box::new(EnhancedAuth::connected(m)));
     // [MQTT-3.1.2-24]: one and a half times the keep-alive (0: none).
     cx.activate(slot, aliases_out, u32::from(keep_alive) * 1500);
     log::info!(

@@ -117,16 +117,10 @@ pub(crate) fn unsubscribed(cx: &mut SessionCtx<'_>, filter: &str) {
 impl Ctx<'_> {
     /// A plugin's deferred answer to an enhanced-authentication step of a parked CONNECT.
     ///
-    /// THE ONE FUNCTION ENHANCED AUTHENTICATION REPLACES (`handle::auth`): until then no
-    /// exchange is parked, so an answer can only be a refusal or a success without data.
-    pub(crate) fn extended_auth_answered(mut self, connect: Connect, answer: ExtendedAuth) -> bool {
-        match answer {
-            ExtendedAuth::Success(_) => connect_accepted(&mut self, connect),
-            _ => {
-                let max = connect.properties.maximum_packet_size.unwrap_or(0);
-                refuse(&mut self, max, NOT_AUTHORIZED, "refused by a plugin")
-            }
-        }
+    /// The flow itself is `handle::auth` (a `Continue` parks the CONNECT there again, a
+    /// `Success` carries its data into CONNACK).
+    pub(crate) fn extended_auth_answered(self, connect: Connect, answer: ExtendedAuth) -> bool {
+        super::auth::extended_auth_answer(self, connect, answer)
     }
 }
 

@@ -8,6 +8,7 @@
 //! shard (closed or moved to another shard), so the read loop stops touching it.
 
 mod ack;
+pub(crate) mod auth;
 mod client_ids;
 mod connect;
 pub(crate) mod hooks;
@@ -26,6 +27,21 @@ impl Ctx<'_> {
         let mut cx = match self.attached() {
             Ok(cx) => cx,
             Err(mut cx) => {
+                if auth::exchanging(&mut cx) {
+                    // Between CONNECT and CONNACK of an enhanced authentication.
+                    return match packet {
+                        Packet::Auth(a) => auth::handle_auth_connecting(&mut cx, a),
+                        Packet::Disconnect(_) => {
+                            cx.close(Close::Graceful);
+                            false
+                        }
+                        other => {
+                            let reason =
+                                format!("{} during CONNECT's authentication", other.name());
+                            cx.protocol_error(v5::PROTOCOL_ERROR, reason)
+                        }
+                    };
+                }
                 return match packet {
                     Packet::Connect(c) => connect::handle_connect(&mut cx, c),
                     other => {
@@ -53,14 +69,7 @@ impl Ctx<'_> {
             Packet::Connect(_) => {
                 cx.protocol_error(v5::PROTOCOL_ERROR, "second CONNECT [MQTT-3.1.0-2]".into())
             }
-            Packet::Auth(_) => {
-                // Re-authentication needs the method of CONNECT, and no method is supported
-                // (a CONNECT naming one is refused), so any AUTH is out of place [MQTT-4.12.0-6].
-                cx.protocol_error(
-                    v5::PROTOCOL_ERROR,
-                    "AUTH without authentication method".into(),
-                )
-            }
+            Packet::Auth(a) => auth::handle_auth_session(cx, a),
             other => cx.protocol_error(
                 v5::PROTOCOL_ERROR,
                 format!("{} is not sent by clients", other.name()),

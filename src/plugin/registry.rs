@@ -15,7 +15,7 @@ pub type Constructor = fn(&PluginOptions) -> Result<Arc<dyn Plugin>, String>;
 
 /// The plugins compiled into midge, by the name `plugin builtin:NAME` uses. Other parts add
 /// their row here (one line each: `("http", super::builtin::http::new)`).
-pub const BUILTINS: &[(&str, Constructor)] = &[];
+pub const BUILTINS: &[(&str, Constructor)] = &[("scram", super::builtin::scram::new)];
 
 /// The plugins a broker runs, in the order the chain asks them: the in-process plugins a
 /// program gave `Broker::start_with_plugins`, then the configured ones (file order).
@@ -25,6 +25,9 @@ pub struct Loaded {
     pub in_process: Vec<Arc<dyn Plugin>>,
     /// One per plugin line, with the line (reload configures them with its new options).
     pub configured: Vec<(PluginSpec, Arc<dyn Plugin>)>,
+    /// Built-ins that run without a line, last in the chain: `builtin:scram` whenever a
+    /// password file is configured (see `builtin::scram::by_default`).
+    pub implicit: Vec<Arc<dyn Plugin>>,
     /// The password file as a plugin, last (set by the broker, which owns the files).
     pub password: Option<Arc<super::builtin::password::PasswordPlugin>>,
 }
@@ -36,19 +39,23 @@ impl Loaded {
         Ok(Loaded {
             in_process,
             configured: specs.iter().cloned().zip(plugins).collect(),
+            implicit: Vec::new(),
             password: None,
         })
     }
 
-    /// Every plugin in chain order: in-process, configured, then the built-in password file
-    /// (the ACL file follows them all, called directly: `builtin::acl`).
+    /// Every plugin in chain order: in-process, configured, the implicit built-ins
+    /// (`builtin:scram`), then the built-in password file (the ACL file follows them all,
+    /// called directly: `builtin::acl`).
     pub fn all(&self) -> Vec<Arc<dyn Plugin>> {
         let configured = self.configured.iter().map(|(_, p)| p.clone());
+        let implicit = self.implicit.iter().cloned();
         let password = self.password.iter().map(|p| p.clone() as Arc<dyn Plugin>);
         self.in_process
             .iter()
             .cloned()
             .chain(configured)
+            .chain(implicit)
             .chain(password)
             .collect()
     }

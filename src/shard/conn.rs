@@ -99,6 +99,9 @@ pub struct Conn {
     /// 32 bits of the shard's counter, as a check answered 4 billion checks later is the only
     /// one that could be taken for another's (4 bytes more would grow every connection).
     pub auth_token: u32,
+    /// MQTT 5 enhanced authentication (`handle::auth`): the method the client connected with
+    /// and any exchange running. Boxed: `None` (8 bytes) for most connections.
+    pub enhanced_auth: Option<Box<crate::auth::enhanced::EnhancedAuth>>,
 }
 
 /// Topic aliases from the broker to one MQTT 5 client ([MQTT-3.3.2-10..12]): the first
@@ -183,6 +186,7 @@ impl Conn {
             tls_identity_required,
             pending_connect: None,
             auth_token: 0,
+            enhanced_auth: None,
         }
     }
 

@@ -421,6 +421,27 @@ impl<'a> Ctx<'a> {
         Ok(())
     }
 
+    /// The connection's enhanced-authentication state (`handle::auth`).
+    pub(crate) fn enhanced_auth(
+        &mut self,
+    ) -> &mut Option<Box<crate::auth::enhanced::EnhancedAuth>> {
+        &mut self.conn_mut().enhanced_auth
+    }
+
+    /// The plugins' answer to one step of this connection's enhanced authentication before
+    /// CONNACK (see `Shard::plugin_extended_auth`), and for `Later` the serial to park under.
+    pub(crate) fn plugin_extended_auth(
+        &mut self,
+        client_id: &str,
+        username: Option<&str>,
+        step: &crate::plugin::AuthStep<'_>,
+    ) -> (crate::plugin::ExtendedAuth, u64) {
+        let key = self.key;
+        self.services
+            .shard
+            .plugin_extended_auth(key, client_id, username, step)
+    }
+
     /// Parks the CONNECT until the answer for serial `serial` comes (see
     /// [`Shard::take_parked`]): nothing more of this connection is decoded meanwhile.
     pub(crate) fn park(&mut self, connect: Connect, serial: u64) {

@@ -66,6 +66,19 @@ impl Ctx<'_> {
 }
 
 impl SessionCtx<'_> {
+    /// The plugins' answer to one step of this client's re-authentication (see
+    /// `Shard::plugin_reauthenticate`).
+    pub(crate) fn plugin_reauthenticate(
+        &mut self,
+        step: &crate::plugin::AuthStep<'_>,
+    ) -> crate::plugin::ExtendedAuth {
+        let (key, slot) = (self.cx.key, self.slot);
+        self.cx
+            .services
+            .shard
+            .plugin_reauthenticate(key, slot, step)
+    }
+
     /// The plugins' ACL decision for this client (`Pass` at once when none checks ACLs).
     #[inline]
     pub(crate) fn plugin_acl(

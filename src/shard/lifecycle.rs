@@ -88,6 +88,12 @@ impl Shard {
                 {
                     expired.push((key, false))
                 }
+                // An enhanced-authentication exchange parked on a plugin's `Later` too long.
+                ConnState::AwaitConnect
+                    if conn.enhanced_auth.as_ref().is_some_and(|a| a.overdue(now)) =>
+                {
+                    expired.push((key, false))
+                }
                 ConnState::Active { .. } if conn.keep_alive_expired(idle) => {
                     expired.push((key, true))
                 }

@@ -13,6 +13,8 @@ use super::inbox::{Batch, LaterAnswer, ShardHandle, ShardMsg};
 use super::Shard;
 use crate::auth::Access;
 use crate::plugin::api::LaterSink;
+use crate::plugin::builtin::scram;
+use crate::plugin::AuthStep;
 use crate::plugin::{
     ClientInfo, Credentials, Decision, Events, ExtendedAuth, Later, MessageIn, MessageOut,
     SessionEnd, Verdict,
@@ -197,6 +199,69 @@ impl Shard {
             return (Decision::Deny, serial);
         }
         (decision, serial)
+    }
+
+    /// The extended-auth hook (MQTT 5 enhanced authentication, `handle::auth`) for the
+    /// CONNECT of connection `key`, with the connection's password file in scope for
+    /// `builtin:scram`: the chain's answer, and for `Later` the serial to park under.
+    pub(crate) fn plugin_extended_auth(
+        &mut self,
+        key: usize,
+        client_id: &str,
+        username: Option<&str>,
+        step: &AuthStep<'_>,
+    ) -> (ExtendedAuth, u64) {
+        let Some(conn) = self.conns.get(key) else {
+            return (ExtendedAuth::Deny, 0);
+        };
+        let passwords = conn.auth.passwords.clone();
+        let version = conn.version.unwrap_or(ProtocolVersion::V5);
+        let info = client_info(
+            Some(conn),
+            &self.listener_ports,
+            client_id,
+            username,
+            version,
+        );
+        let me = &self.peers[self.id];
+        let (id, next) = (self.id, &mut self.next_auth_token);
+        let mut serial = 0;
+        let plugins = &mut self.plugins;
+        let answer = scram::with_password_file(passwords, || {
+            plugins.extended_auth(&info, step, || {
+                let (later, s) = make_later(me, id, next, key);
+                serial = s;
+                later
+            })
+        });
+        (answer, serial)
+    }
+
+    /// The extended-auth hook for a step of the re-authentication of the client of session
+    /// `slot` on connection `key`. Its handles go nowhere: a connected client is not parked
+    /// (`handle::auth` refuses a `Later` here).
+    pub(crate) fn plugin_reauthenticate(
+        &mut self,
+        key: usize,
+        slot: usize,
+        step: &AuthStep<'_>,
+    ) -> ExtendedAuth {
+        let (Some(conn), Some(s)) = (self.conns.get(key), self.sessions.get(slot)) else {
+            return ExtendedAuth::Deny;
+        };
+        let s = &s.session;
+        let passwords = conn.auth.passwords.clone();
+        let info = client_info(
+            Some(conn),
+            &self.listener_ports,
+            &s.client_id,
+            s.acl.username(),
+            s.version,
+        );
+        let plugins = &mut self.plugins;
+        scram::with_password_file(passwords, || {
+            plugins.extended_auth(&info, step, Later::detached)
+        })
     }
 
     /// The chain's ACL decision for the client of session `slot`.

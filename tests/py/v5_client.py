@@ -5,7 +5,7 @@ Usage: v5_client.py --port PORT --steps JSON
 
 JSON is a list of steps run in order; every packet the broker sends is printed as one JSON
 object per line (properties as paho's Properties.json(), correlation data in hex):
-  {"op": "connect", "id": "c1", "clean": true, "keepalive": 60,
+  {"op": "connect", "id": "c1", "clean": true, "keepalive": 60, "username": "u", "password": "p",
    "props": {"SessionExpiryInterval": 60, "ReceiveMaximum": 5, ...},
    "will": {"topic": "w", "payload": "x", "qos": 1, "retain": false, "props": {...}}}
       -> {"event": "connack", "rc": 0, "session_present": false, "props": {...}}
@@ -140,6 +140,8 @@ def main():
                 c.will_set(w["topic"], w.get("payload", ""), w.get("qos", 0),
                            w.get("retain", False),
                            make_props(PacketTypes.WILLMESSAGE, w.get("props")))
+            if "username" in s:
+                c.username_pw_set(s["username"], s.get("password"))
             c.connect(a.host, a.port, keepalive=s.get("keepalive", 60),
                       clean_start=s.get("clean", True),
                       properties=make_props(PacketTypes.CONNECT, s.get("props")))
