@@ -25,8 +25,8 @@
  * Callbacks must not block: slow work (network, slow hashes) answers MIDGE_LATER and
  * completes from another thread with midge_complete_basic_auth / midge_complete_extended_auth.
  *
- * Registration: callbacks are registered in midge_plugin_init (or midge_plugin_shard_init).
- * The set of events is fixed once every shard has started; registering later fails with
+ * Registration: callbacks are registered in midge_plugin_init. The set of events is fixed
+ * when the shards are made (before midge_plugin_shard_init): registering later fails with
  * MIDGE_ERR_STATE. Unregistering works at any time (the callback is no longer called).
  */
 #ifndef MIDGE_PLUGIN_H
