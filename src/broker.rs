@@ -210,6 +210,19 @@ fn listener_policy(
 impl Broker {
     /// Binds every listener and starts the shards. Returns once the broker accepts clients.
     pub fn start(config: Config) -> io::Result<Broker> {
+        Broker::start_with_plugins(config, Vec::new())
+    }
+
+    /// [`Broker::start`] with `plugins` (Rust plugins of the program that runs midge as a
+    /// library) in the chain, ahead of the plugins the configuration names (and of the
+    /// password and ACL files). A configured plugin that cannot be loaded or configured stops
+    /// start-up with `FILE:LINE: plugin NAME: message`.
+    pub fn start_with_plugins(
+        config: Config,
+        plugins: Vec<Arc<dyn crate::plugin::Plugin>>,
+    ) -> io::Result<Broker> {
+        let plugins = crate::plugin::registry::Loaded::load(plugins, &config.plugins)
+            .map_err(io::Error::other)?;
         let auth = Auth::load(&config).map_err(|e| io::Error::other(e.to_string()))?;
         let shards = config
             .shards
@@ -289,7 +302,8 @@ impl Broker {
         // The store is read before anything is served: an unreadable one stops start-up.
         let (store, recovered) = open_store(&config)?;
         let applied = Mutex::new(config.clone());
-        let shared = Shared::new(config, auth, Some(auth_worker), shards);
+        let mut shared = Shared::new(config, auth, Some(auth_worker), shards);
+        shared.plugins = plugins;
         let now = std::time::Instant::now();
         for msg in recovered.retained.iter().filter(|m| !m.is_expired(now)) {
             shared.retained.set(msg);

@@ -3,6 +3,9 @@
 //! - [`api`]: the contract a plugin implements ([`Plugin`], [`ShardPlugin`]) and the types
 //!   the broker hands it.
 //! - [`chain`]: [`ShardPlugins`], one shard's plugins asked in order, panics caught.
+//! - [`registry`]: the plugins a configuration names, loaded and configured.
+//! - [`builtin`]: the plugins compiled into midge (`plugin builtin:NAME`).
+//! - [`cabi`]: C plugins (`plugin PATH.so`), include/midge_plugin.h.
 
 pub mod api;
 
@@ -15,4 +18,7 @@ pub mod chain;
 
 pub use chain::ShardPlugins;
 
+pub mod builtin;
 pub mod cabi;
+pub mod registry;
+mod scoped;

@@ -8,6 +8,7 @@ use super::Shard;
 use crate::auth::{authorize, Access};
 use crate::index::{Entry, SubscriberId};
 use crate::message::{Delivery, SharedMessage, SubscriptionIds};
+use crate::plugin::{Decision, Events};
 use crate::protocol::{self, Packet, QoS, SubOptions};
 use crate::retain::Source;
 use crate::session::{memory, Offer, Outgoing};
@@ -201,14 +202,23 @@ impl Shard {
                 return;
             }
         }
+        // Every delivery passes here (live, shared, retained, wills): the one place for the
+        // read ACL. The plugins first (one bit test when none checks ACLs), then the file.
+        let mut plugin_allowed = false;
+        if self.plugins.wants(Events::ACL_CHECK) {
+            match self.receive_decision(sub, &delivery.msg.topic) {
+                Decision::Allow => plugin_allowed = true,
+                Decision::Pass => {}
+                Decision::Deny | Decision::Later => return,
+            }
+        }
         let Some(slot) = self.sessions.get_mut(sub.slot as usize) else {
             return;
         };
         if slot.generation != sub.generation {
             return;
         }
-        // Every delivery passes here (live, shared, retained): the one place for the read ACL.
-        if !authorize(&slot.session.acl, &delivery.msg.topic, Access::Read) {
+        if !plugin_allowed && !authorize(&slot.session.acl, &delivery.msg.topic, Access::Read) {
             return;
         }
         if delivery.qos != QoS::AtMostOnce && memory::full(self.shared.config.memory_limit) {
@@ -270,6 +280,17 @@ impl Shard {
                     );
                 }
             }
+        }
+    }
+
+    /// The plugins' read decision for a delivery on `topic` to `sub` (`Deny` for a
+    /// subscriber that is gone).
+    #[inline(never)]
+    fn receive_decision(&mut self, sub: SubscriberId, topic: &str) -> Decision {
+        let slot = sub.slot as usize;
+        match self.sessions.get(slot) {
+            Some(s) if s.generation == sub.generation => self.plugin_acl(slot, topic, Access::Read),
+            _ => Decision::Deny,
         }
     }
 

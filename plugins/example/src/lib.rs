@@ -133,13 +133,14 @@ unsafe extern "C" fn on_message(_event: c_int, data: *mut c_void, userdata: *mut
     midge_message_set_payload(evt, new.as_ptr().cast(), new.len())
 }
 
+/// # Safety
+/// `versions` points to `count` ints (midge's offer).
 #[no_mangle]
-pub extern "C" fn midge_plugin_version(count: c_int, versions: *const c_int) -> c_int {
+pub unsafe extern "C" fn midge_plugin_version(count: c_int, versions: *const c_int) -> c_int {
     if versions.is_null() || count <= 0 {
         return -1;
     }
-    // SAFETY: the broker passes `count` versions.
-    let offered = unsafe { std::slice::from_raw_parts(versions, count as usize) };
+    let offered = std::slice::from_raw_parts(versions, count as usize);
     if offered.contains(&MIDGE_PLUGIN_VERSION) {
         MIDGE_PLUGIN_VERSION
     } else {

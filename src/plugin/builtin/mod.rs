@@ -1,0 +1,1 @@
+//! Plugins compiled into midge, named by `plugin builtin:NAME` (see `registry::BUILTINS`).
