@@ -114,13 +114,25 @@ pub struct CPlugin {
     inner: Arc<Inner>,
 }
 
+/// An error and its sources (libloading's `dlopen failed` carries dlerror's text as source).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        next = s.source();
+    }
+    text
+}
+
 /// Loads the plugin at `path` and calls its init with `options`.
 pub fn load(path: &Path, options: &PluginOptions) -> Result<CPlugin, String> {
     let file = path.display().to_string();
     // SAFETY: loading runs the library's initialisers; a plugin is trusted code, named by the
     // administrator in the configuration (as in mosquitto).
-    let lib =
-        unsafe { Library::new(path) }.map_err(|e| format!("plugin {file}: cannot load: {e}"))?;
+    let lib = unsafe { Library::new(path) }
+        .map_err(|e| format!("plugin {file}: cannot load: {}", chain(&e)))?;
     let sym = |name: &str| {
         format!("plugin {file}: not a midge plugin (no symbol {name}: see include/midge_plugin.h)")
     };
