@@ -335,3 +335,42 @@ fn the_header_compiles_cleanly_and_matches_the_rust_layout() {
     .join(" ");
     assert_eq!(out.stdout.trim(), want);
 }
+
+#[test]
+fn reload_hands_the_new_options_to_the_plugin() {
+    if !is_midge() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let so = gcc_plugin(dir.path(), "deny", None);
+    let broker = Broker::start_with(&[&plugin_line(&so), "plugin_opt_deny_topic one"]);
+    let conf = std::fs::read_to_string(broker.config_path()).unwrap();
+    std::fs::write(
+        broker.config_path(),
+        conf.replace("plugin_opt_deny_topic one", "plugin_opt_deny_topic two"),
+    )
+    .unwrap();
+    broker.reload();
+    assert!(
+        broker.wait_log_contains_any(
+            &["deny.c: reloaded, deny_topic two"],
+            Duration::from_secs(5)
+        ),
+        "{}",
+        broker.log()
+    );
+    // New options the plugin refuses: logged, the broker goes on.
+    let conf = std::fs::read_to_string(broker.config_path()).unwrap();
+    std::fs::write(
+        broker.config_path(),
+        format!("{conf}\nplugin_opt_refuse_reload 1\n"),
+    )
+    .unwrap();
+    broker.reload();
+    assert!(
+        broker.wait_log_contains_any(&["refused the new options"], Duration::from_secs(5)),
+        "{}",
+        broker.log()
+    );
+    mosquitto_pub(broker.port(), &["-t", "still/up", "-m", "x"]);
+}

@@ -8,8 +8,10 @@
  *   plugin_opt_later_user U   CONNECT with user name U is answered MIDGE_LATER, then from
  *                             another thread: allowed if the password is "good"
  *   plugin_opt_fail_init 1    midge_plugin_init fails (start-up must stop)
+ * At a reload it logs the new deny_topic, and refuses new options holding refuse_reload.
  */
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -74,6 +76,27 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
 	return MIDGE_LATER;
 }
 
+static int on_reload(int event, void *event_data, void *userdata)
+{
+	struct midge_evt_reload *evt = event_data;
+	struct deny *d = userdata;
+	const char *topic = "(none)";
+	char line[200];
+	int i;
+	(void)event;
+	for (i = 0; i < evt->option_count; i++) {
+		if (strcmp(evt->options[i].key, "refuse_reload") == 0) {
+			return MIDGE_DENY;
+		}
+		if (strcmp(evt->options[i].key, "deny_topic") == 0) {
+			topic = evt->options[i].value;
+		}
+	}
+	snprintf(line, sizeof(line), "deny.c: reloaded, deny_topic %s", topic);
+	midge_log(d->id, MIDGE_LOG_INFO, line);
+	return MIDGE_SUCCESS;
+}
+
 int midge_plugin_version(int supported_count, const int *supported_versions)
 {
 	int i;
@@ -114,6 +137,7 @@ int midge_plugin_init(midge_plugin_id_t *id, void **userdata, struct midge_opt *
 	if (d->later_user != NULL) {
 		midge_callback_register(id, MIDGE_EVT_BASIC_AUTH, on_basic_auth, NULL, d);
 	}
+	midge_callback_register(id, MIDGE_EVT_RELOAD, on_reload, NULL, d);
 	midge_log(id, MIDGE_LOG_INFO, "deny.c: loaded");
 	return MIDGE_SUCCESS;
 }
