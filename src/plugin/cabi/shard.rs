@@ -5,6 +5,7 @@
 
 use std::ffi::{c_int, c_void};
 use std::io::Write;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -142,9 +143,7 @@ impl Drop for CShard {
 fn client<'a>(info: &ClientInfo<'a>, buf: &'a mut [u8; 48]) -> Client {
     let (address, port) = match info.peer {
         Some(peer) => {
-            let mut cursor: &mut [u8] = &mut buf[..];
-            let _ = write!(cursor, "{}", peer.ip());
-            let written = 48 - cursor.len();
+            let written = format_ip(peer.ip(), buf);
             (Str::of(&buf[..written]), peer.port())
         }
         None => (Str::NONE, 0),
@@ -163,6 +162,38 @@ fn client<'a>(info: &ClientInfo<'a>, buf: &'a mut [u8; 48]) -> Client {
             ProtocolVersion::V5 => 5,
         },
         reserved: abi::RESERVED,
+    }
+}
+
+/// Writes `ip` as text into `buf`, returning the length. IPv4 by hand: `fmt` costs about
+/// 1,100 instructions per call (callgrind), paid on every ACL check of every delivery.
+fn format_ip(ip: IpAddr, buf: &mut [u8; 48]) -> usize {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut n = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[n] = b'.';
+                    n += 1;
+                }
+                if octet >= 100 {
+                    buf[n] = b'0' + octet / 100;
+                    n += 1;
+                }
+                if octet >= 10 {
+                    buf[n] = b'0' + octet / 10 % 10;
+                    n += 1;
+                }
+                buf[n] = b'0' + octet % 10;
+                n += 1;
+            }
+            n
+        }
+        IpAddr::V6(v6) => {
+            let mut cursor: &mut [u8] = &mut buf[..];
+            let _ = write!(cursor, "{v6}");
+            48 - cursor.len()
+        }
     }
 }
 
@@ -387,5 +418,27 @@ impl ShardPlugin for CShard {
             reserved: abi::RESERVED,
         };
         self.tell(abi::EVT_TICK, &mut evt);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::format_ip;
+
+    #[test]
+    fn addresses_format_as_std_does() {
+        for text in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.100.255",
+            "9.99.199.250",
+            "::1",
+            "fe80::1:2",
+        ] {
+            let ip = text.parse().unwrap();
+            let mut buf = [0; 48];
+            let n = format_ip(ip, &mut buf);
+            assert_eq!(std::str::from_utf8(&buf[..n]).unwrap(), ip.to_string());
+        }
     }
 }
