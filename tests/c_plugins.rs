@@ -272,7 +272,10 @@ fn the_broker_exports_the_functions_plugins_call() {
         Duration::from_secs(30),
     );
     assert!(out.success(), "nm: {out:?}");
-    for name in midge::plugin::cabi::EXPORTED {
+    for name in midge::plugin::cabi::EXPORTED
+        .iter()
+        .chain(midge::plugin::cabi::mosq::EXPORTED)
+    {
         assert!(
             out.stdout
                 .lines()
@@ -373,4 +376,126 @@ fn reload_hands_the_new_options_to_the_plugin() {
         broker.log()
     );
     mosquitto_pub(broker.port(), &["-t", "still/up", "-m", "x"]);
+}
+
+/// Debian's mosquitto 2.0 dynamic security plugin, loaded unchanged through the
+/// `mosquitto_*` exports (src/plugin/cabi/mosq.rs): its users and roles authenticate and
+/// authorise; its default "deny" for publishing holds (mosquitto's all-deferred rule).
+#[test]
+fn mosquitto_dynamic_security_plugin_loads_unchanged() {
+    const DYNSEC: &str = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so";
+    if !is_midge() || !Path::new(DYNSEC).exists() {
+        eprintln!("skipped: {DYNSEC} not installed (Debian package mosquitto)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("dynsec.json");
+    let json_text = json.display().to_string();
+    let init = run(
+        Command::new("mosquitto_ctrl").args(["dynsec", "init", &json_text, "admin", "adminpw"]),
+        Duration::from_secs(20),
+    );
+    assert!(
+        init.success() && json.exists(),
+        "mosquitto_ctrl dynsec init: {init:?}"
+    );
+    let broker = Broker::start_with(&[
+        &format!("plugin {DYNSEC}"),
+        &format!("plugin_opt_config_file {json_text}"),
+    ]);
+    let port = broker.port();
+
+    // The admin role may subscribe to '#' and publish on $CONTROL/dynamic-security/#, not
+    // elsewhere (defaultACLAccess publishClientSend false).
+    let mut sub = MosqSub::start(
+        port,
+        &[
+            "-t",
+            "#",
+            "-t",
+            "$CONTROL/dynamic-security/#",
+            "-u",
+            "admin",
+            "-P",
+            "adminpw",
+            "-q",
+            "1",
+            "-V",
+            "311",
+        ],
+    );
+    let denied = run(
+        Command::new("mosquitto_pub").args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-u",
+            "admin",
+            "-P",
+            "adminpw",
+            "-V",
+            "5",
+            "-q",
+            "1",
+            "-t",
+            "t/x",
+            "-m",
+            "no",
+            "-d",
+        ]),
+        Duration::from_secs(10),
+    );
+    assert!(
+        denied.stdout.contains("RC:135"),
+        "publish to t/x: {denied:?}"
+    );
+    mosquitto_pub(
+        port,
+        &[
+            "-u",
+            "admin",
+            "-P",
+            "adminpw",
+            "-q",
+            "1",
+            "-t",
+            "$CONTROL/dynamic-security/v1",
+            "-m",
+            "{}",
+        ],
+    );
+    let got = sub.messages(1, Duration::from_secs(5));
+    assert_eq!(got.len(), 1, "{}", sub.describe());
+    assert_eq!(got[0].topic, "$CONTROL/dynamic-security/v1");
+
+    // A wrong password and a user dynamic security does not know are refused.
+    for (user, password) in [("admin", "wrong"), ("nobody", "x")] {
+        let out = run(
+            Command::new("mosquitto_pub").args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-u",
+                user,
+                "-P",
+                password,
+                "-t",
+                "a",
+                "-m",
+                "x",
+            ]),
+            Duration::from_secs(10),
+        );
+        assert!(
+            !out.success() && !out.timed_out,
+            "{user}/{password}: {out:?}"
+        );
+    }
+    assert!(
+        broker.log().contains("mosquitto event 6 is not supported"),
+        "{}",
+        broker.log()
+    );
 }

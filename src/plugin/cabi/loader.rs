@@ -114,6 +114,36 @@ pub struct CPlugin {
     inner: Arc<Inner>,
 }
 
+/// dlopen with RTLD_NOW: a plugin needing a symbol nobody provides fails here, naming the
+/// symbol, not later in a callback (glibc's lazy binding would end the process there).
+///
+/// mosquitto's own plugins (dynamic security) call OpenSSL's libcrypto, which they expect
+/// from the mosquitto binary; midge uses ring. On an undefined symbol, libcrypto is loaded
+/// into the global namespace (when installed) and the plugin opened once more.
+fn open(path: &Path) -> Result<Library, String> {
+    use libloading::os::unix::{Library as Unix, RTLD_GLOBAL, RTLD_LOCAL, RTLD_NOW};
+    // SAFETY: loading runs the library's initialisers; a plugin is trusted code, named by the
+    // administrator in the configuration (as in mosquitto).
+    match unsafe { Unix::open(Some(path), RTLD_NOW | RTLD_LOCAL) } {
+        Ok(lib) => Ok(lib.into()),
+        Err(first) => {
+            let first = chain(&first);
+            if !first.contains("undefined symbol") {
+                return Err(first);
+            }
+            // SAFETY: OpenSSL's library, as the mosquitto binary links it; kept for good.
+            match unsafe { Unix::open(Some("libcrypto.so.3"), RTLD_NOW | RTLD_GLOBAL) } {
+                Ok(crypto) => std::mem::forget(crypto),
+                Err(_) => return Err(first),
+            }
+            // SAFETY: as above.
+            unsafe { Unix::open(Some(path), RTLD_NOW | RTLD_LOCAL) }
+                .map(Library::from)
+                .map_err(|e| chain(&e))
+        }
+    }
+}
+
 /// An error and its sources (libloading's `dlopen failed` carries dlerror's text as source).
 fn chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
@@ -127,20 +157,23 @@ fn chain(e: &dyn std::error::Error) -> String {
 }
 
 /// Loads the plugin at `path` and calls its init with `options`.
-pub fn load(path: &Path, options: &PluginOptions) -> Result<CPlugin, String> {
+/// A mosquitto v5 plugin (no `midge_plugin_version`, a `mosquitto_plugin_version`) goes
+/// through the mosquitto shim (`super::mosq`).
+pub fn load(path: &Path, options: &PluginOptions) -> Result<Arc<dyn Plugin>, String> {
     let file = path.display().to_string();
-    // SAFETY: loading runs the library's initialisers; a plugin is trusted code, named by the
-    // administrator in the configuration (as in mosquitto).
-    let lib = unsafe { Library::new(path) }
-        .map_err(|e| format!("plugin {file}: cannot load: {}", chain(&e)))?;
+    let lib = open(path).map_err(|e| format!("plugin {file}: cannot load: {e}"))?;
     let sym = |name: &str| {
         format!("plugin {file}: not a midge plugin (no symbol {name}: see include/midge_plugin.h)")
     };
     // SAFETY: the types are the header's; a library exporting these names promises them.
     let (version, init, cleanup, shard_init, shard_cleanup) = unsafe {
-        let version = *lib
-            .get::<abi::VersionFn>(b"midge_plugin_version\0")
-            .map_err(|_| sym("midge_plugin_version"))?;
+        let version = match lib.get::<abi::VersionFn>(b"midge_plugin_version\0") {
+            Ok(v) => *v,
+            Err(_) if lib.get::<*const ()>(b"mosquitto_plugin_version\0").is_ok() => {
+                return Ok(Arc::new(super::mosq::load(path, lib, options)?));
+            }
+            Err(_) => return Err(sym("midge_plugin_version")),
+        };
         let init = *lib
             .get::<abi::InitFn>(b"midge_plugin_init\0")
             .map_err(|_| sym("midge_plugin_init"))?;
@@ -187,7 +220,7 @@ pub fn load(path: &Path, options: &PluginOptions) -> Result<CPlugin, String> {
             "plugin {file}: midge_plugin_init failed (returned {rc})"
         ));
     }
-    Ok(CPlugin {
+    Ok(Arc::new(CPlugin {
         inner: Arc::new(Inner {
             name,
             state,
@@ -199,7 +232,7 @@ pub fn load(path: &Path, options: &PluginOptions) -> Result<CPlugin, String> {
             init_options: options.clone(),
             _lib: std::mem::ManuallyDrop::new(lib),
         }),
-    })
+    }))
 }
 
 impl CPlugin {

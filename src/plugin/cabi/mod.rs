@@ -8,6 +8,7 @@
 //! - `loader`: dlopen, version negotiation, init, [`CPlugin`] (a [`Plugin`]).
 //! - `shard`: the per-shard adapter, a [`crate::plugin::ShardPlugin`] calling the callbacks.
 //! - `exports`: the functions the plugin calls back (exported from the midge binary).
+//! - [`mosq`]: mosquitto 2.0 plugins loaded unchanged (the `mosquitto_*` exports).
 //!
 //! Why exported symbols rather than a function table handed to init: it is mosquitto's shape
 //! (a mosquitto plugin ports by renaming), the header reads as plain C declarations, and the
@@ -17,6 +18,7 @@
 pub mod abi;
 mod exports;
 mod loader;
+pub mod mosq;
 mod shard;
 
 #[cfg(test)]
@@ -34,5 +36,5 @@ use super::api::{Plugin, PluginOptions};
 /// what went wrong (cannot load, not a midge plugin, unsupported version, init failed); the
 /// caller stops start-up with it.
 pub fn load(path: &Path, options: &PluginOptions) -> Result<Arc<dyn Plugin>, String> {
-    Ok(Arc::new(loader::load(path, options)?))
+    loader::load(path, options)
 }
