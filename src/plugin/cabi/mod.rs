@@ -19,6 +19,7 @@ pub mod abi;
 mod exports;
 mod loader;
 pub mod mosq;
+mod mosq_exports;
 mod shard;
 
 #[cfg(test)]
