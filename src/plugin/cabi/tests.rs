@@ -180,3 +180,141 @@ fn build_rs_exports_every_broker_function() {
         );
     }
 }
+
+/// A [`Later`] for extended auth whose answer arrives on a channel.
+struct ExtSink(mpsc::Sender<ExtendedAuth>);
+
+impl LaterSink for ExtSink {
+    fn basic(self: Box<Self>, _decision: Decision) {}
+    fn extended(self: Box<Self>, answer: ExtendedAuth) {
+        let _ = self.0.send(answer);
+    }
+}
+
+#[test]
+fn every_event_reaches_a_c_plugin_with_its_shard_data() {
+    use crate::plugin::api::{AuthStep, MessageIn, MessageOut, Verdict};
+    use crate::protocol::{ByteStr, Properties, QoS};
+    use bytes::Bytes;
+
+    let dir = tempfile::tempdir().unwrap();
+    let so = compile(dir.path(), "events", None);
+    let plugin = load(&so, &PluginOptions::new()).unwrap();
+    let mut shard = plugin.shard(0, 1);
+    let events = shard.events();
+    for e in [
+        Events::EXTENDED_AUTH,
+        Events::MESSAGE_IN,
+        Events::MESSAGE_OUT,
+        Events::SUBSCRIBE,
+        Events::UNSUBSCRIBE,
+        Events::CONNECT,
+        Events::DISCONNECT,
+        Events::TICK,
+    ] {
+        assert!(events.contains(e), "{e:?} not registered");
+    }
+    assert!(!events.contains(Events::ACL_CHECK) && !events.contains(Events::BASIC_AUTH));
+    let c = info();
+
+    // message in: renamed and rewritten through the setters (a bad topic refused), or dropped.
+    let mut topic = ByteStr::from("rename");
+    let mut payload = Bytes::from_static(b"x");
+    let (mut qos, mut retain, mut props) = (QoS::AtLeastOnce, false, Properties::default());
+    fn msg<'a>(
+        topic: &'a mut ByteStr,
+        payload: &'a mut Bytes,
+        qos: &'a mut QoS,
+        retain: &'a mut bool,
+        properties: &'a mut Properties,
+    ) -> MessageIn<'a> {
+        MessageIn {
+            topic,
+            payload,
+            qos,
+            retain,
+            properties,
+        }
+    }
+    let v = shard.message_in(
+        Some(&c),
+        msg(&mut topic, &mut payload, &mut qos, &mut retain, &mut props),
+    );
+    assert_eq!(v, Verdict::Keep);
+    assert_eq!((topic.as_str(), &payload[..]), ("renamed", &b"P"[..]));
+    let mut topic = ByteStr::from("drop");
+    let v = shard.message_in(
+        None,
+        msg(&mut topic, &mut payload, &mut qos, &mut retain, &mut props),
+    );
+    assert_eq!(v, Verdict::Drop);
+
+    // notifications
+    let out = MessageOut {
+        topic: "t",
+        payload: b"p",
+        qos: QoS::AtMostOnce,
+        retain: false,
+    };
+    shard.message_out(&c, &out);
+    shard.subscribe(&c, "a/#", QoS::AtLeastOnce);
+    shard.unsubscribe(&c, "a/#");
+    shard.connect(&c);
+    shard.disconnect(&c, true);
+    shard.tick(std::time::Instant::now());
+
+    // enhanced auth: a two-step exchange, an unknown method passed on, a deferred answer.
+    let step = |method, data, start| AuthStep {
+        method,
+        data,
+        start,
+        reauthenticate: false,
+    };
+    let answer = shard.extended_auth(&c, &step("ECHO", None, true), Later::detached());
+    assert_eq!(
+        answer,
+        ExtendedAuth::Continue(Bytes::from_static(b"challenge"))
+    );
+    let answer = shard.extended_auth(&c, &step("ECHO", Some(b"ok"), false), Later::detached());
+    assert_eq!(
+        answer,
+        ExtendedAuth::Success(Some(Bytes::from_static(b"welcome")))
+    );
+    let answer = shard.extended_auth(&c, &step("ECHO", Some(b"no"), false), Later::detached());
+    assert_eq!(answer, ExtendedAuth::Deny);
+    let answer = shard.extended_auth(&c, &step("OTHER", None, true), Later::detached());
+    assert_eq!(answer, ExtendedAuth::Pass);
+    let (tx, rx) = mpsc::channel();
+    let later = Later {
+        inner: Some(Box::new(ExtSink(tx))),
+    };
+    let answer = shard.extended_auth(&c, &step("LATER", None, true), later);
+    assert_eq!(answer, ExtendedAuth::Later);
+    let late = rx.recv_timeout(Duration::from_secs(5)).expect("an answer");
+    assert_eq!(
+        late,
+        ExtendedAuth::Success(Some(Bytes::from_static(b"late")))
+    );
+
+    // What the plugin counted (read through dlsym on the same, still loaded, library).
+    // SAFETY: the plugin's own functions, `int f(int)` and `int f(void)`.
+    unsafe {
+        let lib = libloading::Library::new(&so).unwrap();
+        let seen = *lib
+            .get::<unsafe extern "C" fn(i32) -> i32>(b"events_seen\0")
+            .unwrap();
+        let ok = *lib
+            .get::<unsafe extern "C" fn() -> i32>(b"events_shard_data_ok\0")
+            .unwrap();
+        let counts: Vec<i32> = (abi::EVT_EXTENDED_AUTH..=abi::EVT_TICK)
+            .map(|e| seen(e))
+            .collect();
+        // extended auth 5, acl 0, message 2, out, sub, unsub, connect, disconnect, tick 1 each.
+        assert_eq!(counts, vec![5, 0, 2, 1, 1, 1, 1, 1, 1]);
+        assert_eq!(
+            ok(),
+            counts.iter().sum::<i32>(),
+            "shard data missing in some call"
+        );
+    }
+}
