@@ -106,6 +106,10 @@ impl Broker {
                 .ensure_running()
                 .map_err(|e| format!("cannot start the password checker: {e}"))?;
         }
+        if let Some(password) = &self.shared.plugins.password {
+            let ports = self.addrs.iter().map(|a| a.port());
+            password.set_files(ports.zip(policies.iter().map(|(a, _)| a.passwords.clone())));
+        }
         Ok(Reload {
             listeners: policies,
             sys_interval: config.sys_interval,

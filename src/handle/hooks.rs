@@ -67,6 +67,7 @@ pub(crate) fn publish_refusal(cx: &mut SessionCtx<'_>, topic: &str) -> Option<&'
     if topic.starts_with("$SYS") || topic.starts_with("$share") {
         return Some("clients do not publish on $SYS or $share");
     }
+    // The ACL file is the chain's last member (`plugin::builtin::acl`).
     match cx.plugin_acl(topic, Access::Write) {
         Decision::Pass => write_refusal(&cx.session().acl, topic),
         Decision::Allow => None,
@@ -99,11 +100,8 @@ pub(crate) fn will_refusal(
 
 /// May the client subscribe to `filter`? The plugins, then the ACL file.
 pub(crate) fn may_subscribe(cx: &mut SessionCtx<'_>, filter: &str) -> bool {
-    match cx.plugin_acl(filter, Access::Subscribe) {
-        Decision::Pass => authorize(&cx.session().acl, filter, Access::Subscribe),
-        Decision::Allow => true,
-        Decision::Deny | Decision::Later => false,
-    }
+    let chain = cx.plugin_acl(filter, Access::Subscribe);
+    crate::plugin::builtin::acl::after_chain(chain, &cx.session().acl, filter, Access::Subscribe)
 }
 
 /// The client subscribed to `filter` (granted `qos`).

@@ -25,6 +25,8 @@ pub struct Loaded {
     pub in_process: Vec<Arc<dyn Plugin>>,
     /// One per plugin line, with the line (reload configures them with its new options).
     pub configured: Vec<(PluginSpec, Arc<dyn Plugin>)>,
+    /// The password file as a plugin, last (set by the broker, which owns the files).
+    pub password: Option<Arc<super::builtin::password::PasswordPlugin>>,
 }
 
 impl Loaded {
@@ -34,13 +36,21 @@ impl Loaded {
         Ok(Loaded {
             in_process,
             configured: specs.iter().cloned().zip(plugins).collect(),
+            password: None,
         })
     }
 
-    /// Every plugin in chain order.
+    /// Every plugin in chain order: in-process, configured, then the built-in password file
+    /// (the ACL file follows them all, called directly: `builtin::acl`).
     pub fn all(&self) -> Vec<Arc<dyn Plugin>> {
         let configured = self.configured.iter().map(|(_, p)| p.clone());
-        self.in_process.iter().cloned().chain(configured).collect()
+        let password = self.password.iter().map(|p| p.clone() as Arc<dyn Plugin>);
+        self.in_process
+            .iter()
+            .cloned()
+            .chain(configured)
+            .chain(password)
+            .collect()
     }
 
     /// SIGHUP: each configured plugin gets its line's new options. The plugin lines

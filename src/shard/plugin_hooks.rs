@@ -86,6 +86,31 @@ fn make_later(shard: &ShardHandle, id: usize, next: &mut u64, key: usize) -> (La
     )
 }
 
+/// The client of `session` (connected through `conn`, if it is), for a hook.
+#[inline]
+pub(crate) fn session_client<'a>(
+    conn: Option<&'a Conn>,
+    ports: &[u16],
+    session: &'a crate::session::Session,
+) -> ClientInfo<'a> {
+    client_info(
+        conn,
+        ports,
+        str_of(&session.client_id),
+        session.acl.username(),
+        session.version,
+    )
+}
+
+/// A `ByteStr` as `&str` without validating it again: per delivery, `Deref` (which checks)
+/// would cost a UTF-8 scan of the client id for every plugin call.
+#[inline]
+fn str_of(s: &crate::protocol::ByteStr) -> &str {
+    // SAFETY: a `ByteStr` is valid UTF-8 by construction (its field is private to the codec,
+    // whose every constructor takes a `str` or checks with `from_utf8`).
+    unsafe { std::str::from_utf8_unchecked(s.as_bytes()) }
+}
+
 /// Who a client is, for a hook: the session's names, the connection's address, listener and
 /// certificate (`conn` is `None` for a session without a connection).
 pub(crate) fn client_info<'a>(
@@ -165,13 +190,7 @@ impl Shard {
         };
         let s = &s.session;
         let conn = s.conn.and_then(|k| self.conns.get(k));
-        let info = client_info(
-            conn,
-            &self.listener_ports,
-            &s.client_id,
-            s.acl.username(),
-            s.version,
-        );
+        let info = session_client(conn, &self.listener_ports, s);
         self.plugins.acl_check(&info, topic, access)
     }
 
@@ -199,13 +218,7 @@ impl Shard {
             Some(s) => {
                 let s = &s.session;
                 let conn = s.conn.and_then(|k| self.conns.get(k));
-                let info = client_info(
-                    conn,
-                    &self.listener_ports,
-                    &s.client_id,
-                    s.acl.username(),
-                    s.version,
-                );
+                let info = session_client(conn, &self.listener_ports, s);
                 self.plugins.message_in(Some(&info), msg)
             }
             None => self.plugins.message_in(None, msg),
@@ -256,13 +269,7 @@ impl Shard {
             return;
         };
         let s = &s.session;
-        let info = client_info(
-            Some(conn),
-            &self.listener_ports,
-            &s.client_id,
-            s.acl.username(),
-            s.version,
-        );
+        let info = session_client(Some(conn), &self.listener_ports, s);
         self.plugins.message_out(&info, msg);
     }
 
@@ -284,13 +291,7 @@ impl Shard {
         };
         let s = &s.session;
         let conn = conn.or_else(|| s.conn.and_then(|k| self.conns.get(k)));
-        let info = client_info(
-            conn,
-            &self.listener_ports,
-            &s.client_id,
-            s.acl.username(),
-            s.version,
-        );
+        let info = session_client(conn, &self.listener_ports, s);
         f(&mut self.plugins, &info);
     }
 

@@ -8,7 +8,7 @@ use super::Shard;
 use crate::auth::{authorize, Access};
 use crate::index::{Entry, SubscriberId};
 use crate::message::{Delivery, SharedMessage, SubscriptionIds};
-use crate::plugin::{Decision, Events};
+use crate::plugin::Events;
 use crate::protocol::{self, Packet, QoS, SubOptions};
 use crate::retain::Source;
 use crate::session::{memory, Offer, Outgoing};
@@ -202,23 +202,24 @@ impl Shard {
                 return;
             }
         }
-        // Every delivery passes here (live, shared, retained, wills): the one place for the
-        // read ACL. The plugins first (one bit test when none checks ACLs), then the file.
-        let mut plugin_allowed = false;
-        if self.plugins.wants(Events::ACL_CHECK) {
-            match self.receive_decision(sub, &delivery.msg.topic) {
-                Decision::Allow => plugin_allowed = true,
-                Decision::Pass => {}
-                Decision::Deny | Decision::Later => return,
-            }
-        }
         let Some(slot) = self.sessions.get_mut(sub.slot as usize) else {
             return;
         };
         if slot.generation != sub.generation {
             return;
         }
-        if !plugin_allowed && !authorize(&slot.session.acl, &delivery.msg.topic, Access::Read) {
+        // Every delivery passes here (live, shared, retained, wills): the one place for the
+        // read ACL. The plugins first (one bit test when none checks ACLs), then the ACL
+        // file, the chain's last member (`plugin::builtin::acl`).
+        let topic: &str = &delivery.msg.topic;
+        let allowed = if self.plugins.wants(Events::ACL_CHECK) {
+            let s = &slot.session;
+            let conn = s.conn.and_then(|k| self.conns.get(k));
+            read_allowed(&mut self.plugins, conn, &self.listener_ports, s, topic)
+        } else {
+            authorize(&slot.session.acl, topic, Access::Read)
+        };
+        if !allowed {
             return;
         }
         if delivery.qos != QoS::AtMostOnce && memory::full(self.shared.config.memory_limit) {
@@ -283,17 +284,6 @@ impl Shard {
         }
     }
 
-    /// The plugins' read decision for a delivery on `topic` to `sub` (`Deny` for a
-    /// subscriber that is gone).
-    #[inline(never)]
-    fn receive_decision(&mut self, sub: SubscriberId, topic: &str) -> Decision {
-        let slot = sub.slot as usize;
-        match self.sessions.get(slot) {
-            Some(s) if s.generation == sub.generation => self.plugin_acl(slot, topic, Access::Read),
-            _ => Decision::Deny,
-        }
-    }
-
     /// Sends the packets a session produced (`self.out`) to its connection.
     pub(crate) fn send_session_output(&mut self, conn: usize) {
         let mut out = std::mem::take(&mut self.out);
@@ -307,4 +297,19 @@ impl Shard {
         }
         self.out = out;
     }
+}
+
+/// The plugins' read decision for `session`'s client on `topic`, then the ACL file's when
+/// they all pass. Out of line: only a broker with an ACL plugin comes here.
+#[inline(never)]
+fn read_allowed(
+    plugins: &mut crate::plugin::ShardPlugins,
+    conn: Option<&super::conn::Conn>,
+    ports: &[u16],
+    session: &crate::session::Session,
+    topic: &str,
+) -> bool {
+    let info = super::plugin_hooks::session_client(conn, ports, session);
+    let chain = plugins.acl_check(&info, topic, Access::Read);
+    crate::plugin::builtin::acl::after_chain(chain, &session.acl, topic, Access::Read)
 }
