@@ -1,6 +1,7 @@
 /*
- * The cheapest useful ACL plugin: denies topics under "deny/", allows the rest. For measuring
- * what a C ACL callback costs per check (examples/cabi_instructions.rs):
+ * The cheapest ACL plugin: refuses reading "forbidden", defers everything else (the rule of
+ * examples/route_instructions.rs' Rust `acl-plugin`). For measuring what a C ACL callback
+ * costs (examples/cabi_instructions.rs, examples/route_instructions.rs):
  *   gcc -O2 -shared -fPIC -I include -o target/acl_trivial.so tests/data/plugins/acl_trivial.c
  */
 #include <string.h>
@@ -12,10 +13,10 @@ static int on_acl(int event, void *event_data, void *userdata)
 	const struct midge_evt_acl_check *evt = event_data;
 	(void)event;
 	(void)userdata;
-	if (evt->topic.len >= 5 && memcmp(evt->topic.ptr, "deny/", 5) == 0) {
+	if (evt->access == MIDGE_ACL_READ && evt->topic.len == 9 && memcmp(evt->topic.ptr, "forbidden", 9) == 0) {
 		return MIDGE_DENY;
 	}
-	return MIDGE_ALLOW;
+	return MIDGE_DEFER;
 }
 
 int midge_plugin_version(int supported_count, const int *supported_versions)
