@@ -154,7 +154,7 @@ fn a_c_plugin_compiled_with_gcc_denies_its_topic() {
     }
     let dir = tempfile::tempdir().unwrap();
     let so = gcc_plugin(dir.path(), "deny", None);
-    let broker = Broker::start_with(&[&plugin_line(&so), "plugin_opt_deny_topic c/denied"]);
+    let mut broker = Broker::start_with(&[&plugin_line(&so), "plugin_opt_deny_topic c/denied"]);
     let port = broker.port();
     let mut sub = Paho::spawn(
         "sub.py",
@@ -172,6 +172,9 @@ fn a_c_plugin_compiled_with_gcc_denies_its_topic() {
         ("c/ok", "y")
     );
     assert!(broker.log().contains("deny.c: loaded"), "{}", broker.log());
+    // midge_plugin_cleanup at shutdown.
+    broker.terminate();
+    assert!(broker.log().contains("deny.c: cleanup"), "{}", broker.log());
 }
 
 #[test]
@@ -384,8 +387,9 @@ fn reload_hands_the_new_options_to_the_plugin() {
 #[test]
 fn mosquitto_dynamic_security_plugin_loads_unchanged() {
     const DYNSEC: &str = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so";
-    if !is_midge() || !Path::new(DYNSEC).exists() {
-        eprintln!("skipped: {DYNSEC} not installed (Debian package mosquitto)");
+    let ctrl = Path::new("/usr/bin/mosquitto_ctrl");
+    if !is_midge() || !Path::new(DYNSEC).exists() || !ctrl.exists() {
+        eprintln!("skipped: {DYNSEC} or mosquitto_ctrl not installed (packages mosquitto, mosquitto-clients)");
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -148,6 +148,7 @@ int midge_plugin_cleanup(void *userdata, struct midge_opt *options, int option_c
 	(void)options;
 	(void)option_count;
 	if (d != NULL) {
+		midge_log(d->id, MIDGE_LOG_INFO, "deny.c: cleanup");
 		free(d->deny_topic);
 		free(d->later_user);
 		free(d);
