@@ -3,6 +3,8 @@
 //! default 100) dealt over 2 shards, through `midge::shard::bench::RouteBench`. Argument 3
 //! `acl-plugin` adds one trivial ACL plugin through the Rust trait (it refuses one topic the
 //! workload never uses, so every delivery asks it and it passes): the plugin chain's cost.
+//! A path ending in `.so` loads that C plugin instead (tests/data/plugins/acl_trivial.c, the
+//! same rule through the C ABI; results/cabi-20261206/README.md).
 //!
 //! Instructions per routed message = (Ir of a run with MESSAGES=N - Ir with MESSAGES=0) / N:
 //! ```sh
@@ -55,7 +57,14 @@ fn main() {
     let plugins: Vec<Arc<dyn Plugin>> = match args.next().as_deref() {
         None => Vec::new(),
         Some("acl-plugin") => vec![Arc::new(DenyOne)],
-        Some(other) => panic!("unknown variant {other}: expected acl-plugin"),
+        // The same rule through the C ABI: tests/data/plugins/acl_trivial.c built as a .so.
+        Some(path) if path.ends_with(".so") => {
+            vec![
+                midge::plugin::cabi::load(std::path::Path::new(path), &PluginOptions::new())
+                    .unwrap_or_else(|e| panic!("{e}")),
+            ]
+        }
+        Some(other) => panic!("unknown variant {other}: expected acl-plugin or a C plugin .so"),
     };
     let mut bench =
         RouteBench::with_plugins(2, subscribers, "site/+/device-42/#", plugins).expect("setup");

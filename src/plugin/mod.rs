@@ -5,6 +5,7 @@
 //! - [`chain`]: [`ShardPlugins`], one shard's plugins asked in order, panics caught.
 //! - [`registry`]: the plugins a configuration names, loaded and configured.
 //! - [`builtin`]: the plugins compiled into midge (`plugin builtin:NAME`).
+//! - [`cabi`]: C plugins (`plugin PATH.so`), include/midge_plugin.h.
 
 pub mod api;
 
@@ -18,5 +19,6 @@ pub mod chain;
 pub use chain::ShardPlugins;
 
 pub mod builtin;
+pub mod cabi;
 pub mod registry;
 mod scoped;

@@ -150,16 +150,9 @@ pub fn configure(spec: &PluginSpec, plugin: &dyn Plugin) -> Result<(), String> {
         .map_err(|e| format!("{}: plugin {}: {e}", spec.at(), spec.name()))
 }
 
-/// `plugin PATH`: a shared library through the C ABI.
-///
-/// THE ONE FUNCTION THE C ABI REPLACES: its body becomes a call to
-/// `crate::plugin::cabi::load(path)` (with the error prefixed by `spec.at()`).
+/// `plugin PATH`: a shared library through the C ABI (src/plugin/cabi, include/midge_plugin.h).
 fn load_c(spec: &PluginSpec, path: &Path) -> Result<Arc<dyn Plugin>, String> {
-    let _ = path;
-    Err(format!(
-        "{}: C plugins are not supported by this build",
-        spec.at()
-    ))
+    crate::plugin::cabi::load(path, &spec.options).map_err(|e| format!("{}: {e}", spec.at()))
 }
 
 #[cfg(test)]
