@@ -195,6 +195,7 @@ mod tests {
         let loaded = Loaded {
             in_process: Vec::new(),
             configured: vec![(spec("plugin builtin:x\nplugin_opt_a 1\n"), plugin.clone())],
+            implicit: Vec::new(),
             password: None,
         };
         let new = |text: &str| {
