@@ -174,11 +174,7 @@ impl ShardPlugins {
 
     /// A message enters: every registered plugin sees it in turn (each sees the previous one's
     /// changes) until one drops it. A panic drops it.
-    pub fn message_in(
-        &mut self,
-        client: Option<&ClientInfo<'_>>,
-        msg: MessageIn<'_>,
-    ) -> Verdict {
+    pub fn message_in(&mut self, client: Option<&ClientInfo<'_>>, msg: MessageIn<'_>) -> Verdict {
         if !self.wants(Events::MESSAGE_IN) {
             return Verdict::Keep;
         }

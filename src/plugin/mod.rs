@@ -14,3 +14,5 @@ pub use api::{
 pub mod chain;
 
 pub use chain::ShardPlugins;
+
+pub mod builtin;
