@@ -210,6 +210,19 @@ fn listener_policy(
 impl Broker {
     /// Binds every listener and starts the shards. Returns once the broker accepts clients.
     pub fn start(config: Config) -> io::Result<Broker> {
+        Broker::start_with_plugins(config, Vec::new())
+    }
+
+    /// [`Broker::start`] with `plugins` (Rust plugins of the program that runs midge as a
+    /// library) in the chain, ahead of the plugins the configuration names (and of the
+    /// password and ACL files). A configured plugin that cannot be loaded or configured stops
+    /// start-up with `FILE:LINE: plugin NAME: message`.
+    pub fn start_with_plugins(
+        config: Config,
+        plugins: Vec<Arc<dyn crate::plugin::Plugin>>,
+    ) -> io::Result<Broker> {
+        let mut plugins = crate::plugin::registry::Loaded::load(plugins, &config.plugins)
+            .map_err(io::Error::other)?;
         let auth = Auth::load(&config).map_err(|e| io::Error::other(e.to_string()))?;
         let shards = config
             .shards
@@ -224,6 +237,7 @@ impl Broker {
         let mut addrs = Vec::new();
         let mut tls_listeners = Vec::new();
         let mut any_password_file = auth.passwords.is_some();
+        let mut password_files = Vec::new();
         for l in &listeners {
             let (listener_auth, allow_anonymous) = listener_policy(&config, l, &auth)?;
             any_password_file |= listener_auth.passwords.is_some();
@@ -251,6 +265,7 @@ impl Broker {
             let interface = l.bind_interface.as_deref();
             let port = probe_port(l.addr, interface)?;
             let addr = SocketAddr::new(l.addr.ip(), port);
+            password_files.push((port, listener_auth.passwords.clone()));
             for sockets in per_shard.iter_mut() {
                 sockets.push(
                     Listener::new(
@@ -286,10 +301,16 @@ impl Broker {
         if any_password_file {
             auth_worker.ensure_running()?;
         }
+        // The password file is the chain's last plugin; its checks go to these threads.
+        let password =
+            crate::plugin::builtin::password::PasswordPlugin::new(auth_worker.client(|| {}).0);
+        password.set_files(password_files);
+        plugins.password = Some(Arc::new(password));
         // The store is read before anything is served: an unreadable one stops start-up.
         let (store, recovered) = open_store(&config)?;
         let applied = Mutex::new(config.clone());
-        let shared = Shared::new(config, auth, Some(auth_worker), shards);
+        let mut shared = Shared::new(config, auth, Some(auth_worker), shards);
+        shared.plugins = plugins;
         let now = std::time::Instant::now();
         for msg in recovered.retained.iter().filter(|m| !m.is_expired(now)) {
             shared.retained.set(msg);

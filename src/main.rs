@@ -97,6 +97,11 @@ fn check(path: &std::path::Path) -> ExitCode {
             for warning in &config.warnings {
                 eprintln!("midge: warning: {warning}");
             }
+            // The plugins are loaded and configured as at start: a bad name, library or
+            // option fails the check with its FILE:LINE.
+            if let Err(e) = midge::plugin::registry::Loaded::load(Vec::new(), &config.plugins) {
+                return fail(&e);
+            }
             println!("{}: ok", path.display());
             ExitCode::SUCCESS
         }

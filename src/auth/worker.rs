@@ -59,10 +59,19 @@ pub struct AuthResponse {
 
 type Notify = Arc<dyn Fn() + Send + Sync>;
 
+/// Where a check's outcome goes: the submitter's reply channel (then `notify`), or a
+/// callback run on the worker thread (a plugin's `Later` answer, `plugin::builtin::password`).
+enum Reply {
+    Channel {
+        reply: Sender<AuthResponse>,
+        notify: Notify,
+    },
+    Then(Box<dyn FnOnce(bool) + Send>),
+}
+
 struct Job {
     request: AuthRequest,
-    reply: Sender<AuthResponse>,
-    notify: Notify,
+    reply: Reply,
 }
 
 /// A pool of threads that verify passwords (see the module documentation).
@@ -191,12 +200,17 @@ fn run(rx: Receiver<Job>) {
             .passwords
             .verify(&job.request.username, &job.request.password);
         wipe(&mut job.request.password);
-        let response = AuthResponse {
-            token: job.request.token,
-            allowed,
-        };
-        if job.reply.send(response).is_ok() {
-            (job.notify)();
+        match job.reply {
+            Reply::Channel { reply, notify } => {
+                let response = AuthResponse {
+                    token: job.request.token,
+                    allowed,
+                };
+                if reply.send(response).is_ok() {
+                    notify();
+                }
+            }
+            Reply::Then(done) => done(allowed),
         }
     }
 }
@@ -229,13 +243,30 @@ impl AuthClient {
     pub fn submit(&self, request: AuthRequest) -> Result<(), AuthRequest> {
         let job = Job {
             request,
-            reply: self.reply.clone(),
-            notify: self.notify.clone(),
+            reply: Reply::Channel {
+                reply: self.reply.clone(),
+                notify: self.notify.clone(),
+            },
         };
         match self.jobs.try_send(job) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(job)) | Err(TrySendError::Disconnected(job)) => Err(job.request),
         }
+    }
+
+    /// Queues a check whose outcome is handed to `done` on the worker thread (the request's
+    /// token is unused). Never blocks; `false` when the queue is full or the worker gone
+    /// (`done` is dropped uncalled).
+    pub fn submit_then(
+        &self,
+        request: AuthRequest,
+        done: impl FnOnce(bool) + Send + 'static,
+    ) -> bool {
+        let job = Job {
+            request,
+            reply: Reply::Then(Box::new(done)),
+        };
+        self.jobs.try_send(job).is_ok()
     }
 }
 

@@ -39,6 +39,14 @@ impl Broker {
         let log_changes = crate::logging::reconfigure(&config).map_err(|e| e.to_string())?;
         let mut changes = describe(&applied, &config, &reload);
         changes.extend(log_changes);
+        // The plugins take their new options before the shards' reload hooks run.
+        match self.shared.plugins.reconfigure(&config.plugins) {
+            Ok(plugin_changes) => changes.extend(plugin_changes),
+            Err(e) => {
+                log::warn!("Reload: {e}.");
+                changes.push(format!("plugins unchanged: {e}"));
+            }
+        }
         let reload = Arc::new(reload);
         for (id, peer) in self.peers.iter().enumerate() {
             let deadline = Instant::now() + PUSH_FOR;
@@ -97,6 +105,10 @@ impl Broker {
                 .ok_or("no password checker in this broker")?
                 .ensure_running()
                 .map_err(|e| format!("cannot start the password checker: {e}"))?;
+        }
+        if let Some(password) = &self.shared.plugins.password {
+            let ports = self.addrs.iter().map(|a| a.port());
+            password.set_files(ports.zip(policies.iter().map(|(a, _)| a.passwords.clone())));
         }
         Ok(Reload {
             listeners: policies,

@@ -12,9 +12,11 @@ mod bridge;
 pub mod ciphers;
 pub mod mosquitto_options;
 mod parse;
+mod plugin;
 
 pub use bridge::{BridgeAddress, BridgeConfig, BridgeTls, BridgeTopic, Direction, StartType};
 pub use parse::ConfigError;
+pub use plugin::{PluginSource, PluginSpec};
 
 /// `max_packet_size` when not said: 1 MiB.
 pub const DEFAULT_MAX_PACKET_SIZE: u32 = 1024 * 1024;
@@ -257,6 +259,9 @@ pub struct Config {
     pub warnings: Vec<String>,
     /// `connection` blocks: bridges to other brokers, in file order.
     pub bridges: Vec<BridgeConfig>,
+    /// `plugin` / `global_plugin` / `auth_plugin` lines with their options, in file order
+    /// (the order the chain asks them in).
+    pub plugins: Vec<PluginSpec>,
 }
 
 impl Default for Config {
@@ -305,6 +310,7 @@ impl Default for Config {
             clients: ClientOptions::default(),
             warnings: Vec::new(),
             bridges: Vec::new(),
+            plugins: Vec::new(),
         }
     }
 }

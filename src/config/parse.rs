@@ -39,6 +39,7 @@ mod error;
 mod files;
 mod finish;
 mod mosquitto;
+mod plugin;
 mod values;
 
 use block::{Block, Domain, TlsBlock};
@@ -76,6 +77,8 @@ struct Parser {
     log_dest: Option<LogDests>,
     /// `connection` blocks (bridges).
     bridges: bridge::Bridges,
+    /// Plugin lines in file order, with the block they were said in.
+    plugins: Vec<(crate::config::PluginSpec, plugin::Scope)>,
 }
 
 impl Parser {
@@ -472,7 +475,9 @@ impl Parser {
                 self.config.cluster_nats_urls.push(v.to_string());
             }
             _ => {
-                if !self.mosquitto_option(pos, option, rest, *current)? {
+                if !self.plugin_option(pos, option, rest, *current)?
+                    && !self.mosquitto_option(pos, option, rest, *current)?
+                {
                     return Err(pos.unknown(option));
                 }
             }

@@ -37,7 +37,7 @@ const QOS_UNSUPPORTED: Refusal = Refusal {
     v5: v5::QOS_NOT_SUPPORTED,
 };
 /// mosquitto answers every failed login "not authorized" in 3.x; 5.0 can say more.
-const BAD_CREDENTIALS: Refusal = Refusal {
+pub(super) const BAD_CREDENTIALS: Refusal = Refusal {
     v3: v3::NOT_AUTHORIZED,
     v5: v5::BAD_USER_NAME_OR_PASSWORD,
 };
@@ -280,9 +280,10 @@ fn attach(cx: &mut Ctx<'_>, connect: Connect, client_id: ByteStr, assigned: bool
         .0
         .client_acl(&client_id, connect.username.as_deref());
     let mut will = connect.will;
+    let username = connect.username.as_deref();
     if let Some(refused) = will
         .as_ref()
-        .and_then(|w| super::hooks::write_refusal(&acl, &w.topic))
+        .and_then(|w| super::hooks::will_refusal(cx, &client_id, username, &acl, &w.topic))
     {
         // As mosquitto 2.0 (`context__send_will`): the CONNECT is accepted and a will the
         // client could not publish itself is never published. The ACL is fixed at
@@ -327,7 +328,7 @@ fn attach(cx: &mut Ctx<'_>, connect: Connect, client_id: ByteStr, assigned: bool
             if s.pending_will.take().is_some() {
                 s.store_record(batch);
             }
-            cx.end_session(slot);
+            cx.end_session_replaced(slot);
         } else {
             resumed = Some(slot);
         }

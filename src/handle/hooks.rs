@@ -4,14 +4,21 @@
 //!
 //! | hook | called from |
 //! |---|---|
-//! | [`authenticate`] | CONNECT (`handle::connect`); the password check answers in `Ctx::password_checked` |
-//! | [`authorize`] | publish ([`write_refusal`]: PUBLISH and wills), subscribe (`handle::subscribe`), receive (`Shard::offer`) |
+//! | [`authenticate`] | CONNECT (`handle::connect`): the plugins' basic auth, then the password file; a deferred answer (the password check, a plugin's `Later`) resumes in `Ctx::password_checked` |
+//! | [`authorize`] | publish ([`publish_refusal`] for PUBLISH, [`will_refusal`] for wills), subscribe ([`may_subscribe`]), receive (`Shard::offer`): the plugins first, then the ACL file |
 //! | [`Shard::subscription_added`] / [`Shard::subscription_removed`] | SUBSCRIBE; UNSUBSCRIBE and a session's end |
 //! | [`Shard::replica_insert`] / [`Shard::replica_remove`] | the same changes arriving from other shards, and recovery |
-//! | [`Shard::message_in`] | a client's PUBLISH and a will, before routing |
+//! | [`Shard::message_in`] | a client's PUBLISH and a will, before routing (the plugins' message-in hook ran before the message was shared: `Shard::plugin_message_in`) |
 //! | [`Shard::message_out`] | every PUBLISH written to a client (`Shard::write_publish`) |
+//! | [`subscribed`] / [`unsubscribed`] | SUBSCRIBE granted; UNSUBSCRIBE |
 //! | [`Shard::client_connected`] / [`Shard::client_disconnected`] | CONNACK accepted; the close of a connected client |
+//! | [`Shard::session_ended`] | a session's end (`Shard::end_session`) |
 //! | [`Shard::on_tick`] | the shard's tick |
+//! | [`Shard::plugins_reloaded`] | a configuration reload (`Shard::apply_reload`) |
+//!
+//! The plugins (`plugin::ShardPlugins`, the shard's `plugins`) are asked first at each
+//! decision; when every one passes, the password file and ACL file decide as before. With no
+//! plugin loaded each plugin call is one bit test (`ShardPlugins::wants`).
 //!
 //! Shard thread only. Per-message hooks are `#[inline]` and touch only the shard's own
 //! state: no allocation, lock or atomic operation per message.
@@ -27,12 +34,14 @@ use std::time::Instant;
 use crate::auth::{Access, ClientAcl, ConnectCheck};
 use crate::index::{Entry, SubscriberId};
 use crate::message::SharedMessage;
-use crate::protocol::{ByteStr, Connect};
-use crate::shard::ctx::Ctx;
+use crate::plugin::{Credentials, Decision, Events, ExtendedAuth, SessionEnd};
+use crate::protocol::{ByteStr, Connect, QoS};
+use crate::shard::conn::Conn;
+use crate::shard::ctx::{Ctx, SessionCtx};
 use crate::shard::inbox::ShardMsg;
 use crate::shard::Shard;
 
-use super::connect::{connect_accepted, refuse, verify_password, NOT_AUTHORIZED};
+use super::connect::{connect_accepted, refuse, verify_password, BAD_CREDENTIALS, NOT_AUTHORIZED};
 
 /// The one authorization decision lives in `auth` (the shard's delivery path calls it too, and
 /// `shard` must not import `handle`); publish and subscribe reach it through here.
@@ -51,9 +60,81 @@ pub(crate) fn write_refusal(acl: &ClientAcl, topic: &str) -> Option<&'static str
     }
 }
 
+/// A client's PUBLISH on `topic`: refused (and why), or `None`. `$SYS` and `$share` never;
+/// then the plugins; when all pass, the ACL file.
+#[inline]
+pub(crate) fn publish_refusal(cx: &mut SessionCtx<'_>, topic: &str) -> Option<&'static str> {
+    if topic.starts_with("$SYS") || topic.starts_with("$share") {
+        return Some("clients do not publish on $SYS or $share");
+    }
+    // The ACL file is the chain's last member (`plugin::builtin::acl`).
+    match cx.plugin_acl(topic, Access::Write) {
+        Decision::Pass => write_refusal(&cx.session().acl, topic),
+        Decision::Allow => None,
+        Decision::Deny | Decision::Later => Some("refused by a plugin"),
+    }
+}
+
+/// A will on `topic` of the client `client_id` / `username` being accepted (no session
+/// yet): as [`publish_refusal`], with the will's ACL `acl`.
+pub(crate) fn will_refusal(
+    cx: &mut Ctx<'_>,
+    client_id: &str,
+    username: Option<&str>,
+    acl: &ClientAcl,
+    topic: &str,
+) -> Option<&'static str> {
+    if cx.plugins_want(Events::ACL_CHECK)
+        && !topic.starts_with("$SYS")
+        && !topic.starts_with("$share")
+    {
+        let (plugins, info) = cx.plugins_for(client_id, username);
+        match plugins.acl_check(&info, topic, Access::Write) {
+            Decision::Pass => {}
+            Decision::Allow => return None,
+            Decision::Deny | Decision::Later => return Some("refused by a plugin"),
+        }
+    }
+    write_refusal(acl, topic)
+}
+
+/// May the client subscribe to `filter`? The plugins, then the ACL file.
+pub(crate) fn may_subscribe(cx: &mut SessionCtx<'_>, filter: &str) -> bool {
+    let chain = cx.plugin_acl(filter, Access::Subscribe);
+    crate::plugin::builtin::acl::after_chain(chain, &cx.session().acl, filter, Access::Subscribe)
+}
+
+/// The client subscribed to `filter` (granted `qos`).
+pub(crate) fn subscribed(cx: &mut SessionCtx<'_>, filter: &str, qos: QoS) {
+    cx.plugin_notify(Events::SUBSCRIBE, |p, c| p.subscribe(c, filter, qos));
+}
+
+/// The client unsubscribed from `filter`.
+pub(crate) fn unsubscribed(cx: &mut SessionCtx<'_>, filter: &str) {
+    cx.plugin_notify(Events::UNSUBSCRIBE, |p, c| p.unsubscribe(c, filter));
+}
+
+impl Ctx<'_> {
+    /// A plugin's deferred answer to an enhanced-authentication step of a parked CONNECT.
+    ///
+    /// THE ONE FUNCTION ENHANCED AUTHENTICATION REPLACES (`handle::auth`): until then no
+    /// exchange is parked, so an answer can only be a refusal or a success without data.
+    pub(crate) fn extended_auth_answered(mut self, connect: Connect, answer: ExtendedAuth) -> bool {
+        match answer {
+            ExtendedAuth::Success(_) => connect_accepted(&mut self, connect),
+            _ => {
+                let max = connect.properties.maximum_packet_size.unwrap_or(0);
+                refuse(&mut self, max, NOT_AUTHORIZED, "refused by a plugin")
+            }
+        }
+    }
+}
+
 /// Who the client is: with `use_identity_as_username`/`use_subject_as_username` the TLS
 /// certificate says (CONNECT's username and password are ignored, as mosquitto does);
-/// otherwise the password file, checked off the loop by the auth worker.
+/// otherwise the plugins' basic auth (first decision wins; `Later` parks the connection
+/// until the answer comes through the shard's inbox), and when every plugin passes, the
+/// password file, checked off the loop by the auth worker.
 pub(super) fn authenticate(cx: &mut Ctx<'_>, mut connect: Connect) -> bool {
     let max = connect.properties.maximum_packet_size.unwrap_or(0);
     if let Some(identity) = cx.required_tls_identity() {
@@ -65,6 +146,22 @@ pub(super) fn authenticate(cx: &mut Ctx<'_>, mut connect: Connect) -> bool {
             }
             None => refuse(cx, max, NOT_AUTHORIZED, "no client certificate identity"),
         };
+    }
+    if cx.plugins_want(Events::BASIC_AUTH) {
+        let creds = Credentials {
+            username: connect.username.as_deref(),
+            password: connect.password.as_deref(),
+        };
+        let (decision, serial) = cx.plugin_basic_auth(&connect.client_id, &creds);
+        match decision {
+            Decision::Pass => {}
+            Decision::Allow => return connect_accepted(cx, connect),
+            Decision::Deny => return refuse(cx, max, BAD_CREDENTIALS, "refused by a plugin"),
+            Decision::Later => {
+                cx.park(connect, serial);
+                return true;
+            }
+        }
     }
     let (auth, allow_anonymous) = cx.listener_auth();
     match auth.connect_check(connect.username.as_deref(), allow_anonymous) {
@@ -155,20 +252,52 @@ impl Shard {
         self.stats.publish_bytes_out += payload_len as u64;
     }
 
-    /// The client of session `slot` is connected (its CONNACK accepted it).
-    pub(crate) fn client_connected(&mut self, _slot: usize) {
-        self.stats.connections += 1;
+    /// The PUBLISH `publish` on `topic` was written to connection `key` (the plugins'
+    /// message-out hook; the counters are [`Shard::message_out`]).
+    #[inline]
+    pub(crate) fn message_out_to(
+        &mut self,
+        key: usize,
+        topic: &str,
+        publish: &crate::protocol::PublishRef<'_>,
+    ) {
+        self.plugin_message_out(key, topic, publish.payload, publish.qos, publish.retain);
     }
 
-    /// The connection of the client of session `slot` closed (before its will and the
-    /// session's fate are decided).
-    pub(crate) fn client_disconnected(&mut self, _slot: usize) {
+    /// The client of session `slot` is connected (its CONNACK accepted it).
+    pub(crate) fn client_connected(&mut self, slot: usize) {
+        self.stats.connections += 1;
+        self.plugin_notify(Events::CONNECT, slot, None, |p, c| p.connect(c));
+    }
+
+    /// The connection `conn` of the client of session `slot` closed (before its will and the
+    /// session's fate are decided); `graceful`: it sent DISCONNECT.
+    pub(crate) fn client_disconnected(&mut self, slot: usize, conn: &Conn, graceful: bool) {
         self.stats.connections = self.stats.connections.saturating_sub(1);
+        self.plugin_notify(Events::DISCONNECT, slot, Some(conn), |p, c| {
+            p.disconnect(c, graceful)
+        });
+    }
+
+    /// The session of `client_id` ended.
+    pub(crate) fn session_ended(&mut self, client_id: &str, why: SessionEnd) {
+        self.plugin_session_end(client_id, why);
+    }
+
+    /// The configuration was reloaded; the main thread has configured the plugins with
+    /// their new options (`registry::Loaded::reconfigure`).
+    pub(crate) fn plugins_reloaded(&mut self) {
+        if self.plugins.wants(Events::RELOAD) {
+            self.plugins.reload();
+        }
     }
 
     /// The shard's tick (a few times a second): publishes this shard's counters, and on
-    /// the shard that owns it, the `$SYS` tree when it is due.
+    /// the shard that owns it, the `$SYS` tree when it is due; the plugins' tick.
     pub(crate) fn on_tick(&mut self, now: Instant) {
+        if self.plugins.wants(Events::TICK) {
+            self.plugins.tick(now);
+        }
         self.stats.sessions = self.sessions.len() as u64;
         self.count_gauges(now);
         self.shared.stats_slot(self.id).publish(&self.stats);

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::hooks::write_refusal;
+use super::hooks::publish_refusal;
 use crate::index::SubscriberId;
 use crate::message::{Message, SharedMessage};
 use crate::protocol::reason::v5;
@@ -50,8 +50,7 @@ pub(super) fn handle_publish(cx: &mut SessionCtx<'_>, mut publish: Publish) -> b
     if let Err(e) = cx.config().topic_limits().check(&publish.topic) {
         return cx.protocol_error(v5::TOPIC_NAME_INVALID, format!("PUBLISH {e}"));
     }
-    let session = cx.session();
-    let verdict = if let Some(why) = write_refusal(&session.acl, &publish.topic) {
+    let verdict = if let Some(why) = publish_refusal(cx, &publish.topic) {
         // 3.x: dropped but acknowledged, as mosquitto does; 5.0: reason code 0x87.
         Verdict::Refuse(v5::NOT_AUTHORIZED, why)
     } else if limit != 0 && publish.payload.len() > limit as usize {
@@ -162,7 +161,11 @@ fn resolve_topic_alias(cx: &mut Ctx<'_>, publish: &mut Publish) -> Result<(), (u
 }
 
 /// Stores (if retained) and routes a client's message. Returns whether anyone matched.
-fn publish_from(cx: &mut SessionCtx<'_>, publish: Publish) -> bool {
+fn publish_from(cx: &mut SessionCtx<'_>, mut publish: Publish) -> bool {
+    // The plugins' message-in hook, on the PUBLISH itself: a change costs no copy.
+    if !cx.plugin_message_in(&mut publish) {
+        return false;
+    }
     let origin = cx.subscriber();
     let msg = cx.share(Message::from_publish(publish, Some(origin)));
     if msg.retain {
@@ -211,7 +214,7 @@ impl Services<'_> {
         log::debug!("Publishing will on {}.", will.topic);
         let mut properties = will.properties;
         properties.will_delay_interval = None;
-        let publish = Publish {
+        let mut publish = Publish {
             qos: will.qos,
             retain: will.retain,
             topic: will.topic,
@@ -219,6 +222,9 @@ impl Services<'_> {
             payload: will.payload,
             ..Default::default()
         };
+        if !self.plugin_message_in_will(&mut publish) {
+            return;
+        }
         let msg = Arc::new(Message::from_publish(publish, Some(origin)));
         if msg.retain && self.config().retain_available {
             set_retained(self, &msg, None);

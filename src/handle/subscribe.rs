@@ -2,8 +2,6 @@
 //! SUBACK/UNSUBACK with 3.x return codes or 5.0 reason codes, and retained messages for new
 //! subscriptions (per Retain Handling).
 
-use super::hooks::authorize;
-use crate::auth::Access;
 use crate::index::Entry;
 use crate::message::SubscriptionIds;
 use crate::protocol::reason::{v3, v5};
@@ -62,7 +60,7 @@ pub(super) fn handle_subscribe(cx: &mut SessionCtx<'_>, mut subscribe: Subscribe
             });
             continue;
         }
-        if !authorize(&cx.session().acl, &filter, Access::Subscribe) {
+        if !super::hooks::may_subscribe(cx, &filter) {
             log::info!("Refusing subscription to '{filter}': not allowed by the ACL.");
             codes.push(if v5 {
                 v5::NOT_AUTHORIZED
@@ -103,6 +101,7 @@ pub(super) fn handle_subscribe(cx: &mut SessionCtx<'_>, mut subscribe: Subscribe
             identifier,
         };
         cx.session().subscriptions.insert(filter.clone(), sub);
+        super::hooks::subscribed(cx, &filter, options.qos);
         codes.push(options.qos as u8);
         // Retained messages: not for shared subscriptions; per Retain Handling otherwise
         // [MQTT-3.3.1-9..11].
@@ -158,6 +157,7 @@ pub(super) fn handle_unsubscribe(cx: &mut SessionCtx<'_>, mut unsubscribe: Unsub
     for filter in unsubscribe.filters {
         let existed = cx.session().subscriptions.remove(&filter).is_some();
         if existed {
+            super::hooks::unsubscribed(cx, &filter);
             cx.subscription_removed(filter, subscriber);
         }
         if v5 {

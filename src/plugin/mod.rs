@@ -3,6 +3,8 @@
 //! - [`api`]: the contract a plugin implements ([`Plugin`], [`ShardPlugin`]) and the types
 //!   the broker hands it.
 //! - [`chain`]: [`ShardPlugins`], one shard's plugins asked in order, panics caught.
+//! - [`registry`]: the plugins a configuration names, loaded and configured.
+//! - [`builtin`]: the plugins compiled into midge (`plugin builtin:NAME`).
 
 pub mod api;
 
@@ -16,3 +18,5 @@ pub mod chain;
 pub use chain::ShardPlugins;
 
 pub mod builtin;
+pub mod registry;
+mod scoped;

@@ -38,12 +38,19 @@ pub struct RouteBench {
 impl RouteBench {
     /// `shards` shards with `subscribers` sessions subscribed to `filter`, dealt round robin.
     pub fn new(shards: usize, subscribers: usize, filter: &str) -> io::Result<RouteBench> {
-        let shared = Arc::new(Shared::new(
-            Config::default(),
-            Auth::default(),
-            None,
-            shards,
-        ));
+        RouteBench::with_plugins(shards, subscribers, filter, Vec::new())
+    }
+
+    /// [`RouteBench::new`] with `plugins` in every shard's chain (their cost per message).
+    pub fn with_plugins(
+        shards: usize,
+        subscribers: usize,
+        filter: &str,
+        plugins: Vec<Arc<dyn crate::plugin::Plugin>>,
+    ) -> io::Result<RouteBench> {
+        let mut shared = Shared::new(Config::default(), Auth::default(), None, shards);
+        shared.plugins.in_process = plugins;
+        let shared = Arc::new(shared);
         let mut polls: Vec<Poll> = Vec::new();
         let mut handles: Vec<ShardHandle> = Vec::new();
         let mut inboxes: Vec<Inbox> = Vec::new();

@@ -36,6 +36,12 @@ use crate::store::Batch as StoreBatch;
 /// above, so an answer for a closed connection cannot resume a new one in the same slot.
 const AUTH_SLOT_BITS: u32 = 24;
 
+/// The token of a parked CONNECT: the connection slot `key` in the low bits, the shard's
+/// serial above.
+pub(crate) fn auth_token(serial: u64, key: usize) -> u64 {
+    (serial << AUTH_SLOT_BITS) | key as u64
+}
+
 /// The broker's services a handler calls, without a connection (a will is published by a
 /// session's end, not by a packet).
 pub(crate) struct Services<'a> {
@@ -116,23 +122,26 @@ impl Shard {
             let Ok(response) = responses.try_recv() else {
                 return;
             };
-            let key = (response.token & ((1 << AUTH_SLOT_BITS) - 1)) as usize;
-            let token = response.token >> AUTH_SLOT_BITS;
-            let Some(conn) = self.conns.get_mut(key) else {
+            let Some((key, connect)) = self.take_parked(response.token) else {
                 continue;
             };
-            if conn.auth_token != token as u32 {
-                continue; // that connection is gone and its slot reused
-            }
-            let Some(connect) = conn.pending_connect.take() else {
-                continue;
-            };
-            if self.ctx(key).password_checked(*connect, response.allowed)
-                && self.process_frames(key)
+            if self.ctx(key).password_checked(connect, response.allowed) && self.process_frames(key)
             {
                 self.resume_input(key);
             }
         }
+    }
+
+    /// The CONNECT parked under `token` (a password check or a plugin's `Later`), taken back
+    /// with its connection; `None` when that connection is gone (its slot maybe reused).
+    pub(crate) fn take_parked(&mut self, token: u64) -> Option<(usize, Connect)> {
+        let key = (token & ((1 << AUTH_SLOT_BITS) - 1)) as usize;
+        let serial = token >> AUTH_SLOT_BITS;
+        let conn = self.conns.get_mut(key)?;
+        if conn.auth_token != serial as u32 {
+            return None; // that connection is gone and its slot reused
+        }
+        conn.pending_connect.take().map(|c| (key, *c))
     }
 
     /// Takes in a connection moved here by another shard and finishes its CONNECT.
@@ -196,6 +205,15 @@ impl Services<'_> {
     #[inline]
     pub(crate) fn message_in(&mut self, msg: SharedMessage) -> bool {
         self.shard.message_in(msg)
+    }
+
+    /// The message-in hook for a will (its client gone): `false` when a plugin dropped it.
+    #[inline]
+    pub(crate) fn plugin_message_in_will(
+        &mut self,
+        publish: &mut crate::protocol::Publish,
+    ) -> bool {
+        self.shard.plugin_message_in(None, publish)
     }
 
     /// Routes a message from another cluster node here only (counted as a message in, never
@@ -397,7 +415,7 @@ impl<'a> Ctx<'a> {
         shard.next_auth_token += 1;
         let token = shard.next_auth_token;
         let request = AuthRequest {
-            token: (token << AUTH_SLOT_BITS) | self.key as u64,
+            token: auth_token(token, self.key),
             username: connect.username.as_deref().unwrap_or_default().to_owned(),
             password: connect.password.as_deref().unwrap_or_default().to_vec(),
             passwords,
@@ -408,10 +426,63 @@ impl<'a> Ctx<'a> {
         if client.submit(request).is_err() {
             return Err("too many password checks pending");
         }
-        let conn = &mut shard.conns[self.key];
-        conn.auth_token = token as u32;
-        conn.pending_connect = Some(Box::new(connect));
+        self.park(connect, token);
         Ok(())
+    }
+
+    /// Parks the CONNECT until the answer for serial `serial` comes (see
+    /// [`Shard::take_parked`]): nothing more of this connection is decoded meanwhile.
+    pub(crate) fn park(&mut self, connect: Connect, serial: u64) {
+        let conn = self.conn_mut();
+        conn.auth_token = serial as u32;
+        conn.pending_connect = Some(Box::new(connect));
+    }
+
+    /// A [`crate::plugin::Later`] for this connection and its serial (see `Shard::later_for`),
+    /// for enhanced authentication's deferred steps (`handle::auth`).
+    #[allow(dead_code)] // the AUTH flow (another part of the plugin work) is its user
+    pub(crate) fn later(&mut self) -> (crate::plugin::Later, u64) {
+        let key = self.key;
+        self.services.shard.later_for(key)
+    }
+
+    /// The plugins of this shard, with who this connection's client is, for the auth hooks
+    /// (before a session exists): `client_id` and `username` are CONNECT's.
+    pub(crate) fn plugins_for<'c>(
+        &'c mut self,
+        client_id: &'c str,
+        username: Option<&'c str>,
+    ) -> (
+        &'c mut crate::plugin::ShardPlugins,
+        crate::plugin::ClientInfo<'c>,
+    ) {
+        let shard = &mut *self.services.shard;
+        let conn = &shard.conns[self.key];
+        let version = conn.version.unwrap_or(ProtocolVersion::V311);
+        let info = super::plugin_hooks::client_info(
+            Some(conn),
+            &shard.listener_ports,
+            client_id,
+            username,
+            version,
+        );
+        (&mut shard.plugins, info)
+    }
+
+    /// The plugins' basic auth of this connection's CONNECT (see `Shard::plugin_basic_auth`).
+    pub(crate) fn plugin_basic_auth(
+        &mut self,
+        client_id: &str,
+        creds: &crate::plugin::Credentials<'_>,
+    ) -> (crate::plugin::Decision, u64) {
+        let key = self.key;
+        self.services.shard.plugin_basic_auth(key, client_id, creds)
+    }
+
+    /// Whether a plugin registered `event` (one bit test).
+    #[inline]
+    pub(crate) fn plugins_want(&self, event: crate::plugin::Events) -> bool {
+        self.services.shard.plugins.wants(event)
     }
 
     /// Whether the session of `client_id` lives on this shard (see [`home_shard`]).
@@ -476,9 +547,12 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    /// Ends session `slot`: its subscriptions leave every replica.
-    pub(crate) fn end_session(&mut self, slot: usize) {
-        self.services.shard.end_session(slot);
+    /// Ends session `slot`, which a new connection with clean start replaces: its
+    /// subscriptions leave every replica.
+    pub(crate) fn end_session_replaced(&mut self, slot: usize) {
+        self.services
+            .shard
+            .end_session_why(slot, crate::plugin::SessionEnd::Replaced);
     }
 
     /// Adds a new session for its client id; returns its slot.
@@ -525,6 +599,37 @@ impl<'a> DerefMut for SessionCtx<'a> {
 }
 
 impl SessionCtx<'_> {
+    /// The plugins' ACL decision for this client (`Pass` at once when none checks ACLs).
+    #[inline]
+    pub(crate) fn plugin_acl(
+        &mut self,
+        topic: &str,
+        access: crate::auth::Access,
+    ) -> crate::plugin::Decision {
+        let slot = self.slot;
+        self.cx.services.shard.plugin_acl(slot, topic, access)
+    }
+
+    /// The message-in hook for this client's PUBLISH: `false` when a plugin dropped it.
+    #[inline]
+    pub(crate) fn plugin_message_in(&mut self, publish: &mut crate::protocol::Publish) -> bool {
+        let slot = self.slot;
+        self.cx
+            .services
+            .shard
+            .plugin_message_in(Some(slot), publish)
+    }
+
+    /// A notification about this client to the plugins registered for `event`.
+    pub(crate) fn plugin_notify(
+        &mut self,
+        event: crate::plugin::Events,
+        f: impl FnOnce(&mut crate::plugin::ShardPlugins, &crate::plugin::ClientInfo<'_>),
+    ) {
+        let slot = self.slot;
+        self.cx.services.shard.plugin_notify(event, slot, None, f);
+    }
+
     /// The session's identity in the index.
     #[inline]
     pub(crate) fn subscriber(&self) -> SubscriberId {

@@ -66,6 +66,7 @@ impl Shard {
             self.drain_inbox();
             self.adopt_pending();
             self.drain_auth_responses();
+            self.drain_later_answers();
             self.drain_cluster();
             if !self.retained_backlog.is_empty() {
                 self.offer_retained_backlog();
@@ -161,6 +162,8 @@ impl Shard {
                 self.replica_remove(&filter, subscriber)
             }
             ShardMsg::Reload(reload) => self.apply_reload(&reload),
+            // At the top of the loop, as adoptions: it resumes a parked connection.
+            ShardMsg::LaterAnswer { token, answer } => self.later_answers.push((token, answer)),
             // Not here: drain_inbox also runs in the middle of handling a packet (before a
             // route or a SUBSCRIBE), and an adopted CONNECT may take over, and close, the
             // very connection being handled. Adoption waits for the top of the loop.

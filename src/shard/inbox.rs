@@ -91,6 +91,16 @@ pub enum ShardMsg {
     CommitFailed { from: u16, upto: u64 },
     /// The configuration was reloaded (SIGHUP): sent by the main thread to every shard.
     Reload(Arc<super::reload::Reload>),
+    /// A plugin's deferred auth answer (`plugin::Later`) for the connection parked under
+    /// `token` (see `shard::plugin_hooks`); sent by whatever thread the plugin answers on.
+    LaterAnswer { token: u64, answer: LaterAnswer },
+}
+
+/// A plugin's deferred auth answer, as it arrives through the inbox.
+#[derive(Debug)]
+pub enum LaterAnswer {
+    Basic(crate::plugin::Decision),
+    Extended(crate::plugin::ExtendedAuth),
 }
 
 /// The sending side of a shard's inbox, held by every shard.

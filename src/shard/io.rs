@@ -422,6 +422,7 @@ impl Shard {
         protocol::encode_publish(&publish, version, &mut conn.wbuf);
         conn.mark_dirty(key, &mut self.dirty);
         self.message_out(payload_len);
+        self.message_out_to(key, topic, &publish);
     }
 
     fn interest(conn: &Conn) -> Interest {

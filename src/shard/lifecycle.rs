@@ -12,6 +12,7 @@ use super::conn::{Conn, ConnState};
 use super::trim::release_free_memory;
 use super::{pool, Shard, LINGER_BASE, TICK};
 use crate::index::SubscriberId;
+use crate::plugin::SessionEnd;
 use crate::protocol::reason::v5;
 use crate::protocol::{self, Disconnect, Packet, ProtocolVersion};
 use crate::session::{memory, OutState};
@@ -123,7 +124,7 @@ impl Shard {
                 "Session of {} expired.",
                 self.sessions[slot].session.client_id
             );
-            self.end_session(slot);
+            self.end_session_why(slot, SessionEnd::Expired);
         }
         for (key, keepalive) in expired {
             if keepalive {
@@ -220,6 +221,9 @@ impl Shard {
             Close::Refused | Close::Shutdown => {}
         }
         let state = conn.state;
+        if let ConnState::Active { session } = state {
+            self.client_disconnected(session, &conn, why == Close::Graceful);
+        }
         let stream = if told && why.lingers() {
             // Shut down the write side and drain: the peer reads the reason, not a reset.
             let registry = self.poll.registry();
@@ -235,7 +239,6 @@ impl Shard {
             let _ = stream.shutdown(std::net::Shutdown::Both);
         }
         if let ConnState::Active { session } = state {
-            self.client_disconnected(session);
             self.detach_session(session, &why);
         }
     }
@@ -294,10 +297,16 @@ impl Shard {
     /// Removes a session and its subscriptions, here and in every replica; a will still
     /// waiting for its delay is published now (the session ended first).
     pub(crate) fn end_session(&mut self, slot: usize) {
+        self.end_session_why(slot, SessionEnd::Closed);
+    }
+
+    /// [`Shard::end_session`], saying why to the session-end hook.
+    pub(crate) fn end_session_why(&mut self, slot: usize, why: SessionEnd) {
         if !self.sessions.contains(slot) {
             return;
         }
         let s = self.sessions.remove(slot);
+        self.session_ended(&s.session.client_id, why);
         memory::release(s.session.held_bytes());
         if s.session.durable {
             self.batch.delete_session(&s.session.client_id);

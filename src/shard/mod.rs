@@ -29,6 +29,7 @@ pub(crate) mod mount;
 pub mod msg_pool;
 pub mod outbox;
 pub mod per_ip;
+mod plugin_hooks;
 pub mod pool;
 mod rate_limit;
 mod read_target;
@@ -172,6 +173,13 @@ pub struct Shard {
     pub(crate) stats: stats::Stats,
     /// The `$SYS` tree's schedule and last figures (published by one shard only).
     pub(crate) sys_tree: systree::SysTree,
+    /// This shard's chain of plugins (empty: every hook is a bit test).
+    pub(crate) plugins: crate::plugin::ShardPlugins,
+    /// The port of each listener (by `Conn::listener`), for the plugins' `ClientInfo`.
+    pub(crate) listener_ports: Vec<u16>,
+    /// Deferred auth answers (`plugin::Later`) taken from the inbox, handled at the top of
+    /// the loop (like adoptions: never in the middle of another connection's packet).
+    pub(crate) later_answers: Vec<(u64, inbox::LaterAnswer)>,
     /// Bytes the sessions recovered at start-up hold (`memory_limit`), counted on the shard
     /// thread at its first turn (recovery runs on the main thread).
     held_recovered: usize,
@@ -215,6 +223,11 @@ impl Shard {
         buffers.set_growth_limit(shared.config.read_buffer_growth / n.max(1));
         let cluster = shared.take_cluster_link(id);
         let mounted = mount::any(&shared.config);
+        let plugins = crate::plugin::ShardPlugins::new(&shared.plugins.all(), id, n);
+        let listener_ports = listeners
+            .iter()
+            .map(|l| l.local_addr().map_or(0, |a| a.port()))
+            .collect();
         Ok(Shard {
             id,
             poll,
@@ -256,6 +269,9 @@ impl Shard {
             lingering: linger::Lingering::default(),
             outbox: outbox::Outbox::new(id, n, inbox_free),
             held_recovered: 0,
+            plugins,
+            listener_ports,
+            later_answers: Vec::new(),
             stats: stats::Stats::default(),
             links: links::Links::default(),
             sys_tree,

@@ -75,5 +75,6 @@ impl Shard {
         self.sys_tree
             .set_interval(reload.sys_interval, Instant::now());
         self.reload_links(&reload.bridges);
+        self.plugins_reloaded();
     }
 }

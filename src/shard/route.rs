@@ -8,6 +8,7 @@ use super::Shard;
 use crate::auth::{authorize, Access};
 use crate::index::{Entry, SubscriberId};
 use crate::message::{Delivery, SharedMessage, SubscriptionIds};
+use crate::plugin::Events;
 use crate::protocol::{self, Packet, QoS, SubOptions};
 use crate::retain::Source;
 use crate::session::{memory, Offer, Outgoing};
@@ -207,8 +208,18 @@ impl Shard {
         if slot.generation != sub.generation {
             return;
         }
-        // Every delivery passes here (live, shared, retained): the one place for the read ACL.
-        if !authorize(&slot.session.acl, &delivery.msg.topic, Access::Read) {
+        // Every delivery passes here (live, shared, retained, wills): the one place for the
+        // read ACL. The plugins first (one bit test when none checks ACLs), then the ACL
+        // file, the chain's last member (`plugin::builtin::acl`).
+        let topic: &str = &delivery.msg.topic;
+        let allowed = if self.plugins.wants(Events::ACL_CHECK) {
+            let s = &slot.session;
+            let conn = s.conn.and_then(|k| self.conns.get(k));
+            read_allowed(&mut self.plugins, conn, &self.listener_ports, s, topic)
+        } else {
+            authorize(&slot.session.acl, topic, Access::Read)
+        };
+        if !allowed {
             return;
         }
         if delivery.qos != QoS::AtMostOnce && memory::full(self.shared.config.memory_limit) {
@@ -286,4 +297,19 @@ impl Shard {
         }
         self.out = out;
     }
+}
+
+/// The plugins' read decision for `session`'s client on `topic`, then the ACL file's when
+/// they all pass. Out of line: only a broker with an ACL plugin comes here.
+#[inline(never)]
+fn read_allowed(
+    plugins: &mut crate::plugin::ShardPlugins,
+    conn: Option<&super::conn::Conn>,
+    ports: &[u16],
+    session: &crate::session::Session,
+    topic: &str,
+) -> bool {
+    let info = super::plugin_hooks::session_client(conn, ports, session);
+    let chain = plugins.acl_check(&info, topic, Access::Read);
+    crate::plugin::builtin::acl::after_chain(chain, &session.acl, topic, Access::Read)
 }

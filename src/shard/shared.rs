@@ -32,6 +32,8 @@ pub struct Shared {
     /// Verifies passwords off the event loops (PBKDF2 is slow on purpose); its threads run
     /// once a password file is in use (`None` only in benchmarks).
     pub auth_worker: Option<AuthWorker>,
+    /// The plugins (each shard makes its own chain of them at its start).
+    pub plugins: crate::plugin::registry::Loaded,
     /// Each shard's counters as of its last tick (see `shard::stats`), by shard id.
     stats: Box<[StatsSlot]>,
     /// The messages each shard's sessions hold that others may hold too, for the distinct
@@ -67,6 +69,7 @@ impl Shared {
             held_bytes: Default::default(),
             auth,
             auth_worker,
+            plugins: Default::default(),
             stats: (0..shards).map(|_| StatsSlot::default()).collect(),
             held_by_many: HeldByMany::new(shards),
             cluster_links: Default::default(),

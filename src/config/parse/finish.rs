@@ -95,6 +95,14 @@ impl Parser {
         if let Some(dest) = self.log_dest {
             config.log_dest = dest;
         }
+        let ports: Vec<u16> = self
+            .blocks
+            .iter()
+            .map(|b| b.port.unwrap_or(DEFAULT_PORT))
+            .collect();
+        let default_port = self.default.port.unwrap_or(DEFAULT_PORT);
+        config.plugins =
+            Self::finish_plugins(std::mem::take(&mut self.plugins), &ports, default_port);
         let mut seen: Vec<(SocketAddr, Pos)> = Vec::new();
         // mosquitto appends the default listener after the `listener` blocks.
         let default = std::mem::take(&mut self.default);

@@ -9,10 +9,6 @@ use super::{ConfigError, Parser};
 use crate::config::mosquitto_options::parse_expiration;
 use crate::config::ProxyProtocol;
 
-/// How an option of mosquitto's that midge has no use for is met.
-const PLUGIN_REFUSAL: &str = "midge has no plugin interface yet (plugins are a separate issue, \
-                              not done): remove this line, or keep mosquitto for this host";
-
 impl Parser {
     /// Parses `option` if it is one of this module's; `Ok(false)` = not one of them.
     pub(super) fn mosquitto_option(
@@ -183,13 +179,6 @@ impl Parser {
                 if parse_bool(pos, option, one(pos, option, rest)?)? {
                     self.note(pos, option, "midge does not queue QoS 0 messages for disconnected clients: they are dropped, as with mosquitto's default");
                 }
-            }
-            "auth_plugin" | "plugin" | "global_plugin" | "auth_plugin_deny_special_chars" => {
-                text(pos, option, rest)?;
-                return Err(pos.invalid(format!("'{option}': {PLUGIN_REFUSAL}")));
-            }
-            o if o.starts_with("plugin_opt_") || o.starts_with("auth_opt_") => {
-                return Err(pos.invalid(format!("'{option}': {PLUGIN_REFUSAL}")));
             }
             _ => return Ok(false),
         }

@@ -17,6 +17,7 @@ const OPTIONS: &[(&str, &str, &str)] = &[
         "dev-",
         "a-prefix-of-more-than-fifty-characters-is-refused-here",
     ),
+    ("auth_plugin", "/usr/lib/auth.so", ""),
     ("autosave_interval", "1800", "soon"),
     ("autosave_on_changes", "false", "maybe"),
     ("bind_address", "127.0.0.1", "not-an-address"),
@@ -84,12 +85,6 @@ const OPTIONS: &[(&str, &str, &str)] = &[
 
 /// Options midge refuses with a clear error whatever their value, and a word the error has.
 const REFUSED: &[(&str, &str)] = &[
-    ("auth_plugin", "plugin"),
-    ("auth_plugin_deny_special_chars", "plugin"),
-    ("plugin", "plugin"),
-    ("global_plugin", "plugin"),
-    ("plugin_opt_db", "plugin"),
-    ("auth_opt_db", "plugin"),
     ("psk_file", "not supported"),
     ("psk_hint", "not supported"),
     ("tls_engine", "not supported"),
