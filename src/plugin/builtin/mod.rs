@@ -4,6 +4,6 @@
 //! ([`acl`]), the chain's last members whenever the configuration has them.
 
 pub mod acl;
-pub mod password;
 pub mod http;
 pub mod jwt;
+pub mod password;

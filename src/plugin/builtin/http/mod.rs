@@ -77,6 +77,13 @@ impl Shared {
     }
 }
 
+/// `plugin builtin:http`'s constructor (the registry's row): checks the options; the
+/// registry's [`Plugin::configure`] call then applies them and starts the workers.
+pub fn new(options: &PluginOptions) -> Result<Arc<dyn Plugin>, String> {
+    HttpConfig::parse(options)?;
+    Ok(Arc::new(HttpPlugin::new()))
+}
+
 /// The plugin as loaded.
 pub struct HttpPlugin {
     shared: Arc<Shared>,
