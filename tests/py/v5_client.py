@@ -5,7 +5,7 @@ Usage: v5_client.py --port PORT --steps JSON
 
 JSON is a list of steps run in order; every packet the broker sends is printed as one JSON
 object per line (properties as paho's Properties.json(), correlation data in hex):
-  {"op": "connect", "id": "c1", "clean": true, "keepalive": 60,
+  {"op": "connect", "id": "c1", "clean": true, "keepalive": 60, "username": "u", "password": "p",
    "props": {"SessionExpiryInterval": 60, "ReceiveMaximum": 5, ...},
    "will": {"topic": "w", "payload": "x", "qos": 1, "retain": false, "props": {...}}}
       -> {"event": "connack", "rc": 0, "session_present": false, "props": {...}}
@@ -129,6 +129,8 @@ def main():
         if op == "connect":
             c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=s.get("id", ""),
                             protocol=mqtt.MQTTv5)
+            if "username" in s:
+                c.username_pw_set(s["username"], s.get("password"))
             c.on_connect = on_connect
             c.on_subscribe = on_subscribe
             c.on_unsubscribe = on_unsubscribe

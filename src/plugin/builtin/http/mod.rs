@@ -247,7 +247,9 @@ impl ShardPlugin for HttpShard {
         creds: &Credentials<'_>,
         later: Later,
     ) -> Decision {
-        if self.config.auth_url.is_none() {
+        // Without credentials the listener's allow_anonymous decides (the server is not asked).
+        if self.config.auth_url.is_none() || (creds.username.is_none() && creds.password.is_none())
+        {
             unused(later);
             return Decision::Pass;
         }
