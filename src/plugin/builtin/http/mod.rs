@@ -5,8 +5,10 @@
 //! - **Authentication** answers from the shared cache when it can; otherwise it queues a job
 //!   for the workers ([`pool`]) and answers [`Decision::Later`]; the worker answers through
 //!   the [`Later`]. A full queue denies at once ("server busy").
-//! - **Superuser**: the worker tells the shard (its notes channel) before it answers; the
-//!   shard keeps the set of its superuser clients and allows their every ACL check.
+//! - **Superuser**: the worker records the verdict in a shared hand-off table before it
+//!   answers; the `connect` hook of the shard that ends up holding the session (the client
+//!   id's home shard, not always the one that authenticated it) takes it out (one lock per
+//!   CONNECT) into its own set, and that shard allows the client's every ACL check.
 //! - **ACL** (the hook is synchronous by contract and runs per delivered message): answered
 //!   from the shard's own cache ([`cache`]). A miss is *deny-and-fetch*: the check is refused
 //!   now, a job fetches the answer, and the next check of the same (client, topic, access)
@@ -45,6 +47,8 @@ pub struct Shared {
     jobs: OnceLock<Sender<Job>>,
     /// Authentication answers by hash of (client id, user name, password).
     auth_cache: Mutex<HashMap<[u8; 32], (Verdict, Instant)>>,
+    /// Superuser verdicts between authentication and the `connect` hook (see the module doc).
+    handoff: Mutex<HashMap<String, bool>>,
     /// HTTP requests made (for tests and logs).
     requests: AtomicU64,
 }
@@ -61,6 +65,16 @@ impl Shared {
             .get(key)
             .filter(|(_, exp)| *exp > now)
             .map(|(v, _)| *v)
+    }
+
+    /// Records whether `client_id`, just allowed, is a superuser (bounded: a CONNECT allowed
+    /// and then refused for another reason leaves an entry until the next of its client id).
+    fn hand_off(&self, client_id: &str, superuser: bool) {
+        let mut h = self.handoff.lock().unwrap_or_else(|e| e.into_inner());
+        if h.len() >= 100_000 {
+            h.clear();
+        }
+        h.insert(client_id.to_string(), superuser);
     }
 
     fn cache_auth(&self, key: [u8; 32], verdict: Verdict, expires: Instant) {
@@ -102,6 +116,7 @@ impl HttpPlugin {
                 config: RwLock::new(None),
                 jobs: OnceLock::new(),
                 auth_cache: Mutex::new(HashMap::new()),
+                handoff: Mutex::new(HashMap::new()),
                 requests: AtomicU64::new(0),
             }),
         }
@@ -217,9 +232,6 @@ impl HttpShard {
     fn drain(&mut self) {
         while let Ok(note) = self.notes_rx.try_recv() {
             match note {
-                Note::Superuser { client_id } => {
-                    self.superusers.insert(client_id);
-                }
                 Note::Acl {
                     client_id,
                     topic,
@@ -254,17 +266,13 @@ impl ShardPlugin for HttpShard {
             return Decision::Pass;
         }
         self.drain();
-        // A client id reused by a new connection starts as a normal user.
-        self.superusers.remove(client.client_id);
         let key = auth_key(client, creds);
         if !self.config.cache_ttl.is_zero() {
             if let Some(v) = self.shared.cached_auth(&key, Instant::now()) {
                 unused(later);
                 return match v {
                     Verdict::Allow { superuser } => {
-                        if superuser {
-                            self.superusers.insert(client.client_id.to_string());
-                        }
+                        self.shared.hand_off(client.client_id, superuser);
                         Decision::Allow
                     }
                     Verdict::Deny => Decision::Deny,
@@ -283,7 +291,6 @@ impl ShardPlugin for HttpShard {
             password: creds.password.map(<[u8]>::to_vec),
             cache_key: key,
             later,
-            reply: self.notes_tx.clone(),
         };
         match jobs.try_send(job) {
             Ok(()) => Decision::Later,
@@ -360,8 +367,24 @@ impl ShardPlugin for HttpShard {
         Decision::Deny
     }
 
-    fn connect(&mut self, _client: &ClientInfo<'_>) {
+    fn connect(&mut self, client: &ClientInfo<'_>) {
         self.drain();
+        let handed = {
+            let mut h = self
+                .shared
+                .handoff
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            h.remove(client.client_id)
+        };
+        match handed {
+            Some(true) => {
+                self.superusers.insert(client.client_id.to_string());
+            }
+            _ => {
+                self.superusers.remove(client.client_id);
+            }
+        }
     }
 
     fn disconnect(&mut self, client: &ClientInfo<'_>, _graceful: bool) {

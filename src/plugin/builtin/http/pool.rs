@@ -27,7 +27,6 @@ pub enum Job {
         /// Where the answer is cached (a hash of client id, user name and password).
         cache_key: [u8; 32],
         later: Later,
-        reply: Sender<Note>,
     },
     Acl {
         who: Who,
@@ -40,8 +39,6 @@ pub enum Job {
 /// What a worker tells the shard that asked.
 #[derive(Debug)]
 pub enum Note {
-    /// Sent before the authentication answer, so the shard knows when the client connects.
-    Superuser { client_id: String },
     Acl {
         client_id: String,
         topic: String,
@@ -80,7 +77,6 @@ fn run(shared: &Shared, job: Job) {
             password,
             cache_key,
             later,
-            reply,
         } => {
             let verdict = authenticate(shared, &config, &who, password.as_deref());
             if !config.cache_ttl.is_zero() {
@@ -88,11 +84,8 @@ fn run(shared: &Shared, job: Job) {
             }
             let decision = match verdict {
                 Verdict::Allow { superuser } => {
-                    if superuser {
-                        let _ = reply.send(Note::Superuser {
-                            client_id: who.client_id.clone(),
-                        });
-                    }
+                    // Before the answer, so it is there when the client connects.
+                    shared.hand_off(&who.client_id, superuser);
                     Decision::Allow
                 }
                 Verdict::Deny => Decision::Deny,

@@ -182,7 +182,7 @@ fn emqx_allow_deny_ignore_and_cache() {
 #[test]
 fn superuser_is_allowed_every_acl_check() {
     let srv = server(emqx);
-    let (_p, mut s) = plugin(&[("http_auth_url", format!("http://{}/auth", srv.addr))]);
+    let (p, mut s) = plugin(&[("http_auth_url", format!("http://{}/auth", srv.addr))]);
     assert!(s.events().contains(Events::ACL_CHECK));
     assert_eq!(auth(&mut *s, "r", "root", "pw"), Decision::Allow);
     assert_eq!(auth(&mut *s, "a", "alice", "pw"), Decision::Allow);
@@ -197,6 +197,18 @@ fn superuser_is_allowed_every_acl_check() {
         Decision::Pass
     );
     s.disconnect(&client("r"), true);
+    assert_eq!(
+        s.acl_check(&client("r"), "x/y", Access::Write),
+        Decision::Pass
+    );
+    // Authenticated on one shard (from the cache this time), connected on another.
+    let mut home = p.shard(1, 2);
+    assert_eq!(auth(&mut *s, "r", "root", "pw"), Decision::Allow);
+    home.connect(&client("r"));
+    assert_eq!(
+        home.acl_check(&client("r"), "x/y", Access::Write),
+        Decision::Allow
+    );
     assert_eq!(
         s.acl_check(&client("r"), "x/y", Access::Write),
         Decision::Pass

@@ -7,8 +7,10 @@
 //! a worker round trip would cost as much. No `Later`.
 //!
 //! ACL (`jwt_acl_claim`): a claim `{"pub": [filters], "sub": [filters]}` is compiled at
-//! CONNECT into a [`ClientAcl`] (`pub` grants write, `sub` read and subscribe) kept by the
-//! shard under the client id until its session ends (not at disconnect: messages queued for
+//! CONNECT into a [`ClientAcl`] (`pub` grants write, `sub` read and subscribe), handed (one
+//! lock per CONNECT) to the shard that holds the session (the client id's home shard, not
+//! always the one that authenticated it) by the `connect` hook, and kept there under the
+//! client id until its session ends (not at disconnect: messages queued for
 //! an offline persistent session are checked against it too); anything outside is refused.
 //! A token without the claim leaves the ACL to the next plugin and the ACL file.
 
@@ -17,7 +19,7 @@ mod token;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
@@ -97,13 +99,18 @@ impl JwtConfig {
 pub fn new(options: &PluginOptions) -> Result<Arc<dyn Plugin>, String> {
     Ok(Arc::new(JwtPlugin {
         config: Arc::new(RwLock::new(Arc::new(JwtConfig::parse(options)?))),
+        handoff: Arc::new(Mutex::new(HashMap::new())),
     }))
 }
 
 pub struct JwtPlugin {
     /// Shared with the shards, which take a new snapshot at reload.
     config: Arc<RwLock<Arc<JwtConfig>>>,
+    handoff: Handoff,
 }
+
+/// Each allowed client's ACL (or none) between basic auth and the `connect` hook.
+type Handoff = Arc<Mutex<HashMap<String, Option<ClientAcl>>>>;
 
 impl JwtPlugin {
     fn config(&self) -> Arc<JwtConfig> {
@@ -129,6 +136,7 @@ impl Plugin for JwtPlugin {
     fn shard(&self, _shard: usize, _shards: usize) -> Box<dyn ShardPlugin> {
         Box::new(JwtShard {
             source: self.config.clone(),
+            handoff: self.handoff.clone(),
             shared: self.config(),
             acls: HashMap::new(),
         })
@@ -138,6 +146,7 @@ impl Plugin for JwtPlugin {
 /// The plugin on one shard: the ACLs of its clients that had an ACL claim.
 pub struct JwtShard {
     source: Arc<RwLock<Arc<JwtConfig>>>,
+    handoff: Handoff,
     shared: Arc<JwtConfig>,
     acls: HashMap<String, ClientAcl>,
 }
@@ -212,7 +221,7 @@ impl ShardPlugin for JwtShard {
     fn events(&self) -> Events {
         let mut e = Events::BASIC_AUTH | Events::SESSION_END | Events::RELOAD;
         if self.shared.acl_claim.is_some() {
-            e = e | Events::ACL_CHECK;
+            e = e | Events::ACL_CHECK | Events::CONNECT;
         }
         e
     }
@@ -225,7 +234,6 @@ impl ShardPlugin for JwtShard {
     ) -> Decision {
         let mut later = later;
         drop(later.inner.take()); // answered here, never later
-        self.acls.remove(client.client_id);
         let present = match self.shared.from_username {
             true => creds.username.is_some_and(|u| !u.is_empty()),
             false => creds.password.is_some_and(|p| !p.is_empty()),
@@ -243,12 +251,11 @@ impl ShardPlugin for JwtShard {
                 return Decision::Deny;
             }
         };
+        let mut acl = None;
         if let Some(name) = &self.shared.acl_claim {
             if let Some(claim) = claims.get(name) {
                 match claim_acl(claim, client.client_id) {
-                    Ok(acl) => {
-                        self.acls.insert(client.client_id.to_string(), acl);
-                    }
+                    Ok(a) => acl = Some(a),
                     Err(why) => {
                         log::info!(
                             "plugin jwt: client {:?}: token refused: {why}",
@@ -259,7 +266,29 @@ impl ShardPlugin for JwtShard {
                 }
             }
         }
+        if self.shared.acl_claim.is_some() {
+            let mut h = self.handoff.lock().unwrap_or_else(|e| e.into_inner());
+            if h.len() >= 100_000 {
+                h.clear(); // CONNECTs allowed here and refused later: bounded
+            }
+            h.insert(client.client_id.to_string(), acl);
+        }
         Decision::Allow
+    }
+
+    fn connect(&mut self, client: &ClientInfo<'_>) {
+        let handed = {
+            let mut h = self.handoff.lock().unwrap_or_else(|e| e.into_inner());
+            h.remove(client.client_id)
+        };
+        match handed.flatten() {
+            Some(acl) => {
+                self.acls.insert(client.client_id.to_string(), acl);
+            }
+            None => {
+                self.acls.remove(client.client_id);
+            }
+        }
     }
 
     fn acl_check(&mut self, client: &ClientInfo<'_>, topic: &str, access: Access) -> Decision {

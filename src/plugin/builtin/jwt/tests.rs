@@ -32,12 +32,17 @@ fn client(id: &str) -> ClientInfo<'_> {
     }
 }
 
+/// Basic auth, then (allowed) the connect hook, as the broker calls them.
 fn auth(s: &mut dyn ShardPlugin, id: &str, user: Option<&str>, token: &str) -> Decision {
     let creds = Credentials {
         username: user,
         password: Some(token.as_bytes()),
     };
-    s.basic_auth(&client(id), &creds, Later::detached())
+    let d = s.basic_auth(&client(id), &creds, Later::detached());
+    if d == Decision::Allow {
+        s.connect(&client(id));
+    }
+    d
 }
 
 fn now() -> u64 {
@@ -153,6 +158,25 @@ fn acl_claims() {
     assert_eq!(auth(&mut *s, "c4", None, &bad), Decision::Deny);
     let bad = hs256(&json!({"sub":"a","acl":{"pub":["a/#/b"]}}));
     assert_eq!(auth(&mut *s, "c4", None, &bad), Decision::Deny);
+    // Authenticated on one shard, connected on another (the client id's home shard).
+    let mut home = p.shard(1, 2);
+    let creds = Credentials {
+        username: None,
+        password: Some(t.as_bytes()),
+    };
+    assert_eq!(
+        s.basic_auth(&client("c9"), &creds, Later::detached()),
+        Decision::Allow
+    );
+    home.connect(&client("c9"));
+    assert_eq!(
+        home.acl_check(&client("c9"), "up/7/other", Access::Write),
+        Decision::Deny
+    );
+    assert_eq!(
+        home.acl_check(&client("c9"), "up/7/data", Access::Write),
+        Decision::Allow
+    );
     // The session's end forgets it.
     s.session_end("c1", SessionEnd::Closed);
     assert_eq!(
