@@ -52,6 +52,10 @@ impl AclCache {
         self.table.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
     fn hash(&self, client: &str, topic: &str, acc: u8) -> u64 {
         let mut h = self.hasher.build_hasher();
         client.hash(&mut h);
