@@ -314,3 +314,64 @@ fn es256_from_a_jwks_with_acl_claims() {
     );
     r.finish(STEP);
 }
+
+/// What one verification costs on a shard (the plugin's basic_auth called in-process, as the
+/// shard calls it). Run with `cargo test --release --test jwt_auth cost -- --nocapture` for
+/// the numbers in docs/PLUGINS.md; the assertion only catches a pathological slowdown.
+#[test]
+fn cost_of_a_verification_on_the_shard() {
+    use midge::plugin::{ClientInfo, Credentials, Decision, Later};
+    let k = keys();
+    let claims = json!({"sub": "alice", "exp": now() + 600});
+    let cases = [
+        (
+            "HS256",
+            &k.hs,
+            None,
+            format!("jwt_key_file {}", k.path("secret")),
+        ),
+        (
+            "RS256",
+            &k.rs,
+            None,
+            format!("jwt_key_file {}", k.path("rsa.pub")),
+        ),
+        (
+            "ES256",
+            &k.es,
+            Some("ec1"),
+            format!("jwt_jwks_file {}", k.path("jwks.json")),
+        ),
+    ];
+    for (name, signer, kid, option) in cases {
+        let (key, value) = option.split_once(' ').unwrap();
+        let options = [(key.to_string(), value.to_string())].into_iter().collect();
+        let plugin = midge::plugin::builtin::jwt::new(&options).unwrap();
+        plugin.configure(&options).unwrap();
+        let mut shard = plugin.shard(0, 1);
+        let token = signer.token(kid, &claims);
+        let client = ClientInfo {
+            client_id: "c",
+            username: None,
+            protocol: midge::protocol::ProtocolVersion::V5,
+            peer: None,
+            listener_port: 1883,
+            certificate_identity: None,
+        };
+        let creds = Credentials {
+            username: Some("alice"),
+            password: Some(token.as_bytes()),
+        };
+        let n = 300;
+        let start = std::time::Instant::now();
+        for _ in 0..n {
+            assert_eq!(
+                shard.basic_auth(&client, &creds, Later::detached()),
+                Decision::Allow
+            );
+        }
+        let each = start.elapsed() / n;
+        println!("{name}: {each:?} per CONNECT verification");
+        assert!(each < Duration::from_millis(20), "{name}: {each:?}");
+    }
+}
