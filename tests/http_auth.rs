@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::auth_files::AuthFiles;
 use common::clients::{Paho, Rumq};
+use common::tls::Certs;
 use common::{run, STEP};
 use serde_json::{json, Value};
 
@@ -30,6 +31,11 @@ struct Server {
 
 impl Server {
     fn start(answer: Answer) -> Server {
+        Server::start_with(answer, None)
+    }
+
+    /// The same over TLS with this server configuration.
+    fn start_with(answer: Answer, tls: Option<Arc<rustls::ServerConfig>>) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
@@ -41,7 +47,20 @@ impl Server {
                 match listener.accept() {
                     Ok((conn, _)) => {
                         let h = h.clone();
-                        std::thread::spawn(move || serve(conn, answer, &h));
+                        let tls = tls.clone();
+                        std::thread::spawn(move || {
+                            let _ = conn.set_nonblocking(false);
+                            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+                            match tls {
+                                None => serve(conn, answer, &h),
+                                Some(config) => {
+                                    let Ok(tls) = rustls::ServerConnection::new(config) else {
+                                        return;
+                                    };
+                                    serve(rustls::StreamOwned::new(tls, conn), answer, &h)
+                                }
+                            }
+                        });
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
@@ -59,9 +78,7 @@ impl Server {
     }
 }
 
-fn serve(mut conn: std::net::TcpStream, answer: Answer, hits: &AtomicUsize) {
-    let _ = conn.set_nonblocking(false);
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+fn serve(mut conn: impl Read + Write, answer: Answer, hits: &AtomicUsize) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 2048];
     let (path, body) = loop {
@@ -96,6 +113,7 @@ fn serve(mut conn: std::net::TcpStream, answer: Answer, hits: &AtomicUsize) {
         "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{text}",
         text.len()
     );
+    let _ = conn.flush();
 }
 
 fn emqx(_path: &str, v: &Value) -> (u16, String, u64) {
@@ -307,4 +325,39 @@ fn go_auth_shape_with_acl_deny_and_fetch() {
     let got = c.messages(1, STEP);
     assert_eq!(got[0].payload, "3", "{got:?}");
     c.finish(STEP);
+}
+
+#[test]
+fn https_with_a_cafile() {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = Certs::generate();
+    let chain = CertificateDer::pem_file_iter(certs.path("server.pem"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(certs.path("server.key")).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    let srv = Server::start_with(emqx, Some(Arc::new(config)));
+    let url = format!("plugin_opt_http_auth_url https://{}/auth", srv.addr);
+    let ca = format!("plugin_opt_http_cafile {}", certs.path("ca.pem"));
+    let b = common::Broker::start_with(&["plugin builtin:http", &url, &ca]);
+    assert!(
+        login(b.port(), "alice", "pw"),
+        "allowed over https:\n{}",
+        b.log()
+    );
+    assert!(!login(b.port(), "mallory", "pw"));
+    assert_eq!(srv.hits(), 2);
+    // A server whose certificate the CA file does not vouch for is refused (and logged).
+    let other = format!("plugin_opt_http_cafile {}", certs.path("other-ca.pem"));
+    let b = common::Broker::start_with(&["plugin builtin:http", &url, &other]);
+    assert!(!login(b.port(), "alice", "pw"));
+    assert!(b.wait_log_contains_any(&["denied"], STEP), "{}", b.log());
 }
