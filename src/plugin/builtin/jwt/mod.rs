@@ -184,11 +184,7 @@ fn unix_now() -> u64 {
 }
 
 impl JwtShard {
-    fn check(
-        &self,
-        client: &ClientInfo<'_>,
-        creds: &Credentials<'_>,
-    ) -> Result<Map<String, Value>, String> {
+    fn check(&self, creds: &Credentials<'_>) -> Result<Map<String, Value>, String> {
         let c = &self.shared;
         let token = if c.from_username {
             creds.username.map(str::as_bytes)
@@ -212,7 +208,6 @@ impl JwtShard {
                 ));
             }
         }
-        let _ = client;
         Ok(claims)
     }
 }
@@ -241,7 +236,7 @@ impl ShardPlugin for JwtShard {
         if !present {
             return Decision::Pass;
         }
-        let claims = match self.check(client, creds) {
+        let claims = match self.check(creds) {
             Ok(claims) => claims,
             Err(why) => {
                 log::info!(
