@@ -375,3 +375,42 @@ fn cost_of_a_verification_on_the_shard() {
         assert!(each < Duration::from_millis(20), "{name}: {each:?}");
     }
 }
+
+/// A bad option of either plugin stops `midge check` (and start-up) naming the line.
+#[test]
+fn bad_options_name_their_line() {
+    let dir = tempfile::tempdir().unwrap();
+    for (text, want) in [
+        (
+            "plugin builtin:http\nplugin_opt_http_auth_url http://127.0.0.1:1/\nplugin_opt_http_timeout_ms soon\n",
+            ":1: plugin builtin:http: http_timeout_ms \"soon\"",
+        ),
+        (
+            "plugin builtin:http\nplugin_opt_http_auth_url ftp://x/\n",
+            ":1: plugin builtin:http: \"ftp://x/\": the URL must start with http:// or https://",
+        ),
+        (
+            "plugin builtin:jwt\nplugin_opt_jwt_key_file /nonexistent/key\n",
+            ":1: plugin builtin:jwt: jwt_key_file /nonexistent/key",
+        ),
+        (
+            "plugin builtin:jwt\nplugin_opt_jwt_aud x\n",
+            ":1: plugin builtin:jwt: unknown option jwt_aud",
+        ),
+    ] {
+        let path = dir.path().join("bad.conf");
+        std::fs::write(&path, text).unwrap();
+        let out = run(
+            Command::new(env!("CARGO_BIN_EXE_midge"))
+                .args(["check", "--config"])
+                .arg(&path),
+            STEP,
+        );
+        assert!(!out.success(), "{text:?} passed the check");
+        assert!(
+            out.stderr.contains(&format!("{}{want}", path.display())),
+            "{text:?}: {}",
+            out.stderr
+        );
+    }
+}
