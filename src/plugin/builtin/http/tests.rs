@@ -361,3 +361,27 @@ fn wait_for(srv: &Server, n: usize) -> usize {
     std::thread::sleep(Duration::from_millis(50));
     srv.hits.load(Ordering::SeqCst)
 }
+
+#[test]
+fn reload_switches_server_and_forgets_cached_answers() {
+    let (a, b) = (server(emqx), server(emqx));
+    let (p, mut s) = plugin(&[("http_auth_url", format!("http://{}/auth", a.addr))]);
+    assert_eq!(auth(&mut *s, "c", "alice", "pw"), Decision::Allow);
+    let opts = [(
+        "http_auth_url".to_string(),
+        format!("http://{}/auth", b.addr),
+    )];
+    p.configure(&opts.into_iter().collect()).unwrap();
+    s.reload();
+    assert_eq!(auth(&mut *s, "c", "alice", "pw"), Decision::Allow);
+    assert_eq!(
+        (a.hits.load(Ordering::SeqCst), b.hits.load(Ordering::SeqCst)),
+        (1, 1)
+    );
+    // A refused reload keeps the old options.
+    let bad = [("http_auth_url".to_string(), "nope".to_string())];
+    assert!(p.configure(&bad.into_iter().collect()).is_err());
+    s.reload();
+    assert_eq!(auth(&mut *s, "d", "mallory", "pw"), Decision::Deny);
+    assert_eq!(b.hits.load(Ordering::SeqCst), 2);
+}
