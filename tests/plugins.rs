@@ -96,6 +96,12 @@ fn basic_auth_allows_refuses_and_passes_to_the_password_file() {
     };
     assert!(with("good", "anything"), "the plugin allows 'good'");
     assert!(!with("bad", "anything"), "the plugin refuses 'bad'");
+    let start = Instant::now();
+    assert!(
+        !with("lost", "anything"),
+        "a deferral whose handle is dropped refuses"
+    );
+    assert!(start.elapsed() < Duration::from_secs(5), "and at once");
     assert!(with("alice", "secret"), "passed on to the password file");
     assert!(!with("alice", "wrong"), "the password file refuses");
     assert!(try_pub(p, &msg).0, "anonymous: passed on, allow_anonymous");

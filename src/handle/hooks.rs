@@ -253,15 +253,18 @@ impl Shard {
     }
 
     /// The PUBLISH `publish` on `topic` was written to connection `key` (the plugins'
-    /// message-out hook; the counters are [`Shard::message_out`]).
+    /// message-out hook; the counters are [`Shard::message_out`]). The topic stays a
+    /// `ByteStr` until a plugin wants it: its `&str` view costs a UTF-8 scan.
     #[inline]
     pub(crate) fn message_out_to(
         &mut self,
         key: usize,
-        topic: &str,
+        topic: &ByteStr,
         publish: &crate::protocol::PublishRef<'_>,
     ) {
-        self.plugin_message_out(key, topic, publish.payload, publish.qos, publish.retain);
+        if self.plugins.wants(Events::MESSAGE_OUT) {
+            self.plugin_message_out(key, topic, publish.payload, publish.qos, publish.retain);
+        }
     }
 
     /// The client of session `slot` is connected (its CONNACK accepted it).

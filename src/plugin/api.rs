@@ -266,6 +266,11 @@ pub struct Later {
 pub(crate) trait LaterSink: Send {
     fn basic(self: Box<Self>, decision: Decision);
     fn extended(self: Box<Self>, answer: ExtendedAuth);
+    /// The handle was dropped without an answer: a refusal, unless the sink knows nobody
+    /// waits (a hook that decided at once and let its handle go).
+    fn dropped(self: Box<Self>) {
+        self.basic(Decision::Deny);
+    }
 }
 
 impl Later {
@@ -294,7 +299,7 @@ impl Later {
 impl Drop for Later {
     fn drop(&mut self) {
         if let Some(sink) = self.inner.take() {
-            sink.basic(Decision::Deny);
+            sink.dropped();
         }
     }
 }

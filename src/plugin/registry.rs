@@ -177,6 +177,58 @@ mod tests {
     }
 
     #[test]
+    fn reload_reconfigures_with_new_options_and_refuses_new_lines() {
+        struct Opts(std::sync::Mutex<Vec<PluginOptions>>);
+        impl Plugin for Opts {
+            fn name(&self) -> &str {
+                "opts"
+            }
+            fn configure(&self, o: &PluginOptions) -> Result<(), String> {
+                self.0.lock().unwrap().push(o.clone());
+                match o.get("bad") {
+                    Some(_) => Err("bad option".into()),
+                    None => Ok(()),
+                }
+            }
+            fn shard(&self, _: usize, _: usize) -> Box<dyn crate::plugin::ShardPlugin> {
+                unreachable!()
+            }
+        }
+        let plugin = Arc::new(Opts(Default::default()));
+        let loaded = Loaded {
+            in_process: Vec::new(),
+            configured: vec![(spec("plugin builtin:x\nplugin_opt_a 1\n"), plugin.clone())],
+            password: None,
+        };
+        let new = |text: &str| {
+            crate::config::Config::parse_str(text, "t.conf")
+                .unwrap()
+                .plugins
+        };
+        assert_eq!(
+            loaded
+                .reconfigure(&new("plugin builtin:x\nplugin_opt_a 1\n"))
+                .unwrap()
+                .len(),
+            0
+        );
+        assert_eq!(
+            loaded
+                .reconfigure(&new("plugin builtin:x\nplugin_opt_a 2\n"))
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(plugin.0.lock().unwrap().last().unwrap()["a"], "2");
+        // A refusal is logged, not an error of the reload.
+        assert!(loaded
+            .reconfigure(&new("plugin builtin:x\nplugin_opt_bad 1\n"))
+            .is_ok());
+        assert!(loaded.reconfigure(&new("plugin builtin:y\n")).is_err());
+        assert!(loaded.reconfigure(&[]).is_err());
+    }
+
+    #[test]
     fn a_c_plugin_without_the_c_abi_names_its_line() {
         let e = load(&spec("\nplugin /x.so\n")).err().unwrap();
         assert!(e.starts_with("t.conf:2: "), "{e}");

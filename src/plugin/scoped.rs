@@ -115,3 +115,54 @@ impl ShardPlugin for ScopedShard {
         self.inner.reload()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugin::ShardPlugins;
+    use crate::protocol::ProtocolVersion;
+
+    struct DenyAll;
+    impl Plugin for DenyAll {
+        fn name(&self) -> &str {
+            "deny"
+        }
+        fn configure(&self, _: &PluginOptions) -> Result<(), String> {
+            Ok(())
+        }
+        fn shard(&self, _: usize, _: usize) -> Box<dyn ShardPlugin> {
+            Box::new(DenyAllShard)
+        }
+    }
+    struct DenyAllShard;
+    impl ShardPlugin for DenyAllShard {
+        fn events(&self) -> Events {
+            Events::ACL_CHECK
+        }
+        fn acl_check(&mut self, _: &ClientInfo<'_>, _: &str, _: Access) -> Decision {
+            Decision::Deny
+        }
+    }
+
+    #[test]
+    fn a_listener_plugin_decides_for_its_listener_only() {
+        let plugin: Arc<dyn Plugin> = Arc::new(Scoped::new(1884, Arc::new(DenyAll)));
+        let mut chain = ShardPlugins::new(&[plugin], 0, 1);
+        let client = |port| ClientInfo {
+            client_id: "c",
+            username: None,
+            protocol: ProtocolVersion::V311,
+            peer: None,
+            listener_port: port,
+            certificate_identity: None,
+        };
+        assert_eq!(
+            chain.acl_check(&client(1884), "t", Access::Read),
+            Decision::Deny
+        );
+        assert_eq!(
+            chain.acl_check(&client(1883), "t", Access::Read),
+            Decision::Pass
+        );
+    }
+}

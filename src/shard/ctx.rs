@@ -34,7 +34,7 @@ use crate::store::Batch as StoreBatch;
 
 /// Password-check tokens carry the connection slot in their low bits and a per-shard serial
 /// above, so an answer for a closed connection cannot resume a new one in the same slot.
-const AUTH_SLOT_BITS: u32 = 24;
+pub(crate) const AUTH_SLOT_BITS: u32 = 24;
 
 /// The token of a parked CONNECT: the connection slot `key` in the low bits, the shard's
 /// serial above.
@@ -45,19 +45,19 @@ pub(crate) fn auth_token(serial: u64, key: usize) -> u64 {
 /// The broker's services a handler calls, without a connection (a will is published by a
 /// session's end, not by a packet).
 pub(crate) struct Services<'a> {
-    shard: &'a mut Shard,
+    pub(super) shard: &'a mut Shard,
 }
 
 /// [`Services`] plus one connection of this shard: its protocol state and its output.
 pub(crate) struct Ctx<'a> {
-    services: Services<'a>,
-    key: usize,
+    pub(super) services: Services<'a>,
+    pub(super) key: usize,
 }
 
 /// [`Ctx`] for a connection attached to a session (after its CONNACK).
 pub(crate) struct SessionCtx<'a> {
-    cx: Ctx<'a>,
-    slot: usize,
+    pub(super) cx: Ctx<'a>,
+    pub(super) slot: usize,
 }
 
 impl Shard {
@@ -205,15 +205,6 @@ impl Services<'_> {
     #[inline]
     pub(crate) fn message_in(&mut self, msg: SharedMessage) -> bool {
         self.shard.message_in(msg)
-    }
-
-    /// The message-in hook for a will (its client gone): `false` when a plugin dropped it.
-    #[inline]
-    pub(crate) fn plugin_message_in_will(
-        &mut self,
-        publish: &mut crate::protocol::Publish,
-    ) -> bool {
-        self.shard.plugin_message_in(None, publish)
     }
 
     /// Routes a message from another cluster node here only (counted as a message in, never
@@ -438,53 +429,6 @@ impl<'a> Ctx<'a> {
         conn.pending_connect = Some(Box::new(connect));
     }
 
-    /// A [`crate::plugin::Later`] for this connection and its serial (see `Shard::later_for`),
-    /// for enhanced authentication's deferred steps (`handle::auth`).
-    #[allow(dead_code)] // the AUTH flow (another part of the plugin work) is its user
-    pub(crate) fn later(&mut self) -> (crate::plugin::Later, u64) {
-        let key = self.key;
-        self.services.shard.later_for(key)
-    }
-
-    /// The plugins of this shard, with who this connection's client is, for the auth hooks
-    /// (before a session exists): `client_id` and `username` are CONNECT's.
-    pub(crate) fn plugins_for<'c>(
-        &'c mut self,
-        client_id: &'c str,
-        username: Option<&'c str>,
-    ) -> (
-        &'c mut crate::plugin::ShardPlugins,
-        crate::plugin::ClientInfo<'c>,
-    ) {
-        let shard = &mut *self.services.shard;
-        let conn = &shard.conns[self.key];
-        let version = conn.version.unwrap_or(ProtocolVersion::V311);
-        let info = super::plugin_hooks::client_info(
-            Some(conn),
-            &shard.listener_ports,
-            client_id,
-            username,
-            version,
-        );
-        (&mut shard.plugins, info)
-    }
-
-    /// The plugins' basic auth of this connection's CONNECT (see `Shard::plugin_basic_auth`).
-    pub(crate) fn plugin_basic_auth(
-        &mut self,
-        client_id: &str,
-        creds: &crate::plugin::Credentials<'_>,
-    ) -> (crate::plugin::Decision, u64) {
-        let key = self.key;
-        self.services.shard.plugin_basic_auth(key, client_id, creds)
-    }
-
-    /// Whether a plugin registered `event` (one bit test).
-    #[inline]
-    pub(crate) fn plugins_want(&self, event: crate::plugin::Events) -> bool {
-        self.services.shard.plugins.wants(event)
-    }
-
     /// Whether the session of `client_id` lives on this shard (see [`home_shard`]).
     pub(crate) fn is_home_of(&self, client_id: &ByteStr) -> bool {
         let shard = &self.services.shard;
@@ -599,37 +543,6 @@ impl<'a> DerefMut for SessionCtx<'a> {
 }
 
 impl SessionCtx<'_> {
-    /// The plugins' ACL decision for this client (`Pass` at once when none checks ACLs).
-    #[inline]
-    pub(crate) fn plugin_acl(
-        &mut self,
-        topic: &str,
-        access: crate::auth::Access,
-    ) -> crate::plugin::Decision {
-        let slot = self.slot;
-        self.cx.services.shard.plugin_acl(slot, topic, access)
-    }
-
-    /// The message-in hook for this client's PUBLISH: `false` when a plugin dropped it.
-    #[inline]
-    pub(crate) fn plugin_message_in(&mut self, publish: &mut crate::protocol::Publish) -> bool {
-        let slot = self.slot;
-        self.cx
-            .services
-            .shard
-            .plugin_message_in(Some(slot), publish)
-    }
-
-    /// A notification about this client to the plugins registered for `event`.
-    pub(crate) fn plugin_notify(
-        &mut self,
-        event: crate::plugin::Events,
-        f: impl FnOnce(&mut crate::plugin::ShardPlugins, &crate::plugin::ClientInfo<'_>),
-    ) {
-        let slot = self.slot;
-        self.cx.services.shard.plugin_notify(event, slot, None, f);
-    }
-
     /// The session's identity in the index.
     #[inline]
     pub(crate) fn subscriber(&self) -> SubscriberId {

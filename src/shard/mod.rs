@@ -18,6 +18,7 @@
 pub mod bench;
 pub mod conn;
 pub(crate) mod ctx;
+mod ctx_plugins;
 mod durable;
 mod event_loop;
 pub mod inbox;

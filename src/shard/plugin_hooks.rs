@@ -54,8 +54,15 @@ impl InboxSink {
                 }
             }
         }
-        self.shard.wake();
+        self.shard.wake_if_sleeping();
     }
+}
+
+thread_local! {
+    /// The serial of the `Later` handed to the basic-auth hook running on this (shard)
+    /// thread now, 0 outside one; and the serial of the last handle that hook dropped.
+    static IN_HOOK: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    static DROPPED_IN_HOOK: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 impl LaterSink for InboxSink {
@@ -64,6 +71,18 @@ impl LaterSink for InboxSink {
     }
     fn extended(self: Box<Self>, answer: ExtendedAuth) {
         self.deliver(LaterAnswer::Extended(answer));
+    }
+    /// A handle dropped by the very hook it was given to, during the call: the hook decided
+    /// at once (it passed, or allowed) and nobody waits for it, so nothing is sent (no inbox
+    /// item, no wake-up per CONNECT per plugin). If that hook answered `Later` anyway, the
+    /// caller sees the drop and refuses at once. Dropped anywhere else: a refusal.
+    fn dropped(self: Box<Self>) {
+        let serial = self.token >> super::ctx::AUTH_SLOT_BITS;
+        if IN_HOOK.with(|h| h.get()) == serial {
+            DROPPED_IN_HOOK.with(|d| d.set(serial));
+            return;
+        }
+        self.deliver(LaterAnswer::Basic(Decision::Deny));
     }
 }
 
@@ -169,8 +188,14 @@ impl Shard {
         let decision = self.plugins.basic_auth(&info, creds, || {
             let (later, s) = make_later(me, id, next, key);
             serial = s;
+            IN_HOOK.with(|h| h.set(s));
             later
         });
+        IN_HOOK.with(|h| h.set(0));
+        if decision == Decision::Later && DROPPED_IN_HOOK.with(|d| d.get()) == serial {
+            log::warn!("A plugin deferred an authentication but dropped its handle: refused.");
+            return (Decision::Deny, serial);
+        }
         (decision, serial)
     }
 
@@ -235,26 +260,22 @@ impl Shard {
     }
 
     /// The message-out hook: a PUBLISH was written to connection `key`.
-    #[inline]
+    #[inline(never)]
     pub(crate) fn plugin_message_out(
         &mut self,
         key: usize,
-        topic: &str,
+        topic: &crate::protocol::ByteStr,
         payload: &[u8],
         qos: QoS,
         retain: bool,
     ) {
-        if self.plugins.wants(Events::MESSAGE_OUT) {
-            self.plugin_message_out_slow(
-                key,
-                &MessageOut {
-                    topic,
-                    payload,
-                    qos,
-                    retain,
-                },
-            );
-        }
+        let msg = MessageOut {
+            topic: str_of(topic),
+            payload,
+            qos,
+            retain,
+        };
+        self.plugin_message_out_slow(key, &msg);
     }
 
     #[inline(never)]

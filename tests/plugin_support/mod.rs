@@ -41,7 +41,8 @@ impl Seen {
 }
 
 /// The test plugin. Basic auth by user name: `good` allowed, `bad` refused, `slow` allowed
-/// after 2 s through [`Later`], `boom` panics, anyone else passes (to the password file).
+/// after 2 s through [`Later`], `lost` defers and drops its handle, `boom` panics, anyone
+/// else passes (to the password file).
 /// ACL: `deny/pub/..` may not be published, `deny/sub/..` not subscribed, `deny/recv/..` not
 /// received, `boom/..` panics. Message in: `rewrite/in` becomes `rewritten/out` with its
 /// payload in capitals, `drop/me` is dropped.
@@ -92,6 +93,10 @@ impl ShardPlugin for TestShard {
             "good" => Decision::Allow,
             "bad" => Decision::Deny,
             "boom" => panic!("test plugin: boom in basic_auth"),
+            "lost" => {
+                drop(later); // a buggy plugin: defers, but nobody will answer
+                Decision::Later
+            }
             "slow" => {
                 std::thread::spawn(move || {
                     std::thread::sleep(Duration::from_secs(2));

@@ -22,6 +22,8 @@ impl LaterSink for Sink {
         let _ = self.0.send(decision);
     }
     fn extended(self: Box<Self>, _answer: ExtendedAuth) {}
+    /// As the broker's sink for a handle dropped during its hook: nothing is sent.
+    fn dropped(self: Box<Self>) {}
 }
 
 fn later() -> (Later, Receiver<Decision>) {

@@ -227,8 +227,7 @@ impl ShardPlugin for JwtShard {
         creds: &Credentials<'_>,
         later: Later,
     ) -> Decision {
-        let mut later = later;
-        drop(later.inner.take()); // answered here, never later
+        drop(later); // answered here, never later (dropped during the hook: sends nothing)
         let present = match self.shared.from_username {
             true => creds.username.is_some_and(|u| !u.is_empty()),
             false => creds.password.is_some_and(|p| !p.is_empty()),
