@@ -15,7 +15,11 @@ pub type Constructor = fn(&PluginOptions) -> Result<Arc<dyn Plugin>, String>;
 
 /// The plugins compiled into midge, by the name `plugin builtin:NAME` uses. Other parts add
 /// their row here (one line each: `("http", super::builtin::http::new)`).
-pub const BUILTINS: &[(&str, Constructor)] = &[("scram", super::builtin::scram::new)];
+pub const BUILTINS: &[(&str, Constructor)] = &[
+    ("http", super::builtin::http::new),
+    ("jwt", super::builtin::jwt::new),
+    ("scram", super::builtin::scram::new),
+];
 
 /// The plugins a broker runs, in the order the chain asks them: the in-process plugins a
 /// program gave `Broker::start_with_plugins`, then the configured ones (file order).

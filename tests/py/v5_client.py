@@ -129,6 +129,8 @@ def main():
         if op == "connect":
             c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=s.get("id", ""),
                             protocol=mqtt.MQTTv5)
+            if "username" in s:
+                c.username_pw_set(s["username"], s.get("password"))
             c.on_connect = on_connect
             c.on_subscribe = on_subscribe
             c.on_unsubscribe = on_unsubscribe

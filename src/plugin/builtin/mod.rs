@@ -6,5 +6,7 @@
 //! whenever a password file is configured.
 
 pub mod acl;
+pub mod http;
+pub mod jwt;
 pub mod password;
 pub mod scram;
