@@ -30,15 +30,27 @@ impl Running {
     /// `shards` shards, anonymous clients allowed, a password file with alice/secret and an
     /// ACL file that allows everything, and the test plugin first in the chain.
     fn start(shards: usize) -> Running {
-        let files = AuthFiles::new(&[("alice", "secret")], "pattern readwrite #\n");
+        Running::start_files(shards, true)
+    }
+
+    /// [`Running::start`], with the password and ACL files or without them.
+    fn start_files(shards: usize, with_files: bool) -> Running {
+        let files = AuthFiles::new(
+            &[("alice", "secret"), ("slowpass", "pw")],
+            "pattern readwrite #\n",
+        );
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("midge.conf");
-        let text = format!(
-            "listener 0 127.0.0.1\nshards {shards}\nsys_interval 0\nallow_anonymous true\n\
-             password_file {}\nacl_file {}\n",
-            files.path("passwd"),
-            files.path("acl")
+        let mut text = format!(
+            "listener 0 127.0.0.1\nshards {shards}\nsys_interval 0\nallow_anonymous true\n"
         );
+        if with_files {
+            text += &format!(
+                "password_file {}\nacl_file {}\n",
+                files.path("passwd"),
+                files.path("acl")
+            );
+        }
         std::fs::write(&path, text).unwrap();
         let config = Config::from_file(&path).unwrap();
         let seen = Arc::new(Seen::default());
@@ -104,6 +116,14 @@ fn basic_auth_allows_refuses_and_passes_to_the_password_file() {
     assert!(start.elapsed() < Duration::from_secs(5), "and at once");
     assert!(with("alice", "secret"), "passed on to the password file");
     assert!(!with("alice", "wrong"), "the password file refuses");
+    assert!(
+        with("slowpass", "pw"),
+        "a deferred Pass resumes the chain: the password file accepts"
+    );
+    assert!(
+        !with("slowpass", "wrong"),
+        "a deferred Pass resumes the chain: the password file refuses"
+    );
     assert!(try_pub(p, &msg).0, "anonymous: passed on, allow_anonymous");
     let line = format!("auth good id=good port={p} peer=true");
     assert!(b.seen.has(&line), "{}", b.seen.dump());
@@ -112,6 +132,27 @@ fn basic_auth_allows_refuses_and_passes_to_the_password_file() {
         "{}",
         b.seen.dump()
     );
+}
+
+#[test]
+fn a_named_client_no_plugin_accepts_is_refused_without_a_password_file() {
+    // mosquitto's rule: when auth plugins are loaded and all of them pass on a client with a
+    // user name, it is refused; only anonymous clients go by allow_anonymous.
+    let b = Running::start_files(1, false);
+    let p = b.port;
+    let msg = ["-t", "a/t", "-m", "x", "-q", "1"];
+    let with = |user: &str| {
+        let mut args = vec!["-u", user, "-P", "pw", "-i", user];
+        args.extend(msg);
+        try_pub(p, &args).0
+    };
+    assert!(with("good"), "the plugin allows 'good'");
+    assert!(!with("stranger"), "every plugin passed on a named client");
+    assert!(
+        !with("slowpass"),
+        "a deferred Pass, then no plugin left: refused"
+    );
+    assert!(try_pub(p, &msg).0, "anonymous: allow_anonymous decides");
 }
 
 #[test]

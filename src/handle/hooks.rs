@@ -129,7 +129,20 @@ impl Ctx<'_> {
 /// otherwise the plugins' basic auth (first decision wins; `Later` parks the connection
 /// until the answer comes through the shard's inbox), and when every plugin passes, the
 /// password file, checked off the loop by the auth worker.
-pub(super) fn authenticate(cx: &mut Ctx<'_>, mut connect: Connect) -> bool {
+pub(super) fn authenticate(cx: &mut Ctx<'_>, connect: Connect) -> bool {
+    authenticate_from(cx, connect, 0)
+}
+
+impl Ctx<'_> {
+    /// A plugin's deferred basic-auth answer was "not mine" (`Pass`): the plugins after it
+    /// (from position `next` of the chain's basic-auth list) decide, then the built-in rules.
+    pub(crate) fn basic_auth_resumed(mut self, connect: Connect, next: usize) -> bool {
+        authenticate_from(&mut self, connect, next)
+    }
+}
+
+/// [`authenticate`] with the basic-auth chain from its `start`th plugin on.
+fn authenticate_from(cx: &mut Ctx<'_>, mut connect: Connect, start: usize) -> bool {
     let max = connect.properties.maximum_packet_size.unwrap_or(0);
     if let Some(identity) = cx.required_tls_identity() {
         return match identity {
@@ -146,7 +159,7 @@ pub(super) fn authenticate(cx: &mut Ctx<'_>, mut connect: Connect) -> bool {
             username: connect.username.as_deref(),
             password: connect.password.as_deref(),
         };
-        let (decision, serial) = cx.plugin_basic_auth(&connect.client_id, &creds);
+        let (decision, serial) = cx.plugin_basic_auth(start, &connect.client_id, &creds);
         match decision {
             Decision::Pass => {}
             Decision::Allow => return connect_accepted(cx, connect),
@@ -158,6 +171,16 @@ pub(super) fn authenticate(cx: &mut Ctx<'_>, mut connect: Connect) -> bool {
         }
     }
     let (auth, allow_anonymous) = cx.listener_auth();
+    if connect.username.is_some()
+        && !auth.has_authentication()
+        && cx.other_plugins_want(Events::BASIC_AUTH)
+    {
+        // Plugins authenticate here and every one passed on a named client: mosquitto's
+        // rule, "if all plugins deferred, this is a denial" (only anonymous clients then go
+        // by allow_anonymous). Without it, a user an auth plugin does not know would get in
+        // as anonymous.
+        return refuse(cx, max, BAD_CREDENTIALS, "no plugin accepted the user");
+    }
     match auth.connect_check(connect.username.as_deref(), allow_anonymous) {
         ConnectCheck::Accept => connect_accepted(cx, connect),
         ConnectCheck::Refuse => {

@@ -279,8 +279,9 @@ impl Later {
         Later { inner: None }
     }
 
-    /// Delivers the answer to a deferred [`ShardPlugin::basic_auth`]. `Later` and `Pass`
-    /// count as `Deny` here.
+    /// Delivers the answer to a deferred [`ShardPlugin::basic_auth`]. `Pass` asks the
+    /// plugins after this one (then the built-in rules), as an immediate `Pass` would;
+    /// `Later` counts as `Deny` here.
     pub fn answer(mut self, decision: Decision) {
         if let Some(sink) = self.inner.take() {
             sink.basic(decision);

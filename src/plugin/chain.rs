@@ -74,6 +74,13 @@ impl ShardPlugins {
         self.events.contains(event)
     }
 
+    /// Whether a plugin other than the one named `except` registered `event`.
+    pub fn others_want(&self, event: Events, except: &str) -> bool {
+        self.by_event[bit(event)]
+            .iter()
+            .any(|&i| &*self.slots[i as usize].name != except)
+    }
+
     /// True if no plugin is loaded.
     #[inline]
     pub fn is_empty(&self) -> bool {
@@ -88,10 +95,22 @@ impl ShardPlugins {
         on_panic: T,
         mut f: impl FnMut(&mut dyn ShardPlugin) -> Option<T>,
     ) -> Option<T> {
+        self.ask_from(event, 0, on_panic, |p, _| f(p))
+    }
+
+    /// [`ShardPlugins::ask`] from the `start`th registrant of `event` on; `f` is also given
+    /// the position of the plugin it is asking (so a deferred answer can resume after it).
+    fn ask_from<T>(
+        &mut self,
+        event: Events,
+        start: usize,
+        on_panic: T,
+        mut f: impl FnMut(&mut dyn ShardPlugin, usize) -> Option<T>,
+    ) -> Option<T> {
         let list = &self.by_event[bit(event)];
-        for &i in list {
+        for (position, &i) in list.iter().enumerate().skip(start) {
             let slot = &mut self.slots[i as usize];
-            match catch_unwind(AssertUnwindSafe(|| f(&mut *slot.hooks))) {
+            match catch_unwind(AssertUnwindSafe(|| f(&mut *slot.hooks, position))) {
                 Ok(Some(answer)) => return Some(answer),
                 Ok(None) => {}
                 Err(panic) => {
@@ -121,20 +140,26 @@ impl ShardPlugins {
         }
     }
 
-    /// Basic authentication. `later` makes the handle for a plugin that answers `Later` (it is
-    /// called at most once per plugin asked). Returns `Pass` when every plugin passed.
+    /// Basic authentication, from the `start`th plugin registered for it on (0 at CONNECT;
+    /// after a deferred `Pass` from position N, N + 1). `later` makes the handle for a plugin
+    /// that answers `Later`, given that plugin's position (it is called at most once per
+    /// plugin asked). Returns `Pass` when every plugin passed.
     pub fn basic_auth(
         &mut self,
+        start: usize,
         client: &ClientInfo<'_>,
         creds: &Credentials<'_>,
-        mut later: impl FnMut() -> Later,
+        mut later: impl FnMut(usize) -> Later,
     ) -> Decision {
-        self.ask(Events::BASIC_AUTH, Decision::Deny, |p| {
-            match p.basic_auth(client, creds, later()) {
+        self.ask_from(
+            Events::BASIC_AUTH,
+            start,
+            Decision::Deny,
+            |p, position| match p.basic_auth(client, creds, later(position)) {
                 Decision::Pass => None,
                 d => Some(d),
-            }
-        })
+            },
+        )
         .unwrap_or(Decision::Pass)
     }
 

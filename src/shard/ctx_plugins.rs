@@ -51,11 +51,22 @@ impl Ctx<'_> {
     /// The plugins' basic auth of this connection's CONNECT (see `Shard::plugin_basic_auth`).
     pub(crate) fn plugin_basic_auth(
         &mut self,
+        start: usize,
         client_id: &str,
         creds: &crate::plugin::Credentials<'_>,
     ) -> (crate::plugin::Decision, u64) {
         let key = self.key;
-        self.services.shard.plugin_basic_auth(key, client_id, creds)
+        self.services
+            .shard
+            .plugin_basic_auth(start, key, client_id, creds)
+    }
+
+    /// Whether a plugin other than the built-in password file registered `event`.
+    pub(crate) fn other_plugins_want(&self, event: crate::plugin::Events) -> bool {
+        self.services
+            .shard
+            .plugins
+            .others_want(event, crate::plugin::builtin::password::NAME)
     }
 
     /// Whether a plugin registered `event` (one bit test).

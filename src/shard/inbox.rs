@@ -99,7 +99,9 @@ pub enum ShardMsg {
 /// A plugin's deferred auth answer, as it arrives through the inbox.
 #[derive(Debug)]
 pub enum LaterAnswer {
-    Basic(crate::plugin::Decision),
+    /// A basic-auth decision, from the plugin at this position of the chain's basic-auth
+    /// list (a `Pass` resumes the chain after it).
+    Basic(crate::plugin::Decision, u16),
     Extended(crate::plugin::ExtendedAuth),
 }
 

@@ -31,6 +31,8 @@ struct InboxSink {
     shard: ShardHandle,
     id: u16,
     token: u64,
+    /// The position in the basic-auth chain of the plugin this handle was given to.
+    position: u16,
 }
 
 impl InboxSink {
@@ -69,7 +71,8 @@ thread_local! {
 
 impl LaterSink for InboxSink {
     fn basic(self: Box<Self>, decision: Decision) {
-        self.deliver(LaterAnswer::Basic(decision));
+        let position = self.position;
+        self.deliver(LaterAnswer::Basic(decision, position));
     }
     fn extended(self: Box<Self>, answer: ExtendedAuth) {
         self.deliver(LaterAnswer::Extended(answer));
@@ -84,20 +87,28 @@ impl LaterSink for InboxSink {
             DROPPED_IN_HOOK.with(|d| d.set(serial));
             return;
         }
-        self.deliver(LaterAnswer::Basic(Decision::Deny));
+        let position = self.position;
+        self.deliver(LaterAnswer::Basic(Decision::Deny, position));
     }
 }
 
 /// A [`Later`] that answers into `shard`'s inbox for connection `key`, under a fresh serial
 /// from `next`. Each call makes a new serial: a handle a plugin dropped when it passed
 /// delivers a refusal no connection waits for (dropped as stale).
-fn make_later(shard: &ShardHandle, id: usize, next: &mut u64, key: usize) -> (Later, u64) {
+fn make_later(
+    shard: &ShardHandle,
+    id: usize,
+    next: &mut u64,
+    key: usize,
+    position: usize,
+) -> (Later, u64) {
     *next += 1;
     let serial = *next;
     let sink = InboxSink {
         shard: shard.clone(),
         id: id as u16,
         token: super::ctx::auth_token(serial, key),
+        position: position.min(usize::from(u16::MAX)) as u16,
     };
     (
         Later {
@@ -162,13 +173,15 @@ impl Shard {
             self.id,
             &mut self.next_auth_token,
             key,
+            0,
         )
     }
 
-    /// The basic-auth hook for the CONNECT of connection `key`: the chain's decision, and
-    /// for `Later` the serial to park the connection under.
+    /// The basic-auth hook for the CONNECT of connection `key`, from the `start`th plugin on:
+    /// the chain's decision, and for `Later` the serial to park the connection under.
     pub(crate) fn plugin_basic_auth(
         &mut self,
+        start: usize,
         key: usize,
         client_id: &str,
         creds: &Credentials<'_>,
@@ -187,8 +200,8 @@ impl Shard {
         let me = &self.peers[self.id];
         let (id, next) = (self.id, &mut self.next_auth_token);
         let mut serial = 0;
-        let decision = self.plugins.basic_auth(&info, creds, || {
-            let (later, s) = make_later(me, id, next, key);
+        let decision = self.plugins.basic_auth(start, &info, creds, |position| {
+            let (later, s) = make_later(me, id, next, key, position);
             serial = s;
             IN_HOOK.with(|h| h.set(s));
             later
@@ -229,7 +242,7 @@ impl Shard {
         let plugins = &mut self.plugins;
         let answer = scram::with_password_file(passwords, || {
             plugins.extended_auth(&info, step, || {
-                let (later, s) = make_later(me, id, next, key);
+                let (later, s) = make_later(me, id, next, key, 0);
                 serial = s;
                 later
             })
@@ -398,7 +411,12 @@ impl Shard {
                     continue;
                 };
                 let resumed = match answer {
-                    LaterAnswer::Basic(d) => self
+                    // A deferred "not mine" asks the plugins after the one that deferred,
+                    // then the built-in rules (as if it had passed at once).
+                    LaterAnswer::Basic(Decision::Pass, position) => self
+                        .ctx(key)
+                        .basic_auth_resumed(connect, usize::from(position) + 1),
+                    LaterAnswer::Basic(d, _) => self
                         .ctx(key)
                         .password_checked(connect, d == Decision::Allow),
                     LaterAnswer::Extended(a) => self.ctx(key).extended_auth_answered(connect, a),

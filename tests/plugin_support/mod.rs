@@ -97,6 +97,14 @@ impl ShardPlugin for TestShard {
                 drop(later); // a buggy plugin: defers, but nobody will answer
                 Decision::Later
             }
+            "slowpass" => {
+                // Not mine, said later: the password file (after this plugin) decides.
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(100));
+                    later.answer(Decision::Pass);
+                });
+                Decision::Later
+            }
             "slow" => {
                 std::thread::spawn(move || {
                     std::thread::sleep(Duration::from_secs(2));

@@ -15,6 +15,9 @@ use crate::plugin::api::{
     ClientInfo, Credentials, Decision, Events, Later, Plugin, PluginOptions, ShardPlugin,
 };
 
+/// The chain's name of this plugin (logs; the chain tells it from the configured plugins).
+pub const NAME: &str = "password_file";
+
 /// Each listener's password file, by port (`per_listener_settings`; otherwise every listener
 /// has the global one). Replaced at start and at each reload.
 type Files = Vec<(u16, Arc<PasswordFile>)>;
@@ -46,7 +49,7 @@ impl PasswordPlugin {
 
 impl Plugin for PasswordPlugin {
     fn name(&self) -> &str {
-        "password_file"
+        NAME
     }
     fn configure(&self, _options: &PluginOptions) -> Result<(), String> {
         Ok(())
