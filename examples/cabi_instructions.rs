@@ -16,38 +16,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use midge::auth::Access;
-use midge::plugin::{
-    ClientInfo, Decision, Events, Plugin, PluginOptions, ShardPlugin, ShardPlugins,
-};
+use midge::plugin::{ClientInfo, Decision, Plugin, PluginOptions, ShardPlugins};
 use midge::protocol::ProtocolVersion;
 
-/// The same rule as tests/data/plugins/acl_trivial.c, in Rust.
-struct Trivial;
+#[path = "support/deny_one.rs"]
+mod deny_one;
 
-impl Plugin for Trivial {
-    fn name(&self) -> &str {
-        "trivial"
-    }
-    fn configure(&self, _: &PluginOptions) -> Result<(), String> {
-        Ok(())
-    }
-    fn shard(&self, _: usize, _: usize) -> Box<dyn ShardPlugin> {
-        Box::new(Trivial)
-    }
-}
-
-impl ShardPlugin for Trivial {
-    fn events(&self) -> Events {
-        Events::ACL_CHECK
-    }
-    fn acl_check(&mut self, _: &ClientInfo<'_>, topic: &str, access: Access) -> Decision {
-        if access == Access::Read && topic == "forbidden" {
-            Decision::Deny
-        } else {
-            Decision::Pass
-        }
-    }
-}
+use deny_one::DenyOne as Trivial;
 
 fn main() {
     let mut args = std::env::args().skip(1);

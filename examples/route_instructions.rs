@@ -17,38 +17,14 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use midge::auth::Access;
-use midge::plugin::{ClientInfo, Decision, Events, Plugin, PluginOptions, ShardPlugin};
+use midge::plugin::{Plugin, PluginOptions};
 use midge::protocol::ByteStr;
 use midge::shard::bench::RouteBench;
 
-/// The trivial ACL plugin: refuses reading `forbidden`, passes everything else.
-struct DenyOne;
+#[path = "support/deny_one.rs"]
+mod deny_one;
 
-impl Plugin for DenyOne {
-    fn name(&self) -> &str {
-        "deny-one"
-    }
-    fn configure(&self, _: &PluginOptions) -> Result<(), String> {
-        Ok(())
-    }
-    fn shard(&self, _: usize, _: usize) -> Box<dyn ShardPlugin> {
-        Box::new(DenyOne)
-    }
-}
-
-impl ShardPlugin for DenyOne {
-    fn events(&self) -> Events {
-        Events::ACL_CHECK
-    }
-    fn acl_check(&mut self, _: &ClientInfo<'_>, topic: &str, access: Access) -> Decision {
-        if access == Access::Read && topic == "forbidden" {
-            Decision::Deny
-        } else {
-            Decision::Pass
-        }
-    }
-}
+use deny_one::DenyOne;
 
 fn main() {
     let mut args = std::env::args().skip(1);

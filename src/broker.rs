@@ -186,14 +186,17 @@ fn listener_policy(
     let identity_auth = l.tls.as_ref().is_some_and(|t| {
         t.require_certificate && (t.use_identity_as_username || t.use_subject_as_username)
     });
-    if !allow_anonymous && !listener_auth.has_authentication() && !identity_auth {
+    // A plugin line may authenticate (which hooks it registers is known only once loaded,
+    // so any plugin counts): mosquitto does not refuse to start such a listener either.
+    let plugin_auth = !config.plugins.is_empty();
+    if !allow_anonymous && !listener_auth.has_authentication() && !identity_auth && !plugin_auth {
         // Nothing could ever authenticate a client here. On a network-facing listener that
         // is a configuration mistake (secure default: refuse to start); on loopback say so,
         // since every client will get CONNACK "not authorized".
         if !l.addr.ip().is_loopback() {
             return Err(io::Error::other(format!(
                 "listener {} allows no anonymous clients and no authentication is configured \
-                 (password_file, or require_certificate with use_identity_as_username): \
+                 (password_file, a plugin, or require_certificate with use_identity_as_username): \
                  set 'allow_anonymous true' to allow anonymous clients explicitly",
                 l.addr
             )));

@@ -81,12 +81,17 @@ impl Drop for Running {
 
 /// `mosquitto_pub ARGS` against `port`, bounded; whether it succeeded and how long it took.
 fn try_pub(port: u16, args: &[&str]) -> (bool, Duration) {
+    try_pub_for(port, args, Duration::from_secs(10))
+}
+
+/// [`try_pub`] with its own bound.
+fn try_pub_for(port: u16, args: &[&str], limit: Duration) -> (bool, Duration) {
     let start = Instant::now();
     let out = run(
         Command::new("mosquitto_pub")
             .args(["-h", "127.0.0.1", "-p", &port.to_string()])
             .args(args),
-        Duration::from_secs(10),
+        limit,
     );
     (out.success(), start.elapsed())
 }
@@ -153,6 +158,26 @@ fn a_named_client_no_plugin_accepts_is_refused_without_a_password_file() {
         "a deferred Pass, then no plugin left: refused"
     );
     assert!(try_pub(p, &msg).0, "anonymous: allow_anonymous decides");
+}
+
+#[test]
+fn a_deferral_never_answered_is_closed_after_30_s() {
+    let b = Running::start(1);
+    let p = b.port;
+    let start = Instant::now();
+    // mosquitto_pub waits for its CONNACK; the broker closes the connection instead.
+    let (ok, took) = try_pub_for(
+        p,
+        &["-u", "forever", "-P", "x", "-t", "t", "-m", "x"],
+        Duration::from_secs(60),
+    );
+    assert!(!ok, "never answered: not connected");
+    assert!(
+        took >= Duration::from_secs(30) && took < Duration::from_secs(45),
+        "closed by the broker after its 30 s limit, not by the client: {:?}",
+        start.elapsed()
+    );
+    assert!(try_pub(p, &["-t", "t", "-m", "x"]).0, "the broker goes on");
 }
 
 #[test]

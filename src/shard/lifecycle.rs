@@ -94,6 +94,17 @@ impl Shard {
                 {
                     expired.push((key, false))
                 }
+                // A CONNECT parked on a basic-auth `Later` (a plugin, the password worker)
+                // that has not been answered within the same limit: a plugin that keeps its
+                // handles and never answers must not hold connections for ever.
+                ConnState::AwaitConnect
+                    if conn.enhanced_auth.is_none()
+                        && conn.pending_connect.is_some()
+                        && idle > crate::auth::enhanced::TIME_LIMIT =>
+                {
+                    log::warn!("A CONNECT waited over 30 s for its authentication: closed.");
+                    expired.push((key, false))
+                }
                 ConnState::Active { .. } if conn.keep_alive_expired(idle) => {
                     expired.push((key, true))
                 }

@@ -62,6 +62,7 @@ impl Plugin for TestPlugin {
         Box::new(TestShard {
             seen: self.seen.clone(),
             shard,
+            kept: Vec::new(),
         })
     }
 }
@@ -69,6 +70,8 @@ impl Plugin for TestPlugin {
 struct TestShard {
     seen: Arc<Seen>,
     shard: usize,
+    /// Handles of deferrals that are never answered (user `forever`).
+    kept: Vec<Later>,
 }
 
 impl ShardPlugin for TestShard {
@@ -95,6 +98,11 @@ impl ShardPlugin for TestShard {
             "boom" => panic!("test plugin: boom in basic_auth"),
             "lost" => {
                 drop(later); // a buggy plugin: defers, but nobody will answer
+                Decision::Later
+            }
+            "forever" => {
+                // A buggy plugin: keeps the handle and never answers.
+                self.kept.push(later);
                 Decision::Later
             }
             "slowpass" => {
