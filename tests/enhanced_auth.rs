@@ -109,6 +109,23 @@ fn right_password_connects_and_the_server_proves_itself() {
 }
 
 #[test]
+fn a_scram_client_without_a_connect_user_name_is_known_by_the_one_it_proved() {
+    if skip() {
+        return;
+    }
+    // Only alice may use alice/#; an anonymous client may use nothing.
+    let f = AuthFiles::new(&[], "user alice\ntopic readwrite alice/#\n");
+    let pw = f.path("passwd");
+    f.passwd(&["-c", "-b", "-S", "sha256", &pw, "alice", "secret"]);
+    let b = f.broker(false, &[]);
+    let r = scram(b.port(), "connect", &["--subscribe", "alice/t"]);
+    assert_eq!(r["connack"], 0, "{r}");
+    assert_eq!(r["suback"], 1, "alice's ACL applies (granted QoS 1): {r}");
+    let r = scram(b.port(), "connect", &["--subscribe", "other/t"]);
+    assert_eq!(r["suback"], 0x87, "and only alice's: {r}");
+}
+
+#[test]
 fn wrong_password_unknown_user_and_wrong_hash_get_0x87() {
     if skip() {
         return;

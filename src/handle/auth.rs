@@ -92,7 +92,7 @@ pub(super) fn exchanging(cx: &mut Ctx<'_>) -> bool {
 }
 
 /// One step of CONNECT's exchange, with the client's `data`.
-fn step_connect(cx: &mut Ctx<'_>, connect: Connect, data: Option<Bytes>, start: bool) -> bool {
+fn step_connect(cx: &mut Ctx<'_>, mut connect: Connect, data: Option<Bytes>, start: bool) -> bool {
     let max = connect.properties.maximum_packet_size.unwrap_or(0);
     let len = data.as_ref().map_or(0, Bytes::len);
     let bounded = match cx.enhanced_auth().as_mut() {
@@ -115,6 +115,13 @@ fn step_connect(cx: &mut Ctx<'_>, connect: Connect, data: Option<Bytes>, start: 
     };
     let (answer, serial) =
         cx.plugin_extended_auth(&connect.client_id, connect.username.as_deref(), &step);
+    // A SCRAM client that gave no user name in CONNECT is known by the one it proved (its
+    // ACL rules, `%u`); one that gave a name had to give this one. Taken right after the
+    // call that set it, so no other connection's answer can see it.
+    let proved = crate::plugin::builtin::scram::take_authenticated_user();
+    if matches!(answer, ExtendedAuth::Success(_)) && connect.username.is_none() {
+        connect.username = proved.map(crate::protocol::ByteStr::from);
+    }
     connect_answer(cx, connect, answer, serial)
 }
 
@@ -260,6 +267,8 @@ pub(super) fn handle_auth_session(cx: &mut SessionCtx<'_>, auth: Auth) -> bool {
         reauthenticate: true,
     };
     let answer = cx.plugin_reauthenticate(&step);
+    // The user stays the one of CONNECT (the plugin checked the proof is for it).
+    let _ = crate::plugin::builtin::scram::take_authenticated_user();
     let max = cx.session().limits.max_packet_size;
     match answer {
         ExtendedAuth::Continue(d) => {

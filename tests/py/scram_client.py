@@ -263,6 +263,18 @@ def exchange(conn, a, mech, cid, connect_user=None):
     return d, [first, final]
 
 
+def subscribe(conn, topic):
+    """SUBSCRIBE (5.0, QoS 1) to `topic`; the SUBACK's reason code."""
+    t = topic.encode()
+    body = struct.pack("!H", 7) + b"\x00" + struct.pack("!H", len(t)) + t + b"\x01"
+    conn.send(packet(0x82, body))
+    pkt = conn.recv()
+    if pkt is None or pkt[0] != 9:
+        return None
+    _, props_end = parse_props(pkt[2], 2)
+    return pkt[2][props_end]
+
+
 def ping(conn):
     conn.send(packet(0xC0, b""))
     return describe(conn.recv())["type"] == "pingresp"
@@ -280,6 +292,8 @@ def scenario(args):
             r["server_ok"] = d["props"].get(0x16) == a.expected
             r["method"] = d["props"].get(0x15)
             r["ping"] = ping(c)
+            if args.subscribe:
+                r["suback"] = subscribe(c, args.subscribe)
         return r
     if args.scenario == "reauth":
         c = Conn(args.port)
@@ -355,6 +369,7 @@ def main():
     ap.add_argument("--password2", default="secret")
     ap.add_argument("--mech", default="SCRAM-SHA-256")
     ap.add_argument("--connect-user", default=None)
+    ap.add_argument("--subscribe", default=None)
     args = ap.parse_args()
     try:
         emit(result=scenario(args))

@@ -44,6 +44,15 @@ thread_local! {
     /// The password file of the connection whose auth step the chain is running (set by the
     /// handler around the call; the shard's thread runs one call at a time).
     static PASSWORDS: RefCell<Option<Arc<PasswordFile>>> = const { RefCell::new(None) };
+    /// The user the last call authenticated (set on `Success`, taken by the handler right
+    /// after the chain returns: a client that gave no CONNECT user name is known by it).
+    static AUTHENTICATED: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// The user a SCRAM exchange just authenticated in the chain call [`with_password_file`]
+/// ran, if it did (taken: a second call answers `None`).
+pub fn take_authenticated_user() -> Option<String> {
+    AUTHENTICATED.with(|a| a.borrow_mut().take())
 }
 
 /// Runs `f` (a call of the plugin chain) with `passwords` as the connection's password file
@@ -57,6 +66,7 @@ pub fn with_password_file<R>(passwords: Option<Arc<PasswordFile>>, f: impl FnOnc
         }
     }
     let previous = PASSWORDS.with(|p| std::mem::replace(&mut *p.borrow_mut(), passwords));
+    AUTHENTICATED.with(|a| a.borrow_mut().take());
     let _restore = Restore(previous);
     f()
 }
@@ -229,6 +239,7 @@ impl ScramShard {
         match pending.exchange.finish(data) {
             Ok(server_final) => {
                 log::debug!("{name}: '{}' authenticated.", pending.username);
+                AUTHENTICATED.with(|a| *a.borrow_mut() = Some(pending.username.clone()));
                 ExtendedAuth::Success(Some(Bytes::from(server_final)))
             }
             Err(e) => {
