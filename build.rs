@@ -4,31 +4,8 @@
 //! them in even where nothing in the binary calls them; `--export-dynamic-symbol` puts them
 //! in the dynamic symbol table (what `-rdynamic` would do for every symbol).
 
-/// Keep in step with `midge::plugin::cabi::EXPORTED` (a test compares them).
-const EXPORTED: &[&str] = &[
-    "midge_callback_register",
-    "midge_callback_unregister",
-    "midge_message_set_topic",
-    "midge_message_set_payload",
-    "midge_complete_basic_auth",
-    "midge_complete_extended_auth",
-    "midge_log",
-    // src/plugin/cabi/mosq.rs: what mosquitto 2.0 plugins call (`nm -D --undefined-only`).
-    "mosquitto_callback_register",
-    "mosquitto_callback_unregister",
-    "mosquitto_log_printf",
-    "mosquitto_malloc",
-    "mosquitto_calloc",
-    "mosquitto_free",
-    "mosquitto_strdup",
-    "mosquitto_client_id",
-    "mosquitto_client_username",
-    "mosquitto_broker_publish",
-    "mosquitto_kick_client_by_username",
-    "mosquitto_sub_topic_check",
-    "mosquitto_topic_matches_sub",
-    "mosquitto_validate_utf8",
-];
+// MIDGE_EXPORTED and MOSQUITTO_EXPORTED, the lists the library uses too.
+include!("src/plugin/cabi/exported_names.rs");
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
@@ -41,7 +18,7 @@ fn main() {
         .file("src/plugin/cabi/mosq_log.c")
         .warnings(true)
         .compile("midge_mosq_log");
-    for name in EXPORTED {
+    for name in MIDGE_EXPORTED.iter().chain(MOSQUITTO_EXPORTED) {
         println!("cargo:rustc-link-arg=-Wl,-u,{name}");
         println!("cargo:rustc-link-arg=-Wl,--export-dynamic-symbol={name}");
     }

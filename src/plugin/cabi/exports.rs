@@ -19,16 +19,8 @@ use super::shard::MessageCtx;
 use crate::plugin::api::{Decision, ExtendedAuth, Later};
 use crate::protocol::ByteStr;
 
-/// The exported names (build.rs keeps its own copy of this list; a test compares them).
-pub const EXPORTED: &[&str] = &[
-    "midge_callback_register",
-    "midge_callback_unregister",
-    "midge_message_set_topic",
-    "midge_message_set_payload",
-    "midge_complete_basic_auth",
-    "midge_complete_extended_auth",
-    "midge_log",
-];
+/// The exported names (one list with build.rs: exported_names.rs).
+pub const EXPORTED: &[&str] = super::exported_names::MIDGE_EXPORTED;
 
 /// The plugin's registration state behind an id, or `None` for a null id.
 ///

@@ -16,6 +16,7 @@
 //! plugins unchanged. The cost is a link flag (build.rs), checked by a test.
 
 pub mod abi;
+mod exported_names;
 mod exports;
 mod loader;
 pub mod mosq;

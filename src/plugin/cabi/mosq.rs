@@ -33,23 +33,8 @@ pub const EVT_RELOAD: c_int = 1;
 pub const EVT_ACL_CHECK: c_int = 2;
 pub const EVT_BASIC_AUTH: c_int = 3;
 
-/// The `mosquitto_*` functions midge exports (build.rs keeps a copy of the list).
-pub const EXPORTED: &[&str] = &[
-    "mosquitto_callback_register",
-    "mosquitto_callback_unregister",
-    "mosquitto_log_printf",
-    "mosquitto_malloc",
-    "mosquitto_calloc",
-    "mosquitto_free",
-    "mosquitto_strdup",
-    "mosquitto_client_id",
-    "mosquitto_client_username",
-    "mosquitto_broker_publish",
-    "mosquitto_kick_client_by_username",
-    "mosquitto_sub_topic_check",
-    "mosquitto_topic_matches_sub",
-    "mosquitto_validate_utf8",
-];
+/// The `mosquitto_*` functions midge exports (one list with build.rs: exported_names.rs).
+pub const EXPORTED: &[&str] = super::exported_names::MOSQUITTO_EXPORTED;
 
 pub type Callback = unsafe extern "C" fn(c_int, *mut c_void, *mut c_void) -> c_int;
 type VersionFn = unsafe extern "C" fn(c_int, *const c_int) -> c_int;

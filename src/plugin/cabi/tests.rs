@@ -170,17 +170,6 @@ fn failures_name_the_file() {
     );
 }
 
-#[test]
-fn build_rs_exports_every_broker_function() {
-    let build = include_str!("../../../build.rs");
-    for name in EXPORTED.iter().chain(super::mosq::EXPORTED) {
-        assert!(
-            build.contains(&format!("\"{name}\"")),
-            "build.rs does not export {name}"
-        );
-    }
-}
-
 /// A [`Later`] for extended auth whose answer arrives on a channel.
 struct ExtSink(mpsc::Sender<ExtendedAuth>);
 
