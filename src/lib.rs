@@ -49,6 +49,34 @@ pub mod fuzzing {
     pub fn password_split_line(raw: &str) -> Result<Option<(&str, &str)>, &'static str> {
         crate::auth::password::split_line(raw)
     }
+
+    /// A JWT as a client's CONNECT carries it, verified against one key of each kind (an
+    /// HS256 secret, an RSA public key, a P-256 point; all made up, so nothing verifies but
+    /// every parsing path runs) with an audience and an issuer to check. Whether it verified.
+    pub fn jwt_verify(token: &str) -> bool {
+        use crate::plugin::builtin::jwt::keys::Key;
+        use crate::plugin::builtin::jwt::token::{verify, Rules};
+        let keys = [
+            (
+                Some("h".to_string()),
+                Key::Hmac(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"secret")),
+            ),
+            (
+                Some("r".to_string()),
+                Key::RsaParts {
+                    n: vec![0xC5; 256],
+                    e: vec![1, 0, 1],
+                },
+            ),
+            (None, Key::P256(vec![4; 65])),
+        ];
+        let rules = Rules {
+            leeway: 5,
+            audience: Some("midge".into()),
+            issuer: Some("issuer".into()),
+        };
+        verify(token, &keys, &rules, 1_800_000_000).is_ok()
+    }
 }
 
 /// Runs the broker with `config` until SIGINT/SIGTERM, then stops it cleanly. SIGHUP re-reads

@@ -14,8 +14,8 @@
 //! an offline persistent session are checked against it too); anything outside is refused.
 //! A token without the claim leaves the ACL to the next plugin and the ACL file.
 
-mod keys;
-mod token;
+pub(crate) mod keys;
+pub(crate) mod token;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
