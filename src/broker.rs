@@ -21,6 +21,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::auth::{Auth, AuthWorker};
 use crate::config::Config;
+use crate::shard::handshakes::Handshakers;
 use crate::shard::inbox::{inbox, ShardHandle};
 /// Kept under its old path: the shared state is the shard layer's (see `shard::shared`).
 pub use crate::shard::Shared;
@@ -41,6 +42,8 @@ pub struct Broker {
     tls: Vec<Arc<TlsListener>>,
     /// The cluster gateway thread, when the node is part of a cluster.
     cluster: Option<crate::cluster::Gateway>,
+    /// The TLS handshake threads (none without a TLS listener).
+    handshake_threads: Vec<JoinHandle<()>>,
     /// The configuration in force: what a reload compares with and where it re-reads from.
     applied: Mutex<Config>,
 }
@@ -401,6 +404,13 @@ impl Broker {
         if let Some(addr) = shared.config.metrics_listener {
             crate::metrics::start(addr, shared.clone())?;
         }
+        // TLS handshakes run on threads of their own (`shard::handshakes`), one per shard.
+        let mut handshake_threads = Vec::new();
+        if !tls_listeners.is_empty() {
+            let (handshakers, threads) = Handshakers::start(shards, shared.clone(), peers.clone())?;
+            let _ = shared.handshakers.set(handshakers);
+            handshake_threads = threads;
+        }
         let mut threads = Vec::new();
         for (id, shard) in built.into_iter().enumerate() {
             let thread = std::thread::Builder::new()
@@ -419,6 +429,7 @@ impl Broker {
             addrs,
             tls: tls_listeners,
             cluster,
+            handshake_threads,
             applied,
         })
     }
@@ -451,6 +462,12 @@ impl Broker {
         self.shared.request_shutdown();
         for p in self.peers.iter() {
             p.wake();
+        }
+        if let Some(h) = self.shared.handshakers.get() {
+            h.wake_all();
+        }
+        for t in self.handshake_threads {
+            let _ = t.join();
         }
         let mut result = Ok(());
         for t in self.threads {

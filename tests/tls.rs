@@ -584,3 +584,45 @@ fn sighup_reloads_the_server_certificate() {
     b.assert_running();
     assert!(served_subject(&certs, b.port()).contains("CN = reloaded-server"));
 }
+
+#[test]
+fn failed_and_abandoned_handshakes_give_back_their_connection_slots() {
+    // Handshakes run on their own threads: a handshake that fails there, or is abandoned and
+    // closed by connect_timeout there, must free its place under max_connections, or a few
+    // bad clients would lock everyone out.
+    if skip_unless_midge("failed_and_abandoned_handshakes_give_back_their_connection_slots") {
+        return;
+    }
+    let certs = Certs::generate();
+    let mut lines = certs.server_lines();
+    lines.extend(["shards 1", "max_connections 3", "connect_timeout 2"].map(String::from));
+    let mut b = start(&lines);
+    for i in 0..4 {
+        let mut s = TcpStream::connect(b.addr()).unwrap();
+        s.write_all(&raw::Connect::new(&unique_id(&format!("plain{i}"))).encode())
+            .unwrap();
+        assert!(closed_within(&mut s, STEP), "plain client {i} not closed");
+    }
+    let mut idle: Vec<TcpStream> = (0..3)
+        .map(|_| TcpStream::connect(b.addr()).unwrap())
+        .collect();
+    // A 4th while three sit in their handshakes: over max_connections, refused.
+    let mut over = TcpStream::connect(b.addr()).unwrap();
+    assert!(
+        closed_within(&mut over, STEP),
+        "max_connections not applied"
+    );
+    for (i, s) in idle.iter_mut().enumerate() {
+        assert!(
+            closed_within(s, Duration::from_secs(6)),
+            "handshake {i} that never started was not closed by connect_timeout"
+        );
+    }
+    assert!(
+        b.wait_log_contains_any(&["TLS handshake not finished within connect_timeout"], STEP),
+        "the log should say why:\n{}",
+        b.log()
+    );
+    assert_tls_pub_works(b.port(), &certs, None);
+    b.assert_running();
+}

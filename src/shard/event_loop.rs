@@ -65,6 +65,7 @@ impl Shard {
             }
             self.drain_inbox();
             self.adopt_pending();
+            self.admit_handshaken();
             self.drain_auth_responses();
             self.drain_later_answers();
             self.drain_cluster();
@@ -168,6 +169,7 @@ impl Shard {
             // route or a SUBSCRIBE), and an adopted CONNECT may take over, and close, the
             // very connection being handled. Adoption waits for the top of the loop.
             ShardMsg::Adopt(m) => self.adoptions.push(*m),
+            ShardMsg::Handshaken(h) => self.handshaken.push(*h),
             ShardMsg::Ticket { from, ticket } => {
                 if let Some(d) = &mut self.durable {
                     d.ticket(usize::from(from), ticket);

@@ -14,6 +14,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
@@ -80,6 +81,9 @@ pub enum ShardMsg {
     },
     /// A connection whose client id lives on this shard.
     Adopt(Box<Migrating>),
+    /// A connection this shard accepted, back from its handshake thread with its TLS
+    /// handshake done (see `shard::handshakes`).
+    Handshaken(Box<super::handshakes::Handshaken>),
     /// Persistence: the QoS 1/2 deliveries shard `from` sent before this item carry ticket
     /// `ticket`; confirm it with `Committed` once they are durable (see `shard::durable`).
     Ticket { from: u16, ticket: u64 },
@@ -146,6 +150,26 @@ impl ShardHandle {
     /// [`ShardHandle::wake_if_sleeping`], once per loop turn.
     pub fn push(&self, batch: Batch) -> Result<(), TrySendError<Batch>> {
         self.tx.try_send(batch)
+    }
+
+    /// Queues `batch` from a thread that is not a shard (a plugin's answer, a finished TLS
+    /// handshake), retrying while the queue is full for at most `patience` (only a shard
+    /// stalled that long is not reached), then wakes the shard if it sleeps. `Err`: not
+    /// queued, the batch is given back.
+    pub fn push_patiently(&self, mut batch: Batch, patience: Duration) -> Result<(), Batch> {
+        let deadline = Instant::now() + patience;
+        loop {
+            match self.tx.try_send(batch) {
+                Ok(()) => break,
+                Err(TrySendError::Full(b)) if Instant::now() < deadline => {
+                    batch = b;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => return Err(e.into_inner()),
+            }
+        }
+        self.wake_if_sleeping();
+        Ok(())
     }
 
     /// Gives a drained batch Vec back to this shard (its sender) for reuse; dropped when the

@@ -9,6 +9,7 @@ use std::time::Instant;
 use mio::{Interest, Token};
 
 use super::conn::Conn;
+use super::handshakes::Handshaken;
 use super::lifecycle::Close;
 use super::per_ip::PerIpConnections;
 use super::pool::{self, MIN_READ};
@@ -134,13 +135,22 @@ impl Shard {
                             continue;
                         }
                     };
-                    let mut conn = Conn::new(stream, peer, l.allow_anonymous);
-                    conn.peer_settled = !deferred;
-                    conn.auth = l.auth.clone();
-                    conn.listener = super::conn::listener_index(listener);
-                    if self.add_conn(conn).is_none() {
-                        self.shared.connection_gone(peer.ip(), !deferred);
-                    }
+                    let job = Handshaken {
+                        stream,
+                        peer,
+                        listener,
+                        counted: !deferred,
+                        accepted: Instant::now(),
+                        shard: self.id as u16,
+                    };
+                    let job = match self.shared.handshakers.get() {
+                        Some(h) if job.stream.server_handshake_pending() => match h.submit(job) {
+                            Ok(()) => continue,
+                            Err(job) => job,
+                        },
+                        _ => job,
+                    };
+                    self.admit(job);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -150,6 +160,33 @@ impl Shard {
                     return;
                 }
             }
+        }
+    }
+
+    /// Serves a connection accepted here: straight from `accept`, or back from the
+    /// handshake thread with its TLS handshake done (then it is read at once: its client's
+    /// CONNECT may already wait decrypted in rustls, where no readiness event announces it).
+    fn admit(&mut self, job: Handshaken) {
+        let l = &self.listeners[job.listener];
+        let mut conn = Conn::new(job.stream, job.peer, l.allow_anonymous);
+        conn.peer_settled = job.counted;
+        conn.auth = l.auth.clone();
+        conn.listener = super::conn::listener_index(job.listener);
+        // connect_timeout counts from the accept, handshake included.
+        conn.last_rx = job.accepted;
+        match self.add_conn(conn) {
+            None => self.shared.connection_gone(job.peer.ip(), job.counted),
+            Some(key) => {
+                self.resume_input(key);
+                self.queue_tls_records(key);
+            }
+        }
+    }
+
+    /// Admits the connections the handshake thread gave back this turn.
+    pub(super) fn admit_handshaken(&mut self) {
+        for job in std::mem::take(&mut self.handshaken) {
+            self.admit(job);
         }
     }
 

@@ -21,6 +21,7 @@ pub(crate) mod ctx;
 mod ctx_plugins;
 mod durable;
 mod event_loop;
+pub(crate) mod handshakes;
 pub mod inbox;
 mod io;
 mod lifecycle;
@@ -154,6 +155,9 @@ pub struct Shard {
     pub(crate) per_ip_refused: u64,
     /// Connections sent here by other shards, adopted at the top of the loop (`adopt_pending`).
     pub(crate) adoptions: Vec<inbox::Migrating>,
+    /// Connections back from the handshake thread, admitted at the top of the loop (like
+    /// adoptions: never in the middle of another connection's packet).
+    pub(crate) handshaken: Vec<handshakes::Handshaken>,
     /// This turn's changes to durable state (stays empty without persistence).
     pub(crate) batch: StoreBatch,
     /// Persistence, when on.
@@ -255,6 +259,7 @@ impl Shard {
             mounted,
             retained_backlog: Default::default(),
             adoptions: Vec::new(),
+            handshaken: Vec::new(),
             buffers,
             accept_rate,
             rate_limited: 0,

@@ -6,7 +6,7 @@
 //! Every entry point first tests the chain's event bits: with no plugin loaded each is one
 //! load and one branch (`ShardPlugins::wants`), so nothing here costs a message anything.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::conn::Conn;
 use super::inbox::{Batch, LaterAnswer, ShardHandle, ShardMsg};
@@ -37,28 +37,16 @@ struct InboxSink {
 
 impl InboxSink {
     fn deliver(self, answer: LaterAnswer) {
-        let deadline = Instant::now() + PUSH_FOR;
-        let mut batch = Batch {
+        let batch = Batch {
             from: self.id,
             items: vec![ShardMsg::LaterAnswer {
                 token: self.token,
                 answer,
             }],
         };
-        loop {
-            match self.shard.push(batch) {
-                Ok(()) => break,
-                Err(e) if e.is_full() && Instant::now() < deadline => {
-                    batch = e.into_inner();
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err(_) => {
-                    log::warn!("A deferred authentication answer could not be delivered.");
-                    return;
-                }
-            }
+        if self.shard.push_patiently(batch, PUSH_FOR).is_err() {
+            log::warn!("A deferred authentication answer could not be delivered.");
         }
-        self.shard.wake_if_sleeping();
     }
 }
 

@@ -48,6 +48,9 @@ pub struct Shared {
     /// A reader asked for the snapshot since shard 0 last looked (keeps it refreshed).
     sys_asked: AtomicBool,
     shutdown: AtomicBool,
+    /// The TLS handshake threads, set once at start when a listener has TLS (unset in
+    /// benchmarks and brokers without TLS: a shard then handshakes itself).
+    pub(crate) handshakers: std::sync::OnceLock<super::handshakes::Handshakers>,
 }
 
 impl Shared {
@@ -76,6 +79,7 @@ impl Shared {
             sys_snapshot: Mutex::default(),
             sys_asked: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
+            handshakers: std::sync::OnceLock::new(),
         }
     }
 

@@ -19,8 +19,9 @@
 //! TLS is a transformer between socket bytes and plaintext (rustls' `tlsserver-mio` example's
 //! shape): a read pulls TLS records from the socket into rustls, decrypts them and hands out
 //! plaintext; a write hands plaintext to rustls and pushes the records it makes to the socket.
-//! The handshake happens inside those calls, so it never blocks the shard: everything is
-//! non-blocking and a half-finished handshake just waits for the next readiness event.
+//! A server handshake is driven first, off the shard, by [`Transport::drive_handshake`] on a
+//! handshake thread (`shard::handshakes`); where none runs, it happens inside the shard's
+//! reads and writes, non-blocking, under a per-turn budget.
 //!
 //! # Why an enum, not a trait object
 //! Every read and write of every connection goes through here. A `match` on a private enum is
@@ -182,6 +183,33 @@ impl Transport {
             Layers::Tls(t) => t.input_deferred(),
             Layers::Ws(w) => w.inner().input_deferred(),
             Layers::Proxy(p) => p.inner().input_deferred(),
+        }
+    }
+
+    /// Whether a server-side TLS handshake is still to be done on this connection (the
+    /// shard hands such connections to its handshake thread first: `shard::handshakes`).
+    pub fn server_handshake_pending(&self) -> bool {
+        match &self.0 {
+            Layers::Tcp(_) => false,
+            Layers::Tls(t) => t.server_handshake_pending(),
+            Layers::Ws(w) => w.inner().server_handshake_pending(),
+            Layers::Proxy(p) => p.inner().server_handshake_pending(),
+        }
+    }
+
+    /// Drives what comes before the shard's part of a new connection: a PROXY header, then
+    /// the TLS handshake; never the WebSocket upgrade or any MQTT byte. `Ok(true)` when done,
+    /// `Ok(false)` while waiting for the peer (or for room to write), the error when the peer
+    /// broke either protocol (a TLS alert is sent first).
+    pub fn drive_handshake(&mut self) -> io::Result<bool> {
+        match &mut self.0 {
+            Layers::Tcp(_) => Ok(true),
+            Layers::Tls(t) => t.drive_handshake(),
+            Layers::Ws(w) => w.inner_mut().drive_handshake(),
+            Layers::Proxy(p) => match p.read_header_only()? {
+                true => p.inner_mut().drive_handshake(),
+                false => Ok(false),
+            },
         }
     }
 

@@ -154,6 +154,7 @@ fn port(s: &str) -> Result<u16, &'static str> {
 }
 
 const PP2_TYPE_SSL: u8 = 0x20;
+const PP2_TYPE_CRC32C: u8 = 0x03;
 const PP2_CLIENT_SSL: u8 = 0x01;
 
 fn parse_v2(buf: &[u8]) -> Result<Parsed, &'static str> {
@@ -218,27 +219,60 @@ fn parse_v2(buf: &[u8]) -> Result<Parsed, &'static str> {
         }
         _ => None,
     };
-    header(source, tlvs(&block[need..])?)
+    header(source, tlvs(&buf[..16 + len], 16 + need)?)
 }
 
-/// Walks the TLVs after the addresses (each must fit in the block); whether a `PP2_TYPE_SSL`
-/// one says the client used TLS. Unknown types are skipped, as the specification asks.
-fn tlvs(mut rest: &[u8]) -> Result<bool, &'static str> {
+/// Walks the TLVs of `header` (the whole version 2 header) from `at`, after the addresses
+/// (each must fit in the block); whether a `PP2_TYPE_SSL` one says the client used TLS. A
+/// `PP2_TYPE_CRC32C` one must match the header's checksum, or the header is refused, as the
+/// specification asks of a receiver that supports it. Unknown types are skipped.
+fn tlvs(header: &[u8], at: usize) -> Result<bool, &'static str> {
     let mut tls = false;
-    while !rest.is_empty() {
-        let [kind, hi, lo, tail @ ..] = rest else {
+    let mut pos = at;
+    while pos < header.len() {
+        let [kind, hi, lo, tail @ ..] = &header[pos..] else {
             return Err("PROXY version 2 TLV cut short");
         };
         let n = usize::from(u16::from_be_bytes([*hi, *lo]));
         if n > tail.len() {
             return Err("PROXY version 2 TLV longer than the header");
         }
-        if *kind == PP2_TYPE_SSL {
-            tls |= tail.first().is_some_and(|c| c & PP2_CLIENT_SSL != 0);
+        match *kind {
+            PP2_TYPE_SSL => tls |= tail.first().is_some_and(|c| c & PP2_CLIENT_SSL != 0),
+            PP2_TYPE_CRC32C => {
+                let &[a, b, c, d] = &tail[..n] else {
+                    return Err("PROXY version 2 CRC32c TLV is not 4 bytes");
+                };
+                let value = pos + 3;
+                // The checksum is of the header with its own field zeroed.
+                let mut crc = crc32c_update(!0, &header[..value]);
+                crc = crc32c_update(crc, &[0; 4]);
+                crc = !crc32c_update(crc, &header[value + 4..]);
+                if crc != u32::from_be_bytes([a, b, c, d]) {
+                    return Err("PROXY version 2 CRC32c checksum does not match the header");
+                }
+            }
+            _ => {}
         }
-        rest = &tail[n..];
+        pos += 3 + n;
     }
     Ok(tls)
+}
+
+/// CRC-32C (Castagnoli, RFC 4960 appendix B) of `data` continued from `crc` (start with
+/// `!0`, finish with `!`). Bitwise: it runs once per connection, over at most 1 KiB.
+fn crc32c_update(mut crc: u32, data: &[u8]) -> u32 {
+    for &byte in data {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    crc
 }
 
 /// A connection on a `proxy_protocol` listener: the header, then the wrapped transport.
@@ -279,13 +313,21 @@ impl ProxyStream {
     /// Reads the header if it is not read yet (`WouldBlock` while it is incomplete), then
     /// reads through the wrapped transport.
     pub fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if !self.read_header_only()? {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        self.inner.read(buf)
+    }
+
+    /// Reads the header if it is not read yet, and nothing after it: whether it is read now.
+    pub(super) fn read_header_only(&mut self) -> io::Result<bool> {
         if let Err(accept) = self.header {
             match self.read_header(accept)? {
                 Some(h) => self.header = Ok(h),
-                None => return Err(io::ErrorKind::WouldBlock.into()),
+                None => return Ok(false),
             }
         }
-        self.inner.read(buf)
+        Ok(true)
     }
 
     /// Peeks at the socket; once a whole header is there, consumes exactly it. While it is
@@ -363,6 +405,41 @@ mod tests {
         b.extend_from_slice(&(block.len() as u16).to_be_bytes());
         b.extend_from_slice(block);
         b
+    }
+
+    #[test]
+    fn crc32c_is_castagnoli() {
+        // RFC 3720 B.4's check value of "123456789".
+        assert_eq!(!crc32c_update(!0, b"123456789"), 0xE306_9283);
+    }
+
+    #[test]
+    fn version_2_crc32c_tlv_is_checked() {
+        let mut block = vec![192, 0, 2, 7, 10, 0, 0, 1, 0xdc, 0x04, 0x07, 0x5b];
+        block.extend_from_slice(&[PP2_TYPE_CRC32C, 0, 4, 0, 0, 0, 0]);
+        let mut good = v2(1, 0x11, &block);
+        let at = good.len() - 4;
+        let crc = !crc32c_update(!0, &good);
+        good[at..].copy_from_slice(&crc.to_be_bytes());
+        let (h, n) = done(&good);
+        assert_eq!(
+            (h.source, n),
+            (Some("192.0.2.7:56324".parse().unwrap()), good.len())
+        );
+        // One bit of the address flipped, or of the checksum: refused.
+        for flip in [16, at + 3] {
+            let mut bad = good.clone();
+            bad[flip] ^= 0x01;
+            assert_eq!(
+                parse(&bad, ProxyProtocol::ANY),
+                Err("PROXY version 2 CRC32c checksum does not match the header"),
+                "byte {flip}"
+            );
+        }
+        // A checksum TLV of the wrong size.
+        let mut short = block[..12].to_vec();
+        short.extend_from_slice(&[PP2_TYPE_CRC32C, 0, 2, 0, 0]);
+        assert!(parse(&v2(1, 0x11, &short), ProxyProtocol::ANY).is_err());
     }
 
     #[test]

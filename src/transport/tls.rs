@@ -428,6 +428,43 @@ impl TlsStream {
         }
     }
 
+    /// Whether this is the server side of a handshake that has not finished: the work a
+    /// handshake thread takes off the shard (see `shard::handshakes`).
+    pub fn server_handshake_pending(&self) -> bool {
+        matches!(self.conn, Connection::Server(_)) && !self.established
+    }
+
+    /// Drives the handshake only: sends what rustls queued, reads and processes records
+    /// while the handshake lasts, and never reads past its end (plaintext that came with the
+    /// client's last flight stays decrypted in rustls for the shard, see
+    /// [`TlsStream::has_buffered_input`]). `Ok(true)` once established, `Ok(false)` while it
+    /// waits for the peer or for room in the socket; the error (with the alert sent) when it
+    /// failed.
+    pub fn drive_handshake(&mut self) -> io::Result<bool> {
+        loop {
+            self.flush_records()?;
+            if !self.conn.is_handshaking() {
+                if !self.established {
+                    self.established = true;
+                    self.identity = self.work_out_identity();
+                }
+                return Ok(true);
+            }
+            match self.conn.read_tls(&mut self.sock) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(_) => {
+                    if let Err(e) = self.conn.process_new_packets() {
+                        let _ = self.flush_records();
+                        return Err(tls_error(e, true));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Hands plaintext to rustls and pushes the records it makes to the socket. Returns
     /// `WouldBlock` when rustls' send buffer is full and the socket takes nothing.
     pub fn write(&mut self, buf: &[u8]) -> io::Result<usize> {

@@ -222,3 +222,27 @@ fn an_external_pid_that_does_not_listen_is_refused() {
     let b = RunningBroker::start(&def, Path::new("/tmp"), &Limits::default()).unwrap();
     assert!(b.sample().is_some());
 }
+
+#[test]
+fn a_broker_that_exits_during_start_up_is_reported_with_its_last_words() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile_dir("exits");
+    fs::create_dir_all(&dir).unwrap();
+    // A "mosquitto" that refuses its configuration, as a broker with a bad config line does.
+    let bin = dir.join("mosquitto");
+    fs::write(
+        &bin,
+        "#!/bin/sh\necho 'Error: Unknown configuration variable \"bogus\".' >&2\nexit 3\n",
+    )
+    .unwrap();
+    fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
+    let def = BrokerDef::Managed {
+        name: "broken".into(),
+        flavor: Flavor::Mosquitto,
+        binary: bin,
+    };
+    let err = RunningBroker::start(&def, &dir, &Limits::default()).unwrap_err();
+    assert!(err.contains("broken exited during start-up"), "{err}");
+    assert!(err.contains("Unknown configuration variable"), "{err}");
+    let _ = fs::remove_dir_all(&dir);
+}

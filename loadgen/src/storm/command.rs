@@ -58,6 +58,12 @@ pub struct StormArgs {
     /// Longest time one pass may take, seconds.
     #[arg(long, default_value_t = 120.0)]
     pub timeout_s: f64,
+    /// Niceness of the thread that runs the storm's connections (0-19). A real fleet runs
+    /// on other machines; here its TLS client work shares the cores with the broker and the
+    /// bystander, and at the bystander's own priority it would delay the round trips the
+    /// bystander measures. 0 runs it at loadgen's priority.
+    #[arg(long, default_value_t = 10)]
+    pub storm_nice: i32,
     #[command(flatten)]
     pub tls: TlsArgs,
 }
@@ -87,6 +93,9 @@ struct StormFile {
     clients: usize,
     rate: f64,
     concurrency: usize,
+    /// Niceness of the storm's thread (see `--storm-nice`).
+    #[serde(default)]
+    storm_nice: i32,
     tls: Option<TlsInfo>,
     records: Vec<StormRecord>,
 }
@@ -184,7 +193,7 @@ fn run_all(
                     timeout: Duration::from_secs_f64(a.timeout_s),
                 };
                 let cpu0 = cpu_s(&b);
-                let r = run_pass(b.addr, &cfg)?;
+                let r = run_pass_at_nice(b.addr, &cfg, a.storm_nice)?;
                 let cpu1 = cpu_s(&b);
                 let cpu = cpu0.zip(cpu1).map(|(x, y)| (y - x).max(0.0));
                 eprintln!(
@@ -231,6 +240,7 @@ fn run_all(
         clients: a.clients,
         rate: a.rate,
         concurrency: a.concurrency,
+        storm_nice: a.storm_nice,
         tls: tls_info,
         records,
     };
@@ -268,6 +278,36 @@ fn spread(mut v: Vec<f64>) -> (f64, f64, f64) {
     (v[v.len() / 2], v[0], v[v.len() - 1])
 }
 
+/// Runs one pass on a thread of its own at niceness `nice` (see `--storm-nice`), so that
+/// loadgen's main thread keeps its priority.
+fn run_pass_at_nice(
+    addr: std::net::SocketAddr,
+    cfg: &StormConfig,
+    nice: i32,
+) -> Result<PassResult, String> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            if nice != 0 {
+                // SAFETY: gettid has no preconditions; setpriority on this thread's id changes
+                // only its own niceness.
+                let rc = unsafe {
+                    let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+                    libc::setpriority(libc::PRIO_PROCESS, tid, nice)
+                };
+                if rc != 0 {
+                    eprintln!(
+                        "loadgen: cannot set the storm thread's niceness to {nice}: {}",
+                        std::io::Error::last_os_error()
+                    );
+                }
+            }
+            run_pass(addr, cfg)
+        })
+        .join()
+        .map_err(|_| "the storm thread panicked".to_string())?
+    })
+}
+
 fn markdown(f: &StormFile) -> String {
     let mut md = String::new();
     let _ = writeln!(
@@ -278,13 +318,14 @@ fn markdown(f: &StormFile) -> String {
     let m = &f.machine;
     let _ = writeln!(
         md,
-        "Machine: {} ({} cores), Linux {}. {} connections per pass, rate {}, {} in progress at once. {}\n",
+        "Machine: {} ({} cores), Linux {}. {} connections per pass, rate {}, {} in progress at once, storm thread at nice {}. {}\n",
         m.cpu_model,
         m.cores,
         m.kernel,
         f.clients,
         if f.rate > 0.0 { format!("{} connects/s intended (open loop)", f.rate) } else { "as fast as the broker goes".into() },
         f.concurrency,
+        f.storm_nice,
         f.tls.as_ref().map_or("Plain TCP.".into(), |t| format!("TLS: {}.", t.summary()))
     );
     let _ = writeln!(
