@@ -316,6 +316,14 @@ impl Default for Config {
 }
 
 impl Config {
+    /// `connect_timeout` as a time limit (0: none).
+    pub fn connect_time_limit(&self) -> std::time::Duration {
+        match self.connect_timeout {
+            0 => std::time::Duration::MAX,
+            secs => std::time::Duration::from_secs(u64::from(secs)),
+        }
+    }
+
     /// Reads and parses the mosquitto.conf-syntax file at `path` (and any `include_dir`).
     pub fn from_file(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
         parse::parse_file(path.as_ref())

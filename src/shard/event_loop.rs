@@ -59,7 +59,6 @@ impl Shard {
                 return Ok(());
             }
             self.retained_backlog.new_turn();
-            crate::transport::tls::new_turn();
             for event in events.iter() {
                 self.dispatch(event);
             }

@@ -128,10 +128,7 @@ struct HandshakeThread {
 impl HandshakeThread {
     fn run(&mut self) {
         lower_priority();
-        let timeout = match self.shared.config.connect_timeout {
-            0 => Duration::MAX,
-            secs => Duration::from_secs(u64::from(secs)),
-        };
+        let timeout = self.shared.config.connect_time_limit();
         let mut events = Events::with_capacity(256);
         let mut next_scan = Instant::now() + Duration::from_secs(1);
         loop {

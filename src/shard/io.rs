@@ -143,6 +143,9 @@ impl Shard {
                         accepted: Instant::now(),
                         shard: self.id as u16,
                     };
+                    // A TLS listener's shards always have handshake threads (the broker
+                    // starts them with the listener); `submit` gives the job back only once
+                    // they stopped at shutdown, and the shard then handshakes it itself.
                     let job = match self.shared.handshakers.get() {
                         Some(h) if job.stream.server_handshake_pending() => match h.submit(job) {
                             Ok(()) => continue,
@@ -334,14 +337,6 @@ impl Shard {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if conn.stream.input_deferred() {
-                        // TLS handshake budget spent this turn: re-arm, read on next turn.
-                        let interest = Self::interest(conn);
-                        let _ =
-                            self.poll
-                                .registry()
-                                .reregister(&mut conn.stream, Token(key), interest);
-                    }
                     return;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

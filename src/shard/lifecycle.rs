@@ -75,10 +75,7 @@ impl Shard {
         let mut growth = 0;
         // `last_rx` moves only when a whole packet is decoded: before CONNECT, it is the
         // time of accept, so a CONNECT (or TLS handshake) trickled byte by byte still ends.
-        let connect_timeout = match self.shared.config.connect_timeout {
-            0 => Duration::MAX,
-            secs => Duration::from_secs(u64::from(secs)),
-        };
+        let connect_timeout = self.shared.config.connect_time_limit();
         for (key, conn) in self.conns.iter_mut() {
             let idle = now.saturating_duration_since(conn.last_rx);
             growth += conn.tick_rbuf(idle >= TICK, &mut self.buffers);

@@ -20,8 +20,8 @@
 //! shape): a read pulls TLS records from the socket into rustls, decrypts them and hands out
 //! plaintext; a write hands plaintext to rustls and pushes the records it makes to the socket.
 //! A server handshake is driven first, off the shard, by [`Transport::drive_handshake`] on a
-//! handshake thread (`shard::handshakes`); where none runs, it happens inside the shard's
-//! reads and writes, non-blocking, under a per-turn budget.
+//! handshake thread (`shard::handshakes`); a client handshake (outgoing links) happens inside
+//! the reads and writes, non-blocking.
 //!
 //! # Why an enum, not a trait object
 //! Every read and write of every connection goes through here. A `match` on a private enum is
@@ -170,19 +170,6 @@ impl Transport {
             Layers::Tls(t) => t.has_buffered_input(),
             Layers::Ws(w) => w.has_buffered_input(),
             Layers::Proxy(p) => p.inner_mut().has_buffered_input(),
-        }
-    }
-
-    /// Whether the last read stopped on the loop turn's TLS handshake budget with bytes left
-    /// in the socket (never for plain TCP): the shard must re-arm the socket's readiness so
-    /// the next turn reads on, as for its own read budget.
-    #[inline]
-    pub fn input_deferred(&self) -> bool {
-        match &self.0 {
-            Layers::Tcp(_) => false,
-            Layers::Tls(t) => t.input_deferred(),
-            Layers::Ws(w) => w.inner().input_deferred(),
-            Layers::Proxy(p) => p.inner().input_deferred(),
         }
     }
 

@@ -15,7 +15,6 @@
 //! builds with a plain C compiler, while the default `aws-lc-rs` provider needs cmake and a
 //! longer build (ARCHITECTURE.md §9: a light build).
 
-use std::cell::Cell;
 use std::fmt;
 use std::io::{self, BufRead, Read, Write};
 use std::net::Shutdown;
@@ -37,33 +36,6 @@ use crate::config::{TlsSettings, TlsVersion};
 /// tickets instead). About 300 bytes each: a reconnecting fleet of this many clients resumes
 /// without a full handshake while the cache stays bounded at a few MB.
 const SESSION_CACHE_ENTRIES: usize = 8192;
-
-/// Server handshake steps (a flight of handshake records processed: for a full handshake the
-/// ClientHello one carries the key exchange and the signature) one shard does per loop turn.
-/// The rest wait for the next turn, their sockets re-armed, so a storm of connects cannot hold
-/// a loop away from its established clients for more than a few steps' worth of CPU (about
-/// 0.1 ms each with an ECDSA P-256 key, about 1.5 ms with RSA-2048).
-const HANDSHAKE_STEPS_PER_TURN: u32 = 4;
-
-thread_local! {
-    /// What is left of this thread's handshake budget for the current loop turn.
-    static HANDSHAKE_BUDGET: Cell<u32> = const { Cell::new(HANDSHAKE_STEPS_PER_TURN) };
-}
-
-/// A new loop turn on this thread: the handshake budget is whole again. Shard thread only.
-pub fn new_turn() {
-    HANDSHAKE_BUDGET.with(|b| b.set(HANDSHAKE_STEPS_PER_TURN));
-}
-
-/// Whether this thread's handshake budget has a step left this turn.
-fn handshake_budget_left() -> bool {
-    HANDSHAKE_BUDGET.with(|b| b.get() > 0)
-}
-
-/// Spends one handshake step of this thread's budget.
-fn spend_handshake_step() {
-    HANDSHAKE_BUDGET.with(|b| b.set(b.get().saturating_sub(1)));
-}
 
 /// The ring suite with this IANA name.
 fn suite(iana: &str) -> Option<SupportedCipherSuite> {
@@ -197,7 +169,6 @@ impl TlsListener {
             mode: self.identity_mode(),
             identity: None,
             established: false,
-            deferred: false,
         })
     }
 }
@@ -321,9 +292,6 @@ pub struct TlsStream {
     identity: Option<String>,
     /// The handshake has finished.
     established: bool,
-    /// The last read stopped on the loop turn's handshake budget with socket bytes unread:
-    /// the shard re-arms the socket so the next turn reads on.
-    deferred: bool,
 }
 
 impl TlsStream {
@@ -336,7 +304,6 @@ impl TlsStream {
             mode: IdentityMode::None,
             identity: None,
             established: false,
-            deferred: false,
         }
     }
 
@@ -356,13 +323,6 @@ impl TlsStream {
     /// Decrypted plaintext is waiting in rustls.
     pub fn has_buffered_input(&mut self) -> bool {
         matches!(self.conn.reader().fill_buf(), Ok(b) if !b.is_empty())
-    }
-
-    /// Whether the last read left socket bytes unread because this loop turn's handshake
-    /// budget was spent (server side only): no readiness event will announce them again
-    /// unless the socket is re-armed.
-    pub fn input_deferred(&self) -> bool {
-        self.deferred
     }
 
     /// Whether the handshake has finished.
@@ -398,20 +358,9 @@ impl TlsStream {
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
                 Err(e) => return Err(e),
             }
-            // A server handshake step costs real CPU (key exchange, signature): bounded per
-            // loop turn, so a connect storm cannot delay established clients' messages.
-            let server_handshake =
-                matches!(self.conn, Connection::Server(_)) && self.conn.is_handshaking();
-            self.deferred = server_handshake && !handshake_budget_left();
-            if self.deferred {
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
             match self.conn.read_tls(&mut self.sock) {
                 Ok(0) => return Ok(0),
                 Ok(_) => {
-                    if server_handshake {
-                        spend_handshake_step();
-                    }
                     if let Err(e) = self.conn.process_new_packets() {
                         let handshaking = self.conn.is_handshaking();
                         // rustls queued an alert that says why: send it while we can.
