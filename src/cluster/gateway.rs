@@ -14,7 +14,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -22,9 +22,9 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
 
 use super::interest::{self, Announcement, RemoteInterest};
-use super::{envelope, subject, Outbound, ShardLink, INBOUND_CAPACITY, OUTBOUND_CAPACITY};
+use super::{envelope, retained, subject};
+use super::{Inbound, Outbound, ShardLink, INBOUND_CAPACITY, OUTBOUND_CAPACITY};
 use crate::index::TopicIndex;
-use crate::message::SharedMessage;
 use crate::protocol::ByteStr;
 
 /// Sequence numbers of one origin remembered for de-duplication: copies of one message arrive
@@ -39,6 +39,9 @@ pub struct Settings {
     pub nats_urls: Vec<String>,
     /// Messages from other nodes larger than this are dropped (the node's `max_packet_size`).
     pub max_packet_size: u32,
+    /// Copies JetStream keeps of the cluster's streams (`cluster_replicas`; at most the number
+    /// of NATS servers).
+    pub replicas: usize,
 }
 
 /// The running gateway thread.
@@ -67,6 +70,7 @@ pub fn start(settings: Settings, wake: Vec<Wake>) -> io::Result<(Gateway, Vec<Sh
     let mut links = Vec::new();
     let mut inbound = Vec::new();
     let mut interest = Vec::new();
+    let retained_by_stream = Arc::new(AtomicBool::new(false));
     for _ in 0..wake.len() {
         let (tx, rx) = crossbeam_channel::bounded(INBOUND_CAPACITY);
         let (itx, irx) = crossbeam_channel::unbounded();
@@ -78,6 +82,7 @@ pub fn start(settings: Settings, wake: Vec<Wake>) -> io::Result<(Gateway, Vec<Sh
             remote: TopicIndex::new(),
             dropped: 0,
             inbound_dropped: dropped.clone(),
+            retained_by_stream: retained_by_stream.clone(),
         });
         inbound.push((tx, dropped));
         interest.push(itx);
@@ -95,6 +100,7 @@ pub fn start(settings: Settings, wake: Vec<Wake>) -> io::Result<(Gateway, Vec<Sh
                 interest,
                 seen: Mutex::new(HashMap::new()),
                 max_packet_size: settings.max_packet_size,
+                retained_by_stream,
             });
             runtime.block_on(run(settings, out_rx, delivery));
         })?;
@@ -107,14 +113,16 @@ pub fn start(settings: Settings, wake: Vec<Wake>) -> io::Result<(Gateway, Vec<Sh
 }
 
 /// What the subscription tasks share: where messages go, and what was delivered already.
-struct Delivery {
+pub(super) struct Delivery {
     wake: Vec<Wake>,
-    inbound: Vec<(crossbeam_channel::Sender<SharedMessage>, Arc<AtomicU64>)>,
+    inbound: Vec<(crossbeam_channel::Sender<Inbound>, Arc<AtomicU64>)>,
     /// Each shard's queue of changes to the other nodes' interest.
     interest: Vec<crossbeam_channel::Sender<(ByteStr, bool)>>,
     /// Per origin: the sequence numbers delivered lately.
     seen: Mutex<HashMap<u64, Seen>>,
     max_packet_size: u32,
+    /// Shared with every shard's link (see `ShardLink::retained_by_stream`).
+    pub(super) retained_by_stream: Arc<AtomicBool>,
 }
 
 impl Delivery {
@@ -137,13 +145,42 @@ impl Delivery {
             );
             return;
         }
-        // One topic always goes to the same shard, which keeps its messages in order.
-        let hasher = BuildHasherDefault::<DefaultHasher>::default();
-        let shard = (hasher.hash_one(&*msg.topic) % self.inbound.len() as u64) as usize;
+        let shard = self.shard_of(&msg.topic);
         let (tx, dropped) = &self.inbound[shard];
-        if tx.try_send(Arc::new(msg)).is_err() {
+        if tx.try_send(Inbound::Message(Arc::new(msg))).is_err() {
             dropped.fetch_add(1, Ordering::Relaxed);
             return;
+        }
+        (self.wake[shard])();
+    }
+
+    /// One topic always goes to the same shard, which keeps its messages (and its retained
+    /// changes) in order.
+    fn shard_of(&self, topic: &str) -> usize {
+        let hasher = BuildHasherDefault::<DefaultHasher>::default();
+        (hasher.hash_one(topic) % self.inbound.len() as u64) as usize
+    }
+
+    /// Hands one entry of the retained stream to the shard of its topic. Never dropped (a
+    /// lost change would leave this node's retained message wrong for good): while the
+    /// shard's queue is full the follower waits, and JetStream holds the rest.
+    pub(super) async fn retained(&self, subject_str: &str, payload: &[u8]) {
+        let Some(msg) = retained::unframe(subject_str, payload, self.max_packet_size) else {
+            log::warn!("cluster: malformed retained-stream entry on '{subject_str}' dropped");
+            return;
+        };
+        let shard = self.shard_of(&msg.topic);
+        let mut item = Inbound::Retained(Arc::new(msg));
+        loop {
+            match self.inbound[shard].0.try_send(item) {
+                Ok(()) => break,
+                Err(crossbeam_channel::TrySendError::Full(back)) => {
+                    item = back;
+                    (self.wake[shard])();
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
+                Err(crossbeam_channel::TrySendError::Disconnected(_)) => return,
+            }
         }
         (self.wake[shard])();
     }
@@ -252,6 +289,12 @@ async fn run(
             }
         }
     };
+    let js = async_nats::jetstream::new(client.clone());
+    let follower = tokio::spawn(retained::follow(
+        js.clone(),
+        settings.replicas,
+        delivery.clone(),
+    ));
     announce(Announcement::Hello(Vec::new())).await;
     let mut local: Interest = HashMap::new();
     let mut remote = RemoteInterest::default();
@@ -268,6 +311,7 @@ async fn run(
                         log::warn!("cluster: publish on '{}' failed: {e}", msg.topic);
                     }
                 }
+                Some(Outbound::Retained(msg)) => retained::publish(&js, &msg).await,
                 Some(Outbound::Interest(filter, added)) => {
                     if let Some(change) = local_interest(&client, &delivery, &mut local, &filter, added).await {
                         announce(change).await;
@@ -292,6 +336,7 @@ async fn run(
             }
         }
     }
+    follower.abort();
     let _ = client.flush().await;
 }
 

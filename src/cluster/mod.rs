@@ -18,17 +18,22 @@
 //!   PUBLISH. It is never forwarded back to NATS, and the NATS connection does not echo a
 //!   node's own messages back to it (`no_echo`), so nothing loops.
 //!
+//! - a retained message (set or cleared) also goes to a JetStream stream that keeps the last
+//!   one of each topic, which every node follows into its retained store ([`retained`]).
+//!
 //! What this step does not do yet (docs/ARCHITECTURE.md, "Cluster"): QoS 1/2 travel between
 //! nodes over core NATS, at most once (JetStream with acknowledgements is the next step);
-//! sessions, retained messages and wills are per node; shared subscriptions are per node
-//! (NATS queue groups will make them cluster-wide). Without `cluster_nats_url` none of this
+//! sessions and wills are per node; shared subscriptions are per node (NATS queue groups will
+//! make them cluster-wide). Without `cluster_nats_url` none of this
 //! exists: no thread, no channel, no check on the hot path beyond one `Option`.
 
 mod envelope;
 mod gateway;
 mod interest;
+mod retained;
 pub mod subject;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::index::{Entry, SubscriberId, TopicIndex};
@@ -50,6 +55,18 @@ pub(crate) enum Outbound {
     Publish(SharedMessage),
     /// A filter gained (`true`) or lost (`false`) a subscription on this node.
     Interest(ByteStr, bool),
+    /// A retained message set or cleared on this node, for the retained stream.
+    Retained(SharedMessage),
+}
+
+/// What the gateway hands a shard.
+#[derive(Debug)]
+pub(crate) enum Inbound {
+    /// A message another node's client published, to route here.
+    Message(SharedMessage),
+    /// The retained message of a topic as the cluster's stream holds it (an empty payload:
+    /// none), to store here; its live delivery, if any, came as a [`Inbound::Message`].
+    Retained(SharedMessage),
 }
 
 /// A shard's end of the cluster: where it sends its publishes and interest changes, and
@@ -57,7 +74,7 @@ pub(crate) enum Outbound {
 #[derive(Debug)]
 pub struct ShardLink {
     out: tokio::sync::mpsc::Sender<Outbound>,
-    inbound: crossbeam_channel::Receiver<SharedMessage>,
+    inbound: crossbeam_channel::Receiver<Inbound>,
     /// Filters other nodes' clients subscribe to, added (`true`) or gone (`false`): unbounded,
     /// because a lost change would leave [`ShardLink::remote`] wrong for good; bounded in
     /// practice by the other nodes' distinct filters.
@@ -69,6 +86,8 @@ pub struct ShardLink {
     /// Counted by the gateway: messages from other nodes dropped because this shard fell
     /// behind.
     inbound_dropped: Arc<std::sync::atomic::AtomicU64>,
+    /// Set by the gateway once it follows the retained stream.
+    retained_by_stream: Arc<AtomicBool>,
 }
 
 /// The one subscriber the remote-interest index holds for every filter.
@@ -94,7 +113,17 @@ impl ShardLink {
     /// gateway is behind. A node alone in its cluster sends nothing.
     #[inline]
     pub fn publish(&mut self, msg: &SharedMessage) {
-        if self.remote.is_empty() || msg.topic.starts_with('$') {
+        if msg.topic.starts_with('$') {
+            return;
+        }
+        if msg.retain && self.out.try_send(Outbound::Retained(msg.clone())).is_err() {
+            self.dropped += 1;
+            log::warn!(
+                "cluster: gateway queue full, retained '{}' not shared",
+                msg.topic
+            );
+        }
+        if self.remote.is_empty() {
             return;
         }
         let mut wanted = false;
@@ -129,9 +158,16 @@ impl ShardLink {
         }
     }
 
-    /// The next message another node published, if one waits.
-    pub fn next_inbound(&self) -> Option<SharedMessage> {
+    /// The next message from another node, if one waits.
+    pub(crate) fn next_inbound(&self) -> Option<Inbound> {
         self.inbound.try_recv().ok()
+    }
+
+    /// True once the node follows the cluster's retained stream: from then on the stream,
+    /// not the live messages from other nodes, decides this node's retained messages (so
+    /// that every node applies concurrent changes in one order).
+    pub fn retained_by_stream(&self) -> bool {
+        self.retained_by_stream.load(Ordering::Acquire)
     }
 
     /// True while messages or interest changes from other nodes wait for this shard.

@@ -16,11 +16,23 @@
 
 /// Every cluster message subject starts with this.
 pub const PREFIX: &str = "midge.m.";
+/// Every subject of the retained-message stream starts with this (see `cluster::retained`).
+pub const RETAINED_PREFIX: &str = "midge.r.";
 
 /// The subject a message on `topic` is published on.
 pub fn topic_subject(topic: &str) -> String {
-    let mut s = String::with_capacity(PREFIX.len() + topic.len() * 2 + 8);
-    s.push_str(PREFIX);
+    subject_under(PREFIX, topic)
+}
+
+/// The topic a subject made by [`topic_subject`] carries; `None` for anything else.
+pub fn subject_topic(subject: &str) -> Option<String> {
+    topic_under(PREFIX, subject)
+}
+
+/// `topic` as a subject under `prefix` (one token per level).
+pub fn subject_under(prefix: &str, topic: &str) -> String {
+    let mut s = String::with_capacity(prefix.len() + topic.len() * 2 + 8);
+    s.push_str(prefix);
     for (i, level) in topic.split('/').enumerate() {
         if i > 0 {
             s.push('.');
@@ -30,9 +42,10 @@ pub fn topic_subject(topic: &str) -> String {
     s
 }
 
-/// The topic a subject made by [`topic_subject`] carries; `None` for anything else.
-pub fn subject_topic(subject: &str) -> Option<String> {
-    let rest = subject.strip_prefix(PREFIX)?;
+/// The topic a subject made by [`subject_under`] with `prefix` carries; `None` for anything
+/// else.
+pub fn topic_under(prefix: &str, subject: &str) -> Option<String> {
+    let rest = subject.strip_prefix(prefix)?;
     let mut topic = Vec::with_capacity(rest.len());
     for (i, token) in rest.split('.').enumerate() {
         if i > 0 {

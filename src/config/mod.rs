@@ -168,6 +168,9 @@ pub struct Config {
     /// `cluster_nats_url` (midge, repeatable): the NATS servers of the cluster. None: the
     /// node runs alone (no gateway thread, no cost).
     pub cluster_nats_urls: Vec<String>,
+    /// `cluster_replicas` (midge): copies JetStream keeps of the cluster's streams (1-5,
+    /// default 1; 3 with three NATS servers, so that one may fail).
+    pub cluster_replicas: u8,
     /// `metrics_listener PORT [ADDRESS]` (midge): where the HTTP endpoint for Prometheus
     /// (`/metrics`) and the JSON `$SYS` tree (`/api/v1/systree`) listens. `None` (the default)
     /// = no endpoint; without an address it binds loopback only, since it has no authentication.
@@ -282,6 +285,7 @@ impl Default for Config {
             cluster_name: None,
             cluster_node_id: None,
             cluster_nats_urls: Vec::new(),
+            cluster_replicas: 1,
             metrics_listener: None,
             max_qos: 2,
             max_topic_alias: 10,

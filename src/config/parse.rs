@@ -463,6 +463,10 @@ impl Parser {
                 };
                 *slot = Some(v.to_string());
             }
+            "cluster_replicas" => {
+                self.config.cluster_replicas =
+                    parse_int(pos, option, one(pos, option, rest)?, 1, 5)? as u8;
+            }
             "cluster_nats_url" => {
                 let v = one(pos, option, rest)?;
                 if v.parse::<async_nats::ServerAddr>().is_err() {

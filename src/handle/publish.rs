@@ -204,9 +204,22 @@ impl Services<'_> {
             if !self.config().retain_available {
                 return;
             }
-            set_retained(self, &msg, None);
+            if !self.cluster_keeps_retained() {
+                set_retained(self, &msg, None);
+            }
         }
         self.route_from_cluster(msg);
+    }
+
+    /// The retained message of a topic as the cluster's retained stream holds it: stored
+    /// unless it is what this node holds already (its own change coming back, or a replay).
+    /// Every node applies the stream's changes in the stream's order, so nodes that set one
+    /// topic at once end with the same message.
+    pub(crate) fn retained_from_cluster(&mut self, msg: SharedMessage) {
+        if !self.config().retain_available || self.retained().holds(&msg) {
+            return;
+        }
+        set_retained(self, &msg, None);
     }
 
     /// Publishes a will as if its client had sent it ([MQTT-3.1.2-8]).

@@ -25,8 +25,8 @@ mod trie;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use crate::message::SharedMessage;
-use crate::protocol::ByteStr;
+use crate::message::{Message, SharedMessage};
+use crate::protocol::{ByteStr, Properties};
 pub use backlog::{PendingRetained, RetainedBacklog, Work};
 use trie::Node;
 
@@ -215,6 +215,34 @@ impl RetainedStore {
             Some(m) if !m.is_expired(now) => out.push((m.clone(), node.source.clone())),
             _ => {}
         })
+    }
+
+    /// True when setting `msg` would change nothing but the publisher kept with it: the store
+    /// holds a message of the same payload, QoS and properties (the Message Expiry Interval
+    /// aside: it counts down) for its topic, or, for an empty payload, none.
+    pub fn holds(&self, msg: &Message) -> bool {
+        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        let mut node = &inner.root;
+        for level in msg.topic.split('/') {
+            match node.child(level) {
+                Some(c) => node = c,
+                None => return msg.payload.is_empty(),
+            }
+        }
+        match &node.msg {
+            None => msg.payload.is_empty(),
+            Some(held) => {
+                held.payload == msg.payload
+                    && held.qos == msg.qos
+                    && Properties {
+                        message_expiry_interval: None,
+                        ..held.properties.clone()
+                    } == Properties {
+                        message_expiry_interval: None,
+                        ..msg.properties.clone()
+                    }
+            }
+        }
     }
 
     /// Number of retained messages.

@@ -6,6 +6,7 @@ use super::*;
 use crate::message::Message;
 use crate::protocol::topic::filter_matches;
 use crate::protocol::QoS;
+use crate::protocol::{ByteStr, Properties};
 
 fn msg(topic: &str, payload: &'static [u8]) -> SharedMessage {
     Arc::new(Message {
@@ -209,4 +210,36 @@ fn payload_bytes_follow_replacements_and_clears() {
     assert_eq!(store.len_and_bytes(), (2, 3));
     store.set(&msg("a/c", b""));
     assert_eq!(store.len_and_bytes(), (1, 1));
+}
+
+#[test]
+fn holds_tells_whether_setting_a_message_would_change_what_is_retained() {
+    let store = RetainedStore::new();
+    assert!(
+        store.holds(&msg("a/b", b"")),
+        "clearing nothing changes nothing"
+    );
+    assert!(!store.holds(&msg("a/b", b"1")));
+    store.set(&msg("a/b", b"1"));
+    assert!(store.holds(&msg("a/b", b"1")));
+    assert!(!store.holds(&msg("a/b", b"2")), "another payload");
+    assert!(!store.holds(&msg("a/b", b"")), "a clear");
+    assert!(
+        store.holds(&msg("a", b"")),
+        "nothing is retained on the parent level"
+    );
+    assert!(!store.holds(&msg("a", b"1")));
+    let mut other_qos = (*msg("a/b", b"1")).clone();
+    other_qos.qos = QoS::AtLeastOnce;
+    assert!(!store.holds(&other_qos), "another QoS");
+    let mut with_property = (*msg("a/b", b"1")).clone();
+    with_property.properties = Properties {
+        content_type: Some(ByteStr::from("text/plain")),
+        ..Properties::default()
+    };
+    assert!(!store.holds(&with_property), "another property");
+    // The expiry interval counts down between copies of one message: not a difference.
+    let mut counted_down = (*msg("a/b", b"1")).clone();
+    counted_down.properties.message_expiry_interval = Some(7);
+    assert!(store.holds(&counted_down));
 }

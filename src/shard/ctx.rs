@@ -207,6 +207,15 @@ impl Services<'_> {
         self.shard.message_in(msg)
     }
 
+    /// True when the cluster's retained stream, not live messages from other nodes, decides
+    /// this node's retained messages (see `cluster::ShardLink::retained_by_stream`).
+    pub(crate) fn cluster_keeps_retained(&self) -> bool {
+        self.shard
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.retained_by_stream())
+    }
+
     /// Routes a message from another cluster node here only (counted as a message in, never
     /// offered to the cluster again).
     pub(crate) fn route_from_cluster(&mut self, msg: SharedMessage) {

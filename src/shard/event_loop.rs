@@ -12,6 +12,7 @@ use super::inbox::{Batch, ShardMsg};
 use super::lifecycle::Close;
 use super::links::LINK_BASE;
 use super::{Shard, LINGER_BASE, LISTENER_BASE, TICK, WAKER};
+use crate::cluster::Inbound;
 use crate::session::memory;
 
 /// Messages from other nodes routed per loop turn at most.
@@ -92,10 +93,13 @@ impl Shard {
             c.apply_remote_interest();
         }
         for _ in 0..CLUSTER_PER_TURN {
-            let Some(msg) = self.cluster.as_ref().and_then(|c| c.next_inbound()) else {
+            let Some(inbound) = self.cluster.as_ref().and_then(|c| c.next_inbound()) else {
                 return;
             };
-            self.services().message_from_cluster(msg);
+            match inbound {
+                Inbound::Message(msg) => self.services().message_from_cluster(msg),
+                Inbound::Retained(msg) => self.services().retained_from_cluster(msg),
+            }
         }
     }
 

@@ -1,0 +1,210 @@
+//! Retained messages cluster-wide: a JetStream stream that keeps the last message of each
+//! topic, which every node follows.
+//!
+//! A node publishes every retained message its clients, wills and bridges set (an empty
+//! payload: a clear) to the stream [`STREAM`] on the subject `midge.r.` + the topic's tokens
+//! (as `subject::topic_subject` makes them), and JetStream keeps one message per subject. Each
+//! node follows the stream with an ordered consumer that starts with the last message of
+//! every subject and then carries every later change, and stores each in its retained store.
+//! So a node that starts, or subscribes, after a message was retained elsewhere has it, and
+//! two nodes that set one topic at once end with the same message: every node applies the
+//! stream's changes last, in the stream's order (a node's own change comes back too; the
+//! store skips what it already holds). Clears stay in the stream as empty messages, so a node
+//! that was down when a topic was cleared drops its persisted copy when it comes back.
+//!
+//! Expiry: the frame carries the wall-clock time at which the message expires (MQTT 5's
+//! Message Expiry Interval), so a message replayed an hour later has an hour less to live,
+//! and one that has expired is applied as a clear.
+//!
+//! Until the stream is followed (JetStream not enabled or not reachable yet), a retained
+//! message from another node is kept as it arrives live, by the nodes that had interest in it
+//! (see [`ShardLink::retained_by_stream`](super::ShardLink::retained_by_stream)).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream::{self, consumer, stream};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures_util::StreamExt;
+
+use super::gateway::Delivery;
+use super::{envelope, subject};
+use crate::message::{Message, SharedMessage};
+
+/// The stream's name: one per NATS account, as the message subjects are.
+pub(super) const STREAM: &str = "MIDGE_RETAINED";
+
+/// How long the follower waits before trying JetStream again.
+const RETRY: Duration = Duration::from_secs(2);
+
+/// The stream subject of the retained message of `topic`.
+pub(super) fn subject_of(topic: &str) -> String {
+    subject::subject_under(subject::RETAINED_PREFIX, topic)
+}
+
+/// The stream's bytes for `msg`: when it expires (Unix milliseconds, 0 for never), then the
+/// PUBLISH (see [`envelope`]).
+pub(super) fn frame(msg: &SharedMessage) -> Bytes {
+    let publish = envelope::encode(msg);
+    let expires = msg.expires_at.map_or(0, |at| {
+        let left = at.saturating_duration_since(Instant::now());
+        // At least 1: 0 means "never".
+        unix_millis(SystemTime::now() + left).max(1)
+    });
+    let mut b = BytesMut::with_capacity(8 + publish.len());
+    b.put_u64(expires);
+    b.put_slice(&publish);
+    b.freeze()
+}
+
+/// The message a stream entry on `subject_str` carries, with its remaining lifetime; an
+/// expired one becomes a clear (empty payload). `None` for anything malformed, oversized, or
+/// whose topic is not its subject's.
+pub(super) fn unframe(subject_str: &str, b: &[u8], max_packet_size: u32) -> Option<Message> {
+    if b.len() < 8 {
+        return None;
+    }
+    let mut head = &b[..8];
+    let expires = head.get_u64();
+    let mut msg = envelope::decode(&b[8..], max_packet_size)?;
+    if subject::topic_under(subject::RETAINED_PREFIX, subject_str).as_deref() != Some(&*msg.topic) {
+        return None;
+    }
+    if expires != 0 {
+        let now = unix_millis(SystemTime::now());
+        if expires <= now {
+            msg.payload = Bytes::new();
+            msg.expires_at = None;
+        } else {
+            msg.expires_at = Some(Instant::now() + Duration::from_millis(expires - now));
+        }
+    }
+    Some(msg)
+}
+
+fn unix_millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The stream's configuration: one message per subject, on disk, `replicas` copies.
+fn stream_config(replicas: usize) -> stream::Config {
+    stream::Config {
+        name: STREAM.into(),
+        subjects: vec![format!("{}>", subject::RETAINED_PREFIX)],
+        max_messages_per_subject: 1,
+        num_replicas: replicas,
+        storage: stream::StorageType::File,
+        discard: stream::DiscardPolicy::Old,
+        ..Default::default()
+    }
+}
+
+/// Follows the stream for as long as the gateway runs: creates it if it does not exist,
+/// replays the last message of each topic into the shards, then every change. Tries again
+/// after [`RETRY`] whenever JetStream fails (logged once per outage).
+pub(super) async fn follow(js: jetstream::Context, replicas: usize, delivery: Arc<Delivery>) {
+    let mut failing = false;
+    loop {
+        match follow_once(&js, replicas, &delivery).await {
+            Ok(()) => failing = false,
+            Err(e) if !failing => {
+                log::warn!("cluster: retained-message stream unavailable ({e}); retrying");
+                failing = true;
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(RETRY).await;
+    }
+}
+
+async fn follow_once(
+    js: &jetstream::Context,
+    replicas: usize,
+    delivery: &Arc<Delivery>,
+) -> Result<(), async_nats::Error> {
+    let stream = js.get_or_create_stream(stream_config(replicas)).await?;
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: format!("{}>", subject::RETAINED_PREFIX),
+            deliver_policy: consumer::DeliverPolicy::LastPerSubject,
+            ..Default::default()
+        })
+        .await?;
+    let mut messages = consumer.messages().await?;
+    delivery.retained_by_stream.store(true, Ordering::Release);
+    log::info!("cluster: following the retained-message stream {STREAM}");
+    while let Some(m) = messages.next().await {
+        let m = m?;
+        delivery.retained(m.subject.as_str(), &m.payload).await;
+    }
+    Ok(())
+}
+
+/// Sends `msg` to the stream; the acknowledgement is awaited on a task of its own, so the
+/// gateway goes on meanwhile (a failure is logged: the other nodes do not learn that change).
+pub(super) async fn publish(js: &jetstream::Context, msg: &SharedMessage) {
+    match js.publish(subject_of(&msg.topic), frame(msg)).await {
+        Ok(ack) => {
+            let topic = msg.topic.clone();
+            tokio::spawn(async move {
+                if let Err(e) = ack.await {
+                    log::warn!("cluster: retained message on '{topic}' not stored: {e}");
+                }
+            });
+        }
+        Err(e) => log::warn!("cluster: retained message on '{}' not sent: {e}", msg.topic),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::ByteStr;
+
+    fn msg(topic: &str, expires_in: Option<Duration>) -> SharedMessage {
+        Arc::new(Message {
+            topic: ByteStr::from(topic),
+            payload: Bytes::from_static(b"kept"),
+            retain: true,
+            expires_at: expires_in.map(|d| Instant::now() + d),
+            ..Message::empty()
+        })
+    }
+
+    #[test]
+    fn a_retained_message_crosses_with_its_remaining_lifetime() {
+        let m = msg("a/b", Some(Duration::from_secs(60)));
+        let got = unframe(&subject_of("a/b"), &frame(&m), 0).expect("decodes");
+        assert_eq!(got.payload, m.payload);
+        assert!(got.retain);
+        let left = got.expires_at.expect("keeps its expiry") - Instant::now();
+        assert!(left > Duration::from_secs(55) && left <= Duration::from_secs(60));
+        let forever = unframe(&subject_of("a/b"), &frame(&msg("a/b", None)), 0).unwrap();
+        assert_eq!(forever.expires_at, None);
+    }
+
+    #[test]
+    fn an_expired_entry_is_a_clear() {
+        let m = msg("a", Some(Duration::from_secs(60)));
+        let mut b = frame(&m).to_vec();
+        // Expired a second ago.
+        let past = unix_millis(SystemTime::now()) - 1000;
+        b[..8].copy_from_slice(&past.to_be_bytes());
+        let got = unframe(&subject_of("a"), &b, 0).unwrap();
+        assert!(got.payload.is_empty(), "applied as a clear");
+    }
+
+    #[test]
+    fn an_entry_whose_topic_is_not_its_subjects_is_refused() {
+        let b = frame(&msg("a/b", None));
+        assert!(unframe(&subject_of("a/c"), &b, 0).is_none());
+        assert!(unframe(&subject::topic_subject("a/b"), &b, 0).is_none());
+        assert!(unframe(&subject_of("a/b"), &b[..7], 0).is_none());
+        assert!(
+            unframe(&subject_of("a/b"), &b, 10).is_none(),
+            "over max_packet_size"
+        );
+    }
+}
