@@ -503,3 +503,102 @@ fn the_cluster_keeps_serving_when_a_nats_server_dies() {
         Some("later".into())
     );
 }
+
+/// Publishes probes on `topic` at `from` until each member in `members` has had one (the
+/// cluster's queue group picks members at random). Probes are left out by [`real`].
+fn wait_for_group(from: u16, topic: &str, members: &mut [&mut MosqSub]) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = vec![false; members.len()];
+    while seen.iter().any(|s| !s) {
+        assert!(
+            Instant::now() < deadline,
+            "some members never got a probe: {seen:?}"
+        );
+        mosquitto_pub(from, &["-t", topic, "-m", "probe"]);
+        for (m, s) in members.iter_mut().zip(seen.iter_mut()) {
+            *s |= !m.messages(1, Duration::from_millis(100)).is_empty();
+        }
+    }
+}
+
+#[test]
+fn a_shared_subscription_spans_the_nodes_each_message_to_one_member() {
+    let Some(nats) = Nats::start() else { return };
+    let nodes = [
+        nats.node("a", &[]),
+        nats.node("b", &[]),
+        nats.node("c", &[]),
+    ];
+    let filter = "$share/g/s/#";
+    let mut members: Vec<MosqSub> = nodes
+        .iter()
+        .map(|n| MosqSub::start(n.port(), &["-t", filter, "-q", "1", "-V", "mqttv5"]))
+        .collect();
+    // A plain subscriber on a: the same messages reach it too, once each, whichever member
+    // of the group gets them.
+    let mut plain = MosqSub::start(nodes[0].port(), &["-t", "s/#", "-q", "1"]);
+    {
+        let mut all: Vec<&mut MosqSub> = members.iter_mut().collect();
+        wait_for_group(nodes[0].port(), "s/probe", &mut all);
+        wait_for_group(nodes[1].port(), "s/probe", &mut all);
+    }
+    // Publishers on every node.
+    let mut want = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        for j in 0..30 {
+            let m = format!("n{i}-{j}");
+            mosquitto_pub(node.port(), &["-t", "s/x", "-m", &m, "-q", "1"]);
+            want.push(m);
+        }
+    }
+    let mut got = Vec::new();
+    let mut shares = Vec::new();
+    for m in &mut members {
+        let mine = real(m.messages(want.len(), Duration::from_secs(3)));
+        shares.push(mine.len());
+        got.extend(mine);
+    }
+    got.sort();
+    want.sort();
+    assert_eq!(
+        got, want,
+        "each message to exactly one member (shares {shares:?})"
+    );
+    assert!(
+        shares.iter().all(|&n| n > 0),
+        "every node's member gets a share: {shares:?}"
+    );
+    let mut plain_got = real(plain.messages(want.len() + 10, Duration::from_secs(2)));
+    plain_got.sort();
+    assert_eq!(plain_got, want, "the plain subscriber: every message once");
+}
+
+#[test]
+fn a_shared_group_on_one_node_gets_other_nodes_messages_once() {
+    let Some(nats) = Nats::start() else { return };
+    let a = nats.node("a", &[]);
+    let b = nats.node("b", &[]);
+    // a holds the only members of the group and a plain subscriber of the same filter, so
+    // the messages from b reach a twice in NATS terms (plain and queue subscription).
+    let mut m1 = MosqSub::start(a.port(), &["-t", "$share/h/t/#", "-q", "1", "-V", "mqttv5"]);
+    let mut m2 = MosqSub::start(a.port(), &["-t", "$share/h/t/#", "-q", "1", "-V", "mqttv5"]);
+    let mut plain = MosqSub::start(a.port(), &["-t", "t/#", "-q", "1"]);
+    wait_for_interest(b.port(), "t/probe", &mut [&mut plain]);
+    wait_for_group(b.port(), "t/probe", &mut [&mut m1, &mut m2]);
+    let want: Vec<String> = (0..20).map(|i| format!("m{i}")).collect();
+    for m in &want {
+        mosquitto_pub(b.port(), &["-t", "t/x", "-m", m, "-q", "1"]);
+    }
+    let mut got = real(m1.messages(40, Duration::from_secs(2)));
+    got.extend(real(m2.messages(40, Duration::from_secs(1))));
+    got.sort();
+    let mut sorted = want.clone();
+    sorted.sort();
+    assert_eq!(got, sorted, "the group: each message once");
+    assert_eq!(real(plain.messages(40, Duration::from_secs(1))), want);
+    // a's own messages still go to its members (the group is local to a): once each.
+    mosquitto_pub(a.port(), &["-t", "t/own", "-m", "own", "-q", "1"]);
+    let mut own = real(m1.messages(2, Duration::from_secs(1)));
+    own.extend(real(m2.messages(2, Duration::from_secs(1))));
+    assert_eq!(own, ["own"]);
+}

@@ -27,6 +27,10 @@ use super::{Inbound, Outbound, ShardLink, INBOUND_CAPACITY, OUTBOUND_CAPACITY};
 use crate::index::TopicIndex;
 use crate::protocol::ByteStr;
 
+/// Queue group names of shared subscriptions start with this (then the group name and the
+/// filter as subject tokens: distinct for each `$share/{name}/{filter}`).
+const QUEUE_PREFIX: &str = "midge.q.";
+
 /// Sequence numbers of one origin remembered for de-duplication: copies of one message arrive
 /// together, so a window far larger than any burst between them is enough.
 const SEEN_WINDOW: usize = 65_536;
@@ -80,6 +84,7 @@ pub fn start(settings: Settings, wake: Vec<Wake>) -> io::Result<(Gateway, Vec<Sh
             inbound: rx,
             interest: irx,
             remote: TopicIndex::new(),
+            remote_groups: Default::default(),
             dropped: 0,
             inbound_dropped: dropped.clone(),
             retained_by_stream: retained_by_stream.clone(),
@@ -126,13 +131,15 @@ pub(super) struct Delivery {
 }
 
 impl Delivery {
-    /// Hands one NATS message to the shard its topic hashes to, once per (origin, sequence).
-    fn deliver(&self, subject_str: &str, payload: &Bytes) {
+    /// Hands one NATS message to the shard its topic hashes to, once per (origin, sequence)
+    /// (`group`: `None`), or, for the node's members of the shared subscription `group`,
+    /// once per arrival (each of its groups that matches brings one copy, one per group).
+    fn deliver(&self, subject_str: &str, payload: &Bytes, group: Option<&ByteStr>) {
         let Some((origin, seq, publish)) = unframe(payload) else {
             log::warn!("cluster: malformed message on '{subject_str}' dropped");
             return;
         };
-        if !self.first_copy(origin, seq) {
+        if group.is_none() && !self.first_copy(origin, seq) {
             return;
         }
         let Some(msg) = envelope::decode(publish, self.max_packet_size) else {
@@ -147,7 +154,12 @@ impl Delivery {
         }
         let shard = self.shard_of(&msg.topic);
         let (tx, dropped) = &self.inbound[shard];
-        if tx.try_send(Inbound::Message(Arc::new(msg))).is_err() {
+        let msg = Arc::new(msg);
+        let item = match group {
+            None => Inbound::Message(msg),
+            Some(g) => Inbound::Shared(msg, g.clone()),
+        };
+        if tx.try_send(item).is_err() {
             dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
@@ -253,9 +265,24 @@ async fn run(
         .iter()
         .filter_map(|u| u.parse().ok())
         .collect();
+    let name = format!("midge {} {}", settings.name, settings.node_id);
     let client = match async_nats::ConnectOptions::new()
-        .name(format!("midge {} {}", settings.name, settings.node_id))
+        .name(name.clone())
         .no_echo()
+        .retry_on_initial_connect()
+        .connect(addrs.clone())
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("cluster: cannot connect to NATS: {e}");
+            return;
+        }
+    };
+    // The shared subscriptions' queue groups live on a second connection, with echo: the
+    // queue group may pick this node for a message this node published.
+    let share_client = match async_nats::ConnectOptions::new()
+        .name(format!("{name} shared"))
         .retry_on_initial_connect()
         .connect(addrs)
         .await
@@ -265,6 +292,10 @@ async fn run(
             log::error!("cluster: cannot connect to NATS: {e}");
             return;
         }
+    };
+    let clients = Clients {
+        plain: client.clone(),
+        shared: share_client,
     };
     log::info!(
         "cluster '{}': node '{}' on NATS {}",
@@ -313,7 +344,7 @@ async fn run(
                 }
                 Some(Outbound::Retained(msg)) => retained::publish(&js, &msg).await,
                 Some(Outbound::Interest(filter, added)) => {
-                    if let Some(change) = local_interest(&client, &delivery, &mut local, &filter, added).await {
+                    if let Some(change) = local_interest(&clients, &delivery, &mut local, &filter, added).await {
                         announce(change).await;
                     }
                 }
@@ -340,19 +371,40 @@ async fn run(
     let _ = client.flush().await;
 }
 
+/// The node's two NATS connections: `plain` (no echo) for messages and announcements,
+/// `shared` (echo on) for the shared subscriptions' queue groups.
+struct Clients {
+    plain: async_nats::Client,
+    shared: async_nats::Client,
+}
+
+/// What a filter of the node's clients is to the cluster: a plain filter, or a shared
+/// subscription's group name and filter; `None` for what stays on the node (`$SYS/...`, and
+/// shared subscriptions to `$` topics).
+fn cluster_filter(filter: &str) -> Option<(Option<&str>, &str)> {
+    let (group, inner) = match filter.strip_prefix(super::SHARE_PREFIX) {
+        Some(rest) => {
+            let (name, inner) = rest.split_once('/')?;
+            (Some(name), inner)
+        }
+        None => (None, filter),
+    };
+    (!inner.starts_with('$')).then_some((group, inner))
+}
+
 /// Counts a local subscription on `filter` gained or lost: the first one subscribes its
-/// patterns in NATS, the last one unsubscribes them. Returns the announcement to make when
-/// the node's set of filters changed. `$` filters (`$SYS`, `$share/...`) stay local.
+/// patterns in NATS (a shared subscription's in a queue group named after its group and
+/// filter, so that each message goes to one node of those with members), the last one
+/// unsubscribes them. Returns the announcement to make when the node's set of filters
+/// changed.
 async fn local_interest(
-    client: &async_nats::Client,
+    clients: &Clients,
     delivery: &Arc<Delivery>,
     local: &mut Interest,
     filter: &ByteStr,
     added: bool,
 ) -> Option<Announcement> {
-    if filter.starts_with('$') {
-        return None;
-    }
+    let (group, inner) = cluster_filter(filter)?;
     if !added {
         let e = local.get_mut(&**filter)?;
         e.0 -= 1;
@@ -370,13 +422,21 @@ async fn local_interest(
     if e.0 > 1 {
         return None;
     }
-    for pattern in subject::filter_patterns(filter) {
-        match client.subscribe(pattern.clone()).await {
+    for pattern in subject::filter_patterns(inner) {
+        let sub = match group {
+            None => clients.plain.subscribe(pattern.clone()).await,
+            Some(name) => {
+                let queue = subject::subject_under(QUEUE_PREFIX, &format!("{name}/{inner}"));
+                clients.shared.queue_subscribe(pattern.clone(), queue).await
+            }
+        };
+        match sub {
             Ok(mut sub) => {
                 let delivery = delivery.clone();
+                let group = group.map(|_| filter.clone());
                 e.1.push(tokio::spawn(async move {
                     while let Some(m) = sub.next().await {
-                        delivery.deliver(m.subject.as_str(), &m.payload);
+                        delivery.deliver(m.subject.as_str(), &m.payload, group.as_ref());
                     }
                 }));
             }
@@ -384,4 +444,18 @@ async fn local_interest(
         }
     }
     Some(Announcement::Add(filter.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cluster_filter;
+
+    #[test]
+    fn filters_are_plain_or_shared_and_dollar_topics_stay_on_the_node() {
+        assert_eq!(cluster_filter("a/+/#"), Some((None, "a/+/#")));
+        assert_eq!(cluster_filter("$share/g/a/#"), Some((Some("g"), "a/#")));
+        assert_eq!(cluster_filter("$SYS/#"), None);
+        assert_eq!(cluster_filter("$share/g/$SYS/#"), None);
+        assert_eq!(cluster_filter("$share/g"), None, "no filter");
+    }
 }

@@ -11,7 +11,7 @@
 //!   never leaves the shard (a node alone costs one empty-index check per message);
 //! - a subscription added or removed on the node (`Shard::subscription_added`/`_removed`)
 //!   adds or drops the node's interest in the filter's subject patterns (counted per filter:
-//!   the node subscribes to the union of its clients' filters);
+//!   the node subscribes to the union of its clients' filters; `$SYS` filters stay local);
 //! - a message from another node arrives at one shard of this node (by a hash of its topic,
 //!   so one topic keeps its order) and is routed through that shard's own subscription index,
 //!   which applies MQTT's matching rules and every reader's ACL, exactly as for a local
@@ -21,10 +21,16 @@
 //! - a retained message (set or cleared) also goes to a JetStream stream that keeps the last
 //!   one of each topic, which every node follows into its retained store ([`retained`]).
 //!
+//! - a shared subscription `$share/{name}/{filter}` is one group cluster-wide: each node with
+//!   members holds a NATS queue subscription named after the group, on a second connection
+//!   (with echo, so that the node may be picked for its own messages); while another node
+//!   also has members, a shard leaves the choice to the queue group instead of picking a
+//!   member itself, and messages from other nodes reach a node's groups only through the
+//!   queue ([`Inbound::Shared`]), so each message goes to one member in the cluster.
+//!
 //! What this step does not do yet (docs/ARCHITECTURE.md, "Cluster"): QoS 1/2 travel between
 //! nodes over core NATS, at most once (JetStream with acknowledgements is the next step);
-//! sessions and wills are per node; shared subscriptions are per node (NATS queue groups will
-//! make them cluster-wide). Without `cluster_nats_url` none of this
+//! sessions and wills are per node. Without `cluster_nats_url` none of this
 //! exists: no thread, no channel, no check on the hot path beyond one `Option`.
 
 mod envelope;
@@ -33,6 +39,7 @@ mod interest;
 mod retained;
 pub mod subject;
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -41,6 +48,9 @@ use crate::message::SharedMessage;
 use crate::protocol::{ByteStr, QoS, RetainHandling, SubOptions};
 
 pub use gateway::{start, Gateway, Settings, Wake};
+
+/// Shared subscriptions' filters start with this.
+const SHARE_PREFIX: &str = "$share/";
 
 /// Messages a shard's link may hold for the gateway before it drops (and counts) the next:
 /// a NATS connection that is down or slow must not grow a shard's memory without bound.
@@ -67,6 +77,9 @@ pub(crate) enum Inbound {
     /// The retained message of a topic as the cluster's stream holds it (an empty payload:
     /// none), to store here; its live delivery, if any, came as a [`Inbound::Message`].
     Retained(SharedMessage),
+    /// A message for one of this node's members of the shared subscription (the whole
+    /// `$share/{name}/{filter}`): the cluster's NATS queue group chose this node.
+    Shared(SharedMessage, ByteStr),
 }
 
 /// A shard's end of the cluster: where it sends its publishes and interest changes, and
@@ -81,6 +94,9 @@ pub struct ShardLink {
     interest: crossbeam_channel::Receiver<(ByteStr, bool)>,
     /// The union of the other nodes' filters: a message goes to NATS only if one matches.
     remote: TopicIndex,
+    /// The shared subscriptions (`$share/...`) among them: this node leaves their choice of
+    /// member to the cluster's queue groups.
+    remote_groups: HashSet<Box<str>>,
     /// Messages and interest changes dropped because the gateway fell behind.
     pub dropped: u64,
     /// Counted by the gateway: messages from other nodes dropped because this shard fell
@@ -128,7 +144,7 @@ impl ShardLink {
         }
         let mut wanted = false;
         self.remote
-            .for_each_match(&msg.topic, false, |_, _| wanted = true);
+            .for_each_match(&msg.topic, true, |_, _| wanted = true);
         if wanted && self.out.try_send(Outbound::Publish(msg.clone())).is_err() {
             self.dropped += 1;
         }
@@ -150,12 +166,25 @@ impl ShardLink {
     /// the turn's messages are offered).
     pub fn apply_remote_interest(&mut self) {
         while let Ok((filter, added)) = self.interest.try_recv() {
+            if filter.starts_with(SHARE_PREFIX) {
+                if added {
+                    self.remote_groups.insert(Box::from(&*filter));
+                } else {
+                    self.remote_groups.remove(&*filter);
+                }
+            }
             if added {
                 self.remote.insert(&filter, REMOTE);
             } else {
                 self.remote.remove(&filter, REMOTE.subscriber);
             }
         }
+    }
+
+    /// True when another node also has members of the shared subscription `group`: the
+    /// cluster's queue group, not this shard, then picks who gets each message.
+    pub fn shares_remotely(&self, group: &str) -> bool {
+        !self.remote_groups.is_empty() && self.remote_groups.contains(group)
     }
 
     /// The next message from another node, if one waits.

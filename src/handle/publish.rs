@@ -7,7 +7,8 @@ use super::hooks::publish_refusal;
 use crate::index::SubscriberId;
 use crate::message::{Message, SharedMessage};
 use crate::protocol::reason::v5;
-use crate::protocol::{Publish, QoS, Will};
+use crate::protocol::topic::filter_matches;
+use crate::protocol::{ByteStr, Publish, QoS, Will};
 use crate::retain::Source;
 use crate::shard::ctx::{Ctx, Services, SessionCtx};
 
@@ -209,6 +210,20 @@ impl Services<'_> {
             }
         }
         self.route_from_cluster(msg);
+    }
+
+    /// A message another node sent to this node's members of the shared subscription
+    /// `group`: to one of them. The retained store is not touched (the message's other
+    /// copies, or the retained stream, do that).
+    pub(crate) fn shared_from_cluster(&mut self, msg: SharedMessage, group: ByteStr) {
+        // NATS subject patterns over-match (`$` topics): MQTT's rule decides.
+        let filter = group.splitn(3, '/').nth(2).unwrap_or_default();
+        if !filter_matches(filter, &msg.topic) {
+            return;
+        }
+        if !self.deliver_to_group(msg, group) {
+            log::debug!("cluster: a shared message arrived after this node's last member left");
+        }
     }
 
     /// The retained message of a topic as the cluster's retained stream holds it: stored

@@ -219,7 +219,13 @@ impl Services<'_> {
     /// Routes a message from another cluster node here only (counted as a message in, never
     /// offered to the cluster again).
     pub(crate) fn route_from_cluster(&mut self, msg: SharedMessage) {
-        self.shard.route(msg);
+        self.shard.route_from_cluster(msg);
+    }
+
+    /// Delivers a message from another cluster node to one of this node's members of the
+    /// shared subscription `group`; false when it has none left.
+    pub(crate) fn deliver_to_group(&mut self, msg: SharedMessage, group: ByteStr) -> bool {
+        self.shard.deliver_to_group(msg, group)
     }
 
     /// The subscription-added hook (see `handle::hooks`).

@@ -99,6 +99,7 @@ impl Shard {
             match inbound {
                 Inbound::Message(msg) => self.services().message_from_cluster(msg),
                 Inbound::Retained(msg) => self.services().retained_from_cluster(msg),
+                Inbound::Shared(msg, group) => self.services().shared_from_cluster(msg, group),
             }
         }
     }

@@ -9,7 +9,7 @@ use crate::auth::{authorize, Access};
 use crate::index::{Entry, SubscriberId};
 use crate::message::{Delivery, SharedMessage, SubscriptionIds};
 use crate::plugin::Events;
-use crate::protocol::{self, Packet, QoS, SubOptions};
+use crate::protocol::{self, ByteStr, Packet, QoS, SubOptions};
 use crate::retain::Source;
 use crate::session::{memory, Offer, Outgoing};
 
@@ -18,23 +18,59 @@ impl Shard {
     /// inbox item to each other shard that has at least one. Returns whether any subscription
     /// matched (MQTT 5 PUBACK 0x10 otherwise).
     pub(crate) fn route(&mut self, msg: SharedMessage) -> bool {
+        self.route_picking(msg, true)
+    }
+
+    /// [`Shard::route`] for a message another cluster node published: its shared groups
+    /// are not picked here, since a NATS queue group of the cluster picks their node (see
+    /// [`Shard::deliver_to_group`]).
+    pub(crate) fn route_from_cluster(&mut self, msg: SharedMessage) -> bool {
+        self.route_picking(msg, false)
+    }
+
+    /// A message another node sent to this node's members of the shared subscription
+    /// `group` (`$share/{name}/{filter}`, chosen by its NATS queue group): delivered to one
+    /// of them, picked round robin as for a local message. Returns false when the node no
+    /// longer has a member (the last one left while the message crossed).
+    pub(crate) fn deliver_to_group(&mut self, msg: SharedMessage, group: ByteStr) -> bool {
+        self.drain_inbox();
+        match self.index.pick_shared(&group) {
+            Some(entry) => {
+                self.send_shared(msg, entry, group);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn route_picking(&mut self, msg: SharedMessage, pick_shared: bool) -> bool {
         self.drain_inbox();
         let me = self.id as u16;
         let mut matches = std::mem::take(&mut self.matches);
         matches.clear();
         let mut remote: u128 = 0;
         let mut shared_picks = std::mem::take(&mut self.shared_picks);
-        self.index.for_each_match(&msg.topic, true, |e, shared| {
-            if let Some(group) = shared {
-                shared_picks.push((*e, group.clone()));
-            } else if e.subscriber.shard == me {
-                matches.push((e.subscriber, e.options, e.identifier));
-            } else {
-                remote |= 1 << e.subscriber.shard;
-            }
-        });
+        self.index
+            .for_each_match(&msg.topic, pick_shared, |e, shared| {
+                if let Some(group) = shared {
+                    shared_picks.push((*e, group.clone()));
+                } else if e.subscriber.shard == me {
+                    matches.push((e.subscriber, e.options, e.identifier));
+                } else {
+                    remote |= 1 << e.subscriber.shard;
+                }
+            });
         let matched = remote != 0 || !matches.is_empty() || !shared_picks.is_empty();
         for (entry, group) in shared_picks.drain(..) {
+            // A group with members on other nodes too: the cluster's queue group picks the
+            // node (the message went to NATS in `message_in`), this node's included.
+            if self
+                .cluster
+                .as_ref()
+                .is_some_and(|c| c.shares_remotely(&group))
+            {
+                continue;
+            }
             self.send_shared(msg.clone(), entry, group);
         }
         // What `take` left in the field is an empty `Vec::new()` (nothing in it, nothing
