@@ -71,6 +71,7 @@ fn cluster_settings(config: &Config) -> Option<crate::cluster::Settings> {
         nats_urls: config.cluster_nats_urls.clone(),
         max_packet_size: config.max_packet_size,
         replicas: usize::from(config.cluster_replicas),
+        node_timeout: std::time::Duration::from_secs(u64::from(config.cluster_node_timeout)),
     })
 }
 

@@ -22,6 +22,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
 
 use super::interest::{self, Announcement, RemoteInterest};
+use super::wills::{self, WillOp, Wills};
 use super::{envelope, retained, subject};
 use super::{Inbound, Outbound, ShardLink, INBOUND_CAPACITY, OUTBOUND_CAPACITY};
 use crate::index::TopicIndex;
@@ -46,6 +47,9 @@ pub struct Settings {
     /// Copies JetStream keeps of the cluster's streams (`cluster_replicas`; at most the number
     /// of NATS servers).
     pub replicas: usize,
+    /// A node silent this long is dead and its clients' wills are published
+    /// (`cluster_node_timeout`).
+    pub node_timeout: std::time::Duration,
 }
 
 /// The running gateway thread.
@@ -173,16 +177,15 @@ impl Delivery {
         (hasher.hash_one(topic) % self.inbound.len() as u64) as usize
     }
 
-    /// Hands one entry of the retained stream to the shard of its topic. Never dropped (a
-    /// lost change would leave this node's retained message wrong for good): while the
-    /// shard's queue is full the follower waits, and JetStream holds the rest.
-    pub(super) async fn retained(&self, subject_str: &str, payload: &[u8]) {
-        let Some(msg) = retained::unframe(subject_str, payload, self.max_packet_size) else {
-            log::warn!("cluster: malformed retained-stream entry on '{subject_str}' dropped");
-            return;
-        };
+    /// Hands a dead node's client's will to a shard, to publish (the shard of its topic;
+    /// waits while that shard's queue is full, as [`Delivery::retained`] does).
+    pub(super) async fn will(&self, msg: crate::message::Message) {
         let shard = self.shard_of(&msg.topic);
-        let mut item = Inbound::Retained(Arc::new(msg));
+        self.push_waiting(shard, Inbound::Will(Arc::new(msg))).await;
+    }
+
+    /// Queues `item` for `shard`, waiting while its queue is full.
+    async fn push_waiting(&self, shard: usize, mut item: Inbound) {
         loop {
             match self.inbound[shard].0.try_send(item) {
                 Ok(()) => break,
@@ -195,6 +198,19 @@ impl Delivery {
             }
         }
         (self.wake[shard])();
+    }
+
+    /// Hands one entry of the retained stream to the shard of its topic. Never dropped (a
+    /// lost change would leave this node's retained message wrong for good): while the
+    /// shard's queue is full the follower waits, and JetStream holds the rest.
+    pub(super) async fn retained(&self, subject_str: &str, payload: &[u8]) {
+        let Some(msg) = retained::unframe(subject_str, payload, self.max_packet_size) else {
+            log::warn!("cluster: malformed retained-stream entry on '{subject_str}' dropped");
+            return;
+        };
+        let shard = self.shard_of(&msg.topic);
+        self.push_waiting(shard, Inbound::Retained(Arc::new(msg)))
+            .await;
     }
 
     /// Hands every shard the changes of the other nodes' interest, and wakes them.
@@ -326,6 +342,24 @@ async fn run(
         settings.replicas,
         delivery.clone(),
     ));
+    let mut heartbeats = match client
+        .subscribe(format!("{}*", wills::HEARTBEAT_PREFIX))
+        .await
+    {
+        Ok(sub) => sub,
+        Err(e) => {
+            log::error!("cluster: cannot subscribe to the heartbeats: {e}");
+            return;
+        }
+    };
+    let mut wills = Wills::start(
+        js.clone(),
+        settings.replicas,
+        origin,
+        settings.node_timeout,
+        delivery.clone(),
+    );
+    let mut beat = tokio::time::interval(wills::HEARTBEAT_EVERY);
     announce(Announcement::Hello(Vec::new())).await;
     let mut local: Interest = HashMap::new();
     let mut remote = RemoteInterest::default();
@@ -343,6 +377,8 @@ async fn run(
                     }
                 }
                 Some(Outbound::Retained(msg)) => retained::publish(&js, &msg).await,
+                Some(Outbound::WillSet(client_id, will)) => wills.op(WillOp::Keep(client_id, will)),
+                Some(Outbound::WillGone(client_id)) => wills.op(WillOp::Forget(client_id)),
                 Some(Outbound::Interest(filter, added)) => {
                     if let Some(change) = local_interest(&clients, &delivery, &mut local, &filter, added).await {
                         announce(change).await;
@@ -361,6 +397,13 @@ async fn run(
                 }
                 delivery.interest_changed(remote.apply(from, a, std::time::Instant::now()));
             }
+            Some(m) = heartbeats.next() => wills.heard(m.subject.as_str()),
+            _ = beat.tick() => {
+                if let Err(e) = client.publish(wills::heartbeat_subject(origin), Bytes::new()).await {
+                    log::warn!("cluster: heartbeat failed: {e}");
+                }
+                wills.tick();
+            }
             _ = every.tick() => {
                 announce(Announcement::Full(local.keys().cloned().collect())).await;
                 delivery.interest_changed(remote.expire(std::time::Instant::now()));
@@ -368,6 +411,7 @@ async fn run(
         }
     }
     follower.abort();
+    wills.finish().await;
     let _ = client.flush().await;
 }
 

@@ -38,6 +38,7 @@ mod gateway;
 mod interest;
 mod retained;
 pub mod subject;
+mod wills;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -67,6 +68,11 @@ pub(crate) enum Outbound {
     Interest(ByteStr, bool),
     /// A retained message set or cleared on this node, for the retained stream.
     Retained(SharedMessage),
+    /// A client of this node has a will (the PUBLISH it becomes): kept cluster-wide in case
+    /// the node dies ([`wills`]).
+    WillSet(ByteStr, SharedMessage),
+    /// That client has no will any more (published, or dropped).
+    WillGone(ByteStr),
 }
 
 /// What the gateway hands a shard.
@@ -80,6 +86,8 @@ pub(crate) enum Inbound {
     /// A message for one of this node's members of the shared subscription (the whole
     /// `$share/{name}/{filter}`): the cluster's NATS queue group chose this node.
     Shared(SharedMessage, ByteStr),
+    /// The will of a client of a dead node, which this node publishes for it.
+    Will(SharedMessage),
 }
 
 /// A shard's end of the cluster: where it sends its publishes and interest changes, and
@@ -185,6 +193,30 @@ impl ShardLink {
     /// cluster's queue group, not this shard, then picks who gets each message.
     pub fn shares_remotely(&self, group: &str) -> bool {
         !self.remote_groups.is_empty() && self.remote_groups.contains(group)
+    }
+
+    /// `client_id` has the will `will` (`cluster::wills`).
+    pub fn will_set(&mut self, client_id: &ByteStr, will: SharedMessage) {
+        if self
+            .out
+            .try_send(Outbound::WillSet(client_id.clone(), will))
+            .is_err()
+        {
+            self.dropped += 1;
+            log::warn!("cluster: gateway queue full, will of '{client_id}' not kept");
+        }
+    }
+
+    /// `client_id` no longer has a will.
+    pub fn will_gone(&mut self, client_id: &ByteStr) {
+        if self
+            .out
+            .try_send(Outbound::WillGone(client_id.clone()))
+            .is_err()
+        {
+            self.dropped += 1;
+            log::warn!("cluster: gateway queue full, will of '{client_id}' not forgotten");
+        }
     }
 
     /// The next message from another node, if one waits.

@@ -134,7 +134,15 @@ async fn follow_once(
         .await?;
     let mut messages = consumer.messages().await?;
     delivery.retained_by_stream.store(true, Ordering::Release);
-    log::info!("cluster: following the retained-message stream {STREAM}");
+    let info = stream.cached_info();
+    log::info!(
+        "cluster: following the retained-message stream {STREAM} ({} replicas, leader {})",
+        info.config.num_replicas,
+        info.cluster
+            .as_ref()
+            .and_then(|c| c.leader.clone())
+            .unwrap_or_default()
+    );
     while let Some(m) = messages.next().await {
         let m = m?;
         delivery.retained(m.subject.as_str(), &m.payload).await;

@@ -171,6 +171,9 @@ pub struct Config {
     /// `cluster_replicas` (midge): copies JetStream keeps of the cluster's streams (1-5,
     /// default 1; 3 with three NATS servers, so that one may fail).
     pub cluster_replicas: u8,
+    /// `cluster_node_timeout` (midge): seconds without a heartbeat after which a node is
+    /// taken as dead and its clients' wills are published by another (2-3600, default 10).
+    pub cluster_node_timeout: u16,
     /// `metrics_listener PORT [ADDRESS]` (midge): where the HTTP endpoint for Prometheus
     /// (`/metrics`) and the JSON `$SYS` tree (`/api/v1/systree`) listens. `None` (the default)
     /// = no endpoint; without an address it binds loopback only, since it has no authentication.
@@ -286,6 +289,7 @@ impl Default for Config {
             cluster_node_id: None,
             cluster_nats_urls: Vec::new(),
             cluster_replicas: 1,
+            cluster_node_timeout: 10,
             metrics_listener: None,
             max_qos: 2,
             max_topic_alias: 10,

@@ -463,6 +463,10 @@ impl Parser {
                 };
                 *slot = Some(v.to_string());
             }
+            "cluster_node_timeout" => {
+                self.config.cluster_node_timeout =
+                    parse_int(pos, option, one(pos, option, rest)?, 2, 3600)? as u16;
+            }
             "cluster_replicas" => {
                 self.config.cluster_replicas =
                     parse_int(pos, option, one(pos, option, rest)?, 1, 5)? as u8;

@@ -379,6 +379,8 @@ fn attach(cx: &mut Ctx<'_>, connect: Connect, client_id: ByteStr, assigned: bool
     s.durable = durable;
     s.store_record(batch);
 
+    cx.sync_cluster_will(slot);
+
     let method = connect.properties.authentication_method.as_deref();
     // Re-authentication must use this method [MQTT-4.12.1-1]; without one, AUTH is refused.
     *cx.enhanced_auth() = method.map(|m| Box::new(EnhancedAuth::connected(m)));

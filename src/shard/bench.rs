@@ -105,6 +105,7 @@ impl RouteBench {
             );
             session.conn = Some(0);
             let slot = shard.sessions.insert(SessionSlot {
+                will_in_cluster: false,
                 generation: 1,
                 session,
             });

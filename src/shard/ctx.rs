@@ -222,6 +222,11 @@ impl Services<'_> {
         self.shard.route_from_cluster(msg);
     }
 
+    /// Keeps the cluster's copy of `slot`'s will current (see `Shard::sync_cluster_will`).
+    pub(crate) fn sync_cluster_will(&mut self, slot: usize) {
+        self.shard.sync_cluster_will(slot);
+    }
+
     /// Delivers a message from another cluster node to one of this node's members of the
     /// shared subscription `group`; false when it has none left.
     pub(crate) fn deliver_to_group(&mut self, msg: SharedMessage, group: ByteStr) -> bool {
@@ -542,6 +547,7 @@ impl<'a> Ctx<'a> {
         shard.next_generation = shard.next_generation.wrapping_add(1);
         let client_id = session.client_id.clone();
         let slot = shard.sessions.insert(SessionSlot {
+            will_in_cluster: false,
             generation,
             session,
         });

@@ -100,6 +100,7 @@ impl Shard {
                 Inbound::Message(msg) => self.services().message_from_cluster(msg),
                 Inbound::Retained(msg) => self.services().retained_from_cluster(msg),
                 Inbound::Shared(msg, group) => self.services().shared_from_cluster(msg, group),
+                Inbound::Will(msg) => self.services().will_from_cluster(msg),
             }
         }
     }

@@ -130,6 +130,7 @@ impl Shard {
                 self.sessions[slot].session.store_record(&mut self.batch);
                 let origin = self.subscriber_id(slot);
                 self.services().publish_will(pending.1, origin);
+                self.sync_cluster_will(slot);
             }
         }
         for slot in ended {
@@ -270,6 +271,35 @@ impl Shard {
         }
     }
 
+    /// Keeps the cluster's copy of `slot`'s will current (`cluster::wills`): replaced when the
+    /// session's connection has a will (call after CONNECT), kept while a will waits for its
+    /// delay, dropped once the session has none. Nothing without a cluster.
+    pub(crate) fn sync_cluster_will(&mut self, slot: usize) {
+        let (Some(link), Some(s)) = (&mut self.cluster, self.sessions.get_mut(slot)) else {
+            return;
+        };
+        let kept = &mut s.will_in_cluster;
+        let s = &s.session;
+        let will = s
+            .will
+            .as_deref()
+            .or(s.pending_will.as_deref().map(|p| &p.1));
+        match will {
+            Some(w) if s.will.is_some() || !*kept => {
+                let publish = crate::handle::will_publish(w.clone());
+                let msg = crate::message::Message::from_publish(publish, None);
+                link.will_set(&s.client_id, std::sync::Arc::new(msg));
+                *kept = true;
+            }
+            Some(_) => {}
+            None if *kept => {
+                link.will_gone(&s.client_id);
+                *kept = false;
+            }
+            None => {}
+        }
+    }
+
     /// The connection of `slot` is gone: publish the will when due (at once, or after its
     /// Will Delay Interval, or when the session ends if that is earlier [MQTT-3.1.3-9]) and
     /// start the Session Expiry Interval (0 = the session ends now).
@@ -299,6 +329,7 @@ impl Shard {
                 }
             }
         }
+        self.sync_cluster_will(slot);
         let ends_now = self.sessions[slot].session.expiry_interval == 0;
         if ends_now && *why != Close::TakenOver {
             self.end_session(slot);
@@ -320,6 +351,11 @@ impl Shard {
             return;
         }
         let s = self.sessions.remove(slot);
+        if s.will_in_cluster {
+            if let Some(link) = &mut self.cluster {
+                link.will_gone(&s.session.client_id);
+            }
+        }
         self.session_ended(&s.session.client_id, why);
         memory::release(s.session.held_bytes());
         if s.session.durable {

@@ -98,6 +98,10 @@ pub fn home_shard(client_id: &[u8], shards: usize) -> usize {
 #[derive(Debug)]
 pub struct SessionSlot {
     pub generation: u32,
+    /// The cluster keeps a copy of this session's will (`cluster::wills`), to publish it if
+    /// the node dies. Here rather than in `Session`: it fills the padding after
+    /// `generation` (memory per connection, see `per_connection_structs_stay_small`).
+    pub will_in_cluster: bool,
     pub session: Session,
 }
 
@@ -302,6 +306,7 @@ impl Shard {
                 .map(|(f, s)| (f.clone(), *s))
                 .collect();
             let slot = self.sessions.insert(SessionSlot {
+                will_in_cluster: false,
                 generation,
                 session,
             });

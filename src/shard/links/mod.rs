@@ -123,6 +123,7 @@ impl Shard {
                         self.next_generation = self.next_generation.wrapping_add(1);
                         let session = Session::new(client_id, u32::MAX, cfg.protocol, limits);
                         self.sessions.insert(SessionSlot {
+                            will_in_cluster: false,
                             generation,
                             session,
                         })
