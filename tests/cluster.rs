@@ -489,8 +489,9 @@ fn the_cluster_keeps_serving_when_a_nats_server_dies() {
     }
     // The stream lost one replica of three and still takes changes; a node that starts now
     // (on the survivors) replays them.
-    // (JetStream may first have to elect a new leader: publish until it takes the change.)
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // (JetStream may first have to elect a new leader, and a follower whose consumer was on
+    // the dead server starts over: publish until the change is there.)
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         mosquitto_pub(a.port(), &["-t", "x/ret", "-m", "later", "-r", "-q", "1"]);
         if retained_on(b.port(), "x/ret").as_deref() == Some("later") {

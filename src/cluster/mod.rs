@@ -28,9 +28,12 @@
 //!   member itself, and messages from other nodes reach a node's groups only through the
 //!   queue ([`Inbound::Shared`]), so each message goes to one member in the cluster.
 //!
+//! - the wills of a node's clients are kept in a JetStream stream, and a node that dies (no
+//!   heartbeat) has them published once, by one survivor ([`wills`]).
+//!
 //! What this step does not do yet (docs/ARCHITECTURE.md, "Cluster"): QoS 1/2 travel between
 //! nodes over core NATS, at most once (JetStream with acknowledgements is the next step);
-//! sessions and wills are per node. Without `cluster_nats_url` none of this
+//! sessions are per node. Without `cluster_nats_url` none of this
 //! exists: no thread, no channel, no check on the hot path beyond one `Option`.
 
 mod envelope;

@@ -37,6 +37,8 @@ pub(super) const STREAM: &str = "MIDGE_RETAINED";
 
 /// How long the follower waits before trying JetStream again.
 const RETRY: Duration = Duration::from_secs(2);
+/// How often the follower checks that it keeps up with the stream.
+const STALL_CHECK: Duration = Duration::from_secs(5);
 
 /// The stream subject of the retained message of `topic`.
 pub(super) fn subject_of(topic: &str) -> String {
@@ -124,7 +126,7 @@ async fn follow_once(
     replicas: usize,
     delivery: &Arc<Delivery>,
 ) -> Result<(), async_nats::Error> {
-    let stream = js.get_or_create_stream(stream_config(replicas)).await?;
+    let mut stream = js.get_or_create_stream(stream_config(replicas)).await?;
     let consumer = stream
         .create_consumer(consumer::pull::OrderedConfig {
             filter_subject: format!("{}>", subject::RETAINED_PREFIX),
@@ -143,11 +145,33 @@ async fn follow_once(
             .and_then(|c| c.leader.clone())
             .unwrap_or_default()
     );
-    while let Some(m) = messages.next().await {
-        let m = m?;
-        delivery.retained(m.subject.as_str(), &m.payload).await;
+    // The consumer lives on one NATS server: when that server dies, the client notices only
+    // after two missed 15 s heartbeats. So the follower also compares, every
+    // [`STALL_CHECK`], the stream's last sequence with the last one it applied, and starts
+    // over (a replay the store mostly already holds) when it saw no progress for two checks.
+    let mut applied = 0u64;
+    let mut behind_since: Option<u64> = None;
+    let mut check = tokio::time::interval(STALL_CHECK);
+    loop {
+        tokio::select! {
+            m = messages.next() => {
+                let Some(m) = m else { return Ok(()) };
+                let m = m?;
+                applied = m.info().map_or(applied, |i| i.stream_sequence);
+                delivery.retained(m.subject.as_str(), &m.payload).await;
+            }
+            _ = check.tick() => {
+                let last = stream.info().await?.state.last_sequence;
+                if last <= applied {
+                    behind_since = None;
+                } else if behind_since == Some(applied) {
+                    return Err(format!("stalled at sequence {applied} of {last}").into());
+                } else {
+                    behind_since = Some(applied);
+                }
+            }
+        }
     }
-    Ok(())
 }
 
 /// Sends `msg` to the stream; the acknowledgement is awaited on a task of its own, so the
