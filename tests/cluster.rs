@@ -713,3 +713,63 @@ fn a_node_that_stops_in_order_leaves_no_wills_for_the_survivors_to_publish() {
     let got = real(on_a.messages(3, Duration::from_secs(6)));
     assert!(got.len() <= 1, "published again by a survivor: {got:?}");
 }
+
+#[test]
+fn nodes_log_in_to_nats_over_tls_and_a_wrong_password_is_refused() {
+    let certs = common::tls::Certs::generate();
+    let (cert, key) = (certs.path("server.pem"), certs.path("server.key"));
+    let args = [
+        "--user",
+        "midge",
+        "--pass",
+        "s3cret",
+        "--tls",
+        "--tlscert",
+        &cert,
+        "--tlskey",
+        &key,
+    ];
+    let Some(nats) = Nats::spawn(free_port(), &args) else {
+        return;
+    };
+    let login = |password: &str| {
+        vec![
+            "cluster_nats_user midge".to_string(),
+            format!("cluster_nats_password {password}"),
+            format!("cluster_nats_cafile {}", certs.path("ca.pem")),
+        ]
+    };
+    let a = nats.node("a", &login("s3cret"));
+    let b = nats.node("b", &login("s3cret"));
+    let mut on_b = MosqSub::start(b.port(), &["-t", "sec/#"]);
+    wait_for_interest(a.port(), "sec/x", &mut [&mut on_b]);
+    // A node with a wrong password is refused by NATS, says so, and serves its own clients.
+    let c = nats.node("c", &login("wrong"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !c.log().to_lowercase().contains("authorization") {
+        assert!(Instant::now() < deadline, "no refusal logged: {}", c.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut on_c = MosqSub::start(c.port(), &["-t", "sec/#"]);
+    mosquitto_pub(c.port(), &["-t", "sec/c", "-m", "local"]);
+    assert_eq!(real(on_c.messages(1, Duration::from_secs(2))), ["local"]);
+    // Without the CA, the server's certificate is not trusted: no connection.
+    let mut no_ca = login("s3cret");
+    no_ca.pop();
+    let d = nats.node("d", &no_ca);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !d
+        .log()
+        .contains("cluster: NATS connection 'midge test d': client error")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no TLS failure logged: {}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!d
+        .log()
+        .contains("info: cluster: NATS connection 'midge test d': connected"));
+}

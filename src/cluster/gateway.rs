@@ -50,6 +50,8 @@ pub struct Settings {
     /// A node silent this long is dead and its clients' wills are published
     /// (`cluster_node_timeout`).
     pub node_timeout: std::time::Duration,
+    /// Credentials and TLS for NATS.
+    pub auth: super::NatsAuth,
 }
 
 /// The running gateway thread.
@@ -282,13 +284,40 @@ async fn run(
         .filter_map(|u| u.parse().ok())
         .collect();
     let name = format!("midge {} {}", settings.name, settings.node_id);
-    let client = match async_nats::ConnectOptions::new()
-        .name(name.clone())
-        .no_echo()
-        .retry_on_initial_connect()
-        .connect(addrs.clone())
-        .await
-    {
+    let options = |name: String| {
+        let auth = settings.auth.clone();
+        async move {
+            let label = name.clone();
+            let base = async_nats::ConnectOptions::new()
+                .name(name)
+                .retry_on_initial_connect()
+                // What happens to the connection (refused credentials, a server gone, a
+                // reconnect) goes to the log: the client retries on its own.
+                .event_callback(move |event| {
+                    let label = label.clone();
+                    async move {
+                        match event {
+                            async_nats::Event::Connected => {
+                                log::info!("cluster: NATS connection '{label}': {event}")
+                            }
+                            _ => log::warn!("cluster: NATS connection '{label}': {event}"),
+                        }
+                    }
+                });
+            auth.apply(base).await
+        }
+    };
+    let (plain_options, shared_options) = match (
+        options(name.clone()).await,
+        options(format!("{name} shared")).await,
+    ) {
+        (Ok(p), Ok(s)) => (p, s),
+        (Err(e), _) | (_, Err(e)) => {
+            log::error!("cluster: cannot read the NATS credentials: {e}");
+            return;
+        }
+    };
+    let client = match plain_options.no_echo().connect(addrs.clone()).await {
         Ok(c) => c,
         Err(e) => {
             log::error!("cluster: cannot connect to NATS: {e}");
@@ -297,12 +326,7 @@ async fn run(
     };
     // The shared subscriptions' queue groups live on a second connection, with echo: the
     // queue group may pick this node for a message this node published.
-    let share_client = match async_nats::ConnectOptions::new()
-        .name(format!("{name} shared"))
-        .retry_on_initial_connect()
-        .connect(addrs)
-        .await
-    {
+    let share_client = match shared_options.connect(addrs).await {
         Ok(c) => c,
         Err(e) => {
             log::error!("cluster: cannot connect to NATS: {e}");

@@ -39,6 +39,7 @@
 mod envelope;
 mod gateway;
 mod interest;
+mod nats_options;
 mod retained;
 pub mod subject;
 mod wills;
@@ -52,6 +53,7 @@ use crate::message::SharedMessage;
 use crate::protocol::{ByteStr, QoS, RetainHandling, SubOptions};
 
 pub use gateway::{start, Gateway, Settings, Wake};
+pub use nats_options::NatsAuth;
 
 /// Shared subscriptions' filters start with this.
 const SHARE_PREFIX: &str = "$share/";

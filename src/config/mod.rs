@@ -174,6 +174,10 @@ pub struct Config {
     /// `cluster_node_timeout` (midge): seconds without a heartbeat after which a node is
     /// taken as dead and its clients' wills are published by another (2-3600, default 10).
     pub cluster_node_timeout: u16,
+    /// How the node authenticates to NATS and checks NATS's certificate
+    /// (`cluster_nats_user`/`_password`, `_token`, `_credentials`, `_cafile`, `_certfile`,
+    /// `_keyfile`).
+    pub cluster_nats_auth: crate::cluster::NatsAuth,
     /// `metrics_listener PORT [ADDRESS]` (midge): where the HTTP endpoint for Prometheus
     /// (`/metrics`) and the JSON `$SYS` tree (`/api/v1/systree`) listens. `None` (the default)
     /// = no endpoint; without an address it binds loopback only, since it has no authentication.
@@ -290,6 +294,7 @@ impl Default for Config {
             cluster_nats_urls: Vec::new(),
             cluster_replicas: 1,
             cluster_node_timeout: 10,
+            cluster_nats_auth: Default::default(),
             metrics_listener: None,
             max_qos: 2,
             max_topic_alias: 10,

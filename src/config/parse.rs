@@ -79,6 +79,9 @@ struct Parser {
     bridges: bridge::Bridges,
     /// Plugin lines in file order, with the block they were said in.
     plugins: Vec<(crate::config::PluginSpec, plugin::Scope)>,
+    /// The last `cluster_nats_*` credential or TLS line: where a mismatch among them is
+    /// reported.
+    cluster_auth_pos: Option<Pos>,
 }
 
 impl Parser {
@@ -462,6 +465,34 @@ impl Parser {
                     &mut self.config.cluster_node_id
                 };
                 *slot = Some(v.to_string());
+            }
+            "cluster_nats_user" | "cluster_nats_password" | "cluster_nats_token" => {
+                let v = Some(one(pos, option, rest)?.to_string());
+                self.cluster_auth_pos = Some(pos.clone());
+                let auth = &mut self.config.cluster_nats_auth;
+                match option {
+                    "cluster_nats_user" => auth.user = v,
+                    "cluster_nats_password" => auth.password = v,
+                    _ => auth.token = v,
+                }
+            }
+            "cluster_nats_credentials"
+            | "cluster_nats_cafile"
+            | "cluster_nats_certfile"
+            | "cluster_nats_keyfile" => {
+                let v = text(pos, option, rest)?;
+                if let Err(e) = std::fs::metadata(v) {
+                    return Err(pos.bad(option, v, format!("cannot read it: {e}")));
+                }
+                let v = Some(PathBuf::from(v));
+                self.cluster_auth_pos = Some(pos.clone());
+                let auth = &mut self.config.cluster_nats_auth;
+                match option {
+                    "cluster_nats_credentials" => auth.credentials = v,
+                    "cluster_nats_cafile" => auth.cafile = v,
+                    "cluster_nats_certfile" => auth.certfile = v,
+                    _ => auth.keyfile = v,
+                }
             }
             "cluster_node_timeout" => {
                 self.config.cluster_node_timeout =

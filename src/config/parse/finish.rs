@@ -92,6 +92,9 @@ impl Parser {
     pub(super) fn finish(mut self) -> Result<Config, ConfigError> {
         let mut config = std::mem::take(&mut self.config);
         config.bridges = std::mem::take(&mut self.bridges).finish()?;
+        if let (Some(pos), Err(e)) = (&self.cluster_auth_pos, config.cluster_nats_auth.check()) {
+            return Err(pos.invalid(e));
+        }
         if let Some(dest) = self.log_dest {
             config.log_dest = dest;
         }

@@ -925,3 +925,34 @@ fn topic_limits_and_subscriptions_per_client() {
     assert!(error("max_topic_length 65536").starts_with("t.conf:1: bad value '65536'"));
     assert!(error("max_subscriptions_per_client -1").starts_with("t.conf:1: bad value '-1'"));
 }
+
+#[test]
+fn cluster_options_are_read_and_checked_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "x").unwrap();
+    let c = parse(&format!(
+        "cluster_nats_url nats://127.0.0.1:4222\ncluster_replicas 3\ncluster_node_timeout 5\n\
+         cluster_nats_user u\ncluster_nats_password p\ncluster_nats_cafile {}\n",
+        ca.display()
+    ));
+    assert_eq!(c.cluster_replicas, 3);
+    assert_eq!(c.cluster_node_timeout, 5);
+    let auth = &c.cluster_nats_auth;
+    assert_eq!(
+        (auth.user.as_deref(), auth.password.as_deref()),
+        (Some("u"), Some("p"))
+    );
+    assert_eq!(auth.cafile.as_deref(), Some(ca.as_path()));
+    assert_eq!(
+        error("cluster_nats_user u\n"),
+        "t.conf:1: cluster_nats_user and cluster_nats_password go together"
+    );
+    let e = error("cluster_nats_credentials /nonexistent/x.creds\n");
+    assert!(
+        e.starts_with("t.conf:1: ") && e.contains("cannot read it"),
+        "{e}"
+    );
+    assert!(error("cluster_replicas 7\n").starts_with("t.conf:1: "));
+    assert!(error("cluster_node_timeout 1\n").starts_with("t.conf:1: "));
+}
