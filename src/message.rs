@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::index::SubscriberId;
-use crate::protocol::{ByteStr, Properties, PropertiesPatch, Publish, PublishRef, QoS};
+use crate::protocol::{ByteStr, Properties, PropertiesPatch, Publish, PublishRef, QoS, Will};
 
 /// A message being routed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +34,20 @@ pub struct Message {
 
 /// The shared form.
 pub type SharedMessage = Arc<Message>;
+
+/// The PUBLISH a will becomes ([MQTT-3.1.2-8]): its properties but the Will Delay Interval.
+pub fn will_publish(will: Will) -> Publish {
+    let mut properties = will.properties;
+    properties.will_delay_interval = None;
+    Publish {
+        qos: will.qos,
+        retain: will.retain,
+        topic: will.topic,
+        properties,
+        payload: will.payload,
+        ..Default::default()
+    }
+}
 
 impl Message {
     /// The message a client's PUBLISH carries, received now.

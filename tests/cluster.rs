@@ -714,6 +714,19 @@ fn a_node_that_stops_in_order_leaves_no_wills_for_the_survivors_to_publish() {
     assert!(got.len() <= 1, "published again by a survivor: {got:?}");
 }
 
+/// Waits up to 10 s for `needle` in `node`'s log.
+fn await_log(node: &Broker, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !node.log().contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "'{needle}' not logged: {}",
+            node.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn nodes_log_in_to_nats_over_tls_and_a_wrong_password_is_refused() {
     let certs = common::tls::Certs::generate();
@@ -745,11 +758,7 @@ fn nodes_log_in_to_nats_over_tls_and_a_wrong_password_is_refused() {
     wait_for_interest(a.port(), "sec/x", &mut [&mut on_b]);
     // A node with a wrong password is refused by NATS, says so, and serves its own clients.
     let c = nats.node("c", &login("wrong"));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !c.log().to_lowercase().contains("authorization") {
-        assert!(Instant::now() < deadline, "no refusal logged: {}", c.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    await_log(&c, "client error: nats: authorization violation");
     let mut on_c = MosqSub::start(c.port(), &["-t", "sec/#"]);
     mosquitto_pub(c.port(), &["-t", "sec/c", "-m", "local"]);
     assert_eq!(real(on_c.messages(1, Duration::from_secs(2))), ["local"]);
@@ -757,18 +766,7 @@ fn nodes_log_in_to_nats_over_tls_and_a_wrong_password_is_refused() {
     let mut no_ca = login("s3cret");
     no_ca.pop();
     let d = nats.node("d", &no_ca);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !d
-        .log()
-        .contains("cluster: NATS connection 'midge test d': client error")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "no TLS failure logged: {}",
-            d.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    await_log(&d, "cluster: NATS connection 'midge test d': client error");
     assert!(!d
         .log()
         .contains("info: cluster: NATS connection 'midge test d': connected"));

@@ -149,31 +149,25 @@ async fn run_task(
             }
         }
     };
+    let take = |run: u64| {
+        tokio::spawn(take_over(
+            js.clone(),
+            stream.clone(),
+            me,
+            run,
+            delivery.clone(),
+        ));
+    };
     while let Some(op) = rx.recv().await {
         match op {
             WillOp::Keep(client_id, will) => keep(&js, me, &client_id, &will).await,
             WillOp::Forget(client_id) => forget(&stream, me, &client_id).await,
-            WillOp::Dead(run) => {
-                tokio::spawn(take_over(
-                    js.clone(),
-                    stream.clone(),
-                    me,
-                    run,
-                    delivery.clone(),
-                ));
-            }
+            WillOp::Dead(run) => take(run),
             WillOp::Sweep(alive) => match runs_with_wills(&stream).await {
-                Ok(runs) => {
-                    for run in runs.into_iter().filter(|r| !alive.contains(r)) {
-                        tokio::spawn(take_over(
-                            js.clone(),
-                            stream.clone(),
-                            me,
-                            run,
-                            delivery.clone(),
-                        ));
-                    }
-                }
+                Ok(runs) => runs
+                    .into_iter()
+                    .filter(|r| !alive.contains(r))
+                    .for_each(take),
                 Err(e) => log::warn!("cluster: sweep of {STREAM} failed: {e}"),
             },
         }

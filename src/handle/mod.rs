@@ -13,8 +13,6 @@ mod client_ids;
 mod connect;
 pub(crate) mod hooks;
 mod publish;
-
-pub(crate) use publish::will_publish;
 mod subscribe;
 
 use crate::protocol::reason::v5;

@@ -161,20 +161,6 @@ fn resolve_topic_alias(cx: &mut Ctx<'_>, publish: &mut Publish) -> Result<(), (u
     Ok(())
 }
 
-/// The PUBLISH a will becomes (its properties but the Will Delay Interval).
-pub(crate) fn will_publish(will: Will) -> Publish {
-    let mut properties = will.properties;
-    properties.will_delay_interval = None;
-    Publish {
-        qos: will.qos,
-        retain: will.retain,
-        topic: will.topic,
-        properties,
-        payload: will.payload,
-        ..Default::default()
-    }
-}
-
 /// Stores (if retained) and routes a client's message. Returns whether anyone matched.
 fn publish_from(cx: &mut SessionCtx<'_>, mut publish: Publish) -> bool {
     // The plugins' message-in hook, on the PUBLISH itself: a change costs no copy.
@@ -267,7 +253,7 @@ impl Services<'_> {
     /// Publishes a will as if its client had sent it ([MQTT-3.1.2-8]).
     pub(crate) fn publish_will(&mut self, will: Will, origin: SubscriberId) {
         log::debug!("Publishing will on {}.", will.topic);
-        let mut publish = will_publish(will);
+        let mut publish = crate::message::will_publish(will);
         if !self.plugin_message_in_will(&mut publish) {
             return;
         }

@@ -286,7 +286,7 @@ impl Shard {
             .or(s.pending_will.as_deref().map(|p| &p.1));
         match will {
             Some(w) if s.will.is_some() || !*kept => {
-                let publish = crate::handle::will_publish(w.clone());
+                let publish = crate::message::will_publish(w.clone());
                 let msg = crate::message::Message::from_publish(publish, None);
                 link.will_set(&s.client_id, std::sync::Arc::new(msg));
                 *kept = true;
