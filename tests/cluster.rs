@@ -771,3 +771,38 @@ fn nodes_log_in_to_nats_over_tls_and_a_wrong_password_is_refused() {
         .log()
         .contains("info: cluster: NATS connection 'midge test d': connected"));
 }
+
+#[test]
+fn a_client_that_connects_to_another_node_is_taken_over_there() {
+    use common::v5::{rc, V5};
+    let Some(nats) = Nats::start() else { return };
+    let b = nats.node("b", &[]);
+    let c = nats.node("c", &[]);
+    // Both gateways are up (each subscribes to the takeover notices before it sends
+    // anything) once a message from c reaches a subscriber on b.
+    let mut probe = MosqSub::start(b.port(), &["-t", "up"]);
+    wait_for_interest(c.port(), "up", &mut [&mut probe]);
+    let mut old = V5::connected(b.port(), "roamer");
+    let _new = V5::connected(c.port(), "roamer");
+    old.expect_disconnect_code(rc::SESSION_TAKEN_OVER, "[MQTT-3.1.4-3] across nodes");
+    await_log(&b, "Client roamer connected to another cluster node.");
+    // The other way: a client of c connects to b.
+    let mut on_c = V5::connected(c.port(), "walker");
+    let _on_b = V5::connected(b.port(), "walker");
+    on_c.expect_disconnect_code(rc::SESSION_TAKEN_OVER, "[MQTT-3.1.4-3] the other way");
+    // Client ids the nodes generate (empty ids) name the node: clients of two nodes that
+    // got the first generated id of their shard do not take each other over.
+    let mut anonymous: Vec<V5> = [b.port(), c.port()]
+        .repeat(8)
+        .into_iter()
+        .map(|port| V5::connected(port, ""))
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    for (i, client) in anonymous.iter_mut().enumerate() {
+        client.send(&midge::protocol::Packet::PingReq);
+        match client.recv(Duration::from_secs(2)) {
+            Ok(midge::protocol::Packet::PingResp) => {}
+            other => panic!("client {i} with a generated id was disconnected: {other:?}"),
+        }
+    }
+}

@@ -23,7 +23,7 @@ use futures_util::StreamExt;
 
 use super::interest::{self, Announcement, RemoteInterest};
 use super::wills::{self, WillOp, Wills};
-use super::{envelope, retained, subject};
+use super::{envelope, retained, subject, takeover};
 use super::{Inbound, Outbound, ShardLink, INBOUND_CAPACITY, OUTBOUND_CAPACITY};
 use crate::index::TopicIndex;
 use crate::protocol::ByteStr;
@@ -81,6 +81,7 @@ pub fn start(settings: Settings, wake: Vec<Wake>) -> io::Result<(Gateway, Vec<Sh
     let mut inbound = Vec::new();
     let mut interest = Vec::new();
     let retained_by_stream = Arc::new(AtomicBool::new(false));
+    let node_id: Arc<str> = Arc::from(settings.node_id.as_str());
     for _ in 0..wake.len() {
         let (tx, rx) = crossbeam_channel::bounded(INBOUND_CAPACITY);
         let (itx, irx) = crossbeam_channel::unbounded();
@@ -94,6 +95,7 @@ pub fn start(settings: Settings, wake: Vec<Wake>) -> io::Result<(Gateway, Vec<Sh
             dropped: 0,
             inbound_dropped: dropped.clone(),
             retained_by_stream: retained_by_stream.clone(),
+            node_id: node_id.clone(),
         });
         inbound.push((tx, dropped));
         interest.push(itx);
@@ -213,6 +215,19 @@ impl Delivery {
         let shard = self.shard_of(&msg.topic);
         self.push_waiting(shard, Inbound::Retained(Arc::new(msg)))
             .await;
+    }
+
+    /// Hands every shard the notice that `client_id` connected to another node (the shard
+    /// that holds its session closes the connection; the others find nothing).
+    fn taken_over(&self, client_id: &str) {
+        let id = ByteStr::from(client_id);
+        for (shard, (tx, dropped)) in self.inbound.iter().enumerate() {
+            if tx.try_send(Inbound::TakenOver(id.clone())).is_err() {
+                dropped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            (self.wake[shard])();
+        }
     }
 
     /// Hands every shard the changes of the other nodes' interest, and wakes them.
@@ -376,6 +391,13 @@ async fn run(
             return;
         }
     };
+    let mut takeovers = match client.subscribe(format!("{}>", takeover::PREFIX)).await {
+        Ok(sub) => sub,
+        Err(e) => {
+            log::error!("cluster: cannot subscribe to the takeover notices: {e}");
+            return;
+        }
+    };
     let mut wills = Wills::start(
         js.clone(),
         settings.replicas,
@@ -403,6 +425,11 @@ async fn run(
                 Some(Outbound::Retained(msg)) => retained::publish(&js, &msg).await,
                 Some(Outbound::WillSet(client_id, will)) => wills.op(WillOp::Keep(client_id, will)),
                 Some(Outbound::WillGone(client_id)) => wills.op(WillOp::Forget(client_id)),
+                Some(Outbound::Connected(client_id)) => {
+                    if let Err(e) = client.publish(takeover::subject_of(&client_id), Bytes::new()).await {
+                        log::warn!("cluster: takeover notice for '{client_id}' failed: {e}");
+                    }
+                }
                 Some(Outbound::Interest(filter, added)) => {
                     if let Some(change) = local_interest(&clients, &delivery, &mut local, &filter, added).await {
                         announce(change).await;
@@ -422,6 +449,10 @@ async fn run(
                 delivery.interest_changed(remote.apply(from, a, std::time::Instant::now()));
             }
             Some(m) = heartbeats.next() => wills.heard(m.subject.as_str()),
+            Some(m) = takeovers.next() => match takeover::client_id_of(m.subject.as_str()) {
+                Some(id) => delivery.taken_over(&id),
+                None => log::warn!("cluster: malformed takeover notice on '{}'", m.subject),
+            },
             _ = beat.tick() => {
                 if let Err(e) = client.publish(wills::heartbeat_subject(origin), Bytes::new()).await {
                     log::warn!("cluster: heartbeat failed: {e}");

@@ -28,6 +28,8 @@
 //!   member itself, and messages from other nodes reach a node's groups only through the
 //!   queue ([`Inbound::Shared`]), so each message goes to one member in the cluster.
 //!
+//! - a client that connects to one node is disconnected (0x8E) from any other node where
+//!   it was connected, as on one node ([`takeover`]);
 //! - the wills of a node's clients are kept in a JetStream stream, and a node that dies (no
 //!   heartbeat) has them published once, by one survivor ([`wills`]).
 //!
@@ -42,6 +44,7 @@ mod interest;
 mod nats_options;
 mod retained;
 pub mod subject;
+mod takeover;
 mod wills;
 
 use std::collections::HashSet;
@@ -78,6 +81,8 @@ pub(crate) enum Outbound {
     WillSet(ByteStr, SharedMessage),
     /// That client has no will any more (published, or dropped).
     WillGone(ByteStr),
+    /// A client connected here: its connection on any other node is taken over.
+    Connected(ByteStr),
 }
 
 /// What the gateway hands a shard.
@@ -93,6 +98,8 @@ pub(crate) enum Inbound {
     Shared(SharedMessage, ByteStr),
     /// The will of a client of a dead node, which this node publishes for it.
     Will(SharedMessage),
+    /// The client connected to another node: its connection here, if any, is taken over.
+    TakenOver(ByteStr),
 }
 
 /// A shard's end of the cluster: where it sends its publishes and interest changes, and
@@ -117,6 +124,9 @@ pub struct ShardLink {
     inbound_dropped: Arc<std::sync::atomic::AtomicU64>,
     /// Set by the gateway once it follows the retained stream.
     retained_by_stream: Arc<AtomicBool>,
+    /// This node's `cluster_node_id` (or host name): part of the client ids the node
+    /// generates, which must not collide with another node's (see `cluster::takeover`).
+    pub node_id: Arc<str>,
 }
 
 /// The one subscriber the remote-interest index holds for every filter.
@@ -145,12 +155,10 @@ impl ShardLink {
         if msg.topic.starts_with('$') {
             return;
         }
-        if msg.retain && self.out.try_send(Outbound::Retained(msg.clone())).is_err() {
-            self.dropped += 1;
-            log::warn!(
-                "cluster: gateway queue full, retained '{}' not shared",
-                msg.topic
-            );
+        if msg.retain {
+            self.send(Outbound::Retained(msg.clone()), || {
+                format!("retained message on '{}'", msg.topic)
+            });
         }
         if self.remote.is_empty() {
             return;
@@ -165,13 +173,18 @@ impl ShardLink {
 
     /// This node gained or lost a subscription on `filter`.
     pub fn interest(&mut self, filter: &ByteStr, added: bool) {
-        if self
-            .out
-            .try_send(Outbound::Interest(filter.clone(), added))
-            .is_err()
-        {
+        self.send(Outbound::Interest(filter.clone(), added), || {
+            format!("interest change for '{filter}'")
+        });
+    }
+
+    /// Queues `item` for the gateway; when its queue is full the item is dropped, counted and
+    /// logged (`what` names it). Not for the messages themselves: a full queue would log
+    /// each one.
+    fn send(&mut self, item: Outbound, what: impl FnOnce() -> String) {
+        if self.out.try_send(item).is_err() {
             self.dropped += 1;
-            log::warn!("cluster: gateway queue full, interest change for '{filter}' dropped");
+            log::warn!("cluster: gateway queue full, {} dropped", what());
         }
     }
 
@@ -202,26 +215,24 @@ impl ShardLink {
 
     /// `client_id` has the will `will` (`cluster::wills`).
     pub fn will_set(&mut self, client_id: &ByteStr, will: SharedMessage) {
-        if self
-            .out
-            .try_send(Outbound::WillSet(client_id.clone(), will))
-            .is_err()
-        {
-            self.dropped += 1;
-            log::warn!("cluster: gateway queue full, will of '{client_id}' not kept");
-        }
+        self.send(Outbound::WillSet(client_id.clone(), will), || {
+            format!("will of '{client_id}'")
+        });
     }
 
     /// `client_id` no longer has a will.
     pub fn will_gone(&mut self, client_id: &ByteStr) {
-        if self
-            .out
-            .try_send(Outbound::WillGone(client_id.clone()))
-            .is_err()
-        {
-            self.dropped += 1;
-            log::warn!("cluster: gateway queue full, will of '{client_id}' not forgotten");
-        }
+        self.send(Outbound::WillGone(client_id.clone()), || {
+            format!("end of the will of '{client_id}'")
+        });
+    }
+
+    /// `client_id` connected to this node: another node that has it connected closes that
+    /// connection ([MQTT-3.1.4-3] across the cluster).
+    pub fn connected(&mut self, client_id: &ByteStr) {
+        self.send(Outbound::Connected(client_id.clone()), || {
+            format!("takeover notice for '{client_id}'")
+        });
     }
 
     /// The next message from another node, if one waits.

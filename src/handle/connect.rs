@@ -380,6 +380,7 @@ fn attach(cx: &mut Ctx<'_>, connect: Connect, client_id: ByteStr, assigned: bool
     s.store_record(batch);
 
     cx.sync_cluster_will(slot);
+    cx.cluster_connected(slot);
 
     let method = connect.properties.authentication_method.as_deref();
     // Re-authentication must use this method [MQTT-4.12.1-1]; without one, AUTH is refused.

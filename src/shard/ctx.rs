@@ -222,6 +222,15 @@ impl Services<'_> {
         self.shard.route_from_cluster(msg);
     }
 
+    /// Tells the other cluster nodes that `slot`'s client connected here (they close its
+    /// connection there, see `cluster::takeover`). Nothing without a cluster.
+    pub(crate) fn cluster_connected(&mut self, slot: usize) {
+        let shard = &mut *self.shard;
+        if let (Some(link), Some(s)) = (&mut shard.cluster, shard.sessions.get(slot)) {
+            link.connected(&s.session.client_id);
+        }
+    }
+
     /// Keeps the cluster's copy of `slot`'s will current (see `Shard::sync_cluster_will`).
     pub(crate) fn sync_cluster_will(&mut self, slot: usize) {
         self.shard.sync_cluster_will(slot);
@@ -496,14 +505,21 @@ impl<'a> Ctx<'a> {
     }
 
     /// An id for a client that sent an empty one, unique and homed on this shard (so that a
-    /// later reconnect with the assigned id finds its session here).
+    /// later reconnect with the assigned id finds its session here). In a cluster it names
+    /// the node too: another node's generated ids must not equal this node's, or a client
+    /// connecting there would take over an unrelated client here (`cluster::takeover`).
     pub(crate) fn generate_client_id(&mut self) -> ByteStr {
         let shard = &mut *self.services.shard;
         let n = shard.peers.len();
+        let node = shard
+            .cluster
+            .as_ref()
+            .map(|c| format!("{}-", c.node_id))
+            .unwrap_or_default();
         loop {
             shard.next_client_number += 1;
             let prefix = &shard.shared.config.clients.auto_id_prefix;
-            let id = format!("{prefix}{}-{:x}", shard.id, shard.next_client_number);
+            let id = format!("{prefix}{node}{}-{:x}", shard.id, shard.next_client_number);
             if home_shard(id.as_bytes(), n) == shard.id {
                 let id = ByteStr::from(id);
                 if !shard.session_by_id.contains_key(&id) {

@@ -101,6 +101,7 @@ impl Shard {
                 Inbound::Retained(msg) => self.services().retained_from_cluster(msg),
                 Inbound::Shared(msg, group) => self.services().shared_from_cluster(msg, group),
                 Inbound::Will(msg) => self.services().will_from_cluster(msg),
+                Inbound::TakenOver(client_id) => self.taken_over_elsewhere(&client_id),
             }
         }
     }

@@ -300,6 +300,30 @@ impl Shard {
         }
     }
 
+    /// `client_id` connected to another cluster node: its connection here, if any, is closed
+    /// with 0x8E, and its session ends unless it was to outlive the connection.
+    pub(crate) fn taken_over_elsewhere(&mut self, client_id: &crate::protocol::ByteStr) {
+        let Some(&slot) = self.session_by_id.get(client_id) else {
+            return;
+        };
+        let Some(conn) = self.sessions.get(slot).and_then(|s| s.session.conn) else {
+            return;
+        };
+        log::info!(
+            target: crate::logging::TARGET_CONNECTION,
+            "Client {client_id} connected to another cluster node."
+        );
+        self.close(conn, Close::TakenOver);
+        // A local takeover hands the session to the new connection; this one has none.
+        if self
+            .sessions
+            .get(slot)
+            .is_some_and(|s| s.session.conn.is_none() && s.session.expiry_interval == 0)
+        {
+            self.end_session(slot);
+        }
+    }
+
     /// The connection of `slot` is gone: publish the will when due (at once, or after its
     /// Will Delay Interval, or when the session ends if that is earlier [MQTT-3.1.3-9]) and
     /// start the Session Expiry Interval (0 = the session ends now).
