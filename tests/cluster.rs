@@ -180,6 +180,16 @@ fn await_retained(port: u16, topic: &str, want: Option<&str>) -> Option<String> 
     }
 }
 
+/// Asserts that a new subscriber to `topic` on `port` gets `want` as its retained message
+/// within 20 s (see [`await_retained`]).
+fn expect_retained(port: u16, topic: &str, want: &str) {
+    assert_eq!(
+        await_retained(port, topic, Some(want)).as_deref(),
+        Some(want),
+        "{topic}"
+    );
+}
+
 /// The messages that are not probes.
 fn real(msgs: Vec<Msg>) -> Vec<String> {
     msgs.into_iter()
@@ -363,10 +373,7 @@ fn a_node_that_starts_later_gets_the_retained_messages_set_before_and_their_clea
     }
     mosquitto_pub(a.port(), &["-t", "r/kept", "-m", "two", "-r", "-q", "1"]);
     mosquitto_pub(a.port(), &["-t", "r/gone", "-m", "three", "-r", "-q", "1"]);
-    assert_eq!(
-        await_retained(b.port(), "r/gone", Some("three")),
-        Some("three".into())
-    );
+    expect_retained(b.port(), "r/gone", "three");
     mosquitto_pub(a.port(), &["-t", "r/gone", "-r", "-n", "-q", "1"]);
     assert_eq!(
         await_retained(b.port(), "r/gone", None),
@@ -375,14 +382,8 @@ fn a_node_that_starts_later_gets_the_retained_messages_set_before_and_their_clea
     );
     // A node that did not exist when they were set: it replays the stream at start.
     let c = nats.node("c", &[]);
-    assert_eq!(
-        await_retained(c.port(), "r/kept", Some("two")),
-        Some("two".into())
-    );
-    assert_eq!(
-        await_retained(c.port(), "r/first", Some("one")),
-        Some("one".into())
-    );
+    expect_retained(c.port(), "r/kept", "two");
+    expect_retained(c.port(), "r/first", "one");
     assert_eq!(
         retained_on(c.port(), "r/gone"),
         None,
@@ -503,10 +504,7 @@ fn the_cluster_keeps_serving_when_a_nats_server_dies() {
         );
     }
     let c = node_on(&[&servers[1], &servers[0]], "c", &replicas);
-    assert_eq!(
-        await_retained(c.port(), "x/ret", Some("later")),
-        Some("later".into())
-    );
+    expect_retained(c.port(), "x/ret", "later");
 }
 
 /// Publishes probes on `topic` at `from` until each member in `members` has had one (the
@@ -674,10 +672,7 @@ fn the_wills_of_a_killed_node_are_published_once_by_the_survivors() {
         );
     }
     // The retained will is kept cluster-wide.
-    assert_eq!(
-        await_retained(c.port(), "w/kept", Some("dead and retained")),
-        Some("dead and retained".into())
-    );
+    expect_retained(c.port(), "w/kept", "dead and retained");
 }
 
 #[test]
@@ -691,10 +686,7 @@ fn a_lone_node_killed_and_restarted_publishes_its_last_runs_wills() {
     a.kill9();
     // The next run of the node finds a run with wills and no heartbeat, and publishes them.
     let again = nats.node("a", &fast);
-    assert_eq!(
-        await_retained(again.port(), "lone/will", Some("left behind")),
-        Some("left behind".into())
-    );
+    expect_retained(again.port(), "lone/will", "left behind");
 }
 
 #[test]
