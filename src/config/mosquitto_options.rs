@@ -162,7 +162,9 @@ impl ClientOptions {
 /// `persistent_client_expiration`'s value: a number and a unit (`h`, `d`, `w`, `m`, `y`), as
 /// mosquitto reads it: "1d", "2w". Returns seconds.
 pub fn parse_expiration(value: &str) -> Option<u32> {
-    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    // The unit is the last character, which need not be one byte ("1é").
+    let last = value.char_indices().next_back()?.0;
+    let (digits, unit) = value.split_at(last);
     let n: u64 = digits.parse().ok().filter(|n| *n > 0)?;
     let unit: u64 = match unit {
         "h" => 3600,
@@ -220,7 +222,19 @@ mod tests {
         assert_eq!(parse_expiration("1w"), Some(604800));
         assert_eq!(parse_expiration("1m"), Some(30 * 86400));
         assert_eq!(parse_expiration("1y"), Some(365 * 86400));
-        for bad in ["", "d", "0d", "-1d", "1x", "10", "99999999y"] {
+        // A last character of several bytes (a fuzzer found the split inside one).
+        for bad in [
+            "",
+            "d",
+            "0d",
+            "-1d",
+            "1x",
+            "10",
+            "99999999y",
+            "1é",
+            "é",
+            "1€",
+        ] {
             assert_eq!(parse_expiration(bad), None, "{bad}");
         }
     }
