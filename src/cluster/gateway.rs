@@ -481,11 +481,9 @@ struct Clients {
 /// subscription's group name and filter; `None` for what stays on the node (`$SYS/...`, and
 /// shared subscriptions to `$` topics).
 fn cluster_filter(filter: &str) -> Option<(Option<&str>, &str)> {
-    let (group, inner) = match filter.strip_prefix(super::SHARE_PREFIX) {
-        Some(rest) => {
-            let (name, inner) = rest.split_once('/')?;
-            (Some(name), inner)
-        }
+    let (group, inner) = match crate::protocol::topic::parse_shared(filter) {
+        Some(Ok((name, inner))) => (Some(name), inner),
+        Some(Err(_)) => return None,
         None => (None, filter),
     };
     (!inner.starts_with('$')).then_some((group, inner))

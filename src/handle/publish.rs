@@ -7,7 +7,7 @@ use super::hooks::publish_refusal;
 use crate::index::SubscriberId;
 use crate::message::{Message, SharedMessage};
 use crate::protocol::reason::v5;
-use crate::protocol::topic::filter_matches;
+use crate::protocol::topic::{filter_matches, parse_shared};
 use crate::protocol::{ByteStr, Publish, QoS, Will};
 use crate::retain::Source;
 use crate::shard::ctx::{Ctx, Services, SessionCtx};
@@ -217,7 +217,9 @@ impl Services<'_> {
     /// copies, or the retained stream, do that).
     pub(crate) fn shared_from_cluster(&mut self, msg: SharedMessage, group: ByteStr) {
         // NATS subject patterns over-match (`$` topics): MQTT's rule decides.
-        let filter = group.splitn(3, '/').nth(2).unwrap_or_default();
+        let Some(Ok((_, filter))) = parse_shared(&group) else {
+            return;
+        };
         if !filter_matches(filter, &msg.topic) {
             return;
         }
