@@ -43,6 +43,7 @@ mod gateway;
 mod interest;
 mod nats_options;
 mod retained;
+mod streams;
 pub mod subject;
 mod takeover;
 mod wills;

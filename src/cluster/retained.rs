@@ -24,12 +24,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use async_nats::jetstream::{self, consumer, stream};
+use async_nats::jetstream;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
 
 use super::gateway::Delivery;
-use super::{envelope, subject};
+use super::{envelope, streams, subject};
 use crate::message::{Message, SharedMessage};
 
 /// The stream's name: one per NATS account, as the message subjects are.
@@ -90,19 +90,6 @@ fn unix_millis(t: SystemTime) -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// The stream's configuration: one message per subject, on disk, `replicas` copies.
-fn stream_config(replicas: usize) -> stream::Config {
-    stream::Config {
-        name: STREAM.into(),
-        subjects: vec![format!("{}>", subject::RETAINED_PREFIX)],
-        max_messages_per_subject: 1,
-        num_replicas: replicas,
-        storage: stream::StorageType::File,
-        discard: stream::DiscardPolicy::Old,
-        ..Default::default()
-    }
-}
-
 /// Follows the stream for as long as the gateway runs: creates it if it does not exist,
 /// replays the last message of each topic into the shards, then every change. Tries again
 /// after [`RETRY`] whenever JetStream fails (logged once per outage).
@@ -126,14 +113,10 @@ async fn follow_once(
     replicas: usize,
     delivery: &Arc<Delivery>,
 ) -> Result<(), async_nats::Error> {
-    let mut stream = js.get_or_create_stream(stream_config(replicas)).await?;
-    let consumer = stream
-        .create_consumer(consumer::pull::OrderedConfig {
-            filter_subject: format!("{}>", subject::RETAINED_PREFIX),
-            deliver_policy: consumer::DeliverPolicy::LastPerSubject,
-            ..Default::default()
-        })
-        .await?;
+    let all = format!("{}>", subject::RETAINED_PREFIX);
+    let config = streams::one_per_subject(STREAM, vec![all.clone()], replicas);
+    let mut stream = js.get_or_create_stream(config).await?;
+    let consumer = streams::latest_per_subject(&stream, all).await?;
     let mut messages = consumer.messages().await?;
     delivery.retained_by_stream.store(true, Ordering::Release);
     let info = stream.cached_info();

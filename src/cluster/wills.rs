@@ -26,12 +26,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, consumer, message::PublishMessage, stream};
+use async_nats::jetstream::{self, message::PublishMessage, stream};
 use bytes::Bytes;
 use futures_util::StreamExt;
 
 use super::gateway::Delivery;
-use super::{envelope, subject};
+use super::{envelope, streams, subject};
 use crate::message::SharedMessage;
 use crate::protocol::ByteStr;
 
@@ -252,15 +252,8 @@ impl Liveness {
 }
 
 fn stream_config(replicas: usize) -> stream::Config {
-    stream::Config {
-        name: STREAM.into(),
-        subjects: vec![format!("{WILL_PREFIX}>"), format!("{CLAIM_PREFIX}>")],
-        max_messages_per_subject: 1,
-        num_replicas: replicas,
-        storage: stream::StorageType::File,
-        discard: stream::DiscardPolicy::Old,
-        ..Default::default()
-    }
+    let subjects = vec![format!("{WILL_PREFIX}>"), format!("{CLAIM_PREFIX}>")];
+    streams::one_per_subject(STREAM, subjects, replicas)
 }
 
 /// Keeps a copy of `client_id`'s will (as the PUBLISH it becomes). Waits for JetStream's
@@ -326,13 +319,8 @@ async fn publish_wills(
     run: u64,
     delivery: &Delivery,
 ) -> Result<usize, async_nats::Error> {
-    let consumer = stream
-        .create_consumer(consumer::pull::OrderedConfig {
-            filter_subject: format!("{WILL_PREFIX}{run:016x}.>"),
-            deliver_policy: consumer::DeliverPolicy::LastPerSubject,
-            ..Default::default()
-        })
-        .await?;
+    let consumer =
+        streams::latest_per_subject(stream, format!("{WILL_PREFIX}{run:016x}.>")).await?;
     let pending = consumer.cached_info().num_pending;
     let mut messages = consumer.messages().await?;
     let deadline = tokio::time::Instant::now() + READ_LIMIT;
