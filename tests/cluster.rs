@@ -456,7 +456,7 @@ fn the_cluster_keeps_serving_when_a_nats_server_dies() {
     let replicas = ["cluster_replicas 3".to_string()];
     let a = node_on(&[&servers[0], &servers[1], &servers[2]], "a", &replicas);
     let b = node_on(&[&servers[1], &servers[2], &servers[0]], "b", &replicas);
-    let mut on_b = MosqSub::start(b.port(), &["-t", "k/#", "-q", "1"]);
+    let mut on_b = MosqSub::start(b.port(), &["-t", "k/#", "-q", "1", "-W", "150"]);
     wait_for_interest(a.port(), "k/probe", &mut [&mut on_b]);
     // The retained stream (3 replicas) needs JetStream's cluster to have formed. b has no
     // interest in x/ret: only the stream can bring it there.
@@ -471,22 +471,27 @@ fn the_cluster_keeps_serving_when_a_nats_server_dies() {
             "the retained stream never formed"
         );
     }
-    // a's NATS server dies: a reconnects to another and its messages still reach b.
+    // a's NATS server dies: a reconnects to another and its messages still reach b: QoS 0
+    // over core NATS at once, QoS 1 through the message stream (3 replicas) once JetStream
+    // has elected new leaders for the stream and b's consumer.
     let dead = servers.remove(0);
     drop(dead);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        mosquitto_pub(a.port(), &["-t", "k/live", "-m", "after", "-q", "1"]);
-        if real(on_b.messages(5, Duration::from_millis(300)))
-            .iter()
-            .any(|m| m == "after")
-        {
-            break;
+    for (qos, limit) in [("0", 20), ("1", 60)] {
+        let deadline = Instant::now() + Duration::from_secs(limit);
+        let payload = format!("after at QoS {qos}");
+        loop {
+            mosquitto_pub(a.port(), &["-t", "k/live", "-m", &payload, "-q", qos]);
+            if real(on_b.messages(5, Duration::from_millis(300)))
+                .iter()
+                .any(|m| *m == payload)
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nothing at QoS {qos} from a after its NATS server died"
+            );
         }
-        assert!(
-            Instant::now() < deadline,
-            "nothing from a after its NATS server died"
-        );
     }
     // The stream lost one replica of three and still takes changes; a node that starts now
     // (on the survivors) replays them.
@@ -797,4 +802,89 @@ fn a_client_that_connects_to_another_node_is_taken_over_there() {
             other => panic!("client {i} with a generated id was disconnected: {other:?}"),
         }
     }
+}
+
+/// A node of cluster `test` on `nats` with persistence in `dir` (kept across restarts).
+fn persistent_node(nats: &Nats, id: &str, dir: &std::path::Path) -> Broker {
+    let lines = [
+        "persistence true".to_string(),
+        format!("persistence_location {}/", dir.display()),
+    ];
+    nats.node(id, &lines)
+}
+
+#[test]
+fn qos_1_and_2_messages_wait_in_the_stream_for_a_node_that_is_down() {
+    let Some(nats) = Nats::start() else { return };
+    let store = tempfile::tempdir().unwrap();
+    let a = nats.node("a", &[]);
+    let mut b = persistent_node(&nats, "b", store.path());
+    let session = ["-c", "-i", "keeper", "-q", "2", "-t", "p/#"];
+    let mut keeper = MosqSub::start(b.port(), &session);
+    wait_for_interest(a.port(), "p/x", &mut [&mut keeper]);
+    keeper.kill();
+    // b dies; a still knows its interest (forgotten only after 35 s of silence), so a sends
+    // its QoS 1/2 messages to the stream, and acknowledges each once the stream holds it.
+    b.kill9();
+    let want: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
+    for (i, m) in want.iter().enumerate() {
+        let qos = if i % 2 == 0 { "1" } else { "2" };
+        let done = mosquitto_pub(a.port(), &["-t", "p/x", "-m", m, "-q", qos]);
+        assert!(done.success(), "{m} acknowledged by a while b is down");
+    }
+    // b comes back with the same node id: its consumer resumes, and the session gets what
+    // was published meanwhile, once each, each QoS in order (a resumed session sends its
+    // QoS 1 messages before its QoS 2 ones, as mosquitto does [MQTT-4.6.0-6]).
+    b.restart();
+    let mut keeper = MosqSub::start(b.port(), &session);
+    let got = real(keeper.messages(10, Duration::from_secs(15)));
+    let qos = |q: usize| want.iter().enumerate().filter(move |(i, _)| i % 2 == q);
+    let in_order: Vec<String> = qos(0).chain(qos(1)).map(|(_, m)| m.clone()).collect();
+    assert_eq!(got, in_order, "b's persistent session after b's restart");
+    let more = real(keeper.messages(1, Duration::from_millis(500)));
+    assert!(more.is_empty(), "no duplicates: {more:?}");
+}
+
+#[test]
+fn nothing_a_killed_node_acknowledged_at_qos_1_is_lost() {
+    let Some(nats) = Nats::start() else { return };
+    let a = nats.node("a", &[]);
+    let mut b = nats.node("b", &[]);
+    let mut on_a = MosqSub::start(a.port(), &["-t", "load/#", "-q", "1", "-W", "60"]);
+    wait_for_interest(b.port(), "load/x", &mut [&mut on_a]);
+    // A publisher on b sends QoS 1 messages one after another and records which b
+    // acknowledged, until b is killed under it.
+    let port = b.port();
+    let publisher = std::thread::spawn(move || {
+        let (mut client, _) = common::clients::Rumq::connect(port, "loader", true);
+        let mut acked = Vec::new();
+        for i in 0..100_000 {
+            let m = format!("n{i}");
+            if !client.try_publish_qos1("load/x", &m, Duration::from_secs(5)) {
+                break;
+            }
+            acked.push(m);
+        }
+        acked
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    b.kill9();
+    let acked = publisher.join().unwrap();
+    assert!(
+        acked.len() > 10,
+        "the load ran ({} acknowledged)",
+        acked.len()
+    );
+    let got: std::collections::HashSet<String> =
+        real(on_a.messages(acked.len() + 100, Duration::from_secs(10)))
+            .into_iter()
+            .collect();
+    let lost: Vec<&String> = acked.iter().filter(|m| !got.contains(*m)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged messages lost, first {:?}",
+        lost.len(),
+        acked.len(),
+        lost.first()
+    );
 }

@@ -5,7 +5,9 @@
 //! sent with the same bounds it applies to clients. The Message Expiry Interval travels as
 //! what is left of it, so a message does not live longer for having crossed nodes.
 
-use bytes::{Bytes, BytesMut};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::message::{Delivery, Message, SharedMessage};
 use crate::protocol::{self, Packet, ProtocolVersion, QoS};
@@ -28,6 +30,59 @@ pub(crate) fn decode(bytes: &[u8], max_packet_size: u32) -> Option<Message> {
         Ok(Some(Packet::Publish(p))) if buf.is_empty() => Some(Message::from_publish(p, None)),
         _ => None,
     }
+}
+
+/// The bytes a JetStream stream keeps for `msg`: when it expires (Unix milliseconds, 0 for
+/// never), then the PUBLISH. A stream entry may be read long after it was written (a node
+/// that starts later, a consumer that was down), so the expiry travels as a wall-clock time,
+/// not as the interval left when it was sent.
+pub(crate) fn encode_timed(msg: &SharedMessage) -> Bytes {
+    let publish = encode(msg);
+    let expires = msg.expires_at.map_or(0, |at| {
+        let left = at.saturating_duration_since(Instant::now());
+        // At least 1: 0 means "never".
+        unix_millis(SystemTime::now() + left).max(1)
+    });
+    let mut b = BytesMut::with_capacity(8 + publish.len());
+    b.put_u64(expires);
+    b.put_slice(&publish);
+    b.freeze()
+}
+
+/// The message a stream entry on `subject` (under `prefix`) carries, with its remaining
+/// lifetime, and whether it has expired (its `expires_at` is then `None`). `None` for
+/// anything malformed, oversized, or whose topic is not its subject's.
+pub(crate) fn decode_timed(
+    prefix: &str,
+    subject: &str,
+    b: &[u8],
+    max_packet_size: u32,
+) -> Option<(Message, bool)> {
+    if b.len() < 8 {
+        return None;
+    }
+    let mut head = &b[..8];
+    let expires = head.get_u64();
+    let mut msg = decode(&b[8..], max_packet_size)?;
+    if super::subject::topic_under(prefix, subject).as_deref() != Some(&*msg.topic) {
+        return None;
+    }
+    let mut expired = false;
+    if expires != 0 {
+        let now = unix_millis(SystemTime::now());
+        if expires <= now {
+            expired = true;
+            msg.expires_at = None;
+        } else {
+            msg.expires_at = Some(Instant::now() + Duration::from_millis(expires - now));
+        }
+    }
+    Some((msg, expired))
+}
+
+pub(crate) fn unix_millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
 
 use super::interest::{self, Announcement, RemoteInterest};
+use super::messages::{self, Publisher};
 use super::wills::{self, WillOp, Wills};
 use super::{envelope, retained, subject, takeover};
 use super::{Inbound, Outbound, ShardLink, INBOUND_CAPACITY, OUTBOUND_CAPACITY};
@@ -81,8 +82,9 @@ pub fn start(settings: Settings, wake: Vec<Wake>) -> io::Result<(Gateway, Vec<Sh
     let mut inbound = Vec::new();
     let mut interest = Vec::new();
     let retained_by_stream = Arc::new(AtomicBool::new(false));
+    let messages_by_stream = Arc::new(AtomicBool::new(false));
     let node_id: Arc<str> = Arc::from(settings.node_id.as_str());
-    for _ in 0..wake.len() {
+    for shard in 0..wake.len() {
         let (tx, rx) = crossbeam_channel::bounded(INBOUND_CAPACITY);
         let (itx, irx) = crossbeam_channel::unbounded();
         let dropped = Arc::new(AtomicU64::new(0));
@@ -95,6 +97,9 @@ pub fn start(settings: Settings, wake: Vec<Wake>) -> io::Result<(Gateway, Vec<Sh
             dropped: 0,
             inbound_dropped: dropped.clone(),
             retained_by_stream: retained_by_stream.clone(),
+            messages_by_stream: messages_by_stream.clone(),
+            shard,
+            durable_dropped: false,
             node_id: node_id.clone(),
         });
         inbound.push((tx, dropped));
@@ -114,6 +119,7 @@ pub fn start(settings: Settings, wake: Vec<Wake>) -> io::Result<(Gateway, Vec<Sh
                 seen: Mutex::new(HashMap::new()),
                 max_packet_size: settings.max_packet_size,
                 retained_by_stream,
+                messages_by_stream,
             });
             runtime.block_on(run(settings, out_rx, delivery));
         })?;
@@ -136,6 +142,9 @@ pub(super) struct Delivery {
     max_packet_size: u32,
     /// Shared with every shard's link (see `ShardLink::retained_by_stream`).
     pub(super) retained_by_stream: Arc<AtomicBool>,
+    /// Shared with every shard's link: QoS 1/2 messages go through the message stream
+    /// ([`messages`]).
+    pub(super) messages_by_stream: Arc<AtomicBool>,
 }
 
 impl Delivery {
@@ -143,23 +152,42 @@ impl Delivery {
     /// (`group`: `None`), or, for the node's members of the shared subscription `group`,
     /// once per arrival (each of its groups that matches brings one copy, one per group).
     fn deliver(&self, subject_str: &str, payload: &Bytes, group: Option<&ByteStr>) {
-        let Some((origin, seq, publish)) = unframe(payload) else {
-            log::warn!("cluster: malformed message on '{subject_str}' dropped");
-            return;
+        let msg = if subject_str.starts_with(subject::DURABLE_PREFIX) {
+            // A QoS 1/2 message of the message stream, seen by a shared subscription's
+            // queue group (one copy per group: no de-duplication).
+            match envelope::decode_timed(
+                subject::DURABLE_PREFIX,
+                subject_str,
+                payload,
+                self.max_packet_size,
+            ) {
+                Some((msg, false)) => msg,
+                Some((_, true)) => return,
+                None => {
+                    log::warn!("cluster: malformed message on '{subject_str}' dropped");
+                    return;
+                }
+            }
+        } else {
+            let Some((origin, seq, publish)) = unframe(payload) else {
+                log::warn!("cluster: malformed message on '{subject_str}' dropped");
+                return;
+            };
+            if group.is_none() && !self.first_copy(origin, seq) {
+                return;
+            }
+            let Some(msg) = envelope::decode(publish, self.max_packet_size) else {
+                log::warn!("cluster: undecodable or oversized PUBLISH on '{subject_str}' dropped");
+                return;
+            };
+            if subject::subject_topic(subject_str).as_deref() != Some(&*msg.topic) {
+                log::warn!(
+                    "cluster: PUBLISH whose topic is not its subject's dropped ('{subject_str}')"
+                );
+                return;
+            }
+            msg
         };
-        if group.is_none() && !self.first_copy(origin, seq) {
-            return;
-        }
-        let Some(msg) = envelope::decode(publish, self.max_packet_size) else {
-            log::warn!("cluster: undecodable or oversized PUBLISH on '{subject_str}' dropped");
-            return;
-        };
-        if subject::subject_topic(subject_str).as_deref() != Some(&*msg.topic) {
-            log::warn!(
-                "cluster: PUBLISH whose topic is not its subject's dropped ('{subject_str}')"
-            );
-            return;
-        }
         let shard = self.shard_of(&msg.topic);
         let (tx, dropped) = &self.inbound[shard];
         let msg = Arc::new(msg);
@@ -172,6 +200,43 @@ impl Delivery {
             return;
         }
         (self.wake[shard])();
+    }
+
+    /// The number of shards.
+    pub(super) fn shards(&self) -> usize {
+        self.inbound.len()
+    }
+
+    /// Hands a QoS 1/2 message another node published to the message stream to the shard of
+    /// its topic. Never dropped: while the shard's queue is full the consumer waits, and
+    /// JetStream holds the rest. An expired message is dropped here.
+    pub(super) async fn durable_message(&self, subject_str: &str, payload: &[u8]) {
+        let decoded = envelope::decode_timed(
+            subject::DURABLE_PREFIX,
+            subject_str,
+            payload,
+            self.max_packet_size,
+        );
+        let Some((msg, expired)) = decoded else {
+            log::warn!("cluster: malformed message-stream entry on '{subject_str}' dropped");
+            return;
+        };
+        if expired {
+            return;
+        }
+        let shard = self.shard_of(&msg.topic);
+        self.push_waiting(shard, Inbound::Message(Arc::new(msg)))
+            .await;
+    }
+
+    /// Answers `shard`'s ticket: the stream holds (`ok`) or failed to store what it sent
+    /// before it. Never dropped: the shard's held acknowledgements wait for it.
+    pub(super) async fn settled(&self, shard: usize, ticket: u64, ok: bool) {
+        let item = match ok {
+            true => Inbound::Committed(ticket),
+            false => Inbound::CommitFailed(ticket),
+        };
+        self.push_waiting(shard, item).await;
     }
 
     /// One topic always goes to the same shard, which keeps its messages (and its retained
@@ -375,7 +440,18 @@ async fn run(
             }
         }
     };
-    let js = async_nats::jetstream::new(client.clone());
+    // Many QoS 1/2 messages may await JetStream's answer at once: the shards' queue, not the
+    // client's default window, is what bounds them.
+    let js = async_nats::jetstream::ContextBuilder::new()
+        .max_ack_inflight(OUTBOUND_CAPACITY)
+        .build(client.clone());
+    let consumer = tokio::spawn(messages::consume(
+        js.clone(),
+        settings.replicas,
+        settings.node_id.clone(),
+        delivery.clone(),
+    ));
+    let mut durable = Publisher::start(js.clone(), origin, settings.node_id.clone(), &delivery);
     let follower = tokio::spawn(retained::follow(
         js.clone(),
         settings.replicas,
@@ -422,6 +498,8 @@ async fn run(
                         log::warn!("cluster: publish on '{}' failed: {e}", msg.topic);
                     }
                 }
+                Some(Outbound::Durable(shard, msg)) => durable.publish(shard, &msg).await,
+                Some(Outbound::Ticket(shard, ticket)) => durable.ticket(shard, ticket),
                 Some(Outbound::Retained(msg)) => retained::publish(&js, &msg).await,
                 Some(Outbound::WillSet(client_id, will)) => wills.op(WillOp::Keep(client_id, will)),
                 Some(Outbound::WillGone(client_id)) => wills.op(WillOp::Forget(client_id)),
@@ -466,6 +544,7 @@ async fn run(
         }
     }
     follower.abort();
+    consumer.abort();
     wills.finish().await;
     let _ = client.flush().await;
 }
@@ -519,7 +598,17 @@ async fn local_interest(
     if e.0 > 1 {
         return None;
     }
-    for pattern in subject::filter_patterns(inner) {
+    // A shared subscription's group also listens where QoS 1/2 messages go (the message
+    // stream's subjects: core NATS carries stream messages to plain subscribers too); a plain
+    // filter gets those through the node's stream consumer.
+    let mut patterns = subject::filter_patterns(inner);
+    if group.is_some() {
+        patterns.extend(subject::filter_patterns_under(
+            subject::DURABLE_PREFIX,
+            inner,
+        ));
+    }
+    for pattern in patterns {
         let sub = match group {
             None => clients.plain.subscribe(pattern.clone()).await,
             Some(name) => {

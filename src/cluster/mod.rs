@@ -33,14 +33,19 @@
 //! - the wills of a node's clients are kept in a JetStream stream, and a node that dies (no
 //!   heartbeat) has them published once, by one survivor ([`wills`]).
 //!
-//! What this step does not do yet (docs/ARCHITECTURE.md, "Cluster"): QoS 1/2 travel between
-//! nodes over core NATS, at most once (JetStream with acknowledgements is the next step);
-//! sessions are per node. Without `cluster_nats_url` none of this
-//! exists: no thread, no channel, no check on the hot path beyond one `Option`.
+//! - a QoS 1/2 message that crosses nodes goes through a JetStream stream: its publisher's
+//!   PUBACK/PUBREC waits until the stream holds it, and each node reads the stream with a
+//!   durable consumer of its own, so a node that was down gets what it missed ([`messages`]).
+//!
+//! What this step does not do yet (docs/ARCHITECTURE.md, "Cluster"): sessions are per node
+//! (a client that moves to another node starts there with what its session holds there).
+//! Without `cluster_nats_url` none of this exists: no thread, no channel, no check on the
+//! hot path beyond one `Option`.
 
 mod envelope;
 mod gateway;
 mod interest;
+mod messages;
 mod nats_options;
 mod retained;
 mod streams;
@@ -73,6 +78,12 @@ const INBOUND_CAPACITY: usize = 65_536;
 pub(crate) enum Outbound {
     /// A client's message, for the other nodes.
     Publish(SharedMessage),
+    /// A client's QoS 1/2 message from shard `.0`, for the cluster's message stream
+    /// ([`messages`]): its acknowledgement waits for the shard's next ticket's answer.
+    Durable(usize, SharedMessage),
+    /// Shard `.0` ended a turn: answer ticket `.1` once every message it sent before is in
+    /// the stream.
+    Ticket(usize, u64),
     /// A filter gained (`true`) or lost (`false`) a subscription on this node.
     Interest(ByteStr, bool),
     /// A retained message set or cleared on this node, for the retained stream.
@@ -101,6 +112,11 @@ pub(crate) enum Inbound {
     Will(SharedMessage),
     /// The client connected to another node: its connection here, if any, is taken over.
     TakenOver(ByteStr),
+    /// The stream holds every QoS 1/2 message this shard sent before its ticket `.0`
+    /// ([`messages`]).
+    Committed(u64),
+    /// One of those messages could not be stored.
+    CommitFailed(u64),
 }
 
 /// A shard's end of the cluster: where it sends its publishes and interest changes, and
@@ -125,6 +141,13 @@ pub struct ShardLink {
     inbound_dropped: Arc<std::sync::atomic::AtomicU64>,
     /// Set by the gateway once it follows the retained stream.
     retained_by_stream: Arc<AtomicBool>,
+    /// Set by the gateway once QoS 1/2 messages go through the message stream.
+    messages_by_stream: Arc<AtomicBool>,
+    /// This shard's index (the gateway answers its tickets).
+    shard: usize,
+    /// A QoS 1/2 message for the stream was dropped this turn (the gateway's queue was
+    /// full): the turn's ticket fails.
+    durable_dropped: bool,
     /// This node's `cluster_node_id` (or host name): part of the client ids the node
     /// generates, which must not collide with another node's (see `cluster::takeover`).
     pub node_id: Arc<str>,
@@ -151,10 +174,14 @@ impl ShardLink {
     /// subscription (not `$` topics: `$SYS` describes one node). Never blocks: a lookup in
     /// the remote-interest index, then one channel push, dropped and counted when the
     /// gateway is behind. A node alone in its cluster sends nothing.
+    ///
+    /// Returns true when the message went to the cluster's QoS 1/2 stream ([`messages`]):
+    /// its acknowledgement must then wait for the answer to this shard's next
+    /// [`ShardLink::ticket`].
     #[inline]
-    pub fn publish(&mut self, msg: &SharedMessage) {
+    pub fn publish(&mut self, msg: &SharedMessage) -> bool {
         if msg.topic.starts_with('$') {
-            return;
+            return false;
         }
         if msg.retain {
             self.send(Outbound::Retained(msg.clone()), || {
@@ -162,14 +189,40 @@ impl ShardLink {
             });
         }
         if self.remote.is_empty() {
-            return;
+            return false;
         }
         let mut wanted = false;
         self.remote
             .for_each_match(&msg.topic, true, |_, _| wanted = true);
-        if wanted && self.out.try_send(Outbound::Publish(msg.clone())).is_err() {
+        if !wanted {
+            return false;
+        }
+        let durable = msg.qos != QoS::AtMostOnce && self.messages_by_stream.load(Ordering::Relaxed);
+        let item = match durable {
+            true => Outbound::Durable(self.shard, msg.clone()),
+            false => Outbound::Publish(msg.clone()),
+        };
+        if self.out.try_send(item).is_err() {
+            self.dropped += 1;
+            self.durable_dropped |= durable;
+        }
+        durable
+    }
+
+    /// This shard ended a turn in which it sent QoS 1/2 messages to the stream: the gateway
+    /// answers `ticket` with [`Inbound::Committed`] once the stream holds them all. Returns
+    /// false when the answer can only be a failure (a message or the ticket itself did not
+    /// fit in the gateway's queue).
+    pub fn ticket(&mut self, ticket: u64) -> bool {
+        let dropped = std::mem::take(&mut self.durable_dropped);
+        let sent = self
+            .out
+            .try_send(Outbound::Ticket(self.shard, ticket))
+            .is_ok();
+        if !sent {
             self.dropped += 1;
         }
+        sent && !dropped
     }
 
     /// This node gained or lost a subscription on `filter`.

@@ -22,10 +22,10 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_nats::jetstream;
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::StreamExt;
 
 use super::gateway::Delivery;
@@ -45,49 +45,21 @@ pub(super) fn subject_of(topic: &str) -> String {
     subject::subject_under(subject::RETAINED_PREFIX, topic)
 }
 
-/// The stream's bytes for `msg`: when it expires (Unix milliseconds, 0 for never), then the
-/// PUBLISH (see [`envelope`]).
+/// The stream's bytes for `msg` (see [`envelope::encode_timed`]).
 pub(super) fn frame(msg: &SharedMessage) -> Bytes {
-    let publish = envelope::encode(msg);
-    let expires = msg.expires_at.map_or(0, |at| {
-        let left = at.saturating_duration_since(Instant::now());
-        // At least 1: 0 means "never".
-        unix_millis(SystemTime::now() + left).max(1)
-    });
-    let mut b = BytesMut::with_capacity(8 + publish.len());
-    b.put_u64(expires);
-    b.put_slice(&publish);
-    b.freeze()
+    envelope::encode_timed(msg)
 }
 
 /// The message a stream entry on `subject_str` carries, with its remaining lifetime; an
 /// expired one becomes a clear (empty payload). `None` for anything malformed, oversized, or
 /// whose topic is not its subject's.
 pub(super) fn unframe(subject_str: &str, b: &[u8], max_packet_size: u32) -> Option<Message> {
-    if b.len() < 8 {
-        return None;
-    }
-    let mut head = &b[..8];
-    let expires = head.get_u64();
-    let mut msg = envelope::decode(&b[8..], max_packet_size)?;
-    if subject::topic_under(subject::RETAINED_PREFIX, subject_str).as_deref() != Some(&*msg.topic) {
-        return None;
-    }
-    if expires != 0 {
-        let now = unix_millis(SystemTime::now());
-        if expires <= now {
-            msg.payload = Bytes::new();
-            msg.expires_at = None;
-        } else {
-            msg.expires_at = Some(Instant::now() + Duration::from_millis(expires - now));
-        }
+    let (mut msg, expired) =
+        envelope::decode_timed(subject::RETAINED_PREFIX, subject_str, b, max_packet_size)?;
+    if expired {
+        msg.payload = Bytes::new();
     }
     Some(msg)
-}
-
-fn unix_millis(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Follows the stream for as long as the gateway runs: creates it if it does not exist,
@@ -177,6 +149,7 @@ pub(super) async fn publish(js: &jetstream::Context, msg: &SharedMessage) {
 mod tests {
     use super::*;
     use crate::protocol::ByteStr;
+    use std::time::Instant;
 
     fn msg(topic: &str, expires_in: Option<Duration>) -> SharedMessage {
         Arc::new(Message {
@@ -205,7 +178,7 @@ mod tests {
         let m = msg("a", Some(Duration::from_secs(60)));
         let mut b = frame(&m).to_vec();
         // Expired a second ago.
-        let past = unix_millis(SystemTime::now()) - 1000;
+        let past = envelope::unix_millis(std::time::SystemTime::now()) - 1000;
         b[..8].copy_from_slice(&past.to_be_bytes());
         let got = unframe(&subject_of("a"), &b, 0).unwrap();
         assert!(got.payload.is_empty(), "applied as a clear");

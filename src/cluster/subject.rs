@@ -16,6 +16,8 @@
 
 /// Every cluster message subject starts with this.
 pub const PREFIX: &str = "midge.m.";
+/// Every subject of the QoS 1/2 message stream starts with this (see `cluster::messages`).
+pub const DURABLE_PREFIX: &str = "midge.p.";
 /// Every subject of the retained-message stream starts with this (see `cluster::retained`).
 pub const RETAINED_PREFIX: &str = "midge.r.";
 
@@ -70,8 +72,13 @@ pub fn topic_under(prefix: &str, subject: &str) -> Option<String> {
 /// The subject patterns that together cover every topic `filter` matches (one, or two for a
 /// filter ending in `#`).
 pub fn filter_patterns(filter: &str) -> Vec<String> {
-    let mut base = String::with_capacity(PREFIX.len() + filter.len() * 2 + 8);
-    base.push_str(PREFIX);
+    filter_patterns_under(PREFIX, filter)
+}
+
+/// [`filter_patterns`] for the subjects under `prefix`.
+pub fn filter_patterns_under(prefix: &str, filter: &str) -> Vec<String> {
+    let mut base = String::with_capacity(prefix.len() + filter.len() * 2 + 8);
+    base.push_str(prefix);
     let levels: Vec<&str> = filter.split('/').collect();
     for (i, level) in levels.iter().enumerate() {
         let last = i + 1 == levels.len();

@@ -253,7 +253,11 @@ impl Shard {
     #[inline]
     pub(crate) fn message_in(&mut self, msg: SharedMessage) -> bool {
         if let Some(cluster) = &mut self.cluster {
-            cluster.publish(&msg);
+            if cluster.publish(&msg) {
+                if let Some(d) = &mut self.durable {
+                    d.sent_to_cluster();
+                }
+            }
         }
         let sample = self.stats.route.sample_start();
         let matched = self.route(msg);

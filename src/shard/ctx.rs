@@ -191,7 +191,7 @@ impl Services<'_> {
     /// Whether persistence is on (changes go into [`Services::batch`] to be stored).
     #[inline]
     pub(crate) fn persistent(&self) -> bool {
-        self.shard.durable.is_some()
+        self.shard.persistent()
     }
 
     /// This loop turn's changes to durable state.

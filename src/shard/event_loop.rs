@@ -102,6 +102,8 @@ impl Shard {
                 Inbound::Shared(msg, group) => self.services().shared_from_cluster(msg, group),
                 Inbound::Will(msg) => self.services().will_from_cluster(msg),
                 Inbound::TakenOver(client_id) => self.taken_over_elsewhere(&client_id),
+                Inbound::Committed(ticket) => self.cluster_settled(ticket, true),
+                Inbound::CommitFailed(ticket) => self.cluster_settled(ticket, false),
             }
         }
     }

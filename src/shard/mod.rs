@@ -231,6 +231,20 @@ impl Shard {
         let mut buffers = BufferPool::new();
         buffers.set_growth_limit(shared.config.read_buffer_growth / n.max(1));
         let cluster = shared.take_cluster_link(id);
+        // In a cluster, acknowledgements of QoS 1/2 messages sent to other nodes wait for the
+        // cluster's message stream (`cluster::messages`), through the same holding as for the
+        // disk: without persistence, behind a store that keeps nothing.
+        let gateway = cluster.as_ref().map(|_| n);
+        let durable = match store {
+            Some(s) => Some(durable::Durable::new(s, n, true, gateway)),
+            None if cluster.is_some() => Some(durable::Durable::new(
+                Arc::new(crate::store::NullStore::default()),
+                n,
+                false,
+                gateway,
+            )),
+            None => None,
+        };
         let mounted = mount::any(&shared.config);
         let plugins = crate::plugin::ShardPlugins::new(&shared.plugins.all(), id, n);
         let listener_ports = listeners
@@ -273,7 +287,7 @@ impl Shard {
                 turn: 1,
                 ..StoreBatch::new()
             },
-            durable: store.map(|s| durable::Durable::new(s, n)),
+            durable,
             pool: msg_pool::MessagePool::default(),
             trim: MemoryTrim::new(),
             lingering: linger::Lingering::default(),

@@ -92,7 +92,7 @@ impl Shard {
 
     /// Sends `msg` to shard `to`; the wake-up happens once at the end of the turn.
     pub(crate) fn push_to(&mut self, to: usize, msg: ShardMsg) {
-        if let Some(d) = &mut self.durable {
+        if let Some(d) = self.durable.as_mut().filter(|d| d.persists) {
             let qos = match &msg {
                 ShardMsg::Deliver(m) | ShardMsg::DeliverShared { msg: m, .. } => m.qos,
                 _ => QoS::AtMostOnce,

@@ -81,6 +81,7 @@ use crate::record::{OutState, Subscription};
 
 pub use batch::Batch;
 pub(crate) use batch::BatchOp;
+pub use null::NullStore;
 pub(crate) use pairing::Link;
 
 mod batch;
@@ -88,6 +89,7 @@ pub mod codec;
 mod core;
 pub mod limits;
 mod mirror;
+mod null;
 mod pairing;
 mod redb_kv;
 mod seglog;

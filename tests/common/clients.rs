@@ -317,6 +317,27 @@ impl Rumq {
         assert!(done.is_some(), "rumqttc: QoS {q} publish not acknowledged");
     }
 
+    /// Publishes at QoS 1 and returns whether the PUBACK came within `limit`; false, without
+    /// a panic, when the connection failed (for tests that kill the broker meanwhile).
+    pub fn try_publish_qos1(&mut self, topic: &str, payload: &str, limit: Duration) -> bool {
+        if self
+            .client
+            .publish(topic, QoS::AtLeastOnce, false, payload.as_bytes().to_vec())
+            .is_err()
+        {
+            return false;
+        }
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(Ok(Event::Incoming(RPacket::PubAck(_)))) => return true,
+                Ok(Ok(_)) => continue,
+                Ok(Err(_)) | Err(_) => return false,
+            }
+        }
+    }
+
     /// Collects up to `n` messages within `limit`.
     pub fn messages(&mut self, n: usize, limit: Duration) -> Vec<Msg> {
         let deadline = Instant::now() + limit;

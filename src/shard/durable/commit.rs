@@ -70,6 +70,25 @@ impl Shard {
         }
     }
 
+    /// Whether persistence is on (the shard records its changes in its batch, to be stored).
+    #[inline]
+    pub(crate) fn persistent(&self) -> bool {
+        self.durable.as_ref().is_some_and(|d| d.persists)
+    }
+
+    /// The cluster gateway answered this shard's ticket: the cluster's message stream holds
+    /// (`ok`) or failed to store the QoS 1/2 messages sent before it.
+    pub(crate) fn cluster_settled(&mut self, ticket: u64, ok: bool) {
+        if let Some(d) = &mut self.durable {
+            if let Some(gw) = d.gateway {
+                match ok {
+                    true => d.committed(gw, ticket),
+                    false => d.commit_failed(gw, ticket),
+                }
+            }
+        }
+    }
+
     /// Holds the PUBACK/PUBREC of a message a bridge received from its remote (`key`: the
     /// link's `LINK_BASE + i`) until the message is durable, exactly as a client's: it joins
     /// the turn's acknowledgements. It is not in any connection's output (the link encodes
@@ -125,6 +144,15 @@ impl Shard {
         for to in 0..d.owe_ticket.len() {
             if std::mem::take(&mut d.owe_ticket[to]) {
                 d.sent[to] += 1;
+                if Some(to) == d.gateway {
+                    // The cluster's message stream: its answer comes through the link.
+                    let sent = self.cluster.as_mut().is_some_and(|c| c.ticket(d.sent[to]));
+                    if !sent {
+                        d.commit_failed(to, d.sent[to]);
+                    }
+                    ticketed = true;
+                    continue;
+                }
                 if paired {
                     self.batch.awaits(to, d.sent[to]);
                 }

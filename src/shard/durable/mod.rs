@@ -154,9 +154,15 @@ struct Owed {
     upto: u64,
 }
 
-/// A shard's persistence state (present when `persistence` is on).
+/// A shard's persistence state (present when `persistence` is on, or in a cluster, where
+/// QoS 1/2 messages that go to other nodes are acknowledged once the cluster's stream holds
+/// them: the gateway is one more destination, whose tickets it answers).
 pub(crate) struct Durable {
     pub store: Arc<dyn Store>,
+    /// The store keeps the shard's batches (persistence is on): see [`Durable::new`].
+    pub persists: bool,
+    /// The cluster gateway's destination index, if any.
+    pub gateway: Option<usize>,
     /// This turn's acknowledgements.
     turn_acks: Vec<Ack>,
     /// Per connection (slab key): its acknowledgements held in its output (`Conn::acks_held`
@@ -208,9 +214,21 @@ pub(crate) struct Durable {
 }
 
 impl Durable {
-    pub fn new(store: Arc<dyn Store>, shards: usize) -> Durable {
+    /// `persists`: the store keeps what the shard records (persistence on); false for a
+    /// `NullStore` that only holds acknowledgements behind the cluster gateway. `gateway`:
+    /// the cluster gateway's destination index (one past the shards), if the node is in a
+    /// cluster.
+    pub fn new(
+        store: Arc<dyn Store>,
+        shards: usize,
+        persists: bool,
+        gateway: Option<usize>,
+    ) -> Durable {
         let durable = store.durable();
+        let shards = shards + usize::from(gateway.is_some());
         Durable {
+            persists,
+            gateway,
             store,
             turn_acks: Vec::new(),
             acks_held: Vec::new(),
@@ -241,6 +259,13 @@ impl Durable {
     /// A QoS 1/2 delivery was pushed to shard `to`.
     pub fn delivered_to(&mut self, to: usize) {
         self.owe_ticket[to] = true;
+    }
+
+    /// A QoS 1/2 message went to the cluster's message stream this turn.
+    pub fn sent_to_cluster(&mut self) {
+        if let Some(to) = self.gateway {
+            self.owe_ticket[to] = true;
+        }
     }
 
     /// Shard `from` sent ticket `ticket`: everything it sent before is in our batch.

@@ -132,7 +132,7 @@ impl Shard {
             }
         };
         let subscriber = self.subscriber_id(slot);
-        let durable = self.durable.is_some() && !cfg.local_clean_session;
+        let durable = self.persistent() && !cfg.local_clean_session;
         let s = &mut self.sessions[slot].session;
         if s.durable && !durable {
             // A restart with `local_cleansession true` now: no longer kept in the store.
