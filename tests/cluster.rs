@@ -481,10 +481,7 @@ fn the_cluster_keeps_serving_when_a_nats_server_dies() {
         let payload = format!("after at QoS {qos}");
         loop {
             mosquitto_pub(a.port(), &["-t", "k/live", "-m", &payload, "-q", qos]);
-            if real(on_b.messages(5, Duration::from_millis(300)))
-                .iter()
-                .any(|m| *m == payload)
-            {
+            if real(on_b.messages(5, Duration::from_millis(300))).contains(&payload) {
                 break;
             }
             assert!(
@@ -887,4 +884,64 @@ fn nothing_a_killed_node_acknowledged_at_qos_1_is_lost() {
         acked.len(),
         lost.first()
     );
+}
+
+#[test]
+fn a_persistent_session_follows_its_client_across_nodes_with_its_queued_messages() {
+    let Some(nats) = Nats::start() else { return };
+    let a = nats.node("a", &[]);
+    let b = nats.node("b", &[]);
+    let c = nats.node("c", &[]);
+    // A persistent session on a with one subscription, then offline with 5 messages queued.
+    // MQTT 5 (with a Session Expiry Interval): mosquitto_sub then ends when its session is
+    // taken over (0x8E) instead of reconnecting and taking it back.
+    let v5 = ["-V", "5", "-x", "600", "-c", "-i", "mover", "-q", "1"];
+    let mut first = MosqSub::start(a.port(), &[&v5[..], &["-t", "s/#"]].concat());
+    first.kill();
+    let queued: Vec<String> = (0..5).map(|i| format!("q{i}")).collect();
+    for m in &queued {
+        mosquitto_pub(a.port(), &["-t", "s/x", "-m", m, "-q", "1"]);
+    }
+    // The client comes back on b (subscribing to something else): b takes the session over
+    // from a, with its subscription and its queued messages.
+    let resume = [&v5[..], &["-t", "unrelated/t", "-W", "60"]].concat();
+    let mut on_b = MosqSub::start(b.port(), &resume);
+    assert_eq!(
+        real(on_b.messages(5, Duration::from_secs(10))),
+        queued,
+        "the queued messages moved with the session"
+    );
+    // Its subscription s/# is b's now: messages published on c reach it there.
+    wait_for_interest(c.port(), "s/y", &mut [&mut on_b]);
+    mosquitto_pub(c.port(), &["-t", "s/y", "-m", "from c", "-q", "1"]);
+    assert_eq!(real(on_b.messages(1, Duration::from_secs(5))), ["from c"]);
+    // A second connection with the same client id on c takes the session over from b: b's
+    // connection is closed, and c's gets what a publishes on s/#.
+    let mut on_c = MosqSub::start(c.port(), &resume);
+    wait_for_interest(a.port(), "s/z", &mut [&mut on_c]);
+    mosquitto_pub(a.port(), &["-t", "s/z", "-m", "to c", "-q", "1"]);
+    assert_eq!(real(on_c.messages(1, Duration::from_secs(5))), ["to c"]);
+    assert!(
+        real(on_b.messages(10, Duration::from_secs(1))).is_empty(),
+        "b's connection was taken over"
+    );
+    // Only one copy of the session is left: a message now reaches the client once.
+    mosquitto_pub(b.port(), &["-t", "s/w", "-m", "once", "-q", "1"]);
+    assert_eq!(real(on_c.messages(3, Duration::from_secs(2))), ["once"]);
+}
+
+#[test]
+fn the_clients_of_a_killed_node_keep_their_subscriptions_on_another_node() {
+    let Some(nats) = Nats::start() else { return };
+    let a = nats.node("a", &[]);
+    let mut b = nats.node("b", &[]);
+    let mut on_b = MosqSub::start(b.port(), &["-c", "-i", "survivor", "-q", "1", "-t", "k/#"]);
+    wait_for_interest(a.port(), "k/probe", &mut [&mut on_b]);
+    b.kill9();
+    on_b.kill();
+    // The client reconnects to a without subscribing: its session comes from the bucket.
+    let resume = ["-c", "-i", "survivor", "-q", "1", "-t", "unrelated/t"];
+    let mut on_a = MosqSub::start(a.port(), &resume);
+    mosquitto_pub(a.port(), &["-t", "k/x", "-m", "kept", "-q", "1"]);
+    assert_eq!(real(on_a.messages(1, Duration::from_secs(5))), ["kept"]);
 }

@@ -23,6 +23,7 @@ use futures_util::StreamExt;
 
 use super::interest::{self, Announcement, RemoteInterest};
 use super::messages::{self, Publisher};
+use super::sessions::{self, RecordOp};
 use super::wills::{self, WillOp, Wills};
 use super::{envelope, retained, subject, takeover};
 use super::{Inbound, Outbound, ShardLink, INBOUND_CAPACITY, OUTBOUND_CAPACITY};
@@ -83,6 +84,7 @@ pub fn start(settings: Settings, wake: Vec<Wake>) -> io::Result<(Gateway, Vec<Sh
     let mut interest = Vec::new();
     let retained_by_stream = Arc::new(AtomicBool::new(false));
     let messages_by_stream = Arc::new(AtomicBool::new(false));
+    let sessions_by_bucket = Arc::new(AtomicBool::new(false));
     let node_id: Arc<str> = Arc::from(settings.node_id.as_str());
     for shard in 0..wake.len() {
         let (tx, rx) = crossbeam_channel::bounded(INBOUND_CAPACITY);
@@ -98,6 +100,7 @@ pub fn start(settings: Settings, wake: Vec<Wake>) -> io::Result<(Gateway, Vec<Sh
             inbound_dropped: dropped.clone(),
             retained_by_stream: retained_by_stream.clone(),
             messages_by_stream: messages_by_stream.clone(),
+            sessions_by_bucket: sessions_by_bucket.clone(),
             shard,
             durable_dropped: false,
             node_id: node_id.clone(),
@@ -120,6 +123,7 @@ pub fn start(settings: Settings, wake: Vec<Wake>) -> io::Result<(Gateway, Vec<Sh
                 max_packet_size: settings.max_packet_size,
                 retained_by_stream,
                 messages_by_stream,
+                sessions_by_bucket,
             });
             runtime.block_on(run(settings, out_rx, delivery));
         })?;
@@ -145,6 +149,8 @@ pub(super) struct Delivery {
     /// Shared with every shard's link: QoS 1/2 messages go through the message stream
     /// ([`messages`]).
     pub(super) messages_by_stream: Arc<AtomicBool>,
+    /// Shared with every shard's link: sessions follow their clients ([`sessions`]).
+    sessions_by_bucket: Arc<AtomicBool>,
 }
 
 impl Delivery {
@@ -200,6 +206,18 @@ impl Delivery {
             return;
         }
         (self.wake[shard])();
+    }
+
+    /// Asks the shard that holds `client_id`'s session (the home shard of the id) to hand it
+    /// over on `reply`.
+    fn hand_over(self: &Arc<Self>, client_id: ByteStr, reply: String) {
+        let shard = crate::shard::home_shard(client_id.as_bytes(), self.shards());
+        let delivery = self.clone();
+        tokio::spawn(async move {
+            delivery
+                .push_waiting(shard, Inbound::HandOver(client_id, reply))
+                .await;
+        });
     }
 
     /// The number of shards.
@@ -452,6 +470,25 @@ async fn run(
         delivery.clone(),
     ));
     let mut durable = Publisher::start(js.clone(), origin, settings.node_id.clone(), &delivery);
+    let bucket: Arc<std::sync::OnceLock<async_nats::jetstream::kv::Store>> = Default::default();
+    let (records, records_rx) = tokio::sync::mpsc::unbounded_channel();
+    let opener = tokio::spawn(open_sessions(
+        js.clone(),
+        settings.replicas,
+        bucket.clone(),
+        records_rx,
+        delivery.clone(),
+    ));
+    let mut handovers = match client
+        .subscribe(sessions::handover_subject(&settings.node_id))
+        .await
+    {
+        Ok(sub) => sub,
+        Err(e) => {
+            log::error!("cluster: cannot subscribe to session hand-over requests: {e}");
+            return;
+        }
+    };
     let follower = tokio::spawn(retained::follow(
         js.clone(),
         settings.replicas,
@@ -503,6 +540,29 @@ async fn run(
                 Some(Outbound::Retained(msg)) => retained::publish(&js, &msg).await,
                 Some(Outbound::WillSet(client_id, will)) => wills.op(WillOp::Keep(client_id, will)),
                 Some(Outbound::WillGone(client_id)) => wills.op(WillOp::Forget(client_id)),
+                Some(Outbound::SessionPut(client_id, record)) => {
+                    let _ = records.send(RecordOp::Put(client_id, record));
+                }
+                Some(Outbound::SessionGone(client_id)) => {
+                    let _ = records.send(RecordOp::Delete(client_id));
+                }
+                Some(Outbound::SessionFetch { shard, token, client_id }) => {
+                    let (client, bucket, delivery) = (client.clone(), bucket.clone(), delivery.clone());
+                    let me = settings.node_id.clone();
+                    tokio::spawn(async move {
+                        let found = match bucket.get() {
+                            Some(store) => sessions::fetch(&client, store, &me, &client_id).await,
+                            None => None,
+                        };
+                        let answer = Inbound::SessionFetched(token, found.map(Box::new));
+                        delivery.push_waiting(shard, answer).await;
+                    });
+                }
+                Some(Outbound::HandedOver(reply, session)) => {
+                    if let Err(e) = client.publish(reply, session.unwrap_or_default()).await {
+                        log::warn!("cluster: session hand-over answer failed: {e}");
+                    }
+                }
                 Some(Outbound::Connected(client_id)) => {
                     if let Err(e) = client.publish(takeover::subject_of(&client_id), Bytes::new()).await {
                         log::warn!("cluster: takeover notice for '{client_id}' failed: {e}");
@@ -527,6 +587,10 @@ async fn run(
                 delivery.interest_changed(remote.apply(from, a, std::time::Instant::now()));
             }
             Some(m) = heartbeats.next() => wills.heard(m.subject.as_str()),
+            Some(m) = handovers.next() => match (m.reply, std::str::from_utf8(&m.payload)) {
+                (Some(reply), Ok(id)) => delivery.hand_over(ByteStr::from(id), reply.to_string()),
+                _ => log::warn!("cluster: malformed session hand-over request"),
+            },
             Some(m) = takeovers.next() => match takeover::client_id_of(m.subject.as_str()) {
                 Some(id) => delivery.taken_over(&id),
                 None => log::warn!("cluster: malformed takeover notice on '{}'", m.subject),
@@ -545,8 +609,39 @@ async fn run(
     }
     follower.abort();
     consumer.abort();
+    opener.abort();
     wills.finish().await;
     let _ = client.flush().await;
+}
+
+/// Opens the session bucket (retrying while JetStream is unavailable), then applies the
+/// node's record changes in order for as long as the gateway runs.
+async fn open_sessions(
+    js: async_nats::jetstream::Context,
+    replicas: usize,
+    bucket: Arc<std::sync::OnceLock<async_nats::jetstream::kv::Store>>,
+    records: tokio::sync::mpsc::UnboundedReceiver<RecordOp>,
+    delivery: Arc<Delivery>,
+) {
+    let mut failing = false;
+    let store = loop {
+        match sessions::open(&js, replicas).await {
+            Ok(store) => break store,
+            Err(e) if !failing => {
+                log::warn!("cluster: session bucket unavailable ({e}); retrying");
+                failing = true;
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    };
+    let _ = bucket.set(store.clone());
+    delivery.sessions_by_bucket.store(true, Ordering::Release);
+    log::info!(
+        "cluster: sessions follow their clients (bucket {})",
+        sessions::BUCKET
+    );
+    sessions::apply(store, records).await;
 }
 
 /// The node's two NATS connections: `plain` (no echo) for messages and announcements,

@@ -37,8 +37,11 @@
 //!   PUBACK/PUBREC waits until the stream holds it, and each node reads the stream with a
 //!   durable consumer of its own, so a node that was down gets what it missed ([`messages`]).
 //!
-//! What this step does not do yet (docs/ARCHITECTURE.md, "Cluster"): sessions are per node
-//! (a client that moves to another node starts there with what its session holds there).
+//! - a persistent session follows its client: its record (owner, subscriptions, expiry) is
+//!   kept in a JetStream key-value bucket, and a CONNECT without clean start on another
+//!   node takes the session over, with its queued messages, from the node that has it
+//!   ([`sessions`]).
+//!
 //! Without `cluster_nats_url` none of this exists: no thread, no channel, no check on the
 //! hot path beyond one `Option`.
 
@@ -48,6 +51,7 @@ mod interest;
 mod messages;
 mod nats_options;
 mod retained;
+pub(crate) mod sessions;
 mod streams;
 pub mod subject;
 mod takeover;
@@ -95,6 +99,19 @@ pub(crate) enum Outbound {
     WillGone(ByteStr),
     /// A client connected here: its connection on any other node is taken over.
     Connected(ByteStr),
+    /// The record of a persistent session held here ([`sessions`]), to keep in the bucket.
+    SessionPut(ByteStr, bytes::Bytes),
+    /// That session ended here.
+    SessionGone(ByteStr),
+    /// A CONNECT parked under `token` on `shard` resumes the client's session if another
+    /// node has it: look it up and take it over.
+    SessionFetch {
+        shard: usize,
+        token: u64,
+        client_id: ByteStr,
+    },
+    /// The answer to another node's hand-over request (`reply`): the session, or `None`.
+    HandedOver(String, Option<bytes::Bytes>),
 }
 
 /// What the gateway hands a shard.
@@ -117,6 +134,11 @@ pub(crate) enum Inbound {
     Committed(u64),
     /// One of those messages could not be stored.
     CommitFailed(u64),
+    /// The answer to [`Outbound::SessionFetch`]: the session taken over from another node,
+    /// if there was one.
+    SessionFetched(u64, Option<Box<crate::store::RecoveredSession>>),
+    /// Another node takes over this client's session: hand it over on the reply subject.
+    HandOver(ByteStr, String),
 }
 
 /// A shard's end of the cluster: where it sends its publishes and interest changes, and
@@ -143,6 +165,8 @@ pub struct ShardLink {
     retained_by_stream: Arc<AtomicBool>,
     /// Set by the gateway once QoS 1/2 messages go through the message stream.
     messages_by_stream: Arc<AtomicBool>,
+    /// Set by the gateway once sessions are kept in the cluster's bucket ([`sessions`]).
+    sessions_by_bucket: Arc<AtomicBool>,
     /// This shard's index (the gateway answers its tickets).
     shard: usize,
     /// A QoS 1/2 message for the stream was dropped this turn (the gateway's queue was
@@ -286,6 +310,44 @@ impl ShardLink {
     pub fn connected(&mut self, client_id: &ByteStr) {
         self.send(Outbound::Connected(client_id.clone()), || {
             format!("takeover notice for '{client_id}'")
+        });
+    }
+
+    /// True once persistent sessions follow their clients across nodes ([`sessions`]).
+    pub fn sessions_in_cluster(&self) -> bool {
+        self.sessions_by_bucket.load(Ordering::Acquire)
+    }
+
+    /// The persistent session of `client_id` is held here as `stored`.
+    pub fn session_put(&mut self, client_id: &ByteStr, stored: &crate::store::StoredSession) {
+        let record = sessions::encode_record(&self.node_id, stored);
+        self.send(Outbound::SessionPut(client_id.clone(), record), || {
+            format!("session record of '{client_id}'")
+        });
+    }
+
+    /// The persistent session of `client_id` ended here.
+    pub fn session_gone(&mut self, client_id: &ByteStr) {
+        self.send(Outbound::SessionGone(client_id.clone()), || {
+            format!("end of the session record of '{client_id}'")
+        });
+    }
+
+    /// Asks for `client_id`'s session elsewhere in the cluster for the CONNECT parked under
+    /// `token`; false if the request could not be queued (the CONNECT goes on without).
+    pub fn fetch_session(&mut self, token: u64, client_id: &ByteStr) -> bool {
+        let item = Outbound::SessionFetch {
+            shard: self.shard,
+            token,
+            client_id: client_id.clone(),
+        };
+        self.out.try_send(item).is_ok()
+    }
+
+    /// Answers a hand-over request with the session (`None`: not here).
+    pub fn handed_over(&mut self, reply: String, session: Option<bytes::Bytes>) {
+        self.send(Outbound::HandedOver(reply, session), || {
+            "session hand-over".to_string()
         });
     }
 

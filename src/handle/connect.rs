@@ -176,6 +176,13 @@ impl Ctx<'_> {
         connect_accepted(&mut self, connect)
     }
 
+    /// The cluster answered whether another node had the client's session (if so, it is
+    /// installed here now): the CONNECT finishes, resuming it or starting a new one.
+    pub(crate) fn cluster_session_resumed(mut self, connect: Connect) -> bool {
+        let id = connect.client_id.clone();
+        attach(&mut self, connect, id, false)
+    }
+
     /// A connection another shard moved here (its CONNECT already checked and
     /// authenticated there) finishes its CONNECT.
     pub(crate) fn connect_adopted(mut self, connect: Connect) -> bool {
@@ -211,6 +218,13 @@ pub(super) fn connect_accepted(cx: &mut Ctx<'_>, mut connect: Connect) -> bool {
         return false;
     }
     let id = connect.client_id.clone();
+    if !connect.clean_start && cx.find_session(&id).is_none() {
+        // The session may be on another cluster node: it comes here before CONNACK.
+        if let Some(serial) = cx.ask_cluster_for_session(&id) {
+            cx.park(connect, serial);
+            return true;
+        }
+    }
     attach(cx, connect, id, false)
 }
 
@@ -378,6 +392,7 @@ fn attach(cx: &mut Ctx<'_>, connect: Connect, client_id: ByteStr, assigned: bool
     }
     s.durable = durable;
     s.store_record(batch);
+    cx.mark_cluster_record(slot);
 
     cx.sync_cluster_will(slot);
     cx.cluster_connected(slot);

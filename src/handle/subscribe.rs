@@ -117,6 +117,7 @@ pub(super) fn handle_subscribe(cx: &mut SessionCtx<'_>, mut subscribe: Subscribe
     }
     let (session, batch) = cx.session_and_batch();
     session.store_record(batch);
+    cx.mark_own_cluster_record();
     // [MQTT-3.8.4-1]: SUBACK with the same packet id, one code per filter [MQTT-3.8.4-5].
     let suback = SubAck {
         packet_id: subscribe.packet_id,
@@ -170,6 +171,7 @@ pub(super) fn handle_unsubscribe(cx: &mut SessionCtx<'_>, mut unsubscribe: Unsub
     }
     let (session, batch) = cx.session_and_batch();
     session.store_record(batch);
+    cx.mark_own_cluster_record();
     let unsuback = UnsubAck {
         packet_id: unsubscribe.packet_id,
         codes,

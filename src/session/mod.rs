@@ -407,6 +407,21 @@ impl Session {
         self.inflight_bytes() + self.queued_bytes
     }
 
+    /// Takes the messages the session still owes its client, for a session that moves to
+    /// another cluster node: those in flight (but QoS 2 ones already received, which only
+    /// await PUBCOMP), then those queued, in order. The session keeps none.
+    pub fn take_messages(&mut self) -> Vec<Delivery> {
+        let inflight = std::mem::take(&mut self.inflight)
+            .into_iter()
+            .filter(|f| f.state != OutState::AwaitPubComp)
+            .map(|f| f.delivery);
+        let queued = std::mem::take(&mut self.queue)
+            .into_iter()
+            .map(|q| q.delivery);
+        self.queued_bytes = 0;
+        inflight.chain(queued).collect()
+    }
+
     /// Payload bytes waiting in the queue.
     pub fn queued_bytes(&self) -> usize {
         self.queued_bytes

@@ -104,11 +104,7 @@ impl RouteBench {
                 },
             );
             session.conn = Some(0);
-            let slot = shard.sessions.insert(SessionSlot {
-                will_in_cluster: false,
-                generation: 1,
-                session,
-            });
+            let slot = shard.sessions.insert(SessionSlot::new(1, session));
             let entry = Entry {
                 subscriber: SubscriberId {
                     shard: home as u16,

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use super::conn::{Conn, ConnState};
 use super::inbox::{Migrating, ShardMsg};
-use super::{home_shard, Close, SessionSlot, Shard};
+use super::{home_shard, Close, Shard};
 use crate::auth::{Auth, AuthRequest, PasswordFile};
 use crate::config::Config;
 use crate::index::{Entry, SubscriberId};
@@ -229,6 +229,11 @@ impl Services<'_> {
         if let (Some(link), Some(s)) = (&mut shard.cluster, shard.sessions.get(slot)) {
             link.connected(&s.session.client_id);
         }
+    }
+
+    /// `slot`'s record changed (see `Shard::mark_cluster_record`).
+    pub(crate) fn mark_cluster_record(&mut self, slot: usize) {
+        self.shard.mark_cluster_record(slot);
     }
 
     /// Keeps the cluster's copy of `slot`'s will current (see `Shard::sync_cluster_will`).
@@ -479,6 +484,21 @@ impl<'a> Ctx<'a> {
         conn.pending_connect = Some(Box::new(connect));
     }
 
+    /// Asks the cluster for `client_id`'s session on other nodes (`cluster::sessions`;
+    /// answered in `Shard::cluster_session_fetched`); the serial to [`Ctx::park`] the
+    /// CONNECT under meanwhile. `None` when there is nothing to ask (sessions do not follow
+    /// clients in this cluster) or the gateway's queue is full.
+    pub(crate) fn ask_cluster_for_session(&mut self, client_id: &ByteStr) -> Option<u64> {
+        let shard = &mut *self.services.shard;
+        let link = shard.cluster.as_mut().filter(|c| c.sessions_in_cluster())?;
+        let serial = shard.next_auth_token + 1;
+        if !link.fetch_session(auth_token(serial, self.key), client_id) {
+            return None;
+        }
+        shard.next_auth_token = serial;
+        Some(serial)
+    }
+
     /// Whether the session of `client_id` lives on this shard (see [`home_shard`]).
     pub(crate) fn is_home_of(&self, client_id: &ByteStr) -> bool {
         let shard = &self.services.shard;
@@ -558,17 +578,7 @@ impl<'a> Ctx<'a> {
 
     /// Adds a new session for its client id; returns its slot.
     pub(crate) fn new_session(&mut self, session: Session) -> usize {
-        let shard = &mut *self.services.shard;
-        let generation = shard.next_generation;
-        shard.next_generation = shard.next_generation.wrapping_add(1);
-        let client_id = session.client_id.clone();
-        let slot = shard.sessions.insert(SessionSlot {
-            will_in_cluster: false,
-            generation,
-            session,
-        });
-        shard.session_by_id.insert(client_id, slot);
-        slot
+        self.services.shard.add_session(session)
     }
 
     /// Attaches the connection to session `slot` (CONNACK accepted it): the outgoing topic
@@ -611,6 +621,12 @@ impl SessionCtx<'_> {
     #[inline]
     pub(crate) fn session(&mut self) -> &mut Session {
         &mut self.cx.services.shard.sessions[self.slot].session
+    }
+
+    /// The session's record changed (see `Shard::mark_cluster_record`).
+    pub(crate) fn mark_own_cluster_record(&mut self) {
+        let slot = self.slot;
+        self.cx.services.shard.mark_cluster_record(slot);
     }
 
     /// The session and the turn's store batch its changes go into.

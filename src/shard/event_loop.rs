@@ -104,6 +104,8 @@ impl Shard {
                 Inbound::TakenOver(client_id) => self.taken_over_elsewhere(&client_id),
                 Inbound::Committed(ticket) => self.cluster_settled(ticket, true),
                 Inbound::CommitFailed(ticket) => self.cluster_settled(ticket, false),
+                Inbound::SessionFetched(token, moved) => self.cluster_session_fetched(token, moved),
+                Inbound::HandOver(client_id, reply) => self.hand_over(&client_id, reply),
             }
         }
     }
@@ -119,6 +121,7 @@ impl Shard {
         // flushes below carry it on.
         self.flush_links();
         self.flush_held_bytes();
+        self.flush_cluster_records();
         self.commit_turn(tick);
         // What the store's progress released to the links' remotes.
         self.flush_link_acks();

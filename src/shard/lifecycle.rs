@@ -301,27 +301,28 @@ impl Shard {
     }
 
     /// `client_id` connected to another cluster node: its connection here, if any, is closed
-    /// with 0x8E, and its session ends unless it was to outlive the connection.
+    /// with 0x8E, and its session ends unless it was to outlive the connection (or, when
+    /// sessions follow their clients, in any case: the session is the other node's now).
     pub(crate) fn taken_over_elsewhere(&mut self, client_id: &crate::protocol::ByteStr) {
         let Some(&slot) = self.session_by_id.get(client_id) else {
             return;
         };
-        let Some(conn) = self.sessions.get(slot).and_then(|s| s.session.conn) else {
-            return;
-        };
-        log::info!(
-            target: crate::logging::TARGET_CONNECTION,
-            "Client {client_id} connected to another cluster node."
-        );
-        self.close(conn, Close::TakenOver);
-        // A local takeover hands the session to the new connection; this one has none.
-        if self
-            .sessions
-            .get(slot)
-            .is_some_and(|s| s.session.conn.is_none() && s.session.expiry_interval == 0)
-        {
-            self.end_session(slot);
+        if let Some(conn) = self.sessions.get(slot).and_then(|s| s.session.conn) {
+            log::info!(
+                target: crate::logging::TARGET_CONNECTION,
+                "Client {client_id} connected to another cluster node."
+            );
+            self.close(conn, Close::TakenOver);
+            // A local takeover hands the session to the new connection; this one has none.
+            if self
+                .sessions
+                .get(slot)
+                .is_some_and(|s| s.session.conn.is_none() && s.session.expiry_interval == 0)
+            {
+                self.end_session(slot);
+            }
         }
+        self.session_taken_elsewhere(slot);
     }
 
     /// The connection of `slot` is gone: publish the will when due (at once, or after its
@@ -360,6 +361,7 @@ impl Shard {
         } else {
             // Its end time and any delayed will, as wall-clock deadlines.
             self.sessions[slot].session.store_record(&mut self.batch);
+            self.mark_cluster_record(slot);
         }
     }
 
@@ -375,6 +377,7 @@ impl Shard {
             return;
         }
         let s = self.sessions.remove(slot);
+        self.cluster_record_ends(&s);
         if s.will_in_cluster {
             if let Some(link) = &mut self.cluster {
                 link.will_gone(&s.session.client_id);

@@ -16,6 +16,7 @@
 //! with no broker-wide lock or registry.
 
 pub mod bench;
+mod cluster_sessions;
 pub mod conn;
 pub(crate) mod ctx;
 mod ctx_plugins;
@@ -102,7 +103,24 @@ pub struct SessionSlot {
     /// the node dies. Here rather than in `Session`: it fills the padding after
     /// `generation` (memory per connection, see `per_connection_structs_stay_small`).
     pub will_in_cluster: bool,
+    /// The cluster's session bucket holds this session's record (`cluster::sessions`).
+    pub record_in_cluster: bool,
+    /// The record changed this turn and is queued in `Shard::cluster_records`.
+    pub record_dirty: bool,
     pub session: Session,
+}
+
+impl SessionSlot {
+    /// A slot for `session` under `generation`, known to no cluster record yet.
+    pub fn new(generation: u32, session: Session) -> SessionSlot {
+        SessionSlot {
+            generation,
+            will_in_cluster: false,
+            record_in_cluster: false,
+            record_dirty: false,
+            session,
+        }
+    }
 }
 
 /// One listening socket of a shard (see [`crate::transport::Listener`]).
@@ -139,6 +157,8 @@ pub struct Shard {
     pub(crate) next_auth_token: u64,
     /// This shard's link to the cluster gateway (`None`: the node runs alone).
     pub(crate) cluster: Option<crate::cluster::ShardLink>,
+    /// Sessions whose cluster record changed this turn (see `shard::cluster_sessions`).
+    pub(crate) cluster_records: Vec<usize>,
     /// QoS 0 messages dropped for slow consumers (see `qos0_backlog_limit`).
     pub(crate) slow_consumer_drops: u64,
     /// Unsent bytes beyond which QoS 0 messages to a connection are dropped:
@@ -272,6 +292,7 @@ impl Shard {
             auth,
             next_auth_token: 0,
             cluster,
+            cluster_records: Vec::new(),
             slow_consumer_drops: 0,
             qos0_backlog_limit,
             mounted,
@@ -302,6 +323,16 @@ impl Shard {
         })
     }
 
+    /// Adds a session under the next generation and registers its client id; its slot.
+    pub(crate) fn add_session(&mut self, session: Session) -> usize {
+        let generation = self.next_generation;
+        self.next_generation = self.next_generation.wrapping_add(1);
+        let client_id = session.client_id.clone();
+        let slot = self.sessions.insert(SessionSlot::new(generation, session));
+        self.session_by_id.insert(client_id, slot);
+        slot
+    }
+
     /// Installs the sessions recovered from the store whose home is this shard, before the
     /// loop starts. Returns their subscriptions, for every other shard's index replica.
     pub fn recover(&mut self, sessions: Vec<RecoveredSession>) -> Vec<(protocol::ByteStr, Entry)> {
@@ -311,25 +342,13 @@ impl Shard {
         for r in sessions {
             let session = Session::recovered(r, limits);
             self.held_recovered += session.held_bytes();
-            let generation = self.next_generation;
-            self.next_generation = self.next_generation.wrapping_add(1);
-            let client_id = session.client_id.clone();
             let subscriptions: Vec<_> = session
                 .subscriptions
                 .iter()
                 .map(|(f, s)| (f.clone(), *s))
                 .collect();
-            let slot = self.sessions.insert(SessionSlot {
-                will_in_cluster: false,
-                generation,
-                session,
-            });
-            self.session_by_id.insert(client_id, slot);
-            let subscriber = SubscriberId {
-                shard: self.id as u16,
-                slot: slot as u32,
-                generation,
-            };
+            let slot = self.add_session(session);
+            let subscriber = self.subscriber_id(slot);
             for (filter, sub) in subscriptions {
                 let entry = Entry {
                     subscriber,

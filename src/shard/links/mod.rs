@@ -122,11 +122,7 @@ impl Shard {
                         let generation = self.next_generation;
                         self.next_generation = self.next_generation.wrapping_add(1);
                         let session = Session::new(client_id, u32::MAX, cfg.protocol, limits);
-                        self.sessions.insert(SessionSlot {
-                            will_in_cluster: false,
-                            generation,
-                            session,
-                        })
+                        self.sessions.insert(SessionSlot::new(generation, session))
                     }
                 }
             }
