@@ -945,3 +945,24 @@ fn the_clients_of_a_killed_node_keep_their_subscriptions_on_another_node() {
     mosquitto_pub(a.port(), &["-t", "k/x", "-m", "kept", "-q", "1"]);
     assert_eq!(real(on_a.messages(1, Duration::from_secs(5))), ["kept"]);
 }
+
+#[test]
+fn a_clean_start_on_another_node_discards_the_session() {
+    let Some(nats) = Nats::start() else { return };
+    let a = nats.node("a", &[]);
+    let b = nats.node("b", &[]);
+    let v5 = ["-V", "5", "-x", "600", "-i", "fresh", "-q", "1"];
+    let mut first = MosqSub::start(a.port(), &[&v5[..], &["-c", "-t", "f/#"]].concat());
+    first.kill();
+    mosquitto_pub(a.port(), &["-t", "f/x", "-m", "old", "-q", "1"]);
+    // Clean start on b [MQTT-3.1.2-4]: a's session (and its queued message) is gone.
+    let mut clean = MosqSub::start(b.port(), &[&v5[..], &["-t", "other/t"]].concat());
+    assert!(real(clean.messages(1, Duration::from_millis(500))).is_empty());
+    clean.kill();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut back = MosqSub::start(a.port(), &[&v5[..], &["-c", "-t", "other/t"]].concat());
+    assert!(
+        real(back.messages(1, Duration::from_secs(1))).is_empty(),
+        "the discarded session's message is not delivered"
+    );
+}

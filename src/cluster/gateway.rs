@@ -635,13 +635,13 @@ async fn open_sessions(
         }
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     };
-    let _ = bucket.set(store.clone());
+    let _ = bucket.set(store);
     delivery.sessions_by_bucket.store(true, Ordering::Release);
     log::info!(
         "cluster: sessions follow their clients (bucket {})",
         sessions::BUCKET
     );
-    sessions::apply(store, records).await;
+    sessions::apply(js, records).await;
 }
 
 /// The node's two NATS connections: `plain` (no echo) for messages and announcements,

@@ -29,6 +29,8 @@
 
 use std::time::Duration;
 
+use async_nats::jetstream::context::PublishAckFuture;
+use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
 
@@ -43,6 +45,8 @@ pub(super) const BUCKET: &str = "MIDGE_SESSIONS";
 pub(super) const HANDOVER_PREFIX: &str = "midge.sh.";
 /// How long a node waits for the owner of a session to hand it over.
 const HANDOVER_WAIT: Duration = Duration::from_secs(3);
+/// The header that makes a message on a key's subject a delete (the key-value client's).
+const KV_OPERATION: &str = "KV-Operation";
 /// The record format's first byte.
 const FORMAT: u8 = 1;
 
@@ -178,27 +182,39 @@ pub(super) enum RecordOp {
     Delete(ByteStr),
 }
 
-/// Applies the node's record changes in order (a failure is logged: the record is then
-/// stale until the session's next change).
+/// Applies the node's record changes in order, pipelined: each is published to the
+/// bucket's subject (as the key-value client's `put` and `delete` do) without waiting for
+/// the one before, and a second task awaits JetStream's answers (a reconnect storm is
+/// thousands of records a second; one round trip each would queue them). JetStream
+/// applies one connection's messages in order, so a later change of a key wins. A failure
+/// is logged: the record is then stale until the session's next change.
 pub(super) async fn apply(
-    store: kv::Store,
+    js: jetstream::Context,
     mut ops: tokio::sync::mpsc::UnboundedReceiver<RecordOp>,
 ) {
+    let (acks, mut answers) = tokio::sync::mpsc::unbounded_channel::<(ByteStr, PublishAckFuture)>();
+    let checker = tokio::spawn(async move {
+        while let Some((client_id, ack)) = answers.recv().await {
+            if let Err(e) = ack.await {
+                log::warn!("cluster: session record of '{client_id}' not written: {e}");
+            }
+        }
+    });
     while let Some(op) = ops.recv().await {
-        let (client_id, result) = match op {
-            RecordOp::Put(id, value) => {
-                let r = store.put(key_of(&id), value).await.map(|_| ());
-                (id, r.map_err(|e| e.to_string()))
-            }
-            RecordOp::Delete(id) => {
-                let r = store.delete(key_of(&id)).await;
-                (id, r.map_err(|e| e.to_string()))
-            }
+        let (client_id, publish) = match op {
+            RecordOp::Put(id, value) => (id, PublishMessage::build().payload(value)),
+            RecordOp::Delete(id) => (id, PublishMessage::build().header(KV_OPERATION, "DEL")),
         };
-        if let Err(e) = result {
-            log::warn!("cluster: session record of '{client_id}' not written: {e}");
+        let subject = format!("$KV.{BUCKET}.{}", key_of(&client_id));
+        match js.send_publish(subject, publish).await {
+            Ok(ack) => {
+                let _ = acks.send((client_id, ack));
+            }
+            Err(e) => log::warn!("cluster: session record of '{client_id}' not sent: {e}"),
         }
     }
+    drop(acks);
+    let _ = checker.await;
 }
 
 /// Looks up `client_id`'s session elsewhere in the cluster for a CONNECT on node `me`, and
