@@ -23,12 +23,29 @@ struct Nats {
 impl Nats {
     /// One server alone.
     fn start() -> Option<Nats> {
-        Nats::spawn(free_port(), &[])
+        Nats::retrying(|| Nats::spawn(free_port(), &[]))
+    }
+
+    /// Runs `start` until its servers listen: a port picked free may be taken by another
+    /// test before nats-server binds it (then nats-server exits, and new ports are tried).
+    fn retrying<T>(start: impl Fn() -> Option<Result<T, String>>) -> Option<T> {
+        let mut why = String::new();
+        for _ in 0..3 {
+            match start()? {
+                Ok(t) => return Some(t),
+                Err(e) => why = e,
+            }
+        }
+        panic!("nats-server did not start: {why}");
     }
 
     /// Three servers routed to each other as one NATS cluster (JetStream on each, so streams
     /// may have 3 replicas and survive the loss of one server).
     fn cluster3() -> Option<Vec<Nats>> {
+        Nats::retrying(Nats::try_cluster3)
+    }
+
+    fn try_cluster3() -> Option<Result<Vec<Nats>, String>> {
         let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
         let routes = ports
             .iter()
@@ -49,12 +66,17 @@ impl Nats {
                 "--routes",
                 &routes,
             ];
-            servers.push(Nats::spawn(*port, &args)?);
+            match Nats::spawn(*port, &args)? {
+                Ok(n) => servers.push(n),
+                Err(e) => return Some(Err(e)),
+            }
         }
-        Some(servers)
+        Some(Ok(servers))
     }
 
-    fn spawn(port: u16, extra: &[&str]) -> Option<Nats> {
+    /// A nats-server on `port`: `None` to skip (not midge, or no nats-server and
+    /// `MIDGE_REQUIRE_NATS` unset), `Err` when it exited or did not listen.
+    fn spawn(port: u16, extra: &[&str]) -> Option<Result<Nats, String>> {
         if !common::is_midge() {
             return None;
         }
@@ -74,19 +96,24 @@ impl Nats {
             }
             Err(e) => panic!("MIDGE_REQUIRE_NATS is set and nats-server does not start: {e}"),
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "nats-server did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Some(Nats {
+        let mut nats = Nats {
             child,
             port,
             _store: store,
-        })
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            let log =
+                || std::fs::read_to_string(nats._store.path().join("log")).unwrap_or_default();
+            if let Ok(Some(status)) = nats.child.try_wait() {
+                return Some(Err(format!("exited ({status}) on port {port}: {}", log())));
+            }
+            if Instant::now() > deadline {
+                return Some(Err(format!("did not listen on {port}: {}", log())));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(Ok(nats))
     }
 
     fn url(&self) -> String {
@@ -736,7 +763,7 @@ fn nodes_log_in_to_nats_over_tls_and_a_wrong_password_is_refused() {
         "--tlskey",
         &key,
     ];
-    let Some(nats) = Nats::spawn(free_port(), &args) else {
+    let Some(nats) = Nats::retrying(|| Nats::spawn(free_port(), &args)) else {
         return;
     };
     let login = |password: &str| {

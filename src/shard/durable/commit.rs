@@ -41,7 +41,8 @@ impl Shard {
             at: 0,
         };
         let routed_end = conn.wbuf.len();
-        match &mut self.durable {
+        let hold = self.durable.as_mut().is_some_and(|d| d.must_hold(key));
+        match self.durable.as_mut().filter(|_| hold) {
             None => self.send(key, &ack.packet()),
             Some(d) => {
                 self.buffers.ensure(&mut conn.wbuf);
@@ -138,6 +139,9 @@ impl Shard {
         };
         let me = self.id;
         let mut ticketed = false;
+        // A message routed to the cluster that no acknowledgement followed (a will, a
+        // bridge's message, a closed publisher): nothing later is held for it.
+        d.to_cluster = false;
         // A QoS 2 message's id and its copies on other shards reach the disk in one frame
         // (`store::pairing`): this batch awaits theirs, theirs say what they cover.
         let paired = self.batch.receives_qos2();

@@ -163,6 +163,9 @@ pub(crate) struct Durable {
     pub persists: bool,
     /// The cluster gateway's destination index, if any.
     pub gateway: Option<usize>,
+    /// The message being routed went to the cluster's message stream (taken by the
+    /// acknowledgement that follows its routing, see [`Durable::must_hold`]).
+    to_cluster: bool,
     /// This turn's acknowledgements.
     turn_acks: Vec<Ack>,
     /// Per connection (slab key): its acknowledgements held in its output (`Conn::acks_held`
@@ -229,6 +232,7 @@ impl Durable {
         Durable {
             persists,
             gateway,
+            to_cluster: false,
             store,
             turn_acks: Vec::new(),
             acks_held: Vec::new(),
@@ -265,7 +269,17 @@ impl Durable {
     pub fn sent_to_cluster(&mut self) {
         if let Some(to) = self.gateway {
             self.owe_ticket[to] = true;
+            self.to_cluster = true;
         }
+    }
+
+    /// Whether the acknowledgement of the message just routed, to connection `key`, must be
+    /// held: always with persistence; without, only if the message went to the cluster's
+    /// stream or the connection has an earlier acknowledgement held (order). So a clustered
+    /// node's acknowledgements of messages that stay on it go out at once, as a lone node's.
+    pub fn must_hold(&mut self, key: usize) -> bool {
+        let to_cluster = std::mem::take(&mut self.to_cluster);
+        self.persists || to_cluster || self.acks_held.get(key).is_some_and(|n| *n > 0)
     }
 
     /// Shard `from` sent ticket `ticket`: everything it sent before is in our batch.
