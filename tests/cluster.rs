@@ -993,3 +993,38 @@ fn a_clean_start_on_another_node_discards_the_session() {
         "the discarded session's message is not delivered"
     );
 }
+
+#[test]
+fn a_second_node_with_the_same_node_id_is_reported() {
+    let Some(nats) = Nats::start() else { return };
+    let first = nats.node("twin", &[]);
+    await_log(&first, "sessions follow their clients");
+    let second = nats.node("twin", &[]);
+    await_log(&second, "another node runs with cluster_node_id 'twin'");
+    assert!(!first.log().contains("another node runs"));
+}
+
+#[test]
+fn a_subscriber_gets_every_qos_from_two_other_nodes_once() {
+    let Some(nats) = Nats::start() else { return };
+    let a = nats.node("a", &[]);
+    let b = nats.node("b", &[]);
+    let c = nats.node("c", &[]);
+    let mut on_a = MosqSub::start(a.port(), &["-t", "m/+/x", "-q", "2"]);
+    wait_for_interest(b.port(), "m/b/x", &mut [&mut on_a]);
+    wait_for_interest(c.port(), "m/c/x", &mut [&mut on_a]);
+    let mut want = Vec::new();
+    for (node, port) in [("b", b.port()), ("c", c.port())] {
+        for qos in ["0", "1", "2"] {
+            let m = format!("{node}{qos}");
+            let done = mosquitto_pub(port, &["-t", &format!("m/{node}/x"), "-m", &m, "-q", qos]);
+            assert!(done.success(), "{m} acknowledged");
+            want.push(m);
+        }
+    }
+    // One more than sent: a duplicate would show up within the wait.
+    let mut got = real(on_a.messages(7, Duration::from_secs(3)));
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "each message once");
+}

@@ -479,6 +479,10 @@ async fn run(
         records_rx,
         delivery.clone(),
     ));
+    tokio::spawn(sessions::check_unique(
+        client.clone(),
+        settings.node_id.clone(),
+    ));
     let mut handovers = match client
         .subscribe(sessions::handover_subject(&settings.node_id))
         .await

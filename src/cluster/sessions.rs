@@ -75,6 +75,21 @@ pub(super) fn handover_subject(node_id: &str) -> String {
     super::subject::subject_under(HANDOVER_PREFIX, node_id)
 }
 
+/// Logs an error when another live node uses this node's `cluster_node_id`: each node's
+/// message consumer and hand-over subject are named after it, so two such nodes would
+/// split each other's QoS 1/2 messages and sessions between them. The check asks the
+/// hand-over subject for the empty client id (which no session has): only another node
+/// answers (no echo: this node does not hear its own request).
+pub(super) async fn check_unique(client: async_nats::Client, node_id: String) {
+    let ask = client.request(handover_subject(&node_id), Bytes::new());
+    if let Ok(Ok(_)) = tokio::time::timeout(HANDOVER_WAIT, ask).await {
+        log::error!(
+            "cluster: another node runs with cluster_node_id '{node_id}': node ids must be \
+             unique (QoS 1/2 messages and sessions are split between nodes that share one)"
+        );
+    }
+}
+
 /// A session record: the owner's node id, then the session as the store writes it.
 pub(crate) fn encode_record(node_id: &str, s: &StoredSession) -> Bytes {
     let mut out = vec![FORMAT];
