@@ -1028,3 +1028,30 @@ fn a_subscriber_gets_every_qos_from_two_other_nodes_once() {
     want.sort();
     assert_eq!(got, want, "each message once");
 }
+
+#[test]
+fn a_restarted_node_drops_the_sessions_that_moved_while_it_was_down() {
+    let Some(nats) = Nats::start() else { return };
+    let store = tempfile::tempdir().unwrap();
+    let a = nats.node("a", &[]);
+    let mut b = persistent_node(&nats, "b", store.path());
+    let v5 = ["-V", "5", "-x", "600", "-c", "-i", "roamer", "-q", "1"];
+    let mut on_b = MosqSub::start(b.port(), &[&v5[..], &["-t", "r/#"]].concat());
+    wait_for_interest(a.port(), "r/probe", &mut [&mut on_b]);
+    b.kill9();
+    on_b.kill();
+    // The client moves to a (its session from the record), then goes away; a queues for it.
+    let resume = [&v5[..], &["-t", "unrelated/t"]].concat();
+    let mut on_a = MosqSub::start(a.port(), &resume);
+    on_a.kill();
+    mosquitto_pub(a.port(), &["-t", "r/x", "-m", "while away", "-q", "1"]);
+    // b comes back with its stored copy of the session, finds that a owns it, drops it.
+    b.restart();
+    await_log(&b, "moved to another cluster node while this node was down");
+    // So the client that comes back to b gets a's session, with what a queued.
+    let mut back = MosqSub::start(b.port(), &resume);
+    assert_eq!(
+        real(back.messages(1, Duration::from_secs(5))),
+        ["while away"]
+    );
+}

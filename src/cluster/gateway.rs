@@ -562,6 +562,16 @@ async fn run(
                         delivery.push_waiting(shard, answer).await;
                     });
                 }
+                Some(Outbound::SessionCheck(shard, client_id)) => {
+                    let (bucket, delivery) = (bucket.clone(), delivery.clone());
+                    let me = settings.node_id.clone();
+                    tokio::spawn(async move {
+                        let Some(store) = bucket.get() else { return };
+                        let elsewhere = sessions::owned_elsewhere(store, &me, &client_id).await;
+                        let answer = Inbound::SessionChecked(client_id, elsewhere);
+                        delivery.push_waiting(shard, answer).await;
+                    });
+                }
                 Some(Outbound::HandedOver(reply, session)) => {
                     if let Err(e) = client.publish(reply, session.unwrap_or_default()).await {
                         log::warn!("cluster: session hand-over answer failed: {e}");

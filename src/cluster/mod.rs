@@ -112,6 +112,8 @@ pub(crate) enum Outbound {
     },
     /// The answer to another node's hand-over request (`reply`): the session, or `None`.
     HandedOver(String, Option<bytes::Bytes>),
+    /// A session recovered from this node's store: does another node own it now?
+    SessionCheck(usize, ByteStr),
 }
 
 /// What the gateway hands a shard.
@@ -139,6 +141,9 @@ pub(crate) enum Inbound {
     SessionFetched(u64, Option<Box<crate::store::RecoveredSession>>),
     /// Another node takes over this client's session: hand it over on the reply subject.
     HandOver(ByteStr, String),
+    /// The answer to [`Outbound::SessionCheck`]: `true` when another node owns the session
+    /// (it moved while this node was down).
+    SessionChecked(ByteStr, bool),
 }
 
 /// A shard's end of the cluster: where it sends its publishes and interest changes, and
@@ -342,6 +347,15 @@ impl ShardLink {
             client_id: client_id.clone(),
         };
         self.out.try_send(item).is_ok()
+    }
+
+    /// Asks whether another node owns the session of `client_id` (recovered from this
+    /// node's store: it may have moved while this node was down).
+    pub fn session_check(&mut self, client_id: &ByteStr) {
+        self.send(
+            Outbound::SessionCheck(self.shard, client_id.clone()),
+            || format!("session check of '{client_id}'"),
+        );
     }
 
     /// Answers a hand-over request with the session (`None`: not here).

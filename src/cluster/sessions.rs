@@ -21,11 +21,14 @@
 //! once) leaves the record as all there is: the subscriptions come back, the messages it
 //! held do not (they were on that node). A record whose session expired is not resumed.
 //!
+//! **A node that restarts from its store** checks each recovered session it has not seen
+//! its client for yet, once the bucket is open (`Shard::check_recovered_sessions`): one that
+//! another node owns now (it moved while this node was down) ends here silently; one it
+//! still owns gets its record written again.
+//!
 //! What this does not do: messages in flight move as queued ones (new packet ids, no DUP:
 //! the client never had them from this node), so a QoS 2 message the old node had sent and
-//! not completed may arrive twice; a node that restarts from its store keeps sessions that
-//! moved while it was down until they expire there (nothing is delivered from them: their
-//! clients are elsewhere).
+//! not completed may arrive twice.
 
 use std::time::Duration;
 
@@ -230,6 +233,17 @@ pub(super) async fn apply(
     }
     drop(acks);
     let _ = checker.await;
+}
+
+/// True when the bucket says another node than `me` owns `client_id`'s session (false
+/// also when the bucket cannot be read: the local copy is kept).
+pub(super) async fn owned_elsewhere(store: &kv::Store, me: &str, client_id: &ByteStr) -> bool {
+    match store.entry(key_of(client_id)).await {
+        Ok(Some(e)) if e.operation == kv::Operation::Put => {
+            decode_record(&e.value).is_some_and(|(owner, _)| owner != me)
+        }
+        _ => false,
+    }
 }
 
 /// Looks up `client_id`'s session elsewhere in the cluster for a CONNECT on node `me`, and

@@ -29,6 +29,51 @@ impl Shard {
         }
     }
 
+    /// Once sessions follow their clients (the bucket is open), asks for each session
+    /// recovered from the store and not yet taken by its client whether another node owns
+    /// it now (it moved while this node was down). Called every tick; does its work once.
+    pub(crate) fn check_recovered_sessions(&mut self) {
+        if self.recovered_checked
+            || !self
+                .cluster
+                .as_ref()
+                .is_some_and(|c| c.sessions_in_cluster())
+        {
+            return;
+        }
+        self.recovered_checked = true;
+        let Some(link) = &mut self.cluster else {
+            return;
+        };
+        for (_, s) in self.sessions.iter() {
+            let session = &s.session;
+            if session.conn.is_none() && !s.record_in_cluster && session.expiry_interval > 0 {
+                link.session_check(&session.client_id);
+            }
+        }
+    }
+
+    /// The answer for a recovered session: one another node owns ends here (without its
+    /// record, or its delayed will: its client is elsewhere); one this node owns gets its
+    /// record written, so that another node can take it over.
+    pub(crate) fn recovered_session_checked(&mut self, client_id: &ByteStr, elsewhere: bool) {
+        let Some(&slot) = self.session_by_id.get(client_id) else {
+            return;
+        };
+        let s = &mut self.sessions[slot];
+        if s.session.conn.is_some() || s.record_in_cluster {
+            // Its client came back here meanwhile: this node's copy is the one.
+            return;
+        }
+        if elsewhere {
+            log::info!("Session of {client_id} moved to another cluster node while this node was down: dropped here.");
+            s.session.pending_will = None;
+            self.end_session(slot);
+        } else {
+            self.mark_cluster_record(slot);
+        }
+    }
+
     /// Sends the records of the sessions marked this turn: a persistent session's (expiry
     /// above 0) is kept, one that no longer is has its record removed.
     pub(crate) fn flush_cluster_records(&mut self) {

@@ -71,6 +71,7 @@ impl Close {
 impl Shard {
     /// Keep-alive and CONNECT time-outs.
     pub(super) fn tick(&mut self, now: Instant) {
+        self.check_recovered_sessions();
         let mut expired = Vec::new();
         let mut growth = 0;
         // `last_rx` moves only when a whole packet is decoded: before CONNECT, it is the

@@ -159,6 +159,8 @@ pub struct Shard {
     pub(crate) cluster: Option<crate::cluster::ShardLink>,
     /// Sessions whose cluster record changed this turn (see `shard::cluster_sessions`).
     pub(crate) cluster_records: Vec<usize>,
+    /// The sessions recovered from the store were checked against the cluster's records.
+    pub(crate) recovered_checked: bool,
     /// QoS 0 messages dropped for slow consumers (see `qos0_backlog_limit`).
     pub(crate) slow_consumer_drops: u64,
     /// Unsent bytes beyond which QoS 0 messages to a connection are dropped:
@@ -293,6 +295,7 @@ impl Shard {
             next_auth_token: 0,
             cluster,
             cluster_records: Vec::new(),
+            recovered_checked: false,
             slow_consumer_drops: 0,
             qos0_backlog_limit,
             mounted,
