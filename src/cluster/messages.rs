@@ -39,7 +39,7 @@ use async_nats::jetstream::{self, consumer, context::PublishAckFuture, stream};
 use futures_util::StreamExt;
 
 use super::gateway::Delivery;
-use super::{envelope, subject};
+use super::{envelope, streams, subject};
 use crate::message::SharedMessage;
 
 /// The stream's name: one per NATS account, as the message subjects are.
@@ -49,8 +49,6 @@ const NODE_HEADER: &str = "Midge-Node";
 /// How long the stream keeps a message no consumer took, and how long an unused consumer
 /// (a node gone for good) lives.
 const RETENTION: Duration = Duration::from_secs(3600);
-/// How long the consumer waits before trying JetStream again.
-const RETRY: Duration = Duration::from_secs(2);
 /// Received messages acknowledged at once: at most this many, or after [`ACK_AFTER`].
 const ACK_EVERY: u64 = 256;
 const ACK_AFTER: Duration = Duration::from_millis(5);
@@ -236,25 +234,17 @@ async fn settle(
 }
 
 /// Creates the stream and follows this node's consumer for as long as the gateway runs;
-/// tries again after [`RETRY`] whenever JetStream fails (logged once per outage).
+/// tries again whenever JetStream fails (`streams::keep_following`).
 pub(super) async fn consume(
     js: jetstream::Context,
     replicas: usize,
     node_id: String,
     delivery: Arc<Delivery>,
 ) {
-    let mut failing = false;
-    loop {
-        match consume_once(&js, replicas, &node_id, &delivery).await {
-            Ok(()) => failing = false,
-            Err(e) if !failing => {
-                log::warn!("cluster: QoS 1/2 message stream unavailable ({e}); retrying");
-                failing = true;
-            }
-            Err(_) => {}
-        }
-        tokio::time::sleep(RETRY).await;
-    }
+    streams::keep_following("QoS 1/2 message", || {
+        consume_once(&js, replicas, &node_id, &delivery)
+    })
+    .await
 }
 
 async fn consume_once(

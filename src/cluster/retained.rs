@@ -35,8 +35,6 @@ use crate::message::{Message, SharedMessage};
 /// The stream's name: one per NATS account, as the message subjects are.
 pub(super) const STREAM: &str = "MIDGE_RETAINED";
 
-/// How long the follower waits before trying JetStream again.
-const RETRY: Duration = Duration::from_secs(2);
 /// How often the follower checks that it keeps up with the stream.
 const STALL_CHECK: Duration = Duration::from_secs(5);
 
@@ -64,20 +62,9 @@ pub(super) fn unframe(subject_str: &str, b: &[u8], max_packet_size: u32) -> Opti
 
 /// Follows the stream for as long as the gateway runs: creates it if it does not exist,
 /// replays the last message of each topic into the shards, then every change. Tries again
-/// after [`RETRY`] whenever JetStream fails (logged once per outage).
+/// whenever JetStream fails (`streams::keep_following`).
 pub(super) async fn follow(js: jetstream::Context, replicas: usize, delivery: Arc<Delivery>) {
-    let mut failing = false;
-    loop {
-        match follow_once(&js, replicas, &delivery).await {
-            Ok(()) => failing = false,
-            Err(e) if !failing => {
-                log::warn!("cluster: retained-message stream unavailable ({e}); retrying");
-                failing = true;
-            }
-            Err(_) => {}
-        }
-        tokio::time::sleep(RETRY).await;
-    }
+    streams::keep_following("retained-message", || follow_once(&js, replicas, &delivery)).await
 }
 
 async fn follow_once(

@@ -4,6 +4,30 @@
 
 use async_nats::jetstream::{consumer, stream};
 
+/// How long a follower waits before trying JetStream again.
+const RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Runs `once` (a follower of a stream) for as long as the gateway runs: again [`RETRY`]
+/// after it ends or fails, a failure logged once per outage (`what`: the stream's role).
+pub(super) async fn keep_following<F, Fut>(what: &str, mut once: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), async_nats::Error>>,
+{
+    let mut failing = false;
+    loop {
+        match once().await {
+            Ok(()) => failing = false,
+            Err(e) if !failing => {
+                log::warn!("cluster: {what} stream unavailable ({e}); retrying");
+                failing = true;
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(RETRY).await;
+    }
+}
+
 /// A stream of `name` over `subjects` that keeps one message per subject, on disk, with
 /// `replicas` copies.
 pub(super) fn one_per_subject(

@@ -2,7 +2,6 @@
 //! (`cluster::sessions`): keeping the records of its persistent sessions current, handing a
 //! session over to the node its client moved to, and installing one taken over from another.
 
-use crate::index::Entry;
 use crate::protocol::ByteStr;
 use crate::session::{Limits, Session};
 use crate::store::RecoveredSession;
@@ -10,15 +9,18 @@ use crate::store::RecoveredSession;
 use super::{SessionSlot, Shard};
 
 impl Shard {
+    /// True in a cluster whose session bucket is open (`cluster::sessions`).
+    fn sessions_follow_clients(&self) -> bool {
+        self.cluster
+            .as_ref()
+            .is_some_and(|c| c.sessions_in_cluster())
+    }
+
     /// Session `slot`'s record changed (its connection, subscriptions or end time): sent to
     /// the cluster's bucket at the end of the turn, once however many changes it had.
     /// Nothing unless sessions follow their clients in this cluster.
     pub(crate) fn mark_cluster_record(&mut self, slot: usize) {
-        if !self
-            .cluster
-            .as_ref()
-            .is_some_and(|c| c.sessions_in_cluster())
-        {
+        if !self.sessions_follow_clients() {
             return;
         }
         if let Some(s) = self.sessions.get_mut(slot) {
@@ -33,12 +35,7 @@ impl Shard {
     /// recovered from the store and not yet taken by its client whether another node owns
     /// it now (it moved while this node was down). Called every tick; does its work once.
     pub(crate) fn check_recovered_sessions(&mut self) {
-        if self.recovered_checked
-            || !self
-                .cluster
-                .as_ref()
-                .is_some_and(|c| c.sessions_in_cluster())
-        {
+        if self.recovered_checked || !self.sessions_follow_clients() {
             return;
         }
         self.recovered_checked = true;
@@ -111,11 +108,7 @@ impl Shard {
     /// it): when sessions follow their clients, the client's session is that node's now,
     /// and this one ends without touching its record (the other node's).
     pub(crate) fn session_taken_elsewhere(&mut self, slot: usize) {
-        if !self
-            .cluster
-            .as_ref()
-            .is_some_and(|c| c.sessions_in_cluster())
-        {
+        if !self.sessions_follow_clients() {
             return;
         }
         if let Some(s) = self.sessions.get_mut(slot) {
@@ -185,19 +178,8 @@ impl Shard {
         let limits = Limits::new(&self.shared.config, u16::MAX, 0);
         let mut session = Session::recovered(r, limits);
         session.durable = self.persistent() && session.expiry_interval > 0;
-        let subscriptions: Vec<_> = session
-            .subscriptions
-            .iter()
-            .map(|(f, s)| (f.clone(), *s))
-            .collect();
-        let slot = self.add_session(session);
-        let subscriber = self.subscriber_id(slot);
-        for (filter, sub) in subscriptions {
-            let entry = Entry {
-                subscriber,
-                options: sub.options,
-                identifier: sub.identifier,
-            };
+        let (slot, entries) = self.add_session_with_entries(session);
+        for (filter, entry) in entries {
             self.subscription_added(&filter, entry);
         }
         let s = &mut self.sessions[slot].session;

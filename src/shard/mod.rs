@@ -336,6 +336,34 @@ impl Shard {
         slot
     }
 
+    /// [`Shard::add_session`] for a session that arrives with subscriptions (from the store,
+    /// or from another cluster node): also returns their index entries, for the caller to
+    /// put where they belong.
+    pub(crate) fn add_session_with_entries(
+        &mut self,
+        session: Session,
+    ) -> (usize, Vec<(protocol::ByteStr, Entry)>) {
+        let subscriptions: Vec<_> = session
+            .subscriptions
+            .iter()
+            .map(|(f, s)| (f.clone(), *s))
+            .collect();
+        let slot = self.add_session(session);
+        let subscriber = self.subscriber_id(slot);
+        let entries = subscriptions
+            .into_iter()
+            .map(|(filter, sub)| {
+                let entry = Entry {
+                    subscriber,
+                    options: sub.options,
+                    identifier: sub.identifier,
+                };
+                (filter, entry)
+            })
+            .collect();
+        (slot, entries)
+    }
+
     /// Installs the sessions recovered from the store whose home is this shard, before the
     /// loop starts. Returns their subscriptions, for every other shard's index replica.
     pub fn recover(&mut self, sessions: Vec<RecoveredSession>) -> Vec<(protocol::ByteStr, Entry)> {
@@ -345,19 +373,7 @@ impl Shard {
         for r in sessions {
             let session = Session::recovered(r, limits);
             self.held_recovered += session.held_bytes();
-            let subscriptions: Vec<_> = session
-                .subscriptions
-                .iter()
-                .map(|(f, s)| (f.clone(), *s))
-                .collect();
-            let slot = self.add_session(session);
-            let subscriber = self.subscriber_id(slot);
-            for (filter, sub) in subscriptions {
-                let entry = Entry {
-                    subscriber,
-                    options: sub.options,
-                    identifier: sub.identifier,
-                };
+            for (filter, entry) in self.add_session_with_entries(session).1 {
                 self.replica_insert(&filter, entry);
                 *self.stats.subscription_count(&filter) += 1;
                 entries.push((filter, entry));
