@@ -1055,3 +1055,27 @@ fn a_restarted_node_drops_the_sessions_that_moved_while_it_was_down() {
         ["while away"]
     );
 }
+
+#[test]
+fn a_qos_1_message_another_node_wants_is_acknowledged_only_once_jetstream_has_it() {
+    let Some(nats) = Nats::start() else { return };
+    let a = nats.node("a", &[]);
+    let b = nats.node("b", &[]);
+    let mut on_b = MosqSub::start(b.port(), &["-t", "j/#", "-q", "1", "-W", "60"]);
+    let mut local = MosqSub::start(a.port(), &["-t", "j/#", "-q", "1", "-W", "60"]);
+    wait_for_interest(a.port(), "j/probe", &mut [&mut on_b]);
+    let (mut client, _) = common::clients::Rumq::connect(a.port(), "acker", true);
+    assert!(
+        client.try_publish_qos1("j/x", "stored", Duration::from_secs(5)),
+        "acknowledged while JetStream takes it"
+    );
+    // NATS goes away; a still counts b's interest, so the message is for the stream, which
+    // cannot take it: no PUBACK. a's own subscriber gets it at once all the same.
+    drop(nats);
+    assert!(
+        !client.try_publish_qos1("j/x", "unstored", Duration::from_secs(3)),
+        "no PUBACK while the stream cannot hold the message"
+    );
+    let got = real(local.messages(3, Duration::from_secs(2)));
+    assert!(got.contains(&"unstored".to_string()), "{got:?}");
+}
