@@ -73,6 +73,7 @@ fn cluster_settings(config: &Config) -> Option<crate::cluster::Settings> {
         replicas: usize::from(config.cluster_replicas),
         node_timeout: std::time::Duration::from_secs(u64::from(config.cluster_node_timeout)),
         auth: config.cluster_nats_auth.clone(),
+        home_shard: crate::shard::home_shard,
     })
 }
 

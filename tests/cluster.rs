@@ -46,17 +46,22 @@ impl Nats {
     }
 
     fn try_cluster3() -> Option<Result<Vec<Nats>, String>> {
-        let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+        let ports: Vec<(u16, u16, u16)> = (0..3)
+            .map(|_| (free_port(), free_port(), free_port()))
+            .collect();
         let routes = ports
             .iter()
-            .map(|(_, r)| format!("nats://127.0.0.1:{r}"))
+            .map(|(_, r, _)| format!("nats://127.0.0.1:{r}"))
             .collect::<Vec<_>>()
             .join(",");
         let mut servers = Vec::new();
-        for (i, (port, route)) in ports.iter().enumerate() {
+        for (i, (port, route, monitor)) in ports.iter().enumerate() {
             let name = format!("n{i}");
             let cluster = format!("nats://127.0.0.1:{route}");
+            let monitor = monitor.to_string();
             let args = [
+                "-m",
+                &monitor,
                 "--cluster_name",
                 "midge-test",
                 "--name",
@@ -69,6 +74,19 @@ impl Nats {
             match Nats::spawn(*port, &args)? {
                 Ok(n) => servers.push(n),
                 Err(e) => return Some(Err(e)),
+            }
+        }
+        // Routed, with a JetStream meta leader, before any node connects: a cluster still
+        // forming drops core messages (heartbeats) and times out JetStream requests.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for (_, _, monitor) in &ports {
+            while !http_get(*monitor, "/healthz").contains("\"ok\"") {
+                if Instant::now() > deadline {
+                    return Some(Err(format!(
+                        "JetStream not healthy on monitor port {monitor}"
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(100));
             }
         }
         Some(Ok(servers))
@@ -124,6 +142,22 @@ impl Nats {
     fn node(&self, id: &str, extra: &[String]) -> Broker {
         node_on(&[self], id, extra)
     }
+}
+
+/// The body of an HTTP GET of `path` on a loopback port (empty when it fails).
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    if s.write_all(request.as_bytes()).is_err() {
+        return String::new();
+    }
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body
 }
 
 /// A midge node of cluster `test` that knows the NATS servers `on` (the first is tried
@@ -870,50 +904,6 @@ fn qos_1_and_2_messages_wait_in_the_stream_for_a_node_that_is_down() {
 }
 
 #[test]
-fn nothing_a_killed_node_acknowledged_at_qos_1_is_lost() {
-    let Some(nats) = Nats::start() else { return };
-    let a = nats.node("a", &[]);
-    let mut b = nats.node("b", &[]);
-    let mut on_a = MosqSub::start(a.port(), &["-t", "load/#", "-q", "1", "-W", "60"]);
-    wait_for_interest(b.port(), "load/x", &mut [&mut on_a]);
-    // A publisher on b sends QoS 1 messages one after another and records which b
-    // acknowledged, until b is killed under it.
-    let port = b.port();
-    let publisher = std::thread::spawn(move || {
-        let (mut client, _) = common::clients::Rumq::connect(port, "loader", true);
-        let mut acked = Vec::new();
-        for i in 0..100_000 {
-            let m = format!("n{i}");
-            if !client.try_publish_qos1("load/x", &m, Duration::from_secs(5)) {
-                break;
-            }
-            acked.push(m);
-        }
-        acked
-    });
-    std::thread::sleep(Duration::from_millis(1500));
-    b.kill9();
-    let acked = publisher.join().unwrap();
-    assert!(
-        acked.len() > 10,
-        "the load ran ({} acknowledged)",
-        acked.len()
-    );
-    let got: std::collections::HashSet<String> =
-        real(on_a.messages(acked.len() + 100, Duration::from_secs(10)))
-            .into_iter()
-            .collect();
-    let lost: Vec<&String> = acked.iter().filter(|m| !got.contains(*m)).collect();
-    assert!(
-        lost.is_empty(),
-        "{} of {} acknowledged messages lost, first {:?}",
-        lost.len(),
-        acked.len(),
-        lost.first()
-    );
-}
-
-#[test]
 fn a_persistent_session_follows_its_client_across_nodes_with_its_queued_messages() {
     let Some(nats) = Nats::start() else { return };
     let a = nats.node("a", &[]);
@@ -955,22 +945,6 @@ fn a_persistent_session_follows_its_client_across_nodes_with_its_queued_messages
     // Only one copy of the session is left: a message now reaches the client once.
     mosquitto_pub(b.port(), &["-t", "s/w", "-m", "once", "-q", "1"]);
     assert_eq!(real(on_c.messages(3, Duration::from_secs(2))), ["once"]);
-}
-
-#[test]
-fn the_clients_of_a_killed_node_keep_their_subscriptions_on_another_node() {
-    let Some(nats) = Nats::start() else { return };
-    let a = nats.node("a", &[]);
-    let mut b = nats.node("b", &[]);
-    let mut on_b = MosqSub::start(b.port(), &["-c", "-i", "survivor", "-q", "1", "-t", "k/#"]);
-    wait_for_interest(a.port(), "k/probe", &mut [&mut on_b]);
-    b.kill9();
-    on_b.kill();
-    // The client reconnects to a without subscribing: its session comes from the bucket.
-    let resume = ["-c", "-i", "survivor", "-q", "1", "-t", "unrelated/t"];
-    let mut on_a = MosqSub::start(a.port(), &resume);
-    mosquitto_pub(a.port(), &["-t", "k/x", "-m", "kept", "-q", "1"]);
-    assert_eq!(real(on_a.messages(1, Duration::from_secs(5))), ["kept"]);
 }
 
 #[test]
@@ -1078,4 +1052,106 @@ fn a_qos_1_message_another_node_wants_is_acknowledged_only_once_jetstream_has_it
     );
     let got = real(local.messages(3, Duration::from_secs(2)));
     assert!(got.contains(&"unstored".to_string()), "{got:?}");
+}
+
+#[test]
+fn a_node_killed_under_load_loses_nothing_acknowledged_and_its_clients_keep_their_sessions() {
+    let Some(servers) = Nats::cluster3() else {
+        return;
+    };
+    let lines = [
+        "cluster_replicas 3".to_string(),
+        "cluster_node_timeout 2".to_string(),
+    ];
+    let (s0, s1, s2) = (&servers[0], &servers[1], &servers[2]);
+    let a = node_on(&[s0, s1, s2], "a", &lines);
+    let mut b = node_on(&[s1, s2, s0], "b", &lines);
+    let c = node_on(&[s2, s0, s1], "c", &lines);
+    let mut on_a = MosqSub::start(a.port(), &["-t", "load/#", "-q", "1", "-W", "120"]);
+    let mut wills = MosqSub::start(c.port(), &["-t", "w/#", "-q", "1", "-W", "120"]);
+    // A client of b with a persistent session and a will.
+    let keeper = ["-V", "5", "-x", "600", "-c", "-i", "keeper", "-q", "1"];
+    let will = [
+        "--will-topic",
+        "w/keeper",
+        "--will-payload",
+        "gone",
+        "--will-qos",
+        "1",
+    ];
+    let mut on_b = MosqSub::start(b.port(), &[&keeper[..], &["-t", "keep/#"], &will].concat());
+    wait_for_interest(b.port(), "load/probe", &mut [&mut on_a]);
+    wait_for_interest(a.port(), "keep/probe", &mut [&mut on_b]);
+    // QoS 1 goes through the message stream once every node consumes it.
+    for node in [&a, &b, &c] {
+        await_log(node, "QoS 1/2 messages through the stream");
+    }
+    // A publisher on b sends QoS 1 messages one after another and records which b
+    // acknowledged, until b is SIGKILLed under it.
+    let port = b.port();
+    let publisher = std::thread::spawn(move || {
+        let (mut client, _) = common::clients::Rumq::connect(port, "loader", true);
+        let mut acked = Vec::new();
+        for i in 0..100_000 {
+            let m = format!("n{i}");
+            if !client.try_publish_qos1("load/x", &m, Duration::from_secs(5)) {
+                break;
+            }
+            acked.push(m);
+        }
+        acked
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    b.kill9();
+    on_b.kill();
+    let acked = publisher.join().unwrap();
+    assert!(
+        acked.len() > 10,
+        "the load ran ({} acknowledged)",
+        acked.len()
+    );
+    let got: std::collections::HashSet<String> =
+        real(on_a.messages(acked.len() + 100, Duration::from_secs(10)))
+            .into_iter()
+            .collect();
+    let lost: Vec<&String> = acked.iter().filter(|m| !got.contains(*m)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged messages lost, first {:?}",
+        lost.len(),
+        acked.len(),
+        lost.first()
+    );
+    // b's client's will is published once, by a survivor.
+    assert_eq!(real(wills.messages(2, Duration::from_secs(10))), ["gone"]);
+    // The client reconnects to c (subscribing to something else) and keeps its session: its
+    // subscription comes from the session bucket (b, dead, cannot hand it over).
+    let mut on_c = MosqSub::start(c.port(), &[&keeper[..], &["-t", "unrelated/t"]].concat());
+    wait_for_interest(a.port(), "keep/x", &mut [&mut on_c]);
+}
+
+#[test]
+fn a_node_taken_for_dead_while_alive_keeps_its_wills_for_its_real_death() {
+    let Some(nats) = Nats::start() else { return };
+    let fast = ["cluster_node_timeout 2".to_string()];
+    let a = nats.node("a", &fast);
+    let mut b = nats.node("b", &fast);
+    let mut on_a = MosqSub::start(a.port(), &["-t", "w/#", "-q", "1", "-W", "60"]);
+    let mut client = client_with_will(b.port(), "w/sleeper", "gone", false);
+    // The will's copy reaches the stream, and a hears b's heartbeats.
+    std::thread::sleep(Duration::from_millis(1500));
+    // b is frozen past the timeout: a takes it for dead and publishes its client's will
+    // (as it must: it cannot tell a frozen node from a dead one).
+    // SAFETY: kill(2) on the PID of a broker this test started.
+    unsafe { libc::kill(b.pid() as i32, libc::SIGSTOP) };
+    std::thread::sleep(Duration::from_secs(4));
+    unsafe { libc::kill(b.pid() as i32, libc::SIGCONT) };
+    assert_eq!(real(on_a.messages(1, Duration::from_secs(10))), ["gone"]);
+    // b learns it was taken for dead and keeps its client's will again: when b really
+    // dies, the will is published again.
+    await_log(&b, "took this node for dead");
+    std::thread::sleep(Duration::from_millis(1500));
+    b.kill9();
+    client.kill();
+    assert_eq!(real(on_a.messages(2, Duration::from_secs(10))), ["gone"]);
 }

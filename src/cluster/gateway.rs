@@ -54,6 +54,9 @@ pub struct Settings {
     pub node_timeout: std::time::Duration,
     /// Credentials and TLS for NATS.
     pub auth: super::NatsAuth,
+    /// The shard that holds a client id's session (`shard::home_shard`; given by the broker,
+    /// which knows both, so that the cluster does not depend on the shards).
+    pub home_shard: fn(&[u8], usize) -> usize,
 }
 
 /// The running gateway thread.
@@ -121,6 +124,7 @@ pub fn start(settings: Settings, wake: Vec<Wake>) -> io::Result<(Gateway, Vec<Sh
                 interest,
                 seen: Mutex::new(HashMap::new()),
                 max_packet_size: settings.max_packet_size,
+                home_shard: settings.home_shard,
                 retained_by_stream,
                 messages_by_stream,
                 sessions_by_bucket,
@@ -144,6 +148,8 @@ pub(super) struct Delivery {
     /// Per origin: the sequence numbers delivered lately.
     seen: Mutex<HashMap<u64, Seen>>,
     max_packet_size: u32,
+    /// See [`Settings::home_shard`].
+    home_shard: fn(&[u8], usize) -> usize,
     /// Shared with every shard's link (see `ShardLink::retained_by_stream`).
     pub(super) retained_by_stream: Arc<AtomicBool>,
     /// Shared with every shard's link: QoS 1/2 messages go through the message stream
@@ -211,7 +217,7 @@ impl Delivery {
     /// Asks the shard that holds `client_id`'s session (the home shard of the id) to hand it
     /// over on `reply`.
     fn hand_over(self: &Arc<Self>, client_id: ByteStr, reply: String) {
-        let shard = crate::shard::home_shard(client_id.as_bytes(), self.shards());
+        let shard = (self.home_shard)(client_id.as_bytes(), self.shards());
         let delivery = self.clone();
         tokio::spawn(async move {
             delivery
@@ -310,6 +316,15 @@ impl Delivery {
                 continue;
             }
             (self.wake[shard])();
+        }
+    }
+
+    /// Has every shard keep its sessions' wills in the cluster again (this node's run was
+    /// taken for dead, see `Wills::claimed`).
+    fn keep_wills_again(self: &Arc<Self>) {
+        for shard in 0..self.shards() {
+            let delivery = self.clone();
+            tokio::spawn(async move { delivery.push_waiting(shard, Inbound::KeepWills).await });
         }
     }
 
@@ -508,6 +523,13 @@ async fn run(
             return;
         }
     };
+    let mut claims = match client.subscribe(Wills::claims()).await {
+        Ok(sub) => sub,
+        Err(e) => {
+            log::error!("cluster: cannot subscribe to the will claims: {e}");
+            return;
+        }
+    };
     let mut takeovers = match client.subscribe(format!("{}>", takeover::PREFIX)).await {
         Ok(sub) => sub,
         Err(e) => {
@@ -601,6 +623,11 @@ async fn run(
                 delivery.interest_changed(remote.apply(from, a, std::time::Instant::now()));
             }
             Some(m) = heartbeats.next() => wills.heard(m.subject.as_str()),
+            Some(m) = claims.next() => {
+                if wills.claimed(m.subject.as_str()) {
+                    delivery.keep_wills_again();
+                }
+            }
             Some(m) = handovers.next() => match (m.reply, std::str::from_utf8(&m.payload)) {
                 (Some(reply), Ok(id)) => delivery.hand_over(ByteStr::from(id), reply.to_string()),
                 _ => log::warn!("cluster: malformed session hand-over request"),
@@ -610,7 +637,7 @@ async fn run(
                 None => log::warn!("cluster: malformed takeover notice on '{}'", m.subject),
             },
             _ = beat.tick() => {
-                if let Err(e) = client.publish(wills::heartbeat_subject(origin), Bytes::new()).await {
+                if let Err(e) = client.publish(wills::heartbeat_subject(wills.run()), Bytes::new()).await {
                     log::warn!("cluster: heartbeat failed: {e}");
                 }
                 wills.tick();

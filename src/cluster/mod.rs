@@ -141,6 +141,9 @@ pub(crate) enum Inbound {
     SessionFetched(u64, Option<Box<crate::store::RecoveredSession>>),
     /// Another node takes over this client's session: hand it over on the reply subject.
     HandOver(ByteStr, String),
+    /// The cluster took this node for dead and published its wills: every will this shard's
+    /// sessions have is to be kept in the cluster again.
+    KeepWills,
     /// The answer to [`Outbound::SessionCheck`]: `true` when another node owns the session
     /// (it moved while this node was down).
     SessionChecked(ByteStr, bool),

@@ -312,7 +312,7 @@ mod tests {
     use super::*;
     use crate::message::Message;
     use crate::protocol::{ProtocolVersion, QoS, SubOptions};
-    use crate::session::Subscription;
+    use crate::record::Subscription;
     use std::sync::Arc;
 
     #[test]

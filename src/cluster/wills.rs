@@ -17,10 +17,18 @@
 //! the claim. A node that starts also sweeps, once, the runs that left wills but send no
 //! heartbeat (a cluster of one node that was killed and restarted).
 //!
+//! A node taken for dead while alive (cut off from NATS, or frozen, for longer than the
+//! timeout) sees the claim on its own run (core NATS carries the stream's messages to the
+//! node's subscription on `midge.wc.*`): its wills were published and their copies removed,
+//! and the run cannot be claimed again, so it goes on under a new random run (its
+//! heartbeats announce it) and its shards keep every current will again
+//! ([`Wills::claimed`], `Inbound::KeepWills`): its real death later publishes them.
+//!
 //! What this does not do: the Will Delay Interval is not waited for (the dead node's clients
-//! are gone for good), and a node cut off from NATS for longer than the timeout is taken
-//! for dead, so its clients' wills are published while they are still connected (choose
-//! the timeout above the longest NATS outage to be ridden out).
+//! are gone for good), and a node taken for dead has its clients' wills published while
+//! they are still connected (choose the timeout above the longest NATS outage to be ridden
+//! out). Copies are sent again for up to [`KEEP_FOR`] while JetStream does not take them (a
+//! stream electing its leader).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -46,7 +54,12 @@ pub(super) enum WillOp {
     Dead(u64),
     /// The start-up sweep: every run with wills that is not one of these (alive) is dead.
     Sweep(Vec<u64>),
+    /// This node's wills go under run `.0` from now on (see [`Wills::claimed`]).
+    NewRun(u64),
 }
+
+/// How long the copy of a will is sent again while JetStream does not take it.
+const KEEP_FOR: Duration = Duration::from_secs(30);
 
 /// Will operations queued for the wills task at most (a JetStream outage must not grow the
 /// gateway without bound; beyond this they are dropped and logged).
@@ -90,6 +103,43 @@ impl Wills {
         }
     }
 
+    /// This node's run: its heartbeats and will copies are under it.
+    pub(super) fn run(&self) -> u64 {
+        self.me
+    }
+
+    /// A claim was published on `subject_str`. If it claims this node's run, the cluster took
+    /// this node for dead (its heartbeats did not arrive for the timeout: a NATS outage): a
+    /// survivor publishes and removes the copies of its wills, and nobody could claim the run
+    /// again. So this node goes on under a new run (its heartbeats announce it) and returns
+    /// true: the caller has the shards keep their wills again, under the new run.
+    pub(super) fn claimed(&mut self, subject_str: &str) -> bool {
+        let Some(run) = subject_str
+            .strip_prefix(CLAIM_PREFIX)
+            .and_then(|r| u64::from_str_radix(r, 16).ok())
+        else {
+            return false;
+        };
+        if run != self.me {
+            return false;
+        }
+        let mut bytes = [0u8; 8];
+        let _ = getrandom::fill(&mut bytes);
+        self.me = u64::from_be_bytes(bytes);
+        log::warn!(
+            "cluster: the cluster took this node for dead (no heartbeat for the timeout): its \
+             clients' wills were published; they are kept again under run {:016x}",
+            self.me
+        );
+        self.op(WillOp::NewRun(self.me));
+        true
+    }
+
+    /// The subject pattern of every claim (core NATS sees the stream's messages too).
+    pub(super) fn claims() -> String {
+        format!("{CLAIM_PREFIX}*")
+    }
+
     /// A heartbeat arrived on `subject_str`.
     pub(super) fn heard(&mut self, subject_str: &str) {
         if let Some(run) = heartbeat_run(subject_str) {
@@ -103,6 +153,10 @@ impl Wills {
     pub(super) fn tick(&mut self) {
         let now = Instant::now();
         for run in self.liveness.take_dead(now) {
+            log::warn!(
+                "cluster: node run {run:016x} silent for {:?}: taken for dead",
+                self.liveness.timeout
+            );
             self.op(WillOp::Dead(run));
         }
         if self.sweep_at.is_some_and(|at| now >= at) {
@@ -158,8 +212,10 @@ async fn run_task(
             delivery.clone(),
         ));
     };
+    let mut me = me;
     while let Some(op) = rx.recv().await {
         match op {
+            WillOp::NewRun(run) => me = run,
             WillOp::Keep(client_id, will) => keep(&js, me, &client_id, &will).await,
             WillOp::Forget(client_id) => forget(&stream, me, &client_id).await,
             WillOp::Dead(run) => take(run),
@@ -262,12 +318,23 @@ fn stream_config(replicas: usize) -> stream::Config {
 /// task works through its queue at JetStream's round-trip time, off the message path).
 async fn keep(js: &jetstream::Context, run: u64, client_id: &str, will: &SharedMessage) {
     let subject = will_subject(run, client_id);
-    let stored = match js.publish(subject, envelope::encode(will)).await {
-        Ok(ack) => ack.await.map(drop).map_err(async_nats::Error::from),
-        Err(e) => Err(e.into()),
-    };
-    if let Err(e) = stored {
-        log::warn!("cluster: a will was not kept in {STREAM}: {e}");
+    let payload = envelope::encode(will);
+    // A stream just created (or one whose leader died) takes a moment to elect a leader:
+    // the copy is sent again meanwhile, for a while (the operations after it wait).
+    let deadline = Instant::now() + KEEP_FOR;
+    loop {
+        let stored = match js.publish(subject.clone(), payload.clone()).await {
+            Ok(ack) => ack.await.map(drop).map_err(async_nats::Error::from),
+            Err(e) => Err(e.into()),
+        };
+        match stored {
+            Ok(()) => return,
+            Err(e) if Instant::now() >= deadline => {
+                log::warn!("cluster: a will was not kept in {STREAM}: {e}");
+                return;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
     }
 }
 

@@ -106,6 +106,7 @@ impl Shard {
                 Inbound::CommitFailed(ticket) => self.cluster_settled(ticket, false),
                 Inbound::SessionFetched(token, moved) => self.cluster_session_fetched(token, moved),
                 Inbound::HandOver(client_id, reply) => self.hand_over(&client_id, reply),
+                Inbound::KeepWills => self.keep_cluster_wills_again(),
                 Inbound::SessionChecked(client_id, elsewhere) => {
                     self.recovered_session_checked(&client_id, elsewhere)
                 }

@@ -301,6 +301,16 @@ impl Shard {
         }
     }
 
+    /// The cluster took this node for dead and published (and removed) its wills' copies:
+    /// every session's will is kept again (under the node's new run).
+    pub(crate) fn keep_cluster_wills_again(&mut self) {
+        let slots: Vec<usize> = self.sessions.iter().map(|(slot, _)| slot).collect();
+        for slot in slots {
+            self.sessions[slot].will_in_cluster = false;
+            self.sync_cluster_will(slot);
+        }
+    }
+
     /// `client_id` connected to another cluster node: its connection here, if any, is closed
     /// with 0x8E, and its session ends unless it was to outlive the connection (or, when
     /// sessions follow their clients, in any case: the session is the other node's now).
