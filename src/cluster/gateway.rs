@@ -595,7 +595,15 @@ async fn run(
                     });
                 }
                 Some(Outbound::HandedOver(reply, session)) => {
-                    if let Err(e) = client.publish(reply, session.unwrap_or_default()).await {
+                    let max = client.server_info().max_payload;
+                    let (session, left_out) = sessions::fit_moved(session.unwrap_or_default(), max);
+                    if left_out > 0 {
+                        log::warn!(
+                            "cluster: {left_out} queued message(s) of a session handed over left \
+                             out: over the NATS max_payload of {max} bytes"
+                        );
+                    }
+                    if let Err(e) = client.publish(reply, session).await {
                         log::warn!("cluster: session hand-over answer failed: {e}");
                     }
                 }

@@ -26,6 +26,10 @@
 //! another node owns now (it moved while this node was down) ends here silently; one it
 //! still owns gets its record written again.
 //!
+//! A session whose messages do not fit in one NATS message (`max_payload`, 1 MB by
+//! default) moves with its oldest messages only; how many were left out is logged
+//! ([`fit_moved`]).
+//!
 //! What this does not do: messages in flight move as queued ones (new packet ids, no DUP:
 //! the client never had them from this node), so a QoS 2 message the old node had sent and
 //! not completed may arrive twice.
@@ -134,6 +138,40 @@ pub(crate) fn encode_moved(node_id: &str, s: &StoredSession, messages: &[Deliver
         codec::put_queued_body(&mut out, &body);
     }
     Bytes::from(out)
+}
+
+/// `moved` ([`encode_moved`]'s bytes) cut to at most `max` bytes (the NATS servers'
+/// `max_payload`) by leaving out its newest messages, for a session whose queue is larger
+/// than one NATS message can carry. Returns the bytes and how many messages were left out
+/// (lost: the old node ends its copy of the session either way).
+pub(super) fn fit_moved(moved: Bytes, max: usize) -> (Bytes, usize) {
+    if max == 0 || moved.len() <= max {
+        return (moved, 0);
+    }
+    let id = ByteStr::from("");
+    let Some(r) = decode_moved(&id, &moved) else {
+        return (moved, 0);
+    };
+    let node = {
+        let mut reader = Reader::new(&moved[1..]);
+        reader
+            .slice()
+            .ok()
+            .and_then(|n| std::str::from_utf8(n).ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let messages: Vec<Delivery> = r.queued.into_iter().map(|(_, d)| d.delivery).collect();
+    let total = messages.len();
+    // Halve what is dropped each step: a few encodings, not one per message.
+    let mut keep = total;
+    loop {
+        let bytes = encode_moved(&node, &r.session, &messages[..keep]);
+        if bytes.len() <= max || keep == 0 {
+            return (bytes, total - keep);
+        }
+        keep = keep * max / bytes.len();
+    }
 }
 
 /// The session [`encode_moved`] wrote, as a store would have recovered it (its messages
@@ -314,6 +352,37 @@ mod tests {
     use crate::protocol::{ProtocolVersion, QoS, SubOptions};
     use crate::record::Subscription;
     use std::sync::Arc;
+
+    #[test]
+    fn a_session_too_large_for_one_nats_message_keeps_its_oldest_messages() {
+        let stored = StoredSession {
+            expiry_interval: 60,
+            expires_at: None,
+            version: ProtocolVersion::V311,
+            subscriptions: Vec::new(),
+            pending_will: None,
+        };
+        let msgs: Vec<Delivery> = (0..100)
+            .map(|i| {
+                let m = Arc::new(Message {
+                    topic: ByteStr::from("t"),
+                    payload: Bytes::from(format!("{i:04}").repeat(256)),
+                    qos: QoS::AtLeastOnce,
+                    ..Message::empty()
+                });
+                Delivery::new(m, QoS::AtLeastOnce, false)
+            })
+            .collect();
+        let all = encode_moved("n", &stored, &msgs);
+        let (same, none) = fit_moved(all.clone(), all.len());
+        assert_eq!((same.len(), none), (all.len(), 0));
+        let (cut, left_out) = fit_moved(all, 20_000);
+        assert!(cut.len() <= 20_000, "{}", cut.len());
+        assert!(left_out > 0);
+        let got = decode_moved(&ByteStr::from("c"), &cut).expect("decodes");
+        assert_eq!(got.queued.len() + left_out, 100);
+        assert!(got.queued[0].1.delivery.msg.payload.starts_with(b"0000"));
+    }
 
     #[test]
     fn keys_hold_only_what_the_bucket_allows_and_stay_distinct() {
