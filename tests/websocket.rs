@@ -369,6 +369,24 @@ fn the_status_page_shows_figures_that_move_under_load() {
         "{out}"
     );
     assert!(n(after, "uptime") > n(before, "uptime"), "{out}");
+    // Per-shard load ($SYS/broker/midge/...): every shard's figures, and the messages the
+    // load brought counted on them.
+    let shards = &after["shards"];
+    let count: usize = shards["shards"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no shard count: {out}"));
+    let figure = |i: usize, k: &str| -> f64 {
+        shards[format!("shard/{i}/{k}")]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("shard {i} has no {k}: {out}"))
+    };
+    let rate: f64 = (0..count).map(|i| figure(i, "messages/per_second")).sum();
+    assert!(rate > 0.0, "per-shard message rates under load: {out}");
+    for i in 0..count {
+        assert!((0.0..=1.0).contains(&figure(i, "loop/busy")), "{out}");
+    }
     let png = std::fs::read(&shot).expect("screenshot written");
     assert!(png.starts_with(b"\x89PNG"), "not a PNG: {shot}");
 }
