@@ -369,8 +369,13 @@ fn the_status_page_shows_figures_that_move_under_load() {
         "{out}"
     );
     assert!(n(after, "uptime") > n(before, "uptime"), "{out}");
-    // Per-shard load ($SYS/broker/midge/...): every shard's figures, and the messages the
-    // load brought counted on them.
+    let png = std::fs::read(&shot).expect("screenshot written");
+    assert!(png.starts_with(b"\x89PNG"), "not a PNG: {shot}");
+    // Per-shard load ($SYS/broker/midge/..., midge's own topics: not against mosquitto):
+    // every shard's figures, and the messages the load brought counted on them.
+    if !b.broker.is_midge() {
+        return;
+    }
     let shards = &after["shards"];
     let count: usize = shards["shards"]
         .as_str()
@@ -387,8 +392,6 @@ fn the_status_page_shows_figures_that_move_under_load() {
     for i in 0..count {
         assert!((0.0..=1.0).contains(&figure(i, "loop/busy")), "{out}");
     }
-    let png = std::fs::read(&shot).expect("screenshot written");
-    assert!(png.starts_with(b"\x89PNG"), "not a PNG: {shot}");
 }
 
 // ------------------------------------------------------------------ framing at the byte level
