@@ -167,19 +167,10 @@ impl Delivery {
         let msg = if subject_str.starts_with(subject::DURABLE_PREFIX) {
             // A QoS 1/2 message of the message stream, seen by a shared subscription's
             // queue group (one copy per group: no de-duplication).
-            match envelope::decode_timed(
-                subject::DURABLE_PREFIX,
-                subject_str,
-                payload,
-                self.max_packet_size,
-            ) {
-                Some((msg, false)) => msg,
-                Some((_, true)) => return,
-                None => {
-                    log::warn!("cluster: malformed message on '{subject_str}' dropped");
-                    return;
-                }
-            }
+            let Some(msg) = self.decode_durable(subject_str, payload) else {
+                return;
+            };
+            msg
         } else {
             let Some((origin, seq, publish)) = unframe(payload) else {
                 log::warn!("cluster: malformed message on '{subject_str}' dropped");
@@ -235,22 +226,31 @@ impl Delivery {
     /// its topic. Never dropped: while the shard's queue is full the consumer waits, and
     /// JetStream holds the rest. An expired message is dropped here.
     pub(super) async fn durable_message(&self, subject_str: &str, payload: &[u8]) {
+        let Some(msg) = self.decode_durable(subject_str, payload) else {
+            return;
+        };
+        let shard = self.shard_of(&msg.topic);
+        self.push_waiting(shard, Inbound::Message(Arc::new(msg)))
+            .await;
+    }
+
+    /// The message of a message-stream entry on `subject_str`; `None` for one that has
+    /// expired, or is malformed (logged).
+    fn decode_durable(&self, subject_str: &str, payload: &[u8]) -> Option<crate::message::Message> {
         let decoded = envelope::decode_timed(
             subject::DURABLE_PREFIX,
             subject_str,
             payload,
             self.max_packet_size,
         );
-        let Some((msg, expired)) = decoded else {
-            log::warn!("cluster: malformed message-stream entry on '{subject_str}' dropped");
-            return;
-        };
-        if expired {
-            return;
+        match decoded {
+            Some((msg, false)) => Some(msg),
+            Some((_, true)) => None,
+            None => {
+                log::warn!("cluster: malformed message-stream entry on '{subject_str}' dropped");
+                None
+            }
         }
-        let shard = self.shard_of(&msg.topic);
-        self.push_waiting(shard, Inbound::Message(Arc::new(msg)))
-            .await;
     }
 
     /// Answers `shard`'s ticket: the stream holds (`ok`) or failed to store what it sent

@@ -106,6 +106,12 @@ pub(crate) fn encode_record(node_id: &str, s: &StoredSession) -> Bytes {
 }
 
 fn decode_record(b: &[u8]) -> Option<(String, StoredSession)> {
+    read_record(b).map(|(node, session, _)| (node, session))
+}
+
+/// The record at the start of `b` (the owner and the session), and a reader at what
+/// follows it.
+fn read_record(b: &[u8]) -> Option<(String, StoredSession, Reader<'_>)> {
     let (&format, rest) = b.split_first()?;
     if format != FORMAT {
         return None;
@@ -113,7 +119,26 @@ fn decode_record(b: &[u8]) -> Option<(String, StoredSession)> {
     let mut r = Reader::new(rest);
     let node = String::from_utf8(r.slice().ok()?.to_vec()).ok()?;
     let session = codec::read_session(&mut r).ok()?;
-    Some((node, session))
+    Some((node, session, r))
+}
+
+/// What [`encode_moved`] wrote: the record's owner, the session, its messages in order.
+fn read_moved(b: &[u8]) -> Option<(String, StoredSession, Vec<Delivery>)> {
+    let (node, session, mut r) = read_record(b)?;
+    let n = r.u32().ok()?;
+    let mut messages = Vec::new();
+    for _ in 0..n {
+        let (msg, _) = codec::read_message(&mut r).ok()?;
+        let body = codec::read_queued_body(&mut r).ok()?;
+        messages.push(Delivery {
+            msg,
+            qos: body.qos,
+            retain: body.retain,
+            subscription_ids: body.subscription_ids,
+            shared: body.shared,
+        });
+    }
+    r.is_empty().then_some((node, session, messages))
 }
 
 /// A session handed over to another node: its record (owner: the node it leaves) and its
@@ -148,25 +173,15 @@ pub(super) fn fit_moved(moved: Bytes, max: usize) -> (Bytes, usize) {
     if max == 0 || moved.len() <= max {
         return (moved, 0);
     }
-    let id = ByteStr::from("");
-    let Some(r) = decode_moved(&id, &moved) else {
+    let Some((node, session, messages)) = read_moved(&moved) else {
         return (moved, 0);
     };
-    let node = {
-        let mut reader = Reader::new(&moved[1..]);
-        reader
-            .slice()
-            .ok()
-            .and_then(|n| std::str::from_utf8(n).ok())
-            .unwrap_or("")
-            .to_string()
-    };
-    let messages: Vec<Delivery> = r.queued.into_iter().map(|(_, d)| d.delivery).collect();
     let total = messages.len();
-    // Halve what is dropped each step: a few encodings, not one per message.
+    // Keep the share of messages that the size allows, again until it fits: a few
+    // encodings, not one per message.
     let mut keep = total;
     loop {
-        let bytes = encode_moved(&node, &r.session, &messages[..keep]);
+        let bytes = encode_moved(&node, &session, &messages[..keep]);
         if bytes.len() <= max || keep == 0 {
             return (bytes, total - keep);
         }
@@ -177,34 +192,18 @@ pub(super) fn fit_moved(moved: Bytes, max: usize) -> (Bytes, usize) {
 /// The session [`encode_moved`] wrote, as a store would have recovered it (its messages
 /// all queued, none in flight); `None` for anything malformed.
 pub(crate) fn decode_moved(client_id: &ByteStr, b: &[u8]) -> Option<RecoveredSession> {
-    let (&format, rest) = b.split_first()?;
-    if format != FORMAT {
-        return None;
-    }
-    let mut r = Reader::new(rest);
-    r.slice().ok()?;
-    let session = codec::read_session(&mut r).ok()?;
-    let n = r.u32().ok()?;
-    let mut queued = Vec::new();
-    for seq in 1..=u64::from(n) {
-        let (msg, _) = codec::read_message(&mut r).ok()?;
-        let body = codec::read_queued_body(&mut r).ok()?;
-        let delivery = Delivery {
-            msg,
-            qos: body.qos,
-            retain: body.retain,
-            subscription_ids: body.subscription_ids,
-            shared: body.shared,
-        };
-        queued.push((
-            seq,
-            StoredDelivery {
+    let (_, session, messages) = read_moved(b)?;
+    let queued = (1..)
+        .zip(messages)
+        .map(|(seq, delivery)| {
+            let d = StoredDelivery {
                 delivery,
                 flow: None,
-            },
-        ));
-    }
-    r.is_empty().then_some(RecoveredSession {
+            };
+            (seq, d)
+        })
+        .collect();
+    Some(RecoveredSession {
         client_id: client_id.clone(),
         session,
         queued,

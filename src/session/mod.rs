@@ -409,8 +409,10 @@ impl Session {
 
     /// Takes the messages the session still owes its client, for a session that moves to
     /// another cluster node: those in flight (but QoS 2 ones already received, which only
-    /// await PUBCOMP), then those queued, in order. The session keeps none.
+    /// await PUBCOMP), then those queued, in order. The session keeps none, and no longer
+    /// counts them toward `memory_limit`.
     pub fn take_messages(&mut self) -> Vec<Delivery> {
+        memory::release(self.held_bytes());
         let inflight = std::mem::take(&mut self.inflight)
             .into_iter()
             .filter(|f| f.state != OutState::AwaitPubComp)

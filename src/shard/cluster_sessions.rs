@@ -64,8 +64,7 @@ impl Shard {
         }
         if elsewhere {
             log::info!("Session of {client_id} moved to another cluster node while this node was down: dropped here.");
-            s.session.pending_will = None;
-            self.end_session(slot);
+            self.end_copy_owned_elsewhere(slot);
         } else {
             self.mark_cluster_record(slot);
         }
@@ -117,6 +116,17 @@ impl Shard {
         }
     }
 
+    /// Ends this node's copy of session `slot`, which another node owns now: its record is
+    /// that node's (not deleted), and its delayed will is not published (its client came
+    /// back elsewhere first [MQTT-3.1.3-9]).
+    fn end_copy_owned_elsewhere(&mut self, slot: usize) {
+        if let Some(s) = self.sessions.get_mut(slot) {
+            s.record_in_cluster = false;
+            s.session.pending_will = None;
+            self.end_session(slot);
+        }
+    }
+
     /// Another node takes over `client_id`'s session: the connection here is closed (0x8E),
     /// and the session (subscriptions, messages in flight then queued) is answered on `reply`
     /// and ends here without its record (the new owner's now) and without its delayed will
@@ -130,16 +140,12 @@ impl Shard {
                 );
                 self.close(conn, super::Close::TakenOver);
             }
-            let s = &mut self.sessions[slot];
-            s.record_in_cluster = false;
-            s.session.pending_will = None;
-            let before = s.session.held_bytes();
-            let messages = s.session.take_messages();
-            crate::session::memory::release(before - s.session.held_bytes());
+            let s = &mut self.sessions[slot].session;
+            s.pending_will = None;
+            let messages = s.take_messages();
             let node_id = self.cluster.as_ref().map_or("", |c| &*c.node_id);
-            let bytes =
-                crate::cluster::sessions::encode_moved(node_id, &s.session.stored(), &messages);
-            self.end_session(slot);
+            let bytes = crate::cluster::sessions::encode_moved(node_id, &s.stored(), &messages);
+            self.end_copy_owned_elsewhere(slot);
             bytes
         });
         if let Some(link) = &mut self.cluster {
