@@ -969,6 +969,37 @@ fn a_clean_start_on_another_node_discards_the_session() {
 }
 
 #[test]
+fn a_clean_start_on_another_node_cancels_the_delayed_will_left_behind() {
+    let Some(nats) = Nats::start() else { return };
+    let a = nats.node("a", &[]);
+    let b = nats.node("b", &[]);
+    let mut watcher = MosqSub::start(a.port(), &["-t", "fw/#", "-v"]);
+    let v5 = ["-V", "5", "-x", "600", "-i", "willful", "-t", "f/#"];
+    let will = [
+        "--will-topic",
+        "fw/willful",
+        "--will-payload",
+        "gone",
+        "-D",
+        "will",
+        "will-delay-interval",
+        "3",
+    ];
+    let mut first = MosqSub::start(a.port(), &[&v5[..], &will, &["-c"]].concat());
+    std::thread::sleep(Duration::from_millis(300));
+    // Killed: the will waits out its 3 s delay on a. The client comes back first, on b, with
+    // a clean start: the will is not sent [MQTT-3.1.3-9], on whichever node it waits.
+    first.kill();
+    let mut clean = MosqSub::start(b.port(), &v5);
+    let wills = real(watcher.messages(1, Duration::from_secs(5)));
+    assert!(
+        wills.is_empty(),
+        "the delayed will was published: {wills:?}"
+    );
+    clean.kill();
+}
+
+#[test]
 fn a_second_node_with_the_same_node_id_is_reported() {
     let Some(nats) = Nats::start() else { return };
     let first = nats.node("twin", &[]);

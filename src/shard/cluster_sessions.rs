@@ -105,14 +105,12 @@ impl Shard {
     /// The client of session `slot` connected to another node, which did not take this
     /// session over (a clean start, or a resume that found it before this node recorded
     /// it): when sessions follow their clients, the client's session is that node's now,
-    /// and this one ends without touching its record (the other node's).
+    /// and this one ends without touching its record (the other node's) and without its
+    /// delayed will: the client came back before its delay ran out [MQTT-3.1.3-9], as for a
+    /// clean start on this node.
     pub(crate) fn session_taken_elsewhere(&mut self, slot: usize) {
-        if !self.sessions_follow_clients() {
-            return;
-        }
-        if let Some(s) = self.sessions.get_mut(slot) {
-            s.record_in_cluster = false;
-            self.end_session(slot);
+        if self.sessions_follow_clients() {
+            self.end_copy_owned_elsewhere(slot);
         }
     }
 
