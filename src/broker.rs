@@ -378,7 +378,7 @@ impl Broker {
         {
             let mut shard = Shard::new(
                 id,
-                poll,
+                &poll,
                 sockets,
                 inbox,
                 peers.clone(),
@@ -386,9 +386,9 @@ impl Broker {
                 store.clone(),
             )?;
             entries.push(shard.recover(std::mem::take(&mut homed[id])));
-            built.push(shard);
+            built.push((shard, poll));
         }
-        for (id, shard) in built.iter_mut().enumerate() {
+        for (id, (shard, _)) in built.iter_mut().enumerate() {
             for (other, list) in entries.iter().enumerate() {
                 if other != id {
                     for (filter, entry) in list {
@@ -398,7 +398,7 @@ impl Broker {
             }
         }
         // The cluster learns the node's recovered subscriptions, each from its home shard.
-        for (shard, list) in built.iter_mut().zip(&entries) {
+        for ((shard, _), list) in built.iter_mut().zip(&entries) {
             if let Some(link) = &mut shard.cluster {
                 for (filter, _) in list {
                     link.interest(filter, true);
@@ -416,10 +416,10 @@ impl Broker {
             handshake_threads = threads;
         }
         let mut threads = Vec::new();
-        for (id, shard) in built.into_iter().enumerate() {
+        for (id, (shard, poll)) in built.into_iter().enumerate() {
             let thread = std::thread::Builder::new()
                 .name(format!("midge-shard-{id}"))
-                .spawn(move || shard.run())?;
+                .spawn(move || shard.run(poll))?;
             threads.push(thread);
         }
         log::info!(

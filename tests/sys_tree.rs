@@ -75,6 +75,7 @@ fn midge_topics(shard: usize) -> Vec<String> {
         "loop/busy",
         "cross_shard/sent",
         "cross_shard/received",
+        "cross_shard/handoffs",
         "publish/dropped_qos0",
         "queued/messages",
         "queued/bytes",

@@ -227,6 +227,12 @@ pub struct Config {
     /// broker-wide (each shard gets an equal share). Bounds the memory busy publishers cost;
     /// 0 = read buffers never grow (more reads for bulk senders). Default 8 MiB.
     pub read_buffer_growth: usize,
+    /// `shard_handoff true|false` (midge): a shard that queued messages for another shard
+    /// that is asleep in `poll` delivers them itself, under the sleeper's lock, instead of
+    /// waking it (see `shard::handoff`): at low rates a message then costs one loop's wake-up,
+    /// not two. Busy shards never do it. Off when a C plugin is loaded (its per-shard hooks are
+    /// promised their own shard's thread). Default true.
+    pub shard_handoff: bool,
     /// `max_topic_levels N` (midge): most levels (`/`-separated parts) a topic name or filter
     /// may have, in PUBLISH, will, SUBSCRIBE and UNSUBSCRIBE; beyond it the packet is refused
     /// as malformed and the connection closed, as mosquitto does. Default 200 (mosquitto's
@@ -310,6 +316,7 @@ impl Default for Config {
             connect_timeout: 10,
             max_connections_per_ip: 0,
             read_buffer_growth: 8 * 1024 * 1024,
+            shard_handoff: true,
             max_topic_levels: 200,
             max_topic_length: 65535,
             max_subscriptions_per_client: 10000,

@@ -204,6 +204,9 @@ impl Parser {
                 let v = parse_int(pos, option, one(pos, option, rest)?, 0, i64::MAX)?;
                 self.config.read_buffer_growth = to_usize(pos, option, rest, v)?;
             }
+            "shard_handoff" => {
+                self.config.shard_handoff = parse_bool(pos, option, one(pos, option, rest)?)?;
+            }
             "max_topic_levels" => {
                 let v = parse_int(pos, option, one(pos, option, rest)?, 1, i64::MAX)?;
                 self.config.max_topic_levels = to_usize(pos, option, rest, v)?;

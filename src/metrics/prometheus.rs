@@ -155,6 +155,11 @@ const PER_SHARD: &[Family] = &[
         "Items received from other shards.",
         |s| s.cross_shard_in,
     ),
+    counter(
+        "midge_shard_handoffs_total",
+        "Turns the shard ran for a sleeping shard it had sent messages to, instead of waking it.",
+        |s| s.handoffs,
+    ),
 ];
 
 /// Per-shard counters kept in nanoseconds, exposed in seconds.

@@ -48,6 +48,17 @@ impl Loaded {
         })
     }
 
+    /// Some plugin was promised that its per-shard hooks run on their shard's thread: a C
+    /// ABI plugin, or one a program gave (midge's own built-ins do not depend on it). Shards
+    /// then never run each other's turns (`shard::handoff`).
+    pub fn thread_bound(&self) -> bool {
+        !self.in_process.is_empty()
+            || self
+                .configured
+                .iter()
+                .any(|(spec, _)| matches!(spec.source, PluginSource::Path(_)))
+    }
+
     /// Every plugin in chain order: in-process, configured, the implicit built-ins
     /// (`builtin:scram`), then the built-in password file (the ACL file follows them all,
     /// called directly: `builtin::acl`).

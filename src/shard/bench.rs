@@ -68,7 +68,7 @@ impl RouteBench {
         for (id, (poll, inbox)) in polls.into_iter().zip(inboxes).enumerate() {
             let mut shard = Shard::new(
                 id,
-                poll,
+                &poll,
                 Vec::new(),
                 inbox,
                 peers.clone(),

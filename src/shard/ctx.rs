@@ -511,7 +511,7 @@ impl<'a> Ctx<'a> {
         let shard = &mut *self.services.shard;
         let home = home_shard(connect.client_id.as_bytes(), shard.peers.len());
         let mut conn = shard.conns.remove(self.key);
-        let _ = shard.poll.registry().deregister(&mut conn.stream);
+        let _ = shard.registry.deregister(&mut conn.stream);
         let m = Migrating {
             stream: conn.stream,
             peer: conn.peer,

@@ -19,69 +19,97 @@ use crate::session::memory;
 const CLUSTER_PER_TURN: usize = 1024;
 
 impl Shard {
-    /// Runs the loop until the broker shuts down. Shard thread only.
-    pub fn run(mut self) -> io::Result<()> {
+    /// Runs the loop on `poll` (the one [`Shard::new`] was given) until the broker shuts
+    /// down. Shard thread only. The shard lives in its [`super::handoff::Slot`], locked for each turn
+    /// and released while the loop sleeps in `poll`, when a peer may run its handed-off turn.
+    pub fn run(self, mut poll: mio::Poll) -> io::Result<()> {
+        let slot = self.peers[self.id].slot.clone();
+        *slot.lock() = Some(self);
         let mut events = Events::with_capacity(1024);
         let mut next_tick = Instant::now() + TICK;
-        self.start_links();
+        if let Some(shard) = slot.lock().as_mut() {
+            shard.start_links();
+        }
         loop {
-            let timeout = next_tick.saturating_duration_since(Instant::now());
-            // After `park`: the cluster gateway wakes a parked shard, so a message it queued
-            // before is seen here and one after wakes `poll`.
-            let parked =
-                self.inbox.park() && !self.cluster.as_ref().is_some_and(|c| c.has_inbound());
-            // After `park`: the store's writer wakes a parked shard, so progress it made
-            // before is seen here and progress after wakes `poll`.
-            let timeout = if !parked
-                || self.durable.as_ref().is_some_and(|d| d.progress_waiting())
-                || !self.retained_backlog.is_empty()
-            {
-                Duration::ZERO
-            } else if self.outbox.has_pending() {
-                // A batch waits for room in a stalled shard's queue: retry soon.
-                timeout.min(Duration::from_millis(1))
-            } else {
-                timeout
+            let timeout = match slot.lock().as_mut() {
+                Some(shard) => shard.park(next_tick),
+                None => return Ok(()),
             };
-            let polled = self.poll.poll(&mut events, Some(timeout));
-            // One clock read per turn (vDSO, no system call): the loop's busy time.
-            let woke = Instant::now();
-            self.inbox.unpark();
-            if !events.is_empty() {
-                self.trim.activity();
-            }
+            let polled = poll.poll(&mut events, Some(timeout));
+            let mut guard = slot.lock();
+            let Some(shard) = guard.as_mut() else {
+                return Ok(());
+            };
             if let Err(e) = polled {
                 if e.kind() != io::ErrorKind::Interrupted {
                     return Err(e);
                 }
             }
-            if self.shared.is_shutting_down() {
-                self.shutdown();
+            if shard.shared.is_shutting_down() {
+                shard.shutdown();
+                // Dropped here, not in the slot: its sockets close when the loop ends.
+                let shard = guard.take();
+                drop(guard);
+                drop(shard);
                 return Ok(());
             }
-            self.retained_backlog.new_turn();
-            for event in events.iter() {
-                self.dispatch(event);
-            }
-            self.drain_inbox();
-            self.adopt_pending();
-            self.admit_handshaken();
-            self.drain_auth_responses();
-            self.drain_later_answers();
-            self.drain_cluster();
-            if !self.retained_backlog.is_empty() {
-                self.offer_retained_backlog();
-            }
-            self.end_turn(false);
-            self.pool.reclaim();
-            let now = Instant::now();
-            self.stats.busy_nanos += now.saturating_duration_since(woke).as_nanos() as u64;
-            if now >= next_tick {
-                self.tick(now);
-                self.tick_links(now);
-                self.end_turn(true);
-                next_tick = now + TICK;
-            }
+            shard.turn(&events, &mut next_tick);
+        }
+    }
+
+    /// Announces that the loop is about to sleep (see `Inbox::park`); how long it may.
+    fn park(&mut self, next_tick: Instant) -> Duration {
+        let timeout = next_tick.saturating_duration_since(Instant::now());
+        // After `park`: the cluster gateway wakes a parked shard, so a message it queued
+        // before is seen here and one after wakes `poll`.
+        let parked = self.inbox.park() && !self.cluster.as_ref().is_some_and(|c| c.has_inbound());
+        // After `park`: the store's writer wakes a parked shard, so progress it made
+        // before is seen here and progress after wakes `poll`.
+        if !parked
+            || self.durable.as_ref().is_some_and(|d| d.progress_waiting())
+            || !self.retained_backlog.is_empty()
+        {
+            Duration::ZERO
+        } else if self.outbox.has_pending() {
+            // A batch waits for room in a stalled shard's queue: retry soon.
+            timeout.min(Duration::from_millis(1))
+        } else {
+            timeout
+        }
+    }
+
+    /// One turn, after `poll` returned `events`.
+    fn turn(&mut self, events: &Events, next_tick: &mut Instant) {
+        // One clock read per turn (vDSO, no system call): the loop's busy time.
+        let woke = Instant::now();
+        self.inbox.unpark();
+        if !events.is_empty() {
+            self.trim.activity();
+        }
+        self.retained_backlog.new_turn();
+        self.handoff.turn_events = 0;
+        for event in events.iter() {
+            self.handoff.turn_events += 1;
+            self.dispatch(event);
+        }
+        self.drain_inbox();
+        self.adopt_pending();
+        self.admit_handshaken();
+        self.drain_auth_responses();
+        self.drain_later_answers();
+        self.drain_cluster();
+        if !self.retained_backlog.is_empty() {
+            self.offer_retained_backlog();
+        }
+        self.end_turn(false);
+        self.pool.reclaim();
+        let now = Instant::now();
+        self.stats.busy_nanos += now.saturating_duration_since(woke).as_nanos() as u64;
+        if now >= *next_tick {
+            self.tick(now);
+            self.tick_links(now);
+            self.end_turn(true);
+            *next_tick = now + TICK;
         }
     }
 
@@ -120,7 +148,7 @@ impl Shard {
     /// queued, then client connections are flushed as far as they may be (in this order, so a
     /// SUBACK never leaves before its replica updates are queued, nor a PUBACK before its
     /// message is safe), then the shards that were sent something and are parked are woken.
-    fn end_turn(&mut self, tick: bool) {
+    pub(super) fn end_turn(&mut self, tick: bool) {
         // First: what the links received this turn is routed before the batches and
         // flushes below carry it on.
         self.flush_links();
@@ -138,9 +166,9 @@ impl Shard {
         match event.token() {
             WAKER => {}
             Token(t) if t >= LISTENER_BASE => self.accept(t - LISTENER_BASE),
-            Token(t) if t >= LINGER_BASE => self
-                .lingering
-                .on_readable(self.poll.registry(), t - LINGER_BASE),
+            Token(t) if t >= LINGER_BASE => {
+                self.lingering.on_readable(&self.registry, t - LINGER_BASE)
+            }
             Token(t) if t >= LINK_BASE => self.link_ready(t - LINK_BASE, event),
             Token(key) => {
                 if event.is_writable() && self.conns.contains(key) {
@@ -214,10 +242,11 @@ impl Shard {
         }
     }
 
+    /// Wakes, or runs the turn of (see `shard::handoff`), every parked shard sent something.
     fn wake_peers(&mut self) {
-        for (i, pending) in self.wake_pending.iter_mut().enumerate() {
-            if std::mem::take(pending) {
-                self.peers[i].wake_if_sleeping();
+        for i in 0..self.wake_pending.len() {
+            if std::mem::take(&mut self.wake_pending[i]) {
+                self.hand_off_or_wake(i);
             }
         }
     }

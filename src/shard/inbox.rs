@@ -117,6 +117,8 @@ pub struct ShardHandle {
     free: Sender<Vec<ShardMsg>>,
     waker: Arc<Waker>,
     sleeping: Arc<AtomicBool>,
+    /// The shard itself, for handoffs (see `shard::handoff`).
+    pub(crate) slot: Arc<super::handoff::Slot>,
 }
 
 /// The receiving side, owned by the shard itself.
@@ -139,6 +141,7 @@ pub fn inbox(waker: Waker) -> (ShardHandle, Inbox) {
             free: free_tx,
             waker: Arc::new(waker),
             sleeping: sleeping.clone(),
+            slot: Arc::new(super::handoff::Slot::empty()),
         },
         Inbox { rx, free, sleeping },
     )
@@ -179,6 +182,11 @@ impl ShardHandle {
         if items.capacity() <= MAX_RECYCLED_ITEMS {
             let _ = self.free.try_send(items);
         }
+    }
+
+    /// The shard is parked in `poll` (or about to be).
+    pub fn is_sleeping(&self) -> bool {
+        self.sleeping.load(Ordering::SeqCst)
     }
 
     /// Wakes the shard if it is parked in `poll`.

@@ -215,10 +215,9 @@ impl Shard {
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         let conn = entry.insert(conn);
-        if let Err(e) =
-            self.poll
-                .registry()
-                .register(&mut conn.stream, Token(key), Interest::READABLE)
+        if let Err(e) = self
+            .registry
+            .register(&mut conn.stream, Token(key), Interest::READABLE)
         {
             log::error!("cannot register connection from {}: {e}", conn.peer);
             self.conns.remove(key);
@@ -327,11 +326,9 @@ impl Shard {
                         // report these bytes again, so re-arm by re-registering.
                         if let Some(conn) = self.conns.get_mut(key) {
                             let interest = Self::interest(conn);
-                            let _ = self.poll.registry().reregister(
-                                &mut conn.stream,
-                                Token(key),
-                                interest,
-                            );
+                            let _ =
+                                self.registry
+                                    .reregister(&mut conn.stream, Token(key), interest);
                         }
                         return;
                     }
@@ -515,8 +512,7 @@ impl Shard {
             conn.want_write = want_write;
             let interest = Self::interest(conn);
             let _ = self
-                .poll
-                .registry()
+                .registry
                 .reregister(&mut conn.stream, Token(key), interest);
         }
     }

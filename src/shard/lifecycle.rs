@@ -115,7 +115,7 @@ impl Shard {
         if self.trim.due(now) {
             release_free_memory();
         }
-        self.lingering.expire(self.poll.registry(), now);
+        self.lingering.expire(&self.registry, now);
         let mut wills = Vec::new();
         let mut ended = Vec::new();
         for (slot, s) in self.sessions.iter_mut() {
@@ -242,7 +242,7 @@ impl Shard {
         }
         let stream = if told && why.lingers() {
             // Shut down the write side and drain: the peer reads the reason, not a reset.
-            let registry = self.poll.registry();
+            let registry = &self.registry;
             let token = |slot| Token(LINGER_BASE + slot);
             self.lingering
                 .add(registry, conn.stream, token, Instant::now())
@@ -251,7 +251,7 @@ impl Shard {
             Some(conn.stream)
         };
         if let Some(mut stream) = stream {
-            let _ = self.poll.registry().deregister(&mut stream);
+            let _ = self.registry.deregister(&mut stream);
             let _ = stream.shutdown(std::net::Shutdown::Both);
         }
         if let ConnState::Active { session } = state {

@@ -22,6 +22,7 @@ pub(crate) mod ctx;
 mod ctx_plugins;
 mod durable;
 mod event_loop;
+mod handoff;
 pub(crate) mod handshakes;
 pub mod inbox;
 mod io;
@@ -129,7 +130,10 @@ pub type ListenerSocket = crate::transport::Listener;
 /// One event loop. See the module documentation.
 pub struct Shard {
     pub(crate) id: usize,
-    pub(crate) poll: Poll,
+    /// Where this shard's sockets are registered: a handle on the loop's `mio::Poll`, which
+    /// the loop thread keeps outside the shard so that it can sleep in it without holding the
+    /// shard's lock (see [`handoff`]).
+    pub(crate) registry: mio::Registry,
     pub(crate) listeners: Vec<ListenerSocket>,
     pub(crate) conns: Slab<Conn>,
     pub(crate) sessions: Slab<SessionSlot>,
@@ -202,6 +206,8 @@ pub struct Shard {
     pub(crate) links: links::Links,
     /// This shard's counters (published to `shared` at each tick).
     pub(crate) stats: stats::Stats,
+    /// When this shard runs the turns of sleeping peers (see [`handoff`]).
+    pub(crate) handoff: handoff::Policy,
     /// The `$SYS` tree's schedule and last figures (published by one shard only).
     pub(crate) sys_tree: systree::SysTree,
     /// This shard's chain of plugins (empty: every hook is a bit test).
@@ -217,10 +223,11 @@ pub struct Shard {
 }
 
 impl Shard {
-    /// Builds shard `id` around a poll whose waker is registered with [`WAKER`].
+    /// Builds shard `id` around a poll whose waker is registered with [`WAKER`]; the loop
+    /// ([`Shard::run`]) is given that poll.
     pub fn new(
         id: usize,
-        poll: Poll,
+        poll: &Poll,
         listeners: Vec<ListenerSocket>,
         inbox: Inbox,
         peers: Arc<Vec<ShardHandle>>,
@@ -269,13 +276,14 @@ impl Shard {
         };
         let mounted = mount::any(&shared.config);
         let plugins = crate::plugin::ShardPlugins::new(&shared.plugins.all(), id, n);
+        let shared_handoff = shared.config.shard_handoff && !shared.plugins.thread_bound();
         let listener_ports = listeners
             .iter()
             .map(|l| l.local_addr().map_or(0, |a| a.port()))
             .collect();
         Ok(Shard {
             id,
-            poll,
+            registry: poll.registry().try_clone()?,
             listeners,
             conns: Slab::with_capacity(1024),
             sessions: Slab::with_capacity(1024),
@@ -321,6 +329,7 @@ impl Shard {
             listener_ports,
             later_answers: Vec::new(),
             stats: stats::Stats::default(),
+            handoff: handoff::Policy::new(shared_handoff),
             links: links::Links::default(),
             sys_tree,
         })

@@ -81,6 +81,8 @@ pub struct Stats {
     pub cross_shard_out: u64,
     /// Items received from other shards.
     pub cross_shard_in: u64,
+    /// Turns this shard ran for a sleeping peer instead of waking it (see `shard::handoff`).
+    pub handoffs: u64,
     /// Sampled routing times (see [`RouteTimes`]).
     pub route: RouteTimes,
 }
@@ -121,7 +123,8 @@ macro_rules! each_counter {
             store_commits,
             store_commit_nanos,
             cross_shard_out,
-            cross_shard_in
+            cross_shard_in,
+            handoffs
         )
     };
 }
@@ -217,6 +220,7 @@ pub struct StatsSlot {
     store_commit_nanos: AtomicU64,
     cross_shard_out: AtomicU64,
     cross_shard_in: AtomicU64,
+    handoffs: AtomicU64,
     route: RouteSlot,
 }
 

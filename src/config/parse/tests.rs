@@ -269,6 +269,16 @@ fn memory_limit() {
 }
 
 #[test]
+fn shard_handoff() {
+    assert!(parse("").shard_handoff);
+    assert!(!parse("shard_handoff false").shard_handoff);
+    assert_eq!(
+        error("shard_handoff maybe"),
+        "t.conf:1: bad value 'maybe' for 'shard_handoff': expected true or false"
+    );
+}
+
+#[test]
 fn read_buffer_growth() {
     assert_eq!(parse("").read_buffer_growth, 8 * 1024 * 1024);
     assert_eq!(parse("read_buffer_growth 0").read_buffer_growth, 0);

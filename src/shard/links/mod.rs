@@ -187,8 +187,7 @@ impl Shard {
         let Some(l) = self.links.get_mut(i) else {
             return;
         };
-        l.bridge
-            .on_ready(self.poll.registry(), event, Instant::now());
+        l.bridge.on_ready(&self.registry, event, Instant::now());
         self.link_events(i);
     }
 
@@ -201,7 +200,7 @@ impl Shard {
             let waiting = self.sessions[l.session].session.queue.len();
             let l = self.links.at(i);
             l.bridge.demand(waiting, now);
-            l.bridge.tick(self.poll.registry(), now);
+            l.bridge.tick(&self.registry, now);
             self.link_events(i);
         }
     }
@@ -212,11 +211,11 @@ impl Shard {
             let Some(l) = self.links.get_mut(i) else {
                 continue;
             };
-            l.bridge.flush(self.poll.registry());
+            l.bridge.flush(&self.registry);
             // A flush may read (reading resumes once a full buffer drains): what that
             // caused is handled and sent in this turn too.
             if self.link_events(i) {
-                self.links.at(i).bridge.flush(self.poll.registry());
+                self.links.at(i).bridge.flush(&self.registry);
             }
         }
     }
@@ -224,7 +223,7 @@ impl Shard {
     /// At shutdown: every link says goodbye.
     pub(super) fn stop_links(&mut self) {
         for l in self.links.slots.iter_mut().flatten() {
-            l.bridge.stop(self.poll.registry());
+            l.bridge.stop(&self.registry);
         }
     }
 
@@ -249,7 +248,7 @@ impl Shard {
             Err(_) if qos == QoS::AtMostOnce => self.stats.publishes_dropped += 1,
             Err(e) => {
                 // The session keeps the flow: it is resent on the next connection.
-                let registry = self.poll.registry();
+                let registry = &self.registry;
                 l.bridge.abort(
                     registry,
                     &format!("could not send a QoS 1/2 message ({e:?})"),
@@ -319,7 +318,7 @@ impl Shard {
                     }
                     Outgoing::PubRel(id) => {
                         if self.links.at(i).bridge.release(id).is_err() {
-                            let registry = self.poll.registry();
+                            let registry = &self.registry;
                             self.links
                                 .at(i)
                                 .bridge

@@ -58,7 +58,7 @@ impl Shard {
     /// session's slot (still holding what it owes the remote), detached from the link.
     fn remove_link(&mut self, i: usize) -> usize {
         let was_up = self.links.at(i).bridge.is_up();
-        self.links.at(i).bridge.stop(self.poll.registry());
+        self.links.at(i).bridge.stop(&self.registry);
         if was_up {
             self.notify_local(i, false);
         }
