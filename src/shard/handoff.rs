@@ -158,13 +158,15 @@ impl Shard {
     }
 
     /// Something waits that only this shard's own loop does (see the module documentation),
-    /// or that makes it poll without sleeping.
+    /// or that makes it poll without sleeping (a connection left to flush included: its
+    /// output waits for the store or for a full queue, which the loop watches).
     pub(super) fn needs_own_turn(&self) -> bool {
         !self.adoptions.is_empty()
             || !self.handshaken.is_empty()
             || !self.later_answers.is_empty()
             || !self.retained_backlog.is_empty()
             || self.outbox.has_pending()
+            || !self.dirty.is_empty()
             || !self.inbox.rx.is_empty()
             || self.durable.as_ref().is_some_and(|d| d.progress_waiting())
     }

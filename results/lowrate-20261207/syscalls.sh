@@ -1,0 +1,52 @@
+#!/bin/sh
+# System calls, context switches and CPU per delivered message at 10k msg/s (1,000 pairs x
+# 10 msg/s, QoS 0, 64 B), for midge on 1 shard, on 2 shards with and without handoffs, and
+# mosquitto. Each broker is started here, driven by loadgen for 12 s, and counted by
+# `perf stat` (tracepoints raw_syscalls:sys_enter and sched:sched_switch, all its threads)
+# over 8 s in the middle. Run from the repository root after
+# `cargo build --release -p midge -p loadgen`; needs perf. Prints one line per broker and run.
+set -eu
+RUNS=${1:-3}
+OUT=${OUT:-/var/tmp/midge-syscalls}
+mkdir -p "$OUT"
+PORT=18850
+common="allow_anonymous true
+max_queued_messages 100000
+max_inflight_messages 100"
+conf() { # name, extra lines
+    printf 'listener %s 127.0.0.1\n%s\n%s\n' "$PORT" "$common" "$2" > "$OUT/$1.conf"
+}
+conf midge-1shard "shards 1"
+conf midge "shards 2"
+conf midge-no-handoff "shards 2
+shard_handoff false"
+conf mosquitto "persistence false
+set_tcp_nodelay true
+connection_messages false
+log_dest none"
+echo "broker run syscalls/msg switches/msg cpu_us/msg"
+for run in $(seq "$RUNS"); do
+    for b in midge-1shard midge midge-no-handoff mosquitto; do
+        if [ "$b" = mosquitto ]; then
+            mosquitto -c "$OUT/$b.conf" > "$OUT/$b.log" 2>&1 &
+        else
+            target/release/midge -c "$OUT/$b.conf" > "$OUT/$b.log" 2>&1 &
+        fi
+        pid=$!
+        sleep 1
+        target/release/loadgen run --scenario p2p --clients 1000 --rate 10 --qos 0 \
+            --duration 12 --broker "$b=127.0.0.1:$PORT,pid=$pid" --out "$OUT/runs" -q \
+            > "$OUT/loadgen.log" 2>&1 &
+        lg=$!
+        sleep 5
+        t0=$(awk '{print $14+$15}' /proc/$pid/stat)
+        perf stat -x, -e raw_syscalls:sys_enter,sched:sched_switch -p "$pid" -o "$OUT/perf.txt" -- sleep 8
+        t1=$(awk '{print $14+$15}' /proc/$pid/stat)
+        wait $lg
+        kill "$pid"; wait "$pid" 2>/dev/null || true
+        sys=$(grep raw_syscalls "$OUT/perf.txt" | cut -d, -f1)
+        sw=$(grep sched_switch "$OUT/perf.txt" | cut -d, -f1)
+        tck=$(getconf CLK_TCK)
+        echo "$b $run $sys $sw $t0 $t1 $tck" | awk '{m=8*10000; printf "%s %s %.2f %.2f %.1f\n", $1, $2, $3/m, $4/m, ($6-$5)/$7*1e6/m}'
+    done
+done
