@@ -1,12 +1,14 @@
 #!/bin/sh
 # System calls, context switches and CPU per delivered message at 10k msg/s (1,000 pairs x
-# 10 msg/s, QoS 0, 64 B), for midge on 1 shard, on 2 shards with and without handoffs, and
+# 10 msg/s, QoS 0 or 1, 64 B), for midge on 1 shard, on 2 shards with and without handoffs, and
 # mosquitto. Each broker is started here, driven by loadgen for 12 s, and counted by
 # `perf stat` (tracepoints raw_syscalls:sys_enter and sched:sched_switch, all its threads)
 # over 8 s in the middle. Run from the repository root after
 # `cargo build --release -p midge -p loadgen`; needs perf. Prints one line per broker and run.
+# QOS=1 (environment) for QoS 1 instead of 0.
 set -eu
 RUNS=${1:-3}
+QOS=${QOS:-0}
 OUT=${OUT:-/var/tmp/midge-syscalls}
 mkdir -p "$OUT"
 PORT=18850
@@ -34,7 +36,7 @@ for run in $(seq "$RUNS"); do
         fi
         pid=$!
         sleep 1
-        target/release/loadgen run --scenario p2p --clients 1000 --rate 10 --qos 0 \
+        target/release/loadgen run --scenario p2p --clients 1000 --rate 10 --qos "$QOS" \
             --duration 12 --broker "$b=127.0.0.1:$PORT,pid=$pid" --out "$OUT/runs" -q \
             > "$OUT/loadgen.log" 2>&1 &
         lg=$!
