@@ -5,10 +5,11 @@
 # `perf stat` (tracepoints raw_syscalls:sys_enter and sched:sched_switch, all its threads)
 # over 8 s in the middle. Run from the repository root after
 # `cargo build --release -p midge -p loadgen`; needs perf. Prints one line per broker and run.
-# QOS=1 (environment) for QoS 1 instead of 0.
+# QOS=1 (environment) for QoS 1 instead of 0; RATE=1 for 1 msg/s per client (1k msg/s).
 set -eu
 RUNS=${1:-3}
 QOS=${QOS:-0}
+RATE=${RATE:-10}
 OUT=${OUT:-/var/tmp/midge-syscalls}
 mkdir -p "$OUT"
 PORT=18850
@@ -36,7 +37,7 @@ for run in $(seq "$RUNS"); do
         fi
         pid=$!
         sleep 1
-        target/release/loadgen run --scenario p2p --clients 1000 --rate 10 --qos "$QOS" \
+        target/release/loadgen run --scenario p2p --clients 1000 --rate "$RATE" --qos "$QOS" \
             --duration 12 --broker "$b=127.0.0.1:$PORT,pid=$pid" --out "$OUT/runs" -q \
             > "$OUT/loadgen.log" 2>&1 &
         lg=$!
@@ -49,6 +50,6 @@ for run in $(seq "$RUNS"); do
         sys=$(grep raw_syscalls "$OUT/perf.txt" | cut -d, -f1)
         sw=$(grep sched_switch "$OUT/perf.txt" | cut -d, -f1)
         tck=$(getconf CLK_TCK)
-        echo "$b $run $sys $sw $t0 $t1 $tck" | awk '{m=8*10000; printf "%s %s %.2f %.2f %.1f\n", $1, $2, $3/m, $4/m, ($6-$5)/$7*1e6/m}'
+        echo "$b $run $sys $sw $t0 $t1 $tck" | awk '{m=8*1000*'"$RATE"'; printf "%s %s %.2f %.2f %.1f\n", $1, $2, $3/m, $4/m, ($6-$5)/$7*1e6/m}'
     done
 done

@@ -15,8 +15,8 @@
 //! connections, deferred plugin answers, the retained backlog, a batch that did not fit a
 //! queue, the store's progress) wakes it as before.
 //!
-//! When not: a shard whose own turn was busy, or whose last handoff took long, wakes its
-//! peers for a while, so that under load the work spreads over the loops as without
+//! When not: a shard whose own turn was busy, or whose last handoff wrote many packets, wakes
+//! its peers for a while, so that under load the work spreads over the loops as without
 //! handoffs; never with a C plugin loaded (its per-shard hooks are promised their own
 //! shard's thread) or with `shard_handoff false`. A handoff never nests: what the peer's
 //! turn sends a third shard wakes that shard.
@@ -34,9 +34,11 @@ use super::Shard;
 
 /// A turn that handled more events than this is busy: its shard wakes its peers instead.
 const BUSY_TURN_EVENTS: usize = 16;
-/// A handoff that took longer than this (a large fan-out on the peer) makes its shard wake
-/// its peers for [`BACK_OFF`], so one loop does not carry another's load.
-const SLOW_HANDOFF: Duration = Duration::from_micros(200);
+/// A handoff that wrote more packets than this (a large fan-out on the peer) makes its shard
+/// wake its peers for [`BACK_OFF`], so one loop does not carry another's load. Counted in
+/// packets, not time: a thread preempted in the middle of a small handoff (two shared cores)
+/// must not stop handoffs for everyone.
+const LARGE_HANDOFF_PACKETS: u64 = 64;
 const BACK_OFF: Duration = Duration::from_millis(20);
 
 thread_local! {
@@ -66,9 +68,9 @@ impl Slot {
     }
 
     /// Runs the shard's handed-off turn if its loop is not running it now. `None`: not run
-    /// (busy, not started, stopped, or this thread is already in a handoff); `Some(true)`: run,
-    /// and its own loop must run too (see [`Shard::needs_own_turn`]).
-    fn try_run(&self) -> Option<bool> {
+    /// (busy, not started, stopped, or this thread is already in a handoff); else whether its
+    /// own loop must run too (see [`Shard::needs_own_turn`]) and the packets the turn wrote.
+    fn try_run(&self) -> Option<(bool, u64)> {
         if HANDING_OFF.with(Cell::get) {
             return None;
         }
@@ -77,10 +79,11 @@ impl Slot {
             Err(TryLockError::WouldBlock) | Err(TryLockError::Poisoned(_)) => return None,
         };
         let shard = guard.as_mut()?;
+        let before = shard.stats.packets_out;
         HANDING_OFF.with(|h| h.set(true));
         shard.handed_off_turn();
         HANDING_OFF.with(|h| h.set(false));
-        Some(shard.needs_own_turn())
+        Some((shard.needs_own_turn(), shard.stats.packets_out - before))
     }
 }
 
@@ -117,10 +120,9 @@ impl Policy {
         }
     }
 
-    fn took(&mut self, started: Instant) {
-        let now = Instant::now();
-        if now.saturating_duration_since(started) > SLOW_HANDOFF {
-            self.quiet_until = Some(now + BACK_OFF);
+    fn wrote(&mut self, packets: u64) {
+        if packets > LARGE_HANDOFF_PACKETS {
+            self.quiet_until = Some(Instant::now() + BACK_OFF);
         }
     }
 }
@@ -134,9 +136,8 @@ impl Shard {
             return;
         }
         if self.handoff.allows() {
-            let started = Instant::now();
-            if let Some(needs_own_turn) = handle.slot.try_run() {
-                self.handoff.took(started);
+            if let Some((needs_own_turn, packets)) = handle.slot.try_run() {
+                self.handoff.wrote(packets);
                 self.stats.handoffs += 1;
                 if needs_own_turn {
                     handle.wake_if_sleeping();
