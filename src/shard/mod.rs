@@ -1,14 +1,17 @@
 //! A shard: one thread, one `mio::Poll`, and everything it owns.
 //!
 //! A shard owns its connections (a `slab`), the sessions whose client id hashes to it, its
-//! replica of the subscription index and its inbox. Nothing here is shared or locked: other
-//! shards reach it only through [`inbox::ShardHandle`]. One loop turn is:
+//! replica of the subscription index and its inbox. Nothing here is shared: other shards
+//! reach it through [`inbox::ShardHandle`], and the one lock (its [`handoff::Slot`], held by
+//! its loop except while it sleeps) only lets a peer run its turn while it sleeps. One loop
+//! turn is:
 //! 1. poll (parked, so producers know to wake us), accept, read and handle every ready
 //!    connection, answering into per-connection write buffers;
 //! 2. drain the inbox (deliveries, replica updates, adopted connections);
 //! 3. flush every connection written to in this turn, once (write coalescing);
-//! 4. wake every other shard that was sent something in this turn, once;
-//! 5. twice a second, enforce keep-alive and CONNECT time-outs.
+//! 4. wake every other shard that was sent something in this turn, once, or run the rest of
+//!    its turn if it sleeps ([`handoff`]);
+//! 5. four times a second, enforce keep-alive and CONNECT time-outs.
 //!
 //! Sessions are homed by client id ([`home_shard`]): a CONNECT that arrives on another shard
 //! moves its socket to the home shard before anything else happens. So a takeover, a resumed
