@@ -22,14 +22,12 @@ impl Shard {
     /// Runs the loop on `poll` (the one [`Shard::new`] was given) until the broker shuts
     /// down. Shard thread only. The shard lives in its [`super::handoff::Slot`], locked for each turn
     /// and released while the loop sleeps in `poll`, when a peer may run its handed-off turn.
-    pub fn run(self, mut poll: mio::Poll) -> io::Result<()> {
+    pub fn run(mut self, mut poll: mio::Poll) -> io::Result<()> {
+        self.start_links();
         let slot = self.peers[self.id].slot.clone();
         *slot.lock() = Some(self);
         let mut events = Events::with_capacity(1024);
         let mut next_tick = Instant::now() + TICK;
-        if let Some(shard) = slot.lock().as_mut() {
-            shard.start_links();
-        }
         loop {
             let timeout = match slot.lock().as_mut() {
                 Some(shard) => shard.park(next_tick),
@@ -47,10 +45,9 @@ impl Shard {
             }
             if shard.shared.is_shutting_down() {
                 shard.shutdown();
-                // Dropped here, not in the slot: its sockets close when the loop ends.
-                let shard = guard.take();
-                drop(guard);
-                drop(shard);
+                // Out of the slot, which its peers hold (as the shard holds theirs): its
+                // sockets close when the loop ends.
+                *guard = None;
                 return Ok(());
             }
             shard.turn(&events, &mut next_tick);
@@ -63,12 +60,7 @@ impl Shard {
         // After `park`: the cluster gateway wakes a parked shard, so a message it queued
         // before is seen here and one after wakes `poll`.
         let parked = self.inbox.park() && !self.cluster.as_ref().is_some_and(|c| c.has_inbound());
-        // After `park`: the store's writer wakes a parked shard, so progress it made
-        // before is seen here and progress after wakes `poll`.
-        if !parked
-            || self.durable.as_ref().is_some_and(|d| d.progress_waiting())
-            || !self.retained_backlog.is_empty()
-        {
+        if !parked || self.must_not_sleep() {
             Duration::ZERO
         } else if self.outbox.has_pending() {
             // A batch waits for room in a stalled shard's queue: retry soon.
@@ -76,6 +68,14 @@ impl Shard {
         } else {
             timeout
         }
+    }
+
+    /// Work is left that the loop does on its next turn, at once: store progress to release
+    /// (after `park`, the store's writer wakes a parked shard, so progress it made before is
+    /// seen here and progress after wakes `poll`), or retained messages still to offer.
+    pub(super) fn must_not_sleep(&self) -> bool {
+        self.durable.as_ref().is_some_and(|d| d.progress_waiting())
+            || !self.retained_backlog.is_empty()
     }
 
     /// One turn, after `poll` returned `events`.
@@ -101,16 +101,23 @@ impl Shard {
         if !self.retained_backlog.is_empty() {
             self.offer_retained_backlog();
         }
-        self.end_turn(false);
-        self.pool.reclaim();
-        let now = Instant::now();
-        self.stats.busy_nanos += now.saturating_duration_since(woke).as_nanos() as u64;
+        let now = self.close_turn(woke);
         if now >= *next_tick {
             self.tick(now);
             self.tick_links(now);
             self.end_turn(true);
             *next_tick = now + TICK;
         }
+    }
+
+    /// The end of a turn that started at `woke` (the loop's, or a handed-off one): `end_turn`,
+    /// pooled messages reclaimed, the busy time counted. Returns the time it ended.
+    pub(super) fn close_turn(&mut self, woke: Instant) -> Instant {
+        self.end_turn(false);
+        self.pool.reclaim();
+        let now = Instant::now();
+        self.stats.busy_nanos += now.saturating_duration_since(woke).as_nanos() as u64;
+        now
     }
 
     /// Routes what other nodes of the cluster published, at most [`CLUSTER_PER_TURN`] per

@@ -153,9 +153,7 @@ impl Shard {
     fn handed_off_turn(&mut self) {
         let started = Instant::now();
         self.drain_inbox();
-        self.end_turn(false);
-        self.pool.reclaim();
-        self.stats.busy_nanos += started.elapsed().as_nanos() as u64;
+        self.close_turn(started);
     }
 
     /// Something waits that only this shard's own loop does (see the module documentation),
@@ -165,10 +163,9 @@ impl Shard {
         !self.adoptions.is_empty()
             || !self.handshaken.is_empty()
             || !self.later_answers.is_empty()
-            || !self.retained_backlog.is_empty()
             || self.outbox.has_pending()
             || !self.dirty.is_empty()
             || !self.inbox.rx.is_empty()
-            || self.durable.as_ref().is_some_and(|d| d.progress_waiting())
+            || self.must_not_sleep()
     }
 }

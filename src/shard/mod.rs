@@ -279,7 +279,7 @@ impl Shard {
         };
         let mounted = mount::any(&shared.config);
         let plugins = crate::plugin::ShardPlugins::new(&shared.plugins.all(), id, n);
-        let shared_handoff = shared.config.shard_handoff && !shared.plugins.thread_bound();
+        let handoffs = shared.config.shard_handoff && !shared.plugins.thread_bound();
         let listener_ports = listeners
             .iter()
             .map(|l| l.local_addr().map_or(0, |a| a.port()))
@@ -332,7 +332,7 @@ impl Shard {
             listener_ports,
             later_answers: Vec::new(),
             stats: stats::Stats::default(),
-            handoff: handoff::Policy::new(shared_handoff),
+            handoff: handoff::Policy::new(handoffs),
             links: links::Links::default(),
             sys_tree,
         })
