@@ -15,8 +15,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use crate::reactor::{IoBackend, Reactor};
 use mio::net::TcpListener;
-use mio::{Poll, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::auth::{Auth, AuthWorker};
@@ -136,6 +136,9 @@ fn bind_device(socket: &Socket, interface: Option<&str>) -> io::Result<()> {
     }
 }
 
+/// How long a listener's port that is in use is tried again at start (see `probe_port`).
+const PORT_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Binds one listening socket with SO_REUSEPORT.
 fn bind_reuseport(addr: SocketAddr, interface: Option<&str>) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
@@ -160,9 +163,27 @@ fn probe_port(addr: SocketAddr, interface: Option<&str>) -> io::Result<u16> {
         socket.set_only_v6(true)?;
     }
     socket.set_reuse_address(true)?;
-    socket
-        .bind(&addr.into())
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+    // A broker that was killed on io_uring leaves its sockets to the kernel's asynchronous
+    // teardown of its rings, which takes well under a millisecond: a restart at once (a
+    // supervisor's, a test's) waits for that instead of failing. A port another process
+    // holds still fails, a little later.
+    let deadline = std::time::Instant::now() + PORT_RELEASE_WAIT;
+    loop {
+        match socket.bind(&addr.into()) {
+            Ok(()) => break,
+            Err(e)
+                if e.kind() == io::ErrorKind::AddrInUse && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("cannot listen on {addr}: {e}"),
+                ))
+            }
+        }
+    }
     let port = socket
         .local_addr()?
         .as_socket()
@@ -330,12 +351,13 @@ impl Broker {
             shared.retained.set(msg);
         }
         let shared = Arc::new(shared);
+        let io_backend = IoBackend::from_env()?.unwrap_or(shared.config.io_backend);
         let mut polls = Vec::new();
         let mut handles = Vec::new();
         let mut inboxes = Vec::new();
         for _ in 0..shards {
-            let poll = Poll::new()?;
-            let waker = Waker::new(poll.registry(), WAKER)?;
+            let (poll, _, waker) = Reactor::new(io_backend, WAKER)?;
+            let _ = shared.io_backend.set(poll.name());
             let (handle, inbox) = inbox(waker);
             polls.push(poll);
             handles.push(handle);
@@ -423,8 +445,9 @@ impl Broker {
             threads.push(thread);
         }
         log::info!(
-            "midge {} running with {shards} shard(s).",
-            env!("CARGO_PKG_VERSION")
+            "midge {} running with {shards} shard(s) on {}.",
+            env!("CARGO_PKG_VERSION"),
+            shared.io_backend.get().copied().unwrap_or("epoll")
         );
         Ok(Broker {
             shared,

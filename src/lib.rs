@@ -33,6 +33,7 @@ pub mod metrics;
 pub mod plugin;
 pub mod process;
 pub mod protocol;
+pub mod reactor;
 pub mod record;
 pub mod retain;
 pub mod session;

@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use midge::link::{CloseReason, Event, Link, SessionConfig};
 use midge::protocol::{ByteStr, ProtocolVersion, QoS};
+use midge::reactor::{Events, IoBackend, Reactor, Registry};
 use midge::transport::{ClientTlsSettings, Connector};
-use mio::{Events, Poll, Token};
+use mio::Token;
 
 use common::clients::{mosquitto_pub, MosqSub};
 use common::tls::{strs, Certs};
@@ -27,7 +28,8 @@ const LINK: Token = Token(7);
 
 /// A link and the poll that drives it, with every event it has reported.
 struct Driver {
-    poll: Poll,
+    poll: Reactor,
+    registry: Registry,
     events: Events,
     link: Link,
     seen: Vec<Event>,
@@ -35,11 +37,14 @@ struct Driver {
 
 impl Driver {
     fn connect(connector: &Connector, addr: SocketAddr, cfg: SessionConfig) -> Driver {
-        let poll = Poll::new().unwrap();
+        // The backend the broker under test uses too (`MIDGE_IO_BACKEND`).
+        let backend = IoBackend::from_env().unwrap().unwrap_or(IoBackend::Epoll);
+        let (poll, registry, _waker) = Reactor::new(backend, Token(usize::MAX)).unwrap();
         let mut link = Link::connect(connector, addr, cfg, Instant::now()).unwrap();
-        link.register(poll.registry(), LINK).unwrap();
+        link.register(&registry, LINK).unwrap();
         Driver {
             poll,
+            registry,
             events: Events::with_capacity(16),
             link,
             seen: Vec::new(),
@@ -59,11 +64,10 @@ impl Driver {
         self.poll.poll(&mut self.events, Some(timeout)).unwrap();
         for event in self.events.iter() {
             assert_eq!(event.token(), LINK);
-            self.link
-                .on_ready(self.poll.registry(), event, Instant::now());
+            self.link.on_ready(&self.registry, event, Instant::now());
         }
-        self.link.tick(self.poll.registry(), Instant::now());
-        self.link.flush(self.poll.registry());
+        self.link.tick(&self.registry, Instant::now());
+        self.link.flush(&self.registry);
         while let Some(e) = self.link.next_event() {
             self.seen.push(e);
         }
@@ -133,7 +137,7 @@ impl Driver {
             )
             .unwrap();
         if qos == QoS::AtMostOnce {
-            self.link.flush(self.poll.registry());
+            self.link.flush(&self.registry);
             return;
         }
         let reason = match self.until(

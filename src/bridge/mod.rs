@@ -19,13 +19,13 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use bytes::Bytes;
-use mio::event::Event as MioEvent;
-use mio::{Registry, Token};
+use mio::Token;
 
 use crate::config::{BridgeConfig, StartType};
 use crate::link::{CloseReason, Event, Link, SendError, SessionConfig, Unreleased};
 use crate::protocol::reason::v3;
 use crate::protocol::{ByteStr, Properties, Publish, QoS, SubOptions, Will};
+use crate::reactor::{Event as Readiness, Registry};
 use crate::transport::{ClientTlsSettings, Connector};
 use backoff::Backoff;
 use primary::PrimaryProbe;
@@ -194,7 +194,7 @@ impl Bridge {
     }
 
     /// A readiness event for the link's token.
-    pub fn on_ready(&mut self, registry: &Registry, event: &MioEvent, now: Instant) {
+    pub fn on_ready(&mut self, registry: &Registry, event: &Readiness, now: Instant) {
         if let Some(link) = &mut self.link {
             link.on_ready(registry, event, now);
         }

@@ -8,6 +8,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+use crate::reactor::IoBackend;
+
 mod bridge;
 pub mod ciphers;
 pub mod mosquitto_options;
@@ -233,6 +235,12 @@ pub struct Config {
     /// not two. Busy shards never do it. Off when a C plugin is loaded (its per-shard hooks are
     /// promised their own shard's thread). Default true.
     pub shard_handoff: bool,
+    /// `io_backend epoll|io_uring|auto` (midge): the kernel interface of the shards' loops
+    /// (`reactor`). `auto` takes io_uring where the kernel allows it (not where a seccomp
+    /// profile, as Docker's default, or `kernel.io_uring_disabled` forbids it), else epoll;
+    /// `io_uring` refuses to start without it. The environment variable `MIDGE_IO_BACKEND`
+    /// overrides it. Default epoll.
+    pub io_backend: IoBackend,
     /// `max_topic_levels N` (midge): most levels (`/`-separated parts) a topic name or filter
     /// may have, in PUBLISH, will, SUBSCRIBE and UNSUBSCRIBE; beyond it the packet is refused
     /// as malformed and the connection closed, as mosquitto does. Default 200 (mosquitto's
@@ -317,6 +325,7 @@ impl Default for Config {
             max_connections_per_ip: 0,
             read_buffer_growth: 8 * 1024 * 1024,
             shard_handoff: true,
+            io_backend: IoBackend::Epoll,
             max_topic_levels: 200,
             max_topic_length: 65535,
             max_subscriptions_per_client: 10000,

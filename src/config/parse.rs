@@ -21,6 +21,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::reactor::IoBackend;
+
 use super::ciphers::{tls12_cipher, tls13_cipher, TLS12_CIPHERS, TLS13_CIPHERS};
 use super::{
     Config, Listener, LogDests, ProxyProtocol, TlsSettings, TlsVersion, WebSocketSettings,
@@ -206,6 +208,11 @@ impl Parser {
             }
             "shard_handoff" => {
                 self.config.shard_handoff = parse_bool(pos, option, one(pos, option, rest)?)?;
+            }
+            "io_backend" => {
+                let v = one(pos, option, rest)?;
+                self.config.io_backend = IoBackend::parse(v)
+                    .ok_or_else(|| pos.bad(option, v, "expected epoll, io_uring or auto"))?;
             }
             "max_topic_levels" => {
                 let v = parse_int(pos, option, one(pos, option, rest)?, 1, i64::MAX)?;

@@ -24,10 +24,10 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use mio::event::Event as MioEvent;
-use mio::{Interest, Registry, Token};
+use mio::{Interest, Token};
 
 use crate::protocol::{self, ByteStr, Packet, Publish, QoS, SubOptions};
+use crate::reactor::{Event as Readiness, Registry};
 use crate::transport::{Connector, Transport};
 pub use session::{ClientSession, CloseReason, Event, SendError, SessionConfig, Unreleased};
 
@@ -120,7 +120,7 @@ impl Link {
 
     /// A readiness event for this link's token: finishes the connect, reads and handles
     /// every packet, sends what that caused.
-    pub fn on_ready(&mut self, registry: &Registry, event: &MioEvent, now: Instant) {
+    pub fn on_ready(&mut self, registry: &Registry, event: &Readiness, now: Instant) {
         if self.shut {
             return;
         }

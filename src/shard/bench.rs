@@ -13,7 +13,6 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use mio::{Poll, Waker};
 
 use super::conn::{Conn, ConnState};
 use super::inbox::{inbox, Inbox, ShardHandle};
@@ -25,6 +24,7 @@ use crate::config::Config;
 use crate::index::{Entry, SubscriberId};
 use crate::message::Message;
 use crate::protocol::{ByteStr, ProtocolVersion, QoS, SubOptions};
+use crate::reactor::{IoBackend, Reactor};
 use crate::session::{Limits, Session};
 use crate::transport::Transport;
 
@@ -51,12 +51,12 @@ impl RouteBench {
         let mut shared = Shared::new(Config::default(), Auth::default(), None, shards);
         shared.plugins.in_process = plugins;
         let shared = Arc::new(shared);
-        let mut polls: Vec<Poll> = Vec::new();
+        let mut polls: Vec<Reactor> = Vec::new();
         let mut handles: Vec<ShardHandle> = Vec::new();
         let mut inboxes: Vec<Inbox> = Vec::new();
         for _ in 0..shards {
-            let poll = Poll::new()?;
-            let (handle, inbox) = inbox(Waker::new(poll.registry(), WAKER)?);
+            let (poll, _, waker) = Reactor::new(IoBackend::Epoll, WAKER)?;
+            let (handle, inbox) = inbox(waker);
             polls.push(poll);
             handles.push(handle);
             inboxes.push(inbox);

@@ -199,6 +199,15 @@ impl Conn {
         }
     }
 
+    /// The socket took the first `n` bytes of `wbuf`.
+    #[inline]
+    pub fn advance_written(&mut self, n: usize) {
+        // `advance`, not `split_to`: the buffer stays unshared, so the pool can reclaim its
+        // whole capacity once it is empty.
+        bytes::Buf::advance(&mut self.wbuf, n);
+        self.written = self.written.wrapping_add(n as u32);
+    }
+
     /// How many bytes at the front of `wbuf` may be written now: all of them, unless output
     /// waits for the store (then up to the last released position, and not past a held
     /// acknowledgement).

@@ -5,14 +5,14 @@
 use std::io;
 use std::time::{Duration, Instant};
 
-use mio::event::Event;
-use mio::{Events, Token};
+use mio::Token;
 
 use super::inbox::{Batch, ShardMsg};
 use super::lifecycle::Close;
 use super::links::LINK_BASE;
 use super::{Shard, LINGER_BASE, LISTENER_BASE, TICK, WAKER};
 use crate::cluster::Inbound;
+use crate::reactor::{Event, Events, Reactor};
 use crate::session::memory;
 
 /// Messages from other nodes routed per loop turn at most.
@@ -22,36 +22,42 @@ impl Shard {
     /// Runs the loop on `poll` (the one [`Shard::new`] was given) until the broker shuts
     /// down. Shard thread only. The shard lives in its [`super::handoff::Slot`], locked for each turn
     /// and released while the loop sleeps in `poll`, when a peer may run its handed-off turn.
-    pub fn run(mut self, mut poll: mio::Poll) -> io::Result<()> {
+    pub fn run(mut self, mut poll: Reactor) -> io::Result<()> {
         self.start_links();
+        if let Some(sends) = &self.sends {
+            sends.prepare();
+        }
         let slot = self.peers[self.id].slot.clone();
         *slot.lock() = Some(self);
         let mut events = Events::with_capacity(1024);
         let mut next_tick = Instant::now() + TICK;
-        loop {
+        let ended = loop {
             let timeout = match slot.lock().as_mut() {
                 Some(shard) => shard.park(next_tick),
-                None => return Ok(()),
+                None => break Ok(()),
             };
             let polled = poll.poll(&mut events, Some(timeout));
             let mut guard = slot.lock();
             let Some(shard) = guard.as_mut() else {
-                return Ok(());
+                break Ok(());
             };
             if let Err(e) = polled {
                 if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
+                    break Err(e);
                 }
             }
             if shard.shared.is_shutting_down() {
                 shard.shutdown();
                 // Out of the slot, which its peers hold (as the shard holds theirs): its
-                // sockets close when the loop ends.
+                // sockets close here.
                 *guard = None;
-                return Ok(());
+                break Ok(());
             }
             shard.turn(&events, &mut next_tick);
-        }
+        };
+        // After the sockets closed (or left with the shard): the reactor lets go of them.
+        poll.release_all();
+        ended
     }
 
     /// Announces that the loop is about to sleep (see `Inbox::park`); how long it may.

@@ -158,9 +158,12 @@ impl Shard {
 
     /// Something waits that only this shard's own loop does (see the module documentation),
     /// or that makes it poll without sleeping (a connection left to flush included: its
-    /// output waits for the store or for a full queue, which the loop watches).
+    /// output waits for the store or for a full queue, which the loop watches), or socket
+    /// registrations only its loop submits (io_uring: a closed connection's socket stays
+    /// open until its poll request is removed).
     pub(super) fn needs_own_turn(&self) -> bool {
         !self.adoptions.is_empty()
+            || self.registry.has_pending()
             || !self.handshaken.is_empty()
             || !self.later_answers.is_empty()
             || self.outbox.has_pending()

@@ -16,9 +16,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::reactor::Waker;
 use bytes::BytesMut;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use mio::Waker;
 
 use crate::index::{Entry, SubscriberId};
 use crate::message::SharedMessage;
@@ -131,7 +131,7 @@ pub struct Inbox {
 }
 
 /// Creates a shard's inbox pair around its poll's waker.
-pub fn inbox(waker: Waker) -> (ShardHandle, Inbox) {
+pub fn inbox(waker: Arc<Waker>) -> (ShardHandle, Inbox) {
     let (tx, rx) = crossbeam_channel::bounded(INBOX_BATCHES);
     let (free_tx, free) = crossbeam_channel::bounded(FREE_BATCHES);
     let sleeping = Arc::new(AtomicBool::new(false));
@@ -139,7 +139,7 @@ pub fn inbox(waker: Waker) -> (ShardHandle, Inbox) {
         ShardHandle {
             tx,
             free: free_tx,
-            waker: Arc::new(waker),
+            waker,
             sleeping: sleeping.clone(),
             slot: Arc::new(super::handoff::Slot::empty()),
         },

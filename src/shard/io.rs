@@ -486,11 +486,8 @@ impl Shard {
             match conn.stream.write(&conn.wbuf[..allowed]) {
                 Ok(0) => break,
                 Ok(n) => {
-                    // `advance`, not `split_to`: the buffer stays unshared, so the pool can
-                    // reclaim its whole capacity once it is empty.
-                    bytes::Buf::advance(&mut conn.wbuf, n);
+                    conn.advance_written(n);
                     self.stats.bytes_out += n as u64;
-                    conn.written = conn.written.wrapping_add(n as u32);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -521,8 +518,48 @@ impl Shard {
         if self.outbox.holds_index_update() {
             return; // see `flush`
         }
+        self.send_batched();
         while let Some(key) = self.dirty.pop() {
             self.flush(key);
+        }
+    }
+
+    /// io_uring: what may go to the plain-TCP connections written to this turn is offered
+    /// in one system call ([`crate::reactor::SendBatch`]); `flush` then finds it written and
+    /// does the rest as always (the buffer back to the pool, interest), or writes what a full
+    /// socket did not take (and meets an error a send hit).
+    fn send_batched(&mut self) {
+        let Some(batch) = self.sends.as_mut() else {
+            return;
+        };
+        if self.dirty.len() < 2 || self.batch.holds_output() {
+            return;
+        }
+        batch.clear();
+        for &key in &self.dirty {
+            // A slot closed and reused this turn may be listed twice: its flag says whether
+            // it was taken already (`flush` clears it anyway).
+            let Some(conn) = self.conns.get_mut(key).filter(|c| c.dirty) else {
+                continue;
+            };
+            conn.dirty = false;
+            let allowed = conn.writable_len();
+            if let (Some(fd), true) = (conn.stream.plain_fd(), allowed > 0) {
+                batch.push(key, fd, &conn.wbuf[..allowed]);
+            }
+        }
+        if batch.len() < 2 {
+            return;
+        }
+        // SAFETY: the buffers are the connections' `wbuf`s, untouched until `send` returns.
+        let Some(written) = (unsafe { batch.send() }) else {
+            return;
+        };
+        for (key, n) in written {
+            if n > 0 {
+                self.conns[key].advance_written(n);
+                self.stats.bytes_out += n as u64;
+            }
         }
     }
 }

@@ -14,9 +14,10 @@
 use std::io::{self, Read};
 use std::time::{Duration, Instant};
 
-use mio::{Interest, Registry, Token};
+use mio::{Interest, Token};
 use slab::Slab;
 
+use crate::reactor::Registry;
 use crate::transport::Transport;
 
 /// How long a closed connection's input is drained at most.

@@ -1,4 +1,4 @@
-//! A shard: one thread, one `mio::Poll`, and everything it owns.
+//! A shard: one thread, one [`Reactor`](crate::reactor::Reactor), and everything it owns.
 //!
 //! A shard owns its connections (a `slab`), the sessions whose client id hashes to it, its
 //! replica of the subscription index and its inbox. Nothing here is shared: other shards
@@ -50,7 +50,7 @@ mod trim;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mio::{Interest, Poll, Token};
+use mio::{Interest, Token};
 use slab::Slab;
 
 use crate::auth::{AuthClient, AuthResponse};
@@ -136,7 +136,9 @@ pub struct Shard {
     /// Where this shard's sockets are registered: a handle on the loop's `mio::Poll`, which
     /// the loop thread keeps outside the shard so that it can sleep in it without holding the
     /// shard's lock (see [`handoff`]).
-    pub(crate) registry: mio::Registry,
+    pub(crate) registry: crate::reactor::Registry,
+    /// The turn's sends, made in one system call (io_uring; `None` on epoll).
+    sends: Option<crate::reactor::SendBatch>,
     pub(crate) listeners: Vec<ListenerSocket>,
     pub(crate) conns: Slab<Conn>,
     pub(crate) sessions: Slab<SessionSlot>,
@@ -230,7 +232,7 @@ impl Shard {
     /// ([`Shard::run`]) is given that poll.
     pub fn new(
         id: usize,
-        poll: &Poll,
+        poll: &crate::reactor::Reactor,
         listeners: Vec<ListenerSocket>,
         inbox: Inbox,
         peers: Arc<Vec<ShardHandle>>,
@@ -239,7 +241,7 @@ impl Shard {
     ) -> std::io::Result<Shard> {
         let mut listeners = listeners;
         for (i, l) in listeners.iter_mut().enumerate() {
-            poll.registry()
+            poll.registry()?
                 .register(l, Token(LISTENER_BASE + i), Interest::READABLE)?;
         }
         let n = peers.len();
@@ -286,7 +288,8 @@ impl Shard {
             .collect();
         Ok(Shard {
             id,
-            registry: poll.registry().try_clone()?,
+            registry: poll.registry()?,
+            sends: poll.send_batch(),
             listeners,
             conns: Slab::with_capacity(1024),
             sessions: Slab::with_capacity(1024),

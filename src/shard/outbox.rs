@@ -102,14 +102,15 @@ impl Outbox {
 mod tests {
     use super::*;
     use crate::index::SubscriberId;
+    use crate::reactor::{IoBackend, Reactor};
     use crate::shard::inbox::{inbox, Inbox, INBOX_BATCHES};
     use crate::shard::WAKER;
 
-    fn shards(n: usize) -> (Vec<mio::Poll>, Vec<ShardHandle>, Vec<Inbox>) {
+    fn shards(n: usize) -> (Vec<Reactor>, Vec<ShardHandle>, Vec<Inbox>) {
         let (mut polls, mut handles, mut inboxes) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..n {
-            let poll = mio::Poll::new().unwrap();
-            let (h, i) = inbox(mio::Waker::new(poll.registry(), WAKER).unwrap());
+            let (poll, _, waker) = Reactor::new(IoBackend::Epoll, WAKER).unwrap();
+            let (h, i) = inbox(waker);
             polls.push(poll);
             handles.push(h);
             inboxes.push(i);

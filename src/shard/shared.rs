@@ -34,6 +34,8 @@ pub struct Shared {
     pub auth_worker: Option<AuthWorker>,
     /// The plugins (each shard makes its own chain of them at its start).
     pub plugins: crate::plugin::registry::Loaded,
+    /// The kernel interface the shards' loops use (`reactor::Reactor::name`), once they run.
+    pub io_backend: std::sync::OnceLock<&'static str>,
     /// Each shard's counters as of its last tick (see `shard::stats`), by shard id.
     stats: Box<[StatsSlot]>,
     /// The messages each shard's sessions hold that others may hold too, for the distinct
@@ -76,6 +78,7 @@ impl Shared {
             stats: (0..shards).map(|_| StatsSlot::default()).collect(),
             held_by_many: HeldByMany::new(shards),
             cluster_links: Default::default(),
+            io_backend: Default::default(),
             sys_snapshot: Mutex::default(),
             sys_asked: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),

@@ -98,6 +98,12 @@ impl Listener {
     }
 }
 
+impl std::os::fd::AsRawFd for Listener {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.socket.as_raw_fd()
+    }
+}
+
 impl Source for Listener {
     fn register(
         &mut self,

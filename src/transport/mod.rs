@@ -275,6 +275,15 @@ impl Transport {
         }
     }
 
+    /// The socket, when what the shard writes goes to it unchanged (plain TCP): it may then
+    /// be written with other connections' output in one system call.
+    pub fn plain_fd(&self) -> Option<std::os::fd::RawFd> {
+        match &self.0 {
+            Layers::Tcp(s) => Some(std::os::fd::AsRawFd::as_raw_fd(s)),
+            _ => None,
+        }
+    }
+
     /// The TCP socket underneath.
     pub fn tcp(&self) -> &TcpStream {
         match &self.0 {
@@ -348,6 +357,13 @@ impl From<TcpStream> for Transport {
 }
 
 /// Registration is always of the TCP socket: layers have no descriptor of their own.
+impl std::os::fd::AsRawFd for Transport {
+    /// The TCP socket under every layer: what the shard's reactor watches.
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.tcp().as_raw_fd()
+    }
+}
+
 impl Source for Transport {
     fn register(
         &mut self,

@@ -269,6 +269,19 @@ fn memory_limit() {
 }
 
 #[test]
+fn io_backend() {
+    use crate::reactor::IoBackend;
+    assert_eq!(parse("").io_backend, IoBackend::Epoll);
+    assert_eq!(parse("io_backend io_uring").io_backend, IoBackend::IoUring);
+    assert_eq!(parse("io_backend auto").io_backend, IoBackend::Auto);
+    assert_eq!(parse("io_backend epoll").io_backend, IoBackend::Epoll);
+    assert_eq!(
+        error("io_backend kqueue"),
+        "t.conf:1: bad value 'kqueue' for 'io_backend': expected epoll, io_uring or auto"
+    );
+}
+
+#[test]
 fn shard_handoff() {
     assert!(parse("").shard_handoff);
     assert!(!parse("shard_handoff false").shard_handoff);

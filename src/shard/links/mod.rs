@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use mio::event::Event;
 use mio::Token;
 
 mod reload;
@@ -30,6 +29,7 @@ use crate::config::BridgeConfig;
 use crate::index::{Entry, SubscriberId};
 use crate::message::Message;
 use crate::protocol::{ByteStr, Properties, Publish, QoS, SubOptions};
+use crate::reactor::Event;
 use crate::session::{Limits, OutState, Outgoing, SendPublish, Session};
 
 /// Tokens from here up to `LINGER_BASE` are links (token `LINK_BASE + i` is link `i`); the
