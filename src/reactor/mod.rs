@@ -15,6 +15,7 @@
 //! (`shard::handoff`): io_uring changes made then are only queued, so
 //! [`Registry::has_pending`] tells the peer to wake the loop, which submits them.
 
+mod bufring;
 mod sends;
 mod uring;
 mod waker;
@@ -70,11 +71,20 @@ impl IoBackend {
     }
 }
 
-/// One readiness event: the token a socket was registered with and what changed.
+/// One event: the token a socket was registered with and what changed; for a receiving
+/// socket (io_uring), bytes it received or the end of its input, which
+/// [`Registry::input`] hands out.
 #[derive(Debug, Clone, Copy)]
 pub struct Event {
     token: Token,
     flags: u8,
+    /// Receiving sockets: the descriptor and receive request the input came from.
+    fd: i32,
+    generation: u32,
+    /// Received bytes (address in the ring's buffers, valid until the next wait), or with
+    /// `INPUT_END` the error number (0: end of stream).
+    addr: usize,
+    len: u32,
 }
 
 const READABLE: u8 = 1;
@@ -82,14 +92,57 @@ const WRITABLE: u8 = 2;
 const READ_CLOSED: u8 = 4;
 const WRITE_CLOSED: u8 = 8;
 const ERROR: u8 = 16;
+const RECEIVED: u8 = 32;
+const INPUT_END: u8 = 64;
+
+/// What an event brought for a receiving socket (see [`Registry::input`]).
+#[derive(Debug)]
+pub enum Input<'a> {
+    /// Nothing: a readiness event, read the socket as usual.
+    Readiness,
+    /// Bytes the socket received, in order.
+    Data(&'a [u8]),
+    /// The end of the input: `None` at the end of the stream, or the error.
+    End(Option<io::Error>),
+    /// Input of a receive that is no longer the socket's (it was closed, or reregistered):
+    /// to be ignored, and the socket not read.
+    Stale,
+}
 
 impl Event {
     /// A socket registered as `token` became readable and writable: what a test or a
     /// caller that must re-check a source uses.
     pub fn ready(token: Token) -> Event {
+        Event::with_flags(token, READABLE | WRITABLE)
+    }
+
+    fn with_flags(token: Token, flags: u8) -> Event {
         Event {
             token,
-            flags: READABLE | WRITABLE,
+            flags,
+            fd: -1,
+            generation: 0,
+            addr: 0,
+            len: 0,
+        }
+    }
+
+    fn received(token: Token, fd: i32, generation: u32, addr: usize, len: u32) -> Event {
+        Event {
+            fd,
+            generation,
+            addr,
+            len,
+            ..Event::with_flags(token, RECEIVED)
+        }
+    }
+
+    fn input_end(token: Token, fd: i32, generation: u32, errno: i32) -> Event {
+        Event {
+            fd,
+            generation,
+            len: errno as u32,
+            ..Event::with_flags(token, INPUT_END)
         }
     }
 
@@ -106,10 +159,7 @@ impl Event {
                 flags |= bit;
             }
         }
-        Event {
-            token: e.token(),
-            flags,
-        }
+        Event::with_flags(e.token(), flags)
     }
 
     /// From a `poll(2)` mask, read as mio reads epoll's (the same bits).
@@ -131,7 +181,7 @@ impl Event {
         if has(libc::POLLERR) {
             flags |= ERROR;
         }
-        Event { token, flags }
+        Event::with_flags(token, flags)
     }
 
     pub fn token(&self) -> Token {
@@ -309,6 +359,49 @@ impl Registry {
         match &self.0 {
             Registrar::Epoll(r) => r.deregister(source),
             Registrar::Uring(r) => r.deregister(source.as_raw_fd()),
+        }
+    }
+
+    /// Makes a registered socket a receiving one where the backend can (io_uring with
+    /// multishot receive): its input then comes as [`Input::Data`] with the loop's wait,
+    /// and the owner must never read the socket itself again (bytes would be taken out of
+    /// order); its interest is only room to write (`writable`). False: nothing changed, read
+    /// it on readiness as before. Only for sockets whose bytes are the owner's as they come
+    /// (plain TCP) and that stay with this reactor until closed.
+    pub fn receive<S>(&self, source: &S, token: Token, writable: bool) -> io::Result<bool>
+    where
+        S: AsRawFd + ?Sized,
+    {
+        match &self.0 {
+            Registrar::Epoll(_) => Ok(false),
+            Registrar::Uring(r) => r.receive(source.as_raw_fd(), token, writable),
+        }
+    }
+
+    /// The input `event` brings, checked against the socket's current registration: bytes
+    /// are handed out only while the receive that got them is still the socket's. The
+    /// bytes are valid until the reactor's next wait.
+    pub fn input<'e>(&self, event: &'e Event) -> Input<'e> {
+        if event.flags & (RECEIVED | INPUT_END) == 0 {
+            return Input::Readiness;
+        }
+        let current = match &self.0 {
+            Registrar::Epoll(_) => false,
+            Registrar::Uring(r) => r.is_current(event.fd, event.generation),
+        };
+        if !current {
+            return Input::Stale;
+        }
+        if event.flags & RECEIVED != 0 {
+            // SAFETY: the bytes are in a buffer of the reactor's ring, lent to the loop until
+            // its next wait; the events are the last wait's.
+            Input::Data(unsafe {
+                std::slice::from_raw_parts(event.addr as *const u8, event.len as usize)
+            })
+        } else if event.len == 0 {
+            Input::End(None)
+        } else {
+            Input::End(Some(io::Error::from_raw_os_error(event.len as i32)))
         }
     }
 

@@ -10,6 +10,7 @@ use mio::net::UnixStream;
 use mio::{Interest, Token};
 
 use super::*;
+use std::sync::Arc;
 
 const WAKER: Token = Token(usize::MAX);
 const SHORT: Duration = Duration::from_millis(50);
@@ -253,4 +254,151 @@ fn a_send_batch_writes_each_socket_what_it_takes_in_order() {
     // SAFETY: as above.
     let written: Vec<_> = unsafe { batch.send() }.unwrap().collect();
     assert_eq!(written, vec![(1, 0), (2, 1)]);
+}
+
+/// The io_uring reactor, when this kernel has it (see `backends`).
+fn uring() -> Option<(Reactor, Registry, Arc<Waker>)> {
+    backends()
+        .into_iter()
+        .find(|(r, _, _)| r.name() == "io_uring")
+}
+
+/// Polls until every receiving socket in `tokens` delivered `want[i]` bytes (or its end),
+/// appending what each received, in order.
+fn collect(reactor: &mut Reactor, registry: &Registry, got: &mut [Vec<u8>], want: &[usize]) {
+    let mut events = Events::with_capacity(1024);
+    let deadline = std::time::Instant::now() + LONG;
+    while got.iter().zip(want).any(|(g, w)| g.len() < *w) {
+        assert!(std::time::Instant::now() < deadline, "input missing");
+        reactor.poll(&mut events, Some(SHORT)).unwrap();
+        for e in events.iter() {
+            match registry.input(e) {
+                Input::Data(bytes) => got[e.token().0].extend_from_slice(bytes),
+                Input::Readiness => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn a_receiving_socket_delivers_its_bytes_in_order_then_its_end() {
+    let Some((mut reactor, registry, _w)) = uring() else {
+        return;
+    };
+    let (mut a, mut b) = UnixStream::pair().unwrap();
+    registry
+        .register(&mut a, Token(0), Interest::READABLE)
+        .unwrap();
+    assert!(registry.receive(&a, Token(0), false).unwrap());
+    b.write_all(b"hello ").unwrap();
+    let mut got = vec![Vec::new()];
+    collect(&mut reactor, &registry, &mut got, &[6]);
+    b.write_all(b"world").unwrap();
+    collect(&mut reactor, &registry, &mut got, &[11]);
+    assert_eq!(got[0], b"hello world");
+    drop(b);
+    let mut events = Events::with_capacity(8);
+    let deadline = std::time::Instant::now() + LONG;
+    loop {
+        assert!(std::time::Instant::now() < deadline, "no end of stream");
+        reactor.poll(&mut events, Some(SHORT)).unwrap();
+        if events
+            .iter()
+            .any(|e| matches!(registry.input(e), Input::End(None)))
+        {
+            break;
+        }
+    }
+}
+
+#[test]
+fn more_input_than_the_buffers_hold_arrives_whole_and_in_order() {
+    let Some((mut reactor, registry, _w)) = uring() else {
+        return;
+    };
+    // 48 sockets with as much queued as each takes (about 90 KiB on a Unix socket): twice
+    // the ring's 2 MiB of buffers, so receives run out and are armed again, while events
+    // of their earlier completions wait to be handled.
+    let mut pairs = Vec::new();
+    let mut sent = Vec::new();
+    for i in 0..48 {
+        let (mut a, mut b) = UnixStream::pair().unwrap();
+        registry
+            .register(&mut a, Token(i), Interest::READABLE)
+            .unwrap();
+        let mut n = 0usize;
+        loop {
+            let chunk: Vec<u8> = (n..n + 1000).map(|x| (x * 7 + i) as u8).collect();
+            match b.write(&chunk) {
+                Ok(w) => n += w,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        sent.push(n);
+        pairs.push((a, b));
+    }
+    for (i, (a, _)) in pairs.iter().enumerate() {
+        assert!(registry.receive(a, Token(i), false).unwrap());
+    }
+    assert!(sent.iter().sum::<usize>() > 4 << 20, "{sent:?}");
+    let mut got = vec![Vec::new(); 48];
+    collect(&mut reactor, &registry, &mut got, &sent);
+    for (i, g) in got.iter().enumerate() {
+        assert_eq!(g.len(), sent[i]);
+        assert!(
+            g.iter().enumerate().all(|(x, &v)| v == (x * 7 + i) as u8),
+            "socket {i}: bytes out of order"
+        );
+    }
+}
+
+#[test]
+fn input_of_a_socket_deregistered_since_the_wait_is_stale() {
+    let Some((mut reactor, registry, _w)) = uring() else {
+        return;
+    };
+    let (mut a, mut b) = UnixStream::pair().unwrap();
+    registry
+        .register(&mut a, Token(0), Interest::READABLE)
+        .unwrap();
+    assert!(registry.receive(&a, Token(0), false).unwrap());
+    b.write_all(b"old").unwrap();
+    let mut events = Events::with_capacity(8);
+    let deadline = std::time::Instant::now() + LONG;
+    while events.is_empty() {
+        assert!(std::time::Instant::now() < deadline);
+        reactor.poll(&mut events, Some(SHORT)).unwrap();
+    }
+    // Closed (and its number free for the next socket) before its turn handles the event.
+    registry.deregister(&mut a).unwrap();
+    drop(a);
+    for e in events.iter() {
+        assert!(matches!(registry.input(e), Input::Stale), "{e:?}");
+    }
+}
+
+#[test]
+fn a_receiving_socket_still_reports_room_to_write_when_asked() {
+    let Some((mut reactor, registry, _w)) = uring() else {
+        return;
+    };
+    let (mut a, _b) = UnixStream::pair().unwrap();
+    registry
+        .register(&mut a, Token(0), Interest::READABLE)
+        .unwrap();
+    assert!(registry.receive(&a, Token(0), false).unwrap());
+    assert!(
+        !sees(&mut reactor, Token(0), SHORT),
+        "no write interest yet"
+    );
+    registry
+        .reregister(&mut a, Token(0), Interest::READABLE | Interest::WRITABLE)
+        .unwrap();
+    let mut events = Events::with_capacity(8);
+    reactor.poll(&mut events, Some(LONG)).unwrap();
+    assert!(events
+        .iter()
+        .any(|e| e.token() == Token(0) && e.is_writable()));
 }

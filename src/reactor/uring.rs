@@ -1,4 +1,5 @@
-//! The io_uring backend: readiness from multishot poll requests.
+//! The io_uring backend: readiness from multishot poll requests, and input from multishot
+//! receives.
 //!
 //! Each registered socket has one `IORING_OP_POLL_ADD` request with `IORING_POLL_ADD_MULTI`,
 //! which posts a completion at every wake-up of the socket (new data, room to write, the
@@ -6,10 +7,17 @@
 //! are queued as submission entries and go to the kernel with the loop's wait, in one
 //! `io_uring_enter`, instead of one `epoll_ctl` each.
 //!
+//! A socket the shard switches to receiving ([`Registrations::receive`]) has a multishot
+//! `IORING_OP_RECV` instead of its read interest: its bytes arrive with the wait, in buffers
+//! of the ring's [`BufRing`], with no `read` per message; its poll request then watches
+//! only for room to write, when asked to.
+//!
 //! A request is named by `user_data` = descriptor << 32 | generation. A socket's generation
 //! changes at every (re)registration, so a completion still in flight from an older
 //! request (a removed one, or a socket closed and its descriptor number reused) is
-//! recognised and dropped.
+//! recognised and dropped. Input is checked again when the shard takes it
+//! ([`Registrations::is_current`]): a socket may be closed, and its number reused, between
+//! the wait and the event's turn.
 
 use std::io;
 use std::os::fd::RawFd;
@@ -20,6 +28,7 @@ use io_uring::types::{SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, types, IoUring};
 use mio::{Interest, Token};
 
+use super::bufring::{self, BufRing};
 use super::Event;
 
 /// The `user_data` of removal requests, whose completions carry nothing for the loop.
@@ -35,6 +44,9 @@ pub(super) struct Ring {
     regs: Arc<Registrations>,
     /// The changes being submitted (swapped with the queued ones: no allocation per turn).
     submitting: Vec<Change>,
+    /// Buffers for receives; `None` where the kernel has no provided-buffer rings or
+    /// multishot receive (then sockets are only polled).
+    buffers: Option<BufRing>,
 }
 
 /// What is registered, and the changes not yet submitted. Shared between the loop and the
@@ -45,23 +57,40 @@ pub(super) struct Registrations(Mutex<Regs>);
 
 #[derive(Debug, Default)]
 struct Regs {
-    /// Indexed by descriptor (small integers, dense): the socket's current request.
+    /// Indexed by descriptor (small integers, dense): the socket's current requests.
     by_fd: Vec<Option<Reg>>,
     changes: Vec<Change>,
     generation: u32,
+    /// Multishot receives work here (see `Ring::buffers`).
+    receives: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Reg {
     token: Token,
+    /// The poll request's mask and generation; mask 0: no poll request (a receiving socket
+    /// with nothing to write).
     mask: u32,
     generation: u32,
+    /// The receive request's generation, for a receiving socket.
+    recv: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy)]
 enum Change {
-    Arm { fd: RawFd, mask: u32, data: u64 },
-    Disarm { data: u64 },
+    Arm {
+        fd: RawFd,
+        mask: u32,
+        data: u64,
+    },
+    Receive {
+        fd: RawFd,
+        data: u64,
+    },
+    /// Cancels a poll or receive request.
+    Disarm {
+        data: u64,
+    },
 }
 
 fn user_data(fd: RawFd, generation: u32) -> u64 {
@@ -108,9 +137,60 @@ impl Ring {
             ring,
             regs: Arc::default(),
             submitting: Vec::new(),
+            buffers: None,
         };
         ring.check_multishot_poll()?;
+        ring.buffers = ring.receiving_buffers();
+        ring.regs.lock().receives = ring.buffers.is_some();
         Ok(ring)
+    }
+
+    /// The buffer ring, if the kernel has provided-buffer rings (5.19) and multishot
+    /// receive (6.0); else sockets are polled and read as on epoll.
+    fn receiving_buffers(&self) -> Option<BufRing> {
+        let mut probe = io_uring::Probe::new();
+        self.ring.submitter().register_probe(&mut probe).ok()?;
+        if !probe.is_supported(opcode::RecvMulti::CODE) {
+            return None;
+        }
+        let buffers = BufRing::new(&self.ring).ok()?;
+        // Multishot receive is 6.0; the opcode exists since 5.6: a receive on a socket pair
+        // must give two completions for two writes.
+        let (a, b) = std::os::unix::net::UnixStream::pair().ok()?;
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&a);
+        let entry = opcode::RecvMulti::new(types::Fd(fd), bufring::GROUP)
+            .build()
+            .user_data(0);
+        // SAFETY: the receive writes only into the ring's buffers, which outlive it.
+        unsafe { self.ring.submission_shared().push(&entry) }.ok()?;
+        self.ring.submit().ok()?;
+        let mut completions = Vec::new();
+        for payload in [b"1", b"2"] {
+            std::io::Write::write_all(&mut &b, payload).ok()?;
+            let ts = Timespec::new().sec(1);
+            let args = SubmitArgs::new().timespec(&ts);
+            let _ = self.ring.submitter().submit_with_args(1, &args);
+            // SAFETY: only this thread uses the completion queue.
+            completions.extend(unsafe { self.ring.completion_shared() }.map(|c| c.flags()));
+        }
+        let cancel = opcode::AsyncCancel::new(0).build().user_data(REMOVAL);
+        // SAFETY: as above.
+        unsafe { self.ring.submission_shared().push(&cancel) }.ok()?;
+        let ts = Timespec::new().sec(1);
+        let _ = self
+            .ring
+            .submitter()
+            .submit_with_args(2, &SubmitArgs::new().timespec(&ts));
+        // SAFETY: as above.
+        let _ = unsafe { self.ring.completion_shared() }.count();
+        let mut buffers = buffers;
+        for flags in &completions {
+            if let Some(bid) = cqueue::buffer_select(*flags) {
+                buffers.take(bid, 0);
+            }
+        }
+        buffers.give_back();
+        (completions.len() == 2 && cqueue::more(completions[0])).then_some(buffers)
     }
 
     /// Two writes to an eventfd under one multishot poll must give two completions, the
@@ -147,6 +227,11 @@ impl Ring {
         out: &mut Vec<Event>,
         timeout: Option<Duration>,
     ) -> io::Result<()> {
+        // The loop is done with the last wait's events: their buffers go back first, so
+        // that a receive re-armed for want of them finds some.
+        if let Some(b) = &mut self.buffers {
+            b.give_back();
+        }
         self.submit_changes()?;
         let waited = match timeout {
             Some(t) if t.is_zero() => self.ring.submit(),
@@ -229,9 +314,17 @@ impl Ring {
                     .multi(true)
                     .build()
                     .user_data(data),
-                Change::Disarm { data } => opcode::PollRemove::new(data).build().user_data(REMOVAL),
+                Change::Receive { fd, data } => {
+                    opcode::RecvMulti::new(types::Fd(fd), bufring::GROUP)
+                        .build()
+                        .user_data(data)
+                }
+                Change::Disarm { data } => {
+                    opcode::AsyncCancel::new(data).build().user_data(REMOVAL)
+                }
             };
-            // SAFETY: poll entries reference no memory of ours.
+            // SAFETY: polls and cancels reference no memory of ours; receives write only
+            // into the buffer ring, which lives as long as the ring (`Drop`).
             while unsafe { self.ring.submission().push(&entry) }.is_err() {
                 self.ring.submit()?;
             }
@@ -242,39 +335,73 @@ impl Ring {
     fn reap(&mut self, out: &mut Vec<Event>) {
         let mut regs = self.regs.lock();
         for cqe in self.ring.completion() {
-            let data = cqe.user_data();
+            let (data, res, flags) = (cqe.user_data(), cqe.result(), cqe.flags());
+            // A completion that carries a buffer lends it to the loop, stale or not; it goes
+            // back at the next wait.
+            let lent = match (cqueue::buffer_select(flags), &mut self.buffers) {
+                (Some(bid), Some(b)) => Some(b.take(bid, res.max(0) as usize)),
+                _ => None,
+            };
             if data == REMOVAL {
                 continue;
             }
-            let fd = (data >> 32) as usize;
-            let Some(reg) = regs.by_fd.get(fd).copied().flatten() else {
+            let fd = (data >> 32) as RawFd;
+            let generation = data as u32;
+            let Some(reg) = regs.current(fd) else {
                 continue;
             };
-            if reg.generation != data as u32 {
-                continue;
-            }
-            let res = cqe.result();
-            if res >= 0 {
-                out.push(Event::from_poll_mask(reg.token, res as u32));
-            } else {
-                // The request failed: the loop tries the socket and meets the error itself.
-                out.push(Event::from_poll_mask(
-                    reg.token,
-                    (libc::POLLIN | libc::POLLOUT | libc::POLLERR) as u32,
-                ));
-            }
-            if !cqueue::more(cqe.flags()) {
-                if res == -libc::EBADF {
-                    // Closed without being deregistered: nothing to watch any more.
-                    regs.by_fd[fd] = None;
+            let more = cqueue::more(flags);
+            if reg.recv == Some(generation) {
+                match res {
+                    n if n > 0 => {
+                        if let Some((addr, len)) = lent {
+                            out.push(Event::received(reg.token, fd, generation, addr, len));
+                        }
+                    }
+                    // Out of buffers: the bytes wait in the socket; armed again below, and
+                    // submitted after the buffers are given back.
+                    e if e == -libc::ENOBUFS => {}
+                    // The end of the stream (0) or an error: the request is over.
+                    e => {
+                        out.push(Event::input_end(reg.token, fd, generation, -e));
+                        continue;
+                    }
+                }
+                if !more {
+                    // The same request again, under the same generation: events of its
+                    // earlier completions, not handled yet, must stay current.
+                    regs.changes.push(Change::Receive { fd, data });
+                }
+            } else if reg.mask != 0 && reg.generation == generation {
+                if res >= 0 {
+                    out.push(Event::from_poll_mask(reg.token, res as u32));
                 } else {
-                    // The kernel ended the request (an error, a full completion queue):
-                    // armed again, as a fresh registration.
-                    let fd = fd as RawFd;
-                    regs.arm(fd, reg.token, reg.mask);
+                    // The request failed: the loop tries the socket and meets the error.
+                    out.push(Event::from_poll_mask(
+                        reg.token,
+                        (libc::POLLIN | libc::POLLOUT | libc::POLLERR) as u32,
+                    ));
+                }
+                if !more {
+                    if res == -libc::EBADF {
+                        // Closed without being deregistered: nothing to watch any more.
+                        regs.by_fd[fd as usize] = None;
+                    } else {
+                        // The kernel ended the request (an error, a full completion queue):
+                        // armed again.
+                        regs.arm_poll(fd, reg.mask);
+                    }
                 }
             }
         }
+    }
+}
+
+impl Drop for Ring {
+    /// Every request ends before the buffers they write into are freed (the kernel tears a
+    /// closed ring down asynchronously).
+    fn drop(&mut self) {
+        self.release_all();
     }
 }
 
@@ -294,9 +421,32 @@ impl Registrations {
 
     pub(super) fn reregister(&self, fd: RawFd, token: Token, interest: Interest) -> io::Result<()> {
         let mut regs = self.lock();
-        regs.disarm(fd)?;
-        regs.arm(fd, token, poll_mask(interest));
+        let reg = regs
+            .current(fd)
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))?;
+        if reg.recv.is_some() && reg.token == token {
+            // Receiving: its input stays with the receive; interest is only room to write.
+            regs.write_interest(fd, interest.is_writable());
+        } else {
+            regs.disarm(fd)?;
+            regs.arm(fd, token, poll_mask(interest));
+        }
         Ok(())
+    }
+
+    pub(super) fn receive(&self, fd: RawFd, token: Token, writable: bool) -> io::Result<bool> {
+        let mut regs = self.lock();
+        let reg = regs
+            .current(fd)
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))?;
+        if !regs.receives || reg.token != token {
+            return Ok(false);
+        }
+        if reg.recv.is_none() {
+            regs.write_interest(fd, writable);
+            regs.arm_recv(fd);
+        }
+        Ok(true)
     }
 
     pub(super) fn deregister(&self, fd: RawFd) -> io::Result<()> {
@@ -306,6 +456,13 @@ impl Registrations {
     pub(super) fn has_pending(&self) -> bool {
         !self.lock().changes.is_empty()
     }
+
+    /// The receive request of generation `generation` is still `fd`'s.
+    pub(super) fn is_current(&self, fd: RawFd, generation: u32) -> bool {
+        self.lock()
+            .current(fd)
+            .is_some_and(|r| r.recv == Some(generation))
+    }
 }
 
 impl Regs {
@@ -313,25 +470,69 @@ impl Regs {
         self.by_fd.get(usize::try_from(fd).ok()?).copied().flatten()
     }
 
+    fn next_generation(&mut self) -> u32 {
+        self.generation = self.generation.wrapping_add(1);
+        self.generation
+    }
+
+    /// A new registration of `fd`, polled with `mask`.
     fn arm(&mut self, fd: RawFd, token: Token, mask: u32) {
         let Ok(i) = usize::try_from(fd) else {
             return;
         };
-        self.generation = self.generation.wrapping_add(1);
-        let generation = self.generation;
         if self.by_fd.len() <= i {
             self.by_fd.resize(i + 1, None);
         }
         self.by_fd[i] = Some(Reg {
             token,
-            mask,
-            generation,
+            mask: 0,
+            generation: 0,
+            recv: None,
         });
-        self.changes.push(Change::Arm {
+        self.arm_poll(fd, mask);
+    }
+
+    /// A new poll request for registered `fd` (none for mask 0).
+    fn arm_poll(&mut self, fd: RawFd, mask: u32) {
+        let generation = self.next_generation();
+        let Some(Some(reg)) = self.by_fd.get_mut(fd as usize) else {
+            return;
+        };
+        reg.mask = mask;
+        reg.generation = generation;
+        if mask != 0 {
+            self.changes.push(Change::Arm {
+                fd,
+                mask,
+                data: user_data(fd, generation),
+            });
+        }
+    }
+
+    /// A new receive request for registered `fd`.
+    fn arm_recv(&mut self, fd: RawFd) {
+        let generation = self.next_generation();
+        let Some(Some(reg)) = self.by_fd.get_mut(fd as usize) else {
+            return;
+        };
+        reg.recv = Some(generation);
+        self.changes.push(Change::Receive {
             fd,
-            mask,
             data: user_data(fd, generation),
         });
+    }
+
+    /// A receiving `fd`'s poll request: room to write, or none.
+    fn write_interest(&mut self, fd: RawFd, writable: bool) {
+        let Some(reg) = self.current(fd) else {
+            return;
+        };
+        if reg.mask != 0 {
+            self.changes.push(Change::Disarm {
+                data: user_data(fd, reg.generation),
+            });
+        }
+        self.arm_poll(fd, if writable { libc::POLLOUT as u32 } else { 0 });
     }
 
     fn disarm(&mut self, fd: RawFd) -> io::Result<()> {
@@ -339,9 +540,16 @@ impl Regs {
             return Err(io::Error::from_raw_os_error(libc::ENOENT));
         };
         self.by_fd[fd as usize] = None;
-        self.changes.push(Change::Disarm {
-            data: user_data(fd, reg.generation),
-        });
+        if reg.mask != 0 {
+            self.changes.push(Change::Disarm {
+                data: user_data(fd, reg.generation),
+            });
+        }
+        if let Some(generation) = reg.recv {
+            self.changes.push(Change::Disarm {
+                data: user_data(fd, generation),
+            });
+        }
         Ok(())
     }
 }

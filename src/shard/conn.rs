@@ -62,6 +62,9 @@ pub struct Conn {
     pub dirty: bool,
     /// WRITABLE interest is registered (the last flush hit `WouldBlock`).
     pub want_write: bool,
+    /// Its input comes with the reactor's events (`Registry::receive`, io_uring): never
+    /// read the socket.
+    pub receiving: bool,
     /// Whether the listener it came through allows anonymous clients.
     pub allow_anonymous: bool,
     /// The password file and ACL of the listener it came through (the global ones unless
@@ -176,6 +179,7 @@ impl Conn {
             last_rx: Instant::now(),
             dirty: false,
             want_write: false,
+            receiving: false,
             allow_anonymous,
             auth: Auth::default(),
             listener: 0,

@@ -591,6 +591,7 @@ impl<'a> Ctx<'a> {
         conn.state = ConnState::Active { session: slot };
         conn.aliases_out.max = aliases_out;
         conn.idle_limit_ms = idle_limit_ms;
+        self.services.shard.start_receiving(key);
         self.services.shard.client_connected(slot);
     }
 }

@@ -12,7 +12,7 @@ use super::lifecycle::Close;
 use super::links::LINK_BASE;
 use super::{Shard, LINGER_BASE, LISTENER_BASE, TICK, WAKER};
 use crate::cluster::Inbound;
-use crate::reactor::{Event, Events, Reactor};
+use crate::reactor::{Event, Events, Input, Reactor};
 use crate::session::memory;
 
 /// Messages from other nodes routed per loop turn at most.
@@ -184,6 +184,17 @@ impl Shard {
             }
             Token(t) if t >= LINK_BASE => self.link_ready(t - LINK_BASE, event),
             Token(key) => {
+                match self.registry.input(event) {
+                    Input::Readiness => {}
+                    Input::Stale => return,
+                    Input::Data(bytes) => return self.on_received(key, bytes),
+                    Input::End(None) => {
+                        return self.close(key, Close::Gone("connection closed by peer".into()))
+                    }
+                    Input::End(Some(e)) => {
+                        return self.close(key, Close::Gone(format!("read error: {e}")))
+                    }
+                }
                 if event.is_writable() && self.conns.contains(key) {
                     self.flush(key);
                 }

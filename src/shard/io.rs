@@ -12,7 +12,7 @@ use super::conn::Conn;
 use super::handshakes::Handshaken;
 use super::lifecycle::Close;
 use super::per_ip::PerIpConnections;
-use super::pool::{self, MIN_READ};
+use super::pool::{self, BufferPool, MIN_READ};
 use super::{Shard, READ_BUDGET};
 use crate::protocol::{self, Packet};
 use crate::session::SendPublish;
@@ -29,6 +29,25 @@ fn big_packet_missing(rbuf: &[u8], spare: usize, max_packet: usize) -> Option<us
     }
     let missing = size.checked_sub(rbuf.len())?;
     (missing > spare).then_some(missing)
+}
+
+/// Room in `conn.rbuf` for at least `want` more bytes (`want` at most [`MIN_READ`] for a
+/// read, a receive's size for received bytes).
+fn make_read_room(buffers: &mut BufferPool, conn: &mut Conn, max_packet: usize, want: usize) {
+    let spare = conn.rbuf.capacity() - conn.rbuf.len();
+    if let Some(missing) = big_packet_missing(&conn.rbuf, spare, max_packet) {
+        // A large packet still arriving: room for all of it, once, instead of growing the
+        // buffer 64 KiB at a time and copying the partial packet each time (quadratic: 62 s
+        // of CPU for a 128 MB PUBLISH). Capacity is not memory: pages are touched only as
+        // the bytes arrive.
+        buffers.make_room(&mut conn.rbuf, missing.max(want));
+    } else if spare < want.max(MIN_READ) {
+        // Room for the connection's read size (see `Conn::rbuf_target`), or more for a large
+        // packet still arriving; a tail of at least MIN_READ is read into as it is, so that a
+        // buffer whose payloads are still in flight is not replaced before it is full.
+        let room = conn.rbuf_target.room_for(conn.rbuf.len()).max(want);
+        buffers.make_room(&mut conn.rbuf, room);
+    }
 }
 
 /// On a listener that defers its client's address (PROXY protocol, a trusted
@@ -236,38 +255,71 @@ impl Shard {
         }
     }
 
+    /// Bytes a receiving connection's socket received (io_uring; see `Registry::receive`):
+    /// appended to its read buffer and handled as `on_readable` handles what it reads.
+    pub(super) fn on_received(&mut self, key: usize, bytes: &[u8]) {
+        let max_packet = self.max_packet();
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        self.buffers.ensure(&mut conn.rbuf);
+        make_read_room(&mut self.buffers, conn, max_packet, bytes.len());
+        conn.rbuf.extend_from_slice(bytes);
+        self.stats.bytes_in += bytes.len() as u64;
+        if self.process_frames(key) {
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.note_progress_on_large_packet();
+                conn.release_idle_rbuf(&mut self.buffers);
+            }
+        }
+    }
+
+    /// Switches an active plain-TCP connection to receiving (`Registry::receive`, io_uring):
+    /// from now on its bytes come with the loop's wait, with no `read` per message. Only
+    /// once it is on its home shard for good (a connection may still move before its
+    /// CONNECT is accepted, and bytes a receive took would not move with it).
+    pub(crate) fn start_receiving(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.receiving || !conn.peer_settled {
+            return;
+        }
+        if conn.stream.plain_fd().is_some() {
+            conn.receiving = self
+                .registry
+                .receive(&conn.stream, Token(key), conn.want_write)
+                .unwrap_or(false);
+        }
+    }
+
+    fn max_packet(&self) -> usize {
+        match self.shared.config.max_packet_size {
+            0 => protocol::MAX_PACKET_SIZE,
+            max => max as usize,
+        }
+    }
+
     /// `peer_closed`: the readiness event carried EPOLLRDHUP/EPOLLHUP/EPOLLERR. Then the loop
     /// reads on to the end of stream (or the error) even after a short read: a FIN that came
     /// with the last data raises no later edge, and the connection would otherwise sit in
     /// CLOSE-WAIT, will unpublished, until its keep-alive ran out (forever with keep-alive 0).
     fn read_and_process(&mut self, key: usize, peer_closed: bool) {
         let mut budget = READ_BUDGET;
-        let max_packet = match self.shared.config.max_packet_size {
-            0 => protocol::MAX_PACKET_SIZE,
-            max => max as usize,
-        };
+        let max_packet = self.max_packet();
         // Bytes read in this readiness event (see `ReadTarget::filled`).
         let mut in_event = 0;
         loop {
             let Some(conn) = self.conns.get_mut(key) else {
                 return;
             };
-            self.buffers.ensure(&mut conn.rbuf);
-            let spare = conn.rbuf.capacity() - conn.rbuf.len();
-            if let Some(missing) = big_packet_missing(&conn.rbuf, spare, max_packet) {
-                // A large packet still arriving: room for all of it, once, instead of
-                // growing the buffer 64 KiB at a time and copying the partial packet each
-                // time (quadratic: 62 s of CPU for a 128 MB PUBLISH). Capacity is not
-                // memory: pages are touched only as the bytes arrive.
-                self.buffers.make_room(&mut conn.rbuf, missing);
-            } else if spare < MIN_READ {
-                // Room for the connection's read size (see `Conn::rbuf_target`), or more for
-                // a large packet still arriving; a tail of at least MIN_READ is read into
-                // as it is, so that a buffer whose payloads are still in flight is not
-                // replaced before it is full.
-                let room = conn.rbuf_target.room_for(conn.rbuf.len());
-                self.buffers.make_room(&mut conn.rbuf, room);
+            if conn.receiving {
+                // Its bytes come with the reactor's events, in order: a read here would take
+                // some out of turn. Its end of stream comes that way too.
+                return;
             }
+            self.buffers.ensure(&mut conn.rbuf);
+            make_read_room(&mut self.buffers, conn, max_packet, MIN_READ);
             let spare = conn.rbuf.spare_capacity_mut();
             let offered = spare.len();
             // SAFETY: `read` only writes into the slice; we advance `len` by what it reports.
