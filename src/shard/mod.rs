@@ -133,7 +133,7 @@ pub type ListenerSocket = crate::transport::Listener;
 /// One event loop. See the module documentation.
 pub struct Shard {
     pub(crate) id: usize,
-    /// Where this shard's sockets are registered: a handle on the loop's `mio::Poll`, which
+    /// Where this shard's sockets are registered: a handle on the loop's `reactor::Reactor`, which
     /// the loop thread keeps outside the shard so that it can sleep in it without holding the
     /// shard's lock (see [`handoff`]).
     pub(crate) registry: crate::reactor::Registry,
