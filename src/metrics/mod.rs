@@ -100,6 +100,7 @@ fn answer(shared: &Shared, started: Instant, method: &str, path: &str) -> Reply 
                     &snap.shards,
                     &total,
                     started.elapsed().as_secs(),
+                    shared.io_backend.get().copied().unwrap_or("epoll"),
                 ),
             }
         }

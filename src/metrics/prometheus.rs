@@ -182,23 +182,25 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
 
 /// The whole scrape: each shard's counters (`shards`, by shard id), the figures of the last
 /// `$SYS` computation (`figures`, by shard id), the broker-wide counters (`total`, whose
-/// `retained` and `route` are the broker's), and the uptime.
+/// `retained` and `route` are the broker's), the uptime, and the shards' kernel interface
+/// (`io_backend`: what `auto` chose is worth seeing).
 pub fn render(
     shards: &[Stats],
     figures: &[ShardFigures],
     total: &Stats,
     uptime_secs: u64,
+    io_backend: &str,
 ) -> String {
     let mut out = String::with_capacity(4096 + shards.len() * 1024);
     header(
         &mut out,
         "midge_build_info",
         "gauge",
-        "The running midge's version (always 1).",
+        "The running midge's version and the shards' kernel interface (always 1).",
     );
     let _ = writeln!(
         out,
-        "midge_build_info{{version=\"{}\"}} 1",
+        "midge_build_info{{version=\"{}\",io_backend=\"{io_backend}\"}} 1",
         env!("CARGO_PKG_VERSION")
     );
     header(
@@ -317,7 +319,14 @@ mod tests {
             },
             ShardFigures::default(),
         ];
-        let text = render(&[a, b], &figures, &total, 12);
+        let text = render(&[a, b], &figures, &total, 12, "io_uring");
+        assert!(
+            text.contains(&format!(
+                "midge_build_info{{version=\"{}\",io_backend=\"io_uring\"}} 1\n",
+                env!("CARGO_PKG_VERSION")
+            )),
+            "{text}"
+        );
         assert!(
             text.contains("midge_loop_busy_ratio{shard=\"0\"} 0.25\n"),
             "{text}"
