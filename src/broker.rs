@@ -15,12 +15,12 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use crate::reactor::{IoBackend, Reactor};
 use mio::net::TcpListener;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::auth::{Auth, AuthWorker};
 use crate::config::Config;
+use crate::reactor::{IoBackend, Reactor};
 use crate::shard::handshakes::Handshakers;
 use crate::shard::inbox::{inbox, ShardHandle};
 /// Kept under its old path: the shared state is the shard layer's (see `shard::shared`).

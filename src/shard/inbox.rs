@@ -16,13 +16,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::reactor::Waker;
 use bytes::BytesMut;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use crate::index::{Entry, SubscriberId};
 use crate::message::SharedMessage;
 use crate::protocol::{ByteStr, Connect};
+use crate::reactor::Waker;
 use crate::transport::Transport;
 
 /// A connection in transit to the home shard of its client id.
