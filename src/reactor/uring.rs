@@ -47,6 +47,9 @@ pub(super) struct Ring {
     /// Buffers for receives; `None` where the kernel has no provided-buffer rings or
     /// multishot receive (then sockets are only polled).
     buffers: Option<BufRing>,
+    /// Created disabled, to be enabled by the first wait on the loop's thread (see
+    /// `Ring::for_loop`).
+    disabled: bool,
 }
 
 /// What is registered, and the changes not yet submitted. Shared between the loop and the
@@ -114,8 +117,49 @@ impl Ring {
     /// eventfd. Any refusal (seccomp, `kernel.io_uring_disabled`, an old kernel) is an error,
     /// which `auto` answers with epoll.
     pub(super) fn new() -> io::Result<Ring> {
-        // Cooperative task running: completions are prepared when the loop enters the
-        // kernel anyway, without an interrupt to run them earlier (5.19; else without).
+        // What the kernel can do is tried on a plain ring of its own: the loop's ring takes
+        // submissions only from the loop's thread, once enabled there.
+        let mut probe = Ring::around(
+            IoUring::builder()
+                .setup_cqsize(CQ_ENTRIES)
+                .build(SQ_ENTRIES)?,
+            false,
+        );
+        let p = probe.ring.params();
+        if !p.is_feature_ext_arg() || !p.is_feature_nodrop() {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "io_uring lacks IORING_FEAT_EXT_ARG or IORING_FEAT_NODROP (kernel 5.11 or later)",
+            ));
+        }
+        probe.check_multishot_poll()?;
+        probe.buffers = probe.receiving_buffers();
+        let receives = probe.buffers.is_some();
+        drop(probe);
+        let mut ring = Ring::for_loop()?;
+        if receives {
+            ring.buffers = BufRing::new(&ring.ring).ok();
+        }
+        ring.regs.lock().receives = ring.buffers.is_some();
+        Ok(ring)
+    }
+
+    /// The loop's ring. Where the kernel has it (6.1), completions are prepared only when the
+    /// loop waits (`IORING_SETUP_DEFER_TASKRUN`, which needs a single submitting thread: the
+    /// ring starts disabled and the loop's first wait enables it on its own thread), so a
+    /// socket's wake-up never interrupts the loop's thread; else cooperatively, at the
+    /// thread's next entry to the kernel (5.19); else as the kernel does by default.
+    fn for_loop() -> io::Result<Ring> {
+        if let Ok(r) = IoUring::builder()
+            .setup_cqsize(CQ_ENTRIES)
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .setup_taskrun_flag()
+            .setup_r_disabled()
+            .build(SQ_ENTRIES)
+        {
+            return Ok(Ring::around(r, true));
+        }
         let ring = IoUring::builder()
             .setup_cqsize(CQ_ENTRIES)
             .setup_coop_taskrun()
@@ -126,23 +170,17 @@ impl Ring {
                     .setup_cqsize(CQ_ENTRIES)
                     .build(SQ_ENTRIES)
             })?;
-        let p = ring.params();
-        if !p.is_feature_ext_arg() || !p.is_feature_nodrop() {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "io_uring lacks IORING_FEAT_EXT_ARG or IORING_FEAT_NODROP (kernel 5.11 or later)",
-            ));
-        }
-        let mut ring = Ring {
+        Ok(Ring::around(ring, false))
+    }
+
+    fn around(ring: IoUring, disabled: bool) -> Ring {
+        Ring {
             ring,
             regs: Arc::default(),
             submitting: Vec::new(),
             buffers: None,
-        };
-        ring.check_multishot_poll()?;
-        ring.buffers = ring.receiving_buffers();
-        ring.regs.lock().receives = ring.buffers.is_some();
-        Ok(ring)
+            disabled,
+        }
     }
 
     /// The buffer ring, if the kernel has provided-buffer rings (5.19) and multishot
@@ -227,6 +265,11 @@ impl Ring {
         out: &mut Vec<Event>,
         timeout: Option<Duration>,
     ) -> io::Result<()> {
+        if self.disabled {
+            // The first wait: this thread becomes the ring's only submitter.
+            self.ring.submitter().register_enable_rings()?;
+            self.disabled = false;
+        }
         // The loop is done with the last wait's events: their buffers go back first, so
         // that a receive re-armed for want of them finds some.
         if let Some(b) = &mut self.buffers {
@@ -262,6 +305,10 @@ impl Ring {
     /// asynchronously after its owner is gone, and a listener held by a request until then
     /// would refuse the next broker its port for a moment.
     pub(super) fn release_all(&mut self) {
+        if self.disabled {
+            // Never waited on: nothing was submitted.
+            return;
+        }
         let removals = {
             let mut regs = self.regs.lock();
             let fds: Vec<RawFd> = (0..regs.by_fd.len() as RawFd)
