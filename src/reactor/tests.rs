@@ -256,6 +256,16 @@ fn a_send_batch_writes_each_socket_what_it_takes_in_order() {
     assert_eq!(written, vec![(1, 0), (2, 1)]);
 }
 
+/// A socket pair whose first end is registered as `token` and receiving.
+fn receiving_pair(registry: &Registry, token: Token) -> (UnixStream, UnixStream) {
+    let (mut a, b) = UnixStream::pair().unwrap();
+    registry
+        .register(&mut a, token, Interest::READABLE)
+        .unwrap();
+    assert!(registry.receive(&a, token, false).unwrap());
+    (a, b)
+}
+
 /// The io_uring reactor, when this kernel has it (see `backends`).
 fn uring() -> Option<(Reactor, Registry, Arc<Waker>)> {
     backends()
@@ -286,11 +296,7 @@ fn a_receiving_socket_delivers_its_bytes_in_order_then_its_end() {
     let Some((mut reactor, registry, _w)) = uring() else {
         return;
     };
-    let (mut a, mut b) = UnixStream::pair().unwrap();
-    registry
-        .register(&mut a, Token(0), Interest::READABLE)
-        .unwrap();
-    assert!(registry.receive(&a, Token(0), false).unwrap());
+    let (_a, mut b) = receiving_pair(&registry, Token(0));
     b.write_all(b"hello ").unwrap();
     let mut got = vec![Vec::new()];
     collect(&mut reactor, &registry, &mut got, &[6]);
@@ -359,11 +365,7 @@ fn input_of_a_socket_deregistered_since_the_wait_is_stale() {
     let Some((mut reactor, registry, _w)) = uring() else {
         return;
     };
-    let (mut a, mut b) = UnixStream::pair().unwrap();
-    registry
-        .register(&mut a, Token(0), Interest::READABLE)
-        .unwrap();
-    assert!(registry.receive(&a, Token(0), false).unwrap());
+    let (mut a, mut b) = receiving_pair(&registry, Token(0));
     b.write_all(b"old").unwrap();
     let mut events = Events::with_capacity(8);
     let deadline = std::time::Instant::now() + LONG;
@@ -384,11 +386,7 @@ fn a_receiving_socket_still_reports_room_to_write_when_asked() {
     let Some((mut reactor, registry, _w)) = uring() else {
         return;
     };
-    let (mut a, _b) = UnixStream::pair().unwrap();
-    registry
-        .register(&mut a, Token(0), Interest::READABLE)
-        .unwrap();
-    assert!(registry.receive(&a, Token(0), false).unwrap());
+    let (mut a, _b) = receiving_pair(&registry, Token(0));
     assert!(
         !sees(&mut reactor, Token(0), SHORT),
         "no write interest yet"
