@@ -769,9 +769,10 @@ fn a_node_that_stops_in_order_leaves_no_wills_for_the_survivors_to_publish() {
     assert!(got.len() <= 1, "published again by a survivor: {got:?}");
 }
 
-/// Waits up to 10 s for `needle` in `node`'s log.
+/// Waits up to 30 s (JetStream with three replicas is slow to create streams on a loaded
+/// machine) for `needle` in `node`'s log.
 fn await_log(node: &Broker, needle: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while !node.log().contains(needle) {
         assert!(
             Instant::now() < deadline,
@@ -1113,10 +1114,13 @@ fn a_node_killed_under_load_loses_nothing_acknowledged_and_its_clients_keep_thei
     let mut on_b = MosqSub::start(b.port(), &[&keeper[..], &["-t", "keep/#"], &will].concat());
     wait_for_interest(b.port(), "load/probe", &mut [&mut on_a]);
     wait_for_interest(a.port(), "keep/probe", &mut [&mut on_b]);
-    // QoS 1 goes through the message stream once every node consumes it.
+    // QoS 1 goes through the message stream once every node consumes it; b's client's will
+    // reaches the survivors once b keeps wills in their stream (JetStream with three
+    // replicas can take seconds to create it on a loaded machine).
     for node in [&a, &b, &c] {
         await_log(node, "QoS 1/2 messages through the stream");
     }
+    await_log(&b, "client wills kept in the stream");
     // A publisher on b sends QoS 1 messages one after another and records which b
     // acknowledged, until b is SIGKILLed under it.
     let port = b.port();

@@ -203,6 +203,9 @@ async fn run_task(
             }
         }
     };
+    // From here a client's will is kept where survivors find it (before, the copies wait
+    // in the queue, and die with the node).
+    log::info!("cluster: client wills kept in the stream {STREAM}");
     let take = |run: u64| {
         tokio::spawn(take_over(
             js.clone(),
