@@ -110,12 +110,6 @@ pub enum Input<'a> {
 }
 
 impl Event {
-    /// A socket registered as `token` became readable and writable: what a test or a
-    /// caller that must re-check a source uses.
-    pub fn ready(token: Token) -> Event {
-        Event::with_flags(token, READABLE | WRITABLE)
-    }
-
     fn with_flags(token: Token, flags: u8) -> Event {
         Event {
             token,
@@ -218,13 +212,15 @@ impl Events {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
 }
 
-/// The owner's half: the wait. Lives on the loop's thread, outside the shard.
-pub struct Reactor(Backend, Option<Arc<Waker>>);
+/// The owner's half: the wait. Lives on the loop's thread, outside the shard. It keeps its
+/// waker: the eventfd stays open while the reactor is used (an io_uring registration is
+/// submitted with the next wait, and must find it open).
+pub struct Reactor {
+    backend: Backend,
+    _waker: Arc<Waker>,
+}
 
 enum Backend {
     Epoll(mio::Poll, mio::Events),
@@ -243,29 +239,30 @@ enum Registrar {
 
 impl Reactor {
     /// A reactor on `backend` (`Auto` resolved here), with a [`Waker`] registered as `waker`.
-    /// The reactor keeps the waker too: its eventfd stays open while the reactor is used
-    /// (an io_uring registration is submitted with the next wait, and must find it open).
     pub fn new(backend: IoBackend, waker: Token) -> io::Result<(Reactor, Registry, Arc<Waker>)> {
-        let mut reactor = Reactor(
-            match backend {
-                IoBackend::Epoll => Reactor::epoll()?,
-                IoBackend::IoUring => Backend::Uring(Box::new(uring::Ring::new()?)),
-                IoBackend::Auto => match uring::Ring::new() {
-                    Ok(ring) => Backend::Uring(Box::new(ring)),
-                    Err(e) => {
-                        log::info!("io_uring is not available ({e}): the shards use epoll.");
-                        Reactor::epoll()?
-                    }
-                },
+        let backend = match backend {
+            IoBackend::Epoll => Reactor::epoll()?,
+            IoBackend::IoUring => Backend::Uring(Box::new(uring::Ring::new()?)),
+            IoBackend::Auto => match uring::Ring::new() {
+                Ok(ring) => Backend::Uring(Box::new(ring)),
+                Err(e) => {
+                    log::info!("io_uring is not available ({e}): the shards use epoll.");
+                    Reactor::epoll()?
+                }
             },
-            None,
-        );
-        let registry = reactor.registry()?;
+        };
+        let registry = Registry::of(&backend)?;
         let mut w = Waker::new()?;
         registry.register(&mut w, waker, Interest::READABLE)?;
         let w = Arc::new(w);
-        reactor.1 = Some(w.clone());
-        Ok((reactor, registry, w))
+        Ok((
+            Reactor {
+                backend,
+                _waker: w.clone(),
+            },
+            registry,
+            w,
+        ))
     }
 
     fn epoll() -> io::Result<Backend> {
@@ -277,15 +274,12 @@ impl Reactor {
 
     /// Another handle on this reactor's registrations.
     pub fn registry(&self) -> io::Result<Registry> {
-        Ok(Registry(match &self.0 {
-            Backend::Epoll(p, _) => Registrar::Epoll(p.registry().try_clone()?),
-            Backend::Uring(r) => Registrar::Uring(r.registrations()),
-        }))
+        Registry::of(&self.backend)
     }
 
     /// The backend in use: `epoll` or `io_uring`.
     pub fn name(&self) -> &'static str {
-        match &self.0 {
+        match &self.backend {
             Backend::Epoll(..) => "epoll",
             Backend::Uring(_) => "io_uring",
         }
@@ -294,7 +288,7 @@ impl Reactor {
     /// A batch for the turn's sends when this backend makes them in one system call
     /// ([`SendBatch`], io_uring); `None` on epoll.
     pub fn send_batch(&self) -> Option<SendBatch> {
-        match &self.0 {
+        match &self.backend {
             Backend::Epoll(..) => None,
             Backend::Uring(_) => Some(SendBatch::default()),
         }
@@ -304,7 +298,7 @@ impl Reactor {
     /// last call, after its sockets are closed. A no-op on epoll, whose registrations end
     /// with the descriptors.
     pub fn release_all(&mut self) {
-        if let Backend::Uring(ring) = &mut self.0 {
+        if let Backend::Uring(ring) = &mut self.backend {
             ring.release_all();
         }
     }
@@ -313,7 +307,7 @@ impl Reactor {
     /// first). An interrupted wait returns with no events.
     pub fn poll(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
         events.0.clear();
-        match &mut self.0 {
+        match &mut self.backend {
             Backend::Epoll(poll, mio_events) => {
                 match poll.poll(mio_events, timeout) {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -328,6 +322,13 @@ impl Reactor {
 }
 
 impl Registry {
+    fn of(backend: &Backend) -> io::Result<Registry> {
+        Ok(Registry(match backend {
+            Backend::Epoll(p, _) => Registrar::Epoll(p.registry().try_clone()?),
+            Backend::Uring(r) => Registrar::Uring(r.registrations()),
+        }))
+    }
+
     pub fn register<S>(&self, source: &mut S, token: Token, interest: Interest) -> io::Result<()>
     where
         S: Source + AsRawFd + ?Sized,

@@ -21,7 +21,7 @@
 
 use std::io;
 use std::os::fd::RawFd;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use io_uring::types::{SubmitArgs, Timespec};
@@ -100,6 +100,24 @@ fn user_data(fd: RawFd, generation: u32) -> u64 {
     (u64::from(fd as u32) << 32) | u64::from(generation)
 }
 
+/// [`Ring::probe`], once per process: the kernel's answer is the same for every shard.
+fn kernel_support() -> io::Result<bool> {
+    static SUPPORT: OnceLock<Result<bool, (io::ErrorKind, String)>> = OnceLock::new();
+    SUPPORT
+        .get_or_init(|| Ring::probe().map_err(|e| (e.kind(), e.to_string())))
+        .clone()
+        .map_err(|(kind, msg)| io::Error::new(kind, msg))
+}
+
+/// Submits what is queued and waits up to `limit` for `want` completions; a time-out or an
+/// interruption is not an error here (the caller looks at what completed).
+fn wait_up_to(ring: &IoUring, want: usize, limit: Duration) {
+    let ts = Timespec::from(limit);
+    let _ = ring
+        .submitter()
+        .submit_with_args(want, &SubmitArgs::new().timespec(&ts));
+}
+
 fn poll_mask(interest: Interest) -> u32 {
     let mut mask = 0;
     if interest.is_readable() {
@@ -117,8 +135,19 @@ impl Ring {
     /// eventfd. Any refusal (seccomp, `kernel.io_uring_disabled`, an old kernel) is an error,
     /// which `auto` answers with epoll.
     pub(super) fn new() -> io::Result<Ring> {
-        // What the kernel can do is tried on a plain ring of its own: the loop's ring takes
-        // submissions only from the loop's thread, once enabled there.
+        let receives = kernel_support()?;
+        let mut ring = Ring::for_loop()?;
+        if receives {
+            ring.buffers = BufRing::new(&ring.ring).ok();
+        }
+        ring.regs.lock().receives = ring.buffers.is_some();
+        Ok(ring)
+    }
+
+    /// What the kernel can do, tried on a plain ring of its own (the loop's ring takes
+    /// submissions only from the loop's thread, once enabled there): `Ok(true)` when
+    /// multishot receive works too.
+    fn probe() -> io::Result<bool> {
         let mut probe = Ring::around(
             IoUring::builder()
                 .setup_cqsize(CQ_ENTRIES)
@@ -133,15 +162,7 @@ impl Ring {
             ));
         }
         probe.check_multishot_poll()?;
-        probe.buffers = probe.receiving_buffers();
-        let receives = probe.buffers.is_some();
-        drop(probe);
-        let mut ring = Ring::for_loop()?;
-        if receives {
-            ring.buffers = BufRing::new(&ring.ring).ok();
-        }
-        ring.regs.lock().receives = ring.buffers.is_some();
-        Ok(ring)
+        Ok(probe.receives_work())
     }
 
     /// The loop's ring. Where the kernel has it (6.1), completions are prepared only when the
@@ -183,52 +204,47 @@ impl Ring {
         }
     }
 
-    /// The buffer ring, if the kernel has provided-buffer rings (5.19) and multishot
-    /// receive (6.0); else sockets are polled and read as on epoll.
-    fn receiving_buffers(&self) -> Option<BufRing> {
+    /// The kernel has provided-buffer rings (5.19) and multishot receive (6.0); else
+    /// sockets are polled and read as on epoll. The probe's buffers stay in `self.buffers`,
+    /// freed after the ring.
+    fn receives_work(&mut self) -> bool {
         let mut probe = io_uring::Probe::new();
-        self.ring.submitter().register_probe(&mut probe).ok()?;
-        if !probe.is_supported(opcode::RecvMulti::CODE) {
-            return None;
+        if self.ring.submitter().register_probe(&mut probe).is_err()
+            || !probe.is_supported(opcode::RecvMulti::CODE)
+        {
+            return false;
         }
-        let buffers = BufRing::new(&self.ring).ok()?;
-        // Multishot receive is 6.0; the opcode exists since 5.6: a receive on a socket pair
-        // must give two completions for two writes.
-        let (a, b) = std::os::unix::net::UnixStream::pair().ok()?;
+        let Ok(buffers) = BufRing::new(&self.ring) else {
+            return false;
+        };
+        self.buffers = Some(buffers);
+        // The opcode exists since 5.6, multishot since 6.0: a receive on a socket pair must
+        // give two completions for two writes, the first saying more will come.
+        let Ok((a, b)) = std::os::unix::net::UnixStream::pair() else {
+            return false;
+        };
         let fd = std::os::fd::AsRawFd::as_raw_fd(&a);
         let entry = opcode::RecvMulti::new(types::Fd(fd), bufring::GROUP)
             .build()
             .user_data(0);
         // SAFETY: the receive writes only into the ring's buffers, which outlive it.
-        unsafe { self.ring.submission_shared().push(&entry) }.ok()?;
-        self.ring.submit().ok()?;
+        if unsafe { self.ring.submission().push(&entry) }.is_err() {
+            return false;
+        }
         let mut completions = Vec::new();
         for payload in [b"1", b"2"] {
-            std::io::Write::write_all(&mut &b, payload).ok()?;
-            let ts = Timespec::new().sec(1);
-            let args = SubmitArgs::new().timespec(&ts);
-            let _ = self.ring.submitter().submit_with_args(1, &args);
-            // SAFETY: only this thread uses the completion queue.
-            completions.extend(unsafe { self.ring.completion_shared() }.map(|c| c.flags()));
+            if std::io::Write::write_all(&mut &b, payload).is_err() {
+                return false;
+            }
+            wait_up_to(&self.ring, 1, Duration::from_secs(1));
+            completions.extend(self.ring.completion().map(|c| c.flags()));
         }
         let cancel = opcode::AsyncCancel::new(0).build().user_data(REMOVAL);
-        // SAFETY: as above.
-        unsafe { self.ring.submission_shared().push(&cancel) }.ok()?;
-        let ts = Timespec::new().sec(1);
-        let _ = self
-            .ring
-            .submitter()
-            .submit_with_args(2, &SubmitArgs::new().timespec(&ts));
-        // SAFETY: as above.
-        let _ = unsafe { self.ring.completion_shared() }.count();
-        let mut buffers = buffers;
-        for flags in &completions {
-            if let Some(bid) = cqueue::buffer_select(*flags) {
-                buffers.take(bid, 0);
-            }
+        // SAFETY: a cancel references no memory of ours.
+        if unsafe { self.ring.submission().push(&cancel) }.is_ok() {
+            wait_up_to(&self.ring, 2, Duration::from_secs(1));
         }
-        buffers.give_back();
-        (completions.len() == 2 && cqueue::more(completions[0])).then_some(buffers)
+        completions.len() == 2 && cqueue::more(completions[0])
     }
 
     /// Two writes to an eventfd under one multishot poll must give two completions, the
@@ -279,9 +295,10 @@ impl Ring {
         let waited = match timeout {
             Some(t) if t.is_zero() => self.ring.submit(),
             Some(t) => {
-                let ts = Timespec::new().sec(t.as_secs()).nsec(t.subsec_nanos());
-                let args = SubmitArgs::new().timespec(&ts);
-                self.ring.submitter().submit_with_args(1, &args)
+                let ts = Timespec::from(t);
+                self.ring
+                    .submitter()
+                    .submit_with_args(1, &SubmitArgs::new().timespec(&ts))
             }
             None => self.ring.submit_and_wait(1),
         };
@@ -332,13 +349,7 @@ impl Ring {
             if left.is_zero() {
                 return;
             }
-            let ts = Timespec::new()
-                .sec(left.as_secs())
-                .nsec(left.subsec_nanos());
-            let _ = self
-                .ring
-                .submitter()
-                .submit_with_args(1, &SubmitArgs::new().timespec(&ts));
+            wait_up_to(&self.ring, 1, left);
             seen += self
                 .ring
                 .completion()

@@ -31,8 +31,9 @@ fn big_packet_missing(rbuf: &[u8], spare: usize, max_packet: usize) -> Option<us
     (missing > spare).then_some(missing)
 }
 
-/// Room in `conn.rbuf` for at least `want` more bytes (`want` at most [`MIN_READ`] for a
-/// read, a receive's size for received bytes).
+/// Room in `conn.rbuf` for the next input: at least [`MIN_READ`] bytes, and at least `want`
+/// (0 for a read, which takes what room there is; the size of received bytes about to be
+/// appended).
 fn make_read_room(buffers: &mut BufferPool, conn: &mut Conn, max_packet: usize, want: usize) {
     let spare = conn.rbuf.capacity() - conn.rbuf.len();
     if let Some(missing) = big_packet_missing(&conn.rbuf, spare, max_packet) {
@@ -319,7 +320,7 @@ impl Shard {
                 return;
             }
             self.buffers.ensure(&mut conn.rbuf);
-            make_read_room(&mut self.buffers, conn, max_packet, MIN_READ);
+            make_read_room(&mut self.buffers, conn, max_packet, 0);
             let spare = conn.rbuf.spare_capacity_mut();
             let offered = spare.len();
             // SAFETY: `read` only writes into the slice; we advance `len` by what it reports.
