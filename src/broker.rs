@@ -489,6 +489,7 @@ impl Broker {
         self.shared.request_shutdown();
         for p in self.peers.iter() {
             p.wake();
+            p.beacon.resume();
         }
         if let Some(h) = self.shared.handshakers.get() {
             h.wake_all();

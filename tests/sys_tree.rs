@@ -76,6 +76,8 @@ fn midge_topics(shard: usize) -> Vec<String> {
         "cross_shard/sent",
         "cross_shard/received",
         "cross_shard/handoffs",
+        "dormancy/hosted_turns",
+        "dormancy/dozes",
         "publish/dropped_qos0",
         "queued/messages",
         "queued/bytes",

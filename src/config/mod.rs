@@ -235,6 +235,11 @@ pub struct Config {
     /// not two. Busy shards never do it. Off when a C plugin is loaded (its per-shard hooks are
     /// promised their own shard's thread). Default true.
     pub shard_handoff: bool,
+    /// `shard_dormancy true|false` (midge): under low load every shard but the first sleeps
+    /// and the first runs their turns, so a message wakes one loop, as in a single-threaded
+    /// broker; the sleepers are woken when the first gets busy (see `shard::dormancy`).
+    /// epoll only; off when a C plugin is loaded. Default true.
+    pub shard_dormancy: bool,
     /// `io_backend epoll|io_uring|auto` (midge): the kernel interface of the shards' loops
     /// (`reactor`). `auto` takes io_uring where the kernel allows it (not where a seccomp
     /// profile, as Docker's default, or `kernel.io_uring_disabled` forbids it), else epoll;
@@ -325,6 +330,7 @@ impl Default for Config {
             max_connections_per_ip: 0,
             read_buffer_growth: 8 * 1024 * 1024,
             shard_handoff: true,
+            shard_dormancy: true,
             io_backend: IoBackend::Epoll,
             max_topic_levels: 200,
             max_topic_length: 65535,

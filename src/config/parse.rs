@@ -206,6 +206,9 @@ impl Parser {
                 let v = parse_int(pos, option, one(pos, option, rest)?, 0, i64::MAX)?;
                 self.config.read_buffer_growth = to_usize(pos, option, rest, v)?;
             }
+            "shard_dormancy" => {
+                self.config.shard_dormancy = parse_bool(pos, option, one(pos, option, rest)?)?;
+            }
             "shard_handoff" => {
                 self.config.shard_handoff = parse_bool(pos, option, one(pos, option, rest)?)?;
             }

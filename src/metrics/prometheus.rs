@@ -160,6 +160,16 @@ const PER_SHARD: &[Family] = &[
         "Turns the shard ran for a sleeping shard it had sent messages to, instead of waking it.",
         |s| s.handoffs,
     ),
+    counter(
+        "midge_shard_hosted_turns_total",
+        "Turns the shard ran for a dormant shard (under low load one loop serves every shard).",
+        |s| s.hosted_turns,
+    ),
+    counter(
+        "midge_shard_dozes_total",
+        "Times the shard went dormant, its turns run by the first shard.",
+        |s| s.dozes,
+    ),
 ];
 
 /// Per-shard counters kept in nanoseconds, exposed in seconds.

@@ -277,6 +277,16 @@ impl Reactor {
         Registry::of(&self.backend)
     }
 
+    /// The epoll instance's descriptor (`None` on io_uring): a dormant shard's loop is
+    /// watched through it by its host (`shard::dormancy`).
+    pub fn epoll_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        match &self.backend {
+            Backend::Epoll(poll, _) => Some(poll.as_raw_fd()),
+            Backend::Uring(_) => None,
+        }
+    }
+
     /// The backend in use: `epoll` or `io_uring`.
     pub fn name(&self) -> &'static str {
         match &self.backend {

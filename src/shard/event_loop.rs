@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use mio::Token;
 
+use super::dormancy::{self, Dormancy, HOSTED_BASE};
 use super::inbox::{Batch, ShardMsg};
 use super::lifecycle::Close;
 use super::links::LINK_BASE;
@@ -28,14 +29,29 @@ impl Shard {
             sends.prepare();
         }
         let slot = self.peers[self.id].slot.clone();
+        let peers = self.peers.clone();
+        let me = &peers[self.id].beacon;
+        if poll.epoll_fd().is_none() {
+            // io_uring: a ring has one issuer thread, its loop's.
+            self.dormancy = Dormancy::new(false);
+        }
+        me.started(poll.epoll_fd());
         *slot.lock() = Some(self);
         let mut events = Events::with_capacity(1024);
         let mut next_tick = Instant::now() + TICK;
         let ended = loop {
-            let timeout = match slot.lock().as_mut() {
-                Some(shard) => shard.park(next_tick),
+            let (timeout, doze) = match slot.lock().as_mut() {
+                Some(shard) => {
+                    let timeout = shard.park(next_tick);
+                    (timeout, shard.wants_to_doze(timeout))
+                }
                 None => break Ok(()),
             };
+            if doze {
+                (poll, next_tick) =
+                    dormancy::doze(&slot, me, &peers[dormancy::HOST].beacon, poll, next_tick);
+                continue;
+            }
             let polled = poll.poll(&mut events, Some(timeout));
             let mut guard = slot.lock();
             let Some(shard) = guard.as_mut() else {
@@ -55,13 +71,19 @@ impl Shard {
             }
             shard.turn(&events, &mut next_tick);
         };
+        // Nothing registers in this loop's epoll any more, and the shards it hosted take
+        // their own loops back.
+        me.stopped();
+        for p in peers.iter() {
+            p.beacon.resume();
+        }
         // After the sockets closed (or left with the shard): the reactor lets go of them.
         poll.release_all();
         ended
     }
 
     /// Announces that the loop is about to sleep (see `Inbox::park`); how long it may.
-    fn park(&mut self, next_tick: Instant) -> Duration {
+    pub(super) fn park(&mut self, next_tick: Instant) -> Duration {
         let timeout = next_tick.saturating_duration_since(Instant::now());
         // After `park`: the cluster gateway wakes a parked shard, so a message it queued
         // before is seen here and one after wakes `poll`.
@@ -85,7 +107,7 @@ impl Shard {
     }
 
     /// One turn, after `poll` returned `events`.
-    fn turn(&mut self, events: &Events, next_tick: &mut Instant) {
+    pub(super) fn turn(&mut self, events: &Events, next_tick: &mut Instant) {
         // One clock read per turn (vDSO, no system call): the loop's busy time.
         let woke = Instant::now();
         self.inbox.unpark();
@@ -113,6 +135,7 @@ impl Shard {
             self.tick_links(now);
             self.end_turn(true);
             *next_tick = now + TICK;
+            self.dormancy_tick(now);
         }
     }
 
@@ -183,6 +206,7 @@ impl Shard {
                 self.lingering.on_readable(&self.registry, t - LINGER_BASE)
             }
             Token(t) if t >= LINK_BASE => self.link_ready(t - LINK_BASE, event),
+            Token(t) if t >= HOSTED_BASE => self.host_turn(t - HOSTED_BASE, false),
             Token(key) => {
                 match self.registry.input(event) {
                     Input::Readiness => {}

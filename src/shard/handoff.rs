@@ -67,10 +67,10 @@ impl Slot {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Runs the shard's handed-off turn if its loop is not running it now. `None`: not run
-    /// (busy, not started, stopped, or this thread is already in a handoff); else whether its
-    /// own loop must run too (see [`Shard::needs_own_turn`]) and the packets the turn wrote.
-    fn try_run(&self) -> Option<(bool, u64)> {
+    /// Runs `f` on the shard, on this thread, if its loop is not running it now (`try_lock`:
+    /// never waits). `None`: not run (busy, not started, stopped, or this thread is already
+    /// running a peer's turn: handoffs and hosted turns do not nest).
+    pub(super) fn run_for_peer<R>(&self, f: impl FnOnce(&mut Shard) -> R) -> Option<R> {
         if HANDING_OFF.with(Cell::get) {
             return None;
         }
@@ -79,11 +79,21 @@ impl Slot {
             Err(TryLockError::WouldBlock) | Err(TryLockError::Poisoned(_)) => return None,
         };
         let shard = guard.as_mut()?;
-        let before = shard.stats.packets_out;
         HANDING_OFF.with(|h| h.set(true));
-        shard.handed_off_turn();
+        let r = f(shard);
         HANDING_OFF.with(|h| h.set(false));
-        Some((shard.needs_own_turn(), shard.stats.packets_out - before))
+        Some(r)
+    }
+
+    /// Runs the shard's handed-off turn if its loop is not running it now (see
+    /// [`Slot::run_for_peer`]); whether its own loop must run too (see
+    /// [`Shard::needs_own_turn`]) and the packets the turn wrote.
+    fn try_run(&self) -> Option<(bool, u64)> {
+        self.run_for_peer(|shard| {
+            let before = shard.stats.packets_out;
+            shard.handed_off_turn();
+            (shard.needs_own_turn(), shard.stats.packets_out - before)
+        })
     }
 }
 

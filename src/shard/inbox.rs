@@ -119,6 +119,8 @@ pub struct ShardHandle {
     sleeping: Arc<AtomicBool>,
     /// The shard itself, for handoffs (see `shard::handoff`).
     pub(crate) slot: Arc<super::handoff::Slot>,
+    /// The shard's dormancy, as other threads see it (see `shard::dormancy`).
+    pub(crate) beacon: Arc<super::dormancy::Beacon>,
 }
 
 /// The receiving side, owned by the shard itself.
@@ -142,6 +144,7 @@ pub fn inbox(waker: Arc<Waker>) -> (ShardHandle, Inbox) {
             waker,
             sleeping: sleeping.clone(),
             slot: Arc::new(super::handoff::Slot::empty()),
+            beacon: Arc::default(),
         },
         Inbox { rx, free, sleeping },
     )

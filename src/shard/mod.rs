@@ -23,6 +23,7 @@ mod cluster_sessions;
 pub mod conn;
 pub(crate) mod ctx;
 mod ctx_plugins;
+mod dormancy;
 mod durable;
 mod event_loop;
 mod handoff;
@@ -213,6 +214,7 @@ pub struct Shard {
     pub(crate) stats: stats::Stats,
     /// When this shard runs the turns of sleeping peers (see [`handoff`]).
     pub(crate) handoff: handoff::Policy,
+    pub(crate) dormancy: dormancy::Dormancy,
     /// The `$SYS` tree's schedule and last figures (published by one shard only).
     pub(crate) sys_tree: systree::SysTree,
     /// This shard's chain of plugins (empty: every hook is a bit test).
@@ -282,6 +284,11 @@ impl Shard {
         let mounted = mount::any(&shared.config);
         let plugins = crate::plugin::ShardPlugins::new(&shared.plugins.all(), id, n);
         let handoffs = shared.config.shard_handoff && !shared.plugins.thread_bound();
+        let dormant_ok = Shard::dormancy_allowed(
+            id,
+            n,
+            shared.config.shard_dormancy && !shared.plugins.thread_bound(),
+        );
         let listener_ports = listeners
             .iter()
             .map(|l| l.local_addr().map_or(0, |a| a.port()))
@@ -336,6 +343,7 @@ impl Shard {
             later_answers: Vec::new(),
             stats: stats::Stats::default(),
             handoff: handoff::Policy::new(handoffs),
+            dormancy: dormancy::Dormancy::new(dormant_ok),
             links: links::Links::default(),
             sys_tree,
         })

@@ -83,6 +83,10 @@ pub struct Stats {
     pub cross_shard_in: u64,
     /// Turns this shard ran for a sleeping peer instead of waking it (see `shard::handoff`).
     pub handoffs: u64,
+    /// Turns this shard ran for a dormant peer (see `shard::dormancy`).
+    pub hosted_turns: u64,
+    /// Times this shard's loop went dormant.
+    pub dozes: u64,
     /// Sampled routing times (see [`RouteTimes`]).
     pub route: RouteTimes,
 }
@@ -124,7 +128,9 @@ macro_rules! each_counter {
             store_commit_nanos,
             cross_shard_out,
             cross_shard_in,
-            handoffs
+            handoffs,
+            hosted_turns,
+            dozes
         )
     };
 }
@@ -221,6 +227,8 @@ pub struct StatsSlot {
     cross_shard_out: AtomicU64,
     cross_shard_in: AtomicU64,
     handoffs: AtomicU64,
+    hosted_turns: AtomicU64,
+    dozes: AtomicU64,
     route: RouteSlot,
 }
 

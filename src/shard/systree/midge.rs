@@ -8,6 +8,7 @@
 //! | `loop/busy` | fraction (0..1) of that time the loop spent working rather than in `poll` |
 //! | `cross_shard/sent`, `cross_shard/received` | items exchanged with other shards, total |
 //! | `cross_shard/handoffs` | turns the shard ran for a sleeping shard it had sent something to, instead of waking it (see `shard::handoff`), total |
+//! | `dormancy/hosted_turns`, `dormancy/dozes` | turns the shard ran for a dormant shard, and times it went dormant itself, totals (see `shard::dormancy`) |
 //! | `publish/dropped_qos0` | QoS 0 deliveries dropped for slow consumers, total |
 //! | `queued/messages`, `queued/bytes` | messages (and payload bytes) waiting in the queues of the sessions homed on the shard, now |
 //! | `store/commit_latency_us` | with persistence: mean time from submitting a turn to its being durable, over the commits measured since the last computation (the last value when there were none) |
@@ -36,6 +37,8 @@ pub(super) fn topics(shards: &[ShardFigures], persistence: bool, out: &mut Vec<(
         put("cross_shard/sent", s.cross_shard_out.to_string());
         put("cross_shard/received", s.cross_shard_in.to_string());
         put("cross_shard/handoffs", s.handoffs.to_string());
+        put("dormancy/hosted_turns", s.hosted_turns.to_string());
+        put("dormancy/dozes", s.dozes.to_string());
         put("publish/dropped_qos0", s.qos0_dropped.to_string());
         put("queued/messages", s.queued_messages.to_string());
         put("queued/bytes", s.queued_bytes.to_string());

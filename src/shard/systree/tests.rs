@@ -125,8 +125,8 @@ fn version_once_uptime_always_the_rest_when_changed() {
     assert!(names.contains(&"$SYS/broker/retained messages/count"));
     assert!(names.contains(&"$SYS/broker/clients/active"));
     // version, uptime, mosquitto's counters, its 27 load averages, midge's shard count and
-    // nine figures per shard.
-    assert_eq!(first.len(), 2 + mosquitto::topic_count() + 27 + 1 + 9);
+    // eleven figures per shard.
+    assert_eq!(first.len(), 2 + mosquitto::topic_count() + 27 + 1 + 11);
     assert_eq!(first, snap.topics);
     let (_, none) = tick(
         &mut tree,
