@@ -10,37 +10,20 @@ mod common;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::clients::Rumq;
 use common::raw::{self, Connect, Raw};
+use common::shards::{publish_between, sys_counter};
 use common::{id_on_shard, Broker};
-
-const LIMIT: Duration = Duration::from_secs(20);
 
 /// Dormancy runs on epoll only.
 fn dozing_expected() -> bool {
     std::env::var("MIDGE_IO_BACKEND").map_or(true, |b| b != "io_uring")
 }
 
-/// `$SYS/broker/midge/shard/{shard}/dormancy/{name}` (published every second with
-/// `sys_interval 1`) once it is at least `at_least`, or the last value seen within `within`.
+/// `$SYS/broker/midge/shard/{shard}/dormancy/{name}` once it is at least `at_least`, or
+/// the last value seen within `within`.
 fn counter(port: u16, shard: usize, name: &str, at_least: u64, within: Duration) -> u64 {
-    let (mut c, _) = Rumq::connect(port, &common::unique_id("sys"), true);
-    c.subscribe(
-        &format!("$SYS/broker/midge/shard/{shard}/dormancy/{name}"),
-        0,
-    );
-    let deadline = Instant::now() + within;
-    let mut last = 0;
-    while Instant::now() < deadline {
-        for m in c.messages(1, Duration::from_millis(1500)) {
-            last = m.payload.parse().expect("a number");
-        }
-        if last >= at_least {
-            break;
-        }
-    }
-    c.disconnect();
-    last
+    let topic = format!("$SYS/broker/midge/shard/{shard}/dormancy/{name}");
+    sys_counter(port, &topic, at_least, within)
 }
 
 /// Shard 1's doze count, waiting up to 10 s for it to reach `at_least`.
@@ -48,40 +31,13 @@ fn dozes(port: u16, at_least: u64) -> u64 {
     counter(port, 1, "dozes", at_least, Duration::from_secs(10))
 }
 
-/// `n` messages at each QoS from a publisher homed on shard `from` to a subscriber homed on
-/// the other, a few milliseconds apart (the broker stays quiet enough to stay dormant):
-/// every one arrives once, in order.
+/// `n` messages at each QoS from a client homed on shard `from` to one homed on the other
+/// (see `publish_between`).
 fn publish_between_shards(port: u16, from: usize, n: usize) {
     let to = 1 - from;
-    let (mut sub, _) = Rumq::connect(port, &id_on_shard(&format!("dsub{to}"), to, 2), true);
-    sub.subscribe(&format!("dormant/{from}/#"), 2);
-    let (mut publisher, _) =
-        Rumq::connect(port, &id_on_shard(&format!("dpub{from}"), from, 2), true);
-    for q in 0..=2u8 {
-        let sent: Vec<String> = (0..n).map(|i| format!("q{q}-{i}")).collect();
-        for p in &sent {
-            publisher.publish(&format!("dormant/{from}/{q}"), p, q, false);
-            thread::sleep(Duration::from_millis(3));
-        }
-        let got: Vec<String> = sub
-            .messages(n, LIMIT)
-            .into_iter()
-            .map(|m| {
-                assert_eq!(m.qos, q);
-                m.payload
-            })
-            .collect();
-        assert_eq!(
-            got, sent,
-            "from shard {from}, QoS {q}: every message once, in order"
-        );
-    }
-    assert!(
-        sub.messages(1, Duration::from_millis(300)).is_empty(),
-        "no duplicate after the last message"
-    );
-    publisher.disconnect();
-    sub.disconnect();
+    let publisher = id_on_shard(&format!("dpub{from}"), from, 2);
+    let subscriber = id_on_shard(&format!("dsub{to}"), to, 2);
+    publish_between(port, &publisher, &subscriber, &format!("dormant/{from}"), n);
 }
 
 #[test]

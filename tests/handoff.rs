@@ -7,67 +7,27 @@
 mod common;
 
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::clients::Rumq;
+use common::shards::{publish_between, sys_counter};
 use common::{id_on_shard, Broker};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
-/// The number published on `$SYS/broker/midge/shard/N/cross_shard/handoffs`, read from the
-/// tree (published every second by `sys_interval 1`) once it is at least `at_least`, or the
-/// last value seen within a few seconds.
+/// The number published on `$SYS/broker/midge/shard/N/cross_shard/handoffs` once it is at
+/// least `at_least`, or the last value seen within a few seconds.
 fn handoffs(port: u16, shard: usize, at_least: u64) -> u64 {
-    let (mut c, _) = Rumq::connect(port, &common::unique_id("sys"), true);
-    c.subscribe(
-        &format!("$SYS/broker/midge/shard/{shard}/cross_shard/handoffs"),
-        0,
-    );
-    let deadline = Instant::now() + Duration::from_secs(4);
-    let mut last = 0;
-    while Instant::now() < deadline {
-        for m in c.messages(1, Duration::from_millis(1500)) {
-            last = m.payload.parse().expect("a number");
-        }
-        if last >= at_least {
-            break;
-        }
-    }
-    c.disconnect();
-    last
+    let topic = format!("$SYS/broker/midge/shard/{shard}/cross_shard/handoffs");
+    sys_counter(port, &topic, at_least, Duration::from_secs(4))
 }
 
 /// A subscriber homed on shard 1 and a publisher homed on shard 0 of 2, `n` messages at each
 /// QoS, a few milliseconds apart so that shard 1 sleeps between them. Every message arrives, in
 /// order per QoS.
 fn publish_across_shards(broker: &Broker, n: usize) {
-    let port = broker.port();
-    let (mut sub, _) = Rumq::connect(port, &id_on_shard("hsub", 1, 2), true);
-    sub.subscribe("handoff/#", 2);
-    let (mut publisher, _) = Rumq::connect(port, &id_on_shard("hpub", 0, 2), true);
-    for q in 0..=2u8 {
-        let sent: Vec<String> = (0..n).map(|i| format!("q{q}-{i}")).collect();
-        for p in &sent {
-            publisher.publish(&format!("handoff/{q}"), p, q, false);
-            thread::sleep(Duration::from_millis(3));
-        }
-        let got: Vec<String> = sub
-            .messages(n, LIMIT)
-            .into_iter()
-            .map(|m| {
-                assert_eq!(m.topic, format!("handoff/{q}"));
-                assert_eq!(m.qos, q);
-                m.payload
-            })
-            .collect();
-        assert_eq!(got, sent, "QoS {q}: every message once, in order");
-    }
-    assert!(
-        sub.messages(1, Duration::from_millis(300)).is_empty(),
-        "no duplicate after the last message"
-    );
-    publisher.disconnect();
-    sub.disconnect();
+    let (publisher, subscriber) = (id_on_shard("hpub", 0, 2), id_on_shard("hsub", 1, 2));
+    publish_between(broker.port(), &publisher, &subscriber, "handoff", n);
 }
 
 #[test]

@@ -41,6 +41,9 @@ impl Shard {
         let mut next_tick = Instant::now() + TICK;
         let ended = loop {
             let (timeout, doze) = match slot.lock().as_mut() {
+                // A shard resumed from dormancy at shutdown polls without waiting: its
+                // wake-up may have been read by its host.
+                Some(shard) if shard.shared.is_shutting_down() => (Duration::ZERO, false),
                 Some(shard) => {
                     let timeout = shard.park(next_tick);
                     (timeout, shard.wants_to_doze(timeout))
