@@ -121,6 +121,9 @@ pub(crate) struct Dormancy {
     tick_at: Instant,
     quiet_ticks: u32,
     dormant: Option<Dormant>,
+    /// The host is running this shard's turn: the turn leaves its connections unwritten, and
+    /// the host writes them after its own (see [`Shard::host_turn`]).
+    pub(super) hosted: bool,
 }
 
 impl std::fmt::Debug for Dormancy {
@@ -141,6 +144,7 @@ impl Dormancy {
             tick_at: Instant::now(),
             quiet_ticks: 0,
             dormant: None,
+            hosted: false,
         }
     }
 }
@@ -224,11 +228,12 @@ impl Shard {
     /// taking it back, or a peer is handing off to it; the level-triggered registration
     /// brings its events back at the next poll.
     pub(super) fn host_turn(&mut self, peer: usize, tick: bool) {
-        let handle = &self.peers[peer];
         if self.shared.is_shutting_down() {
-            handle.beacon.resume();
+            self.peers[peer].beacon.resume();
             return;
         }
+        let peers = self.peers.clone();
+        let handle = &peers[peer];
         let ran = handle.slot.run_for_peer(|shard| {
             // Awake (its registration is being removed under this lock): nothing to do.
             let mut d = shard.dormancy.dormant.take()?;
@@ -236,7 +241,15 @@ impl Shard {
             if tick {
                 d.next_tick = Instant::now();
             }
+            shard.dormancy.hosted = true;
             shard.turn(&d.events, &mut d.next_tick);
+            shard.dormancy.hosted = false;
+            // What the turn routed to our connections goes out before its own output, which
+            // holds the acknowledgements of those very messages: the order one loop keeps
+            // (see `Shard::flush_dirty`).
+            self.drain_inbox();
+            self.flush_dirty();
+            shard.flush_dirty();
             // Parked again, as its loop parks before `poll`: what is sent to it from now on
             // wakes it through its eventfd, which is in its epoll, which is in ours.
             let again = shard.park(d.next_tick).is_zero();

@@ -197,7 +197,9 @@ impl Shard {
         // What the store's progress released to the links' remotes.
         self.flush_link_acks();
         self.outbox.send(&self.peers);
-        self.flush_dirty();
+        if !self.dormancy.hosted {
+            self.flush_dirty();
+        }
         self.wake_peers();
     }
 

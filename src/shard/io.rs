@@ -568,13 +568,22 @@ impl Shard {
     }
 
     pub(super) fn flush_dirty(&mut self) {
-        if self.outbox.holds_index_update() {
-            return; // see `flush`
+        if self.outbox.holds_index_update() || self.batch.holds_output() {
+            // See `flush`: the turn's end (after the batch is submitted, or the update
+            // queued) writes them.
+            return;
         }
         self.send_batched();
-        while let Some(key) = self.dirty.pop() {
+        // In the order the connections were first written to this turn: a delivery goes out
+        // before the acknowledgement of the PUBLISH that caused it (routing comes before the
+        // PUBACK), so a subscriber's latency does not include the publisher's send, which on
+        // loopback runs the receiver's TCP input and wake-up inline.
+        let mut next = 0;
+        while let Some(&key) = self.dirty.get(next) {
+            next += 1;
             self.flush(key);
         }
+        self.dirty.clear();
     }
 
     /// io_uring: what may go to the plain-TCP connections written to this turn is offered

@@ -468,6 +468,23 @@ impl Raw {
         Some(Packet { first, body })
     }
 
+    /// A packet the socket holds already, without waiting for one (`None` if nothing has
+    /// arrived yet): to tell what a peer wrote before something else it wrote.
+    pub fn ready(&mut self) -> Option<Packet> {
+        if let Some(p) = self.try_parse() {
+            return Some(p);
+        }
+        self.stream.set_nonblocking(true).ok();
+        let mut tmp = [0u8; 8192];
+        match self.stream.read(&mut tmp) {
+            Ok(0) => self.closed = true,
+            Ok(n) => self.buf.extend_from_slice(&tmp[..n]),
+            Err(_) => {}
+        }
+        self.stream.set_nonblocking(false).ok();
+        self.try_parse()
+    }
+
     /// The next packet, which must be of type `kind` (within [`STEP`]).
     pub fn expect(&mut self, kind: u8) -> Packet {
         match self.recv(STEP) {
