@@ -16,8 +16,9 @@ use common::{id_on_shard, unique_id, Broker};
 const MESSAGES: u16 = 60;
 
 /// `MESSAGES` QoS 1 messages, taking turns among `publishers`, to `subscriber` (subscribed
-/// to `topic` at QoS 0); after each PUBACK the copy must be in the subscriber's socket.
-fn delivered_before_acknowledged(subscriber: &mut Raw, publishers: &mut [Raw], topic: &str) {
+/// to `topic` at QoS 0); the messages whose copy was not yet in the subscriber's socket when
+/// the publisher read its PUBACK.
+fn late_deliveries(subscriber: &mut Raw, publishers: &mut [Raw], topic: &str) -> Vec<u16> {
     let mut late = Vec::new();
     for i in 0..MESSAGES {
         let p = &mut publishers[usize::from(i) % publishers.len()];
@@ -37,6 +38,12 @@ fn delivered_before_acknowledged(subscriber: &mut Raw, publishers: &mut [Raw], t
         }
         std::thread::sleep(Duration::from_millis(2));
     }
+    late
+}
+
+/// As [`late_deliveries`]; after each PUBACK the copy must be in the subscriber's socket.
+fn delivered_before_acknowledged(subscriber: &mut Raw, publishers: &mut [Raw], topic: &str) {
+    let mut late = late_deliveries(subscriber, publishers, topic);
     if !common::is_midge() {
         // mosquitto 2.0.11 writes its first delivery to a new subscriber after the PUBACK,
         // and every later one before it.
@@ -78,4 +85,28 @@ fn a_dormant_shards_puback_waits_for_its_hosts_delivery() {
         "shard 1 did not doze"
     );
     delivered_before_acknowledged(&mut sub, &mut pubs, topic);
+}
+
+#[test]
+fn a_delivery_on_another_shard_is_written_before_the_puback() {
+    // Both shards awake (no dormancy): the publisher lives on shard 1, the subscriber on
+    // shard 0, so each copy crosses to a loop that sleeps between messages. Shard 1 must
+    // hand the copy over (or wake shard 0) before it writes its own PUBACK.
+    if !common::is_midge() {
+        return;
+    }
+    let broker = Broker::start_with(&["shards 2", "shard_dormancy false"]);
+    let port = broker.port();
+    let topic = "order/cross";
+    let mut sub = Raw::subscribed(port, &id_on_shard("xsub", 0, 2), &[(topic, 0)]);
+    let mut pubs = vec![Raw::connected(port, &id_on_shard("xpub", 1, 2))];
+    // A copy routed to a loop that happens to be awake (its keep-alive tick, or the turn
+    // that passed a new connection to its home shard) is written when that loop gets to it,
+    // in either order; written after the PUBACK by design, every copy is late.
+    std::thread::sleep(Duration::from_millis(100));
+    let late = late_deliveries(&mut sub, &mut pubs, topic);
+    assert!(
+        late.len() <= 3,
+        "PUBACK before the delivery of messages {late:?}"
+    );
 }

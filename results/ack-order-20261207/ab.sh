@@ -5,6 +5,7 @@
 # started by loadgen. Arguments go to `loadgen run`. From the repository root:
 #   BEFORE=/tmp/midge-old AFTER=target/release/midge sh results/ack-order-20261207/ab.sh \
 #       --scenario fan-in --clients 1000 --qos 1 --rate 2 --duration 10 --threads 2 --repeat 5
+# The two are named "lifo" and "fifo" in the results unless A_NAME and B_NAME say otherwise.
 set -eu
 OUT=${OUT:-results/ack-order-20261207}
 start() { # binary, name, port
@@ -16,6 +17,6 @@ a=$(start "$BEFORE" midge-before 18870)
 b=$(start "$AFTER" midge-after 18871)
 sleep 1
 target/release/loadgen run "$@" --brokers mosquitto \
-    --broker "lifo=127.0.0.1:18870,pid=$a" --broker "fifo=127.0.0.1:18871,pid=$b" \
+    --broker "${A_NAME:-lifo}=127.0.0.1:18870,pid=$a" --broker "${B_NAME:-fifo}=127.0.0.1:18871,pid=$b" \
     --baseline mosquitto --out "$OUT" -q || true
 kill "$a" "$b"

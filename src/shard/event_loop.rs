@@ -184,9 +184,13 @@ impl Shard {
     /// The end of a loop turn: the turn's changes go to the store (persistence: submitted
     /// without waiting; what depends on them is held, and tickets and confirmations are
     /// queued behind the turn's deliveries), then this turn's batches to other shards are
-    /// queued, then client connections are flushed as far as they may be (in this order, so a
-    /// SUBACK never leaves before its replica updates are queued, nor a PUBACK before its
-    /// message is safe), then the shards that were sent something and are parked are woken.
+    /// queued and the shards that were sent something and are parked are woken (or their
+    /// turn run here, a handoff), then client connections are flushed as far as they may be.
+    /// In this order, so a SUBACK never leaves before its replica updates are queued, nor a
+    /// PUBACK before its message is safe; and a peer starts on the copies this turn routed
+    /// to it before this loop spends its time on its own sends: a publisher's PUBACK does
+    /// not go out ahead of the delivery it acknowledges (on loopback a send runs the
+    /// receiver's input and wake-up inline, so the copy would wait for it).
     pub(super) fn end_turn(&mut self, tick: bool) {
         // First: what the links received this turn is routed before the batches and
         // flushes below carry it on.
@@ -197,10 +201,10 @@ impl Shard {
         // What the store's progress released to the links' remotes.
         self.flush_link_acks();
         self.outbox.send(&self.peers);
+        self.wake_peers();
         if !self.dormancy.hosted {
             self.flush_dirty();
         }
-        self.wake_peers();
     }
 
     fn dispatch(&mut self, event: &Event) {
