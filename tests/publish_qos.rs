@@ -509,6 +509,60 @@ fn unreleased_qos2_ids_of_a_3_1_1_client_are_bounded_by_the_inflight_quota() {
     s.ping();
 }
 
+/// A burst of large messages to one subscriber, pipelined by its publisher into one write:
+/// midge writes a subscriber's buffer out mid-turn rather than grow it past 64 KiB (growing
+/// copies it), while the subscriber is not reading. Every message arrives whole and in order;
+/// with persistence too, where a persistent session's copies wait for the store.
+fn large_burst_arrives_whole_and_in_order(broker: &Broker, clean: bool) {
+    const N: u16 = 30;
+    let topic = "burst/large";
+    let sid = unique_id("bsub");
+    let (mut s, _) = Raw::connect(broker.port(), &Connect::new(&sid).clean(clean));
+    s.subscribe(1, &[(topic, 1)]);
+    let mut p = Raw::connected(broker.port(), &unique_id("bpub"));
+    let payload =
+        |i: u16| -> Vec<u8> { (0..64 * 1024usize).map(|j| (j as u8) ^ (i as u8)).collect() };
+    let burst: Vec<u8> = (1..=N)
+        .flat_map(|i| raw::publish(topic, &payload(i), 1, false, i))
+        .collect();
+    p.send(&burst);
+    for i in 1..=N {
+        assert_eq!(p.expect(PUBACK).pid(), i);
+    }
+    // The subscriber's socket fills while it does not read.
+    std::thread::sleep(Duration::from_millis(300));
+    for i in 1..=N {
+        let m = s.expect_publish();
+        assert_eq!(m.qos, 1);
+        assert!(
+            m.payload == payload(i),
+            "message {i} corrupted or out of order"
+        );
+        s.send(&raw::puback(m.pid));
+    }
+    s.expect_nothing(QUIET);
+}
+
+#[test]
+fn a_burst_of_large_messages_arrives_whole_and_in_order() {
+    let broker = Broker::start_with(&["max_inflight_messages 100"]);
+    large_burst_arrives_whole_and_in_order(&broker, true);
+}
+
+#[test]
+fn a_burst_of_large_messages_to_a_persistent_session_arrives_whole_and_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777));
+    let location = format!("persistence_location {}/", dir.path().display());
+    let broker = Broker::start_with(&[
+        "persistence true",
+        location.as_str(),
+        "max_inflight_messages 100",
+    ]);
+    large_burst_arrives_whole_and_in_order(&broker, false);
+}
+
 // ---------------------------------------------------------------- 5.0 acknowledgement reason codes
 
 /// (3.4.2.1) PUBACK 0x10 (No matching subscribers) for a QoS 1 message nobody subscribed to;

@@ -1,5 +1,6 @@
 //! One client connection as its shard sees it: socket, buffers, protocol state, timers.
 
+use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -201,6 +202,30 @@ impl Conn {
             self.dirty = true;
             dirty.push(key);
         }
+    }
+
+    /// Writes as much of `wbuf` as the socket takes and persistence allows
+    /// ([`Conn::writable_len`]), then pushes out what TLS made of it (records from the data,
+    /// or handshake messages); counts the bytes written in `bytes_out`. A full socket is not
+    /// an error.
+    pub fn write_out(&mut self, bytes_out: &mut u64) -> io::Result<()> {
+        loop {
+            let allowed = self.writable_len();
+            if allowed == 0 {
+                break;
+            }
+            match self.stream.write(&self.wbuf[..allowed]) {
+                Ok(0) => break,
+                Ok(n) => {
+                    self.advance_written(n);
+                    *bytes_out += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        self.stream.flush()
     }
 
     /// The socket took the first `n` bytes of `wbuf`.

@@ -2,7 +2,7 @@
 //! writing what is queued for them (encoding into the connection's write buffer, flushing
 //! once per turn). Reads hand each decoded packet to `handle`.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -14,6 +14,11 @@ use super::lifecycle::Close;
 use super::per_ip::PerIpConnections;
 use super::pool::{self, BufferPool, MIN_READ};
 use super::{Shard, READ_BUDGET};
+
+/// See [`Shard::write_early`]. The largest buffer the pool keeps: below it a buffer that grew
+/// is reused turn after turn (steady small-message traffic grows nothing), above it every
+/// growth is a reallocation that copies the buffer.
+const EARLY_WRITE_BYTES: usize = pool::MAX_POOLED;
 use crate::protocol::{self, Packet};
 use crate::session::SendPublish;
 use crate::transport::ClientAddr;
@@ -491,6 +496,15 @@ impl Shard {
             return;
         };
         let version = conn.version.unwrap_or(protocol::ProtocolVersion::V311);
+        let spare = conn.wbuf.capacity() - conn.wbuf.len();
+        if conn.wbuf.len() >= EARLY_WRITE_BYTES
+            && protocol::publish_encoded_len(&publish, version) > spare
+        {
+            self.write_early(key);
+        }
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         self.buffers.ensure(&mut conn.wbuf);
         if conn.aliases_out.max > 0 {
             if let Some((alias, send_topic)) = conn.aliases_out.assign(topic) {
@@ -505,6 +519,23 @@ impl Shard {
         conn.mark_dirty(key, &mut self.dirty);
         self.message_out(payload_len);
         self.message_out_to(key, topic, &publish);
+    }
+
+    /// Writes what the connection's buffer holds, in the middle of a turn: the next PUBLISH
+    /// would make a buffer that holds [`EARLY_WRITE_BYTES`] grow, and growing copies what it
+    /// holds (a reallocation), so a burst of 64 KiB messages to one client cost a second copy
+    /// of every byte (`results/large-20261207`). Written now, the buffer keeps its capacity
+    /// for the next one. What may not go yet (persistence, a SUBACK before its replica
+    /// update) stays, as in `flush`; so does what the socket does not take. An error is left
+    /// to the turn's flush, which meets it again and closes: closing here could run in the
+    /// middle of routing.
+    fn write_early(&mut self, key: usize) {
+        if self.outbox.holds_index_update() || self.batch.holds_output() {
+            return;
+        }
+        if let Some(conn) = self.conns.get_mut(key) {
+            let _ = conn.write_out(&mut self.stats.bytes_out);
+        }
     }
 
     fn interest(conn: &Conn) -> Interest {
@@ -531,27 +562,7 @@ impl Shard {
             return;
         }
         conn.dirty = false;
-        loop {
-            let allowed = conn.writable_len();
-            if allowed == 0 {
-                break;
-            }
-            match conn.stream.write(&conn.wbuf[..allowed]) {
-                Ok(0) => break,
-                Ok(n) => {
-                    conn.advance_written(n);
-                    self.stats.bytes_out += n as u64;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    self.close(key, Close::Gone(format!("write error: {e}")));
-                    return;
-                }
-            }
-        }
-        // TLS: records rustls made (from the data above, or handshake messages) go out now.
-        if let Err(e) = conn.stream.flush() {
+        if let Err(e) = conn.write_out(&mut self.stats.bytes_out) {
             self.close(key, Close::Gone(format!("write error: {e}")));
             return;
         }
