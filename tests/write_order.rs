@@ -55,6 +55,13 @@ fn delivered_before_acknowledged(subscriber: &mut Raw, publishers: &mut [Raw], t
     );
 }
 
+/// On a broker of 2 shards: a subscriber to `topic` (QoS 0) on shard 0, a publisher on
+/// shard 1.
+fn across_shards(port: u16, topic: &str) -> (Raw, Vec<Raw>) {
+    let sub = Raw::subscribed(port, &id_on_shard("osub", 0, 2), &[(topic, 0)]);
+    (sub, vec![Raw::connected(port, &id_on_shard("opub", 1, 2))])
+}
+
 #[test]
 fn a_delivery_is_written_before_the_puback_of_its_publish() {
     // One shard: the order within one loop's turn.
@@ -77,8 +84,7 @@ fn a_dormant_shards_puback_waits_for_its_hosts_delivery() {
     let broker = Broker::start_with(&["shards 2", "sys_interval 1"]);
     let port = broker.port();
     let topic = "order/dormant";
-    let mut sub = Raw::subscribed(port, &id_on_shard("osub", 0, 2), &[(topic, 0)]);
-    let mut pubs = vec![Raw::connected(port, &id_on_shard("opub", 1, 2))];
+    let (mut sub, mut pubs) = across_shards(port, topic);
     let dozes = "$SYS/broker/midge/shard/1/dormancy/dozes";
     assert!(
         sys_counter(port, dozes, 1, Duration::from_secs(10)) >= 1,
@@ -98,8 +104,7 @@ fn a_delivery_on_another_shard_is_written_before_the_puback() {
     let broker = Broker::start_with(&["shards 2", "shard_dormancy false"]);
     let port = broker.port();
     let topic = "order/cross";
-    let mut sub = Raw::subscribed(port, &id_on_shard("xsub", 0, 2), &[(topic, 0)]);
-    let mut pubs = vec![Raw::connected(port, &id_on_shard("xpub", 1, 2))];
+    let (mut sub, mut pubs) = across_shards(port, topic);
     // A copy routed to a loop that happens to be awake (its keep-alive tick, or the turn
     // that passed a new connection to its home shard) is written when that loop gets to it,
     // in either order; written after the PUBACK by design, every copy is late.
