@@ -10,7 +10,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -18,28 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::clients::{mosquitto_pub, paho_pub, MosqSub, Paho};
 use common::raw::{self, Connect, Raw, PUBACK, PUBCOMP, PUBREC};
-use common::{is_midge, unique_id, Broker};
-
-/// A broker with persistence in `dir` (and extra lines).
-fn persistent_broker(dir: &Path, extra: &[&str]) -> Broker {
-    // Trailing slash: mosquitto appends its file name to the location as a string. The
-    // directory is opened up because mosquitto started as root drops to its own user.
-    use std::os::unix::fs::PermissionsExt;
-    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777));
-    let location = format!("persistence_location {}/", dir.display());
-    let mut lines = vec!["persistence true", location.as_str()];
-    lines.extend_from_slice(extra);
-    Broker::start_with(&lines)
-}
-
-/// A client id whose session lives on shard `shard` of `shards`.
-fn id_on_shard(prefix: &str, shard: usize, shards: usize) -> String {
-    let base = unique_id(prefix);
-    (0..)
-        .map(|i| format!("{base}-{i}"))
-        .find(|id| midge::shard::home_shard(id.as_bytes(), shards) == shard)
-        .expect("some id hashes to every shard")
-}
+use common::{id_on_shard, is_midge, persistent_broker, unique_id, Broker};
 
 /// A persistent 3.1.1 session subscribed to `filter`, then gone (socket dropped).
 fn park_subscriber(port: u16, id: &str, filter: &str, qos: u8) {

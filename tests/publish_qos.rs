@@ -552,14 +552,7 @@ fn a_burst_of_large_messages_arrives_whole_and_in_order() {
 #[test]
 fn a_burst_of_large_messages_to_a_persistent_session_arrives_whole_and_in_order() {
     let dir = tempfile::tempdir().unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    let _ = std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777));
-    let location = format!("persistence_location {}/", dir.path().display());
-    let broker = Broker::start_with(&[
-        "persistence true",
-        location.as_str(),
-        "max_inflight_messages 100",
-    ]);
+    let broker = common::persistent_broker(dir.path(), &["max_inflight_messages 100"]);
     large_burst_arrives_whole_and_in_order(&broker, false);
 }
 

@@ -722,6 +722,18 @@ pub fn keepalive_expiry_limit(kind: BrokerKind) -> Duration {
     }
 }
 
+/// A broker with persistence in `dir` (and extra lines). Trailing slash: mosquitto appends
+/// its file name to the location as a string. The directory is opened up because mosquitto
+/// started as root drops to its own user.
+pub fn persistent_broker(dir: &Path, extra: &[&str]) -> Broker {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o777));
+    let location = format!("persistence_location {}/", dir.display());
+    let mut lines = vec!["persistence true", location.as_str()];
+    lines.extend_from_slice(extra);
+    Broker::start_with(&lines)
+}
+
 /// A client id, unique within this process, whose session lives on shard `shard` of `shards`
 /// (midge homes a session on the shard its client id hashes to).
 pub fn id_on_shard(prefix: &str, shard: usize, shards: usize) -> String {
