@@ -14,14 +14,14 @@ use super::lifecycle::Close;
 use super::per_ip::PerIpConnections;
 use super::pool::{self, BufferPool, MIN_READ};
 use super::{Shard, READ_BUDGET};
+use crate::protocol::{self, Packet};
+use crate::session::SendPublish;
+use crate::transport::ClientAddr;
 
 /// See [`Shard::write_early`]. The largest buffer the pool keeps: below it a buffer that grew
 /// is reused turn after turn (steady small-message traffic grows nothing), above it every
 /// growth is a reallocation that copies the buffer.
 const EARLY_WRITE_BYTES: usize = pool::MAX_POOLED;
-use crate::protocol::{self, Packet};
-use crate::session::SendPublish;
-use crate::transport::ClientAddr;
 
 /// When `rbuf` holds the fixed header of a packet larger than [`pool::MAX_READ_SIZE`] whose
 /// remaining bytes do not fit its `spare` capacity: how many more bytes it needs. `None` for
