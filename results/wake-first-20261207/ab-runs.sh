@@ -1,6 +1,6 @@
 #!/bin/sh
 # The loadgen cells of this directory: BEFORE and AFTER are two midge binaries (here 017e913
-# and 2e4b25e), each on 2 shards, against mosquitto in the same runs. From the repository root:
+# and 4abc055), each on 2 shards, against mosquitto in the same runs. From the repository root:
 #   BEFORE=/tmp/midge-017e913 AFTER=target/release/midge sh results/wake-first-20261207/ab-runs.sh
 export A_NAME=before B_NAME=after OUT=results/wake-first-20261207
 ab() { sh results/ack-order-20261207/ab.sh --qos 1 --duration 10 --threads 2 "$@"; }
