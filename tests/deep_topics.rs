@@ -239,8 +239,7 @@ fn a_store_with_topics_past_the_limits_loads_the_rest() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let location = format!("persistence_location {}/", dir.path().display());
-    let mut b = Broker::start_with(&["persistence true", &location, "max_topic_levels 10000"]);
+    let mut b = common::persistent_broker(dir.path(), &["max_topic_levels 10000"]);
     let id = unique_id("kept");
     let deep = plus_filter(DEEP);
     let (mut c, _) = Raw::connect(b.port(), &Connect::new(&id).clean(false));

@@ -387,8 +387,7 @@ fn with_persistence_the_acknowledgement_still_comes_before_the_own_copy() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let location = format!("persistence_location {}/", dir.path().display());
-    let b = Broker::start_with(&["persistence true", &location, "shards 2"]);
+    let b = common::persistent_broker(dir.path(), &["shards 2"]);
     let _other = Raw::subscribed(
         b.port(),
         &id_on_shard("dself-other", 1, 2),

@@ -496,9 +496,9 @@ impl Shard {
             return;
         };
         let version = conn.version.unwrap_or(protocol::ProtocolVersion::V311);
-        let spare = conn.wbuf.capacity() - conn.wbuf.len();
         if conn.wbuf.len() >= EARLY_WRITE_BYTES
-            && protocol::publish_encoded_len(&publish, version) > spare
+            && protocol::publish_encoded_len(&publish, version)
+                > conn.wbuf.capacity() - conn.wbuf.len()
         {
             self.write_early(key);
         }
@@ -530,12 +530,19 @@ impl Shard {
     /// to the turn's flush, which meets it again and closes: closing here could run in the
     /// middle of routing.
     fn write_early(&mut self, key: usize) {
-        if self.outbox.holds_index_update() || self.batch.holds_output() {
+        if self.output_held() {
             return;
         }
         if let Some(conn) = self.conns.get_mut(key) {
             let _ = conn.write_out(&mut self.stats.bytes_out);
         }
+    }
+
+    /// No connection's buffer may be written now: it may hold a SUBACK whose replica update
+    /// is not queued yet (outbox), or a packet id the store does not know yet (this turn's
+    /// batch, submitted at the turn's end); it goes at the end of this or a later turn.
+    fn output_held(&self) -> bool {
+        self.outbox.holds_index_update() || self.batch.holds_output()
     }
 
     fn interest(conn: &Conn) -> Interest {
@@ -551,13 +558,12 @@ impl Shard {
     /// recomputed from buffer state, ARCHITECTURE.md §9). Output held for the store is not written
     /// and needs no interest: the store's progress marks the connection dirty again.
     pub(crate) fn flush(&mut self, key: usize) {
+        let held = self.output_held();
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        if self.outbox.holds_index_update() || self.batch.holds_output() {
-            // This buffer may hold a SUBACK whose replica update is not queued yet (outbox),
-            // or a packet id the store does not know yet (this turn's batch, submitted at the
-            // turn's end): flushed at the end of this or a later turn, once it may go.
+        if held {
+            // Flushed at the end of this or a later turn, once it may go.
             conn.mark_dirty(key, &mut self.dirty);
             return;
         }
@@ -579,9 +585,8 @@ impl Shard {
     }
 
     pub(super) fn flush_dirty(&mut self) {
-        if self.outbox.holds_index_update() || self.batch.holds_output() {
-            // See `flush`: the turn's end (after the batch is submitted, or the update
-            // queued) writes them.
+        if self.output_held() {
+            // The turn's end (after the batch is submitted, or the update queued) writes them.
             return;
         }
         self.send_batched();
