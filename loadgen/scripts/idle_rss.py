@@ -12,6 +12,10 @@ It is a script rather than a loadgen scenario because loadgen's engine measures 
 idle connection sends nothing after CONNECT.
 
     python3 loadgen/scripts/idle_rss.py --midge target/release/midge -n 10000 midge mosquitto
+
+With --tls the listener is TLS (a self-signed P-256 certificate made with the openssl command)
+and every connection completes its handshake first: what a broker keeps per idle TLS session
+(its TLS library's buffers and keys) is then part of the figure.
 """
 import argparse
 import os
@@ -19,6 +23,7 @@ import resource
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -30,15 +35,37 @@ from mqttproc import connect_packet, free_port, rss_kib, wait_listening
 
 
 
-def start(name, midge, rumqttd, port, workdir, shards):
+def make_cert(workdir):
+    """A self-signed certificate for localhost; the client trusts it as its CA."""
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+                    "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
+                    "-keyout", os.path.join(workdir, "key.pem"),
+                    "-out", os.path.join(workdir, "cert.pem")],
+                   check=True, capture_output=True)
+    # mosquitto started as root reads its files as the mosquitto user: a throwaway key may be
+    # world-readable.
+    os.chmod(workdir, 0o755)
+    os.chmod(os.path.join(workdir, "key.pem"), 0o644)
+
+
+def tls_lines(workdir):
+    return (f"certfile {os.path.join(workdir, 'cert.pem')}\n"
+            f"keyfile {os.path.join(workdir, 'key.pem')}\n")
+
+
+def start(name, midge, rumqttd, port, workdir, shards, tls):
+    tls_conf = tls_lines(workdir) if tls else ""
+    if tls and name not in ("midge", "mosquitto"):
+        raise SystemExit(f"--tls: {name} is not set up for TLS here")
     if name.startswith("midge"):
-        conf = f"listener {port} 127.0.0.1\nallow_anonymous true\nlog_dest none\n"
+        conf = f"listener {port} 127.0.0.1\n{tls_conf}allow_anonymous true\nlog_dest none\n"
         if shards:
             conf += f"shards {shards}\n"
         cmd = [midge, "-c", "midge.conf"]
         fname = "midge.conf"
     elif name == "mosquitto":
-        conf = (f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+        conf = (f"listener {port} 127.0.0.1\n{tls_conf}allow_anonymous true\npersistence false\n"
                 "connection_messages false\nlog_dest none\n")
         cmd = [shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", "mosquitto.conf"]
         fname = "mosquitto.conf"
@@ -61,13 +88,18 @@ def start(name, midge, rumqttd, port, workdir, shards):
     try:
         wait_listening(port, p)
     except RuntimeError as e:
-        raise SystemExit(f"{name}: {e}; see {log.name}")
+        log.close()
+        raise SystemExit(f"{name}: {e}: {open(log.name).read().strip()}")
     return p
 
 
 def measure(name, args, workdir):
     port = free_port()
-    p = start(name, args.midge, args.rumqttd, port, workdir, args.shards if name == "midge" else None)
+    p = start(name, args.midge, args.rumqttd, port, workdir,
+              args.shards if name == "midge" else None, args.tls)
+    ctx = None
+    if args.tls:
+        ctx = ssl.create_default_context(cafile=os.path.join(workdir, "cert.pem"))
     socks = []
     try:
         time.sleep(1)
@@ -77,6 +109,8 @@ def measure(name, args, workdir):
             if time.time() - t0 > args.timeout:
                 raise SystemExit(f"{name}: only {i} connections in {args.timeout} s")
             s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            if ctx:
+                s = ctx.wrap_socket(s, server_hostname="localhost")
             s.sendall(connect_packet(f"idle-{i:06d}"))
             ack = s.recv(4)
             if len(ack) < 4 or ack[0] != 0x20 or ack[3] != 0:
@@ -112,7 +146,9 @@ def main():
     ap.add_argument("--shards", type=int, default=None, help="midge shards (default: cores)")
     ap.add_argument("--settle", type=float, default=3.0, help="seconds to wait before sampling")
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds allowed to connect")
+    ap.add_argument("--tls", action="store_true", help="TLS listeners (midge and mosquitto)")
     args = ap.parse_args()
+    args.midge = os.path.abspath(args.midge)
     # One descriptor per connection here and in the broker (a child inherits the limit).
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = args.n + 1000
@@ -122,6 +158,8 @@ def main():
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
     results = {}
     with tempfile.TemporaryDirectory(prefix="idle-rss-") as workdir:
+        if args.tls:
+            make_cert(workdir)
         for name in args.brokers:
             results[name] = measure(name, args, workdir)
     if "mosquitto" in results:

@@ -12,9 +12,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use mio::net::TcpStream;
+use rustls::client::UnbufferedClientConnection;
 use rustls::crypto::ring as provider;
 use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, ClientConnection, RootCertStore};
+use rustls::{ClientConfig, RootCertStore};
 
 use super::pem::{load_certs, load_key, load_roots};
 use super::tls::TlsError;
@@ -118,7 +119,7 @@ impl Connector {
         match &self.tls {
             None => Ok(Transport::from(sock)),
             Some((config, name)) => {
-                let conn = ClientConnection::new(config.clone(), name.clone())
+                let conn = UnbufferedClientConnection::new(config.clone(), name.clone())
                     .map_err(|e| io::Error::other(format!("TLS: {e}")))?;
                 Ok(Transport::tls(TlsStream::client(sock, conn)))
             }

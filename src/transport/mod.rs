@@ -9,16 +9,19 @@
 //!   [`Transport::tls_identity`]) instead of asking which kind it has.
 //! - [`Connector`]: outgoing connections (non-blocking connect, TLS as the client), for
 //!   [`crate::link`].
-//! - [`tls`]: rustls (ring provider) server and client sides; [`pem`]: reading their files.
+//! - [`tls`]: rustls (ring provider) server and client sides; [`pem`]: reading their files;
+//!   [`tls_buf`]: their record and plaintext buffers.
 //! - [`ws`]: MQTT over WebSocket (handshake, frames, `http_dir`), the same kind of
 //!   transformer as TLS: plaintext in and out for the shard, frames on the inner transport.
 //! - [`proxy`]: the PROXY protocol header on listeners that opt in, read off the socket
 //!   before any other layer reads; [`Transport::client_addr`] tells the shard the client it
 //!   names.
 //!
-//! TLS is a transformer between socket bytes and plaintext (rustls' `tlsserver-mio` example's
-//! shape): a read pulls TLS records from the socket into rustls, decrypts them and hands out
-//! plaintext; a write hands plaintext to rustls and pushes the records it makes to the socket.
+//! TLS is a transformer between socket bytes and plaintext: a read pulls TLS records from the
+//! socket, has rustls decrypt them and hands out plaintext; a write has rustls encrypt plaintext
+//! into records and pushes them to the socket. rustls' unbuffered API is used, so the stream
+//! owns its buffers and they are pooled per thread ([`tls_buf`]): an idle TLS connection holds
+//! none.
 //! A server handshake is driven first, off the shard, by [`Transport::drive_handshake`] on a
 //! handshake thread (`shard::handshakes`); a client handshake (outgoing links) happens inside
 //! the reads and writes, non-blocking.
@@ -52,6 +55,7 @@ mod listener;
 pub mod pem;
 pub mod proxy;
 pub mod tls;
+mod tls_buf;
 pub mod ws;
 
 use std::io::{self, Read, Write};

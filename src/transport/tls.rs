@@ -16,19 +16,24 @@
 //! longer build (ARCHITECTURE.md §9: a light build).
 
 use std::fmt;
-use std::io::{self, BufRead, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use mio::net::TcpStream;
+use rustls::client::UnbufferedClientConnection;
 use rustls::crypto::{ring as provider, CryptoProvider};
 use rustls::pki_types::CertificateDer;
-use rustls::server::{ProducesTickets, ServerSessionMemoryCache, WebPkiClientVerifier};
-use rustls::{ClientConnection, Connection, ServerConfig, ServerConnection, SupportedCipherSuite};
+use rustls::server::{
+    ProducesTickets, ServerSessionMemoryCache, UnbufferedServerConnection, WebPkiClientVerifier,
+};
+use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, WriteTraffic};
+use rustls::{CommonState, ServerConfig, SupportedCipherSuite};
 
 use super::certs;
 use super::pem::{load_certs, load_crls, load_key, load_roots};
+use super::tls_buf::TlsBuf;
 use crate::auth::x509;
 use crate::config::{TlsSettings, TlsVersion};
 
@@ -162,14 +167,12 @@ impl TlsListener {
             Ok(c) => c.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         };
-        let conn = ServerConnection::new(config)?;
-        Ok(TlsStream {
+        let conn = UnbufferedServerConnection::new(config)?;
+        Ok(TlsStream::new(
             sock,
-            conn: conn.into(),
-            mode: self.identity_mode(),
-            identity: None,
-            established: false,
-        })
+            Side::Server(conn),
+            self.identity_mode(),
+        ))
     }
 }
 
@@ -280,31 +283,235 @@ fn crypto_provider(s: &TlsSettings) -> Result<CryptoProvider, TlsError> {
     Ok(p)
 }
 
+/// Ciphertext a stream holds for the socket before it takes no more plaintext (its `write`
+/// says `WouldBlock`): rustls' own default for its send buffer.
+const SEND_LIMIT: usize = 64 * 1024;
+/// Received bytes a stream holds at most. A record is at most about 18 KiB; more is only held
+/// while rustls joins a handshake message split across records (at most 64 KiB), so a peer
+/// that sends more without completing one is refused.
+const MAX_INCOMING: usize = 128 * 1024;
+/// A read from the socket is not attempted into less room than this.
+const MIN_READ: usize = 4096;
+
+/// The two sides of rustls' unbuffered connection.
+enum Side {
+    Server(UnbufferedServerConnection),
+    Client(UnbufferedClientConnection),
+}
+
 /// A TLS connection over a non-blocking socket. Shard thread only; `Send`, moves whole.
-#[derive(Debug)]
+///
+/// Built on rustls' unbuffered API: the stream owns the buffers (see [`super::tls_buf`]), so
+/// an idle connection holds none and records are encrypted straight into a pooled buffer.
 pub struct TlsStream {
     sock: TcpStream,
     /// Server side for accepted clients, client side for outgoing links: one stream type, so
     /// the byte-moving code below serves both.
-    conn: Connection,
+    conn: Side,
+    /// Bytes from the socket that rustls has not consumed (a partial record, or a handshake
+    /// message being joined).
+    incoming: TlsBuf,
+    /// Records to send, in order.
+    outgoing: TlsBuf,
+    /// Decrypted plaintext not yet read (what did not fit the reader's buffer).
+    plain: TlsBuf,
+    /// Plaintext written before the handshake allowed sending it (a link's CONNECT).
+    early: TlsBuf,
     mode: IdentityMode,
     /// Worked out once, when the handshake finishes.
     identity: Option<String>,
     /// The handshake has finished.
     established: bool,
+    /// The peer sent close_notify: reads return end of stream.
+    peer_closed: bool,
+    /// A TLS error ended the connection. rustls is not called again: its unbuffered state
+    /// machine would process the offending bytes again and queue a second alert.
+    failed: bool,
+}
+
+impl fmt::Debug for TlsStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsStream")
+            .field("sock", &self.sock)
+            .field("server", &matches!(self.conn, Side::Server(_)))
+            .field("incoming", &self.incoming.len())
+            .field("outgoing", &self.outgoing.len())
+            .field("plain", &self.plain.len())
+            .field("established", &self.established)
+            .finish()
+    }
+}
+
+/// Where processing the received records stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// More bytes from the peer are needed (the handshake waits, or every record is read).
+    NeedInput,
+    /// As `NeedInput`, and application data may be sent.
+    Writable,
+    /// Both sides have sent close_notify.
+    Closed,
+}
+
+/// What one [`TlsStream::advance`] works with: the buffers it fills and the request it serves.
+struct Work<'a> {
+    outgoing: &'a mut TlsBuf,
+    plain: &'a mut TlsBuf,
+    early: &'a mut TlsBuf,
+    /// The reader's buffer, filled first; plaintext beyond it goes to `plain`.
+    out: &'a mut [u8],
+    read: usize,
+    /// Plaintext to encrypt once sending is allowed.
+    write: &'a [u8],
+    wrote: bool,
+    /// Queue close_notify once sending is allowed.
+    close: bool,
+    peer_closed: bool,
+}
+
+impl Work<'_> {
+    /// Handles one state of the connection; `Ok(None)` asks for the next one.
+    fn handle<Data>(
+        &mut self,
+        state: ConnectionState<'_, '_, Data>,
+        discard: &mut usize,
+    ) -> Result<Option<Stop>, rustls::Error> {
+        match state {
+            ConnectionState::ReadTraffic(mut records) => {
+                while let Some(record) = records.next_record() {
+                    let record = record?;
+                    *discard += record.discard;
+                    // What does not fit goes to `plain`, and once anything has, all after it.
+                    let n = if self.plain.is_empty() {
+                        record.payload.len().min(self.out.len() - self.read)
+                    } else {
+                        0
+                    };
+                    self.out[self.read..self.read + n].copy_from_slice(&record.payload[..n]);
+                    self.read += n;
+                    self.plain.extend(&record.payload[n..]);
+                }
+                Ok(None)
+            }
+            ConnectionState::EncodeTlsData(mut data) => {
+                let mut need = MIN_READ;
+                loop {
+                    match data.encode(self.outgoing.room(need)) {
+                        Ok(n) => {
+                            self.outgoing.commit(n);
+                            break;
+                        }
+                        Err(EncodeError::InsufficientSize(e)) => need = e.required_size,
+                        Err(EncodeError::AlreadyEncoded) => break,
+                    }
+                }
+                Ok(None)
+            }
+            // The records are in `outgoing`, sent in order by `flush_records`.
+            ConnectionState::TransmitTlsData(data) => {
+                data.done();
+                Ok(None)
+            }
+            ConnectionState::BlockedHandshake => Ok(Some(Stop::NeedInput)),
+            ConnectionState::WriteTraffic(mut traffic) => {
+                if !self.early.is_empty() {
+                    encrypt(&mut traffic, self.early.bytes(), self.outgoing)?;
+                    self.early.consume(self.early.len());
+                }
+                if !self.write.is_empty() {
+                    encrypt(&mut traffic, self.write, self.outgoing)?;
+                    self.write = &[];
+                    self.wrote = true;
+                }
+                if std::mem::take(&mut self.close) {
+                    queue_close_notify(&mut traffic, self.outgoing)?;
+                }
+                Ok(Some(Stop::Writable))
+            }
+            // Reported once; the next state says whether sending is still allowed.
+            ConnectionState::PeerClosed => {
+                self.peer_closed = true;
+                Ok(None)
+            }
+            ConnectionState::Closed => Ok(Some(Stop::Closed)),
+            // Early data (0-RTT) is never enabled, so nothing else is expected.
+            _ => Err(rustls::Error::General("unexpected TLS state".into())),
+        }
+    }
+}
+
+/// Encrypts `data` into `out` (one or more records).
+fn encrypt<Data>(
+    traffic: &mut WriteTraffic<'_, Data>,
+    data: &[u8],
+    out: &mut TlsBuf,
+) -> Result<(), rustls::Error> {
+    // A record's overhead is at most 29 bytes (TLS 1.2 AES-GCM); asking for 64 per record
+    // makes the first attempt fit.
+    let mut need = data.len() + (data.len() / 16_384 + 1) * 64;
+    loop {
+        match traffic.encrypt(data, out.room(need)) {
+            Ok(n) => {
+                out.commit(n);
+                return Ok(());
+            }
+            Err(EncryptError::InsufficientSize(e)) => need = e.required_size,
+            Err(e) => return Err(rustls::Error::General(e.to_string())),
+        }
+    }
+}
+
+fn queue_close_notify<Data>(
+    traffic: &mut WriteTraffic<'_, Data>,
+    out: &mut TlsBuf,
+) -> Result<(), rustls::Error> {
+    let mut need = 64;
+    loop {
+        match traffic.queue_close_notify(out.room(need)) {
+            Ok(n) => {
+                out.commit(n);
+                return Ok(());
+            }
+            Err(EncryptError::InsufficientSize(e)) => need = e.required_size,
+            Err(e) => return Err(rustls::Error::General(e.to_string())),
+        }
+    }
+}
+
+/// What [`TlsStream::advance`] did.
+struct Advanced {
+    stop: Stop,
+    /// Plaintext bytes put in the reader's buffer.
+    read: usize,
+    /// The plaintext to write was encrypted.
+    wrote: bool,
 }
 
 impl TlsStream {
-    /// The client side of TLS on a socket that is connecting or connected (no I/O happens
-    /// here; the handshake is driven by reads and writes like the server's).
-    pub fn client(sock: TcpStream, conn: ClientConnection) -> TlsStream {
+    fn new(sock: TcpStream, conn: Side, mode: IdentityMode) -> TlsStream {
         TlsStream {
             sock,
-            conn: conn.into(),
-            mode: IdentityMode::None,
+            conn,
+            incoming: TlsBuf::default(),
+            outgoing: TlsBuf::default(),
+            plain: TlsBuf::default(),
+            early: TlsBuf::default(),
+            mode,
             identity: None,
             established: false,
+            peer_closed: false,
+            failed: false,
         }
+    }
+
+    /// The client side of TLS on a socket that is connecting or connected (no I/O happens
+    /// here: the ClientHello is queued, [`TlsStream::wants_write`] says so, and the handshake
+    /// is driven by reads and writes like the server's).
+    pub fn client(sock: TcpStream, conn: UnbufferedClientConnection) -> TlsStream {
+        let mut stream = TlsStream::new(sock, Side::Client(conn), IdentityMode::None);
+        // An error stays in rustls' state and is reported by the first read.
+        let _ = stream.advance(&mut [], &[], false);
+        stream
     }
 
     pub(crate) fn tcp(&self) -> &TcpStream {
@@ -315,14 +522,26 @@ impl TlsStream {
         &mut self.sock
     }
 
-    /// Records are waiting to be written.
-    pub fn wants_write(&self) -> bool {
-        self.conn.wants_write()
+    fn common(&self) -> &CommonState {
+        match &self.conn {
+            Side::Server(c) => c,
+            Side::Client(c) => c,
+        }
     }
 
-    /// Decrypted plaintext is waiting in rustls.
+    /// Records are waiting to be written.
+    pub fn wants_write(&self) -> bool {
+        !self.outgoing.is_empty()
+    }
+
+    /// Input is held that no socket readiness will announce: decrypted plaintext, or a whole
+    /// record not yet processed.
     pub fn has_buffered_input(&mut self) -> bool {
-        matches!(self.conn.reader().fill_buf(), Ok(b) if !b.is_empty())
+        if !self.plain.is_empty() {
+            return true;
+        }
+        let held = self.incoming.bytes();
+        held.len() >= 5 && held.len() >= 5 + usize::from(u16::from_be_bytes([held[3], held[4]]))
     }
 
     /// Whether the handshake has finished.
@@ -342,37 +561,153 @@ impl TlsStream {
 
     /// The client's certificate chain, once the handshake is done.
     pub fn peer_certificates(&self) -> Option<&[CertificateDer<'static>]> {
-        self.conn.peer_certificates()
+        self.common().peer_certificates()
+    }
+
+    /// Storage the stream's buffers hold (for tests: an idle stream holds none).
+    pub fn buffered_capacity(&self) -> usize {
+        self.incoming.capacity()
+            + self.outgoing.capacity()
+            + self.plain.capacity()
+            + self.early.capacity()
+    }
+
+    /// Processes the records received so far until rustls needs more input: handshake records
+    /// to send go to `outgoing`, plaintext to `out` and then `plain`; once sending is allowed,
+    /// plaintext written early, then `write`, is encrypted, and close_notify is queued if
+    /// `close`. On a TLS error the alert rustls queued is sent and the error returned.
+    fn advance(&mut self, out: &mut [u8], write: &[u8], close: bool) -> io::Result<Advanced> {
+        if self.failed {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "TLS error: the connection has failed",
+            ));
+        }
+        let mut work = Work {
+            outgoing: &mut self.outgoing,
+            plain: &mut self.plain,
+            early: &mut self.early,
+            out,
+            read: 0,
+            write,
+            wrote: false,
+            close,
+            peer_closed: false,
+        };
+        let stopped = loop {
+            let incoming = self.incoming.bytes_mut();
+            let (discard, step) = match &mut self.conn {
+                Side::Server(c) => {
+                    let status = c.process_tls_records(incoming);
+                    let mut discard = status.discard;
+                    let step = status.state.and_then(|s| work.handle(s, &mut discard));
+                    (discard, step)
+                }
+                Side::Client(c) => {
+                    let status = c.process_tls_records(incoming);
+                    let mut discard = status.discard;
+                    let step = status.state.and_then(|s| work.handle(s, &mut discard));
+                    (discard, step)
+                }
+            };
+            self.incoming.consume(discard);
+            match step {
+                Ok(None) => {}
+                Ok(Some(stop)) => break Ok(stop),
+                Err(e) => break Err(e),
+            }
+        };
+        let (read, wrote) = (work.read, work.wrote);
+        self.peer_closed |= work.peer_closed;
+        match stopped {
+            Ok(stop) => {
+                if !self.established && !self.common().is_handshaking() {
+                    self.established = true;
+                    self.identity = self.work_out_identity();
+                }
+                Ok(Advanced { stop, read, wrote })
+            }
+            Err(e) => {
+                self.failed = true;
+                let handshaking = self.common().is_handshaking();
+                self.queue_alert();
+                let _ = self.flush_records();
+                Err(tls_error(e, handshaking))
+            }
+        }
+    }
+
+    /// After an error: moves the alert rustls queued (if any) to `outgoing`. rustls hands out
+    /// queued records before it looks at the input again, so while it has some this never
+    /// processes the offending bytes a second time.
+    fn queue_alert(&mut self) {
+        for _ in 0..4 {
+            if !self.common().wants_write() {
+                return;
+            }
+            let incoming = self.incoming.bytes_mut();
+            let outgoing = &mut self.outgoing;
+            let more = match &mut self.conn {
+                Side::Server(c) => encode_pending(c.process_tls_records(incoming).state, outgoing),
+                Side::Client(c) => encode_pending(c.process_tls_records(incoming).state, outgoing),
+            };
+            if !more {
+                return;
+            }
+        }
+    }
+
+    /// Reads from the socket into `incoming`. `Ok(0)` at end of stream.
+    fn fill(&mut self) -> io::Result<usize> {
+        if self.incoming.len() >= MAX_INCOMING {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "TLS error: a handshake message larger than 64 KiB",
+            ));
+        }
+        loop {
+            match self.sock.read(self.incoming.room(MIN_READ)) {
+                Ok(n) => {
+                    self.incoming.commit(n);
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // Gives the buffer back if nothing is held.
+                    self.incoming.commit(0);
+                    return Err(e);
+                }
+            }
+        }
     }
 
     /// Plaintext from the peer: decrypted data first, then TLS records from the socket until
     /// there is some, the socket would block, or it ends. Drives the handshake.
     pub fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
         loop {
-            match self.conn.reader().read(buf) {
-                // Data, or 0 after the peer's close_notify.
-                Ok(n) => return Ok(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                // TCP EOF without close_notify: most MQTT clients close that way; MQTT has its
-                // own DISCONNECT, so there is no truncation to worry about.
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
-                Err(e) => return Err(e),
+            if !self.plain.is_empty() {
+                return Ok(self.plain.read_into(buf));
             }
-            match self.conn.read_tls(&mut self.sock) {
-                Ok(0) => return Ok(0),
-                Ok(_) => {
-                    if let Err(e) = self.conn.process_new_packets() {
-                        let handshaking = self.conn.is_handshaking();
-                        // rustls queued an alert that says why: send it while we can.
-                        let _ = self.flush_records();
-                        return Err(tls_error(e, handshaking));
-                    }
-                    if !self.established && !self.conn.is_handshaking() {
-                        self.established = true;
-                        self.identity = self.work_out_identity();
-                    }
-                }
-                Err(e) => return Err(e),
+            if self.peer_closed {
+                return Ok(0);
+            }
+            let done = self.advance(buf, &[], false)?;
+            if done.read > 0 {
+                return Ok(done.read);
+            }
+            if !self.plain.is_empty() || self.peer_closed {
+                continue;
+            }
+            if done.stop == Stop::Closed {
+                return Ok(0);
+            }
+            // TCP EOF without close_notify: most MQTT clients close that way; MQTT has its
+            // own DISCONNECT, so there is no truncation to worry about.
+            if self.fill()? == 0 {
+                return Ok(0);
             }
         }
     }
@@ -380,70 +715,85 @@ impl TlsStream {
     /// Whether this is the server side of a handshake that has not finished: the work a
     /// handshake thread takes off the shard (see `shard::handshakes`).
     pub fn server_handshake_pending(&self) -> bool {
-        matches!(self.conn, Connection::Server(_)) && !self.established
+        matches!(self.conn, Side::Server(_)) && !self.established
     }
 
-    /// Drives the handshake only: sends what rustls queued, reads and processes records
-    /// while the handshake lasts, and never reads past its end (plaintext that came with the
-    /// client's last flight stays decrypted in rustls for the shard, see
-    /// [`TlsStream::has_buffered_input`]). `Ok(true)` once established, `Ok(false)` while it
-    /// waits for the peer or for room in the socket; the error (with the alert sent) when it
-    /// failed.
+    /// Drives the handshake only: sends its records, reads and processes the peer's while
+    /// the handshake lasts. Plaintext that came with the client's last flight stays in the
+    /// stream for the shard (see [`TlsStream::has_buffered_input`]). `Ok(true)` once
+    /// established, `Ok(false)` while it waits for the peer or for room in the socket; the
+    /// error (with the alert sent) when it failed.
     pub fn drive_handshake(&mut self) -> io::Result<bool> {
         loop {
             self.flush_records()?;
-            if !self.conn.is_handshaking() {
-                if !self.established {
-                    self.established = true;
-                    self.identity = self.work_out_identity();
-                }
+            if self.established {
                 return Ok(true);
             }
-            match self.conn.read_tls(&mut self.sock) {
+            if !self.outgoing.is_empty() {
+                // The socket is full: wait for room.
+                return Ok(false);
+            }
+            let done = self.advance(&mut [], &[], false)?;
+            if self.established || !self.outgoing.is_empty() {
+                continue;
+            }
+            if done.stop == Stop::Closed || self.peer_closed {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            match self.fill() {
                 Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                Ok(_) => {
-                    if let Err(e) = self.conn.process_new_packets() {
-                        let _ = self.flush_records();
-                        return Err(tls_error(e, true));
-                    }
-                }
+                Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
     }
 
-    /// Hands plaintext to rustls and pushes the records it makes to the socket. Returns
-    /// `WouldBlock` when rustls' send buffer is full and the socket takes nothing.
+    /// Encrypts plaintext and pushes the records to the socket. Returns `WouldBlock` when
+    /// [`SEND_LIMIT`] bytes wait for the socket and it takes nothing. Before the handshake
+    /// lets data be sent, the plaintext is kept and sent when it does.
     pub fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
         self.flush_records()?;
-        let n = self.conn.writer().write(buf)?;
-        self.flush_records()?;
-        if n == 0 && !buf.is_empty() {
+        let held = self.outgoing.len() + self.early.len();
+        if held >= SEND_LIMIT {
             return Err(io::ErrorKind::WouldBlock.into());
         }
-        Ok(n)
+        let take = &buf[..buf.len().min(SEND_LIMIT - held)];
+        if !self.advance(&mut [], take, false)?.wrote {
+            self.early.extend(take);
+        }
+        self.flush_records()?;
+        Ok(take.len())
     }
 
     /// Vectored [`TlsStream::write`].
     pub fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        self.flush_records()?;
-        let n = self.conn.writer().write_vectored(bufs)?;
-        self.flush_records()?;
-        if n == 0 && bufs.iter().any(|b| !b.is_empty()) {
-            return Err(io::ErrorKind::WouldBlock.into());
+        let mut total = 0;
+        for b in bufs.iter().filter(|b| !b.is_empty()) {
+            match self.write(b) {
+                Ok(n) => {
+                    total += n;
+                    if n < b.len() {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && total > 0 => break,
+                Err(e) => return Err(e),
+            }
         }
-        Ok(n)
+        Ok(total)
     }
 
     /// Writes queued records until there are none or the socket would block (not an error:
     /// `wants_write` stays true and the shard asks for WRITABLE).
     pub fn flush_records(&mut self) -> io::Result<()> {
-        while self.conn.wants_write() {
-            match self.conn.write_tls(&mut self.sock) {
+        while !self.outgoing.is_empty() {
+            match self.sock.write(self.outgoing.bytes()) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(_) => {}
+                Ok(n) => self.outgoing.consume(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
@@ -454,20 +804,48 @@ impl TlsStream {
 
     /// Sends close_notify (best effort) and shuts the socket down.
     pub fn shutdown(&mut self, how: Shutdown) -> io::Result<()> {
-        if self.established {
-            self.conn.send_close_notify();
+        if self.established && !self.failed {
+            let _ = self.advance(&mut [], &[], true);
         }
         let _ = self.flush_records();
         self.sock.shutdown(how)
     }
 
     fn work_out_identity(&self) -> Option<String> {
-        let cert = self.conn.peer_certificates()?.first()?;
+        let cert = self.common().peer_certificates()?.first()?;
         match self.mode {
             IdentityMode::None => None,
             IdentityMode::CommonName => x509::common_name(cert),
             IdentityMode::Subject => x509::subject_rfc2253(cert),
         }
+    }
+}
+
+/// Encodes a record rustls queued (after an error: its alert) into `out`; whether there may be
+/// more.
+fn encode_pending<Data>(
+    state: Result<ConnectionState<'_, '_, Data>, rustls::Error>,
+    out: &mut TlsBuf,
+) -> bool {
+    match state {
+        Ok(ConnectionState::EncodeTlsData(mut data)) => {
+            let mut need = MIN_READ;
+            loop {
+                match data.encode(out.room(need)) {
+                    Ok(n) => {
+                        out.commit(n);
+                        return true;
+                    }
+                    Err(EncodeError::InsufficientSize(e)) => need = e.required_size,
+                    Err(EncodeError::AlreadyEncoded) => return true,
+                }
+            }
+        }
+        Ok(ConnectionState::TransmitTlsData(data)) => {
+            data.done();
+            true
+        }
+        _ => false,
     }
 }
 
@@ -489,4 +867,181 @@ fn tls_error(e: rustls::Error, handshaking: bool) -> io::Error {
         "TLS error"
     };
     io::Error::new(io::ErrorKind::InvalidData, format!("{what}: {e}{hint}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+    use std::time::{Duration, Instant};
+
+    use rustls::{ClientConfig, RootCertStore};
+
+    /// A CA and a server certificate for `localhost`, made with the openssl command.
+    fn certs(dir: &std::path::Path) {
+        let script = "set -e
+            openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+                -subj /CN=test-ca -keyout ca.key -out ca.pem 2>/dev/null
+            openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+                -subj /CN=localhost -keyout server.key -out server.csr 2>/dev/null
+            printf 'subjectAltName=DNS:localhost\\nbasicConstraints=CA:FALSE\\n' > ext
+            openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+                -days 2 -extfile ext -out server.pem 2>/dev/null";
+        let ok = Command::new("sh")
+            .args(["-c", script])
+            .current_dir(dir)
+            .status()
+            .expect("sh runs");
+        assert!(ok.success(), "openssl could not make the test certificates");
+    }
+
+    /// A server stream and a client stream connected over loopback, handshake not started.
+    fn pair(dir: &std::path::Path) -> (TlsStream, TlsStream) {
+        certs(dir);
+        let listener = TlsListener::load(TlsSettings {
+            certfile: dir.join("server.pem"),
+            keyfile: dir.join("server.key"),
+            ..Default::default()
+        })
+        .expect("server config");
+        let mut roots = RootCertStore::empty();
+        for cert in load_certs("cafile", &dir.join("ca.pem")).expect("CA") {
+            roots.add(cert).expect("CA added");
+        }
+        let config = ClientConfig::builder_with_provider(Arc::new(provider::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let client_sock = TcpStream::connect(tcp.local_addr().expect("addr")).expect("connect");
+        let (server_sock, _) = tcp.accept().expect("accept");
+        server_sock.set_nonblocking(true).expect("non-blocking");
+        let server = listener
+            .accept(TcpStream::from_std(server_sock))
+            .expect("server side");
+        let conn = UnbufferedClientConnection::new(Arc::new(config), name).expect("client side");
+        (server, TlsStream::client(client_sock, conn))
+    }
+
+    fn would_block(r: &io::Result<usize>) -> bool {
+        matches!(r, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    /// Moves `data` from `from` to `to` through loopback, the two driven in turn, bounded in
+    /// time; returns what `to` read.
+    fn transfer(from: &mut TlsStream, to: &mut TlsStream, data: &[u8]) -> Vec<u8> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let (mut sent, mut got) = (0, Vec::new());
+        let mut buf = [0u8; 1500];
+        while got.len() < data.len() {
+            assert!(
+                Instant::now() < deadline,
+                "transfer stalled at {}",
+                got.len()
+            );
+            if sent < data.len() {
+                match from.write(&data[sent..]) {
+                    Ok(n) => sent += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => panic!("write: {e}"),
+                }
+            }
+            from.flush_records().expect("flush");
+            loop {
+                let r = to.read(&mut buf);
+                if would_block(&r) {
+                    break;
+                }
+                let n = r.expect("read");
+                assert!(n > 0, "end of stream in the middle of the transfer");
+                got.extend_from_slice(&buf[..n]);
+            }
+            to.flush_records().expect("flush");
+        }
+        got
+    }
+
+    #[test]
+    fn streams_carry_large_data_both_ways_and_hold_no_buffers_when_idle() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (mut server, mut client) = pair(dir.path());
+        assert!(client.wants_write(), "the ClientHello is queued at once");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !(server.is_established() && client.is_established()) {
+            assert!(Instant::now() < deadline, "handshake stalled");
+            client.flush_records().expect("client flush");
+            server.drive_handshake().expect("server handshake");
+            let r = client.read(&mut [0u8; 64]);
+            assert!(would_block(&r), "no data yet: {r:?}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Several records each way (16 KiB of plaintext per record), read in pieces smaller
+        // than a record: what does not fit the reader's buffer is kept for the next read.
+        let up: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let down: Vec<u8> = (0..150_000u32).map(|i| (i % 241) as u8).collect();
+        assert!(
+            transfer(&mut client, &mut server, &up) == up,
+            "client to server intact"
+        );
+        assert!(
+            transfer(&mut server, &mut client, &down) == down,
+            "server to client intact"
+        );
+        // The session tickets the server sent after the handshake are read by now too.
+        let r = client.read(&mut [0u8; 64]);
+        assert!(would_block(&r), "nothing left to read: {r:?}");
+        assert!(!server.wants_write() && !client.wants_write());
+        assert!(!server.has_buffered_input() && !client.has_buffered_input());
+        assert_eq!(
+            server.buffered_capacity(),
+            0,
+            "an idle server stream holds no buffer"
+        );
+        assert_eq!(
+            client.buffered_capacity(),
+            0,
+            "an idle client stream holds no buffer"
+        );
+        // close_notify ends the peer's stream.
+        server.shutdown(Shutdown::Write).expect("shutdown");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match client.read(&mut [0u8; 64]) {
+                Ok(0) => break,
+                Ok(n) => panic!("{n} bytes after close_notify"),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    assert!(Instant::now() < deadline, "close_notify not seen");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_peer_that_is_not_speaking_tls_gets_an_error_and_no_second_try() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (mut server, client) = pair(dir.path());
+        // An MQTT CONNECT where a ClientHello belongs.
+        let mut raw = client.sock;
+        raw.write_all(b"\x10\x10\x00\x04MQTT\x04\x02\x00\x3c\x00\x04abcd")
+            .expect("send");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let err = loop {
+            match server.drive_handshake() {
+                Ok(false) => {
+                    assert!(Instant::now() < deadline, "no error");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Ok(true) => panic!("handshake with a non-TLS peer"),
+                Err(e) => break e,
+            }
+        };
+        assert!(err.to_string().contains("does not speak TLS"), "{err}");
+        // Later calls (the shard closing it) fail again without touching rustls.
+        assert!(server.read(&mut [0u8; 16]).is_err());
+        server.shutdown(Shutdown::Both).ok();
+    }
 }
