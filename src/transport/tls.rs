@@ -28,7 +28,7 @@ use rustls::pki_types::CertificateDer;
 use rustls::server::{
     ProducesTickets, ServerSessionMemoryCache, UnbufferedServerConnection, WebPkiClientVerifier,
 };
-use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, WriteTraffic};
+use rustls::unbuffered::{ConnectionState, EncodeError, EncodeTlsData, EncryptError, WriteTraffic};
 use rustls::{CommonState, ServerConfig, SupportedCipherSuite};
 
 use super::certs;
@@ -394,17 +394,7 @@ impl Work<'_> {
                 Ok(None)
             }
             ConnectionState::EncodeTlsData(mut data) => {
-                let mut need = MIN_READ;
-                loop {
-                    match data.encode(self.outgoing.room(need)) {
-                        Ok(n) => {
-                            self.outgoing.commit(n);
-                            break;
-                        }
-                        Err(EncodeError::InsufficientSize(e)) => need = e.required_size,
-                        Err(EncodeError::AlreadyEncoded) => break,
-                    }
-                }
+                encode(&mut data, self.outgoing);
                 Ok(None)
             }
             // The records are in `outgoing`, sent in order by `flush_records`.
@@ -440,6 +430,48 @@ impl Work<'_> {
     }
 }
 
+/// Why [`put`] could not write: too little room (it needs this much), or an error.
+enum Short<E> {
+    Need(usize),
+    Fail(E),
+}
+
+/// Has `write` (one of rustls' "encode into this buffer" calls) write into `out`'s free room,
+/// giving it more room while it says it needs more.
+fn put<E>(
+    out: &mut TlsBuf,
+    mut need: usize,
+    mut write: impl FnMut(&mut [u8]) -> Result<usize, Short<E>>,
+) -> Result<(), E> {
+    loop {
+        match write(out.room(need)) {
+            Ok(n) => {
+                out.commit(n);
+                return Ok(());
+            }
+            Err(Short::Need(n)) => need = n,
+            Err(Short::Fail(e)) => return Err(e),
+        }
+    }
+}
+
+/// A handshake (or alert) record rustls made, into `out`.
+fn encode<Data>(data: &mut EncodeTlsData<'_, Data>, out: &mut TlsBuf) {
+    let _ = put(out, MIN_READ, |room| {
+        data.encode(room).map_err(|e| match e {
+            EncodeError::InsufficientSize(e) => Short::Need(e.required_size),
+            EncodeError::AlreadyEncoded => Short::Fail(()),
+        })
+    });
+}
+
+fn encrypt_error(e: EncryptError) -> Short<rustls::Error> {
+    match e {
+        EncryptError::InsufficientSize(e) => Short::Need(e.required_size),
+        e => Short::Fail(rustls::Error::General(e.to_string())),
+    }
+}
+
 /// Encrypts `data` into `out` (one or more records).
 fn encrypt<Data>(
     traffic: &mut WriteTraffic<'_, Data>,
@@ -448,34 +480,19 @@ fn encrypt<Data>(
 ) -> Result<(), rustls::Error> {
     // A record's overhead is at most 29 bytes (TLS 1.2 AES-GCM); asking for 64 per record
     // makes the first attempt fit.
-    let mut need = data.len() + (data.len() / 16_384 + 1) * 64;
-    loop {
-        match traffic.encrypt(data, out.room(need)) {
-            Ok(n) => {
-                out.commit(n);
-                return Ok(());
-            }
-            Err(EncryptError::InsufficientSize(e)) => need = e.required_size,
-            Err(e) => return Err(rustls::Error::General(e.to_string())),
-        }
-    }
+    let need = data.len() + (data.len() / 16_384 + 1) * 64;
+    put(out, need, |room| {
+        traffic.encrypt(data, room).map_err(encrypt_error)
+    })
 }
 
 fn queue_close_notify<Data>(
     traffic: &mut WriteTraffic<'_, Data>,
     out: &mut TlsBuf,
 ) -> Result<(), rustls::Error> {
-    let mut need = 64;
-    loop {
-        match traffic.queue_close_notify(out.room(need)) {
-            Ok(n) => {
-                out.commit(n);
-                return Ok(());
-            }
-            Err(EncryptError::InsufficientSize(e)) => need = e.required_size,
-            Err(e) => return Err(rustls::Error::General(e.to_string())),
-        }
-    }
+    put(out, 64, |room| {
+        traffic.queue_close_notify(room).map_err(encrypt_error)
+    })
 }
 
 /// What [`TlsStream::advance`] did.
@@ -829,17 +846,8 @@ fn encode_pending<Data>(
 ) -> bool {
     match state {
         Ok(ConnectionState::EncodeTlsData(mut data)) => {
-            let mut need = MIN_READ;
-            loop {
-                match data.encode(out.room(need)) {
-                    Ok(n) => {
-                        out.commit(n);
-                        return true;
-                    }
-                    Err(EncodeError::InsufficientSize(e)) => need = e.required_size,
-                    Err(EncodeError::AlreadyEncoded) => return true,
-                }
-            }
+            encode(&mut data, out);
+            true
         }
         Ok(ConnectionState::TransmitTlsData(data)) => {
             data.done();
