@@ -1028,6 +1028,98 @@ mod tests {
         }
     }
 
+    /// A tiny deterministic generator (xorshift), so a failing case can be replayed.
+    fn next(seed: &mut u64) -> u64 {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        *seed
+    }
+
+    /// Feeds `bytes` to the server side as if from its peer and drives it as the handshake
+    /// thread and then the shard would, bounded; whatever it decides, it must not panic, and
+    /// after an error every later call fails too (rustls is not asked again).
+    fn feed_server(server: &mut TlsStream, raw: &mut TcpStream, bytes: &[u8]) {
+        raw.write_all(bytes).expect("send");
+        let deadline = Instant::now() + Duration::from_millis(200);
+        let failed = loop {
+            let step = if server.is_established() {
+                server.read(&mut [0u8; 512]).map(|_| ())
+            } else {
+                server.drive_handshake().map(|_| ())
+            };
+            match step {
+                Err(e) if e.kind() != io::ErrorKind::WouldBlock => break true,
+                _ if Instant::now() > deadline => break false,
+                _ => std::thread::sleep(Duration::from_millis(1)),
+            }
+        };
+        if failed {
+            assert!(server.drive_handshake().is_err() || server.is_established());
+            assert!(server.read(&mut [0u8; 16]).is_err());
+            assert!(server.write(b"x").is_err());
+        }
+        let _ = server.shutdown(Shutdown::Both);
+    }
+
+    #[test]
+    fn mangled_client_flights_and_records_never_panic_the_server() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        certs(dir.path());
+        // A real ClientHello, captured from the client side.
+        let (_, mut client) = pair(dir.path());
+        let hello = client.outgoing.bytes().to_vec();
+        assert!(hello.len() > 100 && hello[0] == 22, "a handshake record");
+        client.outgoing.consume(client.outgoing.len());
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for case in 0..60 {
+            let (mut server, client) = pair(dir.path());
+            let mut raw = client.sock;
+            let mut bytes = hello.clone();
+            match case % 4 {
+                // Flip a few bytes anywhere, the record header included.
+                0 | 1 => {
+                    for _ in 0..1 + next(&mut seed) % 4 {
+                        let i = (next(&mut seed) as usize) % bytes.len();
+                        bytes[i] ^= 1 + (next(&mut seed) % 255) as u8;
+                    }
+                }
+                // Cut it short, then close the socket.
+                2 => bytes.truncate((next(&mut seed) as usize) % bytes.len()),
+                // The hello, then a record of garbage.
+                _ => {
+                    let len = 1 + (next(&mut seed) % 300) as usize;
+                    bytes.extend_from_slice(&[23, 3, 3, (len >> 8) as u8, len as u8]);
+                    bytes.extend((0..len).map(|_| next(&mut seed) as u8));
+                }
+            }
+            feed_server(&mut server, &mut raw, &bytes);
+            if case % 4 == 2 {
+                drop(raw);
+            }
+        }
+        // After an established handshake: application records with a bad tag, a bad header.
+        for case in 0..8 {
+            let (mut server, mut client) = pair(dir.path());
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !(server.is_established() && client.is_established()) {
+                assert!(Instant::now() < deadline, "handshake stalled");
+                client.flush_records().expect("client flush");
+                server.drive_handshake().expect("server handshake");
+                let _ = client.read(&mut [0u8; 64]);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let len = 20 + (next(&mut seed) % 200) as usize;
+            let mut record = vec![23, 3, 3, (len >> 8) as u8, len as u8];
+            if case % 2 == 1 {
+                record[1] = 9; // no such version
+            }
+            record.extend((0..len).map(|_| next(&mut seed) as u8));
+            let mut raw = client.sock;
+            feed_server(&mut server, &mut raw, &record);
+        }
+    }
+
     #[test]
     fn a_peer_that_is_not_speaking_tls_gets_an_error_and_no_second_try() {
         let dir = tempfile::tempdir().expect("temp dir");
