@@ -146,7 +146,14 @@ impl BufferPool {
         if buf.try_reclaim(additional) {
             return;
         }
-        let needed = buf.len() + additional;
+        // Up to the largest read size, a power of two: the retired buffer of a size class then
+        // serves every later request of that class. At exact sizes, received chunks of
+        // varying length (io_uring delivers what arrived, up to 64 KiB at once) each missed
+        // the retired buffer and allocated (`tests/alloc.rs` on io_uring).
+        let needed = match buf.len() + additional {
+            n if n <= MAX_READ_SIZE => n.next_power_of_two(),
+            n => n,
+        };
         // A grown read size reuses a retired buffer of its size: without that, a bulk
         // publisher allocated a fresh 64 KiB buffer per read and retired the old one, and
         // up to MAX_RETIRING of them sat in the queue after their payloads were gone
@@ -431,6 +438,31 @@ mod tests {
             "{} retired buffers kept",
             pool.retiring()
         );
+    }
+
+    #[test]
+    fn grown_read_buffers_of_varying_sizes_reuse_the_retired_one_of_their_class() {
+        // io_uring hands over what arrived: each chunk a different size. Room is made in
+        // power-of-two classes, so the buffer retired after one chunk serves a later one.
+        let mut pool = BufferPool::new();
+        let mut conn_buf = BytesMut::with_capacity(32 * 1024);
+        let mut held = Vec::new();
+        for (round, chunk) in [20_000usize, 30_000, 17_000, 31_000, 25_000, 29_000]
+            .into_iter()
+            .enumerate()
+        {
+            pool.make_room(&mut conn_buf, chunk);
+            assert!(conn_buf.capacity() >= chunk);
+            conn_buf.put_slice(&vec![round as u8; chunk]);
+            // The chunk's payloads are routed, alive until the next chunk has arrived.
+            held.push(conn_buf.split().freeze());
+            if held.len() > 1 {
+                held.remove(0);
+            }
+        }
+        // The second chunk found the buffer still sliced and allocated; from then on two
+        // buffers take turns. At exact sizes a 30,000-byte buffer could not take 31,000.
+        assert_eq!(pool.allocated, 1, "{} allocations", pool.allocated);
     }
 
     #[test]
