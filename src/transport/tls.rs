@@ -933,6 +933,20 @@ mod tests {
         (server, TlsStream::client(client_sock, conn))
     }
 
+    /// Drives both sides until both are established, bounded in time; the client reads
+    /// nothing but the handshake meanwhile.
+    fn handshake(server: &mut TlsStream, client: &mut TlsStream) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !(server.is_established() && client.is_established()) {
+            assert!(Instant::now() < deadline, "handshake stalled");
+            client.flush_records().expect("client flush");
+            server.drive_handshake().expect("server handshake");
+            let r = client.read(&mut [0u8; 64]);
+            assert!(would_block(&r), "no data yet: {r:?}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     fn would_block(r: &io::Result<usize>) -> bool {
         matches!(r, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
@@ -976,15 +990,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let (mut server, mut client) = pair(dir.path());
         assert!(client.wants_write(), "the ClientHello is queued at once");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !(server.is_established() && client.is_established()) {
-            assert!(Instant::now() < deadline, "handshake stalled");
-            client.flush_records().expect("client flush");
-            server.drive_handshake().expect("server handshake");
-            let r = client.read(&mut [0u8; 64]);
-            assert!(would_block(&r), "no data yet: {r:?}");
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        handshake(&mut server, &mut client);
         // Several records each way (16 KiB of plaintext per record), read in pieces smaller
         // than a record: what does not fit the reader's buffer is kept for the next read.
         let up: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
@@ -1101,14 +1107,7 @@ mod tests {
         // After an established handshake: application records with a bad tag, a bad header.
         for case in 0..8 {
             let (mut server, mut client) = pair(dir.path());
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while !(server.is_established() && client.is_established()) {
-                assert!(Instant::now() < deadline, "handshake stalled");
-                client.flush_records().expect("client flush");
-                server.drive_handshake().expect("server handshake");
-                let _ = client.read(&mut [0u8; 64]);
-                std::thread::sleep(Duration::from_millis(1));
-            }
+            handshake(&mut server, &mut client);
             let len = 20 + (next(&mut seed) % 200) as usize;
             let mut record = vec![23, 3, 3, (len >> 8) as u8, len as u8];
             if case % 2 == 1 {
