@@ -347,10 +347,19 @@ impl fmt::Debug for TlsStream {
 enum Stop {
     /// More bytes from the peer are needed (the handshake waits, or every record is read).
     NeedInput,
-    /// As `NeedInput`, and application data may be sent.
-    Writable,
     /// Both sides have sent close_notify.
     Closed,
+}
+
+/// `$body` with `$c` bound to the connection of either side (their types differ, so a
+/// closure cannot serve both).
+macro_rules! on_side {
+    ($conn:expr, $c:ident => $body:expr) => {
+        match $conn {
+            Side::Server($c) => $body,
+            Side::Client($c) => $body,
+        }
+    };
 }
 
 /// What one [`TlsStream::advance`] works with: the buffers it fills and the request it serves.
@@ -369,7 +378,43 @@ struct Work<'a> {
     peer_closed: bool,
 }
 
-impl Work<'_> {
+impl<'a> Work<'a> {
+    fn new(
+        outgoing: &'a mut TlsBuf,
+        plain: &'a mut TlsBuf,
+        early: &'a mut TlsBuf,
+        out: &'a mut [u8],
+        write: &'a [u8],
+        close: bool,
+    ) -> Work<'a> {
+        Work {
+            outgoing,
+            plain,
+            early,
+            out,
+            read: 0,
+            write,
+            wrote: false,
+            close,
+            peer_closed: false,
+        }
+    }
+
+    /// Processes `incoming` up to rustls' next state and handles that: the bytes to discard
+    /// from `incoming`, and what [`Work::handle`] says.
+    fn step(
+        &mut self,
+        conn: &mut Side,
+        incoming: &mut [u8],
+    ) -> (usize, Result<Option<Stop>, rustls::Error>) {
+        on_side!(conn, c => {
+            let status = c.process_tls_records(incoming);
+            let mut discard = status.discard;
+            let step = status.state.and_then(|s| self.handle(s, &mut discard));
+            (discard, step)
+        })
+    }
+
     /// Handles one state of the connection; `Ok(None)` asks for the next one.
     fn handle<Data>(
         &mut self,
@@ -416,7 +461,7 @@ impl Work<'_> {
                 if std::mem::take(&mut self.close) {
                     queue_close_notify(&mut traffic, self.outgoing)?;
                 }
-                Ok(Some(Stop::Writable))
+                Ok(Some(Stop::NeedInput))
             }
             // Reported once; the next state says whether sending is still allowed.
             ConnectionState::PeerClosed => {
@@ -540,10 +585,7 @@ impl TlsStream {
     }
 
     fn common(&self) -> &CommonState {
-        match &self.conn {
-            Side::Server(c) => c,
-            Side::Client(c) => c,
-        }
+        on_side!(&self.conn, c => c)
     }
 
     /// Records are waiting to be written.
@@ -600,33 +642,16 @@ impl TlsStream {
                 "TLS error: the connection has failed",
             ));
         }
-        let mut work = Work {
-            outgoing: &mut self.outgoing,
-            plain: &mut self.plain,
-            early: &mut self.early,
+        let mut work = Work::new(
+            &mut self.outgoing,
+            &mut self.plain,
+            &mut self.early,
             out,
-            read: 0,
             write,
-            wrote: false,
             close,
-            peer_closed: false,
-        };
+        );
         let stopped = loop {
-            let incoming = self.incoming.bytes_mut();
-            let (discard, step) = match &mut self.conn {
-                Side::Server(c) => {
-                    let status = c.process_tls_records(incoming);
-                    let mut discard = status.discard;
-                    let step = status.state.and_then(|s| work.handle(s, &mut discard));
-                    (discard, step)
-                }
-                Side::Client(c) => {
-                    let status = c.process_tls_records(incoming);
-                    let mut discard = status.discard;
-                    let step = status.state.and_then(|s| work.handle(s, &mut discard));
-                    (discard, step)
-                }
-            };
+            let (discard, step) = work.step(&mut self.conn, self.incoming.bytes_mut());
             self.incoming.consume(discard);
             match step {
                 Ok(None) => {}
@@ -658,17 +683,21 @@ impl TlsStream {
     /// queued records before it looks at the input again, so while it has some this never
     /// processes the offending bytes a second time.
     fn queue_alert(&mut self) {
+        let mut work = Work::new(
+            &mut self.outgoing,
+            &mut self.plain,
+            &mut self.early,
+            &mut [],
+            &[],
+            false,
+        );
         for _ in 0..4 {
-            if !self.common().wants_write() {
+            if !on_side!(&self.conn, c => c.wants_write()) {
                 return;
             }
-            let incoming = self.incoming.bytes_mut();
-            let outgoing = &mut self.outgoing;
-            let more = match &mut self.conn {
-                Side::Server(c) => encode_pending(c.process_tls_records(incoming).state, outgoing),
-                Side::Client(c) => encode_pending(c.process_tls_records(incoming).state, outgoing),
-            };
-            if !more {
+            let (discard, step) = work.step(&mut self.conn, self.incoming.bytes_mut());
+            self.incoming.consume(discard);
+            if !matches!(step, Ok(None)) {
                 return;
             }
         }
@@ -835,25 +864,6 @@ impl TlsStream {
             IdentityMode::CommonName => x509::common_name(cert),
             IdentityMode::Subject => x509::subject_rfc2253(cert),
         }
-    }
-}
-
-/// Encodes a record rustls queued (after an error: its alert) into `out`; whether there may be
-/// more.
-fn encode_pending<Data>(
-    state: Result<ConnectionState<'_, '_, Data>, rustls::Error>,
-    out: &mut TlsBuf,
-) -> bool {
-    match state {
-        Ok(ConnectionState::EncodeTlsData(mut data)) => {
-            encode(&mut data, out);
-            true
-        }
-        Ok(ConnectionState::TransmitTlsData(data)) => {
-            data.done();
-            true
-        }
-        _ => false,
     }
 }
 
