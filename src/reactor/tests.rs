@@ -176,10 +176,18 @@ fn events_of_a_closed_socket_never_reach_the_one_that_reuses_its_number() {
             .unwrap();
         a_peer.write_all(b"old").unwrap();
         registry.deregister(&mut a).unwrap();
-        drop(a);
         drop(a_peer);
-        let (mut c, mut c_peer) = UnixStream::pair().unwrap();
-        assert_eq!(c.as_raw_fd(), fd, "the descriptor number is reused");
+        // The new socket takes the old one's number with dup2, which closes the old socket
+        // and reuses its number in one step: a plain close-then-open would race with the
+        // other tests of this binary, which open descriptors on their own threads.
+        let (fresh, mut c_peer) = UnixStream::pair().unwrap();
+        // SAFETY: `fd` is `a`'s descriptor; `a` is forgotten, so only `c` owns it after dup2.
+        let mut c = unsafe {
+            assert_eq!(libc::dup2(fresh.as_raw_fd(), fd), fd, "dup2");
+            std::mem::forget(a);
+            UnixStream::from_raw_fd(fd)
+        };
+        drop(fresh);
         registry
             .register(&mut c, Token(6), Interest::READABLE)
             .unwrap();
