@@ -4,9 +4,14 @@
 # mosquitto (started by loadgen). The two midges are started here with the limits loadgen
 # gives managed brokers (2 shards each, the default on 2 cores) and given to loadgen as
 # external brokers with their PIDs, so their CPU is measured. Run from the repository root
-# after `cargo build --release -p midge -p loadgen`.
+# after `cargo build --release -p midge -p loadgen`. With RUMQTTD=path/to/rumqttd, rumqttd
+# (started by loadgen, MQTT 3.1.1 cells only) runs too; with IOURING=0 midge on io_uring does
+# not; OUT names another results directory.
 set -eu
 OUT=${OUT:-results/bevywise-fixed-20261207}
+SUITE=results/bevywise-fixed-20261207/fixed-rate.toml
+BROKERS=mosquitto
+[ -n "${RUMQTTD:-}" ] && BROKERS="mosquitto,rumqttd --rumqttd $RUMQTTD"
 MAXD=${MAXD:-15}
 start() { # name, port, backend
     printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\nmax_inflight_messages 100\nio_backend %s\nconnection_messages false\nlog_type error\nlog_type warning\n' \
@@ -15,9 +20,14 @@ start() { # name, port, backend
     echo $!
 }
 e=$(start midge 18860 epoll)
-u=$(start midge-io_uring 18861 io_uring)
+MIDGES="--broker midge=127.0.0.1:18860,pid=$e"
+u=
+if [ "${IOURING:-1}" != 0 ]; then
+    u=$(start midge-io_uring 18861 io_uring)
+    MIDGES="$MIDGES --broker midge-io_uring=127.0.0.1:18861,pid=$u"
+fi
 sleep 1
-target/release/loadgen suite "$OUT/fixed-rate.toml" --brokers mosquitto \
-    --broker "midge=127.0.0.1:18860,pid=$e" --broker "midge-io_uring=127.0.0.1:18861,pid=$u" \
+# shellcheck disable=SC2086 # BROKERS and MIDGES are several arguments
+target/release/loadgen suite "$SUITE" --brokers $BROKERS $MIDGES \
     --repeat 3 --max-duration "$MAXD" --baseline mosquitto --out "$OUT" -q || true
-kill "$e" "$u"
+kill "$e" $u
