@@ -269,11 +269,16 @@ fn dechunk(mut rest: &[u8]) -> io::Result<Option<Vec<u8>>> {
         if size == 0 {
             return Ok(Some(body));
         }
-        if body.len() + size > MAX_BODY {
+        // The server chooses `size`: compare against what is left of the bound, so a size near
+        // `usize::MAX` is "too large", never an overflow.
+        if size > MAX_BODY - body.len() {
             return Err(bad("answer too large"));
         }
         if rest.len() < size + 2 {
             return Ok(None);
+        }
+        if &rest[size..size + 2] != b"\r\n" {
+            return Err(bad("chunk without its CRLF"));
         }
         body.extend_from_slice(&rest[..size]);
         rest = &rest[size + 2..];
@@ -324,5 +329,34 @@ mod tests {
             b"abcde"
         );
         assert!(parse_response(b"SSH-2.0\r\n\r\n", true).is_err());
+    }
+
+    /// A hostile or broken auth server: chunk sizes near `usize::MAX` and chunks without their
+    /// closing CRLF are errors, never an overflow panic or a body with the wrong bytes.
+    #[test]
+    fn hostile_chunks_are_errors() {
+        let head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        for body in [
+            &b"FFFFFFFFFFFFFFFF\r\nok\r\n0\r\n\r\n"[..],
+            b"FFFFFFFFFFFFFFFE\r\n",
+            b"2\r\nok\r\nFFFFFFFFFFFFFFFF\r\n",
+            b"10001\r\n",
+            b"2\r\nokXY0\r\n\r\n",
+        ] {
+            let mut answer = head.clone();
+            answer.extend_from_slice(body);
+            for closed in [false, true] {
+                assert!(
+                    parse_response(&answer, closed).is_err(),
+                    "{:?} (closed: {closed})",
+                    String::from_utf8_lossy(body)
+                );
+            }
+        }
+        // What the fuzzer found: a 2-byte chunk followed by junk instead of CRLF, then a chunk
+        // size of 2^64 - 1 (byte 0 is the fuzz target's selector: "closed").
+        let found =
+            include_bytes!("../../../../fuzz/artifacts-found/auth-http-chunk-size-overflow");
+        assert!(parse_response(&found[1..], true).is_err());
     }
 }

@@ -60,7 +60,14 @@ pub fn start(n: usize, jobs: Receiver<Job>, shared: std::sync::Weak<Shared>) {
                     let Some(shared) = shared.upgrade() else {
                         return;
                     };
-                    run(&shared, job);
+                    // A bug in reading one answer must not cost the pool a worker: the job's
+                    // `Later` is dropped in the unwind (a denial) and the worker takes the next.
+                    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        run(&shared, job)
+                    }));
+                    if ran.is_err() {
+                        log::error!("plugin http: worker {i} recovered from a panic in one job");
+                    }
                 }
             });
         if let Err(e) = spawned {

@@ -39,6 +39,7 @@ fn later() -> (Later, Receiver<Decision>) {
 type Answer = fn(&Value) -> (u16, String, u64);
 
 /// A tiny HTTP server: answers each request with `answer(body)` = (status, body, delay ms).
+/// Status 0 writes the body as the whole answer, head included: a broken or hostile server.
 struct Server {
     addr: SocketAddr,
     hits: Arc<AtomicUsize>,
@@ -88,11 +89,14 @@ fn server(answer: Answer) -> Server {
                 let (status, text, delay) = answer(&json);
                 b.lock().unwrap().push(json);
                 std::thread::sleep(Duration::from_millis(delay));
-                let _ = write!(
-                    conn,
-                    "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n\r\n{text}",
-                    text.len()
-                );
+                let _ = match status {
+                    0 => conn.write_all(text.as_bytes()),
+                    _ => write!(
+                        conn,
+                        "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n\r\n{text}",
+                        text.len()
+                    ),
+                };
             });
         }
     });
@@ -281,6 +285,38 @@ fn full_queue_denies_at_once() {
         direct.iter().filter(|d| **d == Decision::Deny).count() >= 2,
         "{direct:?}"
     );
+}
+
+/// An auth server that answers "evil" with chunk sizes past every bound.
+fn overflowing_chunks(v: &Value) -> (u16, String, u64) {
+    if v["username"].as_str() == Some("evil") {
+        let answer = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+                      2\r\n{}\r\nFFFFFFFFFFFFFFFF\r\n{}\r\n0\r\n\r\n";
+        return (0, answer.into(), 0);
+    }
+    emqx(v)
+}
+
+/// A hostile answer is a denial, and the one worker that read it goes on answering others.
+#[test]
+fn hostile_answer_denies_and_the_worker_lives_on() {
+    let srv = server(overflowing_chunks);
+    let (_p, mut s) = plugin(&[
+        ("http_auth_url", format!("http://{}/auth", srv.addr)),
+        ("http_workers", "1".into()),
+        ("http_cache_seconds", "0".into()),
+    ]);
+    for i in 0..3 {
+        assert_eq!(
+            auth(&mut *s, &format!("e{i}"), "evil", "pw"),
+            Decision::Deny
+        );
+        assert_eq!(
+            auth(&mut *s, &format!("a{i}"), "alice", "pw"),
+            Decision::Allow
+        );
+    }
+    assert_eq!(srv.hits.load(Ordering::SeqCst), 6);
 }
 
 fn go_auth(v: &Value) -> (u16, String, u64) {
