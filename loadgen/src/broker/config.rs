@@ -12,9 +12,13 @@ pub fn config_text(flavor: Flavor, port: u16, limits: &Limits) -> String {
     match flavor {
         Flavor::Midge => common,
         // mosquitto: no persistence, Nagle off like every low-latency broker, and no log line
-        // per connection (10k connects would otherwise be measured as log I/O).
+        // per connection (10k connects would otherwise be measured as log I/O). Started by
+        // root, it stays root: switching to its `mosquitto` user would clear the signal that
+        // stops it when loadgen dies (`process::die_with_loadgen`).
         Flavor::Mosquitto => format!(
-            "{common}persistence false\nset_tcp_nodelay true\nconnection_messages false\nlog_dest stderr\nlog_type error\nlog_type warning\n"
+            "{common}persistence false\nset_tcp_nodelay true\nconnection_messages false\nlog_dest stderr\nlog_type error\nlog_type warning\n{}",
+            // SAFETY: geteuid cannot fail and touches no memory.
+            if unsafe { libc::geteuid() } == 0 { "user root\n" } else { "" }
         ),
         Flavor::Rumqttd => format!(
             "id = 0\n\n[router]\nid = 0\nmax_connections = 20010\nmax_outgoing_packet_count = {inflight}\nmax_segment_size = 104857600\nmax_segment_count = 10\n\n\

@@ -167,6 +167,31 @@ impl Drop for RunningBroker {
     }
 }
 
+/// The broker gets SIGTERM when loadgen ends, however it ends: killed by a timeout or a CI
+/// runner, or by SIGKILL, when none of loadgen's own code runs to stop it. A broker left behind
+/// would hold its port and its CPU and skew every later run on the machine.
+///
+/// Linux sends the signal when the *thread* that started the child ends, so a broker is
+/// started on the thread that owns it for its life (the run loop; a test's own thread).
+fn die_with_loadgen(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    let loadgen = std::process::id();
+    // SAFETY: the closure runs in the forked child before exec and only makes
+    // async-signal-safe calls (prctl, getppid, raise), allocating nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // loadgen ended between fork and prctl: nobody is left to send the signal.
+            if libc::getppid() as u32 != loadgen {
+                libc::raise(libc::SIGTERM);
+            }
+            Ok(())
+        });
+    }
+}
+
 fn start_managed(
     name: &str,
     flavor: Flavor,
@@ -288,6 +313,7 @@ fn start_managed(
         }
     }
     cmd.stdin(Stdio::null()).stdout(log).stderr(log2);
+    die_with_loadgen(&mut cmd);
     let child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
