@@ -518,10 +518,71 @@ fn store_seeds(dir: &Path) {
     fs::remove_dir_all(&tmp).unwrap();
 }
 
+/// `web`: byte 0 % 4 = 0 a WebSocket request head, 1 a metrics request head, 2-3 frames (bits
+/// 2-3: the size bound, 4-7: the read size). Heads as browsers, MQTT.js and Prometheus send
+/// them and GETs of files; frames as a browser masks them: data split over frames, a ping
+/// between fragments, a close.
+fn web_seeds(dir: &Path) {
+    let upgrade = b"GET /mqtt HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUpgrade: websocket\r\n\
+Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: mqtt\r\n\
+X-Forwarded-For: 10.0.0.1, 192.0.2.7\r\n\r\n";
+    let mut head = vec![0u8];
+    head.extend_from_slice(upgrade);
+    write(dir, "web", "upgrade", &head);
+    for (name, target) in [
+        ("get-index", "/index.html"),
+        ("get-sub", "/sub/a.js?v=1"),
+        ("get-escaped", "/%2e%2e/secret.txt"),
+        ("get-link", "/link"),
+    ] {
+        let mut get = vec![0u8];
+        get.extend_from_slice(format!("GET {target} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes());
+        write(dir, "web", name, &get);
+    }
+    let frame = |fin: bool, op: u8, payload: &[u8]| {
+        let mask = [0x37, 0xfa, 0x21, 0x3d];
+        let mut f = vec![if fin { 0x80 } else { 0 } | op];
+        match payload.len() {
+            n if n < 126 => f.push(0x80 | n as u8),
+            n => {
+                f.push(0x80 | 126);
+                f.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+        }
+        f.extend_from_slice(&mask);
+        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        f
+    };
+    let connect = enc(
+        &connect(ProtocolVersion::V311, false),
+        ProtocolVersion::V311,
+    );
+    for (name, head) in [
+        ("scrape", "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:9234\r\nUser-Agent: Prometheus/2.45.0\r\nAccept: text/plain;version=0.0.4\r\n\r\n"),
+        ("scrape-10", "\r\nGET /metrics?x=1 HTTP/1.0\nConnection: keep-alive\n\n"),
+    ] {
+        let mut b = vec![1u8];
+        b.extend_from_slice(head.as_bytes());
+        write(dir, "web", name, &b);
+    }
+    let mut frames = vec![0b0010_1110];
+    frames.extend(frame(false, 2, &connect[..3]));
+    frames.extend(frame(true, 9, b"hi"));
+    frames.extend(frame(true, 0, &connect[3..]));
+    frames.extend(frame(true, 2, &[0xc0, 0]));
+    frames.extend(frame(true, 8, &1000u16.to_be_bytes()));
+    write(dir, "web", "frames", &frames);
+    let mut big = vec![0b0000_0110];
+    big.extend(frame(true, 2, &[0x30; 300]));
+    write(dir, "web", "frame-300", &big);
+}
+
 fn main() {
     let dir = PathBuf::from(std::env::args().nth(1).expect("usage: seeds DIR"));
     codec_seeds(&dir);
     auth_seeds(&dir);
     store_seeds(&dir);
+    web_seeds(&dir);
     println!("seeds written to {}", dir.display());
 }

@@ -26,6 +26,10 @@ fuzz_target!(|data: &[u8]| {
     assert!(matches!(header.version, 1 | 2));
     assert_eq!(parse(&bytes[..len], accept), Ok(Parsed::Done(header, len)));
     for cut in 0..len {
-        assert_eq!(parse(&bytes[..cut], accept), Ok(Parsed::Incomplete), "cut at {cut}");
+        assert_eq!(
+            parse(&bytes[..cut], accept),
+            Ok(Parsed::Incomplete),
+            "cut at {cut}"
+        );
     }
 });

@@ -20,7 +20,7 @@ const MQTT_PROTOCOLS: [&str; 3] = ["mqtt", "mqttv3.1", "mqttv3.1.1"];
 const ACCEPT_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
 /// A complete, acceptable request head.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     /// A WebSocket upgrade: the `Sec-WebSocket-Accept` value to answer and the subprotocol
     /// to echo (`None`: the client asked for none).
