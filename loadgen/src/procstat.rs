@@ -188,19 +188,37 @@ pub fn mem(pid: u32) -> Option<Mem> {
     parse_status(&fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
 }
 
-/// Busy and total jiffies of the whole machine (first line of `/proc/stat`), to tell whether
-/// something else was competing for the CPU during a run.
-pub fn machine_jiffies() -> Option<(u64, u64)> {
-    let text = fs::read_to_string("/proc/stat").ok()?;
-    let line = text.lines().next()?;
+/// The whole machine's CPU time so far, in jiffies summed over its cores (the first line of
+/// `/proc/stat`), to tell whether something else competed for the CPU during a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MachineJiffies {
+    /// Not idle and not waiting for I/O (steal included).
+    pub busy: u64,
+    pub total: u64,
+    /// Time a virtual machine's hypervisor gave this machine's CPUs to someone else while
+    /// they had work: every process here, broker and loadgen alike, ran slower for it.
+    pub steal: u64,
+}
+
+pub fn machine_jiffies() -> Option<MachineJiffies> {
+    parse_machine(&fs::read_to_string("/proc/stat").ok()?)
+}
+
+/// Parses the `cpu` line of `/proc/stat`: user nice system idle iowait irq softirq steal ...
+/// (guest time is already in user and nice, so only the first eight fields add up).
+pub fn parse_machine(text: &str) -> Option<MachineJiffies> {
+    let line = text.lines().next()?.strip_prefix("cpu ")?;
     let v: Vec<u64> = line
         .split_whitespace()
-        .skip(1)
         .filter_map(|x| x.parse().ok())
         .collect();
     let total: u64 = v.iter().take(8).sum();
     let idle = v.get(3)? + v.get(4).unwrap_or(&0);
-    Some((total - idle, total))
+    Some(MachineJiffies {
+        busy: total - idle,
+        total,
+        steal: v.get(7).copied().unwrap_or(0),
+    })
 }
 
 /// Socket inodes listening on TCP `port` (IPv4 and IPv6, any local address).
@@ -283,8 +301,25 @@ mod tests {
         let m = mem(me).expect("own status");
         assert!(m.rss_kib > 0 && m.hwm_kib >= m.rss_kib);
         assert!(process_cpu_s() >= thread_cpu_s());
-        let (busy, total) = machine_jiffies().unwrap();
-        assert!(busy <= total);
+        let m = machine_jiffies().unwrap();
+        assert!(m.steal <= m.busy && m.busy <= m.total);
+    }
+
+    #[test]
+    fn machine_line_gives_busy_total_and_steal() {
+        let m = parse_machine("cpu  600 400 200 1000 100 0 40 30 0 0\ncpu0 1 2 3 4\n").unwrap();
+        assert_eq!(
+            m,
+            MachineJiffies {
+                busy: 1270,
+                total: 2370,
+                steal: 30
+            }
+        );
+        // Kernels before 2.6.11 have no steal field.
+        let old = parse_machine("cpu  600 400 200 1000 100 0 40\n").unwrap();
+        assert_eq!((old.busy, old.total, old.steal), (1240, 2340, 0));
+        assert_eq!(parse_machine("intr 1 2 3\n"), None);
     }
 
     #[test]

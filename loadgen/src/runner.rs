@@ -23,6 +23,10 @@ use crate::stats::{Counters, LatencyHistogram};
 
 /// A worker thread busier than this (fraction of one core) means loadgen may be the limit.
 pub const SATURATED_WORKER: f64 = 0.90;
+/// Steal time (percent of all cores over the measured interval) above which a run is flagged:
+/// on a virtual machine the host's other guests then held this one's CPUs back often enough
+/// to show in a latency tail, for reasons none of the brokers caused.
+pub const STEAL_WARN_PCT: f64 = 5.0;
 
 /// What every run of a suite shares.
 #[derive(Debug, Clone)]
@@ -119,8 +123,8 @@ struct Samples {
     hwm: u64,
     own_cpu0: f64,
     own_cpu1: f64,
-    machine0: Option<(u64, u64)>,
-    machine1: Option<(u64, u64)>,
+    machine0: Option<procstat::MachineJiffies>,
+    machine1: Option<procstat::MachineJiffies>,
     wall0: u64,
     wall1: u64,
     broker_vanished: bool,
@@ -340,12 +344,8 @@ pub fn run_one(cell_index: usize, sc: &Scenario, def: &BrokerDef, ctx: &RunConte
         },
         saturated: res.worker_cpu.iter().any(|&u| u > SATURATED_WORKER),
         workers_pct,
-        machine_busy_pct: match (s.machine0, s.machine1) {
-            (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => {
-                100.0 * (b1 - b0) as f64 / (t1 - t0) as f64
-            }
-            _ => 0.0,
-        },
+        machine_busy_pct: machine_pct(s.machine0, s.machine1, |m| m.busy),
+        machine_steal_pct: machine_pct(s.machine0, s.machine1, |m| m.steal),
     };
 
     // Verdict.
@@ -364,6 +364,20 @@ pub fn run_one(cell_index: usize, sc: &Scenario, def: &BrokerDef, ctx: &RunConte
         rec.status = Status::Failed;
     }
     rec
+}
+
+/// The share of the machine's CPU time between two readings that `part` took, in percent.
+fn machine_pct(
+    from: Option<procstat::MachineJiffies>,
+    to: Option<procstat::MachineJiffies>,
+    part: fn(&procstat::MachineJiffies) -> u64,
+) -> f64 {
+    match (from, to) {
+        (Some(a), Some(b)) if b.total > a.total => {
+            100.0 * part(&b).saturating_sub(part(&a)) as f64 / (b.total - a.total) as f64
+        }
+        _ => 0.0,
+    }
 }
 
 /// Applies the QoS rules and the sanity checks to a measured record.
@@ -427,6 +441,12 @@ pub fn judge(rec: &mut RunRecord) {
             rec.loadgen_cpu.machine_busy_pct
         ));
     }
+    if rec.loadgen_cpu.machine_steal_pct > STEAL_WARN_PCT {
+        rec.warnings.push(format!(
+            "the hypervisor held back {:.1}% of the machine's CPU time (steal) during the measured interval: latencies include waits that neither the broker nor loadgen caused",
+            rec.loadgen_cpu.machine_steal_pct
+        ));
+    }
     if rec.send_lag.p99_us > 1_000.0 && rec.send_lag.p99_us > 0.5 * rec.latency.p99_us {
         rec.warnings.push(format!(
             "loadgen sent late: p99 send lag {:.0} us of a p99 latency of {:.0} us; loadgen or the machine, not only the broker, made that tail",
@@ -470,6 +490,29 @@ mod tests {
         r.lost = c.lost();
         judge(&mut r);
         r
+    }
+
+    #[test]
+    fn steal_time_is_reported_above_its_threshold() {
+        let whole = Counters {
+            expected: 10,
+            received: 10,
+            ..Default::default()
+        };
+        let steal = |r: &RunRecord| r.warnings.iter().any(|w| w.contains("(steal)"));
+        let mut r = rec(0, whole);
+        assert!(!steal(&r), "{:?}", r.warnings);
+        r.loadgen_cpu.machine_steal_pct = STEAL_WARN_PCT + 1.0;
+        r.warnings.clear();
+        judge(&mut r);
+        assert!(steal(&r), "{:?}", r.warnings);
+        assert!(r.failures.is_empty(), "a warning, not a failure");
+        // Measured between two readings of the machine's counters.
+        let at = |busy, total, steal| Some(procstat::MachineJiffies { busy, total, steal });
+        let pct = machine_pct(at(100, 1000, 10), at(150, 1200, 22), |m| m.steal);
+        assert!((pct - 6.0).abs() < 1e-9, "{pct}");
+        assert_eq!(machine_pct(at(1, 1000, 0), at(1, 1000, 0), |m| m.busy), 0.0);
+        assert_eq!(machine_pct(None, at(1, 1000, 0), |m| m.busy), 0.0);
     }
 
     #[test]

@@ -119,6 +119,11 @@ pub struct LoadgenCpu {
     pub saturated: bool,
     /// Percent of all cores busy on the machine (broker + loadgen + anything else).
     pub machine_busy_pct: f64,
+    /// Percent of all cores' time the hypervisor gave to other machines (steal): a slower
+    /// machine for every broker that ran in it. 0 where the kernel reports none, and in
+    /// records written before loadgen measured it.
+    #[serde(default)]
+    pub machine_steal_pct: f64,
 }
 
 /// One run: one scenario against one broker.
