@@ -117,7 +117,9 @@ pub struct LoadgenCpu {
     pub workers_pct: Vec<f64>,
     /// A worker was (nearly) always busy: the result may be loadgen's limit, not the broker's.
     pub saturated: bool,
-    /// Percent of all cores busy on the machine (broker + loadgen + anything else).
+    /// Percent of all cores busy on the machine (broker + loadgen + anything else). Sampled
+    /// at the scheduler's tick, so on a tickless kernel it under-counts work done in short
+    /// bursts between idle periods (low message rates); near saturation it is accurate.
     pub machine_busy_pct: f64,
     /// Percent of all cores' time the hypervisor gave to other machines (steal): a slower
     /// machine for every broker that ran in it. 0 where the kernel reports none, and in
